@@ -1,0 +1,38 @@
+# Two commands do all set-up on a fresh machine with Python 3.11:
+#   make demo   create .venv, install testlane, run the bundled example's integration lane
+#   make test   create .venv if needed, run lint, type check and testlane's whole test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: venv demo test lint typecheck suite bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	cd examples/quickstart && ../../$(BIN)/testlane run -- -v -s -p no:cacheprovider
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+suite: $(STAMP)
+	$(BIN)/testlane run -- tests -p no:cacheprovider
+
+test: lint typecheck suite
+
+bench: $(STAMP)
+	$(BIN)/python bench/startup.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

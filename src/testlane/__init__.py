@@ -1,0 +1,82 @@
+"""testlane: a real integration-test lane for Python web backends.
+
+The public API. Names load lazily, so ``import testlane`` (and the pytest plugin)
+stays cheap; ``testlane.__all__`` lists everything public.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    # core
+    "BinaryNotFoundError": "testlane.core.errors",
+    "ConfigError": "testlane.core.errors",
+    "DatabaseError": "testlane.core.errors",
+    "ExtensionMissingError": "testlane.core.errors",
+    "LaneError": "testlane.core.errors",
+    "MigrationError": "testlane.core.errors",
+    "PortUnavailableError": "testlane.core.errors",
+    "PrivilegeError": "testlane.core.errors",
+    "ServiceError": "testlane.core.errors",
+    "ServiceStartError": "testlane.core.errors",
+    "TestlaneError": "testlane.core.errors",
+    "UnreachableError": "testlane.core.errors",
+    "UnsafeDatabaseError": "testlane.core.errors",
+    "Settings": "testlane.core.config",
+    "load_settings": "testlane.core.config",
+    "RunContext": "testlane.core.runtime",
+    "WaitTimeout": "testlane.core.waiting",
+    "wait_until": "testlane.core.waiting",
+    # services
+    "Instance": "testlane.services.instance",
+    "PostgresServer": "testlane.services.postgres",
+    "Server": "testlane.services.base",
+    "ServiceStack": "testlane.services.stack",
+    "ValkeyServer": "testlane.services.valkey",
+    "reap": "testlane.services.stack",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'testlane' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
+
+
+if TYPE_CHECKING:
+    from testlane.core.config import Settings, load_settings
+    from testlane.core.errors import (
+        BinaryNotFoundError,
+        ConfigError,
+        DatabaseError,
+        ExtensionMissingError,
+        LaneError,
+        MigrationError,
+        PortUnavailableError,
+        PrivilegeError,
+        ServiceError,
+        ServiceStartError,
+        TestlaneError,
+        UnreachableError,
+        UnsafeDatabaseError,
+    )
+    from testlane.core.runtime import RunContext
+    from testlane.core.waiting import WaitTimeout, wait_until
+    from testlane.services.base import Server
+    from testlane.services.instance import Instance
+    from testlane.services.postgres import PostgresServer
+    from testlane.services.stack import ServiceStack, reap
+    from testlane.services.valkey import ValkeyServer

@@ -1,0 +1,1 @@
+"""Front layer: the `testlane` command."""

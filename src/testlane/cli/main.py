@@ -1,0 +1,107 @@
+"""The ``testlane`` command.
+
+Exit codes: ``testlane run`` exits with pytest's code (0 passed, 1 failed, 2
+interrupted, 4 usage, 5 no tests), 130/143 when stopped by SIGINT/SIGTERM.
+testlane's own failures: 4 for a usage or configuration mistake, 3 when a
+service could not be found or started. A user mistake is one message on
+stderr, never a traceback (``-v`` adds testlane's debug log).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from testlane.cli.common import CliState, console, pass_state
+from testlane.cli.doctor import doctor_command
+from testlane.cli.run import run_pytest_under_services
+from testlane.cli.services import reap_command, services_group
+from testlane.core.errors import ConfigError, TestlaneError
+
+__all__ = ["cli", "main"]
+
+USAGE_EXIT = 4
+SERVICE_EXIT = 3
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--config", type=click.Path(dir_okay=False), help="pyproject.toml to read instead of searching upward.")
+@click.option(
+    "--set",
+    "set_items",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a setting, e.g. --set postgres.backend=local (repeatable).",
+)
+@click.option("-v", "--verbose", count=True, help="Show testlane's debug log: what it did and why.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
+@click.version_option(package_name="testlane")
+@click.pass_context
+def cli(ctx: click.Context, config: str | None, set_items: tuple[str, ...], verbose: int, quiet: bool) -> None:
+    """testlane: real Postgres, Valkey and MariaDB for your tests, isolated per test, in milliseconds."""
+    ctx.obj = CliState.from_options(config, set_items, verbose, quiet)
+
+
+@cli.command("run", context_settings={"allow_interspersed_args": False})
+@click.option("--services", help="Comma-separated services to start (default: setting `services`).")
+@click.option("--postgres-backend", type=click.Choice(["embedded", "local"]))
+@click.option("--valkey-backend", type=click.Choice(["embedded", "local"]))
+@click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
+@pass_state
+def run_command(
+    state: CliState,
+    services: str | None,
+    postgres_backend: str | None,
+    valkey_backend: str | None,
+    pytest_args: tuple[str, ...],
+) -> None:
+    """Start the services, run pytest in the integration lane, stop the services.
+
+    Arguments after `--` go to pytest: testlane run -- tests/ -x -k login
+    """
+    overrides = {"services": services, "postgres.backend": postgres_backend, "valkey.backend": valkey_backend}
+    state.overrides.update({k: v for k, v in overrides.items() if v is not None})
+    state.settings(**{})
+    code = run_pytest_under_services(state, list(pytest_args))
+    raise SystemExit(code)
+
+
+cli.add_command(services_group)
+cli.add_command(reap_command)
+cli.add_command(doctor_command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning user mistakes into one message and an exit code."""
+    try:
+        cli.main(args=argv, prog_name="testlane", standalone_mode=False)
+    except click.exceptions.NoSuchOption as exc:
+        hint = ""
+        if exc.ctx is not None and exc.ctx.command.name == "run":
+            hint = "\n  hint: pytest's options go after `--`, e.g. testlane run -- -x -k name"
+        console.print(f"[red]testlane: error:[/red] {exc.format_message()}{hint}")
+        raise SystemExit(USAGE_EXIT) from None
+    except click.exceptions.UsageError as exc:
+        console.print(f"[red]testlane: error:[/red] {exc.format_message()}")
+        if exc.ctx is not None:
+            console.print(f"[dim]{exc.ctx.get_usage()}\nTry '{exc.ctx.command_path} --help'.[/dim]")
+        raise SystemExit(USAGE_EXIT) from None
+    except click.exceptions.Abort:
+        console.print("[red]testlane: aborted[/red]")
+        raise SystemExit(130) from None
+    except click.exceptions.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except ConfigError as exc:
+        console.print(f"[red]testlane: configuration error:[/red] {exc}")
+        raise SystemExit(USAGE_EXIT) from None
+    except TestlaneError as exc:
+        console.print(f"[red]testlane: error:[/red] {exc}")
+        raise SystemExit(SERVICE_EXIT) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    raise SystemExit(0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(sys.argv[1:])

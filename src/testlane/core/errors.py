@@ -1,0 +1,118 @@
+"""testlane's exceptions: one root, one class per kind of user mistake.
+
+Every error a user can cause says three things: what happened, what testlane
+checked (when that helps), and what to do. The message is the first line(s);
+``hint`` is the advice, rendered after it. Tracebacks are for testlane's bugs,
+not for user mistakes: the CLI prints ``str(error)`` and exits, the pytest
+plugin reports it with ``pytrace=False``.
+
+Hierarchy::
+
+    TestlaneError
+    ├── ConfigError              bad [tool.testlane] key/value, TESTLANE_* variable or option
+    ├── ServiceError             a service could not be found, started or reached
+    │   ├── BinaryNotFoundError  no server executable where we looked
+    │   ├── ServiceStartError    the server did not become ready (carries the log tail)
+    │   ├── PortUnavailableError no free port could be reserved / the port is taken
+    │   ├── PrivilegeError       running as root and no unprivileged user could be used
+    │   └── UnreachableError     an existing server given by URL did not answer
+    ├── DatabaseError            something inside a server went wrong
+    │   ├── MigrationError       a migration source failed (file, statement, server error)
+    │   ├── ExtensionMissingError a required extension is not installed in these binaries
+    │   └── UnsafeDatabaseError  a helper was pointed at a database testlane did not create
+    └── LaneError                integration-lane helper used outside the integration lane
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BinaryNotFoundError",
+    "ConfigError",
+    "DatabaseError",
+    "ExtensionMissingError",
+    "LaneError",
+    "MigrationError",
+    "PortUnavailableError",
+    "PrivilegeError",
+    "ServiceError",
+    "ServiceStartError",
+    "TestlaneError",
+    "UnreachableError",
+    "UnsafeDatabaseError",
+]
+
+
+class TestlaneError(Exception):
+    """Root of every error testlane raises on purpose.
+
+    ``message`` says what happened; ``hint`` says what to do about it.
+    """
+
+    __test__ = False  # not a test class, whatever pytest's name patterns say
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}\n  hint: {self.hint}"
+        return self.message
+
+
+class ConfigError(TestlaneError):
+    """Raised when configuration (pyproject, environment, options) is invalid."""
+
+
+class ServiceError(TestlaneError):
+    """Raised when a service cannot be found, started, stopped or reached."""
+
+
+class BinaryNotFoundError(ServiceError):
+    """Raised when no server executable is found; the message lists every place looked."""
+
+
+class ServiceStartError(ServiceError):
+    """Raised when a server process exits or does not become ready in time.
+
+    ``log_tail`` holds the last lines of the server's log; they are part of the message.
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None, log_tail: str = "") -> None:
+        if log_tail:
+            message = f"{message}\n--- last lines of the server log ---\n{log_tail.rstrip()}\n---"
+        super().__init__(message, hint=hint)
+        self.log_tail = log_tail
+
+
+class PortUnavailableError(ServiceError):
+    """Raised when no free port could be reserved, or a configured port is taken."""
+
+
+class PrivilegeError(ServiceError):
+    """Raised when testlane runs as root and cannot run a server as an unprivileged user."""
+
+
+class UnreachableError(ServiceError):
+    """Raised when an existing server given by URL does not accept connections."""
+
+
+class DatabaseError(TestlaneError):
+    """Raised when an operation inside a database server fails."""
+
+
+class MigrationError(DatabaseError):
+    """Raised when a migration source fails; names the file, the statement and the server error."""
+
+
+class ExtensionMissingError(DatabaseError):
+    """Raised when a migration needs a Postgres extension the chosen binaries do not ship."""
+
+
+class UnsafeDatabaseError(DatabaseError):
+    """Raised when a helper is pointed at a database testlane did not create."""
+
+
+class LaneError(TestlaneError):
+    """Raised when an integration-lane helper is used outside the integration lane."""

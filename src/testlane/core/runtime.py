@@ -1,0 +1,153 @@
+"""Run identity and the directories testlane works in.
+
+A *run* is one ``testlane run`` (or one pytest session that starts services on
+demand). It has a short random id that appears in directory names, database
+names and container names, and an *owner*: the process whose death means the
+run is over and its leftovers may be reaped.
+
+Directories::
+
+    <data_root>/                 /dev/shm/testlane-<uid> (tmpfs), mode 0700 (0711 as root)
+        <run_id>/<service>/      one instance: data/, socket, log
+        state/                   registry of instances (unless state_dir is set)
+        ports/                   port reservations (flock files)
+    <cache_dir>/                 ~/.cache/testlane, or /var/cache/testlane as root
+        postgres/<key>/cluster   initialized cluster, copied for each new instance
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from testlane.core.config import Settings
+from testlane.core.errors import ConfigError
+
+__all__ = ["RunContext", "is_root", "new_run_id", "owner_pid", "run_id_from_env"]
+
+RUN_ID_ENV = "TESTLANE_RUN_ID"
+OWNER_PID_ENV = "TESTLANE_OWNER_PID"
+
+
+def is_root() -> bool:
+    """True when the effective user is root (servers then run as an unprivileged user)."""
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def new_run_id() -> str:
+    """A short id, safe in database, directory and container names: 8 lowercase hex chars."""
+    return secrets.token_hex(4)
+
+
+def run_id_from_env() -> str | None:
+    value = os.environ.get(RUN_ID_ENV, "").strip()
+    return value or None
+
+
+def owner_pid() -> int:
+    """The process that owns this run: ``TESTLANE_OWNER_PID`` when a parent set it, else us."""
+    value = os.environ.get(OWNER_PID_ENV, "")
+    return int(value) if value.isdigit() else os.getpid()
+
+
+def is_writable_tmpfs(path: Path) -> bool:
+    if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
+        return False
+    try:
+        with open("/proc/mounts", encoding="utf-8") as mounts:
+            return any(line.split()[1] == str(path) and line.split()[2] == "tmpfs" for line in mounts if " " in line)
+    except OSError:
+        return False
+
+
+def default_data_root() -> Path:
+    """/dev/shm/testlane-<uid> when /dev/shm is a writable tmpfs, else <tmp>/testlane-<uid>."""
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    shm = Path("/dev/shm")
+    base = shm if is_writable_tmpfs(shm) else Path(tempfile.gettempdir())
+    return base / f"testlane-{uid}"
+
+
+def default_cache_dir() -> Path:
+    if is_root():
+        # /root is not traversable by the unprivileged user servers run as.
+        return Path("/var/cache/testlane")
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "testlane"
+
+
+def _ensure_private_dir(path: Path, *, traversable: bool) -> Path:
+    """Create ``path`` owned by us; 0700, or 0711 when another user must traverse it."""
+    mode = 0o711 if traversable else 0o700
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=mode)
+        st = path.lstat()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create testlane's directory {path}: {exc.strerror}.",
+            hint="set data_dir (TESTLANE_DATA_DIR) to a writable directory, preferably on tmpfs.",
+        ) from None
+    if path.is_symlink() or st.st_uid != os.getuid():
+        raise ConfigError(
+            f"{path} is not a directory owned by the current user; refusing to use it.",
+            hint="remove it, or set data_dir (TESTLANE_DATA_DIR) elsewhere.",
+        )
+    if st.st_mode & 0o777 != mode:
+        path.chmod(mode)
+    return path
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Where a run keeps its things, and who owns it."""
+
+    run_id: str
+    owner_pid: int
+    data_root: Path
+    state_dir: Path
+    cache_dir: Path
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, run_id: str | None = None, owner: int | None = None) -> RunContext:
+        data_root = settings.resolve_path(settings.data_dir) if settings.data_dir else default_data_root()
+        state_dir = settings.resolve_path(settings.state_dir) if settings.state_dir else data_root / "state"
+        cache_dir = settings.resolve_path(settings.cache_dir) if settings.cache_dir else default_cache_dir()
+        return cls(
+            run_id=run_id or run_id_from_env() or new_run_id(),
+            owner_pid=owner if owner is not None else owner_pid(),
+            data_root=data_root,
+            state_dir=state_dir,
+            cache_dir=cache_dir,
+        )
+
+    def ensure_dirs(self) -> None:
+        """Create the data root, state and port directories with safe permissions."""
+        _ensure_private_dir(self.data_root, traversable=is_root())
+        _ensure_private_dir(self.state_dir, traversable=False)
+        _ensure_private_dir(self.ports_dir, traversable=False)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_root / self.run_id
+
+    @property
+    def ports_dir(self) -> Path:
+        return self.data_root / "ports"
+
+    def instance_dir(self, name: str) -> Path:
+        return self.run_dir / name
+
+    def ensure_cache_dir(self) -> Path:
+        """The cache dir, created; world-traversable (0755) as root so the service user can read it."""
+        mode = 0o755 if is_root() else 0o700
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True, mode=mode)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot create the cache directory {self.cache_dir}: {exc.strerror}.",
+                hint="set cache_dir (TESTLANE_CACHE_DIR) to a writable directory.",
+            ) from None
+        return self.cache_dir

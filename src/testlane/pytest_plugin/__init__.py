@@ -1,0 +1,1 @@
+"""Harness layer: the pytest plugin (fixtures, markers, lanes, runtime discipline)."""

@@ -1,0 +1,173 @@
+"""testlane's pytest plugin (entry point ``pytest11: testlane``).
+
+This module stays cheap to import: it registers options, and in
+``pytest_configure`` builds one :class:`TestlanePlugin` object that owns the
+session's settings and services. Drivers (psycopg, redis, SQLAlchemy) are only
+imported by the fixtures that use them.
+
+Fixtures (session scope unless noted):
+
+``testlane_settings``  the resolved :class:`~testlane.core.config.Settings`
+``postgres``           the run's :class:`~testlane.services.postgres.PostgresServer`
+``valkey``             the run's :class:`~testlane.services.valkey.ValkeyServer`
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from testlane.core.config import Settings, load_settings, parse_set_options
+from testlane.core.errors import ConfigError, TestlaneError
+from testlane.core.runtime import OWNER_PID_ENV, RUN_ID_ENV, new_run_id
+
+if TYPE_CHECKING:
+    from testlane.pytest_plugin.provider import ServiceProvider
+    from testlane.services.postgres import PostgresServer
+    from testlane.services.valkey import ValkeyServer
+
+__all__ = ["TestlanePlugin", "plugin_of"]
+
+PLUGIN_NAME = "testlane-session"
+settings_key = pytest.StashKey["Settings"]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("testlane", "testlane: real services for the integration lane")
+    group.addoption(
+        "--testlane-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a [tool.testlane] setting for this run, e.g. --testlane-set postgres.backend=local",
+    )
+
+
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+class TestlanePlugin:
+    """Per-session state: settings, the service provider, and the environment we set."""
+
+    __test__ = False
+
+    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+        self.config = config
+        self.settings = settings
+        self._provider: ServiceProvider | None = None
+        self._env_set: list[str] = []
+        if not _is_xdist_worker(config):
+            # The controller (or a plain session) names the run and owns it; xdist workers,
+            # started later, inherit both and so share one server per service.
+            if not os.environ.get(RUN_ID_ENV):
+                os.environ[RUN_ID_ENV] = new_run_id()
+                self._env_set.append(RUN_ID_ENV)
+            if not os.environ.get(OWNER_PID_ENV):
+                os.environ[OWNER_PID_ENV] = str(os.getpid())
+                self._env_set.append(OWNER_PID_ENV)
+
+    @property
+    def provider(self) -> ServiceProvider:
+        if self._provider is None:
+            from testlane.pytest_plugin.provider import ServiceProvider
+
+            self._provider = ServiceProvider(self.settings, progress=self._progress)
+        return self._provider
+
+    def _progress(self, message: str) -> None:
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"testlane: {message}")
+
+    def server(self, name: str) -> Any:
+        """The server for ``name``; a testlane error becomes a clean test error."""
+        __tracebackhide__ = True
+        try:
+            return self.provider.get(name)
+        except TestlaneError as exc:
+            pytest.fail(f"testlane could not provide {name}: {exc}", pytrace=False)
+
+    def close(self) -> None:
+        owns_run = os.environ.get(OWNER_PID_ENV) == str(os.getpid())
+        if self._provider is None and owns_run:
+            # Workers may have started servers this process owns, without it ever asking for one.
+            from testlane.core.runtime import RunContext
+
+            if RunContext.from_settings(self.settings).run_dir.exists():
+                _ = self.provider
+        if self._provider is not None:
+            self._provider.close()
+            self._provider = None
+        for key in self._env_set:
+            os.environ.pop(key, None)
+        self._env_set.clear()
+
+
+def plugin_of(config: pytest.Config) -> TestlanePlugin:
+    plugin = config.pluginmanager.get_plugin(PLUGIN_NAME)
+    assert isinstance(plugin, TestlanePlugin), "testlane's pytest plugin is not configured"
+    return plugin
+
+
+def _install_sigterm_handler(config: pytest.Config) -> None:
+    """Turn SIGTERM into an orderly stop: fixtures tear down, servers stop, reports are written."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+        pytest.exit("testlane: received SIGTERM; stopping the run", returncode=pytest.ExitCode.INTERRUPTED)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    config.add_cleanup(restore)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _install_sigterm_handler(config)
+    try:
+        overrides = parse_set_options(config.getoption("testlane_set") or [])
+        settings = load_settings(start=config.rootpath, overrides=overrides)
+    except ConfigError as exc:
+        raise pytest.UsageError(f"testlane: {exc}") from None
+    config.stash[settings_key] = settings
+    config.pluginmanager.register(TestlanePlugin(config, settings), PLUGIN_NAME)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    plugin = config.pluginmanager.get_plugin(PLUGIN_NAME)
+    if isinstance(plugin, TestlanePlugin):
+        plugin.close()
+        config.pluginmanager.unregister(plugin, PLUGIN_NAME)
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def testlane_settings(pytestconfig: pytest.Config) -> Settings:
+    """The resolved testlane settings for this session."""
+    return pytestconfig.stash[settings_key]
+
+
+@pytest.fixture(scope="session")
+def postgres(pytestconfig: pytest.Config) -> Iterator[PostgresServer]:
+    """The run's PostgreSQL server (``.url``, ``.connect()``, ``.dsn(dbname)``), started on demand."""
+    yield plugin_of(pytestconfig).server("postgres")
+
+
+@pytest.fixture(scope="session")
+def valkey(pytestconfig: pytest.Config) -> Iterator[ValkeyServer]:
+    """The run's Valkey server (``.url``, ``.client(db)``), started on demand."""
+    yield plugin_of(pytestconfig).server("valkey")

@@ -1,0 +1,97 @@
+"""Where a pytest session's servers come from: the run's, or started on demand.
+
+Under ``testlane run`` the services are already up and described by the
+services file (``TESTLANE_SERVICES_FILE``); the session attaches to them.
+Otherwise a service is started the first time a test asks for it.
+
+Under pytest-xdist all workers share one server per service (a Postgres server
+serves many databases, and per-test isolation happens inside it; one server per
+worker would multiply start-up cost and memory for nothing). The controller
+process gives every worker the same run id and names itself the owner
+(``TESTLANE_RUN_ID``/``TESTLANE_OWNER_PID``, set before workers start); the
+first worker that needs a service starts it under a file lock, the others find
+it in the registry and attach; the controller stops it at the end of the session.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from filelock import FileLock
+
+from testlane.core.config import Settings
+from testlane.core.runtime import RunContext, is_root
+from testlane.services.base import Server
+from testlane.services.process import pid_alive
+from testlane.services.registry import Registry, write_run_owner
+from testlane.services.stack import SERVICES_FILE_ENV, ServiceStack, attach, load_services_file
+
+__all__ = ["ServiceProvider"]
+
+log = logging.getLogger("testlane")
+
+
+class ServiceProvider:
+    """Hands out server handles for one pytest process (see module docstring)."""
+
+    def __init__(self, settings: Settings, *, progress: Callable[[str], None] | None = None) -> None:
+        self.settings = settings
+        self.context = RunContext.from_settings(settings)
+        self.registry = Registry(self.context)
+        self.progress = progress
+        self._handles: dict[str, Server] = {}
+        self._from_file: dict[str, Server] = {}
+        services_file = os.environ.get(SERVICES_FILE_ENV)
+        if services_file and Path(services_file).is_file():
+            for name, inst in load_services_file(services_file).items():
+                self._from_file[name] = attach(inst)
+        self._stack: ServiceStack | None = None
+
+    @property
+    def owns_run(self) -> bool:
+        return self.context.owner_pid == os.getpid()
+
+    def provided_by_run(self, name: str) -> bool:
+        """True when ``testlane run`` (or detached services) already provide ``name``."""
+        return name in self._from_file
+
+    def get(self, name: str) -> Server:
+        """The server for service ``name``, started now if nobody provides it."""
+        if name in self._handles:
+            return self._handles[name]
+        server = self._from_file[name] if name in self._from_file else self._start_or_attach(name)
+        self._handles[name] = server
+        return server
+
+    def _start_or_attach(self, name: str) -> Server:
+        self.context.ensure_dirs()
+        run_dir = self.context.run_dir
+        run_dir.mkdir(mode=0o711 if is_root() else 0o700, exist_ok=True)
+        write_run_owner(run_dir, self.context.owner_pid)
+        lock = FileLock(str(run_dir / f".{name}.start.lock"), timeout=600)
+        with lock:
+            inst = self.registry.find(self.context.run_id, name)
+            if inst is not None and inst.pid is not None and pid_alive(inst.pid, inst.pid_create_time):
+                return attach(inst)
+            if self._stack is None:
+                self._stack = ServiceStack(
+                    self.settings,
+                    self.context,
+                    progress=self.progress,
+                    # A worker must not take the shared server down when it exits early.
+                    die_with_parent=self.owns_run,
+                )
+            self._stack.start([name], reap_first=self.owns_run)
+            return self._stack.servers[name]
+
+    def close(self) -> None:
+        """Stop what this process owns (the run owner stops what its workers started, too)."""
+        self._handles.clear()
+        if self.owns_run:
+            stack = self._stack or ServiceStack(self.settings, self.context)
+            stack.stop()
+        elif self._stack is not None:
+            self._stack.servers.clear()  # owned by the run owner, which stops it

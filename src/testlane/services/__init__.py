@@ -1,0 +1,1 @@
+"""Services layer: server processes (engines, backends, instances, registry). Imports only core."""

@@ -1,0 +1,332 @@
+"""The service interface: a server handle, and the launch procedure process engines share.
+
+A :class:`Server` is a handle on one :class:`Instance`: its URL, log file, status,
+a real-query readiness check, and ``stop()``. Handles are context managers, clean
+even when start fails. A handle either *owns* its server (it started it, or its
+process owns the run) and stops it, or is *attached* (a pytest worker using the
+run's server) and leaves it alone.
+
+Starting a server process goes through :func:`launch`, in three steps so that
+several services start in parallel while every process is spawned from the
+caller's thread (Linux ties the parent-death signal to the spawning thread):
+
+1. ``prepare`` (any thread): directories, data copy, registry record;
+2. ``spawn`` (calling thread): a reserved port, the process;
+3. ``wait`` (calling thread): a real query succeeds, or the process died (its log
+   tail goes into the error), or the deadline passed. A port lost to another
+   program between reservation and bind is retried with a new port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import subprocess
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import ClassVar, Self
+
+from testlane.core.errors import ServiceStartError
+from testlane.core.runtime import RunContext, is_root
+from testlane.core.waiting import WaitTimeout, wait_until
+from testlane.services.instance import Instance
+from testlane.services.ports import PortReservation, reserve_port
+from testlane.services.privileges import ServiceUser
+from testlane.services.process import ProcessRef, log_tail, pid_alive, spawn, stop_process_group
+from testlane.services.registry import Registry, write_run_owner
+
+__all__ = ["Launch", "Server", "stop_instance"]
+
+log = logging.getLogger("testlane")
+
+Progress = Callable[[str], None]
+
+BIND_FAILURE_MARKERS = ("Address already in use", "could not bind", "Could not create server TCP listening")
+
+
+class Server(ABC):
+    """A handle on one running server (see module docstring)."""
+
+    engine: ClassVar[str]
+    stop_signal: ClassVar[int] = 15  # SIGTERM; engines override
+
+    def __init__(
+        self,
+        instance: Instance,
+        *,
+        registry: Registry | None = None,
+        popen: subprocess.Popen[bytes] | None = None,
+        owned: bool = True,
+    ) -> None:
+        self.instance = instance
+        self.registry = registry
+        self._popen = popen
+        self.owned = owned
+        self._stopped = False
+
+    # -- description ---------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.instance.name
+
+    @property
+    def url(self) -> str:
+        return self.instance.url
+
+    @property
+    def host(self) -> str:
+        return self.instance.host
+
+    @property
+    def port(self) -> int:
+        return self.instance.port
+
+    @property
+    def version(self) -> str:
+        return self.instance.version
+
+    @property
+    def log_file(self) -> Path | None:
+        return self.instance.log_path
+
+    @property
+    def pid(self) -> int | None:
+        return self.instance.pid
+
+    def log_tail(self, lines: int = 30) -> str:
+        return log_tail(self.log_file, lines)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url} run={self.instance.run_id} pid={self.pid}>"
+
+    # -- behaviour -------------------------------------------------------------------
+    @abstractmethod
+    def ping(self, timeout: float = 2.0) -> None:
+        """Run one real query against the server; raise if it fails."""
+
+    @abstractmethod
+    def env(self) -> dict[str, str]:
+        """Environment variables that describe this server to tests."""
+
+    def ready(self) -> bool:
+        """True when the server answers a real query now."""
+        try:
+            self.ping(timeout=1.0)
+        except Exception:
+            return False
+        return True
+
+    def status(self) -> str:
+        """``running``, ``stopped`` or ``unresponsive`` (process alive, no answer)."""
+        if self._stopped:
+            return "stopped"
+        if self.instance.pid is not None and not pid_alive(self.instance.pid, self.instance.pid_create_time):
+            return "stopped"
+        return "running" if self.ready() else "unresponsive"
+
+    def stop(self) -> None:
+        """Stop the server and remove its directory and record (only if this handle owns it)."""
+        if self._stopped or not self.owned:
+            return
+        self._stopped = True
+        stop_instance(self.instance, popen=self._popen, stop_signal=self.stop_signal)
+        if self.registry is not None:
+            self.registry.remove(self.instance)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def _kill_by_dir(instance_dir: str) -> None:
+    """Last resort when a record has no PID: kill processes whose command line names the dir."""
+    import psutil
+
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = proc.info.get("cmdline") or []
+        if any(instance_dir in part for part in cmdline) and proc.pid != os.getpid():
+            with contextlib.suppress(psutil.Error):
+                os.killpg(proc.pid, 9) if os.getpgid(proc.pid) == proc.pid else proc.kill()
+
+
+def stop_instance(
+    instance: Instance,
+    *,
+    popen: subprocess.Popen[bytes] | None = None,
+    stop_signal: int | None = None,
+    timeout: float = 10.0,
+) -> None:
+    """Stop a process-backed instance and remove its directory (used by handles and the reaper)."""
+    if stop_signal is None:
+        stop_signal = 3 if instance.engine == "postgres" else 15  # SIGQUIT: immediate shutdown
+    if instance.pid is not None:
+        stop_process_group(
+            instance.pid, instance.pid_create_time, first_signal=stop_signal, timeout=timeout, popen=popen
+        )
+    elif instance.instance_dir:
+        _kill_by_dir(instance.instance_dir)
+    if instance.instance_dir:
+        shutil.rmtree(instance.instance_dir, ignore_errors=True)
+        run_dir = Path(instance.instance_dir).parent
+        remaining = (
+            [p for p in run_dir.iterdir() if not p.name.startswith((".", "owner.json"))] if run_dir.is_dir() else []
+        )
+        if run_dir.is_dir() and not remaining:
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+class Launch(ABC):
+    """One server process being started: prepare → spawn → wait (see module docstring).
+
+    Subclasses (engines) provide ``argv(port)``, ``make_server(...)`` and optionally
+    ``prepare_data()``; this class owns directories, the registry record, port
+    reservation, readiness and cleanup on failure.
+    """
+
+    max_bind_retries = 3
+
+    def __init__(
+        self,
+        *,
+        context: RunContext,
+        registry: Registry,
+        instance: Instance,
+        user: ServiceUser | None,
+        start_timeout: float,
+        fixed_port: int = 0,
+        die_with_parent: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.context = context
+        self.registry = registry
+        self.instance = instance
+        self.user = user
+        self.start_timeout = start_timeout
+        self.fixed_port = fixed_port
+        self.die_with_parent = die_with_parent
+        self.env = env
+        self.instance_dir = context.instance_dir(instance.name)
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._reservation: PortReservation | None = None
+        self._attempt = 0
+
+    # -- for engines -------------------------------------------------------------------
+    @abstractmethod
+    def argv(self, port: int) -> list[str]:
+        """The server's command line for ``port``."""
+
+    @abstractmethod
+    def make_server(self, popen: subprocess.Popen[bytes]) -> Server:
+        """A handle on the instance (``self.instance``) once it is ready."""
+
+    def prepare_data(self) -> None:
+        """Fill ``self.instance_dir`` (e.g. copy a cached cluster). Runs in any thread."""
+
+    # -- the procedure -------------------------------------------------------------------
+    def prepare(self) -> None:
+        inst = self.instance
+        inst.instance_dir = str(self.instance_dir)
+        inst.log_file = str(self.instance_dir / "server.log")
+        self.registry.save(inst)  # recorded before anything exists, so a crash leaves a trace
+        run_dir = self.instance_dir.parent
+        run_dir.mkdir(mode=0o711 if is_root() else 0o700, exist_ok=True)
+        write_run_owner(run_dir, inst.owner_pid)
+        self.instance_dir.mkdir(mode=0o700)
+        if self.user is not None:
+            os.chown(self.instance_dir, self.user.uid, self.user.gid)
+        Path(inst.log_file).touch()
+        self.prepare_data()
+
+    def spawn(self) -> None:
+        self._attempt += 1
+        self._reservation = reserve_port(self.context.ports_dir, fixed=self.fixed_port)
+        self.instance.port = self._reservation.port
+        argv = self.argv(self.instance.port)
+        log.debug("starting %s: %s", self.instance.name, " ".join(argv))
+        self._popen = spawn(
+            argv,
+            log_file=Path(self.instance.log_file or os.devnull),
+            env=self.env,
+            cwd=self.instance_dir,
+            user=self.user.uid if self.user else None,
+            group=self.user.gid if self.user else None,
+            die_with_parent=self.die_with_parent,
+        )
+        ref = ProcessRef.of(self._popen.pid)
+        self.instance.pid = self._popen.pid
+        self.instance.pid_create_time = ref.create_time if ref else None
+        self.registry.save(self.instance)
+
+    def _died(self) -> str | None:
+        assert self._popen is not None
+        code = self._popen.poll()
+        return None if code is None else f"the server process exited with code {code}"
+
+    def wait(self) -> Server:
+        assert self._popen is not None
+        probe = self.make_server(self._popen)
+        try:
+            wait_until(
+                lambda: probe.ping(timeout=1.0) or True,
+                timeout=self.start_timeout,
+                what=f"{self.instance.name} on port {self.instance.port} to accept a query",
+                interval=0.005,
+                max_interval=0.025,
+                transient=(Exception,),
+                abort=self._died,
+            )
+        except WaitTimeout as exc:
+            tail = log_tail(self.instance.log_path, 25)
+            if (
+                self._popen.poll() is not None
+                and any(m in tail for m in BIND_FAILURE_MARKERS)
+                and (not self.fixed_port and self._attempt <= self.max_bind_retries)
+            ):
+                log.debug("port %s was taken before %s bound it; retrying", self.instance.port, self.instance.name)
+                self._release_port()
+                self.spawn()
+                return self.wait()
+            self._kill()
+            raise ServiceStartError(
+                f"{self.instance.engine} ({self.instance.backend}) did not start: {exc}",
+                hint=f"the full log is {self.instance.log_file}; `testlane doctor` checks binaries, "
+                "permissions and tmpfs.",
+                log_tail=tail,
+            ) from None
+        finally:
+            self._release_port()
+        return probe
+
+    def _release_port(self) -> None:
+        if self._reservation is not None:
+            self._reservation.release()
+            self._reservation = None
+
+    def _kill(self) -> None:
+        if self._popen is not None and self._popen.poll() is None:
+            stop_process_group(self._popen.pid, None, first_signal=9, timeout=5, popen=self._popen)
+
+    def abort(self) -> None:
+        """Undo everything after a failure: process, port, directory, record."""
+        self._release_port()
+        self._kill()
+        stop_instance(self.instance, popen=self._popen, stop_signal=9, timeout=5)
+        self.registry.remove(self.instance)
+
+    def run(self) -> Server:
+        """prepare → spawn → wait in the calling thread; cleans up on any failure."""
+        try:
+            self.prepare()
+            self.spawn()
+            return self.wait()
+        except BaseException:
+            self.abort()
+            raise

@@ -1,0 +1,87 @@
+"""An *instance*: one running server of one run, as recorded on disk.
+
+Plain data, serializable to JSON, so that any process (a pytest worker, the
+reaper, ``testlane services status``) can describe, reach or clean up a server
+it did not start. Engine-specific behaviour lives in the engines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+__all__ = ["Instance"]
+
+
+@dataclass
+class Instance:
+    """A server instance: where it runs, who owns it, how to reach it."""
+
+    run_id: str
+    name: str  # service name in this run: "postgres", "valkey", "mariadb"
+    engine: str  # "postgres" | "valkey" | "mariadb"
+    backend: str  # "embedded" | "local" | "container" | "url"
+    host: str = "127.0.0.1"
+    port: int = 0
+    user: str | None = None
+    password: str | None = None
+    database: str | None = None  # the maintenance/default database (Postgres, MariaDB)
+    socket: str | None = None  # Unix socket directory (Postgres) or socket path (Valkey, MariaDB)
+    version: str = ""
+    pid: int | None = None
+    pid_create_time: float | None = None
+    owner_pid: int | None = None  # None: detached (`testlane services start`)
+    owner_create_time: float | None = None
+    instance_dir: str | None = None  # removed when the instance stops
+    log_file: str | None = None
+    container: str | None = None  # container name (container backend)
+    os_user: str | None = None  # the OS user the server runs as (root handling)
+    started_at: float = field(default_factory=time.time)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.run_id}.{self.name}"
+
+    @property
+    def detached(self) -> bool:
+        return self.owner_pid is None
+
+    @property
+    def url(self) -> str:
+        """The URL clients use (TCP on 127.0.0.1), e.g. ``postgresql://postgres@127.0.0.1:5432/postgres``."""
+        return self.url_for()
+
+    def url_for(self, database: str | None = None, *, scheme: str | None = None) -> str:
+        """URL for ``database`` (default: the instance's own) with an optional scheme override."""
+        default_scheme = {"postgres": "postgresql", "valkey": "redis", "mariadb": "mysql"}[self.engine]
+        auth = ""
+        if self.user:
+            auth = quote(self.user, safe="")
+            if self.password:
+                auth += ":" + quote(self.password, safe="")
+            auth += "@"
+        db = self.database if database is None else database
+        path = f"/{db}" if db not in (None, "") else ""
+        return f"{scheme or default_scheme}://{auth}{self.host}:{self.port}{path}"
+
+    @property
+    def log_path(self) -> Path | None:
+        return Path(self.log_file) if self.log_file else None
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Instance:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def from_json(cls, text: str) -> Instance:
+        return cls.from_dict(json.loads(text))

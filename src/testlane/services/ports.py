@@ -1,0 +1,97 @@
+"""Free ports that two runs starting at the same moment never share.
+
+The kernel hands out a free port for ``bind(("127.0.0.1", 0))``, but once that
+probe socket is closed nothing stops another process from being handed the same
+number before our server binds it. So each candidate is also *reserved*: an
+exclusive ``flock`` on ``<ports_dir>/<port>.lock``, held until the server is
+listening (after which the kernel itself keeps the port ours). A candidate whose
+lock is held elsewhere is skipped. A port taken by an unrelated program in the
+remaining window makes the server fail to bind; callers retry with a new port.
+
+Hand-written because the libraries that pick ports (portpicker, pytest-xprocess'
+helpers) only probe; none reserves across processes.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import socket
+from pathlib import Path
+from types import TracebackType
+
+from testlane.core.errors import PortUnavailableError
+
+__all__ = ["PortReservation", "port_in_use", "reserve_port"]
+
+
+class PortReservation:
+    """A port held for us until :meth:`release` (or the end of a ``with`` block)."""
+
+    def __init__(self, port: int, fd: int | None) -> None:
+        self.port = port
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+    def __enter__(self) -> PortReservation:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return f"PortReservation(port={self.port}, held={self._fd is not None})"
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """True if something already listens on (or holds) ``host:port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return True
+            raise
+    return False
+
+
+def _lock(ports_dir: Path, port: int) -> int | None:
+    fd = os.open(ports_dir / f"{port}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def reserve_port(ports_dir: Path, *, host: str = "127.0.0.1", fixed: int = 0, attempts: int = 50) -> PortReservation:
+    """Reserve a free port (or check and reserve ``fixed`` when non-zero)."""
+    if fixed:
+        fd = _lock(ports_dir, fixed)
+        if fd is None or port_in_use(fixed, host):
+            if fd is not None:
+                os.close(fd)
+            raise PortUnavailableError(
+                f"port {fixed} on {host} is already in use.",
+                hint="stop what listens there, or set the port to 0 so testlane picks a free one.",
+            )
+        return PortReservation(fixed, fd)
+    for _ in range(attempts):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind((host, 0))
+            port = int(probe.getsockname()[1])
+        fd = _lock(ports_dir, port)
+        if fd is not None:
+            return PortReservation(port, fd)
+    raise PortUnavailableError(  # pragma: no cover - needs thousands of concurrent runs
+        f"no free port on {host} after {attempts} attempts.",
+        hint="too many testlane servers are running; see `testlane services status` and `testlane reap`.",
+    )

@@ -1,0 +1,352 @@
+"""The PostgreSQL engine: embedded or local binaries, a cached cluster, a fast start.
+
+``initdb`` runs once per binary version and initdb arguments, into the cache
+(``<cache_dir>/postgres/<key>/cluster``); each new instance copies that cluster
+to its own directory on tmpfs and starts ``postgres`` on it directly. With
+durability off, a small WAL segment size and no autovacuum, a warm start costs
+one directory copy and the server's own start-up.
+
+As root, the server runs as the unprivileged service user (see
+:mod:`testlane.services.privileges`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from filelock import FileLock
+
+from testlane.core.config import Settings
+from testlane.core.errors import ServiceStartError
+from testlane.core.runtime import RunContext, is_root
+from testlane.services.base import Launch, Progress, Server
+from testlane.services.binaries import PostgresBinaries, find_postgres
+from testlane.services.instance import Instance
+from testlane.services.privileges import (
+    ServiceUser,
+    ensure_reachable,
+    require_traversable,
+    resolve_service_user,
+)
+from testlane.services.process import ProcessRef
+from testlane.services.registry import Registry
+
+if TYPE_CHECKING:
+    import subprocess as _sp
+
+    import psycopg
+
+__all__ = ["PostgresEngine", "PostgresServer"]
+
+log = logging.getLogger("testlane")
+
+SUPERUSER = "postgres"
+
+# Server settings for a throwaway test server: no durability, no background work
+# that tests do not need, errors logged with the statement that caused them.
+EPHEMERAL_SETTINGS: dict[str, str] = {
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "wal_level": "minimal",
+    "max_wal_senders": "0",
+    "archive_mode": "off",
+    "checkpoint_timeout": "1d",
+    "max_wal_size": "1GB",
+    "autovacuum": "off",
+    "jit": "off",
+    # Segments live in the data directory, so they go with it even after a SIGKILL
+    # (the default, posix, leaves /dev/shm/PostgreSQL.* behind).
+    "dynamic_shared_memory_type": "mmap",
+    "log_checkpoints": "off",
+    "log_min_messages": "warning",
+    "log_min_error_statement": "error",
+    "log_line_prefix": "%m [%p] %q%u@%d ",
+}
+
+
+class PostgresServer(Server):
+    """A running PostgreSQL server: ``url``, ``dsn()``, ``connect()``, logs, ``stop()``."""
+
+    engine: ClassVar[str] = "postgres"
+    stop_signal: ClassVar[int] = 3  # SIGQUIT: immediate shutdown; the data is thrown away
+
+    @property
+    def user(self) -> str:
+        return self.instance.user or SUPERUSER
+
+    @property
+    def socket_dir(self) -> str | None:
+        return self.instance.socket
+
+    def dsn(self, dbname: str | None = None) -> str:
+        """libpq URL for ``dbname`` (default: the maintenance database ``postgres``)."""
+        return self.instance.url_for(dbname)
+
+    def conninfo(self, dbname: str | None = None) -> dict[str, Any]:
+        """Keyword arguments for ``psycopg.connect`` (TCP)."""
+        info: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "dbname": dbname or self.instance.database or "postgres",
+        }
+        if self.instance.password:
+            info["password"] = self.instance.password
+        return info
+
+    def connect(self, dbname: str | None = None, *, autocommit: bool = True, **kwargs: Any) -> psycopg.Connection:
+        """A new psycopg connection to ``dbname`` (autocommit by default)."""
+        import psycopg
+
+        return psycopg.connect(**self.conninfo(dbname), autocommit=autocommit, **kwargs)
+
+    def ping(self, timeout: float = 2.0) -> None:
+        import psycopg
+
+        with psycopg.connect(**self.conninfo(), connect_timeout=max(1, int(timeout)), autocommit=True) as conn:
+            conn.execute("SELECT 1").fetchone()
+
+    def env(self) -> dict[str, str]:
+        return {
+            "TESTLANE_POSTGRES_URL": self.url,
+            "TESTLANE_POSTGRES_HOST": self.host,
+            "TESTLANE_POSTGRES_PORT": str(self.port),
+            "TESTLANE_POSTGRES_USER": self.user,
+        }
+
+
+@dataclass(frozen=True)
+class ClusterCache:
+    """An initialized cluster in the cache, copied for each new instance."""
+
+    path: Path
+    key: str
+
+
+class PostgresEngine:
+    """Finds binaries, keeps the cluster cache, and launches :class:`PostgresServer` instances."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        context: RunContext,
+        registry: Registry,
+        *,
+        progress: Progress | None = None,
+        binaries: PostgresBinaries | None = None,
+    ) -> None:
+        self.settings = settings
+        self.pg = settings.postgres
+        self.context = context
+        self.registry = registry
+        self.progress = progress or (lambda message: None)
+        self._binaries = binaries
+        self.user: ServiceUser | None = None
+        if is_root():
+            self.user = resolve_service_user(settings.service_user, context.ensure_cache_dir())
+            log.debug("running as root: PostgreSQL will run as user %r (uid %d)", self.user.name, self.user.uid)
+            require_traversable(context.cache_dir, "cache directory", "cache_dir", self.user)
+            require_traversable(context.data_root, "data directory", "data_dir", self.user)
+
+    # -- binaries and cache --------------------------------------------------------------
+    def binaries(self) -> PostgresBinaries:
+        """The binaries to run, copied somewhere reachable first when running as root."""
+        if self._binaries is None:
+            bins = find_postgres(self.pg.backend, bin_dir=self.pg.bin_dir, version=self.pg.version)
+            if self.user is not None and bins.copy_parts:
+                key = f"postgres-{bins.version}-{_digest(str(bins.bin_dir.resolve()))}"
+                base = ensure_reachable(
+                    bins.copy_base,
+                    list(bins.copy_parts),
+                    bins.exe("postgres"),
+                    self.context.ensure_cache_dir(),
+                    key,
+                )
+                bins = bins.with_base(base)
+            self._binaries = bins
+        return self._binaries
+
+    def cluster_key(self, bins: PostgresBinaries) -> str:
+        exe = bins.exe("postgres")
+        st = exe.stat()
+        ident = f"{exe.resolve()}|{st.st_size}|{st.st_mtime_ns}|{' '.join(self.pg.initdb_args)}"
+        owner = self.user.name if self.user else str(os.getuid())
+        return f"{bins.version}-{_digest(ident + owner)}"
+
+    def base_cluster(self) -> ClusterCache:
+        """The cached, initialized cluster for these binaries; ``initdb`` runs only the first time."""
+        bins = self.binaries()
+        key = self.cluster_key(bins)
+        root = self.context.ensure_cache_dir() / "postgres" / key
+        cluster = root / "cluster"
+        if (cluster / "PG_VERSION").exists():
+            return ClusterCache(cluster, key)
+        root.mkdir(parents=True, exist_ok=True)
+        if is_root():
+            os.chmod(root.parent, 0o755)
+            os.chmod(root, 0o755)
+        with FileLock(str(root / "initdb.lock"), timeout=300):
+            if (cluster / "PG_VERSION").exists():
+                return ClusterCache(cluster, key)
+            self.progress(
+                f"initializing a PostgreSQL {bins.version} cluster in {root} (first run for these binaries only)"
+            )
+            staging = root / f".cluster.{os.getpid()}.tmp"
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(mode=0o700)
+            if self.user is not None:
+                os.chown(staging, self.user.uid, self.user.gid)
+            self._initdb(bins, staging)
+            shutil.rmtree(cluster, ignore_errors=True)
+            os.replace(staging, cluster)
+        return ClusterCache(cluster, key)
+
+    def _initdb(self, bins: PostgresBinaries, target: Path) -> None:
+        base_args = [
+            str(bins.exe("initdb")),
+            "-D",
+            str(target),
+            "-U",
+            SUPERUSER,
+            "--auth=trust",
+            "--no-sync",
+            "--no-instructions",
+        ]
+        if bins.major >= 11:
+            base_args.append("--wal-segsize=1")  # 1 MB of WAL to copy per instance instead of 16
+        args = list(self.pg.initdb_args)
+        proc = self._run_as_user(base_args + args)
+        if proc.returncode != 0 and "locale" in proc.stdout.lower() and any(a.startswith("--locale") for a in args):
+            log.debug("initdb: locale unavailable, retrying with --no-locale:\n%s", proc.stdout)
+            for child in target.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+            args = [a for a in args if not a.startswith("--locale")] + ["--no-locale"]
+            proc = self._run_as_user(base_args + args)
+        if proc.returncode != 0:
+            raise ServiceStartError(
+                f"initdb failed for PostgreSQL {bins.version} ({bins.origin}) with exit code {proc.returncode}.",
+                hint="check postgres.initdb_args; `testlane doctor` checks the binaries and permissions.",
+                log_tail="\n".join(proc.stdout.splitlines()[-25:]),
+            )
+
+    def _run_as_user(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            check=False,
+            user=self.user.uid if self.user else None,
+            group=self.user.gid if self.user else None,
+            extra_groups=[] if self.user else None,
+            env={**os.environ, "LC_ALL": os.environ.get("LC_ALL", "C.UTF-8")},
+            cwd="/",
+        )
+
+    # -- instances ---------------------------------------------------------------------------
+    def launch(
+        self,
+        name: str = "postgres",
+        *,
+        detached: bool = False,
+        data_source: Path | None = None,
+        die_with_parent: bool = True,
+    ) -> PostgresLaunch:
+        """A launch of a new instance (call ``.run()``, or prepare/spawn/wait yourself)."""
+        bins = self.binaries()
+        source = data_source or self.base_cluster().path
+        owner = None if detached else self.context.owner_pid
+        ref = ProcessRef.of(owner) if owner is not None else None
+        instance = Instance(
+            run_id=self.context.run_id,
+            name=name,
+            engine="postgres",
+            backend=bins.source,
+            user=SUPERUSER,
+            database="postgres",
+            version=bins.version,
+            owner_pid=owner,
+            owner_create_time=ref.create_time if ref else None,
+            os_user=self.user.name if self.user else None,
+            extra={"bin_dir": str(bins.bin_dir), "data_source": str(source)},
+        )
+        return PostgresLaunch(
+            engine=self,
+            binaries=bins,
+            data_source=source,
+            context=self.context,
+            registry=self.registry,
+            instance=instance,
+            user=self.user,
+            start_timeout=self.settings.start_timeout,
+            fixed_port=self.pg.port,
+            die_with_parent=die_with_parent and not detached,
+        )
+
+    def start(self, name: str = "postgres", **kwargs: Any) -> PostgresServer:
+        server = self.launch(name, **kwargs).run()
+        assert isinstance(server, PostgresServer)
+        return server
+
+
+class PostgresLaunch(Launch):
+    """Copies the cached cluster into the instance directory and runs ``postgres`` on it."""
+
+    def __init__(self, *, engine: PostgresEngine, binaries: PostgresBinaries, data_source: Path, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.engine = engine
+        self.binaries = binaries
+        self.data_source = data_source
+
+    @property
+    def data_dir(self) -> Path:
+        return self.instance_dir / "data"
+
+    def prepare_data(self) -> None:
+        # cp -a: one process copying ~20 MB on tmpfs beats shutil.copytree's per-file Python
+        # calls, and as root it keeps the service user's ownership from the cache.
+        proc = subprocess.run(
+            ["cp", "-a", str(self.data_source), str(self.data_dir)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise ServiceStartError(
+                f"could not copy the cached cluster {self.data_source} to {self.data_dir}: {proc.stderr.strip()}",
+                hint="check free space on the data directory's filesystem (`df -h /dev/shm`) and `testlane doctor`.",
+            )
+        for stale in ("postmaster.pid", "postmaster.opts"):
+            (self.data_dir / stale).unlink(missing_ok=True)
+        self.instance.socket = str(self.instance_dir)
+
+    def argv(self, port: int) -> list[str]:
+        settings = dict(EPHEMERAL_SETTINGS)
+        settings.update(
+            {
+                "listen_addresses": "127.0.0.1",
+                "port": str(port),
+                "unix_socket_directories": str(self.instance_dir),
+                "max_connections": str(self.engine.pg.max_connections),
+            }
+        )
+        settings.update(self.engine.pg.settings)
+        argv = [str(self.binaries.exe("postgres")), "-D", str(self.data_dir)]
+        for key, value in settings.items():
+            argv += ["-c", f"{key}={value}"]
+        return argv
+
+    def make_server(self, popen: _sp.Popen[bytes]) -> Server:
+        return PostgresServer(self.instance, registry=self.registry, popen=popen, owned=True)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:10]

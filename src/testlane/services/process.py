@@ -1,0 +1,178 @@
+"""Server processes: spawn, identify, stop, and read their logs.
+
+A process is identified by its PID *and* its start time, so a recycled PID is
+never mistaken for one of ours (psutil gives the start time portably).
+
+Servers are started in their own session (``start_new_session``): a Ctrl-C in
+the terminal reaches testlane, which then stops the servers in order, instead
+of reaching the servers directly while tests are still talking to them. When
+``die_with_parent`` is set, Linux's parent-death signal stops the server at once
+if its owner is SIGKILLed; the registry reaps what is left either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from testlane.core.waiting import Deadline, sleep
+
+__all__ = ["ProcessRef", "log_tail", "pid_alive", "spawn", "stop_process_group"]
+
+log = logging.getLogger("testlane")
+
+_PR_SET_PDEATHSIG = 1
+
+
+def parent_death_preexec(sig: int) -> Callable[[], None] | None:
+    """A preexec function that sets the parent-death signal (Linux only).
+
+    Written by hand because subprocess has no such option and no library offers one;
+    libc is loaded here, in the parent, so the child only makes one foreign call.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    libc_name = ctypes.util.find_library("c")
+    if not libc_name:
+        return None
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    prctl = libc.prctl
+
+    def set_pdeathsig() -> None:
+        prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+    return set_pdeathsig
+
+
+@dataclass(frozen=True)
+class ProcessRef:
+    """A process we started, identified by PID and start time."""
+
+    pid: int
+    create_time: float
+
+    @classmethod
+    def of(cls, pid: int) -> ProcessRef | None:
+        try:
+            return cls(pid, psutil.Process(pid).create_time())
+        except psutil.Error:
+            return None
+
+    def alive(self) -> bool:
+        return pid_alive(self.pid, self.create_time)
+
+
+def pid_alive(pid: int | None, create_time: float | None = None) -> bool:
+    """True if ``pid`` exists, is not a zombie and (when given) started at ``create_time``."""
+    if not pid:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return create_time is None or abs(proc.create_time() - create_time) < 0.01
+    except psutil.Error:
+        return False
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    log_file: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    user: int | None = None,
+    group: int | None = None,
+    die_with_parent: bool = True,
+) -> subprocess.Popen[bytes]:
+    """Start a server in its own session with stdout and stderr appended to ``log_file``.
+
+    ``user``/``group`` switch identity in the child (used as root). With
+    ``die_with_parent`` the child gets SIGQUIT when the spawning thread's process dies.
+    """
+    preexec = parent_death_preexec(signal.SIGQUIT) if die_with_parent else None
+    with open(log_file, "ab") as out:
+        return subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            start_new_session=True,
+            user=user,
+            group=group,
+            extra_groups=[] if user is not None else None,
+            preexec_fn=preexec,
+            close_fds=True,
+        )
+
+
+def stop_process_group(
+    pid: int,
+    create_time: float | None,
+    *,
+    first_signal: int = signal.SIGTERM,
+    timeout: float = 10.0,
+    popen: subprocess.Popen[bytes] | None = None,
+) -> None:
+    """Send ``first_signal`` to the server, wait up to ``timeout``, then SIGKILL its group.
+
+    The server is a session leader, so its process group holds its children too
+    (Postgres backends); killing the group leaves nothing behind. A ``popen`` we
+    own is reaped so no zombie remains.
+    """
+    if not pid_alive(pid, create_time):
+        if popen is not None:
+            popen.poll()
+        return
+    try:
+        os.kill(pid, first_signal)
+    except ProcessLookupError:
+        return
+    deadline = Deadline.after(timeout)
+    delay = 0.002
+    while not deadline.expired:
+        if popen is not None:
+            if popen.poll() is not None:
+                break
+        elif not pid_alive(pid, create_time):
+            break
+        sleep(min(delay, deadline.remaining))
+        delay = min(delay * 2, 0.05)
+    else:
+        log.warning("process %s did not stop within %.0fs; killing it", pid, timeout)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    if popen is not None:
+        try:
+            popen.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not fail
+            log.warning("process %s survived SIGKILL", pid)
+
+
+def log_tail(path: Path | None, lines: int = 30, *, max_bytes: int = 64 * 1024) -> str:
+    """The last ``lines`` lines of a log file ("" when it does not exist)."""
+    if path is None:
+        return ""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - max_bytes))
+            data = fh.read()
+    except OSError:
+        return ""
+    text = data.decode("utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-lines:])

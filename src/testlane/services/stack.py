@@ -1,0 +1,219 @@
+"""A run's services together: reap leftovers, start in parallel, export, stop.
+
+:class:`ServiceStack` is what ``testlane run``, ``testlane services start`` and
+the pytest plugin use. Starting reaps orphans first, prepares every service's
+data in parallel, spawns every process from the calling thread, then waits for
+each to answer a real query. Stopping stops everything this stack owns and
+removes the run directory. The stack is a context manager and stops what it
+started even when a later service fails to start.
+
+The services of a run are described to other processes (pytest workers, the
+tests' subprocesses) by a JSON *services file* and ``TESTLANE_*`` variables.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from testlane.core.config import Settings
+from testlane.core.errors import ConfigError
+from testlane.core.runtime import OWNER_PID_ENV, RUN_ID_ENV, RunContext
+from testlane.services.base import Launch, Progress, Server, stop_instance
+from testlane.services.instance import Instance
+from testlane.services.postgres import PostgresEngine, PostgresServer
+from testlane.services.registry import ReapReport, Registry
+from testlane.services.valkey import ValkeyEngine, ValkeyServer
+
+__all__ = [
+    "KNOWN_SERVICES",
+    "SERVICES_FILE_ENV",
+    "ServiceStack",
+    "attach",
+    "load_services_file",
+    "reap",
+    "stop_any_instance",
+]
+
+log = logging.getLogger("testlane")
+
+SERVICES_FILE_ENV = "TESTLANE_SERVICES_FILE"
+
+HANDLES: dict[str, type[Server]] = {"postgres": PostgresServer, "valkey": ValkeyServer}
+KNOWN_SERVICES = ("postgres", "valkey")
+
+
+def attach(instance: Instance, *, owned: bool = False, registry: Registry | None = None) -> Server:
+    """A handle on a recorded instance (not owned: ``stop()`` leaves it running)."""
+    try:
+        handle = HANDLES[instance.engine]
+    except KeyError:
+        raise ConfigError(f"unknown engine {instance.engine!r} in a services record") from None
+    return handle(instance, registry=registry, owned=owned)
+
+
+def stop_any_instance(instance: Instance) -> None:
+    """Stop an instance whatever its backend (the reaper's stop function)."""
+    stop_instance(instance)
+
+
+def reap(context: RunContext) -> ReapReport:
+    """Stop instances whose owner is dead and remove abandoned run directories."""
+    context.ensure_dirs()
+    report = Registry(context).reap(stop_any_instance)
+    for inst in report.stopped:
+        log.info("reaped %s %s of run %s (owner %s is gone)", inst.engine, inst.url, inst.run_id, inst.owner_pid)
+    return report
+
+
+def load_services_file(path: str | os.PathLike[str]) -> dict[str, Instance]:
+    data = json.loads(Path(path).read_text())
+    return {item["name"]: Instance.from_dict(item) for item in data["services"]}
+
+
+class ServiceStack:
+    """The services of one run (see module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        context: RunContext | None = None,
+        *,
+        progress: Progress | None = None,
+        detached: bool = False,
+        die_with_parent: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.context = context or RunContext.from_settings(settings)
+        self.progress = progress
+        self.detached = detached
+        self.die_with_parent = die_with_parent
+        self.registry = Registry(self.context)
+        self.servers: dict[str, Server] = {}
+        self._engines: dict[str, Any] = {}
+
+    # -- engines ---------------------------------------------------------------------------
+    def engine(self, service: str) -> Any:
+        if service not in self._engines:
+            if service == "postgres":
+                self._engines[service] = PostgresEngine(
+                    self.settings, self.context, self.registry, progress=self.progress
+                )
+            elif service == "valkey":
+                self._engines[service] = ValkeyEngine(self.settings, self.context, self.registry)
+            else:
+                raise ConfigError(
+                    f"unknown service {service!r}.",
+                    hint=f"services can be: {', '.join(KNOWN_SERVICES)} (setting `services`).",
+                )
+        return self._engines[service]
+
+    @staticmethod
+    def validate(names: Iterable[str]) -> list[str]:
+        names = list(dict.fromkeys(n.strip() for n in names if n.strip()))
+        unknown = [n for n in names if n not in KNOWN_SERVICES]
+        if unknown:
+            raise ConfigError(
+                f"unknown service(s): {', '.join(unknown)}.",
+                hint=f"services can be: {', '.join(KNOWN_SERVICES)} (setting `services`).",
+            )
+        return names
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self, names: Iterable[str] | None = None, *, reap_first: bool = True) -> dict[str, Server]:
+        """Start ``names`` (default: the configured services) in parallel; return all servers."""
+        wanted = self.validate(self.settings.services if names is None else names)
+        wanted = [n for n in wanted if n not in self.servers]
+        self.context.ensure_dirs()
+        if reap_first:
+            reap(self.context)
+        launches: list[Launch] = []
+        try:
+            for name in wanted:
+                launches.append(
+                    self.engine(name).launch(name, detached=self.detached, die_with_parent=self.die_with_parent)
+                )
+            self._run_parallel([launch.prepare for launch in launches])
+            for launch in launches:
+                launch.spawn()
+            for launch in list(launches):
+                self.servers[launch.instance.name] = launch.wait()
+                launches.remove(launch)
+        except BaseException:
+            for launch in launches:
+                launch.abort()
+            raise
+        return dict(self.servers)
+
+    @staticmethod
+    def _run_parallel(steps: list[Callable[[], None]]) -> None:
+        if len(steps) <= 1:
+            for step in steps:
+                step()
+            return
+        with ThreadPoolExecutor(max_workers=len(steps), thread_name_prefix="testlane-prepare") as pool:
+            futures = [pool.submit(step) for step in steps]
+            errors = [f.exception() for f in futures]
+        for error in errors:
+            if error is not None:
+                raise error
+
+    def stop(self) -> None:
+        """Stop every server this stack owns and remove the run directory."""
+        servers, self.servers = list(self.servers.values()), {}
+        for server in reversed(servers):
+            try:
+                server.stop()
+            except Exception as exc:  # keep stopping the others
+                log.warning("could not stop %s cleanly: %s", server, exc)
+        if not self.detached and self.context.owner_pid == os.getpid():
+            remaining = False
+            for inst in self.registry.instances(self.context.run_id):
+                if inst.owner_pid == os.getpid():
+                    stop_any_instance(inst)  # e.g. started on demand by a pytest worker
+                    self.registry.remove(inst)
+                else:
+                    remaining = True
+            if not remaining:
+                shutil.rmtree(self.context.run_dir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # -- describing the run -----------------------------------------------------------------
+    def env(self) -> dict[str, str]:
+        """``TESTLANE_*`` variables for the tests: URLs, run id, owner, services file."""
+        env = {RUN_ID_ENV: self.context.run_id, OWNER_PID_ENV: str(self.context.owner_pid)}
+        for server in self.servers.values():
+            env.update(server.env())
+        if self.servers:
+            env[SERVICES_FILE_ENV] = str(self.services_file)
+        return env
+
+    @property
+    def services_file(self) -> Path:
+        return self.context.run_dir / "services.json"
+
+    def write_services_file(self) -> Path:
+        path = self.services_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "run_id": self.context.run_id,
+            "services": [json.loads(server.instance.to_json()) for server in self.servers.values()],
+        }
+        tmp = path.with_name(f".services.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(payload, indent=2))
+        os.replace(tmp, path)
+        return path

@@ -1,0 +1,46 @@
+"""Shared fixtures for testlane's own suite."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from testlane.core.config import Settings, load_settings
+from testlane.core.runtime import default_data_root
+
+pytest_plugins = ["pytester"]
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A private data root (on tmpfs) so a test's reaping never sees other runs."""
+    path = default_data_root().parent / f"testlane-test-{uuid.uuid4().hex[:8]}"
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """An empty project directory with a pyproject.toml."""
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "demo"\nversion = "0"\n\n'
+        '[tool.pytest.ini_options]\nasyncio_default_fixture_loop_scope = "function"\n'
+    )
+    return tmp_path
+
+
+@pytest.fixture
+def settings_for(data_dir: Path) -> object:
+    """Build settings for a private data dir: ``settings_for(**overrides)``."""
+
+    def build(**overrides: object) -> Settings:
+        values = {"data_dir": str(data_dir), **{k.replace("__", "."): v for k, v in overrides.items()}}
+        return load_settings(start=data_dir.parent, environ={}, overrides=values)
+
+    return build

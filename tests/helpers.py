@@ -1,0 +1,89 @@
+"""Helpers for testlane's own tests: run the CLI as a user would, inspect leftovers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import psutil
+
+from testlane.cli.run import RUN_SCOPED_ENV
+
+TESTLANE = str(Path(sys.executable).with_name("testlane"))
+
+
+def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment minus the outer run's variables (tests run under `testlane run` too)."""
+    env = {k: v for k, v in os.environ.items() if k not in RUN_SCOPED_ENV and k != "TESTLANE_IT"}
+    env.pop("PYTEST_XDIST_WORKER", None)
+    env.pop("PYTEST_CURRENT_TEST", None)
+    env.update(extra or {})
+    return env
+
+
+def run_cli(
+    args: list[str], *, cwd: Path, env: Mapping[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [TESTLANE, *args],
+        cwd=cwd,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def start_cli(args: list[str], *, cwd: Path, env: Mapping[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [TESTLANE, *args], cwd=cwd, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def server_processes(data_dir: Path) -> list[psutil.Process]:
+    """Processes whose command line or working directory is under ``data_dir`` (ours, for this test).
+
+    Servers are started with their instance directory as working directory; that also finds
+    Valkey, which rewrites its command line to ``valkey-server 127.0.0.1:PORT``.
+    """
+    found = []
+    prefix = str(data_dir)
+    for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
+        cmdline = proc.info.get("cmdline") or []
+        cwd = proc.info.get("cwd") or ""
+        if cwd.startswith(prefix) or any(prefix in part for part in cmdline):
+            found.append(proc)
+    return found
+
+
+def wait_for_file(path: Path, timeout: float = 60) -> None:
+    """Wait until ``path`` exists (a test's marker that it reached a point)."""
+    from testlane.core.waiting import wait_until
+
+    wait_until(path.exists, timeout=timeout, what=f"{path} to appear")
+
+
+def wait_gone(procs: list[psutil.Process], timeout: float = 15) -> list[psutil.Process]:
+    """Wait for processes to exit; return those still alive after ``timeout``."""
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    return alive
+
+
+def leftovers(data_dir: Path) -> list[str]:
+    """Run directories and records still present under a test's data dir."""
+    items: list[str] = []
+    if data_dir.is_dir():
+        items += [p.name for p in data_dir.iterdir() if p.name not in ("state", "ports")]
+        state = data_dir / "state"
+        if state.is_dir():
+            items += [f"state/{p.name}" for p in state.iterdir()]
+    return sorted(items)
+
+
+def elapsed_since(start: float) -> float:
+    return time.monotonic() - start
