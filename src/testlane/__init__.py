@@ -1,7 +1,8 @@
 """testlane: a real integration-test lane for Python web backends.
 
 The public API. Names load lazily, so ``import testlane`` (and the pytest plugin)
-stays cheap; ``testlane.__all__`` lists everything public.
+stays cheap; ``testlane.__all__`` lists everything public. Per-test isolation as plain
+Python lives in :mod:`testlane.db` (``from testlane import db``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,14 @@ _EXPORTS: dict[str, str] = {
     "ServiceStack": "testlane.services.stack",
     "ValkeyServer": "testlane.services.valkey",
     "reap": "testlane.services.stack",
+    # databases
+    "ClonePool": "testlane.databases.pool",
+    "Lease": "testlane.databases.pool",
+    "SavepointConnection": "testlane.databases.transaction",
+    "SchemaDatabase": "testlane.databases.schema",
+    "TemplateSpec": "testlane.databases.template",
+    "TestDatabase": "testlane.databases.testdb",
+    "ensure_template": "testlane.databases.template",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -75,6 +84,11 @@ if TYPE_CHECKING:
     )
     from testlane.core.runtime import RunContext
     from testlane.core.waiting import WaitTimeout, wait_until
+    from testlane.databases.pool import ClonePool, Lease
+    from testlane.databases.schema import SchemaDatabase
+    from testlane.databases.template import TemplateSpec, ensure_template
+    from testlane.databases.testdb import TestDatabase
+    from testlane.databases.transaction import SavepointConnection
     from testlane.services.base import Server
     from testlane.services.instance import Instance
     from testlane.services.postgres import PostgresServer

@@ -46,7 +46,7 @@ PROBE_TEST = textwrap.dedent(
 @pytest.fixture
 def probe_project(project: Path, tmp_path: Path) -> Path:
     (project / "tests").mkdir()
-    (project / "tests" / "test_probe.py").write_text(PROBE_TEST)
+    (project / "tests" / "test_probe_it.py").write_text(PROBE_TEST)
     (tmp_path / "out").mkdir()
     return project
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,25 +11,11 @@ import click
 from rich.console import Console
 
 from testlane.core.config import Settings, load_settings, parse_set_options
+from testlane.core.logs import setup_logging
 
 __all__ = ["CliState", "console", "pass_state", "progress_printer", "setup_logging"]
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def setup_logging(level: str) -> None:
-    """testlane's own log on stderr at ``level`` (``debug`` explains every decision)."""
-    numeric = getattr(logging, level.upper(), None)
-    if not isinstance(numeric, int):
-        numeric = logging.WARNING
-    logger = logging.getLogger("testlane")
-    logger.setLevel(numeric)
-    if not any(getattr(h, "_testlane", False) for h in logger.handlers):
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("testlane: %(levelname)s: %(message)s"))
-        handler._testlane = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
-    logger.propagate = False
 
 
 @dataclass

@@ -22,6 +22,7 @@ from types import FrameType
 from testlane.cli.common import CliState, console, progress_printer
 from testlane.core.runtime import RunContext, new_run_id
 from testlane.core.waiting import Deadline
+from testlane.databases.provision import start_services
 from testlane.services.process import parent_death_preexec
 from testlane.services.stack import ServiceStack
 
@@ -101,11 +102,13 @@ def run_pytest_under_services(
         raise KeyboardInterrupt
 
     previous_term = signal.signal(signal.SIGTERM, early_signal)
-    stack = ServiceStack(settings, context, progress=progress_printer(state.quiet))
+    stack = ServiceStack(
+        settings, context, progress=progress_printer(state.quiet), die_with_parent=not settings.db.keep_failed
+    )
     try:
         started = time.perf_counter()
         try:
-            stack.start(services)
+            start_services(stack, services, progress=progress_printer(state.quiet))
         except KeyboardInterrupt:
             return 128 + (received[0] if received else signal.SIGINT)
         stack.write_services_file()

@@ -20,6 +20,7 @@ from rich.table import Table
 from testlane.cli.common import CliState, console, pass_state, progress_printer
 from testlane.core.errors import ServiceError
 from testlane.core.runtime import RunContext
+from testlane.databases.provision import start_services
 from testlane.services.instance import Instance
 from testlane.services.process import log_tail, pid_alive
 from testlane.services.registry import Registry, owner_alive
@@ -33,7 +34,8 @@ def _context(state: CliState) -> RunContext:
 
 
 def _detached(registry: Registry) -> list[Instance]:
-    return [inst for inst in registry.instances() if inst.detached]
+    """Services started with `testlane services start` (not servers kept for failed tests)."""
+    return [inst for inst in registry.instances() if inst.detached and not inst.extra.get("kept_until")]
 
 
 def _age(seconds: float) -> str:
@@ -67,7 +69,9 @@ def start_command(state: CliState, names: tuple[str, ...]) -> None:
     already = {inst.name: inst for inst in existing if inst.name in wanted}
     stack = ServiceStack(settings, context, progress=progress_printer(state.quiet), detached=True)
     stack.servers.update({name: attach(inst) for name, inst in already.items()})
-    stack.start([n for n in wanted if n not in already], reap_first=False)
+    start_services(
+        stack, [n for n in wanted if n not in already], reap_first=False, progress=progress_printer(state.quiet)
+    )
     stack.write_services_file()
     for name, server in stack.servers.items():
         note = " (already running)" if name in already else ""
@@ -120,6 +124,8 @@ def status_command(state: CliState) -> None:
     for inst in instances:
         alive = pid_alive(inst.pid, inst.pid_create_time) if inst.pid else inst.backend == "url"
         owner = "detached" if inst.detached else str(inst.owner_pid)
+        if inst.extra.get("kept_until"):
+            owner = "kept until " + time.strftime("%H:%M", time.localtime(float(inst.extra["kept_until"])))
         if not inst.detached and not owner_alive(inst):
             owner += " (dead: reap)"
         table.add_row(
@@ -178,10 +184,11 @@ def env_command(state: CliState) -> None:
 
 
 @click.command("reap")
+@click.option("--kept", is_flag=True, help="Also stop servers kept for failed tests' databases, now.")
 @pass_state
-def reap_command(state: CliState) -> None:
+def reap_command(state: CliState, kept: bool) -> None:
     """Stop servers whose owning run is dead and remove their directories."""
-    report = reap(_context(state))
+    report = reap(_context(state), kept=kept)
     for inst in report.stopped:
         console.print(f"reaped {inst.engine} of run {inst.run_id} (pid {inst.pid}, owner {inst.owner_pid} is gone)")
     for path in report.removed_dirs:

@@ -30,6 +30,9 @@ from typing import Any, Literal, get_args, get_origin
 from testlane.core.errors import ConfigError
 
 __all__ = [
+    "DbSettings",
+    "DisciplineSettings",
+    "LaneSettings",
     "OptionInfo",
     "PostgresSettings",
     "Settings",
@@ -109,6 +112,95 @@ class ValkeySettings:
     )
 
 
+Isolation = Literal["database", "transaction", "schema"]
+MigrationKind = Literal["auto", "sql", "alembic", "metadata", "callable"]
+
+
+@dataclass(frozen=True)
+class DbSettings:
+    """``[tool.testlane.db]``: the migrated template and per-test isolation."""
+
+    migrations: str = opt(
+        "",
+        "What builds the schema: a folder of `.sql` files, an `alembic.ini` (or Alembic folder), or "
+        "`package.module:metadata` / `package.module:function`. Empty: tests start from an empty database.",
+    )
+    migrations_kind: MigrationKind = opt("auto", "How to read `db.migrations` (`auto` guesses from the value).")
+    extensions: list[str] = opt([], 'Extensions created in the template before migrations (e.g. `["pg_trgm"]`).')
+    seed: list[str] = opt(
+        [], "Applied after migrations: `.sql` files or folders, or `package.module:function(conn)` callables."
+    )
+    isolation: Isolation = opt(
+        "database",
+        "Per-test isolation: `database` (a clone of the template per test), `transaction` (rolled back "
+        "after each test) or `schema` (a throwaway schema). Per test: `@pytest.mark.isolation(...)`.",
+        cli="--isolation",
+    )
+    pool_size: int = opt(4, "Clones kept ready ahead of demand, per pytest process.")
+    pool_workers: int = opt(0, "Threads cloning in parallel per pytest process; 0: 2, or 1 under xdist.")
+    clone_strategy: Literal["file_copy", "wal_log"] = opt(
+        "file_copy", "`CREATE DATABASE ... STRATEGY`: `file_copy` measured fastest on tmpfs (see benchmarks)."
+    )
+    reuse: bool = opt(
+        True,
+        "After a test, put its database back into the template's state instead of cloning a new one, when that "
+        "is provably exact (nothing changed, or rows only in tables empty in the template: truncated).",
+    )
+    drop_backlog: int = opt(
+        256,
+        "Databases that could not be reset wait this many before being dropped during the run (on a server "
+        "testlane throws away, they otherwise go with it).",
+    )
+    keep_failed: bool = opt(
+        False,
+        "Keep a failed test's database (and the server) for inspection; its URL is printed. Kept servers are "
+        "reaped after `db.keep_failed_ttl` seconds or by `testlane reap --kept`.",
+        cli="--keep-failed-db",
+    )
+    keep_failed_ttl: float = opt(3600.0, "Seconds a server kept for failed tests' databases stays up.")
+    allow_unmanaged: bool = opt(
+        False, "Let the database helpers use databases and servers testlane did not create (dangerous)."
+    )
+
+
+Reaction = Literal["fail", "warn", "off"]
+
+
+@dataclass(frozen=True)
+class LaneSettings:
+    """``[tool.testlane.lanes]``: which tests are integration tests, and what the unit lane may touch."""
+
+    integration_patterns: list[str] = opt(
+        ["*_it.py", "tests/integration/*"],
+        "Files whose tests belong to the integration lane (glob on the path from the rootdir, or on the file "
+        "name). Tests marked `integration` belong to it wherever they are.",
+    )
+    block_network: bool = opt(
+        True, "Unit-lane tests may not open network connections (only Unix sockets and `unit_allow_hosts`)."
+    )
+    unit_allow_hosts: list[str] = opt([], 'Hosts unit-lane tests may still connect to, e.g. `["127.0.0.1"]`.')
+    durations_file: str = opt(
+        ".testlane/durations.json",
+        "Recorded test durations (commit it): `--store-durations` writes it, `--shard I/N` balances with it.",
+    )
+
+
+@dataclass(frozen=True)
+class DisciplineSettings:
+    """``[tool.testlane.discipline]``: tests fail instead of hanging or leaking."""
+
+    timeout_unit: float = opt(5.0, "Per-test timeout in the unit lane, seconds (0: none).")
+    timeout_it: float = opt(60.0, "Per-test timeout in the integration lane, seconds (0: none).")
+    background_errors: Reaction = opt(
+        "fail",
+        "An exception in another thread, an unraisable exception, or an asyncio task exception never retrieved.",
+    )
+    leaks: Reaction = opt("warn", "Threads, child processes, listening sockets and asyncio tasks a test left running.")
+    env_changes: Reaction = opt(
+        "warn", "Environment variables a test changed (always restored; `off` restores silently)."
+    )
+
+
 @dataclass(frozen=True)
 class Settings:
     """``[tool.testlane]``: everything testlane reads from configuration, resolved once."""
@@ -143,6 +235,9 @@ class Settings:
     log_level: str = opt("warning", "Level of testlane's own log (`debug` shows what it did and why).")
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
     valkey: ValkeySettings = field(default_factory=ValkeySettings)
+    db: DbSettings = field(default_factory=DbSettings)
+    lanes: LaneSettings = field(default_factory=LaneSettings)
+    discipline: DisciplineSettings = field(default_factory=DisciplineSettings)
     # Not options: where the configuration came from.
     project_root: Path = field(default_factory=Path.cwd, metadata={"internal": True})
     config_file: Path | None = field(default=None, metadata={"internal": True})

@@ -25,6 +25,7 @@ from testlane.core.errors import ConfigError, TestlaneError
 from testlane.core.runtime import OWNER_PID_ENV, RUN_ID_ENV, new_run_id
 
 if TYPE_CHECKING:
+    from testlane.pytest_plugin.databases import DatabaseManager
     from testlane.pytest_plugin.provider import ServiceProvider
     from testlane.services.postgres import PostgresServer
     from testlane.services.valkey import ValkeyServer
@@ -32,6 +33,14 @@ if TYPE_CHECKING:
 __all__ = ["TestlanePlugin", "plugin_of"]
 
 PLUGIN_NAME = "testlane-session"
+
+# Feature modules: each owns its hooks, fixtures and markers.
+pytest_plugins = [
+    "testlane.pytest_plugin.lanes",
+    "testlane.pytest_plugin.databases",
+    "testlane.pytest_plugin.discipline",
+    "testlane.pytest_plugin.sharding",
+]
 settings_key = pytest.StashKey["Settings"]()
 
 
@@ -59,6 +68,7 @@ class TestlanePlugin:
         self.config = config
         self.settings = settings
         self._provider: ServiceProvider | None = None
+        self._databases: DatabaseManager | None = None
         self._env_set: list[str] = []
         if not _is_xdist_worker(config):
             # The controller (or a plain session) names the run and owns it; xdist workers,
@@ -78,6 +88,14 @@ class TestlanePlugin:
             self._provider = ServiceProvider(self.settings, progress=self._progress)
         return self._provider
 
+    @property
+    def databases(self) -> DatabaseManager:
+        if self._databases is None:
+            from testlane.pytest_plugin.databases import DatabaseManager
+
+            self._databases = DatabaseManager(self)
+        return self._databases
+
     def _progress(self, message: str) -> None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
@@ -92,6 +110,8 @@ class TestlanePlugin:
             pytest.fail(f"testlane could not provide {name}: {exc}", pytrace=False)
 
     def close(self) -> None:
+        if self._databases is not None:
+            self._databases.close()
         owns_run = os.environ.get(OWNER_PID_ENV) == str(os.getpid())
         if self._provider is None and owns_run:
             # Workers may have started servers this process owns, without it ever asking for one.
@@ -134,6 +154,7 @@ def _install_sigterm_handler(config: pytest.Config) -> None:
     config.add_cleanup(restore)
 
 
+@pytest.hookimpl(tryfirst=True)  # before the feature modules' configure hooks, which read the settings
 def pytest_configure(config: pytest.Config) -> None:
     _install_sigterm_handler(config)
     try:
@@ -142,7 +163,26 @@ def pytest_configure(config: pytest.Config) -> None:
     except ConfigError as exc:
         raise pytest.UsageError(f"testlane: {exc}") from None
     config.stash[settings_key] = settings
+    if settings.log_level.lower() != "warning":
+        from testlane.core.logs import setup_logging
+
+        setup_logging(settings.log_level)
     config.pluginmanager.register(TestlanePlugin(config, settings), PLUGIN_NAME)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """In the integration lane, spawn the configured services now: they boot while pytest collects."""
+    config = session.config
+    plugin = config.pluginmanager.get_plugin(PLUGIN_NAME)
+    if not isinstance(plugin, TestlanePlugin) or _is_xdist_worker(config):
+        return
+    if config.pluginmanager.hasplugin("dsession") or config.getoption("collectonly", False):
+        return  # under xdist the first worker that needs a service starts it
+    from testlane.pytest_plugin.lanes import selection_key
+
+    selection = config.stash.get(selection_key, None)
+    if selection is not None and selection.runs_integration and plugin.settings.services:
+        plugin.provider.prestart(list(plugin.settings.services))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

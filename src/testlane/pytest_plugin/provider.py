@@ -24,6 +24,7 @@ from filelock import FileLock
 
 from testlane.core.config import Settings
 from testlane.core.runtime import RunContext, is_root
+from testlane.databases.provision import begin_services, start_services
 from testlane.services.base import Server
 from testlane.services.process import pid_alive
 from testlane.services.registry import Registry, write_run_owner
@@ -49,6 +50,7 @@ class ServiceProvider:
             for name, inst in load_services_file(services_file).items():
                 self._from_file[name] = attach(inst)
         self._stack: ServiceStack | None = None
+        self._prestart_error: Exception | None = None
 
     @property
     def owns_run(self) -> bool:
@@ -58,9 +60,43 @@ class ServiceProvider:
         """True when ``testlane run`` (or detached services) already provide ``name``."""
         return name in self._from_file
 
+    def prestart(self, names: list[str]) -> None:
+        """Spawn services now without waiting (they boot while pytest collects); ``get`` waits.
+
+        Only for a process that owns its run (not under xdist). A failure is kept and raised by
+        ``get`` for the tests that need the service.
+        """
+        wanted = [n for n in names if n not in self._from_file]
+        if not wanted or not self.owns_run:
+            return
+        try:
+            stack = self._own_stack()
+            begin_services(stack, wanted, progress=self.progress)
+        except Exception as exc:  # reported by the tests that need the service, not as an INTERNALERROR
+            self._prestart_error = exc
+
+    def _own_stack(self) -> ServiceStack:
+        if self._stack is None:
+            self._stack = ServiceStack(
+                self.settings,
+                self.context,
+                progress=self.progress,
+                # A worker must not take the shared server down when it exits early, and a server
+                # that may be kept for failed tests' databases must outlive this process.
+                die_with_parent=self.owns_run and not self.settings.db.keep_failed,
+            )
+        return self._stack
+
     def get(self, name: str) -> Server:
         """The server for service ``name``, started now if nobody provides it."""
         if name in self._handles:
+            return self._handles[name]
+        if self._prestart_error is not None:
+            raise self._prestart_error
+        stack = self._stack
+        if stack is not None and name in stack.pending:
+            stack.finish(name)
+            self._handles[name] = stack.servers[name]
             return self._handles[name]
         server = self._from_file[name] if name in self._from_file else self._start_or_attach(name)
         self._handles[name] = server
@@ -76,16 +112,9 @@ class ServiceProvider:
             inst = self.registry.find(self.context.run_id, name)
             if inst is not None and inst.pid is not None and pid_alive(inst.pid, inst.pid_create_time):
                 return attach(inst)
-            if self._stack is None:
-                self._stack = ServiceStack(
-                    self.settings,
-                    self.context,
-                    progress=self.progress,
-                    # A worker must not take the shared server down when it exits early.
-                    die_with_parent=self.owns_run,
-                )
-            self._stack.start([name], reap_first=self.owns_run)
-            return self._stack.servers[name]
+            stack = self._own_stack()
+            start_services(stack, [name], progress=self.progress, reap_first=self.owns_run)
+            return stack.servers[name]
 
     def close(self) -> None:
         """Stop what this process owns (the run owner stops what its workers started, too)."""

@@ -20,15 +20,17 @@ caller's thread (Linux ties the parent-death signal to the spawning thread):
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
 import subprocess
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 from testlane.core.errors import ServiceStartError
 from testlane.core.runtime import RunContext, is_root
@@ -39,11 +41,13 @@ from testlane.services.privileges import ServiceUser
 from testlane.services.process import ProcessRef, log_tail, pid_alive, spawn, stop_process_group
 from testlane.services.registry import Registry, write_run_owner
 
-__all__ = ["Launch", "Server", "stop_instance"]
+__all__ = ["KEEP_MARKER", "Launch", "Server", "stop_instance"]
 
 log = logging.getLogger("testlane")
 
 Progress = Callable[[str], None]
+
+KEEP_MARKER = "keep.json"
 
 BIND_FAILURE_MARKERS = ("Address already in use", "could not bind", "Could not create server TCP listening")
 
@@ -128,6 +132,46 @@ class Server(ABC):
             return "stopped"
         return "running" if self.ready() else "unresponsive"
 
+    def request_keep(self, seconds: float, note: str) -> None:
+        """Ask the owner to keep this server running after the run, for ``seconds`` (failed tests' data).
+
+        The owner's ``ServiceStack.stop()`` then detaches the server instead of stopping it; the
+        reaper stops it once the time is up (``testlane reap --kept`` at once).
+        """
+        if not self.instance.instance_dir:
+            return
+        marker = Path(self.instance.instance_dir) / KEEP_MARKER
+        notes = []
+        if marker.exists():
+            with contextlib.suppress(ValueError, OSError):
+                notes = json.loads(marker.read_text()).get("notes", [])
+        notes.append(note)
+        marker.write_text(json.dumps({"until": time.time() + seconds, "notes": notes}))
+
+    def keep_requested(self) -> dict[str, Any] | None:
+        if not self.instance.instance_dir:
+            return None
+        marker = Path(self.instance.instance_dir) / KEEP_MARKER
+        try:
+            return dict(json.loads(marker.read_text()))
+        except (OSError, ValueError):
+            return None
+
+    def halt(self, *, clean: bool = True, timeout: float = 30.0) -> None:
+        """Stop the server process but keep its directory (e.g. to snapshot its data).
+
+        ``clean`` asks for an orderly shutdown (SIGINT: Postgres checkpoints and exits), so the
+        data directory is consistent. ``stop()`` later removes the directory.
+        """
+        if self.instance.pid is not None:
+            stop_process_group(
+                self.instance.pid,
+                self.instance.pid_create_time,
+                first_signal=2 if clean else self.stop_signal,
+                timeout=timeout,
+                popen=self._popen,
+            )
+
     def stop(self) -> None:
         """Stop the server and remove its directory and record (only if this handle owns it)."""
         if self._stopped or not self.owned:
@@ -174,13 +218,9 @@ def stop_instance(
     elif instance.instance_dir:
         _kill_by_dir(instance.instance_dir)
     if instance.instance_dir:
+        # Only the instance's own directory: the run directory belongs to the run's owner (and the
+        # reaper), and may hold other servers and locks of the same run.
         shutil.rmtree(instance.instance_dir, ignore_errors=True)
-        run_dir = Path(instance.instance_dir).parent
-        remaining = (
-            [p for p in run_dir.iterdir() if not p.name.startswith((".", "owner.json"))] if run_dir.is_dir() else []
-        )
-        if run_dir.is_dir() and not remaining:
-            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 class Launch(ABC):

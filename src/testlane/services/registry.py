@@ -119,16 +119,22 @@ class Registry:
         except (OSError, ValueError, TypeError):
             return None
 
-    def reap(self, stop: Callable[[Instance], None]) -> ReapReport:
-        """Stop and remove every instance whose owner is dead; never touch live owners."""
+    def reap(self, stop: Callable[[Instance], None], *, kept: bool = False) -> ReapReport:
+        """Stop and remove every instance whose owner is dead; never touch live owners.
+
+        Servers kept for failed tests' databases are stopped once their time is up, or now with ``kept``.
+        """
         report = ReapReport([], [])
         live_runs: set[str] = set()
+        now = time.time()
         for path, instance in self._records():
             orphaned = not owner_alive(instance)
             dead_detached = (
                 instance.detached and instance.pid is not None and not pid_alive(instance.pid, instance.pid_create_time)
             )
-            if not (orphaned or dead_detached):
+            kept_until = instance.extra.get("kept_until")
+            expired = kept_until is not None and (kept or float(kept_until) < now)
+            if not (orphaned or dead_detached or expired):
                 live_runs.add(instance.run_id)
                 continue
             if self._reap_one(path, instance, stop):

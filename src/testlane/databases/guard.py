@@ -1,0 +1,100 @@
+"""The guard: database helpers run only in the integration lane, only on testlane's servers.
+
+A misconfigured suite must fail loudly instead of touching a developer's working database, so
+every helper in :mod:`testlane.db` (and every database fixture) checks two things first, unless
+the user explicitly allows otherwise:
+
+1. **the lane**: the integration lane is on — ``TESTLANE_IT=1`` (set by ``testlane run`` and by
+   ``pytest --it``), or the pytest plugin says the current test is an integration test;
+2. **the server**: a server handle testlane started, or a URL that points at one (the registry
+   knows every instance), or the configured existing server of the ``url`` backend.
+
+Database names are checked by :func:`testlane.databases.naming.require_testlane_database`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+from typing import Any
+from urllib.parse import urlsplit
+
+from testlane.core.errors import LaneError, UnsafeDatabaseError
+
+__all__ = ["current_lane", "in_integration_lane", "require_integration_lane", "resolve_postgres"]
+
+# Set by the pytest plugin around each test: "it" or "unit". None outside pytest.
+current_lane: contextvars.ContextVar[str | None] = contextvars.ContextVar("testlane_lane", default=None)
+
+
+def in_integration_lane() -> bool:
+    lane = current_lane.get()
+    if lane is not None:
+        return lane == "it"
+    return os.environ.get("TESTLANE_IT", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def require_integration_lane(what: str, *, allow: bool = False) -> None:
+    """Raise :class:`LaneError` unless the integration lane is on (or ``allow``)."""
+    if allow or in_integration_lane():
+        return
+    lane = current_lane.get()
+    where = "this test is in the unit lane" if lane == "unit" else "TESTLANE_IT is not set"
+    raise LaneError(
+        f"{what} needs a real database, but {where}.",
+        hint="run the integration lane: `testlane run`, or `pytest --it` / TESTLANE_IT=1; mark the test "
+        "`@pytest.mark.integration` or put it in tests/integration/ or a *_it.py file. Outside pytest, pass "
+        "allow=True if you mean it.",
+    )
+
+
+def resolve_postgres(target: Any, *, allow_unmanaged: bool = False) -> Any:
+    """A :class:`PostgresServer` for ``target`` (a server handle or a URL of a testlane server).
+
+    A URL is accepted when it points at a running testlane instance (found in the registry);
+    anything else raises :class:`UnsafeDatabaseError` unless ``allow_unmanaged``.
+    """
+    from testlane.core.config import load_settings
+    from testlane.core.runtime import RunContext
+    from testlane.services.instance import Instance
+    from testlane.services.postgres import PostgresServer
+    from testlane.services.registry import Registry
+
+    if isinstance(target, PostgresServer):
+        return target
+    if not isinstance(target, str):
+        raise TypeError(f"expected a PostgresServer or a postgresql:// URL, got {type(target).__name__}")
+    parts = urlsplit(target)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 5432
+    registry = Registry(RunContext.from_settings(load_settings()))
+    for inst in registry.instances():
+        if inst.engine == "postgres" and inst.port == port and inst.host in (host, "127.0.0.1", "localhost"):
+            return PostgresServer(inst, owned=False)
+    if allow_unmanaged:
+        user = parts.username or "postgres"
+        instance = Instance(
+            run_id="external",
+            name="postgres",
+            engine="postgres",
+            backend="url",
+            host=host,
+            port=port,
+            user=user,
+            password=parts.password,
+            database=(parts.path or "/postgres").lstrip("/") or "postgres",
+        )
+        server = PostgresServer(instance, owned=False)
+        instance.version = _server_version(server)
+        return server
+    raise UnsafeDatabaseError(
+        f"refusing to use {parts.scheme}://{host}:{port}: it is not a server testlane started, and might be "
+        "a developer's working database.",
+        hint="use the `postgres` fixture or a URL from `testlane run`/`testlane services`; for an existing test "
+        "server configure the url backend, or pass allow_unmanaged=True if you really mean it.",
+    )
+
+
+def _server_version(server: Any) -> str:
+    with server.connect() as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    return str(row[0]).split()[0] if row else ""

@@ -1,0 +1,540 @@
+"""Migration sources: what turns an empty database into your schema, and its content hash.
+
+Four kinds, chosen from the ``db.migrations`` setting (or given directly):
+
+* ``sql``: a folder of ``.sql`` files applied in name order (natural order: ``2_`` before ``10_``);
+* ``alembic``: an Alembic project (path to ``alembic.ini``, or to the ``script_location`` folder),
+  upgraded to ``head``;
+* ``metadata``: a SQLAlchemy ``MetaData`` given as ``"package.module:attribute"``; ``create_all``;
+* ``callable``: ``"package.module:function"`` receiving a psycopg connection (autocommit off;
+  committed after it returns).
+
+Each source has a *fingerprint*: a hash of its contents (file bytes; the DDL a ``MetaData``
+generates; the source of a callable's module). Templates and snapshots are keyed by it, so a
+changed migration file rebuilds them and an unchanged one never re-runs.
+
+Every source can apply into a *schema* (schema isolation) as well as into a whole database.
+A failure raises :class:`MigrationError` naming the file, the statement and the server's error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import inspect
+import logging
+import re
+import sys
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from testlane.core.errors import ConfigError, ExtensionMissingError, MigrationError
+
+if TYPE_CHECKING:
+    import psycopg
+
+__all__ = [
+    "AlembicMigrations",
+    "CallableMigrations",
+    "MetadataMigrations",
+    "MigrationSource",
+    "SqlFolder",
+    "Target",
+    "load_object",
+    "source_from_spec",
+]
+
+log = logging.getLogger("testlane")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where migrations go: a database URL (libpq form) and optionally a schema in it."""
+
+    url: str
+    schema: str | None = None
+
+    def connect(self, *, autocommit: bool = False) -> psycopg.Connection:
+        import psycopg
+
+        conn = psycopg.connect(self.url, autocommit=autocommit)
+        if self.schema:
+            from psycopg import sql
+
+            conn.execute(sql.SQL("SET search_path TO {}, public").format(sql.Identifier(self.schema)))
+            if not autocommit:
+                conn.commit()
+        return conn
+
+    def sqlalchemy_url(self, driver: str = "psycopg") -> str:
+        """The same target as a SQLAlchemy URL, with the schema on the search path."""
+        from urllib.parse import quote
+
+        url = re.sub(r"^postgres(ql)?://", f"postgresql+{driver}://", self.url)
+        if self.schema:
+            sep = "&" if "?" in url else "?"
+            url += f"{sep}options={quote(f'-csearch_path={self.schema},public')}"
+        return url
+
+
+def _natural_key(path: Path) -> list[Any]:
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
+def _hash_files(paths: Sequence[Path], root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(b"\0")
+        digest.update(path.read_bytes())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def load_object(spec: str, *, what: str) -> Any:
+    """Import ``"package.module:attribute"`` (with the project root on sys.path)."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"{what} {spec!r} is not of the form 'package.module:attribute'.")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(
+            f"{what} {spec!r}: cannot import {module_name!r}: {exc}",
+            hint="check the module path; it is imported with the project root on sys.path.",
+        ) from None
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ConfigError(f"{what} {spec!r}: {module_name} has no attribute {attr!r}.") from None
+    return obj
+
+
+class MigrationSource(ABC):
+    """Something that migrates a database (or a schema in it) and has a content fingerprint."""
+
+    kind: str
+
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """A hash of the source's contents."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """A short description for messages, e.g. ``sql folder migrations/ (3 files)``."""
+
+    @abstractmethod
+    def apply(self, target: Target) -> None:
+        """Migrate ``target``; raise :class:`MigrationError` on failure."""
+
+
+# --------------------------------------------------------------------------- SQL folder
+
+
+class SqlFolder(MigrationSource):
+    """A folder of ``.sql`` files, applied in natural name order, each in its own transaction."""
+
+    kind = "sql"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        if not path.is_dir():
+            raise ConfigError(f"migration folder {path} does not exist.", hint="check db.migrations.")
+
+    def files(self) -> list[Path]:
+        return sorted(
+            (p for p in self.path.rglob("*.sql") if p.is_file()),
+            key=lambda p: (
+                _natural_key(p.parent.relative_to(self.path)) if p.parent != self.path else [],
+                _natural_key(p),
+            ),
+        )
+
+    def fingerprint(self) -> str:
+        return _hash_files(self.files(), self.path)
+
+    def describe(self) -> str:
+        return f"sql folder {self.path} ({len(self.files())} files)"
+
+    def apply(self, target: Target) -> None:
+        with target.connect() as conn:
+            for path in self.files():
+                apply_sql_file(conn, path)
+
+
+def apply_sql_file(conn: psycopg.Connection, path: Path) -> None:
+    """Run one SQL file in a transaction; on error, name the file, line, statement and error."""
+    import psycopg
+
+    text = path.read_text(encoding="utf-8")
+    if not text.strip():
+        return
+    try:
+        conn.execute(text.encode("utf-8"))  # bytes: no % placeholder parsing
+        conn.commit()
+    except psycopg.Error as exc:
+        conn.rollback()
+        raise migration_error(exc, source=str(path), sql_text=text) from None
+
+
+def _split_statements(text: str) -> list[tuple[int, str]]:
+    """(offset, statement) pairs; only used to point at the failing statement in a message."""
+    import sqlparse
+
+    out = []
+    offset = 0
+    for stmt in sqlparse.split(text):
+        found = text.find(stmt, offset)
+        found = offset if found < 0 else found
+        out.append((found, stmt))
+        offset = found + len(stmt)
+    return out
+
+
+def _locate(text: str, position: int | None) -> tuple[int, str] | None:
+    if position is None:
+        return None
+    index = position - 1  # server positions are 1-based characters
+    statements = _split_statements(text)
+    for start, stmt in statements:
+        if start <= index < start + len(stmt):
+            return text.count("\n", 0, start) + 1, stmt
+    return None
+
+
+def migration_error(
+    exc: Exception, *, source: str, sql_text: str | None = None
+) -> MigrationError | ExtensionMissingError:
+    """A :class:`MigrationError` (or ExtensionMissingError) naming source, statement and server error."""
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None) or str(exc).strip().splitlines()[0]
+    parts = [f"migration failed in {source}: {primary}"]
+    statement: str | None = None
+    line: int | None = None
+    if sql_text is not None and diag is not None:
+        position = getattr(diag, "statement_position", None)
+        located = _locate(sql_text, int(position) if position else None)
+        if located is None:
+            located = _find_failing_statement(sql_text, exc)
+        if located is not None:
+            line, statement = located
+    if statement:
+        where = f" (line {line})" if line else ""
+        parts.append(f"statement{where}:\n    " + statement.strip().replace("\n", "\n    "))
+    for label, attr in (("detail", "message_detail"), ("hint from the server", "message_hint")):
+        value = getattr(diag, attr, None) if diag is not None else None
+        if value:
+            parts.append(f"{label}: {value}")
+    message = "\n".join(parts)
+    missing = re.search(
+        r'extension "([^"]+)" is not available|could not open extension control file ".*/([^/"]+)\.control"', str(exc)
+    )
+    if missing:
+        name = missing.group(1) or missing.group(2)
+        return ExtensionMissingError(
+            message,
+            hint=f"the PostgreSQL binaries in use do not ship the {name!r} extension. Use binaries that do "
+            f'(postgres.backend = "local" with a system PostgreSQL that has it, e.g. Debian\'s postgresql-contrib), '
+            f"or declare db.extensions so `testlane doctor` can check. See docs/isolation.md#extensions.",
+        )
+    return MigrationError(message, hint="fix the migration; the template is rebuilt when its files change.")
+
+
+def _find_failing_statement(text: str, exc: Exception) -> tuple[int, str] | None:
+    """Without a server position, guess the failing statement from names quoted in the error."""
+    names = re.findall(r'"([^"]+)"', str(exc))
+    if not names:
+        return None
+    for start, stmt in _split_statements(text):
+        if all(name in stmt for name in names[:1]):
+            return text.count("\n", 0, start) + 1, stmt
+    return None
+
+
+# --------------------------------------------------------------------------- Alembic
+
+
+@contextlib.contextmanager
+def preserved_logging() -> Iterator[None]:
+    """Undo what an Alembic env.py's ``fileConfig()`` does to logging (it disables existing loggers)."""
+    root = logging.getLogger()
+    saved_root = (root.level, list(root.handlers))
+    manager = logging.Logger.manager
+    saved = {
+        name: (lg.level, list(lg.handlers), lg.disabled, lg.propagate)
+        for name, lg in list(manager.loggerDict.items())
+        if isinstance(lg, logging.Logger)
+    }
+    try:
+        yield
+    finally:
+        root.setLevel(saved_root[0])
+        root.handlers[:] = saved_root[1]
+        for name, lg in list(manager.loggerDict.items()):
+            if not isinstance(lg, logging.Logger):
+                continue
+            if name in saved:
+                lg.level, handlers, lg.disabled, lg.propagate = saved[name]
+                lg.handlers[:] = handlers
+            else:
+                lg.disabled = False
+
+
+class AlembicMigrations(MigrationSource):
+    """An Alembic project upgraded to ``head`` (or ``revision``)."""
+
+    kind = "alembic"
+
+    def __init__(self, path: Path, *, revision: str = "head") -> None:
+        self.revision = revision
+        if path.is_dir() and (path / "alembic.ini").is_file():
+            path = path / "alembic.ini"
+        if path.is_file():
+            self.ini: Path | None = path
+            self.script_location = self._script_location_from_ini(path)
+        elif path.is_dir() and (path / "env.py").is_file():
+            self.ini = None
+            self.script_location = path
+        else:
+            raise ConfigError(
+                f"{path} is neither an alembic.ini nor an Alembic script folder (with env.py).",
+                hint="point db.migrations at alembic.ini or at the folder holding env.py and versions/.",
+            )
+
+    @staticmethod
+    def _script_location_from_ini(ini: Path) -> Path:
+        import configparser
+
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.read(ini)
+        location = parser.get("alembic", "script_location", fallback="alembic")
+        location = location.replace("%(here)s", str(ini.parent))
+        path = Path(location)
+        return path if path.is_absolute() else ini.parent / path
+
+    def fingerprint(self) -> str:
+        files = sorted(
+            p
+            for p in self.script_location.rglob("*")
+            if p.is_file() and p.suffix in (".py", ".sql") and "__pycache__" not in p.parts
+        )
+        digest = hashlib.sha256(_hash_files(files, self.script_location).encode())
+        if self.ini is not None:
+            digest.update(self.ini.read_bytes())
+        digest.update(self.revision.encode())
+        return digest.hexdigest()
+
+    def describe(self) -> str:
+        return f"alembic project {self.ini or self.script_location} (to {self.revision})"
+
+    def apply(self, target: Target) -> None:
+        try:
+            from alembic import command
+            from alembic.config import Config
+        except ImportError:
+            raise ConfigError(
+                "db.migrations points at an Alembic project but Alembic is not installed.",
+                hint="pip install 'testlane[sqlalchemy]' (or alembic and sqlalchemy).",
+            ) from None
+        import sqlalchemy
+
+        url = target.sqlalchemy_url()
+        cfg = Config(str(self.ini)) if self.ini else Config()
+        cfg.set_main_option("script_location", str(self.script_location))
+        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        try:
+            with engine.begin() as connection, preserved_logging():
+                cfg.attributes["connection"] = connection  # for env.py files that share a connection
+                if target.schema:
+                    cfg.attributes["schema"] = target.schema
+                command.upgrade(cfg, self.revision)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise alembic_error(exc, self) from None
+        finally:
+            engine.dispose()
+        self._check_applied(target)
+
+    def _check_applied(self, target: Target) -> None:
+        with target.connect(autocommit=True) as conn:
+            row = conn.execute("SELECT to_regclass('alembic_version') IS NOT NULL").fetchone()
+        if not (row and row[0]):
+            raise MigrationError(
+                f"alembic ran ({self.describe()}) but the target database has no alembic_version table: "
+                "the project's env.py probably connected to another database (for example one named by an "
+                "environment variable such as DATABASE_URL) instead of the URL testlane gave it.",
+                hint="make env.py use config.get_main_option('sqlalchemy.url') or "
+                "config.attributes['connection'], or map your variable in [tool.testlane.env].",
+            )
+
+
+def alembic_error(exc: Exception, source: AlembicMigrations) -> MigrationError | ExtensionMissingError:
+    """Find the revision file and the driver error in an Alembic failure."""
+    tb = exc.__traceback__
+    revision_file: str | None = None
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if str(source.script_location) in filename and "env.py" not in filename:
+            revision_file = f"{filename}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    orig = getattr(exc, "orig", None)
+    statement = getattr(exc, "statement", None)
+    where = revision_file or str(source.script_location)
+    if orig is not None:
+        err = migration_error(orig, source=where)
+        if statement:
+            err.message += "\nstatement:\n    " + str(statement).strip().replace("\n", "\n    ")
+            err.args = (err.message,)
+        return err
+    return MigrationError(
+        f"migration failed in {where}: {type(exc).__name__}: {exc}",
+        hint="fix the migration; the template is rebuilt when its files change.",
+    )
+
+
+# --------------------------------------------------------------------------- SQLAlchemy metadata
+
+
+class MetadataMigrations(MigrationSource):
+    """A SQLAlchemy ``MetaData``: ``create_all``; fingerprinted by the DDL it generates."""
+
+    kind = "metadata"
+
+    def __init__(self, spec: str, metadata: Any = None) -> None:
+        self.spec = spec
+        self._metadata = metadata
+
+    @property
+    def metadata(self) -> Any:
+        if self._metadata is None:
+            self._metadata = load_object(self.spec, what="db.migrations")
+        return self._metadata
+
+    def ddl(self) -> list[str]:
+        from sqlalchemy.dialects import postgresql
+        from sqlalchemy.schema import CreateIndex, CreateTable
+
+        dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+        out = []
+        for table in self.metadata.sorted_tables:
+            out.append(str(CreateTable(table).compile(dialect=dialect)))
+            out.extend(str(CreateIndex(index).compile(dialect=dialect)) for index in table.indexes)
+        return out
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256("\n".join(self.ddl()).encode()).hexdigest()
+
+    def describe(self) -> str:
+        return f"SQLAlchemy metadata {self.spec} ({len(self.metadata.tables)} tables)"
+
+    def apply(self, target: Target) -> None:
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(target.sqlalchemy_url(), poolclass=sqlalchemy.pool.NullPool)
+        try:
+            with engine.begin() as connection:
+                if target.schema:
+                    connection = connection.execution_options(schema_translate_map={None: target.schema})
+                self.metadata.create_all(connection)
+        except Exception as exc:
+            orig = getattr(exc, "orig", None)
+            raise migration_error(orig or exc, source=self.describe()) from None
+        finally:
+            engine.dispose()
+
+
+# --------------------------------------------------------------------------- callable
+
+
+class CallableMigrations(MigrationSource):
+    """A Python function that receives a psycopg connection (committed after it returns)."""
+
+    kind = "callable"
+
+    def __init__(self, spec: str, func: Callable[[Any], Any] | None = None) -> None:
+        self.spec = spec
+        self._func = func
+
+    @property
+    def func(self) -> Callable[[Any], Any]:
+        if self._func is None:
+            func = load_object(self.spec, what="db.migrations")
+            if not callable(func):
+                raise ConfigError(f"db.migrations {self.spec!r} is not callable.")
+            self._func = func
+        return self._func
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256(self.spec.encode())
+        module = sys.modules.get(getattr(self.func, "__module__", "") or "")
+        try:
+            digest.update(inspect.getsource(module or self.func).encode())
+        except (OSError, TypeError):
+            digest.update(repr(self.func).encode())
+        return digest.hexdigest()
+
+    def describe(self) -> str:
+        return f"callable {self.spec}"
+
+    def apply(self, target: Target) -> None:
+        import psycopg
+
+        with target.connect() as conn:
+            try:
+                self.func(conn)
+                conn.commit()
+            except psycopg.Error as exc:
+                conn.rollback()
+                raise migration_error(exc, source=self.describe()) from None
+
+
+# --------------------------------------------------------------------------- choosing
+
+
+def source_from_spec(spec: str | Path | Any, *, root: Path, kind: str = "auto") -> MigrationSource:
+    """Build a source from a setting value (path, ``module:attr``) or an object (MetaData, callable)."""
+    if isinstance(spec, MigrationSource):
+        return spec
+    if not isinstance(spec, str | Path):
+        if hasattr(spec, "sorted_tables"):
+            return MetadataMigrations(f"{getattr(spec, '__module__', 'metadata')}:<object>", spec)
+        if callable(spec):
+            name = f"{getattr(spec, '__module__', '?')}:{getattr(spec, '__qualname__', '?')}"
+            return CallableMigrations(name, spec)
+        raise ConfigError(f"cannot use {spec!r} as a migration source.")
+    text = str(spec)
+    looks_like_object = ":" in text and not Path(text).exists() and re.match(r"^[\w.]+:[\w.]+$", text)
+    if kind in ("metadata", "callable") or (kind == "auto" and looks_like_object):
+        if str(root) not in sys.path:
+            sys.path.insert(0, str(root))
+        if kind == "callable":
+            return CallableMigrations(text)
+        obj = load_object(text, what="db.migrations")
+        if kind == "metadata" or hasattr(obj, "sorted_tables"):
+            return MetadataMigrations(text, obj)
+        if callable(obj):
+            return CallableMigrations(text, obj)
+        raise ConfigError(f"db.migrations {text!r} is neither a SQLAlchemy MetaData nor a callable.")
+    path = Path(text).expanduser()
+    path = path if path.is_absolute() else root / path
+    if kind == "alembic" or (
+        kind == "auto"
+        and (path.name.endswith(".ini") or (path / "alembic.ini").is_file() or (path / "env.py").is_file())
+    ):
+        return AlembicMigrations(path)
+    if kind in ("sql", "auto"):
+        if not path.exists():
+            raise ConfigError(
+                f"db.migrations: {path} does not exist.",
+                hint="give a folder of .sql files, an alembic.ini, or 'package.module:metadata'.",
+            )
+        return SqlFolder(path)
+    raise ConfigError(f"unknown migration kind {kind!r}.")

@@ -1,0 +1,51 @@
+"""Starting a run's services with the project's template in place.
+
+When ``[tool.testlane.db]`` declares migrations (or extensions or seed steps), Postgres starts from
+the migrated snapshot (built first if missing, see :mod:`testlane.databases.snapshots`), so the
+template already exists in the new server and no migration runs on a warm start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from testlane.databases.snapshots import SnapshotCache
+from testlane.databases.template import TemplateSpec
+from testlane.services.base import Server
+from testlane.services.stack import ServiceStack
+
+__all__ = ["begin_services", "start_services"]
+
+
+def start_services(
+    stack: ServiceStack,
+    names: Iterable[str] | None = None,
+    *,
+    progress: Callable[[str], None] | None = None,
+    spec: TemplateSpec | None = None,
+    reap_first: bool = True,
+) -> dict[str, Server]:
+    """``stack.start(names)``, with Postgres started from the project's migrated snapshot."""
+    begin_services(stack, names, progress=progress, spec=spec, reap_first=reap_first)
+    stack.finish()
+    return dict(stack.servers)
+
+
+def begin_services(
+    stack: ServiceStack,
+    names: Iterable[str] | None = None,
+    *,
+    progress: Callable[[str], None] | None = None,
+    spec: TemplateSpec | None = None,
+    reap_first: bool = True,
+) -> list[str]:
+    """Spawn the services (Postgres from the snapshot) without waiting; ``stack.finish()`` waits."""
+    wanted = stack.validate(stack.settings.services if names is None else names)
+    stack.context.ensure_dirs()
+    sources: dict[str, Path] = {}
+    if "postgres" in wanted and "postgres" not in stack.servers and "postgres" not in stack.pending:
+        spec = spec if spec is not None else TemplateSpec.from_settings(stack.settings)
+        if not spec.empty:
+            sources["postgres"] = SnapshotCache(stack.engine("postgres"), progress=progress).ensure(spec)
+    return stack.begin(wanted, reap_first=reap_first, data_sources=sources)

@@ -1,0 +1,219 @@
+"""Templates: a database migrated once, then cloned per test.
+
+A :class:`TemplateSpec` is what goes into a template — extensions, migration sources, seed
+steps — and its *fingerprint* (their content hashes). The template's name carries the
+fingerprint and the server version (``tl_tpl_<hash>``), so a changed migration file means a new
+template and an unchanged one is never migrated twice.
+
+:func:`ensure_template` builds it once per server: under a Postgres advisory lock (so
+concurrent workers and runs sharing a server never build it twice), into a database that is
+marked ``IS_TEMPLATE`` and closed to connections only after every step succeeded. A half-built
+template (a crash mid-build) is dropped and rebuilt; a failed build is dropped and reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from testlane.core.config import Settings
+from testlane.core.errors import ExtensionMissingError
+from testlane.databases.migrations import MigrationSource, SqlFolder, Target, migration_error, source_from_spec
+from testlane.databases.naming import template_name
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from testlane.services.postgres import PostgresServer
+
+__all__ = ["TemplateSpec", "drop_database", "ensure_template", "template_state", "terminate_connections"]
+
+log = logging.getLogger("testlane")
+
+
+@dataclass(frozen=True)
+class TemplateSpec:
+    """What a template contains: extensions, then migrations, then seed steps."""
+
+    migrations: tuple[MigrationSource, ...] = ()
+    extensions: tuple[str, ...] = ()
+    seed: tuple[MigrationSource, ...] = ()
+    extra_fingerprint: str = ""  # e.g. set-up commands and the files they read (adoption)
+    label: str = field(default="", compare=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> TemplateSpec:
+        """The spec from ``[tool.testlane.db]``; ``overrides`` (migrations=, seed=, extensions=)
+        come from a ``migrations`` marker or a direct call."""
+        db = settings.db
+        root = settings.project_root
+        migrations = overrides.get("migrations", db.migrations)
+        seed = overrides.get("seed", db.seed)
+        extensions = overrides.get("extensions", db.extensions)
+        kind = overrides.get("kind", db.migrations_kind)
+        sources: list[MigrationSource] = []
+        for item in _as_list(migrations):
+            sources.append(source_from_spec(item, root=root, kind=kind))
+        seeds = [_seed_source(item, root) for item in _as_list(seed)]
+        return cls(
+            tuple(sources),
+            tuple(extensions),
+            tuple(seeds),
+            overrides.get("extra_fingerprint", ""),
+            label=", ".join(s.describe() for s in sources),
+        )
+
+    @property
+    def empty(self) -> bool:
+        return not (self.migrations or self.extensions or self.seed or self.extra_fingerprint)
+
+    def fingerprint(self, server_version: str = "") -> str:
+        """Hash of everything that goes into the template (computed once per spec and version)."""
+        cache: dict[str, str] = self.__dict__.setdefault("_fingerprints", {})
+        if server_version not in cache:
+            cache[server_version] = self._compute_fingerprint(server_version)
+        return cache[server_version]
+
+    def _compute_fingerprint(self, server_version: str) -> str:
+        digest = hashlib.sha256()
+        digest.update(f"v1|{server_version}|".encode())
+        digest.update(("ext:" + ",".join(self.extensions)).encode())
+        for source in (*self.migrations, *self.seed):
+            digest.update(f"|{source.kind}:{source.fingerprint()}".encode())
+        digest.update(f"|extra:{self.extra_fingerprint}".encode())
+        return digest.hexdigest()
+
+    def name(self, server_version: str) -> str:
+        return template_name(self.fingerprint(server_version))
+
+    def describe(self) -> str:
+        parts = []
+        if self.extensions:
+            parts.append(f"extensions {', '.join(self.extensions)}")
+        parts.extend(s.describe() for s in self.migrations)
+        parts.extend(f"seed {s.describe()}" for s in self.seed)
+        return "; ".join(parts) or "an empty database"
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value in (None, "", []):
+        return []
+    if isinstance(value, list | tuple):
+        return list(value)
+    return [value]
+
+
+def _seed_source(item: Any, root: Path) -> MigrationSource:
+    if isinstance(item, str) and not (":" in item and not (root / item).exists()):
+        path = Path(item).expanduser()
+        path = path if path.is_absolute() else root / path
+        return SqlFolder(path)
+    return source_from_spec(item, root=root)
+
+
+def _lock_key(name: str) -> int:
+    return zlib.crc32(name.encode()) - 2**31  # fits a signed 32-bit advisory lock key
+
+
+def template_state(admin: psycopg.Connection, name: str) -> str:
+    """``ready`` (marked template), ``partial`` (exists, not marked) or ``missing``."""
+    row = admin.execute("SELECT datistemplate FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    if row is None:
+        return "missing"
+    return "ready" if row[0] else "partial"
+
+
+def terminate_connections(admin: psycopg.Connection, name: str) -> None:
+    admin.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+        (name,),
+    )
+
+
+def drop_database(admin: psycopg.Connection, name: str) -> None:
+    """Drop a database testlane made (template flag cleared first; connections ended)."""
+    from psycopg import sql
+
+    ident = sql.Identifier(name)
+    row = admin.execute("SELECT datistemplate FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    if row is None:
+        return
+    if row[0]:
+        admin.execute(sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false").format(ident))
+    if admin.info.server_version >= 130000:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
+    else:
+        admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(ident))
+        terminate_connections(admin, name)
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(ident))
+
+
+def ensure_template(server: PostgresServer, spec: TemplateSpec) -> str:
+    """Build ``spec``'s template on ``server`` unless it is already there; return its name."""
+    name = spec.name(server.version)
+    with server.connect() as admin:
+        if template_state(admin, name) == "ready":
+            return name
+        key = _lock_key(name)
+        admin.execute("SELECT pg_advisory_lock(%s)", (key,))
+        try:
+            state = template_state(admin, name)
+            if state == "ready":
+                return name  # built by someone else while we waited
+            if state == "partial":
+                log.info("dropping half-built template %s (a previous build did not finish)", name)
+                drop_database(admin, name)
+            _build(server, admin, name, spec)
+        finally:
+            admin.execute("SELECT pg_advisory_unlock(%s)", (key,))
+    return name
+
+
+def _build(server: PostgresServer, admin: psycopg.Connection, name: str, spec: TemplateSpec) -> None:
+    from psycopg import sql
+
+    log.debug("building template %s from %s", name, spec.describe())
+    admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        target = Target(server.dsn(name))
+        if spec.extensions:
+            _create_extensions(server, target, spec.extensions)
+        for source in spec.migrations:
+            source.apply(target)
+        for seed in spec.seed:
+            seed.apply(target)
+        terminate_connections(admin, name)
+        admin.execute(
+            sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false").format(sql.Identifier(name))
+        )
+    except BaseException:
+        try:
+            drop_database(admin, name)
+        except Exception as exc:  # the original error matters more
+            log.warning("could not drop failed template %s: %s", name, exc)
+        raise
+
+
+def _create_extensions(server: PostgresServer, target: Target, extensions: tuple[str, ...]) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with target.connect(autocommit=True) as conn:
+        available = {row[0] for row in conn.execute("SELECT name FROM pg_available_extensions").fetchall()}
+        missing = [ext for ext in extensions if ext not in available]
+        if missing:
+            raise ExtensionMissingError(
+                f"PostgreSQL {server.version} ({server.instance.backend}) does not have the extension(s) "
+                f"{', '.join(missing)} declared in db.extensions.",
+                hint='use binaries that ship them: postgres.backend = "local" with a system PostgreSQL '
+                "and its contrib package; `testlane doctor` lists the extensions each installation offers.",
+            )
+        for ext in extensions:
+            try:
+                conn.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(ext)))
+            except psycopg.Error as exc:
+                raise migration_error(exc, source=f"db.extensions ({ext})") from None

@@ -1,0 +1,200 @@
+"""Per-test database isolation as plain Python, for any runner (the pytest fixtures use the same parts).
+
+Every helper takes a server (a :class:`~testlane.services.postgres.PostgresServer`, or the URL of
+one testlane started) and refuses to run outside the integration lane (``TESTLANE_IT=1``) unless
+``allow=True``, and refuses servers and databases testlane did not create unless
+``allow_unmanaged=True``. Migration arguments default to ``[tool.testlane.db]``.
+
+``template(server)``             build (once) the migrated template; returns its name
+``database(server)``             a private clone of the template, dropped at the end
+``pool(server)``                 a :class:`~testlane.databases.pool.ClonePool` of clones, filled ahead
+``transaction(server)``          a connection whose work is rolled back at the end
+``schema(server)``               a migrated, throwaway schema (the ``withTestDb()`` pattern); sync or async
+``redis(server)``                a leased, flushed logical database of a Valkey/Redis server
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from testlane.core.config import Settings, load_settings
+from testlane.core.runtime import new_run_id
+from testlane.databases.guard import require_integration_lane, resolve_postgres
+from testlane.databases.naming import require_testlane_database, worker_database_name, worker_id
+from testlane.databases.pool import ClonePool
+from testlane.databases.redis_isolation import RedisLease, lease_database
+from testlane.databases.schema import SchemaDatabase
+from testlane.databases.template import TemplateSpec, drop_database, ensure_template
+from testlane.databases.testdb import TestDatabase
+from testlane.databases.transaction import SavepointConnection
+
+if TYPE_CHECKING:
+    from testlane.services.postgres import PostgresServer
+
+__all__ = ["TestDatabase", "database", "pool", "redis", "schema", "spec", "template", "transaction"]
+
+
+def spec(settings: Settings | None = None, **overrides: Any) -> TemplateSpec:
+    """The template spec from settings, with ``migrations=``, ``seed=``, ``extensions=`` overrides."""
+    settings = settings or load_settings()
+    return TemplateSpec.from_settings(settings, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _run_id(server: PostgresServer) -> str:
+    run_id = server.instance.run_id
+    return run_id if len(run_id) == 8 else new_run_id()
+
+
+def _prepare(target: Any, what: str, allow: bool, allow_unmanaged: bool) -> PostgresServer:
+    require_integration_lane(what, allow=allow)
+    return resolve_postgres(target, allow_unmanaged=allow_unmanaged)  # type: ignore[no-any-return]
+
+
+def template(
+    target: Any,
+    *,
+    migrations: Any = None,
+    seed: Any = None,
+    extensions: Any = None,
+    settings: Settings | None = None,
+    allow: bool = False,
+    allow_unmanaged: bool = False,
+) -> str:
+    """Build the migrated template on the server (once per content hash); return its name."""
+    server = _prepare(target, "testlane.db.template()", allow, allow_unmanaged)
+    return ensure_template(server, spec(settings, migrations=migrations, seed=seed, extensions=extensions))
+
+
+@contextlib.contextmanager
+def database(
+    target: Any,
+    *,
+    migrations: Any = None,
+    seed: Any = None,
+    extensions: Any = None,
+    settings: Settings | None = None,
+    allow: bool = False,
+    allow_unmanaged: bool = False,
+) -> Iterator[TestDatabase]:
+    """A private clone of the migrated template, dropped when the block ends."""
+    server = _prepare(target, "testlane.db.database()", allow, allow_unmanaged)
+    name = ensure_template(server, spec(settings, migrations=migrations, seed=seed, extensions=extensions))
+    clones = ClonePool(server, name, run_id=_run_id(server), worker=worker_id(), size=0, preconnect=False)
+    lease = clones.acquire()  # an empty pool clones on demand
+    try:
+        yield TestDatabase(lease.name, lease.url, server)
+    finally:
+        clones.close()
+        with server.connect() as admin:
+            drop_database(admin, lease.name)
+
+
+@contextlib.contextmanager
+def pool(
+    target: Any,
+    *,
+    migrations: Any = None,
+    seed: Any = None,
+    extensions: Any = None,
+    size: int = 4,
+    workers: int = 2,
+    settings: Settings | None = None,
+    allow: bool = False,
+    allow_unmanaged: bool = False,
+) -> Iterator[ClonePool]:
+    """A started :class:`ClonePool` of the migrated template (``acquire()``/``release()``)."""
+    server = _prepare(target, "testlane.db.pool()", allow, allow_unmanaged)
+    name = ensure_template(server, spec(settings, migrations=migrations, seed=seed, extensions=extensions))
+    clones = ClonePool(
+        server, name, run_id=_run_id(server), worker=worker_id(), size=size, workers=workers, drop_at_close=True
+    ).start()
+    try:
+        yield clones
+    finally:
+        clones.close()
+
+
+@contextlib.contextmanager
+def transaction(
+    target: Any,
+    *,
+    migrations: Any = None,
+    seed: Any = None,
+    extensions: Any = None,
+    settings: Settings | None = None,
+    allow: bool = False,
+    allow_unmanaged: bool = False,
+) -> Iterator[SavepointConnection]:
+    """A connection to a migrated database whose work (commits included) is rolled back at the end."""
+    server = _prepare(target, "testlane.db.transaction()", allow, allow_unmanaged)
+    with database(server, migrations=migrations, seed=seed, extensions=extensions, settings=settings, allow=True) as db:
+        conn = SavepointConnection.connect(db.url, autocommit=False)
+        try:
+            conn.begin_test()
+            yield conn
+        finally:
+            conn.end_test()
+            conn.rollback()
+            conn.close()
+
+
+@contextlib.contextmanager
+def schema(
+    target: Any,
+    *,
+    migrations: Any = None,
+    seed: Any = None,
+    extensions: Any = None,
+    database_name: str | None = None,
+    settings: Settings | None = None,
+    allow: bool = False,
+    allow_unmanaged: bool = False,
+) -> Iterator[SchemaDatabase]:
+    """A migrated, throwaway schema (``withTestDb()``); in a fresh testlane database unless one is named."""
+    server = _prepare(target, "testlane.db.schema()", allow, allow_unmanaged)
+    template_spec = spec(settings, migrations=migrations, seed=seed, extensions=extensions)
+    run_id = _run_id(server)
+    own_db = database_name is None
+    name = database_name or worker_database_name(run_id, worker_id(), f"s{new_run_id()[:4]}")
+    require_testlane_database(name, allow_unmanaged=allow_unmanaged, action="use")
+    if own_db:
+        from psycopg import sql
+
+        with server.connect() as admin:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        with SchemaDatabase(
+            server, name, template_spec, run_id=run_id, worker=worker_id(), allow_unmanaged=allow_unmanaged
+        ) as schema_db:
+            yield schema_db
+    finally:
+        if own_db:
+            with server.connect() as admin:
+                drop_database(admin, name)
+
+
+@contextlib.contextmanager
+def redis(target: Any, *, allow: bool = False) -> Iterator[RedisLease]:
+    """A leased logical database (flushed before and after) of a Valkey/Redis server."""
+    import redis as redis_py
+
+    require_integration_lane("testlane.db.redis()", allow=allow)
+    host, port, password = _redis_address(target)
+    coordinator = redis_py.Redis(host=host, port=port, password=password, db=0)
+    lease = lease_database(coordinator, host, port, password=password)
+    try:
+        yield lease
+    finally:
+        lease.release()
+        coordinator.close()
+
+
+def _redis_address(target: Any) -> tuple[str, int, str | None]:
+    from urllib.parse import urlsplit
+
+    if isinstance(target, str):
+        parts = urlsplit(target)
+        return parts.hostname or "127.0.0.1", parts.port or 6379, parts.password
+    return target.host, target.port, target.instance.password

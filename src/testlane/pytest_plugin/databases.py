@@ -1,0 +1,523 @@
+"""Per-test database and Redis fixtures, markers, and keep-on-failure.
+
+Fixtures (function scope):
+
+``pg_database``        the test's database: ``.name``, ``.url``, ``.isolation``, ``.connect()``
+``pg_url``             its URL (libpq form; ``.replace`` the scheme for other drivers, or use ``db_url``)
+``pg_conn``            a psycopg connection to it (already open in ``database`` mode)
+``pg_aconn``           the same, async (needs pytest-asyncio)
+``db_engine``          a SQLAlchemy ``Engine`` on it (psycopg driver)
+``db_session``         a SQLAlchemy ``Session`` (in ``transaction`` mode joined to the rolled-back transaction)
+``async_db_engine``    an ``AsyncEngine`` (asyncpg when installed, else psycopg), needs pytest-asyncio
+``async_db_session``   an ``AsyncSession``, likewise
+``redis_db``           a leased logical Valkey/Redis database: ``.url``, ``.db``, ``.client()``
+``redis_client``       a redis-py client on it;  ``redis_url`` its URL;  ``aredis_client`` async
+
+Markers: ``@pytest.mark.isolation("database"|"transaction"|"schema")`` and
+``pytest.mark.migrations(SPEC, seed=[...], extensions=[...])`` (usually as a module's ``pytestmark``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from testlane.core.errors import TestlaneError
+from testlane.databases.testdb import TestDatabase
+
+if TYPE_CHECKING:
+    from testlane.databases.pool import ClonePool
+    from testlane.databases.template import TemplateSpec
+    from testlane.databases.transaction import SavepointConnection
+    from testlane.pytest_plugin.plugin import TestlanePlugin
+
+__all__ = ["DatabaseManager", "TestDatabase"]
+
+log = logging.getLogger("testlane")
+
+ISOLATION_MODES = ("database", "transaction", "schema")
+outcome_key = pytest.StashKey[dict[str, pytest.TestReport]]()
+active_key = pytest.StashKey["TestDatabase"]()
+
+
+class DatabaseManager:
+    """Templates, pools and per-worker databases of one pytest process."""
+
+    def __init__(self, plugin: TestlanePlugin) -> None:
+        self.plugin = plugin
+        self.settings = plugin.settings
+        self._server: Any = None
+        self._specs: dict[Any, TemplateSpec] = {}
+        self._templates: dict[int, str] = {}
+        self._pools: dict[str, ClonePool] = {}
+        self._worker_dbs: dict[str, str] = {}
+        self._savepoint_conns: dict[str, SavepointConnection] = {}
+        self._engines: dict[str, Any] = {}
+        self._redis_coordinator: Any = None
+        self.kept: list[tuple[str, str]] = []  # (nodeid, url)
+        self._transaction_url_warned = False
+
+    # -- plumbing ------------------------------------------------------------------------------
+    @property
+    def server(self) -> Any:
+        if self._server is None:
+            self._server = self.plugin.server("postgres")
+        return self._server
+
+    @property
+    def run_id(self) -> str:
+        from testlane.core.runtime import run_id_from_env
+
+        return run_id_from_env() or self.plugin.provider.context.run_id
+
+    def isolation_for(self, item: pytest.Item) -> str:
+        marker = item.get_closest_marker("isolation")
+        mode = self.settings.db.isolation
+        if marker is not None:
+            mode = marker.args[0] if marker.args else marker.kwargs.get("mode", mode)
+        if mode not in ISOLATION_MODES:
+            raise pytest.UsageError(
+                f"{item.nodeid}: @pytest.mark.isolation({mode!r}): isolation must be one of "
+                + ", ".join(ISOLATION_MODES)
+            )
+        return str(mode)
+
+    def spec_for(self, item: pytest.Item) -> TemplateSpec:
+        from testlane.databases.template import TemplateSpec
+
+        marker = item.get_closest_marker("migrations")
+        key: Any = None
+        overrides: dict[str, Any] = {}
+        if marker is not None:
+            overrides = dict(marker.kwargs)
+            if marker.args:
+                overrides["migrations"] = list(marker.args)
+            key = repr(sorted((k, repr(v)) for k, v in overrides.items()))
+        if key not in self._specs:
+            self._specs[key] = TemplateSpec.from_settings(self.settings, **overrides)
+        return self._specs[key]
+
+    def template_for(self, spec: TemplateSpec) -> str:
+        """The template's name, built on first use (cached: the per-test path makes no round trip)."""
+        from testlane.databases.template import ensure_template
+
+        key = id(spec)
+        if key not in self._templates:
+            self._templates[key] = ensure_template(self.server, spec)
+        return self._templates[key]
+
+    @property
+    def shared_server(self) -> bool:
+        """True when the server outlives the run (an existing server): then we drop what we made."""
+        return bool(self.server.instance.backend == "url")
+
+    def pool_for(self, spec: TemplateSpec) -> ClonePool:
+        import os
+
+        from testlane.databases.naming import worker_id
+        from testlane.databases.pool import ClonePool
+
+        template = self.template_for(spec)
+        if template not in self._pools:
+            db = self.settings.db
+            workers = db.pool_workers or (1 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1 else 2)
+            self._pools[template] = ClonePool(
+                self.server,
+                template,
+                run_id=self.run_id,
+                worker=worker_id(),
+                size=db.pool_size,
+                workers=workers,
+                strategy=db.clone_strategy,
+                reuse=db.reuse,
+                drop_at_close=self.shared_server,
+                drop_backlog=db.drop_backlog,
+            ).start()
+        return self._pools[template]
+
+    def worker_database(self, spec: TemplateSpec | None, tag: str) -> str:
+        """A per-worker database: a clone of the template (transaction mode) or empty (schema mode)."""
+        from psycopg import sql
+
+        from testlane.databases.naming import worker_database_name, worker_id
+
+        template = self.template_for(spec) if spec is not None else None
+        key = f"{tag}:{template}"
+        if key not in self._worker_dbs:
+            suffix = f"{tag}{(template or '')[-6:]}"
+            name = worker_database_name(self.run_id, worker_id(), suffix)
+            with self.server.connect() as admin:
+                query = "CREATE DATABASE {}" + (" TEMPLATE {}" if template else "")
+                parts = [sql.Identifier(name)] + ([sql.Identifier(template)] if template else [])
+                admin.execute(sql.SQL(query).format(*parts))
+            self._worker_dbs[key] = name
+        return self._worker_dbs[key]
+
+    def savepoint_connection(self, name: str) -> SavepointConnection:
+        from testlane.databases.transaction import SavepointConnection
+
+        conn = self._savepoint_conns.get(name)
+        if conn is None or conn.closed:
+            conn = SavepointConnection.connect(self.server.dsn(name), autocommit=False)
+            self._savepoint_conns[name] = conn
+        return conn
+
+    def worker_engine(self, url: str) -> Any:
+        import sqlalchemy
+
+        if url not in self._engines:
+            self._engines[url] = sqlalchemy.create_engine(url, pool_size=2, max_overflow=4)
+        return self._engines[url]
+
+    def redis_coordinator(self) -> Any:
+        import redis
+
+        if self._redis_coordinator is None:
+            server = self.plugin.server("valkey")
+            self._redis_coordinator = redis.Redis(
+                host=server.host, port=server.port, password=server.instance.password, db=0
+            )
+        return self._redis_coordinator
+
+    # -- per test ------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def database_for(self, request: pytest.FixtureRequest) -> Iterator[TestDatabase]:
+        from testlane.databases.guard import require_integration_lane
+
+        item = request.node
+        require_integration_lane(f"{item.nodeid} (fixture pg_database)")
+        mode = self.isolation_for(item)
+        spec = self.spec_for(item)
+        server = self.server
+        if mode == "database":
+            pool = self.pool_for(spec)
+            lease = pool.acquire()
+            tdb = TestDatabase(lease.name, lease.url, server, "database", lease=lease)
+            item.stash[active_key] = tdb
+            keep = False
+            try:
+                yield tdb
+            finally:
+                keep = self.settings.db.keep_failed and _failed(item)
+                if keep:
+                    self._keep(item, tdb)
+                pool.release(lease, keep=keep)
+        elif mode == "transaction":
+            name = self.worker_database(spec, "t")
+            conn = self.savepoint_connection(name)
+            tdb = TestDatabase(name, server.dsn(name), server, "transaction", savepoint_conn=conn)
+            item.stash[active_key] = tdb
+            conn.begin_test()
+            try:
+                yield tdb
+            finally:
+                conn.end_test()
+        else:
+            from testlane.databases.naming import worker_id
+            from testlane.databases.schema import SchemaDatabase
+
+            name = self.worker_database(None, "s")
+            schema = SchemaDatabase(server, name, spec, run_id=self.run_id, worker=worker_id()).create()
+            tdb = TestDatabase(name, schema.url, server, "schema", schema=schema)
+            item.stash[active_key] = tdb
+            try:
+                yield tdb
+            finally:
+                if self.settings.db.keep_failed and _failed(item):
+                    self._keep(item, tdb)
+                else:
+                    schema.dispose()
+
+    def _keep(self, item: pytest.Item, tdb: TestDatabase) -> None:
+        tdb.kept = True
+        self.kept.append((item.nodeid, tdb.url))
+        self.server.request_keep(self.settings.db.keep_failed_ttl, f"{item.nodeid}: {tdb.url}")
+
+    def close(self) -> None:
+        for conn in self._savepoint_conns.values():
+            with contextlib.suppress(Exception):
+                conn.close()
+        for engine in self._engines.values():
+            with contextlib.suppress(Exception):
+                engine.dispose()
+        for pool in self._pools.values():
+            pool.close()
+        if self._worker_dbs and self.shared_server:
+            from testlane.databases.template import drop_database
+
+            with contextlib.suppress(Exception), self.server.connect() as admin:
+                for name in self._worker_dbs.values():
+                    drop_database(admin, name)
+        if self._redis_coordinator is not None:
+            with contextlib.suppress(Exception):
+                self._redis_coordinator.close()
+
+
+def _failed(item: pytest.Item) -> bool:
+    reports = item.stash.get(outcome_key, {})
+    return any(report.failed for report in reports.values())
+
+
+# --------------------------------------------------------------------------- hooks
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "isolation(mode): per-test database isolation for this test: database, transaction or schema",
+    )
+    config.addinivalue_line(
+        "markers",
+        "migrations(spec, seed=[...], extensions=[...]): the template for these tests (overrides db.migrations)",
+    )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report: pytest.TestReport | None = yield
+    assert report is not None
+    item.stash.setdefault(outcome_key, {})[str(report.when)] = report
+    tdb = item.stash.get(active_key, None)
+    if tdb is not None and report.failed and report.when == "call":
+        from testlane.pytest_plugin.plugin import plugin_of
+
+        settings = plugin_of(item.config).settings
+        if settings.db.keep_failed:
+            report.sections.append(("testlane", f"database kept for inspection ({tdb.isolation} mode): {tdb.url}"))
+    return report  # type: ignore[return-value]
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    from testlane.pytest_plugin.plugin import PLUGIN_NAME
+
+    plugin = config.pluginmanager.get_plugin(PLUGIN_NAME)
+    manager = getattr(plugin, "_databases", None)
+    if manager is None or not manager.kept:
+        return
+    terminalreporter.section("testlane: databases kept for inspection")
+    for nodeid, url in manager.kept:
+        terminalreporter.write_line(f"{nodeid}\n    psql {url}")
+    hours = manager.settings.db.keep_failed_ttl / 3600
+    terminalreporter.write_line(f"The server stays up for {hours:g} h; `testlane reap --kept` stops it now.")
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def _manager(request: pytest.FixtureRequest) -> DatabaseManager:
+    from testlane.pytest_plugin.plugin import plugin_of
+
+    return plugin_of(request.config).databases
+
+
+@pytest.fixture
+def pg_database(request: pytest.FixtureRequest) -> Iterator[TestDatabase]:
+    """The test's own database (see docs/isolation.md for the three isolation modes)."""
+    __tracebackhide__ = True
+    cm = _manager(request).database_for(request)
+    try:
+        tdb = cm.__enter__()
+    except TestlaneError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield tdb
+    cm.__exit__(None, None, None)
+
+
+@pytest.fixture
+def pg_url(pg_database: TestDatabase, request: pytest.FixtureRequest) -> str:
+    """The test database's URL (``postgresql://...``; in schema mode with the schema on the search path)."""
+    if pg_database.isolation == "transaction":
+        manager = _manager(request)
+        if not manager._transaction_url_warned:
+            manager._transaction_url_warned = True
+            warnings.warn(
+                "pg_url in transaction isolation: connections you open from this URL are NOT rolled back; "
+                "use pg_conn or db_session, or database isolation",
+                stacklevel=2,
+            )
+    return pg_database.url
+
+
+@pytest.fixture
+def pg_conn(pg_database: TestDatabase) -> Iterator[Any]:
+    """A psycopg connection to the test database (autocommit off)."""
+    if pg_database.savepoint_conn is not None:
+        yield pg_database.savepoint_conn
+        return
+    lease = pg_database.lease
+    pooled = lease.take_connection() if lease is not None else None
+    conn = pooled or pg_database.connect()
+    try:
+        yield conn
+    finally:
+        if pooled is not None and lease is not None and not conn.closed:
+            lease.conn = conn  # the pool resets it along with the database
+        else:
+            conn.close()
+
+
+@pytest.fixture
+def db_engine(pg_database: TestDatabase, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A SQLAlchemy Engine on the test database (psycopg driver)."""
+    import sqlalchemy
+
+    if pg_database.isolation == "transaction":
+        yield _manager(request).worker_engine(pg_database.sqlalchemy_url())
+        return
+    engine = sqlalchemy.create_engine(pg_database.sqlalchemy_url(), poolclass=sqlalchemy.pool.NullPool)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def db_session(pg_database: TestDatabase, db_engine: Any) -> Iterator[Any]:
+    """A SQLAlchemy Session; in transaction mode its commits are savepoints, all rolled back after the test."""
+    if pg_database.isolation == "transaction":
+        from testlane.databases.transaction import joined_session
+
+        with joined_session(db_engine) as session:
+            yield session
+        return
+    from sqlalchemy.orm import Session
+
+    with Session(db_engine) as session:
+        yield session
+
+
+def _async_driver() -> str:
+    try:
+        import asyncpg  # type: ignore[import-untyped]  # noqa: F401
+    except ImportError:
+        return "psycopg"
+    return "asyncpg"
+
+
+async_fixture: Any
+try:
+    import pytest_asyncio
+
+    async_fixture = pytest_asyncio.fixture
+except ImportError:  # pragma: no cover - exercised when pytest-asyncio is absent
+    async_fixture = None
+
+
+if async_fixture is not None:
+
+    @async_fixture  # type: ignore[untyped-decorator]
+    async def pg_aconn(pg_database: TestDatabase) -> AsyncIterator[Any]:
+        """An async psycopg connection to the test database (not available in transaction mode)."""
+        import psycopg
+
+        if pg_database.isolation == "transaction":
+            pytest.fail("pg_aconn is not available in transaction isolation; use async_db_session", pytrace=False)
+        conn = await psycopg.AsyncConnection.connect(
+            pg_database.schema.url if pg_database.schema is not None else pg_database.url
+        )
+        try:
+            yield conn
+        finally:
+            await conn.close()
+
+    @async_fixture  # type: ignore[untyped-decorator]
+    async def async_db_engine(pg_database: TestDatabase) -> AsyncIterator[Any]:
+        """A SQLAlchemy AsyncEngine on the test database (asyncpg if installed, else psycopg)."""
+        import sqlalchemy
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        driver = _async_driver()
+        url = pg_database.sqlalchemy_url(driver)
+        kwargs: dict[str, Any] = {"poolclass": sqlalchemy.pool.NullPool}
+        if driver == "asyncpg" and pg_database.schema is not None:
+            url = pg_database.server.dsn(pg_database.name).replace("postgresql://", "postgresql+asyncpg://", 1)
+            kwargs["connect_args"] = {"server_settings": {"search_path": f"{pg_database.schema.schema},public"}}
+        engine = create_async_engine(url, **kwargs)
+        try:
+            yield engine
+        finally:
+            await engine.dispose()
+
+    @async_fixture  # type: ignore[untyped-decorator]
+    async def async_db_session(pg_database: TestDatabase, async_db_engine: Any) -> AsyncIterator[Any]:
+        """An AsyncSession; in transaction mode joined to a transaction rolled back after the test."""
+        if pg_database.isolation == "transaction":
+            from testlane.databases.transaction import joined_async_session
+
+            async with joined_async_session(async_db_engine) as session:
+                yield session
+            return
+        from sqlalchemy.ext.asyncio import AsyncSession
+
+        async with AsyncSession(async_db_engine) as session:
+            yield session
+
+    @async_fixture  # type: ignore[untyped-decorator]
+    async def aredis_client(redis_db: Any) -> AsyncIterator[Any]:
+        """An async redis-py client on the test's own logical database."""
+        client = redis_db.async_client()
+        try:
+            yield client
+        finally:
+            await client.aclose()
+
+else:  # pragma: no cover
+
+    def _needs_asyncio(name: str) -> Any:
+        @pytest.fixture(name=name)
+        def missing() -> None:
+            pytest.fail(f"the {name} fixture needs pytest-asyncio: pip install pytest-asyncio", pytrace=False)
+
+        return missing
+
+    pg_aconn = _needs_asyncio("pg_aconn")
+    async_db_engine = _needs_asyncio("async_db_engine")
+    async_db_session = _needs_asyncio("async_db_session")
+    aredis_client = _needs_asyncio("aredis_client")
+
+
+@pytest.fixture
+def redis_db(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The test's own logical Valkey/Redis database, flushed before and after."""
+    from testlane.databases.guard import require_integration_lane
+    from testlane.databases.redis_isolation import lease_database
+
+    __tracebackhide__ = True
+    try:
+        require_integration_lane(f"{request.node.nodeid} (fixture redis_db)")
+        manager = _manager(request)
+        server = manager.plugin.server("valkey")
+        lease = lease_database(
+            manager.redis_coordinator(),
+            server.host,
+            server.port,
+            password=server.instance.password,
+            owner=request.node.nodeid,
+        )
+    except TestlaneError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield lease
+    finally:
+        lease.release()
+
+
+@pytest.fixture
+def redis_client(redis_db: Any) -> Iterator[Any]:
+    """A redis-py client on the test's own logical database."""
+    client = redis_db.client()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def redis_url(redis_db: Any) -> str:
+    """URL of the test's own logical database, e.g. ``redis://127.0.0.1:41235/17``."""
+    return str(redis_db.url)

@@ -1,0 +1,390 @@
+"""Runtime discipline: tests fail instead of hanging, and say what they left behind.
+
+Each check is switchable in ``[tool.testlane.discipline]``:
+
+* **timeouts** (``timeout_unit`` 5 s, ``timeout_it`` 60 s): every test without its own
+  ``@pytest.mark.timeout`` gets its lane's, through pytest-timeout's *signal* method: the test
+  fails with the stack of every thread, and the run (and its reports) carry on. A ``--timeout``
+  option or ``timeout`` ini value of your own takes precedence;
+* **background errors** (``fail``): an exception in another thread, an unraisable exception
+  (``__del__``, callbacks), or an asyncio task exception never retrieved fails the test during which
+  it happened (pytest's own collection of the first two, made errors; the third detected here);
+* **leaks** (``warn``): threads, child processes, listening sockets and asyncio tasks that a test
+  (its body or its function-scoped fixtures) started and left running are reported with its name;
+* **environment** (``warn``): variables a test changed are restored after it, and reported.
+
+``warn`` reports through pytest's warnings (with the test's node id); ``fail`` fails the test's
+teardown; ``off`` does nothing (the environment is still restored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+__all__ = ["TestlaneEnvironmentWarning", "TestlaneLeakWarning"]
+
+
+class TestlaneLeakWarning(UserWarning):
+    """A test left a thread, process, listening socket or asyncio task running."""
+
+    __test__ = False
+
+
+class TestlaneEnvironmentWarning(UserWarning):
+    """A test changed environment variables (they have been restored)."""
+
+    __test__ = False
+
+
+@dataclass
+class Snapshot:
+    """What the process is running at one moment (cheap to take: no details resolved)."""
+
+    threads: set[int]
+    children: set[int]
+    sockets: set[str]
+    tasks: set[int]
+
+    @classmethod
+    def take(cls) -> Snapshot:
+        return cls(
+            {t.ident for t in threading.enumerate() if t.ident is not None},
+            _child_pids(),
+            _socket_inodes(),
+            {id(t) for t in _live_tasks()},
+        )
+
+
+@dataclass
+class TestWatch:
+    """Per-test state: snapshots, the environment, asyncio errors, higher-scope fixtures set up."""
+
+    __test__ = False
+
+    before: Snapshot | None = None
+    after_setup: Snapshot | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    asyncio_errors: list[str] = field(default_factory=list)
+    wide_fixtures: list[str] = field(default_factory=list)
+    handler: logging.Handler | None = None
+    in_setup: bool = False
+
+
+watch_key = pytest.StashKey[TestWatch]()
+IGNORED_ENV = frozenset({"PYTEST_CURRENT_TEST"})
+
+
+def _settings(config: pytest.Config) -> Any:
+    from testlane.pytest_plugin.plugin import plugin_of
+
+    return plugin_of(config).settings.discipline
+
+
+# --------------------------------------------------------------------------- configure: timeouts, filters
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    d = _settings(config)
+    if d.background_errors != "off":
+        action = "error" if d.background_errors == "fail" else "always"
+        for category in ("PytestUnhandledThreadExceptionWarning", "PytestUnraisableExceptionWarning"):
+            config.addinivalue_line("filterwarnings", f"{action}::pytest.{category}")
+
+
+def _user_timeout(config: pytest.Config) -> bool:
+    try:
+        option = config.getoption("timeout", None)
+    except ValueError:
+        option = None
+    try:
+        ini = config.getini("timeout")
+    except ValueError:
+        ini = None
+    return option not in (None, "") or ini not in (None, "", "0", 0)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from testlane.pytest_plugin.lanes import lane_of
+
+    if not config.pluginmanager.hasplugin("timeout") or _user_timeout(config):
+        return
+    d = _settings(config)
+    for item in items:
+        if item.get_closest_marker("timeout") is not None:
+            continue
+        seconds = d.timeout_it if lane_of(item) == "it" else d.timeout_unit
+        if seconds > 0:
+            item.add_marker(pytest.mark.timeout(seconds, method="signal"))
+
+
+# --------------------------------------------------------------------------- per test
+
+
+class _AsyncioErrors(logging.Handler):
+    def __init__(self, sink: list[str]) -> None:
+        super().__init__(logging.ERROR)
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "exception was never retrieved" in message:
+            exc = record.exc_info[1] if record.exc_info else None
+            self.sink.append(f"{message.splitlines()[0]}: {exc!r}" if exc else message.splitlines()[0])
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    d = _settings(item.config)
+    watch = TestWatch(env=dict(os.environ))
+    item.stash[watch_key] = watch
+    if d.leaks != "off":
+        watch.before = Snapshot.take()
+    if d.background_errors != "off":
+        watch.handler = _AsyncioErrors(watch.asyncio_errors)
+        logging.getLogger("asyncio").addHandler(watch.handler)
+    watch.in_setup = True
+    try:
+        return (yield)
+    finally:
+        watch.in_setup = False
+        if d.leaks != "off":
+            watch.after_setup = Snapshot.take()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """Asyncio errors seen while the test body ran fail the test itself (not just its teardown)."""
+    result = yield
+    watch = item.stash.get(watch_key, None)
+    if watch is not None and watch.handler is not None and _settings(item.config).background_errors == "fail":
+        errors = watch.asyncio_errors + _failed_unretrieved_tasks(watch)
+        watch.asyncio_errors.clear()
+        if errors:
+            pytest.fail(f"{item.nodeid}: " + "\n".join(f"asyncio: {e}" for e in errors), pytrace=False)
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> Iterator[None]:
+    node = getattr(request, "_pyfuncitem", None)
+    watch = node.stash.get(watch_key, None) if node is not None else None
+    if watch is not None and watch.in_setup and fixturedef.scope != "function":
+        watch.wide_fixtures.append(f"{fixturedef.argname} ({fixturedef.scope})")
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    try:
+        return (yield)
+    finally:
+        _after(item)
+
+
+def _after(item: pytest.Item) -> None:
+    __tracebackhide__ = True
+    d = _settings(item.config)
+    watch = item.stash.get(watch_key, None)
+    if watch is None:
+        return
+    problems: list[tuple[str, str]] = []  # (reaction, message)
+    if watch.handler is not None:
+        logging.getLogger("asyncio").removeHandler(watch.handler)
+        for task in _failed_unretrieved_tasks(watch):
+            watch.asyncio_errors.append(task)
+        for error in watch.asyncio_errors:
+            problems.append((d.background_errors, f"asyncio: {error}"))
+    changed = _restore_env(watch.env)
+    if changed and d.env_changes != "off":
+        problems.append((d.env_changes, f"changed environment variables (restored): {', '.join(changed)}"))
+    if d.leaks != "off" and watch.before is not None and watch.after_setup is not None:
+        leaks = _leaks(item, watch)
+        if leaks:
+            problems.append((d.leaks, "left running: " + "; ".join(leaks)))
+    failures = [message for reaction, message in problems if reaction == "fail"]
+    for reaction, message in problems:
+        if reaction == "warn":
+            category = TestlaneEnvironmentWarning if message.startswith("changed environment") else TestlaneLeakWarning
+            path, lineno, _ = item.location
+            warnings.warn_explicit(category(f"{item.nodeid} {message}"), category, path, (lineno or 0) + 1)
+    if failures:
+        pytest.fail(f"{item.nodeid} " + "\n".join(failures), pytrace=False)
+
+
+def _restore_env(before: dict[str, str]) -> list[str]:
+    changed = []
+    now = os.environ
+    for key in set(now) | set(before):
+        if key in IGNORED_ENV:
+            continue
+        if now.get(key) != before.get(key):
+            changed.append(key)
+            if key in before:
+                now[key] = before[key]
+            else:
+                now.pop(key, None)
+    return sorted(changed)
+
+
+# --------------------------------------------------------------------------- leaks
+
+
+def _leaks(item: pytest.Item, watch: TestWatch) -> list[str]:
+    assert watch.before is not None and watch.after_setup is not None
+    now = Snapshot.take()
+    # What appeared in the test body is the test's; what appeared during setup is the test's too,
+    # unless a wider-scoped fixture was set up then (its resources legitimately outlive the test).
+    baseline = watch.after_setup if watch.wide_fixtures else watch.before
+    found: list[str] = []
+    found += _leaked_threads(now.threads - baseline.threads)
+    found += _leaked_children(now.children - baseline.children, item)
+    found += _listening(now.sockets - baseline.sockets)
+    found += _leaked_tasks(now.tasks - baseline.tasks)
+    return found
+
+
+def _leaked_threads(idents: set[int]) -> list[str]:
+    threads = [t for t in threading.enumerate() if t.ident in idents and not t.name.startswith("testlane-")]
+    out = []
+    for thread in threads:
+        thread.join(timeout=0.2)  # a thread already on its way out is not a leak
+        if thread.is_alive():
+            target = getattr(thread, "_target", None)
+            where = f", target={getattr(target, '__qualname__', target)}" if target else ""
+            out.append(f"thread {thread.name!r}{' (daemon)' if thread.daemon else ''}{where}")
+    return out
+
+
+def _server_pids(item: pytest.Item) -> set[int]:
+    from testlane.pytest_plugin.plugin import PLUGIN_NAME
+
+    plugin = item.config.pluginmanager.get_plugin(PLUGIN_NAME)
+    provider = getattr(plugin, "_provider", None)
+    stack = getattr(provider, "_stack", None)
+    servers = list(getattr(stack, "servers", {}).values()) if stack is not None else []
+    return {s.pid for s in servers if s.pid}
+
+
+def _leaked_children(pids: set[int], item: pytest.Item) -> list[str]:
+    import psutil
+
+    pids -= _server_pids(item)
+    procs = []
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                procs.append(proc)
+        except psutil.Error:
+            continue
+    _, alive = psutil.wait_procs(procs, timeout=0.2)
+    out = []
+    for proc in alive:
+        try:
+            out.append(f"process {proc.pid} ({' '.join(proc.cmdline())[:80]})")
+        except psutil.Error:
+            continue
+    return out
+
+
+def _listening(inodes: set[str]) -> list[str]:
+    if not inodes:
+        return []
+    out = []
+    for table, family in (("/proc/net/tcp", "ipv4"), ("/proc/net/tcp6", "ipv6")):
+        try:
+            with open(table) as fh:
+                next(fh)
+                for line in fh:
+                    parts = line.split()
+                    if parts[3] == "0A" and parts[9] in inodes:  # 0A: LISTEN
+                        out.append(f"listening socket {_address(parts[1], family)}")
+        except OSError:
+            continue
+    return out
+
+
+def _address(hex_address: str, family: str) -> str:
+    host_hex, port_hex = hex_address.split(":")
+    port = int(port_hex, 16)
+    if family == "ipv4":
+        host = ".".join(str(int(host_hex[i : i + 2], 16)) for i in (6, 4, 2, 0))
+        return f"{host}:{port}"
+    return f"[ipv6]:{port}"
+
+
+def _leaked_tasks(ids: set[int]) -> list[str]:
+    out = []
+    for task in _live_tasks():
+        if id(task) in ids and not task.done():
+            coro = task.get_coro()
+            name = getattr(coro, "__qualname__", repr(coro))
+            out.append(f"asyncio task {task.get_name()!r} ({name})")
+    return out
+
+
+def _failed_unretrieved_tasks(watch: TestWatch) -> list[str]:
+    """Tasks still alive that failed and whose exception nobody retrieved (not yet garbage collected)."""
+    known = watch.before.tasks if watch.before is not None else set()
+    out = []
+    for task in _live_tasks():
+        if id(task) in known or not task.done() or task.cancelled():
+            continue
+        if getattr(task, "_log_traceback", False):  # asyncio's own "never retrieved" flag
+            exc = task.exception()  # retrieves it: asyncio will not log it again
+            out.append(f"Task exception was never retrieved in {task.get_name()!r}: {exc!r}")
+    return out
+
+
+def _live_tasks() -> list[asyncio.Task[Any]]:
+    tasks = getattr(asyncio.tasks, "_all_tasks", None)  # 3.11: a WeakSet of every task
+    if tasks is None:  # 3.12+
+        tasks = list(getattr(asyncio.tasks, "_scheduled_tasks", ())) + list(getattr(asyncio.tasks, "_eager_tasks", ()))
+    try:
+        return list(tasks)
+    except RuntimeError:  # changed size during iteration (another thread); try once more
+        return list(tasks)
+
+
+# --------------------------------------------------------------------------- cheap process facts
+
+
+def _child_pids() -> set[int]:
+    pids: set[int] = set()
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return pids
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/children") as fh:
+                pids.update(int(pid) for pid in fh.read().split())
+        except OSError:
+            continue
+    return pids
+
+
+def _socket_inodes() -> set[str]:
+    inodes: set[str] = set()
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return inodes
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes

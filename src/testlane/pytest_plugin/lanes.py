@@ -1,0 +1,210 @@
+"""The two lanes: a unit lane that never touches a real service, and a gated integration lane.
+
+A test is in the **integration lane** when it is marked ``integration`` or lives in a file matching
+``lanes.integration_patterns`` (default ``*_it.py`` and ``tests/integration/*``); every other test is
+in the **unit lane**. Which lanes run:
+
+================================  ==========================================================
+(nothing)                         unit lane; integration tests are *skipped*, with one summary
+                                  line saying how to run them
+``--it`` or ``TESTLANE_IT=1``      both lanes (``testlane run`` sets ``TESTLANE_IT=1``)
+``--lane unit|it|all``            exactly that; the other lane's tests are *deselected*
+================================  ==========================================================
+
+In the unit lane, testlane's service fixtures are an error naming the test and the fix, and
+network connections are blocked (see :mod:`testlane.pytest_plugin.network_guard`). The lane of the
+running test is published to :data:`testlane.databases.guard.current_lane` for the database helpers.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from testlane.databases.guard import current_lane
+
+__all__ = ["SERVICE_FIXTURES", "LaneSelection", "lane_of"]
+
+SERVICE_FIXTURES = frozenset(
+    {
+        "postgres",
+        "valkey",
+        "mariadb",
+        "pg_database",
+        "pg_url",
+        "pg_conn",
+        "pg_aconn",
+        "db_engine",
+        "db_session",
+        "async_db_engine",
+        "async_db_session",
+        "redis_db",
+        "redis_client",
+        "redis_url",
+        "aredis_client",
+        "mysql_database",
+        "mysql_conn",
+        "mysql_url",
+    }
+)
+
+lane_key = pytest.StashKey[str]()
+selection_key = pytest.StashKey["LaneSelection"]()
+
+
+@dataclass
+class LaneSelection:
+    """What this session runs, decided once from ``--it``, ``--lane`` and ``TESTLANE_IT``."""
+
+    it_enabled: bool
+    explicit: str | None  # --lane value, if given
+    skipped: list[str] = field(default_factory=list)
+    deselected: int = 0
+
+    @property
+    def runs_integration(self) -> bool:
+        return self.it_enabled and self.explicit in (None, "it", "all")
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> LaneSelection:
+        explicit = config.getoption("testlane_lane")
+        env_on = os.environ.get("TESTLANE_IT", "").strip().lower() in ("1", "true", "yes", "on")
+        it_enabled = bool(config.getoption("testlane_it")) or env_on or explicit in ("it", "all")
+        return cls(it_enabled=it_enabled, explicit=explicit)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("testlane")
+    group.addoption(
+        "--it",
+        action="store_true",
+        dest="testlane_it",
+        default=False,
+        help="turn the integration lane on (same as TESTLANE_IT=1; `testlane run` does it)",
+    )
+    group.addoption(
+        "--lane",
+        choices=("unit", "it", "all"),
+        dest="testlane_lane",
+        default=None,
+        help="run only this lane (`it` and `all` turn the integration lane on)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "integration: the test needs real services (the integration lane)")
+    config.stash[selection_key] = LaneSelection.from_config(config)
+
+
+def _is_integration(item: pytest.Item, patterns: list[str], rootdir: Path) -> bool:
+    if item.get_closest_marker("integration") is not None:
+        return True
+    path = Path(str(item.path))
+    try:
+        rel = path.relative_to(rootdir).as_posix()
+    except ValueError:
+        rel = path.as_posix()
+    return any(fnmatch.fnmatch(rel, pattern) or fnmatch.fnmatch(path.name, pattern) for pattern in patterns)
+
+
+def lane_of(item: pytest.Item) -> str:
+    """``"it"`` or ``"unit"`` (after collection)."""
+    return item.stash.get(lane_key, "unit")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    from testlane.pytest_plugin.plugin import plugin_of
+
+    settings = plugin_of(config).settings
+    selection = config.stash[selection_key]
+    rootdir = Path(str(config.rootpath))
+    keep: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        lane = "it" if _is_integration(item, settings.lanes.integration_patterns, rootdir) else "unit"
+        item.stash[lane_key] = lane
+        if lane == "it" and item.get_closest_marker("integration") is None:
+            item.add_marker(pytest.mark.integration)
+        if (selection.explicit == "unit" and lane == "it") or (selection.explicit == "it" and lane == "unit"):
+            dropped.append(item)
+            continue
+        if lane == "it" and not selection.it_enabled:
+            selection.skipped.append(item.nodeid)
+            item.add_marker(pytest.mark.skip(reason="integration lane is off (run `testlane run` or `pytest --it`)"))
+        keep.append(item)
+    if dropped:
+        selection.deselected = len(dropped)
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if lane_of(item) != "unit":
+        return
+    used = sorted(SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+    if used:
+        names = ", ".join(f"'{name}'" for name in used)
+        pytest.fail(
+            f"{item.nodeid} is in the unit lane but uses testlane's service fixture {names}, which needs a real "
+            "server. Mark the test @pytest.mark.integration, or move it to tests/integration/ or a *_it.py file; "
+            "in the unit lane, use a fake instead.",
+            pytrace=False,
+        )
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """A blocked connection that a library swallowed still fails the test."""
+    from testlane.pytest_plugin.databases import outcome_key
+    from testlane.pytest_plugin.network_guard import attempts_key
+
+    attempts = item.stash.get(attempts_key, [])
+    reports = item.stash.get(outcome_key, {})
+    if attempts and not any(report.failed for report in reports.values()):
+        pytest.fail(
+            f"{item.nodeid} tried to connect to {', '.join(dict.fromkeys(attempts))} from the unit lane; the "
+            "connection was blocked (and the error swallowed by the code under test). Use a fake, or move the "
+            "test to the integration lane.",
+            pytrace=False,
+        )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    from testlane.pytest_plugin.network_guard import network_blocked
+    from testlane.pytest_plugin.plugin import plugin_of
+
+    lane = lane_of(item)
+    token = current_lane.set(lane)
+    settings = plugin_of(item.config).settings
+    try:
+        if lane == "unit" and settings.lanes.block_network:
+            with network_blocked(item, settings.lanes.unit_allow_hosts):
+                return (yield)
+        return (yield)
+    finally:
+        current_lane.reset(token)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    selection = config.stash.get(selection_key, None)
+    if selection is None:
+        return
+    if selection.skipped:
+        count = len(selection.skipped)
+        terminalreporter.write_line(
+            f"testlane: {count} integration test{'s' if count != 1 else ''} skipped: the integration lane is off. "
+            "Run them with `testlane run` (services included) or `pytest --it`.",
+            yellow=True,
+        )
+    if selection.deselected:
+        other = "integration" if selection.explicit == "unit" else "unit"
+        terminalreporter.write_line(
+            f"testlane: --lane {selection.explicit}: {selection.deselected} {other}-lane test(s) deselected."
+        )

@@ -1,0 +1,262 @@
+"""Migration sources, templates, the pool and the guard, on a real server (the run's Postgres)."""
+
+from __future__ import annotations
+
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from testlane import db
+from testlane.core.errors import ExtensionMissingError, LaneError, MigrationError, UnsafeDatabaseError
+from testlane.databases.guard import current_lane
+from testlane.databases.migrations import CallableMigrations, MetadataMigrations, SqlFolder
+from testlane.databases.pool import ClonePool
+from testlane.databases.template import TemplateSpec, ensure_template, template_state
+
+
+def sql_spec(tmp_path: Path, *files: tuple[str, str]) -> TemplateSpec:
+    folder = tmp_path / "migrations"
+    folder.mkdir(exist_ok=True)
+    for name, text in files:
+        (folder / name).write_text(textwrap.dedent(text))
+    return TemplateSpec((SqlFolder(folder),))
+
+
+def test_sql_folder_template_is_built_once_and_marked(postgres, tmp_path: Path) -> None:
+    spec = sql_spec(tmp_path, ("001_items.sql", "CREATE TABLE items (id serial PRIMARY KEY, name text);"))
+    name = ensure_template(postgres, spec)
+    assert ensure_template(postgres, spec) == name
+    with postgres.connect() as admin:
+        assert template_state(admin, name) == "ready"
+        row = admin.execute("SELECT datallowconn FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        assert row == (False,)
+
+
+def test_a_changed_migration_file_means_a_new_template(postgres, tmp_path: Path) -> None:
+    spec = sql_spec(tmp_path, ("001.sql", "CREATE TABLE a (id int);"))
+    first = ensure_template(postgres, spec)
+    changed = sql_spec(tmp_path, ("001.sql", "CREATE TABLE a (id int, extra text);"))
+    second = ensure_template(postgres, changed)
+    assert first != second
+    with db.database(postgres, migrations=str(tmp_path / "migrations")) as clone, clone.connect() as conn:
+        cols = [
+            r[0]
+            for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'a' ORDER BY 1"
+            ).fetchall()
+        ]
+    assert cols == ["extra", "id"]
+
+
+def test_half_built_template_is_dropped_and_rebuilt(postgres, tmp_path: Path) -> None:
+    from psycopg import sql
+
+    spec = sql_spec(tmp_path, ("001.sql", "CREATE TABLE t (id int);"))
+    name = spec.name(postgres.version)
+    with postgres.connect() as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))  # a crash mid-build
+        assert template_state(admin, name) == "partial"
+    assert ensure_template(postgres, spec) == name
+    with postgres.connect() as admin:
+        assert template_state(admin, name) == "ready"
+
+
+def test_broken_migration_names_file_line_statement_and_error(postgres, tmp_path: Path) -> None:
+    spec = sql_spec(
+        tmp_path,
+        ("001_ok.sql", "CREATE TABLE ok (id int);"),
+        (
+            "002_broken.sql",
+            """\
+            CREATE TABLE users (id int);
+
+            INSERT INTO users (id, nme) VALUES (1, 'x');
+            """,
+        ),
+    )
+    with pytest.raises(MigrationError) as info:
+        ensure_template(postgres, spec)
+    message = str(info.value)
+    assert "002_broken.sql" in message
+    assert "line 3" in message
+    assert "INSERT INTO users (id, nme)" in message
+    assert 'column "nme" of relation "users" does not exist' in message
+    with postgres.connect() as admin:
+        assert template_state(admin, spec.name(postgres.version)) == "missing"  # nothing half-built left
+
+
+def test_extensions_are_created_and_missing_ones_are_named(postgres, tmp_path: Path) -> None:
+    spec = TemplateSpec(extensions=("pg_trgm",))
+    with db.database(postgres, migrations=[], extensions=["pg_trgm"]) as clone, clone.connect() as conn:
+        assert conn.execute("SELECT similarity('testlane', 'testlane')").fetchone() == (1.0,)
+    assert ensure_template(postgres, spec)
+    with postgres.connect() as conn:
+        available = {r[0] for r in conn.execute("SELECT name FROM pg_available_extensions")}
+    if "uuid-ossp" in available:
+        pytest.skip("these binaries ship uuid-ossp")
+    with pytest.raises(ExtensionMissingError) as info:
+        ensure_template(postgres, TemplateSpec(extensions=("uuid-ossp",)))
+    assert "uuid-ossp" in str(info.value)
+    assert "postgres.backend" in str(info.value)
+
+
+def test_missing_extension_in_a_migration_is_named(postgres, tmp_path: Path) -> None:
+    with postgres.connect() as conn:
+        available = {r[0] for r in conn.execute("SELECT name FROM pg_available_extensions")}
+    if "uuid-ossp" in available:
+        pytest.skip("these binaries ship uuid-ossp")
+    spec = sql_spec(tmp_path, ("001.sql", 'CREATE EXTENSION IF NOT EXISTS "uuid-ossp";'))
+    with pytest.raises(ExtensionMissingError) as info:
+        ensure_template(postgres, spec)
+    assert "001.sql" in str(info.value)
+    assert "'uuid-ossp' extension" in str(info.value)
+
+
+def test_alembic_metadata_and_callable_sources(postgres, tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    project = tmp_path / "alembic_project"
+    versions = project / "alembic" / "versions"
+    versions.mkdir(parents=True)
+    (project / "alembic.ini").write_text("[alembic]\nscript_location = %(here)s/alembic\n")
+    (project / "alembic" / "env.py").write_text(
+        textwrap.dedent("""
+        from alembic import context
+        from sqlalchemy import engine_from_config, pool
+
+        config = context.config
+        connectable = engine_from_config(config.get_section(config.config_ini_section), prefix="sqlalchemy.",
+                                         poolclass=pool.NullPool)
+        with connectable.connect() as connection:
+            context.configure(connection=connection)
+            with context.begin_transaction():
+                context.run_migrations()
+        """)
+    )
+    (versions / "0001_notes.py").write_text(
+        textwrap.dedent("""
+        revision = "0001"
+        down_revision = None
+        from alembic import op
+        import sqlalchemy as sa
+
+        def upgrade():
+            op.create_table("notes", sa.Column("id", sa.Integer, primary_key=True), sa.Column("body", sa.Text))
+        """)
+    )
+    with db.database(postgres, migrations=str(project / "alembic.ini")) as clone, clone.connect() as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0001",)
+        conn.execute("INSERT INTO notes (body) VALUES ('hello')")
+
+    metadata = sa.MetaData()
+    sa.Table("widgets", metadata, sa.Column("id", sa.Integer, primary_key=True), sa.Column("name", sa.Text))
+    source = MetadataMigrations("test:metadata", metadata)
+    with db.database(postgres, migrations=source) as clone, clone.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM widgets").fetchone() == (0,)
+
+    def migrate(conn):  # type: ignore[no-untyped-def]
+        conn.execute("CREATE TABLE from_callable (id int)")
+
+    with db.database(postgres, migrations=CallableMigrations("test:migrate", migrate)) as clone, clone.connect() as c:
+        assert c.execute("SELECT to_regclass('from_callable') IS NOT NULL").fetchone() == (True,)
+
+
+def test_alembic_env_that_ignores_the_given_url_is_reported(postgres, tmp_path: Path) -> None:
+    project = tmp_path / "rogue"
+    (project / "alembic" / "versions").mkdir(parents=True)
+    (project / "alembic.ini").write_text("[alembic]\nscript_location = %(here)s/alembic\n")
+    (project / "alembic" / "env.py").write_text("from alembic import context\n")  # connects nowhere
+    with pytest.raises(MigrationError, match="no alembic_version table"):
+        ensure_template(postgres, TemplateSpec((db.spec(migrations=str(project / "alembic.ini")).migrations[0],)))
+
+
+def test_guard_refuses_outside_the_lane_and_foreign_servers(postgres) -> None:
+    token = current_lane.set("unit")
+    try:
+        with pytest.raises(LaneError, match="unit lane"), db.database(postgres):
+            pass
+    finally:
+        current_lane.reset(token)
+    with (
+        pytest.raises(UnsafeDatabaseError, match="not a server testlane started"),
+        db.database("postgresql://postgres@127.0.0.1:5432/postgres"),
+    ):
+        pass
+    from testlane.databases.naming import require_testlane_database
+
+    with pytest.raises(UnsafeDatabaseError, match="refusing to use database 'myapp'"):
+        require_testlane_database("myapp")
+    # A URL of a server testlane started is accepted.
+    with db.database(postgres.url) as clone:
+        assert clone.name.startswith("tl_")
+
+
+def test_pool_under_load_degrades_to_on_demand_clones(postgres, tmp_path: Path) -> None:
+    spec = sql_spec(tmp_path, ("001.sql", "CREATE TABLE t (id serial PRIMARY KEY);"))
+    template = ensure_template(postgres, spec)
+    pool = ClonePool(postgres, template, run_id="0badf00d", worker="load", size=1, workers=1).start()
+    got: list[str] = []
+    errors: list[BaseException] = []
+
+    def take() -> None:
+        try:
+            lease = pool.acquire(wait=0.0)
+            got.append(lease.name)
+        except BaseException as exc:  # pragma: no cover - the assertion below reports it
+            errors.append(exc)
+
+    try:
+        threads = [threading.Thread(target=take) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+    finally:
+        pool.close()
+    assert errors == []
+    assert len(set(got)) == 8
+    assert pool.stats.on_demand > 0
+
+
+def test_transaction_helper_rolls_back_commits(postgres, tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "1.sql").write_text("CREATE TABLE t (id int);")
+    with db.transaction(postgres, migrations=str(folder)) as conn:
+        conn.execute("INSERT INTO t VALUES (1)")
+        conn.commit()
+        conn.execute("INSERT INTO t VALUES (2)")
+        conn.rollback()  # back to the last "commit", not to the start
+        assert conn.execute("SELECT array_agg(id) FROM t").fetchone() == ([1],)
+        name = conn.info.dbname
+    with postgres.connect() as admin:
+        assert admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None
+
+
+def test_schema_helper_migrates_into_a_throwaway_schema(postgres, tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "1.sql").write_text("CREATE TABLE things (id int);")
+    with db.schema(postgres, migrations=str(folder)) as schema_db:
+        with schema_db.connect() as conn:
+            conn.execute("INSERT INTO things VALUES (1)")
+            conn.commit()
+            row = conn.execute("SELECT table_schema FROM information_schema.tables WHERE table_name = 'things'")
+            assert row.fetchone() == (schema_db.schema,)
+        database, schema = schema_db.database, schema_db.schema
+    with postgres.connect() as admin:
+        assert admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone() is None
+    assert schema.startswith("tl_s_")
+
+
+def test_redis_helper_leases_a_flushed_database(valkey) -> None:
+    with db.redis(valkey) as first, db.redis(valkey) as second:
+        assert first.db != second.db and 0 not in (first.db, second.db)
+        first.client().set("k", "v")
+        assert second.client().get("k") is None
+        lease_db = first.db
+    client = valkey.client(db=lease_db)
+    assert client.dbsize() == 0
+    assert valkey.client().get(f"testlane:lease:{lease_db}") is None

@@ -1,0 +1,165 @@
+"""Runtime discipline: timeouts, background errors, leaks, environment — on generated projects."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.plugin.test_lanes import plain_env, project, run  # noqa: F401 - shared fixtures and helpers
+
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("plain_env")]
+
+
+def test_a_hanging_test_times_out_with_every_thread_s_stack_and_the_run_continues(pytester: pytest.Pytester) -> None:
+    project(pytester, "[tool.testlane.discipline]\ntimeout_unit = 1")
+    pytester.makepyfile(
+        test_hang="""
+        import threading, time
+
+        def test_hangs():
+            threading.Thread(target=time.sleep, args=(30,), name="helper-thread", daemon=True).start()
+            time.sleep(30)
+
+        def test_after():
+            pass
+        """
+    )
+    result = run(pytester)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*Timeout (>1.0s)*", "*Stack of helper-thread*"])
+
+
+def test_an_explicit_timeout_marker_wins(pytester: pytest.Pytester) -> None:
+    project(pytester, "[tool.testlane.discipline]\ntimeout_unit = 1")
+    pytester.makepyfile(
+        test_slow="import time, pytest\n\n@pytest.mark.timeout(10)\ndef test_slow():\n    time.sleep(1.5)\n"
+    )
+    run(pytester).assert_outcomes(passed=1)
+
+
+BACKGROUND = """
+import asyncio, gc, threading
+import pytest
+
+def test_thread_raises():
+    t = threading.Thread(target=lambda: 1 / 0, name="boom")
+    t.start()
+    t.join()
+
+def test_innocent_after_thread():
+    pass
+
+class Broken:
+    def __del__(self):
+        raise RuntimeError("in __del__")
+
+def test_unraisable():
+    Broken()
+    gc.collect()
+
+def test_innocent_after_unraisable():
+    pass
+
+def test_task_exception_never_retrieved():
+    async def fails():
+        raise ValueError("lost")
+
+    async def main():
+        task = asyncio.get_running_loop().create_task(fails())
+        await asyncio.sleep(0.01)
+        del task
+
+    asyncio.run(main())
+
+def test_innocent_after_task():
+    pass
+"""
+
+
+def test_background_errors_fail_the_test_that_caused_them(pytester: pytest.Pytester) -> None:
+    project(pytester)
+    pytester.makepyfile(test_bg=BACKGROUND)
+    result = run(pytester, "-rf")
+    result.assert_outcomes(passed=3, failed=3)
+    result.stdout.fnmatch_lines(
+        [
+            "FAILED test_bg.py::test_thread_raises*",
+            "FAILED test_bg.py::test_unraisable*",
+            "FAILED test_bg.py::test_task_exception_never_retrieved*",
+        ]
+    )
+    assert "ValueError('lost')" in result.stdout.str()
+
+
+def test_background_errors_can_be_warnings(pytester: pytest.Pytester) -> None:
+    project(pytester, '[tool.testlane.discipline]\nbackground_errors = "warn"')
+    pytester.makepyfile(test_bg=BACKGROUND)
+    run(pytester).assert_outcomes(passed=6, warnings=3)
+
+
+LEAKS = """
+import socket, subprocess, sys, threading, time
+
+def test_leaks_a_thread():
+    threading.Thread(target=time.sleep, args=(30,), name="forgotten", daemon=True).start()
+
+def test_leaks_a_server_socket():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    test_leaks_a_server_socket.keep = server
+
+def test_leaks_a_process():
+    test_leaks_a_process.keep = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+
+def test_changes_the_environment():
+    import os
+    os.environ["LEFT_BEHIND"] = "1"
+
+def test_environment_was_restored():
+    import os
+    assert "LEFT_BEHIND" not in os.environ
+
+def test_clean():
+    t = threading.Thread(target=lambda: None)
+    t.start()
+    t.join()
+"""
+
+
+def test_leaks_and_environment_changes_are_named_with_the_test(pytester: pytest.Pytester) -> None:
+    project(pytester)
+    pytester.makepyfile(test_leaks=LEAKS)
+    result = run(pytester)
+    result.assert_outcomes(passed=6, warnings=4)
+    out = result.stdout.str()
+    assert "test_leaks.py::test_leaks_a_thread left running: thread 'forgotten' (daemon), target=sleep" in out
+    assert "test_leaks.py::test_leaks_a_server_socket left running: listening socket 127.0.0.1:" in out
+    assert "test_leaks.py::test_leaks_a_process left running: process " in out
+    assert "test_leaks.py::test_changes_the_environment changed environment variables (restored): LEFT_BEHIND" in out
+    assert "test_clean" not in out.split("warnings summary")[1]
+
+
+def test_leaks_can_fail_the_test(pytester: pytest.Pytester) -> None:
+    project(pytester, '[tool.testlane.discipline]\nleaks = "fail"\nenv_changes = "fail"')
+    pytester.makepyfile(test_leaks=LEAKS)
+    result = run(pytester)
+    result.assert_outcomes(passed=6, errors=4)
+
+
+def test_a_session_scoped_fixture_s_thread_is_not_a_leak(pytester: pytest.Pytester) -> None:
+    project(pytester)
+    pytester.makeconftest(
+        """
+        import threading, time, pytest
+
+        @pytest.fixture(scope="session")
+        def background():
+            t = threading.Thread(target=time.sleep, args=(30,), name="session-worker", daemon=True)
+            t.start()
+            return t
+        """
+    )
+    pytester.makepyfile(test_s="def test_a(background):\n    pass\n\ndef test_b(background):\n    pass\n")
+    result = run(pytester)
+    result.assert_outcomes(passed=2)
+    assert "left running" not in result.stdout.str()

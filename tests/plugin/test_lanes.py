@@ -1,0 +1,216 @@
+"""Lanes, the unit lane's network guard, and sharding, on small generated projects."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from testlane.cli.run import RUN_SCOPED_ENV
+
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("plain_env")]
+
+PYPROJECT = """
+[project]
+name = "inner"
+version = "0"
+[tool.testlane]
+services = []
+{extra}
+[tool.pytest.ini_options]
+asyncio_default_fixture_loop_scope = "function"
+"""
+
+
+@pytest.fixture
+def plain_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in (*RUN_SCOPED_ENV, "TESTLANE_IT", "PYTEST_XDIST_WORKER", "PYTEST_ADDOPTS"):
+        monkeypatch.delenv(key, raising=False)
+
+
+def project(pytester: pytest.Pytester, extra: str = "") -> None:
+    pytester.makefile(".toml", pyproject=PYPROJECT.format(extra=extra))
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=120)
+
+
+LANE_SUITE = {
+    "tests/unit/test_fast.py": "def test_unit():\n    pass\n",
+    "tests/integration/test_db.py": "def test_in_folder():\n    pass\n",
+    "tests/test_orders_it.py": "def test_by_name():\n    pass\n",
+    "tests/test_marked.py": "import pytest\n\n@pytest.mark.integration\ndef test_marked():\n    pass\n",
+}
+
+
+def make_lane_suite(pytester: pytest.Pytester, extra: str = "") -> None:
+    project(pytester, extra)
+    for path, body in LANE_SUITE.items():
+        target = pytester.path / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(body)
+
+
+def test_integration_tests_skip_without_the_flag_with_one_line_saying_how(pytester: pytest.Pytester) -> None:
+    make_lane_suite(pytester)
+    result = run(pytester)
+    result.assert_outcomes(passed=1, skipped=3)
+    result.stdout.fnmatch_lines(
+        ["testlane: 3 integration tests skipped: the integration lane is off. Run them with `testlane run`*"]
+    )
+
+
+@pytest.mark.parametrize("how", ["--it", "env"])
+def test_the_flag_runs_both_lanes(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    make_lane_suite(pytester)
+    if how == "env":
+        monkeypatch.setenv("TESTLANE_IT", "1")
+    result = run(pytester, *(["--it"] if how == "--it" else []))
+    result.assert_outcomes(passed=4)
+    assert "integration tests skipped" not in result.stdout.str()
+
+
+def test_lane_selects_one_lane(pytester: pytest.Pytester) -> None:
+    make_lane_suite(pytester)
+    only_it = run(pytester, "--lane", "it")
+    only_it.assert_outcomes(passed=3, deselected=1)
+    only_unit = run(pytester, "--lane", "unit", "-m", "not integration")
+    only_unit.assert_outcomes(passed=1, deselected=3)
+    marked = run(pytester, "--it", "-m", "integration")  # lane membership is a marker too
+    marked.assert_outcomes(passed=3, deselected=1)
+
+
+def test_integration_patterns_come_from_config(pytester: pytest.Pytester) -> None:
+    make_lane_suite(pytester, '[tool.testlane.lanes]\nintegration_patterns = ["tests/unit/*"]')
+    result = run(pytester)
+    result.assert_outcomes(passed=2, skipped=2)  # only tests/unit/ and the marked test are integration now
+
+
+def test_service_fixture_in_the_unit_lane_names_the_test_and_the_fix(pytester: pytest.Pytester) -> None:
+    project(pytester)
+    pytester.makepyfile(test_x="def test_wants_db(pg_conn):\n    pass\n")
+    result = run(pytester)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_x.py::test_wants_db is in the unit lane but uses testlane's service fixture*'pg_conn'*"
+            "Mark the test @pytest.mark.integration*"
+        ]
+    )
+
+
+NETWORK_SUITE = """
+import socket
+import pytest
+
+def test_socket_to_postgres_port():
+    socket.create_connection(("127.0.0.1", 5432), timeout=1)
+
+def test_psycopg():
+    import psycopg
+    psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", connect_timeout=1)
+
+def test_swallowed():
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=1)
+    except Exception:
+        pass
+
+def test_unix_sockets_are_fine():
+    a, b = socket.socketpair()
+    a.sendall(b"x")
+    assert b.recv(1) == b"x"
+
+@pytest.mark.integration
+def test_integration_may_connect(listening_port):
+    socket.create_connection(("127.0.0.1", listening_port), timeout=1).close()
+"""
+
+
+@pytest.fixture
+def listener() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    yield sock
+    sock.close()
+
+
+def test_unit_lane_network_is_blocked_naming_host_and_port(pytester: pytest.Pytester, listener: socket.socket) -> None:
+    project(pytester)
+    pytester.makeconftest(
+        f"import pytest\n\n@pytest.fixture\ndef listening_port():\n    return {listener.getsockname()[1]}\n"
+    )
+    pytester.makepyfile(test_net=NETWORK_SUITE)
+    result = run(pytester, "--it", "-rfE")
+    result.assert_outcomes(passed=3, failed=2, errors=1)  # the swallowed one fails in teardown
+    out = result.stdout.str()
+    assert "test_net.py::test_socket_to_postgres_port tried to connect to 127.0.0.1:5432 from the unit lane" in out
+    assert "test_net.py::test_psycopg tried to connect to 127.0.0.1:5432 (PostgreSQL, via libpq)" in out
+    assert (
+        "test_net.py::test_swallowed tried to connect to 127.0.0.1:6379 from the unit lane; the connection was "
+        "blocked (and the error swallowed" in out
+    )
+    assert "unit_allow_hosts" in out
+
+
+def test_allowed_hosts_are_allowed_in_the_unit_lane(pytester: pytest.Pytester, listener: socket.socket) -> None:
+    project(pytester, '[tool.testlane.lanes]\nunit_allow_hosts = ["127.0.0.1"]')
+    port = listener.getsockname()[1]
+    pytester.makepyfile(
+        test_ok=f"import socket\n\ndef test_local():\n    socket.create_connection(('localhost', {port})).close()\n"
+    )
+    run(pytester).assert_outcomes(passed=1)
+
+
+def test_network_guard_can_be_switched_off(pytester: pytest.Pytester, listener: socket.socket) -> None:
+    project(pytester, "[tool.testlane.lanes]\nblock_network = false")
+    port = listener.getsockname()[1]
+    pytester.makepyfile(
+        test_ok=f"import socket\n\ndef test_any():\n    socket.create_connection(('127.0.0.1', {port})).close()\n"
+    )
+    run(pytester).assert_outcomes(passed=1)
+
+
+SKEWED = "\n".join(f"def test_{i}():\n    pass\n" for i in range(40))
+
+
+def test_shards_cover_every_test_once_and_balance_recorded_durations(pytester: pytest.Pytester) -> None:
+    project(pytester)
+    pytester.makepyfile(test_many=SKEWED)
+    # A skewed suite: a few long tests, many short ones (recorded durations, as users commit them).
+    durations = {
+        f"test_many.py::test_{i}": (30.0 if i < 3 else 8.0 if i < 8 else 0.5 + (i % 5) * 0.3) for i in range(40)
+    }
+    (pytester.path / ".testlane").mkdir()
+    (pytester.path / ".testlane" / "durations.json").write_text(json.dumps(durations))
+    seen: list[str] = []
+    totals = []
+    for index in (1, 2, 3):
+        result = run(pytester, "--shard", f"{index}/3", "-v")
+        ran = [line.split(" ")[0] for line in result.outlines if " PASSED" in line]
+        assert ran, result.stdout.str()
+        seen += ran
+        totals.append(sum(durations[nodeid] for nodeid in ran))
+        again = run(pytester, "--shard", f"{index}/3", "-v")  # deterministic
+        assert [line.split(" ")[0] for line in again.outlines if " PASSED" in line] == ran
+    assert sorted(seen) == sorted(durations)  # every test exactly once
+    assert (max(totals) - min(totals)) / max(totals) < 0.20, totals
+
+
+def test_store_durations_writes_the_file(pytester: pytest.Pytester) -> None:
+    project(pytester)
+    pytester.makepyfile(test_few="def test_a():\n    pass\n\ndef test_b():\n    pass\n")
+    run(pytester, "--store-durations").assert_outcomes(passed=2)
+    recorded = json.loads((pytester.path / ".testlane" / "durations.json").read_text())
+    assert set(recorded) == {"test_few.py::test_a", "test_few.py::test_b"}
+
+
+def test_bad_shard_option_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    project(pytester)
+    pytester.makepyfile(test_a="def test_a():\n    pass\n")
+    result = run(pytester, "--shard", "4/3")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--shard '4/3': expected I/N with 1 <= I <= N*"])
