@@ -56,6 +56,17 @@ class ServiceProvider:
     def owns_run(self) -> bool:
         return self.context.owner_pid == os.getpid()
 
+    def active(self) -> dict[str, Server]:
+        """Every server this session knows without starting anything: the run's, and those started so far.
+
+        For reporters (log excerpts of the servers a failing test used) and diagnostics.
+        """
+        known = dict(self._from_file)
+        if self._stack is not None:
+            known.update(self._stack.servers)
+        known.update(self._handles)
+        return known
+
     def provided_by_run(self, name: str) -> bool:
         """True when ``testlane run`` (or detached services) already provide ``name``."""
         return name in self._from_file
