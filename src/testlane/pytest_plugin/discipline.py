@@ -158,7 +158,8 @@ def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
     finally:
         watch.in_setup = False
         if d.leaks != "off":
-            watch.after_setup = Snapshot.take()
+            # Only needed to tell a wider-scoped fixture's resources from the test's own.
+            watch.after_setup = Snapshot.take() if watch.wide_fixtures else watch.before
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -375,6 +376,8 @@ def _child_pids() -> set[int]:
 
 
 def _socket_inodes() -> set[str]:
+    # Inodes, not fd numbers: a new socket may reuse the number of a descriptor closed meanwhile
+    # (even the one `listdir` itself held while listing).
     inodes: set[str] = set()
     try:
         fds = os.listdir("/proc/self/fd")
