@@ -189,6 +189,10 @@ def env_command(state: CliState) -> None:
 def reap_command(state: CliState, kept: bool) -> None:
     """Stop servers whose owning run is dead and remove their directories."""
     report = reap(_context(state), kept=kept)
+    from testlane.services.container import reap_containers
+
+    for name in reap_containers(state.settings()):
+        console.print(f"removed container {name} (its owner is gone)")
     for inst in report.stopped:
         console.print(f"reaped {inst.engine} of run {inst.run_id} (pid {inst.pid}, owner {inst.owner_pid} is gone)")
     for path in report.removed_dirs:

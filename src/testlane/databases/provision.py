@@ -13,6 +13,7 @@ from pathlib import Path
 from testlane.databases.snapshots import SnapshotCache
 from testlane.databases.template import TemplateSpec
 from testlane.services.base import Server
+from testlane.services.postgres import PostgresEngine
 from testlane.services.stack import ServiceStack
 
 __all__ = ["begin_services", "start_services"]
@@ -45,7 +46,9 @@ def begin_services(
     stack.context.ensure_dirs()
     sources: dict[str, Path] = {}
     if "postgres" in wanted and "postgres" not in stack.servers and "postgres" not in stack.pending:
+        engine = stack.engine("postgres")
         spec = spec if spec is not None else TemplateSpec.from_settings(stack.settings)
-        if not spec.empty:
-            sources["postgres"] = SnapshotCache(stack.engine("postgres"), progress=progress).ensure(spec)
+        # Snapshots are data directories: only for servers testlane runs from binaries it controls.
+        if not spec.empty and isinstance(engine, PostgresEngine):
+            sources["postgres"] = SnapshotCache(engine, progress=progress).ensure(spec)
     return stack.begin(wanted, reap_first=reap_first, data_sources=sources)

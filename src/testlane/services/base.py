@@ -208,7 +208,18 @@ def stop_instance(
     stop_signal: int | None = None,
     timeout: float = 10.0,
 ) -> None:
-    """Stop a process-backed instance and remove its directory (used by handles and the reaper)."""
+    """Stop an instance and remove what it left (used by handles and the reaper).
+
+    An existing server (``url`` backend) is never stopped; a container is removed; a process is
+    stopped and its directory removed.
+    """
+    if instance.backend == "url":
+        return
+    if instance.backend == "container":
+        from testlane.services.container import remove_container
+
+        remove_container(instance)
+        return
     if stop_signal is None:
         stop_signal = 3 if instance.engine == "postgres" else 15  # SIGQUIT: immediate shutdown
     if instance.pid is not None:

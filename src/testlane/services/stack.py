@@ -27,8 +27,11 @@ from typing import Any, Self
 from testlane.core.config import Settings
 from testlane.core.errors import ConfigError
 from testlane.core.runtime import OWNER_PID_ENV, RUN_ID_ENV, RunContext
+from testlane.services.backends import choose_backend
 from testlane.services.base import Launch, Progress, Server, stop_instance
+from testlane.services.external import UrlEngine
 from testlane.services.instance import Instance
+from testlane.services.mariadb import MariaDbEngine, MariaDbServer
 from testlane.services.postgres import PostgresEngine, PostgresServer
 from testlane.services.registry import ReapReport, Registry
 from testlane.services.valkey import ValkeyEngine, ValkeyServer
@@ -47,8 +50,8 @@ log = logging.getLogger("testlane")
 
 SERVICES_FILE_ENV = "TESTLANE_SERVICES_FILE"
 
-HANDLES: dict[str, type[Server]] = {"postgres": PostgresServer, "valkey": ValkeyServer}
-KNOWN_SERVICES = ("postgres", "valkey")
+HANDLES: dict[str, type[Server]] = {"postgres": PostgresServer, "valkey": ValkeyServer, "mariadb": MariaDbServer}
+KNOWN_SERVICES = ("postgres", "valkey", "mariadb")
 
 
 def attach(instance: Instance, *, owned: bool = False, registry: Registry | None = None) -> Server:
@@ -106,18 +109,30 @@ class ServiceStack:
 
     # -- engines ---------------------------------------------------------------------------
     def engine(self, service: str) -> Any:
+        """The engine for ``service`` on its backend (see :func:`choose_backend`)."""
         if service not in self._engines:
-            if service == "postgres":
-                self._engines[service] = PostgresEngine(
-                    self.settings, self.context, self.registry, progress=self.progress
-                )
-            elif service == "valkey":
-                self._engines[service] = ValkeyEngine(self.settings, self.context, self.registry)
-            else:
+            if service not in KNOWN_SERVICES:
                 raise ConfigError(
                     f"unknown service {service!r}.",
                     hint=f"services can be: {', '.join(KNOWN_SERVICES)} (setting `services`).",
                 )
+            choice = choose_backend(service, self.settings)
+            log.debug("%s: %s backend (%s)", service, choice.backend, choice.reason)
+            if choice.backend == "url":
+                engine: Any = UrlEngine(service, self.settings, self.context, self.registry)
+            elif choice.backend == "container":
+                from testlane.services.container import ContainerEngine
+
+                engine = ContainerEngine(service, self.settings, self.context, self.registry)
+            elif service == "postgres":
+                engine = PostgresEngine(
+                    self.settings, self.context, self.registry, progress=self.progress, backend=choice.backend
+                )
+            elif service == "valkey":
+                engine = ValkeyEngine(self.settings, self.context, self.registry, backend=choice.backend)
+            else:
+                engine = MariaDbEngine(self.settings, self.context, self.registry, progress=self.progress)
+            self._engines[service] = engine
         return self._engines[service]
 
     @staticmethod

@@ -75,16 +75,18 @@ class ValkeyEngine:
         registry: Registry,
         *,
         binary: ValkeyBinary | None = None,
+        backend: str | None = None,
     ) -> None:
         self.settings = settings
         self.vk = settings.valkey
+        self.backend = backend or (self.vk.backend if self.vk.backend in ("embedded", "local") else "embedded")
         self.context = context
         self.registry = registry
         self._binary = binary
 
     def binary(self) -> ValkeyBinary:
         if self._binary is None:
-            self._binary = find_valkey(self.vk.backend, binary=self.vk.binary)
+            self._binary = find_valkey(self.backend, binary=self.vk.binary)
         return self._binary
 
     def launch(self, name: str = "valkey", *, detached: bool = False, die_with_parent: bool = True) -> ValkeyLaunch:

