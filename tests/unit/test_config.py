@@ -18,7 +18,8 @@ def write_pyproject(path: Path, body: str) -> Path:
 def test_defaults_without_pyproject(tmp_path: Path) -> None:
     settings = load_settings(start=tmp_path, environ={})
     assert settings.services == ["postgres", "valkey"]
-    assert settings.postgres.backend == "embedded"
+    assert settings.backend == "auto"
+    assert settings.postgres.backend == ""  # inherits the top-level backend
     assert settings.postgres.port == 0
     assert settings.start_timeout == 30.0
 
@@ -76,7 +77,7 @@ def test_unknown_key_suggests_the_right_one(tmp_path: Path) -> None:
     ("env", "expected"),
     [
         ({"TESTLANE_START_TIMEOUT": "soon"}, "is not a number"),
-        ({"TESTLANE_POSTGRES_BACKEND": "docker"}, "is not one of: embedded, local"),
+        ({"TESTLANE_POSTGRES_BACKEND": "docker"}, 'is not one of: "" (inherit), auto, embedded, local, container, url'),
         ({"TESTLANE_POSTGRES_PORT": "5.5"}, "is not an integer"),
     ],
 )

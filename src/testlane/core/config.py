@@ -371,9 +371,10 @@ def _coerce(key: str, tp: Any, value: Any, source: str) -> Any:
     if origin is Literal:
         choices = get_args(tp)
         if value not in choices:
+            listed = ", ".join('"" (inherit)' if c == "" else str(c) for c in choices)
             raise ConfigError(
-                f"{source}: {key} = {value!r} is not one of: {', '.join(map(str, choices))}.",
-                hint=f"choose one of {', '.join(map(str, choices))}.",
+                f"{source}: {key} = {value!r} is not one of: {listed}.",
+                hint=f"choose one of {listed}.",
             )
         return value
     if origin in (types.UnionType, typing.Union):
