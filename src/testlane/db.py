@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from testlane.core.config import Settings, load_settings
 from testlane.core.runtime import new_run_id
 from testlane.databases.guard import require_integration_lane, resolve_postgres
+from testlane.databases.leftovers import mark_owner
 from testlane.databases.naming import require_testlane_database, worker_database_name, worker_id
 from testlane.databases.pool import ClonePool
 from testlane.databases.redis_isolation import RedisLease, lease_database
@@ -164,6 +165,8 @@ def schema(
 
         with server.connect() as admin:
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            if server.instance.backend == "url":
+                mark_owner(admin, name, server)
     try:
         with SchemaDatabase(
             server, name, template_spec, run_id=run_id, worker=worker_id(), allow_unmanaged=allow_unmanaged

@@ -172,6 +172,81 @@ def _valkey(settings: Settings) -> list[Check]:
     return checks
 
 
+def _mariadb(settings: Settings) -> list[Check]:
+    from testlane.services.mariadb import find_mariadb
+
+    try:
+        found = find_mariadb(settings.mariadb.binary)
+        return [Check("ok", "mariadb (local)", f"MariaDB/MySQL {found.version} at {found.server}")]
+    except TestlaneError as exc:
+        status = "fail" if settings.mariadb.backend == "local" else "ok"
+        detail = "no local mariadbd/mysqld" if status == "ok" else exc.message
+        return [Check(status, "mariadb (local)", detail, exc.hint or "" if status == "fail" else "")]
+
+
+def _containers(settings: Settings) -> list[Check]:
+    from testlane.services.container import detect_runtime
+
+    try:
+        runtime = detect_runtime(settings)
+    except TestlaneError as exc:
+        return [
+            Check(
+                "ok",
+                "containers",
+                "no podman or docker (the container backend is unavailable)",
+                exc.hint or "" if "container" in (settings.backend, settings.postgres.backend) else "",
+            )
+        ]
+    probe = runtime.run("info", timeout=60)
+    if probe.returncode != 0:
+        return [
+            Check(
+                "warn",
+                "containers",
+                f"{runtime.cli} is installed but `info` fails: "
+                f"{(probe.stderr or probe.stdout).strip().splitlines()[-1:] or ''}",
+                "check the container engine's installation",
+            )
+        ]
+    notes = "; ".join(runtime.notes) or "no host-specific flags needed"
+    return [Check("ok", "containers", f"{runtime.describe()} ({notes})")]
+
+
+def _backends(settings: Settings) -> list[Check]:
+    from testlane.services.backends import choose_backend
+
+    checks = []
+    for service in ("postgres", "valkey", "mariadb"):
+        try:
+            choice = choose_backend(service, settings)
+        except TestlaneError as exc:
+            wanted = service in settings.services
+            checks.append(Check("fail" if wanted else "warn", f"{service} backend", exc.message, exc.hint or ""))
+            continue
+        detail = f"{choice.backend} ({choice.reason})"
+        status, fix = "ok", ""
+        if choice.backend == "url":
+            reach = _reachable(service, settings)
+            detail += reach
+            if "NOT reachable" in reach:
+                status, fix = "fail", f"start that server or correct {service}.url"
+        checks.append(Check(status, f"{service} backend", detail, fix))
+    return checks
+
+
+def _reachable(service: str, settings: Settings) -> str:
+    from testlane.services.external import instance_from_url, server_class
+
+    url = str(getattr(settings, service).url)
+    try:
+        server = server_class(service)(instance_from_url(service, url, run_id="doctor", name=service), owned=False)
+        server.ping(timeout=3.0)
+    except Exception as exc:
+        return f"; NOT reachable: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+    return "; reachable"
+
+
 def _registry(context: RunContext) -> Check:
     instances = Registry(context).instances()
     orphans = [inst for inst in instances if not owner_alive(inst)]
@@ -197,7 +272,7 @@ def run_checks(settings: Settings) -> list[Check]:
         _check("data dir", lambda: _data_dir(context)),
         _check("cache", lambda: _cache(context)),
     ]
-    for group in (_postgres, _valkey):
+    for group in (_postgres, _valkey, _mariadb, _containers, _backends):
         try:
             checks.extend(group(settings))
         except Exception as exc:

@@ -22,6 +22,7 @@ from testlane.core.errors import ConfigError, TestlaneError
 __all__ = ["cli", "main"]
 
 USAGE_EXIT = 4
+BACKENDS = ["auto", "embedded", "local", "container", "url"]
 SERVICE_EXIT = 3
 
 
@@ -45,22 +46,32 @@ def cli(ctx: click.Context, config: str | None, set_items: tuple[str, ...], verb
 
 @cli.command("run", context_settings={"allow_interspersed_args": False})
 @click.option("--services", help="Comma-separated services to start (default: setting `services`).")
-@click.option("--postgres-backend", type=click.Choice(["embedded", "local"]))
-@click.option("--valkey-backend", type=click.Choice(["embedded", "local"]))
+@click.option("--backend", type=click.Choice(BACKENDS), help="Backend for every service (setting `backend`).")
+@click.option("--postgres-backend", type=click.Choice(BACKENDS))
+@click.option("--valkey-backend", type=click.Choice(BACKENDS))
+@click.option("--mariadb-backend", type=click.Choice(BACKENDS))
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
 @pass_state
 def run_command(
     state: CliState,
     services: str | None,
+    backend: str | None,
     postgres_backend: str | None,
     valkey_backend: str | None,
+    mariadb_backend: str | None,
     pytest_args: tuple[str, ...],
 ) -> None:
     """Start the services, run pytest in the integration lane, stop the services.
 
     Arguments after `--` go to pytest: testlane run -- tests/ -x -k login
     """
-    overrides = {"services": services, "postgres.backend": postgres_backend, "valkey.backend": valkey_backend}
+    overrides = {
+        "services": services,
+        "backend": backend,
+        "postgres.backend": postgres_backend,
+        "valkey.backend": valkey_backend,
+        "mariadb.backend": mariadb_backend,
+    }
     state.overrides.update({k: v for k, v in overrides.items() if v is not None})
     state.settings(**{})
     code = run_pytest_under_services(state, list(pytest_args))

@@ -18,10 +18,15 @@ import click
 from rich.table import Table
 
 from testlane.cli.common import CliState, console, pass_state, progress_printer
-from testlane.core.errors import ServiceError
+from testlane.core.config import Settings
+from testlane.core.errors import ServiceError, UnreachableError
 from testlane.core.runtime import RunContext
+from testlane.databases.leftovers import Leftover, reap_leftovers
 from testlane.databases.provision import start_services
+from testlane.services.backends import choose_backend
+from testlane.services.external import instance_from_url, redacted
 from testlane.services.instance import Instance
+from testlane.services.postgres import PostgresServer
 from testlane.services.process import log_tail, pid_alive
 from testlane.services.registry import Registry, owner_alive
 from testlane.services.stack import ServiceStack, attach, reap, stop_any_instance
@@ -183,6 +188,20 @@ def env_command(state: CliState) -> None:
     click.echo("# add TESTLANE_IT=1 (or pytest --it) to run the integration lane against them")
 
 
+def _reap_url_leftovers(settings: Settings) -> list[Leftover]:
+    """Leftovers of dead runs on the configured existing Postgres server, if there is one."""
+    if choose_backend("postgres", settings).backend != "url":
+        return []
+    server = PostgresServer(instance_from_url("postgres", settings.postgres.url, run_id="reaper", name="postgres"))
+    try:
+        return reap_leftovers(server)
+    except Exception as exc:
+        raise UnreachableError(
+            f"could not reap leftovers on the existing server {redacted(settings.postgres.url)}: {exc}",
+            hint="check postgres.url.",
+        ) from None
+
+
 @click.command("reap")
 @click.option("--kept", is_flag=True, help="Also stop servers kept for failed tests' databases, now.")
 @pass_state
@@ -191,8 +210,11 @@ def reap_command(state: CliState, kept: bool) -> None:
     report = reap(_context(state), kept=kept)
     from testlane.services.container import reap_containers
 
-    for name in reap_containers(state.settings()):
+    settings = state.settings()
+    for name in reap_containers(settings):
         console.print(f"removed container {name} (its owner is gone)")
+    for leftover in _reap_url_leftovers(settings):
+        console.print(f"dropped database {leftover.name} on the existing server ({leftover.reason})")
     for inst in report.stopped:
         console.print(f"reaped {inst.engine} of run {inst.run_id} (pid {inst.pid}, owner {inst.owner_pid} is gone)")
     for path in report.removed_dirs:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 from testlane.core.errors import DatabaseError
 from testlane.core.waiting import Deadline, sleep
+from testlane.databases.leftovers import mark_owner
 from testlane.databases.naming import clone_name
 from testlane.databases.reset import (
     Counters,
@@ -374,6 +375,8 @@ class ClonePool:
                 hint="the template may have been dropped or be in use; `testlane services logs postgres` shows "
                 "the server's side.",
             ) from None
+        if self.server.instance.backend == "url":
+            mark_owner(admin, name, self.server)  # so a crashed run's clone can be reaped on a shared server
         connect = self.preconnect if preconnect is None else preconnect
         conn = self._connect(name, autocommit=False) if connect else None
         # A new database has no statistics yet: its baseline is all zeros.

@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from testlane.databases.leftovers import reap_leftovers
 from testlane.databases.snapshots import SnapshotCache
 from testlane.databases.template import TemplateSpec
 from testlane.services.base import Server
 from testlane.services.postgres import PostgresEngine
 from testlane.services.stack import ServiceStack
 
-__all__ = ["begin_services", "start_services"]
+__all__ = ["begin_services", "reap_shared_leftovers", "start_services"]
 
 
 def start_services(
@@ -30,7 +31,15 @@ def start_services(
     """``stack.start(names)``, with Postgres started from the project's migrated snapshot."""
     begin_services(stack, names, progress=progress, spec=spec, reap_first=reap_first)
     stack.finish()
+    reap_shared_leftovers(stack)
     return dict(stack.servers)
+
+
+def reap_shared_leftovers(stack: ServiceStack) -> None:
+    """On an existing Postgres server, drop what crashed runs left (see :mod:`leftovers`)."""
+    server = stack.servers.get("postgres")
+    if server is not None and server.instance.backend == "url":
+        reap_leftovers(server)
 
 
 def begin_services(

@@ -155,6 +155,10 @@ class DatabaseManager:
                 query = "CREATE DATABASE {}" + (" TEMPLATE {}" if template else "")
                 parts = [sql.Identifier(name)] + ([sql.Identifier(template)] if template else [])
                 admin.execute(sql.SQL(query).format(*parts))
+                if self.shared_server:
+                    from testlane.databases.leftovers import mark_owner
+
+                    mark_owner(admin, name, self.server)
             self._worker_dbs[key] = name
         return self._worker_dbs[key]
 

@@ -24,7 +24,7 @@ from filelock import FileLock
 
 from testlane.core.config import Settings
 from testlane.core.runtime import RunContext, is_root
-from testlane.databases.provision import begin_services, start_services
+from testlane.databases.provision import begin_services, reap_shared_leftovers, start_services
 from testlane.services.base import Server
 from testlane.services.process import pid_alive
 from testlane.services.registry import Registry, write_run_owner
@@ -107,6 +107,7 @@ class ServiceProvider:
         stack = self._stack
         if stack is not None and name in stack.pending:
             stack.finish(name)
+            reap_shared_leftovers(stack)
             self._handles[name] = stack.servers[name]
             return self._handles[name]
         server = self._from_file[name] if name in self._from_file else self._start_or_attach(name)

@@ -1,0 +1,109 @@
+"""Leftovers on an existing server (the ``url`` backend), found by name and owner, and reaped.
+
+On a server testlane did not start, every database it creates (clones, per-worker databases) is
+named ``tl_<run id>_...`` and carries a comment naming its owner::
+
+    testlane run=1a2b3c4d host=ci-runner-7 pid=4242 ctime=1763790000.12 created=1763790012
+
+A normal session drops its databases before it ends. After a crash, ``testlane reap`` (and every
+start of a run on that server) drops a leftover when its owner ran on this host and is gone, or —
+whoever made it — when it is older than ``max_age`` (runs on other machines cannot be checked).
+Templates (``tl_tpl_*``) are kept: they are content-addressed and reused by the next run. Nothing
+without the ``tl_`` prefix is ever touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from testlane.databases.template import drop_database
+from testlane.services.process import pid_alive
+
+if TYPE_CHECKING:
+    import psycopg
+
+__all__ = ["Leftover", "find_leftovers", "mark_owner", "owner_comment", "reap_leftovers"]
+
+log = logging.getLogger("testlane")
+
+_COMMENT = re.compile(
+    r"testlane run=(?P<run>\w+) host=(?P<host>\S+) pid=(?P<pid>\d+|None) ctime=(?P<ctime>[\d.]+|None) "
+    r"created=(?P<created>\d+)"
+)
+
+
+def owner_comment(server: Any) -> str:
+    inst = server.instance
+    from testlane.core.runtime import owner_pid
+
+    pid = inst.owner_pid if inst.owner_pid is not None else owner_pid()
+    from testlane.services.process import ProcessRef
+
+    ref = ProcessRef.of(pid)
+    ctime = f"{ref.create_time:.2f}" if ref else "None"
+    return f"testlane run={inst.run_id} host={socket.gethostname()} pid={pid} ctime={ctime} created={int(time.time())}"
+
+
+def mark_owner(admin: psycopg.Connection, name: str, server: Any) -> None:
+    """Write the owner comment on a database testlane just created on a shared server."""
+    from psycopg import sql
+
+    admin.execute(
+        sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(owner_comment(server)))
+    )
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """A testlane database on a shared server, and why it may (or may not) be dropped."""
+
+    name: str
+    comment: str
+    reason: str | None  # None: keep
+
+
+def find_leftovers(admin: psycopg.Connection, *, max_age: float, now: float | None = None) -> list[Leftover]:
+    now = time.time() if now is None else now
+    host = socket.gethostname()
+    rows = admin.execute(
+        "SELECT datname, coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database "
+        "WHERE datname LIKE 'tl\\_%' AND datname NOT LIKE 'tl\\_tpl\\_%' AND NOT datistemplate"
+    ).fetchall()
+    out = []
+    for name, comment in rows:
+        match = _COMMENT.search(comment or "")
+        if match is None:
+            out.append(Leftover(name, comment, None))  # not marked by us: never guess
+            continue
+        created = int(match["created"])
+        pid = int(match["pid"]) if match["pid"] != "None" else None
+        ctime = float(match["ctime"]) if match["ctime"] != "None" else None
+        if match["host"] == host and pid is not None and not pid_alive(pid, ctime):
+            out.append(Leftover(name, comment, f"its owner (pid {pid} on this host) is gone"))
+        elif now - created > max_age:
+            out.append(Leftover(name, comment, f"older than {max_age / 3600:g} h"))
+        else:
+            out.append(Leftover(name, comment, None))
+    return out
+
+
+def reap_leftovers(server: Any, *, max_age: float = 24 * 3600) -> list[Leftover]:
+    """Drop this server's testlane leftovers whose owner is gone (or that are too old)."""
+    dropped = []
+    with server.connect() as admin:
+        for leftover in find_leftovers(admin, max_age=max_age):
+            if leftover.reason is None:
+                continue
+            try:
+                drop_database(admin, leftover.name)
+            except Exception as exc:  # in use by someone after all: leave it for next time
+                log.debug("could not drop leftover %s: %s", leftover.name, exc)
+                continue
+            log.info("dropped leftover database %s (%s)", leftover.name, leftover.reason)
+            dropped.append(leftover)
+    return dropped
