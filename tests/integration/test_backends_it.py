@@ -17,7 +17,7 @@ import pytest
 from testlane.core.config import load_settings
 from testlane.core.errors import UnreachableError
 from testlane.core.runtime import RunContext
-from testlane.databases.leftovers import find_leftovers, reap_leftovers
+from testlane.databases.leftovers import find_leftovers
 from testlane.services.backends import choose_backend
 from testlane.services.registry import Registry
 from testlane.services.stack import ServiceStack
