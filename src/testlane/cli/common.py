@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from testlane.core.config import Settings, load_settings, parse_set_options
 from testlane.core.logs import setup_logging
@@ -56,6 +57,6 @@ def progress_printer(quiet: bool) -> Any:
 
     def progress(message: str) -> None:
         if not quiet:
-            console.print(f"[dim]testlane:[/dim] {message}")
+            console.print(f"[dim]testlane:[/dim] {escape(message)}")
 
     return progress

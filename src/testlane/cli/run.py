@@ -19,9 +19,13 @@ import sys
 import time
 from types import FrameType
 
+from rich.markup import escape
+
 from testlane.cli.common import CliState, console, progress_printer
+from testlane.core.envmap import referenced_services
 from testlane.core.runtime import RunContext, new_run_id
 from testlane.core.waiting import Deadline
+from testlane.databases.appdb import drop_app_databases, mapped_environment
 from testlane.databases.provision import start_services
 from testlane.services.process import parent_death_preexec
 from testlane.services.stack import ServiceStack
@@ -107,8 +111,9 @@ def run_pytest_under_services(
     )
     try:
         started = time.perf_counter()
+        wanted = list(dict.fromkeys([*(services or settings.services), *referenced_services(settings.env)]))
         try:
-            start_services(stack, services, progress=progress_printer(state.quiet))
+            start_services(stack, wanted, progress=progress_printer(state.quiet))
         except KeyboardInterrupt:
             return 128 + (received[0] if received else signal.SIGINT)
         stack.write_services_file()
@@ -117,7 +122,10 @@ def run_pytest_under_services(
             console.print(
                 f"[dim]testlane:[/dim] run {context.run_id}: {_describe(stack)} [dim](ready in {elapsed:.2f}s)[/dim]"
             )
-        env = {**_clean_env(os.environ), **stack.env(), IT_ENV: "1", **(extra_env or {})}
+        mapped = mapped_environment(settings, stack.servers, context.run_id)
+        if mapped and not state.quiet:
+            console.print(f"[dim]testlane:[/dim] mapped for the application: {escape(', '.join(sorted(mapped)))}")
+        env = {**_clean_env(os.environ), **stack.env(), **mapped, IT_ENV: "1", **(extra_env or {})}
         preexec = parent_death_preexec(signal.SIGTERM)
         child = subprocess.Popen([sys.executable, "-m", "pytest", *pytest_args], env=env, preexec_fn=preexec)
         supervisor = _Supervisor(child)
@@ -135,6 +143,7 @@ def run_pytest_under_services(
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
+            drop_app_databases(stack.servers, context.run_id)
             stack.stop()
         finally:
             signal.signal(signal.SIGTERM, previous_term)

@@ -15,12 +15,15 @@ import time
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from testlane.cli.common import CliState, console, pass_state, progress_printer
 from testlane.core.config import Settings
+from testlane.core.envmap import referenced_services
 from testlane.core.errors import ServiceError, UnreachableError
 from testlane.core.runtime import RunContext
+from testlane.databases.appdb import mapped_environment
 from testlane.databases.leftovers import Leftover, reap_leftovers
 from testlane.databases.provision import start_services
 from testlane.services.backends import choose_backend
@@ -70,7 +73,7 @@ def start_command(state: CliState, names: tuple[str, ...]) -> None:
     existing = _detached(registry)
     run_id = existing[0].run_id if existing else base.run_id
     context = RunContext(run_id, 0, base.data_root, base.state_dir, base.cache_dir)
-    wanted = ServiceStack.validate(list(names) or settings.services)
+    wanted = ServiceStack.validate(list(names) or [*settings.services, *referenced_services(settings.env)])
     already = {inst.name: inst for inst in existing if inst.name in wanted}
     stack = ServiceStack(settings, context, progress=progress_printer(state.quiet), detached=True)
     stack.servers.update({name: attach(inst) for name, inst in already.items()})
@@ -80,7 +83,7 @@ def start_command(state: CliState, names: tuple[str, ...]) -> None:
     stack.write_services_file()
     for name, server in stack.servers.items():
         note = " (already running)" if name in already else ""
-        console.print(f"{name}: {server.url}  [dim]pid {server.pid}, log {server.log_file}{note}[/dim]")
+        console.print(escape(f"{name}: {server.url}  pid {server.pid}, log {server.log_file}{note}"))
     console.print('[dim]Use them from a shell with:[/dim] eval "$(testlane services env)"')
 
 
@@ -97,7 +100,7 @@ def stop_command(state: CliState, names: tuple[str, ...]) -> None:
     for inst in targets:
         stop_any_instance(inst)
         registry.remove(inst)
-        console.print(f"stopped {inst.name} ({inst.url})")
+        console.print(escape(f"stopped {inst.name} ({inst.url})"))
     remaining = _detached(registry)
     if not remaining:
         for run_id in {inst.run_id for inst in targets}:
@@ -183,6 +186,8 @@ def env_command(state: CliState) -> None:
     services_file = registry.context.data_root / detached[0].run_id / "services.json"
     if services_file.exists():
         env["TESTLANE_SERVICES_FILE"] = str(services_file)
+    settings = state.settings()
+    env.update(mapped_environment(settings, {inst.name: attach(inst) for inst in detached}, detached[0].run_id))
     for key, value in env.items():
         click.echo(f"export {key}={shlex.quote(value)}")
     click.echo("# add TESTLANE_IT=1 (or pytest --it) to run the integration lane against them")
@@ -214,10 +219,10 @@ def reap_command(state: CliState, kept: bool) -> None:
     for name in reap_containers(settings):
         console.print(f"removed container {name} (its owner is gone)")
     for leftover in _reap_url_leftovers(settings):
-        console.print(f"dropped database {leftover.name} on the existing server ({leftover.reason})")
+        console.print(escape(f"dropped database {leftover.name} on the existing server ({leftover.reason})"))
     for inst in report.stopped:
         console.print(f"reaped {inst.engine} of run {inst.run_id} (pid {inst.pid}, owner {inst.owner_pid} is gone)")
     for path in report.removed_dirs:
-        console.print(f"removed {path}")
+        console.print(escape(f"removed {path}"))
     if not report:
         console.print("nothing to reap")

@@ -271,6 +271,28 @@ class Settings:
         "Tests can still start others on demand through their fixtures.",
         cli="--services",
     )
+    env: dict[str, str] = opt(
+        {},
+        "The application's own environment variables, mapped to service coordinates: "
+        '`DATABASE_URL = "{postgres.url}"`, `POSTGRES_PORT = "{postgres.port}"`, '
+        '`ASYNC_DB = "{postgres.url:asyncpg}"`, `REDIS_URL = "{valkey.url}"` (see docs/adopting.md).',
+        default_doc="{}",
+    )
+    setup: list[str] = opt(
+        [],
+        'Commands run once before the tests with the mapped environment, e.g. `["alembic upgrade head", '
+        '"python app/initial_data.py"]`; what they produce becomes part of the template.',
+    )
+    setup_inputs: list[str] = opt(
+        [],
+        "Files and folders the set-up commands read (their contents are part of the template's hash). Empty: "
+        "the Alembic folder or migrations/ and the files named in the commands.",
+    )
+    extensions: list[str] = opt(
+        [],
+        'Postgres extensions the project needs (its migrations create them), e.g. `["uuid-ossp"]`: `auto` picks '
+        "binaries that ship them, and a missing one is reported before any migration runs.",
+    )
     data_dir: str = opt(
         "",
         "Where instance data directories go. Empty: /dev/shm when it is a writable tmpfs, else the system temp dir.",
@@ -540,6 +562,9 @@ def load_settings(
         values[key] = _coerce(key, options[key].type, value, "command line")
 
     settings: Settings = _build(Settings, values)
+    from testlane.core.envmap import validate_mapping
+
+    validate_mapping(settings.env)  # an unknown service or part is a configuration error now, not mid-run
     root = pyproject.parent if pyproject is not None else start
     return dataclasses.replace(settings, project_root=root, config_file=pyproject)
 

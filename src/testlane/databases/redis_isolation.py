@@ -9,6 +9,8 @@ another worker's or another run's data. testlane's own Valkey servers start with
 A lease is ``SET testlane:lease:<n> <owner> NX EX <ttl>`` in database 0 (the coordination
 database, never handed out): atomic across workers and runs, and self-expiring if its holder
 dies. The leased database is flushed when taken (a crashed holder's leftovers) and when given back.
+The last logical database is never leased: it is the one an application's mapped ``REDIS_URL`` uses
+(see :mod:`testlane.services.env_mapping`).
 """
 
 from __future__ import annotations
@@ -72,7 +74,8 @@ def lease_database(
             hint="start it with more (`--databases 1024`; testlane's own Valkey does this).",
         )
     tag = owner or f"{os.getpid()}"
-    candidates = list(range(1, databases))
+    # Database 0 coordinates the leases; the last one is the application's (mapped REDIS_URL).
+    candidates = list(range(1, databases - 1 if databases > 2 else databases))
     random.shuffle(candidates)
     for db in candidates:
         if coordinator.set(f"testlane:lease:{db}", tag, nx=True, ex=LEASE_TTL):

@@ -42,7 +42,8 @@ class TemplateSpec:
     migrations: tuple[MigrationSource, ...] = ()
     extensions: tuple[str, ...] = ()
     seed: tuple[MigrationSource, ...] = ()
-    extra_fingerprint: str = ""  # e.g. set-up commands and the files they read (adoption)
+    extra_fingerprint: str = ""
+    requires: tuple[str, ...] = ()  # extensions the migrations create themselves: checked first, not created
     label: str = field(default="", compare=False)
 
     @classmethod
@@ -59,11 +60,16 @@ class TemplateSpec:
         for item in _as_list(migrations):
             sources.append(source_from_spec(item, root=root, kind=kind))
         seeds = [_seed_source(item, root) for item in _as_list(seed)]
+        if settings.setup and "migrations" not in overrides:
+            from testlane.databases.setup_commands import SetupCommands
+
+            sources.append(SetupCommands(settings))  # the project's own commands, after its migrations
         return cls(
             tuple(sources),
             tuple(extensions),
             tuple(seeds),
             overrides.get("extra_fingerprint", ""),
+            requires=tuple(settings.extensions),
             label=", ".join(s.describe() for s in sources),
         )
 
@@ -180,6 +186,8 @@ def _build(server: PostgresServer, admin: psycopg.Connection, name: str, spec: T
     admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
         target = Target(server.dsn(name))
+        if spec.requires:
+            _check_available(server, target, spec.requires, "declared in `extensions`")
         if spec.extensions:
             _create_extensions(server, target, spec.extensions)
         for source in spec.migrations:
@@ -198,20 +206,27 @@ def _build(server: PostgresServer, admin: psycopg.Connection, name: str, spec: T
         raise
 
 
+def _check_available(server: PostgresServer, target: Target, extensions: tuple[str, ...], where: str) -> None:
+    """Fail before any migration runs when a needed extension is not installed in these binaries."""
+    with target.connect(autocommit=True) as conn:
+        available = {row[0] for row in conn.execute("SELECT name FROM pg_available_extensions").fetchall()}
+    missing = [ext for ext in extensions if ext not in available]
+    if missing:
+        raise ExtensionMissingError(
+            f"PostgreSQL {server.version} ({server.instance.backend}) does not have the extension(s) "
+            f"{', '.join(missing)} {where}.",
+            hint='use binaries that ship them: backend = "auto" picks such binaries when the machine has them, '
+            'or postgres.backend = "local" with a system PostgreSQL and its contrib package; '
+            "`testlane doctor` lists the extensions each installation offers.",
+        )
+
+
 def _create_extensions(server: PostgresServer, target: Target, extensions: tuple[str, ...]) -> None:
     import psycopg
     from psycopg import sql
 
+    _check_available(server, target, extensions, "declared in db.extensions")
     with target.connect(autocommit=True) as conn:
-        available = {row[0] for row in conn.execute("SELECT name FROM pg_available_extensions").fetchall()}
-        missing = [ext for ext in extensions if ext not in available]
-        if missing:
-            raise ExtensionMissingError(
-                f"PostgreSQL {server.version} ({server.instance.backend}) does not have the extension(s) "
-                f"{', '.join(missing)} declared in db.extensions.",
-                hint='use binaries that ship them: postgres.backend = "local" with a system PostgreSQL '
-                "and its contrib package; `testlane doctor` lists the extensions each installation offers.",
-            )
         for ext in extensions:
             try:
                 conn.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(ext)))

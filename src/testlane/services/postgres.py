@@ -143,10 +143,12 @@ class PostgresEngine:
         progress: Progress | None = None,
         binaries: PostgresBinaries | None = None,
         backend: str | None = None,
+        bin_dir: str = "",
     ) -> None:
         self.settings = settings
         self.pg = settings.postgres
         self.backend = backend or (self.pg.backend if self.pg.backend in ("embedded", "local") else "embedded")
+        self.bin_dir = bin_dir or self.pg.bin_dir
         self.context = context
         self.registry = registry
         self.progress = progress or (lambda message: None)
@@ -162,7 +164,7 @@ class PostgresEngine:
     def binaries(self) -> PostgresBinaries:
         """The binaries to run, copied somewhere reachable first when running as root."""
         if self._binaries is None:
-            bins = find_postgres(self.backend, bin_dir=self.pg.bin_dir, version=self.pg.version)
+            bins = find_postgres(self.backend, bin_dir=self.bin_dir, version=self.pg.version)
             if self.user is not None and bins.copy_parts:
                 key = f"postgres-{bins.version}-{_digest(str(bins.bin_dir.resolve()))}"
                 base = ensure_reachable(

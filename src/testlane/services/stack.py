@@ -126,7 +126,12 @@ class ServiceStack:
                 engine = ContainerEngine(service, self.settings, self.context, self.registry)
             elif service == "postgres":
                 engine = PostgresEngine(
-                    self.settings, self.context, self.registry, progress=self.progress, backend=choice.backend
+                    self.settings,
+                    self.context,
+                    self.registry,
+                    progress=self.progress,
+                    backend=choice.backend,
+                    bin_dir=choice.bin_dir,
                 )
             elif service == "valkey":
                 engine = ValkeyEngine(self.settings, self.context, self.registry, backend=choice.backend)

@@ -1,0 +1,135 @@
+"""``[tool.testlane.env]``: the application's own variable names, mapped to service coordinates.
+
+An existing application reads ``DATABASE_URL``, or ``POSTGRES_SERVER`` + ``POSTGRES_PORT`` + ...,
+or ``REDIS_URL``. Each mapping is a template over the run's services::
+
+    [tool.testlane.env]
+    DATABASE_URL   = "{postgres.url}"
+    ASYNC_DB       = "{postgres.url:asyncpg}"         # postgresql+asyncpg://...
+    POSTGRES_SERVER = "{postgres.host}"
+    POSTGRES_PORT  = "{postgres.port}"
+    REDIS_URL      = "{valkey.url}"
+    CACHE_URL      = "redis://{valkey.host}:{valkey.port}/3"
+
+This module parses and validates templates (an unknown service, part or driver is a configuration
+error, reported when the settings load); rendering them against running servers happens in
+:mod:`testlane.services.env_mapping`. ``{{`` and ``}}`` are literal braces.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from testlane.core.errors import ConfigError
+
+__all__ = ["DRIVERS", "PARTS", "Reference", "parse_template", "validate_mapping"]
+
+SERVICE_ALIASES = {
+    "postgres": "postgres",
+    "postgresql": "postgres",
+    "valkey": "valkey",
+    "redis": "valkey",
+    "mariadb": "mariadb",
+    "mysql": "mariadb",
+}
+PARTS = {
+    "postgres": ("url", "host", "port", "user", "password", "database"),
+    "valkey": ("url", "host", "port", "password", "db"),
+    "mariadb": ("url", "host", "port", "user", "password", "database"),
+}
+DRIVERS = {
+    "postgres": {
+        "libpq": "postgresql",
+        "psycopg": "postgresql+psycopg",
+        "psycopg2": "postgresql+psycopg2",
+        "asyncpg": "postgresql+asyncpg",
+        "pg8000": "postgresql+pg8000",
+    },
+    "valkey": {"redis": "redis", "valkey": "valkey"},
+    "mariadb": {
+        "mysql": "mysql",
+        "pymysql": "mysql+pymysql",
+        "aiomysql": "mysql+aiomysql",
+        "asyncmy": "mysql+asyncmy",
+        "mariadb": "mariadb+mariadbconnector",
+    },
+}
+
+_TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
+_REFERENCE = re.compile(r"^(?P<service>[a-z]+)\.(?P<part>[a-z_]+)(?::(?P<driver>[a-z0-9_+]+))?$")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One ``{service.part[:driver]}`` in a template."""
+
+    service: str
+    part: str
+    driver: str | None = None
+
+
+def parse_template(variable: str, template: str) -> list[str | Reference]:
+    """Split a template into literal text and references; raise ConfigError for a bad reference."""
+    out: list[str | Reference] = []
+    pos = 0
+    for match in _TOKEN.finditer(template):
+        out.append(template[pos : match.start()])
+        pos = match.end()
+        token = match.group(0)
+        if token in ("{{", "}}"):
+            out.append(token[0])
+            continue
+        out.append(_reference(variable, template, match.group(1).strip()))
+    out.append(template[pos:])
+    return [part for part in out if part != ""]
+
+
+def _reference(variable: str, template: str, text: str) -> Reference:
+    where = f"[tool.testlane.env] {variable} = {template!r}"
+    match = _REFERENCE.match(text)
+    if not match:
+        raise ConfigError(
+            f"{where}: {{{text}}} is not a reference of the form {{service.part}} or {{service.url:driver}}.",
+            hint="e.g. {postgres.url}, {postgres.host}, {postgres.url:asyncpg}, {valkey.url}; write {{ and }} "
+            "for literal braces.",
+        )
+    service = SERVICE_ALIASES.get(match["service"])
+    if service is None:
+        raise ConfigError(
+            f"{where}: unknown service {match['service']!r}.",
+            hint=f"services are: {', '.join(sorted(PARTS))} (aliases: postgresql, redis, mysql).",
+        )
+    part, driver = match["part"], match["driver"]
+    if part not in PARTS[service]:
+        raise ConfigError(
+            f"{where}: {service} has no part {part!r}.",
+            hint=f"{service} parts are: {', '.join(PARTS[service])}.",
+        )
+    if driver is not None:
+        if part != "url":
+            raise ConfigError(f"{where}: only url takes a driver (`{{{service}.url:{driver}}}`).")
+        if driver not in DRIVERS[service]:
+            raise ConfigError(
+                f"{where}: unknown {service} driver {driver!r}.",
+                hint=f"drivers are: {', '.join(DRIVERS[service])}.",
+            )
+    return Reference(service, part, driver)
+
+
+def validate_mapping(mapping: Mapping[str, str]) -> dict[str, list[str | Reference]]:
+    """Parse every template of ``[tool.testlane.env]`` (raises ConfigError on the first bad one)."""
+    parsed = {}
+    for variable, template in mapping.items():
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", variable):
+            raise ConfigError(f"[tool.testlane.env]: {variable!r} is not a valid environment variable name.")
+        parsed[variable] = parse_template(variable, str(template))
+    return parsed
+
+
+def referenced_services(mapping: Mapping[str, str]) -> set[str]:
+    """The services a mapping refers to (so they can be started before it is rendered)."""
+    return {
+        part.service for parts in validate_mapping(mapping).values() for part in parts if isinstance(part, Reference)
+    }
