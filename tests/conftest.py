@@ -14,6 +14,9 @@ from testlane.core.runtime import default_data_root
 
 pytest_plugins = ["pytester"]
 
+# Projects used as test data (run in subprocesses by the tests), not part of this suite.
+collect_ignore_glob = ["fixtures/*"]
+
 REPO = Path(__file__).resolve().parent.parent
 
 
