@@ -11,6 +11,11 @@ one testlane started) and refuses to run outside the integration lane (``TESTLAN
 ``transaction(server)``          a connection whose work is rolled back at the end
 ``schema(server)``               a migrated, throwaway schema (the ``withTestDb()`` pattern); sync or async
 ``redis(server)``                a leased, flushed logical database of a Valkey/Redis server
+``mysql_database(server)``       a private clone of the MariaDB/MySQL template, dropped at the end
+``mysql_transaction(server)``    a PyMySQL connection to a migrated MariaDB database, rolled back at the end
+
+The ``mysql_*`` helpers take a :class:`~testlane.services.mariadb.MariaDbServer` (or the URL of one
+testlane knows) and default to ``[tool.testlane.mariadb]`` (``migrations``).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from testlane.core.config import Settings, load_settings
 from testlane.core.runtime import new_run_id
-from testlane.databases.guard import require_integration_lane, resolve_postgres
+from testlane.databases.guard import require_integration_lane, resolve_mariadb, resolve_postgres
 from testlane.databases.leftovers import mark_owner
 from testlane.databases.naming import require_testlane_database, worker_database_name, worker_id
 from testlane.databases.pool import ClonePool
@@ -32,9 +37,22 @@ from testlane.databases.testdb import TestDatabase
 from testlane.databases.transaction import SavepointConnection
 
 if TYPE_CHECKING:
+    from testlane.databases.mariadb.testdb import MysqlTestDatabase
+    from testlane.databases.mariadb.transaction import MysqlSavepointConnection
     from testlane.services.postgres import PostgresServer
 
-__all__ = ["TestDatabase", "database", "pool", "redis", "schema", "spec", "template", "transaction"]
+__all__ = [
+    "TestDatabase",
+    "database",
+    "mysql_database",
+    "mysql_transaction",
+    "pool",
+    "redis",
+    "schema",
+    "spec",
+    "template",
+    "transaction",
+]
 
 
 def spec(settings: Settings | None = None, **overrides: Any) -> TemplateSpec:
@@ -43,7 +61,7 @@ def spec(settings: Settings | None = None, **overrides: Any) -> TemplateSpec:
     return TemplateSpec.from_settings(settings, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def _run_id(server: PostgresServer) -> str:
+def _run_id(server: Any) -> str:
     run_id = server.instance.run_id
     return run_id if len(run_id) == 8 else new_run_id()
 
@@ -201,3 +219,55 @@ def _redis_address(target: Any) -> tuple[str, int, str | None]:
         parts = urlsplit(target)
         return parts.hostname or "127.0.0.1", parts.port or 6379, parts.password
     return target.host, target.port, target.instance.password
+
+
+@contextlib.contextmanager
+def mysql_database(
+    target: Any,
+    *,
+    migrations: Any = None,
+    settings: Settings | None = None,
+    allow: bool = False,
+    allow_unmanaged: bool = False,
+) -> Iterator[MysqlTestDatabase]:
+    """A private clone of the migrated MariaDB/MySQL template, dropped when the block ends."""
+    from testlane.databases.mariadb.pool import MysqlClonePool
+    from testlane.databases.mariadb.template import ensure_template as ensure_mysql_template
+    from testlane.databases.mariadb.template import spec_from_settings
+    from testlane.databases.mariadb.testdb import MysqlTestDatabase
+
+    require_integration_lane("testlane.db.mysql_database()", allow=allow)
+    server = resolve_mariadb(target, allow_unmanaged=allow_unmanaged)
+    name = ensure_mysql_template(server, spec_from_settings(settings or load_settings(), migrations))
+    clones = MysqlClonePool(server, name, run_id=_run_id(server), worker=worker_id(), size=0)
+    lease = clones.acquire()  # an empty pool clones on demand
+    try:
+        yield MysqlTestDatabase(lease.name, lease.url, server, lease=lease)
+    finally:
+        clones.release(lease)  # not started: dropped now
+        clones.close()
+
+
+@contextlib.contextmanager
+def mysql_transaction(
+    target: Any,
+    *,
+    migrations: Any = None,
+    settings: Settings | None = None,
+    allow: bool = False,
+    allow_unmanaged: bool = False,
+) -> Iterator[MysqlSavepointConnection]:
+    """A PyMySQL connection to a migrated MariaDB/MySQL database whose work (commits included) is rolled back."""
+    from testlane.databases.mariadb.transaction import MysqlSavepointConnection
+
+    require_integration_lane("testlane.db.mysql_transaction()", allow=allow)
+    with mysql_database(
+        target, migrations=migrations, settings=settings, allow=True, allow_unmanaged=allow_unmanaged
+    ) as test_db:
+        conn = MysqlSavepointConnection(**test_db.server.conninfo(test_db.name), autocommit=False)
+        try:
+            conn.begin_test()
+            yield conn
+        finally:
+            conn.end_test()
+            conn.close()

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from testlane.core.errors import LaneError, UnsafeDatabaseError
 
-__all__ = ["current_lane", "in_integration_lane", "require_integration_lane", "resolve_postgres"]
+__all__ = ["current_lane", "in_integration_lane", "require_integration_lane", "resolve_mariadb", "resolve_postgres"]
 
 # Set by the pytest plugin around each test: "it" or "unit". None outside pytest.
 current_lane: contextvars.ContextVar[str | None] = contextvars.ContextVar("testlane_lane", default=None)
@@ -98,3 +98,39 @@ def _server_version(server: Any) -> str:
     with server.connect() as conn:
         row = conn.execute("SHOW server_version").fetchone()
     return str(row[0]).split()[0] if row else ""
+
+
+def resolve_mariadb(target: Any, *, allow_unmanaged: bool = False) -> Any:
+    """A :class:`MariaDbServer` for ``target`` (a server handle, or a URL of a server testlane knows).
+
+    A URL is accepted when it points at a MariaDB instance in the registry — one testlane started, or
+    the existing server of a run's ``url`` backend; anything else raises :class:`UnsafeDatabaseError`
+    unless ``allow_unmanaged``.
+    """
+    from testlane.core.config import load_settings
+    from testlane.core.runtime import RunContext
+    from testlane.services.external import instance_from_url, server_version
+    from testlane.services.mariadb import MariaDbServer
+    from testlane.services.registry import Registry
+
+    if isinstance(target, MariaDbServer):
+        return target
+    if not isinstance(target, str):
+        raise TypeError(f"expected a MariaDbServer or a mysql:// URL, got {type(target).__name__}")
+    parts = urlsplit(target)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 3306
+    registry = Registry(RunContext.from_settings(load_settings()))
+    for inst in registry.instances():
+        if inst.engine == "mariadb" and inst.port == port and inst.host in (host, "127.0.0.1", "localhost"):
+            return MariaDbServer(inst, owned=False)
+    if allow_unmanaged:
+        server = MariaDbServer(instance_from_url("mariadb", target, run_id="external", name="mariadb"), owned=False)
+        server.instance.version = server_version(server)
+        return server
+    raise UnsafeDatabaseError(
+        f"refusing to use {parts.scheme}://{host}:{port}: it is not a MariaDB server testlane knows, and might be "
+        "a developer's working database.",
+        hint="use the `mariadb` fixture or a URL from `testlane run`/`testlane services`; for an existing test "
+        'server configure mariadb.backend = "url" and mariadb.url, or pass allow_unmanaged=True if you really '
+        "mean it.",
+    )

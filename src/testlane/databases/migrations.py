@@ -46,6 +46,7 @@ __all__ = [
     "Target",
     "load_object",
     "source_from_spec",
+    "split_statements",
 ]
 
 log = logging.getLogger("testlane")
@@ -183,8 +184,9 @@ def apply_sql_file(conn: psycopg.Connection, path: Path) -> None:
         raise migration_error(exc, source=str(path), sql_text=text) from None
 
 
-def _split_statements(text: str) -> list[tuple[int, str]]:
-    """(offset, statement) pairs; only used to point at the failing statement in a message."""
+def split_statements(text: str) -> list[tuple[int, str]]:
+    """(offset, statement) pairs, split by sqlparse (Postgres: to point at the failing statement in a
+    message; MariaDB: to run a file statement by statement)."""
     import sqlparse
 
     out = []
@@ -201,7 +203,7 @@ def _locate(text: str, position: int | None) -> tuple[int, str] | None:
     if position is None:
         return None
     index = position - 1  # server positions are 1-based characters
-    statements = _split_statements(text)
+    statements = split_statements(text)
     for start, stmt in statements:
         if start <= index < start + len(stmt):
             return text.count("\n", 0, start) + 1, stmt
@@ -251,7 +253,7 @@ def _find_failing_statement(text: str, exc: Exception) -> tuple[int, str] | None
     names = re.findall(r'"([^"]+)"', str(exc))
     if not names:
         return None
-    for start, stmt in _split_statements(text):
+    for start, stmt in split_statements(text):
         if all(name in stmt for name in names[:1]):
             return text.count("\n", 0, start) + 1, stmt
     return None

@@ -10,6 +10,7 @@ Fixtures (session scope unless noted):
 ``testlane_settings``  the resolved :class:`~testlane.core.config.Settings`
 ``postgres``           the run's :class:`~testlane.services.postgres.PostgresServer`
 ``valkey``             the run's :class:`~testlane.services.valkey.ValkeyServer`
+``mariadb``            the run's MariaDB/MySQL server (in :mod:`testlane.pytest_plugin.mariadb`)
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ PLUGIN_NAME = "testlane-session"
 pytest_plugins = [
     "testlane.pytest_plugin.lanes",
     "testlane.pytest_plugin.databases",
+    "testlane.pytest_plugin.mariadb",
     "testlane.pytest_plugin.discipline",
     "testlane.pytest_plugin.sharding",
 ]

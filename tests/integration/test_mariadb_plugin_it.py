@@ -1,0 +1,339 @@
+"""MariaDB per-test isolation through the pytest plugin, on small generated projects run in subprocesses.
+
+Backends: ``local`` (testlane starts ``mariadbd``) and ``url`` (the machine's MariaDB at 127.0.0.1:3306).
+Inner runs get a fixed run id, so what they leave on the existing server can be looked up by name.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from testlane.cli.run import RUN_SCOPED_ENV
+from testlane.core.runtime import new_run_id
+from tests.helpers import leftovers, server_processes
+from tests.mariadb_helpers import (
+    backend_config,
+    drop_existing_template,
+    existing_databases,
+    existing_server,
+    has_local_mariadb,
+)
+
+pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("inner_env")]
+
+PYPROJECT = """
+[project]
+name = "inner"
+version = "0"
+
+[tool.testlane]
+services = []
+
+[tool.testlane.mariadb]
+migrations = "migrations"
+{mariadb}
+"""
+
+MIGRATION = """\
+-- {nonce}
+CREATE TABLE customers (id int PRIMARY KEY AUTO_INCREMENT, email varchar(100) NOT NULL UNIQUE);
+CREATE TABLE orders (
+  id int PRIMARY KEY AUTO_INCREMENT,
+  customer_id int NOT NULL,
+  total decimal(10,2) NOT NULL,
+  CONSTRAINT fk_orders_customer FOREIGN KEY (customer_id) REFERENCES customers (id)
+);
+CREATE TABLE audit (id int PRIMARY KEY AUTO_INCREMENT, what varchar(100));
+CREATE TABLE countries (code char(2) PRIMARY KEY);
+INSERT INTO countries VALUES ('fr'), ('de');
+CREATE VIEW order_count AS SELECT count(*) AS n FROM orders;
+CREATE TRIGGER orders_audit AFTER INSERT ON orders FOR EACH ROW INSERT INTO audit (what) VALUES ('order');
+CREATE PROCEDURE make_table() BEGIN CREATE TABLE IF NOT EXISTS made (id int); END;
+"""
+
+Project = Callable[..., Path]
+NEEDS_LOCAL = pytest.mark.skipif(not has_local_mariadb(), reason="no local mariadbd")
+LOCAL = pytest.param("local", marks=NEEDS_LOCAL)
+
+
+@pytest.fixture
+def run_id() -> str:
+    return new_run_id()
+
+
+@pytest.fixture
+def inner_env(monkeypatch: pytest.MonkeyPatch, data_dir: Path, run_id: str) -> Path:
+    """Inner runs are runs of their own: integration lane on, a private data dir, a known run id."""
+    for key in (*RUN_SCOPED_ENV, "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_ADDOPTS"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("TESTLANE_IT", "1")
+    monkeypatch.setenv("TESTLANE_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("TESTLANE_RUN_ID", run_id)
+    return data_dir
+
+
+@pytest.fixture
+def make_project(pytester: pytest.Pytester) -> Iterator[Project]:
+    """``make_project(backend, extra="")`` writes the inner project; returns its migrations folder.
+
+    On the existing server the project's template is dropped afterwards, whatever the outcome.
+    """
+    made: list[Path] = []
+
+    def make(backend: str, extra: str = "") -> Path:
+        if backend == "url" and existing_server() is None:
+            pytest.skip("no MariaDB at 127.0.0.1:3306")
+        pytester.makefile(".toml", pyproject=PYPROJECT.format(mariadb=f"{backend_config(backend)}\n{extra}"))
+        migrations = pytester.path / "migrations"
+        migrations.mkdir()
+        (migrations / "001_schema.sql").write_text(MIGRATION.format(nonce=uuid.uuid4().hex))
+        if backend == "url":
+            made.append(migrations)
+        return migrations
+
+    yield make
+    for migrations in made:
+        drop_existing_template(migrations)
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=240)
+
+
+def assert_nothing_left(backend: str, inner_env: Path, run_id: str) -> None:
+    """No server process or directory of the run; on the existing server no database of the run."""
+    assert server_processes(inner_env) == []
+    assert leftovers(inner_env) == []
+    if backend == "url":
+        assert existing_databases(f"tl\\_{run_id}\\_%") == []  # templates may stay (by design)
+
+
+ISOLATION_SUITE = """
+import pytest
+import sqlalchemy as sa
+
+def scalar(conn, sql):
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        return cur.fetchone()[0]
+
+def assert_fresh(conn):
+    assert scalar(conn, "SELECT count(*) FROM customers") == 0
+    assert scalar(conn, "SELECT count(*) FROM audit") == 0
+    assert scalar(conn, "SELECT group_concat(code ORDER BY code) FROM countries") == "de,fr"
+    assert scalar(conn, "SELECT count(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()"
+                        " AND TABLE_NAME = 'extra'") == 0
+
+@pytest.mark.parametrize("n", range(3))
+def test_database_mode_writes_through_mysql_conn(mysql_conn, mysql_database, n):
+    assert mysql_database.isolation == "database"
+    assert mysql_database.name.startswith("tl_")
+    assert_fresh(mysql_conn)
+    with mysql_conn.cursor() as cur:
+        cur.execute("INSERT INTO customers (email) VALUES ('a@example.com')")
+        assert cur.lastrowid == 1  # AUTO_INCREMENT starts over
+        cur.execute("INSERT INTO orders (customer_id, total) VALUES (1, 10)")
+        cur.execute("DELETE FROM countries WHERE code = 'fr'")
+        cur.execute("CREATE TABLE extra (id int)")
+    mysql_conn.commit()
+    assert scalar(mysql_conn, "SELECT n FROM order_count") == 1
+    assert scalar(mysql_conn, "SELECT count(*) FROM audit") == 1  # the trigger survived cloning
+
+def test_database_mode_writes_through_its_own_connection(mysql_url, mysql_database):
+    assert mysql_url.startswith("mysql://") and mysql_url.endswith("/" + mysql_database.name)
+    engine = sa.create_engine(mysql_database.sqlalchemy_url(), poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM customers")).scalar() == 0
+        conn.execute(sa.text("INSERT INTO customers (email) VALUES ('own@example.com')"))
+        with pytest.raises(sa.exc.IntegrityError, match="foreign key constraint fails"):
+            with conn.begin_nested():
+                conn.execute(sa.text("INSERT INTO orders (customer_id, total) VALUES (99, 1)"))
+    engine.dispose()
+
+@pytest.mark.isolation("transaction")
+@pytest.mark.parametrize("n", range(3))
+def test_transaction_mode_rolls_back_commits(mysql_conn, mysql_database, n):
+    assert mysql_database.isolation == "transaction"
+    assert_fresh(mysql_conn)
+    with mysql_conn.cursor() as cur:
+        cur.execute("INSERT INTO customers (email) VALUES ('t@example.com')")
+        cur.execute("INSERT INTO orders (customer_id, total) VALUES (LAST_INSERT_ID(), 10)")
+    mysql_conn.commit()
+    with mysql_conn.cursor() as cur:
+        cur.execute("DELETE FROM countries")
+    mysql_conn.rollback()
+    assert scalar(mysql_conn, "SELECT count(*) FROM countries") == 2
+    assert scalar(mysql_conn, "SELECT count(*) FROM audit") == 1
+
+def test_the_server_fixture(mariadb):
+    assert mariadb.url.startswith("mysql://")
+    conn = mariadb.connect()
+    try:
+        assert scalar(conn, "SELECT 1") == 1
+    finally:
+        conn.close()
+"""
+
+
+@pytest.mark.parametrize(
+    ("backend", "workers"),
+    [
+        pytest.param("local", [], marks=NEEDS_LOCAL, id="local"),
+        pytest.param("url", [], id="url"),
+        pytest.param("local", ["-n", "2"], marks=NEEDS_LOCAL, id="local-xdist"),
+        pytest.param("url", ["-n", "2"], id="url-xdist"),
+    ],
+)
+def test_isolation_holds_in_both_modes(
+    pytester: pytest.Pytester, make_project: Project, backend: str, workers: list[str], inner_env: Path, run_id: str
+) -> None:
+    make_project(backend)
+    pytester.makepyfile(test_suite_it=ISOLATION_SUITE)  # in any order (xdist): every test must hold
+    result = run(pytester, *workers)
+    result.assert_outcomes(passed=8)
+    assert_nothing_left(backend, inner_env, run_id)
+
+
+def test_transaction_mode_refuses_and_detects_implicit_commits(
+    pytester: pytest.Pytester, make_project: Project, inner_env: Path, run_id: str
+) -> None:
+    make_project("url", 'isolation = "transaction"')
+    pytester.makepyfile(
+        test_txn_it="""
+        def scalar(conn, sql):
+            with conn.cursor() as cur:
+                cur.execute(sql)
+                return cur.fetchone()[0]
+
+        def test_1_ddl_is_refused_even_when_swallowed(mysql_conn):
+            try:
+                with mysql_conn.cursor() as cur:
+                    cur.execute("CREATE TABLE extra (id int)")
+            except Exception:
+                pass
+
+        def test_2_ddl_in_a_procedure_escapes_and_is_reported(mysql_conn):
+            with mysql_conn.cursor() as cur:
+                cur.execute("INSERT INTO customers (email) VALUES ('escaped@example.com')")
+                cur.execute("CALL make_table()")
+
+        def test_3_the_next_test_starts_clean(mysql_conn):
+            assert scalar(mysql_conn, "SELECT count(*) FROM customers") == 0
+            assert scalar(mysql_conn, "SELECT count(*) FROM information_schema.TABLES"
+                                      " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'made'") == 0
+        """
+    )
+    result = run(pytester)
+    result.assert_outcomes(passed=3, errors=2)
+    result.stdout.fnmatch_lines(["*test_1_ddl_is_refused_even_when_swallowed*transaction isolation refused*"])
+    result.stdout.fnmatch_lines(["*'CREATE TABLE extra (id int)'*would have committed the test's transaction*"])
+    result.stdout.fnmatch_lines(["*test_2_ddl*transaction isolation did not hold*The worker's database was rebuilt*"])
+    assert_nothing_left("url", inner_env, run_id)
+
+
+def test_an_empty_pool_clones_on_demand(
+    pytester: pytest.Pytester, make_project: Project, inner_env: Path, run_id: str
+) -> None:
+    make_project("url", "pool_size = 0")
+    pytester.makepyfile(
+        test_pool_it="""
+        import pytest
+
+        @pytest.mark.parametrize("n", range(4))
+        def test_gets_a_database(mysql_database, n):
+            assert mysql_database.lease.on_demand
+        """
+    )
+    run(pytester).assert_outcomes(passed=4)
+    assert_nothing_left("url", inner_env, run_id)
+
+
+BUILD_LOG = """\
+CREATE DATABASE IF NOT EXISTS {log};
+CREATE TABLE IF NOT EXISTS {log}.builds (id int PRIMARY KEY AUTO_INCREMENT, conn bigint);
+INSERT INTO {log}.builds (conn) VALUES (CONNECTION_ID());
+DO SLEEP(0.5);
+CREATE TABLE items (id int PRIMARY KEY AUTO_INCREMENT, name varchar(20));
+"""
+
+COUNTED_SUITE = """
+import pytest
+
+@pytest.mark.parametrize("n", range(4))
+def test_uses_the_template(mysql_conn, n):
+    with mysql_conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM items")
+        assert cur.fetchone() == (0,)
+        cur.execute("INSERT INTO items (name) VALUES ('x')")
+    mysql_conn.commit()
+"""
+
+
+def test_workers_and_runs_share_one_template_build(
+    pytester: pytest.Pytester, make_project: Project, inner_env: Path, run_id: str
+) -> None:
+    migrations = make_project("url")
+    log = f"tl_it_buildlog_{uuid.uuid4().hex[:8]}"
+    (migrations / "001_schema.sql").write_text(BUILD_LOG.format(log=log))
+    pytester.makepyfile(test_counted_it=COUNTED_SUITE)
+    server = existing_server()
+    assert server is not None
+
+    def builds() -> int:
+        with server.connect() as conn, conn.cursor() as cur:
+            cur.execute(f"SELECT count(*) FROM {log}.builds")
+            return int(cur.fetchone()[0])
+
+    schema = migrations / "001_schema.sql"
+    original = schema.read_text()
+    try:
+        run(pytester, "-n", "2").assert_outcomes(passed=4)  # two workers, one build
+        assert builds() == 1
+        run(pytester).assert_outcomes(passed=4)  # the existing server keeps the template: no build
+        assert builds() == 1
+        schema.write_text(original.replace("name varchar(20)", "name varchar(40)"))  # a changed migration
+        run(pytester).assert_outcomes(passed=4)
+        assert builds() == 2
+        assert existing_databases(f"tl\\_{run_id}\\_%") == []
+    finally:
+        drop_existing_template(migrations)  # the changed one; make_project drops the first
+        schema.write_text(original)
+        with server.connect() as conn, conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {log}")
+
+
+@pytest.mark.parametrize("backend", [LOCAL, "url"])
+def test_a_broken_migration_fails_with_a_clear_message(
+    pytester: pytest.Pytester, make_project: Project, backend: str, inner_env: Path, run_id: str
+) -> None:
+    migrations = make_project(backend)
+    (migrations / "002_broken.sql").write_text("SELECT 1;\n\nALTER TABLE nope\n  ADD COLUMN x int;\n")
+    pytester.makepyfile(test_x_it="def test_a(mysql_conn):\n    pass\n\ndef test_b(mysql_conn):\n    pass\n")
+    result = run(pytester)
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(["*migration failed in *002_broken.sql: Table '*nope' doesn't exist (error 1146)*"])
+    result.stdout.fnmatch_lines(["*statement (line 3):*", "*ALTER TABLE nope*"])
+    assert "Traceback" not in result.stdout.str()
+    assert_nothing_left(backend, inner_env, run_id)
+
+
+def test_mysql_fixtures_refuse_the_unit_lane(pytester: pytest.Pytester, make_project: Project) -> None:
+    make_project("url")
+    pytester.makepyfile(test_x="def test_x(mysql_conn):\n    pass\n")  # not an integration test
+    result = run(pytester)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*test_x.py::test_x is in the unit lane but uses testlane's service fixture*"])
+
+
+def test_schema_isolation_is_refused_for_mariadb(pytester: pytest.Pytester, make_project: Project) -> None:
+    make_project("url")
+    pytester.makepyfile(
+        test_x_it="import pytest\n\n@pytest.mark.isolation('schema')\ndef test_x(mysql_conn):\n    pass\n"
+    )
+    result = run(pytester)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*isolation 'schema' is not available for MariaDB/MySQL*"])
