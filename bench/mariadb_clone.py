@@ -12,7 +12,9 @@ a generated column, a sequence, two nested views, two triggers, a function, 2 se
 * ``like_copy``: ``CREATE TABLE clone.t LIKE tpl.t`` + ``INSERT ... SELECT`` for seeded tables;
 * ``replay_each``: testlane's clone script (``SHOW CREATE ...`` read once), one statement per round trip;
 * ``replay_one``: the same script in one multi-statement round trip (what testlane does);
-* ``create_empty``: ``CREATE DATABASE`` alone (the floor), and ``drop``: ``DROP DATABASE`` of a clone.
+* ``create_empty``: ``CREATE DATABASE`` alone (the floor), and ``drop``: ``DROP DATABASE`` of a clone;
+* ``transaction_test``: transaction isolation's cost per test (connect, ``START TRANSACTION`` and two
+  savepoints, the rollback with its escape check, close).
 
 Each clone is checked: tables, foreign keys, views, triggers, routines and seeded rows against the
 template. Figures are medians (and 90th percentiles) in milliseconds, measured in one run.
@@ -37,6 +39,7 @@ from pymysql.constants import CLIENT
 from testlane.core.config import load_settings
 from testlane.databases.mariadb.clone import CloneScript
 from testlane.databases.mariadb.template import drop_database, ensure_template, quote, spec_from_settings
+from testlane.databases.mariadb.transaction import MysqlSavepointConnection
 from testlane.services.stack import ServiceStack
 
 TABLES = 12
@@ -179,6 +182,22 @@ class Bench:
         self._exec(f"CREATE DATABASE {quote(clone)}")
 
     # -- measuring ---------------------------------------------------------------------------------
+    def measure_transaction(self) -> dict[str, Any]:
+        """Transaction isolation's cost per test: connect, open the transaction, roll back, close."""
+        worker_db = self.name()
+        self.script.run(self.admin, worker_db)
+        conninfo = self.server.conninfo(worker_db)
+        times = []
+        for _ in range(self.runs):
+            start = time.perf_counter()
+            conn = MysqlSavepointConnection(**conninfo, autocommit=False)
+            conn.begin_test()
+            conn.end_test()
+            conn.close()
+            times.append((time.perf_counter() - start) * 1000)
+        drop_database(self.admin, worker_db)
+        return summary(times)
+
     def measure(self, methods: tuple[str, ...]) -> dict[str, Any]:
         """Round-robin over the methods (a different order each run), each clone dropped right after."""
         times: dict[str, list[float]] = {m: [] for m in methods}
@@ -225,6 +244,7 @@ def main() -> int:
             results: dict[str, Any] = {"server": f"MariaDB {server.version}", "runs": args.runs}
             results["template"] = bench.expected
             results.update(bench.measure(METHODS))
+            results["transaction_test"] = bench.measure_transaction()
             with contextlib.suppress(Exception):
                 bench.admin.close()
     if args.json:
@@ -236,6 +256,10 @@ def main() -> int:
         r = results[method]
         print(f"{method:<14} {r['median_ms']:>10} {r['p90_ms']:>8}  {'yes' if r['correct'] else 'no':<7}  {r['shape']}")
     print(f"{'drop':<14} {results['drop']['median_ms']:>10} {results['drop']['p90_ms']:>8}")
+    tx = results["transaction_test"]
+    print(
+        f"transaction isolation, per test (connect, begin, roll back, close): {tx['median_ms']} ms (p90 {tx['p90_ms']})"
+    )
     return 0
 
 

@@ -34,6 +34,7 @@ _EXPORTS: dict[str, str] = {
     "wait_until": "testlane.core.waiting",
     # services
     "Instance": "testlane.services.instance",
+    "MariaDbServer": "testlane.services.mariadb",
     "PostgresServer": "testlane.services.postgres",
     "Server": "testlane.services.base",
     "ServiceStack": "testlane.services.stack",
@@ -41,6 +42,10 @@ _EXPORTS: dict[str, str] = {
     "reap": "testlane.services.stack",
     # databases
     "ClonePool": "testlane.databases.pool",
+    "ImplicitCommitError": "testlane.databases.mariadb.transaction",
+    "MysqlClonePool": "testlane.databases.mariadb.pool",
+    "MysqlSavepointConnection": "testlane.databases.mariadb.transaction",
+    "MysqlTestDatabase": "testlane.databases.mariadb.testdb",
     "Lease": "testlane.databases.pool",
     "SavepointConnection": "testlane.databases.transaction",
     "SchemaDatabase": "testlane.databases.schema",
@@ -84,6 +89,9 @@ if TYPE_CHECKING:
     )
     from testlane.core.runtime import RunContext
     from testlane.core.waiting import WaitTimeout, wait_until
+    from testlane.databases.mariadb.pool import MysqlClonePool
+    from testlane.databases.mariadb.testdb import MysqlTestDatabase
+    from testlane.databases.mariadb.transaction import ImplicitCommitError, MysqlSavepointConnection
     from testlane.databases.pool import ClonePool, Lease
     from testlane.databases.schema import SchemaDatabase
     from testlane.databases.template import TemplateSpec, ensure_template
@@ -91,6 +99,7 @@ if TYPE_CHECKING:
     from testlane.databases.transaction import SavepointConnection
     from testlane.services.base import Server
     from testlane.services.instance import Instance
+    from testlane.services.mariadb import MariaDbServer
     from testlane.services.postgres import PostgresServer
     from testlane.services.stack import ServiceStack, reap
     from testlane.services.valkey import ValkeyServer

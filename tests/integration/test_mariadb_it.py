@@ -23,9 +23,11 @@ from testlane import db
 from testlane.core.errors import LaneError, MigrationError, UnsafeDatabaseError
 from testlane.core.runtime import RunContext, is_root, new_run_id
 from testlane.databases.guard import current_lane
+from testlane.databases.mariadb import template as template_module
 from testlane.databases.mariadb.pool import MysqlClonePool, admin_connection
 from testlane.databases.mariadb.template import (
     READY_COMMENT,
+    READY_TABLE,
     drop_database,
     ensure_template,
     spec_from_settings,
@@ -240,6 +242,34 @@ def test_a_broken_migration_names_file_line_statement_and_error(server: Any, spe
     assert "statement (line 3):\n    ALTER TABLE nope\n      ADD COLUMN x int" in text
     with contextlib.closing(server.connect()) as admin:  # the failed build is gone, not half-built
         assert template_state(admin, template_name(server, spec)) == "missing"
+
+
+def test_servers_without_schema_comments_mark_templates_with_a_table(
+    server: Any, spec: Any, run_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MySQL (and MariaDB before 10.5) has no database comments: a marker table, left out of clones."""
+    monkeypatch.setattr(template_module, "has_schema_comments", lambda conn: False)
+    name = ensure_template(server, spec)
+    with contextlib.closing(server.connect()) as admin:
+        assert template_state(admin, name, comments=False) == "ready"
+        assert (
+            scalar(admin, "SELECT SCHEMA_COMMENT FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (name,))
+            == ""
+        )
+        pool = MysqlClonePool(server, name, run_id=run_id, worker="main", size=0)
+        lease = pool.acquire()
+        try:
+            tables = "SELECT count(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s"
+            assert scalar(admin, tables, (lease.name, READY_TABLE)) == 0
+            assert scalar(admin, tables, (lease.name, "customers")) == 1
+        finally:
+            pool.release(lease)
+            pool.close()
+        with admin.cursor() as cur:  # a build that died before the marker
+            cur.execute(f"DROP TABLE `{name}`.`{READY_TABLE}`")
+        assert template_state(admin, name, comments=False) == "partial"
+        assert ensure_template(server, spec) == name
+        assert template_state(admin, name, comments=False) == "ready"
 
 
 # --------------------------------------------------------------------------- the pool

@@ -8,8 +8,8 @@ twice on the same server.
 :func:`ensure_template` builds it under a server-wide named lock (``GET_LOCK``): concurrent xdist
 workers and concurrent runs sharing a server wait for one build instead of racing. The lock belongs
 to the building connection, so a crashed builder releases it. The database is marked ready only
-after every file succeeded — with the schema comment ``testlane: template ready`` on MariaDB, with
-a one-row marker table on MySQL (which has no schema comments; clones leave that table out) — so a
+after every file succeeded — with the schema comment ``testlane: template ready`` (MariaDB 10.5+), or
+an empty marker table where databases have no comments (MySQL; clones leave that table out) — so a
 half-built template (a crash mid-build) is recognized, dropped and rebuilt; a failed build is dropped
 and reported as a :class:`~testlane.core.errors.MigrationError`.
 """
@@ -36,7 +36,7 @@ __all__ = [
     "create_database",
     "drop_database",
     "ensure_template",
-    "is_mariadb",
+    "has_schema_comments",
     "quote",
     "spec_from_settings",
     "template_name",
@@ -75,12 +75,15 @@ def template_name(server: MariaDbServer, spec: TemplateSpec) -> str:
     return spec.name(version_key(server))
 
 
-def is_mariadb(conn: Any) -> bool:
-    """MariaDB (schema comments, sequences) rather than MySQL."""
-    with conn.cursor() as cur:
-        cur.execute("SELECT VERSION()")
-        row = cur.fetchone()
-    return "mariadb" in str(row[0] if row else "").lower()
+def has_schema_comments(conn: Any) -> bool:
+    """MariaDB 10.5+ keeps a comment per database; MySQL and older MariaDB do not."""
+    return bool(
+        _scalar(
+            conn,
+            "SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = 'information_schema' "
+            "AND TABLE_NAME = 'SCHEMATA' AND COLUMN_NAME = 'SCHEMA_COMMENT'",
+        )
+    )
 
 
 def _scalar(conn: Any, sql: str, args: Any = None) -> Any:
@@ -90,9 +93,9 @@ def _scalar(conn: Any, sql: str, args: Any = None) -> Any:
     return row[0] if row else None
 
 
-def template_state(conn: Any, name: str, *, mariadb: bool = True) -> str:
+def template_state(conn: Any, name: str, *, comments: bool = True) -> str:
     """``ready`` (marked after a complete build), ``partial`` (exists, not marked) or ``missing``."""
-    if mariadb:
+    if comments:
         row = None
         with conn.cursor() as cur:
             cur.execute("SELECT SCHEMA_COMMENT FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (name,))
@@ -142,8 +145,8 @@ def ensure_template(server: MariaDbServer, spec: TemplateSpec) -> str:
     lock = f"testlane:{name}"
     admin = server.connect()
     try:
-        mariadb = is_mariadb(admin)
-        if template_state(admin, name, mariadb=mariadb) == "ready":
+        comments = has_schema_comments(admin)
+        if template_state(admin, name, comments=comments) == "ready":
             return name
         got = _scalar(admin, "SELECT GET_LOCK(%s, %s)", (lock, BUILD_LOCK_TIMEOUT))
         if got != 1:
@@ -153,13 +156,13 @@ def ensure_template(server: MariaDbServer, spec: TemplateSpec) -> str:
                 hint="a migration may hang; `SHOW PROCESSLIST` on the server shows what the builder does.",
             )
         try:
-            state = template_state(admin, name, mariadb=mariadb)
+            state = template_state(admin, name, comments=comments)
             if state == "ready":
                 return name  # built by someone else while we waited
             if state == "partial":
                 log.info("dropping half-built MariaDB template %s (a previous build did not finish)", name)
                 drop_database(admin, name)
-            _build(server, admin, name, spec, mariadb=mariadb)
+            _build(server, admin, name, spec, comments=comments)
         finally:
             with contextlib.suppress(pymysql.err.MySQLError):
                 _scalar(admin, "SELECT RELEASE_LOCK(%s)", (lock,))
@@ -174,7 +177,7 @@ def ensure_template(server: MariaDbServer, spec: TemplateSpec) -> str:
     return name
 
 
-def _build(server: MariaDbServer, admin: Any, name: str, spec: TemplateSpec, *, mariadb: bool) -> None:
+def _build(server: MariaDbServer, admin: Any, name: str, spec: TemplateSpec, *, comments: bool) -> None:
     log.debug("building MariaDB template %s from %s", name, spec.describe())
     create_database(admin, name)
     try:
@@ -187,7 +190,7 @@ def _build(server: MariaDbServer, admin: Any, name: str, spec: TemplateSpec, *, 
         finally:
             conn.close()
         with admin.cursor() as cur:
-            if mariadb:
+            if comments:
                 cur.execute(f"ALTER DATABASE {quote(name)} COMMENT = %s", (READY_COMMENT,))
             else:
                 cur.execute(f"CREATE TABLE {quote(name)}.{quote(READY_TABLE)} (ready int)")
