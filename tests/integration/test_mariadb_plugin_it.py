@@ -225,10 +225,14 @@ def test_transaction_mode_refuses_and_detects_implicit_commits(
             assert scalar(mysql_conn, "SELECT count(*) FROM customers") == 0
             assert scalar(mysql_conn, "SELECT count(*) FROM information_schema.TABLES"
                                       " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'made'") == 0
+
+        def test_4_the_url_is_not_rolled_back(mysql_url):
+            assert mysql_url.startswith("mysql://")
         """
     )
     result = run(pytester)
-    result.assert_outcomes(passed=3, errors=2)
+    result.assert_outcomes(passed=4, errors=2, warnings=1)
+    result.stdout.fnmatch_lines(["*mysql_url in transaction isolation: connections you open from this URL are NOT*"])
     result.stdout.fnmatch_lines(["*test_1_ddl_is_refused_even_when_swallowed*transaction isolation refused*"])
     result.stdout.fnmatch_lines(["*'CREATE TABLE extra (id int)'*would have committed the test's transaction*"])
     result.stdout.fnmatch_lines(["*test_2_ddl*transaction isolation did not hold*The worker's database was rebuilt*"])

@@ -8,5 +8,6 @@
   once, replayed into each clone in one multi-statement round trip, rows copied only where there are any;
 * :mod:`.pool` — clones made ahead by a background thread, used ones dropped in the background;
 * :mod:`.transaction` — a PyMySQL connection whose commits are savepoints of a rolled-back
-  transaction, refusing the statements that would commit implicitly.
+  transaction, refusing the statements that would commit implicitly;
+* :mod:`.testdb` — :class:`MysqlTestDatabase`, what a test gets.
 """
