@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import stat
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +26,7 @@ from testlane import db
 from testlane.core.errors import LaneError, MigrationError, UnsafeDatabaseError
 from testlane.core.runtime import RunContext, is_root, new_run_id
 from testlane.databases.guard import current_lane
+from testlane.databases.leftovers import find_mysql_leftovers
 from testlane.databases.mariadb import template as template_module
 from testlane.databases.mariadb.pool import MysqlClonePool, admin_connection
 from testlane.databases.mariadb.template import (
@@ -38,7 +42,7 @@ from testlane.databases.mariadb.transaction import ImplicitCommitError, MysqlSav
 from testlane.services.mariadb import MariaDbEngine
 from testlane.services.registry import Registry
 from testlane.services.stack import ServiceStack
-from tests.helpers import server_processes
+from tests.helpers import clean_env, run_cli, server_processes
 from tests.mariadb_helpers import EXISTING_URL, existing_databases, existing_server, has_local_mariadb
 
 SCHEMA = """\
@@ -130,6 +134,7 @@ def scalar(conn: Any, sql: str, args: Any = None) -> Any:
 
 @pytest.mark.skipif(not has_local_mariadb(), reason="no local mariadbd")
 def test_mariadb_start_query_stop(settings_for: Any, data_dir: Path) -> None:
+    """Start, query, stop (beyond test_backends_it: the service user, a private directory, the record)."""
     settings = settings_for(mariadb__backend="local")
     context = RunContext.from_settings(settings, run_id=new_run_id(), owner=os.getpid())
     context.ensure_dirs()
@@ -314,6 +319,65 @@ def test_dropping_ends_connections_left_open(server: Any, spec: Any, run_id: str
         cur.execute("SELECT 1")
     with contextlib.suppress(Exception):
         leaked.close()
+
+
+# --------------------------------------------------------------------------- existing servers
+
+
+def test_on_a_shared_server_clones_name_their_owner(server: Any, spec: Any, run_id: str) -> None:
+    template = ensure_template(server, spec)
+    pool = MysqlClonePool(server, template, run_id=run_id, worker="main", size=0)
+    lease = pool.acquire()
+    try:
+        with contextlib.closing(server.connect()) as admin:
+            comment = scalar(
+                admin, "SELECT SCHEMA_COMMENT FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (lease.name,)
+            )
+    finally:
+        pool.release(lease)
+        pool.close()
+    if server.instance.backend == "url":
+        assert comment.startswith(f"testlane run={run_id} host={socket.gethostname()} pid={os.getpid()} ")
+    else:
+        assert comment == ""  # a server testlane throws away takes its databases with it
+
+
+def test_leftovers_of_dead_runs_are_reaped_and_nothing_else(project: Path, data_dir: Path) -> None:
+    server = existing_server()
+    if server is None:
+        pytest.skip("no MariaDB at 127.0.0.1:3306")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    comments = {
+        "tl_deadbeef_main_m1": f"testlane run=deadbeef host={host} pid={dead.pid} ctime=1.00 created=1700000000",
+        "tl_0a0a0a0a_main_m1": f"testlane run=0a0a0a0a host={host} pid={os.getpid()} ctime=None created=9999999999",
+        "tl_0b0b0b0b_main_m1": "",  # not marked by testlane: never guessed at
+    }
+    with contextlib.closing(server.connect()) as admin, admin.cursor() as cur:
+        for name, comment in comments.items():
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+            cur.execute(f"CREATE DATABASE `{name}` COMMENT = %s", (comment,))
+    try:
+        with contextlib.closing(server.connect()) as admin:
+            found = find_mysql_leftovers(admin, max_age=24 * 3600)
+        verdicts = {lo.name: lo.reason for lo in found if lo.name in comments}
+        assert verdicts == {
+            "tl_deadbeef_main_m1": f"its owner (pid {dead.pid} on this host) is gone",
+            "tl_0a0a0a0a_main_m1": None,
+            "tl_0b0b0b0b_main_m1": None,
+        }
+        assert not any(lo.name.startswith("tl_tpl_") for lo in found)  # templates are never leftovers
+        env = clean_env({"TESTLANE_DATA_DIR": str(data_dir), "TESTLANE_MARIADB_SERVER_URL": EXISTING_URL})
+        result = run_cli(["reap"], cwd=project, env=env)
+        assert result.returncode == 0, result.stderr
+        assert "dropped database tl_deadbeef_main_m1" in result.stderr + result.stdout
+        assert existing_databases("tl\\_0%") == ["tl_0a0a0a0a_main_m1", "tl_0b0b0b0b_main_m1"]
+        assert existing_databases("tl\\_deadbeef\\_%") == []
+    finally:
+        with contextlib.closing(server.connect()) as admin, admin.cursor() as cur:
+            for name in comments:
+                cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
 
 
 # --------------------------------------------------------------------------- transaction isolation

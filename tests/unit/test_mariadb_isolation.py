@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from testlane.core.config import load_settings
 from testlane.core.errors import ConfigError
-from testlane.databases.mariadb.clone import DbObject, build_body, order_views, strip_definer, unqualify
+from testlane.databases.leftovers import classify
+from testlane.databases.mariadb.clone import CloneScript, DbObject, build_body, order_views, strip_definer, unqualify
 from testlane.databases.mariadb.pool import clone_name
 from testlane.databases.mariadb.sqlfiles import Statement, is_empty_statement, migration_error, split_script
 from testlane.databases.mariadb.template import spec_from_settings
@@ -206,3 +208,31 @@ def test_sqlalchemy_url_uses_pymysql() -> None:
     tdb = MysqlTestDatabase("tl_x", "mysql://root@127.0.0.1:3306/tl_x", server=None)
     assert tdb.sqlalchemy_url() == "mysql+pymysql://root@127.0.0.1:3306/tl_x"
     assert tdb.sqlalchemy_url("mysqldb") == "mysql+mysqldb://root@127.0.0.1:3306/tl_x"
+
+
+def test_clones_on_shared_servers_carry_their_owner_where_the_server_keeps_comments() -> None:
+    script = CloneScript("tl_tpl_1", "utf8mb4", "utf8mb4_unicode_ci", ["SET x = 1"])
+    create = script.statements("tl_0a1b2c3d_main_m1", "testlane run=0a1b2c3d host=h pid=1 ctime=None created=1")[0]
+    assert create == (
+        "CREATE DATABASE `tl_0a1b2c3d_main_m1` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci "
+        "COMMENT 'testlane run=0a1b2c3d host=h pid=1 ctime=None created=1'"
+    )
+    assert "COMMENT" not in script.statements("tl_x", None)[0]
+    assert script.statements("tl_x", "it's")[0].endswith("COMMENT 'it''s'")
+    script.comments = False  # MySQL: no database comments
+    assert "COMMENT" not in script.statements("tl_x", "testlane run=...")[0]
+
+
+def test_leftover_verdicts_follow_the_owner_comment() -> None:
+    host = "this-host"
+    now = 1_800_000_000.0
+
+    def verdict(comment: str) -> str | None:
+        return classify("tl_x", comment, max_age=3600, now=now, host=host).reason
+
+    assert verdict("") is None
+    assert verdict("someone else's comment") is None
+    young = f"created={int(now) - 10}"
+    assert verdict(f"testlane run=1 host=other pid=1 ctime=None {young}") is None  # cannot check another host
+    assert verdict(f"testlane run=1 host=other pid=1 ctime=None created={int(now) - 7200}") == "older than 1 h"
+    assert verdict(f"testlane run=1 host={host} pid={os.getpid()} ctime=None {young}") is None  # alive

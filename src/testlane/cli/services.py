@@ -194,17 +194,23 @@ def env_command(state: CliState) -> None:
 
 
 def _reap_url_leftovers(settings: Settings) -> list[Leftover]:
-    """Leftovers of dead runs on the configured existing Postgres server, if there is one."""
-    if choose_backend("postgres", settings).backend != "url":
-        return []
-    server = PostgresServer(instance_from_url("postgres", settings.postgres.url, run_id="reaper", name="postgres"))
-    try:
-        return reap_leftovers(server)
-    except Exception as exc:
-        raise UnreachableError(
-            f"could not reap leftovers on the existing server {redacted(settings.postgres.url)}: {exc}",
-            hint="check postgres.url.",
-        ) from None
+    """Leftovers of dead runs on the configured existing Postgres and MariaDB servers, if there are any."""
+    from testlane.services.mariadb import MariaDbServer
+
+    dropped: list[Leftover] = []
+    for service, handle in (("postgres", PostgresServer), ("mariadb", MariaDbServer)):
+        url = str(getattr(settings, service).url)
+        if not url or choose_backend(service, settings).backend != "url":
+            continue  # no URL: no existing server (and `auto` need not look for binaries)
+        server = handle(instance_from_url(service, url, run_id="reaper", name=service))
+        try:
+            dropped += reap_leftovers(server)
+        except Exception as exc:
+            raise UnreachableError(
+                f"could not reap leftovers on the existing server {redacted(url)}: {exc}",
+                hint=f"check {service}.url.",
+            ) from None
+    return dropped
 
 
 @click.command("reap")

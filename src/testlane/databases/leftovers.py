@@ -9,7 +9,8 @@ A normal session drops its databases before it ends. After a crash, ``testlane r
 start of a run on that server) drops a leftover when its owner ran on this host and is gone, or —
 whoever made it — when it is older than ``max_age`` (runs on other machines cannot be checked).
 Templates (``tl_tpl_*``) are kept: they are content-addressed and reused by the next run. Nothing
-without the ``tl_`` prefix is ever touched.
+without the ``tl_`` prefix is ever touched. The same holds on MariaDB (database comments, 10.5+); on
+MySQL, which has no database comments, leftovers are never guessed at.
 """
 
 from __future__ import annotations
@@ -27,7 +28,15 @@ from testlane.services.process import pid_alive
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["Leftover", "find_leftovers", "mark_owner", "owner_comment", "reap_leftovers"]
+__all__ = [
+    "Leftover",
+    "classify",
+    "find_leftovers",
+    "find_mysql_leftovers",
+    "mark_owner",
+    "owner_comment",
+    "reap_leftovers",
+]
 
 log = logging.getLogger("testlane")
 
@@ -67,6 +76,21 @@ class Leftover:
     reason: str | None  # None: keep
 
 
+def classify(name: str, comment: str, *, max_age: float, now: float, host: str) -> Leftover:
+    """Whether a ``tl_`` database may be dropped, from its owner comment (engine-independent)."""
+    match = _COMMENT.search(comment or "")
+    if match is None:
+        return Leftover(name, comment, None)  # not marked by us: never guess
+    created = int(match["created"])
+    pid = int(match["pid"]) if match["pid"] != "None" else None
+    ctime = float(match["ctime"]) if match["ctime"] != "None" else None
+    if match["host"] == host and pid is not None and not pid_alive(pid, ctime):
+        return Leftover(name, comment, f"its owner (pid {pid} on this host) is gone")
+    if now - created > max_age:
+        return Leftover(name, comment, f"older than {max_age / 3600:g} h")
+    return Leftover(name, comment, None)
+
+
 def find_leftovers(admin: psycopg.Connection, *, max_age: float, now: float | None = None) -> list[Leftover]:
     now = time.time() if now is None else now
     host = socket.gethostname()
@@ -74,26 +98,30 @@ def find_leftovers(admin: psycopg.Connection, *, max_age: float, now: float | No
         "SELECT datname, coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database "
         "WHERE datname LIKE 'tl\\_%' AND datname NOT LIKE 'tl\\_tpl\\_%' AND NOT datistemplate"
     ).fetchall()
-    out = []
-    for name, comment in rows:
-        match = _COMMENT.search(comment or "")
-        if match is None:
-            out.append(Leftover(name, comment, None))  # not marked by us: never guess
-            continue
-        created = int(match["created"])
-        pid = int(match["pid"]) if match["pid"] != "None" else None
-        ctime = float(match["ctime"]) if match["ctime"] != "None" else None
-        if match["host"] == host and pid is not None and not pid_alive(pid, ctime):
-            out.append(Leftover(name, comment, f"its owner (pid {pid} on this host) is gone"))
-        elif now - created > max_age:
-            out.append(Leftover(name, comment, f"older than {max_age / 3600:g} h"))
-        else:
-            out.append(Leftover(name, comment, None))
-    return out
+    return [classify(name, comment, max_age=max_age, now=now, host=host) for name, comment in rows]
+
+
+def find_mysql_leftovers(conn: Any, *, max_age: float, now: float | None = None) -> list[Leftover]:
+    """The same on MariaDB (its database comments); MySQL has none, so nothing is ever guessed there."""
+    from testlane.databases.mariadb.template import has_schema_comments
+
+    if not has_schema_comments(conn):
+        return []
+    now = time.time() if now is None else now
+    host = socket.gethostname()
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT SCHEMA_NAME, SCHEMA_COMMENT FROM information_schema.SCHEMATA "
+            "WHERE SCHEMA_NAME LIKE 'tl\\_%' AND SCHEMA_NAME NOT LIKE 'tl\\_tpl\\_%'"
+        )
+        rows = cur.fetchall()
+    return [classify(name, comment or "", max_age=max_age, now=now, host=host) for name, comment in rows]
 
 
 def reap_leftovers(server: Any, *, max_age: float = 24 * 3600) -> list[Leftover]:
     """Drop this server's testlane leftovers whose owner is gone (or that are too old)."""
+    if server.engine == "mariadb":
+        return _reap_mysql_leftovers(server, max_age=max_age)
     dropped = []
     with server.connect() as admin:
         for leftover in find_leftovers(admin, max_age=max_age):
@@ -102,6 +130,26 @@ def reap_leftovers(server: Any, *, max_age: float = 24 * 3600) -> list[Leftover]
             try:
                 drop_database(admin, leftover.name)
             except Exception as exc:  # in use by someone after all: leave it for next time
+                log.debug("could not drop leftover %s: %s", leftover.name, exc)
+                continue
+            log.info("dropped leftover database %s (%s)", leftover.name, leftover.reason)
+            dropped.append(leftover)
+    return dropped
+
+
+def _reap_mysql_leftovers(server: Any, *, max_age: float) -> list[Leftover]:
+    import contextlib
+
+    from testlane.databases.mariadb.template import drop_database as drop_mysql_database
+
+    dropped = []
+    with contextlib.closing(server.connect()) as admin:
+        for leftover in find_mysql_leftovers(admin, max_age=max_age):
+            if leftover.reason is None:
+                continue
+            try:
+                drop_mysql_database(admin, leftover.name)
+            except Exception as exc:
                 log.debug("could not drop leftover %s: %s", leftover.name, exc)
                 continue
             log.info("dropped leftover database %s (%s)", leftover.name, leftover.reason)

@@ -36,10 +36,11 @@ def start_services(
 
 
 def reap_shared_leftovers(stack: ServiceStack) -> None:
-    """On an existing Postgres server, drop what crashed runs left (see :mod:`leftovers`)."""
-    server = stack.servers.get("postgres")
-    if server is not None and server.instance.backend == "url":
-        reap_leftovers(server)
+    """On an existing Postgres or MariaDB server, drop what crashed runs left (see :mod:`leftovers`)."""
+    for name in ("postgres", "mariadb"):
+        server = stack.servers.get(name)
+        if server is not None and server.instance.backend == "url":
+            reap_leftovers(server)
 
 
 def begin_services(

@@ -105,14 +105,14 @@ class MariaDbManager:
 
     def worker_database(self) -> str:
         """The worker's migrated database for transaction isolation (a clone of the template)."""
-        from testlane.databases.mariadb.pool import admin_connection
+        from testlane.databases.mariadb.pool import admin_connection, owner_comment_for
         from testlane.databases.naming import worker_database_name, worker_id
 
         if self._worker_db is None:
             pool = self.pool()
             name = worker_database_name(self.run_id, worker_id(), "mt")
             with contextlib.closing(admin_connection(self.server)) as admin:
-                pool.script(admin).run(admin, name)
+                pool.script(admin).run(admin, name, owner_comment_for(self.server))
             self._worker_db = name
         return self._worker_db
 

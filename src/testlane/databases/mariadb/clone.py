@@ -27,7 +27,7 @@ from typing import Any
 
 from testlane.core.errors import DatabaseError
 from testlane.databases.mariadb.sqlfiles import server_error
-from testlane.databases.mariadb.template import READY_TABLE, quote
+from testlane.databases.mariadb.template import READY_TABLE, has_schema_comments, quote
 from testlane.databases.naming import require_testlane_database
 
 __all__ = ["CloneScript", "DbObject", "build_body", "order_views", "strip_definer", "unqualify"]
@@ -112,6 +112,7 @@ class CloneScript:
     collation: str
     body: list[str] = field(default_factory=list)
     objects: list[DbObject] = field(default_factory=list)
+    comments: bool = True  # the server keeps database comments (the owner of a clone on a shared server)
 
     @classmethod
     def read(cls, conn: Any, template: str) -> CloneScript:
@@ -130,26 +131,26 @@ class CloneScript:
             objects += _read_routines(cur, template)
             objects += _read_triggers(cur, template)
         rows = {o.name for o in objects if o.kind == "table" and o.columns}
-        return cls(template, charset, collation, build_body(template, objects, rows), objects)
+        body = build_body(template, objects, rows)
+        return cls(template, charset, collation, body, objects, comments=has_schema_comments(conn))
 
     @property
     def tables_with_rows(self) -> list[str]:
         return [o.name for o in self.objects if o.kind == "table" and o.columns]
 
-    def statements(self, clone: str) -> list[str]:
-        """Every statement of one clone, ``CREATE DATABASE`` first."""
-        return [
-            f"CREATE DATABASE {quote(clone)} CHARACTER SET {self.charset} COLLATE {self.collation}",
-            f"USE {quote(clone)}",
-            *self.body,
-        ]
+    def statements(self, clone: str, comment: str | None = None) -> list[str]:
+        """Every statement of one clone, ``CREATE DATABASE`` first (with ``comment`` where comments exist)."""
+        create = f"CREATE DATABASE {quote(clone)} CHARACTER SET {self.charset} COLLATE {self.collation}"
+        if comment and self.comments:
+            create += " COMMENT '" + comment.replace("\\", "\\\\").replace("'", "''") + "'"
+        return [create, f"USE {quote(clone)}", *self.body]
 
-    def sql(self, clone: str) -> str:
+    def sql(self, clone: str, comment: str | None = None) -> str:
         """The whole clone as one multi-statement text."""
-        return ";\n".join(self.statements(clone))
+        return ";\n".join(self.statements(clone, comment))
 
-    def run(self, conn: Any, clone: str) -> None:
-        """Create ``clone`` through ``conn`` (opened with ``CLIENT.MULTI_STATEMENTS``).
+    def run(self, conn: Any, clone: str, comment: str | None = None) -> None:
+        """Create ``clone`` through ``conn`` (opened with ``CLIENT.MULTI_STATEMENTS``), commented ``comment``.
 
         On failure raises :class:`DatabaseError` naming the statement; the half-made clone is the
         caller's to drop, and ``conn``'s session settings are undefined (close it).
@@ -157,11 +158,11 @@ class CloneScript:
         import pymysql
 
         require_testlane_database(clone, action="create")
-        statements = self.statements(clone)
+        statements = self.statements(clone, comment)
         done = 0
         try:
             with conn.cursor() as cur:
-                cur.execute(self.sql(clone))
+                cur.execute(";\n".join(statements))
                 done = 1
                 while cur.nextset():
                     done += 1

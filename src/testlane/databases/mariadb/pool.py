@@ -34,7 +34,7 @@ from testlane.databases.naming import PREFIX
 if TYPE_CHECKING:
     from testlane.services.mariadb import MariaDbServer
 
-__all__ = ["MysqlClonePool", "MysqlLease", "MysqlPoolStats", "admin_connection", "clone_name"]
+__all__ = ["MysqlClonePool", "MysqlLease", "MysqlPoolStats", "admin_connection", "clone_name", "owner_comment_for"]
 
 log = logging.getLogger("testlane")
 
@@ -53,6 +53,16 @@ def admin_connection(server: MariaDbServer) -> Any:
     return server.connect(
         client_flag=CLIENT.MULTI_STATEMENTS, init_command=f"SET SESSION lock_wait_timeout = {LOCK_WAIT_TIMEOUT}"
     )
+
+
+def owner_comment_for(server: MariaDbServer) -> str | None:
+    """On a shared server (``url`` backend) a database's comment names its owner, so a crashed run's
+    databases can be reaped (see :mod:`testlane.databases.leftovers`); elsewhere they go with the server."""
+    if server.instance.backend != "url":
+        return None
+    from testlane.databases.leftovers import owner_comment
+
+    return owner_comment(server)
 
 
 @dataclass
@@ -228,7 +238,7 @@ class MysqlClonePool:
 
     def _clone(self, admin: Any, name: str) -> None:
         try:
-            self.script(admin).run(admin, name)
+            self.script(admin).run(admin, name, owner_comment_for(self.server))
         except BaseException:
             if admin is self._caller_admin:
                 _close(admin)  # its session settings are undefined after a failed script
