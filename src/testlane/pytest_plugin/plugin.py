@@ -40,6 +40,7 @@ pytest_plugins = [
     "testlane.pytest_plugin.databases",
     "testlane.pytest_plugin.discipline",
     "testlane.pytest_plugin.sharding",
+    "testlane.pytest_plugin.web",
 ]
 settings_key = pytest.StashKey["Settings"]()
 
