@@ -303,6 +303,13 @@ def test_several_clients_for_a_broadcast(server: LiveServer, ws_client: WsClient
         assert client.wait_for_message({"type": "said"}) == {"type": "said", "text": "hello room"}
 
 
+@pytest.mark.asyncio
+async def test_the_client_works_the_same_from_an_async_test(server: LiveServer, ws_client: WsClients) -> None:
+    client = ws_client(f"{server.ws_url}/echo")  # blocking waits: the server runs on its own loop
+    await asyncio.sleep(0)
+    assert client.command("add", {"a": 3})["data"] == {"a": 3}
+
+
 def test_opening_times_out_on_a_server_that_never_answers_the_handshake() -> None:
     with socket.socket() as mute:
         mute.bind(("127.0.0.1", 0))

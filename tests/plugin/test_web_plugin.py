@@ -145,3 +145,37 @@ def test_servers_and_clients_leave_nothing_the_leak_detector_sees(pytester: pyte
     result.stdout.fnmatch_lines(
         ["*test_a_server_left_running_is_reported left running: thread 'live-server-*listening socket 127.0.0.1:*"]
     )
+
+
+def test_a_server_stops_before_the_fixtures_set_up_before_it_are_torn_down(pytester: pytest.Pytester) -> None:
+    project(pytester)
+    pytester.makepyfile(
+        test_order_it="""
+        import contextlib
+        import pytest
+        from fastapi import FastAPI
+
+        events = []
+
+        def app():
+            @contextlib.asynccontextmanager
+            async def lifespan(app):
+                events.append("server up")
+                yield
+                events.append("server down")
+            return FastAPI(lifespan=lifespan)
+
+        @pytest.fixture
+        def database():  # stands for pg_database: requested *after* live_server, set up after it
+            events.append("database up")
+            yield
+            events.append("database down")
+
+        def test_serves(live_server, database):
+            live_server(app())
+
+        def test_order():
+            assert events == ["database up", "server up", "server down", "database down"]
+        """
+    )
+    run(pytester, "--it").assert_outcomes(passed=2)

@@ -17,9 +17,8 @@ uvicorn, websockets, respx and time-machine are imported by the fixtures that us
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -35,28 +34,43 @@ __all__ = ["FROZEN_AT", "LiveServers", "WsClients"]
 FROZEN_AT = dt.datetime(2024, 1, 1, 12, 0, tzinfo=dt.UTC)
 
 
-class LiveServers:
-    """What the ``live_server`` fixture returns: ``live_server(app, **options)`` → a running server."""
+Finalizer = Callable[[Callable[[], object]], None]
 
-    def __init__(self, stack: contextlib.ExitStack) -> None:
-        self._stack = stack
+
+class LiveServers:
+    """What the ``live_server`` fixture returns: ``live_server(app, **options)`` → a running server.
+
+    Each server is stopped in the test's teardown in the order teardown undoes setup: a server started
+    after the test's database fixtures is stopped before they are released, whatever the order in which
+    the fixtures were requested.
+    """
+
+    def __init__(self, at_teardown: Finalizer) -> None:
+        self._at_teardown = at_teardown
 
     def __call__(self, app: Any, **options: Any) -> LiveServer:
         from testlane.web.live_server import LiveServer
 
-        return self._stack.enter_context(LiveServer(app, **options))
+        server = LiveServer(app, **options).start()
+        self._at_teardown(server.stop)
+        return server
 
 
 class WsClients:
-    """What the ``ws_client`` fixture returns: ``ws_client(url)`` → an open client; ``.many(n, url)``."""
+    """What the ``ws_client`` fixture returns: ``ws_client(url)`` → an open client; ``.many(n, url)``.
 
-    def __init__(self, stack: contextlib.ExitStack) -> None:
-        self._stack = stack
+    Clients are closed in the test's teardown, in reverse order of opening.
+    """
+
+    def __init__(self, at_teardown: Finalizer) -> None:
+        self._at_teardown = at_teardown
 
     def __call__(self, url: str, **options: Any) -> WsClient:
         from testlane.web.websocket import WsClient
 
-        return self._stack.enter_context(WsClient.connect(url, **options))
+        client = WsClient.connect(url, **options)
+        self._at_teardown(client.close)
+        return client
 
     def many(self, n: int, url: str, **options: Any) -> list[WsClient]:
         """``n`` clients on ``url`` (for broadcast tests)."""
@@ -80,7 +94,7 @@ def _loopback_blocked(request: pytest.FixtureRequest) -> bool:
 
 
 @pytest.fixture
-def live_server(request: pytest.FixtureRequest) -> Iterator[LiveServers]:
+def live_server(request: pytest.FixtureRequest) -> LiveServers:
     """Start ASGI apps on free ports: ``server = live_server(app)``; ``server.url``, ``server.ws_url``."""
     if _loopback_blocked(request):
         pytest.fail(
@@ -90,15 +104,15 @@ def live_server(request: pytest.FixtureRequest) -> Iterator[LiveServers]:
             '[tool.testlane.lanes] unit_allow_hosts = ["127.0.0.1"].',
             pytrace=False,
         )
-    with contextlib.ExitStack() as stack:
-        yield LiveServers(stack)
+    # Registered on the test item when each server starts (not when this fixture is set up), so it is
+    # stopped before fixtures set up earlier — the database its app uses — are torn down.
+    return LiveServers(request.node.addfinalizer)
 
 
 @pytest.fixture
-def ws_client() -> Iterator[WsClients]:
+def ws_client(request: pytest.FixtureRequest) -> WsClients:
     """Open WebSocket clients: ``client = ws_client(f"{server.ws_url}/path")``; closed after the test."""
-    with contextlib.ExitStack() as stack:
-        yield WsClients(stack)
+    return WsClients(request.node.addfinalizer)
 
 
 @pytest.fixture

@@ -60,6 +60,8 @@ class _ThreadLog(logging.Handler):
 
 
 def _describe(app: Any) -> str:
+    if isinstance(app, str):  # an import string, "package.module:app"
+        return app
     name = getattr(app, "__qualname__", None) or type(app).__qualname__
     module = getattr(app, "__module__", None) or type(app).__module__
     return f"{module}.{name}"
