@@ -283,6 +283,8 @@ def test_a_server_that_hangs_up_mid_wait_says_so(server: LiveServer, ws_client: 
         'received 1 of 3 messages matching {"type": "chunk"}'
     )
     assert (caught.value.code, caught.value.reason) == (4000, "bye")
+    with pytest.raises(WsClosed, match=r"^cannot send to .*/hang-up: it was closed \(code 4000, 'bye'\)$"):
+        client.send({"too": "late"})
 
 
 def test_command_answers_match_their_id_whatever_arrives_first(server: LiveServer, ws_client: WsClients) -> None:
@@ -330,6 +332,20 @@ def test_opening_fails_clearly_when_nothing_listens_or_the_path_is_wrong(server:
     with pytest.raises(WsConnectError, match=r"refused the WebSocket handshake .* HTTP 403") as caught:
         WsClient.connect(f"{server.ws_url}/no-such-endpoint")
     assert caught.value.status == 403
+
+
+def test_opening_fails_clearly_when_the_server_is_not_a_websocket_server(live_server: Any) -> None:
+    async def plain(scope: Any, receive: Any, send: Any) -> None:  # answers everything with 200, upgrades nothing
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": b"hello"})
+        elif scope["type"] == "websocket":
+            await send({"type": "websocket.http.response.start", "status": 200, "headers": []})
+            await send({"type": "websocket.http.response.body", "body": b"not here"})
+
+    server = live_server(plain, lifespan="off")
+    with pytest.raises(WsConnectError, match=rf"{server.ws_url}/ws.*HTTP 200"):
+        WsClient.connect(f"{server.ws_url}/ws")
 
 
 def test_closing_clients_ends_their_reader_threads(server: LiveServer) -> None:

@@ -56,7 +56,7 @@ class WsTimeout(WaitTimeout):
 
 
 class WsClosed(ConnectionError):
-    """The server closed the connection while a wait was still short of what it expected."""
+    """The connection was closed while a wait was still short of what it expected, or before a send."""
 
     def __init__(self, message: str, *, code: int | None, reason: str, matched: Sequence[Any] = ()) -> None:
         super().__init__(message)
@@ -151,8 +151,9 @@ def _decode(raw: str | bytes) -> Any:
 class WsClient:
     """One WebSocket connection with deadline-bound, selective waits (see the module docstring).
 
-    Open it with :meth:`connect` (or the ``ws_client`` fixture); ``timeout`` is the default of every
-    wait. Usable as a context manager; :meth:`close` is idempotent.
+    Open it with :meth:`connect` (or the ``ws_client`` fixture), which builds it around the websockets
+    connection; ``timeout`` is the default of every wait. Usable as a context manager; :meth:`close` is
+    idempotent.
     """
 
     def __init__(self, opener: Any, connection: Any, url: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
@@ -179,7 +180,7 @@ class WsClient:
         used and no keepalive pings are sent unless ``options`` say otherwise.
         """
         __tracebackhide__ = True
-        from websockets.exceptions import InvalidStatus
+        from websockets.exceptions import InvalidHandshake, InvalidStatus
         from websockets.sync.client import connect
         from websockets.typing import Subprotocol
 
@@ -205,6 +206,8 @@ class WsClient:
                 + " (is the path right, and does the endpoint accept WebSockets?)",
                 status=response.status_code,
             ) from None
+        except InvalidHandshake as exc:  # not a WebSocket server there, or a broken upgrade answer
+            raise WsConnectError(f"the WebSocket handshake with {url} failed: {exc}") from None
         except OSError as exc:
             raise WsConnectError(f"could not connect to {url}: {exc}") from None
         return cls(opener, connection, url, timeout=timeout)
@@ -212,9 +215,19 @@ class WsClient:
     # -- sending -----------------------------------------------------------------------------
     def send(self, message: Any) -> None:
         """Send ``message``: ``str`` and ``bytes`` as they are, anything else as JSON text."""
+        from websockets.exceptions import ConnectionClosed
+
         if not isinstance(message, str | bytes):
             message = json.dumps(message)
-        self._conn.send(message)
+        try:
+            self._conn.send(message)
+        except ConnectionClosed:
+            code, reason = self._conn.close_code, self._conn.close_reason or ""
+            raise WsClosed(
+                f"cannot send to {self.url}: it was closed (code {code}{', ' + repr(reason) if reason else ''})",
+                code=code,
+                reason=reason,
+            ) from None
 
     def command(
         self,
