@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine with Python 3.11:
-#   make demo   create .venv, install testlane, run the bundled example's integration lane
+#   make demo   create .venv, install testlane, run the chat example's integration lane (examples/chat)
 #   make test   create .venv if needed, run lint, type check and testlane's whole test suite
 PYTHON ?= python3
 VENV   := .venv
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	cd examples/quickstart && ../../$(BIN)/testlane run -- -v -s -p no:cacheprovider
+	cd examples/chat && ../../$(BIN)/testlane run -- --lane it -v -p no:cacheprovider
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples

@@ -2,7 +2,8 @@
 
 The public API. Names load lazily, so ``import testlane`` (and the pytest plugin)
 stays cheap; ``testlane.__all__`` lists everything public. Per-test isolation as plain
-Python lives in :mod:`testlane.db` (``from testlane import db``).
+Python lives in :mod:`testlane.db` (``from testlane import db``); the web harness (live server,
+WebSocket client, strict HTTP mocks, fake streams, spies, seeding) in :mod:`testlane.web`.
 """
 
 from __future__ import annotations
@@ -52,6 +53,20 @@ _EXPORTS: dict[str, str] = {
     "TemplateSpec": "testlane.databases.template",
     "TestDatabase": "testlane.databases.testdb",
     "ensure_template": "testlane.databases.template",
+    # web harness
+    "FakeStream": "testlane.web.streams",
+    "FakeStreamError": "testlane.web.streams",
+    "HttpMock": "testlane.web.mocks",
+    "LiveServer": "testlane.web.live_server",
+    "Spies": "testlane.web.spies",
+    "UnmockedRequestError": "testlane.web.mocks",
+    "WsClient": "testlane.web.websocket",
+    "WsClosed": "testlane.web.websocket",
+    "WsConnectError": "testlane.web.websocket",
+    "WsTimeout": "testlane.web.websocket",
+    "aseed": "testlane.web.factories",
+    "fake_stream": "testlane.web.streams",
+    "seed": "testlane.web.factories",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -103,3 +118,9 @@ if TYPE_CHECKING:
     from testlane.services.postgres import PostgresServer
     from testlane.services.stack import ServiceStack, reap
     from testlane.services.valkey import ValkeyServer
+    from testlane.web.factories import aseed, seed
+    from testlane.web.live_server import LiveServer
+    from testlane.web.mocks import HttpMock, UnmockedRequestError
+    from testlane.web.spies import Spies
+    from testlane.web.streams import FakeStream, FakeStreamError, fake_stream
+    from testlane.web.websocket import WsClient, WsClosed, WsConnectError, WsTimeout

@@ -28,7 +28,8 @@ PROBE_TEST = textwrap.dedent(
             data_dir = conn.execute("SHOW data_directory").fetchone()[0]
         assert redis.Redis.from_url(os.environ["TESTLANE_REDIS_URL"]).ping()
         run_id = os.environ["TESTLANE_RUN_ID"]
-        (out / f"{run_id}.json").write_text(json.dumps({
+        partial = out / f"{run_id}.partial"  # written whole, then renamed: readers never see half a file
+        partial.write_text(json.dumps({
             "run_id": run_id,
             "postgres": os.environ["TESTLANE_POSTGRES_URL"],
             "redis": os.environ["TESTLANE_REDIS_URL"],
@@ -36,6 +37,7 @@ PROBE_TEST = textwrap.dedent(
             "it": os.environ["TESTLANE_IT"],
             "pytest_pid": os.getpid(),
         }))
+        os.replace(partial, out / f"{run_id}.json")
         hold = os.environ.get("PROBE_HOLD")
         if hold:
             wait_until(pathlib.Path(hold).exists, timeout=600, what="release")

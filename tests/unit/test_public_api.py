@@ -29,9 +29,13 @@ def test_unknown_attribute_is_an_attribute_error() -> None:
 
 
 def test_importing_the_plugin_does_not_import_drivers() -> None:
+    heavy = ("psycopg", "redis", "sqlalchemy", "psutil", "rich", "uvicorn", "websockets", "respx", "httpx")
+    heavy += ("time_machine", "polyfactory", "fastapi", "starlette")
     code = (
-        "import sys, testlane.pytest_plugin.plugin\n"
-        "heavy = [m for m in ('psycopg', 'redis', 'sqlalchemy', 'psutil', 'rich') if m in sys.modules]\n"
+        "import importlib, sys, testlane.pytest_plugin.plugin as plugin\n"
+        "for name in plugin.pytest_plugins:\n"
+        "    importlib.import_module(name)\n"
+        f"heavy = [m for m in {heavy!r} if m in sys.modules]\n"
         "print(','.join(heavy))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -42,6 +42,7 @@ pytest_plugins = [
     "testlane.pytest_plugin.mariadb",
     "testlane.pytest_plugin.discipline",
     "testlane.pytest_plugin.sharding",
+    "testlane.pytest_plugin.web",
 ]
 settings_key = pytest.StashKey["Settings"]()
 

@@ -1,0 +1,54 @@
+"""Settings: everything the app needs from outside, built once and passed to ``create_app``.
+
+Tests build them from the test's own database and Valkey database (the settings-factory way of
+giving an app its test services); a deployment reads the environment (:meth:`Settings.from_env`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+
+@dataclass(frozen=True)
+class Settings:
+    """``database_url``: Postgres (``postgresql://`` or ``postgresql+asyncpg://``); ``redis_url``: Valkey/Redis."""
+
+    database_url: str
+    redis_url: str
+    channel_prefix: str = "chat-events"
+    default_title: str = "New chat"
+    openai_api_key: str | None = None
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_model: str = "gpt-4o-mini"
+
+    @property
+    def async_database_url(self) -> str:
+        """The database URL for SQLAlchemy's asyncio engine (asyncpg driver)."""
+        for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+            if self.database_url.startswith(prefix):
+                return "postgresql+asyncpg://" + self.database_url[len(prefix) :]
+        return self.database_url
+
+    @property
+    def channel(self) -> str:
+        """The pub/sub channel of this deployment.
+
+        Pub/sub ignores Redis database numbers: every client of a server shares one channel
+        namespace. The channel carries the database number, so apps on different logical databases
+        (parallel tests, staging beside dev) never hear each other.
+        """
+        path = urlsplit(self.redis_url).path.strip("/")
+        return f"{self.channel_prefix}:{path or '0'}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
+        """``DATABASE_URL``, ``REDIS_URL`` and, for real AI replies, ``OPENAI_API_KEY`` (+ ``OPENAI_MODEL``)."""
+        return cls(
+            database_url=env.get("DATABASE_URL", "postgresql://localhost/chat"),
+            redis_url=env.get("REDIS_URL", "redis://localhost:6379/0"),
+            openai_api_key=env.get("OPENAI_API_KEY") or None,
+            openai_model=env.get("OPENAI_MODEL", cls.openai_model),
+        )

@@ -1,0 +1,35 @@
+"""Settings: the database URL for the async engine, and a pub/sub channel per Redis database."""
+
+from __future__ import annotations
+
+from chat.settings import Settings
+
+
+def test_a_libpq_url_gets_the_asyncpg_driver() -> None:
+    settings = Settings(database_url="postgresql://u@127.0.0.1:5432/tl_db", redis_url="redis://h:1/0")
+    assert settings.async_database_url == "postgresql+asyncpg://u@127.0.0.1:5432/tl_db"
+
+
+def test_an_explicit_driver_is_kept() -> None:
+    url = "postgresql+asyncpg://u@h/db"
+    assert Settings(database_url=url, redis_url="redis://h:1/0").async_database_url == url
+
+
+def test_the_channel_carries_the_redis_database_number() -> None:
+    def channel(redis_url: str) -> str:
+        return Settings(database_url="postgresql://h/db", redis_url=redis_url).channel
+
+    assert channel("redis://127.0.0.1:6379/17") == "chat-events:17"
+    assert channel("redis://127.0.0.1:6379") == "chat-events:0"
+    assert channel("redis://127.0.0.1:6379/3") != channel("redis://127.0.0.1:6379/4")
+
+
+def test_settings_come_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {"DATABASE_URL": "postgresql://db/chat", "REDIS_URL": "redis://cache:6379/2", "OPENAI_API_KEY": "sk-1"}
+    )
+    assert (settings.database_url, settings.redis_url, settings.openai_api_key) == (
+        "postgresql://db/chat",
+        "redis://cache:6379/2",
+        "sk-1",
+    )

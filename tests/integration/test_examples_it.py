@@ -1,0 +1,71 @@
+"""The bundled examples pass, run the way a user runs them: `testlane run` in the example's folder.
+
+A failure inside an example fails this test (and so `make test`), with the example's output attached.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import clean_env, leftovers, run_cli, server_processes
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+# What the chat example must cover (issue 5): each of these tests exists and passed.
+CHAT_INTEGRATION = [
+    "test_protocol.py::test_every_client_is_welcomed",
+    "test_protocol.py::test_a_command_gets_the_answer_with_its_id",
+    "test_protocol.py::test_invalid_json_gets_an_error_and_the_connection_stays_usable",
+    "test_protocol.py::test_an_unknown_command_fails_cleanly",
+    "test_broadcast.py::test_two_clients_both_see_the_conversation",
+    "test_broadcast.py::test_clients_of_another_instance_see_it_too",
+    "test_streaming.py::test_the_reply_streams_in_order_then_is_stored",
+    "test_conversations.py::test_a_conversation_s_whole_life",
+    "test_conversations.py::test_deleting_a_conversation_deletes_its_messages",
+    "test_conversations.py::test_a_new_conversation_gets_its_title_in_the_background",
+]
+
+
+def run_example(name: str, data_dir: Path, tmp_path: Path) -> dict[str, str]:
+    """Run an example's suite under `testlane run`; return {test id: outcome}."""
+    report = tmp_path / f"{name}.xml"
+    env = clean_env({"TESTLANE_DATA_DIR": str(data_dir)})
+    result = run_cli(
+        ["run", "--", "-p", "no:cacheprovider", "-q", f"--junitxml={report}"],
+        cwd=EXAMPLES / name,
+        env=env,
+        timeout=300,
+    )
+    output = f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}"
+    assert result.returncode == 0, f"the {name} example failed (exit {result.returncode}):\n{output}"
+    outcomes: dict[str, str] = {}
+    for case in ET.parse(report).getroot().iter("testcase"):
+        test_id = f"{case.get('classname', '').replace('.', '/')}.py::{case.get('name')}"
+        kinds = [child.tag for child in case if child.tag in ("failure", "error", "skipped")]
+        outcomes[test_id] = kinds[0] if kinds else "passed"
+    assert server_processes(data_dir) == [] and leftovers(data_dir) == []
+    return outcomes
+
+
+@pytest.mark.timeout(300)
+def test_the_chat_example_passes_in_both_lanes(data_dir: Path, tmp_path: Path) -> None:
+    outcomes = run_example("chat", data_dir, tmp_path)
+    not_passed = {test: outcome for test, outcome in outcomes.items() if outcome != "passed"}
+    assert not_passed == {}
+    unit = [t for t in outcomes if t.startswith("tests/unit/")]
+    integration = [t for t in outcomes if t.startswith("tests/integration/")]
+    assert len(unit) >= 30 and len(integration) >= 15, (len(unit), len(integration))
+    missing = [t for t in CHAT_INTEGRATION if f"tests/integration/{t}" not in outcomes]
+    assert missing == []
+
+
+@pytest.mark.timeout(300)
+def test_the_quickstart_example_passes(data_dir: Path, tmp_path: Path) -> None:
+    outcomes = run_example("quickstart", data_dir, tmp_path)
+    assert outcomes == {
+        "tests/test_visits_it.py::test_services_are_real": "passed",
+        "tests/test_visits_it.py::test_visits_are_counted_and_cached": "passed",
+    }
