@@ -29,12 +29,14 @@ CHAT_INTEGRATION = [
 ]
 
 
-def run_example(name: str, data_dir: Path, tmp_path: Path) -> dict[str, str]:
+def run_example(
+    name: str, data_dir: Path, tmp_path: Path, *, options: list[str] | None = None, lane: list[str] | None = None
+) -> dict[str, str]:
     """Run an example's suite under `testlane run`; return {test id: outcome}."""
     report = tmp_path / f"{name}.xml"
     env = clean_env({"TESTLANE_DATA_DIR": str(data_dir)})
     result = run_cli(
-        ["run", "--", "-p", "no:cacheprovider", "-q", f"--junitxml={report}"],
+        [*(options or []), "run", "--", "-p", "no:cacheprovider", "-q", f"--junitxml={report}", *(lane or [])],
         cwd=EXAMPLES / name,
         env=env,
         timeout=300,
@@ -69,3 +71,48 @@ def test_the_quickstart_example_passes(data_dir: Path, tmp_path: Path) -> None:
         "tests/test_visits_it.py::test_services_are_real": "passed",
         "tests/test_visits_it.py::test_visits_are_counted_and_cached": "passed",
     }
+
+
+SYSTEM_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+POSTGRES_BACKENDS = {
+    "embedded": [],
+    "local": ["--set", "postgres.backend=local"],
+    "url": ["--set", "postgres.backend=url", "--set", f"postgres.url={SYSTEM_PG}"],
+    "container": ["--set", "postgres.backend=container", "--set", "postgres.image=localhost/testlane-postgres:15"],
+}
+
+
+def _unavailable(backend: str) -> str | None:
+    from testlane.services.binaries import local_postgres_candidates
+    from tests.integration.test_backends_it import PODMAN_UNAVAILABLE, _listening
+
+    if backend == "local" and not local_postgres_candidates()[0]:
+        return "no local PostgreSQL"
+    if backend == "url" and not _listening(5432):
+        return "this machine's PostgreSQL is not running on 5432"
+    if backend == "container":
+        return PODMAN_UNAVAILABLE
+    return None
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("backend", list(POSTGRES_BACKENDS))
+def test_the_chat_example_integration_lane_on_each_postgres_backend(
+    backend: str, data_dir: Path, tmp_path: Path
+) -> None:
+    """Issue 8: the same suite, unchanged, on every Postgres backend this machine has."""
+    reason = _unavailable(backend)
+    if reason:
+        pytest.skip(reason)
+    outcomes = run_example("chat", data_dir, tmp_path, options=POSTGRES_BACKENDS[backend], lane=["--lane", "it"])
+    assert {t: o for t, o in outcomes.items() if o != "passed"} == {}
+    missing = [t for t in CHAT_INTEGRATION if f"tests/integration/{t}" not in outcomes]
+    assert missing == []
+    if backend == "url":
+        import psycopg
+
+        with psycopg.connect(SYSTEM_PG) as conn:
+            left = conn.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'tl\\_%' AND datname NOT LIKE 'tl\\_tpl\\_%'"
+            ).fetchall()
+        assert left == []
