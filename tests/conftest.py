@@ -44,3 +44,14 @@ def settings_for(data_dir: Path) -> object:
         return load_settings(start=data_dir.parent, environ={}, overrides=values)
 
     return build
+
+
+# What makes `testlane run` print a digest instead of pytest's output (an agent, CI, an outer run):
+# the runs these tests start must print what the tests expect, whoever runs the suite.
+AGENT_ENV = ("CLAUDECODE", "AGENT", "AI_AGENT", "CI", "TESTLANE_REPORTS_FORMAT", "TESTLANE_RERUN_PREFIX")
+
+
+@pytest.fixture(autouse=True)
+def _no_agent_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in AGENT_ENV:
+        monkeypatch.delenv(name, raising=False)

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from testlane.services.postgres import PostgresServer
     from testlane.services.valkey import ValkeyServer
 
-__all__ = ["TestlanePlugin", "plugin_of"]
+__all__ = ["TestlanePlugin", "plugin_of", "settings_for"]
 
 PLUGIN_NAME = "testlane-session"
 
@@ -101,6 +101,10 @@ class TestlanePlugin:
         if reporter is not None:
             reporter.write_line(f"testlane: {message}")
 
+    def active_servers(self) -> dict[str, Any]:
+        """The servers this session knows so far (none started for asking): for reporters."""
+        return self._provider.active() if self._provider is not None else {}
+
     def server(self, name: str) -> Any:
         """The server for ``name``; a testlane error becomes a clean test error."""
         __tracebackhide__ = True
@@ -154,15 +158,23 @@ def _install_sigterm_handler(config: pytest.Config) -> None:
     config.add_cleanup(restore)
 
 
+def settings_for(config: pytest.Config) -> Settings:
+    """The session's settings, resolved once (by whichever plugin asks first) and kept in the stash."""
+    settings = config.stash.get(settings_key, None)
+    if settings is None:
+        try:
+            overrides = parse_set_options(config.getoption("testlane_set", None) or [])
+            settings = load_settings(start=config.rootpath, overrides=overrides)
+        except ConfigError as exc:
+            raise pytest.UsageError(f"testlane: {exc}") from None
+        config.stash[settings_key] = settings
+    return settings
+
+
 @pytest.hookimpl(tryfirst=True)  # before the feature modules' configure hooks, which read the settings
 def pytest_configure(config: pytest.Config) -> None:
     _install_sigterm_handler(config)
-    try:
-        overrides = parse_set_options(config.getoption("testlane_set") or [])
-        settings = load_settings(start=config.rootpath, overrides=overrides)
-    except ConfigError as exc:
-        raise pytest.UsageError(f"testlane: {exc}") from None
-    config.stash[settings_key] = settings
+    settings = settings_for(config)
     if settings.log_level.lower() != "warning":
         from testlane.core.logs import setup_logging
 
