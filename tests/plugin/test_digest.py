@@ -238,3 +238,19 @@ def test_options_that_are_about_pytests_own_output_are_never_muted(pytester: pyt
     assert listing.ret == 0
     assert "tests/test_ok.py::test_ok[49]" in listing.stdout.str() and "testlane:" not in listing.stdout.str()
     assert "--digest-budget=CHARS" in run(pytester, "--digest", "--help").stdout.str()
+
+
+def test_collection_errors_are_failures_at_their_line(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_imports="import no_such_module\n\ndef test_a():\n    pass\n",
+        test_syntax="def test_b(:\n    pass\n",
+        test_fine="def test_c():\n    pass\n",
+    )
+    result = run(pytester, "--digest")
+    text = result.stdout.str()
+    assert result.ret == 2  # pytest stops the run on collection errors
+    assert "[1] COLLECTION ERROR test_imports.py — ModuleNotFoundError: No module named 'no_such_module'" in text
+    assert "at test_imports.py:1" in text
+    assert "[2] COLLECTION ERROR test_syntax.py — SyntaxError: invalid syntax" in text
+    assert "at test_syntax.py:1" in text and "def test_b(:" in text
+    assert text.rstrip().splitlines()[-1].startswith("testlane: FAILED — 0 tests ran")

@@ -65,7 +65,7 @@ def summary_line(result: RunResult) -> str:
         "no_tests": "FAILED — no tests ran",
         "interrupted": "INTERRUPTED (not a success)",
         "internal_error": "FAILED — pytest crashed (INTERNALERROR)",
-        "usage_error": "FAILED — usage error (see the message above)",
+        "usage_error": "FAILED — usage error (see pytest's error message)",
         "crashed": "FAILED — the run crashed",
     }[outcome]
     return f"testlane: {verdict} — {tally} in {result.duration:.2f}s{cause_text} ({exit_text})"

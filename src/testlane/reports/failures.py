@@ -117,7 +117,7 @@ def facts_from_excinfo(
 
 _TIMEOUT = re.compile(r"Timeout \(>[\d.]+s\) from pytest-timeout")
 _CRASH = re.compile(r"worker '[^']+' crashed|node down|Fatal Python error|Segmentation fault")
-_E_LINE = re.compile(r"^E\s{2,}(.*)$")
+_E_LINE = re.compile(r"^E(\s.*)$")
 
 
 def _kind(phase: str, exc_type: str, message: str) -> Kind:
@@ -134,13 +134,35 @@ def _kind(phase: str, exc_type: str, message: str) -> Kind:
     return "failure"
 
 
+_TYPE_AND_MESSAGE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Failed|Warning)): (.*)$")
+# Locations in a report's text: pytest's "path.py:12: in f" lines and Python's 'File "path", line 12'.
+_LOCATIONS = re.compile(r'^\s*(?:E\s+)?(?:([^\s:"]+\.py):(\d+): |File "([^"]+)", line (\d+))')
+
+
+def _last_project_location(text: str, rootdir: Path | None) -> tuple[str, int] | None:
+    found = None
+    for line in text.splitlines():
+        match = _LOCATIONS.match(line)
+        if not match:
+            continue
+        raw, number = (match.group(1), match.group(2)) if match.group(1) else (match.group(3), match.group(4))
+        path = Path(raw)
+        if rootdir is not None:
+            absolute = path if path.is_absolute() else rootdir / path
+            if not _is_project_file(absolute, rootdir):
+                continue
+            path = Path(_relative(absolute, rootdir))
+        found = (path.as_posix(), int(number))
+    return found
+
+
 def _facts_from_text(report: Any, rootdir: Path | None) -> dict[str, Any]:
     """Facts read from a report's representation (no live exception available)."""
     longrepr = report.longrepr
     crash = getattr(longrepr, "reprcrash", None)
     text = str(getattr(report, "longreprtext", "") or "")
     facts: dict[str, Any] = {"type": "", "message": "", "detail": []}
-    e_lines = [m.group(1) for m in map(_E_LINE.match, text.splitlines()) if m]
+    e_lines = dedent([m.group(1).rstrip() for m in map(_E_LINE.match, text.splitlines()) if m])
     if crash is not None and getattr(crash, "message", None):
         first, *rest = str(crash.message).splitlines() or [""]
         facts["message"] = first
@@ -150,22 +172,28 @@ def _facts_from_text(report: Any, rootdir: Path | None) -> dict[str, Any]:
             path = Path(_relative(path, rootdir))
         facts["path"], facts["line"] = path.as_posix(), crash.lineno
     elif e_lines:
-        facts["message"] = e_lines[0]
-        facts["detail"] = e_lines[1:MAX_DETAIL_LINES]
+        # The exception is the last "Type: message" line; the lines before it are its context.
+        typed = [i for i, line in enumerate(e_lines) if _TYPE_AND_MESSAGE.match(line.strip())]
+        index = typed[-1] if typed else 0
+        facts["message"] = e_lines[index].strip()
+        context = [line for line in e_lines[:index] if not _LOCATIONS.match(line)]
+        facts["detail"] = dedent(context + e_lines[index + 1 :])[:MAX_DETAIL_LINES]
     else:
         lines = [line for line in text.splitlines() if line.strip()]
         facts["message"] = lines[-1].strip() if lines else "(no message)"
-    type_and_message = re.match(
-        r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Failed|Warning)): (.*)$", facts["message"]
-    )
+    type_and_message = _TYPE_AND_MESSAGE.match(facts["message"])
     if type_and_message:
         facts["type"] = type_and_message.group(1).rsplit(".", 1)[-1]
         facts["message"] = type_and_message.group(2)
     if "path" not in facts:
-        location = getattr(report, "location", None)
-        if location and location[0]:
-            facts["path"] = location[0]
-            facts["line"] = (location[1] or 0) + 1 if location[1] is not None else None
+        location = _last_project_location(text, rootdir)
+        if location is not None:
+            facts["path"], facts["line"] = location
+        else:
+            where = getattr(report, "location", None)
+            if where and where[0]:
+                facts["path"] = where[0]
+                facts["line"] = where[1] + 1 if where[1] is not None else None
     return facts
 
 

@@ -123,6 +123,8 @@ class RunResult:
                 return "failed"
             if not (self.count("passed") or self.count("xfailed")):
                 return "no_tests"
+        if outcome == "interrupted" and any(g.first.kind == "collection" for g in self.groups):
+            return "failed"  # pytest stops ("interrupts") the run on collection errors
         return outcome
 
     @property

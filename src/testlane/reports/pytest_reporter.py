@@ -132,14 +132,20 @@ def pytest_configure(config: pytest.Config) -> None:
     """
     from testlane.pytest_plugin.plugin import settings_for
 
-    settings = settings_for(config).reports
+    all_settings = settings_for(config)
+    settings = all_settings.reports
     worker = hasattr(config, "workerinput")
     config.pluginmanager.register(FailureContext(config, settings.log_lines), "testlane-failure-context")
     fmt, from_cli = _resolve_format(config, settings.format)
     if settings.junit_path and not getattr(config.option, "xmlpath", None):
-        config.option.xmlpath = str(_path(config, settings.junit_path))  # read by pytest's junitxml plugin
-    json_path = _path(config, config.getoption("testlane_report_json", None) or settings.json_path)
-    jsonl_path = _path(config, config.getoption("testlane_report_jsonl", None) or settings.jsonl_path)
+        config.option.xmlpath = str(all_settings.resolve_path(settings.junit_path))  # for pytest's junitxml
+    # Paths from the command line are relative to where pytest runs; from configuration, to the project.
+    json_path = _path(config, config.getoption("testlane_report_json", None)) or (
+        all_settings.resolve_path(settings.json_path) if settings.json_path else None
+    )
+    jsonl_path = _path(config, config.getoption("testlane_report_jsonl", None)) or (
+        all_settings.resolve_path(settings.jsonl_path) if settings.jsonl_path else None
+    )
     if worker or (fmt == "terminal" and json_path is None and jsonl_path is None):
         return
     sink = TailBuffer() if fmt != "terminal" else None
@@ -350,7 +356,7 @@ class ReportCollector:
             rerun_prefix=self.rerun_prefix,
             it_flag=self.it_flag,
         )
-        if not result.success and not result.groups and self.sink is not None and exit_code not in (2, 5):
+        if not result.success and not result.groups and self.sink is not None and exit_code in (1, 3):
             result.output_tail = self.sink.tail(12)
         return result
 
