@@ -24,6 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from testlane.cli.run import RUN_SCOPED_ENV
+
 PYPROJECT = """\
 [project]
 name = "bench-{name}"
@@ -140,18 +142,8 @@ SUITES: dict[str, dict[str, str]] = {
 }
 
 MODES = {"pytest -q": ["-q"], "pytest --tb=short": ["--tb=short"], "digest": ["--digest"]}
-# Variables that would change what pytest prints: an outer run's, or an agent's.
-STRIP_ENV = (
-    "TESTLANE_REPORTS_FORMAT",
-    "TESTLANE_RERUN_PREFIX",
-    "TESTLANE_IT",
-    "TESTLANE_RUN_ID",
-    "TESTLANE_OWNER_PID",
-    "TESTLANE_SERVICES_FILE",
-    "PYTEST_ADDOPTS",
-    "PYTEST_XDIST_WORKER",
-    "PYTEST_CURRENT_TEST",
-)
+# Variables that would change what pytest prints: an outer run's.
+STRIP_ENV = (*RUN_SCOPED_ENV, "TESTLANE_IT", "PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER", "PYTEST_CURRENT_TEST")
 
 
 def write_suite(name: str, directory: Path) -> Path:

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from testlane.core.config import Settings, load_settings
+from testlane.cli.run import FORMAT_ENV
+from testlane.core.config import ReportSettings, Settings, load_settings
 from testlane.core.runtime import default_data_root
+from testlane.reports import RERUN_ENV
 
 pytest_plugins = ["pytester"]
 
@@ -48,7 +50,7 @@ def settings_for(data_dir: Path) -> object:
 
 # What makes `testlane run` print a digest instead of pytest's output (an agent, CI, an outer run):
 # the runs these tests start must print what the tests expect, whoever runs the suite.
-AGENT_ENV = ("CLAUDECODE", "AGENT", "AI_AGENT", "CI", "TESTLANE_REPORTS_FORMAT", "TESTLANE_RERUN_PREFIX")
+AGENT_ENV = (*ReportSettings().agent_variables, FORMAT_ENV, RERUN_ENV)
 
 
 @pytest.fixture(autouse=True)

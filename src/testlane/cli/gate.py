@@ -161,7 +161,14 @@ def needs_shell(command: str) -> bool:
 def argv_for(command: str, exec_prefix: str) -> list[str]:
     """The argv that runs ``command``: split into words, or under ``bash -o pipefail -c``; prefixed."""
     words = ["bash", "-o", "pipefail", "-c", command] if needs_shell(command) else shlex.split(command)
-    return [*shlex.split(exec_prefix), *words]
+    try:
+        prefix = shlex.split(exec_prefix)
+    except ValueError as exc:
+        raise ConfigError(
+            f"gate exec prefix {exec_prefix!r} cannot be split into words: {exc}.",
+            hint='check its quotes, e.g. exec_prefix = "podman exec app".',
+        ) from None
+    return [*prefix, *words]
 
 
 def check_env(exec_prefix: str) -> dict[str, str]:

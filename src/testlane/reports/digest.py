@@ -7,8 +7,9 @@ The summary line is last; it never says PASSED unless pytest exited 0, nothing f
 passed. A crash, an interruption or an empty collection is said as such.
 
 The size budget (characters) is met by folding, in this order: detail of later groups (logs, diffs,
-node ids), later groups to one line each, then later groups into a count. The first group keeps its
-location, message, diff and rerun command; only if that alone exceeds the budget is it cut.
+node ids), later groups to one line each, the first group's logs and longer diff, then later groups
+into a count. The first group keeps its location, message, the start of its diff and its rerun
+command; only if that alone exceeds the budget is it cut.
 """
 
 from __future__ import annotations
