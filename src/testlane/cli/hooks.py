@@ -75,7 +75,7 @@ def hook_group() -> None:
 def stop_command(state: CliState, fast: bool | None) -> None:
     """Stop hook: run the gate; on failure keep the agent working with the digest as the reason."""
     payload = read_payload()
-    if payload.get("stop_hook_active") is True:
+    if payload.get("stop_hook_active") in (True, "true"):
         raise SystemExit(0)  # already continuing after a block: let the agent stop
     _enter_project(payload)
     try:
