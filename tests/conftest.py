@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from testlane.core.config import Settings, load_settings
+from testlane.cli.run import FORMAT_ENV
+from testlane.core.config import ReportSettings, Settings, load_settings
 from testlane.core.runtime import default_data_root
+from testlane.reports import RERUN_ENV
 
 pytest_plugins = ["pytester"]
 
@@ -47,3 +49,14 @@ def settings_for(data_dir: Path) -> object:
         return load_settings(start=data_dir.parent, environ={}, overrides=values)
 
     return build
+
+
+# What makes `testlane run` print a digest instead of pytest's output (an agent, CI, an outer run):
+# the runs these tests start must print what the tests expect, whoever runs the suite.
+AGENT_ENV = (*ReportSettings().agent_variables, FORMAT_ENV, RERUN_ENV)
+
+
+@pytest.fixture(autouse=True)
+def _no_agent_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in AGENT_ENV:
+        monkeypatch.delenv(name, raising=False)

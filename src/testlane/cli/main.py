@@ -1,7 +1,9 @@
 """The ``testlane`` command.
 
 Exit codes: ``testlane run`` exits with pytest's code (0 passed, 1 failed, 2
-interrupted, 4 usage, 5 no tests), 130/143 when stopped by SIGINT/SIGTERM.
+interrupted, 4 usage, 5 no tests), 130/143 when stopped by SIGINT/SIGTERM, 128+N when
+pytest was killed by signal N. ``testlane gate`` exits 0 when every check passed, 1
+otherwise; ``testlane hook ...`` always exits 0 (its decision is on stdout).
 testlane's own failures: 4 for a usage or configuration mistake, 3 when a
 service could not be found or started. A user mistake is one message on
 stderr, never a traceback (``-v`` adds testlane's debug log).
@@ -16,6 +18,9 @@ from rich.markup import escape
 
 from testlane.cli.common import CliState, console, pass_state
 from testlane.cli.doctor import doctor_command
+from testlane.cli.gate import gate_command
+from testlane.cli.hooks import hook_group
+from testlane.cli.init import init_command
 from testlane.cli.run import run_pytest_under_services
 from testlane.cli.services import reap_command, services_group
 from testlane.core.errors import ConfigError, TestlaneError
@@ -64,7 +69,8 @@ def run_command(
 ) -> None:
     """Start the services, run pytest in the integration lane, stop the services.
 
-    Arguments after `--` go to pytest: testlane run -- tests/ -x -k login
+    Arguments after `--` go to pytest: testlane run -- tests/ -x -k login. When a coding agent or CI
+    is detected, pytest prints a failure digest (`-- --format terminal` for its own output).
     """
     overrides = {
         "services": services,
@@ -82,6 +88,9 @@ def run_command(
 cli.add_command(services_group)
 cli.add_command(reap_command)
 cli.add_command(doctor_command)
+cli.add_command(gate_command)
+cli.add_command(hook_group)
+cli.add_command(init_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,33 +7,124 @@ Ctrl-C to the whole foreground process group, pytest already has it and is not
 signalled twice. A pytest that does not stop within the grace period is
 terminated, then killed. If testlane itself is SIGKILLed, the parent-death
 signal stops pytest and the servers, and the next start reaps what is left.
+
+Reports: with ``reports.format = auto`` (the default) pytest prints a failure digest when a coding
+agent or CI is detected from the environment (``reports.agent_variables``), pytest's own output
+otherwise; the choice reaches pytest as ``TESTLANE_REPORTS_FORMAT``, and ``--format``/``--digest``
+after ``--`` still win. The digest's rerun commands start with this very command
+(``TESTLANE_RERUN_PREFIX``). A pytest that ends without its report (killed by a signal, an exit
+code pytest never uses, ``os._exit`` from a test) is reported here, in the same format, as a failure.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from types import FrameType
 
 from rich.markup import escape
 
 from testlane.cli.common import CliState, console, progress_printer
+from testlane.core.config import Settings
 from testlane.core.envmap import referenced_services
 from testlane.core.runtime import RunContext, new_run_id
 from testlane.core.waiting import Deadline
 from testlane.databases.appdb import drop_app_databases, mapped_environment
 from testlane.databases.provision import start_services
+from testlane.reports import REPORTED_ENV, RERUN_ENV
 from testlane.services.process import parent_death_preexec
 from testlane.services.stack import ServiceStack
 
-__all__ = ["run_pytest_under_services"]
+__all__ = ["agent_detected", "report_format", "run_pytest_under_services"]
 
 IT_ENV = "TESTLANE_IT"
+FORMAT_ENV = "TESTLANE_REPORTS_FORMAT"
 GRACE_SECONDS = 15.0
+PYTEST_EXIT_CODES = range(6)
+
+
+def agent_detected(settings: Settings, environ: Mapping[str, str]) -> str | None:
+    """The first of ``reports.agent_variables`` that is set (and not 0/false), if any."""
+    for name in settings.reports.agent_variables:
+        value = environ.get(name, "").strip().lower()
+        if value and value not in ("0", "false", "no", "off"):
+            return name
+    return None
+
+
+def report_format(settings: Settings, environ: Mapping[str, str], pytest_args: Sequence[str] = ()) -> str:
+    """The format pytest will print in: ``--format``/``--digest`` after ``--``, else the setting (auto resolved)."""
+    chosen: str | None = None
+    args = list(pytest_args)
+    for index, arg in enumerate(args):
+        if arg == "--digest":
+            chosen = "digest"
+        elif arg == "--format" and index + 1 < len(args):
+            chosen = args[index + 1]
+        elif arg.startswith("--format="):
+            chosen = arg.split("=", 1)[1]
+    if chosen is None or chosen == "auto":
+        chosen = settings.reports.format
+    if chosen == "auto":
+        chosen = "digest" if agent_detected(settings, environ) else "terminal"
+    return chosen
+
+
+def rerun_prefix(state: CliState) -> str:
+    """This command as the user typed it, up to ``--``: how the digest says to re-run a test."""
+    program = sys.argv[0] if sys.argv and sys.argv[0] else "testlane"
+    on_path = shutil.which("testlane")
+    if Path(program).name != "testlane" or (on_path and Path(on_path).resolve() == Path(program).resolve()):
+        program = "testlane"
+    else:
+        with contextlib.suppress(ValueError):
+            program = str(Path(program).resolve().relative_to(Path.cwd()))
+    words = [program]
+    if state.config_file is not None:
+        words += ["--config", str(state.config_file)]
+    for key, value in state.overrides.items():
+        words += ["--set", f"{key}={value}"]
+    return shlex.join([*words, "run", "--"])
+
+
+def _report_crash(fmt: str, code: int, budget: int) -> None:
+    """pytest ended without reporting (killed, exited from a test, an exit code it never uses): a failure."""
+    import json
+
+    from testlane.reports.digest import render_digest
+    from testlane.reports.jsonreport import document
+    from testlane.reports.model import RunResult
+
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        what = f"pytest was killed by {name} before it could report (out of memory? a segfault?)"
+    elif code in PYTEST_EXIT_CODES:
+        what = (
+            f"pytest exited (code {code}) before it could report: a test or plugin ended the process "
+            "(os._exit, or pytest-timeout's thread method)"
+        )
+    else:
+        what = f"pytest exited with code {code}, which pytest itself never uses: it crashed or was stopped"
+    result = RunResult(exit_code=None, notes=[what])
+    if fmt == "digest":
+        sys.stdout.write(render_digest(result, budget))
+    elif fmt in ("json", "jsonl"):
+        sys.stdout.write(json.dumps(document(result, digest_budget=budget)) + "\n")
+    else:
+        console.print(f"[red]testlane: FAILED —[/red] {what}")
+    sys.stdout.flush()
 
 
 class _Supervisor:
@@ -106,6 +197,7 @@ def run_pytest_under_services(
         raise KeyboardInterrupt
 
     previous_term = signal.signal(signal.SIGTERM, early_signal)
+    reported: Path | None = None
     stack = ServiceStack(
         settings, context, progress=progress_printer(state.quiet), die_with_parent=not settings.db.keep_failed
     )
@@ -125,7 +217,19 @@ def run_pytest_under_services(
         mapped = mapped_environment(settings, stack.servers, context.run_id)
         if mapped and not state.quiet:
             console.print(f"[dim]testlane:[/dim] mapped for the application: {escape(', '.join(sorted(mapped)))}")
-        env = {**_clean_env(os.environ), **stack.env(), **mapped, IT_ENV: "1", **(extra_env or {})}
+        fmt = report_format(settings, os.environ, pytest_args)
+        reported = Path(tempfile.gettempdir()) / f"testlane-{context.run_id}-{os.getpid()}.reported"
+        reported.unlink(missing_ok=True)
+        env = {
+            **_clean_env(os.environ),
+            **stack.env(),
+            **mapped,
+            IT_ENV: "1",
+            FORMAT_ENV: fmt,
+            RERUN_ENV: rerun_prefix(state),
+            REPORTED_ENV: str(reported),
+            **(extra_env or {}),
+        }
         preexec = parent_death_preexec(signal.SIGTERM)
         child = subprocess.Popen([sys.executable, "-m", "pytest", *pytest_args], env=env, preexec_fn=preexec)
         supervisor = _Supervisor(child)
@@ -137,8 +241,16 @@ def run_pytest_under_services(
             signal.signal(signal.SIGINT, previous_int)
         if supervisor.signal is not None:
             return 128 + supervisor.signal
+        # Exit code 1 with no report: the process was ended from inside (other codes before reporting
+        # are pytest's own start-up errors, which it printed).
+        silent_failure = code == 1 and fmt != "terminal" and not reported.exists()
+        if code not in PYTEST_EXIT_CODES or silent_failure:
+            _report_crash(fmt, code, settings.reports.digest_budget)
+            return 128 - code if code < 0 else code
         return code
     finally:
+        if reported is not None:
+            reported.unlink(missing_ok=True)
         # No signal may interrupt the clean-up itself.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -164,6 +276,9 @@ RUN_SCOPED_ENV = (
     "TESTLANE_REDIS_HOST",
     "TESTLANE_REDIS_PORT",
     "TESTLANE_MARIADB_URL",
+    FORMAT_ENV,
+    RERUN_ENV,
+    REPORTED_ENV,
 )
 
 

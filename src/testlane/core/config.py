@@ -33,10 +33,13 @@ __all__ = [
     "ContainerSettings",
     "DbSettings",
     "DisciplineSettings",
+    "GateSettings",
+    "HookSettings",
     "LaneSettings",
     "MariaDbSettings",
     "OptionInfo",
     "PostgresSettings",
+    "ReportSettings",
     "Settings",
     "ValkeySettings",
     "iter_options",
@@ -254,6 +257,83 @@ class DisciplineSettings:
     )
 
 
+ReportFormat = Literal["auto", "terminal", "digest", "json", "jsonl"]
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """``[tool.testlane.reports]``: what a test run prints, and the machine-readable files it writes."""
+
+    format: ReportFormat = opt(
+        "auto",
+        "What pytest prints: `terminal` (pytest's own output), `digest` (only failures, grouped by root cause, "
+        "and one summary line), `json` (the versioned report document), `jsonl` (one JSON event per line, "
+        "streamed). `auto`: `digest` under `testlane run` when a coding agent or CI is detected "
+        "(`reports.agent_variables`), otherwise `terminal`. `--digest` is short for `--format digest`.",
+        cli="--format",
+    )
+    digest_budget: int = opt(
+        4000,
+        "Most characters a digest may take; detail is folded to fit, never the first failure.",
+        cli="--digest-budget",
+    )
+    json_path: str = opt("", "Also write the JSON report document to this file.", cli="--report-json")
+    jsonl_path: str = opt("", "Also stream JSON Lines events to this file during the run.", cli="--report-jsonl")
+    junit_path: str = opt("", "Also write JUnit XML to this file (pytest's own `--junitxml` takes precedence).")
+    agent_variables: list[str] = opt(
+        ["CLAUDECODE", "AGENT", "AI_AGENT", "CI"],
+        "Environment variables that mean a coding agent or CI is running the tests (when set, and not `0` or "
+        "`false`): `reports.format = auto` then prints a digest under `testlane run`.",
+    )
+    log_lines: int = opt(
+        8, "Lines of captured log and of each server's log (written during the test) shown per failure group."
+    )
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """``[tool.testlane.gate]``: the checks `testlane gate` runs, in order."""
+
+    checks: list[str] = opt(
+        ["lint", "types", "unit", "integration"],
+        "Checks `testlane gate` runs, in order. Built in: `lint` (ruff), `types` (mypy or pyright, only when the "
+        "project configures one), `unit` (the unit lane), `integration` (the integration lane under "
+        "`testlane run`). Any other name needs a command in `gate.commands`.",
+    )
+    fast: list[str] = opt(["lint", "unit"], "Checks `testlane gate --fast` runs.")
+    commands: dict[str, str] = opt(
+        {},
+        "A check's command, replacing a built-in one or adding one, e.g. "
+        '`{ lint = "ruff check src", e2e = "make e2e" }`. A command with shell syntax (pipes, `&&`, '
+        "redirections) runs under `bash -o pipefail -c`.",
+        default_doc="{}",
+    )
+    exec_prefix: str = opt(
+        "",
+        "Put before every command, for projects whose tools live in a container (e.g. `podman exec app`).",
+        cli="--exec-prefix",
+    )
+    fail_fast: bool = opt(
+        False,
+        "Stop at the first failing check (default: run every check and report all failures at once).",
+        cli="--fail-fast",
+    )
+    timeout: float = opt(1800.0, "Seconds one check may run; a check still running then is stopped and fails.")
+    budget: int = opt(8000, "Most characters of the gate's combined digest.")
+
+
+@dataclass(frozen=True)
+class HookSettings:
+    """``[tool.testlane.hooks]``: what the coding-agent hooks run."""
+
+    stop_fast: bool = opt(False, "`testlane hook stop` runs the fast gate (`gate.fast`) instead of the full one.")
+    post_edit: str = opt(
+        "ruff check --output-format concise {file}",
+        "Command `testlane hook post-edit` runs on the edited file (`{file}`: its path from the project root).",
+    )
+    post_edit_suffixes: list[str] = opt([".py", ".pyi"], "Edited files `testlane hook post-edit` checks.")
+
+
 @dataclass(frozen=True)
 class Settings:
     """``[tool.testlane]``: everything testlane reads from configuration, resolved once."""
@@ -322,6 +402,9 @@ class Settings:
     db: DbSettings = field(default_factory=DbSettings)
     lanes: LaneSettings = field(default_factory=LaneSettings)
     discipline: DisciplineSettings = field(default_factory=DisciplineSettings)
+    reports: ReportSettings = field(default_factory=ReportSettings)
+    gate: GateSettings = field(default_factory=GateSettings)
+    hooks: HookSettings = field(default_factory=HookSettings)
     # Not options: where the configuration came from.
     project_root: Path = field(default_factory=Path.cwd, metadata={"internal": True})
     config_file: Path | None = field(default=None, metadata={"internal": True})

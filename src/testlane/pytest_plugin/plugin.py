@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from testlane.services.postgres import PostgresServer
     from testlane.services.valkey import ValkeyServer
 
-__all__ = ["TestlanePlugin", "plugin_of"]
+__all__ = ["TestlanePlugin", "plugin_of", "settings_for"]
 
 PLUGIN_NAME = "testlane-session"
 
@@ -104,6 +104,10 @@ class TestlanePlugin:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
             reporter.write_line(f"testlane: {message}")
+
+    def active_servers(self) -> dict[str, Any]:
+        """The servers this session knows so far (none started for asking): for reporters."""
+        return self._provider.active() if self._provider is not None else {}
 
     def server(self, name: str) -> Any:
         """The server for ``name``; a testlane error becomes a clean test error."""
@@ -183,6 +187,19 @@ def _install_sigterm_handler(config: pytest.Config) -> None:
     config.add_cleanup(restore)
 
 
+def settings_for(config: pytest.Config) -> Settings:
+    """The session's settings, resolved once (by whichever plugin asks first) and kept in the stash."""
+    settings = config.stash.get(settings_key, None)
+    if settings is None:
+        try:
+            overrides = parse_set_options(config.getoption("testlane_set", None) or [])
+            settings = load_settings(start=config.rootpath, overrides=overrides)
+        except ConfigError as exc:
+            raise pytest.UsageError(f"testlane: {exc}") from None
+        config.stash[settings_key] = settings
+    return settings
+
+
 def _load(config: pytest.Config, set_items: list[str]) -> Settings:
     try:
         return load_settings(start=config.rootpath, overrides=parse_set_options(set_items or []))
@@ -202,6 +219,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
         return
     namespace = early_config.known_args_namespace
     settings = _load(early_config, getattr(namespace, "testlane_set", []) or [])
+    early_config.stash[settings_key] = settings
     if not settings.env:
         return
     env_on = os.environ.get("TESTLANE_IT", "").strip().lower() in ("1", "true", "yes", "on")
@@ -234,16 +252,15 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
 def pytest_configure(config: pytest.Config) -> None:
     _install_sigterm_handler(config)
     existing = config.pluginmanager.get_plugin(PLUGIN_NAME)
-    if isinstance(existing, TestlanePlugin):  # created early to apply [tool.testlane.env]
+    if isinstance(existing, TestlanePlugin):  # created early, to apply [tool.testlane.env]
         config.stash[settings_key] = existing.settings
-        return
-    settings = _load(config, config.getoption("testlane_set") or [])
-    config.stash[settings_key] = settings
+    settings = settings_for(config)
     if settings.log_level.lower() != "warning":
         from testlane.core.logs import setup_logging
 
         setup_logging(settings.log_level)
-    config.pluginmanager.register(TestlanePlugin(config, settings), PLUGIN_NAME)
+    if not isinstance(existing, TestlanePlugin):
+        config.pluginmanager.register(TestlanePlugin(config, settings), PLUGIN_NAME)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

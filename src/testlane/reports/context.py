@@ -1,0 +1,117 @@
+"""What the process running a test adds to its failing report.
+
+* the failure's facts (:func:`testlane.reports.failures.facts_from_excinfo`), on the report as a
+  plain dict that pytest-xdist carries to the controller;
+* the lines each testlane server (Postgres, Valkey) wrote to its log while the test ran — a
+  Postgres ``ERROR:`` with the statement that caused it, for example. They also go into the
+  report's sections, so pytest's own output shows them under ``postgres server log``.
+
+Per test this costs one ``stat`` per running server when the test starts; the log is read only for
+a failure. Under xdist several tests share a server, so lines from tests running at the same time
+on other workers can appear too.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+__all__ = ["FailureContext", "read_log_since"]
+
+READ_LIMIT = 64 * 1024
+offsets_key = pytest.StashKey[dict[str, tuple[str, int]]]()
+
+
+def read_log_since(path: Path, offset: int, lines: int) -> list[str]:
+    """The last ``lines`` non-blank lines written to ``path`` after byte ``offset``."""
+    try:
+        size = path.stat().st_size
+        if size < offset:  # rotated or truncated: read what is there
+            offset = 0
+        start = max(offset, size - READ_LIMIT)
+        with path.open("rb") as fh:
+            fh.seek(start)
+            data = fh.read(size - start)
+    except OSError:
+        return []
+    text = data.decode("utf-8", errors="replace")
+    if start > offset:  # the first line is probably cut
+        text = text.split("\n", 1)[-1]
+    return [line.rstrip() for line in text.splitlines() if line.strip()][-lines:]
+
+
+class FailureContext:
+    """Records log offsets when a test starts; adds facts and log lines when it fails."""
+
+    def __init__(self, config: pytest.Config, log_lines: int) -> None:
+        self.config = config
+        self.rootdir = Path(str(config.rootpath)).resolve()
+        self.log_lines = log_lines
+
+    def _servers(self) -> dict[str, Any]:
+        from testlane.pytest_plugin.plugin import PLUGIN_NAME
+
+        plugin = self.config.pluginmanager.get_plugin(PLUGIN_NAME)
+        active = getattr(plugin, "active_servers", None)
+        return dict(active()) if active is not None else {}
+
+    def _log_sizes(self) -> dict[str, tuple[str, int]]:
+        sizes: dict[str, tuple[str, int]] = {}
+        for name, server in self._servers().items():
+            log_file = getattr(server, "log_file", None)
+            if log_file is None:
+                continue
+            try:
+                sizes[name] = (str(log_file), os.stat(log_file).st_size)
+            except OSError:
+                continue
+        return sizes
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        item.stash[offsets_key] = self._log_sizes()
+
+    def _server_lines(self, item: pytest.Item) -> dict[str, list[str]]:
+        started = item.stash.get(offsets_key, {})
+        out: dict[str, list[str]] = {}
+        for name, server in self._servers().items():
+            log_file = getattr(server, "log_file", None)
+            if log_file is None:
+                continue
+            path, offset = started.get(name, (str(log_file), 0))  # started during this test: all of it
+            lines = read_log_since(Path(path), offset, self.log_lines * 3)
+            if lines:
+                out[name] = lines
+        return out
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        if report.failed:
+            try:
+                self._enrich(item, call, report)
+            except Exception as exc:  # a report must never be lost to its decoration
+                report.sections.append(("testlane report", f"could not describe the failure: {exc!r}"))
+        return report
+
+    def _enrich(self, item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport) -> None:
+        from testlane.pytest_plugin.lanes import lane_of
+        from testlane.reports.failures import FACTS_ATTR, facts_from_excinfo
+
+        facts: dict[str, Any] = {}
+        if call.excinfo is not None:
+            path, lineno, _ = item.location
+            facts = facts_from_excinfo(call.excinfo, self.rootdir, nodeid_location=(path, (lineno or 0) + 1))
+        facts["lane"] = lane_of(item)
+        servers = self._server_lines(item)
+        if servers:
+            facts["servers"] = servers
+            for name, lines in servers.items():
+                report.sections.append((f"{name} server log {report.when}", "\n".join(lines)))
+        setattr(report, FACTS_ATTR, facts)

@@ -1,0 +1,245 @@
+"""The failure digest: only failures, grouped by root cause, and one summary line.
+
+For each group: what failed and how many tests, the file:line of the failing assertion or error and
+its statement, the assertion's explanation (the diff), the tail of the captured log, the lines the
+servers (Postgres, Valkey) logged during the test, and the exact command that re-runs those tests.
+The summary line is last; it never says PASSED unless pytest exited 0, nothing failed and something
+passed. A crash, an interruption or an empty collection is said as such.
+
+The size budget (characters) is met by folding, in this order: detail of later groups (logs, diffs,
+node ids), later groups to one line each, the first group's logs and longer diff, then later groups
+into a count. The first group keeps its location, message, the start of its diff and its rerun
+command; only if that alone exceeds the budget is it cut.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections import defaultdict
+from dataclasses import dataclass
+
+from testlane.reports.model import Failure, Group, RunResult
+
+__all__ = ["render_digest", "rerun_command", "summary_line"]
+
+# Detail per level: (message lines, diff lines, node ids listed, log lines, server log lines)
+_LEVELS = {
+    4: (3, 12, 3, 8, 8),
+    3: (2, 6, 3, 4, 4),
+    2: (1, 4, 2, 0, 2),
+    1: (1, 2, 1, 0, 0),
+}
+_LABELS = {
+    "assertion": "FAILED",
+    "failure": "FAILED",
+    "error": "ERROR",
+    "timeout": "TIMEOUT",
+    "crash": "CRASHED",
+    "collection": "COLLECTION ERROR",
+    "internal": "INTERNAL ERROR",
+}
+_RERUN_IDS = 3
+
+
+def _plural(n: int, word: str) -> str:
+    if word == "error":
+        return f"{n} error{'s' if n != 1 else ''}"
+    return f"{n} {word}"
+
+
+def summary_line(result: RunResult) -> str:
+    """One line: the verdict, the counts, the time, the number of root causes."""
+    counts = result.counts
+    parts = [_plural(counts[name], name) for name in ("failed", "error", "passed") if counts[name]]
+    parts += [f"{counts[name]} {name}" for name in ("skipped", "xfailed", "xpassed", "incomplete") if counts[name]]
+    if result.deselected:
+        parts.append(f"{result.deselected} deselected")
+    tally = ", ".join(parts) or "0 tests ran"
+    causes = len(result.groups)
+    cause_text = f"; {causes} root cause{'s' if causes != 1 else ''}" if causes else ""
+    exit_text = f"exit {result.exit_code}" if result.exit_code is not None else "no exit code"
+    outcome = result.outcome
+    if outcome == "passed":
+        return f"testlane: PASSED — {tally} in {result.duration:.2f}s"
+    verdict = {
+        "failed": "FAILED",
+        "no_tests": "FAILED — no tests ran",
+        "interrupted": "INTERRUPTED (not a success)",
+        "internal_error": "FAILED — pytest crashed (INTERNALERROR)",
+        "usage_error": "FAILED — usage error (see pytest's error message)",
+        "crashed": "FAILED — the run crashed",
+    }[outcome]
+    return f"testlane: {verdict} — {tally} in {result.duration:.2f}s{cause_text} ({exit_text})"
+
+
+# --------------------------------------------------------------------------- rerun
+
+
+def _quote(arg: str) -> str:
+    return shlex.quote(arg)
+
+
+def rerun_command(result: RunResult, group: Group, files_exact: bool) -> tuple[str, str]:
+    """The command that re-runs ``group``'s tests, and a note when it runs only some of them."""
+    nodeids = [n for n in group.nodeids if n and not n.startswith("(")]
+    if not nodeids:
+        return "", ""
+    prefix = result.rerun_prefix
+    if result.it_flag and any(f.lane == "it" for f in group.failures):
+        prefix += " --it"
+    note = ""
+    if files_exact:
+        targets = list(dict.fromkeys(n.split("::", 1)[0] for n in nodeids))
+    elif len(nodeids) > _RERUN_IDS:
+        targets = nodeids[:_RERUN_IDS]
+        note = f"first {_RERUN_IDS} of {len(nodeids)}"
+    else:
+        targets = nodeids
+    return f"{prefix} {' '.join(_quote(t) for t in targets)}", note
+
+
+def _exact_files(result: RunResult) -> dict[int, bool]:
+    """Per group: whether re-running its files runs exactly its tests (every test there failed so)."""
+    by_file: dict[str, set[str]] = defaultdict(set)
+    for test in result.tests:
+        by_file[test.nodeid.split("::", 1)[0]].add(test.nodeid)
+    exact: dict[int, bool] = {}
+    for index, group in enumerate(result.groups):
+        ids = set(group.nodeids)
+        files = {n.split("::", 1)[0] for n in ids}
+        exact[index] = len(ids) > 1 and all(by_file.get(f) and by_file[f] <= ids for f in files)
+    return exact
+
+
+# --------------------------------------------------------------------------- one group
+
+
+@dataclass
+class _GroupView:
+    index: int
+    group: Group
+    rerun: tuple[str, str]
+
+    def lines(self, level: int) -> list[str]:
+        first = self.group.first
+        count = self.group.count
+        label = _LABELS.get(first.kind, "FAILED")
+        if first.kind == "error" and first.phase in ("setup", "teardown"):
+            label = f"ERROR in {first.phase} of"
+        what = first.nodeid if count == 1 else f"{count} tests"
+        message = _message(first)
+        head = f"[{self.index + 1}] {label} {what} — {message}".rstrip(" —")
+        if level == 0:
+            where = f" at {first.location}" if first.location else ""
+            return [_clip(head, 160) + where]
+        n_msg, n_diff, n_ids, n_log, n_srv = _LEVELS[level]
+        out = [_clip(head, 240)]
+        if first.location:
+            where = f"    at {first.location}"
+            if first.function:
+                where += f" in {first.function}"
+            if first.source:
+                where += f": {first.source}"
+            out.append(_clip(where, 200))
+        detail = first.detail
+        if n_msg > 1 and not detail and "\n" in first.message:
+            detail = first.message.splitlines()[1:n_msg]
+        out += _folded([_clip(f"      {line}", 200) for line in detail], n_diff)
+        if count > 1:
+            ids = self.group.nodeids
+            shown = ", ".join(ids[:n_ids])
+            more = f" … and {count - n_ids} more" if count > n_ids else ""
+            out.append(_clip(f"    tests: {shown}{more}", 400))
+        if n_log:
+            logs = first.logs or first.output
+            if logs:
+                kind = "captured log" if first.logs else "captured output"
+                out.append(f"    {kind} (last lines):")
+                out += [_clip(f"      {line}", 200) for line in logs[-n_log:]]
+        if n_srv:
+            for name, lines in first.servers.items():
+                if lines:
+                    out.append(f"    {name} log during the test:")
+                    out += [_clip(f"      {line}", 240) for line in lines[-n_srv:]]
+        command, note = self.rerun
+        if command:
+            out.append(f"    rerun: {command}" + (f"   ({note})" if note else ""))
+        return out
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _folded(lines: list[str], keep: int) -> list[str]:
+    if len(lines) <= keep:
+        return lines
+    if keep <= 0:
+        return []
+    return [*lines[:keep], f"      … {len(lines) - keep} more lines"]
+
+
+# --------------------------------------------------------------------------- the digest
+
+
+def _size(blocks: list[list[str]]) -> int:
+    return sum(len(line) + 1 for block in blocks for line in block)
+
+
+def render_digest(result: RunResult, budget: int = 4000) -> str:
+    """The digest text, at most ``budget`` characters unless the first failure alone needs more."""
+    exact = _exact_files(result)
+    views = [_GroupView(i, g, rerun_command(result, g, exact[i])) for i, g in enumerate(result.groups)]
+    tail: list[str] = [*result.notes]
+    if result.output_tail:
+        tail.append("pytest's last output:")
+        tail += [f"  {line}" for line in result.output_tail]
+    tail.append(summary_line(result))
+    levels = [4] * len(views)
+    shown = len(views)
+
+    def blocks() -> list[list[str]]:
+        out = [views[i].lines(levels[i]) for i in range(shown)]
+        if shown < len(views):
+            hidden = views[shown:]
+            tests = sum(v.group.count for v in hidden)
+            out.append([f"… and {len(hidden)} more root causes ({tests} tests); `--format json` lists them all"])
+        return [*out, tail]
+
+    # Fold: lower the last group that still has detail to spare; the first group stops at level 1.
+    while _size(blocks()) > budget:
+        candidates = [i for i in range(shown) if levels[i] > (1 if i == 0 else 0)]
+        if candidates:
+            levels[candidates[-1]] -= 1
+            continue
+        if shown > 1:
+            shown -= 1
+            continue
+        break
+    text = "\n".join(line for block in blocks() for line in block)
+    if len(text) > budget and views:
+        # The first failure alone is over budget: keep its head and the summary, cut its middle.
+        head = views[0].lines(1)
+        room = max(budget - _size([tail]) - 40, 200)
+        kept: list[str] = []
+        for line in head:
+            if _size([kept, [line]]) > room:
+                kept.append("    … (cut to the budget)")
+                break
+            kept.append(line)
+        text = "\n".join([*kept, *tail])
+    return text + "\n"
+
+
+def _message(failure: Failure) -> str:
+    """``Type: message``; a timeout's ``Failed:`` says nothing the label does not."""
+    if not failure.exc_type or (failure.kind == "timeout" and failure.exc_type == "Failed"):
+        return failure.message
+    return f"{failure.exc_type}: {failure.message}"
+
+
+def failure_headline(failure: Failure) -> str:
+    """A one-line description of a failure (used by the JSON Lines stream)."""
+    message = _message(failure)
+    where = f" at {failure.location}" if failure.location else ""
+    return _clip(message, 200) + where

@@ -1,0 +1,132 @@
+"""What a run produced, as plain data: failures, root-cause groups, counts, and the run's outcome.
+
+The digest (:mod:`testlane.reports.digest`) and the JSON document (:mod:`testlane.reports.jsonreport`)
+are two renderings of one :class:`RunResult`. Nothing here imports pytest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = ["SCHEMA", "Failure", "Group", "Outcome", "RunResult", "TestOutcome"]
+
+SCHEMA = "testlane.report/1"
+
+Kind = Literal["assertion", "failure", "error", "timeout", "crash", "collection", "internal"]
+Outcome = Literal["passed", "failed", "no_tests", "interrupted", "internal_error", "usage_error", "crashed"]
+
+# pytest's exit codes and what they mean for the run; anything else is a crash.
+EXIT_OUTCOMES: dict[int, Outcome] = {
+    0: "passed",
+    1: "failed",
+    2: "interrupted",
+    3: "internal_error",
+    4: "usage_error",
+    5: "no_tests",
+}
+
+
+@dataclass
+class Failure:
+    """One failing report: a test's setup, call or teardown, a collection error, or a crash."""
+
+    nodeid: str
+    phase: str  # setup | call | teardown | collect | session
+    kind: Kind
+    exc_type: str
+    message: str
+    detail: list[str] = field(default_factory=list)  # the assertion's explanation / diff, the message's rest
+    path: str | None = None  # the crash location: deepest frame in the project's own code
+    line: int | None = None
+    function: str | None = None
+    source: str | None = None  # the statement at that line
+    logs: list[str] = field(default_factory=list)  # captured log (all phases so far), tail
+    output: list[str] = field(default_factory=list)  # captured stdout/stderr, tail
+    servers: dict[str, list[str]] = field(default_factory=dict)  # server log lines written during the test
+    lane: str | None = None  # "unit" | "it" when known
+
+    @property
+    def location(self) -> str | None:
+        if self.path is None:
+            return None
+        return f"{self.path}:{self.line}" if self.line else self.path
+
+
+@dataclass
+class Group:
+    """Failures with one root cause: same kind of error, same normalized message, same place."""
+
+    key: tuple[str, ...]
+    failures: list[Failure] = field(default_factory=list)
+
+    @property
+    def first(self) -> Failure:
+        return self.failures[0]
+
+    @property
+    def nodeids(self) -> list[str]:
+        return list(dict.fromkeys(f.nodeid for f in self.failures))
+
+    @property
+    def count(self) -> int:
+        return len(self.nodeids)
+
+
+@dataclass
+class TestOutcome:
+    """A test's final outcome (the worst of its phases) and its duration."""
+
+    __test__ = False
+
+    nodeid: str
+    outcome: str  # passed | failed | error | skipped | xfailed | xpassed | incomplete (never finished its call)
+    duration: float = 0.0
+    lane: str | None = None
+
+
+@dataclass
+class RunResult:
+    """Everything one run reports."""
+
+    exit_code: int | None  # pytest's; None when the process never said (crash)
+    duration: float = 0.0
+    collected: int = 0
+    deselected: int = 0
+    tests: list[TestOutcome] = field(default_factory=list)
+    groups: list[Group] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # interruptions, early stops, crashes, in plain words
+    rerun_prefix: str = "pytest"
+    it_flag: bool = False  # plain pytest needs --it to run integration tests again
+    output_tail: list[str] = field(default_factory=list)  # pytest's own last lines, when they explain a failure
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for t in self.tests if t.outcome == outcome)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        names = ("passed", "failed", "error", "skipped", "xfailed", "xpassed", "incomplete")
+        return {name: self.count(name) for name in names}
+
+    @property
+    def failure_count(self) -> int:
+        return sum(g.count for g in self.groups)
+
+    @property
+    def outcome(self) -> Outcome:
+        """The run's verdict; ``passed`` only when pytest exited 0, nothing failed and something passed."""
+        if self.exit_code is None:
+            return "crashed"
+        outcome = EXIT_OUTCOMES.get(self.exit_code, "crashed")
+        if outcome == "passed":
+            if self.groups or self.count("failed") or self.count("error"):
+                return "failed"
+            if not (self.count("passed") or self.count("xfailed")):
+                return "no_tests"
+        if outcome == "interrupted" and any(g.first.kind == "collection" for g in self.groups):
+            return "failed"  # pytest stops ("interrupts") the run on collection errors
+        return outcome
+
+    @property
+    def success(self) -> bool:
+        return self.outcome == "passed"

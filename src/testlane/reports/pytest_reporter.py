@@ -1,0 +1,401 @@
+"""testlane's reports as a pytest plugin (entry point ``pytest11: testlane_reports``).
+
+Options (each also a ``[tool.testlane.reports]`` setting, see docs/feedback.md):
+
+``--format terminal|digest|json|jsonl``  what the run prints (``--digest`` = ``--format digest``)
+``--digest-budget CHARS``                the digest's size budget
+``--report-json PATH``                   also write the JSON document there
+``--report-jsonl PATH``                  also stream JSON Lines there
+
+With ``digest``, ``json`` or ``jsonl`` the report owns standard output: pytest's terminal reporter
+is created writing into a buffer (the stream that is ``sys.stdout`` while pytest configures its
+plugins), so its progress and tracebacks stay out of the way, and the last lines of it are shown
+only when they explain a failure the report could not attribute. Everything else of pytest — the
+exit code, other plugins, ``--junitxml`` — works as usual. Under pytest-xdist the controller
+reports; workers only add the failure context (:mod:`testlane.reports.context`).
+
+The module stays cheap to import: rendering is imported when a session ends.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import io
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from testlane.reports import REPORTED_ENV, RERUN_ENV
+from testlane.reports.context import FailureContext
+
+if TYPE_CHECKING:
+    from testlane.reports.jsonreport import JsonLines
+    from testlane.reports.model import Failure, RunResult, TestOutcome
+
+__all__ = ["ReportCollector", "TailBuffer"]
+
+FORMATS = ("terminal", "digest", "json", "jsonl")
+COLLECTOR_NAME = "testlane-reports"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("testlane-reports", "testlane: reports for people, coding agents and CI")
+    group.addoption(
+        "--format",
+        dest="testlane_format",
+        choices=("auto", *FORMATS),
+        default=None,
+        help="what the run prints: terminal (pytest's own), digest (failures grouped by root cause), json "
+        "(the report document), jsonl (events, streamed); default: setting reports.format",
+    )
+    group.addoption(
+        "--digest",
+        dest="testlane_format",
+        action="store_const",
+        const="digest",
+        help="print only a digest of the failures and one summary line (same as --format digest)",
+    )
+    group.addoption(
+        "--digest-budget", dest="testlane_digest_budget", type=int, default=None, metavar="CHARS", help="digest size"
+    )
+    group.addoption("--report-json", dest="testlane_report_json", default=None, metavar="PATH", help="write JSON")
+    group.addoption(
+        "--report-jsonl", dest="testlane_report_jsonl", default=None, metavar="PATH", help="stream JSON Lines"
+    )
+
+
+class TailBuffer(io.TextIOBase):
+    """A write-only text stream that keeps only its last ``keep`` characters (pytest's output, muted)."""
+
+    def __init__(self, keep: int = 32_000) -> None:
+        super().__init__()
+        self._parts: collections.deque[str] = collections.deque()
+        self._size = 0
+        self._keep = keep
+
+    def write(self, text: str) -> int:
+        self._parts.append(text)
+        self._size += len(text)
+        while self._size > self._keep and len(self._parts) > 1:
+            self._size -= len(self._parts.popleft())
+        return len(text)
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+    def tail(self, lines: int) -> list[str]:
+        kept = [line.rstrip() for line in "".join(self._parts).splitlines() if line.strip()]
+        return kept[-lines:]
+
+
+# Options whose whole point is pytest's own output (help, collection listings): never muted.
+_OWN_OUTPUT_OPTIONS = ("help", "collectonly", "showfixtures", "show_fixtures_per_test", "markers", "setupplan")
+
+
+def _resolve_format(config: pytest.Config, setting: str) -> tuple[str, bool]:
+    """The format for this process and whether it came from the command line."""
+    option = config.getoption("testlane_format", None)
+    chosen = option or setting
+    if any(getattr(config.option, name, False) for name in _OWN_OUTPUT_OPTIONS):
+        chosen = "terminal"
+    return ("terminal" if chosen == "auto" else chosen), option is not None
+
+
+def _path(config: pytest.Config, value: str | None) -> Path | None:
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else Path(str(config.invocation_params.dir)) / path
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Decide the format; when a report owns stdout, let pytest's terminal reporter be created muted.
+
+    pytest's terminal reporter writes to whatever ``sys.stdout`` is when it is created, in its own
+    ``pytest_configure``; this one runs first and points ``sys.stdout`` at a :class:`TailBuffer`,
+    and the collector puts the real stdout back as the session starts (or at clean-up, should a
+    later ``pytest_configure`` fail).
+    """
+    from testlane.pytest_plugin.plugin import settings_for
+
+    all_settings = settings_for(config)
+    settings = all_settings.reports
+    worker = hasattr(config, "workerinput")
+    config.pluginmanager.register(FailureContext(config, settings.log_lines), "testlane-failure-context")
+    fmt, from_cli = _resolve_format(config, settings.format)
+    if settings.junit_path and not getattr(config.option, "xmlpath", None):
+        config.option.xmlpath = str(all_settings.resolve_path(settings.junit_path))  # for pytest's junitxml
+    # Paths from the command line are relative to where pytest runs; from configuration, to the project.
+    json_path = _path(config, config.getoption("testlane_report_json", None)) or (
+        all_settings.resolve_path(settings.json_path) if settings.json_path else None
+    )
+    jsonl_path = _path(config, config.getoption("testlane_report_jsonl", None)) or (
+        all_settings.resolve_path(settings.jsonl_path) if settings.jsonl_path else None
+    )
+    if worker or (fmt == "terminal" and json_path is None and jsonl_path is None):
+        return
+    sink = TailBuffer() if fmt != "terminal" else None
+    collector = ReportCollector(
+        config,
+        fmt=fmt,
+        out=sys.stdout if sink is not None else None,
+        sink=sink,
+        budget=config.getoption("testlane_digest_budget", None) or settings.digest_budget,
+        json_path=json_path,
+        jsonl_path=jsonl_path,
+        digest_from_cli=from_cli and fmt == "digest",
+    )
+    config.pluginmanager.register(collector, COLLECTOR_NAME)
+    if sink is not None:
+        sys.stdout = sink
+        config.add_cleanup(collector.unmute)
+
+
+def _rerun_prefix(config: pytest.Config, digest_from_cli: bool) -> tuple[str, bool]:
+    """How to re-run tests the way this run ran them, and whether integration tests need ``--it``."""
+    prefix = os.environ.get(RERUN_ENV)
+    if prefix:
+        return prefix, False
+    prefix = "pytest --digest" if digest_from_cli else "pytest"
+    invocation, rootdir = Path(str(config.invocation_params.dir)), Path(str(config.rootpath))
+    if invocation.resolve() != rootdir.resolve():
+        prefix = f"cd {shlex.quote(str(rootdir))} && {prefix}"
+    return prefix, True
+
+
+class ReportCollector:
+    """Collects the session's outcomes and failures; prints or writes the reports at its end."""
+
+    def __init__(
+        self,
+        config: pytest.Config,
+        *,
+        fmt: str,
+        out: Any,
+        sink: TailBuffer | None,
+        budget: int,
+        json_path: Path | None,
+        jsonl_path: Path | None,
+        digest_from_cli: bool,
+    ) -> None:
+        from testlane.reports.jsonreport import JsonLines
+
+        self.config = config
+        self.fmt = fmt
+        self.out = out
+        self.sink = sink
+        self.budget = budget
+        self.json_path = json_path
+        self.rootdir = Path(str(config.rootpath)).resolve()
+        self.rerun_prefix, self.it_flag = _rerun_prefix(config, digest_from_cli)
+        self.streams: list[JsonLines] = []
+        if fmt == "jsonl" and out is not None:
+            self.streams.append(JsonLines(out))
+        if jsonl_path is not None:
+            self.streams.append(JsonLines.to_file(jsonl_path))
+        self.started = time.monotonic()
+        self.failures: list[Failure] = []
+        self.tests: dict[str, TestOutcome] = {}
+        self.finished_tests: set[str] = set()
+        self.collected = 0
+        self.deselected = 0
+        self.notes: list[str] = []
+        self.done = False
+
+    def _emit(self, event: str, **fields: Any) -> None:
+        for stream in self.streams:
+            stream.emit(event, **fields)
+
+    def unmute(self) -> None:
+        """Give stdout back (pytest's terminal reporter, created meanwhile, keeps writing to the buffer)."""
+        if self.sink is not None and sys.stdout is self.sink:
+            sys.stdout = self.out
+
+    # ----------------------------------------------------------------- hooks
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self.unmute()
+        self.started = time.monotonic()
+        self._emit("start", rootdir=str(self.rootdir), args=list(self.config.invocation_params.args))
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            from testlane.reports.failures import failure_from_report
+
+            failure = failure_from_report(report, phase="collect", rootdir=self.rootdir)
+            self.failures.append(failure)
+            self._emit("collect_error", nodeid=failure.nodeid, message=failure.message, location=failure.location)
+
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        self.deselected += len(items)
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        if hasattr(self.config, "workerinput") or not self.config.pluginmanager.hasplugin("dsession"):
+            self.collected = len(session.items)
+            self._emit("collected", count=self.collected, deselected=self.deselected)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        """Under xdist the controller collects nothing; every worker collects the same items."""
+        if not self.collected:
+            self.collected = len(ids)
+            self._emit("collected", count=self.collected, deselected=self.deselected)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        from testlane.reports.failures import failure_from_report
+        from testlane.reports.model import TestOutcome
+
+        test = self.tests.get(report.nodeid)
+        if test is None:
+            test = self.tests[report.nodeid] = TestOutcome(report.nodeid, "incomplete")
+        test.duration += report.duration
+        facts = getattr(report, "testlane_failure", None)
+        if isinstance(facts, dict) and facts.get("lane"):
+            test.lane = facts["lane"]
+        xfail = hasattr(report, "wasxfail")
+        if report.when == "call":
+            if xfail:
+                test.outcome = "xfailed" if report.skipped else "xpassed"
+            else:
+                test.outcome = report.outcome
+        elif report.when not in ("setup", "teardown"):  # a report xdist made up for a crashed worker
+            test.outcome = report.outcome
+        elif report.failed and test.outcome != "failed":
+            test.outcome = "error"
+        elif report.skipped and report.when == "setup":
+            test.outcome = "xfailed" if xfail else "skipped"
+        if report.failed:
+            failure = failure_from_report(report, rootdir=self.rootdir)
+            if failure.lane is None:
+                failure.lane = test.lane
+            self.failures.append(failure)
+        if report.when == "teardown" or (report.when not in ("setup", "call") and report.failed):
+            self._finish_test(test)
+
+    def _finish_test(self, test: TestOutcome) -> None:
+        if test.nodeid in self.finished_tests:
+            return
+        self.finished_tests.add(test.nodeid)
+        if self.streams:
+            from testlane.reports.digest import failure_headline
+
+            event: dict[str, Any] = {
+                "nodeid": test.nodeid,
+                "outcome": test.outcome,
+                "duration": round(test.duration, 4),
+            }
+            mine = [f for f in self.failures if f.nodeid == test.nodeid]
+            if mine:
+                event["message"] = failure_headline(mine[0])
+            self._emit("test", **event)
+
+    def pytest_internalerror(self, excrepr: Any, excinfo: Any) -> None:
+        from testlane.reports.failures import internal_failure
+
+        self.failures.append(internal_failure(str(excrepr).splitlines()))
+
+    def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        message = getattr(excinfo.value, "msg", None) or str(excinfo.value) or excinfo.typename
+        self.notes.append(f"interrupted: {message}")
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int | pytest.ExitCode) -> None:
+        self._finish(session, int(exitstatus))
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        if not self.done and self.failures:  # an INTERNALERROR before the session started
+            self.notes.append("pytest stopped before its session started")
+            self._finish(None, 3)
+        for stream in self.streams:
+            stream.close()
+
+    # ----------------------------------------------------------------- the end
+
+    def result(self, session: pytest.Session | None, exit_code: int | None) -> RunResult:
+        from testlane.reports.grouping import group_failures
+        from testlane.reports.model import RunResult
+
+        for test in self.tests.values():
+            self._finish_test(test)
+        notes = list(self.notes)
+        ran = len(self.tests)
+        if session is not None and (session.shouldstop or session.shouldfail):
+            reason = session.shouldstop or session.shouldfail
+            notes.append(
+                f"stopped early ({reason}): {max(self.collected - ran, 0)} of {self.collected} tests did not run"
+            )
+        if exit_code == 5:
+            if self.deselected:
+                notes.append(f"no tests ran: all {self.deselected} collected tests were deselected (-k, -m or --lane)")
+            else:
+                notes.append("no tests ran: nothing was collected (check the paths, -k, -m and --lane)")
+        notes += self._lane_note()
+        result = RunResult(
+            exit_code=exit_code,
+            duration=time.monotonic() - self.started,
+            collected=self.collected,
+            deselected=self.deselected,
+            tests=list(self.tests.values()),
+            groups=group_failures(self.failures),
+            notes=notes,
+            rerun_prefix=self.rerun_prefix,
+            it_flag=self.it_flag,
+        )
+        if not result.success and not result.groups and self.sink is not None and exit_code in (1, 3):
+            result.output_tail = self.sink.tail(12)
+        return result
+
+    def _lane_note(self) -> list[str]:
+        from testlane.pytest_plugin.lanes import selection_key
+
+        selection = self.config.stash.get(selection_key, None)
+        if selection is not None and selection.skipped:
+            count = len(selection.skipped)
+            return [
+                f"{count} integration test(s) skipped: the integration lane is off (`testlane run` or `pytest --it`)"
+            ]
+        return []
+
+    def _finish(self, session: pytest.Session | None, exit_code: int | None) -> None:
+        import json
+
+        from testlane.reports.digest import render_digest, summary_line
+        from testlane.reports.jsonreport import document
+
+        self.done = True
+        result = self.result(session, exit_code)
+        marker = os.environ.get(REPORTED_ENV)
+        if marker:
+            with contextlib.suppress(OSError):
+                Path(marker).touch()
+        self._emit(
+            "finish", outcome=result.outcome, exit_code=exit_code, summary=result.counts, line=summary_line(result)
+        )
+        doc = None
+        if self.json_path is not None or self.fmt == "json":
+            doc = document(result, digest_budget=self.budget)
+        if self.json_path is not None and doc is not None:
+            self.json_path.parent.mkdir(parents=True, exist_ok=True)
+            self.json_path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        if self.out is None:
+            return
+        if self.fmt == "digest":
+            self.out.write(render_digest(result, self.budget))
+        elif self.fmt == "json" and doc is not None:
+            self.out.write(json.dumps(doc, indent=2) + "\n")
+        self.out.flush()

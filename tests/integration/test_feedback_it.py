@@ -1,0 +1,123 @@
+"""Agent-grade feedback on real services: server log excerpts, the digest under `testlane run`, crashes, init."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import TESTLANE, clean_env, leftovers, run_cli, server_processes
+
+pytestmark = pytest.mark.timeout(300)
+
+PYPROJECT = """
+[project]
+name = "feedback"
+version = "0"
+
+[tool.testlane]
+services = ["postgres"]
+
+[tool.pytest.ini_options]
+asyncio_default_fixture_loop_scope = "function"
+"""
+
+# The first test provokes a Postgres error and passes; the second fails on another one. Each failure
+# must show the server's lines written during that test only.
+SUITE = """
+import psycopg
+import pytest
+
+
+def test_1_handles_a_missing_table(pg_conn):
+    with pytest.raises(psycopg.errors.UndefinedTable):
+        pg_conn.execute("SELECT * FROM handled_table")
+    pg_conn.rollback()
+
+
+def test_2_reads_a_table_that_is_not_there(pg_conn):
+    rows = pg_conn.execute("SELECT id FROM orders_archive").fetchall()
+    assert rows == []
+"""
+
+
+def make_project(root: Path) -> Path:
+    (root / "pyproject.toml").write_text(PYPROJECT)
+    (root / "test_orders_it.py").write_text(SUITE)
+    return root
+
+
+def test_digest_under_an_agent_shows_the_postgres_error_written_during_the_failing_test(
+    project: Path, data_dir: Path
+) -> None:
+    make_project(project)
+    env = clean_env({"TESTLANE_DATA_DIR": str(data_dir), "CLAUDECODE": "1"})
+    result = run_cli(["run", "--", "-p", "no:cacheprovider"], cwd=project, env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    text = result.stdout
+    assert text.startswith("[1] FAILED test_orders_it.py::test_2_reads_a_table_that_is_not_there — UndefinedTable:")
+    assert 'relation "orders_archive" does not exist' in text
+    assert "at test_orders_it.py:13 in test_2_reads_a_table_that_is_not_there" in text
+    log_part = text.split("postgres log during the test:", 1)[1].split("rerun:", 1)[0]
+    assert 'ERROR:  relation "orders_archive" does not exist' in log_part
+    assert "STATEMENT:  SELECT id FROM orders_archive" in log_part
+    assert "handled_table" not in text  # written during the other (passing) test
+    # the command as it was run (here the venv's testlane, not on PATH), up to `--`, then the test
+    assert f"rerun: {TESTLANE} run -- test_orders_it.py::test_2_reads_a_table_that_is_not_there" in text
+    assert text.rstrip().splitlines()[-1].startswith("testlane: FAILED — 1 failed, 1 passed in ")
+    assert leftovers(data_dir) == []
+
+
+def test_without_an_agent_pytests_output_carries_the_server_log_section(project: Path, data_dir: Path) -> None:
+    make_project(project)
+    result = run_cli(
+        ["run", "--", "-p", "no:cacheprovider"], cwd=project, env=clean_env({"TESTLANE_DATA_DIR": str(data_dir)})
+    )
+    assert result.returncode == 1
+    assert "1 failed, 1 passed" in result.stdout and "[1] FAILED" not in result.stdout
+    assert "postgres server log call" in result.stdout
+    assert 'relation "orders_archive" does not exist' in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("how", "code", "said"),
+    [
+        ("os.kill(os.getpid(), signal.SIGKILL)", 137, "pytest was killed by SIGKILL before it could report"),
+        ("os._exit(1)", 1, "pytest exited (code 1) before it could report"),
+    ],
+)
+def test_a_pytest_that_dies_mid_run_is_reported_as_a_failure(
+    project: Path, data_dir: Path, how: str, code: int, said: str
+) -> None:
+    (project / "pyproject.toml").write_text(PYPROJECT)
+    (project / "test_dies_it.py").write_text(f"import os, signal\n\ndef test_dies(postgres):\n    {how}\n")
+    env = clean_env({"TESTLANE_DATA_DIR": str(data_dir), "CI": "true"})
+    result = run_cli(["run", "--", "-p", "no:cacheprovider"], cwd=project, env=env)
+    assert result.returncode == code
+    assert said in result.stdout
+    assert result.stdout.rstrip().splitlines()[-1].startswith("testlane: FAILED — the run crashed")
+    assert "PASSED" not in result.stdout
+    assert server_processes(data_dir) == []
+
+
+def test_init_twice_then_the_generated_tests_and_the_gate_pass(tmp_path: Path, data_dir: Path) -> None:
+    root = tmp_path / "fresh"
+    root.mkdir()
+    env = clean_env({"TESTLANE_DATA_DIR": str(data_dir)})
+    first = run_cli(["init"], cwd=root, env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "wrote  tests/integration/test_example_it.py" in first.stdout
+    files = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+    second = run_cli(["init"], cwd=root, env=env)
+    assert second.returncode == 0
+    assert "wrote" not in second.stdout and "0 written" in second.stdout
+    assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()} == files
+
+    run = run_cli(["run", "--", "-p", "no:cacheprovider", "-q"], cwd=root, env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "5 passed" in run.stdout
+    gate = run_cli(["gate"], cwd=root, env=env, timeout=300)
+    assert gate.returncode == 0, gate.stdout + gate.stderr
+    assert gate.stdout.rstrip().splitlines()[-1] == "gate: PASSED — lint, unit, integration passed; types skipped"
+    assert leftovers(data_dir) == []

@@ -1,0 +1,256 @@
+"""The digest, JSON and JSON Lines reports on generated suites — the ones bench/digest.py measures."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from testlane.cli.run import RUN_SCOPED_ENV
+
+pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("plain_env")]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_digest", REPO / "bench" / "digest.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("bench_digest", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _bench()
+
+
+@pytest.fixture
+def plain_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in (*RUN_SCOPED_ENV, "TESTLANE_IT", "PYTEST_XDIST_WORKER", "PYTEST_ADDOPTS"):
+        monkeypatch.delenv(key, raising=False)
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=150)
+
+
+def suite(pytester: pytest.Pytester, name: str) -> Path:
+    return bench.write_suite(name, pytester.path)  # type: ignore[no-any-return]
+
+
+def test_fixture_suite_is_one_group_with_its_place_log_and_rerun(pytester: pytest.Pytester) -> None:
+    suite(pytester, "fixture")
+    digest = run(pytester, "--digest")
+    assert digest.ret == 1
+    text = digest.stdout.str()
+    assert text.count("\n[") == 0 and text.startswith("[1] ")  # one group
+    assert (
+        "[1] ERROR in setup of 200 tests — RuntimeError: accounts database is not migrated: schema version 41, "
+        "expected 42" in text
+    )
+    assert "at tests/conftest.py:12 in accounts_db: raise RuntimeError(" in text
+    assert "tests: tests/test_accounts_0.py::test_account_0[0]," in text and "… and 197 more" in text
+    assert "WARNING  app.db:conftest.py:11 accounts database: schema version 41, expected 42" in text
+    rerun = "rerun: pytest --digest " + " ".join(f"tests/test_accounts_{i}.py" for i in range(4))
+    assert rerun in text
+    assert text.rstrip().splitlines()[-1].startswith("testlane: FAILED — 200 errors, 10 passed in ")
+    assert "Traceback" not in text and "_____" not in text  # pytest's own report is muted
+    quiet = run(pytester, "-q")
+    assert len(text) * 50 <= len(quiet.stdout.str())  # the issue's target, measured in bench/digest.py too
+
+
+def test_six_unrelated_failures_are_six_groups_with_their_diffs(pytester: pytest.Pytester) -> None:
+    suite(pytester, "six")
+    text = run(pytester, "--digest").stdout.str()
+    heads = [line for line in text.splitlines() if line.startswith("[")]
+    assert len(heads) == 6
+    for where, diff in [
+        ("tests/test_a.py:6 in test_total", "+  where 7 = total([1, 2, 3])"),
+        ("tests/test_a.py:10 in test_names", "At index 2 diff: 'cy' != 'cyd'"),
+        ("tests/test_a.py:15 in test_config", "{'port': 5432} != {'port': 5433}"),
+        ("tests/test_b.py:9 in test_slug", "- hello-world"),
+        ("tests/test_b.py:13 in test_parse_int", ""),
+        ("tests/test_b.py:17 in test_raises", ""),
+    ]:
+        assert f"at {where}" in text
+        assert diff in text
+    assert "ValueError: invalid literal for int() with base 10: 'x'" in text
+    assert "Failed: DID NOT RAISE KeyError" in text
+    assert "rerun: pytest --digest tests/test_a.py::test_total" in text
+    assert text.rstrip().splitlines()[-1].startswith("testlane: FAILED — 6 failed, 20 passed in ")
+    assert len(text) <= len(run(pytester, "-q").stdout.str())
+
+
+def test_a_timeout_is_a_failure_at_the_line_where_the_test_hung(pytester: pytest.Pytester) -> None:
+    suite(pytester, "timeout")
+    result = run(pytester, "--digest")
+    text = result.stdout.str()
+    assert result.ret == 1
+    assert "[1] TIMEOUT tests/test_slow.py::test_waits_for_a_reply_that_never_comes — Timeout (>1.0s)" in text
+    assert "at tests/test_slow.py:8 in test_waits_for_a_reply_that_never_comes: time.sleep(30)" in text
+    assert "rerun: pytest --digest tests/test_slow.py::test_waits_for_a_reply_that_never_comes" in text
+    assert "PASSED" not in text
+    assert len(text) <= len(run(pytester, "-q").stdout.str())
+
+
+def test_green_suite_is_one_line(pytester: pytest.Pytester) -> None:
+    suite(pytester, "green")
+    result = run(pytester, "--digest")
+    assert result.ret == 0
+    lines = result.stdout.str().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("testlane: PASSED — 50 passed in ")
+
+
+def test_nothing_collected_is_a_failure(pytester: pytest.Pytester) -> None:
+    suite(pytester, "green")
+    result = run(pytester, "--digest", "-k", "no_such_test")
+    assert result.ret == 5
+    text = result.stdout.str()
+    assert "no tests ran: all 50 collected tests were deselected" in text
+    assert "testlane: FAILED — no tests ran" in text and "PASSED" not in text
+
+
+def test_an_internal_error_is_a_failure_with_its_message(pytester: pytest.Pytester) -> None:
+    suite(pytester, "green")
+    pytester.makeconftest("def pytest_collection_modifyitems(items):\n    raise RuntimeError('plugin exploded')\n")
+    result = run(pytester, "--digest")
+    assert result.ret == 3
+    text = result.stdout.str()
+    assert "INTERNAL ERROR" in text and "plugin exploded" in text
+    assert "testlane: FAILED — pytest crashed (INTERNALERROR)" in text
+
+
+def test_an_interrupted_run_is_not_a_success(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_stop="""
+        def test_ok():
+            pass
+
+        def test_stop():
+            raise KeyboardInterrupt
+
+        def test_never():
+            pass
+        """
+    )
+    result = run(pytester, "--digest")
+    assert result.ret == 2
+    text = result.stdout.str()
+    assert "interrupted: KeyboardInterrupt" in text
+    assert "testlane: INTERRUPTED (not a success) — 1 passed, 1 incomplete in " in text
+
+
+def test_stopping_early_says_how_many_tests_did_not_run(pytester: pytest.Pytester) -> None:
+    suite(pytester, "six")
+    text = run(pytester, "--digest", "-x").stdout.str()
+    assert "stopped early (stopping after 1 failures): " in text and "tests did not run" in text
+
+
+def test_budget_option_and_setting(pytester: pytest.Pytester) -> None:
+    suite(pytester, "six")
+    small = run(pytester, "--digest", "--digest-budget", "600").stdout.str()
+    assert len(small) <= 600 and small.startswith("[1] FAILED tests/test_a.py::test_total")
+    pytester.path.joinpath("pyproject.toml").write_text(
+        bench.PYPROJECT.format(name="six") + '\n[tool.testlane.reports]\nformat = "digest"\ndigest_budget = 700\n'
+    )
+    from_config = run(pytester).stdout.str()
+    assert len(from_config) <= 700 and from_config.startswith("[1] FAILED tests/test_a.py::test_total")
+
+
+def test_under_xdist_the_controller_reports_with_the_workers_facts(pytester: pytest.Pytester) -> None:
+    suite(pytester, "fixture")
+    text = run(pytester, "--digest", "-n", "2").stdout.str()
+    assert "[1] ERROR in setup of 200 tests" in text
+    assert "at tests/conftest.py:12 in accounts_db" in text
+    assert "\n[2]" not in text
+
+
+def test_format_json_prints_the_versioned_document(pytester: pytest.Pytester) -> None:
+    suite(pytester, "six")
+    result = run(pytester, "--format", "json")
+    doc = json.loads(result.stdout.str())
+    assert doc["schema"] == "testlane.report/1"
+    assert doc["outcome"] == "failed" and doc["exit_code"] == 1 and doc["success"] is False
+    assert doc["summary"]["failed"] == 6 and doc["summary"]["passed"] == 20 and doc["summary"]["root_causes"] == 6
+    first = doc["groups"][0]
+    assert first["location"] == "tests/test_a.py:6" and first["exception"] == "AssertionError"
+    assert first["nodeids"] == ["tests/test_a.py::test_total"]
+    assert first["failures"][0]["detail"] == ["+  where 7 = total([1, 2, 3])"]
+    assert len(doc["tests"]) == 26
+
+
+def test_json_and_jsonl_files_beside_pytests_own_output(pytester: pytest.Pytester) -> None:
+    suite(pytester, "timeout")
+    result = run(pytester, "--report-json", "out/report.json", "--report-jsonl", "out/events.jsonl")
+    assert "1 failed, 10 passed" in result.stdout.str()  # the terminal is pytest's own
+    doc = json.loads((pytester.path / "out" / "report.json").read_text())
+    assert doc["groups"][0]["kind"] == "timeout"
+    events = [json.loads(line) for line in (pytester.path / "out" / "events.jsonl").read_text().splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds[1] == "collected" and kinds[-1] == "finish"
+    tests = [e for e in events if e["event"] == "test"]
+    assert len(tests) == 11
+    slow = next(e for e in tests if "test_slow" in e["nodeid"])
+    assert slow["outcome"] == "failed" and "Timeout (>1.0s)" in slow["message"]
+    assert events[-1]["outcome"] == "failed" and events[-1]["exit_code"] == 1
+
+
+def test_format_jsonl_streams_to_stdout(pytester: pytest.Pytester) -> None:
+    suite(pytester, "green")
+    lines = run(pytester, "--format", "jsonl").stdout.str().splitlines()
+    events = [json.loads(line) for line in lines]
+    assert [e["event"] for e in events].count("test") == 50
+    assert events[-1]["event"] == "finish" and events[-1]["outcome"] == "passed"
+
+
+def test_junit_path_setting_writes_pytests_junit_xml(pytester: pytest.Pytester) -> None:
+    suite(pytester, "six")
+    pytester.path.joinpath("pyproject.toml").write_text(
+        bench.PYPROJECT.format(name="six") + '\n[tool.testlane.reports]\njunit_path = "reports/junit.xml"\n'
+    )
+    run(pytester, "--digest")
+    root = ET.parse(pytester.path / "reports" / "junit.xml").getroot()
+    suite_element = root if root.tag == "testsuite" else root[0]
+    assert suite_element.get("failures") == "6" and suite_element.get("tests") == "26"
+
+
+def test_a_crashed_xdist_worker_is_a_failure(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_dies="import os\n\ndef test_ok():\n    pass\n\ndef test_dies():\n    os._exit(3)\n")
+    result = run(pytester, "--format", "json", "-n", "2")
+    doc = json.loads(result.stdout.str())
+    assert result.ret == 1 and doc["outcome"] == "failed"
+    assert doc["summary"]["collected"] == 2 and doc["summary"]["failed"] == 1
+    crash = doc["groups"][0]
+    assert crash["kind"] == "crash" and crash["nodeids"] == ["test_dies.py::test_dies"]
+    assert "crashed while running 'test_dies.py::test_dies'" in crash["message"]
+    assert doc["digest"].startswith("[1] CRASHED test_dies.py::test_dies")
+
+
+def test_options_that_are_about_pytests_own_output_are_never_muted(pytester: pytest.Pytester) -> None:
+    suite(pytester, "green")
+    listing = run(pytester, "--digest", "--collect-only", "-q")
+    assert listing.ret == 0
+    assert "tests/test_ok.py::test_ok[49]" in listing.stdout.str() and "testlane:" not in listing.stdout.str()
+    assert "--digest-budget=CHARS" in run(pytester, "--digest", "--help").stdout.str()
+
+
+def test_collection_errors_are_failures_at_their_line(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_imports="import no_such_module\n\ndef test_a():\n    pass\n",
+        test_syntax="def test_b(:\n    pass\n",
+        test_fine="def test_c():\n    pass\n",
+    )
+    result = run(pytester, "--digest")
+    text = result.stdout.str()
+    assert result.ret == 2  # pytest stops the run on collection errors
+    assert "[1] COLLECTION ERROR test_imports.py — ModuleNotFoundError: No module named 'no_such_module'" in text
+    assert "at test_imports.py:1" in text
+    assert "[2] COLLECTION ERROR test_syntax.py — SyntaxError: invalid syntax" in text
+    assert "at test_syntax.py:1" in text and "def test_b(:" in text
+    assert text.rstrip().splitlines()[-1].startswith("testlane: FAILED — 0 tests ran")

@@ -1,0 +1,177 @@
+"""`testlane gate` and `testlane hook ...` as a user (or Claude Code) runs them: real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import TESTLANE, clean_env, run_cli
+
+pytestmark = pytest.mark.timeout(180)
+
+PY = sys.executable
+
+PYPROJECT = """
+[project]
+name = "gated"
+version = "0"
+
+[tool.testlane]
+services = []
+
+[tool.testlane.gate]
+checks = {checks}
+commands = {commands}
+{extra}
+"""
+
+
+def gated_project(root: Path, checks: list[str], commands: dict[str, str], extra: str = "") -> Path:
+    table = "{ " + ", ".join(f"{name} = {json.dumps(cmd)}" for name, cmd in commands.items()) + " }"
+    (root / "pyproject.toml").write_text(PYPROJECT.format(checks=json.dumps(checks), commands=table, extra=extra))
+    return root
+
+
+def exits(code: int) -> str:
+    return f"{PY} -c 'import sys; print(\"check output\"); sys.exit({code})'"
+
+
+def test_gate_passes_only_when_every_check_passes(tmp_path: Path) -> None:
+    gated_project(tmp_path, ["first", "second"], {"first": exits(0), "second": "true"})
+    ok = run_cli(["gate"], cwd=tmp_path, env=clean_env())
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok.stdout.rstrip().splitlines()[-1] == "gate: PASSED — first, second passed"
+
+
+def test_a_failure_inside_a_pipe_fails_the_gate(tmp_path: Path) -> None:
+    # Under sh, `false | cat` succeeds; the gate runs shell commands under bash -o pipefail.
+    gated_project(tmp_path, ["piped", "after"], {"piped": f"{exits(3)} | cat", "after": "true"})
+    result = run_cli(["gate"], cwd=tmp_path, env=clean_env())
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("gate: piped: FAILED (exit 3, ")
+    assert lines[1].startswith("gate: after: passed")  # every check runs: all failures in one report
+    assert any(line.startswith("── piped: ") for line in lines) and "check output" in result.stdout
+    assert lines[-1] == "gate: FAILED — piped failed; after passed"
+
+
+def test_the_gates_exit_code_survives_a_pipe_after_it(tmp_path: Path) -> None:
+    gated_project(tmp_path, ["broken"], {"broken": exits(2)})
+    piped = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", f"{TESTLANE} gate | tail -n 2"],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert piped.returncode == 1
+    assert piped.stdout.rstrip().endswith("gate: FAILED — broken failed")
+
+
+def test_fail_fast_skips_the_rest_and_says_so(tmp_path: Path) -> None:
+    gated_project(tmp_path, ["first", "second"], {"first": "false", "second": "true"})
+    result = run_cli(["gate", "--fail-fast"], cwd=tmp_path, env=clean_env())
+    assert result.returncode == 1
+    assert "gate: second: not run (--fail-fast)" in result.stdout
+    assert result.stdout.rstrip().endswith("gate: FAILED — first failed; second not run")
+
+
+def test_exec_prefix_goes_before_every_command(tmp_path: Path) -> None:
+    probe = f'{PY} -c \'import os, sys; sys.exit(0 if os.environ.get("IN_CONTAINER") == "yes" else 7)\''
+    gated_project(tmp_path, ["probe"], {"probe": probe})
+    without = run_cli(["gate"], cwd=tmp_path, env=clean_env())
+    assert without.returncode == 1 and "FAILED (exit 7" in without.stdout
+    option = run_cli(["gate", "--exec-prefix", "env IN_CONTAINER=yes"], cwd=tmp_path, env=clean_env())
+    assert option.returncode == 0, option.stdout
+    gated_project(tmp_path, ["probe"], {"probe": probe}, extra='exec_prefix = "env IN_CONTAINER=yes"')
+    setting = run_cli(["gate"], cwd=tmp_path, env=clean_env())
+    assert setting.returncode == 0, setting.stdout
+
+
+def test_a_missing_tool_or_a_hung_check_is_a_failure(tmp_path: Path) -> None:
+    gated_project(
+        tmp_path,
+        ["missing", "hung"],
+        {"missing": "no-such-tool-here --check", "hung": "sleep 30"},
+        extra="timeout = 1",
+    )
+    result = run_cli(["gate"], cwd=tmp_path, env=clean_env(), timeout=60)
+    assert result.returncode == 1
+    assert "gate: missing: FAILED: could not start `no-such-tool-here`" in result.stdout
+    assert "gate: hung: FAILED: timed out after 1s" in result.stdout
+
+
+def test_an_unknown_check_is_one_clear_message(tmp_path: Path) -> None:
+    gated_project(tmp_path, ["e2e"], {})
+    result = run_cli(["gate"], cwd=tmp_path, env=clean_env())
+    assert result.returncode == 4
+    assert "gate check 'e2e' has no command" in result.stderr and "Traceback" not in result.stderr
+
+
+# --------------------------------------------------------------------------- hooks
+
+
+def hook(args: list[str], payload: object, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [TESTLANE, "hook", *args],
+        input=json.dumps(payload),
+        cwd=cwd,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_stop_hook_blocks_with_the_digest_when_the_gate_fails(tmp_path: Path) -> None:
+    noisy = f"{PY} -c 'import sys; [print(\"problem\", i) for i in range(5000)]; sys.exit(1)'"
+    gated_project(tmp_path, ["lint"], {"lint": noisy})
+    elsewhere = tmp_path / "sub"
+    elsewhere.mkdir()
+    result = hook(["stop"], {"stop_hook_active": False, "cwd": str(tmp_path)}, cwd=elsewhere)
+    assert result.returncode == 0
+    decision = json.loads(result.stdout)
+    assert decision["decision"] == "block"
+    reason = decision["reason"]
+    assert len(reason) < 10_000
+    assert "gate: lint: FAILED (exit 1" in reason and "problem 0" in reason
+    assert reason.rstrip().endswith("gate: FAILED — lint failed")
+
+
+def test_stop_hook_lets_the_agent_stop_when_it_is_already_continuing(tmp_path: Path) -> None:
+    marker = tmp_path / "gate-ran"
+    gated_project(tmp_path, ["lint"], {"lint": f"touch {marker} && false"})
+    result = hook(["stop"], {"stop_hook_active": True, "cwd": str(tmp_path)}, cwd=tmp_path)
+    assert result.returncode == 0
+    assert result.stdout == ""
+    assert not marker.exists()  # the gate did not even run
+
+
+def test_stop_hook_is_silent_when_the_gate_passes(tmp_path: Path) -> None:
+    gated_project(tmp_path, ["lint"], {"lint": "true"})
+    result = hook(["stop"], {"stop_hook_active": False}, cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout == ""
+
+
+def test_post_edit_lints_only_the_edited_python_file(tmp_path: Path) -> None:
+    gated_project(tmp_path, ["lint"], {"lint": "true"})
+    (tmp_path / "good.py").write_text("VALUE = 1\n")
+    (tmp_path / "bad.py").write_text("import os\n\nVALUE = 1\n")
+    (tmp_path / "notes.txt").write_text("x = (1 +\n")
+    bad = hook(["post-edit"], {"tool_name": "Edit", "tool_input": {"file_path": str(tmp_path / "bad.py")}}, tmp_path)
+    assert bad.returncode == 0
+    decision = json.loads(bad.stdout)
+    assert decision["decision"] == "block"
+    assert "bad.py:1:8: F401" in decision["reason"] and "good.py" not in decision["reason"]
+    for name in ("good.py", "notes.txt"):
+        quiet = hook(["post-edit"], {"tool_input": {"file_path": str(tmp_path / name)}}, tmp_path)
+        assert quiet.returncode == 0 and quiet.stdout == "", name
+    nothing = hook(["post-edit"], {}, tmp_path)
+    assert nothing.returncode == 0 and nothing.stdout == ""

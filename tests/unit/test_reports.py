@@ -1,0 +1,196 @@
+"""The digest, grouping and JSON document as pure logic, on hand-made failures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from testlane.reports.context import read_log_since
+from testlane.reports.digest import render_digest, rerun_command, summary_line
+from testlane.reports.grouping import group_failures, normalize
+from testlane.reports.jsonreport import JsonLines, document
+from testlane.reports.model import SCHEMA, Failure, Group, RunResult, TestOutcome
+
+
+def fixture_error(nodeid: str) -> Failure:
+    return Failure(
+        nodeid=nodeid,
+        phase="setup",
+        kind="error",
+        exc_type="RuntimeError",
+        message="database at 10.0.0.7:5432 is not ready",
+        path="tests/conftest.py",
+        line=12,
+        function="db",
+        source='raise RuntimeError("database ... not ready")',
+        logs=["WARNING  app:conftest.py:11 retrying"],
+    )
+
+
+def assertion(nodeid: str, line: int, message: str, detail: list[str] | None = None) -> Failure:
+    path = nodeid.split("::")[0]
+    return Failure(nodeid, "call", "assertion", "AssertionError", message, detail or [], path, line, "t", "assert x")
+
+
+def result_of(failures: list[Failure], passed: int = 0, exit_code: int | None = 1) -> RunResult:
+    tests = {f.nodeid: TestOutcome(f.nodeid, "error" if f.phase == "setup" else "failed") for f in failures}
+    tests.update(
+        {f"tests/test_ok.py::test_{i}": TestOutcome(f"tests/test_ok.py::test_{i}", "passed") for i in range(passed)}
+    )
+    return RunResult(
+        exit_code=exit_code, tests=list(tests.values()), groups=group_failures(failures), collected=len(tests)
+    )
+
+
+def test_one_broken_fixture_is_one_group_with_every_test() -> None:
+    failures = [fixture_error(f"tests/test_a.py::test_{i}") for i in range(200)]
+    groups = group_failures(failures)
+    assert len(groups) == 1
+    assert groups[0].count == 200
+
+
+def test_different_places_are_different_groups_and_parametrized_values_are_not() -> None:
+    failures = [
+        assertion("tests/test_a.py::test_x[1]", 5, "assert 1 == 2"),
+        assertion("tests/test_a.py::test_x[7]", 5, "assert 7 == 8"),
+        assertion("tests/test_a.py::test_y", 9, "assert 'a' == 'b'"),
+        assertion("tests/test_b.py::test_z", 5, "assert 1 == 2"),
+    ]
+    groups = group_failures(failures)
+    assert [g.count for g in groups] == [2, 1, 1]
+    assert groups[0].first.nodeid == "tests/test_a.py::test_x[1]"  # the first failure leads
+
+
+def test_normalize_blanks_what_varies_between_tests() -> None:
+    assert normalize("db tl_0a1b2c at 0x7f3a9 took 12.5s for 'alice'") == normalize(
+        "db tl_ffee at 0x1 took 3s for 'bob'"
+    )
+    assert normalize("KeyError: 'a'\nsecond line") == "KeyError: '…'"
+
+
+def test_digest_of_a_fixture_failure_folds_the_node_ids_and_reruns_the_files() -> None:
+    failures = [fixture_error(f"tests/test_a.py::test_{i}") for i in range(200)]
+    text = render_digest(result_of(failures, passed=3))
+    assert "[1] ERROR in setup of 200 tests — RuntimeError: database at 10.0.0.7:5432 is not ready" in text
+    assert "at tests/conftest.py:12 in db" in text
+    assert "… and 197 more" in text
+    assert "WARNING  app:conftest.py:11 retrying" in text
+    assert "rerun: pytest tests/test_a.py\n" in text  # every test of the file failed so: the file is exact
+    assert text.rstrip().endswith("testlane: FAILED — 200 errors, 3 passed in 0.00s; 1 root cause (exit 1)")
+
+
+def test_rerun_lists_the_first_ids_when_the_file_has_other_tests_and_quotes_them() -> None:
+    failures = [assertion(f"tests/test_a.py::test_x[{i}]", 5, f"assert {i} == 0") for i in range(5)]
+    result = result_of(failures)
+    result.tests.append(TestOutcome("tests/test_a.py::test_passes", "passed"))
+    result.groups = group_failures(failures)
+    text = render_digest(result)
+    assert (
+        "rerun: pytest 'tests/test_a.py::test_x[0]' 'tests/test_a.py::test_x[1]' 'tests/test_a.py::test_x[2]'" in text
+    )
+    assert "(first 3 of 5)" in text
+
+
+def test_rerun_under_plain_pytest_adds_it_for_integration_tests_and_uses_the_run_prefix() -> None:
+    failure = assertion("tests/test_db_it.py::test_q", 3, "assert 0 == 1")
+    failure.lane = "it"
+    group = Group(key=("k",), failures=[failure])
+    plain = RunResult(exit_code=1, rerun_prefix="pytest", it_flag=True)
+    assert rerun_command(plain, group, files_exact=False)[0] == "pytest --it tests/test_db_it.py::test_q"
+    under_run = RunResult(exit_code=1, rerun_prefix="testlane run --", it_flag=False)
+    assert rerun_command(under_run, group, files_exact=False)[0] == "testlane run -- tests/test_db_it.py::test_q"
+
+
+def test_budget_folds_later_groups_but_keeps_the_first_failure() -> None:
+    failures = [
+        assertion(f"tests/test_{i}.py::test_case", i + 1, f"assert {i} == -1", [f"diff line {n}" for n in range(30)])
+        for i in range(40)
+    ]
+    for failure in failures:
+        failure.logs = [f"log line {n}" for n in range(20)]
+    result = result_of(failures)
+    full = render_digest(result, budget=100_000)
+    small = render_digest(result, budget=1500)
+    assert len(small) <= 1500 < len(full)
+    assert "[1] FAILED tests/test_0.py::test_case — AssertionError: assert 0 == -1" in small
+    assert "at tests/test_0.py:1" in small
+    assert "diff line 0" in small
+    assert "rerun: pytest tests/test_0.py::test_case" in small
+    assert "more root causes" in small
+    assert small.rstrip().splitlines()[-1].startswith("testlane: FAILED — 40 failed")
+
+
+def test_a_first_failure_larger_than_the_budget_is_cut_not_dropped() -> None:
+    huge = assertion("tests/test_a.py::test_big", 3, "x" * 5000, ["y" * 300] * 50)
+    text = render_digest(result_of([huge]), budget=800)
+    assert len(text) <= 800
+    assert text.startswith("[1] FAILED tests/test_a.py::test_big")
+    assert text.rstrip().splitlines()[-1].startswith("testlane: FAILED")
+
+
+def test_the_summary_never_says_passed_unless_something_passed_and_pytest_exited_zero() -> None:
+    assert summary_line(result_of([], passed=4, exit_code=0)).startswith("testlane: PASSED — 4 passed")
+    nothing = RunResult(exit_code=0, tests=[TestOutcome("t.py::a", "skipped")])
+    assert nothing.outcome == "no_tests"
+    assert summary_line(nothing).startswith("testlane: FAILED — no tests ran — 1 skipped")
+    assert summary_line(RunResult(exit_code=5)).startswith("testlane: FAILED — no tests ran")
+    assert summary_line(RunResult(exit_code=2)).startswith("testlane: INTERRUPTED (not a success)")
+    assert summary_line(RunResult(exit_code=3)).startswith("testlane: FAILED — pytest crashed (INTERNALERROR)")
+    assert RunResult(exit_code=None).outcome == "crashed"
+    assert RunResult(exit_code=-9).outcome == "crashed"
+    # exit 0 with a failure recorded (a plugin swallowed it) is still a failure
+    assert result_of([assertion("t.py::a", 1, "assert 0")], exit_code=0).outcome == "failed"
+
+
+def test_json_document_carries_the_schema_groups_and_tests() -> None:
+    failures = [fixture_error(f"tests/test_a.py::test_{i}") for i in range(3)]
+    doc = document(result_of(failures, passed=2))
+    assert doc["schema"] == SCHEMA == "testlane.report/1"
+    assert doc["outcome"] == "failed" and doc["success"] is False and doc["exit_code"] == 1
+    assert doc["summary"]["error"] == 3 and doc["summary"]["passed"] == 2 and doc["summary"]["root_causes"] == 1
+    group = doc["groups"][0]
+    assert group["count"] == 3 and group["location"] == "tests/conftest.py:12" and group["kind"] == "error"
+    assert group["rerun"].startswith("pytest ")
+    assert group["failures"][0]["logs"] == ["WARNING  app:conftest.py:11 retrying"]
+    assert {t["outcome"] for t in doc["tests"]} == {"error", "passed"}
+    assert doc["digest"].endswith("(exit 1)\n")
+    json.dumps(doc)  # serializable as is
+
+
+def test_json_lines_are_one_object_per_line(tmp_path: Path) -> None:
+    stream = JsonLines.to_file(tmp_path / "out" / "events.jsonl")
+    stream.emit("start", rootdir="/x")
+    stream.emit("test", nodeid="a.py::t", outcome="passed")
+    stream.close()
+    lines = (tmp_path / "out" / "events.jsonl").read_text().splitlines()
+    events = [json.loads(line) for line in lines]
+    assert [e["event"] for e in events] == ["start", "test"]
+    assert all(e["schema"] == SCHEMA for e in events)
+
+
+def test_read_log_since_returns_only_lines_written_after_the_offset(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    log.write_text("old line 1\nold line 2\n")
+    offset = log.stat().st_size
+    with log.open("a") as fh:
+        fh.write('ERROR:  relation "nope" does not exist\nSTATEMENT:  SELECT * FROM nope\n')
+    assert read_log_since(log, offset, 10) == [
+        'ERROR:  relation "nope" does not exist',
+        "STATEMENT:  SELECT * FROM nope",
+    ]
+    assert read_log_since(log, offset, 1) == ["STATEMENT:  SELECT * FROM nope"]
+    assert read_log_since(tmp_path / "missing.log", 0, 5) == []
+
+
+def test_importing_the_reports_plugin_stays_cheap() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, testlane.reports.pytest_reporter\n"
+        "heavy = ('psycopg', 'redis', 'rich', 'click', 'testlane.reports.digest', 'testlane.reports.jsonreport',"
+        " 'testlane.reports.grouping', 'testlane.reports.failures')\n"
+        "print(','.join(m for m in heavy if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
