@@ -70,9 +70,16 @@ def test_a_gated_race_makes_check_then_act_fail_every_time(jobs: Any) -> None:
         assert_exactly_one(result)
 
 
-def test_each_racer_has_its_own_session(pg_database: Any) -> None:
+def test_each_racer_has_its_own_session(pg_database: Any, postgres: Any) -> None:
     result = race(3, lambda conn: conn.info.backend_pid, setup=connect(pg_database), timeout=20)
     assert len(set(result.results)) == 3
+    for source in (pg_database, pg_database.url, postgres, lambda: postgres.connect()):
+        result = race(2, lambda conn: (conn.info.backend_pid, conn.autocommit), connect=source, timeout=20)
+        assert_no_errors(result)
+        assert len({pid for pid, _ in result.results}) == 2
+        assert all(autocommit for _, autocommit in result.results)
+    with pytest.raises(ValueError, match="not both"):
+        race(2, lambda conn: None, setup=connect(pg_database), connect=pg_database)
 
 
 def test_a_gate_nobody_waits_for_times_out_and_still_opens(jobs: Any) -> None:
@@ -87,9 +94,6 @@ def test_a_gate_nobody_waits_for_times_out_and_still_opens(jobs: Any) -> None:
 
 def test_async_race_on_async_connections(jobs: Any) -> None:
     async def main() -> Any:
-        async def aconnect(i: int) -> psycopg.AsyncConnection[Any]:
-            return await psycopg.AsyncConnection.connect(jobs.url, autocommit=True)
-
         async def aclaim(conn: psycopg.AsyncConnection[Any]) -> Any:
             cur = await conn.execute("DELETE FROM jobs WHERE id = 'job-1' RETURNING id")
             return await cur.fetchone()
@@ -99,7 +103,7 @@ def test_async_race_on_async_connections(jobs: Any) -> None:
             return await async_race(
                 2,
                 aclaim,
-                setup=aconnect,
+                connect=jobs,
                 during=lambda: loop.run_in_executor(None, lambda: gate.open(when_waiting=2)),
                 timeout=20,
             )

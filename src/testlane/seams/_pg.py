@@ -18,7 +18,14 @@ from testlane.core.waiting import wait_until
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["admin_connection", "backend_alive", "backend_pid", "open_connection", "wait_backend_gone"]
+__all__ = [
+    "admin_connection",
+    "backend_alive",
+    "backend_pid",
+    "open_async_connection",
+    "open_connection",
+    "wait_backend_gone",
+]
 
 
 def _is_connection(obj: Any) -> bool:
@@ -43,6 +50,23 @@ def open_connection(source: Any, *, autocommit: bool) -> psycopg.Connection[Any]
     raise SeamError(
         f"cannot open a connection from {source!r}",
         hint="pass pg_database, the postgres fixture, a postgresql:// URL, or a function returning a connection",
+    )
+
+
+async def open_async_connection(source: Any) -> psycopg.AsyncConnection[Any]:
+    """A new autocommit async connection from a URL, an object with ``.url``, or an async factory."""
+    import psycopg
+
+    url = source if isinstance(source, str) else getattr(source, "url", None)
+    if isinstance(url, str):
+        return await psycopg.AsyncConnection.connect(url, autocommit=True)
+    if callable(source):
+        conn: psycopg.AsyncConnection[Any] = await source()
+        await conn.set_autocommit(True)
+        return conn
+    raise SeamError(
+        f"cannot open an async connection from {source!r}",
+        hint="pass pg_database, a postgresql:// URL, or an async function returning a connection",
     )
 
 

@@ -9,8 +9,7 @@ together, from the same point. A correct ``DELETE ... RETURNING`` or ``INSERT ..
 then still yields exactly one winner; the check-then-act variant yields two — every time::
 
     with lock_gate(pg_database, "SELECT 1 FROM jobs WHERE id = %s FOR UPDATE", [job_id]) as gate:
-        result = race(2, lambda conn: claim(conn, job_id),
-                      setup=lambda i: pg_database.connect(autocommit=True),
+        result = race(2, lambda conn: claim(conn, job_id), connect=pg_database,
                       during=lambda: gate.open(when_waiting=2))
     assert_exactly_one(result)
 

@@ -114,6 +114,8 @@ def _wait_state(pause: Pause, *, stopped: bool) -> None:
                 status = psutil.Process(pid).status()
             except psutil.NoSuchProcess:
                 continue
+            if status in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+                continue  # exited (a backend whose stopped parent cannot reap it): nothing to stop or resume
             if (status == psutil.STATUS_STOPPED) != stopped:
                 return False
         return True

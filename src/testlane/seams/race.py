@@ -2,7 +2,8 @@
 
 A race test asks "what happens when these calls really overlap?" — two workers claiming one row,
 two inserts of one key, two consumers reading one stream. :func:`race` runs ``fn`` in ``n``
-threads; each thread first runs its own ``setup(i)`` (typically: open its own connection), then
+threads; each thread first runs its own ``setup(i)`` (typically: open its own connection;
+``connect=pg_database`` does exactly that), then
 all of them wait at a :class:`threading.Barrier` and are released at once, so connecting does not
 stagger the start. :func:`async_race` does the same with tasks and an :class:`asyncio.Barrier`.
 
@@ -285,6 +286,18 @@ async def _aclose(resource: Any) -> None:
             resource.__exit__(None, None, None)
 
 
+def _connector(source: Any) -> Callable[[int], Any]:
+    from testlane.seams._pg import open_connection
+
+    return lambda i: open_connection(source, autocommit=True)
+
+
+def _async_connector(source: Any) -> Callable[[int], Awaitable[Any]]:
+    from testlane.seams._pg import open_async_connection
+
+    return lambda i: open_async_connection(source)
+
+
 # --------------------------------------------------------------------------- threads
 
 
@@ -294,6 +307,7 @@ def race(
     fn: Callable[[int], T],
     *,
     setup: None = None,
+    connect: None = None,
     during: Callable[[], object] | None = None,
     timeout: float = 30.0,
 ) -> RaceResult[T]: ...
@@ -305,6 +319,19 @@ def race(
     fn: Callable[[R], T],
     *,
     setup: Callable[[int], R],
+    connect: None = None,
+    during: Callable[[], object] | None = None,
+    timeout: float = 30.0,
+) -> RaceResult[T]: ...
+
+
+@overload
+def race(
+    n: int,
+    fn: Callable[[Any], T],
+    *,
+    setup: None = None,
+    connect: Any,
     during: Callable[[], object] | None = None,
     timeout: float = 30.0,
 ) -> RaceResult[T]: ...
@@ -315,6 +342,7 @@ def race(
     fn: Callable[[Any], Any],
     *,
     setup: Callable[[int], Any] | None = None,
+    connect: Any = None,
     during: Callable[[], object] | None = None,
     timeout: float = 30.0,
 ) -> RaceResult[Any]:
@@ -322,8 +350,10 @@ def race(
 
     Without ``setup`` each caller runs ``fn(i)`` (``i`` = 0..n-1) and opens what it needs itself.
     With ``setup``, each caller first runs ``setup(i)`` in its own thread — e.g.
-    ``setup=lambda i: pg_database.connect(autocommit=True)`` — and then ``fn(resource)``; the
-    resource is closed as soon as ``fn`` returns. ``during``, if given, runs in the calling thread
+    ``setup=lambda i: redis_db.client()`` — and then ``fn(resource)``; the resource is closed as
+    soon as ``fn`` returns. ``connect=`` is the common case of that: each caller gets its own
+    autocommit psycopg connection from ``connect`` (``pg_database``, the ``postgres`` fixture, a
+    URL, or a function returning a connection). ``during``, if given, runs in the calling thread
     once the callers are released (e.g. ``lambda: gate.open(when_waiting=n)``). Exceptions in
     ``fn`` are outcomes, not errors of the race; a failing ``setup`` raises
     :class:`~testlane.core.errors.SeamError`, running out of ``timeout`` raises
@@ -332,6 +362,10 @@ def race(
     __tracebackhide__ = True
     if n < 1:
         raise ValueError(f"race needs at least one caller, got n={n}")
+    if connect is not None:
+        if setup is not None:
+            raise ValueError("race takes setup= or connect=, not both")
+        setup = _connector(connect)
     deadline = Deadline.after(timeout)
     barrier = threading.Barrier(n)
     slots = [_Slot() for _ in range(n)]
@@ -402,6 +436,7 @@ async def async_race(
     fn: Callable[[int], Awaitable[T]],
     *,
     setup: None = None,
+    connect: None = None,
     during: Callable[[], object] | None = None,
     timeout: float = 30.0,
 ) -> RaceResult[T]: ...
@@ -413,6 +448,19 @@ async def async_race(
     fn: Callable[[R], Awaitable[T]],
     *,
     setup: Callable[[int], Awaitable[R]],
+    connect: None = None,
+    during: Callable[[], object] | None = None,
+    timeout: float = 30.0,
+) -> RaceResult[T]: ...
+
+
+@overload
+async def async_race(
+    n: int,
+    fn: Callable[[Any], Awaitable[T]],
+    *,
+    setup: None = None,
+    connect: Any,
     during: Callable[[], object] | None = None,
     timeout: float = 30.0,
 ) -> RaceResult[T]: ...
@@ -423,19 +471,26 @@ async def async_race(
     fn: Callable[[Any], Awaitable[Any]],
     *,
     setup: Callable[[int], Awaitable[Any]] | None = None,
+    connect: Any = None,
     during: Callable[[], object] | None = None,
     timeout: float = 30.0,
 ) -> RaceResult[Any]:
     """The asyncio form of :func:`race`: ``n`` tasks released together by an :class:`asyncio.Barrier`.
 
-    ``setup(i)`` is awaited in each task (e.g. ``lambda i: psycopg.AsyncConnection.connect(url)``),
-    then ``fn(resource)`` (or ``fn(i)`` without setup); resources are closed (``aclose``/``close``,
-    awaited when needed) as soon as ``fn`` returns. ``during`` may be a plain or an async callable.
-    Tasks still running at the deadline are cancelled and the race raises ``WaitTimeout``.
+    ``setup(i)`` is awaited in each task (e.g. ``lambda i: redis_db.async_client()``), then
+    ``fn(resource)`` (or ``fn(i)`` without setup); resources are closed (``aclose``/``close``,
+    awaited when needed) as soon as ``fn`` returns. ``connect=`` gives each task its own autocommit
+    ``psycopg.AsyncConnection`` (from ``pg_database``, a URL, or an async function returning one).
+    ``during`` may be a plain or an async callable. Tasks still running at the deadline are
+    cancelled and the race raises ``WaitTimeout``.
     """
     __tracebackhide__ = True
     if n < 1:
         raise ValueError(f"async_race needs at least one caller, got n={n}")
+    if connect is not None:
+        if setup is not None:
+            raise ValueError("async_race takes setup= or connect=, not both")
+        setup = _async_connector(connect)
     deadline = Deadline.after(timeout)
     barrier = asyncio.Barrier(n)
     slots = [_Slot() for _ in range(n)]

@@ -24,7 +24,7 @@ def test_two_concurrent_claims_of_one_job_have_one_winner(pg_database: Any, clai
         result = race(
             2,
             lambda conn: claim(conn, job_id),  # each claimer on its own connection
-            setup=lambda i: pg_database.connect(autocommit=True),
+            connect=pg_database,
             during=lambda: gate.open(when_waiting=2),
         )
     assert_no_errors(result)

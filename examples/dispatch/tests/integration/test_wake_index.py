@@ -21,7 +21,7 @@ def test_concurrent_inserts_of_one_wait_keep_one_row(pg_database: Any, add_wait:
         result = race(
             3,
             lambda conn: add_wait(conn, wait_id, ref),
-            setup=lambda i: pg_database.connect(autocommit=True),
+            connect=pg_database,
             during=lambda: gate.open(when_waiting=3),
         )
     assert_no_errors(result)

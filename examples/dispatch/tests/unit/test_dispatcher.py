@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import pytest
 from dispatch.dispatcher import Dispatcher
 from dispatch.jobs import Job
@@ -29,7 +31,7 @@ class FakeLocks:
 
 
 class FakeStore:
-    def __init__(self, jobs: dict[str, str], claimed_elsewhere: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+    def __init__(self, jobs: dict[str, str], claimed_elsewhere: Iterable[str] = ()) -> None:
         self.jobs = dict(jobs)  # id -> queue
         self.claimed_elsewhere = set(claimed_elsewhere)
 

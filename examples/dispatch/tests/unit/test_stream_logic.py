@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from dispatch.stream import Consumer, Delivery
 class FakeStreamClient:
     """Records the calls a worker makes; serves canned replies. It cannot model a group."""
 
-    def __init__(self, new: list[Any] = (), stale: list[Any] = ()) -> None:  # type: ignore[assignment]
+    def __init__(self, new: Sequence[Any] = (), stale: Sequence[Any] = ()) -> None:
         self.new, self.stale = list(new), list(stale)
         self.calls: list[tuple[Any, ...]] = []
 
