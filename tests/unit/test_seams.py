@@ -446,6 +446,16 @@ def test_paused_refuses_what_it_cannot_pause() -> None:
     with pytest.raises(SeamError, match="cannot pause"), paused(object()):
         pass
 
+    class ContainerServer:  # a server handle without a local process
+        instance = type("Instance", (), {"name": "postgres", "backend": "container"})()
+        url = "postgresql://postgres@127.0.0.1:5432/postgres"
+        pid = None
+
+    expected = r"not a process on this machine \(container backend\)"
+    with pytest.raises(SeamError, match=expected) as info, paused(ContainerServer()):
+        pass
+    assert "podman pause" in str(info.value)
+
 
 def test_stop_thread_stops_a_cooperative_worker_and_names_a_stuck_one() -> None:
     stop = threading.Event()

@@ -145,9 +145,11 @@ def _resolve(target: Any, tree: bool | None) -> Pause:
         pid = target.pid
         what = f"{target.instance.name} at {target.url}"
         if pid is None:
+            backend = getattr(target.instance, "backend", "unknown")
             raise SeamError(
-                f"cannot pause {what}: testlane did not start it (an existing server given by URL)",
-                hint="run the test against testlane's own server to pause it",
+                f"cannot pause {what}: it is not a process on this machine ({backend} backend)",
+                hint="pausing needs a server testlane runs as a process here (the embedded and local backends); "
+                "a container can be paused with `podman pause`/`docker pause`, an existing server not from here",
             )
         _local_process(pid, what)
         if tree is False:
