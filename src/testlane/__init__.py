@@ -3,7 +3,8 @@
 The public API. Names load lazily, so ``import testlane`` (and the pytest plugin)
 stays cheap; ``testlane.__all__`` lists everything public. Per-test isolation as plain
 Python lives in :mod:`testlane.db` (``from testlane import db``); the web harness (live server,
-WebSocket client, strict HTTP mocks, fake streams, spies, seeding) in :mod:`testlane.web`.
+WebSocket client, strict HTTP mocks, fake streams, spies, seeding) in :mod:`testlane.web`; the
+seam kit (races, lock gates, kills, stalls, eventually, repeat) in :mod:`testlane.seams`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ _EXPORTS: dict[str, str] = {
     "MigrationError": "testlane.core.errors",
     "PortUnavailableError": "testlane.core.errors",
     "PrivilegeError": "testlane.core.errors",
+    "SeamError": "testlane.core.errors",
     "ServiceError": "testlane.core.errors",
     "ServiceStartError": "testlane.core.errors",
     "TestlaneError": "testlane.core.errors",
@@ -67,6 +69,26 @@ _EXPORTS: dict[str, str] = {
     "aseed": "testlane.web.factories",
     "fake_stream": "testlane.web.streams",
     "seed": "testlane.web.factories",
+    # seams
+    "LockGate": "testlane.seams.gate",
+    "Pause": "testlane.seams.pause",
+    "RaceOutcome": "testlane.seams.race",
+    "RaceResult": "testlane.seams.race",
+    "SeamIteration": "testlane.seams.repeat",
+    "assert_exactly_one": "testlane.seams.race",
+    "assert_no_errors": "testlane.seams.race",
+    "assert_winners": "testlane.seams.race",
+    "async_race": "testlane.seams.race",
+    "eventually": "testlane.seams.eventually",
+    "eventually_passes": "testlane.seams.eventually",
+    "kill_connection": "testlane.seams.kill",
+    "kill_process": "testlane.seams.kill",
+    "lock_gate": "testlane.seams.gate",
+    "paused": "testlane.seams.pause",
+    "race": "testlane.seams.race",
+    "seam": "testlane.seams.repeat",
+    "stop_thread": "testlane.seams.kill",
+    "terminate_backend": "testlane.seams.kill",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -96,6 +118,7 @@ if TYPE_CHECKING:
         MigrationError,
         PortUnavailableError,
         PrivilegeError,
+        SeamError,
         ServiceError,
         ServiceStartError,
         TestlaneError,
@@ -112,6 +135,20 @@ if TYPE_CHECKING:
     from testlane.databases.template import TemplateSpec, ensure_template
     from testlane.databases.testdb import TestDatabase
     from testlane.databases.transaction import SavepointConnection
+    from testlane.seams.eventually import eventually, eventually_passes
+    from testlane.seams.gate import LockGate, lock_gate
+    from testlane.seams.kill import kill_connection, kill_process, stop_thread, terminate_backend
+    from testlane.seams.pause import Pause, paused
+    from testlane.seams.race import (
+        RaceOutcome,
+        RaceResult,
+        assert_exactly_one,
+        assert_no_errors,
+        assert_winners,
+        async_race,
+        race,
+    )
+    from testlane.seams.repeat import SeamIteration, seam
     from testlane.services.base import Server
     from testlane.services.instance import Instance
     from testlane.services.mariadb import MariaDbServer

@@ -220,6 +220,32 @@ def test_pool_under_load_degrades_to_on_demand_clones(postgres, tmp_path: Path) 
     assert pool.stats.on_demand > 0
 
 
+def test_pools_of_one_process_never_name_two_clones_alike(postgres, tmp_path: Path) -> None:
+    # A session holds a pool per template, and testlane.db helpers make their own, all with the
+    # same run id and worker name: their clone names must not collide.
+    templates = []
+    for table in ("a", "b"):
+        (tmp_path / table).mkdir()
+        templates.append(
+            ensure_template(postgres, sql_spec(tmp_path / table, ("001.sql", f"CREATE TABLE {table} (id int);")))
+        )
+    pools = [
+        ClonePool(postgres, template, run_id="0badf00d", worker="twin", size=0, preconnect=False, drop_at_close=True)
+        for template in templates
+    ]
+    leases = []
+    try:
+        for pool in pools:
+            pool.start()
+            leases += [(pool, pool.acquire()) for _ in range(2)]
+        assert len({lease.name for _, lease in leases}) == 4
+    finally:
+        for pool, lease in leases:
+            pool.release(lease)
+        for pool in pools:
+            pool.close()
+
+
 def test_transaction_helper_rolls_back_commits(postgres, tmp_path: Path) -> None:
     folder = tmp_path / "m"
     folder.mkdir()

@@ -20,7 +20,9 @@ Hierarchy::
     │   ├── MigrationError       a migration source failed (file, statement, server error)
     │   ├── ExtensionMissingError a required extension is not installed in these binaries
     │   └── UnsafeDatabaseError  a helper was pointed at a database testlane did not create
-    └── LaneError                integration-lane helper used outside the integration lane
+    ├── LaneError                integration-lane helper used outside the integration lane
+    └── SeamError                a seam helper (testlane.seams) could not do what was asked:
+                                 a racer's setup failed, a process could not be signalled, ...
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ __all__ = [
     "MigrationError",
     "PortUnavailableError",
     "PrivilegeError",
+    "SeamError",
     "ServiceError",
     "ServiceStartError",
     "TestlaneError",
@@ -116,3 +119,12 @@ class UnsafeDatabaseError(DatabaseError):
 
 class LaneError(TestlaneError):
     """Raised when an integration-lane helper is used outside the integration lane."""
+
+
+class SeamError(TestlaneError):
+    """Raised when a seam helper cannot do what was asked.
+
+    Examples: a racer's ``setup`` raised (the race never started), a process to pause or kill is
+    not on this machine or may not be signalled, a paused process had to be resumed by the watchdog.
+    A seam helper that runs out of time raises :class:`~testlane.core.waiting.WaitTimeout` instead.
+    """

@@ -59,6 +59,11 @@ __all__ = ["ClonePool", "Lease", "PoolStats"]
 
 log = logging.getLogger("testlane")
 
+# Clone numbers are unique per process, not per pool: one process holds several pools with the same
+# run id and worker name (a session's pool per template, testlane.db helpers' own), whose clones
+# must never be given the same name.
+_clone_numbers = itertools.count(1)
+
 SETTLE_TIMEOUT = 2.0  # a released database whose connections stay open longer is dropped, not reset
 
 
@@ -124,7 +129,7 @@ class ClonePool:
         self.stats = PoolStats()
         major = int(server.version.split(".")[0]) if server.version else 0
         self._strategy_clause = f" STRATEGY {strategy.upper()}" if major >= 15 else ""
-        self._counter = itertools.count(1)
+        self._counter = _clone_numbers
         self._cond = threading.Condition()
         self._ready: deque[Lease] = deque()
         self._released: deque[Lease] = deque()

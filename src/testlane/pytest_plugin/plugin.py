@@ -43,6 +43,7 @@ pytest_plugins = [
     "testlane.pytest_plugin.discipline",
     "testlane.pytest_plugin.sharding",
     "testlane.pytest_plugin.web",
+    "testlane.pytest_plugin.seams",
 ]
 settings_key = pytest.StashKey["Settings"]()
 
