@@ -109,10 +109,6 @@ def test_the_chat_example_integration_lane_on_each_postgres_backend(
     missing = [t for t in CHAT_INTEGRATION if f"tests/integration/{t}" not in outcomes]
     assert missing == []
     if backend == "url":
-        import psycopg
+        from tests.integration.test_backends_it import dead_owned_leftovers
 
-        with psycopg.connect(SYSTEM_PG) as conn:
-            left = conn.execute(
-                "SELECT datname FROM pg_database WHERE datname LIKE 'tl\\_%' AND datname NOT LIKE 'tl\\_tpl\\_%'"
-            ).fetchall()
-        assert left == []
+        assert dead_owned_leftovers() == [], "the run left databases on the existing server"
