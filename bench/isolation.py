@@ -5,7 +5,9 @@ Usage: python bench/isolation.py [--tests 200] [--runs 3] [--json]
 The suite: N tests, each inserting a row into a table created by migrations and selecting it
 back. Every variant runs as its own pytest process; times are wall-clock medians of ``--runs``:
 
-* ``nodb``: the same N tests without a database (the body is a no-op) — the anchor;
+* ``nodb``: the same N tests without a database — the anchor: the same test code, on a
+  function-scoped fixture returning a fake connection, so that collecting, assertion rewriting and
+  fixture set-up cost the same as in the other variants;
 * ``testlane_database``: testlane, ``database`` isolation (a pooled clone per test, ``pg_conn``);
 * ``testlane_transaction``: testlane, ``transaction`` isolation (rolled back per test);
 * ``pytest_postgresql``: pytest-postgresql's per-test ``postgresql`` fixture with its template
@@ -54,7 +56,28 @@ MIGRATION = "CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL, crea
 TIMING_CONFTEST = textwrap.dedent(
     """
     import json, os, time
+    import pytest
     _first = []
+
+    class FakeConnection:  # the anchor's stand-in for a connection: the same test code, no database
+
+        def __init__(self):
+            self.rows = []
+
+        def execute(self, sql, params=None):
+            if params:
+                self.rows.append(params)
+            return self
+
+        def fetchall(self):
+            return list(self.rows)
+
+        def commit(self):
+            pass
+
+    @pytest.fixture
+    def fake_conn():
+        return FakeConnection()
 
     def pytest_runtest_call(item):
         if not _first:
@@ -89,10 +112,10 @@ def test_{i}(postgresql):
 """
 
 NODB_TESTS = """
-def test_{i}():
-    rows = []
-    rows.append(("item-{i}",))
-    assert rows == [("item-{i}",)]
+def test_{i}(fake_conn):
+    fake_conn.execute("INSERT INTO items (name) VALUES (%s)", ("item-{i}",))
+    assert fake_conn.execute("SELECT name FROM items").fetchall() == [("item-{i}",)]
+    fake_conn.commit()
 """
 
 

@@ -303,3 +303,22 @@ def test_postgres_in_a_container_start_query_stop_and_reap(data_dir: Path, proje
         if owner.poll() is None:
             owner.kill()
     assert leftovers(data_dir) == []
+
+
+@needs_system_services
+def test_guard_accepts_a_foreign_server_only_when_told(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from testlane.core.errors import ConfigError, UnsafeDatabaseError
+    from testlane.databases.guard import resolve_mariadb, resolve_postgres
+
+    monkeypatch.setenv("TESTLANE_DATA_DIR", str(tmp_path / "data"))  # an empty registry: nothing is known
+    for resolve, url in ((resolve_postgres, SYSTEM_PG), (resolve_mariadb, SYSTEM_MARIADB)):
+        with pytest.raises(UnsafeDatabaseError, match="server testlane knows"):
+            resolve(url)
+        server = resolve(url, allow_unmanaged=True)
+        assert server.instance.backend == "url"
+        assert server.instance.port in (5432, 3306)
+        assert server.instance.version[:1].isdigit()
+    with pytest.raises(ConfigError, match="does not look like a postgres URL"):
+        resolve_postgres(SYSTEM_MARIADB, allow_unmanaged=True)
+    with pytest.raises(TypeError, match="PostgresServer"):
+        resolve_postgres(42)

@@ -180,7 +180,7 @@ def test_guard_refuses_outside_the_lane_and_foreign_servers(postgres) -> None:
     finally:
         current_lane.reset(token)
     with (
-        pytest.raises(UnsafeDatabaseError, match="not a server testlane started"),
+        pytest.raises(UnsafeDatabaseError, match="not a Postgres server testlane knows"),
         db.database("postgresql://postgres@127.0.0.1:5432/postgres"),
     ):
         pass

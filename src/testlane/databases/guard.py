@@ -51,86 +51,60 @@ def require_integration_lane(what: str, *, allow: bool = False) -> None:
 def resolve_postgres(target: Any, *, allow_unmanaged: bool = False) -> Any:
     """A :class:`PostgresServer` for ``target`` (a server handle or a URL of a testlane server).
 
-    A URL is accepted when it points at a running testlane instance (found in the registry);
-    anything else raises :class:`UnsafeDatabaseError` unless ``allow_unmanaged``.
+    A URL is accepted when it points at a Postgres instance in the registry — one testlane started, or
+    the existing server of a run's ``url`` backend; anything else raises :class:`UnsafeDatabaseError`
+    unless ``allow_unmanaged``.
     """
-    from testlane.core.config import load_settings
-    from testlane.core.runtime import RunContext
-    from testlane.services.instance import Instance
-    from testlane.services.postgres import PostgresServer
-    from testlane.services.registry import Registry
-
-    if isinstance(target, PostgresServer):
-        return target
-    if not isinstance(target, str):
-        raise TypeError(f"expected a PostgresServer or a postgresql:// URL, got {type(target).__name__}")
-    parts = urlsplit(target)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 5432
-    registry = Registry(RunContext.from_settings(load_settings()))
-    for inst in registry.instances():
-        if inst.engine == "postgres" and inst.port == port and inst.host in (host, "127.0.0.1", "localhost"):
-            return PostgresServer(inst, owned=False)
-    if allow_unmanaged:
-        user = parts.username or "postgres"
-        instance = Instance(
-            run_id="external",
-            name="postgres",
-            engine="postgres",
-            backend="url",
-            host=host,
-            port=port,
-            user=user,
-            password=parts.password,
-            database=(parts.path or "/postgres").lstrip("/") or "postgres",
-        )
-        server = PostgresServer(instance, owned=False)
-        instance.version = _server_version(server)
-        return server
-    raise UnsafeDatabaseError(
-        f"refusing to use {parts.scheme}://{host}:{port}: it is not a server testlane started, and might be "
-        "a developer's working database.",
+    return _resolve(
+        "postgres",
+        target,
+        allow_unmanaged=allow_unmanaged,
         hint="use the `postgres` fixture or a URL from `testlane run`/`testlane services`; for an existing test "
         "server configure the url backend, or pass allow_unmanaged=True if you really mean it.",
     )
 
 
-def _server_version(server: Any) -> str:
-    with server.connect() as conn:
-        row = conn.execute("SHOW server_version").fetchone()
-    return str(row[0]).split()[0] if row else ""
-
-
 def resolve_mariadb(target: Any, *, allow_unmanaged: bool = False) -> Any:
     """A :class:`MariaDbServer` for ``target`` (a server handle, or a URL of a server testlane knows).
 
-    A URL is accepted when it points at a MariaDB instance in the registry — one testlane started, or
-    the existing server of a run's ``url`` backend; anything else raises :class:`UnsafeDatabaseError`
-    unless ``allow_unmanaged``.
+    Accepted like :func:`resolve_postgres`, for MariaDB/MySQL URLs.
     """
-    from testlane.core.config import load_settings
-    from testlane.core.runtime import RunContext
-    from testlane.services.external import instance_from_url, server_version
-    from testlane.services.mariadb import MariaDbServer
-    from testlane.services.registry import Registry
-
-    if isinstance(target, MariaDbServer):
-        return target
-    if not isinstance(target, str):
-        raise TypeError(f"expected a MariaDbServer or a mysql:// URL, got {type(target).__name__}")
-    parts = urlsplit(target)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 3306
-    registry = Registry(RunContext.from_settings(load_settings()))
-    for inst in registry.instances():
-        if inst.engine == "mariadb" and inst.port == port and inst.host in (host, "127.0.0.1", "localhost"):
-            return MariaDbServer(inst, owned=False)
-    if allow_unmanaged:
-        server = MariaDbServer(instance_from_url("mariadb", target, run_id="external", name="mariadb"), owned=False)
-        server.instance.version = server_version(server)
-        return server
-    raise UnsafeDatabaseError(
-        f"refusing to use {parts.scheme}://{host}:{port}: it is not a MariaDB server testlane knows, and might be "
-        "a developer's working database.",
+    return _resolve(
+        "mariadb",
+        target,
+        allow_unmanaged=allow_unmanaged,
         hint="use the `mariadb` fixture or a URL from `testlane run`/`testlane services`; for an existing test "
         'server configure mariadb.backend = "url" and mariadb.url, or pass allow_unmanaged=True if you really '
         "mean it.",
+    )
+
+
+_DISPLAY = {"postgres": "Postgres", "mariadb": "MariaDB"}
+
+
+def _resolve(engine: str, target: Any, *, allow_unmanaged: bool, hint: str) -> Any:
+    from testlane.core.config import load_settings
+    from testlane.core.runtime import RunContext
+    from testlane.services.external import DEFAULTS, SCHEMES, instance_from_url, server_class, server_version
+    from testlane.services.registry import Registry
+
+    cls = server_class(engine)
+    if isinstance(target, cls):
+        return target
+    if not isinstance(target, str):
+        raise TypeError(f"expected a {cls.__name__} or a {SCHEMES[engine][0]}:// URL, got {type(target).__name__}")
+    parts = urlsplit(target)
+    host, port = parts.hostname or "127.0.0.1", parts.port or DEFAULTS[engine][0]
+    registry = Registry(RunContext.from_settings(load_settings()))
+    for inst in registry.instances():
+        if inst.engine == engine and inst.port == port and inst.host in (host, "127.0.0.1", "localhost"):
+            return cls(inst, owned=False)
+    if allow_unmanaged:
+        server = cls(instance_from_url(engine, target, run_id="external", name=engine), owned=False)
+        server.instance.version = server_version(server)
+        return server
+    raise UnsafeDatabaseError(
+        f"refusing to use {parts.scheme}://{host}:{port}: it is not a {_DISPLAY[engine]} server testlane knows, "
+        "and might be a developer's working database.",
+        hint=hint,
     )
