@@ -8,6 +8,8 @@ back. Every variant runs as its own pytest process; times are wall-clock medians
 * ``nodb``: the same N tests without a database — the anchor: the same test code, on a
   function-scoped fixture returning a fake connection, so that collecting, assertion rewriting and
   fixture set-up cost the same as in the other variants;
+* ``shared``: the same N tests on one psycopg connection to testlane's server that the whole
+  session shares — no isolation at all, the floor: what the test's own statements cost;
 * ``testlane_database``: testlane, ``database`` isolation (a pooled clone per test, ``pg_conn``);
 * ``testlane_transaction``: testlane, ``transaction`` isolation (rolled back per test);
 * ``pytest_postgresql``: pytest-postgresql's per-test ``postgresql`` fixture with its template
@@ -17,7 +19,14 @@ back. Every variant runs as its own pytest process; times are wall-clock medians
 Per-test overhead = (variant total - no-database total) / N, each against the anchor run under
 the same interpreter; it includes start-up and shut-down spread over N tests. The *marginal*
 per-test overhead is the slope between an N-test and a 2N-test suite, minus the no-database slope:
-what each additional test costs once the services are up. Time to first test = from spawning
+what each additional test costs once the services are up. Both are differences of wall-clock totals,
+so on a noisy machine they move by a millisecond or two from run to run. The *in-test* overhead is
+steadier: each pytest process records how long every test takes from set-up to tear-down
+(``pytest_runtest_protocol``; the first and last tests, which pay session set-up and tear-down, left
+out), and the figure is the median of a variant minus the anchor's. It is what a test waits for; work
+done in the background (refilling and resetting the pool) shows in it only where it competes for the
+CPU. The *isolation* cost is the in-test time minus the ``shared`` variant's: what isolating a
+test costs beyond running its statements. Time to first test = from spawning
 pytest to the first test's call. The xdist speedup is reported next to xdist's own cost on the
 no-database suite (spawning workers), which no database work can win back on a 2-core machine.
 pytest-postgresql cannot run Postgres as root; as root its suite runs as testlane's service user
@@ -25,13 +34,17 @@ pytest-postgresql cannot run Postgres as root; as root its suite runs as testlan
 
 Also measured directly: the clone floor (``CREATE DATABASE ... STRATEGY FILE_COPY`` vs ``WAL_LOG``).
 
-JSON keys: tests, runs, nodb_total_s, nodb_first_test_s, testlane_database_total_s,
+JSON keys: tests, runs, nodb_total_s, nodb_first_test_s, nodb_per_test_ms, testlane_database_total_s,
 testlane_database_first_test_s, testlane_database_overhead_ms, testlane_database_marginal_ms,
-testlane_transaction_total_s, testlane_transaction_overhead_ms, testlane_transaction_marginal_ms,
-pytest_postgresql_total_s, pytest_postgresql_first_test_s, pytest_postgresql_overhead_ms,
-pytest_postgresql_marginal_ms, overhead_ratio and marginal_ratio (pytest-postgresql / testlane
-database mode), xdist_tests, xdist_n0_s, xdist_n2_s, xdist_speedup, nodb_xdist_n0_s,
-nodb_xdist_n2_s, nodb_xdist_speedup, clone_file_copy_ms, clone_wal_log_ms.
+testlane_database_per_test_ms, testlane_database_in_test_overhead_ms, testlane_transaction_total_s,
+testlane_transaction_overhead_ms, testlane_transaction_marginal_ms, testlane_transaction_per_test_ms,
+testlane_transaction_in_test_overhead_ms, pytest_postgresql_total_s, pytest_postgresql_first_test_s,
+pytest_postgresql_overhead_ms, pytest_postgresql_marginal_ms, pytest_postgresql_per_test_ms,
+pytest_postgresql_in_test_overhead_ms, overhead_ratio, marginal_ratio and in_test_ratio
+(pytest-postgresql / testlane database mode), shared_per_test_ms, queries_ms,
+testlane_database_isolation_ms, testlane_transaction_isolation_ms, pytest_postgresql_isolation_ms,
+xdist_tests, xdist_n0_s, xdist_n2_s, xdist_speedup, nodb_xdist_n0_s, nodb_xdist_n2_s,
+nodb_xdist_speedup, clone_file_copy_ms, clone_wal_log_ms.
 """
 
 from __future__ import annotations
@@ -65,7 +78,7 @@ TIMING_CONFTEST = textwrap.dedent(
             self.rows = []
 
         def execute(self, sql, params=None):
-            if params:
+            if sql.startswith("INSERT"):
                 self.rows.append(params)
             return self
 
@@ -79,22 +92,35 @@ TIMING_CONFTEST = textwrap.dedent(
     def fake_conn():
         return FakeConnection()
 
+    _durations = []
+
     def pytest_runtest_call(item):
         if not _first:
             _first.append(time.time())
 
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(item, nextitem):
+        started = time.perf_counter()
+        yield
+        _durations.append(time.perf_counter() - started)
+
     def pytest_sessionfinish(session):
+        steady = sorted(_durations[1:-1])  # the first and last tests pay session set-up/tear-down
+        median = steady[len(steady) // 2] if steady else None
         with open(os.environ["BENCH_OUT"], "w") as fh:
-            json.dump({"first": _first[0] if _first else None, "end": time.time()}, fh)
+            json.dump({"first": _first[0] if _first else None, "end": time.time(), "per_test": median}, fh)
     """
 )
 
-TESTLANE_TESTS = """
-def test_{i}(pg_conn):
-    pg_conn.execute("INSERT INTO items (name) VALUES (%s)", ("item-{i}",))
-    assert pg_conn.execute("SELECT name FROM items").fetchall() == [("item-{i}",)]
-    pg_conn.commit()
+# One test body for every variant; only the fixture that provides the connection differs.
+TEST = """
+def test_{i}({conn}):
+    {conn}.execute("INSERT INTO items (name) VALUES (%s)", ("item-{i}",))
+    assert {conn}.execute("SELECT name FROM items WHERE name = %s", ("item-{i}",)).fetchall() == [("item-{i}",)]
+    {conn}.commit()
 """
+
+CONNECTION = {"testlane": "pg_conn", "pytest_postgresql": "postgresql", "nodb": "fake_conn", "shared": "shared_conn"}
 
 PYTEST_POSTGRESQL_HEADER = """
 from pathlib import Path
@@ -104,18 +130,17 @@ postgresql_proc = factories.postgresql_proc(load=[Path(__file__).parent / "migra
 postgresql = factories.postgresql("postgresql_proc")
 """
 
-PYTEST_POSTGRESQL_TESTS = """
-def test_{i}(postgresql):
-    postgresql.execute("INSERT INTO items (name) VALUES (%s)", ("item-{i}",))
-    assert postgresql.execute("SELECT name FROM items").fetchall() == [("item-{i}",)]
-    postgresql.commit()
-"""
+# The floor: the same queries on one connection the whole session shares (testlane's server, no isolation).
+SHARED_HEADER = f"""
+import psycopg
+import pytest
 
-NODB_TESTS = """
-def test_{i}(fake_conn):
-    fake_conn.execute("INSERT INTO items (name) VALUES (%s)", ("item-{i}",))
-    assert fake_conn.execute("SELECT name FROM items").fetchall() == [("item-{i}",)]
-    fake_conn.commit()
+@pytest.fixture(scope="session")
+def shared_conn(postgres):
+    with psycopg.connect(postgres.url) as conn:
+        conn.execute({MIGRATION.strip()!r})
+        conn.commit()
+        yield conn
 """
 
 
@@ -141,10 +166,10 @@ def write_project(root: Path, variant: str, n: int, isolation: str = "database")
             """
         )
     )
-    body = {"testlane": TESTLANE_TESTS, "pytest_postgresql": PYTEST_POSTGRESQL_TESTS, "nodb": NODB_TESTS}[variant]
-    header = PYTEST_POSTGRESQL_HEADER if variant == "pytest_postgresql" else ""
-    name = "test_suite.py" if variant != "testlane" else "test_suite_it.py"
-    (project / name).write_text(header + "".join(body.format(i=i) for i in range(n)))
+    header = {"pytest_postgresql": PYTEST_POSTGRESQL_HEADER, "shared": SHARED_HEADER}.get(variant, "")
+    name = "test_suite_it.py" if variant in ("testlane", "shared") else "test_suite.py"
+    tests = "".join(TEST.format(i=i, conn=CONNECTION[variant]) for i in range(n))
+    (project / name).write_text(header + tests)
     if is_root():
         for dirpath, _dirs, files in os.walk(root):
             os.chmod(dirpath, 0o777)
@@ -155,8 +180,8 @@ def write_project(root: Path, variant: str, n: int, isolation: str = "database")
 
 def run_pytest(
     project: Path, extra: list[str], *, as_service_user: bool = False, env_extra: dict[str, str] | None = None
-) -> tuple[float, float]:
-    """(total wall seconds, seconds to the first test's call)."""
+) -> tuple[float, float, float]:
+    """(total wall seconds, seconds to the first test's call, median seconds per test in process)."""
     out = project / f"timing-{time.monotonic_ns()}.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TESTLANE_", "PYTEST_"))}
     env.update({"BENCH_OUT": str(out), "PYTHONDONTWRITEBYTECODE": "1", **(env_extra or {})})
@@ -182,7 +207,8 @@ def run_pytest(
         raise SystemExit(f"benchmark suite failed in {project}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     timing = json.loads(out.read_text())
     first = timing["first"]
-    return total, (first - started) if first is not None else float("nan")  # xdist controller runs no test
+    per_test = timing["per_test"] if timing["per_test"] is not None else float("nan")
+    return total, (first - started) if first is not None else float("nan"), per_test  # xdist: the controller runs none
 
 
 def clone_floor(runs: int = 30) -> dict[str, float]:
@@ -231,6 +257,7 @@ def main() -> None:
         "nodb2",
         "nodb_service_user",
         "nodb2_service_user",
+        "shared",
         "tl_db",
         "tl_db2",
         "tl_txn",
@@ -242,10 +269,11 @@ def main() -> None:
         "nx0",
         "nx2",
     )
-    results: dict[str, list[tuple[float, float]]] = {k: [] for k in keys}
+    results: dict[str, list[tuple[float, float, float]]] = {k: [] for k in keys}
     try:
         nodb = write_project(root, "nodb", n)
         nodb2 = write_project(root, "nodb", 2 * n)
+        shared = write_project(root, "shared", n)
         tl_db = write_project(root, "testlane", n, "database")
         tl_db2 = write_project(root, "testlane", 2 * n, "database")
         tl_txn = write_project(root / "txn", "testlane", n, "transaction")
@@ -259,6 +287,7 @@ def main() -> None:
             results["nodb2"].append(run_pytest(nodb2, []))
             results["nodb_service_user"].append(run_pytest(nodb, [], as_service_user=True))
             results["nodb2_service_user"].append(run_pytest(nodb2, [], as_service_user=True))
+            results["shared"].append(run_pytest(shared, [], env_extra=it_env))
             results["tl_db"].append(run_pytest(tl_db, [], env_extra=it_env))
             results["tl_db2"].append(run_pytest(tl_db2, [], env_extra=it_env))
             results["tl_txn"].append(run_pytest(tl_txn, [], env_extra=it_env))
@@ -274,7 +303,7 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
 
     def med(key: str, index: int = 0) -> float:
-        return statistics.median(r[index] for r in results[key])
+        return float(statistics.median(r[index] for r in results[key]))
 
     anchor, anchor_pg = med("nodb"), med("nodb_service_user")
     slope, slope_pg = med("nodb2") - anchor, med("nodb2_service_user") - anchor_pg
@@ -285,24 +314,44 @@ def main() -> None:
     tl_overhead = (med("tl_db") - anchor) / n * 1000
     pg_overhead = (med("pg") - anchor_pg) / n * 1000
     tl_marginal, pg_marginal = marginal("tl_db", slope), marginal("pg", slope_pg)
+
+    def per_test(key: str) -> float:
+        return med(key, 2) * 1000
+
+    tl_in_test = per_test("tl_db") - per_test("nodb")
+    pg_in_test = per_test("pg") - per_test("nodb_service_user")
+    queries = per_test("shared") - per_test("nodb")  # what the test's own three statements cost
     summary = {
         "tests": n,
         "runs": args.runs,
         "nodb_total_s": round(anchor, 3),
         "nodb_first_test_s": round(med("nodb", 1), 3),
+        "nodb_per_test_ms": round(per_test("nodb"), 3),
         "testlane_database_total_s": round(med("tl_db"), 3),
         "testlane_database_first_test_s": round(med("tl_db", 1), 3),
         "testlane_database_overhead_ms": round(tl_overhead, 2),
         "testlane_database_marginal_ms": round(tl_marginal, 2),
+        "testlane_database_per_test_ms": round(per_test("tl_db"), 3),
+        "testlane_database_in_test_overhead_ms": round(tl_in_test, 3),
         "testlane_transaction_total_s": round(med("tl_txn"), 3),
         "testlane_transaction_overhead_ms": round((med("tl_txn") - anchor) / n * 1000, 2),
         "testlane_transaction_marginal_ms": round(marginal("tl_txn", slope), 2),
+        "testlane_transaction_per_test_ms": round(per_test("tl_txn"), 3),
+        "testlane_transaction_in_test_overhead_ms": round(per_test("tl_txn") - per_test("nodb"), 3),
         "pytest_postgresql_total_s": round(med("pg"), 3),
         "pytest_postgresql_first_test_s": round(med("pg", 1), 3),
         "pytest_postgresql_overhead_ms": round(pg_overhead, 2),
         "pytest_postgresql_marginal_ms": round(pg_marginal, 2),
+        "pytest_postgresql_per_test_ms": round(per_test("pg"), 3),
+        "pytest_postgresql_in_test_overhead_ms": round(pg_in_test, 3),
         "overhead_ratio": round(pg_overhead / tl_overhead, 1) if tl_overhead > 0 else None,
         "marginal_ratio": round(pg_marginal / tl_marginal, 1) if tl_marginal > 0 else None,
+        "in_test_ratio": round(pg_in_test / tl_in_test, 1) if tl_in_test > 0 else None,
+        "shared_per_test_ms": round(per_test("shared"), 3),
+        "queries_ms": round(queries, 3),
+        "testlane_database_isolation_ms": round(per_test("tl_db") - per_test("shared"), 3),
+        "testlane_transaction_isolation_ms": round(per_test("tl_txn") - per_test("shared"), 3),
+        "pytest_postgresql_isolation_ms": round(pg_in_test - queries, 3),
         "xdist_tests": 2 * n,
         "xdist_n0_s": round(med("x0"), 3),
         "xdist_n2_s": round(med("x2"), 3),
@@ -317,7 +366,7 @@ def main() -> None:
         print(json.dumps(summary))
         return
     print(f"{n} tests, each: INSERT + SELECT + COMMIT; medians of {args.runs} runs")
-    print("  variant                           total    first test   overhead/test   marginal/test")
+    print("  variant                           total    first test   overhead/test   marginal/test   in-test/test")
     rows = [
         ("no database (anchor)", "nodb_total_s", "nodb_first_test_s", None, None),
         (
@@ -346,15 +395,28 @@ def main() -> None:
         first_s = f"{summary[first]:.3f} s" if first else "-"
         over_s = f"{summary[over]:.2f} ms" if over else "-"
         marg_s = f"{summary[marg]:.2f} ms" if marg else "-"
-        print(f"  {label:<33} {summary[total]:.3f} s  {first_s:>10}   {over_s:>12}   {marg_s:>12}")
+        in_key = over.replace("_overhead_ms", "_in_test_overhead_ms") if over else None
+        in_s = f"{summary[in_key]:.2f} ms" if in_key else f"({summary['nodb_per_test_ms']:.2f} ms)"
+        print(f"  {label:<33} {summary[total]:.3f} s  {first_s:>10}   {over_s:>12}   {marg_s:>12}   {in_s:>12}")
     print(
-        f"  pytest-postgresql / testlane: {summary['overhead_ratio']}x overhead, {summary['marginal_ratio']}x marginal"
+        f"  pytest-postgresql / testlane: {_ratio(summary['overhead_ratio'])} overhead, "
+        f"{_ratio(summary['marginal_ratio'])} marginal, {_ratio(summary['in_test_ratio'])} in-test"
+    )
+    print(
+        f"  isolation alone, per test (in-test minus the same queries on a shared connection, "
+        f"{summary['queries_ms']:.2f} ms): database {summary['testlane_database_isolation_ms']:.2f} ms, "
+        f"transaction {summary['testlane_transaction_isolation_ms']:.2f} ms, "
+        f"pytest-postgresql {summary['pytest_postgresql_isolation_ms']:.2f} ms"
     )
     print(
         f"  {2 * n} tests under xdist: -n 0 {summary['xdist_n0_s']:.3f} s, -n 2 {summary['xdist_n2_s']:.3f} s, "
         f"speedup {summary['xdist_speedup']}x (no database: {summary['nodb_xdist_speedup']}x)"
     )
     print(f"  clone floor: FILE_COPY {summary['clone_file_copy_ms']} ms, WAL_LOG {summary['clone_wal_log_ms']} ms")
+
+
+def _ratio(value: object) -> str:
+    return f"{value}x" if value is not None else "n/a (testlane's figure is within the noise of zero)"
 
 
 if __name__ == "__main__":
