@@ -80,6 +80,9 @@ class TestWatch:
 
 
 watch_key = pytest.StashKey[TestWatch]()
+# The snapshot taken after the previous test's teardown. Between it and the next test's setup only
+# pytest's own reporting runs, so it serves as that test's "before" and saves one snapshot per test.
+last_snapshot_key = pytest.StashKey[Snapshot]()
 IGNORED_ENV = frozenset({"PYTEST_CURRENT_TEST"})
 
 
@@ -148,7 +151,10 @@ def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
     watch = TestWatch(env=dict(os.environ))
     item.stash[watch_key] = watch
     if d.leaks != "off":
-        watch.before = Snapshot.take()
+        previous = item.config.stash.get(last_snapshot_key, None)
+        if previous is not None:
+            del item.config.stash[last_snapshot_key]  # used once: never older than the previous test
+        watch.before = previous if previous is not None else Snapshot.take()
     if d.background_errors != "off":
         watch.handler = _AsyncioErrors(watch.asyncio_errors)
         logging.getLogger("asyncio").addHandler(watch.handler)
@@ -245,6 +251,7 @@ def _leaks(item: pytest.Item, watch: TestWatch) -> list[str]:
     now = Snapshot.take()
     # What appeared in the test body is the test's; what appeared during setup is the test's too,
     # unless a wider-scoped fixture was set up then (its resources legitimately outlive the test).
+    item.config.stash[last_snapshot_key] = now
     baseline = watch.after_setup if watch.wide_fixtures else watch.before
     found: list[str] = []
     found += _leaked_threads(now.threads - baseline.threads)
