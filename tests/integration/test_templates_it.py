@@ -220,6 +220,40 @@ def test_pool_under_load_degrades_to_on_demand_clones(postgres, tmp_path: Path) 
     assert pool.stats.on_demand > 0
 
 
+def test_pool_connections_come_with_warm_caches_and_reset_databases_stay_exact(postgres, tmp_path: Path) -> None:
+    spec = sql_spec(tmp_path, ("001.sql", "CREATE TABLE t (id serial PRIMARY KEY, name text NOT NULL);"))
+    template = ensure_template(postgres, spec)
+    pool = ClonePool(postgres, template, run_id="0badf00d", worker="warm", size=1, workers=1, drop_at_close=True)
+    # An index's relcache entry shows as a memory context named after it once the backend has opened it.
+    loaded = "SELECT count(*) FROM pg_backend_memory_contexts WHERE ident = 't_pkey'"
+    held = []
+    try:
+        pool.start()
+        lease = pool.acquire(wait=5.0)
+        conn = lease.take_connection()
+        assert conn is not None and conn.execute(loaded).fetchone() == (1,)  # warmed before the test
+        conn.execute("INSERT INTO t (name) VALUES ('written')")
+        conn.commit()
+        lease.conn = conn
+        pool.release(lease)
+        for _ in range(5):  # the fresh clone that refilled the pool may come first
+            lease = pool.acquire(wait=5.0)
+            held.append(lease)
+            if lease.reused:
+                break
+        assert lease.reused and pool.stats.reused_truncated == 1, pool.stats
+        conn = lease.take_connection()
+        assert conn is not None
+        assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
+        assert conn.execute("INSERT INTO t (name) VALUES ('again') RETURNING id").fetchone() == (1,)
+        conn.rollback()
+        lease.conn = conn
+    finally:
+        for lease in held:
+            pool.release(lease)
+        pool.close()
+
+
 def test_pools_of_one_process_never_name_two_clones_alike(postgres, tmp_path: Path) -> None:
     # A session holds a pool per template, and testlane.db helpers make their own, all with the
     # same run id and worker name: their clone names must not collide.

@@ -10,7 +10,8 @@ connection), by priority:
    sanitized and reused, so a reset costs no new connection;
 2. **clone** while fewer than ``size`` databases are ready or on their way:
    ``CREATE DATABASE ... TEMPLATE ... STRATEGY FILE_COPY`` (measured fastest on tmpfs) and one
-   connection opened to it (the first connection to a database is the slow one);
+   connection opened to it (the first connection to a database is the slow one), its caches warmed
+   (:data:`WARM_CACHES`: a test's first statement on a fresh backend would otherwise load them);
 3. **drop** databases that could not be reset — lazily: on a server testlane throws away after the
    run, only once more than ``drop_backlog`` wait (the rest go with the server's directory); on a
    shared server, all of them before the pool closes.
@@ -58,6 +59,27 @@ if TYPE_CHECKING:
 __all__ = ["ClonePool", "Lease", "PoolStats"]
 
 log = logging.getLogger("testlane")
+
+# A fresh backend loads each table's catalog entries (relation, indexes, ...) on first use, and a
+# TRUNCATE invalidates them: measured here, a test's first INSERT took 1.4 ms on a fresh clone's
+# connection and 0.35 ms after a TRUNCATE, against 0.2 ms on a warm one. Opening the tables once, in
+# the background, moves most of that off the test's path (to 0.45-0.55 ms and 0.25 ms). Reads only:
+# no counter that resets are planned from moves.
+WARM_CACHES = """
+DO $warm$
+DECLARE rel regclass;
+BEGIN
+    FOR rel IN
+        SELECT c.oid::regclass FROM pg_class c
+        WHERE c.relkind IN ('r', 'p', 'm')
+          AND c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace,
+                                     'pg_toast'::regnamespace)
+    LOOP
+        EXECUTE format('SELECT FROM %s LIMIT 0', rel);
+    END LOOP;
+END
+$warm$
+"""
 
 # Clone numbers are unique per process, not per pool: one process holds several pools with the same
 # run id and worker name (a session's pool per template, testlane.db helpers' own), whose clones
@@ -327,6 +349,8 @@ class ClonePool:
                 _close(conn)
                 return None
             baseline = reset(conn, tables) if tables else after
+            if tables:
+                _warm_caches(conn, tables)
             conn.autocommit = False
         except Exception as exc:
             log.debug("could not reset %s: %s", lease.name, exc)
@@ -384,8 +408,23 @@ class ClonePool:
             mark_owner(admin, name, self.server)  # so a crashed run's clone can be reaped on a shared server
         connect = self.preconnect if preconnect is None else preconnect
         conn = self._connect(name, autocommit=False) if connect else None
+        if conn is not None:
+            _warm_caches(conn)
         # A new database has no statistics yet: its baseline is all zeros.
         return Lease(name, self.server.dsn(name), conn, Counters(), on_demand=on_demand)
+
+
+def _warm_caches(conn: psycopg.Connection, tables: list[str] | None = None) -> None:
+    """Load catalog entries into the connection's backend: of ``tables`` (quoted names), else of all
+    user tables (best effort)."""
+    try:
+        # Without parameters psycopg sends the text as a simple query: one round trip for all.
+        conn.execute("; ".join(f"SELECT FROM {name} LIMIT 0" for name in tables) if tables else WARM_CACHES)
+    except Exception as exc:  # e.g. plpgsql dropped, a table the user may not read: only slower
+        log.debug("could not warm the caches of %s: %s", conn.info.dbname, exc)
+    with contextlib.suppress(Exception):
+        if not conn.autocommit:
+            conn.rollback()
 
 
 def _close(conn: psycopg.Connection | None) -> None:
