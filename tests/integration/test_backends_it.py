@@ -3,6 +3,7 @@ Redis), MariaDB from local binaries, Postgres in a Podman container, and what `a
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import socket
@@ -39,18 +40,28 @@ needs_system_services = pytest.mark.skipif(
 )
 
 
-def _podman_ready() -> str | None:
-    """Why the container tests cannot run here, or None when they can."""
+@functools.cache
+def podman_unavailable() -> str | None:
+    """Why the container tests cannot run here, or None when they can (checked once, by running one)."""
+    from testlane.services.container import detect_runtime
+
     if shutil.which("podman") is None:
         return "podman is not installed (apt-get install -y podman runc)"
     proc = subprocess.run(["podman", "image", "exists", IMAGE], capture_output=True, check=False)
     if proc.returncode != 0:
         return f"the image {IMAGE} is not built (scripts/build-local-images.sh; public registries are unreachable)"
+    runtime = detect_runtime(load_settings(environ={"TESTLANE_CONTAINER_CLI": "podman"}))
+    proc = runtime.run("run", "--rm", *runtime.run_args, "--entrypoint", "/bin/true", IMAGE, timeout=120)
+    if proc.returncode != 0:
+        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+        return f"podman cannot run a container here ({runtime.describe()}): {tail}"
     return None
 
 
-PODMAN_UNAVAILABLE = _podman_ready()
-needs_podman = pytest.mark.skipif(PODMAN_UNAVAILABLE is not None, reason=str(PODMAN_UNAVAILABLE))
+def needs_podman() -> None:
+    reason = podman_unavailable()
+    if reason:
+        pytest.skip(reason)
 
 
 def settings(data_dir: Path, **overrides: str) -> object:
@@ -248,8 +259,8 @@ def test_mariadb_from_local_binaries_start_query_stop(data_dir: Path) -> None:
     assert pid is not None and leftovers(data_dir) == []
 
 
-@needs_podman
 def test_postgres_in_a_container_start_query_stop_and_reap(data_dir: Path, project: Path) -> None:
+    needs_podman()
     s = settings(data_dir, **{"postgres.backend": "container", "postgres.image": IMAGE})
     ctx = RunContext.from_settings(s, owner=os.getpid())
     with ServiceStack(s, ctx) as stack:

@@ -84,14 +84,14 @@ POSTGRES_BACKENDS = {
 
 def _unavailable(backend: str) -> str | None:
     from testlane.services.binaries import local_postgres_candidates
-    from tests.integration.test_backends_it import PODMAN_UNAVAILABLE, _listening
+    from tests.integration.test_backends_it import _listening, podman_unavailable
 
     if backend == "local" and not local_postgres_candidates()[0]:
         return "no local PostgreSQL"
     if backend == "url" and not _listening(5432):
         return "this machine's PostgreSQL is not running on 5432"
     if backend == "container":
-        return PODMAN_UNAVAILABLE
+        return podman_unavailable()
     return None
 
 
