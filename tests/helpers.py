@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -39,10 +40,25 @@ def run_cli(
     )
 
 
-def start_cli(args: list[str], *, cwd: Path, env: Mapping[str, str]) -> subprocess.Popen[str]:
+def start_cli(
+    args: list[str], *, cwd: Path, env: Mapping[str, str], as_background_job: bool = False
+) -> subprocess.Popen[str]:
+    """``testlane ARGS`` in the background; ``as_background_job``: with SIGINT and SIGQUIT ignored, as a
+    non-interactive shell starts ``cmd &`` (and as CI runners and nohup'd scripts often run it)."""
     return subprocess.Popen(
-        [TESTLANE, *args], cwd=cwd, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [TESTLANE, *args],
+        cwd=cwd,
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_ignore_interrupts if as_background_job else None,
     )
+
+
+def _ignore_interrupts() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGQUIT, signal.SIG_IGN)
 
 
 def server_processes(data_dir: Path) -> list[psutil.Process]:

@@ -23,6 +23,9 @@ PROBE_TEST = textwrap.dedent(
     from testlane.core.waiting import wait_until
 
     def test_probe():
+        if os.environ.get("PROBE_IGNORE_SIGINT"):  # a test (or library) that swallows Ctrl-C
+            import signal
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         out = pathlib.Path(os.environ["PROBE_OUT"])
         with psycopg.connect(os.environ["TESTLANE_POSTGRES_URL"]) as conn:
             data_dir = conn.execute("SHOW data_directory").fetchone()[0]
@@ -118,13 +121,19 @@ def test_unknown_option_is_one_clear_message(project: Path) -> None:
     assert "postgres.backend = 'docker' is not one of" in result.stderr
 
 
-@pytest.mark.parametrize(("signum", "expected"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize(
+    ("signum", "expected", "background"),
+    [(signal.SIGINT, 130, False), (signal.SIGTERM, 143, False), (signal.SIGINT, 130, True)],
+    ids=["SIGINT", "SIGTERM", "SIGINT-in-a-background-job"],
+)
 def test_signal_stops_everything_and_returns_the_signal_code(
-    probe_project: Path, data_dir: Path, tmp_path: Path, signum: int, expected: int
+    probe_project: Path, data_dir: Path, tmp_path: Path, signum: int, expected: int, background: bool
 ) -> None:
     out = tmp_path / "out"
     env = _env(data_dir, out, PROBE_HOLD=str(tmp_path / "never"))
-    proc = start_cli(["run", "--", "-q", "-p", "no:cacheprovider"], cwd=probe_project, env=env)
+    proc = start_cli(
+        ["run", "--", "-q", "-p", "no:cacheprovider"], cwd=probe_project, env=env, as_background_job=background
+    )
     try:
         wait_for_file_glob(out, "*.json")
         report = _reports(out)[0]
@@ -132,13 +141,58 @@ def test_signal_stops_everything_and_returns_the_signal_code(
         assert len(servers) >= 2
         pytest_proc = psutil.Process(int(report["pytest_pid"]))
         proc.send_signal(signum)
-        code = proc.wait(timeout=60)
+        stdout, stderr = proc.communicate(timeout=60)  # reading the pipes: a full pipe must not block the run
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert code == expected, proc.communicate()
+    assert proc.returncode == expected, stdout + stderr
+    assert "did not stop within" not in stdout + stderr  # pytest stopped in an orderly way, by itself
     assert wait_gone([*servers, pytest_proc]) == []
     assert server_processes(data_dir) == []
+    assert leftovers(data_dir) == []
+
+
+def test_a_pytest_that_ignores_ctrl_c_is_terminated_after_the_grace_period(
+    probe_project: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    env = _env(data_dir, out, PROBE_HOLD=str(tmp_path / "never"), PROBE_IGNORE_SIGINT="1", TESTLANE_STOP_GRACE="1")
+    proc = start_cli(["run", "--", "-q", "-p", "no:cacheprovider"], cwd=probe_project, env=env)
+    try:
+        wait_for_file_glob(out, "*.json")
+        servers = server_processes(data_dir)
+        pytest_proc = psutil.Process(int(_reports(out)[0]["pytest_pid"]))
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stdout + stderr
+    assert "pytest did not stop within 1s of the signal; terminating it" in stdout + stderr
+    assert wait_gone([*servers, pytest_proc]) == []
+    assert server_processes(data_dir) == []
+    assert leftovers(data_dir) == []
+
+
+def test_a_killed_run_started_as_a_background_job_takes_its_servers_with_it(
+    probe_project: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    """SIGQUIT, the servers' parent-death signal, is ignored in a shell's background job: not by them."""
+    out = tmp_path / "out"
+    env = _env(data_dir, out, PROBE_HOLD=str(tmp_path / "never"))
+    proc = start_cli(["run", "--", "-q", "-p", "no:cacheprovider"], cwd=probe_project, env=env, as_background_job=True)
+    try:
+        wait_for_file_glob(out, "*.json")
+        servers = server_processes(data_dir)
+        assert len(servers) >= 2
+        pytest_proc = psutil.Process(int(_reports(out)[0]["pytest_pid"]))
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+        assert wait_gone([*servers, pytest_proc]) == []  # at once, not only when the next run reaps
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert run_cli(["reap"], cwd=probe_project, env=env).returncode == 0
     assert leftovers(data_dir) == []
 
 

@@ -4,8 +4,8 @@ Signals: on SIGTERM testlane forwards SIGTERM to pytest (whose testlane plugin
 turns it into an orderly interruption), waits for it, stops the services and
 exits 143. On SIGINT it does the same and exits 130; when the terminal sent the
 Ctrl-C to the whole foreground process group, pytest already has it and is not
-signalled twice. A pytest that does not stop within the grace period is
-terminated, then killed. If testlane itself is SIGKILLed, the parent-death
+signalled twice. A pytest that does not stop within the grace period
+(``stop_grace``, 15 s) is terminated, then killed 5 s later. If testlane itself is SIGKILLed, the parent-death
 signal stops pytest and the servers, and the next start reaps what is left.
 
 Reports: with ``reports.format = auto`` (the default) pytest prints a failure digest when a coding
@@ -41,7 +41,7 @@ from testlane.core.waiting import Deadline
 from testlane.databases.appdb import drop_app_databases, mapped_environment
 from testlane.databases.provision import start_services
 from testlane.reports import REPORTED_ENV, RERUN_ENV
-from testlane.services.process import parent_death_preexec
+from testlane.services.process import child_preexec
 from testlane.services.stack import ServiceStack
 
 __all__ = ["agent_detected", "report_format", "run_pytest_under_services"]
@@ -49,6 +49,7 @@ __all__ = ["agent_detected", "report_format", "run_pytest_under_services"]
 IT_ENV = "TESTLANE_IT"
 FORMAT_ENV = "TESTLANE_REPORTS_FORMAT"
 GRACE_SECONDS = 15.0
+POLL_SECONDS = 0.25
 PYTEST_EXIT_CODES = range(6)
 
 
@@ -130,8 +131,9 @@ def _report_crash(fmt: str, code: int, budget: int) -> None:
 class _Supervisor:
     """Waits for the pytest child; turns our signals into an orderly stop of it."""
 
-    def __init__(self, child: subprocess.Popen[bytes]) -> None:
+    def __init__(self, child: subprocess.Popen[bytes], grace: float = GRACE_SECONDS) -> None:
         self.child = child
+        self.grace = grace
         self.signal: int | None = None
         self._deadline: Deadline | None = None
 
@@ -149,7 +151,7 @@ class _Supervisor:
         else:
             self._send(signum)
         if self._deadline is None:
-            self._deadline = Deadline.after(GRACE_SECONDS)
+            self._deadline = Deadline.after(self.grace)
 
     def _send(self, signum: int) -> None:
         if self.child.poll() is None:
@@ -157,18 +159,24 @@ class _Supervisor:
                 self.child.send_signal(signum)
 
     def wait(self) -> int:
+        # Never an untimed wait: a signal handled during one does not end it (the wait is resumed,
+        # PEP 475), so the grace period the handler starts would never be checked.
         while True:
+            deadline = self._deadline
             try:
-                timeout = self._deadline.remaining if self._deadline is not None else None
-                return self.child.wait(timeout=timeout)
+                return self.child.wait(timeout=POLL_SECONDS if deadline is None else deadline.remaining)
             except subprocess.TimeoutExpired:
-                console.print("[yellow]testlane:[/yellow] pytest did not stop in time; terminating it")
-                self._send(signal.SIGTERM if self.child.poll() is None else 0)
-                try:
-                    return self.child.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    self.child.kill()
-                    return self.child.wait()
+                if deadline is None or not deadline.expired:
+                    continue
+            console.print(
+                f"[yellow]testlane:[/yellow] pytest did not stop within {self.grace:g}s of the signal; terminating it"
+            )
+            self._send(signal.SIGTERM if self.child.poll() is None else 0)
+            try:
+                return self.child.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.child.kill()
+                return self.child.wait()
 
 
 def _describe(stack: ServiceStack) -> str:
@@ -230,9 +238,9 @@ def run_pytest_under_services(
             REPORTED_ENV: str(reported),
             **(extra_env or {}),
         }
-        preexec = parent_death_preexec(signal.SIGTERM)
+        preexec = child_preexec(signal.SIGTERM)
         child = subprocess.Popen([sys.executable, "-m", "pytest", *pytest_args], env=env, preexec_fn=preexec)
-        supervisor = _Supervisor(child)
+        supervisor = _Supervisor(child, grace=settings.stop_grace)
         signal.signal(signal.SIGTERM, supervisor.handle)
         previous_int = signal.signal(signal.SIGINT, supervisor.handle)
         try:

@@ -390,6 +390,11 @@ class Settings:
         default_doc="<data_dir>/state",
     )
     start_timeout: float = opt(30.0, "Seconds a server may take to accept its first query.")
+    stop_grace: float = opt(
+        15.0,
+        "Seconds `testlane run` gives pytest to stop after Ctrl-C or SIGTERM; then it terminates pytest, and "
+        "kills it 5 seconds later.",
+    )
     service_user: str = opt(
         "testlane",
         "When running as root: the unprivileged system user servers run as (created if missing).",

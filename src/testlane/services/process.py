@@ -28,31 +28,45 @@ import psutil
 
 from testlane.core.waiting import Deadline, sleep
 
-__all__ = ["ProcessRef", "log_tail", "pid_alive", "spawn", "stop_process_group"]
+__all__ = ["ProcessRef", "child_preexec", "log_tail", "pid_alive", "spawn", "stop_process_group"]
 
 log = logging.getLogger("testlane")
 
 _PR_SET_PDEATHSIG = 1
 
 
-def parent_death_preexec(sig: int) -> Callable[[], None] | None:
-    """A preexec function that sets the parent-death signal (Linux only).
+# Signals a shell may have left ignored: a non-interactive shell starts background jobs with SIGINT
+# and SIGQUIT ignored, and an ignored disposition survives fork and exec. A server would then ignore
+# its parent-death signal (SIGQUIT) and outlive a killed testlane; a pytest child would ignore the
+# Ctrl-C testlane forwards to it (Python installs its KeyboardInterrupt handler only where SIGINT is
+# not ignored) and never stop in an orderly way.
+RESET_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP)
 
-    Written by hand because subprocess has no such option and no library offers one;
-    libc is loaded here, in the parent, so the child only makes one foreign call.
+
+def child_preexec(death_signal: int | None) -> Callable[[], None] | None:
+    """A preexec function for the processes testlane starts: :data:`RESET_SIGNALS` back to their
+    defaults, then (Linux only) ``death_signal`` as the parent-death signal when it is not None.
+
+    Written by hand because subprocess has no such options and no library offers them; libc is
+    loaded here, in the parent, so the child only makes foreign calls (no Python signal handling,
+    which is not safe between fork and exec).
     """
-    if not sys.platform.startswith("linux"):
-        return None
     libc_name = ctypes.util.find_library("c")
     if not libc_name:
         return None
     libc = ctypes.CDLL(libc_name, use_errno=True)
-    prctl = libc.prctl
+    reset_disposition, prctl = libc.signal, libc.prctl if sys.platform.startswith("linux") else None
+    reset_disposition.restype = ctypes.c_void_p
+    reset_disposition.argtypes = (ctypes.c_int, ctypes.c_void_p)
+    numbers = [int(sig) for sig in RESET_SIGNALS]
 
-    def set_pdeathsig() -> None:
-        prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    def setup() -> None:
+        for number in numbers:
+            reset_disposition(number, None)  # SIG_DFL is the null handler
+        if prctl is not None and death_signal is not None:
+            prctl(_PR_SET_PDEATHSIG, int(death_signal), 0, 0, 0)
 
-    return set_pdeathsig
+    return setup
 
 
 @dataclass(frozen=True)
@@ -101,7 +115,7 @@ def spawn(
     ``user``/``group`` switch identity in the child (used as root). With
     ``die_with_parent`` the child gets SIGQUIT when the spawning thread's process dies.
     """
-    preexec = parent_death_preexec(signal.SIGQUIT) if die_with_parent else None
+    preexec = child_preexec(signal.SIGQUIT if die_with_parent else None)
     with open(log_file, "ab") as out:
         return subprocess.Popen(
             list(argv),
