@@ -48,7 +48,6 @@ __all__ = ["agent_detected", "report_format", "run_pytest_under_services"]
 
 IT_ENV = "TESTLANE_IT"
 FORMAT_ENV = "TESTLANE_REPORTS_FORMAT"
-GRACE_SECONDS = 15.0
 POLL_SECONDS = 0.25
 PYTEST_EXIT_CODES = range(6)
 
@@ -131,7 +130,7 @@ def _report_crash(fmt: str, code: int, budget: int) -> None:
 class _Supervisor:
     """Waits for the pytest child; turns our signals into an orderly stop of it."""
 
-    def __init__(self, child: subprocess.Popen[bytes], grace: float = GRACE_SECONDS) -> None:
+    def __init__(self, child: subprocess.Popen[bytes], grace: float) -> None:
         self.child = child
         self.grace = grace
         self.signal: int | None = None
