@@ -103,3 +103,58 @@ def leftovers(data_dir: Path) -> list[str]:
 
 def elapsed_since(start: float) -> float:
     return time.monotonic() - start
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and was reaped)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def owner_decoys(suffix: str) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """Databases (name -> comment) for the exact-ownership tests, on a shared server.
+
+    Returns ``(reaped, decoys, other_host)``: ``reaped`` carry a complete record of this host whose owner
+    is dead (``reap`` drops them); ``decoys`` merely look like testlane's (a record with text before or
+    after it, the pre-v1 shape inside other text, no pid, a record of another run than the name's) and
+    must survive every reap; ``other_host`` carry complete records of another host, made long ago:
+    kept unless ``--other-hosts-older-than`` is given. Run ids are random, so concurrent suites on the
+    same server never share names. ``suffix`` ends the names (``1`` for Postgres, ``m1`` for MariaDB).
+    """
+    import secrets
+
+    from testlane.databases.owner import this_host
+
+    host = this_host()
+    pid = dead_pid()
+
+    def run() -> str:
+        return secrets.token_hex(4)
+
+    def record(run_id: str, *, on: str = host) -> str:
+        return f"testlane:v1 run={run_id} host={on} pid={pid} ctime=1.00 created=1700000000"
+
+    def legacy(run_id: str) -> str:  # the shape main's reaper searched for anywhere in a comment
+        return f"testlane run={run_id} host={host} pid={pid} ctime=1.00 created=1700000000"
+
+    reaped = {}
+    real = run()
+    reaped[f"tl_{real}_main_{suffix}"] = record(real)
+    decoys = {}
+    for make in (
+        lambda r: f"see {record(r)}",
+        lambda r: f"{record(r)} -- kept by hand",
+        lambda r: f"backup of {legacy(r)}",
+        lambda r: f"{legacy(r)}\nimportant data",
+        lambda r: f"testlane:v1 run={r} host={host} ctime=- created=1700000000",
+        lambda r: record(run()),  # a complete record, but of another run than the name's
+    ):
+        r = run()
+        decoys[f"tl_{r}_main_{suffix}"] = make(r)
+    far = run()
+    other_host = {f"tl_{far}_main_{suffix}": record(far, on="elsewhere.example")}
+    return reaped, decoys, other_host

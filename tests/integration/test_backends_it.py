@@ -22,7 +22,7 @@ from testlane.databases.leftovers import find_leftovers
 from testlane.services.backends import choose_backend
 from testlane.services.registry import Registry
 from testlane.services.stack import ServiceStack
-from tests.helpers import clean_env, leftovers, run_cli, server_processes
+from tests.helpers import clean_env, leftovers, owner_decoys, run_cli, server_processes
 
 SYSTEM_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 SYSTEM_MARIADB = "mysql://root@127.0.0.1:3306/"
@@ -186,35 +186,38 @@ def dead_owned_leftovers() -> list[str]:
     dead owner was left by the run under test.
     """
     with psycopg.connect(SYSTEM_PG, autocommit=True) as admin:
-        return [lo.name for lo in find_leftovers(admin, max_age=10**9) if lo.reason is not None]
+        return [lo.name for lo in find_leftovers(admin) if lo.reason is not None]
+
+
+def _make_databases(databases: dict[str, str]) -> None:
+    from psycopg import sql
+
+    with psycopg.connect(SYSTEM_PG, autocommit=True) as admin:
+        for name, comment in databases.items():
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            admin.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(comment)))
+
+
+def _drop_databases(names: list[str]) -> None:
+    from psycopg import sql
+
+    with psycopg.connect(SYSTEM_PG, autocommit=True) as admin:
+        for name in names:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def _existing(names: list[str]) -> set[str]:
+    with psycopg.connect(SYSTEM_PG) as conn:
+        rows = conn.execute("SELECT datname FROM pg_database WHERE datname = ANY(%s)", (names,)).fetchall()
+    return {row[0] for row in rows}
 
 
 @needs_system_services
-def test_leftovers_of_dead_runs_are_reaped_and_nothing_else(project: Path, data_dir: Path) -> None:
-    from psycopg import sql
-
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    host = socket.gethostname()
-    comments = {
-        "tl_deadbeef_main_1": f"testlane run=deadbeef host={host} pid={dead.pid} ctime=1.00 created=1700000000",
-        "tl_0a0a0a0a_main_1": f"testlane run=0a0a0a0a host={host} pid={os.getpid()} ctime=None created=9999999999",
-        "tl_0b0b0b0b_main_1": "",  # not marked by testlane: never guessed at
-    }
-    with psycopg.connect(SYSTEM_PG, autocommit=True) as admin:
-        for name, comment in comments.items():
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-            if comment:
-                admin.execute(
-                    sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(comment))
-                )
+def test_reap_drops_only_complete_owner_records_of_dead_owners_on_this_host(project: Path, data_dir: Path) -> None:
+    reaped, decoys, other_host = owner_decoys("1")
+    everything = {**reaped, **decoys, **other_host}
+    _make_databases(everything)
     try:
-        with psycopg.connect(SYSTEM_PG, autocommit=True) as admin:
-            verdicts = {lo.name: lo.reason for lo in find_leftovers(admin, max_age=24 * 3600) if lo.name in comments}
-        assert verdicts["tl_deadbeef_main_1"] == f"its owner (pid {dead.pid} on this host) is gone"
-        assert verdicts["tl_0a0a0a0a_main_1"] is None  # owner alive (the ctime in the comment is not checked here)
-        assert verdicts["tl_0b0b0b0b_main_1"] is None
         env = clean_env(
             {
                 "TESTLANE_DATA_DIR": str(data_dir),
@@ -224,14 +227,20 @@ def test_leftovers_of_dead_runs_are_reaped_and_nothing_else(project: Path, data_
         )
         result = run_cli(["reap"], cwd=project, env=env)
         assert result.returncode == 0, result.stderr
-        assert "dropped database tl_deadbeef_main_1" in result.stderr
-        with psycopg.connect(SYSTEM_PG) as conn:
-            left = {r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'tl\\_0%'")}
-        assert left == {"tl_0a0a0a0a_main_1", "tl_0b0b0b0b_main_1"}
-    finally:
+        for name in reaped:
+            assert f"dropped database {name}" in result.stderr
+        assert _existing(list(everything)) == {*decoys, *other_host}, "a decoy was dropped"
         with psycopg.connect(SYSTEM_PG, autocommit=True) as admin:
-            for name in comments:
-                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+            found = [lo for lo in find_leftovers(admin) if lo.name in everything]
+        assert {lo.name for lo in found} == {*decoys, *other_host}
+        assert [lo.name for lo in found if lo.reason] == []
+        assert {lo.name for lo in found if lo.record} == {*other_host, *list(decoys)[-1:]}  # parsed, not ours
+        # Another host's records go only when asked for, by age; decoys never.
+        result = run_cli(["reap", "--other-hosts-older-than", "1"], cwd=project, env=env)
+        assert result.returncode == 0, result.stderr
+        assert _existing(list(everything)) == set(decoys)
+    finally:
+        _drop_databases(list(everything))
 
 
 def test_auto_prefers_a_configured_url_then_embedded_then_local(data_dir: Path) -> None:

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import stat
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,10 +36,11 @@ from testlane.databases.mariadb.template import (
     template_state,
 )
 from testlane.databases.mariadb.transaction import ImplicitCommitError, MysqlSavepointConnection
+from testlane.databases.owner import OwnerRecord, this_host
 from testlane.services.mariadb import MariaDbEngine
 from testlane.services.registry import Registry
 from testlane.services.stack import ServiceStack
-from tests.helpers import clean_env, run_cli, server_processes
+from tests.helpers import clean_env, owner_decoys, run_cli, server_processes
 from tests.mariadb_helpers import EXISTING_URL, existing_databases, existing_server, has_local_mariadb
 
 SCHEMA = """\
@@ -337,46 +335,45 @@ def test_on_a_shared_server_clones_name_their_owner(server: Any, spec: Any, run_
         pool.release(lease)
         pool.close()
     if server.instance.backend == "url":
-        assert comment.startswith(f"testlane run={run_id} host={socket.gethostname()} pid={os.getpid()} ")
+        record = OwnerRecord.parse(comment)
+        assert record is not None and record.render() == comment
+        assert (record.run_id, record.host, record.pid) == (run_id, this_host(), os.getpid())
     else:
         assert comment == ""  # a server testlane throws away takes its databases with it
 
 
-def test_leftovers_of_dead_runs_are_reaped_and_nothing_else(project: Path, data_dir: Path) -> None:
+def test_reap_drops_only_complete_owner_records_of_dead_owners_on_this_host(project: Path, data_dir: Path) -> None:
     server = existing_server()
     if server is None:
         pytest.skip("no MariaDB at 127.0.0.1:3306")
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    host = socket.gethostname()
-    comments = {
-        "tl_deadbeef_main_m1": f"testlane run=deadbeef host={host} pid={dead.pid} ctime=1.00 created=1700000000",
-        "tl_0a0a0a0a_main_m1": f"testlane run=0a0a0a0a host={host} pid={os.getpid()} ctime=None created=9999999999",
-        "tl_0b0b0b0b_main_m1": "",  # not marked by testlane: never guessed at
-    }
+    reaped, decoys, other_host = owner_decoys("m1")
+    everything = {**reaped, **decoys, **other_host}
     with contextlib.closing(server.connect()) as admin, admin.cursor() as cur:
-        for name, comment in comments.items():
-            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        for name, comment in everything.items():
             cur.execute(f"CREATE DATABASE `{name}` COMMENT = %s", (comment,))
+
+    def existing() -> set[str]:
+        with contextlib.closing(server.connect()) as conn, conn.cursor() as cur:
+            cur.execute("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'tl\\_%'")
+            return {row[0] for row in cur.fetchall()} & set(everything)
+
     try:
-        with contextlib.closing(server.connect()) as admin:
-            found = find_mysql_leftovers(admin, max_age=24 * 3600)
-        verdicts = {lo.name: lo.reason for lo in found if lo.name in comments}
-        assert verdicts == {
-            "tl_deadbeef_main_m1": f"its owner (pid {dead.pid} on this host) is gone",
-            "tl_0a0a0a0a_main_m1": None,
-            "tl_0b0b0b0b_main_m1": None,
-        }
-        assert not any(lo.name.startswith("tl_tpl_") for lo in found)  # templates are never leftovers
         env = clean_env({"TESTLANE_DATA_DIR": str(data_dir), "TESTLANE_MARIADB_SERVER_URL": EXISTING_URL})
         result = run_cli(["reap"], cwd=project, env=env)
         assert result.returncode == 0, result.stderr
-        assert "dropped database tl_deadbeef_main_m1" in result.stderr + result.stdout
-        assert existing_databases("tl\\_0%") == ["tl_0a0a0a0a_main_m1", "tl_0b0b0b0b_main_m1"]
-        assert existing_databases("tl\\_deadbeef\\_%") == []
+        for name in reaped:
+            assert f"dropped database {name}" in result.stderr + result.stdout
+        assert existing() == {*decoys, *other_host}, "a decoy was dropped"
+        with contextlib.closing(server.connect()) as admin:
+            found = find_mysql_leftovers(admin)
+        assert not any(lo.name.startswith("tl_tpl_") for lo in found)  # templates are never leftovers
+        assert [lo.name for lo in found if lo.reason and lo.name in everything] == []
+        result = run_cli(["reap", "--other-hosts-older-than", "1"], cwd=project, env=env)
+        assert result.returncode == 0, result.stderr
+        assert existing() == set(decoys)
     finally:
         with contextlib.closing(server.connect()) as admin, admin.cursor() as cur:
-            for name in comments:
+            for name in everything:
                 cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
 
 

@@ -193,7 +193,7 @@ def env_command(state: CliState) -> None:
     click.echo("# add TESTLANE_IT=1 (or pytest --it) to run the integration lane against them")
 
 
-def _reap_url_leftovers(settings: Settings) -> list[Leftover]:
+def _reap_url_leftovers(settings: Settings, other_hosts_older_than: float | None) -> list[Leftover]:
     """Leftovers of dead runs on the configured existing Postgres and MariaDB servers, if there are any."""
     from testlane.services.mariadb import MariaDbServer
 
@@ -204,7 +204,7 @@ def _reap_url_leftovers(settings: Settings) -> list[Leftover]:
             continue  # no URL: no existing server (and `auto` need not look for binaries)
         server = handle(instance_from_url(service, url, run_id="reaper", name=service))
         try:
-            dropped += reap_leftovers(server)
+            dropped += reap_leftovers(server, other_hosts_older_than=other_hosts_older_than)
         except Exception as exc:
             raise UnreachableError(
                 f"could not reap leftovers on the existing server {redacted(url)}: {exc}",
@@ -215,20 +215,35 @@ def _reap_url_leftovers(settings: Settings) -> list[Leftover]:
 
 @click.command("reap")
 @click.option("--kept", is_flag=True, help="Also stop servers kept for failed tests' databases, now.")
+@click.option(
+    "--other-hosts-older-than",
+    "other_hosts_hours",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="HOURS",
+    help="On an existing server (url backend), also drop testlane databases that runs on OTHER hosts created "
+    "more than HOURS ago (their owners cannot be checked from here; by default they are never dropped).",
+)
 @pass_state
-def reap_command(state: CliState, kept: bool) -> None:
-    """Stop servers whose owning run is dead and remove their directories."""
+def reap_command(state: CliState, kept: bool, other_hosts_hours: float | None) -> None:
+    """Stop servers whose owning run is dead and remove their directories.
+
+    On existing servers (url backend) drop only the databases that carry testlane's complete owner
+    record and whose owner ran on this host and is gone.
+    """
     report = reap(_context(state), kept=kept)
     from testlane.services.container import reap_containers
 
     settings = state.settings()
     for name in reap_containers(settings):
         console.print(f"removed container {name} (its owner is gone)")
-    for leftover in _reap_url_leftovers(settings):
+    other = other_hosts_hours * 3600 if other_hosts_hours is not None else None
+    dropped = _reap_url_leftovers(settings, other)
+    for leftover in dropped:
         console.print(escape(f"dropped database {leftover.name} on the existing server ({leftover.reason})"))
     for inst in report.stopped:
         console.print(f"reaped {inst.engine} of run {inst.run_id} (pid {inst.pid}, owner {inst.owner_pid} is gone)")
     for path in report.removed_dirs:
         console.print(escape(f"removed {path}"))
-    if not report:
+    if not report and not dropped:
         console.print("nothing to reap")

@@ -1,27 +1,30 @@
-"""Leftovers on an existing server (the ``url`` backend), found by name and owner, and reaped.
+"""Leftovers on an existing server (the ``url`` backend): found by their owner record, and reaped.
 
-On a server testlane did not start, every database it creates (clones, per-worker databases) is
-named ``tl_<run id>_...`` and carries a comment naming its owner::
+On a server testlane did not start, every database it creates (clones, per-worker and application
+databases) is named ``tl_<run id>_...`` and carries testlane's owner record as its comment (see
+:mod:`testlane.databases.owner`). A normal session drops its databases before it ends, and the
+process that owns the run sweeps whatever carries its own record (:func:`sweep_run`). After a crash,
+``testlane reap`` (and every start of a run on that server) drops a database only when
 
-    testlane run=1a2b3c4d host=ci-runner-7 pid=4242 ctime=1763790000.12 created=1763790012
+* its comment is exactly one owner record (anchored match) and its name carries the record's run id,
+* and the record's owner ran on *this* host and is gone (pid dead, or recycled: its start time differs).
 
-A normal session drops its databases before it ends. After a crash, ``testlane reap`` (and every
-start of a run on that server) drops a leftover when its owner ran on this host and is gone, or —
-whoever made it — when it is older than ``max_age`` (runs on other machines cannot be checked).
-Templates (``tl_tpl_*``) are kept: they are content-addressed and reused by the next run. Nothing
-without the ``tl_`` prefix is ever touched. The same holds on MariaDB (database comments, 10.5+); on
-MySQL, which has no database comments, leftovers are never guessed at.
+Records from other hosts cannot be checked from here: they are only dropped when the user asks for
+it with an age (``testlane reap --other-hosts-older-than HOURS``). Templates (``tl_tpl_*``) are kept:
+they are content-addressed and reused by the next run. Nothing without the ``tl_`` prefix is ever
+listed. The same holds on MariaDB (database comments, 10.5+); on MySQL, which has no database
+comments, leftovers are never guessed at.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import re
-import socket
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from testlane.databases.owner import OwnerRecord, this_host
 from testlane.databases.template import drop_database
 from testlane.services.process import pid_alive
 
@@ -36,30 +39,23 @@ __all__ = [
     "mark_owner",
     "owner_comment",
     "reap_leftovers",
+    "sweep_run",
 ]
 
 log = logging.getLogger("testlane")
 
-_COMMENT = re.compile(
-    r"testlane run=(?P<run>\w+) host=(?P<host>\S+) pid=(?P<pid>\d+|None) ctime=(?P<ctime>[\d.]+|None) "
-    r"created=(?P<created>\d+)"
-)
-
 
 def owner_comment(server: Any) -> str:
-    inst = server.instance
+    """The owner record (comment text) for a database created now by ``server``'s run."""
     from testlane.core.runtime import owner_pid
 
+    inst = server.instance
     pid = inst.owner_pid if inst.owner_pid is not None else owner_pid()
-    from testlane.services.process import ProcessRef
-
-    ref = ProcessRef.of(pid)
-    ctime = f"{ref.create_time:.2f}" if ref else "None"
-    return f"testlane run={inst.run_id} host={socket.gethostname()} pid={pid} ctime={ctime} created={int(time.time())}"
+    return OwnerRecord.for_run(inst.run_id, pid).render()
 
 
 def mark_owner(admin: psycopg.Connection, name: str, server: Any) -> None:
-    """Write the owner comment on a database testlane just created on a shared server."""
+    """Write the owner record on a database testlane just created on a shared server."""
     from psycopg import sql
 
     admin.execute(
@@ -69,89 +65,137 @@ def mark_owner(admin: psycopg.Connection, name: str, server: Any) -> None:
 
 @dataclass(frozen=True)
 class Leftover:
-    """A testlane database on a shared server, and why it may (or may not) be dropped."""
+    """A ``tl_`` database on a shared server, its owner record (None: not testlane's), and why it may
+    be dropped (``reason`` None: keep)."""
 
     name: str
     comment: str
-    reason: str | None  # None: keep
+    reason: str | None
+    record: OwnerRecord | None = None
 
 
-def classify(name: str, comment: str, *, max_age: float, now: float, host: str) -> Leftover:
-    """Whether a ``tl_`` database may be dropped, from its owner comment (engine-independent)."""
-    match = _COMMENT.search(comment or "")
-    if match is None:
-        return Leftover(name, comment, None)  # not marked by us: never guess
-    created = int(match["created"])
-    pid = int(match["pid"]) if match["pid"] != "None" else None
-    ctime = float(match["ctime"]) if match["ctime"] != "None" else None
-    if match["host"] == host and pid is not None and not pid_alive(pid, ctime):
-        return Leftover(name, comment, f"its owner (pid {pid} on this host) is gone")
-    if now - created > max_age:
-        return Leftover(name, comment, f"older than {max_age / 3600:g} h")
-    return Leftover(name, comment, None)
+def classify(
+    name: str, comment: str, *, now: float, host: str, other_hosts_older_than: float | None = None
+) -> Leftover:
+    """Whether a ``tl_`` database may be dropped, from its owner record (engine-independent).
+
+    ``other_hosts_older_than`` (seconds): also drop records of other hosts created longer ago than
+    that; None (the default) never drops another host's databases.
+    """
+    record = OwnerRecord.parse(comment)
+    if record is None or not record.names(name):
+        return Leftover(name, comment, None)  # not exactly testlane's record: never guess
+    if record.host == host:
+        if not pid_alive(record.pid, record.ctime):
+            return Leftover(name, comment, f"its owner (pid {record.pid} on this host) is gone", record)
+        return Leftover(name, comment, None, record)
+    if other_hosts_older_than is not None and now - record.created > other_hosts_older_than:
+        return Leftover(
+            name,
+            comment,
+            f"made on {record.host} more than {other_hosts_older_than / 3600:g} h ago (--other-hosts-older-than)",
+            record,
+        )
+    return Leftover(name, comment, None, record)
 
 
-def find_leftovers(admin: psycopg.Connection, *, max_age: float, now: float | None = None) -> list[Leftover]:
-    now = time.time() if now is None else now
-    host = socket.gethostname()
+def _postgres_rows(admin: psycopg.Connection) -> list[tuple[str, str]]:
     rows = admin.execute(
         "SELECT datname, coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database "
         "WHERE datname LIKE 'tl\\_%' AND datname NOT LIKE 'tl\\_tpl\\_%' AND NOT datistemplate"
     ).fetchall()
-    return [classify(name, comment, max_age=max_age, now=now, host=host) for name, comment in rows]
+    return [(str(name), str(comment)) for name, comment in rows]
 
 
-def find_mysql_leftovers(conn: Any, *, max_age: float, now: float | None = None) -> list[Leftover]:
-    """The same on MariaDB (its database comments); MySQL has none, so nothing is ever guessed there."""
+def _mysql_rows(conn: Any) -> list[tuple[str, str]]:
     from testlane.databases.mariadb.template import has_schema_comments
 
     if not has_schema_comments(conn):
         return []
-    now = time.time() if now is None else now
-    host = socket.gethostname()
     with conn.cursor() as cur:
         cur.execute(
             "SELECT SCHEMA_NAME, SCHEMA_COMMENT FROM information_schema.SCHEMATA "
             "WHERE SCHEMA_NAME LIKE 'tl\\_%' AND SCHEMA_NAME NOT LIKE 'tl\\_tpl\\_%'"
         )
-        rows = cur.fetchall()
-    return [classify(name, comment or "", max_age=max_age, now=now, host=host) for name, comment in rows]
+        return [(str(name), str(comment or "")) for name, comment in cur.fetchall()]
 
 
-def reap_leftovers(server: Any, *, max_age: float = 24 * 3600) -> list[Leftover]:
-    """Drop this server's testlane leftovers whose owner is gone (or that are too old)."""
+def find_leftovers(
+    admin: psycopg.Connection, *, other_hosts_older_than: float | None = None, now: float | None = None
+) -> list[Leftover]:
+    """Every ``tl_`` database (templates aside) on a Postgres server, classified."""
+    now = time.time() if now is None else now
+    host = this_host()
+    return [
+        classify(name, comment, now=now, host=host, other_hosts_older_than=other_hosts_older_than)
+        for name, comment in _postgres_rows(admin)
+    ]
+
+
+def find_mysql_leftovers(
+    conn: Any, *, other_hosts_older_than: float | None = None, now: float | None = None
+) -> list[Leftover]:
+    """The same on MariaDB (its database comments); MySQL has none, so nothing is ever guessed there."""
+    now = time.time() if now is None else now
+    host = this_host()
+    return [
+        classify(name, comment, now=now, host=host, other_hosts_older_than=other_hosts_older_than)
+        for name, comment in _mysql_rows(conn)
+    ]
+
+
+def reap_leftovers(server: Any, *, other_hosts_older_than: float | None = None) -> list[Leftover]:
+    """Drop this server's testlane leftovers whose owner is gone (see the module docstring).
+
+    ``other_hosts_older_than``: seconds, or None (never drop another host's databases). Returns what
+    was dropped; a database that cannot be dropped (in use after all) is left for next time.
+    """
     if server.engine == "mariadb":
-        return _reap_mysql_leftovers(server, max_age=max_age)
-    dropped = []
+        with contextlib.closing(server.connect()) as conn:
+            found = find_mysql_leftovers(conn, other_hosts_older_than=other_hosts_older_than)
+            return _drop(server, conn, [lo for lo in found if lo.reason is not None])
     with server.connect() as admin:
-        for leftover in find_leftovers(admin, max_age=max_age):
-            if leftover.reason is None:
-                continue
-            try:
-                drop_database(admin, leftover.name)
-            except Exception as exc:  # in use by someone after all: leave it for next time
-                log.debug("could not drop leftover %s: %s", leftover.name, exc)
-                continue
-            log.info("dropped leftover database %s (%s)", leftover.name, leftover.reason)
-            dropped.append(leftover)
-    return dropped
+        found = find_leftovers(admin, other_hosts_older_than=other_hosts_older_than)
+        return _drop(server, admin, [lo for lo in found if lo.reason is not None])
 
 
-def _reap_mysql_leftovers(server: Any, *, max_age: float) -> list[Leftover]:
-    import contextlib
+def sweep_run(server: Any, run_id: str) -> list[Leftover]:
+    """Drop every database on ``server`` that carries run ``run_id``'s owner record from this host.
 
+    Called by the process that owns the run once its workers are done: whatever a worker could not
+    drop (a clone still in use when its pool closed, a worker that ended early) goes here.
+    """
+    host = this_host()
+    if server.engine == "mariadb":
+        with contextlib.closing(server.connect()) as conn:
+            rows = _mysql_rows(conn)
+            return _drop(server, conn, _of_run(rows, run_id, host))
+    with server.connect() as admin:
+        return _drop(server, admin, _of_run(_postgres_rows(admin), run_id, host))
+
+
+def _of_run(rows: list[tuple[str, str]], run_id: str, host: str) -> list[Leftover]:
+    found = []
+    for name, comment in rows:
+        record = OwnerRecord.parse(comment)
+        if record is not None and record.names(name) and record.run_id == run_id and record.host == host:
+            found.append(Leftover(name, comment, f"left by this run ({run_id})", record))
+    return found
+
+
+def _drop(server: Any, conn: Any, leftovers: list[Leftover]) -> list[Leftover]:
     from testlane.databases.mariadb.template import drop_database as drop_mysql_database
 
     dropped = []
-    with contextlib.closing(server.connect()) as admin:
-        for leftover in find_mysql_leftovers(admin, max_age=max_age):
-            if leftover.reason is None:
-                continue
-            try:
-                drop_mysql_database(admin, leftover.name)
-            except Exception as exc:
-                log.debug("could not drop leftover %s: %s", leftover.name, exc)
-                continue
-            log.info("dropped leftover database %s (%s)", leftover.name, leftover.reason)
-            dropped.append(leftover)
+    for leftover in leftovers:
+        try:
+            if server.engine == "mariadb":
+                drop_mysql_database(conn, leftover.name)
+            else:
+                drop_database(conn, leftover.name)
+        except Exception as exc:  # in use by someone after all: leave it for next time
+            log.debug("could not drop leftover %s: %s", leftover.name, exc)
+            continue
+        log.info("dropped leftover database %s (%s)", leftover.name, leftover.reason)
+        dropped.append(leftover)
     return dropped
