@@ -178,6 +178,66 @@ def test_isolation_on_an_existing_server_leaves_no_clones(
     assert dead_owned_leftovers() == [], "the session left clones on the existing server"
 
 
+@needs_system_services
+def test_redis_leases_on_an_existing_server_never_touch_its_data(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, data_dir: Path
+) -> None:
+    """This machine's Redis is someone's: decoy keys go into some of its databases, a 6-test run leases
+    databases there, and every decoy (and whatever was there before) is untouched afterwards."""
+    import uuid
+
+    import redis
+
+    from testlane.cli.run import RUN_SCOPED_ENV
+
+    for key in (*RUN_SCOPED_ENV, "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("TESTLANE_IT", "1")
+    monkeypatch.setenv("TESTLANE_DATA_DIR", str(data_dir))
+    clients = {db: redis.Redis(host="127.0.0.1", port=6379, db=db) for db in range(16)}
+    before = {db: client.dbsize() for db, client in clients.items()}
+    decoy_dbs = [db for db in range(1, 15) if db % 2 == 1 or db in (2, 4)]  # 9 of the 14 it may lease
+    decoy = f"testlane-decoy-{uuid.uuid4().hex}"
+    try:
+        for db in decoy_dbs:
+            clients[db].set(decoy, f"data of db {db}")
+        pytester.makefile(
+            ".toml",
+            pyproject=textwrap.dedent(f"""
+            [project]
+            name = "inner"
+            version = "0"
+            [tool.testlane]
+            services = ["valkey"]
+            [tool.testlane.valkey]
+            backend = "url"
+            url = "{SYSTEM_REDIS}"
+            """),
+        )
+        pytester.makepyfile(
+            test_redis_it=f"""
+            import pytest
+
+            @pytest.mark.parametrize("n", range(6))
+            def test_private(redis_db, redis_client, n):
+                assert redis_db.db not in {decoy_dbs!r}, "leased a database holding someone's data"
+                assert redis_client.dbsize() == 0
+                redis_client.set("k", n)
+            """
+        )
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", timeout=300)
+        result.assert_outcomes(passed=6)
+        assert {db: clients[db].get(decoy) for db in decoy_dbs} == {
+            db: f"data of db {db}".encode() for db in decoy_dbs
+        }, "a decoy key was flushed"
+        assert all(clients[db].dbsize() >= before[db] for db in clients), "someone's keys were flushed"
+    finally:
+        for db in decoy_dbs:
+            clients[db].delete(decoy)
+        for client in clients.values():
+            client.close()
+
+
 def dead_owned_leftovers() -> list[str]:
     """testlane databases on the shared server whose owner has exited.
 
