@@ -179,6 +179,92 @@ def test_isolation_on_an_existing_server_leaves_no_clones(
 
 
 @needs_system_services
+def test_a_passing_xdist_run_leaves_no_database_of_its_own_on_an_existing_server(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, data_dir: Path
+) -> None:
+    """xdist ends a worker 5 s after it reported the end of its session (execnet sends it SIGINT, then
+    exits it); a worker slow to tear down (CPU load, a slow plugin: here a conftest) used to lose the
+    clones its pool had not dropped yet. Nothing carrying this run's owner record may be left."""
+    from testlane.cli.run import RUN_SCOPED_ENV
+    from testlane.core.runtime import new_run_id
+
+    for key in (*RUN_SCOPED_ENV, "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT"):
+        monkeypatch.delenv(key, raising=False)
+    run_id = new_run_id()
+    monkeypatch.setenv("TESTLANE_RUN_ID", run_id)
+    monkeypatch.setenv("TESTLANE_IT", "1")
+    monkeypatch.setenv("TESTLANE_DATA_DIR", str(data_dir))
+    pytester.makefile(
+        ".toml",
+        pyproject=textwrap.dedent(f"""
+        [project]
+        name = "inner"
+        version = "0"
+        [tool.testlane]
+        services = ["postgres"]
+        [tool.testlane.postgres]
+        backend = "url"
+        url = "{SYSTEM_PG}"
+        [tool.testlane.db]
+        migrations = "migrations"
+        pool_size = 3
+        """),
+    )
+    (pytester.path / "migrations").mkdir()
+    (pytester.path / "migrations" / "001.sql").write_text("CREATE TABLE items (id serial PRIMARY KEY, name text);")
+    pytester.makeconftest(
+        """
+        import os, time
+        import pytest
+
+        @pytest.hookimpl(tryfirst=True)
+        def pytest_unconfigure(config):
+            if os.environ.get("PYTEST_XDIST_WORKER"):
+                time.sleep(7)  # a worker whose teardown outlasts xdist's grace (as under CPU load)
+        """
+    )
+    pytester.makepyfile(
+        test_url_it="""
+        import pytest
+
+        @pytest.mark.parametrize("n", range(6))
+        def test_private(pg_conn, n):
+            pg_conn.execute("INSERT INTO items (name) VALUES ('x')")
+            pg_conn.commit()
+
+        @pytest.mark.isolation("transaction")
+        def test_rolled_back(pg_conn):
+            pg_conn.execute("INSERT INTO items (name) VALUES ('y')")
+
+        def test_orphans(postgres):  # as a worker killed before it dropped them leaves them
+            from psycopg import sql
+            from testlane.databases.leftovers import mark_owner, owner_comment
+
+            run = postgres.instance.run_id
+            with postgres.connect() as admin:
+                for name in (f"tl_{run}_orphan_1", f"tl_{run}_decoy_1"):
+                    admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+                mark_owner(admin, f"tl_{run}_orphan_1", postgres)
+                admin.execute(
+                    sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                        sql.Identifier(f"tl_{run}_decoy_1"), sql.Literal("copy of " + owner_comment(postgres))
+                    )
+                )
+        """
+    )
+    try:
+        pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", timeout=300).assert_outcomes(passed=8)
+        with psycopg.connect(SYSTEM_PG) as conn:
+            left = [
+                r[0]
+                for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (f"tl\\_{run_id}\\_%",))
+            ]
+        assert left == [f"tl_{run_id}_decoy_1"], f"the run left its databases on the existing server: {left}"
+    finally:
+        _drop_databases([f"tl_{run_id}_decoy_1"])
+
+
+@needs_system_services
 def test_redis_leases_on_an_existing_server_never_touch_its_data(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, data_dir: Path
 ) -> None:

@@ -39,7 +39,7 @@ from testlane.core.envmap import referenced_services
 from testlane.core.runtime import RunContext, new_run_id
 from testlane.core.waiting import Deadline
 from testlane.databases.appdb import drop_app_databases, mapped_environment
-from testlane.databases.provision import start_services
+from testlane.databases.provision import start_services, sweep_shared_run
 from testlane.reports import REPORTED_ENV, RERUN_ENV
 from testlane.services.process import child_preexec
 from testlane.services.stack import ServiceStack
@@ -205,6 +205,7 @@ def run_pytest_under_services(
 
     previous_term = signal.signal(signal.SIGTERM, early_signal)
     reported: Path | None = None
+    keep_databases = False  # failed tests' databases kept for inspection (db.keep_failed)
     stack = ServiceStack(
         settings, context, progress=progress_printer(state.quiet), die_with_parent=not settings.db.keep_failed
     )
@@ -246,6 +247,7 @@ def run_pytest_under_services(
             code = supervisor.wait()
         finally:
             signal.signal(signal.SIGINT, previous_int)
+        keep_databases = settings.db.keep_failed and code not in (0, 5)
         if supervisor.signal is not None:
             return 128 + supervisor.signal
         # Exit code 1 with no report: the process was ended from inside (other codes before reporting
@@ -263,6 +265,8 @@ def run_pytest_under_services(
         old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             drop_app_databases(stack.servers, context.run_id)
+            if not keep_databases:
+                sweep_shared_run(stack.servers.values(), context.run_id)
             stack.stop()
         finally:
             signal.signal(signal.SIGTERM, previous_term)

@@ -7,17 +7,20 @@ template already exists in the new server and no migration runs on a warm start.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from testlane.databases.leftovers import reap_leftovers
+from testlane.databases.leftovers import Leftover, reap_leftovers, sweep_run
 from testlane.databases.snapshots import SnapshotCache
 from testlane.databases.template import TemplateSpec
 from testlane.services.base import Server
 from testlane.services.postgres import PostgresEngine
 from testlane.services.stack import ServiceStack
 
-__all__ = ["begin_services", "reap_shared_leftovers", "start_services"]
+__all__ = ["begin_services", "reap_shared_leftovers", "start_services", "sweep_shared_run"]
+
+log = logging.getLogger("testlane")
 
 
 def start_services(
@@ -41,6 +44,21 @@ def reap_shared_leftovers(stack: ServiceStack) -> None:
         server = stack.servers.get(name)
         if server is not None and server.instance.backend == "url":
             reap_leftovers(server)
+
+
+def sweep_shared_run(servers: Iterable[Server], run_id: str) -> list[Leftover]:
+    """At the end of a run, on existing Postgres and MariaDB servers, drop every database carrying
+    this run's owner record (whatever its processes could not drop themselves). Never raises: a
+    server that cannot be reached keeps them for the next start's reaper."""
+    dropped: list[Leftover] = []
+    for server in servers:
+        if server.instance.backend != "url" or server.engine not in ("postgres", "mariadb"):
+            continue
+        try:
+            dropped += sweep_run(server, run_id)
+        except Exception as exc:
+            log.warning("could not drop this run's databases on the existing %s server: %s", server.engine, exc)
+    return dropped
 
 
 def begin_services(

@@ -243,23 +243,29 @@ class DatabaseManager:
         self.server.request_keep(self.settings.db.keep_failed_ttl, f"{item.nodeid}: {tdb.url}")
 
     def close(self) -> None:
-        for conn in self._savepoint_conns.values():
+        """Close connections and pools; on a shared server drop this process's databases (idempotent)."""
+        conns, self._savepoint_conns = self._savepoint_conns, {}
+        engines, self._engines = self._engines, {}
+        pools, self._pools = self._pools, {}
+        worker_dbs, self._worker_dbs = self._worker_dbs, {}
+        coordinator, self._redis_coordinator = self._redis_coordinator, None
+        for conn in conns.values():
             with contextlib.suppress(Exception):
                 conn.close()
-        for engine in self._engines.values():
+        for engine in engines.values():
             with contextlib.suppress(Exception):
                 engine.dispose()
-        for pool in self._pools.values():
+        for pool in pools.values():
             pool.close()
-        if self._worker_dbs and self.shared_server:
+        if worker_dbs and self.shared_server:
             from testlane.databases.template import drop_database
 
             with contextlib.suppress(Exception), self.server.connect() as admin:
-                for name in self._worker_dbs.values():
+                for name in worker_dbs.values():
                     drop_database(admin, name)
-        if self._redis_coordinator is not None:
+        if coordinator is not None:
             with contextlib.suppress(Exception):
-                self._redis_coordinator.close()
+                coordinator.close()
 
 
 def _failed(item: pytest.Item) -> bool:
@@ -279,6 +285,23 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "migrations(spec, seed=[...], extensions=[...]): the template for these tests (overrides db.migrations)",
     )
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Drop this process's databases as soon as its tests are done, not at unconfigure.
+
+    An xdist worker reports the end of its session to the controller right after this hook, and
+    the controller then ends it: execnet gives a worker 5 s before it sends SIGINT and exits it, so a
+    teardown slowed by CPU load lost the clones its pools had not dropped yet (seen on existing
+    servers). The run's owner sweeps anything left after that (:func:`sweep_shared_run`).
+    """
+    from testlane.pytest_plugin.plugin import PLUGIN_NAME
+
+    plugin = session.config.pluginmanager.get_plugin(PLUGIN_NAME)
+    manager = getattr(plugin, "_databases", None)
+    if manager is not None:
+        manager.close()
 
 
 @pytest.hookimpl(wrapper=True)

@@ -74,6 +74,7 @@ class TestlanePlugin:
         self._provider: ServiceProvider | None = None
         self._databases: DatabaseManager | None = None
         self._env_saved: dict[str, str | None] = {}
+        self.session_failed = False
         self._env_set: list[str] = []
         if not _is_xdist_worker(config):
             # The controller (or a plain session) names the run and owns it; xdist workers,
@@ -154,7 +155,7 @@ class TestlanePlugin:
             if RunContext.from_settings(self.settings).run_dir.exists():
                 _ = self.provider
         if self._provider is not None:
-            self._provider.close()
+            self._provider.close(keep_databases=self.settings.db.keep_failed and self.session_failed)
             self._provider = None
         for key in self._env_set:
             os.environ.pop(key, None)
@@ -277,6 +278,12 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     selection = config.stash.get(selection_key, None)
     if selection is not None and selection.runs_integration and plugin.settings.services:
         plugin.provider.prestart(list(plugin.settings.services))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    plugin = session.config.pluginmanager.get_plugin(PLUGIN_NAME)
+    if isinstance(plugin, TestlanePlugin):
+        plugin.session_failed = exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -24,7 +24,7 @@ from filelock import FileLock
 
 from testlane.core.config import Settings
 from testlane.core.runtime import RunContext, is_root
-from testlane.databases.provision import begin_services, reap_shared_leftovers, start_services
+from testlane.databases.provision import begin_services, reap_shared_leftovers, start_services, sweep_shared_run
 from testlane.services.base import Server
 from testlane.services.process import pid_alive
 from testlane.services.registry import Registry, write_run_owner
@@ -128,10 +128,17 @@ class ServiceProvider:
             start_services(stack, [name], progress=self.progress, reap_first=self.owns_run)
             return stack.servers[name]
 
-    def close(self) -> None:
-        """Stop what this process owns (the run owner stops what its workers started, too)."""
+    def close(self, *, keep_databases: bool = False) -> None:
+        """Stop what this process owns (the run owner stops what its workers started, too).
+
+        The run owner also drops, on existing servers, every database carrying the run's owner
+        record — unless ``keep_databases`` (failed tests' databases kept for inspection).
+        """
         self._handles.clear()
         if self.owns_run:
+            if not keep_databases:
+                shared = [inst for inst in self.registry.instances(self.context.run_id) if inst.backend == "url"]
+                sweep_shared_run([attach(inst) for inst in shared], self.context.run_id)
             stack = self._stack or ServiceStack(self.settings, self.context)
             stack.stop()
         elif self._stack is not None:
