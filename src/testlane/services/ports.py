@@ -8,12 +8,19 @@ listening (after which the kernel itself keeps the port ours). A candidate whose
 lock is held elsewhere is skipped. A port taken by an unrelated program in the
 remaining window makes the server fail to bind; callers retry with a new port.
 
+Releasing deletes the lock file while still holding its lock, so files do not pile up. Another
+process may have opened the file just before: once it gets the lock, it holds a lock on a deleted
+file, which reserves nothing. So a lock counts only when the path still names the locked file (same
+inode, checked after locking); otherwise the taker opens the path again. ``reap`` removes lock files
+left by processes that died holding none (:func:`sweep_port_locks`).
+
 Hand-written because the libraries that pick ports (portpicker, pytest-xprocess'
 helpers) only probe; none reserves across processes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -23,18 +30,22 @@ from types import TracebackType
 
 from testlane.core.errors import PortUnavailableError
 
-__all__ = ["PortReservation", "port_in_use", "reserve_port"]
+__all__ = ["PortReservation", "port_in_use", "reserve_port", "sweep_port_locks"]
 
 
 class PortReservation:
     """A port held for us until :meth:`release` (or the end of a ``with`` block)."""
 
-    def __init__(self, port: int, fd: int | None) -> None:
+    def __init__(self, port: int, fd: int | None, path: Path | None = None) -> None:
         self.port = port
         self._fd = fd
+        self._path = path
 
     def release(self) -> None:
+        """Delete the lock file (while holding its lock, see the module docstring), then unlock."""
         if self._fd is not None:
+            if self._path is not None:
+                _unlink_held(self._path, self._fd)
             os.close(self._fd)  # closing drops the flock
             self._fd = None
 
@@ -63,13 +74,57 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def _lock(ports_dir: Path, port: int) -> int | None:
-    fd = os.open(ports_dir / f"{port}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    """An fd holding the lock of ``<ports_dir>/<port>.lock``, or None when someone else holds it."""
+    path = ports_dir / f"{port}.lock"
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        if _names(path, fd):
+            return fd
+        os.close(fd)  # the previous holder deleted this file as we opened it: take the new one
+
+
+def _names(path: Path, fd: int) -> bool:
+    """True when ``path`` still names the file open at ``fd``."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
+        on_disk = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (on_disk.st_dev, on_disk.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _unlink_held(path: Path, fd: int) -> None:
+    if _names(path, fd):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def sweep_port_locks(ports_dir: Path) -> int:
+    """Delete the lock files nobody holds (left by processes killed before they released); return
+    how many. Each is locked first, so a reservation in progress is never disturbed."""
+    removed = 0
+    with contextlib.suppress(FileNotFoundError):
+        for path in ports_dir.glob("*.lock"):
+            try:
+                fd = os.open(path, os.O_RDWR)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            if _names(path, fd):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                    removed += 1
+            os.close(fd)
+    return removed
 
 
 def reserve_port(ports_dir: Path, *, host: str = "127.0.0.1", fixed: int = 0, attempts: int = 50) -> PortReservation:
@@ -78,19 +133,19 @@ def reserve_port(ports_dir: Path, *, host: str = "127.0.0.1", fixed: int = 0, at
         fd = _lock(ports_dir, fixed)
         if fd is None or port_in_use(fixed, host):
             if fd is not None:
-                os.close(fd)
+                PortReservation(fixed, fd, ports_dir / f"{fixed}.lock").release()
             raise PortUnavailableError(
                 f"port {fixed} on {host} is already in use.",
                 hint="stop what listens there, or set the port to 0 so testlane picks a free one.",
             )
-        return PortReservation(fixed, fd)
+        return PortReservation(fixed, fd, ports_dir / f"{fixed}.lock")
     for _ in range(attempts):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.bind((host, 0))
             port = int(probe.getsockname()[1])
         fd = _lock(ports_dir, port)
         if fd is not None:
-            return PortReservation(port, fd)
+            return PortReservation(port, fd, ports_dir / f"{port}.lock")
     raise PortUnavailableError(  # pragma: no cover - needs thousands of concurrent runs
         f"no free port on {host} after {attempts} attempts.",
         hint="too many testlane servers are running; see `testlane services status` and `testlane reap`.",

@@ -32,6 +32,7 @@ from testlane.services.base import Launch, Progress, Server, stop_instance
 from testlane.services.external import UrlEngine
 from testlane.services.instance import Instance
 from testlane.services.mariadb import MariaDbEngine, MariaDbServer
+from testlane.services.ports import sweep_port_locks
 from testlane.services.postgres import PostgresEngine, PostgresServer
 from testlane.services.registry import ReapReport, Registry
 from testlane.services.valkey import ValkeyEngine, ValkeyServer
@@ -75,6 +76,7 @@ def reap(context: RunContext, *, kept: bool = False) -> ReapReport:
     """
     context.ensure_dirs()
     report = Registry(context).reap(stop_any_instance, kept=kept)
+    sweep_port_locks(context.ports_dir)
     for inst in report.stopped:
         log.info("reaped %s %s of run %s (owner %s is gone)", inst.engine, inst.url, inst.run_id, inst.owner_pid)
     return report
