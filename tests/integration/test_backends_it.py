@@ -253,7 +253,10 @@ def test_a_passing_xdist_run_leaves_no_database_of_its_own_on_an_existing_server
         """
     )
     try:
-        pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", timeout=300).assert_outcomes(passed=8)
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", timeout=300)
+        result.assert_outcomes(passed=8)
+        # The server holds other databases: said once, by the controller, not by each worker.
+        assert result.stdout.str().count("holds databases that are not testlane's") == 1, result.stdout.str()
         with psycopg.connect(SYSTEM_PG) as conn:
             left = [
                 r[0]
@@ -262,6 +265,38 @@ def test_a_passing_xdist_run_leaves_no_database_of_its_own_on_an_existing_server
         assert left == [f"tl_{run_id}_decoy_1"], f"the run left its databases on the existing server: {left}"
     finally:
         _drop_databases([f"tl_{run_id}_decoy_1"])
+
+
+@needs_system_services
+def test_testlane_run_says_once_that_an_existing_server_holds_other_databases(project: Path, data_dir: Path) -> None:
+    import uuid
+
+    foreign = f"app_dev_{uuid.uuid4().hex[:8]}"  # not a tl_ name: someone's database, to testlane
+    (project / "tests").mkdir()
+    (project / "tests" / "test_db_it.py").write_text(
+        "import pytest\n\n"
+        "@pytest.mark.parametrize('n', range(4))\n"
+        "def test_db(pg_conn, n):\n"
+        "    assert pg_conn.execute('SELECT 1').fetchone() == (1,)\n"
+    )
+    env = clean_env(
+        {
+            "TESTLANE_DATA_DIR": str(data_dir),
+            "TESTLANE_POSTGRES_SERVER_URL": SYSTEM_PG,
+            "TESTLANE_POSTGRES_BACKEND": "url",
+        }
+    )
+    with psycopg.connect(SYSTEM_PG, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{foreign}"')
+    try:
+        result = run_cli(["run", "--", "-n", "2", "-p", "no:cacheprovider", "tests"], cwd=project, env=env, timeout=300)
+        assert result.returncode == 0, result.stdout + result.stderr
+        output = result.stdout + result.stderr
+        assert output.count("holds databases that are not testlane's") == 1, output
+        assert "testlane only creates and drops its own tl_ databases there" in output
+        assert "127.0.0.1:5432" in output
+    finally:
+        _drop_databases([foreign])
 
 
 @needs_system_services

@@ -40,6 +40,7 @@ from testlane.core.runtime import RunContext, new_run_id
 from testlane.core.waiting import Deadline
 from testlane.databases.appdb import drop_app_databases, mapped_environment
 from testlane.databases.provision import start_services, sweep_shared_run
+from testlane.databases.shared_server import shared_server_notices
 from testlane.reports import REPORTED_ENV, RERUN_ENV
 from testlane.services.process import child_preexec
 from testlane.services.stack import ServiceStack
@@ -222,6 +223,8 @@ def run_pytest_under_services(
             console.print(
                 f"[dim]testlane:[/dim] run {context.run_id}: {_describe(stack)} [dim](ready in {elapsed:.2f}s)[/dim]"
             )
+        for notice in shared_server_notices(stack.servers.values()):
+            console.print(f"[yellow]testlane:[/yellow] {escape(notice)}")
         mapped = mapped_environment(settings, stack.servers, context.run_id)
         if mapped and not state.quiet:
             console.print(f"[dim]testlane:[/dim] mapped for the application: {escape(', '.join(sorted(mapped)))}")

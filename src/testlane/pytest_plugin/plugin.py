@@ -271,13 +271,41 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     plugin = config.pluginmanager.get_plugin(PLUGIN_NAME)
     if not isinstance(plugin, TestlanePlugin) or _is_xdist_worker(config):
         return
-    if config.pluginmanager.hasplugin("dsession") or config.getoption("collectonly", False):
-        return  # under xdist the first worker that needs a service starts it
+    if config.getoption("collectonly", False):
+        return
     from testlane.pytest_plugin.lanes import selection_key
 
     selection = config.stash.get(selection_key, None)
-    if selection is not None and selection.runs_integration and plugin.settings.services:
+    if selection is None or not selection.runs_integration:
+        return
+    _notice_shared_servers(plugin)
+    if config.pluginmanager.hasplugin("dsession"):
+        return  # under xdist the first worker that needs a service starts it
+    if plugin.settings.services:
         plugin.provider.prestart(list(plugin.settings.services))
+
+
+def _notice_shared_servers(plugin: TestlanePlugin) -> None:
+    """Once per run, in the process that owns it: say that an existing server holds other databases.
+
+    Under ``testlane run`` (a services file) the command said it already; xdist workers never do.
+    """
+    from testlane.services.stack import SERVICES_FILE_ENV
+
+    if os.environ.get(SERVICES_FILE_ENV):
+        return
+    from testlane.core.envmap import referenced_services
+    from testlane.databases.shared_server import configured_url_servers, shared_server_notices
+
+    settings = plugin.settings
+    try:
+        servers = configured_url_servers(settings, [*settings.services, *referenced_services(settings.env)])
+    except TestlaneError:
+        return  # a misconfigured URL is reported by the tests that use the service
+    reporter = plugin.config.pluginmanager.get_plugin("terminalreporter")
+    for notice in shared_server_notices(servers):
+        if reporter is not None:
+            reporter.write_line(f"testlane: {notice}", yellow=True)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
