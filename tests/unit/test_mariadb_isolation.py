@@ -17,6 +17,7 @@ from testlane.databases.mariadb.template import spec_from_settings
 from testlane.databases.mariadb.testdb import MysqlTestDatabase
 from testlane.databases.mariadb.transaction import implicit_commit
 from testlane.databases.naming import is_testlane_name, run_id_of
+from testlane.databases.owner import OwnerRecord
 
 SCRIPT = """\
 -- customers
@@ -212,10 +213,10 @@ def test_sqlalchemy_url_uses_pymysql() -> None:
 
 def test_clones_on_shared_servers_carry_their_owner_where_the_server_keeps_comments() -> None:
     script = CloneScript("tl_tpl_1", "utf8mb4", "utf8mb4_unicode_ci", ["SET x = 1"])
-    create = script.statements("tl_0a1b2c3d_main_m1", "testlane run=0a1b2c3d host=h pid=1 ctime=None created=1")[0]
+    create = script.statements("tl_0a1b2c3d_main_m1", "testlane:v1 run=0a1b2c3d host=h pid=1 ctime=- created=1")[0]
     assert create == (
         "CREATE DATABASE `tl_0a1b2c3d_main_m1` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci "
-        "COMMENT 'testlane run=0a1b2c3d host=h pid=1 ctime=None created=1'"
+        "COMMENT 'testlane:v1 run=0a1b2c3d host=h pid=1 ctime=- created=1'"
     )
     assert "COMMENT" not in script.statements("tl_x", None)[0]
     assert script.statements("tl_x", "it's")[0].endswith("COMMENT 'it''s'")
@@ -223,16 +224,30 @@ def test_clones_on_shared_servers_carry_their_owner_where_the_server_keeps_comme
     assert "COMMENT" not in script.statements("tl_x", "testlane run=...")[0]
 
 
-def test_leftover_verdicts_follow_the_owner_comment() -> None:
+def test_leftover_verdicts_follow_the_complete_owner_record() -> None:
     host = "this-host"
     now = 1_800_000_000.0
+    name = "tl_0a1b2c3d_main_m1"
+    dead = 2**22 + 12345  # above the default pid_max: no such process
 
-    def verdict(comment: str) -> str | None:
-        return classify("tl_x", comment, max_age=3600, now=now, host=host).reason
+    def verdict(comment: str, *, other_hosts_older_than: float | None = None) -> str | None:
+        return classify(name, comment, now=now, host=host, other_hosts_older_than=other_hosts_older_than).reason
+
+    def record(*, on: str = host, pid: int = dead, created: int = int(now) - 10, run: str = "0a1b2c3d") -> str:
+        return OwnerRecord(run, on, pid, None, created).render()
 
     assert verdict("") is None
     assert verdict("someone else's comment") is None
-    young = f"created={int(now) - 10}"
-    assert verdict(f"testlane run=1 host=other pid=1 ctime=None {young}") is None  # cannot check another host
-    assert verdict(f"testlane run=1 host=other pid=1 ctime=None created={int(now) - 7200}") == "older than 1 h"
-    assert verdict(f"testlane run=1 host={host} pid={os.getpid()} ctime=None {young}") is None  # alive
+    assert verdict(record()) == f"its owner (pid {dead} on this host) is gone"
+    assert verdict(record(pid=os.getpid())) is None  # alive
+    assert verdict(" " + record()) is None  # anything around the record: not testlane's
+    assert verdict(record() + "\n") is None
+    assert verdict("copy of " + record()) is None
+    assert verdict(record(run="ffffffff")) is None  # the name belongs to another run
+    assert verdict(record().replace(f" pid={dead}", "")) is None
+    old = record(on="other", created=int(now) - 7200)
+    assert verdict(old) is None  # another host's owner cannot be checked: never by default
+    assert verdict(old, other_hosts_older_than=3600) == "made on other more than 1 h ago (--other-hosts-older-than)"
+    assert verdict(record(on="other"), other_hosts_older_than=3600) is None  # young
+    parsed = OwnerRecord.parse(record())
+    assert parsed is not None and parsed.render() == record() and parsed.names(name)
