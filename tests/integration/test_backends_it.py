@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -277,7 +278,13 @@ def test_testlane_run_says_once_that_an_existing_server_holds_other_databases(pr
         "import pytest\n\n"
         "@pytest.mark.parametrize('n', range(4))\n"
         "def test_db(pg_conn, n):\n"
-        "    assert pg_conn.execute('SELECT 1').fetchone() == (1,)\n"
+        "    assert pg_conn.execute('SELECT 1').fetchone() == (1,)\n\n"
+        "def test_orphan(postgres):  # as a worker killed before it dropped it leaves it\n"
+        "    from testlane.databases.leftovers import mark_owner\n"
+        "    name = f'tl_{postgres.instance.run_id}_orphan_1'\n"
+        "    with postgres.connect() as admin:\n"
+        "        admin.execute(f'CREATE DATABASE {name}')\n"
+        "        mark_owner(admin, name, postgres)\n"
     )
     env = clean_env(
         {
@@ -295,6 +302,13 @@ def test_testlane_run_says_once_that_an_existing_server_holds_other_databases(pr
         assert output.count("holds databases that are not testlane's") == 1, output
         assert "testlane only creates and drops its own tl_ databases there" in output
         assert "127.0.0.1:5432" in output
+        match = re.search(r"run ([0-9a-f]{8}):", output)
+        assert match is not None, output
+        with psycopg.connect(SYSTEM_PG) as conn:
+            left = conn.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE %s", (f"tl\\_{match[1]}\\_%",)
+            ).fetchall()
+        assert left == [], "testlane run left databases of its run on the existing server"
     finally:
         _drop_databases([foreign])
 

@@ -91,3 +91,19 @@ def test_a_lease_record_that_is_not_testlanes_is_left_alone(valkey_server: tuple
     lease.release()
     assert coordinator.get("testlane:lease:1") == b"someone else's value"
     assert coordinator.hgetall("testlane:lease:2") == {b"a": b"b"}
+
+
+def test_a_server_that_refuses_scripts_is_one_clear_error(valkey_server: tuple[redis.Redis, str, int]) -> None:
+    coordinator, host, port = valkey_server
+    coordinator.acl_setuser(
+        "noscripts", enabled=True, passwords=["+pw"], categories=["+@all"], commands=["-eval", "-evalsha"], keys=["*"]
+    )
+    limited = redis.Redis(host=host, port=port, username="noscripts", password="pw", db=0)
+    try:
+        with pytest.raises(ServiceError) as info:
+            lease_database(limited, host, port)
+    finally:
+        limited.close()
+    assert f"could not lease a logical database on the Redis server at {host}:{port}" in str(info.value)
+    assert "EVAL/EVALSHA" in str(info.value)
+    assert "pw" not in str(info.value)

@@ -146,7 +146,17 @@ def lease_database(
     count = last  # candidates 1..last
     token = secrets.token_hex(8)
     tag = "".join(ch if ch.isprintable() else "?" for ch in (owner or ""))[:200]
-    reply = _run(coordinator, _CLAIM, LEASE_TTL * 1000, token, tag, 1, count, random.randrange(count))
+    from redis.exceptions import ResponseError
+
+    try:
+        reply = _run(coordinator, _CLAIM, LEASE_TTL * 1000, token, tag, 1, count, random.randrange(count))
+    except ResponseError as exc:  # scripting or SELECT refused (ACLs, a proxy, fewer databases than thought)
+        raise ServiceError(
+            f"could not lease a logical database on the Redis server at {host}:{port}: {str(exc).strip()}",
+            hint="testlane's leases need EVAL/EVALSHA, SELECT, DBSIZE, FLUSHDB, GET, SET and DEL on that server "
+            "(ACLs, a proxy or a managed service may refuse them); or let testlane start its own Valkey "
+            '(valkey.backend = "local").',
+        ) from None
     db, leased, foreign = (int(x) for x in reply)
     if db >= 1:
         return RedisLease(host, port, db, password, coordinator, token)
