@@ -269,6 +269,62 @@ def test_a_passing_xdist_run_leaves_no_database_of_its_own_on_an_existing_server
 
 
 @needs_system_services
+def test_a_failed_tests_kept_database_survives_the_end_of_run_sweep(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, data_dir: Path
+) -> None:
+    from testlane.cli.run import RUN_SCOPED_ENV
+    from testlane.core.runtime import new_run_id
+
+    for key in (*RUN_SCOPED_ENV, "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT"):
+        monkeypatch.delenv(key, raising=False)
+    run_id = new_run_id()
+    monkeypatch.setenv("TESTLANE_RUN_ID", run_id)
+    monkeypatch.setenv("TESTLANE_IT", "1")
+    monkeypatch.setenv("TESTLANE_DATA_DIR", str(data_dir))
+    pytester.makefile(
+        ".toml",
+        pyproject=textwrap.dedent(f"""
+        [project]
+        name = "inner"
+        version = "0"
+        [tool.testlane]
+        services = ["postgres"]
+        [tool.testlane.postgres]
+        backend = "url"
+        url = "{SYSTEM_PG}"
+        [tool.testlane.db]
+        keep_failed = true
+        pool_size = 1
+        """),
+    )
+    pytester.makepyfile(
+        test_kept_it="""
+        def test_passes(pg_conn):
+            pass
+
+        def test_fails(pg_conn):
+            pg_conn.execute("CREATE TABLE evidence (id int)")
+            pg_conn.commit()
+            assert False
+        """
+    )
+    try:
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=300)
+        result.assert_outcomes(passed=1, failed=1)
+        with psycopg.connect(SYSTEM_PG) as conn:
+            left = [
+                r[0]
+                for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (f"tl\\_{run_id}\\_%",))
+            ]
+        assert len(left) == 1, left  # the failed test's, kept for inspection; nothing else
+        assert left[0] in result.stdout.str()
+    finally:
+        with psycopg.connect(SYSTEM_PG) as conn:
+            names = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (f"tl\\_{run_id}\\_%",))
+            _drop_databases([r[0] for r in names])
+
+
+@needs_system_services
 def test_testlane_run_says_once_that_an_existing_server_holds_other_databases(project: Path, data_dir: Path) -> None:
     import uuid
 
