@@ -289,3 +289,46 @@ def test_testlane_run_refuses_and_then_runs_with_the_mapping(data_dir: Path, dec
         assert server_processes(data_dir) == []
     finally:
         shutil.rmtree(cache, ignore_errors=True)
+
+
+def template_tables(postgres, name: str) -> list[str]:
+    import psycopg
+
+    with psycopg.connect(**postgres.conninfo(), autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+        try:
+            with psycopg.connect(**postgres.conninfo(name), autocommit=True) as conn:
+                rows = conn.execute(
+                    "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+                ).fetchall()
+        finally:
+            admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+    return sorted(r[0] for r in rows)
+
+
+@pytest.mark.skipif(shutil.which("psql") is None, reason="needs psql, a program that is not Python")
+def test_a_program_that_is_not_python_gets_libpq_defaults_for_the_template_and_is_watched(
+    postgres, decoy: Decoy, tmp_path: Path
+) -> None:
+    # Bare psql: PGHOST/PGPORT/PGUSER/PGDATABASE point at the template being built.
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "x"\nversion = "0"\n\n[tool.testlane]\n'
+        "setup = [\"psql -X -v ON_ERROR_STOP=1 -c 'CREATE TABLE from_psql (id int)'\"]\n"
+    )
+    assert template_tables(postgres, ensure_template(postgres, spec_of(tmp_path))) == ["from_psql"]
+
+    # psql to the developer's database: it cannot be refused (not Python), but it is seen and the build stops.
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "x"\nversion = "0"\n\n[tool.testlane]\n'
+        f'setup = ["psql -X -d \\"${{DATABASE_URL:-{decoy.url}}}\\" -c \'SELECT pg_sleep(0.5)\'"]\n'
+    )
+    spec = spec_of(tmp_path)
+    with pytest.raises(UnsafeDatabaseError, match=r"connected to 127\.0\.0\.1:5432 \(from a program that is not Py"):
+        ensure_template(postgres, spec)
+    import psycopg
+
+    with psycopg.connect(**postgres.conninfo(), autocommit=True) as admin:
+        assert (
+            admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (spec.name(postgres.version),)).fetchone()
+            is None
+        )

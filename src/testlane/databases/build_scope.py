@@ -127,12 +127,19 @@ class BuildScope:
 
     def refusal(self, attempts: list[Attempt], what: str) -> UnsafeDatabaseError:
         """The one message for a refused connection: where it went, and which variable to map."""
-        attempt = attempts[0]
-        message = (
-            f"while building the template, {what} tried to connect to {attempt.describe()}, which is not a "
-            f"server of this run (the template is on {self.allowed}). testlane refused the connection before "
-            "anything was sent: that server was not touched."
-        )
+        attempt = next((a for a in attempts if a.via == "seen"), attempts[0])
+        if attempt.via == "seen":
+            message = (
+                f"while building the template, {what} connected to {attempt.describe()}, which is not a "
+                f"server of this run (the template is on {self.allowed}). A program that is not Python cannot "
+                "be refused, only seen: that server may have received statements. The build was stopped."
+            )
+        else:
+            message = (
+                f"while building the template, {what} tried to connect to {attempt.describe()}, which is not a "
+                f"server of this run (the template is on {self.allowed}). testlane refused the connection "
+                "before anything was sent: that server was not touched."
+            )
         pointing = [v for v in attempt.pointing if v not in self.mapping]
         unset = [v for v in attempt.unset if v not in self.mapping]
         variable = (pointing or unset or [""])[0]

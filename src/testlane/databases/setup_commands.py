@@ -24,8 +24,13 @@ from pathlib import Path
 from testlane.core.config import Settings
 from testlane.core.errors import ExtensionMissingError, MigrationError
 from testlane.databases.migrations import AlembicMigrations, MigrationSource, Target
+from testlane.services.egress import Allowlist, Attempt, foreign_connections, pointing_variables
 
 __all__ = ["SetupCommands"]
+
+# How often a running set-up command's process tree is looked at for connections to foreign servers
+# (programs that are not Python cannot be refused, only seen; a psutil look costs well under 1 ms).
+WATCH_INTERVAL = 0.02
 
 MISSING_EXTENSION = re.compile(r'extension "([^"]+)" is not available|extension control file ".*/([^/"]+)\.control"')
 
@@ -81,33 +86,39 @@ class SetupCommands(MigrationSource):
             scope = outer or stack.enter_context(build_scope(target, self.settings.env))
             env, private = stack.enter_context(scope.child_environment())
             for command in self.commands:
-                failure = self._run(command, env)
-                refused = scope.child_refusals(private)
+                failure, seen = self._run(command, env, scope.allow)
+                refused = scope.child_refusals(private) + seen
                 if refused:  # whatever the exit code: the command may have swallowed the error
                     raise scope.refusal(refused, f"set-up command `{command}`")
                 if failure is not None:
                     raise failure
 
-    def _run(self, command: str, env: dict[str, str]) -> MigrationError | ExtensionMissingError | None:
-        """Run one command; its failure as an error to raise (None when it succeeded)."""
-        proc = subprocess.run(
-            command,
-            shell=True,
-            cwd=self.root,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            check=False,
+    def _run(
+        self, command: str, env: dict[str, str], allow: Allowlist
+    ) -> tuple[MigrationError | ExtensionMissingError | None, list[Attempt]]:
+        """Run one command: its failure as an error to raise (None when it succeeded), and the foreign
+        connections seen in its process tree while it ran (programs that are not Python: not refusable)."""
+        proc = subprocess.Popen(
+            command, shell=True, cwd=self.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
+        seen: dict[str, Attempt] = {}
+        while True:
+            try:
+                output, _ = proc.communicate(timeout=WATCH_INTERVAL)
+                break
+            except subprocess.TimeoutExpired:  # still running: look at its connections (output is kept)
+                for attempt in foreign_connections(proc.pid, allow):
+                    attempt.pointing = pointing_variables(attempt.host, attempt.port, env)
+                    seen.setdefault(attempt.target, attempt)
+        found = list(seen.values())
         if proc.returncode == 0:
-            return None
-        tail = "\n".join(proc.stdout.splitlines()[-30:])
+            return None, found
+        tail = "\n".join(output.splitlines()[-30:])
         message = (
             f"set-up command `{command}` failed with exit code {proc.returncode} (run from {self.root})."
             f"\n--- its output (last lines) ---\n{tail}\n---"
         )
-        missing = MISSING_EXTENSION.search(proc.stdout)
+        missing = MISSING_EXTENSION.search(output)
         if missing:
             name = missing.group(1) or missing.group(2)
             return ExtensionMissingError(
@@ -115,9 +126,9 @@ class SetupCommands(MigrationSource):
                 hint=f"the PostgreSQL binaries in use do not ship the {name!r} extension. Declare it "
                 f'(extensions = ["{name}"] in [tool.testlane]) so `auto` picks binaries that have it, or use '
                 'postgres.backend = "local" with a PostgreSQL that has it (Debian: postgresql-contrib).',
-            )
+            ), found
         return MigrationError(
             message,
             hint="fix the command, or run it by hand with the same environment "
             '(`testlane services start`, then `eval "$(testlane services env)"`).',
-        )
+        ), found
