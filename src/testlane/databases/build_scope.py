@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -86,11 +87,14 @@ class BuildScope:
 
     def __init__(self, target: Target, mapping: Mapping[str, str], socket_dir: str | None) -> None:
         parts = urlsplit(target.url)
+        host, port = parts.hostname or "127.0.0.1", parts.port or 5432
+        endpoints = {(host, port): None}
+        # A socket-level client (asyncpg, pg8000) connects to the resolved address, not the name: allow both.
+        with contextlib.suppress(OSError):
+            for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+                endpoints[(str(info[4][0]), port)] = None
         self.mapping = dict(mapping)
-        self.allow = Allowlist(
-            endpoints=((parts.hostname or "127.0.0.1", parts.port or 5432),),
-            socket_dirs=(socket_dir,) if socket_dir else (),
-        )
+        self.allow = Allowlist(endpoints=tuple(endpoints), socket_dirs=(socket_dir,) if socket_dir else ())
         self.environment = build_environment(mapping, target)
         self.attempts: list[Attempt] = []
         self.reads = EnvironmentReads()
