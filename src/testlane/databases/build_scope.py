@@ -35,6 +35,7 @@ from testlane.databases.migrations import MigrationSource, Target
 from testlane.services.egress import (
     Allowlist,
     Attempt,
+    EgressRefusedError,
     EnvironmentReads,
     child_guard_environment,
     guarded,
@@ -110,8 +111,6 @@ class BuildScope:
             return
         attempt = make_attempt(host, port, via, self.reads.unset)
         self.attempts.append(attempt)
-        from testlane.services.egress import EgressRefusedError
-
         raise EgressRefusedError(f"testlane refused a connection to {attempt.describe()} during the template build")
 
     def apply(self, source: MigrationSource, target: Target) -> None:
