@@ -106,3 +106,33 @@ def test_child_pythons_are_guarded_and_the_projects_sitecustomize_still_runs(tmp
     assert "refused: testlane refused a connection to 127.0.0.1:5432 (PostgreSQL, via libpq)" in proc.stdout
     [attempt] = read_reports(private)
     assert (attempt.host, attempt.port, attempt.via) == ("127.0.0.1", 5432, "libpq")
+
+
+def test_a_libpq_driver_imported_under_the_guard_is_patched_when_its_import_finishes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stand-in for psycopg2 (not a dependency): the same public connect() signature, importable by path.
+    (tmp_path / "psycopg2").mkdir()
+    (tmp_path / "psycopg2" / "__init__.py").write_text(
+        "def connect(dsn=None, connection_factory=None, cursor_factory=None, **kwargs):\n    return ('ok', dsn)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "psycopg2", raising=False)
+    refused: list[tuple[str, int | None]] = []
+
+    def check(host: str, port: int | None, via: str) -> None:
+        if host != "127.0.0.1" or port != 6000:
+            refused.append((host, port))
+            raise EgressRefusedError("no")
+
+    try:
+        with guarded(check):
+            import psycopg2  # type: ignore[import-not-found]
+
+            assert psycopg2.connect("host=127.0.0.1 port=6000") == ("ok", "host=127.0.0.1 port=6000")
+            with pytest.raises(EgressRefusedError):
+                psycopg2.connect(host="db.example", port=5432, dbname="dev")
+        assert refused == [("db.example", 5432)]
+        assert psycopg2.connect("host=db.example")[0] == "ok"  # undone on exit
+    finally:
+        sys.modules.pop("psycopg2", None)
