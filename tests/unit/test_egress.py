@@ -136,3 +136,17 @@ def test_a_libpq_driver_imported_under_the_guard_is_patched_when_its_import_fini
         assert psycopg2.connect("host=db.example")[0] == "ok"  # undone on exit
     finally:
         sys.modules.pop("psycopg2", None)
+
+
+def test_database_unix_sockets_are_checked_and_other_unix_sockets_are_not(tmp_path: Path) -> None:
+    checked: list[str] = []
+
+    def check(host: str, port: int | None, via: str) -> None:
+        checked.append(host)
+        raise EgressRefusedError("no")
+
+    with guarded(check):
+        for name, expected in ((".s.PGSQL.5432", EgressRefusedError), ("app.sock", FileNotFoundError)):
+            with socket.socket(socket.AF_UNIX) as sock, pytest.raises(expected):
+                sock.connect(str(tmp_path / name))
+    assert checked == [str(tmp_path / ".s.PGSQL.5432")]
