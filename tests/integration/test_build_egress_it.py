@@ -4,7 +4,7 @@ A very common Alembic ``env.py`` (and seed script) reads ``DATABASE_URL`` and fa
 development URL. The "developer's database" here is a throwaway database on the system PostgreSQL
 (127.0.0.1:5432), created and dropped by each test. While the template is built, a connection to it
 must be refused before anything is sent: the proof is that the database has no table and that
-``pg_stat_database`` counts no session to it (a session is counted even when it sends no statement).
+``pg_stat_database`` counts no client session to it (one is counted even when it sends no statement).
 """
 
 from __future__ import annotations
@@ -39,18 +39,15 @@ class Decoy:
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:5432/{self.name}"
 
-    def sessions(self) -> tuple[int, int]:
-        """(sessions, transactions) the server has counted for this database."""
+    def sessions(self) -> int:
+        """Client sessions the server has counted for this database (autovacuum's are not counted)."""
         import psycopg
 
         with psycopg.connect(SYSTEM, autocommit=True) as conn:
             conn.execute("SELECT pg_stat_clear_snapshot()")
-            row = conn.execute(
-                "SELECT sessions, xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s",
-                (self.name,),
-            ).fetchone()
+            row = conn.execute("SELECT sessions FROM pg_stat_database WHERE datname = %s", (self.name,)).fetchone()
         assert row is not None
-        return int(row[0]), int(row[1])
+        return int(row[0])
 
     def tables(self) -> list[str]:
         import psycopg
@@ -128,7 +125,7 @@ def spec_of(project: Path) -> TemplateSpec:
     return TemplateSpec.from_settings(load_settings(start=project, environ={}))
 
 
-def assert_untouched(decoy: Decoy, before: tuple[int, int]) -> None:
+def assert_untouched(decoy: Decoy, before: int) -> None:
     assert decoy.sessions() == before, "a session reached the developer's database"
     assert decoy.tables() == []
 
