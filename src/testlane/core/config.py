@@ -179,7 +179,8 @@ class DbSettings:
     migrations: str = opt(
         "",
         "What builds the schema: a folder of `.sql` files, an `alembic.ini` (or Alembic folder), or "
-        "`package.module:metadata` / `package.module:function`. Empty: tests start from an empty database.",
+        "`package.module:metadata` / `package.module:function`. Empty: tests start from an empty database. "
+        "Runs with `[tool.testlane.env]` mapped to the template; other servers are refused (docs/isolation.md).",
     )
     migrations_kind: MigrationKind = opt("auto", "How to read `db.migrations` (`auto` guesses from the value).")
     extensions: list[str] = opt([], 'Extensions created in the template before migrations (e.g. `["pg_trgm"]`).')
@@ -355,13 +356,15 @@ class Settings:
         {},
         "The application's own environment variables, mapped to service coordinates: "
         '`DATABASE_URL = "{postgres.url}"`, `POSTGRES_PORT = "{postgres.port}"`, '
-        '`ASYNC_DB = "{postgres.url:asyncpg}"`, `REDIS_URL = "{valkey.url}"` (see docs/adopting.md).',
+        '`ASYNC_DB = "{postgres.url:asyncpg}"`, `REDIS_URL = "{valkey.url}"` (see docs/adopting.md). Also '
+        "applied while the template is built, to `db.migrations` and `setup` alike (docs/isolation.md).",
         default_doc="{}",
     )
     setup: list[str] = opt(
         [],
         'Commands run once before the tests with the mapped environment, e.g. `["alembic upgrade head", '
-        '"python app/initial_data.py"]`; what they produce becomes part of the template.',
+        '"python app/initial_data.py"]`; what they produce becomes part of the template. A connection to a '
+        "server other than the template's is refused (docs/isolation.md).",
     )
     setup_inputs: list[str] = opt(
         [],

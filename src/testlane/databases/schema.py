@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 from urllib.parse import quote
 
+from testlane.databases.build_scope import build_scope
 from testlane.databases.migrations import Target
 from testlane.databases.naming import require_testlane_database, schema_name
 from testlane.databases.template import TemplateSpec
@@ -82,8 +83,9 @@ class SchemaDatabase:
         self._created = True
         try:
             target = Target(self.server.dsn(self.database), self.schema)
-            for source in (*self.spec.migrations, *self.spec.seed):
-                source.apply(target)
+            with build_scope(target, dict(self.spec.env), socket_dir=self.server.socket_dir) as scope:
+                for source in (*self.spec.migrations, *self.spec.seed):
+                    scope.apply(source, target)
         except BaseException:
             self.dispose()
             raise

@@ -4,7 +4,9 @@ An existing project already knows how to prepare its database: ``alembic upgrade
 ``python app/initial_data.py``. testlane runs those commands, in order, from the project root, with the
 project's mapped environment (``[tool.testlane.env]``) pointing at the database being prepared — the
 template, when per-test isolation is on — so what they produce (schema and seed data) is in every test's
-database. Their output is shown only when one fails, with the command and its exit code.
+database. Their output is shown only when one fails, with the command and its exit code. The environment
+and the guard that refuses connections to any other server are :mod:`testlane.databases.build_scope`'s,
+the same as for ``db.migrations``.
 
 The template's hash covers the commands and the files they read: ``setup_inputs``, or by default the
 Alembic folder (from alembic.ini), ``alembic/`` or ``migrations/``, and every file a command names.
@@ -12,23 +14,23 @@ Alembic folder (from alembic.ini), ``alembic/`` or ``migrations/``, and every fi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import os
 import re
 import shlex
 import subprocess
-import sys
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 from testlane.core.config import Settings
 from testlane.core.errors import ExtensionMissingError, MigrationError
 from testlane.databases.migrations import AlembicMigrations, MigrationSource, Target
-from testlane.services.env_mapping import render_mapping
-from testlane.services.instance import Instance
-from testlane.services.postgres import PostgresServer
+from testlane.services.egress import Allowlist, Attempt, foreign_connections, pointing_variables
 
 __all__ = ["SetupCommands"]
+
+# How often a running set-up command's process tree is looked at for connections to foreign servers
+# (programs that are not Python cannot be refused, only seen; a psutil look costs well under 1 ms).
+WATCH_INTERVAL = 0.02
 
 MISSING_EXTENSION = re.compile(r'extension "([^"]+)" is not available|extension control file ".*/([^/"]+)\.control"')
 
@@ -76,62 +78,57 @@ class SetupCommands(MigrationSource):
     def describe(self) -> str:
         return f"set-up commands ({'; '.join(self.commands)})"
 
-    def environment(self, target: Target) -> dict[str, str]:
-        """The mapped environment pointing at ``target`` (only Postgres runs while a template is built)."""
-        parts = urlsplit(target.url)
-        instance = Instance(
-            run_id="setup",
-            name="postgres",
-            engine="postgres",
-            backend="url",
-            host=parts.hostname or "127.0.0.1",
-            port=parts.port or 5432,
-            user=unquote(parts.username or "postgres"),
-            password=unquote(parts.password) if parts.password else None,
-            database=parts.path.lstrip("/"),
-        )
-        server = PostgresServer(instance, owned=False)
-        env = dict(os.environ)
-        # The environment testlane itself runs in: `alembic`, `python` are this interpreter's, even when the
-        # virtualenv is not activated (testlane invoked by path, from a Makefile, by an agent).
-        bin_dir = str(Path(sys.executable).parent)
-        env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
-        env.update(server.env())
-        env["TESTLANE_POSTGRES_URL"] = target.url
-        env.update(render_mapping(self.settings.env, {"postgres": server}, only_available=True))
-        return env
-
     def apply(self, target: Target) -> None:
-        env = self.environment(target)
-        for command in self.commands:
-            proc = subprocess.run(
-                command,
-                shell=True,
-                cwd=self.root,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                check=False,
-            )
-            if proc.returncode == 0:
-                continue
-            tail = "\n".join(proc.stdout.splitlines()[-30:])
-            message = (
-                f"set-up command `{command}` failed with exit code {proc.returncode} (run from {self.root})."
-                f"\n--- its output (last lines) ---\n{tail}\n---"
-            )
-            missing = MISSING_EXTENSION.search(proc.stdout)
-            if missing:
-                name = missing.group(1) or missing.group(2)
-                raise ExtensionMissingError(
-                    message,
-                    hint=f"the PostgreSQL binaries in use do not ship the {name!r} extension. Declare it "
-                    f'(extensions = ["{name}"] in [tool.testlane]) so `auto` picks binaries that have it, or use '
-                    'postgres.backend = "local" with a PostgreSQL that has it (Debian: postgresql-contrib).',
-                )
-            raise MigrationError(
+        from testlane.databases.build_scope import build_scope, current_scope
+
+        outer = current_scope()
+        with contextlib.ExitStack() as stack:
+            scope = outer or stack.enter_context(build_scope(target, self.settings.env))
+            env, private = stack.enter_context(scope.child_environment())
+            for command in self.commands:
+                failure, seen = self._run(command, env, scope.allow)
+                refused = scope.child_refusals(private) + seen
+                if refused:  # whatever the exit code: the command may have swallowed the error
+                    raise scope.refusal(refused, f"set-up command `{command}`")
+                if failure is not None:
+                    raise failure
+
+    def _run(
+        self, command: str, env: dict[str, str], allow: Allowlist
+    ) -> tuple[MigrationError | ExtensionMissingError | None, list[Attempt]]:
+        """Run one command: its failure as an error to raise (None when it succeeded), and the foreign
+        connections seen in its process tree while it ran (programs that are not Python: not refusable)."""
+        proc = subprocess.Popen(
+            command, shell=True, cwd=self.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        seen: dict[str, Attempt] = {}
+        while True:
+            try:
+                output, _ = proc.communicate(timeout=WATCH_INTERVAL)
+                break
+            except subprocess.TimeoutExpired:  # still running: look at its connections (output is kept)
+                for attempt in foreign_connections(proc.pid, allow):
+                    attempt.pointing = pointing_variables(attempt.host, attempt.port, env)
+                    seen.setdefault(attempt.target, attempt)
+        found = list(seen.values())
+        if proc.returncode == 0:
+            return None, found
+        tail = "\n".join(output.splitlines()[-30:])
+        message = (
+            f"set-up command `{command}` failed with exit code {proc.returncode} (run from {self.root})."
+            f"\n--- its output (last lines) ---\n{tail}\n---"
+        )
+        missing = MISSING_EXTENSION.search(output)
+        if missing:
+            name = missing.group(1) or missing.group(2)
+            return ExtensionMissingError(
                 message,
-                hint="fix the command, or run it by hand with the same environment "
-                '(`testlane services start`, then `eval "$(testlane services env)"`).',
-            )
+                hint=f"the PostgreSQL binaries in use do not ship the {name!r} extension. Declare it "
+                f'(extensions = ["{name}"] in [tool.testlane]) so `auto` picks binaries that have it, or use '
+                'postgres.backend = "local" with a PostgreSQL that has it (Debian: postgresql-contrib).',
+            ), found
+        return MigrationError(
+            message,
+            hint="fix the command, or run it by hand with the same environment "
+            '(`testlane services start`, then `eval "$(testlane services env)"`).',
+        ), found

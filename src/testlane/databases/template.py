@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from testlane.core.config import Settings
 from testlane.core.errors import ExtensionMissingError
+from testlane.databases.build_scope import build_scope
 from testlane.databases.migrations import MigrationSource, SqlFolder, Target, migration_error, source_from_spec
 from testlane.databases.naming import template_name
 
@@ -44,6 +45,7 @@ class TemplateSpec:
     seed: tuple[MigrationSource, ...] = ()
     extra_fingerprint: str = ""
     requires: tuple[str, ...] = ()  # extensions the migrations create themselves: checked first, not created
+    env: tuple[tuple[str, str], ...] = field(default=(), compare=False)  # [tool.testlane.env], see build_scope
     label: str = field(default="", compare=False)
 
     @classmethod
@@ -70,6 +72,7 @@ class TemplateSpec:
             tuple(seeds),
             overrides.get("extra_fingerprint", ""),
             requires=tuple(settings.extensions),
+            env=tuple(settings.env.items()),
             label=", ".join(s.describe() for s in sources),
         )
 
@@ -190,10 +193,9 @@ def _build(server: PostgresServer, admin: psycopg.Connection, name: str, spec: T
             _check_available(server, target, spec.requires, "declared in `extensions`")
         if spec.extensions:
             _create_extensions(server, target, spec.extensions)
-        for source in spec.migrations:
-            source.apply(target)
-        for seed in spec.seed:
-            seed.apply(target)
+        with build_scope(target, dict(spec.env), socket_dir=server.socket_dir) as scope:
+            for source in (*spec.migrations, *spec.seed):
+                scope.apply(source, target)
         terminate_connections(admin, name)
         admin.execute(
             sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false").format(sql.Identifier(name))
