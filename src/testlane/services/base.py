@@ -33,6 +33,7 @@ from types import TracebackType
 from typing import Any, ClassVar, Self
 
 from testlane.core.errors import ServiceStartError
+from testlane.core.redact import redact_url
 from testlane.core.runtime import RunContext, is_root
 from testlane.core.waiting import WaitTimeout, wait_until
 from testlane.services.instance import Instance
@@ -105,7 +106,7 @@ class Server(ABC):
         return log_tail(self.log_file, lines)
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.url} run={self.instance.run_id} pid={self.pid}>"
+        return f"<{type(self).__name__} {redact_url(self.url)} run={self.instance.run_id} pid={self.pid}>"
 
     # -- behaviour -------------------------------------------------------------------
     @abstractmethod

@@ -85,19 +85,20 @@ class Registry:
         self.context = context
         self.dir = context.state_dir
 
-    def _path(self, instance: Instance) -> Path:
+    def record_path(self, instance: Instance) -> Path:
+        """The file that records ``instance`` (mode 0600: it may hold the server's password)."""
         return self.dir / f"{instance.key}.json"
 
     def save(self, instance: Instance) -> None:
         """Write (or rewrite) a record atomically."""
-        path = self._path(instance)
+        path = self.record_path(instance)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(instance.to_json())
         os.replace(tmp, path)
 
     def remove(self, instance: Instance) -> None:
         with contextlib.suppress(FileNotFoundError):
-            self._path(instance).unlink()
+            self.record_path(instance).unlink()
 
     def _records(self) -> Iterator[tuple[Path, Instance]]:
         if not self.dir.is_dir():
