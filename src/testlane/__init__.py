@@ -94,6 +94,15 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
+def _mask_credentials_in_the_log() -> None:
+    from testlane.core.logs import install_redaction
+
+    install_redaction()
+
+
+_mask_credentials_in_the_log()
+
+
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:

@@ -13,10 +13,24 @@ from rich.markup import escape
 
 from testlane.core.config import Settings, load_settings, parse_set_options
 from testlane.core.logs import setup_logging
+from testlane.core.redact import redact
 
 __all__ = ["CliState", "console", "pass_state", "progress_printer", "setup_logging"]
 
-console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+class RedactingConsole(Console):
+    """A rich console that masks credentials (:func:`~testlane.core.redact.redact`) in every string it prints.
+
+    Every message of the ``testlane`` command goes through it: the run banner, errors, ``services``
+    and ``doctor`` output. (``testlane services env`` prints with ``click.echo`` on purpose: its
+    output is for the user's own shell and must carry the passwords.)
+    """
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        super().print(*(redact(o) if isinstance(o, str) else o for o in objects), **kwargs)
+
+
+console = RedactingConsole(stderr=True, highlight=False, soft_wrap=True)
 
 
 @dataclass

@@ -37,6 +37,7 @@ from testlane.cli.common import CliState, console, pass_state
 from testlane.cli.run import RUN_SCOPED_ENV
 from testlane.core.config import Settings
 from testlane.core.errors import ConfigError
+from testlane.core.redact import redact
 
 __all__ = ["Check", "CheckResult", "GateReport", "gate_command", "plan_checks", "run_gate"]
 
@@ -258,9 +259,12 @@ class GateReport:
         return f"passed ({result.duration:.1f}s)"
 
     def _body(self, result: CheckResult) -> list[str]:
-        """What a failed check said: the test digest, or the tool's output (stderr added when useful)."""
-        out = [line.rstrip() for line in result.stdout.splitlines() if line.strip()]
-        err = [line.rstrip() for line in result.stderr.splitlines() if line.strip()]
+        """What a failed check said: the test digest, or the tool's output (stderr added when useful).
+
+        Credentials are masked (:func:`~testlane.core.redact.redact`) before anything is folded.
+        """
+        out = [redact(line.rstrip()) for line in result.stdout.splitlines() if line.strip()]
+        err = [redact(line.rstrip()) for line in result.stderr.splitlines() if line.strip()]
         is_digest = any(line.startswith("testlane: ") for line in out[-3:])
         if result.check.name in TEST_CHECKS and is_digest:
             return out

@@ -36,6 +36,7 @@ from rich.markup import escape
 from testlane.cli.common import CliState, console, progress_printer
 from testlane.core.config import Settings
 from testlane.core.envmap import referenced_services
+from testlane.core.redact import redact_url
 from testlane.core.runtime import RunContext, new_run_id
 from testlane.core.waiting import Deadline
 from testlane.databases.appdb import drop_app_databases, mapped_environment
@@ -183,7 +184,7 @@ def _describe(stack: ServiceStack) -> str:
     parts = []
     for server in stack.servers.values():
         inst = server.instance
-        parts.append(f"{inst.engine} {inst.version} ({inst.backend}) at {server.url}")
+        parts.append(f"{inst.engine} {inst.version} ({inst.backend}) at {redact_url(server.url)}")
     return "; ".join(parts)
 
 

@@ -22,12 +22,13 @@ from testlane.cli.common import CliState, console, pass_state, progress_printer
 from testlane.core.config import Settings
 from testlane.core.envmap import referenced_services
 from testlane.core.errors import ServiceError, UnreachableError
+from testlane.core.redact import redact_url
 from testlane.core.runtime import RunContext
 from testlane.databases.appdb import mapped_environment
 from testlane.databases.leftovers import Leftover, reap_leftovers
 from testlane.databases.provision import start_services
 from testlane.services.backends import choose_backend
-from testlane.services.external import instance_from_url, redacted
+from testlane.services.external import instance_from_url
 from testlane.services.instance import Instance
 from testlane.services.postgres import PostgresServer
 from testlane.services.process import log_tail, pid_alive
@@ -83,8 +84,8 @@ def start_command(state: CliState, names: tuple[str, ...]) -> None:
     stack.write_services_file()
     for name, server in stack.servers.items():
         note = " (already running)" if name in already else ""
-        console.print(escape(f"{name}: {server.url}  pid {server.pid}, log {server.log_file}{note}"))
-    console.print('[dim]Use them from a shell with:[/dim] eval "$(testlane services env)"')
+        console.print(escape(f"{name}: {redact_url(server.url)}  pid {server.pid}, log {server.log_file}{note}"))
+    console.print('[dim]Use them from a shell (with their passwords) with:[/dim] eval "$(testlane services env)"')
 
 
 @services_group.command("stop")
@@ -100,7 +101,7 @@ def stop_command(state: CliState, names: tuple[str, ...]) -> None:
     for inst in targets:
         stop_any_instance(inst)
         registry.remove(inst)
-        console.print(escape(f"stopped {inst.name} ({inst.url})"))
+        console.print(escape(f"stopped {inst.name} ({redact_url(inst.url)})"))
     remaining = _detached(registry)
     if not remaining:
         for run_id in {inst.run_id for inst in targets}:
@@ -145,7 +146,7 @@ def status_command(state: CliState) -> None:
             _age(now - inst.started_at),
             owner,
             "running" if alive else "stopped",
-            inst.url,
+            redact_url(inst.url),
         )
     console.print(table)
 
@@ -207,7 +208,7 @@ def _reap_url_leftovers(settings: Settings, other_hosts_older_than: float | None
             dropped += reap_leftovers(server, other_hosts_older_than=other_hosts_older_than)
         except Exception as exc:
             raise UnreachableError(
-                f"could not reap leftovers on the existing server {redacted(url)}: {exc}",
+                f"could not reap leftovers on the existing server {redact_url(url)}: {exc}",
                 hint=f"check {service}.url.",
             ) from None
     return dropped

@@ -27,6 +27,8 @@ Hierarchy::
 
 from __future__ import annotations
 
+from testlane.core.redact import redact
+
 __all__ = [
     "BinaryNotFoundError",
     "ConfigError",
@@ -48,12 +50,16 @@ __all__ = [
 class TestlaneError(Exception):
     """Root of every error testlane raises on purpose.
 
-    ``message`` says what happened; ``hint`` says what to do about it.
+    ``message`` says what happened; ``hint`` says what to do about it. Both are passed through
+    :func:`~testlane.core.redact.redact`: a URL or connection string quoted in an error never shows
+    its password.
     """
 
     __test__ = False  # not a test class, whatever pytest's name patterns say
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
+        message = redact(message)
+        hint = redact(hint) if hint else hint
         super().__init__(message)
         self.message = message
         self.hint = hint
@@ -86,7 +92,7 @@ class ServiceStartError(ServiceError):
         if log_tail:
             message = f"{message}\n--- last lines of the server log ---\n{log_tail.rstrip()}\n---"
         super().__init__(message, hint=hint)
-        self.log_tail = log_tail
+        self.log_tail = redact(log_tail)
 
 
 class PortUnavailableError(ServiceError):

@@ -8,8 +8,9 @@ run is over and its leftovers may be reaped.
 Directories::
 
     <data_root>/                 /dev/shm/testlane-<uid> (tmpfs), mode 0700 (0711 as root)
+        <run_id>/                0700 (0710 root:<service group> as root): services.json (0600)
         <run_id>/<service>/      one instance: data/, socket, log
-        state/                   registry of instances (unless state_dir is set)
+        state/                   registry of instances, one 0600 file each (unless state_dir is set)
         ports/                   port reservations (flock files)
     <cache_dir>/                 ~/.cache/testlane, or /var/cache/testlane as root
         postgres/<key>/cluster   initialized cluster, copied for each new instance
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from testlane.core.config import Settings
 from testlane.core.errors import ConfigError
+from testlane.core.private import ensure_private_dir
 
 __all__ = ["RunContext", "is_root", "new_run_id", "owner_pid", "run_id_from_env"]
 
@@ -132,6 +134,15 @@ class RunContext:
     @property
     def run_dir(self) -> Path:
         return self.data_root / self.run_id
+
+    def ensure_run_dir(self, *, group: int | None = None) -> Path:
+        """The run's directory, created private: 0700, or 0710 with ``group`` (the service user's, as root).
+
+        See :mod:`testlane.core.private`. Raises :class:`ConfigError` when it cannot be made private.
+        """
+        if not self.data_root.is_dir():
+            self.ensure_dirs()
+        return ensure_private_dir(self.run_dir, group=group)
 
     @property
     def ports_dir(self) -> Path:

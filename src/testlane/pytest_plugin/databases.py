@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from testlane.core.errors import TestlaneError
+from testlane.core.redact import redact_url
 from testlane.databases.testdb import TestDatabase
 
 if TYPE_CHECKING:
@@ -239,8 +240,8 @@ class DatabaseManager:
 
     def _keep(self, item: pytest.Item, tdb: TestDatabase) -> None:
         tdb.kept = True
-        self.kept.append((item.nodeid, tdb.url))
-        self.server.request_keep(self.settings.db.keep_failed_ttl, f"{item.nodeid}: {tdb.url}")
+        self.kept.append((item.nodeid, redact_url(tdb.url)))
+        self.server.request_keep(self.settings.db.keep_failed_ttl, f"{item.nodeid}: {redact_url(tdb.url)}")
 
     def close(self) -> None:
         """Close connections and pools; on a shared server drop this process's databases (idempotent)."""
@@ -315,7 +316,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
         settings = plugin_of(item.config).settings
         if settings.db.keep_failed:
-            report.sections.append(("testlane", f"database kept for inspection ({tdb.isolation} mode): {tdb.url}"))
+            report.sections.append(
+                ("testlane", f"database kept for inspection ({tdb.isolation} mode): {redact_url(tdb.url)}")
+            )
     return report  # type: ignore[return-value]
 
 
@@ -329,6 +332,10 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     terminalreporter.section("testlane: databases kept for inspection")
     for nodeid, url in manager.kept:
         terminalreporter.write_line(f"{nodeid}\n    psql {url}")
+    server = manager.server
+    if server.instance.password and server.registry is not None:
+        where = server.registry.record_path(server.instance)
+        terminalreporter.write_line(f"The password is not printed: it is in {where} (readable only by you).")
     hours = manager.settings.db.keep_failed_ttl / 3600
     terminalreporter.write_line(f"The server stays up for {hours:g} h; `testlane reap --kept` stops it now.")
 

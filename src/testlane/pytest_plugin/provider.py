@@ -23,7 +23,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from testlane.core.config import Settings
-from testlane.core.runtime import RunContext, is_root
+from testlane.core.runtime import RunContext
 from testlane.databases.provision import begin_services, reap_shared_leftovers, start_services, sweep_shared_run
 from testlane.services.base import Server
 from testlane.services.process import pid_alive
@@ -116,8 +116,7 @@ class ServiceProvider:
 
     def _start_or_attach(self, name: str) -> Server:
         self.context.ensure_dirs()
-        run_dir = self.context.run_dir
-        run_dir.mkdir(mode=0o711 if is_root() else 0o700, exist_ok=True)
+        run_dir = self.context.ensure_run_dir()
         write_run_owner(run_dir, self.context.owner_pid)
         lock = FileLock(str(run_dir / f".{name}.start.lock"), timeout=600)
         with lock:

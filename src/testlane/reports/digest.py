@@ -18,6 +18,7 @@ import shlex
 from collections import defaultdict
 from dataclasses import dataclass
 
+from testlane.core.redact import redact, redact_data
 from testlane.reports.model import Failure, Group, RunResult
 
 __all__ = ["render_digest", "rerun_command", "summary_line"]
@@ -190,10 +191,10 @@ def render_digest(result: RunResult, budget: int = 4000) -> str:
     """The digest text, at most ``budget`` characters unless the first failure alone needs more."""
     exact = _exact_files(result)
     views = [_GroupView(i, g, rerun_command(result, g, exact[i])) for i, g in enumerate(result.groups)]
-    tail: list[str] = [*result.notes]
+    tail: list[str] = redact_data([*result.notes])
     if result.output_tail:
         tail.append("pytest's last output:")
-        tail += [f"  {line}" for line in result.output_tail]
+        tail += [f"  {redact(line)}" for line in result.output_tail]
     tail.append(summary_line(result))
     levels = [4] * len(views)
     shown = len(views)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from testlane import __version__
+from testlane.core.redact import redact_data
 from testlane.reports.digest import render_digest, rerun_command, summary_line
 from testlane.reports.model import SCHEMA, Failure, RunResult
 
@@ -29,7 +30,7 @@ def failure_dict(failure: Failure) -> dict[str, Any]:
 
 
 def document(result: RunResult, *, digest_budget: int = 4000) -> dict[str, Any]:
-    """The report document (schema ``testlane.report/1``)."""
+    """The report document (schema ``testlane.report/1``), credentials masked (:func:`redact_data`)."""
     groups = []
     for index, group in enumerate(result.groups):
         command, note = rerun_command(result, group, files_exact=False)
@@ -49,29 +50,31 @@ def document(result: RunResult, *, digest_budget: int = 4000) -> dict[str, Any]:
                 "failures": [failure_dict(f) for f in group.failures],
             }
         )
-    return {
-        "schema": SCHEMA,
-        "testlane_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "outcome": result.outcome,
-        "success": result.success,
-        "exit_code": result.exit_code,
-        "duration": round(result.duration, 3),
-        "summary": {
-            "collected": result.collected,
-            "deselected": result.deselected,
-            **result.counts,
-            "root_causes": len(result.groups),
-        },
-        "summary_line": summary_line(result),
-        "notes": list(result.notes),
-        "groups": groups,
-        "tests": [
-            {"nodeid": t.nodeid, "outcome": t.outcome, "duration": round(t.duration, 4), "lane": t.lane}
-            for t in result.tests
-        ],
-        "digest": render_digest(result, digest_budget),
-    }
+    return redact_data(
+        {
+            "schema": SCHEMA,
+            "testlane_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "outcome": result.outcome,
+            "success": result.success,
+            "exit_code": result.exit_code,
+            "duration": round(result.duration, 3),
+            "summary": {
+                "collected": result.collected,
+                "deselected": result.deselected,
+                **result.counts,
+                "root_causes": len(result.groups),
+            },
+            "summary_line": summary_line(result),
+            "notes": list(result.notes),
+            "groups": groups,
+            "tests": [
+                {"nodeid": t.nodeid, "outcome": t.outcome, "duration": round(t.duration, 4), "lane": t.lane}
+                for t in result.tests
+            ],
+            "digest": render_digest(result, digest_budget),
+        }
+    )
 
 
 class JsonLines:
@@ -88,7 +91,7 @@ class JsonLines:
         return cls(path.open("w", encoding="utf-8"), close=True)
 
     def emit(self, event: str, **fields: Any) -> None:
-        record = {"event": event, "schema": SCHEMA, "time": round(time.time(), 3), **fields}
+        record = {"event": event, "schema": SCHEMA, "time": round(time.time(), 3), **redact_data(fields)}
         line = json.dumps(record, default=str)
         with self._lock:
             self._stream.write(line + "\n")

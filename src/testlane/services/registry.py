@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from testlane.core.private import write_private_file
 from testlane.core.runtime import RunContext
 from testlane.services.instance import Instance
 from testlane.services.process import ProcessRef, pid_alive
@@ -50,7 +51,7 @@ def write_run_owner(run_dir: Path, owner: int | None) -> None:
     data = {"owner_pid": owner, "owner_create_time": ref.create_time if ref else None}
     owner_file = run_dir / "owner.json"
     if not owner_file.exists():
-        owner_file.write_text(json.dumps(data))
+        write_private_file(owner_file, json.dumps(data))
 
 
 def _run_dir_owner_dead(run_dir: Path) -> bool:
@@ -85,19 +86,17 @@ class Registry:
         self.context = context
         self.dir = context.state_dir
 
-    def _path(self, instance: Instance) -> Path:
+    def record_path(self, instance: Instance) -> Path:
+        """The file that records ``instance`` (mode 0600: it may hold the server's password)."""
         return self.dir / f"{instance.key}.json"
 
     def save(self, instance: Instance) -> None:
-        """Write (or rewrite) a record atomically."""
-        path = self._path(instance)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(instance.to_json())
-        os.replace(tmp, path)
+        """Write (or rewrite) a record atomically, readable by us only (it may hold a password)."""
+        write_private_file(self.record_path(instance), instance.to_json())
 
     def remove(self, instance: Instance) -> None:
         with contextlib.suppress(FileNotFoundError):
-            self._path(instance).unlink()
+            self.record_path(instance).unlink()
 
     def _records(self) -> Iterator[tuple[Path, Instance]]:
         if not self.dir.is_dir():

@@ -26,6 +26,7 @@ from typing import Any, Self
 
 from testlane.core.config import Settings
 from testlane.core.errors import ConfigError
+from testlane.core.private import write_private_file
 from testlane.core.runtime import OWNER_PID_ENV, RUN_ID_ENV, RunContext
 from testlane.services.backends import choose_backend
 from testlane.services.base import Launch, Progress, Server, stop_instance
@@ -303,13 +304,10 @@ class ServiceStack:
         return self.context.run_dir / "services.json"
 
     def write_services_file(self) -> Path:
-        path = self.services_file
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Write ``services.json`` (0600: it holds the servers' passwords) in the run's private directory."""
+        self.context.ensure_run_dir()
         payload = {
             "run_id": self.context.run_id,
             "services": [json.loads(server.instance.to_json()) for server in self.servers.values()],
         }
-        tmp = path.with_name(f".services.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(payload, indent=2))
-        os.replace(tmp, path)
-        return path
+        return write_private_file(self.services_file, json.dumps(payload, indent=2))

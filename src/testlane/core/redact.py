@@ -1,0 +1,161 @@
+"""Masking credentials in everything testlane shows or writes for people and tools to read.
+
+One helper for every output: the run banner, the digest, the JSON and JSON Lines reports, the
+``testlane`` log, error messages, ``testlane services status`` and ``testlane doctor``. What is a
+credential, and what is only text that looks like one:
+
+* the password in a URL's userinfo, whatever the scheme (``postgresql://u:SECRET@h/db``,
+  ``redis://:SECRET@h:6379/0``, ``rediss://``, ``mysql://``, ``mariadb://``, ``amqp://``, ...);
+* the value of a password-like query parameter in a URL (``?password=SECRET``, ``&pwd=``,
+  ``sslpassword=``, ``token=``, ...);
+* ``password=SECRET`` inside a libpq connection string (``host=h port=5432 password=SECRET``):
+  a run of at least two ``keyword=value`` pairs, separated by blanks, that libpq (``psycopg``) accepts.
+
+Everything else is left alone: ``assert password == expected``, ``login(user=u, password=p)`` in
+an excerpt of a test, or a URL without a password. The mask is ``***``; the user name, host, port,
+database and the other parameters stay, so a message still says where testlane connected.
+
+URLs are taken apart with :mod:`urllib.parse` (the same split the drivers use), conninfo strings are
+checked with ``psycopg.conninfo`` (imported only when a candidate is seen). A regular expression only
+*finds* candidates in free text: a URL needs a ``scheme://`` and ends at a blank or a quote.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TypeVar
+from urllib.parse import SplitResult, unquote, urlsplit
+
+__all__ = ["MASK", "RedactingFilter", "redact", "redact_data", "redact_url"]
+
+MASK = "***"
+
+# Query parameters whose value is a secret (compared without case, after unquoting).
+SECRET_PARAMS = frozenset(
+    {
+        "password",
+        "passwd",
+        "pass",
+        "pwd",
+        "sslpassword",
+        "secret",
+        "token",
+        "access_token",
+        "auth_token",
+        "api_key",
+        "apikey",
+        "requirepass",
+    }
+)
+
+# A URL in free text: scheme://, then anything up to a blank, a quote or a bracket; trailing
+# punctuation (a full stop, a comma, a closing parenthesis) is not part of it.
+_URL = re.compile(r"""\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s'"<>`]*[^\s'"<>`.,;:!?)\]}]""")
+
+# libpq conninfo: keyword=value pairs separated by blanks; a value is 'quoted' or has no blank,
+# quote, comma or parenthesis (so Python keyword arguments, ``f(user=u, password=p)``, never form a run).
+_PAIR = r"""[A-Za-z_]+=(?:'(?:[^'\\]|\\.)*'|[^\s'",()]+)"""
+_CONNINFO_RUN = re.compile(rf"(?<![\w=]){_PAIR}(?:[ \t]+{_PAIR})+")
+_PASSWORD_PAIR = re.compile(r"""(?<![\w])(password=)('(?:[^'\\]|\\.)*'|[^\s'",()]+)""")
+
+T = TypeVar("T")
+
+
+def _redact_netloc(netloc: str) -> str:
+    userinfo, at, hostport = netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return netloc
+    user = userinfo.partition(":")[0]
+    return f"{user}:{MASK}@{hostport}"
+
+
+def _redact_query(query: str) -> str:
+    if "=" not in query:
+        return query
+    pieces = []
+    for piece in query.split("&"):
+        key, eq, value = piece.partition("=")
+        if eq and value and unquote(key).strip().lower() in SECRET_PARAMS:
+            piece = f"{key}={MASK}"
+        pieces.append(piece)
+    return "&".join(pieces)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password masked: ``postgresql://u:***@h:5432/db``, ``redis://h/0?password=***``.
+
+    Any scheme. A URL without a password, or text that is not a URL, is returned unchanged.
+    """
+    if "://" not in url:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unbalanced "[" in the host: mask the userinfo the simple way
+        head, sep, rest = url.partition("://")
+        netloc, slash, tail = rest.partition("/")
+        return f"{head}{sep}{_redact_netloc(netloc)}{slash}{tail}"
+    netloc = _redact_netloc(parts.netloc)
+    query = _redact_query(parts.query)
+    if netloc == parts.netloc and query == parts.query:
+        return url
+    return SplitResult(parts.scheme, netloc, parts.path, query, parts.fragment).geturl()
+
+
+def _is_conninfo(text: str) -> bool:
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+    except ImportError:  # pragma: no cover - psycopg is a dependency; without it, trust the shape
+        return True
+    try:
+        return "password" in conninfo_to_dict(text)
+    except Exception:  # not something libpq accepts: not a connection string
+        return False
+
+
+def _redact_conninfo(match: re.Match[str]) -> str:
+    text = match.group(0)
+    if "password=" not in text or not _is_conninfo(text):
+        return text
+    return _PASSWORD_PAIR.sub(lambda m: m.group(1) + MASK, text)
+
+
+def redact(text: str) -> str:
+    """``text`` with every credential in a URL or a libpq connection string masked (see the module doc).
+
+    Cheap when there is nothing to mask (two substring checks), so it can run on every line.
+    """
+    if not text:
+        return text
+    if "://" in text:
+        text = _URL.sub(lambda m: redact_url(m.group(0)), text)
+    if "password=" in text:
+        text = _CONNINFO_RUN.sub(_redact_conninfo, text)
+    return text
+
+
+def redact_data(value: T) -> T:
+    """``value`` with :func:`redact` applied to every string inside it (dicts, lists and tuples, nested).
+
+    Returns a new object of the same shape; the input is not changed.
+    """
+    if isinstance(value, str):
+        return redact(value)  # type: ignore[return-value]
+    if isinstance(value, dict):
+        return {redact_data(k): redact_data(v) for k, v in value.items()}  # type: ignore[return-value]
+    if isinstance(value, list):
+        return [redact_data(v) for v in value]  # type: ignore[return-value]
+    if isinstance(value, tuple) and not hasattr(value, "_fields"):
+        return tuple(redact_data(v) for v in value)  # type: ignore[return-value]
+    return value
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that masks credentials in the formatted message of every record it sees."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = redact(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
