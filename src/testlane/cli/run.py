@@ -41,6 +41,7 @@ from testlane.core.waiting import Deadline
 from testlane.databases.appdb import drop_app_databases, mapped_environment
 from testlane.databases.provision import start_services
 from testlane.reports import REPORTED_ENV, RERUN_ENV
+from testlane.services.external import redacted
 from testlane.services.process import child_preexec
 from testlane.services.stack import ServiceStack
 
@@ -182,7 +183,7 @@ def _describe(stack: ServiceStack) -> str:
     parts = []
     for server in stack.servers.values():
         inst = server.instance
-        parts.append(f"{inst.engine} {inst.version} ({inst.backend}) at {server.url}")
+        parts.append(f"{inst.engine} {inst.version} ({inst.backend}) at {redacted(server.url)}")
     return "; ".join(parts)
 
 
@@ -278,6 +279,7 @@ RUN_SCOPED_ENV = (
     "TESTLANE_POSTGRES_HOST",
     "TESTLANE_POSTGRES_PORT",
     "TESTLANE_POSTGRES_USER",
+    "TESTLANE_POSTGRES_PASSWORD",
     "TESTLANE_REDIS_URL",
     "TESTLANE_VALKEY_URL",
     "TESTLANE_REDIS_HOST",
