@@ -31,9 +31,7 @@ from testlane.core.waiting import wait_until
 from testlane.databases.appdb import mapped_environment
 from testlane.databases.snapshots import SnapshotCache
 from testlane.databases.template import TemplateSpec
-from testlane.services.cache import staging_path
 from testlane.services.postgres import PostgresEngine, PostgresServer
-from testlane.services.postgres_auth import scram_verifier
 from testlane.services.registry import Registry
 from testlane.services.stack import ServiceStack
 from tests.helpers import clean_env, run_cli, server_processes
@@ -132,6 +130,8 @@ def test_the_verifier_is_what_postgres_computes_and_its_iterations_are_a_setting
             # libpq's own verifier for a password, with its salt, equals ours with that salt.
             conn.execute("SET scram_iterations = 3")
             theirs = conn.pgconn.encrypt_password(b"a password", b"postgres", b"scram-sha-256").decode()
+        from testlane.services.postgres_auth import scram_verifier
+
         salt = base64.b64decode(theirs.split("$")[1].split(":")[1])
         assert scram_verifier("a password", iterations=3, salt=salt) == theirs
         with psycopg.connect(server.url) as conn:
@@ -358,12 +358,12 @@ def test_a_kill_during_the_first_initdb_leaves_nothing_the_next_start_keeps(
     assert list(cache_dir.glob("postgres/*/cluster/PG_VERSION")), "and builds the cluster"
 
 
+# Staging directories are named `.<name>.<pid>.tmp` (testlane.services.cache.staging_path).
 CRASH_SCRIPT = r"""
 import os, signal, sys
 from pathlib import Path
-from testlane.services.cache import staging_path
-for final in sys.argv[1:]:
-    staging = staging_path(Path(final))
+for final in map(Path, sys.argv[1:]):
+    staging = final.with_name(f".{final.name}.{os.getpid()}.tmp")
     (staging / "cluster").mkdir(parents=True)
     (staging / "cluster" / "base.dat").write_bytes(b"x" * 65536)
     print(staging, flush=True)
@@ -381,7 +381,7 @@ def test_reap_removes_staging_directories_of_dead_processes_only(
     assert crashed.returncode == -signal.SIGKILL
     dead = [Path(line) for line in crashed.stdout.split()]
     assert len(dead) == 2 and all(p.is_dir() for p in dead)
-    live = staging_path(cache_dir / "snapshots" / "in-progress")  # this process's: a build in progress
+    live = cache_dir / "snapshots" / f".in-progress.{os.getpid()}.tmp"  # this process's: a build in progress
     live.mkdir()
     lookalike = cache_dir / "snapshots" / ".keep.tmp"  # not a staging name
     lookalike.mkdir()
