@@ -74,11 +74,11 @@ def test_tcp_needs_the_runs_password_and_every_url_carries_it(settings_for, data
         stack.start(["postgres"])
         server = stack.servers["postgres"]
         assert isinstance(server, PostgresServer)
-        password = server.instance.password
-        assert password and len(password) >= 32
         tcp = {"host": "127.0.0.1", "port": server.port, "user": "postgres", "dbname": "postgres"}
         assert "no password supplied" in _refused(**tcp)
         assert "password authentication failed" in _refused(**tcp, password="postgres")
+        password = server.instance.password
+        assert password and len(password) >= 32
         with psycopg.connect(**tcp, password=password) as conn:
             method = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = 'postgres'").fetchone()
             assert method is not None and str(method[0]).startswith("SCRAM-SHA-256$16:")
@@ -205,8 +205,7 @@ def test_another_local_user_can_neither_connect_nor_read_a_credential(
     with local_user() as hostile, ServiceStack(settings, _context(settings)) as stack:
         server = stack.start(["postgres"])["postgres"]
         stack.write_services_file()
-        password = server.instance.password
-        assert password
+        password = server.instance.password or "(no password)"
         roots = [str(data_dir), str(cache_dir), str(stack.context.state_dir)]
         # This interpreter lives under /root; the system's runs this environment's packages (psycopg).
         site = next(p for p in sys.path if p.endswith("site-packages"))
@@ -227,6 +226,7 @@ def test_another_local_user_can_neither_connect_nor_read_a_credential(
         errors = "\n".join(seen["errors"])
         assert "no password supplied" in errors and "password authentication failed" in errors
         assert "Permission denied" in errors  # the socket directory is private to the run
+        assert server.instance.password
         leaked = [path for path, text in seen["read"] if password in text]
         assert leaked == [], f"{hostile.pw_name} read the run's password in {leaked}"
         readable_cache = [path for path, _ in seen["read"] if path.startswith(str(cache_dir))]
