@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from isolation import run_pytest, write_project  # noqa: E402  (bench/ is not a package)
+from isolation import run_pytest, write_project
 
 HERE = Path(__file__).resolve().parent.parent
 

@@ -170,7 +170,8 @@ def local_user() -> Iterator[pwd.struct_passwd]:
 HOSTILE_SCRIPT = r"""
 import json, os, sys
 import psycopg
-port, socket_dir, roots = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+port, socket_dir = int(sys.argv[1]), sys.argv[2]
+paths = json.load(sys.stdin)  # every file there is: as if the names were known (run ids show in `ps`)
 out = {"connected": [], "errors": [], "read": []}
 attempts = {
     "tcp, no password": dict(host="127.0.0.1", port=port),
@@ -183,15 +184,12 @@ for what, info in attempts.items():
         out["connected"].append(what)
     except psycopg.OperationalError as exc:
         out["errors"].append(f"{what}: {exc}")
-for root in roots:
-    for dirpath, dirs, files in os.walk(root):
-        for name in files:
-            path = os.path.join(dirpath, name)
-            try:
-                with open(path, "rb") as fh:
-                    out["read"].append([path, fh.read().decode("latin-1")])
-            except OSError:
-                pass
+for path in paths:
+    try:
+        with open(path, "rb") as fh:
+            out["read"].append([path, fh.read().decode("latin-1")])
+    except OSError:
+        pass
 print(json.dumps(out))
 """
 
@@ -206,11 +204,14 @@ def test_another_local_user_can_neither_connect_nor_read_a_credential(
         server = stack.start(["postgres"])["postgres"]
         stack.write_services_file()
         password = server.instance.password or "(no password)"
-        roots = [str(data_dir), str(cache_dir), str(stack.context.state_dir)]
+        roots = [data_dir, cache_dir, stack.context.state_dir]
+        files = [os.path.join(d, f) for root in roots for d, _, names in os.walk(root) for f in names]
+        assert any(f.endswith("services.json") for f in files) and any(f.endswith(".postgres.json") for f in files)
         # This interpreter lives under /root; the system's runs this environment's packages (psycopg).
         site = next(p for p in sys.path if p.endswith("site-packages"))
         proc = subprocess.run(
-            ["/usr/bin/python3", "-c", HOSTILE_SCRIPT, str(server.port), str(server.instance.socket), *roots],
+            ["/usr/bin/python3", "-c", HOSTILE_SCRIPT, str(server.port), str(server.instance.socket)],
+            input=json.dumps(files),
             user=hostile.pw_uid,
             group=hostile.pw_gid,
             extra_groups=[],

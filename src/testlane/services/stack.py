@@ -311,6 +311,9 @@ class ServiceStack:
             "services": [json.loads(server.instance.to_json()) for server in self.servers.values()],
         }
         tmp = path.with_name(f".services.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(payload, indent=2))
+        tmp.unlink(missing_ok=True)
+        # 0600 from the start: it holds the servers' passwords, and the run directory is traversable as root.
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
+            fh.write(json.dumps(payload, indent=2))
         os.replace(tmp, path)
         return path
