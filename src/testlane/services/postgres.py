@@ -410,6 +410,7 @@ class PostgresLaunch(Launch):
         settings.update(self.engine.pg.settings)
         # After the user's settings: who may connect is not configurable per project.
         settings["hba_file"] = str(self.instance_dir / "pg_hba.conf")
+        settings["unix_socket_directories"] = str(self.instance_dir)  # trust applies there: it stays private
         settings["unix_socket_permissions"] = "0700"
         argv = [str(self.binaries.exe("postgres")), "-D", str(self.data_dir)]
         for key, value in settings.items():
