@@ -6,8 +6,9 @@
 #   scripts/build-local-images.sh            builds localhost/testlane-postgres:15
 #
 # The image follows the official postgres image's conventions that testlane relies on: PGDATA under
-# /var/lib/postgresql/data (a tmpfs at run time), POSTGRES_HOST_AUTH_METHOD=trust honoured, listening
-# on 5432, `postgres` as the superuser.
+# /var/lib/postgresql/data (a tmpfs at run time), POSTGRES_PASSWORD (scram-sha-256 on TCP; testlane sets
+# a random one per run) and POSTGRES_HOST_AUTH_METHOD honoured, listening on 5432, `postgres` as the
+# superuser.
 set -euo pipefail
 IMAGE="${IMAGE:-localhost/testlane-postgres:15}"
 WORK="${WORK:-/var/tmp/testlane-image-build}"
@@ -28,9 +29,18 @@ export PGDATA="${PGDATA:-/var/lib/postgresql/data}"
 BIN=/usr/lib/postgresql/15/bin
 mkdir -p "$PGDATA" && chown -R postgres:postgres "$PGDATA" && chmod 700 "$PGDATA"
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
-    su postgres -s /bin/sh -c "$BIN/initdb -D '$PGDATA' -U postgres --encoding=UTF8 --no-locale --auth=${POSTGRES_HOST_AUTH_METHOD:-trust} --no-sync >/dev/null"
-    echo "host all all 0.0.0.0/0 ${POSTGRES_HOST_AUTH_METHOD:-trust}" >> "$PGDATA/pg_hba.conf"
+    if [ -n "${POSTGRES_PASSWORD:-}" ]; then
+        AUTH="${POSTGRES_HOST_AUTH_METHOD:-scram-sha-256}"
+        PWFILE=$(mktemp) && printf '%s\n' "$POSTGRES_PASSWORD" > "$PWFILE" && chown postgres "$PWFILE"
+        su postgres -s /bin/sh -c "$BIN/initdb -D '$PGDATA' -U postgres --encoding=UTF8 --no-locale --auth-local=trust --auth-host=$AUTH --pwfile='$PWFILE' --no-sync >/dev/null"
+        rm -f "$PWFILE"
+    else
+        AUTH="${POSTGRES_HOST_AUTH_METHOD:-trust}"
+        su postgres -s /bin/sh -c "$BIN/initdb -D '$PGDATA' -U postgres --encoding=UTF8 --no-locale --auth=$AUTH --no-sync >/dev/null"
+    fi
+    echo "host all all 0.0.0.0/0 $AUTH" >> "$PGDATA/pg_hba.conf"
 fi
+unset POSTGRES_PASSWORD
 exec su postgres -s /bin/sh -c "exec $BIN/postgres -D '$PGDATA' -c listen_addresses='*' $*"
 SCRIPT
 chmod +x "$ROOTFS/usr/local/bin/docker-entrypoint.sh"

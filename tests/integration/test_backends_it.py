@@ -530,6 +530,13 @@ def test_postgres_in_a_container_start_query_stop_and_reap(data_dir: Path, proje
         assert name == f"testlane-postgres-{ctx.run_id}"
         with server.connect() as conn:  # type: ignore[attr-defined]
             assert conn.execute("SHOW fsync").fetchone() == ("off",)
+        # A random password per run, required on TCP (no trust), carried by the URL.
+        password = server.instance.password
+        assert password and f":{password}@" in server.url
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(
+                host="127.0.0.1", port=server.port, user="postgres", dbname="postgres", connect_timeout=10
+            ).close()
         labels = subprocess.run(
             [
                 "podman",

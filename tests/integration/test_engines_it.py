@@ -99,7 +99,9 @@ def test_stack_starts_both_in_parallel_and_exports_env(settings_for, data_dir: P
     with ServiceStack(settings, _context(settings)) as stack:
         stack.start()
         env = stack.env()
-        assert env["TESTLANE_POSTGRES_URL"].startswith("postgresql://postgres@127.0.0.1:")
+        password = env["TESTLANE_POSTGRES_PASSWORD"]
+        assert len(password) >= 32, "a random password per run"
+        assert env["TESTLANE_POSTGRES_URL"].startswith(f"postgresql://postgres:{password}@127.0.0.1:")
         assert env["TESTLANE_REDIS_URL"].startswith("redis://127.0.0.1:")
         assert env["TESTLANE_RUN_ID"] == stack.context.run_id
         ports = {s.port for s in stack.servers.values()}

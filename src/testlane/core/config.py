@@ -98,6 +98,15 @@ class PostgresSettings:
         "Falls back to `--no-locale` when the locale does not exist.",
     )
     max_connections: int = opt(300, "The server's max_connections.")
+    # Low on purpose: every client computes PBKDF2 with this count on every connection (libpq does not
+    # cache it), and tests open many connections. The password is random per run (192 bits), so a
+    # stolen verifier cannot be brute-forced at any count; the threat is a local user connecting to a
+    # throwaway server, which any count stops. Postgres's own default (4096) costs ~1 ms per connect.
+    scram_iterations: int = opt(
+        16,
+        "PBKDF2 iterations of the per-run SCRAM password (`local`/`embedded` backends). Each client pays "
+        "them on every connection; the password is random per run, so a low count is safe here.",
+    )
     url: str = opt(
         "",
         "An existing server for the `url` backend (CI service containers, a shared test server), e.g. "

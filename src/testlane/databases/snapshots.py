@@ -9,6 +9,10 @@ file changes the hash, so a new snapshot is built; unused old ones are pruned (t
 
 Concurrent runs share one build: the build holds a file lock on the snapshot's key, and a run
 that waited for it finds the snapshot ready.
+
+As root, a stored snapshot is sealed against the service user (:mod:`testlane.services.cache`):
+what a server running as that user does cannot change what later runs start from. The copy is
+staged in ``.<name>.<pid>.tmp``; one left by a killed build is removed by the next start or reap.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from filelock import FileLock
 from testlane.core.errors import ServiceStartError
 from testlane.core.runtime import is_root
 from testlane.databases.template import TemplateSpec, ensure_template
+from testlane.services.cache import seal, staging_path, sweep_staging, trusted
 from testlane.services.postgres import PostgresEngine
 
 __all__ = ["SnapshotCache"]
@@ -49,20 +54,20 @@ class SnapshotCache:
 
     def lookup(self, spec: TemplateSpec) -> Path | None:
         cluster = self._dir(spec) / "cluster"
-        return cluster if (cluster / "PG_VERSION").exists() else None
+        return cluster if (cluster / "PG_VERSION").exists() and trusted(cluster) else None
 
     def ensure(self, spec: TemplateSpec) -> Path:
         """The snapshot for ``spec``, built now (under a lock) if missing."""
         target = self._dir(spec)
         cluster = target / "cluster"
-        if (cluster / "PG_VERSION").exists():
+        if self.lookup(spec) is not None:
             os.utime(target)  # most recently used: kept by pruning
             return cluster
         self.root.mkdir(parents=True, exist_ok=True)
-        if is_root():
-            os.chmod(self.root, 0o755)
+        os.chmod(self.root, 0o755 if is_root() else 0o700)
+        sweep_staging(self.engine.context.cache_dir)
         with FileLock(str(self.root / f"{target.name}.lock"), timeout=1800):
-            if (cluster / "PG_VERSION").exists():
+            if self.lookup(spec) is not None:
                 return cluster
             started = time.perf_counter()
             self.progress(f"building the migrated template ({spec.describe()}); later runs start from a snapshot")
@@ -77,18 +82,22 @@ class SnapshotCache:
             ensure_template(builder, spec)
             builder.halt(clean=True)
             data = Path(builder.instance.instance_dir or "") / "data"
-            staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+            staging = staging_path(target)
             shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir(mode=0o755)
-            proc = subprocess.run(
-                ["cp", "-a", str(data), str(staging / "cluster")], capture_output=True, text=True, check=False
-            )
-            if proc.returncode != 0:
-                raise ServiceStartError(f"could not store the snapshot in {target}: {proc.stderr.strip()}")
-            for stale in ("postmaster.pid", "postmaster.opts"):
-                (staging / "cluster" / stale).unlink(missing_ok=True)
-            shutil.rmtree(target, ignore_errors=True)
-            os.replace(staging, target)
+            staging.mkdir(mode=0o700)
+            try:
+                proc = subprocess.run(
+                    ["cp", "-a", str(data), str(staging / "cluster")], capture_output=True, text=True, check=False
+                )
+                if proc.returncode != 0:
+                    raise ServiceStartError(f"could not store the snapshot in {target}: {proc.stderr.strip()}")
+                for stale in ("postmaster.pid", "postmaster.opts"):
+                    (staging / "cluster" / stale).unlink(missing_ok=True)
+                seal(staging, self.engine.user)
+                shutil.rmtree(target, ignore_errors=True)
+                os.replace(staging, target)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
         finally:
             builder.stop()
 

@@ -283,6 +283,12 @@ class Launch(ABC):
     def prepare_data(self) -> None:
         """Fill ``self.instance_dir`` (e.g. copy a cached cluster). Runs in any thread."""
 
+    def check_ready(self, server: Server) -> bool:
+        """One readiness attempt: True, or raises until the server answers. Engines may do their
+        first-start work here (Postgres sets the run's password over its private socket)."""
+        server.ping(timeout=1.0)
+        return True
+
     # -- the procedure -------------------------------------------------------------------
     def prepare(self) -> None:
         inst = self.instance
@@ -328,7 +334,7 @@ class Launch(ABC):
         probe = self.make_server(self._popen)
         try:
             wait_until(
-                lambda: probe.ping(timeout=1.0) or True,
+                lambda: self.check_ready(probe),
                 timeout=self.start_timeout,
                 what=f"{self.instance.name} on port {self.instance.port} to accept a query",
                 interval=0.005,

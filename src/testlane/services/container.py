@@ -37,6 +37,7 @@ from testlane.services.base import Launch, Server
 from testlane.services.external import server_class, server_version
 from testlane.services.instance import Instance
 from testlane.services.ports import reserve_port
+from testlane.services.postgres_auth import new_password
 from testlane.services.process import ProcessRef, pid_alive
 from testlane.services.registry import Registry
 
@@ -59,9 +60,8 @@ class ContainerSpec:
 
 
 SPECS = {
-    "postgres": ContainerSpec(
-        5432, "/var/lib/postgresql/data", {"POSTGRES_HOST_AUTH_METHOD": "trust"}, "postgres", "postgres"
-    ),
+    # POSTGRES_PASSWORD is added per run (ContainerEngine.launch): the image then requires it on TCP.
+    "postgres": ContainerSpec(5432, "/var/lib/postgresql/data", {}, "postgres", "postgres"),
     "valkey": ContainerSpec(6379, "/data", {}, None, "0"),
     "mariadb": ContainerSpec(3306, "/var/lib/mysql", {"MARIADB_ALLOW_EMPTY_ROOT_PASSWORD": "1"}, "root", ""),
 }
@@ -175,6 +175,10 @@ class ContainerLaunch(Launch):
         self.spec = spec
         self.image = image
         self.command_args = command
+        self.secret_env: dict[str, str] = {}
+        if self.instance.engine == "postgres":
+            self.instance.password = new_password()
+            self.secret_env["POSTGRES_PASSWORD"] = self.instance.password
 
     def prepare(self) -> None:
         self.registry.save(self.instance)
@@ -199,6 +203,8 @@ class ContainerLaunch(Launch):
         ]
         for key, value in self.spec.env.items():
             args += ["-e", f"{key}={value}"]
+        for key in self.secret_env:
+            args += ["-e", key]  # the value comes from the CLI's environment: never on a command line
         return self.runtime.command(*args, *self.runtime.run_args, self.image, *self.command_args)
 
     def spawn(self) -> None:
@@ -206,7 +212,8 @@ class ContainerLaunch(Launch):
         self.instance.port = self._reservation.port
         argv = self.argv(self.instance.port)
         log.debug("starting %s: %s", self.instance.name, " ".join(argv))
-        proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=300)
+        env = {**os.environ, **self.secret_env} if self.secret_env else None
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=300, env=env)
         if proc.returncode != 0:
             self._release_port()
             detail = proc.stderr.strip() or proc.stdout.strip()

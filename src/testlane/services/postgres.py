@@ -7,7 +7,12 @@ durability off, a small WAL segment size and no autovacuum, a warm start costs
 one directory copy and the server's own start-up.
 
 As root, the server runs as the unprivileged service user (see
-:mod:`testlane.services.privileges`).
+:mod:`testlane.services.privileges`), and the cache is sealed against that user
+(:mod:`testlane.services.cache`).
+
+Nobody else gets in (:mod:`testlane.services.postgres_auth`): TCP needs the
+run's random password (scram-sha-256), set over the instance's private Unix
+socket as the first thing after start; every URL testlane hands out carries it.
 """
 
 from __future__ import annotations
@@ -24,11 +29,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from filelock import FileLock
 
 from testlane.core.config import Settings
-from testlane.core.errors import ServiceStartError
+from testlane.core.errors import ConfigError, ServiceError, ServiceStartError
 from testlane.core.runtime import RunContext, is_root
 from testlane.services.base import Launch, Progress, Server
 from testlane.services.binaries import PostgresBinaries, find_postgres
+from testlane.services.cache import LAYOUT, copy_out, seal, staging_path, sweep_staging, trusted
 from testlane.services.instance import Instance
+from testlane.services.postgres_auth import new_password, stored_password, write_hba
 from testlane.services.privileges import (
     ServiceUser,
     ensure_reachable,
@@ -77,6 +84,7 @@ class PostgresServer(Server):
 
     engine: ClassVar[str] = "postgres"
     stop_signal: ClassVar[int] = 3  # SIGQUIT: immediate shutdown; the data is thrown away
+    _socket_reachable = False  # see _own_conninfo
 
     @property
     def user(self) -> str:
@@ -103,24 +111,69 @@ class PostgresServer(Server):
         return info
 
     def connect(self, dbname: str | None = None, *, autocommit: bool = True, **kwargs: Any) -> psycopg.Connection:
-        """A new psycopg connection to ``dbname`` (autocommit by default)."""
+        """A new psycopg connection to ``dbname`` (autocommit by default).
+
+        Over the private Unix socket when this process can reach it (the run's own processes), else
+        TCP with the password: the socket skips the SCRAM exchange's two round trips and TCP's
+        overhead, so testlane's own connections (the pool's, the fixtures') cost less than a URL's.
+        """
         import psycopg
 
-        return psycopg.connect(**self.conninfo(dbname), autocommit=autocommit, **kwargs)
+        return psycopg.connect(**self._own_conninfo(dbname), autocommit=autocommit, **kwargs)
 
     def ping(self, timeout: float = 2.0) -> None:
         import psycopg
 
-        with psycopg.connect(**self.conninfo(), connect_timeout=max(1, int(timeout)), autocommit=True) as conn:
+        info = self._own_conninfo()
+        with psycopg.connect(**info, connect_timeout=max(1, int(timeout)), autocommit=True) as conn:
             conn.execute("SELECT 1").fetchone()
 
-    def env(self) -> dict[str, str]:
+    def _own_conninfo(self, dbname: str | None = None) -> dict[str, Any]:
+        if not self._socket_reachable:  # decided once it is (before start, or for another user, it is not)
+            socket_dir = self.instance.socket
+            self._socket_reachable = bool(
+                socket_dir
+                and self.instance.backend in ("embedded", "local")
+                and os.access(socket_dir, os.X_OK)
+                and os.path.exists(os.path.join(socket_dir, f".s.PGSQL.{self.port}"))
+            )
+        return self.socket_conninfo(dbname) if self._socket_reachable else self.conninfo(dbname)
+
+    def socket_conninfo(self, dbname: str | None = None) -> dict[str, Any]:
+        """Keyword arguments for ``psycopg.connect`` over the instance's private Unix socket (no password).
+
+        Only the user the server runs as and root can reach it (see :mod:`~testlane.services.postgres_auth`).
+        Raises ServiceError when the instance has no socket (containers, existing servers).
+        """
+        if not self.instance.socket:
+            raise ServiceError(f"{self.name} has no local socket (backend {self.instance.backend})")
         return {
+            "host": self.instance.socket,
+            "port": self.port,
+            "user": self.user,
+            "dbname": dbname or self.instance.database or "postgres",
+        }
+
+    def secure(self, stored: str, timeout: float = 2.0) -> None:
+        """Connect over the private socket (a real query, so also a readiness check) and give the
+        superuser the run's password, as the verifier ``stored`` (never the plaintext)."""
+        import psycopg
+        from psycopg import sql
+
+        info = self.socket_conninfo()
+        with psycopg.connect(**info, connect_timeout=max(1, int(timeout)), autocommit=True) as conn:
+            conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(self.user), sql.Literal(stored)))
+
+    def env(self) -> dict[str, str]:
+        env = {
             "TESTLANE_POSTGRES_URL": self.url,
             "TESTLANE_POSTGRES_HOST": self.host,
             "TESTLANE_POSTGRES_PORT": str(self.port),
             "TESTLANE_POSTGRES_USER": self.user,
         }
+        if self.instance.password:
+            env["TESTLANE_POSTGRES_PASSWORD"] = self.instance.password
+        return env
 
 
 @dataclass(frozen=True)
@@ -153,6 +206,11 @@ class PostgresEngine:
         self.registry = registry
         self.progress = progress or (lambda message: None)
         self._binaries = binaries
+        if self.pg.scram_iterations < 1:
+            raise ConfigError(
+                f"postgres.scram_iterations = {self.pg.scram_iterations} is not a positive number.",
+                hint="set postgres.scram_iterations to 1 or more (default 16).",
+            )
         self.user: ServiceUser | None = None
         if is_root():
             self.user = resolve_service_user(settings.service_user, context.ensure_cache_dir())
@@ -181,36 +239,46 @@ class PostgresEngine:
     def cluster_key(self, bins: PostgresBinaries) -> str:
         exe = bins.exe("postgres")
         st = exe.stat()
-        ident = f"{exe.resolve()}|{st.st_size}|{st.st_mtime_ns}|{' '.join(self.pg.initdb_args)}"
+        ident = f"{exe.resolve()}|{st.st_size}|{st.st_mtime_ns}|{' '.join(self.pg.initdb_args)}|layout {LAYOUT}"
         owner = self.user.name if self.user else str(os.getuid())
         return f"{bins.version}-{_digest(ident + owner)}"
 
     def base_cluster(self) -> ClusterCache:
-        """The cached, initialized cluster for these binaries; ``initdb`` runs only the first time."""
+        """The cached, initialized cluster for these binaries; ``initdb`` runs only the first time.
+
+        The entry is sealed (see :mod:`testlane.services.cache`); one that is not the invoking user's
+        is not trusted and is built again.
+        """
         bins = self.binaries()
         key = self.cluster_key(bins)
         root = self.context.ensure_cache_dir() / "postgres" / key
         cluster = root / "cluster"
-        if (cluster / "PG_VERSION").exists():
+        if (cluster / "PG_VERSION").exists() and trusted(cluster):
             return ClusterCache(cluster, key)
+        sweep_staging(self.context.cache_dir)
         root.mkdir(parents=True, exist_ok=True)
-        if is_root():
-            os.chmod(root.parent, 0o755)
-            os.chmod(root, 0o755)
+        os.chmod(root.parent, 0o755 if is_root() else 0o700)
+        if self.user is not None:
+            os.chown(root, os.getuid(), self.user.gid)
+        os.chmod(root, 0o750 if self.user is not None else 0o700)  # the service user may enter, not write
         with FileLock(str(root / "initdb.lock"), timeout=300):
-            if (cluster / "PG_VERSION").exists():
+            if (cluster / "PG_VERSION").exists() and trusted(cluster):
                 return ClusterCache(cluster, key)
             self.progress(
                 f"initializing a PostgreSQL {bins.version} cluster in {root} (first run for these binaries only)"
             )
-            staging = root / f".cluster.{os.getpid()}.tmp"
+            staging = staging_path(cluster)
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(mode=0o700)
-            if self.user is not None:
-                os.chown(staging, self.user.uid, self.user.gid)
-            self._initdb(bins, staging)
-            shutil.rmtree(cluster, ignore_errors=True)
-            os.replace(staging, cluster)
+            try:
+                if self.user is not None:
+                    os.chown(staging, self.user.uid, self.user.gid)
+                self._initdb(bins, staging)
+                seal(staging, self.user)
+                shutil.rmtree(cluster, ignore_errors=True)
+                os.replace(staging, cluster)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
         return ClusterCache(cluster, key)
 
     def _initdb(self, bins: PostgresBinaries, target: Path) -> None:
@@ -220,7 +288,10 @@ class PostgresEngine:
             str(target),
             "-U",
             SUPERUSER,
-            "--auth=trust",
+            # Never used as is: every start passes its own hba_file (postgres_auth). Should a copy ever
+            # start without it, nothing gets in over TCP.
+            "--auth-local=trust",
+            "--auth-host=reject",
             "--no-sync",
             "--no-instructions",
         ]
@@ -280,6 +351,7 @@ class PostgresEngine:
             owner_pid=owner,
             owner_create_time=ref.create_time if ref else None,
             os_user=self.user.name if self.user else None,
+            password=new_password(),
             extra={"bin_dir": str(bins.bin_dir), "data_source": str(source)},
         )
         return PostgresLaunch(
@@ -309,27 +381,18 @@ class PostgresLaunch(Launch):
         self.engine = engine
         self.binaries = binaries
         self.data_source = data_source
+        self._stored_password: str | None = None
 
     @property
     def data_dir(self) -> Path:
         return self.instance_dir / "data"
 
     def prepare_data(self) -> None:
-        # cp -a: one process copying ~20 MB on tmpfs beats shutil.copytree's per-file Python
-        # calls, and as root it keeps the service user's ownership from the cache.
-        proc = subprocess.run(
-            ["cp", "-a", str(self.data_source), str(self.data_dir)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise ServiceStartError(
-                f"could not copy the cached cluster {self.data_source} to {self.data_dir}: {proc.stderr.strip()}",
-                hint="check free space on the data directory's filesystem (`df -h /dev/shm`) and `testlane doctor`.",
-            )
+        copy_out(self.data_source, self.data_dir, self.user)
         for stale in ("postmaster.pid", "postmaster.opts"):
             (self.data_dir / stale).unlink(missing_ok=True)
+        write_hba(self.instance_dir, self.binaries.major)
+        # The socket goes into the instance directory: 0700, owned by the user the server runs as.
         self.instance.socket = str(self.instance_dir)
 
     def argv(self, port: int) -> list[str]:
@@ -342,7 +405,13 @@ class PostgresLaunch(Launch):
                 "max_connections": str(self.engine.pg.max_connections),
             }
         )
+        if self.binaries.major >= 10:
+            settings["password_encryption"] = "scram-sha-256"  # roles the tests create match pg_hba
         settings.update(self.engine.pg.settings)
+        # After the user's settings: who may connect is not configurable per project.
+        settings["hba_file"] = str(self.instance_dir / "pg_hba.conf")
+        settings["unix_socket_directories"] = str(self.instance_dir)  # trust applies there: it stays private
+        settings["unix_socket_permissions"] = "0700"
         argv = [str(self.binaries.exe("postgres")), "-D", str(self.data_dir)]
         for key, value in settings.items():
             argv += ["-c", f"{key}={value}"]
@@ -350,6 +419,19 @@ class PostgresLaunch(Launch):
 
     def make_server(self, popen: _sp.Popen[bytes]) -> Server:
         return PostgresServer(self.instance, registry=self.registry, popen=popen, owned=True)
+
+    def check_ready(self, server: Server) -> bool:
+        """Ready when the private socket answers; that first connection sets the run's password."""
+        assert isinstance(server, PostgresServer) and self.instance.password
+        if self._stored_password is None:
+            self._stored_password = stored_password(
+                self.instance.password,
+                server.user,
+                major=self.binaries.major,
+                iterations=self.engine.pg.scram_iterations,
+            )
+        server.secure(self._stored_password, timeout=1.0)
+        return True
 
 
 def _digest(text: str) -> str:

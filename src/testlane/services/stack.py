@@ -30,6 +30,7 @@ from testlane.core.private import write_private_file
 from testlane.core.runtime import OWNER_PID_ENV, RUN_ID_ENV, RunContext
 from testlane.services.backends import choose_backend
 from testlane.services.base import Launch, Progress, Server, stop_instance
+from testlane.services.cache import sweep_staging
 from testlane.services.external import UrlEngine
 from testlane.services.instance import Instance
 from testlane.services.mariadb import MariaDbEngine, MariaDbServer
@@ -71,13 +72,15 @@ def stop_any_instance(instance: Instance) -> None:
 
 
 def reap(context: RunContext, *, kept: bool = False) -> ReapReport:
-    """Stop instances whose owner is dead and remove abandoned run directories.
+    """Stop instances whose owner is dead and remove abandoned run directories and the cache's
+    staging directories of dead processes.
 
     Servers kept for failed tests' databases are stopped once their time is up, or now with ``kept``.
     """
     context.ensure_dirs()
     report = Registry(context).reap(stop_any_instance, kept=kept)
     sweep_port_locks(context.ports_dir)
+    report.removed_dirs.extend(sweep_staging(context.cache_dir))
     for inst in report.stopped:
         log.info("reaped %s %s of run %s (owner %s is gone)", inst.engine, inst.url, inst.run_id, inst.owner_pid)
     return report
