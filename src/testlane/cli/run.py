@@ -182,7 +182,7 @@ def _describe(stack: ServiceStack) -> str:
     parts = []
     for server in stack.servers.values():
         inst = server.instance
-        parts.append(f"{inst.engine} {inst.version} ({inst.backend}) at {server.url}")
+        parts.append(f"{inst.engine} {inst.version} ({inst.backend}) at {inst.redacted_url}")
     return "; ".join(parts)
 
 

@@ -83,7 +83,7 @@ def start_command(state: CliState, names: tuple[str, ...]) -> None:
     stack.write_services_file()
     for name, server in stack.servers.items():
         note = " (already running)" if name in already else ""
-        console.print(escape(f"{name}: {server.url}  pid {server.pid}, log {server.log_file}{note}"))
+        console.print(escape(f"{name}: {server.instance.redacted_url}  pid {server.pid}, log {server.log_file}{note}"))
     console.print('[dim]Use them from a shell with:[/dim] eval "$(testlane services env)"')
 
 
@@ -100,7 +100,7 @@ def stop_command(state: CliState, names: tuple[str, ...]) -> None:
     for inst in targets:
         stop_any_instance(inst)
         registry.remove(inst)
-        console.print(escape(f"stopped {inst.name} ({inst.url})"))
+        console.print(escape(f"stopped {inst.name} ({inst.redacted_url})"))
     remaining = _detached(registry)
     if not remaining:
         for run_id in {inst.run_id for inst in targets}:
@@ -145,7 +145,7 @@ def status_command(state: CliState) -> None:
             _age(now - inst.started_at),
             owner,
             "running" if alive else "stopped",
-            inst.url,
+            inst.redacted_url,
         )
     console.print(table)
 

@@ -105,7 +105,7 @@ class Server(ABC):
         return log_tail(self.log_file, lines)
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.url} run={self.instance.run_id} pid={self.pid}>"
+        return f"<{type(self).__name__} {self.instance.redacted_url} run={self.instance.run_id} pid={self.pid}>"
 
     # -- behaviour -------------------------------------------------------------------
     @abstractmethod

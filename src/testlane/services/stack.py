@@ -76,7 +76,9 @@ def reap(context: RunContext, *, kept: bool = False) -> ReapReport:
     context.ensure_dirs()
     report = Registry(context).reap(stop_any_instance, kept=kept)
     for inst in report.stopped:
-        log.info("reaped %s %s of run %s (owner %s is gone)", inst.engine, inst.url, inst.run_id, inst.owner_pid)
+        log.info(
+            "reaped %s %s of run %s (owner %s is gone)", inst.engine, inst.redacted_url, inst.run_id, inst.owner_pid
+        )
     return report
 
 
@@ -274,7 +276,7 @@ class ServiceStack:
         log.warning(
             "kept %s at %s for failed tests' databases until %s (testlane reap --kept stops it now)",
             inst.name,
-            server.url,
+            inst.redacted_url,
             time.strftime("%H:%M:%S", time.localtime(inst.extra["kept_until"])),
         )
 
