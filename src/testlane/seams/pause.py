@@ -143,7 +143,7 @@ def _resolve(target: Any, tree: bool | None) -> Pause:
 
     if hasattr(target, "instance") and hasattr(target, "url"):  # a testlane server handle
         pid = target.pid
-        what = f"{target.instance.name} at {target.instance.redacted_url}"
+        what = f"{target.instance.name} at {target.url}"
         if pid is None:
             backend = getattr(target.instance, "backend", "unknown")
             raise SeamError(
