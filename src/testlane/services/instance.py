@@ -60,7 +60,9 @@ class Instance:
     @property
     def redacted_url(self) -> str:
         """:attr:`url` with the password shown as ``***``: what messages, logs and banners print."""
-        return dataclasses.replace(self, password="***").url if self.password else self.url
+        if not self.password:
+            return self.url
+        return self.url.replace(":" + quote(self.password, safe="") + "@", ":***@", 1)
 
     def url_for(self, database: str | None = None, *, scheme: str | None = None) -> str:
         """URL for ``database`` (default: the instance's own) with an optional scheme override."""
