@@ -79,7 +79,10 @@ port, sock_path, conf, record, pid = int(sys.argv[1]), sys.argv[2], sys.argv[3],
 out = {}
 
 def send(raw):
-    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    except OSError as exc:
+        return "error: " + type(exc).__name__
     try:
         s.sendall(raw)
         return s.recv(300).decode(errors="replace")
@@ -146,7 +149,7 @@ def test_another_local_user_cannot_enter_a_runs_valkey(settings_for, hostile_use
 
         assert seen["ping"].startswith("-NOAUTH"), seen
         assert inst.password
-        assert seen["wrong_password"].startswith(("-WRONGPASS", "-ERR")), seen
+        assert seen["wrong_password"].startswith("-WRONGPASS"), seen
         assert seen["flushall"].startswith("-NOAUTH"), seen
         assert seen["shutdown"].startswith("-NOAUTH"), seen
         assert seen["config_get"].startswith("-NOAUTH"), seen

@@ -33,7 +33,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
             role = ROLE.get(name, "").format(migrations=plugin.settings.db.migrations)
             engine = server.instance
             terminalreporter.write_line(
-                f"  {engine.engine} {server.version} ({engine.backend}) at {server.url}: {role}"
+                f"  {engine.engine} {server.version} ({engine.backend}) at {engine.redacted_url}: {role}"
             )
     if unit:
         terminalreporter.write_line(
