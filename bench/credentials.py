@@ -35,7 +35,8 @@ from testlane.services.registry import Registry
 from testlane.services.valkey import ValkeyEngine
 from testlane.databases.redis_isolation import lease_database
 
-data_dir, cache_dir, samples, tests, with_mariadb = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"
+data_dir, cache_dir = sys.argv[1], sys.argv[2]
+samples, tests, with_mariadb = int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"
 settings = load_settings(environ={}, overrides={"data_dir": data_dir, "cache_dir": cache_dir})
 ctx = RunContext.from_settings(settings, owner=os.getpid())
 ctx.ensure_dirs()
