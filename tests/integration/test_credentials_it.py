@@ -350,3 +350,85 @@ def test_mariadb_container_gets_its_root_password_from_the_environment_never_arg
     assert not any(instance.password in part for part in argv)
     assert not any("ALLOW_EMPTY" in part for part in argv)
     assert argv[argv.index("MARIADB_ROOT_PASSWORD") - 1] == "-e"
+
+
+INNER_TEST = """
+import json, os
+from urllib.parse import urlsplit
+
+import pymysql
+import redis
+
+
+def test_every_url_carries_the_password(redis_url, redis_client):
+    mapped = urlsplit(os.environ["REDIS_URL"])
+    assert mapped.password and mapped.password == os.environ["REDIS_PASSWORD"]
+    for url in (os.environ["REDIS_URL"], os.environ["TESTLANE_REDIS_URL"], redis_url):
+        assert urlsplit(url).password == mapped.password
+        assert redis.Redis.from_url(url).ping()
+    redis_client.set("k", "v")
+    mysql = urlsplit(os.environ["MYSQL_URL"])
+    assert mysql.password and mysql.password == os.environ["MYSQL_PASSWORD"]
+    for url in (os.environ["MYSQL_URL"], os.environ["TESTLANE_MARIADB_URL"]):
+        parts = urlsplit(url)
+        pymysql.connect(
+            host=parts.hostname, port=parts.port, user=parts.username, password=parts.password, ssl_disabled=True
+        ).close()
+    with open(os.environ["PASSWORDS_FILE"], "w") as fh:
+        json.dump([mapped.password, mysql.password], fh)
+"""
+
+
+@pytest.mark.skipif(not HAS_MARIADB, reason="needs a local MariaDB server")
+@pytest.mark.timeout(300)
+def test_urls_fixtures_and_the_env_mapping_carry_the_password_and_output_does_not(
+    project: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    """Users change nothing: the mapped variables, TESTLANE_* and the fixtures' URLs authenticate;
+    the banner, ``services start``/``status``/``stop`` print them redacted; ``services env`` exports them."""
+    from tests.helpers import clean_env, run_cli
+
+    with (project / "pyproject.toml").open("a") as fh:
+        fh.write(
+            '\n[tool.testlane]\nservices = ["valkey", "mariadb"]\n\n[tool.testlane.env]\n'
+            'REDIS_URL = "{valkey.url}"\nREDIS_PASSWORD = "{valkey.password}"\n'
+            'MYSQL_URL = "{mariadb.url}"\nMYSQL_PASSWORD = "{mariadb.password}"\n'
+        )
+    (project / "test_inner_it.py").write_text(INNER_TEST)
+    passwords_file = tmp_path / "passwords.json"
+    env = clean_env({"TESTLANE_DATA_DIR": str(data_dir), "PASSWORDS_FILE": str(passwords_file)})
+    ran = run_cli(["run", "--", "-p", "no:cacheprovider", "-q"], cwd=project, env=env, timeout=240)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    passwords = json.loads(passwords_file.read_text())
+    assert all(passwords)
+    assert not any(pw in ran.stdout + ran.stderr for pw in passwords)
+    assert "redis://:***@127.0.0.1:" in ran.stdout + ran.stderr
+
+    started = run_cli(["services", "start", "valkey", "mariadb"], cwd=project, env=env)
+    assert started.returncode == 0, started.stderr
+    try:
+        exported = run_cli(["services", "env"], cwd=project, env=env)
+        lines = dict(
+            line.removeprefix("export ").split("=", 1)
+            for line in exported.stdout.splitlines()
+            if line.startswith("export ")
+        )
+        from urllib.parse import urlsplit
+
+        import pymysql
+        import redis
+
+        secrets_shown = [urlsplit(lines["TESTLANE_REDIS_URL"]).password, urlsplit(lines["REDIS_URL"]).password]
+        assert all(secrets_shown) and lines["REDIS_PASSWORD"] == secrets_shown[0]
+        assert redis.Redis.from_url(lines["REDIS_URL"]).ping()
+        mysql = urlsplit(lines["TESTLANE_MARIADB_URL"])
+        assert mysql.password and lines["MYSQL_PASSWORD"] == mysql.password
+        pymysql.connect(host=mysql.hostname, port=mysql.port, user="root", password=mysql.password).close()
+        status = run_cli(["services", "status"], cwd=project, env=env)
+        for output in (started, status):
+            text = output.stdout + output.stderr
+            assert mysql.password not in text and secrets_shown[0] not in text
+    finally:
+        stopped = run_cli(["services", "stop"], cwd=project, env=env)
+    assert stopped.returncode == 0
+    assert mysql.password not in stopped.stdout + stopped.stderr
