@@ -102,7 +102,9 @@ def test_stack_starts_both_in_parallel_and_exports_env(settings_for, data_dir: P
         password = env["TESTLANE_POSTGRES_PASSWORD"]
         assert len(password) >= 32, "a random password per run"
         assert env["TESTLANE_POSTGRES_URL"].startswith(f"postgresql://postgres:{password}@127.0.0.1:")
-        assert env["TESTLANE_REDIS_URL"].startswith("redis://127.0.0.1:")
+        valkey = stack.servers["valkey"].instance
+        assert valkey.password
+        assert env["TESTLANE_REDIS_URL"] == f"redis://:{valkey.password}@127.0.0.1:{valkey.port}/0"
         assert env["TESTLANE_RUN_ID"] == stack.context.run_id
         ports = {s.port for s in stack.servers.values()}
         assert len(ports) == 2

@@ -553,5 +553,5 @@ def redis_client(redis_db: Any) -> Iterator[Any]:
 
 @pytest.fixture
 def redis_url(redis_db: Any) -> str:
-    """URL of the test's own logical database, e.g. ``redis://127.0.0.1:41235/17``."""
+    """URL of the test's own logical database, e.g. ``redis://:<password>@127.0.0.1:41235/17``."""
     return str(redis_db.url)

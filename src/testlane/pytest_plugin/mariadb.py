@@ -6,7 +6,7 @@ Fixtures:
                      ``.connect(db)``, ``.dsn(db)``; started on demand from the ``mariadb.backend``
 ``mysql_database``   the test's database: ``.name``, ``.url``, ``.isolation``, ``.connect()``, ``.sqlalchemy_url()``
 ``mysql_conn``       a PyMySQL connection to it (autocommit off)
-``mysql_url``        its URL, ``mysql://root@127.0.0.1:PORT/tl_...``
+``mysql_url``        its URL, ``mysql://root:<password>@127.0.0.1:PORT/tl_...``
 
 Isolation comes from ``mariadb.isolation`` and per test from ``@pytest.mark.isolation("database" |
 "transaction")`` (see docs/mariadb.md). Drivers load only when a fixture is used.

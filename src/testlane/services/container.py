@@ -6,6 +6,12 @@ published on ``127.0.0.1`` at a reserved free port, ready when a real query answ
 log tail goes into the error otherwise). Stopping is ``rm -f``. Containers whose owner run is dead are
 reaped by label, so even one whose registry record is gone is found.
 
+Every container requires a random password per instance. It reaches the container as an
+environment variable named on the command line without its value (``-e NAME``: the CLI takes the
+value from its own environment), so ``ps`` never shows it: Postgres's image reads
+``POSTGRES_PASSWORD`` (and then requires it on TCP), MariaDB's ``MARIADB_ROOT_PASSWORD``; Valkey's server reads its ``requirepass`` from standard input (``-``),
+fed by a here-document from ``TESTLANE_VALKEY_PASSWORD``.
+
 Images follow the official images' conventions (``postgres``, ``valkey/valkey``, ``mariadb``);
 ``scripts/build-local-images.sh`` builds a compatible Postgres image from Debian packages for machines
 that cannot reach a registry.
@@ -34,10 +40,10 @@ from testlane.core.runtime import RunContext
 from testlane.core.waiting import WaitTimeout, wait_until
 from testlane.services.backends import container_cli
 from testlane.services.base import Launch, Server
+from testlane.services.credentials import new_password
 from testlane.services.external import server_class, server_version
 from testlane.services.instance import Instance
 from testlane.services.ports import reserve_port
-from testlane.services.postgres_auth import new_password
 from testlane.services.process import ProcessRef, pid_alive
 from testlane.services.registry import Registry
 
@@ -57,14 +63,20 @@ class ContainerSpec:
     env: dict[str, str] = field(default_factory=dict)
     user: str | None = None
     database: str = ""
+    password_env: str | None = None  # the variable that carries the per-instance password, if any
 
 
 SPECS = {
-    # POSTGRES_PASSWORD is added per run (ContainerEngine.launch): the image then requires it on TCP.
-    "postgres": ContainerSpec(5432, "/var/lib/postgresql/data", {}, "postgres", "postgres"),
-    "valkey": ContainerSpec(6379, "/data", {}, None, "0"),
-    "mariadb": ContainerSpec(3306, "/var/lib/mysql", {"MARIADB_ALLOW_EMPTY_ROOT_PASSWORD": "1"}, "root", ""),
+    "postgres": ContainerSpec(
+        5432, "/var/lib/postgresql/data", {}, "postgres", "postgres", "POSTGRES_PASSWORD"
+    ),
+    "valkey": ContainerSpec(6379, "/data", {}, None, "0", "TESTLANE_VALKEY_PASSWORD"),
+    "mariadb": ContainerSpec(3306, "/var/lib/mysql", {}, "root", "", "MARIADB_ROOT_PASSWORD"),
 }
+
+# The image's entry point (it drops root for the valkey user) runs the server with its configuration
+# on standard input: the password expands inside the container, never on a command line.
+VALKEY_SCRIPT = 'exec docker-entrypoint.sh valkey-server - "$@" <<EOF\nrequirepass "$TESTLANE_VALKEY_PASSWORD"\nEOF\n'
 
 
 def _command(engine: str, settings: Settings) -> list[str]:
@@ -78,16 +90,18 @@ def _command(engine: str, settings: Settings) -> list[str]:
         }
         return [arg for key, value in flags.items() for arg in ("-c", f"{key}={value}")]
     if engine == "valkey":
+        # Protected mode stays on: with a password set it lets in clients that authenticate.
         return [
-            "valkey-server",
+            "sh",
+            "-c",
+            VALKEY_SCRIPT,
+            "valkey",
             "--save",
             "",
             "--appendonly",
             "no",
             "--databases",
             str(settings.valkey.databases),
-            "--protected-mode",
-            "no",
         ]
     return ["--innodb-flush-log-at-trx-commit=0", "--skip-log-bin", "--skip-name-resolve"]
 
@@ -175,10 +189,6 @@ class ContainerLaunch(Launch):
         self.spec = spec
         self.image = image
         self.command_args = command
-        self.secret_env: dict[str, str] = {}
-        if self.instance.engine == "postgres":
-            self.instance.password = new_password()
-            self.secret_env["POSTGRES_PASSWORD"] = self.instance.password
 
     def prepare(self) -> None:
         self.registry.save(self.instance)
@@ -203,8 +213,8 @@ class ContainerLaunch(Launch):
         ]
         for key, value in self.spec.env.items():
             args += ["-e", f"{key}={value}"]
-        for key in self.secret_env:
-            args += ["-e", key]  # the value comes from the CLI's environment: never on a command line
+        if self.spec.password_env:
+            args += ["-e", self.spec.password_env]  # the value comes from the CLI's environment
         return self.runtime.command(*args, *self.runtime.run_args, self.image, *self.command_args)
 
     def spawn(self) -> None:
@@ -212,7 +222,9 @@ class ContainerLaunch(Launch):
         self.instance.port = self._reservation.port
         argv = self.argv(self.instance.port)
         log.debug("starting %s: %s", self.instance.name, " ".join(argv))
-        env = {**os.environ, **self.secret_env} if self.secret_env else None
+        env = None
+        if self.spec.password_env and self.instance.password:
+            env = {**os.environ, self.spec.password_env: self.instance.password}
         proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=300, env=env)
         if proc.returncode != 0:
             self._release_port()
@@ -294,6 +306,7 @@ class ContainerEngine:
             engine=self.engine_name,
             backend="container",
             user=spec.user,
+            password=new_password() if spec.password_env else None,
             database=spec.database,
             owner_pid=owner,
             owner_create_time=ref.create_time if ref else None,

@@ -57,12 +57,20 @@ class Instance:
         """The URL clients use (TCP on 127.0.0.1), e.g. ``postgresql://postgres@127.0.0.1:5432/postgres``."""
         return self.url_for()
 
+    @property
+    def redacted_url(self) -> str:
+        """:attr:`url` with the password shown as ``***``: what messages, logs and banners print."""
+        if not self.password:
+            return self.url
+        return self.url.replace(":" + quote(self.password, safe="") + "@", ":***@", 1)
+
     def url_for(self, database: str | None = None, *, scheme: str | None = None) -> str:
         """URL for ``database`` (default: the instance's own) with an optional scheme override."""
         default_scheme = {"postgres": "postgresql", "valkey": "redis", "mariadb": "mysql"}[self.engine]
         auth = ""
-        if self.user:
-            auth = quote(self.user, safe="")
+        if self.user or self.password:
+            # A password without a user name (Valkey's ``requirepass``) is ``redis://:password@host``.
+            auth = quote(self.user or "", safe="")
             if self.password:
                 auth += ":" + quote(self.password, safe="")
             auth += "@"

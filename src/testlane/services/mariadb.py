@@ -3,9 +3,14 @@
 There is no MariaDB wheel, so the ``local`` backend uses the machine's server (``mariadb.binary``,
 else ``mariadbd``/``mysqld`` on PATH or in /usr/sbin). As with Postgres, the data directory is
 initialized once per binary version (``mariadb-install-db``) into the cache and copied for each
-instance: a tmpfs directory, a free port on 127.0.0.1 and a Unix socket, durability off, no binary
-log, and — as root — the unprivileged service user. ``root`` has no password. Ready means
-``SELECT 1`` answered (PyMySQL).
+instance: a tmpfs directory, a free port on 127.0.0.1 and a Unix socket in the instance's private
+directory, durability off, no binary log, and — as root — the unprivileged service user (see
+:mod:`testlane.services.privileges`). Ready means ``SELECT 1`` answered (PyMySQL).
+
+Nobody else gets in: ``root`` (the only account) gets a random password per instance, set by an
+``--init-file`` (mode 0600, see :mod:`testlane.services.credentials`) that the server runs before it
+accepts its first connection, so the password never appears on a command line and there is no
+moment when ``root`` has none. Every URL testlane hands out carries it.
 """
 
 from __future__ import annotations
@@ -27,12 +32,18 @@ from testlane.core.errors import BinaryNotFoundError, ServiceStartError
 from testlane.core.runtime import RunContext, is_root
 from testlane.services.base import Launch, Progress, Server
 from testlane.services.binaries import version_output
+from testlane.services.credentials import new_password, write_private
 from testlane.services.instance import Instance
-from testlane.services.privileges import ServiceUser, require_traversable, resolve_service_user
+from testlane.services.privileges import ServiceUser, service_user_for
 from testlane.services.process import ProcessRef
 from testlane.services.registry import Registry
 
-__all__ = ["MariaDbBinaries", "MariaDbEngine", "MariaDbServer", "find_mariadb"]
+__all__ = ["INIT_FILE", "MariaDbBinaries", "MariaDbEngine", "MariaDbServer", "find_mariadb", "init_sql"]
+
+INIT_FILE = "init.sql"
+# The accounts of a fresh data directory that can log in: root on the socket, and over TCP on the
+# loopback addresses (``--skip-name-resolve`` matches clients by address only).
+ROOT_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 # Small redo log and system tablespace: the cached directory is copied per instance.
 INIT_OPTIONS = ["--innodb-log-file-size=4M", "--innodb-data-file-path=ibdata1:4M:autoextend"]
@@ -92,6 +103,22 @@ def find_mariadb(binary: str = "") -> MariaDbBinaries:
         f"no local MariaDB/MySQL server found. Looked in:\n{places}",
         hint="install one (apt-get install mariadb-server), set mariadb.binary to mariadbd's path, or use the "
         "container or url backend (mariadb.backend).",
+    )
+
+
+def init_sql(password: str) -> str:
+    """The ``--init-file`` statements that give ``root`` the instance's ``password``.
+
+    ``mariadb-install-db`` also creates ``root@<host name>``; it is dropped, so no account without
+    the password remains. ``password`` comes from :func:`~testlane.services.credentials.new_password`
+    (URL-safe characters: nothing to escape in a SQL string).
+    """
+    hosts = ", ".join(f"'{host}'" for host in ROOT_HOSTS)
+    accounts = ", ".join(f"'root'@'{host}' IDENTIFIED BY '{password}'" for host in ROOT_HOSTS)
+    return (
+        f"DELETE FROM mysql.global_priv WHERE User = 'root' AND Host NOT IN ({hosts});\n"
+        "FLUSH PRIVILEGES;\n"
+        f"ALTER USER {accounts};\n"
     )
 
 
@@ -156,11 +183,7 @@ class MariaDbEngine:
         self.registry = registry
         self.progress = progress or (lambda message: None)
         self._binaries: MariaDbBinaries | None = None
-        self.user: ServiceUser | None = None
-        if is_root():
-            self.user = resolve_service_user(settings.service_user, context.ensure_cache_dir())
-            require_traversable(context.cache_dir, "cache directory", "cache_dir", self.user)
-            require_traversable(context.data_root, "data directory", "data_dir", self.user)
+        self.user: ServiceUser | None = service_user_for(settings, context)
 
     def binaries(self) -> MariaDbBinaries:
         if self._binaries is None:
@@ -237,6 +260,7 @@ class MariaDbEngine:
             engine="mariadb",
             backend="local",
             user="root",
+            password=new_password(),
             database="",
             version=bins.version,
             owner_pid=owner,
@@ -279,6 +303,8 @@ class MariaDbLaunch(Launch):
         if proc.returncode != 0:
             raise ServiceStartError(f"could not copy the cached MariaDB data directory: {proc.stderr.strip()}")
         self.instance.socket = str(self.instance_dir / "mysqld.sock")
+        assert self.instance.password is not None
+        write_private(self.instance_dir / INIT_FILE, init_sql(self.instance.password), self.user)
 
     def argv(self, port: int) -> list[str]:
         return [
@@ -288,6 +314,7 @@ class MariaDbLaunch(Launch):
             f"--socket={self.instance_dir / 'mysqld.sock'}",
             f"--pid-file={self.instance_dir / 'mysqld.pid'}",
             f"--tmpdir={self.instance_dir}",
+            f"--init-file={self.instance_dir / INIT_FILE}",
             f"--port={port}",
             "--bind-address=127.0.0.1",
             *SERVER_OPTIONS,

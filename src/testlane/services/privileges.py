@@ -24,7 +24,9 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from testlane.core.config import Settings
 from testlane.core.errors import PrivilegeError
+from testlane.core.runtime import RunContext, is_root
 
 __all__ = [
     "ServiceUser",
@@ -34,6 +36,7 @@ __all__ = [
     "reachable_by_others",
     "require_traversable",
     "resolve_service_user",
+    "service_user_for",
 ]
 
 log = logging.getLogger("testlane")
@@ -116,6 +119,20 @@ def resolve_service_user(name: str, lock_dir: Path) -> ServiceUser:
         f"user {name!r} does not exist and could not be created ({error}), and there is no 'nobody'.",
         hint=f"create one (useradd --system {name}), set service_user to an existing user, or run as non-root.",
     )
+
+
+def service_user_for(settings: Settings, context: RunContext) -> ServiceUser | None:
+    """The user a server process of this run runs as: None unless testlane runs as root.
+
+    As root: ``service_user`` (created if missing, see :func:`resolve_service_user`), after checking
+    that it can reach the cache and data directories. Raises :class:`PrivilegeError` otherwise.
+    """
+    if not is_root():
+        return None
+    user = resolve_service_user(settings.service_user, context.ensure_cache_dir())
+    require_traversable(context.cache_dir, "cache directory", "cache_dir", user)
+    require_traversable(context.data_root, "data directory", "data_dir", user)
+    return user
 
 
 def reachable_by_others(path: Path) -> bool:

@@ -82,7 +82,9 @@ def reap(context: RunContext, *, kept: bool = False) -> ReapReport:
     sweep_port_locks(context.ports_dir)
     report.removed_dirs.extend(sweep_staging(context.cache_dir))
     for inst in report.stopped:
-        log.info("reaped %s %s of run %s (owner %s is gone)", inst.engine, inst.url, inst.run_id, inst.owner_pid)
+        log.info(
+            "reaped %s %s of run %s (owner %s is gone)", inst.engine, inst.redacted_url, inst.run_id, inst.owner_pid
+        )
     return report
 
 
@@ -280,7 +282,7 @@ class ServiceStack:
         log.warning(
             "kept %s at %s for failed tests' databases until %s (testlane reap --kept stops it now)",
             inst.name,
-            server.url,
+            inst.redacted_url,
             time.strftime("%H:%M:%S", time.localtime(inst.extra["kept_until"])),
         )
 

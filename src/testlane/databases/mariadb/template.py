@@ -168,7 +168,7 @@ def ensure_template(server: MariaDbServer, spec: TemplateSpec) -> str:
                 _scalar(admin, "SELECT RELEASE_LOCK(%s)", (lock,))
     except pymysql.err.MySQLError as exc:
         raise DatabaseError(
-            f"could not prepare the MariaDB template {name} on {server.url}: {server_error(exc)}",
+            f"could not prepare the MariaDB template {name} on {server.instance.redacted_url}: {server_error(exc)}",
             hint="check that the server's user may create databases (testlane creates and drops only tl_... "
             "databases).",
         ) from None
