@@ -14,8 +14,9 @@ import pytest
 from testlane.core.config import load_settings
 from testlane.core.runtime import RunContext
 from testlane.services.container import SPECS, ContainerLaunch, ContainerRuntime
+from testlane.services.credentials import new_password
 from testlane.services.instance import Instance
-from testlane.services.postgres_auth import hba_lines, new_password, scram_verifier, stored_password
+from testlane.services.postgres_auth import hba_lines, scram_verifier, stored_password
 from testlane.services.registry import Registry
 
 

@@ -67,8 +67,10 @@ def ensure_private_dir(path: Path, *, group: int | None = None) -> Path:
     return path
 
 
-def write_private_file(path: Path, data: str | bytes) -> Path:
+def write_private_file(path: Path, data: str | bytes, *, owner: tuple[int, int] | None = None) -> Path:
     """Write ``data`` to ``path`` atomically, readable and writable by its owner only (0600).
+
+    ``owner`` (uid, gid) hands the file to another user (as root: the service user a server runs as).
 
     The content goes to a new temporary file in the same directory, created with mode 0600 and
     ``O_EXCL`` (never an existing file, never through a symbolic link), which then replaces ``path``.
@@ -81,6 +83,8 @@ def write_private_file(path: Path, data: str | bytes) -> Path:
     try:
         try:
             os.fchmod(fd, PRIVATE_FILE_MODE)  # exactly 0600, whatever the umask took away
+            if owner is not None:
+                os.fchown(fd, *owner)
             view = memoryview(payload)
             while view:
                 view = view[os.write(fd, view) :]

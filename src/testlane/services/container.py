@@ -9,8 +9,9 @@ reaped by label, so even one whose registry record is gone is found.
 Every container requires a random password per instance. It reaches the container as an
 environment variable named on the command line without its value (``-e NAME``: the CLI takes the
 value from its own environment), so ``ps`` never shows it: Postgres's image reads
-``POSTGRES_PASSWORD`` (and then requires it on TCP), MariaDB's ``MARIADB_ROOT_PASSWORD``; Valkey's server reads its ``requirepass`` from standard input (``-``),
-fed by a here-document from ``TESTLANE_VALKEY_PASSWORD``.
+``POSTGRES_PASSWORD`` (and then requires it on TCP), MariaDB's ``MARIADB_ROOT_PASSWORD``; Valkey's
+server reads its ``requirepass`` from standard input (``-``), fed by a here-document from
+``TESTLANE_VALKEY_PASSWORD``.
 
 Images follow the official images' conventions (``postgres``, ``valkey/valkey``, ``mariadb``);
 ``scripts/build-local-images.sh`` builds a compatible Postgres image from Debian packages for machines
@@ -67,9 +68,7 @@ class ContainerSpec:
 
 
 SPECS = {
-    "postgres": ContainerSpec(
-        5432, "/var/lib/postgresql/data", {}, "postgres", "postgres", "POSTGRES_PASSWORD"
-    ),
+    "postgres": ContainerSpec(5432, "/var/lib/postgresql/data", {}, "postgres", "postgres", "POSTGRES_PASSWORD"),
     "valkey": ContainerSpec(6379, "/data", {}, None, "0", "TESTLANE_VALKEY_PASSWORD"),
     "mariadb": ContainerSpec(3306, "/var/lib/mysql", {}, "root", "", "MARIADB_ROOT_PASSWORD"),
 }

@@ -2,7 +2,7 @@
 
 Every server testlane starts requires a password that is random per instance (:func:`new_password`).
 A password never appears on a command line (``ps`` shows command lines to every local user): the
-server reads it from a file written with :func:`write_private` — mode 0600, created exclusively
+server reads it from a file written with :func:`write_private` — mode 0600, atomically
 (never through a symbolic link), in the instance's own directory (mode 0700), owned by the user the
 server runs as. Valkey reads it from its configuration file (``requirepass``), MariaDB from its
 ``--init-file`` (``ALTER USER ... IDENTIFIED BY``). Clients get it from the instance record (in the
@@ -11,10 +11,10 @@ state directory, private to the invoking user) and from the URLs testlane hands 
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 
+from testlane.core.private import write_private_file
 from testlane.services.privileges import ServiceUser
 
 __all__ = ["new_password", "write_private"]
@@ -27,14 +27,8 @@ def new_password() -> str:
 
 
 def write_private(path: Path, text: str, user: ServiceUser | None = None) -> Path:
-    """Write ``text`` to a new file ``path`` readable only by its owner (0600): ``user`` when given
-    (the server's, as root), else the current user.
-
-    Raises FileExistsError when ``path`` exists (a file or a link someone planted).
-    """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        if user is not None:
-            os.fchown(fd, user.uid, user.gid)
-        fh.write(text)
-    return path
+    """Write ``text`` to ``path`` readable only by its owner (0600): ``user`` when given (the server's,
+    as root), else the current user. Atomic, never through a planted link
+    (:func:`testlane.core.private.write_private_file`); raises ``OSError`` when the directory is not
+    writable."""
+    return write_private_file(path, text, owner=(user.uid, user.gid) if user is not None else None)

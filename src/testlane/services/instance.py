@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from testlane.core.redact import redact_url
+
 __all__ = ["Instance"]
 
 
@@ -60,9 +62,7 @@ class Instance:
     @property
     def redacted_url(self) -> str:
         """:attr:`url` with the password shown as ``***``: what messages, logs and banners print."""
-        if not self.password:
-            return self.url
-        return self.url.replace(":" + quote(self.password, safe="") + "@", ":***@", 1)
+        return redact_url(self.url)
 
     def url_for(self, database: str | None = None, *, scheme: str | None = None) -> str:
         """URL for ``database`` (default: the instance's own) with an optional scheme override."""

@@ -34,8 +34,9 @@ from testlane.core.runtime import RunContext, is_root
 from testlane.services.base import Launch, Progress, Server
 from testlane.services.binaries import PostgresBinaries, find_postgres
 from testlane.services.cache import LAYOUT, copy_out, seal, staging_path, sweep_staging, trusted
+from testlane.services.credentials import new_password
 from testlane.services.instance import Instance
-from testlane.services.postgres_auth import new_password, stored_password, write_hba
+from testlane.services.postgres_auth import stored_password, write_hba
 from testlane.services.privileges import (
     ServiceUser,
     ensure_reachable,

@@ -25,14 +25,9 @@ import hmac
 import secrets
 from pathlib import Path
 
-__all__ = ["HBA_FILE", "hba_lines", "md5_password", "new_password", "scram_verifier", "stored_password", "write_hba"]
+__all__ = ["HBA_FILE", "hba_lines", "md5_password", "scram_verifier", "stored_password", "write_hba"]
 
 HBA_FILE = "pg_hba.conf"
-
-
-def new_password() -> str:
-    """A random password for one run: 32 URL-safe characters (192 bits), safe in URLs unquoted."""
-    return secrets.token_urlsafe(24)
 
 
 def scram_verifier(password: str, *, iterations: int, salt: bytes | None = None) -> str:
