@@ -6,8 +6,6 @@ import os
 import stat
 from pathlib import Path
 
-import pytest
-
 from testlane.services.credentials import new_password, write_private
 from testlane.services.instance import Instance
 from testlane.services.mariadb import init_sql
@@ -35,18 +33,19 @@ def test_passwords_are_random_and_need_no_quoting() -> None:
     assert set(first) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
-def test_private_files_are_0600_and_never_written_through_what_exists(tmp_path: Path) -> None:
+def test_private_files_are_0600_and_never_written_through_a_planted_link(tmp_path: Path) -> None:
     path = write_private(tmp_path / "secret.conf", "requirepass x\n")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert path.read_text() == "requirepass x\n"
-    with pytest.raises(FileExistsError):
-        write_private(path, "again")
+    write_private(path, "again")  # replaced atomically, still 0600
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and path.read_text() == "again"
     target = tmp_path / "elsewhere"
     target.write_text("")
-    (tmp_path / "planted").symlink_to(target)
-    with pytest.raises(OSError):
-        write_private(tmp_path / "planted", "secret")
+    planted = tmp_path / "planted"
+    planted.symlink_to(target)
+    write_private(planted, "secret")  # the link is replaced, never written through
     assert target.read_text() == ""
+    assert not planted.is_symlink() and stat.S_IMODE(planted.stat().st_mode) == 0o600
     assert os.getuid() == path.stat().st_uid
 
 

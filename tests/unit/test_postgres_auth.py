@@ -13,9 +13,9 @@ import pytest
 
 from testlane.core.config import load_settings
 from testlane.core.runtime import RunContext
-from testlane.services.container import SPECS, ContainerLaunch, ContainerRuntime
+from testlane.services import container
+from testlane.services.container import SPECS, ContainerRuntime
 from testlane.services.credentials import new_password
-from testlane.services.instance import Instance
 from testlane.services.postgres_auth import hba_lines, scram_verifier, stored_password
 from testlane.services.registry import Registry
 
@@ -49,32 +49,18 @@ def test_tcp_always_needs_a_password_and_the_socket_is_the_only_trust() -> None:
         assert all(rule[0] in ("local", "host") for rule in rules)
 
 
-def test_a_postgres_container_gets_a_password_per_run_never_on_its_command_line(tmp_path: Path) -> None:
+def test_a_postgres_container_gets_a_password_per_run_never_on_its_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert "POSTGRES_HOST_AUTH_METHOD" not in SPECS["postgres"].env
     settings = load_settings(start=tmp_path, environ={}, overrides={"data_dir": str(tmp_path / "data")})
     context = RunContext.from_settings(settings, owner=os.getpid())
-    launches = []
-    for _ in range(2):
-        instance = Instance(
-            run_id=context.run_id, name="postgres", engine="postgres", backend="container", user="postgres"
-        )
-        launches.append(
-            ContainerLaunch(
-                runtime=ContainerRuntime("podman", (), (), ()),
-                spec=SPECS["postgres"],
-                image="postgres:16",
-                command=[],
-                context=context,
-                registry=Registry(context),
-                instance=instance,
-                user=None,
-                start_timeout=60,
-            )
-        )
-    first, second = launches
+    # No container is started: only the launch's instance and command line are looked at.
+    monkeypatch.setattr(container, "detect_runtime", lambda _settings: ContainerRuntime("podman", (), (), ()))
+    engine = container.ContainerEngine("postgres", settings, context, Registry(context))
+    first, second = engine.launch(), engine.launch("other")
     password = first.instance.password
-    assert password and password != second.instance.password
-    assert first.secret_env == {"POSTGRES_PASSWORD": password}
+    assert password and second.instance.password and password != second.instance.password
     argv = first.argv(5432)
     assert password not in " ".join(argv)
     assert argv[argv.index("POSTGRES_PASSWORD") - 1] == "-e"
