@@ -31,8 +31,10 @@ _RECORD = re.compile(
 
 
 def this_host() -> str:
-    """This machine's name as records carry it (characters outside ``[A-Za-z0-9._-]`` become ``_``)."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "unknown"
+    """This machine's name as records carry it: characters outside ``[A-Za-z0-9._-]`` become ``_``,
+    leading ``._-`` are dropped (so the record's anchored pattern always matches its own host)."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()).lstrip("._-")[:253]
+    return name or "unknown"
 
 
 @dataclass(frozen=True)

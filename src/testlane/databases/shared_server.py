@@ -30,17 +30,19 @@ SYSTEM_DATABASES = {
     "mariadb": {"information_schema", "mysql", "performance_schema", "sys"},
 }
 SHOWN = 5  # names listed in the notice
+CONNECT_TIMEOUT = 5  # seconds: a notice must not hold up a run on a server that does not answer
 
 
 def foreign_databases(server: Server) -> list[str]:
     """Databases on ``server`` that are neither testlane's (``tl_``) nor the server's own (sorted)."""
     if server.engine == "postgres":
-        with server.connect() as conn:  # type: ignore[attr-defined]
+        with server.connect(connect_timeout=CONNECT_TIMEOUT) as conn:  # type: ignore[attr-defined]
             rows = conn.execute(
                 "SELECT datname FROM pg_database WHERE NOT datistemplate AND datname NOT LIKE 'tl\\_%'"
             ).fetchall()
     else:
-        with contextlib.closing(server.connect()) as conn, conn.cursor() as cur:  # type: ignore[attr-defined]
+        conn = server.connect(connect_timeout=CONNECT_TIMEOUT)  # type: ignore[attr-defined]
+        with contextlib.closing(conn), conn.cursor() as cur:
             cur.execute("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME NOT LIKE 'tl\\_%'")
             rows = cur.fetchall()
     system = SYSTEM_DATABASES.get(server.engine, set())
