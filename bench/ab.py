@@ -1,6 +1,6 @@
 """A/B: two checkouts of testlane measured in one run, alternating, with one anchor.
 
-Usage: python bench/ab.py [--a /work/main] [--b <this checkout>] [--runs 5] [--tests 200] [--json]
+Usage: python bench/ab.py [--a /work/main] [--b <this checkout>] [--runs 5] [--tests 200] [--start-only] [--json]
 
 Each side is a source tree (``<path>/src`` is put first on ``PYTHONPATH``, so both run under this
 interpreter and its packages); each gets its own cache and data directories on tmpfs, warmed once
@@ -18,6 +18,9 @@ Per side and round:
   and last tests left out) minus the anchor's (the same N tests on a fake connection, no database,
   run once per round);
 * ``db_total_s``: the ``database``-isolation suite's wall-clock total (pytest start to exit).
+
+``--start-only`` measures only the first two (a round takes seconds instead of minutes, so more rounds
+fit: better medians on a noisy machine).
 
 JSON keys (``--json``): ``runs``, ``tests``, ``a``, ``b``, ``anchor_per_test_ms`` and, for each figure
 above, ``<figure>_a``, ``<figure>_b`` and ``<figure>_ratio``.
@@ -103,6 +106,7 @@ def main() -> None:
     parser.add_argument("--b", default=str(HERE), help="checkout B, default this script's checkout")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--tests", type=int, default=200)
+    parser.add_argument("--start-only", action="store_true", help="only warm_start_ms and connect_ms")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     sides = {"a": Path(args.a).resolve() / "src", "b": Path(args.b).resolve() / "src"}
@@ -126,20 +130,27 @@ def main() -> None:
             txn = write_project(root / side / "txn", "testlane", args.tests, "transaction")
             projects[side] = (cache, data, db, txn)
             # Warm this side's caches: the base cluster and the migrated snapshot.
+            if args.start_only:
+                measure_start(sides[side], cache, data)
+                continue
             run_pytest(db, [], env_extra=side_env(sides[side], cache, data))
             run_pytest(txn, [], env_extra=side_env(sides[side], cache, data))
+        figures = FIGURES[:2] if args.start_only else FIGURES
         for round_ in range(args.runs):
-            anchors.append(run_pytest(nodb, [])[2] * 1000)
+            if not args.start_only:
+                anchors.append(run_pytest(nodb, [])[2] * 1000)
             order = list(sides) if round_ % 2 == 0 else list(reversed(sides))
             for side in order:
                 cache, data, db, txn = projects[side]
                 env = side_env(sides[side], cache, data)
                 start = measure_start(sides[side], cache, data)
+                results[f"warm_start_ms_{side}"].append(start["warm_start_ms"])
+                results[f"connect_ms_{side}"].append(start["connect_ms"])
+                if args.start_only:
+                    continue
                 db_total, _first, db_per_test = run_pytest(db, [], env_extra=env)
                 _total, _first, txn_per_test = run_pytest(txn, [], env_extra=env)
                 anchor = anchors[-1]
-                results[f"warm_start_ms_{side}"].append(start["warm_start_ms"])
-                results[f"connect_ms_{side}"].append(start["connect_ms"])
                 results[f"db_in_test_ms_{side}"].append(db_per_test * 1000 - anchor)
                 results[f"txn_in_test_ms_{side}"].append(txn_per_test * 1000 - anchor)
                 results[f"db_total_s_{side}"].append(db_total)
@@ -152,9 +163,9 @@ def main() -> None:
         "tests": args.tests,
         "a": str(sides["a"].parent),
         "b": str(sides["b"].parent),
-        "anchor_per_test_ms": round(statistics.median(anchors), 3),
+        "anchor_per_test_ms": round(statistics.median(anchors), 3) if anchors else None,
     }
-    for figure in FIGURES:
+    for figure in figures:
         a = statistics.median(results[f"{figure}_a"])
         b = statistics.median(results[f"{figure}_b"])
         summary[f"{figure}_a"] = round(a, 3)
@@ -166,7 +177,7 @@ def main() -> None:
     print(f"A = {summary['a']}\nB = {summary['b']}\nmedians of {args.runs} alternating rounds, {args.tests} tests")
     print(f"anchor (no database) per test: {summary['anchor_per_test_ms']} ms")
     print(f"{'figure':<16} {'A':>10} {'B':>10} {'B/A':>7}")
-    for figure in FIGURES:
+    for figure in figures:
         print(
             f"{figure:<16} {summary[f'{figure}_a']:>10} {summary[f'{figure}_b']:>10} {summary[f'{figure}_ratio']!s:>7}"
         )

@@ -331,7 +331,7 @@ def test_a_kill_during_the_first_initdb_leaves_nothing_the_next_start_keeps(
     )
     try:
         staged = wait_until(
-            lambda: next(iter(cache_dir.glob("postgres/*/.cluster.*.tmp")), None),
+            lambda: next(iter(cache_dir.glob("postgres/*/.*.tmp")), None),
             timeout=60,
             what="initdb's staging directory",
             interval=0.002,

@@ -20,17 +20,15 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from filelock import FileLock
 
-from testlane.core.errors import ServiceStartError
 from testlane.core.runtime import is_root
 from testlane.databases.template import TemplateSpec, ensure_template
-from testlane.services.cache import seal, staging_path, sweep_staging, trusted
+from testlane.services.cache import store, sweep_staging, trusted
 from testlane.services.postgres import PostgresEngine
 
 __all__ = ["SnapshotCache"]
@@ -82,22 +80,12 @@ class SnapshotCache:
             ensure_template(builder, spec)
             builder.halt(clean=True)
             data = Path(builder.instance.instance_dir or "") / "data"
-            staging = staging_path(target)
-            shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir(mode=0o700)
-            try:
-                proc = subprocess.run(
-                    ["cp", "-a", str(data), str(staging / "cluster")], capture_output=True, text=True, check=False
-                )
-                if proc.returncode != 0:
-                    raise ServiceStartError(f"could not store the snapshot in {target}: {proc.stderr.strip()}")
-                for stale in ("postmaster.pid", "postmaster.opts"):
-                    (staging / "cluster" / stale).unlink(missing_ok=True)
-                seal(staging, self.engine.user)
-                shutil.rmtree(target, ignore_errors=True)
-                os.replace(staging, target)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
+            user = self.engine.user
+            target.mkdir(mode=0o700, exist_ok=True)
+            if user is not None:
+                os.chown(target, os.getuid(), user.gid)
+            os.chmod(target, 0o750 if user is not None else 0o700)  # the service user may enter, not write
+            store(data, target / "cluster", user, leave_out=("postmaster.pid", "postmaster.opts"))
         finally:
             builder.stop()
 

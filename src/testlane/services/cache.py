@@ -20,6 +20,7 @@ so that one left by a killed process is recognized and removed by the next start
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
@@ -32,7 +33,7 @@ from testlane.core.errors import ServiceStartError
 from testlane.services.privileges import ServiceUser
 from testlane.services.process import pid_alive
 
-__all__ = ["LAYOUT", "copy_out", "seal", "staging_path", "sweep_staging", "trusted"]
+__all__ = ["LAYOUT", "copy_out", "seal", "staging_path", "store", "sweep_staging", "trusted"]
 
 log = logging.getLogger("testlane")
 
@@ -83,27 +84,58 @@ def seal(path: Path, user: ServiceUser | None) -> None:
     """Make ``path`` (a tree) read-only to the service user: owned by us, group ``user``'s, 0750/0640.
 
     Without a service user (not root) the server runs as the invoking user, who owns the cache anyway;
-    the tree is then only made private (0700/0600).
+    the tree is then only made private (0700/0600). Symbolic links are left as they are and never
+    followed: every change goes through a descriptor opened with ``O_NOFOLLOW`` below a directory
+    descriptor (``os.fwalk``), so a link swapped in cannot redirect it.
     """
     gid = user.gid if user is not None else -1
     dir_mode, file_mode = (0o750, 0o640) if user is not None else (0o700, 0o600)
     uid = os.getuid()
 
-    def fix(item: str, mode: int) -> None:
-        if user is not None:
-            os.chown(item, uid, gid, follow_symlinks=False)
-        os.chmod(item, mode)
+    def fix(name: str | Path, mode: int, dir_fd: int | None = None) -> None:
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return  # a symbolic link
+            raise
+        try:
+            if user is not None:
+                os.fchown(fd, uid, gid)
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
 
-    fix(str(path), dir_mode)
-    for dirpath, dirnames, filenames in os.walk(path):
+    fix(path, dir_mode)
+    for _dirpath, dirnames, filenames, dirfd in os.fwalk(path, follow_symlinks=False):
         for name in dirnames:
-            full = os.path.join(dirpath, name)
-            if not os.path.islink(full):
-                fix(full, dir_mode)
+            fix(name, dir_mode, dirfd)
         for name in filenames:
-            full = os.path.join(dirpath, name)
-            if not os.path.islink(full):
-                fix(full, file_mode)
+            fix(name, file_mode, dirfd)
+
+
+def store(source: Path, final: Path, user: ServiceUser | None, *, leave_out: tuple[str, ...] = ()) -> None:
+    """Put a copy of the directory ``source`` into the cache at ``final``, sealed, in one rename.
+
+    The copy is made by us (``cp -a``) into a staging directory only we can enter, so no process of the
+    service user can reach it, or hold a descriptor on any of its files, before it is sealed; files
+    named in ``leave_out`` (top level) are not kept. Raises ServiceStartError when the copy fails.
+    """
+    holder = staging_path(final)
+    shutil.rmtree(holder, ignore_errors=True)
+    holder.mkdir(mode=0o700)
+    try:
+        entry = holder / final.name
+        proc = subprocess.run(["cp", "-a", str(source), str(entry)], capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise ServiceStartError(f"could not store {final} in the cache: {proc.stderr.strip()}")
+        for name in leave_out:
+            (entry / name).unlink(missing_ok=True)
+        seal(entry, user)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(entry, final)
+    finally:
+        shutil.rmtree(holder, ignore_errors=True)
 
 
 def trusted(path: Path) -> bool:

@@ -33,7 +33,7 @@ from testlane.core.errors import ConfigError, ServiceError, ServiceStartError
 from testlane.core.runtime import RunContext, is_root
 from testlane.services.base import Launch, Progress, Server
 from testlane.services.binaries import PostgresBinaries, find_postgres
-from testlane.services.cache import LAYOUT, copy_out, seal, staging_path, sweep_staging, trusted
+from testlane.services.cache import LAYOUT, copy_out, staging_path, store, sweep_staging, trusted
 from testlane.services.credentials import new_password
 from testlane.services.instance import Instance
 from testlane.services.postgres_auth import stored_password, write_hba
@@ -268,16 +268,16 @@ class PostgresEngine:
             self.progress(
                 f"initializing a PostgreSQL {bins.version} cluster in {root} (first run for these binaries only)"
             )
-            staging = staging_path(cluster)
+            # initdb runs as the service user, so what it writes is that user's until stored: the
+            # cache gets a copy made by us (new files no process of that user holds open), sealed.
+            staging = staging_path(root / "initdb")
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(mode=0o700)
             try:
                 if self.user is not None:
                     os.chown(staging, self.user.uid, self.user.gid)
                 self._initdb(bins, staging)
-                seal(staging, self.user)
-                shutil.rmtree(cluster, ignore_errors=True)
-                os.replace(staging, cluster)
+                store(staging, cluster, self.user)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
         return ClusterCache(cluster, key)
