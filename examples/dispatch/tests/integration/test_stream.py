@@ -7,6 +7,7 @@ claimed by another once it has been idle long enough.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -65,9 +66,13 @@ def start_worker_process(redis_db: Any, worker_class: Any, tmp_path: Path) -> An
 
     def start(stream: str, name: str, *extra: str) -> subprocess.Popen[bytes]:
         log = open(tmp_path / f"worker-{name}.log", "wb")  # noqa: SIM115 - the process writes it
-        argv = [sys.executable, "-m", "dispatch.worker", "--redis-url", redis_db.url, "--stream", stream]
+        argv = [sys.executable, "-m", "dispatch.worker", "--stream", stream]
         argv += ["--name", name, "--variant", variant_name("worker_class", worker_class), *extra]
-        proc = subprocess.Popen(argv, cwd=EXAMPLE, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        # The URL (with the password) goes through the environment: a command line is visible in ps.
+        env = {**os.environ, "REDIS_URL": redis_db.url}
+        proc = subprocess.Popen(
+            argv, cwd=EXAMPLE, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         log.close()
         procs.append(proc)
         return proc
