@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -287,7 +288,10 @@ def test_failed_tests_keep_their_database_until_reaped(pytester: pytest.Pytester
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*database kept for inspection (database mode): postgresql://*"])
     result.stdout.fnmatch_lines(["*testlane: databases kept for inspection*"])
-    url = next(line.split("psql ", 1)[1].strip() for line in result.outlines if "psql postgresql://" in line)
+    # The printed command works as is: the private socket, no password (none is printed).
+    command = next(line.strip() for line in result.outlines if line.strip().startswith("psql 'host="))
+    url = shlex.split(command)[1]
+    assert "password" not in result.stdout.str()
     import psycopg
 
     with psycopg.connect(url) as conn:  # the server outlived the run, with the evidence

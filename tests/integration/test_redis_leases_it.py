@@ -33,11 +33,15 @@ def valkey_server(data_dir: Path) -> Iterator[tuple[redis.Redis, str, int]]:
             coordinator.close()
 
 
+def _password(coordinator: redis.Redis) -> str | None:
+    """The run's Valkey password (every server testlane starts has one)."""
+    password = coordinator.connection_pool.connection_kwargs.get("password")
+    return str(password) if password is not None else None
+
+
 def _client(server: tuple[redis.Redis, str, int], db: int) -> redis.Redis:
     coordinator, host, port = server
-    return redis.Redis(
-        host=host, port=port, password=coordinator.connection_pool.connection_kwargs.get("password"), db=db
-    )
+    return redis.Redis(host=host, port=port, password=_password(coordinator), db=db)
 
 
 def test_a_database_with_data_is_never_leased_nor_flushed(valkey_server: tuple[redis.Redis, str, int]) -> None:
@@ -45,12 +49,12 @@ def test_a_database_with_data_is_never_leased_nor_flushed(valkey_server: tuple[r
     # 5 databases: 0 coordinates, 4 is the application's; 1..3 may be leased. Someone's data in 1 and 3.
     for db in (1, 3):
         _client(valkey_server, db).set(f"someone-{db}", "precious")
-    lease = lease_database(coordinator, host, port, owner="t1")
+    lease = lease_database(coordinator, host, port, password=_password(coordinator), owner="t1")
     assert lease.db == 2
     assert lease.client().dbsize() == 0  # the test sees an empty database: the lease record is in 0
     lease.client().set("k", 1)
     with pytest.raises(ServiceError) as info:
-        lease_database(coordinator, host, port, owner="t2")
+        lease_database(coordinator, host, port, password=_password(coordinator), owner="t2")
     message = str(info.value)
     assert f"no free logical database on the Redis server at {host}:{port}" in message
     assert "2 contain data that is not testlane's and 1 are leased by running tests" in message
@@ -67,13 +71,13 @@ def test_an_expired_lease_is_reclaimed_and_its_old_holder_flushes_nothing(
     coordinator, host, port = valkey_server
     for db in (1, 3):
         _client(valkey_server, db).set("someone", "precious")
-    dead = lease_database(coordinator, host, port, owner="crashed")
+    dead = lease_database(coordinator, host, port, password=_password(coordinator), owner="crashed")
     dead.client().set("left-behind", 1)
     # Its holder died an hour ago: the record says the lease expired at the epoch.
     record = coordinator.get(f"testlane:lease:{dead.db}")
     assert record is not None
     coordinator.set(f"testlane:lease:{dead.db}", b"testlane:v1 1 " + record.split(b" ", 2)[2])
-    fresh = lease_database(coordinator, host, port, owner="next")
+    fresh = lease_database(coordinator, host, port, password=_password(coordinator), owner="next")
     assert fresh.db == dead.db and fresh.client().dbsize() == 0  # the dead holder's keys were flushed
     fresh.client().set("mine", 1)
     assert dead.release() is False  # not its lease any more: nothing flushed

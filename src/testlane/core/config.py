@@ -219,8 +219,9 @@ class DbSettings:
     )
     keep_failed: bool = opt(
         False,
-        "Keep a failed test's database (and the server) for inspection; its URL is printed. Kept servers are "
-        "reaped after `db.keep_failed_ttl` seconds or by `testlane reap --kept`.",
+        "Keep a failed test's database (and the server) for inspection; a `psql` command that opens it is "
+        "printed (no password). Kept servers are reaped after `db.keep_failed_ttl` seconds or by "
+        "`testlane reap --kept`.",
         cli="--keep-failed-db",
     )
     keep_failed_ttl: float = opt(3600.0, "Seconds a server kept for failed tests' databases stays up.")

@@ -60,7 +60,7 @@ class DatabaseManager:
         self._savepoint_conns: dict[str, SavepointConnection] = {}
         self._engines: dict[str, Any] = {}
         self._redis_coordinator: Any = None
-        self.kept: list[tuple[str, str]] = []  # (nodeid, url)
+        self.kept: list[tuple[str, str]] = []  # (nodeid, psql command line)
         self._transaction_url_warned = False
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -240,7 +240,7 @@ class DatabaseManager:
 
     def _keep(self, item: pytest.Item, tdb: TestDatabase) -> None:
         tdb.kept = True
-        self.kept.append((item.nodeid, redact_url(tdb.url)))
+        self.kept.append((item.nodeid, _psql_command(tdb)))
         self.server.request_keep(self.settings.db.keep_failed_ttl, f"{item.nodeid}: {redact_url(tdb.url)}")
 
     def close(self) -> None:
@@ -322,6 +322,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report  # type: ignore[return-value]
 
 
+def _psql_command(tdb: TestDatabase) -> str:
+    """A ``psql`` command that opens a kept database and prints no password.
+
+    A server testlane started is reached over its private Unix socket (its directory is open to the
+    invoking user only; the socket needs no password), so the command works as printed. An existing or
+    container server is shown by its URL with the password masked; the summary says where it is.
+    """
+    inst = tdb.server.instance
+    if inst.socket:
+        return f"psql 'host={inst.socket} port={inst.port} user={inst.user or 'postgres'} dbname={tdb.name}'"
+    return f"psql {redact_url(tdb.url)}"
+
+
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     from testlane.pytest_plugin.plugin import PLUGIN_NAME
 
@@ -330,10 +343,10 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     if manager is None or not manager.kept:
         return
     terminalreporter.section("testlane: databases kept for inspection")
-    for nodeid, url in manager.kept:
-        terminalreporter.write_line(f"{nodeid}\n    psql {url}")
+    for nodeid, command in manager.kept:
+        terminalreporter.write_line(f"{nodeid}\n    {command}")
     server = manager.server
-    if server.instance.password and server.registry is not None:
+    if not server.instance.socket and server.instance.password and server.registry is not None:
         where = server.registry.record_path(server.instance)
         terminalreporter.write_line(f"The password is not printed: it is in {where} (readable only by you).")
     hours = manager.settings.db.keep_failed_ttl / 3600

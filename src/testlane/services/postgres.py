@@ -43,7 +43,7 @@ from testlane.services.privileges import (
     require_traversable,
     resolve_service_user,
 )
-from testlane.services.process import ProcessRef
+from testlane.services.process import ProcessRef, server_environment
 from testlane.services.registry import Registry
 
 if TYPE_CHECKING:
@@ -323,7 +323,7 @@ class PostgresEngine:
             user=self.user.uid if self.user else None,
             group=self.user.gid if self.user else None,
             extra_groups=[] if self.user else None,
-            env={**os.environ, "LC_ALL": os.environ.get("LC_ALL", "C.UTF-8")},
+            env={**server_environment(), "LC_ALL": os.environ.get("LC_ALL", "C.UTF-8")},
             cwd="/",
         )
 
