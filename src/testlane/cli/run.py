@@ -25,7 +25,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -230,7 +229,9 @@ def run_pytest_under_services(
         if mapped and not state.quiet:
             console.print(f"[dim]testlane:[/dim] mapped for the application: {escape(', '.join(sorted(mapped)))}")
         fmt = report_format(settings, os.environ, pytest_args)
-        reported = Path(tempfile.gettempdir()) / f"testlane-{context.run_id}-{os.getpid()}.reported"
+        # In the run's private directory, not the shared temp dir: a name another local user could
+        # guess (the run id shows in `ps`) must not be a symlink planted for us to touch.
+        reported = context.ensure_run_dir() / f".reported.{os.getpid()}"
         reported.unlink(missing_ok=True)
         env = {
             **_clean_env(os.environ),
