@@ -114,19 +114,25 @@ def seal(path: Path, user: ServiceUser | None) -> None:
             fix(name, file_mode, dirfd)
 
 
-def store(source: Path, final: Path, user: ServiceUser | None, *, leave_out: tuple[str, ...] = ()) -> None:
+def store(
+    source: Path, final: Path, user: ServiceUser | None, *, leave_out: tuple[str, ...] = (), sparse: bool = False
+) -> None:
     """Put a copy of the directory ``source`` into the cache at ``final``, sealed, in one rename.
 
     The copy is made by us (``cp -a``) into a staging directory only we can enter, so no process of the
     service user can reach it, or hold a descriptor on any of its files, before it is sealed; files
-    named in ``leave_out`` (top level) are not kept. Raises ServiceStartError when the copy fails.
+    named in ``leave_out`` (top level) are not kept. With ``sparse``, runs of zeros become holes
+    (``cp --sparse=always``), which every :func:`copy_out` keeps (cp's default ``--sparse=auto``) without
+    reading them: MariaDB's 70 MB ``ibdata1`` is mostly zeros, and its copies go from 77 MB to 6.5 MB.
+    Raises ServiceStartError when the copy fails.
     """
     holder = staging_path(final)
     shutil.rmtree(holder, ignore_errors=True)
     holder.mkdir(mode=0o700)
     try:
         entry = holder / final.name
-        proc = subprocess.run(["cp", "-a", str(source), str(entry)], capture_output=True, text=True, check=False)
+        argv = ["cp", "-a", *(["--sparse=always"] if sparse else []), str(source), str(entry)]
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise ServiceStartError(f"could not store {final} in the cache: {proc.stderr.strip()}")
         for name in leave_out:

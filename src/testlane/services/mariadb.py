@@ -5,7 +5,9 @@ else ``mariadbd``/``mysqld`` on PATH or in /usr/sbin). As with Postgres, the dat
 initialized once per binary version (``mariadb-install-db``) into the cache and copied for each
 instance: a tmpfs directory, a free port on 127.0.0.1 and a Unix socket in the instance's private
 directory, durability off, no binary log, and — as root — the unprivileged service user (see
-:mod:`testlane.services.privileges`). Ready means ``SELECT 1`` answered (PyMySQL).
+:mod:`testlane.services.privileges`). Ready means ``SELECT 1`` answered (PyMySQL). As for Postgres,
+the cache is sealed against the service user (:mod:`testlane.services.cache`): each instance starts
+from its own copy, and nothing a server does can change what a later run starts from.
 
 Nobody else gets in: ``root`` (the only account) gets a random password per instance, set by an
 ``--init-file`` (mode 0600, see :mod:`testlane.services.credentials`) that the server runs before it
@@ -32,6 +34,7 @@ from testlane.core.errors import BinaryNotFoundError, ServiceStartError
 from testlane.core.runtime import RunContext, is_root
 from testlane.services.base import Launch, Progress, Server
 from testlane.services.binaries import version_output
+from testlane.services.cache import LAYOUT, copy_out, staging_path, store, sweep_staging, trusted
 from testlane.services.credentials import new_password, write_private
 from testlane.services.instance import Instance
 from testlane.services.privileges import ServiceUser, service_user_for
@@ -190,57 +193,76 @@ class MariaDbEngine:
             self._binaries = find_mariadb(self.md.binary)
         return self._binaries
 
-    def base_datadir(self) -> Path:
-        bins = self.binaries()
+    def datadir_key(self, bins: MariaDbBinaries) -> str:
+        """The cache key of ``bins``' data directory: version, binary, options, :data:`LAYOUT`, service user."""
         st = bins.server.stat()
-        key = hashlib.sha256(f"{bins.server.resolve()}|{st.st_size}|{st.st_mtime_ns}|{INIT_OPTIONS}".encode())
-        root = self.context.ensure_cache_dir() / "mariadb" / f"{bins.version}-{key.hexdigest()[:10]}"
+        ident = f"{bins.server.resolve()}|{st.st_size}|{st.st_mtime_ns}|{INIT_OPTIONS}|layout {LAYOUT}"
+        owner = self.user.name if self.user else str(os.getuid())
+        return f"{bins.version}-{hashlib.sha256((ident + owner).encode()).hexdigest()[:10]}"
+
+    def base_datadir(self) -> Path:
+        """The cached, initialized data directory (``mariadb-install-db`` runs only the first time).
+
+        The entry is sealed (see :mod:`testlane.services.cache`): as root, owned by root and read-only to
+        the service user. One that is not the invoking user's is not trusted and is built again.
+        Raises ServiceStartError when ``mariadb-install-db`` or the copy into the cache fails.
+        """
+        bins = self.binaries()
+        root = self.context.ensure_cache_dir() / "mariadb" / self.datadir_key(bins)
         datadir = root / "data"
-        if (datadir / "mysql").is_dir():
+        if (datadir / "mysql").is_dir() and trusted(datadir):
             return datadir
+        sweep_staging(self.context.cache_dir)
         root.mkdir(parents=True, exist_ok=True)
-        if is_root():
-            os.chmod(root.parent, 0o755)
-            os.chmod(root, 0o755)
+        os.chmod(root.parent, 0o755 if is_root() else 0o700)
+        if self.user is not None:
+            os.chown(root, os.getuid(), self.user.gid)
+        os.chmod(root, 0o750 if self.user is not None else 0o700)  # the service user may enter, not write
         with FileLock(str(root / "init.lock"), timeout=300):
-            if (datadir / "mysql").is_dir():
+            if (datadir / "mysql").is_dir() and trusted(datadir):
                 return datadir
             self.progress(f"initializing a MariaDB {bins.version} data directory in {root} (first run only)")
-            staging = root / f".data.{os.getpid()}.tmp"
+            # mariadb-install-db runs as the service user, so what it writes is that user's until
+            # stored: the cache gets a copy made by us, sealed (as for Postgres).
+            staging = staging_path(root / "install")
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(mode=0o700)
-            if self.user is not None:
-                os.chown(staging, self.user.uid, self.user.gid)
-            argv = [
-                str(bins.install_db),
-                "--no-defaults",
-                f"--datadir={staging}",
-                "--auth-root-authentication-method=normal",
-                "--skip-test-db",
-                "--skip-name-resolve",
-                *INIT_OPTIONS,
-            ]
-            proc = subprocess.run(
-                argv,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                check=False,
-                cwd="/",
-                user=self.user.uid if self.user else None,
-                group=self.user.gid if self.user else None,
-                extra_groups=[] if self.user else None,
-            )
-            if proc.returncode != 0:
+            try:
+                if self.user is not None:
+                    os.chown(staging, self.user.uid, self.user.gid)
+                self._install_db(bins, staging)
+                store(staging, datadir, self.user, sparse=True)  # ibdata1: 70 MB, mostly zeros
+            finally:
                 shutil.rmtree(staging, ignore_errors=True)
-                raise ServiceStartError(
-                    f"mariadb-install-db failed with exit code {proc.returncode}.",
-                    hint="`testlane doctor` checks the MariaDB binaries.",
-                    log_tail="\n".join(proc.stdout.splitlines()[-25:]),
-                )
-            shutil.rmtree(datadir, ignore_errors=True)
-            os.replace(staging, datadir)
         return datadir
+
+    def _install_db(self, bins: MariaDbBinaries, target: Path) -> None:
+        argv = [
+            str(bins.install_db),
+            "--no-defaults",
+            f"--datadir={target}",
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+            "--skip-name-resolve",
+            *INIT_OPTIONS,
+        ]
+        proc = subprocess.run(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            check=False,
+            cwd="/",
+            user=self.user.uid if self.user else None,
+            group=self.user.gid if self.user else None,
+            extra_groups=[] if self.user else None,
+        )
+        if proc.returncode != 0:
+            raise ServiceStartError(
+                f"mariadb-install-db failed with exit code {proc.returncode}.",
+                hint="`testlane doctor` checks the MariaDB binaries.",
+                log_tail="\n".join(proc.stdout.splitlines()[-25:]),
+            )
 
     def launch(
         self,
@@ -293,15 +315,7 @@ class MariaDbLaunch(Launch):
         self.data_source = data_source
 
     def prepare_data(self) -> None:
-        target = self.instance_dir / "data"
-        proc = subprocess.run(
-            ["cp", "-a", "--sparse=always", str(self.data_source), str(target)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise ServiceStartError(f"could not copy the cached MariaDB data directory: {proc.stderr.strip()}")
+        copy_out(self.data_source, self.instance_dir / "data", self.user)
         self.instance.socket = str(self.instance_dir / "mysqld.sock")
         assert self.instance.password is not None
         write_private(self.instance_dir / INIT_FILE, init_sql(self.instance.password), self.user)
