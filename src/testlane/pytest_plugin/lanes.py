@@ -297,9 +297,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
             if settings.lanes.all_skipped == "fail"
             else 'exit status 0 ([tool.testlane.lanes] all_skipped = "pass")'
         )
+        which = (
+            f"all {count} selected tests are integration tests"
+            if count != 1
+            else "the one selected test is an integration test"
+        )
         terminalreporter.write_line(
-            f"testlane: all {count} selected test{'s are' if count != 1 else ' is an'} integration "
-            f"test{'s' if count != 1 else ''}, skipped because the integration lane is off: nothing was tested, "
+            f"testlane: {which}, skipped because the integration lane is off: nothing was tested, "
             f"{verdict}. Run them with `testlane run` (services included) or `pytest --it`.",
             red=settings.lanes.all_skipped == "fail",
             yellow=settings.lanes.all_skipped != "fail",
