@@ -140,6 +140,7 @@ def test_probe(request):
         ("table", True),
         ("empty table", True),
         ("TESTLANE_IT", True),
+        ("TESTLANE_SERVICES_FILE", True),
         ("TESTLANE_CONFIG", True),
         ("--it", True),
         ("--digest", True),
@@ -156,6 +157,8 @@ def test_what_opts_a_project_in(
     args: list[str] = []
     if how == "TESTLANE_IT":
         monkeypatch.setenv("TESTLANE_IT", "1")
+    elif how == "TESTLANE_SERVICES_FILE":
+        monkeypatch.setenv("TESTLANE_SERVICES_FILE", str(pytester.path / "services.json"))
     elif how == "TESTLANE_CONFIG":
         other = pytester.path / "elsewhere" / "pyproject.toml"
         other.parent.mkdir()

@@ -4,7 +4,8 @@ A pytest process is **opted in** when any of these holds (decided once, kept in 
 
 * the configuration file testlane reads (``TESTLANE_CONFIG``, else the nearest pyproject.toml at or above
   pytest's rootdir) has a ``[tool.testlane]`` table — ``testlane init`` writes one;
-* ``TESTLANE_IT`` is true — ``testlane run`` sets it for the pytest it starts;
+* ``TESTLANE_IT`` is true — ``testlane run`` sets it for the pytest it starts — or ``TESTLANE_SERVICES_FILE``
+  is set (``testlane run``, and ``eval "$(testlane services env)"`` for detached services);
 * one of testlane's own pytest options is given (on the command line, in ``PYTEST_ADDOPTS`` or in
   ``addopts``): ``--it``, ``--lane``, ``--testlane-set``, ``--format``, ``--digest``, ``--shard``...
 
@@ -29,6 +30,7 @@ from testlane.core.config import testlane_table_file
 __all__ = ["IT_ENV", "OptIn", "it_env_on", "opted_in", "record_options"]
 
 IT_ENV = "TESTLANE_IT"
+SERVICES_FILE_ENV = "TESTLANE_SERVICES_FILE"  # testlane.services.stack's, not imported: this module stays cheap
 
 _optin_key = pytest.StashKey["OptIn"]()
 # dest -> default of every pytest option testlane registers (the same every session, so one table).
@@ -73,6 +75,8 @@ def _decide(config: pytest.Config) -> OptIn:
         return OptIn(f"[tool.testlane] in {table}")
     if it_env_on():
         return OptIn(f"{IT_ENV}=1")
+    if os.environ.get(SERVICES_FILE_ENV):
+        return OptIn(SERVICES_FILE_ENV)
     option = _option_given(config)
     return OptIn(option)
 
