@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,16 +100,16 @@ class NotOptedIn:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when != "setup" or not report.failed:
             return
-        text = str(report.longrepr)
-        for name in _fixture_names():
-            if f"fixture '{name}' not found" in text:
-                self.missing.add(name)
+        missing = set(re.findall(r"fixture '(\w+)' not found", str(report.longrepr)))
+        if missing:
+            self.missing |= missing & _fixture_names()
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         if self.missing:
             names = ", ".join(f"'{n}'" for n in sorted(self.missing))
+            what = f"fixture {names} is" if len(self.missing) == 1 else f"fixtures {names} are"
             terminalreporter.write_line(
-                f"testlane: fixture {names} is testlane's, and this project has not opted in to testlane: add a "
+                f"testlane: {what} testlane's, and this project has not opted in to testlane: add a "
                 "[tool.testlane] table to pyproject.toml (`testlane init` writes one) or run `testlane run`.",
                 yellow=True,
             )

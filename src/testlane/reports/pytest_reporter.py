@@ -377,9 +377,14 @@ class ReportCollector:
 
         selection = self.config.stash.get(selection_key, None)
         if selection is not None and selection.all_skipped:
+            count = selection.lane_skipped
+            which = (
+                f"all {count} selected tests are integration tests"
+                if count != 1
+                else "the one test is an integration test"
+            )
             return [
-                f"no tests ran: all {selection.lane_skipped} selected tests are integration tests, skipped because "
-                "the integration lane is off (`testlane run` or `pytest --it`)"
+                f"no tests ran: {which}, skipped because the integration lane is off (`testlane run` or `pytest --it`)"
             ]
         if selection is not None and (selection.lane_skipped or selection.skipped):
             count = selection.lane_skipped or len(selection.skipped)
