@@ -327,9 +327,10 @@ def test_a_broken_migration_fails_with_a_clear_message(
 
 def test_mysql_fixtures_refuse_the_unit_lane(pytester: pytest.Pytester, make_project: Project) -> None:
     make_project("url")
-    pytester.makepyfile(test_x="def test_x(mysql_conn):\n    pass\n")  # not an integration test
+    # A project with lanes (here: a *_it.py file); one without is all integration lane when the lane is on.
+    pytester.makepyfile(test_x="def test_x(mysql_conn):\n    pass\n", test_y_it="def test_y():\n    pass\n")
     result = run(pytester)
-    result.assert_outcomes(errors=1)
+    result.assert_outcomes(errors=1, passed=1)
     result.stdout.fnmatch_lines(["*test_x.py::test_x is in the unit lane but uses testlane's service fixture*"])
 
 

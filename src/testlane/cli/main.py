@@ -67,9 +67,12 @@ def run_command(
     mariadb_backend: str | None,
     pytest_args: tuple[str, ...],
 ) -> None:
-    """Start the services, run pytest in the integration lane, stop the services.
+    """Start the services, run pytest with the integration lane on, stop the services.
 
-    Arguments after `--` go to pytest: testlane run -- tests/ -x -k login. When a coding agent or CI
+    Starts the configured services (setting `services`), applies [tool.testlane.env], then runs pytest
+    with TESTLANE_IT=1: both lanes run, and a project that never set [tool.testlane.lanes]
+    integration_patterns has every test in the integration lane (no network guard). Exits with pytest's
+    code. Arguments after `--` go to pytest: testlane run -- tests/ -x -k login. When a coding agent or CI
     is detected, pytest prints a failure digest (`-- --format terminal` for its own output).
     """
     overrides = {

@@ -45,6 +45,7 @@ __all__ = [
     "iter_options",
     "load_settings",
     "options_table_markdown",
+    "testlane_table_file",
 ]
 
 ENV_PREFIX = "TESTLANE_"
@@ -240,12 +241,20 @@ class LaneSettings:
     integration_patterns: list[str] = opt(
         ["*_it.py", "tests/integration/*"],
         "Files whose tests belong to the integration lane (glob on the path from the rootdir, or on the file "
-        "name). Tests marked `integration` belong to it wherever they are.",
+        "name). Tests marked `integration` belong to it wherever they are. A project that neither sets this nor "
+        "has a test in the integration lane by the default or the mark has no lanes: under `testlane run`, "
+        "`--it` and `--lane it|all` all its tests are integration tests (the user asked for services).",
     )
     block_network: bool = opt(
         True, "Unit-lane tests may not open network connections (only Unix sockets and `unit_allow_hosts`)."
     )
     unit_allow_hosts: list[str] = opt([], 'Hosts unit-lane tests may still connect to, e.g. `["127.0.0.1"]`.')
+    all_skipped: Literal["fail", "pass"] = opt(
+        "fail",
+        "Plain `pytest` where every selected test is an integration test, all skipped because the lane is off: "
+        '`fail` says so and exits 5 (pytest\'s "no tests ran"), so a CI job never goes green testing nothing; '
+        "`pass` exits 0.",
+    )
     durations_file: str = opt(
         ".testlane/durations.json",
         "Recorded test durations (commit it): `--store-durations` writes it, `--shard I/N` balances with it.",
@@ -426,6 +435,7 @@ class Settings:
     # Not options: where the configuration came from.
     project_root: Path = field(default_factory=Path.cwd, metadata={"internal": True})
     config_file: Path | None = field(default=None, metadata={"internal": True})
+    explicit: frozenset[str] = field(default=frozenset(), metadata={"internal": True})  # keys set, not defaulted
 
     def resolve_path(self, value: str) -> Path:
         """A path from configuration: ``~`` expanded, relative paths from the project root."""
@@ -593,6 +603,25 @@ def find_pyproject(start: Path) -> Path | None:
     return None
 
 
+def testlane_table_file(start: Path, environ: Mapping[str, str] | None = None) -> Path | None:
+    """The configuration file testlane would read (``TESTLANE_CONFIG``, else the nearest pyproject.toml at or
+    above ``start``) when it has a ``[tool.testlane]`` table; ``None`` otherwise, or when it cannot be read.
+
+    Never raises: it only answers whether a project opted in, and a project that did not must not see
+    testlane's errors (:func:`load_settings` reports a broken file to a project that did).
+    """
+    env = os.environ if environ is None else environ
+    path = Path(env["TESTLANE_CONFIG"]) if env.get("TESTLANE_CONFIG") else find_pyproject(start.resolve())
+    if path is None:
+        return None
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    tool = data.get("tool")
+    return path if isinstance(tool, dict) and "testlane" in tool else None
+
+
 def _read_pyproject(path: Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -667,7 +696,7 @@ def load_settings(
 
     validate_mapping(settings.env)  # an unknown service or part is a configuration error now, not mid-run
     root = pyproject.parent if pyproject is not None else start
-    return dataclasses.replace(settings, project_root=root, config_file=pyproject)
+    return dataclasses.replace(settings, project_root=root, config_file=pyproject, explicit=frozenset(values))
 
 
 def parse_set_options(items: list[str]) -> dict[str, str]:

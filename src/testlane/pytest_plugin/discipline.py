@@ -13,36 +13,43 @@ Each check is switchable in ``[tool.testlane.discipline]``:
   (its body or its function-scoped fixtures) started and left running are reported with its name;
 * **environment** (``warn``): variables a test changed are restored after it, and reported.
 
-``warn`` reports through pytest's warnings (with the test's node id); ``fail`` fails the test's
-teardown; ``off`` does nothing (the environment is still restored).
+``warn`` reports a *finding*: listed in the "testlane findings" section at the end of the run and in
+the JSON report's ``findings``, named with the test — not a Python warning, so a project's
+``filterwarnings = error`` does not turn it into an error; ``fail`` fails the test's teardown;
+``off`` does nothing (the environment is still restored). Background errors set to ``warn`` stay
+pytest's own warnings (``PytestUnhandledThreadExceptionWarning``...), which they are.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import threading
-import warnings
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-__all__ = ["TestlaneEnvironmentWarning", "TestlaneLeakWarning"]
+__all__ = ["FINDINGS_ATTR", "Finding"]
+
+FINDINGS_ATTR = "testlane_findings"  # on a teardown report: the test's findings, as dicts (xdist ships them)
 
 
-class TestlaneLeakWarning(UserWarning):
-    """A test left a thread, process, listening socket or asyncio task running."""
+@dataclass(frozen=True)
+class Finding:
+    """A discipline finding set to ``warn``: ``kind`` is ``leak``, ``environment`` or ``asyncio``;
+    ``location`` is ``path:line`` of the test."""
 
-    __test__ = False
+    nodeid: str
+    kind: str
+    message: str
+    location: str
 
-
-class TestlaneEnvironmentWarning(UserWarning):
-    """A test changed environment variables (they have been restored)."""
-
-    __test__ = False
+    def line(self) -> str:
+        return f"{self.nodeid} {self.message}"
 
 
 @dataclass
@@ -80,6 +87,7 @@ class TestWatch:
 
 
 watch_key = pytest.StashKey[TestWatch]()
+findings_key = pytest.StashKey[list[Finding]]()
 # The snapshot taken after the previous test's teardown. Between it and the next test's setup only
 # pytest's own reporting runs, so it serves as that test's "before" and saves one snapshot per test.
 last_snapshot_key = pytest.StashKey[Snapshot]()
@@ -95,7 +103,32 @@ def _settings(config: pytest.Config) -> Any:
 # --------------------------------------------------------------------------- configure: timeouts, filters
 
 
+class _Findings:
+    """Collects the findings from the reports (the xdist controller gets the workers') and lists them."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.findings: list[Finding] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        for data in getattr(report, FINDINGS_ATTR, None) or ():
+            self.findings.append(Finding(**data))
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        if not self.findings or hasattr(self.config, "workerinput"):
+            return
+        terminalreporter.section("testlane findings", yellow=True)
+        for finding in self.findings:
+            terminalreporter.write_line(f"{finding.location}: {finding.line()}")
+        count = len(self.findings)
+        terminalreporter.write_line(
+            f"testlane: {count} finding{'s' if count != 1 else ''}; they do not fail the run. To make them "
+            'failures: [tool.testlane.discipline] leaks = "fail" / env_changes = "fail"; to silence them: "off".'
+        )
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(_Findings(config), "testlane-findings")
     d = _settings(config)
     if d.background_errors != "off":
         action = "error" if d.background_errors == "fail" else "always"
@@ -190,6 +223,17 @@ def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.Fix
     return (yield)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    findings = item.stash.get(findings_key, None)
+    if call.when == "teardown" and findings:
+        setattr(report, FINDINGS_ATTR, [dataclasses.asdict(f) for f in findings])
+    return report
+
+
 @pytest.hookimpl(wrapper=True, trylast=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     try:
@@ -219,11 +263,13 @@ def _after(item: pytest.Item) -> None:
         if leaks:
             problems.append((d.leaks, "left running: " + "; ".join(leaks)))
     failures = [message for reaction, message in problems if reaction == "fail"]
+    path, lineno, _ = item.location
     for reaction, message in problems:
         if reaction == "warn":
-            category = TestlaneEnvironmentWarning if message.startswith("changed environment") else TestlaneLeakWarning
-            path, lineno, _ = item.location
-            warnings.warn_explicit(category(f"{item.nodeid} {message}"), category, path, (lineno or 0) + 1)
+            kind = message.split(":", 1)[0] if message.startswith("asyncio") else "leak"
+            kind = "environment" if message.startswith("changed environment") else kind
+            finding = Finding(item.nodeid, kind, message, f"{path}:{(lineno or 0) + 1}")
+            item.stash.setdefault(findings_key, []).append(finding)
     if failures:
         pytest.fail(f"{item.nodeid} " + "\n".join(failures), pytrace=False)
 

@@ -2,33 +2,40 @@
 
 A test is in the **integration lane** when it is marked ``integration`` or lives in a file matching
 ``lanes.integration_patterns`` (default ``*_it.py`` and ``tests/integration/*``); every other test is
-in the **unit lane**. Which lanes run:
+in the **unit lane**. A project that never set ``lanes.integration_patterns`` and has no test in the
+integration lane by the default patterns or the mark has declared no lanes: when it asks for services
+(``testlane run``, ``--it``, ``--lane it|all``) all its tests are integration tests. Which lanes run:
 
 ================================  ==========================================================
 (nothing)                         unit lane; integration tests are *skipped*, with one summary
-                                  line saying how to run them
+                                  line saying how to run them; when *every* selected test was
+                                  skipped so, the run exits 5 (``lanes.all_skipped``)
 ``--it`` or ``TESTLANE_IT=1``      both lanes (``testlane run`` sets ``TESTLANE_IT=1``)
 ``--lane unit|it|all``            exactly that; the other lane's tests are *deselected*
 ================================  ==========================================================
 
-In the unit lane, testlane's service fixtures are an error naming the test and the fix, and
-network connections are blocked (see :mod:`testlane.pytest_plugin.network_guard`). The lane of the
-running test is published to :data:`testlane.databases.guard.current_lane` for the database helpers.
+In the unit lane, testlane's service fixtures are an error naming the test and the fix (a fixture
+counts as testlane's by the definition pytest resolved for the test, not by its name: a project's own
+``redis_url`` is the project's), and network connections are blocked (see
+:mod:`testlane.pytest_plugin.network_guard`). The lane of the running test is published to
+:data:`testlane.databases.guard.current_lane` for the database helpers.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import os
-from collections.abc import Iterator
+import inspect
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from testlane.core.config import Settings
 from testlane.databases.guard import current_lane
+from testlane.pytest_plugin.optin import it_env_on
 
-__all__ = ["SERVICE_FIXTURES", "LaneSelection", "lane_of"]
+__all__ = ["SERVICE_FIXTURES", "LaneSelection", "add_options", "declares_lanes", "integration_patterns", "lane_of"]
 
 SERVICE_FIXTURES = frozenset(
     {
@@ -65,6 +72,13 @@ class LaneSelection:
     explicit: str | None  # --lane value, if given
     skipped: list[str] = field(default_factory=list)
     deselected: int = 0
+    tests_run: int = 0  # tests whose setup was reported (on the xdist controller too)
+    lane_skipped: int = 0  # of those, skipped because the integration lane is off
+
+    @property
+    def all_skipped(self) -> bool:
+        """Every test that ran was an integration test skipped because the lane is off: nothing was tested."""
+        return self.tests_run > 0 and self.lane_skipped == self.tests_run
 
     @property
     def runs_integration(self) -> bool:
@@ -73,13 +87,31 @@ class LaneSelection:
     @classmethod
     def from_config(cls, config: pytest.Config) -> LaneSelection:
         explicit = config.getoption("testlane_lane")
-        env_on = os.environ.get("TESTLANE_IT", "").strip().lower() in ("1", "true", "yes", "on")
-        it_enabled = bool(config.getoption("testlane_it")) or env_on or explicit in ("it", "all")
+        it_enabled = bool(config.getoption("testlane_it")) or it_env_on() or explicit in ("it", "all")
         return cls(it_enabled=it_enabled, explicit=explicit)
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("testlane")
+SKIP_REASON = "integration lane is off (run `testlane run` or `pytest --it`)"
+
+
+def declares_lanes(settings: Settings, items: Sequence[pytest.Item], rootdir: Path) -> bool:
+    """Whether the project has lanes: it set ``lanes.integration_patterns``, or one of ``items`` is in the
+    integration lane by the default patterns or the ``integration`` mark."""
+    if "lanes.integration_patterns" in settings.explicit:
+        return True
+    return any(_is_integration(item, settings.lanes.integration_patterns, rootdir) for item in items)
+
+
+def integration_patterns(settings: Settings, selection: LaneSelection, declared: bool) -> list[str]:
+    """The patterns in force: the project's; a project without lanes that asked for services (``testlane run``,
+    ``--it``, ``--lane it|all``) has every test in the integration lane."""
+    if not declared and selection.it_enabled and selection.explicit != "unit":
+        return ["*"]
+    return list(settings.lanes.integration_patterns)
+
+
+def add_options(group: pytest.OptionGroup) -> None:
+    """``--it`` and ``--lane`` (registered by the plugin whether or not the project opted in)."""
     group.addoption(
         "--it",
         action="store_true",
@@ -98,7 +130,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "integration: the test needs real services (the integration lane)")
-    config.stash[selection_key] = LaneSelection.from_config(config)
+    selection = config.stash[selection_key] = LaneSelection.from_config(config)
+    config.pluginmanager.register(_Counter(selection), "testlane-lane-counter")
 
 
 def _is_integration(item: pytest.Item, patterns: list[str], rootdir: Path) -> bool:
@@ -124,10 +157,11 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     settings = plugin_of(config).settings
     selection = config.stash[selection_key]
     rootdir = Path(str(config.rootpath))
+    patterns = integration_patterns(settings, selection, declares_lanes(settings, items, rootdir))
     keep: list[pytest.Item] = []
     dropped: list[pytest.Item] = []
     for item in items:
-        lane = "it" if _is_integration(item, settings.lanes.integration_patterns, rootdir) else "unit"
+        lane = "it" if _is_integration(item, patterns, rootdir) else "unit"
         item.stash[lane_key] = lane
         if lane == "it" and item.get_closest_marker("integration") is None:
             item.add_marker(pytest.mark.integration)
@@ -136,7 +170,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             continue
         if lane == "it" and not selection.it_enabled:
             selection.skipped.append(item.nodeid)
-            item.add_marker(pytest.mark.skip(reason="integration lane is off (run `testlane run` or `pytest --it`)"))
+            item.add_marker(pytest.mark.skip(reason=SKIP_REASON))
         keep.append(item)
     if dropped:
         selection.deselected = len(dropped)
@@ -144,16 +178,44 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         items[:] = keep
 
 
+def _is_testlanes(fixturedef: pytest.FixtureDef[object]) -> bool:
+    func = inspect.unwrap(fixturedef.func)
+    return str(getattr(func, "__module__", "") or "").startswith("testlane.pytest_plugin.")
+
+
+def _resolves_to_testlane(name: str, defs: Sequence[pytest.FixtureDef[object]]) -> bool:
+    """Whether the definition pytest resolved for ``name`` is testlane's, or a project's override of the same
+    name that requests it (``def pg_url(pg_url)``)."""
+    for fixturedef in reversed(defs):  # the last one is the closest: the one the test gets
+        if _is_testlanes(fixturedef):
+            return True
+        if name not in fixturedef.argnames:
+            return False
+    return False
+
+
+def service_fixtures_used(item: pytest.Item) -> list[str]:
+    """testlane's service fixtures ``item`` uses, by the definitions pytest resolved for it (names sorted)."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return []
+    return sorted(
+        name
+        for name in getattr(item, "fixturenames", ())
+        if name in SERVICE_FIXTURES and _resolves_to_testlane(name, info.name2fixturedefs.get(name, ()))
+    )
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if lane_of(item) != "unit":
         return
-    used = sorted(SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+    used = service_fixtures_used(item)
     if used:
         names = ", ".join(f"'{name}'" for name in used)
         pytest.fail(
             f"{item.nodeid} is in the unit lane but uses testlane's service fixture {names}, which needs a real "
-            "server. Mark the test @pytest.mark.integration, or move it to tests/integration/ or a *_it.py file; "
-            "in the unit lane, use a fake instead.",
+            "server. Mark the test @pytest.mark.integration, or move it to tests/integration/ or a *_it.py file, "
+            "or list its files in [tool.testlane.lanes] integration_patterns; in the unit lane, use a fake instead.",
             pytrace=False,
         )
 
@@ -170,7 +232,8 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
         pytest.fail(
             f"{item.nodeid} tried to connect to {', '.join(dict.fromkeys(attempts))} from the unit lane; the "
             "connection was blocked (and the error swallowed by the code under test). Use a fake, or move the "
-            "test to the integration lane.",
+            "test to the integration lane: @pytest.mark.integration, or list its files in "
+            "[tool.testlane.lanes] integration_patterns.",
             pytrace=False,
         )
 
@@ -192,12 +255,60 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         current_lane.reset(token)
 
 
+class _Counter:
+    """Counts what ran (from reports, not collection: under xdist only the controller sees every report)."""
+
+    def __init__(self, selection: LaneSelection) -> None:
+        self.selection = selection
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "setup":
+            return
+        self.selection.tests_run += 1
+        if report.skipped and isinstance(report.longrepr, tuple) and SKIP_REASON in str(report.longrepr[2]):
+            self.selection.lane_skipped += 1
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from testlane.pytest_plugin.plugin import plugin_of
+
+    selection = session.config.stash[selection_key]
+    if hasattr(session.config, "workerinput"):
+        return  # the xdist controller decides the run's exit status
+    if (
+        selection.all_skipped
+        and session.exitstatus == pytest.ExitCode.OK
+        and plugin_of(session.config).settings.lanes.all_skipped == "fail"
+    ):
+        session.exitstatus = pytest.ExitCode.NO_TESTS_COLLECTED
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    from testlane.pytest_plugin.plugin import plugin_of
+
     selection = config.stash.get(selection_key, None)
     if selection is None:
         return
-    if selection.skipped:
-        count = len(selection.skipped)
+    count = selection.lane_skipped or len(selection.skipped)
+    if selection.all_skipped:
+        settings = plugin_of(config).settings
+        verdict = (
+            "exit status 5 (no tests ran)"
+            if settings.lanes.all_skipped == "fail"
+            else 'exit status 0 ([tool.testlane.lanes] all_skipped = "pass")'
+        )
+        which = (
+            f"all {count} selected tests are integration tests"
+            if count != 1
+            else "the one selected test is an integration test"
+        )
+        terminalreporter.write_line(
+            f"testlane: {which}, skipped because the integration lane is off: nothing was tested, "
+            f"{verdict}. Run them with `testlane run` (services included) or `pytest --it`.",
+            red=settings.lanes.all_skipped == "fail",
+            yellow=settings.lanes.all_skipped != "fail",
+        )
+    elif count:
         terminalreporter.write_line(
             f"testlane: {count} integration test{'s' if count != 1 else ''} skipped: the integration lane is off. "
             "Run them with `testlane run` (services included) or `pytest --it`.",

@@ -31,12 +31,25 @@ class NetworkBlockedError(RuntimeError):
     """Raised when a unit-lane test tries to open a network connection."""
 
 
+# Ports of the databases and caches testlane serves: a unit test reaching one belongs to the integration lane.
+_SERVICE_PORTS = frozenset({"5432", "6379", "3306"})
+
+
 def _message(nodeid: str, target: str) -> str:
+    port = target.split(" ", 1)[0].rsplit(":", 1)[-1]
+    service = "PostgreSQL" in target or "Unix socket" in target or port in _SERVICE_PORTS
+    allow = (
+        ""
+        if service
+        else " A local non-database service the unit lane may reach: "
+        '[tool.testlane.lanes] unit_allow_hosts = ["127.0.0.1"].'
+    )
     return (
         f"{nodeid} tried to connect to {target} from the unit lane, which never touches real services. "
-        "Use a fake (or respx/an in-process transport for HTTP), or move the test to the integration lane: "
-        "@pytest.mark.integration, tests/integration/ or a *_it.py file. To allow a host in the unit lane: "
-        '[tool.testlane.lanes] unit_allow_hosts = ["127.0.0.1"].'
+        "If this test needs the service, it is an integration test: list its files in "
+        '[tool.testlane.lanes] integration_patterns (e.g. ["tests/*"]; `testlane run` makes every test an '
+        "integration test until you set it), mark it @pytest.mark.integration, or move it to tests/integration/ "
+        "or a *_it.py file. Otherwise use a fake (or respx/an in-process transport for HTTP)." + allow
     )
 
 

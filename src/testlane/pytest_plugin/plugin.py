@@ -1,22 +1,17 @@
 """testlane's pytest plugin (entry point ``pytest11: testlane``).
 
-This module stays cheap to import: it registers options, and in
-``pytest_configure`` builds one :class:`TestlanePlugin` object that owns the
-session's settings and services. Drivers (psycopg, redis, SQLAlchemy) are only
-imported by the fixtures that use them.
-
-Fixtures (session scope unless noted):
-
-``testlane_settings``  the resolved :class:`~testlane.core.config.Settings`
-``postgres``           the run's :class:`~testlane.services.postgres.PostgresServer`
-``valkey``             the run's :class:`~testlane.services.valkey.ValkeyServer`
-``mariadb``            the run's MariaDB/MySQL server (in :mod:`testlane.pytest_plugin.mariadb`)
+This module stays cheap to import: it registers options (every feature's), and
+in ``pytest_configure`` decides whether the project opted in
+(:mod:`testlane.pytest_plugin.optin`). Only then does it build one
+:class:`TestlanePlugin` object that owns the session's settings and services, and
+register the feature modules (:data:`FEATURES`), which own the hooks, fixtures
+and markers; a project that has not opted in gets none of them. Drivers
+(psycopg, redis, SQLAlchemy) are only imported by the fixtures that use them.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -24,31 +19,34 @@ import pytest
 from testlane.core.config import Settings, load_settings, parse_set_options
 from testlane.core.errors import ConfigError, TestlaneError
 from testlane.core.runtime import OWNER_PID_ENV, RUN_ID_ENV, new_run_id
+from testlane.pytest_plugin.optin import NotOptedIn, it_env_on, opted_in, record_options
 
 if TYPE_CHECKING:
     from testlane.pytest_plugin.databases import DatabaseManager
     from testlane.pytest_plugin.provider import ServiceProvider
-    from testlane.services.postgres import PostgresServer
-    from testlane.services.valkey import ValkeyServer
 
-__all__ = ["TestlanePlugin", "plugin_of", "settings_for"]
+__all__ = ["FEATURES", "TestlanePlugin", "plugin_of", "settings_for"]
 
 PLUGIN_NAME = "testlane-session"
 
-# Feature modules: each owns its hooks, fixtures and markers.
-pytest_plugins = [
+# Feature modules, registered only for a project that opted in: each owns its hooks, fixtures and markers.
+FEATURES = (
     "testlane.pytest_plugin.lanes",
+    "testlane.pytest_plugin.servers",
     "testlane.pytest_plugin.databases",
     "testlane.pytest_plugin.mariadb",
     "testlane.pytest_plugin.discipline",
     "testlane.pytest_plugin.sharding",
     "testlane.pytest_plugin.web",
     "testlane.pytest_plugin.seams",
-]
+)
 settings_key = pytest.StashKey["Settings"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    """Every feature's options, registered whether or not the project opted in (``pytest --help`` lists them)."""
+    from testlane.pytest_plugin import lanes, sharding
+
     group = parser.getgroup("testlane", "testlane: real services for the integration lane")
     group.addoption(
         "--testlane-set",
@@ -57,6 +55,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="KEY=VALUE",
         help="override a [tool.testlane] setting for this run, e.g. --testlane-set postgres.backend=local",
     )
+    lanes.add_options(group)
+    sharding.add_options(group)
+    record_options(group)
 
 
 def _is_xdist_worker(config: pytest.Config) -> bool:
@@ -219,14 +220,17 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
     """
     if os.environ.get("PYTEST_XDIST_WORKER") or os.environ.get("TESTLANE_SERVICES_FILE"):
         return
+    if not opted_in(early_config):
+        return
     namespace = early_config.known_args_namespace
     settings = _load(early_config, getattr(namespace, "testlane_set", []) or [])
     early_config.stash[settings_key] = settings
     if not settings.env:
         return
-    env_on = os.environ.get("TESTLANE_IT", "").strip().lower() in ("1", "true", "yes", "on")
     if not (
-        getattr(namespace, "testlane_it", False) or env_on or getattr(namespace, "testlane_lane", None) in ("it", "all")
+        getattr(namespace, "testlane_it", False)
+        or it_env_on()
+        or getattr(namespace, "testlane_lane", None) in ("it", "all")
     ):
         import sys
 
@@ -252,6 +256,9 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
 
 @pytest.hookimpl(tryfirst=True)  # before the feature modules' configure hooks, which read the settings
 def pytest_configure(config: pytest.Config) -> None:
+    if not opted_in(config):
+        config.pluginmanager.register(NotOptedIn(), "testlane-not-opted-in")
+        return
     _install_sigterm_handler(config)
     existing = config.pluginmanager.get_plugin(PLUGIN_NAME)
     if isinstance(existing, TestlanePlugin):  # created early, to apply [tool.testlane.env]
@@ -263,6 +270,8 @@ def pytest_configure(config: pytest.Config) -> None:
         setup_logging(settings.log_level)
     if not isinstance(existing, TestlanePlugin):
         config.pluginmanager.register(TestlanePlugin(config, settings), PLUGIN_NAME)
+    for name in FEATURES:  # each feature's pytest_configure runs as it is registered
+        config.pluginmanager.import_plugin(name)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -319,24 +328,3 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if isinstance(plugin, TestlanePlugin):
         plugin.close()
         config.pluginmanager.unregister(plugin, PLUGIN_NAME)
-
-
-# --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="session")
-def testlane_settings(pytestconfig: pytest.Config) -> Settings:
-    """The resolved testlane settings for this session."""
-    return pytestconfig.stash[settings_key]
-
-
-@pytest.fixture(scope="session")
-def postgres(pytestconfig: pytest.Config) -> Iterator[PostgresServer]:
-    """The run's PostgreSQL server (``.url``, ``.connect()``, ``.dsn(dbname)``), started on demand."""
-    yield plugin_of(pytestconfig).server("postgres")
-
-
-@pytest.fixture(scope="session")
-def valkey(pytestconfig: pytest.Config) -> Iterator[ValkeyServer]:
-    """The run's Valkey server (``.url``, ``.client(db)``), started on demand."""
-    yield plugin_of(pytestconfig).server("valkey")

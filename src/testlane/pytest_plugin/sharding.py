@@ -45,8 +45,8 @@ def assign_shards(nodeids: list[str], durations: dict[str, float], shards: int) 
     return out
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("testlane")
+def add_options(group: pytest.OptionGroup) -> None:
+    """``--shard`` and ``--store-durations`` (registered by the plugin whether or not the project opted in)."""
     group.addoption(
         "--shard",
         dest="testlane_shard",

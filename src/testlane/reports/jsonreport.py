@@ -67,6 +67,7 @@ def document(result: RunResult, *, digest_budget: int = 4000) -> dict[str, Any]:
             },
             "summary_line": summary_line(result),
             "notes": list(result.notes),
+            "findings": list(result.findings),
             "groups": groups,
             "tests": [
                 {"nodeid": t.nodeid, "outcome": t.outcome, "duration": round(t.duration, 4), "lane": t.lane}

@@ -111,6 +111,7 @@ class RunResult:
     rerun_prefix: str = "pytest"
     it_flag: bool = False  # plain pytest needs --it to run integration tests again
     output_tail: list[str] = field(default_factory=list)  # pytest's own last lines, when they explain a failure
+    findings: list[dict[str, str]] = field(default_factory=list)  # discipline findings: nodeid, kind, message, location
 
     def count(self, outcome: str) -> int:
         return sum(1 for t in self.tests if t.outcome == outcome)

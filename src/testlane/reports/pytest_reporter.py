@@ -68,6 +68,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--report-jsonl", dest="testlane_report_jsonl", default=None, metavar="PATH", help="stream JSON Lines"
     )
+    from testlane.pytest_plugin.optin import record_options
+
+    record_options(group)  # using one opts the project in
 
 
 class TailBuffer(io.TextIOBase):
@@ -130,8 +133,11 @@ def pytest_configure(config: pytest.Config) -> None:
     and the collector puts the real stdout back as the session starts (or at clean-up, should a
     later ``pytest_configure`` fail).
     """
+    from testlane.pytest_plugin.optin import opted_in
     from testlane.pytest_plugin.plugin import settings_for
 
+    if not opted_in(config):
+        return  # installed is not opted in: pytest's output stays pytest's
     all_settings = settings_for(config)
     settings = all_settings.reports
     worker = hasattr(config, "workerinput")
@@ -214,6 +220,7 @@ class ReportCollector:
         self.collected = 0
         self.deselected = 0
         self.notes: list[str] = []
+        self.findings: list[dict[str, str]] = []  # discipline findings (leaks, environment changes)
         self.done = False
 
     def _emit(self, event: str, **fields: Any) -> None:
@@ -257,9 +264,11 @@ class ReportCollector:
             self._emit("collected", count=self.collected, deselected=self.deselected)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        from testlane.pytest_plugin.discipline import FINDINGS_ATTR
         from testlane.reports.failures import failure_from_report
         from testlane.reports.model import TestOutcome
 
+        self.findings += getattr(report, FINDINGS_ATTR, None) or []
         test = self.tests.get(report.nodeid)
         if test is None:
             test = self.tests[report.nodeid] = TestOutcome(report.nodeid, "incomplete")
@@ -315,7 +324,7 @@ class ReportCollector:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int | pytest.ExitCode) -> None:
-        self._finish(session, int(exitstatus))
+        self._finish(session, int(session.exitstatus))  # as other hooks left it (lanes: all skipped is 5)
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         if not self.done and self.failures:  # an INTERNALERROR before the session started
@@ -340,7 +349,9 @@ class ReportCollector:
                 f"stopped early ({reason}): {max(self.collected - ran, 0)} of {self.collected} tests did not run"
             )
         if exit_code == 5:
-            if self.deselected:
+            if self._all_lane_skipped():
+                pass  # said by _lane_note
+            elif self.deselected:
                 notes.append(f"no tests ran: all {self.deselected} collected tests were deselected (-k, -m or --lane)")
             else:
                 notes.append("no tests ran: nothing was collected (check the paths, -k, -m and --lane)")
@@ -355,6 +366,7 @@ class ReportCollector:
             notes=notes,
             rerun_prefix=self.rerun_prefix,
             it_flag=self.it_flag,
+            findings=list(self.findings),
         )
         if not result.success and not result.groups and self.sink is not None and exit_code in (1, 3):
             result.output_tail = self.sink.tail(12)
@@ -364,12 +376,28 @@ class ReportCollector:
         from testlane.pytest_plugin.lanes import selection_key
 
         selection = self.config.stash.get(selection_key, None)
-        if selection is not None and selection.skipped:
-            count = len(selection.skipped)
+        if selection is not None and selection.all_skipped:
+            count = selection.lane_skipped
+            which = (
+                f"all {count} selected tests are integration tests"
+                if count != 1
+                else "the one test is an integration test"
+            )
+            return [
+                f"no tests ran: {which}, skipped because the integration lane is off (`testlane run` or `pytest --it`)"
+            ]
+        if selection is not None and (selection.lane_skipped or selection.skipped):
+            count = selection.lane_skipped or len(selection.skipped)
             return [
                 f"{count} integration test(s) skipped: the integration lane is off (`testlane run` or `pytest --it`)"
             ]
         return []
+
+    def _all_lane_skipped(self) -> bool:
+        from testlane.pytest_plugin.lanes import selection_key
+
+        selection = self.config.stash.get(selection_key, None)
+        return selection is not None and selection.all_skipped
 
     def _finish(self, session: pytest.Session | None, exit_code: int | None) -> None:
         import json
