@@ -538,6 +538,39 @@ def test_reap_drops_only_complete_owner_records_of_dead_owners_on_this_host(proj
         _drop_databases(list(everything))
 
 
+@needs_system_services
+def test_reap_says_why_it_could_not_drop_a_leftover(project: Path, data_dir: Path) -> None:
+    """A leftover testlane may not drop (here: owned by another role) is named with the reason, never
+    'nothing to reap'."""
+    import secrets
+
+    from psycopg import sql
+
+    reaped, _decoys, _other = owner_decoys("w")
+    name, comment = next(iter(reaped.items()))
+    role = f"tl_reaper_{secrets.token_hex(3)}"
+    _make_databases({name: comment})  # owned by postgres: the role below cannot drop it
+    with psycopg.connect(SYSTEM_PG, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    try:
+        env = clean_env(
+            {
+                "TESTLANE_DATA_DIR": str(data_dir),
+                "TESTLANE_POSTGRES_SERVER_URL": f"postgresql://{role}@127.0.0.1:5432/postgres",
+                "TESTLANE_POSTGRES_BACKEND": "url",
+            }
+        )
+        result = run_cli(["reap"], cwd=project, env=env)
+        assert result.returncode == 0, result.stderr
+        assert f"could not drop leftover database {name}" in result.stderr
+        assert "must be owner" in result.stderr
+        assert _existing([name]) == {name}
+    finally:
+        _drop_databases([name])
+        with psycopg.connect(SYSTEM_PG, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
 def test_auto_prefers_a_configured_url_then_embedded_then_local(data_dir: Path) -> None:
     assert choose_backend("postgres", settings(data_dir)).backend == "embedded"
     with_url = settings(data_dir, **{"postgres.url": SYSTEM_PG})

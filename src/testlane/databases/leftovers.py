@@ -193,8 +193,13 @@ def _drop(server: Any, conn: Any, leftovers: list[Leftover]) -> list[Leftover]:
                 drop_mysql_database(conn, leftover.name)
             else:
                 drop_database(conn, leftover.name)
-        except Exception as exc:  # in use by someone after all: leave it for next time
-            log.debug("could not drop leftover %s: %s", leftover.name, exc)
+        except Exception as exc:  # in use, or not ours to drop (privileges): leave it, and say why
+            log.warning(
+                "could not drop leftover database %s (%s): %s; it stays until a later reap, or drop it by hand",
+                leftover.name,
+                leftover.reason,
+                str(exc).strip(),
+            )
             continue
         log.info("dropped leftover database %s (%s)", leftover.name, leftover.reason)
         dropped.append(leftover)

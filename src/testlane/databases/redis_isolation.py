@@ -155,7 +155,7 @@ def lease_database(
             f"could not lease a logical database on the Redis server at {host}:{port}: {str(exc).strip()}",
             hint="testlane's leases need EVAL/EVALSHA, SELECT, DBSIZE, FLUSHDB, GET, SET and DEL on that server "
             "(ACLs, a proxy or a managed service may refuse them); or let testlane start its own Valkey "
-            '(valkey.backend = "local").',
+            '(remove valkey.url, or set valkey.backend = "embedded").',
         ) from None
     db, leased, foreign = (int(x) for x in reply)
     if db >= 1:
@@ -165,7 +165,7 @@ def lease_database(
         f"(1..{last}), {foreign} contain data that is not testlane's and {leased} are leased by running tests. "
         "testlane only takes empty databases (or its own expired leases) and never flushes anything else.",
         hint="empty the databases you do not need on that server, point valkey.url at a server kept for tests, "
-        'or let testlane start its own Valkey (valkey.backend = "local").'
+        'or let testlane start its own Valkey (remove valkey.url, or set valkey.backend = "embedded").'
         if foreign
         else "raise the server's `databases` setting, or run fewer tests at once.",
     )
