@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import secrets
 import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +30,27 @@ def data_dir() -> Iterator[Path]:
     path = default_data_root().parent / f"testlane-test-{uuid.uuid4().hex[:8]}"
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def cache_dir() -> Iterator[Path]:
+    """A private cache on tmpfs (reachable by the service user as root), so a cold start really builds."""
+    path = default_data_root().parent / f"testlane-test-cache-{uuid.uuid4().hex[:8]}"
+    path.mkdir(mode=0o755)
+    path.chmod(0o755)
+    yield path
+    subprocess.run(["rm", "-rf", str(path)], check=False)
+
+
+@pytest.fixture
+def hostile_user() -> Iterator[str]:
+    """A real, unprivileged second local user (``useradd``), removed afterwards. Needs root."""
+    name = f"tl_hostile_{secrets.token_hex(3)}"
+    subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", name], check=True, capture_output=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["userdel", name], check=False, capture_output=True)
 
 
 @pytest.fixture

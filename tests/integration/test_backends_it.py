@@ -180,13 +180,11 @@ def test_isolation_on_an_existing_server_leaves_no_clones(
     assert dead_owned_leftovers() == [], "the session left clones on the existing server"
 
 
-@needs_system_services
-def test_a_passing_xdist_run_leaves_no_database_of_its_own_on_an_existing_server(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, data_dir: Path
-) -> None:
-    """xdist ends a worker 5 s after it reported the end of its session (execnet sends it SIGINT, then
-    exits it); a worker slow to tear down (CPU load, a slow plugin: here a conftest) used to lose the
-    clones its pool had not dropped yet. Nothing carrying this run's owner record may be left."""
+def _inner_url_project(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, data_dir: Path, db_settings: str
+) -> str:
+    """An inner project on this machine's Postgres (url backend) that pytest runs as one testlane run
+    (no `testlane run` around it); returns that run's id. ``db_settings``: its `[tool.testlane.db]` lines."""
     from testlane.cli.run import RUN_SCOPED_ENV
     from testlane.core.runtime import new_run_id
 
@@ -196,22 +194,22 @@ def test_a_passing_xdist_run_leaves_no_database_of_its_own_on_an_existing_server
     monkeypatch.setenv("TESTLANE_RUN_ID", run_id)
     monkeypatch.setenv("TESTLANE_IT", "1")
     monkeypatch.setenv("TESTLANE_DATA_DIR", str(data_dir))
-    pytester.makefile(
-        ".toml",
-        pyproject=textwrap.dedent(f"""
-        [project]
-        name = "inner"
-        version = "0"
-        [tool.testlane]
-        services = ["postgres"]
-        [tool.testlane.postgres]
-        backend = "url"
-        url = "{SYSTEM_PG}"
-        [tool.testlane.db]
-        migrations = "migrations"
-        pool_size = 3
-        """),
+    pyproject = (
+        '[project]\nname = "inner"\nversion = "0"\n[tool.testlane]\nservices = ["postgres"]\n'
+        f'[tool.testlane.postgres]\nbackend = "url"\nurl = "{SYSTEM_PG}"\n[tool.testlane.db]\n{db_settings}\n'
     )
+    pytester.makefile(".toml", pyproject=pyproject)
+    return run_id
+
+
+@needs_system_services
+def test_a_passing_xdist_run_leaves_no_database_of_its_own_on_an_existing_server(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, data_dir: Path
+) -> None:
+    """xdist ends a worker 5 s after it reported the end of its session (execnet sends it SIGINT, then
+    exits it); a worker slow to tear down (CPU load, a slow plugin: here a conftest) used to lose the
+    clones its pool had not dropped yet. Nothing carrying this run's owner record may be left."""
+    run_id = _inner_url_project(pytester, monkeypatch, data_dir, 'migrations = "migrations"\npool_size = 3')
     (pytester.path / "migrations").mkdir()
     (pytester.path / "migrations" / "001.sql").write_text("CREATE TABLE items (id serial PRIMARY KEY, name text);")
     pytester.makeconftest(
@@ -273,31 +271,7 @@ def test_a_passing_xdist_run_leaves_no_database_of_its_own_on_an_existing_server
 def test_a_failed_tests_kept_database_survives_the_end_of_run_sweep(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, data_dir: Path
 ) -> None:
-    from testlane.cli.run import RUN_SCOPED_ENV
-    from testlane.core.runtime import new_run_id
-
-    for key in (*RUN_SCOPED_ENV, "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT"):
-        monkeypatch.delenv(key, raising=False)
-    run_id = new_run_id()
-    monkeypatch.setenv("TESTLANE_RUN_ID", run_id)
-    monkeypatch.setenv("TESTLANE_IT", "1")
-    monkeypatch.setenv("TESTLANE_DATA_DIR", str(data_dir))
-    pytester.makefile(
-        ".toml",
-        pyproject=textwrap.dedent(f"""
-        [project]
-        name = "inner"
-        version = "0"
-        [tool.testlane]
-        services = ["postgres"]
-        [tool.testlane.postgres]
-        backend = "url"
-        url = "{SYSTEM_PG}"
-        [tool.testlane.db]
-        keep_failed = true
-        pool_size = 1
-        """),
-    )
+    run_id = _inner_url_project(pytester, monkeypatch, data_dir, "keep_failed = true\npool_size = 1")
     pytester.makepyfile(
         test_kept_it="""
         def test_passes(pg_conn):

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -44,17 +42,6 @@ def _context(settings):  # type: ignore[no-untyped-def]
     ctx = RunContext.from_settings(settings, run_id=None, owner=os.getpid())
     ctx.ensure_dirs()
     return ctx
-
-
-@pytest.fixture
-def hostile_user() -> Iterator[str]:
-    """A throwaway unprivileged local user, removed afterwards."""
-    name = f"tl_hostile_e{secrets.token_hex(3)}"
-    subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", name], check=True, capture_output=True)
-    try:
-        yield name
-    finally:
-        subprocess.run(["userdel", name], check=False, capture_output=True)
 
 
 def run_as(user: str, argv: list[str]) -> subprocess.CompletedProcess[str]:

@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import os
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import pymysql
 import pytest
 
-from testlane.core.runtime import RunContext, default_data_root, is_root
+from testlane.core.runtime import RunContext, is_root
 from testlane.services import mariadb as mariadb_module
 from testlane.services.cache import LAYOUT
 from testlane.services.mariadb import MariaDbEngine, MariaDbServer
@@ -32,16 +31,6 @@ pytestmark = pytest.mark.skipif(not has_local_mariadb(), reason="no local mariad
 needs_root = pytest.mark.skipif(not is_root(), reason="needs root (the service user)")
 
 TAMPERED = "tl_tampered"  # a directory in a data directory is a database to the server
-
-
-@pytest.fixture
-def cache_dir() -> Iterator[Path]:
-    """A private cache on tmpfs (reachable by the service user as root), so a cold start really initializes."""
-    path = default_data_root().parent / f"testlane-test-cache-{uuid.uuid4().hex[:8]}"
-    path.mkdir(mode=0o755)
-    path.chmod(0o755)
-    yield path
-    subprocess.run(["rm", "-rf", str(path)], check=False)
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ import psycopg
 import pytest
 
 from testlane.core.errors import ConfigError
-from testlane.core.runtime import RunContext, default_data_root, is_root
+from testlane.core.runtime import RunContext, is_root
 from testlane.core.waiting import wait_until
 from testlane.databases.appdb import mapped_environment
 from testlane.databases.snapshots import SnapshotCache
@@ -38,16 +38,6 @@ from tests.helpers import clean_env, run_cli, server_processes
 
 needs_root = pytest.mark.skipif(not is_root(), reason="needs root (a second local user, the service user)")
 needs_system_python = pytest.mark.skipif(not os.path.exists("/usr/bin/python3"), reason="needs /usr/bin/python3")
-
-
-@pytest.fixture
-def cache_dir() -> Iterator[Path]:
-    """A private cache on tmpfs (reachable by the service user as root), so a cold start really runs initdb."""
-    path = default_data_root().parent / f"testlane-test-cache-{uuid.uuid4().hex[:8]}"
-    path.mkdir(mode=0o755)
-    path.chmod(0o755)
-    yield path
-    subprocess.run(["rm", "-rf", str(path)], check=False)
 
 
 def _context(settings) -> RunContext:  # type: ignore[no-untyped-def]

@@ -13,7 +13,6 @@ import os
 import secrets
 import socket
 import stat
-import subprocess
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,17 +55,6 @@ def pg_role() -> Iterator[tuple[str, str]]:
                 if db.startswith("tl_"):  # only what the run under test created, as this role
                     admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
             admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
-
-
-@pytest.fixture
-def hostile_user() -> Iterator[str]:
-    """A real, unprivileged second local user (removed afterwards)."""
-    name = f"tl_hostile_{secrets.token_hex(3)}"
-    subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", name], check=True, capture_output=True)
-    try:
-        yield name
-    finally:
-        subprocess.run(["userdel", name], check=False, capture_output=True)
 
 
 def _write_project(project: Path, config: str, tests: str) -> None:

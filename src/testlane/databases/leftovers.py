@@ -124,23 +124,24 @@ def find_leftovers(
     admin: psycopg.Connection, *, other_hosts_older_than: float | None = None, now: float | None = None
 ) -> list[Leftover]:
     """Every ``tl_`` database (templates aside) on a Postgres server, classified."""
-    now = time.time() if now is None else now
-    host = this_host()
-    return [
-        classify(name, comment, now=now, host=host, other_hosts_older_than=other_hosts_older_than)
-        for name, comment in _postgres_rows(admin)
-    ]
+    return _classify_all(_postgres_rows(admin), other_hosts_older_than, now)
 
 
 def find_mysql_leftovers(
     conn: Any, *, other_hosts_older_than: float | None = None, now: float | None = None
 ) -> list[Leftover]:
     """The same on MariaDB (its database comments); MySQL has none, so nothing is ever guessed there."""
+    return _classify_all(_mysql_rows(conn), other_hosts_older_than, now)
+
+
+def _classify_all(
+    rows: list[tuple[str, str]], other_hosts_older_than: float | None, now: float | None
+) -> list[Leftover]:
     now = time.time() if now is None else now
     host = this_host()
     return [
         classify(name, comment, now=now, host=host, other_hosts_older_than=other_hosts_older_than)
-        for name, comment in _mysql_rows(conn)
+        for name, comment in rows
     ]
 
 
