@@ -710,6 +710,22 @@ def parse_set_options(items: list[str]) -> dict[str, str]:
     return out
 
 
+def overrides_environment(overrides: Mapping[str, Any]) -> dict[str, str]:
+    """The ``TESTLANE_*`` variables that give a child process the same ``overrides`` (``--set`` and the
+    command's own options): ``{"stop_grace": "7"}`` -> ``{"TESTLANE_STOP_GRACE": "7"}``. Values are
+    passed as typed (an environment value is parsed like a ``--set`` one); a list becomes ``a,b``.
+    Raises :class:`ConfigError` for an unknown key, as :func:`load_settings` does."""
+    envs = {o.key: o.env for o in iter_options()}
+    out: dict[str, str] = {}
+    for key, value in overrides.items():
+        if key not in envs:
+            raise ConfigError(f"unknown setting {key!r}.", hint="see docs/configuration.md.")
+        if isinstance(value, list | tuple):
+            value = ",".join(map(str, value))
+        out[envs[key]] = _toml_scalar(value) if not isinstance(value, str) else value
+    return out
+
+
 def options_table_markdown() -> str:
     """The documented option table (docs/configuration.md embeds exactly this)."""
     rows = [
