@@ -367,7 +367,8 @@ class Settings:
     )
     services: list[str] = opt(
         ["postgres", "valkey"],
-        "Services `testlane run` starts before the tests (`postgres`, `valkey`, `mariadb`). "
+        "Services `testlane run` starts before the tests (`postgres`, `valkey`, `mariadb`; `postgresql`, `redis` "
+        "and `mysql` name the same three). "
         "Tests can still start others on demand through their fixtures.",
         cli="--services",
     )
@@ -693,8 +694,11 @@ def load_settings(
 
     settings: Settings = _build(Settings, values)
     from testlane.core.envmap import validate_mapping
+    from testlane.core.service_names import canonical_services
 
     validate_mapping(settings.env)  # an unknown service or part is a configuration error now, not mid-run
+    # `services = ["redis"]` is Valkey: every later use (and message) sees the canonical names.
+    settings = dataclasses.replace(settings, services=canonical_services(settings.services))
     root = pyproject.parent if pyproject is not None else start
     return dataclasses.replace(settings, project_root=root, config_file=pyproject, explicit=frozenset(values))
 
