@@ -193,7 +193,12 @@ class DbSettings:
         "Runs with `[tool.testlane.env]` mapped to the template; other servers are refused (docs/isolation.md).",
     )
     migrations_kind: MigrationKind = opt("auto", "How to read `db.migrations` (`auto` guesses from the value).")
-    extensions: list[str] = opt([], 'Extensions created in the template before migrations (e.g. `["pg_trgm"]`).')
+    extensions: list[str] = opt(
+        [],
+        'Extensions created in the template before migrations (e.g. `["pg_trgm"]`). As with `extensions`, `auto` '
+        "picks binaries that ship them; on binaries that lack one the run stops before building the template, "
+        "and `testlane doctor` fails it.",
+    )
     seed: list[str] = opt(
         [], "Applied after migrations: `.sql` files or folders, or `package.module:function(conn)` callables."
     )
@@ -394,7 +399,8 @@ class Settings:
     extensions: list[str] = opt(
         [],
         'Postgres extensions the project needs (its migrations create them), e.g. `["uuid-ossp"]`: `auto` picks '
-        "binaries that ship them, and a missing one is reported before any migration runs.",
+        "binaries that ship them, a missing one stops the run before the template build starts, and `testlane "
+        "doctor` fails it.",
     )
     data_dir: str = opt(
         "",
