@@ -46,3 +46,21 @@ def test_services_redis_starts_valkey_under_testlane_run(tmp_path: Path, data_di
     assert "valkey" in result.stderr and "redis (" not in result.stderr  # the banner names the canonical service
     assert leftovers(data_dir) == []
     assert server_processes(data_dir) == []
+
+
+def test_detached_services_answer_to_their_aliases(tmp_path: Path, data_dir: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\nversion = "0"\n[tool.testlane]\nservices = []\n')
+    env = clean_env({"TESTLANE_DATA_DIR": str(data_dir)})
+    started = run_cli(["services", "start", "redis"], cwd=tmp_path, env=env)
+    try:
+        assert started.returncode == 0, started.stderr
+        assert "valkey" in started.stderr
+        logs = run_cli(["services", "logs", "redis"], cwd=tmp_path, env=env)
+        assert logs.returncode == 0, logs.stderr
+        unknown = run_cli(["services", "start", "rabbitmq"], cwd=tmp_path, env=env)
+        assert unknown.returncode == 4 and "unknown service(s) in the services asked for: rabbitmq" in unknown.stderr
+    finally:
+        stopped = run_cli(["services", "stop", "redis"], cwd=tmp_path, env=env)
+    assert stopped.returncode == 0 and "stopped valkey" in stopped.stderr
+    assert server_processes(data_dir) == []
+    assert leftovers(data_dir) == []
