@@ -16,6 +16,7 @@ import pytest
 from testlane.services.egress import (
     DEFAULT_SOCKET_DIR,
     Allowlist,
+    Attempt,
     EgressRefusedError,
     EnvironmentReads,
     child_guard_environment,
@@ -85,6 +86,7 @@ def test_libpq_targets_resolve_service_files_with_libpqs_precedence(
     [(missing, port)] = libpq_targets("service=nowhere", {})
     assert port == 0 and "'nowhere'" in missing and "user.conf" in missing
     assert not Allowlist(hosts=("127.0.0.1",)).allows(missing, port)
+    assert Attempt(missing, port, "libpq").describe() == f"{missing} (PostgreSQL, via libpq)"
 
 
 def test_allowlist_knows_localhost_aliases_ports_and_socket_dirs() -> None:

@@ -100,7 +100,7 @@ class Attempt:
 
     @property
     def target(self) -> str:
-        if self.port is None:
+        if self.port is None or self.host.startswith("<"):  # a socket path, or a target libpq cannot name
             return self.host
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
