@@ -4,15 +4,19 @@ before the connection is made, and the guard in child Pythons."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from testlane.services.egress import (
+    DEFAULT_SOCKET_DIR,
     Allowlist,
+    Attempt,
     EgressRefusedError,
     EnvironmentReads,
     child_guard_environment,
@@ -25,7 +29,7 @@ from testlane.services.egress import (
 
 @pytest.fixture(autouse=True)
 def _no_libpq_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("PGHOST", "PGPORT", "PGHOSTADDR", "PGSERVICE"):
+    for name in ("PGHOST", "PGPORT", "PGHOSTADDR", "PGSERVICE", "PGSERVICEFILE", "PGSYSCONFDIR"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -34,11 +38,55 @@ def test_libpq_targets_follow_the_conninfo_then_libpqs_environment(monkeypatch: 
     assert libpq_targets("host=a,b port=1,2", {}) == [("a", 1), ("b", 2)]
     assert libpq_targets("host=name hostaddr=10.0.0.9 port=7", {}) == [("10.0.0.9", 7)]
     assert libpq_targets("", {"host": "k", "port": 9}) == [("k", 9)]
-    assert libpq_targets("dbname=x", {}) == [("<default socket>", 5432)]
+    assert libpq_targets("dbname=x", {}) == [(f"{DEFAULT_SOCKET_DIR}/.s.PGSQL.5432", None)]
     monkeypatch.setenv("PGHOST", "/var/run/postgresql")
     monkeypatch.setenv("PGPORT", "5433")
-    assert libpq_targets("dbname=x", {}) == [("/var/run/postgresql", 5433)]
+    assert libpq_targets("dbname=x", {}) == [("/var/run/postgresql/.s.PGSQL.5433", None)]
+    assert libpq_targets("host=@abstract", {}) == [("@abstract/.s.PGSQL.5433", None)]
+    assert libpq_targets("host=/run/a,db.example", {}) == [("/run/a/.s.PGSQL.5433", None), ("db.example", 5433)]
     assert libpq_targets("not a conninfo ===", {}) == [("<unparsable conninfo>", 0)]
+
+
+SERVICES = """
+# a comment
+[user_svc]
+host=10.1.1.1
+port=6001
+dbname=app
+
+[both]
+host=10.2.2.2
+"""
+
+
+def test_libpq_targets_resolve_service_files_with_libpqs_precedence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "user.conf").write_text(SERVICES)
+    (tmp_path / "sys").mkdir()
+    (tmp_path / "sys" / "pg_service.conf").write_text("[sys_svc]\nhost=10.3.3.3\nport=6003\n[both]\nhost=10.4.4.4\n")
+    monkeypatch.setenv("PGSERVICEFILE", str(tmp_path / "user.conf"))
+    monkeypatch.setenv("PGSYSCONFDIR", str(tmp_path / "sys"))
+    # Named in the conninfo: the service's values, below the conninfo's own, above PG* variables.
+    monkeypatch.setenv("PGHOST", "10.9.9.9")
+    assert libpq_targets("service=user_svc", {}) == [("10.1.1.1", 6001)]
+    assert libpq_targets("service=user_svc port=7000", {}) == [("10.1.1.1", 7000)]
+    assert libpq_targets("", {"service": "user_svc", "host": "k"}) == [("k", 6001)]
+    # The user's file first, then the system one.
+    assert libpq_targets("service=both", {}) == [("10.2.2.2", 5432)]
+    assert libpq_targets("service=sys_svc", {}) == [("10.3.3.3", 6003)]
+    # A service the service keys leave out falls back to PG* (PGHOST here).
+    (tmp_path / "user.conf").write_text("[portonly]\nport=6100\n")
+    assert libpq_targets("service=portonly", {}) == [("10.9.9.9", 6100)]
+    # PGSERVICE alone: libpq's own defaults resolve it.
+    monkeypatch.setenv("PGSERVICE", "sys_svc")
+    assert libpq_targets("dbname=x", {}) == [("10.3.3.3", 6003)]
+    # Nowhere to be found: a target no allowlist allows, naming the service and the files.
+    monkeypatch.delenv("PGSERVICE")
+    [(missing, port)] = libpq_targets("service=nowhere", {})
+    assert port == 0 and "'nowhere'" in missing and "user.conf" in missing
+    assert not Allowlist(hosts=("127.0.0.1",)).allows(missing, port)
+    assert Attempt(missing, port, "libpq").describe() == f"{missing} (PostgreSQL, via libpq)"
 
 
 def test_allowlist_knows_localhost_aliases_ports_and_socket_dirs() -> None:
@@ -47,6 +95,8 @@ def test_allowlist_knows_localhost_aliases_ports_and_socket_dirs() -> None:
     assert not allow.allows("127.0.0.1", 5432) and not allow.allows("10.1.1.1", 5999)
     assert allow.allows("/run/tl/abc", 5999) and allow.allows("/run/tl/abc/.s.PGSQL.5999", None)
     assert not allow.allows("/var/run/postgresql", 5432) and not allow.allows("<default socket>", 5432)
+    assert not allow.allows("/var/run/postgresql/.s.PGSQL.5432", None)
+    assert not allow.allows(f"{DEFAULT_SOCKET_DIR}/.s.PGSQL.5999", None)
     assert Allowlist.from_json(allow.to_json()) == allow
 
 
@@ -150,3 +200,32 @@ def test_database_unix_sockets_are_checked_and_other_unix_sockets_are_not(tmp_pa
             with socket.socket(socket.AF_UNIX) as sock, pytest.raises(expected):
                 sock.connect(str(tmp_path / name))
     assert checked == [str(tmp_path / ".s.PGSQL.5432")]
+
+
+def test_the_template_build_refuses_foreign_database_sockets_and_allows_its_own() -> None:
+    # The unit lane lets Unix sockets through; the template build, with the same guard, must not.
+    import psycopg
+
+    from testlane.databases.build_scope import build_scope
+    from testlane.databases.migrations import Target
+
+    ours, foreign = (Path(tempfile.mkdtemp(dir="/tmp", prefix=f"tl-{name}-")) for name in ("ours", "foreign"))
+    listener = socket.socket(socket.AF_UNIX)
+    try:
+        listener.bind(str(foreign / ".s.PGSQL.5999"))
+        listener.listen()
+        listener.settimeout(0)
+        with build_scope(Target("postgresql://postgres@127.0.0.1:5999/app"), {}, socket_dir=str(ours)) as scope:
+            with pytest.raises(EgressRefusedError):
+                psycopg.connect(host=str(foreign), port=5999, dbname="app", connect_timeout=2)
+            with pytest.raises(psycopg.OperationalError):  # let through: libpq's own error, nothing listens there
+                psycopg.connect(host=str(ours), port=5999, dbname="app", connect_timeout=2)
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+        assert [a.describe() for a in scope.attempts] == [
+            f"{foreign}/.s.PGSQL.5999 (PostgreSQL Unix socket, via libpq)"
+        ]
+    finally:
+        listener.close()
+        shutil.rmtree(ours, ignore_errors=True)
+        shutil.rmtree(foreign, ignore_errors=True)

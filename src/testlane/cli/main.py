@@ -16,7 +16,7 @@ import sys
 import click
 from rich.markup import escape
 
-from testlane.cli.common import CliState, console, pass_state
+from testlane.cli.common import CliState, add_global_options, console, pass_state
 from testlane.cli.doctor import doctor_command
 from testlane.cli.gate import gate_command
 from testlane.cli.hooks import hook_group
@@ -33,21 +33,13 @@ SERVICE_EXIT = 3
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--config", type=click.Path(dir_okay=False), help="pyproject.toml to read instead of searching upward.")
-@click.option(
-    "--set",
-    "set_items",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a setting, e.g. --set postgres.backend=local (repeatable).",
-)
-@click.option("-v", "--verbose", count=True, help="Show testlane's debug log: what it did and why.")
-@click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
 @click.version_option(package_name="testlane")
 @click.pass_context
-def cli(ctx: click.Context, config: str | None, set_items: tuple[str, ...], verbose: int, quiet: bool) -> None:
-    """testlane: real Postgres, Valkey and MariaDB for your tests, isolated per test, in milliseconds."""
-    ctx.obj = CliState.from_options(config, set_items, verbose, quiet)
+def cli(ctx: click.Context) -> None:
+    """testlane: real Postgres, Valkey and MariaDB for your tests, isolated per test, in milliseconds.
+
+    --config, --set, -v and -q go before or after the command's name (testlane run --set k=v)."""
+    ctx.ensure_object(CliState)  # the global options (added below) filled it in
 
 
 @cli.command("run", context_settings={"allow_interspersed_args": False})
@@ -94,6 +86,7 @@ cli.add_command(doctor_command)
 cli.add_command(gate_command)
 cli.add_command(hook_group)
 cli.add_command(init_command)
+add_global_options(cli)  # --config, --set, -v, -q: on every command, before or after its name
 
 
 def main(argv: list[str] | None = None) -> None:

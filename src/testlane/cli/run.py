@@ -33,7 +33,7 @@ from types import FrameType
 from rich.markup import escape
 
 from testlane.cli.common import CliState, console, progress_printer
-from testlane.core.config import Settings
+from testlane.core.config import Settings, overrides_environment
 from testlane.core.envmap import referenced_services
 from testlane.core.redact import redact_url
 from testlane.core.runtime import RunContext, new_run_id
@@ -235,6 +235,7 @@ def run_pytest_under_services(
         reported.unlink(missing_ok=True)
         env = {
             **_clean_env(os.environ),
+            **_settings_environment(state),  # --config and --set reach pytest's own settings
             **stack.env(),
             **mapped,
             IT_ENV: "1",
@@ -297,6 +298,16 @@ RUN_SCOPED_ENV = (
     RERUN_ENV,
     REPORTED_ENV,
 )
+
+
+def _settings_environment(state: CliState) -> dict[str, str]:
+    """What makes the pytest child resolve the settings this command resolved: ``TESTLANE_CONFIG`` for
+    ``--config``, a ``TESTLANE_*`` variable per ``--set`` (and ``--services``, ``--backend``...), which
+    win over pyproject.toml and over the same variables already exported, as the options did here."""
+    env = overrides_environment(state.overrides)
+    if state.config_file is not None:
+        env["TESTLANE_CONFIG"] = str(state.config_file.resolve())
+    return env
 
 
 def _clean_env(environ: os._Environ[str] | dict[str, str]) -> dict[str, str]:

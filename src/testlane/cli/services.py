@@ -24,6 +24,7 @@ from testlane.core.envmap import referenced_services
 from testlane.core.errors import ServiceError, UnreachableError
 from testlane.core.redact import redact_url
 from testlane.core.runtime import RunContext
+from testlane.core.service_names import canonical
 from testlane.databases.appdb import mapped_environment
 from testlane.databases.leftovers import Leftover, reap_leftovers
 from testlane.databases.provision import start_services
@@ -94,6 +95,7 @@ def start_command(state: CliState, names: tuple[str, ...]) -> None:
 def stop_command(state: CliState, names: tuple[str, ...]) -> None:
     """Stop detached services (all, or the NAMES given)."""
     registry = Registry(_context(state))
+    names = tuple(canonical(name) or name for name in names)  # `redis` is valkey
     targets = [inst for inst in _detached(registry) if not names or inst.name in names]
     if not targets:
         console.print("no detached services are running")
@@ -169,7 +171,7 @@ def _pick(registry: Registry, name: str, run_id: str | None) -> Instance:
 @pass_state
 def logs_command(state: CliState, name: str, run_id: str | None, lines: int) -> None:
     """Print the end of a service's log (detached services first, then the newest run)."""
-    inst = _pick(Registry(_context(state)), name, run_id)
+    inst = _pick(Registry(_context(state)), canonical(name) or name, run_id)
     click.echo(log_tail(inst.log_path, lines))
 
 

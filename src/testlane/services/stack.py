@@ -28,6 +28,7 @@ from testlane.core.config import Settings
 from testlane.core.errors import ConfigError
 from testlane.core.private import write_private_file
 from testlane.core.runtime import OWNER_PID_ENV, RUN_ID_ENV, RunContext
+from testlane.core.service_names import SERVICES, canonical_services, known
 from testlane.services.backends import choose_backend
 from testlane.services.base import Launch, Progress, Server, stop_instance
 from testlane.services.cache import sweep_staging
@@ -54,7 +55,7 @@ log = logging.getLogger("testlane")
 SERVICES_FILE_ENV = "TESTLANE_SERVICES_FILE"
 
 HANDLES: dict[str, type[Server]] = {"postgres": PostgresServer, "valkey": ValkeyServer, "mariadb": MariaDbServer}
-KNOWN_SERVICES = ("postgres", "valkey", "mariadb")
+KNOWN_SERVICES = SERVICES  # the one list is testlane.core.service_names
 
 
 def attach(instance: Instance, *, owned: bool = False, registry: Registry | None = None) -> Server:
@@ -120,10 +121,7 @@ class ServiceStack:
         """The engine for ``service`` on its backend (see :func:`choose_backend`)."""
         if service not in self._engines:
             if service not in KNOWN_SERVICES:
-                raise ConfigError(
-                    f"unknown service {service!r}.",
-                    hint=f"services can be: {', '.join(KNOWN_SERVICES)} (setting `services`).",
-                )
+                raise ConfigError(f"unknown service {service!r}.", hint=f"services can be: {known()}.")
             choice = choose_backend(service, self.settings)
             log.debug("%s: %s backend (%s)", service, choice.backend, choice.reason)
             if choice.backend == "url":
@@ -150,14 +148,9 @@ class ServiceStack:
 
     @staticmethod
     def validate(names: Iterable[str]) -> list[str]:
-        names = list(dict.fromkeys(n.strip() for n in names if n.strip()))
-        unknown = [n for n in names if n not in KNOWN_SERVICES]
-        if unknown:
-            raise ConfigError(
-                f"unknown service(s): {', '.join(unknown)}.",
-                hint=f"services can be: {', '.join(KNOWN_SERVICES)} (setting `services`).",
-            )
-        return names
+        """``names`` as canonical services (``redis`` is ``valkey``...), without duplicates; raises
+        :class:`ConfigError` for a name that is no service (:mod:`testlane.core.service_names`)."""
+        return canonical_services(names, "the services asked for")
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(

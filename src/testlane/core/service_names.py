@@ -1,0 +1,53 @@
+"""The services testlane runs, and the other names people call them by.
+
+One table, used wherever a service is named by a user: the ``services`` setting (and ``--services``),
+``testlane services start NAME``, and ``[tool.testlane.env]`` references (``{redis.url}``). A user
+who writes ``redis`` gets Valkey (the fixtures are ``redis_url``, ``redis_client``: Valkey speaks the
+Redis protocol), ``postgresql`` gets ``postgres``, ``mysql`` gets ``mariadb``; every message names the
+canonical service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from testlane.core.errors import ConfigError
+
+__all__ = ["ALIASES", "SERVICES", "canonical", "canonical_services", "known"]
+
+SERVICES = ("postgres", "valkey", "mariadb")
+ALIASES = {"postgresql": "postgres", "redis": "valkey", "mysql": "mariadb"}
+
+
+def canonical(name: str) -> str | None:
+    """``name``'s service (``"redis"`` -> ``"valkey"``), or None when it names none."""
+    name = name.strip().lower()
+    return name if name in SERVICES else ALIASES.get(name)
+
+
+def known() -> str:
+    """The names a user may write, for messages: ``postgres, valkey, mariadb (aliases: ...)``."""
+    aliases = ", ".join(f"{alias} = {service}" for alias, service in ALIASES.items())
+    return f"{', '.join(SERVICES)} (aliases: {aliases})"
+
+
+def canonical_services(names: Iterable[str], where: str = "setting `services`") -> list[str]:
+    """``names`` as canonical services, in order, without duplicates (blank entries dropped).
+
+    Raises :class:`ConfigError` naming every unknown name and what ``where`` accepts."""
+    out: list[str] = []
+    unknown: list[str] = []
+    for raw in names:
+        if not raw.strip():
+            continue
+        service = canonical(raw)
+        if service is None:
+            unknown.append(raw.strip())
+        elif service not in out:
+            out.append(service)
+    if unknown:
+        raise ConfigError(
+            f"unknown service(s) in {where}: {', '.join(unknown)}.",
+            hint=f"services can be: {known()}.",
+        )
+    return out

@@ -1,0 +1,95 @@
+"""Issue 14, seen 6: a declared extension that the chosen binaries lack is a problem `testlane doctor`
+names (not `ok`), and a run on such binaries stops with one message before it announces (or starts)
+building the migrated template. The extension is one no PostgreSQL ships, so the test holds on any
+machine; the system PostgreSQL is only read (pg_available_extensions)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import clean_env, leftovers, run_cli, server_processes
+
+pytestmark = pytest.mark.timeout(300)
+
+ABSENT = "testlane_absent_ext"
+SYSTEM_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+PYPROJECT = """
+[project]
+name = "shop"
+version = "0"
+
+[tool.testlane]
+services = ["postgres"]
+
+[tool.testlane.db]
+migrations = "migrations"
+extensions = [{extensions}]
+"""
+
+
+def make_project(root: Path, extensions: str) -> Path:
+    root.mkdir()
+    (root / "pyproject.toml").write_text(PYPROJECT.format(extensions=extensions))
+    (root / "migrations").mkdir()
+    (root / "migrations" / "001_items.sql").write_text("CREATE TABLE items (id int PRIMARY KEY);\n")
+    (root / "test_items.py").write_text("def test_items(pg_conn):\n    pg_conn.execute('SELECT 1 FROM items')\n")
+    return root
+
+
+@pytest.fixture
+def fresh_cache(data_dir: Path) -> Iterator[Path]:
+    cache = data_dir.parent / f"{data_dir.name}-cache"
+    cache.mkdir(mode=0o755)
+    yield cache
+    shutil.rmtree(cache, ignore_errors=True)
+
+
+def doctor_lines(project: Path, *options: str) -> tuple[int, list[str]]:
+    result = run_cli([*options, "doctor"], cwd=project, env=clean_env())  # before: as main accepted it
+    assert "Traceback" not in result.stderr
+    return result.returncode, result.stderr.splitlines()
+
+
+def test_doctor_fails_a_declared_extension_the_chosen_binaries_lack(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "shop", f'"pg_trgm", "{ABSENT}"')
+    code, lines = doctor_lines(project, "--set", "postgres.backend=embedded")
+    assert code == 1
+    [embedded] = [line for line in lines if "extensions (embedded)" in line]
+    assert embedded.startswith("FAIL")
+    assert f"which lack the declared {ABSENT} (`db.extensions`)" in embedded
+    assert "pg_trgm (`db.extensions`)" not in embedded  # shipped: not named as lacking
+    fix = lines[lines.index(embedded) + 1]
+    assert "fix:" in fix and 'postgres.backend = "local"' in fix
+    # Binaries that ship every declared extension: ok.
+    code, lines = doctor_lines(make_project(tmp_path / "ok", '"pg_trgm"'), "--set", "postgres.backend=embedded")
+    [embedded] = [line for line in lines if "extensions (embedded)" in line]
+    assert embedded.startswith("ok")
+
+
+def test_doctor_checks_an_existing_servers_available_extensions(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "shop", f'"plpgsql", "{ABSENT}"')
+    code, lines = doctor_lines(project, "--set", "postgres.backend=url", "--set", f"postgres.url={SYSTEM_PG}")
+    assert code == 1
+    [url] = [line for line in lines if "extensions (url)" in line]
+    assert url.startswith("FAIL") and f"lacks the declared {ABSENT} (`db.extensions`)" in url
+
+
+def test_a_forced_embedded_run_refuses_before_announcing_the_template_build(
+    tmp_path: Path, data_dir: Path, fresh_cache: Path
+) -> None:
+    project = make_project(tmp_path / "shop", f'"{ABSENT}"')
+    env = clean_env({"TESTLANE_DATA_DIR": str(data_dir), "TESTLANE_CACHE_DIR": str(fresh_cache)})
+    result = run_cli(["run", "--postgres-backend", "embedded", "--", "-q"], cwd=project, env=env)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert f"does not have the extension(s) {ABSENT} declared in db.extensions" in result.stderr
+    assert "building the migrated template" not in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""  # pytest never started
+    assert not (fresh_cache / "snapshots").exists() or not any((fresh_cache / "snapshots").iterdir())
+    assert leftovers(data_dir) == []
+    assert server_processes(data_dir) == []
