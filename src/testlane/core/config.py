@@ -406,6 +406,16 @@ class Settings:
         "(~/.cache/testlane); /var/cache/testlane when running as root.",
         default_doc="~/.cache/testlane",
     )
+    cache_keep_snapshots: int = opt(
+        4,
+        "Migrated snapshots kept per project (per project directory): when a project builds a new one, its "
+        "least recently used beyond this many are removed. Other projects' runs never remove this project's.",
+    )
+    cache_max_unused_days: float = opt(
+        30.0,
+        "Snapshots of any project not used for this many days are removed when a snapshot is built "
+        "(`testlane cache prune --older-than DAYS` does it by hand, for every kind of entry).",
+    )
     state_dir: str = opt(
         "",
         "Registry of running instances (used to reap leftovers). Empty: `<data_dir>/state`.",

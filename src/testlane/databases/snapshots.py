@@ -2,10 +2,14 @@
 
 For a template spec with content (migrations, extensions, seed), the first run builds it in a
 short-lived *builder* server started from the base cluster, shuts that server down cleanly and
-copies its data directory to ``<cache_dir>/snapshots/<cluster key>-<spec hash>/cluster``. Every
-later run starts its Postgres from that copy: the template is already there. A changed migration
-file changes the hash, so a new snapshot is built; unused old ones are pruned (the newest
-``KEEP`` are kept).
+copies its data directory to ``<cache_dir>/snapshots/<project>-<cluster key>-<spec hash>/cluster``.
+Every later run starts its Postgres from that copy: the template is already there. A changed
+migration file changes the hash, so a new snapshot is built.
+
+Retention is per project (``<project>`` is a digest of the project directory): after a build, the
+project's own snapshots beyond the newest ``cache_keep_snapshots`` (by last use) are removed, and
+so is any snapshot, of any project, unused for ``cache_max_unused_days``. Other projects building
+snapshots never push this project's out. An entry in use (being built or copied) is never removed.
 
 Concurrent runs share one build: the build holds a file lock on the snapshot's key, and a run
 that waited for it finds the snapshot ready.
@@ -17,9 +21,9 @@ staged in ``.<name>.<pid>.tmp``; one left by a killed build is removed by the ne
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,14 +32,27 @@ from filelock import FileLock
 
 from testlane.core.runtime import is_root
 from testlane.databases.template import TemplateSpec, ensure_template
-from testlane.services.cache import store, sweep_staging, trusted
+from testlane.services.cache import (
+    entry_lock,
+    list_entries,
+    older_than,
+    remove_entry,
+    store,
+    sweep_staging,
+    touch,
+    trusted,
+    write_meta,
+)
 from testlane.services.postgres import PostgresEngine
 
 __all__ = ["SnapshotCache"]
 
 log = logging.getLogger("testlane")
 
-KEEP = 8
+
+def project_key(project_root: Path) -> str:
+    """12 hex characters naming a project directory in snapshot keys."""
+    return hashlib.sha256(str(project_root.resolve()).encode()).hexdigest()[:12]
 
 
 class SnapshotCache:
@@ -45,10 +62,13 @@ class SnapshotCache:
         self.engine = engine
         self.progress = progress or (lambda message: None)
         self.root = engine.context.ensure_cache_dir() / "snapshots"
+        self.project = engine.settings.project_root
+        self.project_key = project_key(self.project)
 
     def _dir(self, spec: TemplateSpec) -> Path:
         bins = self.engine.binaries()
-        return self.root / f"{self.engine.cluster_key(bins)}-{spec.fingerprint(bins.version)[:16]}"
+        cluster = self.engine.cluster_key(bins)
+        return self.root / f"{self.project_key}-{cluster}-{spec.fingerprint(bins.version)[:16]}"
 
     def lookup(self, spec: TemplateSpec) -> Path | None:
         cluster = self._dir(spec) / "cluster"
@@ -59,19 +79,19 @@ class SnapshotCache:
         target = self._dir(spec)
         cluster = target / "cluster"
         if self.lookup(spec) is not None:
-            os.utime(target)  # most recently used: kept by pruning
+            touch(target)  # most recently used: kept by pruning
             return cluster
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o755 if is_root() else 0o700)
         sweep_staging(self.engine.context.cache_dir)
-        with FileLock(str(self.root / f"{target.name}.lock"), timeout=1800):
+        with FileLock(str(entry_lock(target)), timeout=1800):
             if self.lookup(spec) is not None:
                 return cluster
             started = time.perf_counter()
             self.progress(f"building the migrated template ({spec.describe()}); later runs start from a snapshot")
             self._build(spec, target)
             log.debug("snapshot %s built in %.2fs", target.name, time.perf_counter() - started)
-            self._prune(keep=KEEP)
+        self.prune()
         return cluster
 
     def _build(self, spec: TemplateSpec, target: Path) -> None:
@@ -86,20 +106,27 @@ class SnapshotCache:
                 os.chown(target, os.getuid(), user.gid)
             os.chmod(target, 0o750 if user is not None else 0o700)  # the service user may enter, not write
             store(data, target / "cluster", user, leave_out=("postmaster.pid", "postmaster.opts"))
+            version = self.engine.binaries().version
+            write_meta(target, "snapshot", project=str(self.project), project_key=self.project_key, version=version)
         finally:
             builder.stop()
 
-    def _prune(self, keep: int) -> None:
-        snapshots = sorted(
-            (p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")),
-            key=lambda p: p.stat().st_mtime,
-            reverse=True,
-        )
-        for old in snapshots[keep:]:
-            lock = FileLock(str(self.root / f"{old.name}.lock"), timeout=0)
-            try:
-                with lock:
-                    shutil.rmtree(old, ignore_errors=True)
-                Path(lock.lock_file).unlink(missing_ok=True)
-            except TimeoutError:
-                continue  # in use by a build
+    def prune(self) -> list[Path]:
+        """Apply the retention (module docstring); the entries removed. Entries in use are skipped."""
+        settings = self.engine.settings
+        keep, max_days = settings.cache_keep_snapshots, settings.cache_max_unused_days
+        removed: list[Path] = []
+        mine = 0
+        for entry in list_entries(self.engine.context.cache_dir, sizes=False):  # newest use first
+            if entry.kind != "snapshot":
+                continue
+            if entry.project_key == self.project_key and not entry.stale:
+                mine += 1
+                if mine <= keep and not older_than(entry, max_days):
+                    continue
+            elif not older_than(entry, max_days):
+                continue
+            if remove_entry(entry.path) is not None:
+                log.debug("removed snapshot %s (retention: %d per project, %g days unused)", entry.key, keep, max_days)
+                removed.append(entry.path)
+        return removed
