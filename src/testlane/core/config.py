@@ -397,7 +397,9 @@ class Settings:
     )
     data_dir: str = opt(
         "",
-        "Where instance data directories go. Empty: /dev/shm when it is a writable tmpfs, else the system temp dir.",
+        "Where instance data directories go. Empty: chosen by room among /dev/shm, $XDG_RUNTIME_DIR and the "
+        "system temp dir: the first tmpfs with 256 MB free, else the first with that room (a warning names the "
+        "fix: `--shm-size` for a container, or this setting); `testlane -v` says which and why.",
         default_doc="/dev/shm/testlane-<uid>",
     )
     cache_dir: str = opt(
