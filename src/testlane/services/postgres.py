@@ -236,7 +236,9 @@ class PostgresEngine:
         if self._binaries is None:
             bins = find_postgres(self.backend, bin_dir=self.bin_dir, version=self.pg.version)
             if self.user is not None and bins.copy_parts:
-                key = f"postgres-{bins.version}-{_digest(str(bins.bin_dir.resolve()))}"
+                # By content, like the cluster: every venv holding this build shares one copy.
+                content = content_digest(bins.exe("postgres"), self.context.ensure_cache_dir())
+                key = f"postgres-{bins.version}-{content[:10]}"
                 base = ensure_reachable(
                     bins.copy_base,
                     list(bins.copy_parts),
