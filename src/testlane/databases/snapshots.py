@@ -28,12 +28,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from filelock import FileLock
-
 from testlane.core.runtime import is_root
 from testlane.databases.template import TemplateSpec, ensure_template
 from testlane.services.cache import (
-    entry_lock,
+    building,
     list_entries,
     older_than,
     remove_entry,
@@ -84,7 +82,7 @@ class SnapshotCache:
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o755 if is_root() else 0o700)
         sweep_staging(self.engine.context.cache_dir)
-        with FileLock(str(entry_lock(target)), timeout=1800):
+        with building(target, timeout=1800):
             if self.lookup(spec) is not None:
                 return cluster
             started = time.perf_counter()

@@ -56,6 +56,7 @@ __all__ = [
     "KINDS",
     "LAYOUT",
     "CacheEntry",
+    "building",
     "content_digest",
     "copy_out",
     "entry_lock",
@@ -286,6 +287,11 @@ def entry_lock(entry: Path) -> Path:
     return entry.with_name(f"{entry.name}.lock")
 
 
+def building(entry: Path, timeout: float) -> FileLock:
+    """The exclusive lock a build (or a removal, with ``timeout=0``) of ``entry`` holds; file mode 0600."""
+    return FileLock(str(entry_lock(entry)), timeout=timeout, mode=0o600)
+
+
 def write_meta(entry: Path, kind: str, *, project: str = "", version: str = "", **extra: str) -> None:
     """Record what the entry is (``meta.json``: kind, layout, project, version), replaced in one rename."""
     meta = {"kind": kind, "layout": LAYOUT, "project": project, "version": version, **extra}
@@ -314,17 +320,28 @@ def touch(entry: Path) -> None:
 
 @contextlib.contextmanager
 def _shared(lock: Path) -> Iterator[None]:
-    """Hold ``lock`` shared (flock) while copying out of an entry; builders and pruners hold it exclusively."""
-    try:
-        fd = os.open(lock, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except OSError:  # e.g. a read-only cache: copy without the lock, as before
-        yield
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH)
-        yield
-    finally:
-        os.close(fd)
+    """Hold ``lock`` shared (flock) while copying out of an entry; builders and pruners hold it exclusively.
+
+    The lock file may be removed (with its entry, or by the lock library at the end of a build) between
+    our open and our lock: then the lock is on a file nobody else will open, so open the path again.
+    """
+    for _attempt in range(50):
+        try:
+            fd = os.open(lock, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError:  # e.g. a read-only cache: copy without the lock, as before
+            break
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            try:
+                same = os.fstat(fd).st_ino == os.stat(lock, follow_symlinks=False).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                yield
+                return
+        finally:
+            os.close(fd)
+    yield
 
 
 @dataclass
@@ -418,7 +435,7 @@ def remove_entry(entry: Path) -> int | None:
     removed, never followed.
     """
     lock_path = entry_lock(entry)
-    lock = FileLock(str(lock_path), timeout=0)
+    lock = building(entry, timeout=0)
     try:
         lock.acquire()
     except (TimeoutError, OSError):

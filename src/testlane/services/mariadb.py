@@ -27,8 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from filelock import FileLock
-
 from testlane.core.config import Settings
 from testlane.core.errors import BinaryNotFoundError, ServiceStartError
 from testlane.core.runtime import RunContext, is_root
@@ -36,9 +34,9 @@ from testlane.services.base import Launch, Progress, Server
 from testlane.services.binaries import version_output
 from testlane.services.cache import (
     LAYOUT,
+    building,
     content_digest,
     copy_out,
-    entry_lock,
     staging_path,
     store,
     sweep_staging,
@@ -231,7 +229,7 @@ class MariaDbEngine:
         if self.user is not None:
             os.chown(root, os.getuid(), self.user.gid)
         os.chmod(root, 0o750 if self.user is not None else 0o700)  # the service user may enter, not write
-        with FileLock(str(entry_lock(root)), timeout=300):
+        with building(root, timeout=300):
             if (datadir / "mysql").is_dir() and trusted(datadir):
                 return datadir
             self.progress(f"initializing a MariaDB {bins.version} data directory in {root} (first run only)")

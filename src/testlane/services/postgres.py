@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from filelock import FileLock
-
 from testlane.core.config import Settings
 from testlane.core.errors import ConfigError, ServiceError, ServiceStartError
 from testlane.core.runtime import RunContext, is_root
@@ -35,9 +33,9 @@ from testlane.services.base import Launch, Progress, Server
 from testlane.services.binaries import PostgresBinaries, find_postgres
 from testlane.services.cache import (
     LAYOUT,
+    building,
     content_digest,
     copy_out,
-    entry_lock,
     staging_path,
     store,
     sweep_staging,
@@ -282,7 +280,7 @@ class PostgresEngine:
         if self.user is not None:
             os.chown(root, os.getuid(), self.user.gid)
         os.chmod(root, 0o750 if self.user is not None else 0o700)  # the service user may enter, not write
-        with FileLock(str(entry_lock(root)), timeout=300):
+        with building(root, timeout=300):
             if (cluster / "PG_VERSION").exists() and trusted(cluster):
                 return ClusterCache(cluster, key)
             self.progress(
