@@ -21,7 +21,7 @@ import pytest
 
 from testlane.core.config import load_settings
 from testlane.core.runtime import RunContext, default_data_root, is_root
-from testlane.databases.snapshots import SnapshotCache
+from testlane.databases.snapshots import SnapshotCache, project_key
 from testlane.databases.template import TemplateSpec
 from testlane.services.binaries import PostgresBinaries, embedded_postgres
 from testlane.services.cache import entry_lock, list_entries
@@ -128,20 +128,29 @@ def test_other_projects_building_snapshots_never_evict_a_projects_snapshot(
     }
 
 
-def test_a_project_keeps_its_newest_snapshots_and_unused_ones_age_out(
+def test_a_project_keeps_its_newest_snapshots_shares_them_and_unused_ones_age_out(
     data_dir: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
-    app, other = _project(tmp_path, "app"), _project(tmp_path, "other")
-    old_other = SnapshotCache(_engine(data_dir, cache_dir, other)).ensure(TemplateSpec(extra_fingerprint="o"))
+    app, other, old = _project(tmp_path, "app"), _project(tmp_path, "other"), _project(tmp_path, "old")
+    aged = SnapshotCache(_engine(data_dir, cache_dir, old)).ensure(TemplateSpec(extra_fingerprint="aged"))
     long_ago = time.time() - 40 * 86400
-    os.utime(old_other.parent, (long_ago, long_ago))
+    os.utime(aged.parent, (long_ago, long_ago))
+    # The same migrations in two projects (or two checkouts of one): one snapshot, used by both.
+    shared_spec = TemplateSpec(extra_fingerprint="shared")
+    shared = SnapshotCache(_engine(data_dir, cache_dir, other)).ensure(shared_spec)
     engine = _engine(data_dir, cache_dir, app, cache_keep_snapshots=2, cache_max_unused_days=30)
-    built = []
-    for n in range(3):
-        built.append(SnapshotCache(engine).ensure(TemplateSpec(extra_fingerprint=f"v{n}")))
-        os.utime(built[-1].parent, (time.time() - 10 + n, time.time() - 10 + n))  # distinct last uses
-    assert [p.exists() for p in built] == [False, True, True], "the newest 2 of this project are kept"
-    assert not old_other.exists(), "another project's snapshot unused for 40 days aged out"
+    assert SnapshotCache(engine).ensure(shared_spec) == shared, "shared by content"
+    v1 = SnapshotCache(engine).ensure(TemplateSpec(extra_fingerprint="v1"))
+    assert not aged.exists(), "a snapshot unused for 40 days aged out when app built one"
+    v2 = SnapshotCache(engine).ensure(TemplateSpec(extra_fingerprint="v2"))
+    # app keeps its 2 most recent (v2, v1) and lets go of the shared one, which 'other' still uses.
+    assert v1.exists() and v2.exists() and shared.exists()
+    users = {e.key: e.users for e in list_entries(cache_dir) if e.kind == "snapshot"}
+    assert set(users[shared.parent.name]) == {project_key(other)}
+    assert set(users[v2.parent.name]) == {project_key(app)}
+    SnapshotCache(engine).ensure(TemplateSpec(extra_fingerprint="v3"))
+    assert not v1.exists(), "app's third most recent, used by no other project: removed"
+    assert shared.exists() and v2.exists()
 
 
 # -- testlane cache list | prune ---------------------------------------------------------------------

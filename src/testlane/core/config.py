@@ -410,8 +410,9 @@ class Settings:
     )
     cache_keep_snapshots: int = opt(
         4,
-        "Migrated snapshots kept per project (per project directory): when a project builds a new one, its "
-        "least recently used beyond this many are removed. Other projects' runs never remove this project's.",
+        "Migrated snapshots kept per project (per project directory): when a project builds a new one, it lets "
+        "go of those beyond this many it used last; one no project uses any more is removed. Other "
+        "projects' runs never remove this project's.",
     )
     cache_max_unused_days: float = opt(
         30.0,

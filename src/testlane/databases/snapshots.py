@@ -2,14 +2,16 @@
 
 For a template spec with content (migrations, extensions, seed), the first run builds it in a
 short-lived *builder* server started from the base cluster, shuts that server down cleanly and
-copies its data directory to ``<cache_dir>/snapshots/<project>-<cluster key>-<spec hash>/cluster``.
-Every later run starts its Postgres from that copy: the template is already there. A changed
-migration file changes the hash, so a new snapshot is built.
+copies its data directory to ``<cache_dir>/snapshots/<cluster key>-<spec hash>/cluster``. Every later
+run starts its Postgres from that copy: the template is already there. A changed migration file
+changes the hash, so a new snapshot is built. The key is the content: projects (or checkouts of one
+project at different paths, as CI makes them) with the same migrations share one snapshot.
 
-Retention is per project (``<project>`` is a digest of the project directory): after a build, the
-project's own snapshots beyond the newest ``cache_keep_snapshots`` (by last use) are removed, and
-so is any snapshot, of any project, unused for ``cache_max_unused_days``. Other projects building
-snapshots never push this project's out. An entry in use (being built or copied) is never removed.
+Retention is per project. Each project that uses a snapshot records it (``used-by/<project key>``,
+:func:`~testlane.services.cache.claim`). After a build, the project drops its claim on its snapshots
+beyond the ``cache_keep_snapshots`` it used last; a snapshot no project claims any more is removed,
+and so is any snapshot unused for ``cache_max_unused_days``. Other projects building snapshots never
+push this project's out. An entry in use (being built or copied) is never removed.
 
 Concurrent runs share one build: the build holds a file lock on the snapshot's key, and a run
 that waited for it finds the snapshot ready.
@@ -32,13 +34,14 @@ from testlane.core.runtime import is_root
 from testlane.databases.template import TemplateSpec, ensure_template
 from testlane.services.cache import (
     building,
+    claim,
     list_entries,
     older_than,
     remove_entry,
     store,
     sweep_staging,
-    touch,
     trusted,
+    unclaim,
     write_meta,
 )
 from testlane.services.postgres import PostgresEngine
@@ -49,7 +52,7 @@ log = logging.getLogger("testlane")
 
 
 def project_key(project_root: Path) -> str:
-    """12 hex characters naming a project directory in snapshot keys."""
+    """12 hex characters naming a project directory in a snapshot's ``used-by`` records."""
     return hashlib.sha256(str(project_root.resolve()).encode()).hexdigest()[:12]
 
 
@@ -60,13 +63,12 @@ class SnapshotCache:
         self.engine = engine
         self.progress = progress or (lambda message: None)
         self.root = engine.context.ensure_cache_dir() / "snapshots"
-        self.project = engine.settings.project_root
+        self.project = engine.settings.project_root.resolve()
         self.project_key = project_key(self.project)
 
     def _dir(self, spec: TemplateSpec) -> Path:
         bins = self.engine.binaries()
-        cluster = self.engine.cluster_key(bins)
-        return self.root / f"{self.project_key}-{cluster}-{spec.fingerprint(bins.version)[:16]}"
+        return self.root / f"{self.engine.cluster_key(bins)}-{spec.fingerprint(bins.version)[:16]}"
 
     def lookup(self, spec: TemplateSpec) -> Path | None:
         cluster = self._dir(spec) / "cluster"
@@ -77,13 +79,14 @@ class SnapshotCache:
         target = self._dir(spec)
         cluster = target / "cluster"
         if self.lookup(spec) is not None:
-            touch(target)  # most recently used: kept by pruning
+            claim(target, self.project_key, self.project)  # most recently used by this project: kept
             return cluster
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o755 if is_root() else 0o700)
         sweep_staging(self.engine.context.cache_dir)
         with building(target, timeout=1800):
             if self.lookup(spec) is not None:
+                claim(target, self.project_key, self.project)
                 return cluster
             started = time.perf_counter()
             self.progress(f"building the migrated template ({spec.describe()}); later runs start from a snapshot")
@@ -103,9 +106,10 @@ class SnapshotCache:
             if user is not None:
                 os.chown(target, os.getuid(), user.gid)
             os.chmod(target, 0o750 if user is not None else 0o700)  # the service user may enter, not write
-            store(data, target / "cluster", user, leave_out=("postmaster.pid", "postmaster.opts"))
             version = self.engine.binaries().version
-            write_meta(target, "snapshot", project=str(self.project), project_key=self.project_key, version=version)
+            write_meta(target, "snapshot", version=version)
+            store(data, target / "cluster", user, leave_out=("postmaster.pid", "postmaster.opts"))
+            claim(target, self.project_key, self.project)
         finally:
             builder.stop()
 
@@ -113,18 +117,20 @@ class SnapshotCache:
         """Apply the retention (module docstring); the entries removed. Entries in use are skipped."""
         settings = self.engine.settings
         keep, max_days = settings.cache_keep_snapshots, settings.cache_max_unused_days
+        snapshots = [e for e in list_entries(self.engine.context.cache_dir, sizes=False) if e.kind == "snapshot"]
+        mine = sorted(
+            (e for e in snapshots if self.project_key in e.users),
+            key=lambda e: e.users[self.project_key][1],
+            reverse=True,
+        )
+        dropped_by_me = {entry.path for entry in mine[keep:]}
+        for entry in mine[keep:]:
+            unclaim(entry.path, self.project_key)
+            del entry.users[self.project_key]
         removed: list[Path] = []
-        mine = 0
-        for entry in list_entries(self.engine.context.cache_dir, sizes=False):  # newest use first
-            if entry.kind != "snapshot":
-                continue
-            if entry.project_key == self.project_key and not entry.stale:
-                mine += 1
-                if mine <= keep and not older_than(entry, max_days):
-                    continue
-            elif not older_than(entry, max_days):
-                continue
-            if remove_entry(entry.path) is not None:
+        for entry in snapshots:
+            dropped = entry.path in dropped_by_me and not entry.users
+            if (dropped or older_than(entry, max_days)) and remove_entry(entry.path) is not None:
                 log.debug("removed snapshot %s (retention: %d per project, %g days unused)", entry.key, keep, max_days)
                 removed.append(entry.path)
         return removed

@@ -57,6 +57,8 @@ __all__ = [
     "LAYOUT",
     "CacheEntry",
     "building",
+    "claim",
+    "claims",
     "content_digest",
     "copy_out",
     "entry_lock",
@@ -70,6 +72,7 @@ __all__ = [
     "sweep_staging",
     "touch",
     "trusted",
+    "unclaim",
     "write_meta",
 ]
 
@@ -318,6 +321,47 @@ def touch(entry: Path) -> None:
         os.utime(entry)
 
 
+USERS = "used-by"  # inside an entry: one file per project that uses it, named by the project's key
+
+
+def claim(entry: Path, key: str, project: Path) -> None:
+    """Record that the project at ``project`` (key ``key``) used ``entry`` now: ``used-by/<key>``,
+    holding the project's path, its mtime the project's last use. Also :func:`touch`."""
+    users = entry / USERS
+    with contextlib.suppress(OSError):
+        users.mkdir(mode=0o750 if os.getuid() == 0 else 0o700, exist_ok=True)
+        record = users / key
+        if not record.exists():
+            fd, tmp = tempfile.mkstemp(dir=users, prefix=".", suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                f.write(str(project))
+            os.chmod(tmp, 0o640 if os.getuid() == 0 else 0o600)
+            os.replace(tmp, record)
+        os.utime(record)
+    touch(entry)
+
+
+def claims(entry: Path) -> dict[str, tuple[str, float]]:
+    """The projects that used ``entry``: key -> (project path, last use as a Unix time)."""
+    found: dict[str, tuple[str, float]] = {}
+    try:
+        records = list(os.scandir(entry / USERS))
+    except OSError:
+        return found
+    for record in records:
+        if record.name.startswith(".") or not record.is_file(follow_symlinks=False):
+            continue
+        with contextlib.suppress(OSError):
+            found[record.name] = (Path(record.path).read_text()[:4096], record.stat(follow_symlinks=False).st_mtime)
+    return found
+
+
+def unclaim(entry: Path, key: str) -> None:
+    """The project ``key`` no longer keeps ``entry`` (retention): its record goes."""
+    with contextlib.suppress(OSError):
+        (entry / USERS / key).unlink()
+
+
 @contextlib.contextmanager
 def _shared(lock: Path) -> Iterator[None]:
     """Hold ``lock`` shared (flock) while copying out of an entry; builders and pruners hold it exclusively.
@@ -362,9 +406,7 @@ class CacheEntry:
     stale: str = ""
     meta: dict[str, object] = field(default_factory=dict)
 
-    @property
-    def project_key(self) -> str:
-        return str(self.meta.get("project_key", ""))
+    users: dict[str, tuple[str, float]] = field(default_factory=dict)
 
 
 def _size(path: Path) -> int:
@@ -389,7 +431,7 @@ def _stale_reason(kind: str, entry: Path, meta: dict[str, object]) -> str:
     if kind == "bin":
         return "" if (entry / ".complete").exists() else "incomplete"
     if meta.get("layout") != LAYOUT:
-        return f"layout {meta.get('layout', '1-2')}"
+        return f"layout {meta['layout']}" if "layout" in meta else "older layout"
     if data and not (entry / data).exists():
         return "incomplete"
     return ""
@@ -409,17 +451,23 @@ def list_entries(cache_dir: Path, *, sizes: bool = True) -> list[CacheEntry]:
                 continue
             path = Path(child.path)
             meta = read_meta(path) if kind != "bin" else {}
+            users = claims(path)
+            recent = sorted(users.values(), key=lambda user: user[1], reverse=True)
+            project = str(meta.get("project", "")) or (recent[0][0] if recent else "")
+            if len(recent) > 1:
+                project += f" (+{len(recent) - 1})"
             entries.append(
                 CacheEntry(
                     kind=kind,
                     key=child.name,
                     path=path,
-                    project=str(meta.get("project", "")),
+                    project=project,
                     version=str(meta.get("version", "")) or child.name.split("-", 1)[0],
                     size=_size(path) if sizes else 0,
                     last_used=child.stat(follow_symlinks=False).st_mtime,
                     stale=_stale_reason(kind, path, meta),
                     meta=meta,
+                    users=users,
                 )
             )
     entries.sort(key=lambda e: e.last_used, reverse=True)

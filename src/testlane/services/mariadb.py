@@ -242,8 +242,8 @@ class MariaDbEngine:
                 if self.user is not None:
                     os.chown(staging, self.user.uid, self.user.gid)
                 self._install_db(bins, staging)
+                write_meta(root, "mariadb", version=bins.version, binary=str(bins.server))  # before the data
                 store(staging, datadir, self.user, sparse=True)  # ibdata1: 70 MB, mostly zeros
-                write_meta(root, "mariadb", version=bins.version, binary=str(bins.server))
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
         return datadir

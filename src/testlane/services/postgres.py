@@ -295,8 +295,9 @@ class PostgresEngine:
                 if self.user is not None:
                     os.chown(staging, self.user.uid, self.user.gid)
                 self._initdb(bins, staging)
-                store(staging, cluster, self.user)
+                # meta first: an entry killed before its data is in place lists as incomplete, not stale
                 write_meta(root, "postgres", version=bins.version, binary=str(bins.exe("postgres")))
+                store(staging, cluster, self.user)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
         return ClusterCache(cluster, key)
