@@ -20,7 +20,8 @@ so that one left by a killed process is recognized and removed by the next start
 Keys and entries. A base cluster (or MariaDB data directory) is keyed by the *content* of the server
 binary (:func:`content_digest`), not by where it is installed: every virtual environment holding the
 same PostgreSQL build shares one entry. An entry is a directory ``<cache>/<kind dir>/<key>`` holding the
-data (``cluster``/``data``) and ``meta.json`` (kind, layout, project, version), with a lock file next to
+data (``cluster``/``data``), ``meta.json`` (kind, layout, version) and, for snapshots, ``used-by/<project
+key>`` records of the projects that use it (:func:`claim`; retention is per project), with a lock file next to
 it, ``<key>.lock`` (:func:`entry_lock`): a build holds it exclusively, a copy out of the entry holds it
 shared (:func:`copy_out`), and removing an entry (:func:`remove_entry`, ``testlane cache prune``,
 snapshot retention) takes it exclusively without waiting, so an entry being built or copied is never
@@ -301,7 +302,7 @@ def write_meta(entry: Path, kind: str, *, project: str = "", version: str = "", 
     fd, tmp = tempfile.mkstemp(dir=entry, prefix=".meta.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         json.dump(meta, f)
-    os.chmod(tmp, 0o644 if os.getuid() == 0 else 0o600)
+    os.chmod(tmp, 0o600)  # only testlane (the invoking user) reads it
     os.replace(tmp, entry / META)
 
 
