@@ -87,6 +87,7 @@ def prune_command(state: CliState, days: float | None, stale: bool, everything: 
         freed += size
         click.echo(f"removed {entry.kind} {entry.key} ({size / MB:.1f} MB)")
     if removed:
-        click.echo(f"removed {removed} entries, freed {freed / MB:.1f} MB")
+        noun = "entry" if removed == 1 else "entries"
+        click.echo(f"removed {removed} {noun}, freed {freed / MB:.1f} MB ({freed} bytes)")
     else:
         click.echo("nothing to prune")
