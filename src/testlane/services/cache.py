@@ -421,6 +421,22 @@ def _size(path: Path) -> int:
     return total
 
 
+def _bin_keyed_by_content(entry: Path) -> bool:
+    """A copy of binaries (``bin/postgres-<version>-<10 hex>``) is current when the hex is its ``postgres``'s
+    content digest; earlier versions keyed it by the path it was copied from, which no start uses now."""
+    exe = next(entry.glob("**/bin/postgres"), None)
+    if exe is None:
+        return True  # not a Postgres install: nothing to compare with
+    digest = hashlib.sha256()
+    try:
+        with open(exe, "rb") as f:
+            for block in iter(functools.partial(f.read, 1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return True
+    return entry.name.endswith("-" + digest.hexdigest()[:10])
+
+
 def _stale_reason(kind: str, entry: Path, meta: dict[str, object]) -> str:
     try:
         owner = entry.lstat().st_uid
@@ -430,7 +446,9 @@ def _stale_reason(kind: str, entry: Path, meta: dict[str, object]) -> str:
     if owner != os.getuid() or (data and (entry / data).exists() and not trusted(entry / data)):
         return "foreign owner"
     if kind == "bin":
-        return "" if (entry / ".complete").exists() else "incomplete"
+        if not (entry / ".complete").exists():
+            return "incomplete"
+        return "" if _bin_keyed_by_content(entry) else "older layout"
     if meta.get("layout") != LAYOUT:
         return f"layout {meta['layout']}" if "layout" in meta else "older layout"
     if data and not (entry / data).exists():
