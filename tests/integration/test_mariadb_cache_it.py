@@ -21,7 +21,7 @@ import pytest
 
 from testlane.core.runtime import RunContext, is_root
 from testlane.services import mariadb as mariadb_module
-from testlane.services.cache import LAYOUT
+from testlane.services.cache import LAYOUT, entry_lock
 from testlane.services.mariadb import MariaDbEngine, MariaDbServer
 from testlane.services.registry import Registry
 from tests.helpers import server_processes
@@ -149,4 +149,5 @@ def test_the_layout_is_part_of_the_key_and_dead_builds_are_swept(
     datadir = engine.base_datadir()
     assert datadir == root / "data" and (datadir / "mysql").is_dir()
     assert [p for p in left if p.exists()] == []
-    assert sorted(p.name for p in root.iterdir()) == ["data", "init.lock"]
+    assert sorted(p.name for p in root.iterdir()) == ["data", "meta.json"]
+    assert entry_lock(root).exists(), "the lock is next to the entry"

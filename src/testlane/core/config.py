@@ -404,7 +404,9 @@ class Settings:
     )
     data_dir: str = opt(
         "",
-        "Where instance data directories go. Empty: /dev/shm when it is a writable tmpfs, else the system temp dir.",
+        "Where instance data directories go. Empty: chosen by room among /dev/shm, $XDG_RUNTIME_DIR and the "
+        "system temp dir: the first tmpfs with 256 MB free, else the first with that room (a warning names the "
+        "fix: `--shm-size` for a container, or this setting); `testlane -v` says which and why.",
         default_doc="/dev/shm/testlane-<uid>",
     )
     cache_dir: str = opt(
@@ -412,6 +414,17 @@ class Settings:
         "Cache of initialized clusters and migrated snapshots. Empty: $XDG_CACHE_HOME/testlane "
         "(~/.cache/testlane); /var/cache/testlane when running as root.",
         default_doc="~/.cache/testlane",
+    )
+    cache_keep_snapshots: int = opt(
+        4,
+        "Migrated snapshots kept per project (per project directory): when a project builds a new one, it lets "
+        "go of those beyond this many it used last; one no project uses any more is removed. Other "
+        "projects' runs never remove this project's.",
+    )
+    cache_max_unused_days: float = opt(
+        30.0,
+        "Snapshots of any project not used for this many days are removed when a snapshot is built "
+        "(`testlane cache prune --older-than DAYS` does it by hand, for every kind of entry).",
     )
     state_dir: str = opt(
         "",

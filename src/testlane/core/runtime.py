@@ -7,7 +7,8 @@ run is over and its leftovers may be reaped.
 
 Directories::
 
-    <data_root>/                 /dev/shm/testlane-<uid> (tmpfs), mode 0700 (0711 as root)
+    <data_root>/                 /dev/shm/testlane-<uid> (tmpfs, chosen by room: default_data_root),
+                                 mode 0700 (0711 as root)
         <run_id>/                0700 (0710 root:<service group> as root): services.json (0600)
         <run_id>/<service>/      one instance: data/, socket, log
         state/                   registry of instances, one 0600 file each (unless state_dir is set)
@@ -18,9 +19,11 @@ Directories::
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +31,20 @@ from testlane.core.config import Settings
 from testlane.core.errors import ConfigError
 from testlane.core.private import ensure_private_dir
 
-__all__ = ["RunContext", "is_root", "new_run_id", "owner_pid", "run_id_from_env"]
+__all__ = [
+    "DataRootChoice",
+    "RunContext",
+    "choose_data_base",
+    "data_root_candidates",
+    "default_data_root",
+    "filesystem_type",
+    "is_root",
+    "new_run_id",
+    "owner_pid",
+    "run_id_from_env",
+]
+
+log = logging.getLogger("testlane")
 
 RUN_ID_ENV = "TESTLANE_RUN_ID"
 OWNER_PID_ENV = "TESTLANE_OWNER_PID"
@@ -65,12 +81,133 @@ def is_writable_tmpfs(path: Path) -> bool:
         return False
 
 
+# The data directory needs room for a few copies of a cluster (20 MB each) and a snapshot (30+ MB) and
+# what the tests write; less than this and starts fail with "No space left on device".
+MIN_FREE_BYTES = 256 * 1024 * 1024
+CHOSEN_ENV = "TESTLANE_CHOSEN_DATA_ROOT"  # the choice, inherited by the run's processes (pytest, workers)
+FAST_FILESYSTEMS = ("tmpfs", "ramfs")
+
+
+def filesystem_type(path: Path) -> str:
+    """The type of the filesystem ``path`` is on (``tmpfs``, ``ext4``...), from /proc/mounts; "" if unknown."""
+    try:
+        with open("/proc/mounts", encoding="utf-8") as mounts:
+            rows = [line.split() for line in mounts]
+    except OSError:
+        return ""
+    target = os.path.realpath(path)
+    best, kind = "", ""
+    for row in rows:
+        if len(row) < 3:
+            continue
+        mount = row[1].replace("\\040", " ")
+        if (target == mount or target.startswith(mount.rstrip("/") + "/")) and len(mount) >= len(best):
+            best, kind = mount, row[2]
+    return kind
+
+
+@dataclass(frozen=True)
+class DataRootChoice:
+    """Where instance data goes: ``base`` (the data root is ``<base>/testlane-<uid>``), why, and a
+    ``warning`` (one line with the fix) when the place is slow (not tmpfs) or has less than
+    ``MIN_FREE_BYTES`` free; "" otherwise."""
+
+    base: Path
+    reason: str
+    warning: str = ""
+
+
+def data_root_candidates() -> list[Path]:
+    """/dev/shm, $XDG_RUNTIME_DIR (when set), the system temp dir: in order of preference."""
+    found = [Path("/dev/shm")]
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "").strip()
+    if runtime:
+        found.append(Path(runtime))
+    found.append(Path(tempfile.gettempdir()))
+    return list(dict.fromkeys(found))
+
+
+def choose_data_base(
+    candidates: list[Path],
+    *,
+    statvfs: Callable[[str], os.statvfs_result] = os.statvfs,
+    fstype: Callable[[Path], str] = filesystem_type,
+    need: int = MIN_FREE_BYTES,
+) -> DataRootChoice:
+    """Pick the base directory for instance data among ``candidates`` (in order of preference).
+
+    The first tmpfs with at least ``need`` bytes free wins. Without one, the first candidate with that
+    room (a disk: slower, with a warning), else the one with the most room (with a warning). Candidates
+    that are not writable directories are skipped; as root, so are those the service user cannot
+    traverse (e.g. /run/user/0). ``statvfs`` and ``fstype`` are seams for tests.
+    """
+    usable: list[tuple[Path, int, bool]] = []
+    for path in candidates:
+        if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
+            continue
+        if is_root() and not path.stat().st_mode & 0o001:
+            continue  # the service user could not reach the data below it
+        try:
+            st = statvfs(str(path))
+        except OSError:
+            continue
+        usable.append((path, st.f_bavail * st.f_frsize, fstype(path) in FAST_FILESYSTEMS))
+    if not usable:
+        fallback = Path(tempfile.gettempdir())
+        return DataRootChoice(fallback, f"no candidate among {', '.join(map(str, candidates))} is usable")
+
+    def mb(n: int) -> str:
+        return f"{n // (1024 * 1024)} MB"
+
+    summary = "; ".join(f"{p} {'tmpfs' if fast else 'disk'} {mb(free)} free" for p, free, fast in usable)
+    for path, free, fast in usable:
+        if fast and free >= need:
+            return DataRootChoice(path, f"{path} is tmpfs with {mb(free)} free (candidates: {summary})")
+    fix = (
+        "for a container, give it a larger /dev/shm (docker run --shm-size=1g, compose `shm_size: 1g`); "
+        "or set data_dir (TESTLANE_DATA_DIR) to a tmpfs directory with room"
+    )
+    small_fast = [p for p, free, fast in usable if fast]
+    for path, free, _fast in usable:
+        if free >= need:
+            why = (
+                f"{', '.join(map(str, small_fast))} has less than {mb(need)} free"
+                if small_fast
+                else "no tmpfs is available"
+            )
+            return DataRootChoice(
+                path,
+                f"{path} has {mb(free)} free, not tmpfs; {why} (candidates: {summary})",
+                f"data goes to {path}, which is not tmpfs ({why}): database clones cost several times more. "
+                f"Fix: {fix}.",
+            )
+    path, free, _fast = max(usable, key=lambda item: item[1])
+    return DataRootChoice(
+        path,
+        f"{path} has the most room ({mb(free)}); none has {mb(need)} free (candidates: {summary})",
+        f"data goes to {path}, which has only {mb(free)} free (testlane needs {mb(need)}): starts may fail "
+        f"with 'No space left on device'. Fix: {fix}.",
+    )
+
+
 def default_data_root() -> Path:
-    """/dev/shm/testlane-<uid> when /dev/shm is a writable tmpfs, else <tmp>/testlane-<uid>."""
+    """``<base>/testlane-<uid>``, ``<base>`` chosen by :func:`choose_data_base` once per run.
+
+    The choice is logged at debug level; a slow or small place is warned about once (one line with the
+    fix). The run's processes (pytest, xdist workers) inherit the choice through ``TESTLANE_CHOSEN_DATA_ROOT``
+    so they all agree on where the run's data and registry are, and warn no more.
+    """
     uid = os.getuid() if hasattr(os, "getuid") else 0
-    shm = Path("/dev/shm")
-    base = shm if is_writable_tmpfs(shm) else Path(tempfile.gettempdir())
-    return base / f"testlane-{uid}"
+    inherited = os.environ.get(CHOSEN_ENV, "").strip()
+    if inherited:
+        return Path(inherited)
+    choice = choose_data_base(data_root_candidates())
+    log.debug("data directory: %s/testlane-%d, because %s", choice.base, uid, choice.reason)
+    if choice.warning:
+        log.warning("%s", choice.warning)
+    root = choice.base / f"testlane-{uid}"
+    os.environ[CHOSEN_ENV] = str(root)
+    return root
 
 
 def default_cache_dir() -> Path:

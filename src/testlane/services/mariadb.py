@@ -27,14 +27,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from filelock import FileLock
-
 from testlane.core.config import Settings
 from testlane.core.errors import BinaryNotFoundError, ServiceStartError
 from testlane.core.runtime import RunContext, is_root
 from testlane.services.base import Launch, Progress, Server
 from testlane.services.binaries import version_output
-from testlane.services.cache import LAYOUT, copy_out, staging_path, store, sweep_staging, trusted
+from testlane.services.cache import (
+    LAYOUT,
+    building,
+    content_digest,
+    copy_out,
+    staging_path,
+    store,
+    sweep_staging,
+    touch,
+    trusted,
+    write_meta,
+)
 from testlane.services.credentials import new_password, write_private
 from testlane.services.instance import Instance
 from testlane.services.privileges import ServiceUser, service_user_for
@@ -194,9 +203,10 @@ class MariaDbEngine:
         return self._binaries
 
     def datadir_key(self, bins: MariaDbBinaries) -> str:
-        """The cache key of ``bins``' data directory: version, binary, options, :data:`LAYOUT`, service user."""
-        st = bins.server.stat()
-        ident = f"{bins.server.resolve()}|{st.st_size}|{st.st_mtime_ns}|{INIT_OPTIONS}|layout {LAYOUT}"
+        """The cache key of ``bins``' data directory: version, the server binary's content (not its path),
+        options, :data:`LAYOUT`, service user."""
+        content = content_digest(bins.server, self.context.ensure_cache_dir())
+        ident = f"{bins.version}|{content}|{INIT_OPTIONS}|layout {LAYOUT}"
         owner = self.user.name if self.user else str(os.getuid())
         return f"{bins.version}-{hashlib.sha256((ident + owner).encode()).hexdigest()[:10]}"
 
@@ -211,6 +221,7 @@ class MariaDbEngine:
         root = self.context.ensure_cache_dir() / "mariadb" / self.datadir_key(bins)
         datadir = root / "data"
         if (datadir / "mysql").is_dir() and trusted(datadir):
+            touch(root)
             return datadir
         sweep_staging(self.context.cache_dir)
         root.mkdir(parents=True, exist_ok=True)
@@ -218,7 +229,7 @@ class MariaDbEngine:
         if self.user is not None:
             os.chown(root, os.getuid(), self.user.gid)
         os.chmod(root, 0o750 if self.user is not None else 0o700)  # the service user may enter, not write
-        with FileLock(str(root / "init.lock"), timeout=300):
+        with building(root, timeout=300):
             if (datadir / "mysql").is_dir() and trusted(datadir):
                 return datadir
             self.progress(f"initializing a MariaDB {bins.version} data directory in {root} (first run only)")
@@ -231,6 +242,7 @@ class MariaDbEngine:
                 if self.user is not None:
                     os.chown(staging, self.user.uid, self.user.gid)
                 self._install_db(bins, staging)
+                write_meta(root, "mariadb", version=bins.version, binary=str(bins.server))  # before the data
                 store(staging, datadir, self.user, sparse=True)  # ibdata1: 70 MB, mostly zeros
             finally:
                 shutil.rmtree(staging, ignore_errors=True)

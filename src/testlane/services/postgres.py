@@ -26,14 +26,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from filelock import FileLock
-
 from testlane.core.config import Settings
 from testlane.core.errors import ConfigError, ServiceError, ServiceStartError
 from testlane.core.runtime import RunContext, is_root
 from testlane.services.base import Launch, Progress, Server
 from testlane.services.binaries import PostgresBinaries, find_postgres
-from testlane.services.cache import LAYOUT, copy_out, staging_path, store, sweep_staging, trusted
+from testlane.services.cache import (
+    LAYOUT,
+    building,
+    content_digest,
+    copy_out,
+    staging_path,
+    store,
+    sweep_staging,
+    touch,
+    trusted,
+    write_meta,
+)
 from testlane.services.credentials import new_password
 from testlane.services.instance import Instance
 from testlane.services.postgres_auth import stored_password, write_hba
@@ -225,7 +234,9 @@ class PostgresEngine:
         if self._binaries is None:
             bins = find_postgres(self.backend, bin_dir=self.bin_dir, version=self.pg.version)
             if self.user is not None and bins.copy_parts:
-                key = f"postgres-{bins.version}-{_digest(str(bins.bin_dir.resolve()))}"
+                # By content, like the cluster: every venv holding this build shares one copy.
+                content = content_digest(bins.exe("postgres"), self.context.ensure_cache_dir())
+                key = f"postgres-{bins.version}-{content[:10]}"
                 base = ensure_reachable(
                     bins.copy_base,
                     list(bins.copy_parts),
@@ -238,9 +249,15 @@ class PostgresEngine:
         return self._binaries
 
     def cluster_key(self, bins: PostgresBinaries) -> str:
+        """The cache key of ``bins``' base cluster: ``<version>-<10 hex>``.
+
+        The hash covers the *content* of the ``postgres`` executable (:func:`~testlane.services.cache.content_digest`),
+        not its path, so every virtual environment holding the same build shares one cluster; plus the
+        initdb arguments, :data:`~testlane.services.cache.LAYOUT` and the user the server runs as.
+        """
         exe = bins.exe("postgres")
-        st = exe.stat()
-        ident = f"{exe.resolve()}|{st.st_size}|{st.st_mtime_ns}|{' '.join(self.pg.initdb_args)}|layout {LAYOUT}"
+        content = content_digest(exe, self.context.ensure_cache_dir())
+        ident = f"{bins.version}|{content}|{' '.join(self.pg.initdb_args)}|layout {LAYOUT}"
         owner = self.user.name if self.user else str(os.getuid())
         return f"{bins.version}-{_digest(ident + owner)}"
 
@@ -255,6 +272,7 @@ class PostgresEngine:
         root = self.context.ensure_cache_dir() / "postgres" / key
         cluster = root / "cluster"
         if (cluster / "PG_VERSION").exists() and trusted(cluster):
+            touch(root)
             return ClusterCache(cluster, key)
         sweep_staging(self.context.cache_dir)
         root.mkdir(parents=True, exist_ok=True)
@@ -262,7 +280,7 @@ class PostgresEngine:
         if self.user is not None:
             os.chown(root, os.getuid(), self.user.gid)
         os.chmod(root, 0o750 if self.user is not None else 0o700)  # the service user may enter, not write
-        with FileLock(str(root / "initdb.lock"), timeout=300):
+        with building(root, timeout=300):
             if (cluster / "PG_VERSION").exists() and trusted(cluster):
                 return ClusterCache(cluster, key)
             self.progress(
@@ -277,6 +295,8 @@ class PostgresEngine:
                 if self.user is not None:
                     os.chown(staging, self.user.uid, self.user.gid)
                 self._initdb(bins, staging)
+                # meta first: an entry killed before its data is in place lists as incomplete, not stale
+                write_meta(root, "postgres", version=bins.version, binary=str(bins.exe("postgres")))
                 store(staging, cluster, self.user)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
