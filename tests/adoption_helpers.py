@@ -31,6 +31,10 @@ SYSTEM_REDIS = ("127.0.0.1", 6379)
 # The pytest11 entry points in pyproject.toml: disabling both is "testlane not installed".
 WITHOUT_TESTLANE = ["-p", "no:testlane", "-p", "no:testlane_reports"]
 
+# Plugins of testlane's development environment that the fixture projects neither use nor would have
+# (Faker's alone costs ~1 s of every pytest start here); off in every run, with and without testlane alike.
+FOREIGN_PLUGINS_OFF = ["-p", "no:faker", "-p", "no:pytest_postgresql", "-p", "no:respx", "-p", "no:time_machine"]
+
 _BLOCK = re.compile(r"<!-- adopting-config: (?P<kind>[\w-]+) -->\s*```toml\n(?P<body>.*?)```", re.S)
 
 
@@ -65,7 +69,7 @@ def run_pytest(
     project: Path, args: list[str], env: Mapping[str, str], *, timeout: float = 180
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", *args],
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *FOREIGN_PLUGINS_OFF, "-rA", *args],
         cwd=project,
         env=dict(env),
         capture_output=True,

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.adoption_helpers import (
+    FOREIGN_PLUGINS_OFF,
     SYSTEM_REDIS,
     WITHOUT_TESTLANE,
     adopt,
@@ -47,7 +48,7 @@ def base_env(**extra: str) -> dict[str, str]:
 def run_adopted(project: Path, data_dir: Path, *pytest_args: str) -> subprocess.CompletedProcess[str]:
     """`testlane run -- ARGS` in ``project``, as a user would run it; asserts it passed and left nothing."""
     result = run_cli(
-        ["run", "--", "-q", "-p", "no:cacheprovider", *pytest_args],
+        ["run", "--", "-q", "-p", "no:cacheprovider", *FOREIGN_PLUGINS_OFF, *pytest_args],
         cwd=project,
         env=base_env(TESTLANE_DATA_DIR=str(data_dir)),
         timeout=180,
@@ -60,6 +61,11 @@ def run_adopted(project: Path, data_dir: Path, *pytest_args: str) -> subprocess.
     for run_id in run_ids(output):  # the run's servers are its own: nothing on this machine's PostgreSQL
         assert system_databases(f"%tl\\_{run_id}\\_%") == []
     return result
+
+
+def started(result: subprocess.CompletedProcess[str]) -> str:
+    """The line `testlane run` prints about the servers it started."""
+    return next(line for line in result.stderr.splitlines() if line.startswith("testlane: run "))
 
 
 def assert_same_with_and_without_testlane(project: Path, args: list[str], env: dict[str, str], passed: int) -> None:
@@ -78,6 +84,7 @@ def test_libpq_project_passes_with_the_guides_configuration(tmp_path: Path, data
     result = run_adopted(project, data_dir)
     assert "4 passed" in result.stdout
     assert "mapped for the application: PGDATABASE, PGHOST, PGPASSWORD, PGPORT, PGUSER" in result.stderr
+    assert "postgres" in started(result) and "valkey" not in started(result)  # what the mapping refers to
 
 
 @needs_system_pg
@@ -92,7 +99,9 @@ def test_libpq_project_unconfigured_is_the_same_with_and_without_testlane(tmp_pa
 
 def test_redis_project_passes_with_the_guides_configuration_also_under_xdist(tmp_path: Path, data_dir: Path) -> None:
     project = adopt(copy_fixture("redis_jobs", tmp_path), "redis")
-    assert "6 passed" in run_adopted(project, data_dir).stdout
+    result = run_adopted(project, data_dir)
+    assert "6 passed" in result.stdout
+    assert "valkey" in started(result) and "postgres" not in started(result)  # what the mapping refers to
     assert "6 passed" in run_adopted(project, data_dir, "-n", "2").stdout
 
 
