@@ -1,5 +1,6 @@
 """Adopting testlane in an existing project (tests/fixtures/existing_app): its own variable names, its own
-set-up commands, a migration that needs uuid-ossp — and nothing changed but [tool.testlane] lines."""
+set-up commands, a migration that needs uuid-ossp — and nothing changed but the [tool.testlane] lines
+docs/adopting.md shows for this kind (read out of the guide)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.adoption_helpers import adopt, copy_fixture
 from tests.helpers import clean_env, leftovers, run_cli, server_processes
-
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "existing_app"
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -21,9 +21,7 @@ HAS_LOCAL_UUID_OSSP = any(Path("/usr/share/postgresql").glob("*/extension/uuid-o
 
 @pytest.fixture
 def app_project(tmp_path: Path) -> Path:
-    target = tmp_path / "existing_app"
-    shutil.copytree(FIXTURE, target, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
-    return target
+    return adopt(copy_fixture("existing_app", tmp_path), "fastapi")  # the guide's configuration block
 
 
 @pytest.fixture
@@ -116,8 +114,8 @@ def test_a_changed_migration_rebuilds_the_template_and_a_failing_command_is_show
         )
     )
     (app_project / "tests" / "test_note.py").write_text(
-        "from sqlalchemy import text\n\n\ndef test_note_column(db):\n"
-        '    assert db.execute(text("SELECT count(note) FROM item")).scalar() == 0\n'
+        "from sqlalchemy import text\n\n\ndef test_note_column(db_session):\n"
+        '    assert db_session.execute(text("SELECT count(note) FROM item")).scalar() == 0\n'
     )
     rebuilt = run_cli(["run", "--", "-q"], cwd=app_project, env=env)
     assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr

@@ -34,7 +34,9 @@ def project(pytester: pytest.Pytester, extra: str = "") -> None:
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=120)
+    # pytest-django is in the development environment (for tests/fixtures/django_app) and, installed, its
+    # `live_server` fixture takes the name from testlane's; these projects are not Django projects.
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:django", *args, timeout=120)
 
 
 LANE_SUITE = {

@@ -133,3 +133,27 @@ def test_docs_configuration_table_is_current() -> None:
     assert options_table_markdown() in doc, (
         "docs/configuration.md is out of date; regenerate the table with `python -m testlane.core.config`"
     )
+
+
+def test_services_default_to_what_the_mapping_refers_to(tmp_path: Path) -> None:
+    """Issue 14: a Redis project that maps only `{valkey.url}` gets Valkey alone, a libpq project PostgreSQL
+    alone; a template to build (setup, db.migrations) needs PostgreSQL; `services` set is kept as written."""
+    cases = {
+        '[tool.testlane.env]\nTEST_REDIS_URL = "{redis.url}"\n': ["valkey"],
+        '[tool.testlane.env]\nPGHOST = "{postgres.host}"\n': ["postgres"],
+        '[tool.testlane]\nsetup = ["make db"]\n[tool.testlane.env]\nREDIS_URL = "{valkey.url}"\n': [
+            "postgres",
+            "valkey",
+        ],
+        '[tool.testlane.env]\nDB = "{mysql.url}"\nCACHE = "{valkey.url}"\n': ["valkey", "mariadb"],
+        '[tool.testlane]\nservices = ["postgres", "valkey"]\n[tool.testlane.env]\nR = "{valkey.url}"\n': [
+            "postgres",
+            "valkey",
+        ],
+        "[tool.testlane]\n": ["postgres", "valkey"],
+    }
+    for body, services in cases.items():
+        write_pyproject(tmp_path, body)
+        assert load_settings(start=tmp_path, environ={}).services == services, body
+    write_pyproject(tmp_path, '[tool.testlane.env]\nR = "{valkey.url}"\n')
+    assert load_settings(start=tmp_path, environ={}, overrides={"services": "mariadb"}).services == ["mariadb"]

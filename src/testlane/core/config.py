@@ -374,7 +374,9 @@ class Settings:
         ["postgres", "valkey"],
         "Services `testlane run` starts before the tests (`postgres`, `valkey`, `mariadb`; `postgresql`, `redis` "
         "and `mysql` name the same three). "
-        "Tests can still start others on demand through their fixtures.",
+        "Tests can still start others on demand through their fixtures. Not set: the services "
+        "`[tool.testlane.env]` refers to (and `postgres` when `setup` or `db.migrations` builds a template), "
+        "or `postgres` and `valkey` when nothing is mapped.",
         cli="--services",
     )
     env: dict[str, str] = opt(
@@ -716,10 +718,24 @@ def load_settings(
     from testlane.core.service_names import canonical_services
 
     validate_mapping(settings.env)  # an unknown service or part is a configuration error now, not mid-run
+    if "services" not in values and settings.env:
+        settings = dataclasses.replace(settings, services=_services_for(settings))
     # `services = ["redis"]` is Valkey: every later use (and message) sees the canonical names.
     settings = dataclasses.replace(settings, services=canonical_services(settings.services))
     root = pyproject.parent if pyproject is not None else start
     return dataclasses.replace(settings, project_root=root, config_file=pyproject, explicit=frozenset(values))
+
+
+def _services_for(settings: Settings) -> list[str]:
+    """``services`` when the project did not set it but maps variables: what the mapping refers to (a Redis
+    project mapping only ``{valkey.url}`` should not wait for a PostgreSQL it never uses), plus ``postgres``
+    when the project builds a template (``setup``, ``db.migrations``, ``db.seed``)."""
+    from testlane.core.envmap import referenced_services
+
+    wanted = referenced_services(settings.env)
+    if settings.setup or settings.db.migrations or settings.db.seed:
+        wanted.add("postgres")
+    return [name for name in ("postgres", "valkey", "mariadb") if name in wanted]
 
 
 def parse_set_options(items: list[str]) -> dict[str, str]:
