@@ -194,6 +194,12 @@ def test_cache_list_shows_every_entry_and_prune_removes_what_it_is_asked_to(
     assert header == ["KIND", "KEY", "PROJECT", "SIZE_MB", "LAST_USED", "LAYOUT"]
     assert float(lines[base.name].split()[3]) > 1, "sizes in MB"
 
+    # doctor counts what `cache list` shows: one snapshot (not its lock file too), the stale entry named.
+    doctor = run_cli(["doctor"], cwd=app, env=env)
+    assert "1 migrated snapshot(s); 1 stale entry (`testlane cache prune --stale` frees them)" in doctor.stderr, (
+        doctor.stderr
+    )
+
     nothing = run_cli(["cache", "prune"], cwd=app, env=env)
     assert nothing.returncode == 4 and "--older-than" in nothing.stderr, "prune says what to choose"
 

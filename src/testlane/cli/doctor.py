@@ -90,14 +90,21 @@ def _data_dir(context: RunContext) -> Check:
 
 
 def _cache(context: RunContext) -> Check:
+    from testlane.services.cache import list_entries
+
     cache = context.cache_dir
-    clusters = sorted(p.name for p in (cache / "postgres").glob("*") if (p / "cluster" / "PG_VERSION").exists())
-    snapshots = sorted((cache / "snapshots").glob("*")) if (cache / "snapshots").is_dir() else []
     if not cache.exists():
         return Check("ok", "cache", f"{cache} (empty: the first start initializes a cluster, ~0.5 s)")
     if not os.access(cache, os.W_OK):
         return Check("fail", "cache", f"{cache} is not writable", "set cache_dir (TESTLANE_CACHE_DIR)")
-    detail = f"{cache}: clusters {', '.join(clusters) or 'none yet'}; {len(snapshots)} migrated snapshot(s)"
+    entries = list_entries(cache, sizes=False)  # the entries `testlane cache list` shows (lock files aside)
+    current = [e for e in entries if not e.stale]
+    clusters = sorted(e.key for e in current if e.kind == "postgres")
+    snapshots = sum(1 for e in current if e.kind == "snapshot")
+    detail = f"{cache}: clusters {', '.join(clusters) or 'none yet'}; {snapshots} migrated snapshot(s)"
+    stale = len(entries) - len(current)
+    if stale:
+        detail += f"; {stale} stale entr{'y' if stale == 1 else 'ies'} (`testlane cache prune --stale` frees them)"
     return Check("ok", "cache", detail)
 
 
