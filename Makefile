@@ -26,8 +26,9 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Two xdist workers: 568 tests in 6.0 min instead of 9.9 min on this 2-core machine (same tree, 2026-11-30).
 suite: $(STAMP)
-	$(BIN)/testlane run -- tests -p no:cacheprovider
+	$(BIN)/testlane run -- tests -p no:cacheprovider -n 2
 
 test: lint typecheck suite
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from testlane.core.config import load_settings
-from testlane.core.runtime import RunContext, default_data_root, is_root
+from testlane.core.runtime import RunContext, is_root
 from testlane.databases.snapshots import SnapshotCache, project_key
 from testlane.databases.template import TemplateSpec
 from testlane.services.binaries import PostgresBinaries, embedded_postgres
@@ -31,16 +31,6 @@ from testlane.services.registry import Registry
 from tests.helpers import clean_env, run_cli
 
 needs_root = pytest.mark.skipif(not is_root(), reason="needs root (the service user owns old-layout entries)")
-
-
-@pytest.fixture
-def cache_dir() -> Iterator[Path]:
-    """A private cache on tmpfs (reachable by the service user as root): nothing here touches the shared one."""
-    path = default_data_root().parent / f"testlane-test-cache-{uuid.uuid4().hex[:8]}"
-    path.mkdir(mode=0o755)
-    path.chmod(0o755)
-    yield path
-    subprocess.run(["rm", "-rf", str(path)], check=False)
 
 
 def _engine(data_dir: Path, cache_dir: Path, project: Path, **overrides: object) -> PostgresEngine:
