@@ -25,25 +25,39 @@ from pathlib import Path
 
 from testlane.core.errors import ConfigError
 
-__all__ = ["PRIVATE_DIR_MODE", "PRIVATE_FILE_MODE", "SHARED_DIR_MODE", "ensure_private_dir", "write_private_file"]
+__all__ = [
+    "PRIVATE_DIR_MODE",
+    "PRIVATE_FILE_MODE",
+    "SHARED_DIR_MODE",
+    "TRAVERSABLE_DIR_MODE",
+    "ensure_private_dir",
+    "write_private_file",
+]
 
 PRIVATE_DIR_MODE = 0o700
 SHARED_DIR_MODE = 0o710  # group (the service user's) may traverse, not list
+TRAVERSABLE_DIR_MODE = 0o711  # everyone may traverse, not list
 PRIVATE_FILE_MODE = 0o600
 
 
-def ensure_private_dir(path: Path, *, group: int | None = None) -> Path:
-    """Create ``path`` (one level; the parent must exist) as a private directory, or check and fix it.
+def ensure_private_dir(
+    path: Path, *, group: int | None = None, traversable: bool = False, parents: bool = False
+) -> Path:
+    """Create ``path`` as a private directory, or check and fix it (``parents``: create missing parents).
 
     ``group``: a group id that must be able to traverse the directory (the service user's, as root):
-    the directory becomes 0710 with that group. Without it the directory is 0700, unless it was
-    already opened to a group (0710) by an earlier call, which is kept (servers may be running in it).
+    the directory becomes 0710 with that group. ``traversable``: every user may pass through, not list
+    (0711: the data root, above run directories that are private themselves). Otherwise the directory
+    is 0700, unless it was already opened to a group (0710) by an earlier call, which is kept (servers
+    may be running in it).
 
     Raises :class:`ConfigError` when the path cannot be created, or is a symbolic link or a directory
     owned by another user.
     """
-    mode = SHARED_DIR_MODE if group is not None else PRIVATE_DIR_MODE
+    mode = TRAVERSABLE_DIR_MODE if traversable else SHARED_DIR_MODE if group is not None else PRIVATE_DIR_MODE
     try:
+        if parents:
+            path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileExistsError):
             os.mkdir(path, mode)
         st = os.lstat(path)
@@ -60,7 +74,7 @@ def ensure_private_dir(path: Path, *, group: int | None = None) -> Path:
     current = stat.S_IMODE(st.st_mode)
     if group is not None and st.st_gid != group:
         os.chown(path, -1, group)
-    if group is None and current in (PRIVATE_DIR_MODE, SHARED_DIR_MODE):
+    if group is None and not traversable and current in (PRIVATE_DIR_MODE, SHARED_DIR_MODE):
         return path
     if current != mode:
         os.chmod(path, mode)

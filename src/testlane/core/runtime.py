@@ -218,27 +218,6 @@ def default_cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "testlane"
 
 
-def _ensure_private_dir(path: Path, *, traversable: bool) -> Path:
-    """Create ``path`` owned by us; 0700, or 0711 when another user must traverse it."""
-    mode = 0o711 if traversable else 0o700
-    try:
-        path.mkdir(parents=True, exist_ok=True, mode=mode)
-        st = path.lstat()
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot create testlane's directory {path}: {exc.strerror}.",
-            hint="set data_dir (TESTLANE_DATA_DIR) to a writable directory, preferably on tmpfs.",
-        ) from None
-    if path.is_symlink() or st.st_uid != os.getuid():
-        raise ConfigError(
-            f"{path} is not a directory owned by the current user; refusing to use it.",
-            hint="remove it, or set data_dir (TESTLANE_DATA_DIR) elsewhere.",
-        )
-    if st.st_mode & 0o777 != mode:
-        path.chmod(mode)
-    return path
-
-
 @dataclass(frozen=True)
 class RunContext:
     """Where a run keeps its things, and who owns it."""
@@ -264,9 +243,9 @@ class RunContext:
 
     def ensure_dirs(self) -> None:
         """Create the data root, state and port directories with safe permissions."""
-        _ensure_private_dir(self.data_root, traversable=is_root())
-        _ensure_private_dir(self.state_dir, traversable=False)
-        _ensure_private_dir(self.ports_dir, traversable=False)
+        ensure_private_dir(self.data_root, traversable=is_root(), parents=True)
+        ensure_private_dir(self.state_dir)
+        ensure_private_dir(self.ports_dir)
 
     @property
     def run_dir(self) -> Path:
