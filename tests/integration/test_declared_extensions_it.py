@@ -93,3 +93,50 @@ def test_a_forced_embedded_run_refuses_before_announcing_the_template_build(
     assert not (fresh_cache / "snapshots").exists() or not any((fresh_cache / "snapshots").iterdir())
     assert leftovers(data_dir) == []
     assert server_processes(data_dir) == []
+
+
+# Issue 15, seen 7: `db.extensions` steers `auto` as `extensions` does (one list: declared_extensions),
+# and the refusal's hint never recommends what is already set (`auto` had already looked everywhere).
+LOCAL_ONLY = "uuid-ossp"  # the embedded wheel lacks it; this machine's PostgreSQL 15 (contrib) has it
+
+
+@pytest.mark.parametrize("key", ["extensions", "db.extensions"])
+def test_either_key_steers_auto_to_binaries_that_ship_the_extension(key: str) -> None:
+    from testlane.core.config import load_settings
+    from testlane.services.backends import choose_backend
+
+    choice = choose_backend("postgres", load_settings(environ={}, overrides={key: LOCAL_ONLY}))
+    assert (choice.backend, choice.bin_dir) == ("local", "/usr/lib/postgresql/15/bin"), choice.reason
+    assert f"lack {LOCAL_ONLY}, declared in `{key}`" in choice.reason
+
+
+def test_an_auto_run_that_finds_no_binaries_with_it_does_not_recommend_auto(
+    tmp_path: Path, data_dir: Path, fresh_cache: Path
+) -> None:
+    project = make_project(tmp_path / "shop", f'"{ABSENT}"')  # backend is `auto` (the default)
+    env = clean_env({"TESTLANE_DATA_DIR": str(data_dir), "TESTLANE_CACHE_DIR": str(fresh_cache)})
+    result = run_cli(["run", "--", "-q"], cwd=project, env=env)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert f"does not have the extension(s) {ABSENT} declared in db.extensions" in result.stderr
+    hint = " ".join(result.stderr.split())  # the hint may be wrapped
+    assert 'backend = "auto"' not in hint and 'backend "auto" found no binaries on this machine' in hint
+    assert "install a PostgreSQL that ships them" in hint and "postgres.bin_dir" in hint
+    assert leftovers(data_dir) == []
+    # doctor says the same.
+    code, lines = doctor_lines(project)
+    [embedded] = [line for line in lines if "extensions (embedded)" in line]
+    assert code == 1 and embedded.startswith("FAIL")
+    fix = " ".join(lines[lines.index(embedded) + 1 :])
+    assert 'backend = "auto"' not in fix and 'backend "auto" found no binaries' in fix
+
+
+def test_the_hint_never_recommends_the_configured_backend() -> None:
+    from testlane.services.backends import missing_extensions_hint
+
+    for configured in ("auto", "embedded", "local", "container", "url", None):
+        for backend in ("embedded", "local", "container", "url"):
+            hint = missing_extensions_hint(backend, configured)
+            if configured is not None:
+                assert f'backend = "{configured}"' not in hint and f'"{configured}" (' not in hint, (backend, hint)
+            assert "testlane doctor" in hint
+    assert 'postgres.backend = "auto"' in missing_extensions_hint("embedded", "embedded")

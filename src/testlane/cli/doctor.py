@@ -205,12 +205,6 @@ CONTRIB = (
 )
 
 
-_EXTENSION_FIX = (
-    'use binaries that ship them: backend = "auto" picks such binaries when the machine has them, or '
-    'postgres.backend = "local" with a system PostgreSQL and its contrib package (postgres.bin_dir to choose one)'
-)
-
-
 def _chosen_postgres(settings: Settings) -> tuple[str, binaries.PostgresBinaries | None]:
     """The backend Postgres will run on, and its binaries when testlane runs them (embedded or local)."""
     from testlane.services.backends import choose_backend
@@ -227,7 +221,7 @@ def _chosen_postgres(settings: Settings) -> tuple[str, binaries.PostgresBinaries
 def _extensions(settings: Settings) -> list[Check]:
     """Each installation's extensions (its ``share/extension/*.control`` files); a declared one that the
     installation this project runs on lacks is a failure, named with the key that declares it."""
-    from testlane.services.backends import declared_extensions
+    from testlane.services.backends import configured_backend, declared_extensions, missing_extensions_hint
 
     declared = declared_extensions(settings)
     installations = []
@@ -250,7 +244,8 @@ def _extensions(settings: Settings) -> list[Check]:
         if needed and used:
             keys = ", ".join(f"{e} (`{declared[e]}`)" for e in needed)
             detail += f"; the postgres backend ({backend}) runs these binaries, which lack the declared {keys}"
-            checks.append(Check("fail", f"extensions ({label})", detail, _EXTENSION_FIX))
+            fix = missing_extensions_hint(backend, configured_backend(settings, "postgres"))
+            checks.append(Check("fail", f"extensions ({label})", detail, fix))
             continue
         if needed:
             detail += f"; lacks the declared {', '.join(needed)} (not the binaries this project runs on)"
@@ -262,6 +257,7 @@ def _extensions(settings: Settings) -> list[Check]:
 
 def _url_extensions(settings: Settings, declared: dict[str, str]) -> Check:
     """The declared extensions against an existing server's ``pg_available_extensions``."""
+    from testlane.services.backends import missing_extensions_hint
     from testlane.services.external import instance_from_url, server_class
 
     server = server_class("postgres")(
@@ -276,7 +272,7 @@ def _url_extensions(settings: Settings, declared: dict[str, str]) -> Check:
             "fail",
             "extensions (url)",
             f"the server at postgres.url lacks the declared {keys}",
-            "install them on that server (its contrib package), or use another backend",
+            missing_extensions_hint("url"),
         )
     return Check("ok", "extensions (url)", f"the server at postgres.url has the declared {', '.join(declared)}")
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from testlane.databases.leftovers import Leftover, reap_leftovers, sweep_run
 from testlane.databases.snapshots import SnapshotCache
 from testlane.databases.template import TemplateSpec, require_extensions
+from testlane.services.backends import configured_backend
 from testlane.services.base import Server
 from testlane.services.postgres import PostgresEngine
 from testlane.services.stack import ServiceStack
@@ -80,6 +81,12 @@ def begin_services(
         if not spec.empty and isinstance(engine, PostgresEngine):
             # A declared extension these binaries lack: refused now, before any build is announced or started.
             bins = engine.binaries()
-            require_extensions(spec, bins.extensions(), f"PostgreSQL {bins.version} ({engine.backend})")
+            require_extensions(
+                spec,
+                bins.extensions(),
+                f"PostgreSQL {bins.version} ({engine.backend})",
+                backend=engine.backend,
+                configured=configured_backend(stack.settings, "postgres"),
+            )
             sources["postgres"] = SnapshotCache(engine, progress=progress).ensure(spec)
     return stack.begin(wanted, reap_first=reap_first, data_sources=sources)

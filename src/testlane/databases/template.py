@@ -26,6 +26,7 @@ from testlane.core.errors import ExtensionMissingError
 from testlane.databases.build_scope import build_scope
 from testlane.databases.migrations import MigrationSource, SqlFolder, Target, migration_error, source_from_spec
 from testlane.databases.naming import template_name
+from testlane.services.backends import missing_extensions_hint
 
 if TYPE_CHECKING:
     import psycopg
@@ -222,14 +223,22 @@ def _check_available(server: PostgresServer, target: Target, extensions: tuple[s
         available = {row[0] for row in conn.execute("SELECT name FROM pg_available_extensions").fetchall()}
     missing = [ext for ext in extensions if ext not in available]
     if missing:
-        raise _missing(f"PostgreSQL {server.version} ({server.instance.backend})", [f"{', '.join(missing)} {where}"])
+        backend = server.instance.backend  # how it was chosen is not known here: a hint for any configuration
+        raise _missing(
+            f"PostgreSQL {server.version} ({backend})",
+            [f"{', '.join(missing)} {where}"],
+            missing_extensions_hint(backend),
+        )
 
 
-def require_extensions(spec: TemplateSpec, available: Iterable[str], binaries: str) -> None:
+def require_extensions(
+    spec: TemplateSpec, available: Iterable[str], binaries: str, *, backend: str, configured: str | None = None
+) -> None:
     """Raise :class:`ExtensionMissingError` when ``spec`` needs an extension ``available`` lacks.
 
     ``available``: the extension names the binaries ship (their ``share/extension/*.control`` files);
-    ``binaries``: how the message names them (``PostgreSQL 18.6 (embedded)``). Called before a template
+    ``binaries``: how the message names them (``PostgreSQL 18.6 (embedded)``); ``backend`` and
+    ``configured``: the backend in use and the one the settings ask for (the hint). Called before a template
     build is announced or a server started for it, so a run that cannot work stops first, with the one
     message a build would end with."""
     have = set(available)
@@ -240,16 +249,11 @@ def require_extensions(spec: TemplateSpec, available: Iterable[str], binaries: s
         if missing:
             groups.append(f"{', '.join(missing)} {where}")
     if groups:
-        raise _missing(binaries, groups)
+        raise _missing(binaries, groups, missing_extensions_hint(backend, configured))
 
 
-def _missing(binaries: str, groups: list[str]) -> ExtensionMissingError:
-    return ExtensionMissingError(
-        f"{binaries} does not have the extension(s) {'; '.join(groups)}.",
-        hint='use binaries that ship them: backend = "auto" picks such binaries when the machine has them, '
-        'or postgres.backend = "local" with a system PostgreSQL and its contrib package; '
-        "`testlane doctor` lists the extensions each installation offers.",
-    )
+def _missing(binaries: str, groups: list[str], hint: str) -> ExtensionMissingError:
+    return ExtensionMissingError(f"{binaries} does not have the extension(s) {'; '.join(groups)}.", hint=hint)
 
 
 def _create_extensions(server: PostgresServer, target: Target, extensions: tuple[str, ...]) -> None:

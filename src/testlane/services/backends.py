@@ -19,7 +19,15 @@ from testlane.core.errors import BinaryNotFoundError, ConfigError
 from testlane.core.redact import redact_url
 from testlane.services import binaries
 
-__all__ = ["BackendChoice", "choose_backend", "container_cli", "declared_extensions", "service_settings"]
+__all__ = [
+    "BackendChoice",
+    "choose_backend",
+    "configured_backend",
+    "container_cli",
+    "declared_extensions",
+    "missing_extensions_hint",
+    "service_settings",
+]
 
 BACKENDS = ("embedded", "local", "container", "url")
 
@@ -46,6 +54,47 @@ def declared_extensions(settings: Settings) -> dict[str, str]:
     for name in settings.db.extensions:
         declared.setdefault(name, "db.extensions")
     return declared
+
+
+def configured_backend(settings: Settings, service: str) -> str:
+    """The backend the settings ask for (``{service}.backend``, else the top-level ``backend``), before
+    ``auto`` is resolved."""
+    return str(getattr(service_settings(settings, service), "backend", "") or settings.backend)
+
+
+def missing_extensions_hint(backend: str, configured: str | None = None) -> str:
+    """What to do when the PostgreSQL in use (``backend``: embedded, local, container, url) lacks a declared
+    extension. ``configured``: the backend the settings ask for (:func:`configured_backend`), None when the
+    caller cannot know it. One text for the run's refusal, the template build and `testlane doctor`; it
+    never recommends what is already set (``auto`` already looked at every installation on the machine)."""
+    doctor = "`testlane doctor` lists the extensions each installation offers."
+    install = (
+        "install a PostgreSQL that ships them (Debian/Ubuntu: postgresql-contrib, or the extension's own "
+        "package, e.g. postgresql-<major>-<name>)"
+    )
+    if backend == "url":
+        return (
+            "install them on the server at postgres.url (its contrib or the extension's package), or point "
+            f"postgres.url at a server that has them. {doctor}"
+        )
+    if backend == "container":
+        return f"use an image whose PostgreSQL ships them (postgres.image), or another backend. {doctor}"
+    if configured == "auto":
+        return (
+            f'backend "auto" found no binaries on this machine that ship them: {install}, and `auto` picks it; '
+            f"or set postgres.bin_dir to an installation that has them, or postgres.url to a server that does. "
+            f"{doctor}"
+        )
+    if configured == "embedded":
+        return (
+            'the embedded wheel\'s PostgreSQL does not ship them: set postgres.backend = "auto" (it picks a local '
+            'installation that has them) or postgres.backend = "local" (postgres.bin_dir to choose one); if none '
+            f"has them, {install}. {doctor}"
+        )
+    return (
+        f"{install}, or set postgres.bin_dir to an installation that has them, or postgres.url to a server that "
+        f"does. {doctor}"
+    )
 
 
 def _declared_in(names: list[str], declared: dict[str, str]) -> str:
@@ -84,7 +133,7 @@ def _local_available(service: str, settings: Settings) -> str | None:
 def choose_backend(service: str, settings: Settings) -> BackendChoice:
     """The backend for ``service`` (``postgres``, ``valkey``, ``mariadb``), resolving ``auto``."""
     svc = service_settings(settings, service)
-    configured = getattr(svc, "backend", "") or settings.backend
+    configured = configured_backend(settings, service)
     source = f"{service}.backend" if getattr(svc, "backend", "") else "backend"
     if service == "mariadb" and configured == "embedded":
         raise ConfigError(
