@@ -59,6 +59,8 @@ def test_templates_parse_into_text_and_references() -> None:
     [
         ("{mongo.url}", "unknown service 'mongo'"),
         ("{postgres.hots}", "postgres has no part 'hots'"),
+        ("{valkey.channel}", "valkey has no part 'channel'"),
+        ("{postgres.channel_prefix}", "postgres has no part 'channel_prefix'"),
         ("{postgres.host:asyncpg}", "only url takes a driver"),
         ("{postgres.url:jdbc}", "unknown postgres driver 'jdbc'"),
         ("{postgres}", "is not a reference of the form"),
@@ -89,6 +91,13 @@ def test_rendering_by_part_and_driver() -> None:
         "POSTGRES_DB": "tl_r_run_app",
         "REDIS_URL": "redis://127.0.0.1:6600/1023",  # the last logical database: the application's
     }
+
+
+def test_the_applications_channel_prefix_is_the_runs() -> None:
+    """Pub/sub channels are server-wide: the run's application gets a prefix of its own (issue 15, seen 6),
+    unlike any lease's (``tl:<db>:<token>:``)."""
+    mapping = {"EVENTS": "{valkey.channel_prefix}events", "PREFIX": "{redis.channel_prefix}"}
+    assert render_mapping(mapping, {"valkey": VK}) == {"EVENTS": "tl:r:app:events", "PREFIX": "tl:r:app:"}
 
 
 def test_a_service_the_run_does_not_start_is_named() -> None:

@@ -10,6 +10,7 @@ or ``REDIS_URL``. Each mapping is a template over the run's services::
     POSTGRES_PORT  = "{postgres.port}"
     REDIS_URL      = "{valkey.url}"
     CACHE_URL      = "redis://{valkey.host}:{valkey.port}/3"
+    EVENTS_PREFIX  = "{valkey.channel_prefix}"          # tl:<run id>:app: (pub/sub ignores databases)
 
 This module parses and validates templates (an unknown service, part or driver is a configuration
 error, reported when the settings load); rendering them against running servers happens in
@@ -29,7 +30,7 @@ __all__ = ["DRIVERS", "PARTS", "Reference", "parse_template", "validate_mapping"
 
 PARTS = {
     "postgres": ("url", "host", "port", "user", "password", "database"),
-    "valkey": ("url", "host", "port", "password", "db"),
+    "valkey": ("url", "host", "port", "password", "db", "channel_prefix"),
     "mariadb": ("url", "host", "port", "user", "password", "database"),
 }
 DRIVERS = {

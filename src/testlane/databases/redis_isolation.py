@@ -23,6 +23,17 @@ The marker lives in database 0, not in the leased database, so a test sees an em
 (``DBSIZE`` 0). The last logical database is never leased: it is the one an application's mapped
 ``REDIS_URL`` uses (see :mod:`testlane.services.env_mapping`). When no database is free the lease
 fails with one message naming the server and what occupies its databases.
+
+What a logical database does not isolate: pub/sub. Channels are server-wide (a ``PUBLISH`` on database
+5 reaches a subscriber on database 9), so two tests that use the same channel name hear each other.
+Each lease therefore carries a *channel prefix* (:attr:`RedisLease.channel_prefix`,
+``tl:<db>:<8 hex>:``): unique among live leases (the database number) and among successive leases of
+one database (the token), so a subscriber a previous test left open hears nothing of the next. It is a
+convention the test and the code under test follow, not enforced: an ACL user per lease (``&<prefix>*``)
+costs little (about 0.2 ms to create and delete) but Redis/Valkey match a ``PSUBSCRIBE`` pattern
+literally against the allowed ones (``PSUBSCRIBE tl:5:ab12cd34:events.*`` is refused), clients would
+have to log in as that user (the URL changes, the application's too), and an existing server's
+administrator may not allow ``ACL SETUSER`` at all. See docs/isolation.md.
 """
 
 from __future__ import annotations
@@ -104,6 +115,15 @@ class RedisLease:
     password: str | None = field(repr=False)
     _coordinator: Any = field(repr=False)
     token: str = field(default="", repr=False)
+
+    @property
+    def channel_prefix(self) -> str:
+        """The test's own pub/sub namespace: put it in front of every channel name (see module docstring)."""
+        return f"tl:{self.db}:{self.token[:8]}:"
+
+    def channel(self, name: str) -> str:
+        """``name`` in the test's namespace: ``lease.channel("events")`` is ``tl:<db>:<8 hex>:events``."""
+        return self.channel_prefix + name
 
     @property
     def url(self) -> str:

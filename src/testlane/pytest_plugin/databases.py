@@ -10,8 +10,9 @@ Fixtures (function scope):
 ``db_session``         a SQLAlchemy ``Session`` (in ``transaction`` mode joined to the rolled-back transaction)
 ``async_db_engine``    an ``AsyncEngine`` (asyncpg when installed, else psycopg), needs pytest-asyncio
 ``async_db_session``   an ``AsyncSession``, likewise
-``redis_db``           a leased logical Valkey/Redis database: ``.url``, ``.db``, ``.client()``
+``redis_db``           a leased logical Valkey/Redis database: ``.url``, ``.db``, ``.client()``, ``.channel_prefix``
 ``redis_client``       a redis-py client on it;  ``redis_url`` its URL;  ``aredis_client`` async
+``redis_channel_prefix`` the test's pub/sub namespace (channels ignore logical databases)
 
 Markers: ``@pytest.mark.isolation("database"|"transaction"|"schema")`` and
 ``pytest.mark.migrations(SPEC, seed=[...], extensions=[...])`` (usually as a module's ``pytestmark``).
@@ -568,3 +569,11 @@ def redis_client(redis_db: Any) -> Iterator[Any]:
 def redis_url(redis_db: Any) -> str:
     """URL of the test's own logical database, e.g. ``redis://:<password>@127.0.0.1:41235/17``."""
     return str(redis_db.url)
+
+
+@pytest.fixture
+def redis_channel_prefix(redis_db: Any) -> str:
+    """The test's own pub/sub namespace, e.g. ``tl:17:3f9a0c2e:``: pub/sub channels are server-wide (a
+    logical database does not isolate them), so tests that publish or subscribe put it in front of
+    their channel names (and give it to the code under test, as they give it ``redis_url``)."""
+    return str(redis_db.channel_prefix)

@@ -53,6 +53,7 @@ SERVICE_FIXTURES = frozenset(
         "redis_db",
         "redis_client",
         "redis_url",
+        "redis_channel_prefix",
         "aredis_client",
         "mysql_database",
         "mysql_conn",

@@ -5,7 +5,9 @@ Which database the application gets:
 * Postgres and MariaDB: the run's *application database* (``databases`` argument; testlane creates it
   migrated and seeded, see :mod:`testlane.databases.appdb`), else the server's default database;
 * Valkey: the server's last logical database, reserved for the application (per-test leases never
-  hand it out); on an existing server, the database in its URL.
+  hand it out); on an existing server, the database in its URL. Its ``channel_prefix`` is the run's
+  (``tl:<run id>:app:``): pub/sub channels are server-wide, so a run's application does not hear
+  another run's on a shared server, nor a test's (whose leases have prefixes of their own).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from testlane.core.envmap import DRIVERS, Reference, validate_mapping
 from testlane.core.errors import ConfigError
 from testlane.services.base import Server
 
-__all__ = ["app_redis_db", "render_mapping"]
+__all__ = ["app_channel_prefix", "app_redis_db", "render_mapping"]
 
 
 def app_redis_db(server: Server) -> int:
@@ -25,6 +27,11 @@ def app_redis_db(server: Server) -> int:
     if inst.backend == "url":
         return int(inst.database or 0)
     return int(inst.extra.get("databases", 16)) - 1
+
+
+def app_channel_prefix(server: Server) -> str:
+    """The pub/sub channel prefix of the run's application (one per run, like its logical database)."""
+    return f"tl:{server.instance.run_id}:app:"
 
 
 def _value(ref: Reference, server: Server, databases: Mapping[str, str]) -> str:
@@ -38,6 +45,8 @@ def _value(ref: Reference, server: Server, databases: Mapping[str, str]) -> str:
     if ref.part == "password":
         return inst.password or ""
     if ref.service == "valkey":
+        if ref.part == "channel_prefix":
+            return app_channel_prefix(server)
         db = str(app_redis_db(server))
         if ref.part == "db":
             return db
