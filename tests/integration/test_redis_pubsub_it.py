@@ -38,8 +38,8 @@ def read(pubsub, seconds):
 
 
 def test_same_channel_name(redis_client, redis_channel_prefix, redis_db):
-    assert redis_channel_prefix == redis_db.channel_prefix and redis_db.channel("events").startswith("tl:")
     raw, mine = "events", redis_channel_prefix + "events"
+    assert redis_channel_prefix == redis_db.channel_prefix and redis_db.channel(raw) == mine
     pubsub = redis_client.pubsub()
     pubsub.subscribe(raw, mine)
     pubsub.psubscribe(redis_channel_prefix + "ev*")  # a pattern inside the namespace

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 
 @dataclass(frozen=True)
@@ -18,7 +17,7 @@ class Settings:
 
     database_url: str
     redis_url: str
-    channel_prefix: str = "chat-events"
+    channel_prefix: str = ""
     default_title: str = "New chat"
     openai_api_key: str | None = None
     openai_base_url: str = "https://api.openai.com/v1"
@@ -34,21 +33,23 @@ class Settings:
 
     @property
     def channel(self) -> str:
-        """The pub/sub channel of this deployment.
+        """The pub/sub channel of this deployment: ``<channel_prefix>chat-events``.
 
         Pub/sub ignores Redis database numbers: every client of a server shares one channel
-        namespace. The channel carries the database number, so apps on different logical databases
-        (parallel tests, staging beside dev) never hear each other.
+        namespace, so apps that share a server (parallel tests, staging beside dev) each need a prefix
+        of their own. Tests give the test's (testlane's ``redis_channel_prefix``), as they give its
+        ``redis_url``; a deployment sets ``REDIS_CHANNEL_PREFIX``.
         """
-        path = urlsplit(self.redis_url).path.strip("/")
-        return f"{self.channel_prefix}:{path or '0'}"
+        return f"{self.channel_prefix}chat-events"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
-        """``DATABASE_URL``, ``REDIS_URL`` and, for real AI replies, ``OPENAI_API_KEY`` (+ ``OPENAI_MODEL``)."""
+        """``DATABASE_URL``, ``REDIS_URL`` (+ ``REDIS_CHANNEL_PREFIX``) and, for real AI replies,
+        ``OPENAI_API_KEY`` (+ ``OPENAI_MODEL``)."""
         return cls(
             database_url=env.get("DATABASE_URL", "postgresql://localhost/chat"),
             redis_url=env.get("REDIS_URL", "redis://localhost:6379/0"),
+            channel_prefix=env.get("REDIS_CHANNEL_PREFIX", ""),
             openai_api_key=env.get("OPENAI_API_KEY") or None,
             openai_model=env.get("OPENAI_MODEL", cls.openai_model),
         )

@@ -2,7 +2,8 @@
 
 The app opens its own connections, so it gets the test's services through its settings factory
 (``create_app(Settings(...))``) and the tests use ``database`` isolation, testlane's default: each
-test has a private database cloned from the migrated template, and a private logical Valkey database.
+test has a private database cloned from the migrated template, a private logical Valkey database and a
+pub/sub namespace of its own (``redis_channel_prefix``: channels are server-wide, databases do not isolate them).
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ def provider() -> FakeProvider:
 
 
 @pytest.fixture
-def settings(pg_url: str, redis_url: str) -> Settings:
-    return Settings(database_url=pg_url, redis_url=redis_url)
+def settings(pg_url: str, redis_url: str, redis_channel_prefix: str) -> Settings:
+    """The test's own database, logical Valkey database and pub/sub namespace (channels ignore databases)."""
+    return Settings(database_url=pg_url, redis_url=redis_url, channel_prefix=redis_channel_prefix)
 
 
 @pytest.fixture
