@@ -140,3 +140,12 @@ def test_the_hint_never_recommends_the_configured_backend() -> None:
                 assert f'backend = "{configured}"' not in hint and f'"{configured}" (' not in hint, (backend, hint)
             assert "testlane doctor" in hint
     assert 'postgres.backend = "auto"' in missing_extensions_hint("embedded", "embedded")
+    # Under `auto`, extensions it never weighed (a template given in code) and an installation that has them:
+    # declare them. Declared, the same installation was ruled out by postgres.version.
+    local = "PostgreSQL 15.20 in /usr/lib/postgresql/15/bin ships them"
+    undeclared = missing_extensions_hint("embedded", "auto", [LOCAL_ONLY])
+    assert f'{local}: declare them in [tool.testlane] (extensions = ["{LOCAL_ONLY}"]' in undeclared
+    assert f"{local}, but postgres.version asks for another major version" in missing_extensions_hint(
+        "embedded", "auto", [LOCAL_ONLY], declared=True
+    )
+    assert 'backend "auto" found no binaries' in missing_extensions_hint("embedded", "auto", [ABSENT], declared=True)

@@ -111,3 +111,50 @@ def test_a_server_that_refuses_scripts_is_one_clear_error(valkey_server: tuple[r
     assert f"could not lease a logical database on the Redis server at {host}:{port}" in str(info.value)
     assert "EVAL/EVALSHA" in str(info.value)
     assert "pw" not in str(info.value)
+
+
+def test_each_lease_has_its_own_channel_prefix_even_on_the_same_database(
+    valkey_server: tuple[redis.Redis, str, int],
+) -> None:
+    """Issue 15, seen 6: pub/sub ignores logical databases, so a lease carries a channel namespace; the next
+    lease of the same database gets another (a subscriber the previous test left open hears nothing)."""
+    coordinator, host, port = valkey_server
+    first = lease_database(coordinator, host, port, password=_password(coordinator), owner="t1")
+    second = lease_database(coordinator, host, port, password=_password(coordinator), owner="t2")
+    assert first.channel_prefix.startswith(f"tl:{first.db}:") and first.channel_prefix.endswith(":")
+    assert first.channel("events") == first.channel_prefix + "events"
+    assert first.channel_prefix != second.channel_prefix
+    db, prefix = first.db, first.channel_prefix
+    first.release()
+    again = [lease_database(coordinator, host, port, password=_password(coordinator), owner="t3") for _ in (1, 2)]
+    [same] = [lease for lease in again if lease.db == db]
+    assert same.channel_prefix != prefix
+    for lease in (second, *again):
+        lease.release()
+
+
+def test_an_acl_user_per_namespace_would_refuse_narrower_patterns(valkey_server: tuple[redis.Redis, str, int]) -> None:
+    """Why the namespace is not enforced with ACLs (docs/isolation.md): a user allowed `&<prefix>*` may not
+    PSUBSCRIBE a narrower pattern inside it — the server compares patterns literally."""
+    coordinator, host, port = valkey_server
+    lease = lease_database(coordinator, host, port, password=_password(coordinator), owner="acl")
+    prefix = lease.channel_prefix
+    coordinator.execute_command("ACL", "SETUSER", "tl_acl", "on", ">pw", "~*", f"&{prefix}*", "+@all")
+    user = redis.Redis(host=host, port=port, username="tl_acl", password="pw", db=lease.db)
+    try:
+        assert user.publish(prefix + "events", "x") == 0
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            user.publish("events", "x")  # outside the namespace: an error, not cross-talk
+        pubsub = user.pubsub()
+        pubsub.psubscribe(prefix + "*")
+        assert pubsub.get_message(timeout=5)["type"] == "psubscribe"
+        narrower = user.pubsub()
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            narrower.psubscribe(prefix + "ev*")
+            narrower.get_message(timeout=5)
+        pubsub.close()
+        narrower.close()
+    finally:
+        user.close()
+        coordinator.execute_command("ACL", "DELUSER", "tl_acl")
+        lease.release()

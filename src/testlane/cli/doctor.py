@@ -244,7 +244,7 @@ def _extensions(settings: Settings) -> list[Check]:
         if needed and used:
             keys = ", ".join(f"{e} (`{declared[e]}`)" for e in needed)
             detail += f"; the postgres backend ({backend}) runs these binaries, which lack the declared {keys}"
-            fix = missing_extensions_hint(backend, configured_backend(settings, "postgres"))
+            fix = missing_extensions_hint(backend, configured_backend(settings, "postgres"), needed, declared=True)
             checks.append(Check("fail", f"extensions ({label})", detail, fix))
             continue
         if needed:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from testlane.core.errors import ConfigError, ExtensionMissingError, MigrationError
+from testlane.services.backends import undeclared_extension_hint
 
 if TYPE_CHECKING:
     import psycopg
@@ -241,9 +242,7 @@ def migration_error(
         name = missing.group(1) or missing.group(2)
         return ExtensionMissingError(
             message,
-            hint=f"the PostgreSQL binaries in use do not ship the {name!r} extension. Use binaries that do "
-            f'(postgres.backend = "local" with a system PostgreSQL that has it, e.g. Debian\'s postgresql-contrib), '
-            f"or declare db.extensions so `testlane doctor` can check. See docs/isolation.md#extensions.",
+            hint=undeclared_extension_hint(name),
         )
     return MigrationError(message, hint="fix the migration; the template is rebuilt when its files change.")
 

@@ -30,7 +30,7 @@ Each lease therefore carries a *channel prefix* (:attr:`RedisLease.channel_prefi
 ``tl:<db>:<8 hex>:``): unique among live leases (the database number) and among successive leases of
 one database (the token), so a subscriber a previous test left open hears nothing of the next. It is a
 convention the test and the code under test follow, not enforced: an ACL user per lease (``&<prefix>*``)
-costs little (about 0.2 ms to create and delete) but Redis/Valkey match a ``PSUBSCRIBE`` pattern
+costs little (0.2-0.3 ms to create and delete) but Redis 7 and Valkey 8 match a ``PSUBSCRIBE`` pattern
 literally against the allowed ones (``PSUBSCRIBE tl:5:ab12cd34:events.*`` is refused), clients would
 have to log in as that user (the URL changes, the application's too), and an existing server's
 administrator may not allow ``ACL SETUSER`` at all. See docs/isolation.md.

@@ -24,6 +24,7 @@ from pathlib import Path
 from testlane.core.config import Settings
 from testlane.core.errors import ExtensionMissingError, MigrationError
 from testlane.databases.migrations import AlembicMigrations, MigrationSource, Target
+from testlane.services.backends import undeclared_extension_hint
 from testlane.services.egress import Allowlist, Attempt, foreign_connections, pointing_variables
 
 __all__ = ["SetupCommands"]
@@ -123,9 +124,7 @@ class SetupCommands(MigrationSource):
             name = missing.group(1) or missing.group(2)
             return ExtensionMissingError(
                 message,
-                hint=f"the PostgreSQL binaries in use do not ship the {name!r} extension. Declare it "
-                f'(extensions = ["{name}"] in [tool.testlane]) so `auto` picks binaries that have it, or use '
-                'postgres.backend = "local" with a PostgreSQL that has it (Debian: postgresql-contrib).',
+                hint=undeclared_extension_hint(name),
             ), found
         return MigrationError(
             message,

@@ -223,11 +223,11 @@ def _check_available(server: PostgresServer, target: Target, extensions: tuple[s
         available = {row[0] for row in conn.execute("SELECT name FROM pg_available_extensions").fetchall()}
     missing = [ext for ext in extensions if ext not in available]
     if missing:
-        backend = server.instance.backend  # how it was chosen is not known here: a hint for any configuration
+        inst = server.instance  # servers testlane runs from binaries say how their backend was chosen
         raise _missing(
-            f"PostgreSQL {server.version} ({backend})",
+            f"PostgreSQL {server.version} ({inst.backend})",
             [f"{', '.join(missing)} {where}"],
-            missing_extensions_hint(backend),
+            missing_extensions_hint(inst.backend, inst.extra.get("configured_backend"), missing),
         )
 
 
@@ -238,18 +238,20 @@ def require_extensions(
 
     ``available``: the extension names the binaries ship (their ``share/extension/*.control`` files);
     ``binaries``: how the message names them (``PostgreSQL 18.6 (embedded)``); ``backend`` and
-    ``configured``: the backend in use and the one the settings ask for (the hint). Called before a template
+    ``configured``: the backend in use and the one the settings ask for (the hint; ``spec`` is the
+    settings', so its extensions are declared ones). Called before a template
     build is announced or a server started for it, so a run that cannot work stops first, with the one
     message a build would end with."""
     have = set(available)
-    groups = []
+    groups, lacking = [], []
     declarations = ((spec.requires, "declared in `extensions`"), (spec.extensions, "declared in db.extensions"))
     for declared, where in declarations:
         missing = [ext for ext in declared if ext not in have]
         if missing:
             groups.append(f"{', '.join(missing)} {where}")
+            lacking += missing
     if groups:
-        raise _missing(binaries, groups, missing_extensions_hint(backend, configured))
+        raise _missing(binaries, groups, missing_extensions_hint(backend, configured, lacking, declared=True))
 
 
 def _missing(binaries: str, groups: list[str], hint: str) -> ExtensionMissingError:

@@ -12,6 +12,7 @@ top-level ``backend``. ``auto`` resolves, in order, to:
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from testlane.core.config import Settings
@@ -27,6 +28,7 @@ __all__ = [
     "declared_extensions",
     "missing_extensions_hint",
     "service_settings",
+    "undeclared_extension_hint",
 ]
 
 BACKENDS = ("embedded", "local", "container", "url")
@@ -62,11 +64,15 @@ def configured_backend(settings: Settings, service: str) -> str:
     return str(getattr(service_settings(settings, service), "backend", "") or settings.backend)
 
 
-def missing_extensions_hint(backend: str, configured: str | None = None) -> str:
-    """What to do when the PostgreSQL in use (``backend``: embedded, local, container, url) lacks a declared
-    extension. ``configured``: the backend the settings ask for (:func:`configured_backend`), None when the
-    caller cannot know it. One text for the run's refusal, the template build and `testlane doctor`; it
-    never recommends what is already set (``auto`` already looked at every installation on the machine)."""
+def missing_extensions_hint(
+    backend: str, configured: str | None = None, missing: Sequence[str] = (), *, declared: bool = False
+) -> str:
+    """What to do when the PostgreSQL in use (``backend``: embedded, local, container, url) lacks the
+    extensions ``missing``. ``configured``: the backend the settings ask for (:func:`configured_backend`),
+    None when the caller cannot know it; ``declared``: they are in the settings (``extensions`` or
+    ``db.extensions``), so ``auto`` already weighed them. One text for the run's refusal, the template build and
+    `testlane doctor`; it never recommends what is already set: under ``auto`` it says which local
+    installation ships them (``auto`` picks it once they are declared) or that none does."""
     doctor = "`testlane doctor` lists the extensions each installation offers."
     install = (
         "install a PostgreSQL that ships them (Debian/Ubuntu: postgresql-contrib, or the extension's own "
@@ -80,6 +86,18 @@ def missing_extensions_hint(backend: str, configured: str | None = None) -> str:
     if backend == "container":
         return f"use an image whose PostgreSQL ships them (postgres.image), or another backend. {doctor}"
     if configured == "auto":
+        having = _installation_with(missing)
+        if having is not None and declared:  # auto weighed them: postgres.version ruled this installation out
+            return (
+                f"PostgreSQL {having.version} in {having.bin_dir} ships them, but postgres.version asks for another "
+                f"major version: change postgres.version, or {install}. {doctor}"
+            )
+        if having is not None:  # auto would have picked it had they been declared (a template given in code)
+            names = ", ".join(f'"{name}"' for name in missing)
+            return (
+                f"PostgreSQL {having.version} in {having.bin_dir} ships them: declare them in [tool.testlane] "
+                f"(extensions = [{names}], or db.extensions) and `auto` picks it. {doctor}"
+            )
         return (
             f'backend "auto" found no binaries on this machine that ship them: {install}, and `auto` picks it; '
             f"or set postgres.bin_dir to an installation that has them, or postgres.url to a server that does. "
@@ -95,6 +113,24 @@ def missing_extensions_hint(backend: str, configured: str | None = None) -> str:
         f"{install}, or set postgres.bin_dir to an installation that has them, or postgres.url to a server that "
         f"does. {doctor}"
     )
+
+
+def undeclared_extension_hint(name: str) -> str:
+    """The hint of a migration or set-up command that failed on an extension nobody declared: declaring it
+    is the fix (then the backend's own hint, :func:`missing_extensions_hint`, applies before the build)."""
+    return (
+        f"the PostgreSQL binaries in use do not ship the {name!r} extension. Declare it (extensions = "
+        f'["{name}"] in [tool.testlane]): `auto` then picks binaries that ship it, and a run on binaries that '
+        "lack it stops before the template build, saying what to do. See docs/isolation.md#extensions."
+    )
+
+
+def _installation_with(extensions: Sequence[str]) -> binaries.PostgresBinaries | None:
+    """A local PostgreSQL installation that ships every one of ``extensions`` (None: none, or none asked)."""
+    if not extensions:
+        return None
+    installed, _ = binaries.local_postgres_candidates("")
+    return next((c for c in installed if all(e in c.extensions() for e in extensions)), None)
 
 
 def _declared_in(names: list[str], declared: dict[str, str]) -> str:

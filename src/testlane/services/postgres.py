@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from testlane.core.config import Settings
 from testlane.core.errors import ConfigError, ServiceError, ServiceStartError
 from testlane.core.runtime import RunContext, is_root
+from testlane.services.backends import configured_backend
 from testlane.services.base import Launch, Progress, Server
 from testlane.services.binaries import PostgresBinaries, find_postgres
 from testlane.services.cache import (
@@ -373,7 +374,13 @@ class PostgresEngine:
             owner_create_time=ref.create_time if ref else None,
             os_user=self.user.name if self.user else None,
             password=new_password(),
-            extra={"bin_dir": str(bins.bin_dir), "data_source": str(source)},
+            # configured_backend: what the settings asked for (`auto` or a forced one), for hints given later
+            # by code that only has the server (a missing extension: services.backends.missing_extensions_hint).
+            extra={
+                "bin_dir": str(bins.bin_dir),
+                "data_source": str(source),
+                "configured_backend": configured_backend(self.settings, "postgres"),
+            },
         )
         return PostgresLaunch(
             engine=self,
