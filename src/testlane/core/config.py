@@ -641,7 +641,9 @@ def _coerce(key: str, tp: Any, value: Any, source: str) -> Any:
             listed = ", ".join('"" (inherit)' if c == "" else str(c) for c in choices)
             raise ConfigError(
                 f"{source}: {key} = {value!r} is not one of: {listed}.",
-                hint=f"choose one of {listed}.",
+                hint=f"set {key}"
+                + (f" ({option.env}, or --set {key}=...)" if option else "")
+                + f" to one of {listed}.",
             )
         return value
     if origin in (types.UnionType, typing.Union):
