@@ -4,6 +4,8 @@ seen 3). Runs the real CLI and pytest in projects with no services, so nothing i
 
 from __future__ import annotations
 
+import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -127,3 +129,20 @@ def test_testlane_it_that_is_neither_true_nor_false_is_an_error_even_before_opti
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     err = result.stderr.str()
     assert "ERROR: testlane: $TESTLANE_IT = 'maybe' is neither true nor false." in err and "Traceback" not in err
+
+
+def test_the_documented_configuration_errors_are_what_testlane_prints(tmp_path: Path) -> None:
+    """docs/configuration.md's console examples of configuration errors, run as written."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    examples = re.findall(r"```console\n\$ (.+)\n((?:(?!```).*\n)+)```", doc)
+    examples = [(command, output) for command, output in examples if "configuration error" in output]
+    assert len(examples) >= 2, examples
+    root = _project(tmp_path / "project")
+    for command, output in examples:
+        words = shlex.split(command)
+        variables = dict(w.split("=", 1) for w in words if re.fullmatch(r"[A-Z_]+=.*", w))
+        args = [w for w in words if not re.fullmatch(r"[A-Z_]+=.*", w)]
+        assert args[0] == "testlane", command
+        result = run_cli([*args[1:], "--", "-q"], cwd=root, env=clean_env(variables))
+        assert result.returncode == 4, command
+        assert result.stderr.strip() == output.strip(), (command, result.stderr)
