@@ -167,7 +167,7 @@ def test_every_testlane_variable_in_the_repository_is_a_setting_or_declared() ->
     # Deliberately wrong, in docs/configuration.md's example of the error.
     examples_of_mistakes = {"TESTLANE_POSTGRES_BACKND"}
     found: dict[str, str] = {}
-    roots = [REPO / "src", REPO / "docs", REPO / "scripts", REPO / "examples", REPO / ".ci"]
+    roots = [REPO / "src", REPO / "docs", REPO / "scripts", REPO / "examples", REPO / "bench", REPO / ".ci"]
     files = [REPO / "Makefile", REPO / "README.md"]
     for root in roots:
         files += [p for p in root.rglob("*") if p.is_file() and p.suffix not in (".pyc", ".png", ".svg")]
