@@ -59,10 +59,10 @@ def test_settings_found_from_a_subdirectory(tmp_path: Path) -> None:
 
 
 def test_explicit_falsy_values_are_kept(tmp_path: Path) -> None:
-    write_pyproject(tmp_path, "[tool.testlane]\nservices = []\nstart_timeout = 0\n")
+    write_pyproject(tmp_path, "[tool.testlane]\nservices = []\n[tool.testlane.discipline]\ntimeout_unit = 0\n")
     settings = load_settings(start=tmp_path, environ={})
     assert settings.services == []
-    assert settings.start_timeout == 0.0
+    assert settings.discipline.timeout_unit == 0.0
 
 
 def test_unknown_key_suggests_the_right_one(tmp_path: Path) -> None:
@@ -78,7 +78,7 @@ def test_unknown_key_suggests_the_right_one(tmp_path: Path) -> None:
     [
         ({"TESTLANE_START_TIMEOUT": "soon"}, "is not a number"),
         ({"TESTLANE_POSTGRES_BACKEND": "docker"}, 'is not one of: "" (inherit), auto, embedded, local, container, url'),
-        ({"TESTLANE_POSTGRES_PORT": "5.5"}, "is not an integer"),
+        ({"TESTLANE_POSTGRES_SERVER_PORT": "5.5"}, "is not an integer"),
     ],
 )
 def test_bad_environment_values_name_the_variable(tmp_path: Path, env: dict[str, str], expected: str) -> None:

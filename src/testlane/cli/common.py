@@ -47,7 +47,7 @@ class CliState:
         if self._settings is None or extra_overrides:
             overrides = {**self.overrides, **{k: v for k, v in extra_overrides.items() if v is not None}}
             self._settings = load_settings(config_file=self.config_file, overrides=overrides)
-            level = "debug" if self.verbose else self._settings.log_level
+            level: str = "debug" if self.verbose else self._settings.log_level
             if os.environ.get("TESTLANE_LOG_LEVEL"):
                 level = os.environ["TESTLANE_LOG_LEVEL"]
             setup_logging(level)

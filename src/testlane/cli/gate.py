@@ -35,6 +35,7 @@ import click
 
 from testlane.cli.common import CliState, console, pass_state
 from testlane.cli.run import RUN_SCOPED_ENV
+from testlane.core import environment
 from testlane.core.config import Settings
 from testlane.core.errors import ConfigError
 from testlane.core.redact import redact
@@ -174,7 +175,7 @@ def argv_for(command: str, exec_prefix: str) -> list[str]:
 
 def check_env(exec_prefix: str) -> dict[str, str]:
     """The environment for checks: without the surrounding run's variables; our tools first on PATH."""
-    env = {k: v for k, v in os.environ.items() if k not in RUN_SCOPED_ENV and k != "TESTLANE_IT"}
+    env = {k: v for k, v in os.environ.items() if k not in RUN_SCOPED_ENV and k != environment.IT}
     env.pop("PYTEST_ADDOPTS", None)
     if not exec_prefix:
         bin_dir = str(Path(sys.executable).parent)

@@ -33,6 +33,7 @@ from types import FrameType
 from rich.markup import escape
 
 from testlane.cli.common import CliState, console, progress_printer
+from testlane.core import environment
 from testlane.core.config import Settings, overrides_environment
 from testlane.core.envmap import referenced_services
 from testlane.core.redact import redact_url
@@ -47,7 +48,7 @@ from testlane.services.stack import ServiceStack
 
 __all__ = ["agent_detected", "report_format", "run_pytest_under_services"]
 
-IT_ENV = "TESTLANE_IT"
+IT_ENV = environment.IT
 FORMAT_ENV = "TESTLANE_REPORTS_FORMAT"
 POLL_SECONDS = 0.25
 PYTEST_EXIT_CODES = range(6)
@@ -280,24 +281,7 @@ def run_pytest_under_services(
 
 
 # Variables that describe *a* run; a nested run must not inherit the outer run's.
-RUN_SCOPED_ENV = (
-    "TESTLANE_RUN_ID",
-    "TESTLANE_OWNER_PID",
-    "TESTLANE_SERVICES_FILE",
-    "TESTLANE_POSTGRES_URL",
-    "TESTLANE_POSTGRES_HOST",
-    "TESTLANE_POSTGRES_PORT",
-    "TESTLANE_POSTGRES_USER",
-    "TESTLANE_POSTGRES_PASSWORD",
-    "TESTLANE_REDIS_URL",
-    "TESTLANE_VALKEY_URL",
-    "TESTLANE_REDIS_HOST",
-    "TESTLANE_REDIS_PORT",
-    "TESTLANE_MARIADB_URL",
-    FORMAT_ENV,
-    RERUN_ENV,
-    REPORTED_ENV,
-)
+RUN_SCOPED_ENV = (*environment.run_scoped_names(), FORMAT_ENV)
 
 
 def _settings_environment(state: CliState) -> dict[str, str]:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import math
 import os
 import tomllib
 import types
@@ -27,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
+from testlane.core.environment import CONFIG as CONFIG_ENV
+from testlane.core.environment import declared_names, integration_lane_from_env, parse_flag
 from testlane.core.errors import ConfigError
 
 __all__ = [
@@ -58,9 +62,27 @@ def opt(
     cli: str | None = None,
     env: str | None = None,
     default_doc: str | None = None,
+    min: float | None = None,
+    max: float | None = None,
+    above: float | None = None,
+    fold_case: bool = False,
 ) -> Any:
-    """Declare a setting: its default, its help text and optional CLI flag / env name."""
-    meta = {"help": help, "cli": cli, "env": env, "default_doc": default_doc}
+    """Declare a setting: its default, its help text and optional CLI flag / env name.
+
+    Constraints, checked wherever a value comes from (pyproject, variable, command line) and shown in the
+    documented table: ``min``/``max`` (inclusive) and ``above`` (exclusive) for numbers; ``fold_case``
+    accepts a ``Literal`` choice in any case (``DEBUG`` for ``debug``).
+    """
+    meta = {
+        "help": help,
+        "cli": cli,
+        "env": env,
+        "default_doc": default_doc,
+        "min": min,
+        "max": max,
+        "above": above,
+        "fold_case": fold_case,
+    }
     if isinstance(default, list | dict):
         factory = (lambda d=default: type(d)(d)) if default else type(default)
         return field(default_factory=factory, metadata=meta)
@@ -87,7 +109,14 @@ class PostgresSettings:
         "then PATH, then /usr/lib/postgresql/*/bin (newest first).",
     )
     version: str = opt("", "Preferred major version when several local installations exist (e.g. `15`).")
-    port: int = opt(0, "TCP port; 0 picks a free one (recommended: parallel runs never collide).")
+    port: int = opt(
+        0,
+        "TCP port; 0 picks a free one (recommended: parallel runs never collide).",
+        min=0,
+        max=65535,
+        # Not TESTLANE_POSTGRES_PORT: that variable is the running server's port, exported for the tests.
+        env="TESTLANE_POSTGRES_SERVER_PORT",
+    )
     settings: dict[str, str] = opt(
         {},
         'Extra server settings passed as `-c name=value` (e.g. `{ work_mem = "64MB" }`).',
@@ -98,7 +127,9 @@ class PostgresSettings:
         "Arguments for initdb when the cached cluster is first created (part of the cache key). "
         "Falls back to `--no-locale` when the locale does not exist.",
     )
-    max_connections: int = opt(300, "The server's max_connections.")
+    # Postgres refuses to start unless max_connections exceeds superuser_reserved_connections (3); its
+    # own upper limit is 2^18 - 1 backends.
+    max_connections: int = opt(300, "The server's max_connections.", min=4, max=262143)
     # Low on purpose: every client computes PBKDF2 with this count on every connection (libpq does not
     # cache it), and tests open many connections. The password is random per run (192 bits), so a
     # stolen verifier cannot be brute-forced at any count; the threat is a local user connecting to a
@@ -107,6 +138,7 @@ class PostgresSettings:
         16,
         "PBKDF2 iterations of the per-run SCRAM password (`local`/`embedded` backends). Each client pays "
         "them on every connection; the password is random per run, so a low count is safe here.",
+        min=1,
     )
     url: str = opt(
         "",
@@ -129,9 +161,10 @@ class ValkeySettings:
         cli="--valkey-backend",
     )
     binary: str = opt("", "Path to `valkey-server`/`redis-server` for the `local` backend; empty: search PATH.")
-    port: int = opt(0, "TCP port; 0 picks a free one.")
+    port: int = opt(0, "TCP port; 0 picks a free one.", min=0, max=65535)
+    # Per-test isolation needs database 0 (its leases) and at least one to hand out.
     databases: int = opt(
-        1024, "Number of logical databases (per-test Redis isolation hands them out; see isolation docs)."
+        1024, "Number of logical databases (per-test Redis isolation hands them out; see isolation docs).", min=2
     )
     url: str = opt(
         "",
@@ -152,7 +185,14 @@ class MariaDbSettings:
         cli="--mariadb-backend",
     )
     binary: str = opt("", "Path to `mariadbd`/`mysqld` for the `local` backend; empty: search PATH and /usr/sbin.")
-    port: int = opt(0, "TCP port; 0 picks a free one.")
+    port: int = opt(
+        0,
+        "TCP port; 0 picks a free one.",
+        min=0,
+        max=65535,
+        # Not TESTLANE_MARIADB_PORT: that variable is the running server's port, exported for the tests.
+        env="TESTLANE_MARIADB_SERVER_PORT",
+    )
     url: str = opt(
         "",
         "An existing server for the `url` backend, e.g. `mysql://root@127.0.0.1:3306/`.",
@@ -163,7 +203,7 @@ class MariaDbSettings:
     isolation: Literal["database", "transaction"] = opt(
         "database", "Per-test isolation for MariaDB: a database per test, or a rolled-back transaction."
     )
-    pool_size: int = opt(3, "MariaDB databases kept ready ahead of demand, per pytest process.")
+    pool_size: int = opt(3, "MariaDB databases kept ready ahead of demand, per pytest process.", min=0)
 
 
 @dataclass(frozen=True)
@@ -208,8 +248,8 @@ class DbSettings:
         "after each test) or `schema` (a throwaway schema). Per test: `@pytest.mark.isolation(...)`.",
         cli="--isolation",
     )
-    pool_size: int = opt(4, "Clones kept ready ahead of demand, per pytest process.")
-    pool_workers: int = opt(0, "Threads cloning in parallel per pytest process; 0: 2, or 1 under xdist.")
+    pool_size: int = opt(4, "Clones kept ready ahead of demand, per pytest process (0: clone on demand).", min=0)
+    pool_workers: int = opt(0, "Threads cloning in parallel per pytest process; 0: 2, or 1 under xdist.", min=0)
     clone_strategy: Literal["file_copy", "wal_log"] = opt(
         "file_copy", "`CREATE DATABASE ... STRATEGY`: `file_copy` measured fastest on tmpfs (see benchmarks)."
     )
@@ -222,6 +262,7 @@ class DbSettings:
         256,
         "Databases that could not be reset wait this many before being dropped during the run (on a server "
         "testlane throws away, they otherwise go with it).",
+        min=0,
     )
     keep_failed: bool = opt(
         False,
@@ -230,13 +271,14 @@ class DbSettings:
         "`testlane reap --kept`.",
         cli="--keep-failed-db",
     )
-    keep_failed_ttl: float = opt(3600.0, "Seconds a server kept for failed tests' databases stays up.")
+    keep_failed_ttl: float = opt(3600.0, "Seconds a server kept for failed tests' databases stays up.", above=0)
     allow_unmanaged: bool = opt(
         False, "Let the database helpers use databases and servers testlane did not create (dangerous)."
     )
 
 
 Reaction = Literal["fail", "warn", "off"]
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
 
 @dataclass(frozen=True)
@@ -270,8 +312,8 @@ class LaneSettings:
 class DisciplineSettings:
     """``[tool.testlane.discipline]``: tests fail instead of hanging or leaking."""
 
-    timeout_unit: float = opt(5.0, "Per-test timeout in the unit lane, seconds (0: none).")
-    timeout_it: float = opt(60.0, "Per-test timeout in the integration lane, seconds (0: none).")
+    timeout_unit: float = opt(5.0, "Per-test timeout in the unit lane, seconds (0: none).", min=0)
+    timeout_it: float = opt(60.0, "Per-test timeout in the integration lane, seconds (0: none).", min=0)
     background_errors: Reaction = opt(
         "fail",
         "An exception in another thread, an unraisable exception, or an asyncio task exception never retrieved.",
@@ -301,6 +343,7 @@ class ReportSettings:
         4000,
         "Most characters a digest may take; detail is folded to fit, never the first failure.",
         cli="--digest-budget",
+        min=0,
     )
     json_path: str = opt("", "Also write the JSON report document to this file.", cli="--report-json")
     jsonl_path: str = opt("", "Also stream JSON Lines events to this file during the run.", cli="--report-jsonl")
@@ -311,7 +354,9 @@ class ReportSettings:
         "`false`): `reports.format = auto` then prints a digest under `testlane run`.",
     )
     log_lines: int = opt(
-        8, "Lines of captured log and of each server's log (written during the test) shown per failure group."
+        8,
+        "Lines of captured log and of each server's log (written during the test) shown per failure group.",
+        min=0,
     )
 
 
@@ -343,8 +388,8 @@ class GateSettings:
         "Stop at the first failing check (default: run every check and report all failures at once).",
         cli="--fail-fast",
     )
-    timeout: float = opt(1800.0, "Seconds one check may run; a check still running then is stopped and fails.")
-    budget: int = opt(8000, "Most characters of the gate's combined digest.")
+    timeout: float = opt(1800.0, "Seconds one check may run; a check still running then is stopped and fails.", above=0)
+    budget: int = opt(8000, "Most characters of the gate's combined digest.", min=0)
 
 
 @dataclass(frozen=True)
@@ -422,28 +467,37 @@ class Settings:
         "Migrated snapshots kept per project (per project directory): when a project builds a new one, it lets "
         "go of those beyond this many it used last; one no project uses any more is removed. Other "
         "projects' runs never remove this project's.",
+        min=1,  # 0 would let go of the snapshot just built: every run would build it again
     )
     cache_max_unused_days: float = opt(
         30.0,
         "Snapshots of any project not used for this many days are removed when a snapshot is built "
         "(`testlane cache prune --older-than DAYS` does it by hand, for every kind of entry).",
+        above=0,
     )
     state_dir: str = opt(
         "",
         "Registry of running instances (used to reap leftovers). Empty: `<data_dir>/state`.",
         default_doc="<data_dir>/state",
     )
-    start_timeout: float = opt(30.0, "Seconds a server may take to accept its first query.")
+    # No server is ready in less than 0.1 s: a smaller value only turns every start into a timeout.
+    start_timeout: float = opt(30.0, "Seconds a server may take to accept its first query.", min=0.1)
     stop_grace: float = opt(
         15.0,
         "Seconds `testlane run` gives pytest to stop after Ctrl-C or SIGTERM; then it terminates pytest, and "
         "kills it 5 seconds later.",
+        min=0,
     )
     service_user: str = opt(
         "testlane",
         "When running as root: the unprivileged system user servers run as (created if missing).",
     )
-    log_level: str = opt("warning", "Level of testlane's own log (`debug` shows what it did and why).")
+    log_level: LogLevel = opt(
+        "warning",
+        "Level of testlane's own log: `debug` (shows what it did and why), `info`, `warning`, `error` or "
+        "`critical`, in any case.",
+        fold_case=True,
+    )
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
     valkey: ValkeySettings = field(default_factory=ValkeySettings)
     mariadb: MariaDbSettings = field(default_factory=MariaDbSettings)
@@ -476,6 +530,27 @@ class OptionInfo:
     default: Any
     default_doc: str
     help: str
+    min: float | None = None
+    max: float | None = None
+    above: float | None = None
+    fold_case: bool = False
+
+    @property
+    def allowed(self) -> str:
+        """The numeric range in words ("from 0 to 65535", "at least 0.1", "more than 0"); "" when unbounded."""
+        if self.min is not None and self.max is not None:
+            return f"from {_number(self.min)} to {_number(self.max)}"
+        if self.min is not None:
+            return f"at least {_number(self.min)}"
+        if self.above is not None:
+            return f"more than {_number(self.above)}"
+        if self.max is not None:
+            return f"at most {_number(self.max)}"
+        return ""
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
 
 
 def _type_hints(cls: type) -> dict[str, Any]:
@@ -496,7 +571,41 @@ def iter_options(cls: type = Settings, prefix: str = "") -> Iterator[OptionInfo]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[operator]
         env = f.metadata.get("env") or ENV_PREFIX + key.upper().replace(".", "_")
         default_doc = f.metadata.get("default_doc") or _render_default(default)
-        yield OptionInfo(key, env, f.metadata.get("cli"), tp, default, default_doc, f.metadata["help"])
+        meta = f.metadata
+        yield OptionInfo(
+            key,
+            env,
+            meta.get("cli"),
+            tp,
+            default,
+            default_doc,
+            meta["help"],
+            meta.get("min"),
+            meta.get("max"),
+            meta.get("above"),
+            bool(meta.get("fold_case")),
+        )
+
+
+@functools.cache
+def _options_by_key() -> dict[str, OptionInfo]:
+    return {o.key: o for o in iter_options()}
+
+
+def _checked(key: str, number: float, value: Any, source: str) -> Any:
+    """``number`` when it is in ``key``'s declared range; else a ConfigError naming source, key and range."""
+    option = _options_by_key().get(key)
+    if option is None or not option.allowed:
+        return number
+    too_low = (option.min is not None and number < option.min) or (option.above is not None and number <= option.above)
+    too_high = option.max is not None and number > option.max
+    if too_low or too_high:
+        raise ConfigError(
+            f"{source}: {key} = {value!r} is out of range: it must be {option.allowed}.",
+            hint=f"set {key} ({option.env}, or --set {key}=...) to a value {option.allowed} (see "
+            "docs/configuration.md).",
+        )
+    return number
 
 
 def _render_default(value: Any) -> str:
@@ -525,11 +634,16 @@ def _coerce(key: str, tp: Any, value: Any, source: str) -> Any:
 
     if origin is Literal:
         choices = get_args(tp)
+        option = _options_by_key().get(key)
+        if option is not None and option.fold_case and isinstance(value, str):
+            value = value.strip().lower()
         if value not in choices:
             listed = ", ".join('"" (inherit)' if c == "" else str(c) for c in choices)
             raise ConfigError(
                 f"{source}: {key} = {value!r} is not one of: {listed}.",
-                hint=f"choose one of {listed}.",
+                hint=f"set {key}"
+                + (f" ({option.env}, or --set {key}=...)" if option else "")
+                + f" to one of {listed}.",
             )
         return value
     if origin in (types.UnionType, typing.Union):
@@ -540,25 +654,28 @@ def _coerce(key: str, tp: Any, value: Any, source: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
-        if from_string and value.strip().lower() in ("1", "true", "yes", "on"):
-            return True
-        if from_string and value.strip().lower() in ("0", "false", "no", "off", ""):
-            return False
-        raise bad("true or false")
+        flag = parse_flag(value) if from_string else None
+        if flag is None:
+            raise bad("true or false")
+        return flag
     if tp is int:
-        if isinstance(value, bool):
-            raise bad("an integer")
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise bad("an integer")  # int(5.5) would quietly be 5
         try:
-            return int(value)
+            number = int(value)
         except (TypeError, ValueError):
             raise bad("an integer") from None
+        return _checked(key, number, value, source)
     if tp is float:
         if isinstance(value, bool):
             raise bad("a number")
         try:
-            return float(value)
+            real = float(value)
         except (TypeError, ValueError):
             raise bad("a number") from None
+        if not math.isfinite(real):  # nan compares false with every bound; inf means "never" nowhere here
+            raise bad("a finite number")
+        return _checked(key, real, value, source)
     if tp is str:
         if not isinstance(value, str):
             raise bad("a string")
@@ -633,7 +750,7 @@ def testlane_table_file(start: Path, environ: Mapping[str, str] | None = None) -
     testlane's errors (:func:`load_settings` reports a broken file to a project that did).
     """
     env = os.environ if environ is None else environ
-    path = Path(env["TESTLANE_CONFIG"]) if env.get("TESTLANE_CONFIG") else find_pyproject(start.resolve())
+    path = Path(env[CONFIG_ENV]) if env.get(CONFIG_ENV) else find_pyproject(start.resolve())
     if path is None:
         return None
     try:
@@ -685,8 +802,8 @@ def load_settings(
     """
     env = os.environ if environ is None else environ
     start = (start or Path.cwd()).resolve()
-    if config_file is None and env.get("TESTLANE_CONFIG"):
-        config_file = Path(env["TESTLANE_CONFIG"])
+    if config_file is None and env.get(CONFIG_ENV):
+        config_file = Path(env[CONFIG_ENV])
     if config_file is not None:
         if not config_file.is_file():
             raise ConfigError(
@@ -712,6 +829,7 @@ def load_settings(
                 hint=(f"did you mean {close[0]!r}? " if close else "") + "see docs/configuration.md.",
             )
         values[key] = _coerce(key, options[key].type, value, "command line")
+    _check_variables(env, options, mapped=values.get("env") or {})
 
     settings: Settings = _build(Settings, values)
     from testlane.core.envmap import validate_mapping
@@ -724,6 +842,29 @@ def load_settings(
     settings = dataclasses.replace(settings, services=canonical_services(settings.services))
     root = pyproject.parent if pyproject is not None else start
     return dataclasses.replace(settings, project_root=root, config_file=pyproject, explicit=frozenset(values))
+
+
+def _check_variables(env: Mapping[str, str], options: Mapping[str, OptionInfo], mapped: Mapping[str, str]) -> None:
+    """Every ``TESTLANE_*`` variable is a setting's, one testlane declares (:mod:`testlane.core.environment`)
+    or one the project's ``[tool.testlane.env]`` maps: anything else is a misspelt setting, which would
+    otherwise be ignored without a word. ``TESTLANE_IT`` must be true or false."""
+    settings_vars = {o.env for o in options.values()}
+    known = settings_vars | declared_names() | set(mapped)
+    unknown = sorted(name for name in env if name.startswith(ENV_PREFIX) and name not in known)
+    if unknown:
+        lines = []
+        for name in unknown:
+            close = difflib.get_close_matches(
+                name.removeprefix(ENV_PREFIX), [k.removeprefix(ENV_PREFIX) for k in sorted(known)], n=1
+            )
+            lines.append(f"${name}" + (f" (did you mean ${ENV_PREFIX}{close[0]}?)" if close else ""))
+        what, it = ("is not a testlane variable", "it") if len(lines) == 1 else ("are not testlane variables", "them")
+        raise ConfigError(
+            f"{', '.join(lines)} {what}.",
+            hint=f"correct or unset {it}: docs/configuration.md lists every setting's variable and the variables "
+            "testlane sets itself.",
+        )
+    integration_lane_from_env(env)  # raises for TESTLANE_IT=maybe
 
 
 def _services_for(settings: Settings) -> list[str]:
@@ -774,7 +915,7 @@ def options_table_markdown() -> str:
     for o in iter_options():
         cli = f"`{o.cli}`" if o.cli else f"`--set {o.key}=…`"
         default = o.default_doc.replace("|", "\\|")
-        meaning = o.help.replace("|", "\\|")
+        meaning = (o.help + (f" Allowed: {o.allowed}." if o.allowed else "")).replace("|", "\\|")
         rows.append(f"| `{o.key}` | `{o.env}` | {cli} | `{default}` | {meaning} |")
     return "\n".join(rows) + "\n"
 

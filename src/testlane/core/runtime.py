@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from testlane.core import environment
 from testlane.core.config import Settings
 from testlane.core.errors import ConfigError
 from testlane.core.private import ensure_private_dir
@@ -46,8 +47,8 @@ __all__ = [
 
 log = logging.getLogger("testlane")
 
-RUN_ID_ENV = "TESTLANE_RUN_ID"
-OWNER_PID_ENV = "TESTLANE_OWNER_PID"
+RUN_ID_ENV = environment.RUN_ID
+OWNER_PID_ENV = environment.OWNER_PID
 
 
 def is_root() -> bool:
@@ -84,7 +85,7 @@ def is_writable_tmpfs(path: Path) -> bool:
 # The data directory needs room for a few copies of a cluster (20 MB each) and a snapshot (30+ MB) and
 # what the tests write; less than this and starts fail with "No space left on device".
 MIN_FREE_BYTES = 256 * 1024 * 1024
-CHOSEN_ENV = "TESTLANE_CHOSEN_DATA_ROOT"  # the choice, inherited by the run's processes (pytest, workers)
+CHOSEN_ENV = environment.CHOSEN_DATA_ROOT  # the choice, inherited by the run's processes (pytest, workers)
 FAST_FILESYSTEMS = ("tmpfs", "ramfs")
 
 

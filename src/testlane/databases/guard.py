@@ -15,10 +15,10 @@ Database names are checked by :func:`testlane.databases.naming.require_testlane_
 from __future__ import annotations
 
 import contextvars
-import os
 from typing import Any
 from urllib.parse import urlsplit
 
+from testlane.core.environment import integration_lane_from_env
 from testlane.core.errors import LaneError, UnsafeDatabaseError
 
 __all__ = ["current_lane", "in_integration_lane", "require_integration_lane", "resolve_mariadb", "resolve_postgres"]
@@ -31,7 +31,7 @@ def in_integration_lane() -> bool:
     lane = current_lane.get()
     if lane is not None:
         return lane == "it"
-    return os.environ.get("TESTLANE_IT", "").strip().lower() in ("1", "true", "yes", "on")
+    return integration_lane_from_env()
 
 
 def require_integration_lane(what: str, *, allow: bool = False) -> None:

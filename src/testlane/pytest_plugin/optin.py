@@ -26,12 +26,14 @@ from typing import Any
 
 import pytest
 
+from testlane.core import environment
 from testlane.core.config import testlane_table_file
+from testlane.core.errors import ConfigError
 
 __all__ = ["IT_ENV", "OptIn", "it_env_on", "opted_in", "record_options"]
 
-IT_ENV = "TESTLANE_IT"
-SERVICES_FILE_ENV = "TESTLANE_SERVICES_FILE"  # testlane.services.stack's, not imported: this module stays cheap
+IT_ENV = environment.IT
+SERVICES_FILE_ENV = environment.SERVICES_FILE
 
 _optin_key = pytest.StashKey["OptIn"]()
 # dest -> default of every pytest option testlane registers (the same every session, so one table).
@@ -49,9 +51,12 @@ class OptIn:
 
 
 def it_env_on(environ: Any = None) -> bool:
-    """``TESTLANE_IT`` is set to a true value (``1``, ``true``, ``yes``, ``on``)."""
-    env = os.environ if environ is None else environ
-    return str(env.get(IT_ENV, "")).strip().lower() in ("1", "true", "yes", "on")
+    """``TESTLANE_IT`` is set to a true value (``1``, ``true``, ``yes``, ``on``); a value that is neither true
+    nor false stops pytest with one line (see :func:`testlane.core.environment.integration_lane_from_env`)."""
+    try:
+        return environment.integration_lane_from_env(environ)
+    except ConfigError as exc:
+        raise pytest.UsageError(f"testlane: {exc}") from None
 
 
 def record_options(group: Any) -> None:

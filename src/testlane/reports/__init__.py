@@ -5,7 +5,9 @@ process that runs a test and adds what the failure needs to its report; ``failur
 ``model``, ``digest`` and ``jsonreport`` are plain data and rendering, without pytest.
 """
 
+from testlane.core import environment
+
 # Set by `testlane run` for its pytest: the command prefix that re-runs tests the same way.
-RERUN_ENV = "TESTLANE_RERUN_PREFIX"
+RERUN_ENV = environment.RERUN_PREFIX
 # Set by `testlane run`: a file the reporter creates once it has reported (absent: pytest died first).
-REPORTED_ENV = "TESTLANE_REPORTED_FILE"
+REPORTED_ENV = environment.REPORTED_FILE

@@ -62,6 +62,8 @@ __all__ = [
     "read_reports",
 ]
 
+# Spelt out, not taken from testlane.core.environment (which declares them): this module imports nothing from
+# testlane (module docstring). A test checks the two names agree.
 ALLOW_ENV = "TESTLANE_EGRESS_ALLOW"
 REPORT_ENV = "TESTLANE_EGRESS_REPORT"
 

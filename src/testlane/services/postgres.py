@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from testlane.core.config import Settings
-from testlane.core.errors import ConfigError, ServiceError, ServiceStartError
+from testlane.core.errors import ServiceError, ServiceStartError
 from testlane.core.runtime import RunContext, is_root
 from testlane.services.backends import configured_backend
 from testlane.services.base import Launch, Progress, Server
@@ -217,11 +217,6 @@ class PostgresEngine:
         self.registry = registry
         self.progress = progress or (lambda message: None)
         self._binaries = binaries
-        if self.pg.scram_iterations < 1:
-            raise ConfigError(
-                f"postgres.scram_iterations = {self.pg.scram_iterations} is not a positive number.",
-                hint="set postgres.scram_iterations to 1 or more (default 16).",
-            )
         self.user: ServiceUser | None = None
         if is_root():
             self.user = resolve_service_user(settings.service_user, context.ensure_cache_dir())

@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from testlane.core import environment
 from testlane.core.config import Settings
 from testlane.core.errors import ConfigError
 from testlane.core.private import write_private_file
@@ -52,7 +53,7 @@ __all__ = [
 
 log = logging.getLogger("testlane")
 
-SERVICES_FILE_ENV = "TESTLANE_SERVICES_FILE"
+SERVICES_FILE_ENV = environment.SERVICES_FILE
 
 HANDLES: dict[str, type[Server]] = {"postgres": PostgresServer, "valkey": ValkeyServer, "mariadb": MariaDbServer}
 KNOWN_SERVICES = SERVICES  # the one list is testlane.core.service_names
