@@ -1,0 +1,127 @@
+"""Transaction isolation restores what a rollback cannot: sequences, and commits that escaped the test's
+transaction (issue 15, items 4 and 5); and each cell of docs/isolation.md's table, per mode."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.test_isolation_it import inner_env, run
+
+__all__ = ["inner_env"]
+
+pytestmark = pytest.mark.usefixtures("inner_env")
+
+PYPROJECT = """
+[project]
+name = "inner"
+version = "0"
+
+[tool.testlane]
+services = ["postgres"]
+
+[tool.testlane.db]
+migrations = "migrations"
+isolation = "{isolation}"
+
+[tool.pytest.ini_options]
+asyncio_default_fixture_loop_scope = "function"
+"""
+
+# Sequences in every state a template can leave them: never used (identity, serial, a standalone one),
+# used by the seed (countries: next id 3), and set explicitly (a standalone sequence at 100, not called).
+MIGRATION = """
+CREATE TABLE items (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text NOT NULL);
+CREATE TABLE notes (id serial PRIMARY KEY, body text NOT NULL);
+CREATE TABLE countries (id bigserial PRIMARY KEY, code text UNIQUE NOT NULL);
+INSERT INTO countries (code) VALUES ('fr'), ('de');
+CREATE SEQUENCE tickets;
+CREATE SEQUENCE invoices;
+SELECT setval('invoices', 100, false);
+"""
+
+
+def make_project(pytester: pytest.Pytester, isolation: str = "transaction") -> None:
+    pytester.makefile(".toml", pyproject=PYPROJECT.format(isolation=isolation))
+    (pytester.path / "migrations").mkdir()
+    (pytester.path / "migrations" / "001.sql").write_text(MIGRATION)
+
+
+SEQUENCE_TEST = """
+def test_{n}_first_rows_get_the_template_values(pg_conn):
+    assert pg_conn.execute("INSERT INTO items (name) VALUES ('a') RETURNING id").fetchone() == (1,)
+    assert pg_conn.execute("INSERT INTO notes (body) VALUES ('a') RETURNING id").fetchone() == (1,)
+    assert pg_conn.execute("INSERT INTO countries (code) VALUES ('it') RETURNING id").fetchone() == (3,)
+    assert pg_conn.execute("SELECT nextval('tickets'), nextval('invoices')").fetchone() == (1, 100)
+    pg_conn.commit()
+
+def test_{n}_orm_first_row(db_session):
+    import sqlalchemy as sa
+    assert db_session.execute(sa.text("INSERT INTO items (name) VALUES ('o') RETURNING id")).scalar() == 1
+    db_session.commit()
+"""
+
+
+def test_sequences_start_over_after_each_rolled_back_test(pytester: pytest.Pytester) -> None:
+    make_project(pytester)
+    pytester.makepyfile(test_seq_it="\n".join(SEQUENCE_TEST.format(n=n) for n in range(3)))
+    run(pytester).assert_outcomes(passed=6)
+
+
+ESCAPES = """
+import psycopg
+import pytest
+
+def test_1_raw_commit(pg_conn):
+    pg_conn.execute("INSERT INTO items (name) VALUES ('leak')")
+    pg_conn.execute("COMMIT")
+
+def test_2_innocent(pg_conn):
+    assert pg_conn.execute("SELECT count(*) FROM items").fetchone() == (0,)
+    assert pg_conn.execute("INSERT INTO items (name) VALUES ('x') RETURNING id").fetchone() == (1,)
+
+def test_3_own_connection(pg_url):
+    with psycopg.connect(pg_url) as conn:
+        conn.execute("INSERT INTO items (name) VALUES ('leak')")
+        conn.execute("DELETE FROM countries WHERE code = 'fr'")
+
+def test_4_innocent(pg_conn):
+    assert pg_conn.execute("SELECT count(*) FROM items").fetchone() == (0,)
+    assert pg_conn.execute("SELECT count(*) FROM countries").fetchone() == (2,)
+
+def test_5_session_connection_commits(db_session):
+    import sqlalchemy as sa
+    db_session.execute(sa.text("INSERT INTO items (name) VALUES ('leak')"))
+    db_session.connection().exec_driver_sql("COMMIT")
+
+def test_6_innocent(pg_conn, db_session):
+    import sqlalchemy as sa
+    assert db_session.execute(sa.text("SELECT count(*) FROM items")).scalar() == 0
+
+def test_7_own_connection_reads_only(pg_url):
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT count(*) FROM countries").fetchone() == (2,)
+
+def test_8_own_connection_rolls_back(pg_url):
+    with psycopg.connect(pg_url) as conn:
+        conn.execute("INSERT INTO notes (body) VALUES ('x')")
+        conn.rollback()
+
+def test_9_innocent(pg_conn):
+    assert pg_conn.execute("INSERT INTO notes (body) VALUES ('y') RETURNING id").fetchone() == (1,)
+"""
+
+
+def test_a_commit_that_escapes_fails_its_test_and_the_next_test_starts_clean(pytester: pytest.Pytester) -> None:
+    make_project(pytester)
+    pytester.makepyfile(test_escape_it=ESCAPES)
+    result = run(pytester, "-W", "ignore::UserWarning", "-p", "no:randomly")
+    result.assert_outcomes(passed=9, errors=3)
+    out = result.stdout.str()
+    assert "ERROR at teardown of test_1_raw_commit" in out
+    assert "ERROR at teardown of test_3_own_connection" in out
+    assert "ERROR at teardown of test_5_session_connection_commits" in out
+    assert "the statement 'COMMIT' on pg_conn committed the test's transaction" in out
+    assert "another connection to the test's database (e.g. one opened from pg_url) committed" in out
+    assert "the SQLAlchemy session's connection committed" in out
+    assert out.count('@pytest.mark.isolation("database")') >= 3
+    assert out.count("was restored from the template") >= 3
