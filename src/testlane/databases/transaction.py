@@ -186,7 +186,7 @@ class SavepointConnection(psycopg.Connection[Any]):
     sequences: Sequences = Sequences()
     own_pids: set[int] = set()
     changes: tuple[int, int] | None = None  # committed-change counters (see committed_changes)
-    _prepared = False  # prepare() called: other connections are checked too
+    _tl_prepared = False  # prepare() called: other connections are checked too
     _sessions_expr = "-1"
 
     def prepare(self, sequences: Sequences) -> None:
@@ -204,7 +204,7 @@ class SavepointConnection(psycopg.Connection[Any]):
             else "-1"
         )
         self.changes = committed_changes(self)
-        self._prepared = True
+        self._tl_prepared = True
 
     @property
     def _open(self) -> str:
@@ -253,7 +253,7 @@ class SavepointConnection(psycopg.Connection[Any]):
         escape: Escape | None = None
         if committed == "committed":
             escape = Escape("pg_conn", self.escaped_by)
-        elif self._prepared and (sessions != began or sessions == -1):
+        elif self._tl_prepared and (sessions != began or sessions == -1):
             escape = self._other_connections(settle)
         if escape is None and current:
             restore = self.sequences.moved(current)
