@@ -125,3 +125,56 @@ def test_a_commit_that_escapes_fails_its_test_and_the_next_test_starts_clean(pyt
     assert "the SQLAlchemy session's connection committed" in out
     assert out.count('@pytest.mark.isolation("database")') >= 3
     assert out.count("was restored from the template") >= 3
+
+
+# docs/isolation.md, "What each mode restores": each row the table marks restored, left by one test and
+# looked for by the next (the tests run in file order, on one worker).
+SESSION_STATE = """
+import psycopg
+
+def test_1_leaves_session_state(pg_conn):
+    pg_conn.execute("SET statement_timeout = '123s'")
+    pg_conn.execute("CREATE TEMP TABLE tmp_left (i int)")
+    pg_conn.execute("LISTEN left_channel")
+    pg_conn.execute("SELECT pg_advisory_lock(4242)")
+    pg_conn.execute("PREPARE left_statement AS SELECT 1")
+    pg_conn.execute("INSERT INTO items (name) VALUES ('left')")
+    pg_conn.execute("CREATE TABLE left_table (i int)")
+    pg_conn.commit()
+
+def test_2_finds_none_of_it(pg_conn):
+    assert pg_conn.execute("SHOW statement_timeout").fetchone() == ("0",)
+    assert pg_conn.execute("SELECT to_regclass('pg_temp.tmp_left')").fetchone() == (None,)
+    assert pg_conn.execute("SELECT count(*) FROM pg_listening_channels()").fetchone() == (0,)
+    # Held by another session, the lock would time out (a closed connection's server process may take
+    # a moment to exit: waiting for it is fine, a lock that stays is not).
+    pg_conn.execute("SET lock_timeout = '5s'")
+    pg_conn.execute("SELECT pg_advisory_lock(4242)")
+    assert pg_conn.execute("SELECT count(*) FROM pg_prepared_statements WHERE name = 'left_statement'").fetchone() == (0,)
+    assert pg_conn.execute("SELECT count(*) FROM items").fetchone() == (0,)
+    assert pg_conn.execute("SELECT to_regclass('left_table')").fetchone() == (None,)
+    assert pg_conn.execute("INSERT INTO items (name) VALUES ('a') RETURNING id").fetchone() == (1,)
+"""
+
+
+@pytest.mark.parametrize("mode", ["database", "schema", "transaction"])
+def test_each_mode_restores_session_state_rows_and_sequences(pytester: pytest.Pytester, mode: str) -> None:
+    make_project(pytester, mode)
+    pytester.makepyfile(test_state_it=SESSION_STATE)
+    run(pytester, "-p", "no:randomly").assert_outcomes(passed=2)
+
+
+def test_schema_mode_cannot_undo_writes_outside_the_schema(pytester: pytest.Pytester) -> None:
+    """The table's "no" for schema isolation: only the test's schema is thrown away."""
+    make_project(pytester, "schema")
+    pytester.makepyfile(
+        test_outside_it="""
+        def test_1_writes_to_public(pg_conn):
+            pg_conn.execute("CREATE TABLE public.outside (i int)")
+            pg_conn.commit()
+
+        def test_2_sees_it(pg_conn):
+            assert pg_conn.execute("SELECT to_regclass('public.outside')").fetchone() != (None,)
+        """
+    )
+    run(pytester, "-p", "no:randomly").assert_outcomes(passed=2)

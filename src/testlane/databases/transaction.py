@@ -236,12 +236,15 @@ class SavepointConnection(psycopg.Connection[Any]):
         xid = self.outer_xid
         status = f"txid_status({xid})" if xid is not None else "NULL"
         seq_query = f"; {self.sequences.query}" if self.sequences.query else ""
-        # Advisory locks are session-level: a rollback does not release them.
+        # Advisory locks and prepared statements are session-level: a rollback does not undo them.
+        # (psycopg forgets its own prepared statements on the ROLLBACK and on DEALLOCATE ALL.)
         cur = psycopg.Connection.execute(
             self,
-            f"ROLLBACK; SELECT {status}, {self._sessions_expr}, pg_advisory_unlock_all(){seq_query}; {self._open}",
+            f"ROLLBACK; DEALLOCATE ALL; SELECT {status}, {self._sessions_expr}, pg_advisory_unlock_all()"
+            f"{seq_query}; {self._open}",
         )
-        # Results: ROLLBACK, the checks, the sequences (if any), BEGIN, SAVEPOINT, the new transaction's id.
+        # Results: ROLLBACK, DEALLOCATE, the checks, the sequences (if any), BEGIN, SAVEPOINT, the new id.
+        cur.nextset()
         cur.nextset()
         committed, sessions, _ = cur.fetchone() or (None, -1, None)
         current: list[tuple[int, bool]] = []
