@@ -108,6 +108,13 @@ def test_8_own_connection_rolls_back(pg_url):
 
 def test_9_innocent(pg_conn):
     assert pg_conn.execute("INSERT INTO notes (body) VALUES ('y') RETURNING id").fetchone() == (1,)
+
+def test_10_own_connection_ddl(pg_url):
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE leaked (i int)")
+
+def test_11_innocent(pg_conn):
+    assert pg_conn.execute("SELECT to_regclass('leaked')").fetchone() == (None,)
 """
 
 
@@ -115,16 +122,17 @@ def test_a_commit_that_escapes_fails_its_test_and_the_next_test_starts_clean(pyt
     make_project(pytester)
     pytester.makepyfile(test_escape_it=ESCAPES)
     result = run(pytester, "-W", "ignore::UserWarning", "-p", "no:randomly")
-    result.assert_outcomes(passed=9, errors=3)
+    result.assert_outcomes(passed=11, errors=4)
     out = result.stdout.str()
     assert "ERROR at teardown of test_1_raw_commit" in out
     assert "ERROR at teardown of test_3_own_connection" in out
     assert "ERROR at teardown of test_5_session_connection_commits" in out
+    assert "ERROR at teardown of test_10_own_connection_ddl" in out
     assert "the statement 'COMMIT' on pg_conn committed the test's transaction" in out
     assert "another connection to the test's database (e.g. one opened from pg_url) committed" in out
     assert "the SQLAlchemy session's connection committed" in out
-    assert out.count('@pytest.mark.isolation("database")') >= 3
-    assert out.count("was restored from the template") >= 3
+    assert out.count('@pytest.mark.isolation("database")') >= 4
+    assert out.count("was restored from the template") >= 4
 
 
 # docs/isolation.md, "What each mode restores": each row the table marks restored, left by one test and
