@@ -17,9 +17,11 @@ load on a shared machine falls on all alike. Medians in milliseconds:
   outer transaction's commit status, the database's session counter and the sequences' state by a
   query prepared once per database, and releases prepared statements;
 * ``after_moved_ms``: testlane now when the test moved a sequence: a second round trip ``setval``\\s it.
+* ``union_ms``: the check done by a query exact on every version, one ``SELECT last_value, is_called
+  FROM seq`` per sequence joined by ``UNION ALL``, in the before round trip (planned on every test).
 
 JSON keys: ``tests``, and per size ``<tables>`` an object with ``anchor_ms``, ``before_ms``,
-``catalog_ms``, ``after_ms``, ``after_moved_ms``, ``after_minus_before_ms``.
+``catalog_ms``, ``after_ms``, ``after_moved_ms``, ``union_ms``, ``after_minus_before_ms``.
 """
 
 from __future__ import annotations
@@ -56,8 +58,10 @@ def measure(server: PostgresServer, tables: int, tests: int) -> dict[str, float]
         for i in range(tables):
             setup.execute(f"CREATE TABLE t{i} (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v text)")
     conn = SavepointConnection.connect(server.dsn(name), autocommit=False)
-    conn.prepare(read_sequences(conn))
+    sequences = read_sequences(conn)
+    conn.prepare(sequences)
     conn.begin_test()
+    union = " UNION ALL ".join(f"(SELECT last_value, is_called FROM {name})" for name in sequences.names)
 
     def raw(query: str) -> Callable[[], object]:
         def end() -> object:
@@ -77,6 +81,7 @@ def measure(server: PostgresServer, tables: int, tests: int) -> dict[str, float]
         "catalog": ("SELECT 1", raw(CATALOG)),
         "after": ("SELECT 1", after),
         "after_moved": ("INSERT INTO t0 (v) VALUES ('x')", after),
+        "union": ("SELECT 1", raw(f"ROLLBACK; SELECT pg_advisory_unlock_all(); {union}; BEGIN; SAVEPOINT {SAVEPOINT}")),
     }
     times: dict[str, list[float]] = {key: [] for key in variants}
     order = list(variants)
