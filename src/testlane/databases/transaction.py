@@ -25,7 +25,8 @@ What a rollback cannot undo is checked after each test, in the same round trip a
   Writes made through *another* connection are seen through the database's session counter (a new
   session since the test began) and, once those sessions have ended, the per-relation count of
   committed changes (``n_mod_since_analyze``, which a rollback never moves). The caller then rebuilds
-  the database and fails the test (:class:`Escape`).
+  the database and fails the test (:class:`Escape`). The latter needs PostgreSQL 15 (statistics in
+  shared memory).
 """
 
 from __future__ import annotations
@@ -206,7 +207,7 @@ class SavepointConnection(psycopg.Connection[Any]):
     sequences: Sequences = Sequences()
     own_pids: set[int] = set()
     changes: tuple[int, int] | None = None  # committed-change counters (see committed_changes)
-    _tl_prepared = False  # prepare() called: other connections are checked too
+    _check_others = False  # prepare() on PostgreSQL 15+: other connections' commits are checked too
     _sessions_expr = "-1"
 
     def prepare(self, sequences: Sequences) -> None:
@@ -214,16 +215,20 @@ class SavepointConnection(psycopg.Connection[Any]):
         self.sequences = sequences
         self.own_pids = {self.info.backend_pid}
         self.cursor_factory = _WatchedCursor
-        psycopg.Connection.execute(self, "SET stats_fetch_consistency = none")
-        psycopg.Connection.commit(self)
-        version = self.info.server_version
-        # A session counter per database exists from PostgreSQL 14; before, every test checks the counts.
-        row = psycopg.Connection.execute(self, "SELECT oid FROM pg_database WHERE datname = current_database()")
+        if self.info.server_version < 150000:
+            # Other connections are checked through statistics in shared memory (PostgreSQL 15): before,
+            # a statistics collector process received them late, so no check could be trusted.
+            return
+        row = psycopg.Connection.execute(
+            self,
+            "SET stats_fetch_consistency = none; SELECT oid FROM pg_database WHERE datname = current_database()",
+        )
+        row.nextset()
         dboid = int((row.fetchone() or (0,))[0])
-        psycopg.Connection.rollback(self)
-        self._sessions_expr = f"pg_stat_get_db_sessions({dboid})" if version >= 140000 else "-1"
+        psycopg.Connection.commit(self)
+        self._sessions_expr = f"pg_stat_get_db_sessions({dboid})"
         self.changes = committed_changes(self)
-        self._tl_prepared = True
+        self._check_others = True
 
     @property
     def _open(self) -> str:
@@ -275,7 +280,7 @@ class SavepointConnection(psycopg.Connection[Any]):
         escape: Escape | None = None
         if committed == "committed":
             escape = Escape("pg_conn", self.escaped_by)
-        elif self._tl_prepared and (sessions != began or sessions == -1):
+        elif self._check_others and sessions != began:
             escape = self._other_connections(settle)
         if escape is None and current:
             restore = self.sequences.moved(current)
