@@ -61,10 +61,11 @@ def test_{n}_orm_first_row(db_session):
 """
 
 
-def test_sequences_start_over_after_each_rolled_back_test(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_sequences_start_over_after_each_rolled_back_test(pytester: pytest.Pytester, workers: list[str]) -> None:
     make_project(pytester)
     pytester.makepyfile(test_seq_it="\n".join(SEQUENCE_TEST.format(n=n) for n in range(3)))
-    run(pytester).assert_outcomes(passed=6)
+    run(pytester, *workers).assert_outcomes(passed=6)
 
 
 ESCAPES = """
@@ -184,16 +185,21 @@ def test_each_mode_restores_session_state_rows_and_sequences(pytester: pytest.Py
     run(pytester, "-p", "no:randomly").assert_outcomes(passed=2)
 
 
-def test_schema_mode_cannot_undo_writes_outside_the_schema(pytester: pytest.Pytester) -> None:
-    """The table's "no" for schema isolation: only the test's schema is thrown away."""
+def test_schema_mode_restores_its_schema_only(pytester: pytest.Pytester) -> None:
+    """Schema isolation: a connection of the test's own writes into the schema, which goes; the table's
+    "no" is what lives outside it."""
     make_project(pytester, "schema")
     pytester.makepyfile(
         test_outside_it="""
-        def test_1_writes_to_public(pg_conn):
-            pg_conn.execute("CREATE TABLE public.outside (i int)")
-            pg_conn.commit()
+        import psycopg
 
-        def test_2_sees_it(pg_conn):
+        def test_1_writes_through_its_own_connection(pg_url):
+            with psycopg.connect(pg_url) as conn:
+                conn.execute("INSERT INTO items (name) VALUES ('own')")
+                conn.execute("CREATE TABLE public.outside (i int)")
+
+        def test_2_sees_only_what_is_outside(pg_conn):
+            assert pg_conn.execute("SELECT count(*) FROM items").fetchone() == (0,)
             assert pg_conn.execute("SELECT to_regclass('public.outside')").fetchone() != (None,)
         """
     )
