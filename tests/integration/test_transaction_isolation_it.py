@@ -125,6 +125,15 @@ def test_12_leaves_a_connection_open(pg_url):
 
 def test_13_innocent(pg_conn):
     assert pg_conn.execute("SELECT count(*) FROM items").fetchone() == (0,)
+
+@pytest.mark.asyncio
+async def test_14_async_session_connection_commits(async_db_session):
+    import sqlalchemy as sa
+    await async_db_session.execute(sa.text("INSERT INTO items (name) VALUES ('leak')"))
+    await (await async_db_session.connection()).exec_driver_sql("COMMIT")
+
+def test_15_innocent(pg_conn):
+    assert pg_conn.execute("SELECT count(*) FROM items").fetchone() == (0,)
 """
 
 
@@ -132,12 +141,13 @@ def test_a_commit_that_escapes_fails_its_test_and_the_next_test_starts_clean(pyt
     make_project(pytester)
     pytester.makepyfile(test_escape_it=ESCAPES)
     result = run(pytester, "-p", "no:randomly")
-    result.assert_outcomes(passed=13, errors=4, warnings=2)
+    result.assert_outcomes(passed=15, errors=5, warnings=2)
     out = result.stdout.str()
     assert "ERROR at teardown of test_1_raw_commit" in out
     assert "ERROR at teardown of test_3_own_connection" in out
     assert "ERROR at teardown of test_5_session_connection_commits" in out
     assert "ERROR at teardown of test_10_own_connection_ddl" in out
+    assert "ERROR at teardown of test_14_async_session_connection_commits" in out
     assert "the statement 'COMMIT' on pg_conn committed the test's transaction" in out
     assert "another connection to the test's database (e.g. one opened from pg_url) committed" in out
     assert "the SQLAlchemy session's connection committed" in out
