@@ -129,7 +129,7 @@ class Escape:
             what = (
                 f"the statement {self.statement!r} on pg_conn {committed}"
                 if self.statement
-                else f"pg_conn {committed} (it was committed other than through pg_conn.commit())"
+                else f"pg_conn {committed} (not through pg_conn.commit(), which only releases a savepoint)"
             )
         elif self.how == "session":
             what = f"the SQLAlchemy session's connection {committed} (e.g. a COMMIT sent through session.connection())"
