@@ -24,7 +24,7 @@ import contextlib
 import logging
 import warnings
 from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -35,7 +35,7 @@ from testlane.databases.testdb import TestDatabase
 if TYPE_CHECKING:
     from testlane.databases.pool import ClonePool
     from testlane.databases.template import TemplateSpec
-    from testlane.databases.transaction import SavepointConnection
+    from testlane.databases.transaction import Escape, SavepointConnection, Sequences
     from testlane.pytest_plugin.plugin import TestlanePlugin
 
 __all__ = ["DatabaseManager", "TestDatabase"]
@@ -59,6 +59,8 @@ class DatabaseManager:
         self._pools: dict[str, ClonePool] = {}
         self._worker_dbs: dict[str, str] = {}
         self._savepoint_conns: dict[str, SavepointConnection] = {}
+        self._sequences: dict[str, Sequences] = {}  # worker database -> its template's sequence state
+        self._own_pids: dict[str, set[int]] = {}  # worker database -> server processes of our connections
         self._engines: dict[str, Any] = {}
         self._redis_coordinator: Any = None
         self.kept: list[tuple[str, str]] = []  # (nodeid, psql command line)
@@ -165,20 +167,94 @@ class DatabaseManager:
         return self._worker_dbs[key]
 
     def savepoint_connection(self, name: str) -> SavepointConnection:
-        from testlane.databases.transaction import SavepointConnection
+        from testlane.databases.transaction import SavepointConnection, read_sequences
 
         conn = self._savepoint_conns.get(name)
         if conn is None or conn.closed:
             conn = SavepointConnection.connect(self.server.dsn(name), autocommit=False)
+            if name not in self._sequences:
+                # Read once, before the first test: the worker's database is still in the template's state.
+                self._sequences[name] = read_sequences(conn)
+                conn.rollback()
+            conn.prepare(self._sequences[name])
+            own = self._own_pids.setdefault(name, set())
+            own.add(conn.info.backend_pid)
+            conn.own_pids = own
             self._savepoint_conns[name] = conn
         return conn
 
-    def worker_engine(self, url: str) -> Any:
+    def worker_engine(self, url: str, name: str) -> Any:
         import sqlalchemy
 
         if url not in self._engines:
-            self._engines[url] = sqlalchemy.create_engine(url, pool_size=2, max_overflow=4)
+            engine = sqlalchemy.create_engine(url, pool_size=2, max_overflow=4)
+            own = self._own_pids.setdefault(name, set())
+
+            # The joined sessions' connections are rolled back like pg_conn: not "another connection".
+            @sqlalchemy.event.listens_for(engine, "connect")
+            def _own(dbapi_connection: Any, _record: Any) -> None:
+                own.add(dbapi_connection.info.backend_pid)
+
+            self._engines[url] = engine
         return self._engines[url]
+
+    def end_transaction_test(self, spec: TemplateSpec, name: str, tdb: TestDatabase) -> Escape | None:
+        """Roll the test back and restore what a rollback cannot; rebuild the database if a commit escaped."""
+        conn = tdb.savepoint_conn
+        current = self.savepoint_connection(name)  # a new one when the test closed pg_conn
+        if current is not conn:
+            # The server rolled the closed connection's transaction back; it may have committed before.
+            current.outer_xid, current.escaped_by = conn.outer_xid, conn.escaped_by
+        escape = tdb.extra.pop("escape", None) or current.end_test(settle=lambda own: self._settled(name, own))
+        if escape is not None:
+            self._rebuild_worker_database(spec, name)
+        return cast("Escape | None", escape)
+
+    def _settled(self, name: str, own: set[int]) -> bool:
+        """Wait until only our own connections serve ``name`` (their statistics are final only then)."""
+        import time
+
+        from testlane.databases.pool import SETTLE_TIMEOUT
+        from testlane.databases.reset import backends_serving, can_scan_processes
+
+        local = can_scan_processes() and self.server.instance.backend in ("embedded", "local")
+        deadline = time.monotonic() + SETTLE_TIMEOUT
+        delay = 0.0005
+        with contextlib.ExitStack() as stack:
+            admin = None if local else stack.enter_context(self.server.connect(autocommit=True))
+            while True:
+                if local:
+                    busy = bool(backends_serving(self.server.pid or 0, {name}, exclude=own))
+                else:
+                    # Without the process list: pg_stat_activity (a backend leaves it just before it exits).
+                    assert admin is not None
+                    row = admin.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND NOT pid = ANY(%s)",
+                        (name, list(own)),
+                    ).fetchone()
+                    busy = bool(row and row[0])
+                if not busy:
+                    return True
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(delay)  # polling a process's exit, not readiness: there is nothing to wait on
+                delay = min(delay * 2, 0.02)
+
+    def _rebuild_worker_database(self, spec: TemplateSpec, name: str) -> None:
+        """Drop the worker's database (its connections ended) and clone it again from the template."""
+        from testlane.databases.template import drop_database
+
+        conn = self._savepoint_conns.pop(name, None)
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+        for url in [url for url in self._engines if f"/{name}" in url]:
+            self._engines.pop(url).dispose()
+        self._own_pids.pop(name, None)
+        with self.server.connect() as admin:
+            drop_database(admin, name)
+        self._worker_dbs = {key: value for key, value in self._worker_dbs.items() if value != name}
+        self.worker_database(spec, "t")
 
     def redis_coordinator(self) -> Any:
         import redis
@@ -222,7 +298,7 @@ class DatabaseManager:
             try:
                 yield tdb
             finally:
-                conn.end_test()
+                tdb.extra["escaped"] = self.end_transaction_test(spec, name, tdb)
         else:
             from testlane.databases.naming import worker_id
             from testlane.databases.schema import SchemaDatabase
@@ -374,6 +450,11 @@ def pg_database(request: pytest.FixtureRequest) -> Iterator[TestDatabase]:
         pytest.fail(str(exc), pytrace=False)
     yield tdb
     cm.__exit__(None, None, None)
+    escape = tdb.extra.pop("escaped", None)
+    if escape is not None:
+        if escape.proven:
+            pytest.fail(f"{request.node.nodeid}: {escape.message(tdb.name)}", pytrace=False)
+        warnings.warn(f"{request.node.nodeid}: {escape.message(tdb.name)}", stacklevel=1)
 
 
 @pytest.fixture
@@ -415,7 +496,7 @@ def db_engine(pg_database: TestDatabase, request: pytest.FixtureRequest) -> Iter
     import sqlalchemy
 
     if pg_database.isolation == "transaction":
-        yield _manager(request).worker_engine(pg_database.sqlalchemy_url())
+        yield _manager(request).worker_engine(pg_database.sqlalchemy_url(), pg_database.name)
         return
     engine = sqlalchemy.create_engine(pg_database.sqlalchemy_url(), poolclass=sqlalchemy.pool.NullPool)
     try:
@@ -428,10 +509,13 @@ def db_engine(pg_database: TestDatabase, request: pytest.FixtureRequest) -> Iter
 def db_session(pg_database: TestDatabase, db_engine: Any) -> Iterator[Any]:
     """A SQLAlchemy Session; in transaction mode its commits are savepoints, all rolled back after the test."""
     if pg_database.isolation == "transaction":
-        from testlane.databases.transaction import joined_session
+        from testlane.databases.transaction import Escape, EscapedCommit, joined_session
 
-        with joined_session(db_engine) as session:
-            yield session
+        try:
+            with joined_session(db_engine) as session:
+                yield session
+        except EscapedCommit:
+            pg_database.extra["escape"] = Escape("session")  # reported by pg_database, which rebuilds
         return
     from sqlalchemy.orm import Session
 
@@ -495,10 +579,13 @@ if async_fixture is not None:
     async def async_db_session(pg_database: TestDatabase, async_db_engine: Any) -> AsyncIterator[Any]:
         """An AsyncSession; in transaction mode joined to a transaction rolled back after the test."""
         if pg_database.isolation == "transaction":
-            from testlane.databases.transaction import joined_async_session
+            from testlane.databases.transaction import Escape, EscapedCommit, joined_async_session
 
-            async with joined_async_session(async_db_engine) as session:
-                yield session
+            try:
+                async with joined_async_session(async_db_engine) as session:
+                    yield session
+            except EscapedCommit:
+                pg_database.extra["escape"] = Escape("session")  # reported by pg_database, which rebuilds
             return
         from sqlalchemy.ext.asyncio import AsyncSession
 
