@@ -42,6 +42,7 @@ __all__ = [
     "ReportSettings",
     "Settings",
     "ValkeySettings",
+    "command_options",
     "iter_options",
     "load_settings",
     "options_table_markdown",
@@ -58,9 +59,24 @@ def opt(
     cli: str | None = None,
     env: str | None = None,
     default_doc: str | None = None,
+    cli_command: str = "run",
+    cli_metavar: str | None = None,
 ) -> Any:
-    """Declare a setting: its default, its help text and optional CLI flag / env name."""
-    meta = {"help": help, "cli": cli, "env": env, "default_doc": default_doc}
+    """Declare a setting: its default, its help text and optional CLI flag / env name.
+
+    ``cli`` is an option generated from this declaration (:func:`iter_options`): for ``cli_command="run"``
+    a pytest option (plain pytest and the pytest ``testlane run`` starts) and an option of ``testlane
+    run``; for ``"gate"`` an option of ``testlane gate``. ``cli_metavar="PATH"``: a relative path given
+    on the command line is relative to the current directory (in configuration, to the project root).
+    """
+    meta = {
+        "help": help,
+        "cli": cli,
+        "env": env,
+        "default_doc": default_doc,
+        "cli_command": cli_command,
+        "cli_metavar": cli_metavar,
+    }
     if isinstance(default, list | dict):
         factory = (lambda d=default: type(d)(d)) if default else type(default)
         return field(default_factory=factory, metadata=meta)
@@ -302,8 +318,12 @@ class ReportSettings:
         "Most characters a digest may take; detail is folded to fit, never the first failure.",
         cli="--digest-budget",
     )
-    json_path: str = opt("", "Also write the JSON report document to this file.", cli="--report-json")
-    jsonl_path: str = opt("", "Also stream JSON Lines events to this file during the run.", cli="--report-jsonl")
+    json_path: str = opt(
+        "", "Also write the JSON report document to this file.", cli="--report-json", cli_metavar="PATH"
+    )
+    jsonl_path: str = opt(
+        "", "Also stream JSON Lines events to this file during the run.", cli="--report-jsonl", cli_metavar="PATH"
+    )
     junit_path: str = opt("", "Also write JUnit XML to this file (pytest's own `--junitxml` takes precedence).")
     agent_variables: list[str] = opt(
         ["CLAUDECODE", "AGENT", "AI_AGENT", "CI"],
@@ -337,11 +357,13 @@ class GateSettings:
         "",
         "Put before every command, for projects whose tools live in a container (e.g. `podman exec app`).",
         cli="--exec-prefix",
+        cli_command="gate",
     )
     fail_fast: bool = opt(
         False,
         "Stop at the first failing check (default: run every check and report all failures at once).",
         cli="--fail-fast",
+        cli_command="gate",
     )
     timeout: float = opt(1800.0, "Seconds one check may run; a check still running then is stopped and fails.")
     budget: int = opt(8000, "Most characters of the gate's combined digest.")
@@ -476,6 +498,36 @@ class OptionInfo:
     default: Any
     default_doc: str
     help: str
+    cli_command: str = "run"  # the command whose option ``cli`` is: "run" (pytest and `testlane run`), "gate"
+    cli_metavar: str | None = None
+
+    @property
+    def dest(self) -> str:
+        """Where a command-line option for this key is stored (pytest's ``config.option``, click's name)."""
+        return "testlane_" + self.key.replace(".", "__")
+
+    @property
+    def is_flag(self) -> bool:
+        """A true/false setting: its option takes no value (``--flag`` sets true, ``--no-flag`` false)."""
+        return self.type is bool
+
+    @property
+    def choices(self) -> tuple[str, ...] | None:
+        """The values an option may take, for a setting with fixed choices (not "", which means inherit)."""
+        if get_origin(self.type) is not Literal:
+            return None
+        return tuple(str(c) for c in get_args(self.type) if c != "")
+
+    @property
+    def scalar(self) -> type:
+        """The type an option parses its value as: ``int``, ``float`` or ``str`` (lists and tables are
+        strings parsed like environment values: ``a,b``, ``NAME=VALUE,NAME=VALUE``)."""
+        return self.type if self.type in (int, float) else str
+
+    @property
+    def negative(self) -> str | None:
+        """``--no-flag`` for a true/false setting's ``--flag``."""
+        return f"--no-{self.cli[2:]}" if self.cli and self.is_flag else None
 
 
 def _type_hints(cls: type) -> dict[str, Any]:
@@ -496,7 +548,22 @@ def iter_options(cls: type = Settings, prefix: str = "") -> Iterator[OptionInfo]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[operator]
         env = f.metadata.get("env") or ENV_PREFIX + key.upper().replace(".", "_")
         default_doc = f.metadata.get("default_doc") or _render_default(default)
-        yield OptionInfo(key, env, f.metadata.get("cli"), tp, default, default_doc, f.metadata["help"])
+        yield OptionInfo(
+            key,
+            env,
+            f.metadata.get("cli"),
+            tp,
+            default,
+            default_doc,
+            f.metadata["help"],
+            f.metadata.get("cli_command", "run"),
+            f.metadata.get("cli_metavar"),
+        )
+
+
+def command_options(command: str = "run") -> list[OptionInfo]:
+    """The settings with a dedicated option of ``command`` (``"run"``: pytest's and ``testlane run``'s)."""
+    return [o for o in iter_options() if o.cli and o.cli_command == command]
 
 
 def _render_default(value: Any) -> str:
@@ -773,6 +840,8 @@ def options_table_markdown() -> str:
     ]
     for o in iter_options():
         cli = f"`{o.cli}`" if o.cli else f"`--set {o.key}=…`"
+        if o.cli and o.cli_command != "run":
+            cli += f" (`testlane {o.cli_command}`)"
         default = o.default_doc.replace("|", "\\|")
         meaning = o.help.replace("|", "\\|")
         rows.append(f"| `{o.key}` | `{o.env}` | {cli} | `{default}` | {meaning} |")
