@@ -317,6 +317,7 @@ class ReportSettings:
         4000,
         "Most characters a digest may take; detail is folded to fit, never the first failure.",
         cli="--digest-budget",
+        cli_metavar="CHARS",
     )
     json_path: str = opt(
         "", "Also write the JSON report document to this file.", cli="--report-json", cli_metavar="PATH"
