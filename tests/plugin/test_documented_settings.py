@@ -228,12 +228,14 @@ def test_every_documented_key_through_testlane_run(pytester: pytest.Pytester, no
         else:
             before += ["--set", f"{row.key}={text_value(value)}"]
     expected["services"] = []
-    # The relative report paths given as flags are relative to where the command runs.
+    # The relative report paths given as flags are relative to where the command runs (not the project root).
+    cwd = pytester.mkdir("elsewhere")
     for key in ("reports.json_path", "reports.jsonl_path"):
-        expected[key] = str(pytester.path / EXPECTED[key])
+        expected[key] = str(cwd / EXPECTED[key])
     expected["reports.format"] = "terminal"  # so the probe's output is pytest's own
     after = [*after, "--format", "terminal"]
-    result = run_cli([*before, "run", *after, "--", "-q", "-p", "no:cacheprovider"], cwd=pytester.path, env=env)
+    pytest_args = ["--", "-q", "-p", "no:cacheprovider", "../test_probe.py"]
+    result = run_cli([*before, "run", *after, *pytest_args], cwd=cwd, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     seen = json.loads(Path(env["PROBE_OUT"]).read_text())
     assert not mismatches(seen, expected), mismatches(seen, expected)
@@ -269,6 +271,7 @@ def test_options_beat_the_environment_which_beats_pyproject(
     the options travel to pytest through the environment and must still beat the variables already set)."""
     keys = {"db.isolation": ("schema", "transaction", "database"), "log_level": ("error", "debug", "info")}
     keys["reports.digest_budget"] = (5, 7, 0)  # 0 is a value, not "not given"
+    keys["db.keep_failed"] = (False, True, False)  # the --no- form of a true/false flag
     pytester.makefile(".toml", pyproject=pyproject({k: v[0] for k, v in keys.items()}))
     monkeypatch.setenv("PROBE_KEYS", json.dumps(list(keys)))
     no_testlane_env["PROBE_KEYS"] = json.dumps(list(keys))
@@ -279,10 +282,12 @@ def test_options_beat_the_environment_which_beats_pyproject(
         no_testlane_env[env_name] = str(values[1])
     assert seen_by_pytest(pytester, no_testlane_env) == {k: v[1] for k, v in keys.items()}
     flags = ["--isolation", "database", "--testlane-set", "log_level=info", "--digest-budget", "0"]
+    flags.append("--no-keep-failed-db")
     assert seen_by_pytest(pytester, no_testlane_env, *flags) == {k: v[2] for k, v in keys.items()}
     for where in ("before", "after"):
         sets = ["--set", "log_level=info", "--set", "db.isolation=database", "--set", "reports.digest_budget=0"]
-        args = [*sets, "run"] if where == "before" else ["run", *sets]
+        args = [*sets, "--set", "db.keep_failed=false", "run"] if where == "before" else ["run", *sets]
+        args += ["--no-keep-failed-db"] if where == "after" else []
         result = run_cli([*args, "--", "-q", "-p", "no:cacheprovider"], cwd=pytester.path, env=no_testlane_env)
         assert result.returncode == 0, result.stdout + result.stderr
         assert json.loads(Path(no_testlane_env["PROBE_OUT"]).read_text()) == {k: v[2] for k, v in keys.items()}
