@@ -256,7 +256,9 @@ def test_gate_options_reach_the_gates_settings(tmp_path: Path, monkeypatch: pyte
         command = cli.get_command(ctx, "gate")
         assert command is not None
         with command.make_context("gate", args, parent=ctx) as sub:
-            settings = sub.find_object(type(ctx.obj)).settings()
+            state = sub.find_object(type(ctx.obj))
+            assert state is not None
+            settings = state.settings()
     for row in rows:
         value: Any = settings
         for part in row.key.split("."):
@@ -269,7 +271,10 @@ def test_options_beat_the_environment_which_beats_pyproject(
 ) -> None:
     """One order for every way in: pyproject < TESTLANE_* < option, under plain pytest and ``testlane run`` (where
     the options travel to pytest through the environment and must still beat the variables already set)."""
-    keys = {"db.isolation": ("schema", "transaction", "database"), "log_level": ("error", "debug", "info")}
+    keys: dict[str, tuple[Any, Any, Any]] = {
+        "db.isolation": ("schema", "transaction", "database"),
+        "log_level": ("error", "debug", "info"),
+    }
     keys["reports.digest_budget"] = (5, 7, 0)  # 0 is a value, not "not given"
     keys["db.keep_failed"] = (False, True, False)  # the --no- form of a true/false flag
     pytester.makefile(".toml", pyproject=pyproject({k: v[0] for k, v in keys.items()}))

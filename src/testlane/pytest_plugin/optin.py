@@ -68,7 +68,7 @@ def _option_given(config: pytest.Config) -> str | None:
             value = getattr(namespace, dest, default) if namespace is not None else default
             if value is default:
                 continue
-            # An option generated from a setting (default: not given) counts whatever its value, 0 too.
+            # An option whose default means "not given" counts whatever its value: --digest-budget 0 too.
             if default is NOT_GIVEN or value not in (None, False, [], ""):
                 return f"option {dest}"
     return None

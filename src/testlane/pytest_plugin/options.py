@@ -3,7 +3,7 @@
 One function registers them (:func:`add_setting_options`) and one reads them back
 (:func:`command_line_overrides`): the values actually given on the command line, as
 ``load_settings`` overrides. An option not given holds :data:`NOT_GIVEN` (never a default
-that could be mistaken for a value, so ``--digest-budget 0`` is kept).
+that could be mistaken for a value: ``--digest-budget 0`` and ``--no-keep-failed-db`` are kept).
 
 A flag another plugin registered first (e.g. its own ``--isolation``) is left to that plugin:
 ours is skipped, and ``--testlane-set db.isolation=...`` still sets the key. Stays cheap to
@@ -22,17 +22,10 @@ from testlane.core.config import OptionInfo, command_options
 __all__ = ["NOT_GIVEN", "add_setting_options", "command_line_overrides"]
 
 
-class _NotGiven:
-    """The default of every generated option: the option was not on the command line."""
-
-    def __repr__(self) -> str:
-        return "<not given>"
-
-    def __bool__(self) -> bool:
-        return False
-
-
-NOT_GIVEN: Any = _NotGiven()
+# None, because argparse never produces it for these options (typed values, choices, store_const True/False),
+# and because pytest-xdist's --looponfail sends config.option to its child: an object of our own would not
+# cross (execnet sends builtins only).
+NOT_GIVEN: Any = None
 
 
 def _registered_names(parser: pytest.Parser) -> set[str]:
