@@ -123,12 +123,16 @@ PYPROJECT_HEAD += 'asyncio_default_fixture_loop_scope = "function"\n'
 
 PROBE = """
 import json, os
+from testlane.pytest_plugin.optin import opted_in
 from testlane.pytest_plugin.plugin import settings_for
 
 def test_probe(request):
     settings = settings_for(request.config)
     seen = {}
     for key in json.loads(os.environ["PROBE_KEYS"]):
+        if key == "opted_in":
+            seen[key] = bool(opted_in(request.config))
+            continue
         value = settings
         for part in key.split("."):
             value = getattr(value, part)
@@ -320,3 +324,21 @@ def test_a_flag_another_plugin_registered_first_is_left_to_it(
     assert seen_by_pytest(pytester, no_testlane_env, *args) == {"db.isolation": "schema"}
     result = pytester.runpytest_subprocess("-p", "other_plugin", "--isolation", "strict", "--co", timeout=120)
     assert "other isolation: strict" in result.stdout.str()
+
+
+def test_every_project_gets_the_options_and_using_one_opts_in(
+    pytester: pytest.Pytester, no_testlane_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Installed, testlane registers the generated options for every project (``pytest --help`` lists them), and
+    one given, even as ``--digest-budget 0``, opts the project in (issue 15: "unrecognized arguments")."""
+    pytester.makefile(".toml", pyproject=PYPROJECT_HEAD)  # no [tool.testlane]
+    help_text = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--help", timeout=120).stdout.str()
+    for row in ROWS:
+        if row.flag is not None and row.command == "run":
+            assert row.flag in help_text, row.flag
+    keys = json.dumps(["opted_in", "reports.digest_budget"])
+    monkeypatch.setenv("PROBE_KEYS", keys)
+    no_testlane_env["PROBE_KEYS"] = keys
+    assert seen_by_pytest(pytester, no_testlane_env) == {"opted_in": False, "reports.digest_budget": 4000}
+    seen = seen_by_pytest(pytester, no_testlane_env, "--digest-budget", "0")
+    assert seen == {"opted_in": True, "reports.digest_budget": 0}
