@@ -35,6 +35,9 @@ SAMPLES: dict[str, Any] = {
     "valkey.url": "redis://127.0.0.1:6999/0",
     "mariadb.url": "mysql://someone@127.0.0.1:3999/",
     "postgres.version": "15",
+    "postgres.port": 25432,  # 0 + 1 would be a privileged port
+    "valkey.port": 26379,
+    "mariadb.port": 23306,
     "gate.checks": ["lint"],
     "gate.fast": ["unit"],
     "hooks.post_edit": "ruff format {file}",
