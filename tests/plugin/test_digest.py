@@ -161,6 +161,9 @@ def test_budget_option_and_setting(pytester: pytest.Pytester) -> None:
     )
     from_config = run(pytester).stdout.str()
     assert len(from_config) <= 700 and from_config.startswith("[1] FAILED tests/test_a.py::test_total")
+    # Issue 15: an option given is kept whatever its value; 0 (the smallest digest) is not "not given".
+    zero = run(pytester, "--digest-budget", "0").stdout.str()
+    assert zero.startswith("[1] FAILED tests/test_a.py::test_total") and len(zero) < len(from_config)
 
 
 def test_under_xdist_the_controller_reports_with_the_workers_facts(pytester: pytest.Pytester) -> None:

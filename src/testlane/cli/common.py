@@ -11,11 +11,19 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from testlane.core.config import Settings, load_settings, parse_set_options
+from testlane.core.config import OptionInfo, Settings, command_options, load_settings, parse_set_options
 from testlane.core.logs import setup_logging
 from testlane.core.redact import redact
 
-__all__ = ["CliState", "add_global_options", "console", "pass_state", "progress_printer", "setup_logging"]
+__all__ = [
+    "CliState",
+    "add_global_options",
+    "add_setting_options",
+    "console",
+    "pass_state",
+    "progress_printer",
+    "setup_logging",
+]
 
 
 class RedactingConsole(Console):
@@ -47,10 +55,8 @@ class CliState:
         if self._settings is None or extra_overrides:
             overrides = {**self.overrides, **{k: v for k, v in extra_overrides.items() if v is not None}}
             self._settings = load_settings(config_file=self.config_file, overrides=overrides)
-            level: str = "debug" if self.verbose else self._settings.log_level
-            if os.environ.get("TESTLANE_LOG_LEVEL"):
-                level = os.environ["TESTLANE_LOG_LEVEL"]
-            setup_logging(level)
+            # log_level is resolved like every setting (--set beats TESTLANE_LOG_LEVEL beats pyproject); -v wins.
+            setup_logging("debug" if self.verbose else self._settings.log_level)
         return self._settings
 
 
@@ -120,6 +126,37 @@ def add_global_options(command: click.Command) -> None:
     if isinstance(command, click.Group):
         for sub in command.commands.values():
             add_global_options(sub)
+
+
+def _setting_option(info: OptionInfo) -> click.Option:
+    """A command's option for one setting (its ``cli=`` flag): given, it is an override like ``--set``."""
+    key, path = info.key, info.cli_metavar == "PATH"
+
+    def store(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if value is None:
+            return  # not given: the setting keeps its value from pyproject or the environment
+        if path and value:
+            # Relative to where the command runs (as for pytest's own option), not to the project root.
+            value = os.path.abspath(os.path.expanduser(value))
+        _state(ctx).overrides[key] = value
+
+    assert info.cli is not None
+    text = f"{info.help.replace('`', '')} (setting {key})"
+    if info.is_flag:
+        return click.Option(
+            [f"{info.cli}/{info.negative}"], default=None, expose_value=False, callback=store, help=text
+        )
+    kind: Any = click.Choice(info.choices) if info.choices else click.types.convert_type(info.scalar)
+    metavar = info.cli_metavar or (None if info.choices else key.rsplit(".", 1)[-1].upper())
+    return click.Option(
+        [info.cli], type=kind, default=None, metavar=metavar, expose_value=False, callback=store, help=text
+    )
+
+
+def add_setting_options(command: click.Command, name: str) -> None:
+    """Give ``command`` an option for every setting whose ``cli=`` flag belongs to ``name`` (the settings
+    table in core.config declares them; ``"run"``: ``testlane run``'s, the same flags pytest has)."""
+    command.params.extend(_setting_option(info) for info in command_options(name))
 
 
 def progress_printer(quiet: bool) -> Any:

@@ -356,14 +356,12 @@ def run_gate(
 
 @click.command("gate")
 @click.option("--fast", is_flag=True, help="Run only `gate.fast` (lint and the unit lane).")
-@click.option("--exec-prefix", default=None, help="Put before every command, e.g. 'podman exec app'.")
-@click.option("--fail-fast/--no-fail-fast", default=None, help="Stop at the first failing check.")
 @pass_state
-def gate_command(state: CliState, fast: bool, exec_prefix: str | None, fail_fast: bool | None) -> None:
+def gate_command(state: CliState, fast: bool) -> None:
     """Run the quality gate: lint, types, unit lane, integration lane; one digest, one exit code."""
-    settings = state.settings()
+    settings = state.settings()  # --exec-prefix and --fail-fast (cli.main adds them from the settings table)
     progress = None if state.quiet else (lambda message: console.print(f"[dim]{message}[/dim]"))
-    report = run_gate(settings, fast=fast, exec_prefix=exec_prefix, fail_fast=fail_fast, progress=progress)
+    report = run_gate(settings, fast=fast, progress=progress)
     sys.stdout.write(report.render())
     sys.stdout.flush()
     raise SystemExit(0 if report.passed else 1)

@@ -17,7 +17,7 @@ import click
 from rich.markup import escape
 
 from testlane.cli.cache import cache_group
-from testlane.cli.common import CliState, add_global_options, console, pass_state
+from testlane.cli.common import CliState, add_global_options, add_setting_options, console, pass_state
 from testlane.cli.doctor import doctor_command
 from testlane.cli.gate import gate_command
 from testlane.cli.hooks import hook_group
@@ -29,7 +29,6 @@ from testlane.core.errors import ConfigError, TestlaneError
 __all__ = ["cli", "main"]
 
 USAGE_EXIT = 4
-BACKENDS = ["auto", "embedded", "local", "container", "url"]
 SERVICE_EXIT = 3
 
 
@@ -44,22 +43,9 @@ def cli(ctx: click.Context) -> None:
 
 
 @cli.command("run", context_settings={"allow_interspersed_args": False})
-@click.option("--services", help="Comma-separated services to start (default: setting `services`).")
-@click.option("--backend", type=click.Choice(BACKENDS), help="Backend for every service (setting `backend`).")
-@click.option("--postgres-backend", type=click.Choice(BACKENDS))
-@click.option("--valkey-backend", type=click.Choice(BACKENDS))
-@click.option("--mariadb-backend", type=click.Choice(BACKENDS))
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
 @pass_state
-def run_command(
-    state: CliState,
-    services: str | None,
-    backend: str | None,
-    postgres_backend: str | None,
-    valkey_backend: str | None,
-    mariadb_backend: str | None,
-    pytest_args: tuple[str, ...],
-) -> None:
+def run_command(state: CliState, pytest_args: tuple[str, ...]) -> None:
     """Start the services, run pytest with the integration lane on, stop the services.
 
     Starts the configured services (setting `services`), applies [tool.testlane.env], then runs pytest
@@ -68,19 +54,13 @@ def run_command(
     code. Arguments after `--` go to pytest: testlane run -- tests/ -x -k login. When a coding agent or CI
     is detected, pytest prints a failure digest (`-- --format terminal` for its own output).
     """
-    overrides = {
-        "services": services,
-        "backend": backend,
-        "postgres.backend": postgres_backend,
-        "valkey.backend": valkey_backend,
-        "mariadb.backend": mariadb_backend,
-    }
-    state.overrides.update({k: v for k, v in overrides.items() if v is not None})
-    state.settings(**{})
+    state.settings()  # the options generated from the settings table are in state.overrides already
     code = run_pytest_under_services(state, list(pytest_args))
     raise SystemExit(code)
 
 
+add_setting_options(run_command, "run")  # --services, --backend, --isolation...: from the settings table
+add_setting_options(gate_command, "gate")  # --exec-prefix, --fail-fast
 cli.add_command(services_group)
 cli.add_command(reap_command)
 cli.add_command(cache_group)

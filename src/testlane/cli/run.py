@@ -213,7 +213,8 @@ def run_pytest_under_services(
     )
     try:
         started = time.perf_counter()
-        wanted = list(dict.fromkeys([*(services or settings.services), *referenced_services(settings.env)]))
+        chosen = settings.services if services is None else services  # [] is a choice: no services
+        wanted = list(dict.fromkeys([*chosen, *referenced_services(settings.env)]))
         try:
             start_services(stack, wanted, progress=progress_printer(state.quiet))
         except KeyboardInterrupt:

@@ -46,6 +46,7 @@ __all__ = [
     "ReportSettings",
     "Settings",
     "ValkeySettings",
+    "command_options",
     "iter_options",
     "load_settings",
     "options_table_markdown",
@@ -66,12 +67,19 @@ def opt(
     max: float | None = None,
     above: float | None = None,
     fold_case: bool = False,
+    cli_command: str = "run",
+    cli_metavar: str | None = None,
 ) -> Any:
     """Declare a setting: its default, its help text and optional CLI flag / env name.
 
     Constraints, checked wherever a value comes from (pyproject, variable, command line) and shown in the
     documented table: ``min``/``max`` (inclusive) and ``above`` (exclusive) for numbers; ``fold_case``
     accepts a ``Literal`` choice in any case (``DEBUG`` for ``debug``).
+
+    ``cli`` is an option generated from this declaration (:func:`iter_options`): for ``cli_command="run"``
+    a pytest option (plain pytest and the pytest ``testlane run`` starts) and an option of ``testlane
+    run``; for ``"gate"`` an option of ``testlane gate``. ``cli_metavar="PATH"``: a relative path given
+    on the command line is relative to the current directory (in configuration, to the project root).
     """
     meta = {
         "help": help,
@@ -82,6 +90,8 @@ def opt(
         "max": max,
         "above": above,
         "fold_case": fold_case,
+        "cli_command": cli_command,
+        "cli_metavar": cli_metavar,
     }
     if isinstance(default, list | dict):
         factory = (lambda d=default: type(d)(d)) if default else type(default)
@@ -344,9 +354,14 @@ class ReportSettings:
         "Most characters a digest may take; detail is folded to fit, never the first failure.",
         cli="--digest-budget",
         min=0,
+        cli_metavar="CHARS",
     )
-    json_path: str = opt("", "Also write the JSON report document to this file.", cli="--report-json")
-    jsonl_path: str = opt("", "Also stream JSON Lines events to this file during the run.", cli="--report-jsonl")
+    json_path: str = opt(
+        "", "Also write the JSON report document to this file.", cli="--report-json", cli_metavar="PATH"
+    )
+    jsonl_path: str = opt(
+        "", "Also stream JSON Lines events to this file during the run.", cli="--report-jsonl", cli_metavar="PATH"
+    )
     junit_path: str = opt("", "Also write JUnit XML to this file (pytest's own `--junitxml` takes precedence).")
     agent_variables: list[str] = opt(
         ["CLAUDECODE", "AGENT", "AI_AGENT", "CI"],
@@ -382,11 +397,13 @@ class GateSettings:
         "",
         "Put before every command, for projects whose tools live in a container (e.g. `podman exec app`).",
         cli="--exec-prefix",
+        cli_command="gate",
     )
     fail_fast: bool = opt(
         False,
         "Stop at the first failing check (default: run every check and report all failures at once).",
         cli="--fail-fast",
+        cli_command="gate",
     )
     timeout: float = opt(1800.0, "Seconds one check may run; a check still running then is stopped and fails.", above=0)
     budget: int = opt(8000, "Most characters of the gate's combined digest.", min=0)
@@ -534,6 +551,8 @@ class OptionInfo:
     max: float | None = None
     above: float | None = None
     fold_case: bool = False
+    cli_command: str = "run"  # the command whose option ``cli`` is: "run" (pytest and `testlane run`), "gate"
+    cli_metavar: str | None = None
 
     @property
     def allowed(self) -> str:
@@ -547,6 +566,35 @@ class OptionInfo:
         if self.max is not None:
             return f"at most {_number(self.max)}"
         return ""
+
+
+    @property
+    def dest(self) -> str:
+        """Where a command-line option for this key is stored (pytest's ``config.option``, click's name)."""
+        return "testlane_" + self.key.replace(".", "__")
+
+    @property
+    def is_flag(self) -> bool:
+        """A true/false setting: its option takes no value (``--flag`` sets true, ``--no-flag`` false)."""
+        return self.type is bool
+
+    @property
+    def choices(self) -> tuple[str, ...] | None:
+        """The values an option may take, for a setting with fixed choices (not "", which means inherit)."""
+        if get_origin(self.type) is not Literal:
+            return None
+        return tuple(str(c) for c in get_args(self.type) if c != "")
+
+    @property
+    def scalar(self) -> type:
+        """The type an option parses its value as: ``int``, ``float`` or ``str`` (lists and tables are
+        strings parsed like environment values: ``a,b``, ``NAME=VALUE,NAME=VALUE``)."""
+        return self.type if self.type in (int, float) else str
+
+    @property
+    def negative(self) -> str | None:
+        """``--no-flag`` for a true/false setting's ``--flag``."""
+        return f"--no-{self.cli[2:]}" if self.cli and self.is_flag else None
 
 
 def _number(value: float) -> str:
@@ -584,6 +632,8 @@ def iter_options(cls: type = Settings, prefix: str = "") -> Iterator[OptionInfo]
             meta.get("max"),
             meta.get("above"),
             bool(meta.get("fold_case")),
+            meta.get("cli_command", "run"),
+            meta.get("cli_metavar"),
         )
 
 
@@ -606,6 +656,11 @@ def _checked(key: str, number: float, value: Any, source: str) -> Any:
             "docs/configuration.md).",
         )
     return number
+
+
+def command_options(command: str = "run") -> list[OptionInfo]:
+    """The settings with a dedicated option of ``command`` (``"run"``: pytest's and ``testlane run``'s)."""
+    return [o for o in iter_options() if o.cli and o.cli_command == command]
 
 
 def _render_default(value: Any) -> str:
@@ -914,6 +969,8 @@ def options_table_markdown() -> str:
     ]
     for o in iter_options():
         cli = f"`{o.cli}`" if o.cli else f"`--set {o.key}=…`"
+        if o.cli and o.cli_command != "run":
+            cli += f" (`testlane {o.cli_command}`)"
         default = o.default_doc.replace("|", "\\|")
         meaning = (o.help + (f" Allowed: {o.allowed}." if o.allowed else "")).replace("|", "\\|")
         rows.append(f"| `{o.key}` | `{o.env}` | {cli} | `{default}` | {meaning} |")

@@ -29,6 +29,7 @@ import pytest
 from testlane.core import environment
 from testlane.core.config import testlane_table_file
 from testlane.core.errors import ConfigError
+from testlane.pytest_plugin.options import NOT_GIVEN
 
 __all__ = ["IT_ENV", "OptIn", "it_env_on", "opted_in", "record_options"]
 
@@ -70,7 +71,10 @@ def _option_given(config: pytest.Config) -> str | None:
     for dest, default in _OPTION_DEFAULTS.items():
         for namespace in namespaces:
             value = getattr(namespace, dest, default) if namespace is not None else default
-            if value != default and value not in (None, False, [], ""):
+            if value is default:
+                continue
+            # An option whose default means "not given" counts whatever its value: --digest-budget 0 too.
+            if default is NOT_GIVEN or value not in (None, False, [], ""):
                 return f"option {dest}"
     return None
 

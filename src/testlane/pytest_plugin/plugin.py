@@ -46,6 +46,7 @@ settings_key = pytest.StashKey["Settings"]()
 def pytest_addoption(parser: pytest.Parser) -> None:
     """Every feature's options, registered whether or not the project opted in (``pytest --help`` lists them)."""
     from testlane.pytest_plugin import lanes, sharding
+    from testlane.pytest_plugin.options import add_setting_options
 
     group = parser.getgroup("testlane", "testlane: real services for the integration lane")
     group.addoption(
@@ -55,6 +56,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="KEY=VALUE",
         help="override a [tool.testlane] setting for this run, e.g. --testlane-set postgres.backend=local",
     )
+    add_setting_options(group, parser)  # --isolation, --format, --digest-budget...: from the settings table
     lanes.add_options(group)
     sharding.add_options(group)
     record_options(group)
@@ -194,18 +196,20 @@ def settings_for(config: pytest.Config) -> Settings:
     """The session's settings, resolved once (by whichever plugin asks first) and kept in the stash."""
     settings = config.stash.get(settings_key, None)
     if settings is None:
-        try:
-            overrides = parse_set_options(config.getoption("testlane_set", None) or [])
-            settings = load_settings(start=config.rootpath, overrides=overrides)
-        except ConfigError as exc:
-            raise pytest.UsageError(f"testlane: {exc}") from None
+        settings = _load(config, config.option)
         config.stash[settings_key] = settings
     return settings
 
 
-def _load(config: pytest.Config, set_items: list[str]) -> Settings:
+def _load(config: pytest.Config, namespace: Any) -> Settings:
+    """Settings with this session's command line as overrides: ``--testlane-set`` items, then the options
+    generated from the settings table (only those given: an option left out never hides a setting)."""
+    from testlane.pytest_plugin.options import command_line_overrides
+
     try:
-        return load_settings(start=config.rootpath, overrides=parse_set_options(set_items or []))
+        overrides: dict[str, Any] = parse_set_options(list(getattr(namespace, "testlane_set", None) or []))
+        overrides.update(command_line_overrides(namespace))
+        return load_settings(start=config.rootpath, overrides=overrides)
     except ConfigError as exc:
         raise pytest.UsageError(f"testlane: {exc}") from None
 
@@ -223,7 +227,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
     if not opted_in(early_config):
         return
     namespace = early_config.known_args_namespace
-    settings = _load(early_config, getattr(namespace, "testlane_set", []) or [])
+    settings = _load(early_config, namespace)
     early_config.stash[settings_key] = settings
     if not settings.env:
         return

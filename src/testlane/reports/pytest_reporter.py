@@ -45,31 +45,22 @@ COLLECTOR_NAME = "testlane-reports"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--digest``, short for ``--format digest``. ``--format``, ``--digest-budget``, ``--report-json`` and
+    ``--report-jsonl`` are settings: the plugin generates them from the settings table."""
+    from testlane.core.config import iter_options
+    from testlane.pytest_plugin.optin import record_options
+    from testlane.pytest_plugin.options import NOT_GIVEN
+
+    fmt = next(o for o in iter_options() if o.key == "reports.format")
     group = parser.getgroup("testlane-reports", "testlane: reports for people, coding agents and CI")
     group.addoption(
-        "--format",
-        dest="testlane_format",
-        choices=("auto", *FORMATS),
-        default=None,
-        help="what the run prints: terminal (pytest's own), digest (failures grouped by root cause), json "
-        "(the report document), jsonl (events, streamed); default: setting reports.format",
-    )
-    group.addoption(
         "--digest",
-        dest="testlane_format",
+        dest=fmt.dest,  # the same destination as --format: the last one given wins
         action="store_const",
         const="digest",
+        default=NOT_GIVEN,
         help="print only a digest of the failures and one summary line (same as --format digest)",
     )
-    group.addoption(
-        "--digest-budget", dest="testlane_digest_budget", type=int, default=None, metavar="CHARS", help="digest size"
-    )
-    group.addoption("--report-json", dest="testlane_report_json", default=None, metavar="PATH", help="write JSON")
-    group.addoption(
-        "--report-jsonl", dest="testlane_report_jsonl", default=None, metavar="PATH", help="stream JSON Lines"
-    )
-    from testlane.pytest_plugin.optin import record_options
-
     record_options(group)  # using one opts the project in
 
 
@@ -108,13 +99,11 @@ class TailBuffer(io.TextIOBase):
 _OWN_OUTPUT_OPTIONS = ("help", "collectonly", "showfixtures", "show_fixtures_per_test", "markers", "setupplan")
 
 
-def _resolve_format(config: pytest.Config, setting: str) -> tuple[str, bool]:
-    """The format for this process and whether it came from the command line."""
-    option = config.getoption("testlane_format", None)
-    chosen = option or setting
-    if any(getattr(config.option, name, False) for name in _OWN_OUTPUT_OPTIONS):
-        chosen = "terminal"
-    return ("terminal" if chosen == "auto" else chosen), option is not None
+def _resolve_format(config: pytest.Config, setting: str) -> str:
+    """The format for this process: the setting, but pytest's own output for --help, --collect-only..."""
+    if setting == "auto" or any(getattr(config.option, name, False) for name in _OWN_OUTPUT_OPTIONS):
+        return "terminal"
+    return setting
 
 
 def _path(config: pytest.Config, value: str | None) -> Path | None:
@@ -134,6 +123,7 @@ def pytest_configure(config: pytest.Config) -> None:
     later ``pytest_configure`` fail).
     """
     from testlane.pytest_plugin.optin import opted_in
+    from testlane.pytest_plugin.options import command_line_overrides
     from testlane.pytest_plugin.plugin import settings_for
 
     if not opted_in(config):
@@ -142,16 +132,19 @@ def pytest_configure(config: pytest.Config) -> None:
     settings = all_settings.reports
     worker = hasattr(config, "workerinput")
     config.pluginmanager.register(FailureContext(config, settings.log_lines), "testlane-failure-context")
-    fmt, from_cli = _resolve_format(config, settings.format)
+    given = command_line_overrides(config.option)  # already in the settings; here: where a value came from
+    fmt, from_cli = _resolve_format(config, settings.format), "reports.format" in given
     if settings.junit_path and not getattr(config.option, "xmlpath", None):
         config.option.xmlpath = str(all_settings.resolve_path(settings.junit_path))  # for pytest's junitxml
-    # Paths from the command line are relative to where pytest runs; from configuration, to the project.
-    json_path = _path(config, config.getoption("testlane_report_json", None)) or (
-        all_settings.resolve_path(settings.json_path) if settings.json_path else None
-    )
-    jsonl_path = _path(config, config.getoption("testlane_report_jsonl", None)) or (
-        all_settings.resolve_path(settings.jsonl_path) if settings.jsonl_path else None
-    )
+
+    def output_path(key: str, value: str) -> Path | None:
+        # Paths from the command line are relative to where pytest runs; from configuration, to the project.
+        if not value:
+            return None
+        return _path(config, value) if key in given else all_settings.resolve_path(value)
+
+    json_path = output_path("reports.json_path", settings.json_path)
+    jsonl_path = output_path("reports.jsonl_path", settings.jsonl_path)
     if worker or (fmt == "terminal" and json_path is None and jsonl_path is None):
         return
     sink = TailBuffer() if fmt != "terminal" else None
@@ -160,7 +153,7 @@ def pytest_configure(config: pytest.Config) -> None:
         fmt=fmt,
         out=sys.stdout if sink is not None else None,
         sink=sink,
-        budget=config.getoption("testlane_digest_budget", None) or settings.digest_budget,
+        budget=settings.digest_budget,  # the resolved setting: --digest-budget 0 is 0
         json_path=json_path,
         jsonl_path=jsonl_path,
         digest_from_cli=from_cli and fmt == "digest",

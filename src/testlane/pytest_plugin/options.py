@@ -1,0 +1,81 @@
+"""pytest options generated from the settings table: every setting that declares a ``cli=`` flag.
+
+One function registers them (:func:`add_setting_options`) and one reads them back
+(:func:`command_line_overrides`): the values actually given on the command line, as
+``load_settings`` overrides. An option not given holds :data:`NOT_GIVEN` (never a default
+that could be mistaken for a value: ``--digest-budget 0`` and ``--no-keep-failed-db`` are kept).
+
+A flag another plugin registered first (e.g. its own ``--isolation``) is left to that plugin:
+ours is skipped, and ``--testlane-set db.isolation=...`` still sets the key. Stays cheap to
+import (the plugin module imports it to register options in every pytest process).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import pytest
+
+from testlane.core.config import OptionInfo, command_options
+
+__all__ = ["NOT_GIVEN", "add_setting_options", "command_line_overrides"]
+
+
+# None, because argparse never produces it for these options (typed values, choices, store_const True/False),
+# and because pytest-xdist's --looponfail sends config.option to its child: an object of our own would not
+# cross (execnet sends builtins only).
+NOT_GIVEN: Any = None
+
+
+def _registered_names(parser: pytest.Parser) -> set[str]:
+    # pytest 8 only checks names within one group (argparse is built later); pytest 9 raises at once.
+    # Looking first covers both, and the error is still caught below.
+    groups = [parser._anonymous, *parser._groups]
+    return {name for group in groups for option in group.options for name in option.names()}
+
+
+def _help(info: OptionInfo) -> str:
+    text = info.help.replace("`", "").replace("%", "%%")  # argparse formats help with %
+    return f"{text} (setting {info.key})"
+
+
+def add_setting_options(group: pytest.OptionGroup, parser: pytest.Parser) -> list[str]:
+    """Register each setting's ``cli=`` flag in ``group``; returns the flags left to other plugins."""
+    taken = _registered_names(parser)
+    skipped: list[str] = []
+    for info in command_options("run"):
+        assert info.cli is not None
+        names = [info.cli, *([info.negative] if info.negative else [])]
+        if taken.intersection(names):
+            skipped.append(info.cli)
+            continue
+        common: dict[str, Any] = {"dest": info.dest, "default": NOT_GIVEN}
+        try:
+            if info.is_flag:
+                group.addoption(info.cli, action="store_const", const=True, help=_help(info), **common)
+                group.addoption(
+                    f"{info.negative}", action="store_const", const=False, help=f"turn {info.key} off", **common
+                )
+            else:
+                group.addoption(
+                    info.cli,
+                    type=info.scalar,
+                    choices=info.choices,
+                    metavar=info.cli_metavar or (None if info.choices else info.key.rsplit(".", 1)[-1].upper()),
+                    help=_help(info),
+                    **common,
+                )
+        except (ValueError, argparse.ArgumentError):
+            skipped.append(info.cli)  # registered by another plugin in a way the look-up above missed
+    return skipped
+
+
+def command_line_overrides(namespace: Any) -> dict[str, Any]:
+    """The settings given as options in ``namespace`` (``config.option`` or ``known_args_namespace``)."""
+    out: dict[str, Any] = {}
+    for info in command_options("run"):
+        value = getattr(namespace, info.dest, NOT_GIVEN)
+        if value is not NOT_GIVEN:
+            out[info.key] = value
+    return out
