@@ -567,7 +567,6 @@ class OptionInfo:
             return f"at most {_number(self.max)}"
         return ""
 
-
     @property
     def dest(self) -> str:
         """Where a command-line option for this key is stored (pytest's ``config.option``, click's name)."""
