@@ -161,8 +161,10 @@ def pyproject(values: dict[str, Any]) -> str:
 def no_testlane_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
     """The environment minus every setting's variable (an outer run's would beat pyproject)."""
     env = clean_env()
-    for name in [n for n in env if n.startswith("TESTLANE_")]:
-        env.pop(name)
+    # Every TESTLANE_* name, in the copy and in os.environ (which pytester's subprocesses inherit): an outer
+    # `testlane run` sets some that clean_env() already dropped from the copy.
+    for name in [n for n in {*env, *os.environ} if n.startswith("TESTLANE_")]:
+        env.pop(name, None)
         monkeypatch.delenv(name, raising=False)
     for name in ("TESTLANE_IT", "PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER"):
         monkeypatch.delenv(name, raising=False)

@@ -281,7 +281,9 @@ class DbSettings:
         "`testlane reap --kept`.",
         cli="--keep-failed-db",
     )
-    keep_failed_ttl: float = opt(3600.0, "Seconds a server kept for failed tests' databases stays up.", above=0)
+    keep_failed_ttl: float = opt(
+        3600.0, "Seconds a server kept for failed tests' databases stays up (0: reaped at the next chance).", min=0
+    )
     allow_unmanaged: bool = opt(
         False, "Let the database helpers use databases and servers testlane did not create (dangerous)."
     )
