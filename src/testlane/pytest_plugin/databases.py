@@ -31,6 +31,7 @@ import pytest
 from testlane.core.errors import TestlaneError
 from testlane.core.redact import redact_url
 from testlane.databases.testdb import TestDatabase
+from testlane.pytest_plugin.plugin import fail_test
 
 if TYPE_CHECKING:
     from testlane.databases.pool import ClonePool
@@ -447,7 +448,7 @@ def pg_database(request: pytest.FixtureRequest) -> Iterator[TestDatabase]:
     try:
         tdb = cm.__enter__()
     except TestlaneError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        fail_test(str(exc))
     yield tdb
     cm.__exit__(None, None, None)
     escape = tdb.extra.pop("escaped", None)
@@ -635,7 +636,7 @@ def redis_db(request: pytest.FixtureRequest) -> Iterator[Any]:
             owner=request.node.nodeid,
         )
     except TestlaneError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        fail_test(str(exc))
     try:
         yield lease
     finally:

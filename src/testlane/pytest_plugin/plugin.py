@@ -12,7 +12,7 @@ and markers; a project that has not opted in gets none of them. Drivers
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
@@ -25,9 +25,17 @@ if TYPE_CHECKING:
     from testlane.pytest_plugin.databases import DatabaseManager
     from testlane.pytest_plugin.provider import ServiceProvider
 
-__all__ = ["FEATURES", "TestlanePlugin", "plugin_of", "settings_for"]
+__all__ = ["FEATURES", "TestlanePlugin", "fail_test", "plugin_of", "settings_for"]
 
 PLUGIN_NAME = "testlane-session"
+
+
+def fail_test(message: str) -> NoReturn:
+    """Fail the current test with ``message`` alone: no traceback, and no chained "During handling of the
+    above exception" when called in an ``except`` block (``pytest.fail`` there would print the caught error
+    first, then the same text again)."""
+    __tracebackhide__ = True
+    raise pytest.fail.Exception(message, pytrace=False) from None
 
 # Feature modules, registered only for a project that opted in: each owns its hooks, fixtures and markers.
 FEATURES = (
@@ -120,7 +128,7 @@ class TestlanePlugin:
         try:
             return self.provider.get(name)
         except TestlaneError as exc:
-            pytest.fail(f"testlane could not provide {name}: {exc}", pytrace=False)
+            fail_test(f"testlane could not provide {name}: {exc}")
 
     def set_env(self, values: dict[str, str]) -> None:
         """Set variables for the session, restored when it ends."""
