@@ -300,6 +300,12 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if selection is None or not selection.runs_integration:
         return
     _notice_shared_servers(plugin)
+    if not plugin.settings.data_dir:
+        from testlane.core.runtime import default_data_root
+
+        # Choose where the run's data goes now, before xdist starts its workers and before any test: the
+        # workers inherit the choice (TESTLANE_CHOSEN_DATA_ROOT) instead of making it while a test runs.
+        default_data_root()
     if config.pluginmanager.hasplugin("dsession"):
         return  # under xdist the first worker that needs a service starts it
     if plugin.settings.services:
