@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import shutil
-import sys
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path

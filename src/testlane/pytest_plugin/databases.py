@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import warnings
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
@@ -31,7 +30,7 @@ import pytest
 from testlane.core.errors import TestlaneError
 from testlane.core.redact import redact_url
 from testlane.databases.testdb import TestDatabase
-from testlane.pytest_plugin.plugin import fail_test
+from testlane.pytest_plugin.plugin import fail_test, warn_at_test
 
 if TYPE_CHECKING:
     from testlane.databases.pool import ClonePool
@@ -455,7 +454,7 @@ def pg_database(request: pytest.FixtureRequest) -> Iterator[TestDatabase]:
     if escape is not None:
         if escape.proven:
             pytest.fail(f"{request.node.nodeid}: {escape.message(tdb.name)}", pytrace=False)
-        warnings.warn(f"{request.node.nodeid}: {escape.message(tdb.name)}", stacklevel=1)
+        warn_at_test(request.node, f"{request.node.nodeid}: {escape.message(tdb.name)}")
 
 
 @pytest.fixture
@@ -465,10 +464,10 @@ def pg_url(pg_database: TestDatabase, request: pytest.FixtureRequest) -> str:
         manager = _manager(request)
         if not manager._transaction_url_warned:
             manager._transaction_url_warned = True
-            warnings.warn(
+            warn_at_test(
+                request.node,
                 "pg_url in transaction isolation: connections you open from this URL are NOT rolled back; "
                 "use pg_conn or db_session, or database isolation",
-                stacklevel=2,
             )
     return pg_database.url
 

@@ -12,6 +12,7 @@ and markers; a project that has not opted in gets none of them. Drivers
 from __future__ import annotations
 
 import os
+import warnings
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from testlane.pytest_plugin.databases import DatabaseManager
     from testlane.pytest_plugin.provider import ServiceProvider
 
-__all__ = ["FEATURES", "TestlanePlugin", "fail_test", "plugin_of", "settings_for"]
+__all__ = ["FEATURES", "TestlanePlugin", "fail_test", "plugin_of", "settings_for", "warn_at_test"]
 
 PLUGIN_NAME = "testlane-session"
 
@@ -36,6 +37,15 @@ def fail_test(message: str) -> NoReturn:
     first, then the same text again)."""
     __tracebackhide__ = True
     raise pytest.fail.Exception(message, pytrace=False) from None
+
+
+def warn_at_test(item: pytest.Item, message: str) -> None:
+    """A ``UserWarning`` about ``item``, located at the test's own definition: from a fixture or a hook,
+    ``warnings.warn`` points at pytest's or testlane's code (``_pytest/fixtures.py:1074``), which tells the
+    user nothing about which of their tests to look at."""
+    _, lineno, _ = item.reportinfo()
+    warnings.warn_explicit(message, UserWarning, str(item.path), (lineno or 0) + 1)
+
 
 # Feature modules, registered only for a project that opted in: each owns its hooks, fixtures and markers.
 FEATURES = (
