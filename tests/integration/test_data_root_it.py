@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,3 +72,34 @@ def test_a_64_mb_shm_sends_the_data_to_disk_with_one_warning_naming_the_fix(proj
     assert "/dev/shm has less than 256 MB free" in warnings[0] and "data_dir" in warnings[0]
     assert f"data directory: {disk_tmp}/testlane-" in done.stderr
     assert not list((disk_tmp / "testlane-0").glob("[0-9a-f]" * 8)), "the run's directory is gone"
+
+
+XDIST_TESTS = """
+def test_a(pg_conn):
+    pg_conn.execute("SELECT 1")
+
+def test_b(pg_conn):
+    pg_conn.execute("SELECT 1")
+"""
+
+
+def test_xdist_workers_are_not_blamed_for_testlanes_own_variables(project: Path) -> None:
+    """A fresh user's `pytest --it -n 2` reported `changed environment variables (restored):
+    TESTLANE_CHOSEN_DATA_ROOT` for each worker's first test: testlane chose the data root mid-test. The owner
+    chooses it at session start now, and testlane's bookkeeping variables are never a test's change."""
+    with open(project / "pyproject.toml", "a") as fh:
+        fh.write('\n[tool.testlane]\nservices = ["postgres"]\n')
+    (project / "test_two.py").write_text(XDIST_TESTS)
+    argv = [sys.executable, "-m", "pytest", "--it", "-n", "2", "-rA", "-p", "no:cacheprovider"]
+    done = subprocess.run(argv, cwd=project, env=_env(), capture_output=True, text=True, timeout=300, check=False)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "2 passed" in output
+    assert "changed environment variables" not in output and "testlane findings" not in output, output
+
+
+def test_testlanes_bookkeeping_variables_are_declared_and_ignored_by_the_discipline_check() -> None:
+    from testlane.core.environment import CHOSEN_DATA_ROOT, SERVICES_FILE, bookkeeping_names
+    from testlane.pytest_plugin.discipline import IGNORED_ENV
+
+    assert {CHOSEN_DATA_ROOT, SERVICES_FILE} <= bookkeeping_names() <= IGNORED_ENV

@@ -149,3 +149,38 @@ def test_the_hint_never_recommends_the_configured_backend() -> None:
         "embedded", "auto", [LOCAL_ONLY], declared=True
     )
     assert 'backend "auto" found no binaries' in missing_extensions_hint("embedded", "auto", [ABSENT], declared=True)
+
+
+# A fresh user's mix: one extension a local installation ships, one that nothing here ships. The hint singles
+# out the absent one (no "install postgresql-contrib": contrib is installed) and names the installation that
+# has the other; under `pytest --it` the refusal is one message, not a chained "During handling of ..." pair.
+def test_a_mix_singles_out_the_extension_no_installation_ships() -> None:
+    from testlane.services.backends import missing_extensions_hint
+
+    hint = missing_extensions_hint("embedded", "auto", [LOCAL_ONLY, ABSENT], declared=True)
+    assert f"no PostgreSQL on this machine ships {ABSENT} (" in hint, hint
+    assert f"PostgreSQL 15.20 in /usr/lib/postgresql/15/bin ships {LOCAL_ONLY})" in hint, hint
+    assert "found no binaries" not in hint and "postgresql-contrib" not in hint, hint
+
+
+def test_a_missing_extension_under_pytest_is_one_message(tmp_path: Path, data_dir: Path, fresh_cache: Path) -> None:
+    import subprocess
+    import sys
+
+    project = make_project(tmp_path / "shop", f'"{LOCAL_ONLY}", "{ABSENT}"')
+    env = clean_env({"TESTLANE_DATA_DIR": str(data_dir), "TESTLANE_CACHE_DIR": str(fresh_cache)})
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "--it", "-q", "-p", "no:cacheprovider", "test_items.py"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    out = result.stdout
+    assert result.returncode == 1, out + result.stderr
+    assert "During handling of the above exception" not in out, out
+    assert out.count("does not have the extension(s)") == 1, out
+    assert f"no PostgreSQL on this machine ships {ABSENT}" in " ".join(out.split()), out
+    assert leftovers(data_dir) == []

@@ -271,7 +271,12 @@ def test_database_fixtures_refuse_the_unit_lane(pytester: pytest.Pytester, monke
     result.stdout.fnmatch_lines(["*test_x.py::test_x is in the unit lane but uses testlane's service fixture*"])
 
 
-def test_failed_tests_keep_their_database_until_reaped(pytester: pytest.Pytester, inner_env: Path) -> None:
+# Under xdist a worker starts the server on demand for the run's owner, which stopped it at the end although
+# the summary said "kept" (a fresh user's report): the owner keeps a server its workers asked to keep.
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["plain", "xdist"])
+def test_failed_tests_keep_their_database_until_reaped(
+    pytester: pytest.Pytester, inner_env: Path, xdist: list[str]
+) -> None:
     make_project(pytester, db="keep_failed = true\nkeep_failed_ttl = 3600")
     pytester.makepyfile(
         test_fail_it="""
@@ -285,7 +290,7 @@ def test_failed_tests_keep_their_database_until_reaped(pytester: pytest.Pytester
             pg_conn.commit()
         """
     )
-    result = run(pytester)
+    result = run(pytester, *xdist)
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*database kept for inspection (database mode): postgresql://*"])
     result.stdout.fnmatch_lines(["*testlane: databases kept for inspection*"])
@@ -310,8 +315,42 @@ def test_failed_tests_keep_their_database_until_reaped(pytester: pytest.Pytester
     assert leftovers(inner_env) == []
 
 
+def test_transaction_isolation_says_no_database_was_kept(pytester: pytest.Pytester, inner_env: Path) -> None:
+    """A fresh user's `--isolation transaction --keep-failed-db` printed "database kept for inspection" for a
+    failed test, but the rollback had undone its writes and nothing was kept. Now nothing claims a keep: the
+    summary says once why there is none, and how to get one."""
+    make_project(pytester)
+    pytester.makepyfile(
+        test_fail_it="""
+        def test_fails(pg_conn):
+            pg_conn.execute("INSERT INTO items (name) VALUES ('evidence')")
+            assert False, "boom"
+
+        def test_fails_too(pg_conn):
+            assert False
+        """
+    )
+    result = run(pytester, "--isolation", "transaction", "--keep-failed-db")
+    result.assert_outcomes(failed=2)
+    out = result.stdout.str()
+    assert "kept for inspection" not in out and "psql" not in out, out
+    result.stdout.fnmatch_lines(
+        [
+            "*testlane: no database kept (transaction isolation)*",
+            "db.keep_failed is on, but transaction isolation rolls a failed test's writes back, so no database was "
+            "kept for 2 failed test(s). To keep one, run it in database isolation: `--isolation database "
+            '--keep-failed-db`, or @pytest.mark.isolation("database") on that test.',
+            "    test_fail_it.py::test_fails",
+            "    test_fail_it.py::test_fails_too",
+        ]
+    )
+    assert out.count("no database kept") == 1
+    assert not [p for p in (inner_env / "state").glob("*.json") if "kept_until" in p.read_text()]
+    assert server_processes(inner_env) == []
+
+
 def test_kept_server_expires(pytester: pytest.Pytester, inner_env: Path) -> None:
-    make_project(pytester, db="keep_failed = true\nkeep_failed_ttl = 0")
+    make_project(pytester, db="keep_failed = true\nkeep_failed_ttl = 0.001")  # expired at once (0 is out of range)
     pytester.makepyfile(test_fail_it="def test_fails(pg_conn):\n    assert False\n")
     run(pytester).assert_outcomes(failed=1)
     assert any(inner_env.glob("state/*.json"))

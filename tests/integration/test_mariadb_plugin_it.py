@@ -233,6 +233,8 @@ def test_transaction_mode_refuses_and_detects_implicit_commits(
     result = run(pytester)
     result.assert_outcomes(passed=4, errors=2, warnings=1)
     result.stdout.fnmatch_lines(["*mysql_url in transaction isolation: connections you open from this URL are NOT*"])
+    # ...located at the test, not at pytest's fixture code
+    result.stdout.fnmatch_lines(["  */test_txn_it.py:*: UserWarning: mysql_url in transaction isolation*"])
     result.stdout.fnmatch_lines(["*test_1_ddl_is_refused_even_when_swallowed*transaction isolation refused*"])
     result.stdout.fnmatch_lines(["*'CREATE TABLE extra (id int)'*would have committed the test's transaction*"])
     result.stdout.fnmatch_lines(["*test_2_ddl*transaction isolation did not hold*The worker's database was rebuilt*"])

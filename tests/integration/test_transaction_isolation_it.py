@@ -214,3 +214,39 @@ def test_schema_mode_restores_its_schema_only(pytester: pytest.Pytester) -> None
         """
     )
     run(pytester, "-p", "no:randomly").assert_outcomes(passed=2)
+
+
+# A fresh user saw the "still open ... restored" warning located at `_pytest/fixtures.py:1074`: testlane's
+# warnings about a test point at that test's own line.
+WARNED = """
+import psycopg
+
+LEFT_OPEN = []
+
+def test_uses_pg_url(pg_url):
+    pass
+
+def test_leaves_a_connection_open(pg_url):
+    LEFT_OPEN.append(psycopg.connect(pg_url, autocommit=True))
+    LEFT_OPEN[0].execute("INSERT INTO items (name) VALUES ('leak')")
+"""
+
+
+def test_warnings_about_a_test_point_at_the_test(pytester: pytest.Pytester) -> None:
+    make_project(pytester)
+    pytester.makepyfile(test_warned_it=WARNED)
+    result = run(pytester, "-p", "no:randomly")
+    result.assert_outcomes(passed=2, warnings=2)
+    summary = result.stdout.str().split("warnings summary")[1]
+    assert "_pytest" not in summary and "testlane/" not in summary, summary
+    result.stdout.fnmatch_lines(
+        [
+            "test_warned_it.py::test_uses_pg_url",
+            "  */test_warned_it.py:5: UserWarning: pg_url in transaction isolation*",
+            "    def test_uses_pg_url(pg_url):",
+            "test_warned_it.py::test_leaves_a_connection_open",
+            "  */test_warned_it.py:8: UserWarning: test_warned_it.py::test_leaves_a_connection_open: a connection "
+            "to the test's database other than pg_conn*",
+            "    def test_leaves_a_connection_open(pg_url):",
+        ]
+    )

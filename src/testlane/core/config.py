@@ -278,7 +278,8 @@ class DbSettings:
         False,
         "Keep a failed test's database (and the server) for inspection; a `psql` command that opens it is "
         "printed (no password). Kept servers are reaped after `db.keep_failed_ttl` seconds or by "
-        "`testlane reap --kept`.",
+        "`testlane reap --kept`. In `transaction` isolation the rollback leaves nothing to keep (the summary "
+        "says so): use `database` isolation for the tests to inspect.",
         cli="--keep-failed-db",
     )
     keep_failed_ttl: float = opt(

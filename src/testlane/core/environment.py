@@ -34,6 +34,7 @@ __all__ = [
     "TRUE_WORDS",
     "VARIABLES",
     "Variable",
+    "bookkeeping_names",
     "declared_names",
     "integration_lane_from_env",
     "parse_flag",
@@ -56,6 +57,9 @@ class Variable:
     set_by: str
     meaning: str
     run_scoped: bool = False  # describes one run: a nested `testlane run` must not inherit it
+    # testlane sets it in its own processes as the run goes (possibly while a test runs, e.g. when a fixture
+    # starts the first server): not the test's doing, so the discipline check neither reports nor restores it.
+    bookkeeping: bool = False
 
 
 IT = "TESTLANE_IT"
@@ -81,21 +85,31 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable(CONFIG, "you, `testlane run`", "The pyproject.toml to read instead of searching upward (`--config`)."),
     Variable(
-        RUN_ID, _COORD, "The run's id (8 hex characters; appears in directory and database names).", run_scoped=True
+        RUN_ID,
+        _COORD,
+        "The run's id (8 hex characters; appears in directory and database names).",
+        run_scoped=True,
+        bookkeeping=True,
     ),
     Variable(
-        OWNER_PID, _COORD, "The process that owns the run; its servers are reaped once it is gone.", run_scoped=True
+        OWNER_PID,
+        _COORD,
+        "The process that owns the run; its servers are reaped once it is gone.",
+        run_scoped=True,
+        bookkeeping=True,
     ),
     Variable(
         SERVICES_FILE,
         _COORD,
         "JSON description of the run's servers (used by the pytest plugin and its xdist workers).",
         run_scoped=True,
+        bookkeeping=True,
     ),
     Variable(
         CHOSEN_DATA_ROOT,
         "testlane",
         "The data directory chosen for this run (see `data_dir`), inherited by the run's processes.",
+        bookkeeping=True,
     ),
     Variable(
         "TESTLANE_POSTGRES_URL",
@@ -152,6 +166,11 @@ VARIABLES: tuple[Variable, ...] = (
 def run_scoped_names() -> tuple[str, ...]:
     """The variables that describe one run (its id, owner, servers, reports)."""
     return tuple(v.name for v in VARIABLES if v.run_scoped)
+
+
+def bookkeeping_names() -> frozenset[str]:
+    """The variables testlane sets for itself as a run goes (never a test's change to the environment)."""
+    return frozenset(v.name for v in VARIABLES if v.bookkeeping)
 
 
 def declared_names() -> frozenset[str]:

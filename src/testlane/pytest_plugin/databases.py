@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import warnings
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
@@ -31,6 +30,7 @@ import pytest
 from testlane.core.errors import TestlaneError
 from testlane.core.redact import redact_url
 from testlane.databases.testdb import TestDatabase
+from testlane.pytest_plugin.plugin import fail_test, warn_at_test
 
 if TYPE_CHECKING:
     from testlane.databases.pool import ClonePool
@@ -63,7 +63,6 @@ class DatabaseManager:
         self._own_pids: dict[str, set[int]] = {}  # worker database -> server processes of our connections
         self._engines: dict[str, Any] = {}
         self._redis_coordinator: Any = None
-        self.kept: list[tuple[str, str]] = []  # (nodeid, psql command line)
         self._transaction_url_warned = False
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -317,7 +316,6 @@ class DatabaseManager:
 
     def _keep(self, item: pytest.Item, tdb: TestDatabase) -> None:
         tdb.kept = True
-        self.kept.append((item.nodeid, _psql_command(tdb)))
         self.server.request_keep(self.settings.db.keep_failed_ttl, f"{item.nodeid}: {redact_url(tdb.url)}")
 
     def close(self) -> None:
@@ -382,21 +380,42 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         manager.close()
 
 
+# On the reports (xdist ships them to the controller, whose terminal summary lists them): the teardown
+# report of a test whose database was kept ({"command": psql command, "password_in": file or None}), and
+# a failed report of a test in transaction isolation under db.keep_failed (its writes were rolled back).
+KEPT_ATTR = "testlane_kept_database"
+NOT_KEPT_ATTR = "testlane_not_kept_transaction"
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     report: pytest.TestReport | None = yield
     assert report is not None
     item.stash.setdefault(outcome_key, {})[str(report.when)] = report
     tdb = item.stash.get(active_key, None)
-    if tdb is not None and report.failed and report.when == "call":
-        from testlane.pytest_plugin.plugin import plugin_of
+    if tdb is None:
+        return report  # type: ignore[return-value]
+    from testlane.pytest_plugin.plugin import plugin_of
 
-        settings = plugin_of(item.config).settings
-        if settings.db.keep_failed:
-            report.sections.append(
-                ("testlane", f"database kept for inspection ({tdb.isolation} mode): {redact_url(tdb.url)}")
-            )
+    keep_failed = plugin_of(item.config).settings.db.keep_failed
+    if keep_failed and report.failed and tdb.isolation == "transaction":
+        # The rollback already undid the test's writes: there is no database to keep (said once, in the summary).
+        setattr(report, NOT_KEPT_ATTR, True)
+    elif keep_failed and report.failed and report.when == "call":
+        report.sections.append(
+            ("testlane", f"database kept for inspection ({tdb.isolation} mode): {redact_url(tdb.url)}")
+        )
+    if report.when == "teardown" and tdb.kept:
+        setattr(report, KEPT_ATTR, {"command": _psql_command(tdb), "password_in": _password_file(tdb)})
     return report  # type: ignore[return-value]
+
+
+def _password_file(tdb: TestDatabase) -> str | None:
+    """Where the password of a kept database's server is, when the ``psql`` command needs one."""
+    server = tdb.server
+    if not server.instance.socket and server.instance.password and server.registry is not None:
+        return str(server.registry.record_path(server.instance))
+    return None
 
 
 def _psql_command(tdb: TestDatabase) -> str:
@@ -413,21 +432,29 @@ def _psql_command(tdb: TestDatabase) -> str:
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    from testlane.pytest_plugin.plugin import PLUGIN_NAME
+    """The databases kept for failed tests, and the failed tests whose database could not be kept."""
+    from testlane.pytest_plugin.plugin import plugin_of
 
-    plugin = config.pluginmanager.get_plugin(PLUGIN_NAME)
-    manager = getattr(plugin, "_databases", None)
-    if manager is None or not manager.kept:
-        return
-    terminalreporter.section("testlane: databases kept for inspection")
-    for nodeid, command in manager.kept:
-        terminalreporter.write_line(f"{nodeid}\n    {command}")
-    server = manager.server
-    if not server.instance.socket and server.instance.password and server.registry is not None:
-        where = server.registry.record_path(server.instance)
-        terminalreporter.write_line(f"The password is not printed: it is in {where} (readable only by you).")
-    hours = manager.settings.db.keep_failed_ttl / 3600
-    terminalreporter.write_line(f"The server stays up for {hours:g} h; `testlane reap --kept` stops it now.")
+    reports = [report for reports in terminalreporter.stats.values() for report in reports]
+    kept = {r.nodeid: getattr(r, KEPT_ATTR) for r in reports if getattr(r, KEPT_ATTR, None)}
+    not_kept = list(dict.fromkeys(r.nodeid for r in reports if getattr(r, NOT_KEPT_ATTR, False)))
+    if kept:
+        terminalreporter.section("testlane: databases kept for inspection")
+        for nodeid, info in kept.items():
+            terminalreporter.write_line(f"{nodeid}\n    {info['command']}")
+        for where in sorted({info["password_in"] for info in kept.values() if info.get("password_in")}):
+            terminalreporter.write_line(f"The password is not printed: it is in {where} (readable only by you).")
+        hours = plugin_of(config).settings.db.keep_failed_ttl / 3600
+        terminalreporter.write_line(f"The server stays up for {hours:g} h; `testlane reap --kept` stops it now.")
+    if not_kept:
+        terminalreporter.section("testlane: no database kept (transaction isolation)")
+        terminalreporter.write_line(
+            f"db.keep_failed is on, but transaction isolation rolls a failed test's writes back, so no database "
+            f"was kept for {len(not_kept)} failed test(s). To keep one, run it in database isolation: "
+            '`--isolation database --keep-failed-db`, or @pytest.mark.isolation("database") on that test.'
+        )
+        for nodeid in not_kept:
+            terminalreporter.write_line(f"    {nodeid}")
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -447,14 +474,14 @@ def pg_database(request: pytest.FixtureRequest) -> Iterator[TestDatabase]:
     try:
         tdb = cm.__enter__()
     except TestlaneError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        fail_test(str(exc))
     yield tdb
     cm.__exit__(None, None, None)
     escape = tdb.extra.pop("escaped", None)
     if escape is not None:
         if escape.proven:
             pytest.fail(f"{request.node.nodeid}: {escape.message(tdb.name)}", pytrace=False)
-        warnings.warn(f"{request.node.nodeid}: {escape.message(tdb.name)}", stacklevel=1)
+        warn_at_test(request.node, f"{request.node.nodeid}: {escape.message(tdb.name)}")
 
 
 @pytest.fixture
@@ -464,10 +491,10 @@ def pg_url(pg_database: TestDatabase, request: pytest.FixtureRequest) -> str:
         manager = _manager(request)
         if not manager._transaction_url_warned:
             manager._transaction_url_warned = True
-            warnings.warn(
+            warn_at_test(
+                request.node,
                 "pg_url in transaction isolation: connections you open from this URL are NOT rolled back; "
                 "use pg_conn or db_session, or database isolation",
-                stacklevel=2,
             )
     return pg_database.url
 
@@ -635,7 +662,7 @@ def redis_db(request: pytest.FixtureRequest) -> Iterator[Any]:
             owner=request.node.nodeid,
         )
     except TestlaneError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        fail_test(str(exc))
     try:
         yield lease
     finally:

@@ -33,6 +33,8 @@ from typing import Any
 
 import pytest
 
+from testlane.core.environment import bookkeeping_names
+
 __all__ = ["FINDINGS_ATTR", "Finding"]
 
 FINDINGS_ATTR = "testlane_findings"  # on a teardown report: the test's findings, as dicts (xdist ships them)
@@ -91,7 +93,8 @@ findings_key = pytest.StashKey[list[Finding]]()
 # The snapshot taken after the previous test's teardown. Between it and the next test's setup only
 # pytest's own reporting runs, so it serves as that test's "before" and saves one snapshot per test.
 last_snapshot_key = pytest.StashKey[Snapshot]()
-IGNORED_ENV = frozenset({"PYTEST_CURRENT_TEST"})
+# pytest's own, and testlane's bookkeeping (a fixture that starts the first server sets some): not the test's.
+IGNORED_ENV = frozenset({"PYTEST_CURRENT_TEST", *bookkeeping_names()})
 
 
 def _settings(config: pytest.Config) -> Any:

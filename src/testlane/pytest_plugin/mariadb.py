@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from testlane.core.errors import TestlaneError
+from testlane.pytest_plugin.plugin import warn_at_test
 
 if TYPE_CHECKING:
     from testlane.databases.mariadb.pool import MysqlClonePool
@@ -160,13 +160,13 @@ class MariaDbManager:
             )
         return None
 
-    def warn_url(self, tdb: MysqlTestDatabase) -> None:
+    def warn_url(self, tdb: MysqlTestDatabase, item: pytest.Item) -> None:
         if tdb.isolation == "transaction" and not self._url_warned:
             self._url_warned = True
-            warnings.warn(
+            warn_at_test(
+                item,
                 "mysql_url in transaction isolation: connections you open from this URL are NOT rolled back; "
                 "use mysql_conn, or database isolation",
-                stacklevel=3,
             )
 
     def _drop_worker_database(self) -> None:
@@ -252,7 +252,9 @@ def mysql_conn(mysql_database: MysqlTestDatabase) -> Iterator[Any]:
 
 
 @pytest.fixture
-def mysql_url(mysql_database: MysqlTestDatabase, _testlane_mariadb: MariaDbManager) -> str:
+def mysql_url(
+    mysql_database: MysqlTestDatabase, _testlane_mariadb: MariaDbManager, request: pytest.FixtureRequest
+) -> str:
     """The test database's URL (``mysql://...``; ``mysql_database.sqlalchemy_url()`` for SQLAlchemy)."""
-    _testlane_mariadb.warn_url(mysql_database)
+    _testlane_mariadb.warn_url(mysql_database, request.node)
     return mysql_database.url

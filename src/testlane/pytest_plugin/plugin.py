@@ -12,7 +12,8 @@ and markers; a project that has not opted in gets none of them. Drivers
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+import warnings
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
@@ -25,9 +26,26 @@ if TYPE_CHECKING:
     from testlane.pytest_plugin.databases import DatabaseManager
     from testlane.pytest_plugin.provider import ServiceProvider
 
-__all__ = ["FEATURES", "TestlanePlugin", "plugin_of", "settings_for"]
+__all__ = ["FEATURES", "TestlanePlugin", "fail_test", "plugin_of", "settings_for", "warn_at_test"]
 
 PLUGIN_NAME = "testlane-session"
+
+
+def fail_test(message: str) -> NoReturn:
+    """Fail the current test with ``message`` alone: no traceback, and no chained "During handling of the
+    above exception" when called in an ``except`` block (``pytest.fail`` there would print the caught error
+    first, then the same text again)."""
+    __tracebackhide__ = True
+    raise pytest.fail.Exception(message, pytrace=False) from None
+
+
+def warn_at_test(item: pytest.Item, message: str) -> None:
+    """A ``UserWarning`` about ``item``, located at the test's own definition: from a fixture or a hook,
+    ``warnings.warn`` points at pytest's or testlane's code (``_pytest/fixtures.py:1074``), which tells the
+    user nothing about which of their tests to look at."""
+    _, lineno, _ = item.reportinfo()
+    warnings.warn_explicit(message, UserWarning, str(item.path), (lineno or 0) + 1)
+
 
 # Feature modules, registered only for a project that opted in: each owns its hooks, fixtures and markers.
 FEATURES = (
@@ -120,7 +138,7 @@ class TestlanePlugin:
         try:
             return self.provider.get(name)
         except TestlaneError as exc:
-            pytest.fail(f"testlane could not provide {name}: {exc}", pytrace=False)
+            fail_test(f"testlane could not provide {name}: {exc}")
 
     def set_env(self, values: dict[str, str]) -> None:
         """Set variables for the session, restored when it ends."""
@@ -292,6 +310,12 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if selection is None or not selection.runs_integration:
         return
     _notice_shared_servers(plugin)
+    if not plugin.settings.data_dir:
+        from testlane.core.runtime import default_data_root
+
+        # Choose where the run's data goes now, before xdist starts its workers and before any test: the
+        # workers inherit the choice (TESTLANE_CHOSEN_DATA_ROOT) instead of making it while a test runs.
+        default_data_root()
     if config.pluginmanager.hasplugin("dsession"):
         return  # under xdist the first worker that needs a service starts it
     if plugin.settings.services:

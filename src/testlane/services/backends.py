@@ -98,6 +98,9 @@ def missing_extensions_hint(
                 f"PostgreSQL {having.version} in {having.bin_dir} ships them: declare them in [tool.testlane] "
                 f"(extensions = [{names}], or db.extensions) and `auto` picks it. {doctor}"
             )
+        partial = _partly_shipped(missing)
+        if partial is not None:  # some ship somewhere: single out the ones nothing here ships
+            return partial + f" {doctor}"
         return (
             f'backend "auto" found no binaries on this machine that ship them: {install}, and `auto` picks it; '
             f"or set postgres.bin_dir to an installation that has them, or postgres.url to a server that does. "
@@ -131,6 +134,31 @@ def _installation_with(extensions: Sequence[str]) -> binaries.PostgresBinaries |
         return None
     installed, _ = binaries.local_postgres_candidates("")
     return next((c for c in installed if all(e in c.extensions() for e in extensions)), None)
+
+
+def _partly_shipped(missing: Sequence[str]) -> str | None:
+    """When local installations ship some of ``missing`` but none ships the others: which ones nothing on
+    this machine ships (a misspelt name, or a package to install) and which installation has the rest.
+    None when every one, or none, is shipped somewhere (the plain hints then say it)."""
+    installed, _ = binaries.local_postgres_candidates("")
+    offers = [(candidate, set(candidate.extensions())) for candidate in installed]
+    nowhere = [name for name in missing if not any(name in names for _, names in offers)]
+    if not nowhere or len(nowhere) == len(missing):
+        return None
+    shipped: dict[str, tuple[str, list[str]]] = {}  # bin_dir -> (version, names), first installation having each
+    for name in missing:
+        candidate = next((c for c, names in offers if name in names), None)
+        if candidate is not None:
+            shipped.setdefault(str(candidate.bin_dir), (candidate.version, []))[1].append(name)
+    having = "; ".join(
+        f"PostgreSQL {version} in {bin_dir} ships {', '.join(names)}" for bin_dir, (version, names) in shipped.items()
+    )
+    absent = ", ".join(nowhere)
+    return (
+        f"no PostgreSQL on this machine ships {absent} ({having}): check the name where it is declared, or "
+        f"install its package into that installation (Debian/Ubuntu: postgresql-<major>-<name>), and `auto` "
+        "picks it; or set postgres.url to a server that has them all."
+    )
 
 
 def _declared_in(names: list[str], declared: dict[str, str]) -> str:

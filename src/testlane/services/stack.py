@@ -258,7 +258,15 @@ class ServiceStack:
             remaining = bool(self.kept)
             for inst in self.registry.instances(self.context.run_id):
                 if inst.owner_pid == os.getpid() and not inst.extra.get("kept_until"):
-                    stop_any_instance(inst)  # e.g. started on demand by a pytest worker
+                    # e.g. started on demand by a pytest worker, which may have asked to keep it (a failed
+                    # test's database): then it stays up like one of ours, not stopped behind the summary's back
+                    server = attach(inst, registry=self.registry)
+                    keep = server.keep_requested()
+                    if keep is not None:
+                        self._detach(server, keep)
+                        remaining = True
+                        continue
+                    stop_any_instance(inst)
                     self.registry.remove(inst)
                 else:
                     remaining = True
