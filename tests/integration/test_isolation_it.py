@@ -350,7 +350,7 @@ def test_transaction_isolation_says_no_database_was_kept(pytester: pytest.Pytest
 
 
 def test_kept_server_expires(pytester: pytest.Pytester, inner_env: Path) -> None:
-    make_project(pytester, db="keep_failed = true\nkeep_failed_ttl = 0.001")  # expired at once (0 is out of range)
+    make_project(pytester, db="keep_failed = true\nkeep_failed_ttl = 0")  # expired at once
     pytester.makepyfile(test_fail_it="def test_fails(pg_conn):\n    assert False\n")
     run(pytester).assert_outcomes(failed=1)
     assert any(inner_env.glob("state/*.json"))
