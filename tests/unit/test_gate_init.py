@@ -12,7 +12,7 @@ import pytest
 
 from testlane.cli.gate import Check, CheckResult, GateReport, argv_for, needs_shell, plan_checks
 from testlane.cli.hooks import REASON_LIMIT, block, read_payload
-from testlane.cli.init import hook_command, scaffold
+from testlane.cli.init import hook_command, scaffold, template
 from testlane.core.config import load_settings
 from testlane.core.errors import ConfigError
 
@@ -166,7 +166,15 @@ def test_init_adds_to_existing_files_without_clobbering_them(tmp_path: Path) -> 
     # tests/ existed without __init__.py: not turned into a package; the examples import `helpers`
     assert not (tmp_path / "tests" / "__init__.py").exists()
     assert "from helpers import make_user" in (tmp_path / "tests" / "unit" / "test_example.py").read_text()
-    assert "pip install -e '.[dev]'" in (tmp_path / ".github" / "workflows" / "tests.yml").read_text()
+    workflow = (tmp_path / ".github" / "workflows" / "tests.yml").read_text()
+    assert "pip install -e '.[dev]' testlane pytest pytest-asyncio ruff" in workflow
+
+
+def test_the_all_extra_brings_what_the_async_examples_need() -> None:
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]
+    assert any(r.startswith("pytest-asyncio") for r in project["optional-dependencies"]["all"])
+    written = tomllib.loads(template("pytest.toml.tmpl"))["tool"]["pytest"]["ini_options"]
+    assert written["asyncio_mode"] == "auto"
 
 
 def test_init_force_overwrites_files_but_never_replaces_pyproject_tables(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ trimmed. Running it twice changes nothing the second time.
 from __future__ import annotations
 
 import configparser
+import importlib.util
 import json
 import re
 import shlex
@@ -37,6 +38,9 @@ AGENTS_BEGIN = "<!-- testlane:testing:begin -->"
 AGENTS_END = "<!-- testlane:testing:end -->"
 STOP_TIMEOUT = 1800
 POST_EDIT_TIMEOUT = 60
+# What CI installs besides the project: pytest-asyncio runs the async tests the scaffolded
+# `asyncio_mode = "auto"` is for.
+TEST_TOOLS = "testlane pytest pytest-asyncio ruff"
 
 
 def template(name: str) -> str:
@@ -76,12 +80,12 @@ def _install_command(root: Path, pyproject: dict[str, Any]) -> str:
         extras = project.get("optional-dependencies", {})
         for extra in ("dev", "test", "tests"):
             if isinstance(extras, dict) and extra in extras:
-                return f"pip install -e '.[{extra}]' testlane pytest ruff"
-        return "pip install -e . testlane pytest ruff"
+                return f"pip install -e '.[{extra}]' {TEST_TOOLS}"
+        return f"pip install -e . {TEST_TOOLS}"
     requirements = [n for n in ("requirements.txt", "requirements-dev.txt") if (root / n).is_file()]
     if requirements:
-        return "pip install " + " ".join(f"-r {n}" for n in requirements) + " testlane pytest ruff"
-    return "pip install testlane pytest ruff"
+        return "pip install " + " ".join(f"-r {n}" for n in requirements) + f" {TEST_TOOLS}"
+    return f"pip install {TEST_TOOLS}"
 
 
 TESTLANE_HOOK = re.compile(r"\btestlane hook (stop|post-edit)\b")
@@ -307,6 +311,11 @@ def init_command(directory: Path | None, force: bool) -> None:
     for status, what in log:
         click.echo(f"{status.ljust(width)}  {what}")
     written = sum(1 for status, _ in log if status != "skipped")
+    if importlib.util.find_spec("pytest_asyncio") is None:
+        click.echo(
+            "testlane init: async tests (`async def`, and the async fixtures) need pytest-asyncio, which is not "
+            "installed here: pip install pytest-asyncio (or pip install 'testlane[all]')."
+        )
     click.echo(
         f"testlane init: {written} written, {len(log) - written} skipped. Next: `testlane run` runs both lanes; "
         "`testlane gate` is the full check."

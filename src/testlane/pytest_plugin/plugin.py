@@ -39,6 +39,7 @@ FEATURES = (
     "testlane.pytest_plugin.sharding",
     "testlane.pytest_plugin.web",
     "testlane.pytest_plugin.seams",
+    "testlane.pytest_plugin.async_tests",
 )
 settings_key = pytest.StashKey["Settings"]()
 
