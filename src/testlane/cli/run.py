@@ -265,7 +265,7 @@ def run_pytest_under_services(
         code = supervisor.wait()
         keep_databases = settings.db.keep_failed and code not in (0, 5)
         if supervisor.signal is not None:
-            interrupted = Interruption(supervisor.signal, "pytest ran the tests", 0.0)
+            interrupted = Interruption(supervisor.signal, "pytest was running", 0.0)
             return 128 + supervisor.signal
         # Exit code 1 with no report: the process was ended from inside (other codes before reporting
         # are pytest's own start-up errors, which it printed).
