@@ -112,3 +112,39 @@ def test_the_chat_example_integration_lane_on_each_postgres_backend(
         from tests.integration.test_backends_it import dead_owned_leftovers
 
         assert dead_owned_leftovers() == [], "the run left databases on the existing server"
+
+
+README = EXAMPLES.parent / "README.md"
+
+
+def readme_block(language: str, containing: str) -> str:
+    """The README's ``language`` code block that contains ``containing``, exactly as written."""
+    blocks = [b.split("```", 1)[0] for b in README.read_text().split(f"```{language}\n")[1:]]
+    [block] = [b for b in blocks if containing in b]
+    return block
+
+
+@pytest.mark.timeout(300)
+def test_the_readmes_first_examples_pass_as_written(data_dir: Path, tmp_path: Path) -> None:
+    # The quick start's tests, copied the way a user copies them: the first one twice (a second test
+    # like it must not find its table), the per-test database pair with the README's own migrations key.
+    first = readme_block("python", "def test_order_is_stored")
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.testlane]\nservices = ["postgres", "valkey"]\n\n' + readme_block("toml", "[tool.testlane.db]")
+    )
+    (tmp_path / "migrations").mkdir()
+    (tmp_path / "migrations" / "001_users.sql").write_text("CREATE TABLE users (id serial PRIMARY KEY, email text);\n")
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    (tests / "test_orders_it.py").write_text(first)
+    (tests / "test_returns_it.py").write_text(first.replace("test_order_is_stored", "test_return_is_stored"))
+    (tests / "test_signup_it.py").write_text(readme_block("python", "def test_signup"))
+    result = run_cli(
+        ["run", "--", "-p", "no:cacheprovider", "-q"],
+        cwd=tmp_path,
+        env=clean_env({"TESTLANE_DATA_DIR": str(data_dir), "TESTLANE_REPORTS_FORMAT": "terminal"}),
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 passed" in result.stdout
+    assert server_processes(data_dir) == [] and leftovers(data_dir) == []

@@ -175,3 +175,54 @@ def test_post_edit_lints_only_the_edited_python_file(tmp_path: Path) -> None:
         assert quiet.returncode == 0 and quiet.stdout == "", name
     nothing = hook(["post-edit"], {}, tmp_path)
     assert nothing.returncode == 0 and nothing.stdout == ""
+
+
+# --------------------------------------------------------------------------- the hooks `init` writes
+
+
+def run_written_hook(root: Path, event: str, payload: object, path: str) -> subprocess.CompletedProcess[str]:
+    """The command `init` wrote for ``event``, run as Claude Code runs it: through a shell, with its PATH."""
+    settings = json.loads((root / ".claude" / "settings.json").read_text())
+    [handler] = settings["hooks"][event][0]["hooks"]
+    return subprocess.run(
+        ["/bin/sh", "-c", handler["command"]],
+        input=json.dumps(payload),
+        cwd=root,
+        env=clean_env({"PATH": path, "CLAUDE_PROJECT_DIR": str(root)}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_written_stop_hook_runs_the_gate_without_the_virtualenv_on_path(tmp_path: Path) -> None:
+    from testlane.cli.init import scaffold
+
+    scaffold(tmp_path)  # by this interpreter: the worktree's virtualenv, outside the project
+    marker = tmp_path / "gate-ran"
+    gated_project(tmp_path, ["lint"], {"lint": f"touch {marker} && false"})
+    result = run_written_hook(tmp_path, "Stop", {"stop_hook_active": False, "cwd": str(tmp_path)}, "/usr/bin:/bin")
+    assert result.returncode == 0, result.stderr  # a bare `testlane` exited 127 here: the gate never ran
+    assert marker.exists()
+    assert json.loads(result.stdout)["decision"] == "block"
+
+
+def test_a_written_hook_whose_interpreter_is_gone_blocks_with_the_reason(tmp_path: Path) -> None:
+    from testlane.cli.init import scaffold
+
+    gone = tmp_path / "old-env" / "bin" / "python"
+    scaffold(tmp_path, interpreter=gone)
+    gated_project(tmp_path, ["lint"], {"lint": "true"})
+    empty = tmp_path / "no-python-here"
+    empty.mkdir()
+    # No fallback python3 at all, then one without testlane installed: both block (exit 2, reason on stderr).
+    for path, exit_code in ((str(empty), 127), ("/usr/bin:/bin", 1)):
+        result = run_written_hook(tmp_path, "Stop", {"stop_hook_active": False}, path)
+        assert result.returncode == 2, (path, result.stdout, result.stderr)
+        reason = result.stderr.strip().splitlines()[-1]
+        assert reason.startswith("testlane: the Stop hook could not run the quality gate (testlane gate): ")
+        assert f"python3 -m testlane hook stop exited {exit_code}." in reason
+        assert "pip install testlane" in reason and "testlane init" in reason
+    edit = run_written_hook(tmp_path, "PostToolUse", {"tool_input": {"file_path": "x.py"}}, str(empty))
+    assert edit.returncode == 2 and "the post-edit hook could not lint the edited file" in edit.stderr

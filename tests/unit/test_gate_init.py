@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 import tomllib
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from testlane.cli.gate import Check, CheckResult, GateReport, argv_for, needs_shell, plan_checks
 from testlane.cli.hooks import REASON_LIMIT, block, read_payload
-from testlane.cli.init import scaffold
+from testlane.cli.init import hook_command, scaffold, template
 from testlane.core.config import load_settings
 from testlane.core.errors import ConfigError
 
@@ -131,8 +132,8 @@ def test_init_twice_writes_once_and_then_changes_nothing(tmp_path: Path) -> None
     config = tomllib.loads(written["pyproject.toml"])
     assert config["tool"]["testlane"]["services"] == ["postgres", "valkey"]
     hooks = json.loads(written[".claude/settings.json"])["hooks"]
-    assert hooks["Stop"][0]["hooks"][0]["command"] == "testlane hook stop"
-    assert hooks["PostToolUse"][0]["hooks"][0]["command"] == "testlane hook post-edit"
+    assert hooks["Stop"][0]["hooks"][0]["command"] == hook_command("stop", tmp_path, Path(sys.executable))
+    assert hooks["PostToolUse"][0]["hooks"][0]["command"] == hook_command("post-edit", tmp_path, Path(sys.executable))
     assert "from tests.helpers import make_user" in written["tests/unit/test_example.py"]
     second = scaffold(tmp_path)
     assert {status for status, _ in second} == {"skipped"}
@@ -165,7 +166,15 @@ def test_init_adds_to_existing_files_without_clobbering_them(tmp_path: Path) -> 
     # tests/ existed without __init__.py: not turned into a package; the examples import `helpers`
     assert not (tmp_path / "tests" / "__init__.py").exists()
     assert "from helpers import make_user" in (tmp_path / "tests" / "unit" / "test_example.py").read_text()
-    assert "pip install -e '.[dev]'" in (tmp_path / ".github" / "workflows" / "tests.yml").read_text()
+    workflow = (tmp_path / ".github" / "workflows" / "tests.yml").read_text()
+    assert "pip install -e '.[dev]' testlane pytest pytest-asyncio ruff" in workflow
+
+
+def test_the_all_extra_brings_what_the_async_examples_need() -> None:
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]
+    assert any(r.startswith("pytest-asyncio") for r in project["optional-dependencies"]["all"])
+    written = tomllib.loads(template("pytest.toml.tmpl"))["tool"]["pytest"]["ini_options"]
+    assert written["asyncio_mode"] == "auto"
 
 
 def test_init_force_overwrites_files_but_never_replaces_pyproject_tables(tmp_path: Path) -> None:
@@ -177,3 +186,26 @@ def test_init_force_overwrites_files_but_never_replaces_pyproject_tables(tmp_pat
     assert statuses["tests/unit/test_example.py"] == "overwrote"
     assert example.read_text() != "# mine\n"
     assert (tmp_path / "pyproject.toml").read_text() == pyproject
+
+
+def test_hook_commands_find_their_interpreter_and_older_bare_ones_are_rewritten(tmp_path: Path) -> None:
+    venv_python = tmp_path / ".venv" / "bin" / "python"
+    assert hook_command("stop", tmp_path, venv_python).startswith('py="$CLAUDE_PROJECT_DIR"/.venv/bin/python; ')
+    assert hook_command("stop", tmp_path, Path("/opt/env/bin/python")).startswith("py=/opt/env/bin/python; ")
+    (tmp_path / ".claude").mkdir()
+    old = {"type": "command", "command": "testlane hook stop", "timeout": 900}
+    audit = {"hooks": [{"type": "command", "command": "audit"}]}
+    (tmp_path / ".claude" / "settings.json").write_text(json.dumps({"hooks": {"Stop": [audit, {"hooks": [old]}]}}))
+    log = dict((what.split(" ")[0], (status, what)) for status, what in scaffold(tmp_path, interpreter=venv_python))
+    assert log[".claude/settings.json"][0] == "updated"
+    assert f"Stop hooks now run {venv_python}" in log[".claude/settings.json"][1]
+    stop = json.loads((tmp_path / ".claude" / "settings.json").read_text())["hooks"]["Stop"]
+    assert stop == [audit, {"hooks": [{**old, "command": hook_command("stop", tmp_path, venv_python)}]}]
+
+
+def test_the_hooks_shown_in_the_docs_are_the_ones_init_writes(tmp_path: Path) -> None:
+    text = (Path(__file__).parents[2] / "docs" / "agents.md").read_text()
+    block = text.split("### Wiring: `.claude/settings.json`", 1)[1].split("```json\n", 1)[1].split("```", 1)[0]
+    shown = json.loads(block)["hooks"]
+    scaffold(tmp_path, interpreter=tmp_path / ".venv" / "bin" / "python")
+    assert json.loads((tmp_path / ".claude" / "settings.json").read_text())["hooks"] == shown

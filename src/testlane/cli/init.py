@@ -8,8 +8,9 @@ What it writes (each line of output says ``wrote``, ``updated``, ``skipped`` or 
 * ``tests/unit/`` and ``tests/integration/``, each with a ``conftest.py`` and one example test;
   ``tests/fixtures/`` (test data) and ``tests/helpers/`` (builders);
 * ``.github/workflows/tests.yml``: a fast unit job and an integration job;
-* ``.claude/settings.json``: the Stop and PostToolUse hooks (merged into an existing file; hooks
-  already there are kept);
+* ``.claude/settings.json``: the Stop and PostToolUse hooks, run by this interpreter and blocking
+  when they cannot run (``hook_command``); merged into an existing file: other hooks are kept,
+  testlane's own are brought up to date;
 * a testing section in ``AGENTS.md`` (appended when the file exists).
 
 A file that exists is never overwritten without ``--force``; files are only ever added to, never
@@ -19,7 +20,10 @@ trimmed. Running it twice changes nothing the second time.
 from __future__ import annotations
 
 import configparser
+import importlib.util
 import json
+import re
+import shlex
 import sys
 import tomllib
 from importlib import resources
@@ -34,6 +38,9 @@ AGENTS_BEGIN = "<!-- testlane:testing:begin -->"
 AGENTS_END = "<!-- testlane:testing:end -->"
 STOP_TIMEOUT = 1800
 POST_EDIT_TIMEOUT = 60
+# What CI installs besides the project: pytest-asyncio runs the async tests the scaffolded
+# `asyncio_mode = "auto"` is for.
+TEST_TOOLS = "testlane pytest pytest-asyncio ruff"
 
 
 def template(name: str) -> str:
@@ -57,6 +64,15 @@ def _has_pytest_config(root: Path, pyproject: dict[str, Any]) -> bool:
     return False
 
 
+def _handlers(entries: object) -> list[dict[str, Any]]:
+    """The hook handlers (``{"type": "command", "command": ...}``) of one event's entries."""
+    found: list[dict[str, Any]] = []
+    for entry in entries if isinstance(entries, list) else []:
+        handlers = entry.get("hooks") if isinstance(entry, dict) else None
+        found += [h for h in handlers if isinstance(h, dict)] if isinstance(handlers, list) else []
+    return found
+
+
 def _install_command(root: Path, pyproject: dict[str, Any]) -> str:
     """How CI installs the project and its test tools."""
     project = pyproject.get("project")
@@ -64,20 +80,53 @@ def _install_command(root: Path, pyproject: dict[str, Any]) -> str:
         extras = project.get("optional-dependencies", {})
         for extra in ("dev", "test", "tests"):
             if isinstance(extras, dict) and extra in extras:
-                return f"pip install -e '.[{extra}]' testlane pytest ruff"
-        return "pip install -e . testlane pytest ruff"
+                return f"pip install -e '.[{extra}]' {TEST_TOOLS}"
+        return f"pip install -e . {TEST_TOOLS}"
     requirements = [n for n in ("requirements.txt", "requirements-dev.txt") if (root / n).is_file()]
     if requirements:
-        return "pip install " + " ".join(f"-r {n}" for n in requirements) + " testlane pytest ruff"
-    return "pip install testlane pytest ruff"
+        return "pip install " + " ".join(f"-r {n}" for n in requirements) + f" {TEST_TOOLS}"
+    return f"pip install {TEST_TOOLS}"
+
+
+TESTLANE_HOOK = re.compile(r"\btestlane hook (stop|post-edit)\b")
+HOOK_FAILURES = {
+    "stop": "the Stop hook could not run the quality gate (testlane gate)",
+    "post-edit": "the post-edit hook could not lint the edited file",
+}
+
+
+def hook_command(event: str, root: Path, interpreter: Path) -> str:
+    """The shell command of testlane's ``event`` hook in ``.claude/settings.json``.
+
+    It runs ``python -m testlane hook <event>`` with ``interpreter`` — relative to
+    ``$CLAUDE_PROJECT_DIR`` when it lives in the project (a virtualenv there), so the committed file
+    works in every checkout — falling back to ``python3`` on PATH when that interpreter is gone. The
+    hook itself always exits 0; any other exit means it could not run (no interpreter, no testlane):
+    that becomes exit 2 with the reason on stderr, which Claude Code treats as a block and shows the
+    agent. A bare ``testlane`` would exit 127 outside the virtualenv, a non-blocking error: the gate
+    would silently never run.
+    """
+    try:
+        py = '"$CLAUDE_PROJECT_DIR"/' + shlex.quote(interpreter.relative_to(root).as_posix())
+    except ValueError:
+        py = shlex.quote(str(interpreter))
+    reason = (
+        f"testlane: {HOOK_FAILURES[event]}: $py -m testlane hook {event} exited $?. Install testlane in the "
+        "project's environment (pip install testlane), then run testlane init with it: init points the "
+        "hooks at the Python that runs it."
+    )
+    return f'py={py}; [ -x "$py" ] || py=python3; "$py" -m testlane hook {event} || {{ echo "{reason}" >&2; exit 2; }}'
 
 
 class Scaffold:
     """One ``init`` run: what to write where, and what happened to each path."""
 
-    def __init__(self, root: Path, *, force: bool) -> None:
+    def __init__(self, root: Path, *, force: bool, interpreter: Path | None = None) -> None:
         self.root = root
         self.force = force
+        # The hooks run testlane with the interpreter running this command (its virtualenv's, not resolved
+        # through the symlink: that would lose the virtualenv).
+        self.interpreter = (interpreter or Path(sys.executable)).absolute()
         self.log: list[tuple[str, str]] = []  # (status, path and detail)
 
     def _say(self, status: str, path: Path, detail: str = "") -> None:
@@ -154,20 +203,28 @@ class Scaffold:
         content = template("workflow.yml.tmpl").replace("{python}", python)
         self.file(".github/workflows/tests.yml", content.replace("{install}", _install_command(self.root, pyproject)))
 
-    def _testlane_command(self) -> str:
-        if (self.root / ".venv" / "bin" / "testlane").exists():
-            return '"$CLAUDE_PROJECT_DIR"/.venv/bin/testlane'
-        return "testlane"
-
     def claude_settings(self) -> None:
         path = self.root / ".claude" / "settings.json"
-        program = self._testlane_command()
-        wanted = {
+        wanted: dict[str, dict[str, Any]] = {
             "PostToolUse": {
                 "matcher": "Edit|MultiEdit|Write",
-                "hooks": [{"type": "command", "command": f"{program} hook post-edit", "timeout": POST_EDIT_TIMEOUT}],
+                "hooks": [
+                    {
+                        "type": "command",
+                        "command": hook_command("post-edit", self.root, self.interpreter),
+                        "timeout": POST_EDIT_TIMEOUT,
+                    }
+                ],
             },
-            "Stop": {"hooks": [{"type": "command", "command": f"{program} hook stop", "timeout": STOP_TIMEOUT}]},
+            "Stop": {
+                "hooks": [
+                    {
+                        "type": "command",
+                        "command": hook_command("stop", self.root, self.interpreter),
+                        "timeout": STOP_TIMEOUT,
+                    }
+                ]
+            },
         }
         settings: dict[str, Any] = {}
         if path.is_file():
@@ -184,20 +241,30 @@ class Scaffold:
         if not isinstance(hooks, dict):
             self._say("skipped", path, '"hooks" is not an object; add testlane\'s hooks by hand')
             return
-        added = []
+        added, rewritten = [], []
         for event, entry in wanted.items():
             entries = hooks.setdefault(event, [])
-            if "testlane hook" in json.dumps(entries):
-                continue
-            entries.append(entry)
-            added.append(event)
-        if not added:
+            command = entry["hooks"][0]["command"]
+            ours = [h for h in _handlers(entries) if TESTLANE_HOOK.search(str(h.get("command", "")))]
+            if not ours:
+                entries.append(entry)
+                added.append(event)
+            # testlane's own hooks are brought up to date: an older one may call a bare `testlane`, which
+            # fails open (exit 127, a non-blocking error) wherever the virtualenv is not on PATH.
+            for handler in ours:
+                if handler["command"] != command:
+                    handler["command"] = command
+                    rewritten.append(event)
+        if not added and not rewritten:
             self._say("skipped", path, "testlane's hooks are already there")
             return
         existed = path.is_file()
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
-        self._say("updated" if existed else "wrote", path, f"added {', '.join(added)} hooks" if existed else "")
+        details = [f"added {', '.join(added)} hooks"] if added else []
+        if rewritten:
+            details.append(f"{', '.join(dict.fromkeys(rewritten))} hooks now run {self.interpreter}")
+        self._say("updated" if existed else "wrote", path, "; ".join(details) if existed else "")
 
     def agents(self) -> None:
         path = self.root / "AGENTS.md"
@@ -220,10 +287,11 @@ class Scaffold:
         self._say("updated", path, "added a testing section")
 
 
-def scaffold(root: Path, *, force: bool = False) -> list[tuple[str, str]]:
-    """Scaffold ``root``; return what happened to each path, in order."""
+def scaffold(root: Path, *, force: bool = False, interpreter: Path | None = None) -> list[tuple[str, str]]:
+    """Scaffold ``root``; return what happened to each path, in order (``interpreter``: the hooks', by
+    default this one)."""
     root.mkdir(parents=True, exist_ok=True)
-    job = Scaffold(root.resolve(), force=force)
+    job = Scaffold(root.resolve(), force=force, interpreter=interpreter)
     pyproject = job.pyproject()
     job.tests()
     job.workflow(pyproject)
@@ -243,6 +311,11 @@ def init_command(directory: Path | None, force: bool) -> None:
     for status, what in log:
         click.echo(f"{status.ljust(width)}  {what}")
     written = sum(1 for status, _ in log if status != "skipped")
+    if importlib.util.find_spec("pytest_asyncio") is None:
+        click.echo(
+            "testlane init: async tests (`async def`, and the async fixtures) need pytest-asyncio, which is not "
+            "installed here: pip install pytest-asyncio (or pip install 'testlane[all]')."
+        )
     click.echo(
         f"testlane init: {written} written, {len(log) - written} skipped. Next: `testlane run` runs both lanes; "
         "`testlane gate` is the full check."

@@ -4,9 +4,11 @@ Signals: on SIGTERM testlane forwards SIGTERM to pytest (whose testlane plugin
 turns it into an orderly interruption), waits for it, stops the services and
 exits 143. On SIGINT it does the same and exits 130; when the terminal sent the
 Ctrl-C to the whole foreground process group, pytest already has it and is not
-signalled twice. A pytest that does not stop within the grace period
+signalled twice (a group's SIGINT sent by a script reaches both, and the copy testlane forwards is
+ignored by pytest: :mod:`testlane.core.interrupts`). A pytest that does not stop within the grace period
 (``stop_grace``, 15 s) is terminated, then killed 5 s later. If testlane itself is SIGKILLed, the parent-death
-signal stops pytest and the servers, and the next start reaps what is left.
+signal stops pytest and the servers, and the next start reaps what is left. Whatever was interrupted
+(the services starting, the template being built, pytest), one line says so once everything is cleaned up.
 
 Reports: with ``reports.format = auto`` (the default) pytest prints a failure digest when a coding
 agent or CI is detected from the environment (``reports.agent_variables``), pytest's own output
@@ -36,6 +38,7 @@ from testlane.cli.common import CliState, console, progress_printer
 from testlane.core import environment
 from testlane.core.config import Settings, overrides_environment
 from testlane.core.envmap import referenced_services
+from testlane.core.interrupts import Interruption, interrupted_line, last_interruption, phase, record
 from testlane.core.redact import redact_url
 from testlane.core.runtime import RunContext, new_run_id
 from testlane.core.waiting import Deadline
@@ -52,6 +55,7 @@ IT_ENV = environment.IT
 FORMAT_ENV = "TESTLANE_REPORTS_FORMAT"
 POLL_SECONDS = 0.25
 PYTEST_EXIT_CODES = range(6)
+PYTEST_CHILD = str(Path(__file__).with_name("pytest_child.py"))
 
 
 def agent_detected(settings: Settings, environ: Mapping[str, str]) -> str | None:
@@ -199,13 +203,16 @@ def run_pytest_under_services(
     settings = state.settings()
     # Always a new run, owned by this process, even when started from inside another run.
     context = RunContext.from_settings(settings, run_id=new_run_id(), owner=os.getpid())
-    received: list[int] = []
+    interrupted: Interruption | None = None
 
     def early_signal(signum: int, frame: FrameType | None) -> None:
-        received.append(signum)
-        raise KeyboardInterrupt
+        # Until pytest runs, SIGINT and SIGTERM stop the start-up; a copy of the same signal (sent to the
+        # process group, and again to us) is ignored, so the clean-up is not interrupted in turn.
+        if record(signum, "starting the services") is not None:
+            raise KeyboardInterrupt
 
     previous_term = signal.signal(signal.SIGTERM, early_signal)
+    previous_int = signal.signal(signal.SIGINT, early_signal)
     reported: Path | None = None
     keep_databases = False  # failed tests' databases kept for inspection (db.keep_failed)
     stack = ServiceStack(
@@ -216,10 +223,12 @@ def run_pytest_under_services(
         chosen = settings.services if services is None else services  # [] is a choice: no services
         wanted = list(dict.fromkeys([*chosen, *referenced_services(settings.env)]))
         try:
-            start_services(stack, wanted, progress=progress_printer(state.quiet))
+            with phase("starting the services"):
+                start_services(stack, wanted, progress=progress_printer(state.quiet))
+                stack.write_services_file()
         except KeyboardInterrupt:
-            return 128 + (received[0] if received else signal.SIGINT)
-        stack.write_services_file()
+            interrupted = last_interruption() or Interruption(signal.SIGINT, "starting the services", 0.0)
+            return 128 + interrupted.signum
         if not state.quiet and stack.servers:
             elapsed = time.perf_counter() - started
             console.print(
@@ -247,16 +256,16 @@ def run_pytest_under_services(
             **(extra_env or {}),
         }
         preexec = child_preexec(signal.SIGTERM)
-        child = subprocess.Popen([sys.executable, "-m", "pytest", *pytest_args], env=env, preexec_fn=preexec)
+        # pytest_child, not `-m pytest`: it ignores a repeated delivery from its first instruction on
+        # (an interrupt while pytest is still importing would print an import traceback).
+        child = subprocess.Popen([sys.executable, PYTEST_CHILD, *pytest_args], env=env, preexec_fn=preexec)
         supervisor = _Supervisor(child, grace=settings.stop_grace)
         signal.signal(signal.SIGTERM, supervisor.handle)
-        previous_int = signal.signal(signal.SIGINT, supervisor.handle)
-        try:
-            code = supervisor.wait()
-        finally:
-            signal.signal(signal.SIGINT, previous_int)
+        signal.signal(signal.SIGINT, supervisor.handle)
+        code = supervisor.wait()
         keep_databases = settings.db.keep_failed and code not in (0, 5)
         if supervisor.signal is not None:
+            interrupted = Interruption(supervisor.signal, "pytest was running", 0.0)
             return 128 + supervisor.signal
         # Exit code 1 with no report: the process was ended from inside (other codes before reporting
         # are pytest's own start-up errors, which it printed).
@@ -270,7 +279,7 @@ def run_pytest_under_services(
             reported.unlink(missing_ok=True)
         # No signal may interrupt the clean-up itself.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             drop_app_databases(stack.servers, context.run_id)
             if not keep_databases:
@@ -278,7 +287,9 @@ def run_pytest_under_services(
             stack.stop()
         finally:
             signal.signal(signal.SIGTERM, previous_term)
-            signal.signal(signal.SIGINT, old_int if old_int is not signal.SIG_IGN else signal.default_int_handler)
+            signal.signal(signal.SIGINT, previous_int)
+        if interrupted is not None:  # said once everything above is done, so "cleaned up" is true
+            console.print(escape(interrupted_line(interrupted)), style="yellow")
 
 
 # Variables that describe *a* run; a nested run must not inherit the outer run's.

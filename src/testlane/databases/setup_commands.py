@@ -103,14 +103,18 @@ class SetupCommands(MigrationSource):
             command, shell=True, cwd=self.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         seen: dict[str, Attempt] = {}
-        while True:
-            try:
-                output, _ = proc.communicate(timeout=WATCH_INTERVAL)
-                break
-            except subprocess.TimeoutExpired:  # still running: look at its connections (output is kept)
-                for attempt in foreign_connections(proc.pid, allow):
-                    attempt.pointing = pointing_variables(attempt.host, attempt.port, env)
-                    seen.setdefault(attempt.target, attempt)
+        try:
+            while True:
+                try:
+                    output, _ = proc.communicate(timeout=WATCH_INTERVAL)
+                    break
+                except subprocess.TimeoutExpired:  # still running: look at its connections (output is kept)
+                    for attempt in foreign_connections(proc.pid, allow):
+                        attempt.pointing = pointing_variables(attempt.host, attempt.port, env)
+                        seen.setdefault(attempt.target, attempt)
+        except BaseException:  # interrupted (Ctrl-C, SIGTERM): the command and what it started go too
+            _kill_tree(proc)
+            raise
         found = list(seen.values())
         if proc.returncode == 0:
             return None, found
@@ -131,3 +135,16 @@ class SetupCommands(MigrationSource):
             hint="fix the command, or run it by hand with the same environment "
             '(`testlane services start`, then `eval "$(testlane services env)"`).',
         ), found
+
+
+def _kill_tree(proc: subprocess.Popen[str]) -> None:
+    """Kill a set-up command's shell and every process under it, and reap the shell."""
+    import psutil
+
+    with contextlib.suppress(psutil.Error):
+        tree = psutil.Process(proc.pid)
+        for process in [*tree.children(recursive=True), tree]:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.communicate(timeout=5)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from testlane.core.config import Settings
 from testlane.core.errors import ExtensionMissingError
+from testlane.core.interrupts import phase
 from testlane.databases.build_scope import build_scope
 from testlane.databases.migrations import MigrationSource, SqlFolder, Target, migration_error, source_from_spec
 from testlane.databases.naming import template_name
@@ -185,7 +186,8 @@ def ensure_template(server: PostgresServer, spec: TemplateSpec) -> str:
             if state == "partial":
                 log.info("dropping half-built template %s (a previous build did not finish)", name)
                 drop_database(admin, name)
-            _build(server, admin, name, spec)
+            with phase("building the migrated template"):  # what an interruption names
+                _build(server, admin, name, spec)
         finally:
             admin.execute("SELECT pg_advisory_unlock(%s)", (key,))
     return name

@@ -632,8 +632,11 @@ else:  # pragma: no cover
 
     def _needs_asyncio(name: str) -> Any:
         @pytest.fixture(name=name)
-        def missing() -> None:
-            pytest.fail(f"the {name} fixture needs pytest-asyncio: pip install pytest-asyncio", pytrace=False)
+        def missing(request: pytest.FixtureRequest) -> None:
+            from testlane.pytest_plugin.async_tests import no_async_runner
+
+            what = f"{request.node.nodeid} (it uses the async fixture {name})"
+            pytest.fail(no_async_runner(request.config, what), pytrace=False)
 
         return missing
 

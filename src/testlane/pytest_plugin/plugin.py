@@ -12,6 +12,7 @@ and markers; a project that has not opted in gets none of them. Drivers
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -57,6 +58,7 @@ FEATURES = (
     "testlane.pytest_plugin.sharding",
     "testlane.pytest_plugin.web",
     "testlane.pytest_plugin.seams",
+    "testlane.pytest_plugin.async_tests",
 )
 settings_key = pytest.StashKey["Settings"]()
 
@@ -189,25 +191,18 @@ def plugin_of(config: pytest.Config) -> TestlanePlugin:
     return plugin
 
 
-def _install_sigterm_handler(config: pytest.Config) -> None:
-    """Turn SIGTERM into an orderly stop: fixtures tear down, servers stop, reports are written."""
-    import signal
-    import threading
+def _install_interrupt_handlers(config: pytest.Config) -> None:
+    """SIGTERM becomes an orderly stop (fixtures tear down, servers stop, reports are written), like
+    SIGINT; a copy of the same signal arriving within a second is ignored (a group's signal, forwarded
+    again by ``testlane run``): it would interrupt the clean-up and print a second traceback."""
+    from testlane.core.interrupts import install_interrupt_handler
 
-    if threading.current_thread() is not threading.main_thread():
-        return
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return
-
-    def on_sigterm(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    def on_sigterm() -> None:
         pytest.exit("testlane: received SIGTERM; stopping the run", returncode=pytest.ExitCode.INTERRUPTED)
 
-    def restore() -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    config.add_cleanup(restore)
+    restore = install_interrupt_handler("running the tests", on_sigterm=on_sigterm)
+    if restore is not None:
+        config.add_cleanup(restore)
 
 
 def settings_for(config: pytest.Config) -> Settings:
@@ -281,7 +276,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if not opted_in(config):
         config.pluginmanager.register(NotOptedIn(), "testlane-not-opted-in")
         return
-    _install_sigterm_handler(config)
+    _install_interrupt_handlers(config)
     existing = config.pluginmanager.get_plugin(PLUGIN_NAME)
     if isinstance(existing, TestlanePlugin):  # created early, to apply [tool.testlane.env]
         config.stash[settings_key] = existing.settings
@@ -354,5 +349,24 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     plugin = config.pluginmanager.get_plugin(PLUGIN_NAME)
     if isinstance(plugin, TestlanePlugin):
+        owns_run = os.environ.get(OWNER_PID_ENV) == str(os.getpid())  # before close() unsets it
         plugin.close()
         config.pluginmanager.unregister(plugin, PLUGIN_NAME)
+        if owns_run:
+            _say_interrupted(config)
+
+
+def _say_interrupted(config: pytest.Config) -> None:
+    """After an interruption, once everything is cleaned up: one line saying what was interrupted.
+    Only by the process that owns the run (``testlane run`` says it itself, xdist workers never do)."""
+    from testlane.core.interrupts import interrupted_line, last_interruption
+
+    interruption = last_interruption()
+    if interruption is None:
+        return
+    line = interrupted_line(interruption)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(line, yellow=True)
+    else:
+        print(line, file=sys.stderr)

@@ -23,6 +23,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from testlane.core.config import Settings
+from testlane.core.interrupts import phase
 from testlane.core.runtime import RunContext
 from testlane.databases.provision import begin_services, reap_shared_leftovers, start_services, sweep_shared_run
 from testlane.services.base import Server
@@ -82,7 +83,8 @@ class ServiceProvider:
             return
         try:
             stack = self._own_stack()
-            begin_services(stack, wanted, progress=self.progress)
+            with phase("starting the services"):
+                begin_services(stack, wanted, progress=self.progress)
         except Exception as exc:  # reported by the tests that need the service, not as an INTERNALERROR
             self._prestart_error = exc
 
@@ -105,12 +107,13 @@ class ServiceProvider:
         if self._prestart_error is not None:
             raise self._prestart_error
         stack = self._stack
-        if stack is not None and name in stack.pending:
-            stack.finish(name)
-            reap_shared_leftovers(stack)
-            self._handles[name] = stack.servers[name]
-            return self._handles[name]
-        server = self._from_file[name] if name in self._from_file else self._start_or_attach(name)
+        with phase("starting the services"):
+            if stack is not None and name in stack.pending:
+                stack.finish(name)
+                reap_shared_leftovers(stack)
+                self._handles[name] = stack.servers[name]
+                return self._handles[name]
+            server = self._from_file[name] if name in self._from_file else self._start_or_attach(name)
         self._handles[name] = server
         return server
 

@@ -1,0 +1,205 @@
+"""Interruptions (issue 16): SIGINT to the whole process group — what Ctrl-C does, here without a terminal —
+in each phase of a run. Each prints one line saying what was interrupted and that everything was cleaned up,
+no traceback, and leaves no process, run directory or data behind.
+
+Exit codes: `testlane run` exits 130 (128 + SIGINT); plain `pytest` exits 2, pytest's "interrupted".
+Readiness is a marker: a file the set-up command or the test writes before it blocks, or the line
+testlane prints when it starts initializing a cluster (a fresh cache makes that step take seconds).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.helpers import TESTLANE, clean_env, leftovers, server_processes, wait_for_file, wait_gone
+
+pytestmark = pytest.mark.timeout(240)
+
+# The set-up command builds the template; with BLOCK_IN=template it writes the marker and blocks instead.
+SETUP = """
+import os, pathlib, time
+if os.environ.get("BLOCK_IN") == "template":
+    pathlib.Path(os.environ["MARKER"]).write_text("building")
+    time.sleep(600)
+"""
+
+TEST = """
+import os, pathlib, time
+
+def test_blocks(pg_conn):
+    if os.environ.get("BLOCK_IN") == "test":
+        pathlib.Path(os.environ["MARKER"]).write_text("testing")
+        time.sleep(600)
+"""
+
+
+@pytest.fixture
+def interruptible(tmp_path: Path) -> Path:
+    project = tmp_path / "project"
+    (project / "tests").mkdir(parents=True)
+    (project / "pyproject.toml").write_text(
+        '[tool.testlane]\nservices = ["postgres", "valkey"]\nsetup = ["python setup_db.py"]\n\n'
+        '[tool.pytest.ini_options]\nasyncio_default_fixture_loop_scope = "function"\n'
+    )
+    # A name of its own in the file: a new template (a build) in every test, not last run's snapshot.
+    (project / "setup_db.py").write_text(f"# {uuid.uuid4().hex}\n{SETUP}")
+    (project / "tests" / "test_block_it.py").write_text(TEST)
+    return project
+
+
+@pytest.fixture
+def started() -> Iterator[list[subprocess.Popen[str]]]:
+    procs: list[subprocess.Popen[str]] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def start(
+    procs: list[subprocess.Popen[str]], argv: list[str], project: Path, env: dict[str, str]
+) -> subprocess.Popen[str]:
+    """In a new session: its own process group, and no terminal (CI, an agent's shell)."""
+    proc = subprocess.Popen(
+        argv,
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    procs.append(proc)
+    return proc
+
+
+def interrupt_group(proc: subprocess.Popen[str], *, to_group: bool = True) -> list[str]:
+    """SIGINT to the whole group (or to the process alone); the output's lines once it has exited."""
+    if to_group:
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    return output.splitlines()
+
+
+def environment(data_dir: Path, tmp_path: Path, block_in: str, **extra: str) -> dict[str, str]:
+    return clean_env(
+        {
+            "TESTLANE_DATA_DIR": str(data_dir),
+            "TESTLANE_REPORTS_FORMAT": "terminal",
+            "BLOCK_IN": block_in,
+            "MARKER": str(tmp_path / "marker"),
+            **extra,
+        }
+    )
+
+
+def ours(tmp_path: Path) -> list[psutil.Process]:
+    """Processes still running with this test's paths: servers, the set-up command, pytest."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "cwd", "environ"]):
+        try:
+            where = " ".join(proc.info.get("cmdline") or []) + " " + (proc.info.get("cwd") or "")
+            marker = (proc.info.get("environ") or {}).get("MARKER", "")
+        except psutil.Error:
+            continue
+        if str(tmp_path) in where or marker.startswith(str(tmp_path)):
+            found.append(proc)
+    return [p for p in found if p.pid != os.getpid()]
+
+
+def assert_clean(data_dir: Path, tmp_path: Path) -> None:
+    assert wait_gone(ours(tmp_path)) == []
+    assert server_processes(data_dir) == [] and leftovers(data_dir) == []
+
+
+def interrupted(phase: str) -> str:
+    return (
+        f"testlane: interrupted (SIGINT) while {phase}; cleaned up: the run's servers are stopped and its data "
+        "and databases removed"
+    )
+
+
+def test_testlane_run_interrupted_while_the_tests_run(
+    interruptible: Path, data_dir: Path, tmp_path: Path, started: list[subprocess.Popen[str]]
+) -> None:
+    # pytest gets the group's SIGINT and the copy testlane run forwards: one KeyboardInterrupt, no traceback.
+    env = environment(data_dir, tmp_path, "test")
+    proc = start(started, [TESTLANE, "run", "--", "-q", "-p", "no:cacheprovider"], interruptible, env)
+    wait_for_file(tmp_path / "marker", timeout=180)
+    lines = interrupt_group(proc)
+    text = "\n".join(lines)
+    assert proc.returncode == 130, text
+    assert "Traceback" not in text and text.count("KeyboardInterrupt !!!") == 1
+    assert lines[-1] == interrupted("pytest was running")
+    assert len(lines) <= 9, text  # build, ready, pytest's 4-line interruption summary, ours
+    assert_clean(data_dir, tmp_path)
+
+
+@pytest.mark.parametrize("to_group", [True, False], ids=["to-the-group", "to-testlane-alone"])
+def test_testlane_run_interrupted_while_the_template_is_built(
+    interruptible: Path, data_dir: Path, tmp_path: Path, started: list[subprocess.Popen[str]], to_group: bool
+) -> None:
+    # Sent to testlane alone, the set-up command never sees the signal: testlane ends it (and its children).
+    env = environment(data_dir, tmp_path, "template")
+    proc = start(started, [TESTLANE, "run", "--", "-q", "-p", "no:cacheprovider"], interruptible, env)
+    wait_for_file(tmp_path / "marker", timeout=180)
+    lines = interrupt_group(proc, to_group=to_group)
+    assert proc.returncode == 130, lines
+    assert lines[-1] == interrupted("building the migrated template")
+    assert len(lines) == 2 and lines[0].startswith("testlane: building the migrated template"), lines
+    assert_clean(data_dir, tmp_path)
+
+
+def test_testlane_run_interrupted_while_the_services_start(
+    interruptible: Path, data_dir: Path, cache_dir: Path, tmp_path: Path, started: list[subprocess.Popen[str]]
+) -> None:
+    env = environment(data_dir, tmp_path, "", TESTLANE_CACHE_DIR=str(cache_dir))
+    proc = start(started, [TESTLANE, "run", "--", "-q", "-p", "no:cacheprovider"], interruptible, env)
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:  # the readiness signal: the line that starts a cold cluster's initdb
+        seen.append(line.rstrip("\n"))
+        if "initializing a PostgreSQL" in line:
+            break
+    lines = seen + interrupt_group(proc)
+    assert proc.returncode == 130, lines
+    assert "Traceback" not in "\n".join(lines)
+    assert lines[-1] == interrupted("starting the services"), lines
+    assert len(lines) <= 4, lines  # the build and initdb announcements, ours
+    assert_clean(data_dir, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("block_in", "phase"), [("test", "running the tests"), ("template", "building the migrated template")]
+)
+def test_plain_pytest_interrupted(
+    interruptible: Path,
+    data_dir: Path,
+    tmp_path: Path,
+    started: list[subprocess.Popen[str]],
+    block_in: str,
+    phase: str,
+) -> None:
+    env = environment(data_dir, tmp_path, block_in)
+    argv = [sys.executable, "-m", "pytest", "--it", "-q", "-p", "no:cacheprovider"]
+    proc = start(started, argv, interruptible, env)
+    wait_for_file(tmp_path / "marker", timeout=180)
+    lines = interrupt_group(proc)
+    text = "\n".join(lines)
+    assert proc.returncode == 2, text  # pytest's own code for an interrupted session
+    assert "Traceback" not in text and text.count("KeyboardInterrupt !!!") == 1
+    assert lines[-1] == interrupted(phase), text
+    assert len(lines) <= 7, text
+    assert_clean(data_dir, tmp_path)
