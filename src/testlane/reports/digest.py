@@ -58,19 +58,11 @@ def summary_line(result: RunResult) -> str:
     tally = ", ".join(parts) or "0 tests ran"
     causes = len(result.groups)
     cause_text = f"; {causes} root cause{'s' if causes != 1 else ''}" if causes else ""
-    exit_text = f"exit {result.exit_code}" if result.exit_code is not None else "no exit code"
-    outcome = result.outcome
-    if outcome == "passed":
-        return f"testlane: PASSED — {tally} in {result.duration:.2f}s"
-    verdict = {
-        "failed": "FAILED",
-        "no_tests": "FAILED — no tests ran",
-        "interrupted": "INTERRUPTED (not a success)",
-        "internal_error": "FAILED — pytest crashed (INTERNALERROR)",
-        "usage_error": "FAILED — usage error (see pytest's error message)",
-        "crashed": "FAILED — the run crashed",
-    }[outcome]
-    return f"testlane: {verdict} — {tally} in {result.duration:.2f}s{cause_text} ({exit_text})"
+    verdict = result.verdict  # the one decision: the exit code shown is the one the process exits with
+    if verdict.outcome == "passed":
+        return f"testlane: {verdict.label} — {tally} in {result.duration:.2f}s"
+    exit_text = f"exit {verdict.exit_code}" if verdict.exit_code is not None else "no exit code"
+    return f"testlane: {verdict.label} — {tally} in {result.duration:.2f}s{cause_text} ({exit_text})"
 
 
 # --------------------------------------------------------------------------- rerun
