@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from testlane.reports.context import read_log_since
+from testlane.reports.context import excerpt, read_log_since
 from testlane.reports.digest import render_digest, rerun_command, summary_line
 from testlane.reports.grouping import group_failures, normalize
 from testlane.reports.jsonreport import JsonLines, document
@@ -194,3 +194,30 @@ def test_importing_the_reports_plugin_stays_cheap() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+BOOT = [
+    "2026-11-30 04:00:18.853 UTC [4792] LOG:  starting PostgreSQL 18.6 on x86_64-pc-linux-gnu, 64-bit",
+    '2026-11-30 04:00:18.853 UTC [4792] LOG:  listening on IPv4 address "127.0.0.1", port 41375',
+    "2026-11-30 04:00:18.876 UTC [4798] LOG:  database system was shut down at 2026-11-30 03:34:21 UTC",
+    "2026-11-30 04:00:18.882 UTC [4792] LOG:  database system is ready to accept connections",
+]
+
+
+def test_the_log_excerpt_drops_housekeeping_and_prefers_the_errors_with_their_statements() -> None:
+    error = [
+        '2026-11-30 04:00:20.055 UTC [4842] app@tl_x_1 ERROR:  duplicate key value violates unique constraint "u"',
+        "2026-11-30 04:00:20.055 UTC [4842] app@tl_x_1 DETAIL:  Key (email)=(a@b.c) already exists.",
+        "2026-11-30 04:00:20.055 UTC [4842] app@tl_x_1 STATEMENT:  INSERT INTO users (email)",
+        "\t    VALUES ('a@b.c')",
+    ]
+    noise = ["2026-11-30 04:00:20.100 UTC [4850] LOG:  connection received: host=127.0.0.1 port=5555"] * 30
+    assert excerpt([*BOOT, *error, *noise], 24) == error
+    # no problem reported: what the test caused, without the boot
+    assert excerpt([*BOOT, noise[0]], 24) == [noise[0]]
+    assert excerpt(BOOT, 24) == []
+    # the last problems win when there are more than the limit; a problem's own lines stay with it
+    many = [f"2026-11-30 04:00:2{i}.000 UTC [1] ERROR:  failure {i}" for i in range(5)]
+    assert excerpt(many, 2) == many[-2:]
+    valkey = ["1:M 30 Nov 2026 04:00:18.853 * Ready to accept connections tcp", "1:M 30 Nov 2026 04:00:19.000 # oops"]
+    assert excerpt(valkey, 5) == [valkey[1]]
