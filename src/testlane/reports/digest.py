@@ -113,6 +113,14 @@ class _GroupView:
     group: Group
     rerun: tuple[str, str]
 
+    def essentials(self) -> list[str]:
+        """What is never cut: the headline, testlane's own message and hint whole, the rerun command."""
+        lines = self.lines(1)
+        command = self.rerun[0]
+        own = len(self.group.first.detail) if self.group.first.own else 0
+        keep = lines[: 1 + own + (1 if self.group.first.location else 0)]
+        return [*keep, *(line for line in lines if command and line.startswith("    rerun: "))]
+
     def lines(self, level: int) -> list[str]:
         first = self.group.first
         count = self.group.count
@@ -122,11 +130,13 @@ class _GroupView:
         what = first.nodeid if count == 1 else f"{count} tests"
         message = _message(first)
         head = f"[{self.index + 1}] {label} {what} — {message}".rstrip(" —")
+        # testlane's own message and hint say what to do: whole at every level (the excerpts fold instead).
+        own = [f"      {line}" for line in first.detail] if first.own else []
         if level == 0:
             where = f" at {first.location}" if first.location else ""
-            return [_clip(head, 160) + where]
+            return [head + where, *own] if first.own else [_clip(head, 160) + where]
         n_msg, n_diff, n_ids, n_log, n_srv = _LEVELS[level]
-        out = [_clip(head, 240)]
+        out = [head if first.own else _clip(head, 240)]
         if first.location:
             where = f"    at {first.location}"
             if first.function:
@@ -137,7 +147,7 @@ class _GroupView:
         detail = first.detail
         if n_msg > 1 and not detail and "\n" in first.message:
             detail = first.message.splitlines()[1:n_msg]
-        out += _folded([_clip(f"      {line}", 200) for line in detail], n_diff)
+        out += own or _folded([_clip(f"      {line}", 200) for line in detail], n_diff)
         if count > 1:
             ids = self.group.nodeids
             shown = ", ".join(ids[:n_ids])
@@ -194,12 +204,11 @@ def render_digest(result: RunResult, budget: int = 4000) -> str:
     def blocks() -> list[list[str]]:
         out = [views[i].lines(levels[i]) for i in range(shown)]
         if shown < len(views):
-            hidden = views[shown:]
-            tests = sum(v.group.count for v in hidden)
-            out.append([f"… and {len(hidden)} more root causes ({tests} tests); `--format json` lists them all"])
+            out.append([_hidden_line(result, views[shown:])])
         return [*out, tail]
 
-    # Fold: lower the last group that still has detail to spare; the first group stops at level 1.
+    # Fold: lower the last group that still has detail to spare; the first group stops at level 1. Then
+    # drop whole later groups (said in one line with their rerun command): a message is never cut.
     while _size(blocks()) > budget:
         candidates = [i for i in range(shown) if levels[i] > (1 if i == 0 else 0)]
         if candidates:
@@ -211,17 +220,42 @@ def render_digest(result: RunResult, budget: int = 4000) -> str:
         break
     text = "\n".join(line for block in blocks() for line in block)
     if len(text) > budget and views:
-        # The first failure alone is over budget: keep its head and the summary, cut its middle.
-        head = views[0].lines(1)
-        room = max(budget - _size([tail]) - 40, 200)
+        # The first failure alone is over budget: keep what is never cut (its headline, testlane's own
+        # message and hint, its rerun command), then as much of its excerpts as fits, whole lines only.
+        first = views[0]
+        hidden = [_hidden_line(result, views[1:])] if len(views) > 1 else []
+        essentials = first.essentials()
+        room = budget - _size([essentials, hidden, tail]) - 30
         kept: list[str] = []
-        for line in head:
-            if _size([kept, [line]]) > room:
+        for line in first.lines(1):
+            if line in essentials:
+                kept.append(line)
+            elif room - (len(line) + 1) >= 0:
+                kept.append(line)
+                room -= len(line) + 1
+            elif kept[-1:] != ["    … (cut to the budget)"]:
                 kept.append("    … (cut to the budget)")
-                break
-            kept.append(line)
-        text = "\n".join([*kept, *tail])
+        if first.group.first.own:
+            text = "\n".join([*kept, *hidden, *tail])
+        else:
+            kept = [_clip(line, max(budget // 4, 80)) for line in kept]  # the project's text may be long
+            text = "\n".join([*kept, *hidden, *tail])
     return text + "\n"
+
+
+def _hidden_line(result: RunResult, hidden: list[_GroupView]) -> str:
+    """One line for the groups the budget had no room for, with the command that shows them."""
+    tests = sum(v.group.count for v in hidden)
+    ids = [v.group.nodeids[0] for v in hidden if v.group.nodeids and not v.group.nodeids[0].startswith("(")]
+    what = f"{len(hidden)} more root cause{'s' if len(hidden) != 1 else ''} ({tests} test{'s' if tests != 1 else ''})"
+    if not ids:
+        return f"… {what}: `--format json` lists them all"
+    prefix = result.rerun_prefix
+    if result.it_flag and any(f.lane == "it" for v in hidden for f in v.group.failures):
+        prefix += " --it"
+    command = f"{prefix} {' '.join(_quote(n) for n in ids[:_RERUN_IDS])}"
+    first = f" (the first {_RERUN_IDS})" if len(ids) > _RERUN_IDS else ""
+    return f"… {what} not shown: rerun them with `{command}`{first}; `--format json` lists them all"
 
 
 def _message(failure: Failure) -> str:
@@ -235,4 +269,4 @@ def failure_headline(failure: Failure) -> str:
     """A one-line description of a failure (used by the JSON Lines stream)."""
     message = _message(failure)
     where = f" at {failure.location}" if failure.location else ""
-    return _clip(message, 200) + where
+    return (message if failure.own else _clip(message, 200)) + where

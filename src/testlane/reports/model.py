@@ -37,6 +37,7 @@ class Failure:
     output: list[str] = field(default_factory=list)  # captured stdout/stderr, tail
     servers: dict[str, list[str]] = field(default_factory=dict)  # server log lines written during the test
     lane: str | None = None  # "unit" | "it" when known
+    own: bool = False  # message and detail are testlane's own text (an error, a hint): never cut
 
     def __post_init__(self) -> None:
         # Every rendering (digest, JSON, JSON Lines) starts from here: mask credentials once, before
