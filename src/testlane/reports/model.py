@@ -104,6 +104,7 @@ class RunResult:
     output_tail: list[str] = field(default_factory=list)  # pytest's own last lines, when they explain a failure
     findings: list[dict[str, str]] = field(default_factory=list)  # discipline findings: nodeid, kind, message, location
     all_skipped: str = "fail"  # lanes.all_skipped: whether a run that skipped every test may pass
+    listing: bool = False  # --collect-only, --setup-plan...: a run that never meant to run tests
 
     def count(self, outcome: str) -> int:
         return sum(1 for t in self.tests if t.outcome == outcome)
@@ -126,6 +127,7 @@ class RunResult:
             failures=self.failure_count,
             collection_errors=any(g.first.kind == "collection" for g in self.groups),
             all_skipped=self.all_skipped,
+            listing=self.listing,
         )
 
     @property

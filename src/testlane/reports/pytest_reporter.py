@@ -97,6 +97,12 @@ class TailBuffer(io.TextIOBase):
 
 # Options whose whole point is pytest's own output (help, collection listings): never muted.
 _OWN_OUTPUT_OPTIONS = ("help", "collectonly", "showfixtures", "show_fixtures_per_test", "markers", "setupplan")
+# Options with which pytest runs no test: its exit code stands (nothing tested is the point).
+_LISTING_OPTIONS = (*_OWN_OUTPUT_OPTIONS, "setuponly")
+
+
+def _listing(config: pytest.Config) -> bool:
+    return any(getattr(config.option, name, False) for name in _LISTING_OPTIONS)
 
 
 def _resolve_format(config: pytest.Config, setting: str) -> str:
@@ -145,8 +151,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
     json_path = output_path("reports.json_path", settings.json_path)
     jsonl_path = output_path("reports.jsonl_path", settings.jsonl_path)
-    if worker:
-        return  # the controller (or a plain session) decides the verdict and reports
+    if worker or (_listing(config) and json_path is None and jsonl_path is None):
+        return  # the controller (or a plain session) decides the verdict and reports; a listing has none
     # Registered in every format: the collector decides the run's verdict and exit status
     # (testlane.reports.verdict), which pytest's own output must agree with too.
     sink = TailBuffer() if fmt != "terminal" else None
@@ -320,7 +326,10 @@ class ReportCollector:
 
     def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
         message = getattr(excinfo.value, "msg", None) or str(excinfo.value) or excinfo.typename
-        self.notes.append(f"interrupted: {message}")
+        if "during collection" in message:  # pytest's way to stop on collection errors: a failure, not a Ctrl-C
+            self.notes.append(f"{message}: pytest ran no test")
+        else:
+            self.notes.append(f"interrupted: {message}")
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int | pytest.ExitCode) -> None:
@@ -360,6 +369,7 @@ class ReportCollector:
             it_flag=self.it_flag,
             findings=list(self.findings),
             all_skipped=self.all_skipped,
+            listing=_listing(self.config),
         )
         verdict = result.verdict
         if verdict.nothing_tested and verdict.outcome in ("no_tests", "passed"):

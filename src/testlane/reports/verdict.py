@@ -79,9 +79,12 @@ def decide(
     failures: int = 0,
     collection_errors: bool = False,
     all_skipped: str = "fail",
+    listing: bool = False,
 ) -> Verdict:
     """The verdict of a run from pytest's exit code, the tests' final outcomes (``counts``, as in
-    :attr:`RunResult.counts`), the number of recorded failures and the ``lanes.all_skipped`` setting."""
+    :attr:`RunResult.counts`), the number of recorded failures and the ``lanes.all_skipped`` setting.
+    ``listing``: the run was never meant to run tests (``--collect-only``, ``--setup-plan``): pytest's
+    code stands."""
     code = pytest_exit_code
     tested = sum(counts.get(name, 0) for name in ("passed", "failed", "error", "xfailed", "xpassed"))
     if code is None:
@@ -90,6 +93,8 @@ def decide(
     if outcome is None:  # a code pytest never uses: the process was ended from inside
         return Verdict("crashed", code, code, nothing_tested=not tested)
     failed = bool(failures or counts.get("failed", 0) or counts.get("error", 0))
+    if listing:
+        return Verdict(outcome, code, code, nothing_tested=not tested)
     if outcome == "passed" and failed:
         outcome = "failed"  # a plugin swallowed the failure: the exit code says it again
     elif outcome == "interrupted" and collection_errors:
