@@ -3,13 +3,16 @@
 For each group: what failed and how many tests, the file:line of the failing assertion or error and
 its statement, the assertion's explanation (the diff), the tail of the captured log, the lines the
 servers (Postgres, Valkey) logged during the test, and the exact command that re-runs those tests.
-The summary line is last; it never says PASSED unless pytest exited 0, nothing failed and something
-passed. A crash, an interruption or an empty collection is said as such.
+The summary line is last; it says the run's verdict (:mod:`testlane.reports.verdict`), the one
+the exit status says too: PASSED only when something was tested and nothing failed. A crash, an
+interruption or an empty collection is said as such.
 
-The size budget (characters) is met by folding, in this order: detail of later groups (logs, diffs,
-node ids), later groups to one line each, the first group's logs and longer diff, then later groups
-into a count. The first group keeps its location, message, the start of its diff and its rerun
-command; only if that alone exceeds the budget is it cut.
+The size budget (characters) is met by folding the excerpts, in this order: detail of later groups
+(logs, diffs, node ids), later groups to one line each, the first group's logs and longer diff, then
+whole later groups, named in one line with the command that reruns them. testlane's own message and
+hint (``Failure.own``) are never cut, at any level; the project's text may be shortened. The first
+group keeps its location, message, the start of its diff and its rerun command; only if that alone
+exceeds the budget are its excerpts cut, whole lines only.
 """
 
 from __future__ import annotations
