@@ -251,9 +251,10 @@ def test_collection_errors_are_failures_at_their_line(pytester: pytest.Pytester)
     )
     result = run(pytester, "--digest")
     text = result.stdout.str()
-    assert result.ret == 2  # pytest stops the run on collection errors
+    assert result.ret == 1  # pytest stops the run ("interrupted", 2) on collection errors: a failure, 1
     assert "[1] COLLECTION ERROR test_imports.py — ModuleNotFoundError: No module named 'no_such_module'" in text
     assert "at test_imports.py:1" in text
     assert "[2] COLLECTION ERROR test_syntax.py — SyntaxError: invalid syntax" in text
     assert "at test_syntax.py:1" in text and "def test_b(:" in text
     assert text.rstrip().splitlines()[-1].startswith("testlane: FAILED — 0 tests ran")
+    assert text.rstrip().endswith("(exit 1)")

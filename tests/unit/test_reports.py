@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from testlane.reports.context import read_log_since
+from testlane.reports.context import excerpt, read_log_since
 from testlane.reports.digest import render_digest, rerun_command, summary_line
 from testlane.reports.grouping import group_failures, normalize
 from testlane.reports.jsonreport import JsonLines, document
@@ -194,3 +194,70 @@ def test_importing_the_reports_plugin_stays_cheap() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+BOOT = [
+    "2026-11-30 04:00:18.853 UTC [4792] LOG:  starting PostgreSQL 18.6 on x86_64-pc-linux-gnu, 64-bit",
+    '2026-11-30 04:00:18.853 UTC [4792] LOG:  listening on IPv4 address "127.0.0.1", port 41375',
+    "2026-11-30 04:00:18.876 UTC [4798] LOG:  database system was shut down at 2026-11-30 03:34:21 UTC",
+    "2026-11-30 04:00:18.882 UTC [4792] LOG:  database system is ready to accept connections",
+]
+
+
+def test_the_log_excerpt_drops_housekeeping_and_prefers_the_errors_with_their_statements() -> None:
+    error = [
+        '2026-11-30 04:00:20.055 UTC [4842] app@tl_x_1 ERROR:  duplicate key value violates unique constraint "u"',
+        "2026-11-30 04:00:20.055 UTC [4842] app@tl_x_1 DETAIL:  Key (email)=(a@b.c) already exists.",
+        "2026-11-30 04:00:20.055 UTC [4842] app@tl_x_1 STATEMENT:  INSERT INTO users (email)",
+        "\t    VALUES ('a@b.c')",
+    ]
+    noise = ["2026-11-30 04:00:20.100 UTC [4850] LOG:  connection received: host=127.0.0.1 port=5555"] * 30
+    assert excerpt([*BOOT, *error, *noise], 24) == error
+    # no problem reported: what the test caused, without the boot
+    assert excerpt([*BOOT, noise[0]], 24) == [noise[0]]
+    assert excerpt(BOOT, 24) == []
+    # the last problems win when there are more than the limit; a problem's own lines stay with it
+    many = [f"2026-11-30 04:00:2{i}.000 UTC [1] ERROR:  failure {i}" for i in range(5)]
+    assert excerpt(many, 2) == many[-2:]
+    valkey = ["1:M 30 Nov 2026 04:00:18.853 * Ready to accept connections tcp", "1:M 30 Nov 2026 04:00:19.000 # oops"]
+    assert excerpt(valkey, 5) == [valkey[1]]
+
+
+def own_error(nodeid: str) -> Failure:
+    return Failure(
+        nodeid=nodeid,
+        phase="setup",
+        kind="error",
+        exc_type="MigrationError",
+        message='migration 003_orders.sql failed at line 7: column "total" does not exist '
+        + " ".join(["(details)"] * 20),
+        detail=["hint: fix the migration, then run again; the template is rebuilt from the migrations' content"],
+        path="tests/conftest.py",
+        line=3,
+        own=True,
+        logs=[f"captured line {n} " + "x" * 100 for n in range(30)],
+        servers={"postgres": [f'ERROR:  column "total" does not exist {n}' for n in range(8)]},
+    )
+
+
+def test_testlanes_own_message_is_whole_however_small_the_budget() -> None:
+    first = own_error("tests/test_a.py::test_a")
+    later = [assertion(f"tests/test_{i}.py::test_case", i + 1, f"assert {i} == -1", ["d"] * 20) for i in range(9)]
+    result = result_of([first, *later])
+    for budget in (4000, 1200, 600, 100):
+        text = render_digest(result, budget=budget)
+        assert first.message in text and first.detail[0] in text, (budget, text)
+        assert "rerun: pytest tests/test_a.py::test_a" in text
+        assert text.rstrip().splitlines()[-1].startswith("testlane: FAILED — 9 failed, 1 error")
+        if budget <= 1200:
+            assert "more root causes (" in text and " not shown: rerun them with `pytest tests/test_" in text
+        if budget >= 1200:
+            assert len(text) <= budget
+    # a later group folded to one line keeps testlane's message whole too
+    result = result_of([*later[:1], own_error("tests/test_b.py::test_b")])
+    text = render_digest(result, budget=900)
+    assert own_error("x").message in text and own_error("x").detail[0] in text
+    # the JSON Lines headline does not cut it either
+    from testlane.reports.digest import failure_headline
+
+    assert failure_headline(first).startswith(f"MigrationError: {first.message} at tests/conftest.py:3")

@@ -1,5 +1,8 @@
 """``testlane run``: services up, pytest in the integration lane, services down, pytest's exit code.
 
+pytest's exit code is the run's verdict (:mod:`testlane.reports.verdict`: the reports plugin sets it),
+so the digest printed here and the code returned agree: 5 when every test was skipped, for example.
+
 Signals: on SIGTERM testlane forwards SIGTERM to pytest (whose testlane plugin
 turns it into an orderly interruption), waits for it, stops the services and
 exits 143. On SIGINT it does the same and exits 130; when the terminal sent the

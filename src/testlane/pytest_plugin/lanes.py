@@ -270,46 +270,13 @@ class _Counter:
             self.selection.lane_skipped += 1
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    from testlane.pytest_plugin.plugin import plugin_of
-
-    selection = session.config.stash[selection_key]
-    if hasattr(session.config, "workerinput"):
-        return  # the xdist controller decides the run's exit status
-    if (
-        selection.all_skipped
-        and session.exitstatus == pytest.ExitCode.OK
-        and plugin_of(session.config).settings.lanes.all_skipped == "fail"
-    ):
-        session.exitstatus = pytest.ExitCode.NO_TESTS_COLLECTED
-
-
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
-    from testlane.pytest_plugin.plugin import plugin_of
-
     selection = config.stash.get(selection_key, None)
     if selection is None:
         return
     count = selection.lane_skipped or len(selection.skipped)
-    if selection.all_skipped:
-        settings = plugin_of(config).settings
-        verdict = (
-            "exit status 5 (no tests ran)"
-            if settings.lanes.all_skipped == "fail"
-            else 'exit status 0 ([tool.testlane.lanes] all_skipped = "pass")'
-        )
-        which = (
-            f"all {count} selected tests are integration tests"
-            if count != 1
-            else "the one selected test is an integration test"
-        )
-        terminalreporter.write_line(
-            f"testlane: {which}, skipped because the integration lane is off: nothing was tested, "
-            f"{verdict}. Run them with `testlane run` (services included) or `pytest --it`.",
-            red=settings.lanes.all_skipped == "fail",
-            yellow=settings.lanes.all_skipped != "fail",
-        )
-    elif count:
+    # Every selected test skipped: the run's verdict says it (testlane.reports, which sets the exit status).
+    if count and not selection.all_skipped:
         terminalreporter.write_line(
             f"testlane: {count} integration test{'s' if count != 1 else ''} skipped: the integration lane is off. "
             "Run them with `testlane run` (services included) or `pytest --it`.",

@@ -6,6 +6,13 @@
   Postgres ``ERROR:`` with the statement that caused it, for example. They also go into the
   report's sections, so pytest's own output shows them under ``postgres server log``.
 
+The window is the test's: from the log's size when the test started, or — for a server started or
+attached during the test's set-up — when its call started (so a failing call never shows the
+server's boot or the template's build). In that window, lines of testlane's own housekeeping (the
+server starting, listening, shutting down) are dropped, and when the server reported a problem
+(``ERROR``, ``FATAL``, ``WARNING``...) only the problems and their ``DETAIL``/``HINT``/``STATEMENT``
+lines are kept: :func:`excerpt`.
+
 Per test this costs one ``stat`` per running server when the test starts; the log is read only for
 a failure. Under xdist several tests share a server, so lines from tests running at the same time
 on other workers can appear too.
@@ -14,15 +21,17 @@ on other workers can appear too.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-__all__ = ["FailureContext", "read_log_since"]
+__all__ = ["FailureContext", "excerpt", "read_log_since"]
 
 READ_LIMIT = 64 * 1024
+READ_LINES = 2000  # read before choosing (excerpt): a problem may be followed by many ordinary lines
 offsets_key = pytest.StashKey[dict[str, tuple[str, int]]]()
 
 
@@ -42,6 +51,43 @@ def read_log_since(path: Path, offset: int, lines: int) -> list[str]:
     if start > offset:  # the first line is probably cut
         text = text.split("\n", 1)[-1]
     return [line.rstrip() for line in text.splitlines() if line.strip()][-lines:]
+
+
+# A server reporting a problem: Postgres severities, MariaDB's [ERROR]/[Warning], Valkey's "#" (warning).
+_PROBLEM = re.compile(r"\b(?:ERROR|FATAL|PANIC|WARNING):\s|\[(?:ERROR|Warning)\]|^\d+:[CMSX] .*? # ")
+# What Postgres adds to a problem, each on its own line (same prefix): kept with the problem.
+_CONTEXT = re.compile(r"\b(?:DETAIL|HINT|CONTEXT|STATEMENT|QUERY|LOCATION):\s")
+# testlane's housekeeping, not the test's doing: a server starting, listening, becoming ready, stopping.
+_HOUSEKEEPING = re.compile(
+    r"LOG:\s+(?:starting PostgreSQL|listening on|database system (?:was|is)|redirecting log output|"
+    r"received \w+ shutdown request|aborting any active transactions|background worker|shutting down|checkpoint)"
+    r"|Valkey is starting|Valkey version=|Configuration loaded|monotonic clock|Running mode=|Server initialized|"
+    r"Ready to accept connections|Increased maximum number of open files|Memory overcommit must be enabled"
+)
+
+
+def excerpt(lines: list[str], limit: int) -> list[str]:
+    """What a failing test needs from a server's log window: no housekeeping; only the problems (with
+    their DETAIL/HINT/STATEMENT lines) when there are any; the last ``limit`` lines of that."""
+    entries: list[list[str]] = []  # a line and its continuation lines (a multi-line statement is indented)
+    for line in lines:
+        if entries and line[:1].isspace():
+            entries[-1].append(line)
+        else:
+            entries.append([line])
+    entries = [entry for entry in entries if not _HOUSEKEEPING.search(entry[0])]
+    problems: list[list[str]] = []
+    attached = False
+    for entry in entries:
+        if _PROBLEM.search(entry[0]):
+            problems.append(entry)
+            attached = True
+        elif attached and _CONTEXT.search(entry[0]):
+            problems.append(entry)
+        else:
+            attached = False
+    chosen = problems or entries
+    return [line for entry in chosen for line in entry][-limit:]
 
 
 class FailureContext:
@@ -75,6 +121,18 @@ class FailureContext:
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         item.stash[offsets_key] = self._log_sizes()
 
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> None:
+        """A server first used by this test's set-up (started, or attached) is measured now: its boot and
+        the template's build are set-up's, not the call's."""
+        offsets = item.stash.get(offsets_key, None)
+        if offsets is None:
+            return
+        servers = self._servers()
+        if set(servers) - set(offsets):
+            for name, known in self._log_sizes().items():
+                offsets.setdefault(name, known)
+
     def _server_lines(self, item: pytest.Item) -> dict[str, list[str]]:
         started = item.stash.get(offsets_key, {})
         out: dict[str, list[str]] = {}
@@ -82,8 +140,8 @@ class FailureContext:
             log_file = getattr(server, "log_file", None)
             if log_file is None:
                 continue
-            path, offset = started.get(name, (str(log_file), 0))  # started during this test: all of it
-            lines = read_log_since(Path(path), offset, self.log_lines * 3)
+            path, offset = started.get(name, (str(log_file), 0))  # started during this set-up: all of it
+            lines = excerpt(read_log_since(Path(path), offset, READ_LINES), self.log_lines * 3)
             if lines:
                 out[name] = lines
         return out

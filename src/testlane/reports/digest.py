@@ -3,13 +3,16 @@
 For each group: what failed and how many tests, the file:line of the failing assertion or error and
 its statement, the assertion's explanation (the diff), the tail of the captured log, the lines the
 servers (Postgres, Valkey) logged during the test, and the exact command that re-runs those tests.
-The summary line is last; it never says PASSED unless pytest exited 0, nothing failed and something
-passed. A crash, an interruption or an empty collection is said as such.
+The summary line is last; it says the run's verdict (:mod:`testlane.reports.verdict`), the one
+the exit status says too: PASSED only when something was tested and nothing failed. A crash, an
+interruption or an empty collection is said as such.
 
-The size budget (characters) is met by folding, in this order: detail of later groups (logs, diffs,
-node ids), later groups to one line each, the first group's logs and longer diff, then later groups
-into a count. The first group keeps its location, message, the start of its diff and its rerun
-command; only if that alone exceeds the budget is it cut.
+The size budget (characters) is met by folding the excerpts, in this order: detail of later groups
+(logs, diffs, node ids), later groups to one line each, the first group's logs and longer diff, then
+whole later groups, named in one line with the command that reruns them. testlane's own message and
+hint (``Failure.own``) are never cut, at any level; the project's text may be shortened. The first
+group keeps its location, message, the start of its diff and its rerun command; only if that alone
+exceeds the budget are its excerpts cut, whole lines only.
 """
 
 from __future__ import annotations
@@ -58,19 +61,11 @@ def summary_line(result: RunResult) -> str:
     tally = ", ".join(parts) or "0 tests ran"
     causes = len(result.groups)
     cause_text = f"; {causes} root cause{'s' if causes != 1 else ''}" if causes else ""
-    exit_text = f"exit {result.exit_code}" if result.exit_code is not None else "no exit code"
-    outcome = result.outcome
-    if outcome == "passed":
-        return f"testlane: PASSED — {tally} in {result.duration:.2f}s"
-    verdict = {
-        "failed": "FAILED",
-        "no_tests": "FAILED — no tests ran",
-        "interrupted": "INTERRUPTED (not a success)",
-        "internal_error": "FAILED — pytest crashed (INTERNALERROR)",
-        "usage_error": "FAILED — usage error (see pytest's error message)",
-        "crashed": "FAILED — the run crashed",
-    }[outcome]
-    return f"testlane: {verdict} — {tally} in {result.duration:.2f}s{cause_text} ({exit_text})"
+    verdict = result.verdict  # the one decision: the exit code shown is the one the process exits with
+    if verdict.outcome == "passed":
+        return f"testlane: {verdict.label} — {tally} in {result.duration:.2f}s"
+    exit_text = f"exit {verdict.exit_code}" if verdict.exit_code is not None else "no exit code"
+    return f"testlane: {verdict.label} — {tally} in {result.duration:.2f}s{cause_text} ({exit_text})"
 
 
 # --------------------------------------------------------------------------- rerun
@@ -121,6 +116,14 @@ class _GroupView:
     group: Group
     rerun: tuple[str, str]
 
+    def essentials(self) -> list[str]:
+        """What is never cut: the headline, testlane's own message and hint whole, the rerun command."""
+        lines = self.lines(1)
+        command = self.rerun[0]
+        own = len(self.group.first.detail) if self.group.first.own else 0
+        keep = lines[: 1 + own + (1 if self.group.first.location else 0)]
+        return [*keep, *(line for line in lines if command and line.startswith("    rerun: "))]
+
     def lines(self, level: int) -> list[str]:
         first = self.group.first
         count = self.group.count
@@ -130,11 +133,13 @@ class _GroupView:
         what = first.nodeid if count == 1 else f"{count} tests"
         message = _message(first)
         head = f"[{self.index + 1}] {label} {what} — {message}".rstrip(" —")
+        # testlane's own message and hint say what to do: whole at every level (the excerpts fold instead).
+        own = [f"      {line}" for line in first.detail] if first.own else []
         if level == 0:
             where = f" at {first.location}" if first.location else ""
-            return [_clip(head, 160) + where]
+            return [head + where, *own] if first.own else [_clip(head, 160) + where]
         n_msg, n_diff, n_ids, n_log, n_srv = _LEVELS[level]
-        out = [_clip(head, 240)]
+        out = [head if first.own else _clip(head, 240)]
         if first.location:
             where = f"    at {first.location}"
             if first.function:
@@ -145,7 +150,7 @@ class _GroupView:
         detail = first.detail
         if n_msg > 1 and not detail and "\n" in first.message:
             detail = first.message.splitlines()[1:n_msg]
-        out += _folded([_clip(f"      {line}", 200) for line in detail], n_diff)
+        out += own or _folded([_clip(f"      {line}", 200) for line in detail], n_diff)
         if count > 1:
             ids = self.group.nodeids
             shown = ", ".join(ids[:n_ids])
@@ -202,12 +207,11 @@ def render_digest(result: RunResult, budget: int = 4000) -> str:
     def blocks() -> list[list[str]]:
         out = [views[i].lines(levels[i]) for i in range(shown)]
         if shown < len(views):
-            hidden = views[shown:]
-            tests = sum(v.group.count for v in hidden)
-            out.append([f"… and {len(hidden)} more root causes ({tests} tests); `--format json` lists them all"])
+            out.append([_hidden_line(result, views[shown:])])
         return [*out, tail]
 
-    # Fold: lower the last group that still has detail to spare; the first group stops at level 1.
+    # Fold: lower the last group that still has detail to spare; the first group stops at level 1. Then
+    # drop whole later groups (said in one line with their rerun command): a message is never cut.
     while _size(blocks()) > budget:
         candidates = [i for i in range(shown) if levels[i] > (1 if i == 0 else 0)]
         if candidates:
@@ -219,17 +223,42 @@ def render_digest(result: RunResult, budget: int = 4000) -> str:
         break
     text = "\n".join(line for block in blocks() for line in block)
     if len(text) > budget and views:
-        # The first failure alone is over budget: keep its head and the summary, cut its middle.
-        head = views[0].lines(1)
-        room = max(budget - _size([tail]) - 40, 200)
+        # The first failure alone is over budget: keep what is never cut (its headline, testlane's own
+        # message and hint, its rerun command), then as much of its excerpts as fits, whole lines only.
+        first = views[0]
+        hidden = [_hidden_line(result, views[1:])] if len(views) > 1 else []
+        essentials = first.essentials()
+        room = budget - _size([essentials, hidden, tail]) - 30
         kept: list[str] = []
-        for line in head:
-            if _size([kept, [line]]) > room:
+        for line in first.lines(1):
+            if line in essentials:
+                kept.append(line)
+            elif room - (len(line) + 1) >= 0:
+                kept.append(line)
+                room -= len(line) + 1
+            elif kept[-1:] != ["    … (cut to the budget)"]:
                 kept.append("    … (cut to the budget)")
-                break
-            kept.append(line)
-        text = "\n".join([*kept, *tail])
+        if first.group.first.own:
+            text = "\n".join([*kept, *hidden, *tail])
+        else:
+            kept = [_clip(line, max(budget // 4, 80)) for line in kept]  # the project's text may be long
+            text = "\n".join([*kept, *hidden, *tail])
     return text + "\n"
+
+
+def _hidden_line(result: RunResult, hidden: list[_GroupView]) -> str:
+    """One line for the groups the budget had no room for, with the command that shows them."""
+    tests = sum(v.group.count for v in hidden)
+    ids = [v.group.nodeids[0] for v in hidden if v.group.nodeids and not v.group.nodeids[0].startswith("(")]
+    what = f"{len(hidden)} more root cause{'s' if len(hidden) != 1 else ''} ({tests} test{'s' if tests != 1 else ''})"
+    if not ids:
+        return f"… {what}: `--format json` lists them all"
+    prefix = result.rerun_prefix
+    if result.it_flag and any(f.lane == "it" for v in hidden for f in v.group.failures):
+        prefix += " --it"
+    command = f"{prefix} {' '.join(_quote(n) for n in ids[:_RERUN_IDS])}"
+    first = f" (the first {_RERUN_IDS})" if len(ids) > _RERUN_IDS else ""
+    return f"… {what} not shown: rerun them with `{command}`{first}; `--format json` lists them all"
 
 
 def _message(failure: Failure) -> str:
@@ -243,4 +272,4 @@ def failure_headline(failure: Failure) -> str:
     """A one-line description of a failure (used by the JSON Lines stream)."""
     message = _message(failure)
     where = f" at {failure.location}" if failure.location else ""
-    return _clip(message, 200) + where
+    return (message if failure.own else _clip(message, 200)) + where

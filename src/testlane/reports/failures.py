@@ -24,6 +24,8 @@ FACTS_ATTR = "testlane_failure"
 MAX_DETAIL_LINES = 60
 MAX_TAIL_LINES = 40
 _LIBRARY_DIRS = frozenset({"site-packages", "dist-packages"})
+_TESTLANE_DIR = Path(__file__).resolve().parents[1]
+_PYTEST_DIRS = frozenset({"_pytest", "pluggy"})
 # pytest's hints about its own verbosity: noise in a digest, which has its own folding.
 _NOISE = re.compile(r"^\s*(Use -v to get more diff|.*use '-vv' to show|Full diff:|Omitting \d+ identical items)")
 
@@ -77,6 +79,25 @@ def _message_lines(excinfo: Any) -> list[str]:
     return text.splitlines() or [""]
 
 
+def _is_testlanes(excinfo: Any) -> bool:
+    """Whether the message is testlane's own prose (a :class:`TestlaneError`, or ``pytest.fail`` and the
+    like called by testlane's code): the reports never cut it."""
+    from testlane.core.errors import TestlaneError
+
+    if isinstance(excinfo.value, TestlaneError):
+        return True
+    for entry in reversed(list(excinfo.traceback)):
+        path = Path(str(entry.path))
+        if _PYTEST_DIRS.intersection(path.parts):
+            continue  # pytest.fail, pytest.skip...: who called them is what counts
+        try:
+            path.resolve().relative_to(_TESTLANE_DIR)
+        except (ValueError, OSError):
+            return False
+        return True
+    return False
+
+
 def facts_from_excinfo(
     excinfo: Any, rootdir: Path, *, nodeid_location: tuple[str, int] | None = None
 ) -> dict[str, Any]:
@@ -89,6 +110,9 @@ def facts_from_excinfo(
             :MAX_DETAIL_LINES
         ],
     }
+    if _is_testlanes(excinfo):
+        facts["own"] = True
+        facts["detail"] = dedent([line.rstrip() for line in lines[1:] if line.strip()])  # all of it
     chosen = None
     for entry in reversed(list(excinfo.traceback)):
         path = entry.path
@@ -228,6 +252,7 @@ def failure_from_report(report: Any, *, phase: str | None = None, rootdir: Path 
         output=output[-MAX_TAIL_LINES:],
         servers={str(k): list(v) for k, v in servers.items()} if isinstance(servers, dict) else {},
         lane=facts.get("lane"),
+        own=bool(facts.get("own")),
     )
 
 

@@ -31,6 +31,7 @@ def failure_dict(failure: Failure) -> dict[str, Any]:
 
 def document(result: RunResult, *, digest_budget: int = 4000) -> dict[str, Any]:
     """The report document (schema ``testlane.report/1``), credentials masked (:func:`redact_data`)."""
+    verdict = result.verdict  # the same decision as the digest's summary line and the exit status
     groups = []
     for index, group in enumerate(result.groups):
         command, note = rerun_command(result, group, files_exact=False)
@@ -55,9 +56,10 @@ def document(result: RunResult, *, digest_budget: int = 4000) -> dict[str, Any]:
             "schema": SCHEMA,
             "testlane_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "outcome": result.outcome,
-            "success": result.success,
-            "exit_code": result.exit_code,
+            "outcome": verdict.outcome,
+            "success": verdict.success,
+            "exit_code": verdict.exit_code,
+            "pytest_exit_code": verdict.pytest_exit_code,
             "duration": round(result.duration, 3),
             "summary": {
                 "collected": result.collected,

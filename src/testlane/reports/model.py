@@ -10,23 +10,13 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from testlane.core.redact import redact, redact_data
+from testlane.reports.verdict import Outcome, Verdict, decide
 
 __all__ = ["SCHEMA", "Failure", "Group", "Outcome", "RunResult", "TestOutcome"]
 
 SCHEMA = "testlane.report/1"
 
 Kind = Literal["assertion", "failure", "error", "timeout", "crash", "collection", "internal"]
-Outcome = Literal["passed", "failed", "no_tests", "interrupted", "internal_error", "usage_error", "crashed"]
-
-# pytest's exit codes and what they mean for the run; anything else is a crash.
-EXIT_OUTCOMES: dict[int, Outcome] = {
-    0: "passed",
-    1: "failed",
-    2: "interrupted",
-    3: "internal_error",
-    4: "usage_error",
-    5: "no_tests",
-}
 
 
 @dataclass
@@ -47,6 +37,7 @@ class Failure:
     output: list[str] = field(default_factory=list)  # captured stdout/stderr, tail
     servers: dict[str, list[str]] = field(default_factory=dict)  # server log lines written during the test
     lane: str | None = None  # "unit" | "it" when known
+    own: bool = False  # message and detail are testlane's own text (an error, a hint): never cut
 
     def __post_init__(self) -> None:
         # Every rendering (digest, JSON, JSON Lines) starts from here: mask credentials once, before
@@ -101,7 +92,7 @@ class TestOutcome:
 class RunResult:
     """Everything one run reports."""
 
-    exit_code: int | None  # pytest's; None when the process never said (crash)
+    exit_code: int | None  # pytest's; None when the process never said (crash). The run's own: verdict.exit_code
     duration: float = 0.0
     collected: int = 0
     deselected: int = 0
@@ -112,6 +103,8 @@ class RunResult:
     it_flag: bool = False  # plain pytest needs --it to run integration tests again
     output_tail: list[str] = field(default_factory=list)  # pytest's own last lines, when they explain a failure
     findings: list[dict[str, str]] = field(default_factory=list)  # discipline findings: nodeid, kind, message, location
+    all_skipped: str = "fail"  # lanes.all_skipped: whether a run that skipped every test may pass
+    listing: bool = False  # --collect-only, --setup-plan...: a run that never meant to run tests
 
     def count(self, outcome: str) -> int:
         return sum(1 for t in self.tests if t.outcome == outcome)
@@ -126,20 +119,21 @@ class RunResult:
         return sum(g.count for g in self.groups)
 
     @property
+    def verdict(self) -> Verdict:
+        """The run's verdict and exit code (:func:`testlane.reports.verdict.decide`): every output reads it."""
+        return decide(
+            self.exit_code,
+            self.counts,
+            failures=self.failure_count,
+            collection_errors=any(g.first.kind == "collection" for g in self.groups),
+            all_skipped=self.all_skipped,
+            listing=self.listing,
+        )
+
+    @property
     def outcome(self) -> Outcome:
-        """The run's verdict; ``passed`` only when pytest exited 0, nothing failed and something passed."""
-        if self.exit_code is None:
-            return "crashed"
-        outcome = EXIT_OUTCOMES.get(self.exit_code, "crashed")
-        if outcome == "passed":
-            if self.groups or self.count("failed") or self.count("error"):
-                return "failed"
-            if not (self.count("passed") or self.count("xfailed")):
-                return "no_tests"
-        if outcome == "interrupted" and any(g.first.kind == "collection" for g in self.groups):
-            return "failed"  # pytest stops ("interrupts") the run on collection errors
-        return outcome
+        return self.verdict.outcome
 
     @property
     def success(self) -> bool:
-        return self.outcome == "passed"
+        return self.verdict.success

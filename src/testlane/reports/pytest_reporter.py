@@ -97,6 +97,12 @@ class TailBuffer(io.TextIOBase):
 
 # Options whose whole point is pytest's own output (help, collection listings): never muted.
 _OWN_OUTPUT_OPTIONS = ("help", "collectonly", "showfixtures", "show_fixtures_per_test", "markers", "setupplan")
+# Options with which pytest runs no test: its exit code stands (nothing tested is the point).
+_LISTING_OPTIONS = (*_OWN_OUTPUT_OPTIONS, "setuponly")
+
+
+def _listing(config: pytest.Config) -> bool:
+    return any(getattr(config.option, name, False) for name in _LISTING_OPTIONS)
 
 
 def _resolve_format(config: pytest.Config, setting: str) -> str:
@@ -145,8 +151,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
     json_path = output_path("reports.json_path", settings.json_path)
     jsonl_path = output_path("reports.jsonl_path", settings.jsonl_path)
-    if worker or (fmt == "terminal" and json_path is None and jsonl_path is None):
-        return
+    if worker or (_listing(config) and json_path is None and jsonl_path is None):
+        return  # the controller (or a plain session) decides the verdict and reports; a listing has none
+    # Registered in every format: the collector decides the run's verdict and exit status
+    # (testlane.reports.verdict), which pytest's own output must agree with too.
     sink = TailBuffer() if fmt != "terminal" else None
     collector = ReportCollector(
         config,
@@ -157,6 +165,7 @@ def pytest_configure(config: pytest.Config) -> None:
         json_path=json_path,
         jsonl_path=jsonl_path,
         digest_from_cli=from_cli and fmt == "digest",
+        all_skipped=all_settings.lanes.all_skipped,
     )
     config.pluginmanager.register(collector, COLLECTOR_NAME)
     if sink is not None:
@@ -190,9 +199,8 @@ class ReportCollector:
         json_path: Path | None,
         jsonl_path: Path | None,
         digest_from_cli: bool,
+        all_skipped: str = "fail",
     ) -> None:
-        from testlane.reports.jsonreport import JsonLines
-
         self.config = config
         self.fmt = fmt
         self.out = out
@@ -201,11 +209,15 @@ class ReportCollector:
         self.json_path = json_path
         self.rootdir = Path(str(config.rootpath)).resolve()
         self.rerun_prefix, self.it_flag = _rerun_prefix(config, digest_from_cli)
+        self.all_skipped = all_skipped
         self.streams: list[JsonLines] = []
-        if fmt == "jsonl" and out is not None:
-            self.streams.append(JsonLines(out))
-        if jsonl_path is not None:
-            self.streams.append(JsonLines.to_file(jsonl_path))
+        if (fmt == "jsonl" and out is not None) or jsonl_path is not None:
+            from testlane.reports.jsonreport import JsonLines
+
+            if fmt == "jsonl" and out is not None:
+                self.streams.append(JsonLines(out))
+            if jsonl_path is not None:
+                self.streams.append(JsonLines.to_file(jsonl_path))
         self.started = time.monotonic()
         self.failures: list[Failure] = []
         self.tests: dict[str, TestOutcome] = {}
@@ -215,6 +227,7 @@ class ReportCollector:
         self.notes: list[str] = []
         self.findings: list[dict[str, str]] = []  # discipline findings (leaks, environment changes)
         self.done = False
+        self.terminal_line: tuple[str, bool] | None = None  # the verdict for pytest's output (line, success)
 
     def _emit(self, event: str, **fields: Any) -> None:
         for stream in self.streams:
@@ -313,7 +326,10 @@ class ReportCollector:
 
     def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
         message = getattr(excinfo.value, "msg", None) or str(excinfo.value) or excinfo.typename
-        self.notes.append(f"interrupted: {message}")
+        if "during collection" in message:  # pytest's way to stop on collection errors: a failure, not a Ctrl-C
+            self.notes.append(f"{message}: pytest ran no test")
+        else:
+            self.notes.append(f"interrupted: {message}")
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int | pytest.ExitCode) -> None:
@@ -341,14 +357,6 @@ class ReportCollector:
             notes.append(
                 f"stopped early ({reason}): {max(self.collected - ran, 0)} of {self.collected} tests did not run"
             )
-        if exit_code == 5:
-            if self._all_lane_skipped():
-                pass  # said by _lane_note
-            elif self.deselected:
-                notes.append(f"no tests ran: all {self.deselected} collected tests were deselected (-k, -m or --lane)")
-            else:
-                notes.append("no tests ran: nothing was collected (check the paths, -k, -m and --lane)")
-        notes += self._lane_note()
         result = RunResult(
             exit_code=exit_code,
             duration=time.monotonic() - self.started,
@@ -360,37 +368,83 @@ class ReportCollector:
             rerun_prefix=self.rerun_prefix,
             it_flag=self.it_flag,
             findings=list(self.findings),
+            all_skipped=self.all_skipped,
+            listing=_listing(self.config),
         )
+        verdict = result.verdict
+        if verdict.nothing_tested and verdict.outcome in ("no_tests", "passed"):
+            reason, lane = self._nothing_tested(result)
+            if verdict.outcome == "no_tests":
+                result.notes.append(f"no tests ran: {reason}" + (" (`testlane run` or `pytest --it`)" if lane else ""))
+            else:
+                result.notes.append(f'nothing was tested: {reason}; exit 0 because lanes.all_skipped = "pass"')
+        result.notes += self._lane_note()
         if not result.success and not result.groups and self.sink is not None and exit_code in (1, 3):
             result.output_tail = self.sink.tail(12)
         return result
 
-    def _lane_note(self) -> list[str]:
+    def _selection(self) -> Any:
         from testlane.pytest_plugin.lanes import selection_key
 
-        selection = self.config.stash.get(selection_key, None)
+        return self.config.stash.get(selection_key, None)
+
+    def _nothing_tested(self, result: RunResult) -> tuple[str, bool]:
+        """Why nothing was tested, and whether it is because the integration lane is off."""
+        selection = self._selection()
+        skipped = result.count("skipped")
         if selection is not None and selection.all_skipped:
             count = selection.lane_skipped
             which = (
                 f"all {count} selected tests are integration tests"
                 if count != 1
-                else "the one test is an integration test"
+                else "the one selected test is an integration test"
             )
-            return [
-                f"no tests ran: {which}, skipped because the integration lane is off (`testlane run` or `pytest --it`)"
-            ]
-        if selection is not None and (selection.lane_skipped or selection.skipped):
-            count = selection.lane_skipped or len(selection.skipped)
+            return f"{which}, skipped because the integration lane is off", True
+        if skipped:
+            lane = selection.lane_skipped if selection is not None else 0
+            why = f"{lane} of them integration tests with the lane off" if lane else "skip marks or conditions"
+            which = f"all {skipped} selected tests were" if skipped != 1 else "the one selected test was"
+            return f"{which} skipped ({why})", False
+        if self.deselected:
+            return f"all {self.deselected} collected tests were deselected (-k, -m or --lane)", False
+        return "nothing was collected (check the paths, -k, -m and --lane)", False
+
+    def _lane_note(self) -> list[str]:
+        selection = self._selection()
+        if selection is None or selection.all_skipped:
+            return []  # said as the reason nothing was tested
+        count = selection.lane_skipped or len(selection.skipped)
+        if count:
             return [
                 f"{count} integration test(s) skipped: the integration lane is off (`testlane run` or `pytest --it`)"
             ]
         return []
 
-    def _all_lane_skipped(self) -> bool:
-        from testlane.pytest_plugin.lanes import selection_key
+    def _terminal_line(self, result: RunResult) -> str | None:
+        """The verdict in pytest's own output, when pytest's last line does not already say it."""
+        verdict = result.verdict
+        if verdict.exit_code is None:
+            return None
+        if verdict.nothing_tested and verdict.outcome in ("no_tests", "passed") and result.count("skipped"):
+            reason, lane = self._nothing_tested(result)
+            why = "no tests ran" if verdict.outcome == "no_tests" else '[tool.testlane.lanes] all_skipped = "pass"'
+            line = f"testlane: {reason}: nothing was tested, exit status {verdict.exit_code} ({why})."
+            if lane:
+                line += " Run them with `testlane run` (services included) or `pytest --it`."
+            elif verdict.outcome == "no_tests":
+                line += ' If that is expected, [tool.testlane.lanes] all_skipped = "pass" accepts it.'
+            return line
+        if verdict.exit_code != verdict.pytest_exit_code:
+            return (
+                f"testlane: {verdict.label} — exit status {verdict.exit_code} "
+                f"(pytest's own code was {verdict.pytest_exit_code})"
+            )
+        return None
 
-        selection = self.config.stash.get(selection_key, None)
-        return selection is not None and selection.all_skipped
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        if self.terminal_line is not None:
+            green = self.terminal_line[1]
+            terminalreporter.write_line(self.terminal_line[0], red=not green, yellow=green)
 
     def _finish(self, session: pytest.Session | None, exit_code: int | None) -> None:
         import json
@@ -400,12 +454,21 @@ class ReportCollector:
 
         self.done = True
         result = self.result(session, exit_code)
+        verdict = result.verdict
+        if session is not None and verdict.exit_code is not None and verdict.exit_code != exit_code:
+            session.exitstatus = pytest.ExitCode(verdict.exit_code)  # the process says what the reports say
+        line = self._terminal_line(result)
+        self.terminal_line = (line, verdict.success) if line is not None else None
         marker = os.environ.get(REPORTED_ENV)
         if marker:
             with contextlib.suppress(OSError):
                 Path(marker).touch()
         self._emit(
-            "finish", outcome=result.outcome, exit_code=exit_code, summary=result.counts, line=summary_line(result)
+            "finish",
+            outcome=verdict.outcome,
+            exit_code=verdict.exit_code,
+            summary=result.counts,
+            line=summary_line(result),
         )
         doc = None
         if self.json_path is not None or self.fmt == "json":

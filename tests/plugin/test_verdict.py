@@ -1,0 +1,162 @@
+"""Issue 16, seen 1: the verdict and the exit code are one decision. For every kind of run, the digest's
+summary line, the JSON document, the JSON Lines `finish` event, pytest's own output and the process's exit
+status say the same thing — under plain pytest and under `testlane run`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import clean_env, run_cli
+from tests.plugin.test_lanes import plain_env, project, run  # noqa: F401 - shared fixtures and helpers
+
+pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("plain_env")]
+
+SUITES: dict[str, dict[str, str]] = {
+    "all passed": {"tests/test_a.py": "def test_a():\n    pass\n\ndef test_b():\n    pass\n"},
+    "a failure": {"tests/test_a.py": "def test_a():\n    pass\n\ndef test_b():\n    assert 1 == 2\n"},
+    "a fixture error": {
+        "tests/test_a.py": (
+            "import pytest\n\n@pytest.fixture\ndef broken():\n    raise RuntimeError('no database')\n\n"
+            "def test_a(broken):\n    pass\n"
+        )
+    },
+    "all skipped by the lane": {
+        "tests/integration/test_a.py": "def test_a():\n    pass\n",
+        "tests/test_b_it.py": "def test_b():\n    pass\n",
+    },
+    # the project's own flag, forgotten: nothing was tested
+    "all skipped by the project": {
+        "tests/test_a.py": (
+            "import os, pytest\n\n"
+            "pytestmark = pytest.mark.skipif(not os.environ.get('RUN_SLOW'), reason='set RUN_SLOW=1')\n\n"
+            "def test_a():\n    pass\n\ndef test_b():\n    pass\n"
+        )
+    },
+    "nothing collected": {"tests/helpers.py": "X = 1\n"},
+    "xfail only": {"tests/test_a.py": "import pytest\n\n@pytest.mark.xfail\ndef test_a():\n    assert 0\n"},
+    "xpass only": {"tests/test_a.py": "import pytest\n\n@pytest.mark.xfail\ndef test_a():\n    pass\n"},
+    "interrupted": {
+        "tests/test_a.py": (
+            "def test_a():\n    pass\n\ndef test_b():\n    raise KeyboardInterrupt\n\ndef test_c():\n    pass\n"
+        )
+    },
+    "a collection error": {
+        "tests/test_a.py": "def test_a():\n    pass\n",
+        "tests/test_b.py": "import no_such_module\n",
+    },
+}
+
+# suite, extra configuration: outcome, exit code, the summary line's start
+CASES = [
+    ("all passed", "", "passed", 0, "testlane: PASSED — 2 passed in "),
+    ("a failure", "", "failed", 1, "testlane: FAILED — 1 failed, 1 passed in "),
+    ("a fixture error", "", "failed", 1, "testlane: FAILED — 1 error in "),
+    ("all skipped by the lane", "", "no_tests", 5, "testlane: FAILED — no tests ran — 2 skipped in "),
+    ("all skipped by the project", "", "no_tests", 5, "testlane: FAILED — no tests ran — 2 skipped in "),
+    ("nothing collected", "", "no_tests", 5, "testlane: FAILED — no tests ran — 0 tests ran in "),
+    ("xfail only", "", "passed", 0, "testlane: PASSED — 1 xfailed in "),
+    ("xpass only", "", "passed", 0, "testlane: PASSED — 1 xpassed in "),
+    ("interrupted", "", "interrupted", 2, "testlane: INTERRUPTED (not a success) — 1 passed, 1 incomplete in "),
+    ("a collection error", "", "failed", 1, "testlane: FAILED — 0 tests ran in "),
+    (
+        "all skipped by the lane",
+        '[tool.testlane.lanes]\nall_skipped = "pass"',
+        "passed",
+        0,
+        'testlane: PASSED — nothing was tested (lanes.all_skipped = "pass") — 2 skipped in ',
+    ),
+    (
+        "all skipped by the project",
+        '[tool.testlane.lanes]\nall_skipped = "pass"',
+        "passed",
+        0,
+        'testlane: PASSED — nothing was tested (lanes.all_skipped = "pass") — 2 skipped in ',
+    ),
+]
+
+
+def write(root: Path, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def exit_text(code: int) -> str:
+    return "" if code == 0 else f"(exit {code})"
+
+
+def check_reports(root: Path, text: str, outcome: str, code: int, start: str) -> None:
+    """The digest's last line, the JSON document and the JSON Lines finish event agree with ``code``."""
+    last = text.rstrip().splitlines()[-1]
+    assert last.startswith(start), text
+    assert last.endswith(exit_text(code)), text
+    if code:
+        assert "PASSED" not in text
+    doc = json.loads((root / "report.json").read_text())
+    assert (doc["outcome"], doc["exit_code"], doc["success"]) == (outcome, code, code == 0)
+    assert doc["summary_line"].split(" in ")[0] == last.split(" in ")[0]
+    finish = [json.loads(line) for line in (root / "events.jsonl").read_text().splitlines()][-1]
+    assert (finish["event"], finish["outcome"], finish["exit_code"]) == ("finish", outcome, code)
+
+
+@pytest.mark.parametrize(
+    ("suite", "extra", "outcome", "code", "start"), CASES, ids=[c[0] + (", pass" if c[1] else "") for c in CASES]
+)
+def test_plain_pytest_digest_json_and_exit_code_agree(
+    pytester: pytest.Pytester, suite: str, extra: str, outcome: str, code: int, start: str
+) -> None:
+    project(pytester, extra)
+    write(pytester.path, SUITES[suite])
+    reports = ("--report-json", "report.json", "--report-jsonl", "events.jsonl")
+    digest = run(pytester, "--digest", *reports)
+    assert digest.ret == code, digest.stdout.str()
+    check_reports(pytester.path, digest.stdout.str(), outcome, code, start)
+    terminal = run(pytester, *reports)  # pytest's own output: the same exit status, the same reports
+    assert terminal.ret == code, terminal.stdout.str()
+    check_reports(
+        pytester.path, json.loads((pytester.path / "report.json").read_text())["digest"], outcome, code, start
+    )
+
+
+def test_pytests_own_output_says_why_nothing_was_tested(pytester: pytest.Pytester) -> None:
+    project(pytester)
+    write(pytester.path, SUITES["all skipped by the project"])
+    result = run(pytester)
+    assert result.ret == 5
+    result.stdout.fnmatch_lines(
+        [
+            "testlane: all 2 selected tests were skipped (skip marks or conditions): nothing was tested, exit status 5 "
+            '(no tests ran). If that is expected, [tool.testlane.lanes] all_skipped = "pass" accepts it.'
+        ]
+    )
+    write(pytester.path, SUITES["a collection error"])
+    (pytester.path / "tests/test_a.py").unlink()
+    collection = run(pytester)
+    assert collection.ret == 1
+    collection.stdout.fnmatch_lines(["testlane: FAILED — exit status 1 (pytest's own code was 2)"])
+
+
+RUN_CASES = [
+    ("all passed", "passed", 0, "testlane: PASSED — 2 passed in "),
+    ("a failure", "failed", 1, "testlane: FAILED — 1 failed, 1 passed in "),
+    ("all skipped by the project", "no_tests", 5, "testlane: FAILED — no tests ran — 2 skipped in "),
+    ("nothing collected", "no_tests", 5, "testlane: FAILED — no tests ran — 0 tests ran in "),
+    ("xpass only", "passed", 0, "testlane: PASSED — 1 xpassed in "),
+    ("a collection error", "failed", 1, "testlane: FAILED — 0 tests ran in "),
+]
+
+
+@pytest.mark.parametrize(("suite", "outcome", "code", "start"), RUN_CASES, ids=[c[0] for c in RUN_CASES])
+def test_testlane_run_exits_with_the_verdicts_code(
+    pytester: pytest.Pytester, suite: str, outcome: str, code: int, start: str
+) -> None:
+    project(pytester)
+    write(pytester.path, SUITES[suite])
+    args = ["run", "--", "-p", "no:cacheprovider", "-p", "no:django", "--report-json", "report.json"]
+    result = run_cli([*args, "--report-jsonl", "events.jsonl"], cwd=pytester.path, env=clean_env({"CLAUDECODE": "1"}))
+    assert result.returncode == code, result.stdout + result.stderr
+    check_reports(pytester.path, result.stdout, outcome, code, start)
