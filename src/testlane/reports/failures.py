@@ -16,6 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from testlane.core.tracebacks import awaiting_project_frame, background_cause
+from testlane.core.tracebacks import is_project_file as _is_project_file
+from testlane.core.tracebacks import relative as _relative
 from testlane.reports.model import Failure, Kind
 
 __all__ = ["FACTS_ATTR", "facts_from_excinfo", "failure_from_report", "internal_failure", "tail"]
@@ -23,7 +26,6 @@ __all__ = ["FACTS_ATTR", "facts_from_excinfo", "failure_from_report", "internal_
 FACTS_ATTR = "testlane_failure"
 MAX_DETAIL_LINES = 60
 MAX_TAIL_LINES = 40
-_LIBRARY_DIRS = frozenset({"site-packages", "dist-packages"})
 # pytest's hints about its own verbosity: noise in a digest, which has its own folding.
 _NOISE = re.compile(r"^\s*(Use -v to get more diff|.*use '-vv' to show|Full diff:|Omitting \d+ identical items)")
 
@@ -40,23 +42,6 @@ def tail(text: str | None, lines: int = MAX_TAIL_LINES) -> list[str]:
         return []
     kept = [line.rstrip() for line in text.splitlines() if line.strip()]
     return kept[-lines:]
-
-
-def _is_project_file(path: Path, rootdir: Path) -> bool:
-    try:
-        rel = path.resolve().relative_to(rootdir)
-    except (ValueError, OSError):
-        return False
-    if _LIBRARY_DIRS.intersection(rel.parts):
-        return False
-    return not any(str(path).startswith(prefix + "/") for prefix in {sys.prefix, sys.base_prefix} if prefix)
-
-
-def _relative(path: Path, rootdir: Path) -> str:
-    try:
-        return path.resolve().relative_to(rootdir).as_posix()
-    except (ValueError, OSError):
-        return str(path)
 
 
 def _statement(entry: Any) -> str | None:
@@ -80,7 +65,20 @@ def _message_lines(excinfo: Any) -> list[str]:
 def facts_from_excinfo(
     excinfo: Any, rootdir: Path, *, nodeid_location: tuple[str, int] | None = None
 ) -> dict[str, Any]:
-    """What a failure's exception says, as JSON-compatible data (runs in the test's process)."""
+    """What a failure's exception says, as JSON-compatible data (runs in the test's process).
+
+    An exception from a thread, an unraisable one or an asyncio task's, which pytest (or the discipline
+    checks) re-raise wrapped, is described as itself: its type, message and innermost project frame;
+    the wrapper's first line ("Exception in thread worker-1") becomes the first line of the detail.
+    A timeout in an async test points at the ``await`` the test's coroutine is suspended on.
+    """
+    background = background_cause(excinfo.value)
+    if background is not None:
+        cause, context = background
+        inner = type(excinfo).from_exception(cause)
+        facts = facts_from_excinfo(inner, rootdir, nodeid_location=nodeid_location)
+        facts["detail"] = [context, *facts["detail"]][:MAX_DETAIL_LINES]
+        return facts
     lines = _message_lines(excinfo)
     facts: dict[str, Any] = {
         "type": excinfo.typename,
@@ -89,6 +87,15 @@ def facts_from_excinfo(
             :MAX_DETAIL_LINES
         ],
     }
+    suspended = awaiting_project_frame(excinfo.value, rootdir)
+    if suspended is not None:
+        facts.update(
+            path=_relative(Path(suspended.filename), rootdir),
+            line=suspended.lineno,
+            function=suspended.function,
+            source=suspended.source(),
+        )
+        return facts
     chosen = None
     for entry in reversed(list(excinfo.traceback)):
         path = entry.path
