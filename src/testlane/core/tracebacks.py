@@ -35,7 +35,8 @@ _LIBRARY_DIRS = frozenset({"site-packages", "dist-packages"})
 # On an exception: where the test's coroutines were suspended when it was raised (a timeout), as a list
 # of :func:`awaiting` chains, the test's own first.
 AWAITING_ATTR = "testlane_awaiting"
-# On an exception that stands for one raised elsewhere (its ``__cause__``): where, e.g. "in asyncio task 'Task-2'".
+# On an exception that stands for one raised elsewhere: ``(where, that exception)``, e.g. ("asyncio: Task exception
+# was never retrieved", KeyError(...)). Not its ``__cause__``: pytest would print the cause's traceback first.
 BACKGROUND_ATTR = "testlane_background"
 # pytest's wrappers for an exception in another thread or an unraisable one, made errors: the exception
 # is their ``__cause__``, their message says where it happened.
@@ -143,14 +144,13 @@ def awaiting_project_frame(exc: BaseException, rootdir: Path) -> Frame | None:
 
 
 def _wrapped(exc: BaseException) -> tuple[BaseException, str] | None:
-    cause = exc.__cause__
-    if cause is None:
+    ours = getattr(exc, BACKGROUND_ATTR, None)
+    if isinstance(ours, tuple) and len(ours) == 2 and isinstance(ours[1], BaseException):
+        return ours[1], str(ours[0])
+    if exc.__cause__ is None or type(exc).__name__ not in _PYTEST_WRAPPERS:
         return None
-    context = getattr(exc, BACKGROUND_ATTR, None)
-    if context is None and type(exc).__name__ in _PYTEST_WRAPPERS:
-        lines = str(exc).strip().splitlines()
-        context = lines[0] if lines else type(exc).__name__
-    return (cause, str(context)) if context is not None else None
+    lines = str(exc).strip().splitlines()
+    return exc.__cause__, lines[0] if lines else type(exc).__name__
 
 
 def background_cause(exc: BaseException) -> tuple[BaseException, str] | None:

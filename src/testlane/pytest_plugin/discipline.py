@@ -275,15 +275,14 @@ class _AsyncioErrors(logging.Handler):
 
 def _background_failure(item: pytest.Item, errors: list[BackgroundError], more: Sequence[str] = ()) -> BaseException:
     """The test's failure for asyncio errors: its message names each exception and its project line;
-    the first exception is its cause, so the reports describe it as itself (type, message, file:line)."""
+    the first exception rides along (``BACKGROUND_ATTR``), so the reports describe it as itself."""
     rootdir = Path(str(item.config.rootpath)).resolve()
     failure = pytest.fail.Exception(
         f"{item.nodeid}: " + "\n".join([*(f"asyncio: {e.text(rootdir)}" for e in errors), *more]), pytrace=False
     )
     first = next((e for e in errors if e.exc is not None), None)
     if first is not None:
-        setattr(failure, BACKGROUND_ATTR, f"asyncio: {first.context}")
-        failure.__cause__ = first.exc
+        setattr(failure, BACKGROUND_ATTR, (f"asyncio: {first.context}", first.exc))
     return failure
 
 

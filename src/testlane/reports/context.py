@@ -2,6 +2,9 @@
 
 * the failure's facts (:func:`testlane.reports.failures.facts_from_excinfo`), on the report as a
   plain dict that pytest-xdist carries to the controller;
+* the hints recorded on the test while it ran (``HINT_PROPERTY`` in ``item.user_properties``: an
+  outbound request ``http_mock`` did not match, for example), also as a ``testlane`` section that
+  pytest's own output shows with the failure;
 * the lines each testlane server (Postgres, Valkey) wrote to its log while the test ran — a
   Postgres ``ERROR:`` with the statement that caused it, for example. They also go into the
   report's sections, so pytest's own output shows them under ``postgres server log``.
@@ -42,6 +45,12 @@ def read_log_since(path: Path, offset: int, lines: int) -> list[str]:
     if start > offset:  # the first line is probably cut
         text = text.split("\n", 1)[-1]
     return [line.rstrip() for line in text.splitlines() if line.strip()][-lines:]
+
+
+def _hints(item: pytest.Item) -> list[str]:
+    from testlane.pytest_plugin.web import HINT_PROPERTY
+
+    return list(dict.fromkeys(str(value) for name, value in item.user_properties if name == HINT_PROPERTY))
 
 
 class FailureContext:
@@ -109,6 +118,10 @@ class FailureContext:
             path, lineno, _ = item.location
             facts = facts_from_excinfo(call.excinfo, self.rootdir, nodeid_location=(path, (lineno or 0) + 1))
         facts["lane"] = lane_of(item)
+        hints = _hints(item)
+        if hints:
+            facts["hints"] = hints
+            report.sections.append(("testlane", "\n".join(hints)))
         servers = self._server_lines(item)
         if servers:
             facts["servers"] = servers

@@ -40,6 +40,7 @@ _LABELS = {
     "internal": "INTERNAL ERROR",
 }
 _RERUN_IDS = 3
+_HINTS_SHOWN = 3
 
 
 def _plural(n: int, word: str) -> str:
@@ -142,6 +143,10 @@ class _GroupView:
             if first.source:
                 where += f": {first.source}"
             out.append(_clip(where, 200))
+        # Hints are testlane's own explanation of the failure (the request http_mock did not match behind
+        # a 500): shown whole at every level, unless the message already says them.
+        said = "\n".join([first.message, *first.detail])
+        out += [f"    {hint}" for hint in first.hints[:_HINTS_SHOWN] if hint.split(" — ")[-1] not in said]
         detail = first.detail
         if n_msg > 1 and not detail and "\n" in first.message:
             detail = first.message.splitlines()[1:n_msg]
@@ -191,7 +196,7 @@ def render_digest(result: RunResult, budget: int = 4000) -> str:
     """The digest text, at most ``budget`` characters unless the first failure alone needs more."""
     exact = _exact_files(result)
     views = [_GroupView(i, g, rerun_command(result, g, exact[i])) for i, g in enumerate(result.groups)]
-    tail: list[str] = redact_data([*result.notes])
+    tail: list[str] = redact_data([*warnings_block(result.findings), *result.notes])
     if result.output_tail:
         tail.append("pytest's last output:")
         tail += [f"  {redact(line)}" for line in result.output_tail]
@@ -230,6 +235,22 @@ def render_digest(result: RunResult, budget: int = 4000) -> str:
             kept.append(line)
         text = "\n".join([*kept, *tail])
     return text + "\n"
+
+
+_FINDINGS_SHOWN = 5
+
+
+def warnings_block(findings: list[dict[str, str]]) -> list[str]:
+    """The discipline findings set to ``warn`` (leaks, environment changes, background errors), each with
+    its test: they do not change the verdict, so they are listed whole, never folded into a group."""
+    if not findings:
+        return []
+    count = len(findings)
+    out = [f"warnings: {count} finding{'s' if count != 1 else ''} (they do not fail the run):"]
+    out += [f"  {f.get('nodeid', '')} {f.get('message', '')}" for f in findings[:_FINDINGS_SHOWN]]
+    if count > _FINDINGS_SHOWN:
+        out.append(f"  … and {count - _FINDINGS_SHOWN} more; `--format json` lists them all")
+    return out
 
 
 def _message(failure: Failure) -> str:

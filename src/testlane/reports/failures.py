@@ -235,6 +235,7 @@ def failure_from_report(report: Any, *, phase: str | None = None, rootdir: Path 
         output=output[-MAX_TAIL_LINES:],
         servers={str(k): list(v) for k, v in servers.items()} if isinstance(servers, dict) else {},
         lane=facts.get("lane"),
+        hints=[str(hint) for hint in facts.get("hints") or []],
     )
 
 
