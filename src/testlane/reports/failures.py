@@ -11,7 +11,6 @@ without facts (collection errors, an xdist worker that crashed) are read from th
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -76,9 +75,9 @@ def facts_from_excinfo(
     if background is not None:
         cause, context = background
         inner = type(excinfo).from_exception(cause)
-        facts = facts_from_excinfo(inner, rootdir, nodeid_location=nodeid_location)
-        facts["detail"] = [context, *facts["detail"]][:MAX_DETAIL_LINES]
-        return facts
+        described = facts_from_excinfo(inner, rootdir, nodeid_location=nodeid_location)
+        described["detail"] = [context, *described["detail"]][:MAX_DETAIL_LINES]
+        return described
     lines = _message_lines(excinfo)
     facts: dict[str, Any] = {
         "type": excinfo.typename,
