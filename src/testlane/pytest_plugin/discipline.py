@@ -13,11 +13,14 @@ Each check is switchable in ``[tool.testlane.discipline]``:
   (its body or its function-scoped fixtures) started and left running are reported with its name;
 * **environment** (``warn``): variables a test changed are restored after it, and reported.
 
-``warn`` reports a *finding*: listed in the "testlane findings" section at the end of the run and in
-the JSON report's ``findings``, named with the test — not a Python warning, so a project's
+``warn`` reports a *finding*: listed in the "testlane findings" section at the end of the run, in the
+digest's "warnings" and in the JSON report's ``findings``, named with the test — not a Python warning, so a project's
 ``filterwarnings = error`` does not turn it into an error; ``fail`` fails the test's teardown;
 ``off`` does nothing (the environment is still restored). Background errors set to ``warn`` stay
-pytest's own warnings (``PytestUnhandledThreadExceptionWarning``...), which they are.
+pytest's own warnings (``PytestUnhandledThreadExceptionWarning``...), which they are, and are findings too.
+
+A background error is described as the exception itself with its project line
+(:mod:`testlane.core.tracebacks`); a timeout records where the test's coroutines are suspended.
 """
 
 from __future__ import annotations
