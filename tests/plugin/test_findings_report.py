@@ -112,6 +112,8 @@ def test_a_timeout_in_async_code_points_at_the_await_it_hangs_on(pytester: pytes
     assert "at test_hangs.py:14 in main: await asyncio.Event().wait()" in text
     assert group(doc, "test_hangs.py::test_async_hangs")["location"] == "test_hangs.py:5"
     assert text.rstrip().splitlines()[-1].startswith("testlane: FAILED — 2 failed in ")
+    terminal = run(pytester, "-q").stdout.str()
+    assert "suspended at test_hangs.py:5 in wait_reply: return await queue.get()" in terminal
 
 
 LEAKS = """

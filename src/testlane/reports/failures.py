@@ -93,6 +93,7 @@ def facts_from_excinfo(
             line=suspended.lineno,
             function=suspended.function,
             source=suspended.source(),
+            suspended=True,  # pytest's own output says so too (FailureContext)
         )
         return facts
     chosen = None
