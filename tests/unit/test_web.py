@@ -199,6 +199,16 @@ def test_an_unmocked_request_fails_naming_it_and_is_recorded() -> None:
     assert isinstance(caught.value, AssertionError)
 
 
+def test_on_unmocked_gets_one_line_per_unmatched_request_with_the_fix() -> None:
+    seen: list[str] = []
+    with HttpMock(on_unmocked=seen.append), pytest.raises(UnmockedRequestError):
+        httpx.get("https://rates.example.com/v2/eur?day=1")
+    assert seen == [
+        "unmatched outbound request GET https://rates.example.com/v2/eur?day=1 — mock it: "
+        "http_mock.get('https://rates.example.com/v2/eur').respond(200, json=...)"
+    ]
+
+
 @pytest.mark.asyncio
 async def test_async_clients_are_held_to_it_too() -> None:
     with HttpMock() as mock:

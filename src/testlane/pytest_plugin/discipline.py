@@ -13,11 +13,14 @@ Each check is switchable in ``[tool.testlane.discipline]``:
   (its body or its function-scoped fixtures) started and left running are reported with its name;
 * **environment** (``warn``): variables a test changed are restored after it, and reported.
 
-``warn`` reports a *finding*: listed in the "testlane findings" section at the end of the run and in
-the JSON report's ``findings``, named with the test — not a Python warning, so a project's
+``warn`` reports a *finding*: listed in the "testlane findings" section at the end of the run, in the
+digest's "warnings" and in the JSON report's ``findings``, named with the test — not a Python warning, so a project's
 ``filterwarnings = error`` does not turn it into an error; ``fail`` fails the test's teardown;
 ``off`` does nothing (the environment is still restored). Background errors set to ``warn`` stay
-pytest's own warnings (``PytestUnhandledThreadExceptionWarning``...), which they are.
+pytest's own warnings (``PytestUnhandledThreadExceptionWarning``...), which they are, and are findings too.
+
+A background error is described as the exception itself with its project line
+(:mod:`testlane.core.tracebacks`); a timeout records where the test's coroutines are suspended.
 """
 
 from __future__ import annotations
@@ -26,24 +29,28 @@ import asyncio
 import dataclasses
 import logging
 import os
+import signal
 import threading
-from collections.abc import Generator, Iterator
+import warnings
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from testlane.core.environment import bookkeeping_names
+from testlane.core.tracebacks import AWAITING_ATTR, BACKGROUND_ATTR, awaiting, describe, describe_text
 
-__all__ = ["FINDINGS_ATTR", "Finding"]
+__all__ = ["FINDINGS_ATTR", "Finding", "finding_from_warning", "test_location"]
 
 FINDINGS_ATTR = "testlane_findings"  # on a teardown report: the test's findings, as dicts (xdist ships them)
 
 
 @dataclass(frozen=True)
 class Finding:
-    """A discipline finding set to ``warn``: ``kind`` is ``leak``, ``environment`` or ``asyncio``;
-    ``location`` is ``path:line`` of the test."""
+    """A discipline finding set to ``warn``: ``kind`` is ``leak``, ``environment``, ``asyncio`` or
+    ``thread`` (an exception in another thread, or an unraisable one); ``location`` is ``path:line`` of the test."""
 
     nodeid: str
     kind: str
@@ -73,6 +80,17 @@ class Snapshot:
         )
 
 
+@dataclass(frozen=True)
+class BackgroundError:
+    """An exception raised away from the test's own stack: where (``context``) and the exception itself."""
+
+    context: str
+    exc: BaseException | None
+
+    def text(self, rootdir: Path) -> str:
+        return f"{self.context}: {describe(self.exc, rootdir)}" if self.exc is not None else self.context
+
+
 @dataclass
 class TestWatch:
     """Per-test state: snapshots, the environment, asyncio errors, higher-scope fixtures set up."""
@@ -82,7 +100,7 @@ class TestWatch:
     before: Snapshot | None = None
     after_setup: Snapshot | None = None
     env: dict[str, str] = field(default_factory=dict)
-    asyncio_errors: list[str] = field(default_factory=list)
+    asyncio_errors: list[BackgroundError] = field(default_factory=list)
     wide_fixtures: list[str] = field(default_factory=list)
     handler: logging.Handler | None = None
     in_setup: bool = False
@@ -112,10 +130,17 @@ class _Findings:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.findings: list[Finding] = []
+        self.locations: dict[str, str] = {}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.locations[report.nodeid] = test_location(report)
         for data in getattr(report, FINDINGS_ATTR, None) or ():
             self.findings.append(Finding(**data))
+
+    def pytest_warning_recorded(self, warning_message: warnings.WarningMessage, nodeid: str) -> None:
+        finding = finding_from_warning(self.config, warning_message, nodeid, self.locations.get(nodeid))
+        if finding is not None:
+            self.findings.append(finding)
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         if not self.findings or hasattr(self.config, "workerinput"):
@@ -128,6 +153,34 @@ class _Findings:
             f"testlane: {count} finding{'s' if count != 1 else ''}; they do not fail the run. To make them "
             'failures: [tool.testlane.discipline] leaks = "fail" / env_changes = "fail"; to silence them: "off".'
         )
+
+
+_BACKGROUND_WARNINGS = {
+    "PytestUnhandledThreadExceptionWarning": "thread",
+    "PytestUnraisableExceptionWarning": "thread",
+}
+
+
+def test_location(report: pytest.TestReport) -> str:
+    """A finding's ``location``: the test's ``path:line``."""
+    path, lineno, _ = report.location
+    return f"{path}:{(lineno or 0) + 1}"
+
+
+def finding_from_warning(
+    config: pytest.Config, warning_message: warnings.WarningMessage, nodeid: str, location: str | None
+) -> Finding | None:
+    """pytest's warning for an exception in another thread (or an unraisable one), with ``background_errors
+    = "warn"``, as a finding of the test during which it happened: the exception and its project line.
+    ``location`` is the test's (:func:`test_location`, known from its reports)."""
+    kind = _BACKGROUND_WARNINGS.get(type(warning_message.message).__name__)
+    if kind is None or not nodeid or _settings(config).background_errors != "warn":
+        return None
+    rootdir = Path(str(config.rootpath)).resolve()
+    text = str(warning_message.message)
+    where = text.strip().splitlines()[0] if text.strip() else "exception"
+    message = f"{where[0].lower()}{where[1:]}: {describe_text(text, rootdir)}"
+    return Finding(nodeid, kind, message, location or nodeid.split("::", 1)[0])
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -166,11 +219,55 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.timeout(seconds, method="signal"))
 
 
+@pytest.hookimpl(wrapper=True, optionalhook=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> Iterator[Any]:
+    """pytest-timeout's signal handler, wrapped: a timeout also says where the test's coroutines wait.
+
+    When the alarm interrupts an event loop, the test's coroutine is not on the stack (the loop is in
+    ``select``), so the traceback alone points at the ``def`` line. The wrapper walks the loop's pending
+    tasks (``cr_await``) at that moment and puts the chains on the timeout's exception (the reports
+    point at the innermost ``await`` in the project's code).
+    """
+    result = yield
+    if threading.current_thread() is threading.main_thread():
+        handler = signal.getsignal(signal.SIGALRM)
+        if callable(handler) and not getattr(handler, "_testlane", False):
+            signal.signal(signal.SIGALRM, _recording_awaits(handler, getattr(item, "originalname", item.name)))
+    return result
+
+
+def _recording_awaits(original: Callable[[int, Any], Any], test_name: str) -> Callable[[int, Any], Any]:
+    def handler(signum: int, frame: Any) -> Any:
+        __tracebackhide__ = True
+        chains = _suspended_chains(test_name)
+        try:
+            return original(signum, frame)
+        except BaseException as exc:
+            if chains:
+                setattr(exc, AWAITING_ATTR, chains)
+            raise
+
+    handler._testlane = True  # type: ignore[attr-defined]
+    return handler
+
+
+def _suspended_chains(test_name: str) -> list[Any]:
+    """Where each pending task of the running event loop waits, the test's own task first."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return []
+    chains = [awaiting(task.get_coro()) for task in asyncio.all_tasks(loop)]
+    chains = [chain for chain in chains if chain]
+    chains.sort(key=lambda chain: chain[0].function != test_name)
+    return chains
+
+
 # --------------------------------------------------------------------------- per test
 
 
 class _AsyncioErrors(logging.Handler):
-    def __init__(self, sink: list[str]) -> None:
+    def __init__(self, sink: list[BackgroundError]) -> None:
         super().__init__(logging.ERROR)
         self.sink = sink
 
@@ -178,7 +275,20 @@ class _AsyncioErrors(logging.Handler):
         message = record.getMessage()
         if "exception was never retrieved" in message:
             exc = record.exc_info[1] if record.exc_info else None
-            self.sink.append(f"{message.splitlines()[0]}: {exc!r}" if exc else message.splitlines()[0])
+            self.sink.append(BackgroundError(message.splitlines()[0], exc))
+
+
+def _background_failure(item: pytest.Item, errors: list[BackgroundError], more: Sequence[str] = ()) -> BaseException:
+    """The test's failure for asyncio errors: its message names each exception and its project line;
+    the first exception rides along (``BACKGROUND_ATTR``), so the reports describe it as itself."""
+    rootdir = Path(str(item.config.rootpath)).resolve()
+    failure = pytest.fail.Exception(
+        f"{item.nodeid}: " + "\n".join([*(f"asyncio: {e.text(rootdir)}" for e in errors), *more]), pytrace=False
+    )
+    first = next((e for e in errors if e.exc is not None), None)
+    if first is not None:
+        setattr(failure, BACKGROUND_ATTR, (f"asyncio: {first.context}", first.exc))
+    return failure
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -213,7 +323,7 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
         errors = watch.asyncio_errors + _failed_unretrieved_tasks(watch)
         watch.asyncio_errors.clear()
         if errors:
-            pytest.fail(f"{item.nodeid}: " + "\n".join(f"asyncio: {e}" for e in errors), pytrace=False)
+            raise _background_failure(item, errors)
     return result
 
 
@@ -252,12 +362,13 @@ def _after(item: pytest.Item) -> None:
     if watch is None:
         return
     problems: list[tuple[str, str]] = []  # (reaction, message)
+    rootdir = Path(str(item.config.rootpath)).resolve()
     if watch.handler is not None:
         logging.getLogger("asyncio").removeHandler(watch.handler)
         for task in _failed_unretrieved_tasks(watch):
             watch.asyncio_errors.append(task)
         for error in watch.asyncio_errors:
-            problems.append((d.background_errors, f"asyncio: {error}"))
+            problems.append((d.background_errors, f"asyncio: {error.text(rootdir)}"))
     changed = _restore_env(watch.env)
     if changed and d.env_changes != "off":
         problems.append((d.env_changes, f"changed environment variables (restored): {', '.join(changed)}"))
@@ -273,6 +384,8 @@ def _after(item: pytest.Item) -> None:
             kind = "environment" if message.startswith("changed environment") else kind
             finding = Finding(item.nodeid, kind, message, f"{path}:{(lineno or 0) + 1}")
             item.stash.setdefault(findings_key, []).append(finding)
+    if d.background_errors == "fail" and watch.asyncio_errors:
+        raise _background_failure(item, watch.asyncio_errors, [m for m in failures if not m.startswith("asyncio")])
     if failures:
         pytest.fail(f"{item.nodeid} " + "\n".join(failures), pytrace=False)
 
@@ -390,7 +503,7 @@ def _leaked_tasks(ids: set[int]) -> list[str]:
     return out
 
 
-def _failed_unretrieved_tasks(watch: TestWatch) -> list[str]:
+def _failed_unretrieved_tasks(watch: TestWatch) -> list[BackgroundError]:
     """Tasks still alive that failed and whose exception nobody retrieved (not yet garbage collected)."""
     known = watch.before.tasks if watch.before is not None else set()
     out = []
@@ -399,7 +512,7 @@ def _failed_unretrieved_tasks(watch: TestWatch) -> list[str]:
             continue
         if getattr(task, "_log_traceback", False):  # asyncio's own "never retrieved" flag
             exc = task.exception()  # retrieves it: asyncio will not log it again
-            out.append(f"Task exception was never retrieved in {task.get_name()!r}: {exc!r}")
+            out.append(BackgroundError(f"Task exception was never retrieved in {task.get_name()!r}", exc))
     return out
 
 

@@ -29,9 +29,13 @@ if TYPE_CHECKING:
     from testlane.web.spies import Spies
     from testlane.web.websocket import WsClient
 
-__all__ = ["FROZEN_AT", "LiveServers", "WsClients"]
+__all__ = ["FROZEN_AT", "HINT_PROPERTY", "LiveServers", "WsClients"]
 
 FROZEN_AT = dt.datetime(2024, 1, 1, 12, 0, tzinfo=dt.UTC)
+# A line that explains a test's failure, recorded on the test item while it runs (``item.user_properties``:
+# copied onto each of its reports, carried by pytest-xdist, written to JUnit XML). The reports show it
+# with the test's failure, in every format.
+HINT_PROPERTY = "testlane_hint"
 
 
 Finalizer = Callable[[Callable[[], object]], None]
@@ -121,14 +125,21 @@ def http_mock(request: pytest.FixtureRequest) -> Iterator[HttpMock]:
     from testlane.pytest_plugin.databases import outcome_key
     from testlane.web.mocks import HttpMock
 
-    with HttpMock() as mock:
+    hints: list[str] = []
+
+    def record(hint: str) -> None:
+        # From the app's thread too (a live server): the failing test's report lists it, so a test that
+        # failed on the app's 500 says which request was not mocked.
+        hints.append(hint)
+        request.node.user_properties.append((HINT_PROPERTY, hint))
+
+    with HttpMock(on_unmocked=record) as mock:
         yield mock
     reports = request.node.stash.get(outcome_key, {})
     if mock.unmocked and not any(report.failed for report in reports.values()):
         pytest.fail(
             f"{request.node.nodeid} made HTTP requests that no http_mock route matches (the code under test "
-            f"swallowed the error):\n{mock.describe_unmocked()}\nAdd a route for each, e.g. "
-            "http_mock.get(url).respond(200, json=...).",
+            "swallowed the error):\n" + "\n".join(f"  {hint}" for hint in dict.fromkeys(hints)),
             pytrace=False,
         )
 

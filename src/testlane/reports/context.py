@@ -2,6 +2,10 @@
 
 * the failure's facts (:func:`testlane.reports.failures.facts_from_excinfo`), on the report as a
   plain dict that pytest-xdist carries to the controller;
+* the hints recorded on the test while it ran (``HINT_PROPERTY`` in ``item.user_properties``: an
+  outbound request ``http_mock`` did not match, for example) and, for a timeout, the ``await`` the
+  test's coroutine is suspended on — also as a ``testlane`` section that pytest's own output shows
+  with the failure;
 * the lines each testlane server (Postgres, Valkey) wrote to its log while the test ran — a
   Postgres ``ERROR:`` with the statement that caused it, for example. They also go into the
   report's sections, so pytest's own output shows them under ``postgres server log``.
@@ -90,6 +94,12 @@ def excerpt(lines: list[str], limit: int) -> list[str]:
     return [line for entry in chosen for line in entry][-limit:]
 
 
+def _hints(item: pytest.Item) -> list[str]:
+    from testlane.pytest_plugin.web import HINT_PROPERTY
+
+    return list(dict.fromkeys(str(value) for name, value in item.user_properties if name == HINT_PROPERTY))
+
+
 class FailureContext:
     """Records log offsets when a test starts; adds facts and log lines when it fails."""
 
@@ -167,6 +177,14 @@ class FailureContext:
             path, lineno, _ = item.location
             facts = facts_from_excinfo(call.excinfo, self.rootdir, nodeid_location=(path, (lineno or 0) + 1))
         facts["lane"] = lane_of(item)
+        hints = _hints(item)
+        if hints:
+            facts["hints"] = hints
+        said = list(hints)
+        if facts.pop("suspended", False):  # pytest-timeout's thread stacks do not show a coroutine's await
+            said.append(f"suspended at {facts['path']}:{facts['line']} in {facts['function']}: {facts.get('source')}")
+        if said:
+            report.sections.append(("testlane", "\n".join(said)))
         servers = self._server_lines(item)
         if servers:
             facts["servers"] = servers

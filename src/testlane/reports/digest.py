@@ -43,6 +43,7 @@ _LABELS = {
     "internal": "INTERNAL ERROR",
 }
 _RERUN_IDS = 3
+_HINTS_SHOWN = 3
 
 
 def _plural(n: int, word: str) -> str:
@@ -117,12 +118,20 @@ class _GroupView:
     rerun: tuple[str, str]
 
     def essentials(self) -> list[str]:
-        """What is never cut: the headline, testlane's own message and hint whole, the rerun command."""
+        """What is never cut: the headline, testlane's own message and hints whole, the rerun command."""
         lines = self.lines(1)
         command = self.rerun[0]
-        own = len(self.group.first.detail) if self.group.first.own else 0
-        keep = lines[: 1 + own + (1 if self.group.first.location else 0)]
+        first = self.group.first
+        own = len(first.detail) if first.own else 0
+        keep = lines[: 1 + (1 if first.location else 0) + len(self._hints()) + own]
         return [*keep, *(line for line in lines if command and line.startswith("    rerun: "))]
+
+    def _hints(self) -> list[str]:
+        """Hints are testlane's own explanation of the failure (the request http_mock did not match behind
+        a 500): whole at every level, unless the message already says them."""
+        first = self.group.first
+        said = "\n".join([first.message, *first.detail])
+        return [f"    {hint}" for hint in first.hints[:_HINTS_SHOWN] if hint.split(" — ")[-1] not in said]
 
     def lines(self, level: int) -> list[str]:
         first = self.group.first
@@ -135,9 +144,10 @@ class _GroupView:
         head = f"[{self.index + 1}] {label} {what} — {message}".rstrip(" —")
         # testlane's own message and hint say what to do: whole at every level (the excerpts fold instead).
         own = [f"      {line}" for line in first.detail] if first.own else []
+        hints = self._hints()
         if level == 0:
             where = f" at {first.location}" if first.location else ""
-            return [head + where, *own] if first.own else [_clip(head, 160) + where]
+            return [head + where, *own, *hints] if first.own else [_clip(head, 160) + where, *hints]
         n_msg, n_diff, n_ids, n_log, n_srv = _LEVELS[level]
         out = [head if first.own else _clip(head, 240)]
         if first.location:
@@ -147,6 +157,7 @@ class _GroupView:
             if first.source:
                 where += f": {first.source}"
             out.append(_clip(where, 200))
+        out += hints
         detail = first.detail
         if n_msg > 1 and not detail and "\n" in first.message:
             detail = first.message.splitlines()[1:n_msg]
@@ -196,7 +207,7 @@ def render_digest(result: RunResult, budget: int = 4000) -> str:
     """The digest text, at most ``budget`` characters unless the first failure alone needs more."""
     exact = _exact_files(result)
     views = [_GroupView(i, g, rerun_command(result, g, exact[i])) for i, g in enumerate(result.groups)]
-    tail: list[str] = redact_data([*result.notes])
+    tail: list[str] = redact_data([*warnings_block(result.findings), *result.notes])
     if result.output_tail:
         tail.append("pytest's last output:")
         tail += [f"  {redact(line)}" for line in result.output_tail]
@@ -259,6 +270,22 @@ def _hidden_line(result: RunResult, hidden: list[_GroupView]) -> str:
     command = f"{prefix} {' '.join(_quote(n) for n in ids[:_RERUN_IDS])}"
     first = f" (the first {_RERUN_IDS})" if len(ids) > _RERUN_IDS else ""
     return f"… {what} not shown: rerun them with `{command}`{first}; `--format json` lists them all"
+
+
+_FINDINGS_SHOWN = 5
+
+
+def warnings_block(findings: list[dict[str, str]]) -> list[str]:
+    """The discipline findings set to ``warn`` (leaks, environment changes, background errors), each with
+    its test: they do not change the verdict, so they are listed whole, never folded into a group."""
+    if not findings:
+        return []
+    count = len(findings)
+    out = [f"warnings: {count} finding{'s' if count != 1 else ''} (they do not fail the run):"]
+    out += [f"  {f.get('nodeid', '')} {f.get('message', '')}" for f in findings[:_FINDINGS_SHOWN]]
+    if count > _FINDINGS_SHOWN:
+        out.append(f"  … and {count - _FINDINGS_SHOWN} more; `--format json` lists them all")
+    return out
 
 
 def _message(failure: Failure) -> str:

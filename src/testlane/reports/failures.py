@@ -11,11 +11,13 @@ without facts (collection errors, an xdist worker that crashed) are read from th
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from testlane.core.tracebacks import awaiting_project_frame, background_cause
+from testlane.core.tracebacks import is_project_file as _is_project_file
+from testlane.core.tracebacks import relative as _relative
 from testlane.reports.model import Failure, Kind
 
 __all__ = ["FACTS_ATTR", "facts_from_excinfo", "failure_from_report", "internal_failure", "tail"]
@@ -23,7 +25,6 @@ __all__ = ["FACTS_ATTR", "facts_from_excinfo", "failure_from_report", "internal_
 FACTS_ATTR = "testlane_failure"
 MAX_DETAIL_LINES = 60
 MAX_TAIL_LINES = 40
-_LIBRARY_DIRS = frozenset({"site-packages", "dist-packages"})
 _TESTLANE_DIR = Path(__file__).resolve().parents[1]
 _PYTEST_DIRS = frozenset({"_pytest", "pluggy"})
 # pytest's hints about its own verbosity: noise in a digest, which has its own folding.
@@ -42,23 +43,6 @@ def tail(text: str | None, lines: int = MAX_TAIL_LINES) -> list[str]:
         return []
     kept = [line.rstrip() for line in text.splitlines() if line.strip()]
     return kept[-lines:]
-
-
-def _is_project_file(path: Path, rootdir: Path) -> bool:
-    try:
-        rel = path.resolve().relative_to(rootdir)
-    except (ValueError, OSError):
-        return False
-    if _LIBRARY_DIRS.intersection(rel.parts):
-        return False
-    return not any(str(path).startswith(prefix + "/") for prefix in {sys.prefix, sys.base_prefix} if prefix)
-
-
-def _relative(path: Path, rootdir: Path) -> str:
-    try:
-        return path.resolve().relative_to(rootdir).as_posix()
-    except (ValueError, OSError):
-        return str(path)
 
 
 def _statement(entry: Any) -> str | None:
@@ -101,7 +85,20 @@ def _is_testlanes(excinfo: Any) -> bool:
 def facts_from_excinfo(
     excinfo: Any, rootdir: Path, *, nodeid_location: tuple[str, int] | None = None
 ) -> dict[str, Any]:
-    """What a failure's exception says, as JSON-compatible data (runs in the test's process)."""
+    """What a failure's exception says, as JSON-compatible data (runs in the test's process).
+
+    An exception from a thread, an unraisable one or an asyncio task's, which pytest (or the discipline
+    checks) re-raise wrapped, is described as itself: its type, message and innermost project frame;
+    the wrapper's first line ("Exception in thread worker-1") becomes the first line of the detail.
+    A timeout in an async test points at the ``await`` the test's coroutine is suspended on.
+    """
+    background = background_cause(excinfo.value)
+    if background is not None:
+        cause, context = background
+        inner = type(excinfo).from_exception(cause)
+        described = facts_from_excinfo(inner, rootdir, nodeid_location=nodeid_location)
+        described["detail"] = [context, *described["detail"]][:MAX_DETAIL_LINES]
+        return described
     lines = _message_lines(excinfo)
     facts: dict[str, Any] = {
         "type": excinfo.typename,
@@ -113,6 +110,16 @@ def facts_from_excinfo(
     if _is_testlanes(excinfo):
         facts["own"] = True
         facts["detail"] = dedent([line.rstrip() for line in lines[1:] if line.strip()])  # all of it
+    suspended = awaiting_project_frame(excinfo.value, rootdir)
+    if suspended is not None:
+        facts.update(
+            path=_relative(Path(suspended.filename), rootdir),
+            line=suspended.lineno,
+            function=suspended.function,
+            source=suspended.source(),
+            suspended=True,  # pytest's own output says so too (FailureContext)
+        )
+        return facts
     chosen = None
     for entry in reversed(list(excinfo.traceback)):
         path = entry.path
@@ -253,6 +260,7 @@ def failure_from_report(report: Any, *, phase: str | None = None, rootdir: Path 
         servers={str(k): list(v) for k, v in servers.items()} if isinstance(servers, dict) else {},
         lane=facts.get("lane"),
         own=bool(facts.get("own")),
+        hints=[str(hint) for hint in facts.get("hints") or []],
     )
 
 

@@ -72,7 +72,13 @@ def document(result: RunResult, *, digest_budget: int = 4000) -> dict[str, Any]:
             "findings": list(result.findings),
             "groups": groups,
             "tests": [
-                {"nodeid": t.nodeid, "outcome": t.outcome, "duration": round(t.duration, 4), "lane": t.lane}
+                {
+                    "nodeid": t.nodeid,
+                    "outcome": t.outcome,
+                    "duration": round(t.duration, 4),
+                    "lane": t.lane,
+                    "findings": [f for f in result.findings if f.get("nodeid") == t.nodeid],
+                }
                 for t in result.tests
             ],
             "digest": render_digest(result, digest_budget),

@@ -38,6 +38,7 @@ class Failure:
     servers: dict[str, list[str]] = field(default_factory=dict)  # server log lines written during the test
     lane: str | None = None  # "unit" | "it" when known
     own: bool = False  # message and detail are testlane's own text (an error, a hint): never cut
+    hints: list[str] = field(default_factory=list)  # what testlane saw that explains it (an unmocked request)
 
     def __post_init__(self) -> None:
         # Every rendering (digest, JSON, JSON Lines) starts from here: mask credentials once, before
@@ -48,6 +49,7 @@ class Failure:
         self.logs = redact_data(self.logs)
         self.output = redact_data(self.output)
         self.servers = redact_data(self.servers)
+        self.hints = redact_data(self.hints)
 
     @property
     def location(self) -> str | None:

@@ -225,7 +225,8 @@ class ReportCollector:
         self.collected = 0
         self.deselected = 0
         self.notes: list[str] = []
-        self.findings: list[dict[str, str]] = []  # discipline findings (leaks, environment changes)
+        self.findings: list[dict[str, str]] = []  # discipline findings (leaks, environment changes, ...)
+        self.locations: dict[str, str] = {}  # nodeid -> path:line, for findings that come as warnings
         self.done = False
         self.terminal_line: tuple[str, bool] | None = None  # the verdict for pytest's output (line, success)
 
@@ -270,11 +271,12 @@ class ReportCollector:
             self._emit("collected", count=self.collected, deselected=self.deselected)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        from testlane.pytest_plugin.discipline import FINDINGS_ATTR
+        from testlane.pytest_plugin.discipline import FINDINGS_ATTR, test_location
         from testlane.reports.failures import failure_from_report
         from testlane.reports.model import TestOutcome
 
         self.findings += getattr(report, FINDINGS_ATTR, None) or []
+        self.locations[report.nodeid] = test_location(report)
         test = self.tests.get(report.nodeid)
         if test is None:
             test = self.tests[report.nodeid] = TestOutcome(report.nodeid, "incomplete")
@@ -317,7 +319,23 @@ class ReportCollector:
             mine = [f for f in self.failures if f.nodeid == test.nodeid]
             if mine:
                 event["message"] = failure_headline(mine[0])
+                hints = list(dict.fromkeys(h for f in mine for h in f.hints))
+                if hints:
+                    event["hints"] = hints
+            findings = [f for f in self.findings if f.get("nodeid") == test.nodeid]
+            if findings:
+                event["findings"] = findings
             self._emit("test", **event)
+
+    def pytest_warning_recorded(self, warning_message: Any, nodeid: str) -> None:
+        """Exceptions in other threads with ``background_errors = "warn"`` are pytest warnings: findings too."""
+        from dataclasses import asdict
+
+        from testlane.pytest_plugin.discipline import finding_from_warning
+
+        finding = finding_from_warning(self.config, warning_message, nodeid, self.locations.get(nodeid))
+        if finding is not None:
+            self.findings.append(asdict(finding))
 
     def pytest_internalerror(self, excrepr: Any, excinfo: Any) -> None:
         from testlane.reports.failures import internal_failure

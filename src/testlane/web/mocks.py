@@ -10,8 +10,9 @@
 :class:`HttpMock` is a ``respx.MockRouter`` (every respx route method works) with three changes:
 
 * a request that no route matches raises :class:`UnmockedRequestError` naming the method, the URL
-  and the routes there are, *and* is recorded in :attr:`HttpMock.unmocked` — so the ``http_mock``
-  fixture fails the test even when the code under test swallowed the error;
+  and the routes there are, *and* is recorded in :attr:`HttpMock.unmocked` (and passed to
+  ``on_unmocked``) — so the ``http_mock`` fixture fails the test even when the code under test
+  swallowed the error, and a test that failed because of it (the app answered 500) says so in its report;
 * requests to loopback hosts (``127.0.0.1``, ``localhost``, ``::1``) that no route matches go to
   the network: the test can talk to its :class:`~testlane.web.live_server.LiveServer` while the
   app's own outgoing calls are mocked (``pass_loopback=False`` turns that off);
@@ -24,6 +25,7 @@ thread are mocked too.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -48,10 +50,14 @@ class HttpMock(respx.MockRouter):
         pass_loopback: bool = True,
         assert_all_called: bool = False,
         base_url: str | None = None,
+        on_unmocked: Callable[[str], object] | None = None,
     ) -> None:
         super().__init__(assert_all_mocked=True, assert_all_called=assert_all_called, base_url=base_url)
         self.pass_loopback = pass_loopback
         self.unmocked: list[str] = []
+        # Called with one line per unmatched request ("unmatched outbound request GET https://… — mock it:
+        # http_mock.get(...)"), from whichever thread made it: the fixture puts it in the test's report.
+        self.on_unmocked = on_unmocked
         self._loopback_route = respx.Route(host__in=list(LOOPBACK_HOSTS))
 
     def handler(self, request: httpx.Request) -> httpx.Response:
@@ -71,13 +77,12 @@ class HttpMock(respx.MockRouter):
             return PassThrough(f"loopback, passed through: {request!r}", request=request, origin=self._loopback_route)
         target = f"{request.method} {request.url}"
         self.unmocked.append(target)
+        fix = f"http_mock.{request.method.lower()}({str(request.url.copy_with(query=None))!r}).respond(200, json=...)"
+        if self.on_unmocked is not None:
+            self.on_unmocked(f"unmatched outbound request {target} — mock it: {fix}")
         routes = [f"\n    {route.pattern}" for route in self.routes]
         listing = "".join(routes) if routes else " none"
-        return UnmockedRequestError(
-            f"HTTP request not mocked: {target}\n  routes:{listing}\n"
-            f"  mock it: http_mock.{request.method.lower()}({str(request.url.copy_with(query=None))!r})"
-            ".respond(200, json=...)"
-        )
+        return UnmockedRequestError(f"HTTP request not mocked: {target}\n  routes:{listing}\n  mock it: {fix}")
 
     def describe_unmocked(self) -> str:
         """One line per unmocked request, for a failure message."""
