@@ -83,12 +83,52 @@ def test_rerun_lists_the_first_ids_when_the_file_has_other_tests_and_quotes_them
     failures = [assertion(f"tests/test_a.py::test_x[{i}]", 5, f"assert {i} == 0") for i in range(5)]
     result = result_of(failures)
     result.tests.append(TestOutcome("tests/test_a.py::test_passes", "passed"))
+    result.tests.append(TestOutcome("tests/test_a.py::test_x[5]", "passed"))  # test_x is not all failing
     result.groups = group_failures(failures)
     text = render_digest(result)
     assert (
         "rerun: pytest 'tests/test_a.py::test_x[0]' 'tests/test_a.py::test_x[1]' 'tests/test_a.py::test_x[2]'" in text
     )
     assert "(first 3 of 5)" in text
+
+
+def test_rerun_names_a_test_function_whose_every_parameter_set_failed() -> None:
+    failures = [assertion(f"tests/test_a.py::test_x[{i}]", 5, f"assert {i} == 0") for i in range(5)]
+    result = result_of(failures)
+    result.tests.append(TestOutcome("tests/test_a.py::test_passes", "passed"))
+    result.groups = group_failures(failures)
+    text = render_digest(result)
+    assert "    rerun: pytest tests/test_a.py::test_x\n" in text  # exactly the 5, without listing them
+    assert "    tests: tests/test_a.py::test_x[0], [1], [2] … and 2 more\n" in text
+
+
+def test_failures_that_share_a_testlane_cause_are_one_group_at_the_cause() -> None:
+    def broken(nodeid: str, line: int) -> Failure:
+        # Same cause, different tests, places and message details (e.g. two xdist workers' wording).
+        return Failure(
+            nodeid=nodeid,
+            phase="setup",
+            kind="error",
+            exc_type="MigrationError",
+            message=f"migration failed in migrations/002.sql: relation {nodeid!r} does not exist",
+            detail=["hint: fix the migration; the template is rebuilt when its files change."],
+            path="migrations/002.sql" if line else None,
+            line=line or None,
+            cause="migration /app/migrations/002.sql:4",
+        )
+
+    failures = [broken(f"tests/test_{f}_it.py::test_{i}", 4) for f in "ab" for i in range(3)]
+    failures.append(assertion("tests/test_c.py::test_y", 7, "assert 1 == 2"))
+    result = result_of(failures)
+    result.groups = group_failures(failures)
+    assert [g.count for g in result.groups] == [6, 1]
+    text = render_digest(result)
+    assert text.startswith("[1] ERROR — MigrationError: migration failed in migrations/002.sql: relation")
+    assert "    at migrations/002.sql:4\n" in text
+    assert (
+        "    6 tests errored because of it: tests/test_a_it.py::test_0, tests/test_a_it.py::test_1 … and 4 more" in text
+    )
+    assert "    rerun: pytest tests/test_a_it.py tests/test_b_it.py\n" in text
 
 
 def test_rerun_under_plain_pytest_adds_it_for_integration_tests_and_uses_the_run_prefix() -> None:

@@ -56,6 +56,7 @@ class DatabaseManager:
         self._server: Any = None
         self._specs: dict[Any, TemplateSpec] = {}
         self._templates: dict[int, str] = {}
+        self._template_errors: dict[int, TestlaneError] = {}
         self._pools: dict[str, ClonePool] = {}
         self._worker_dbs: dict[str, str] = {}
         self._savepoint_conns: dict[str, SavepointConnection] = {}
@@ -111,8 +112,14 @@ class DatabaseManager:
         from testlane.databases.template import ensure_template
 
         key = id(spec)
+        if key in self._template_errors:  # one build attempt: a broken migration fails every test the same way
+            raise self._template_errors[key]
         if key not in self._templates:
-            self._templates[key] = ensure_template(self.server, spec)
+            try:
+                self._templates[key] = ensure_template(self.server, spec)
+            except TestlaneError as exc:
+                self._template_errors[key] = exc.blame(f"template {spec.describe()}")
+                raise
         return self._templates[key]
 
     @property
@@ -447,7 +454,9 @@ def pg_database(request: pytest.FixtureRequest) -> Iterator[TestDatabase]:
     try:
         tdb = cm.__enter__()
     except TestlaneError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        from testlane.pytest_plugin.plugin import fail_with
+
+        fail_with(exc)
     yield tdb
     cm.__exit__(None, None, None)
     escape = tdb.extra.pop("escaped", None)
@@ -635,7 +644,9 @@ def redis_db(request: pytest.FixtureRequest) -> Iterator[Any]:
             owner=request.node.nodeid,
         )
     except TestlaneError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        from testlane.pytest_plugin.plugin import fail_with
+
+        fail_with(exc)
     try:
         yield lease
     finally:

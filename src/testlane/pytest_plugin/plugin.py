@@ -12,7 +12,7 @@ and markers; a project that has not opted in gets none of them. Drivers
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
@@ -64,6 +64,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def _is_xdist_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
+
+
+def fail_with(error: TestlaneError, prefix: str = "") -> NoReturn:
+    """Fail the current test with ``error``'s message and no traceback (a user's mistake, not a bug).
+
+    The error stays reachable as the failure's ``__context__`` (pytest does not print it: the context is
+    suppressed), so the reports can read its root cause (``error.cause``, ``error.origin``) instead of
+    guessing from the text.
+    """
+    __tracebackhide__ = True
+    failed = pytest.fail.Exception(f"{prefix}{error}", pytrace=False)
+    failed.__context__ = error
+    failed.__suppress_context__ = True
+    raise failed
 
 
 class TestlanePlugin:
@@ -120,7 +134,7 @@ class TestlanePlugin:
         try:
             return self.provider.get(name)
         except TestlaneError as exc:
-            pytest.fail(f"testlane could not provide {name}: {exc}", pytrace=False)
+            fail_with(exc, f"testlane could not provide {name}: ")
 
     def set_env(self, values: dict[str, str]) -> None:
         """Set variables for the session, restored when it ends."""

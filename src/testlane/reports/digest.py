@@ -88,8 +88,15 @@ def rerun_command(result: RunResult, group: Group, files_exact: bool) -> tuple[s
     prefix = result.rerun_prefix
     if result.it_flag and any(f.lane == "it" for f in group.failures):
         prefix += " --it"
+    nodeids = _whole_functions(result, nodeids)
     note = ""
-    if files_exact:
+    if group.first.cause and not files_exact and len(nodeids) > 1:
+        # One cause of testlane's (a migration, a service): after the fix every one of these tests must
+        # run again, and their files hold them all (and maybe a few more, which the note counts).
+        targets = list(dict.fromkeys(n.split("::", 1)[0] for n in nodeids))
+        others = sum(1 for t in result.tests if t.nodeid.split("::", 1)[0] in targets) - len(nodeids)
+        note = f"and {others} other test{'s' if others != 1 else ''} in those files" if others > 0 else ""
+    elif files_exact:
         targets = list(dict.fromkeys(n.split("::", 1)[0] for n in nodeids))
     elif len(nodeids) > _RERUN_IDS:
         targets = nodeids[:_RERUN_IDS]
@@ -97,6 +104,23 @@ def rerun_command(result: RunResult, group: Group, files_exact: bool) -> tuple[s
     else:
         targets = nodeids
     return f"{prefix} {' '.join(_quote(t) for t in targets)}", note
+
+
+def _whole_functions(result: RunResult, nodeids: list[str]) -> list[str]:
+    """``nodeids`` with the parameter sets of one test function, when all of them are there, as that
+    function's node id: it runs exactly those, in a fraction of the characters."""
+    params: dict[str, set[str]] = defaultdict(set)
+    for test in result.tests:
+        base, bracket, _ = test.nodeid.partition("[")
+        if bracket:
+            params[base].add(test.nodeid)
+    wanted = set(nodeids)
+    out: list[str] = []
+    for nodeid in nodeids:
+        base, bracket, _ = nodeid.partition("[")
+        whole = bracket and len(params.get(base, ())) > 1 and params[base] <= wanted
+        out.append(base if whole else nodeid)
+    return list(dict.fromkeys(out))
 
 
 def _exact_files(result: RunResult) -> dict[int, bool]:
@@ -128,8 +152,10 @@ class _GroupView:
         if first.kind == "error" and first.phase in ("setup", "teardown"):
             label = f"ERROR in {first.phase} of"
         what = first.nodeid if count == 1 else f"{count} tests"
+        if first.cause:  # one root cause of testlane's: said once, its tests are counted below
+            label, what = "ERROR", ""
         message = _message(first)
-        head = f"[{self.index + 1}] {label} {what} — {message}".rstrip(" —")
+        head = f"[{self.index + 1}] {label} {what} — {message}".replace("  ", " ").rstrip(" —")
         if level == 0:
             where = f" at {first.location}" if first.location else ""
             return [_clip(head, 160) + where]
@@ -137,18 +163,25 @@ class _GroupView:
         out = [_clip(head, 240)]
         if first.location:
             where = f"    at {first.location}"
-            if first.function:
-                where += f" in {first.function}"
-            if first.source:
+            if first.function and first.function != _test_function(first.nodeid):
+                where += f" in {first.function}"  # a fixture's or a helper's: the test's own is in the node id
+            if first.source and not _said(first):
                 where += f": {first.source}"
             out.append(_clip(where, 200))
         detail = first.detail
         if n_msg > 1 and not detail and "\n" in first.message:
             detail = first.message.splitlines()[1:n_msg]
         out += _folded([_clip(f"      {line}", 200) for line in detail], n_diff)
-        if count > 1:
+        if first.cause:
             ids = self.group.nodeids
-            shown = ", ".join(ids[:n_ids])
+            shown = _joined_ids(ids[: min(n_ids, 2)])
+            more = f" … and {count - 2} more" if count > 2 else ""
+            verb = "errored" if first.phase in ("setup", "teardown") else "failed"
+            tests = f"{count} tests {verb}" if count != 1 else f"1 test {verb}"
+            out.append(_clip(f"    {tests} because of it: {shown}{more}", 400))
+        elif count > 1:
+            ids = self.group.nodeids
+            shown = _joined_ids(ids[:n_ids])
             more = f" … and {count - n_ids} more" if count > n_ids else ""
             out.append(_clip(f"    tests: {shown}{more}", 400))
         if n_log:
@@ -166,6 +199,28 @@ class _GroupView:
         if command:
             out.append(f"    rerun: {command}" + (f"   ({note})" if note else ""))
         return out
+
+
+def _test_function(nodeid: str) -> str:
+    return nodeid.rsplit("::", 1)[-1].split("[", 1)[0]
+
+
+def _said(failure: Failure) -> bool:
+    """Whether the failing statement adds nothing to the message: a rewritten ``assert`` (pytest's
+    explanation shows the comparison and its values) or a ``raise`` (the message is what it raised)."""
+    source = failure.source or ""
+    return (failure.kind == "assertion" and source.startswith("assert ")) or source.startswith("raise ")
+
+
+def _joined_ids(ids: list[str]) -> str:
+    """Node ids, each parameter set of the same test after the first as ``[…]`` alone."""
+    out: list[str] = []
+    previous = ""
+    for nodeid in ids:
+        base, bracket, params = nodeid.partition("[")
+        out.append(f"[{params}" if bracket and base == previous else nodeid)
+        previous = base if bracket else ""
+    return ", ".join(out)
 
 
 def _clip(text: str, width: int) -> str:

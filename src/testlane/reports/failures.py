@@ -16,9 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from testlane.core.errors import TestlaneError
 from testlane.reports.model import Failure, Kind
 
-__all__ = ["FACTS_ATTR", "facts_from_excinfo", "failure_from_report", "internal_failure", "tail"]
+__all__ = ["FACTS_ATTR", "facts_from_excinfo", "failure_from_report", "internal_failure", "tail", "testlane_cause"]
 
 FACTS_ATTR = "testlane_failure"
 MAX_DETAIL_LINES = 60
@@ -77,6 +78,42 @@ def _message_lines(excinfo: Any) -> list[str]:
     return text.splitlines() or [""]
 
 
+def testlane_cause(value: BaseException | None) -> TestlaneError | None:
+    """The testlane error with a root cause behind ``value``: itself, or one it was raised from or
+    while handling (the plugin fails a test with ``pytest.fail`` over the error: see ``fail_with``)."""
+    seen: set[int] = set()
+    while value is not None and id(value) not in seen:
+        seen.add(id(value))
+        if isinstance(value, TestlaneError) and value.cause:
+            return value
+        value = value.__cause__ or value.__context__
+    return None
+
+
+def _cause_facts(error: TestlaneError, rootdir: Path) -> dict[str, Any]:
+    """The facts of a failure testlane caused: its cause, its type, and the file and line to fix."""
+    # The error's own words: the test's framing ("could not provide postgres: ...") adds nothing to it.
+    first, *rest = str(error).splitlines() or [""]
+    facts: dict[str, Any] = {
+        "cause": error.cause,
+        "type": type(error).__name__,
+        "message": first.strip(),
+        "detail": dedent([line.rstrip() for line in rest if line.strip()])[:MAX_DETAIL_LINES],
+    }
+    if error.origin is not None:
+        path, line = Path(error.origin[0]), error.origin[1]
+        facts.update(path=_relative(path, rootdir), line=line)
+        if line:
+            try:
+                text = path.read_text(encoding="utf-8", errors="replace").splitlines()[line - 1].strip()
+            except (OSError, IndexError):
+                text = ""
+            facts["source"] = text[:120] or None
+    else:  # no file to point at (a service, a set-up command): not the test's line either
+        facts.update(path=None, line=None)
+    return facts
+
+
 def facts_from_excinfo(
     excinfo: Any, rootdir: Path, *, nodeid_location: tuple[str, int] | None = None
 ) -> dict[str, Any]:
@@ -89,6 +126,14 @@ def facts_from_excinfo(
             :MAX_DETAIL_LINES
         ],
     }
+    error = testlane_cause(excinfo.value)
+    if error is not None:
+        facts.update(_cause_facts(error, rootdir))
+        # The project's files by their paths in the project, as the location says them.
+        prefix = f"{rootdir}/"
+        facts["message"] = facts["message"].replace(prefix, "")
+        facts["detail"] = [line.replace(prefix, "") for line in facts["detail"]]
+        return facts
     chosen = None
     for entry in reversed(list(excinfo.traceback)):
         path = entry.path
@@ -228,6 +273,7 @@ def failure_from_report(report: Any, *, phase: str | None = None, rootdir: Path 
         output=output[-MAX_TAIL_LINES:],
         servers={str(k): list(v) for k, v in servers.items()} if isinstance(servers, dict) else {},
         lane=facts.get("lane"),
+        cause=facts.get("cause"),
     )
 
 

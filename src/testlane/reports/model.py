@@ -47,6 +47,9 @@ class Failure:
     output: list[str] = field(default_factory=list)  # captured stdout/stderr, tail
     servers: dict[str, list[str]] = field(default_factory=dict)  # server log lines written during the test
     lane: str | None = None  # "unit" | "it" when known
+    # testlane's own root cause (TestlaneError.cause: "migration m/002.sql:3", "service postgres"): the
+    # failures that share it are one group, whatever their tests; path/line are then the file to fix.
+    cause: str | None = None
 
     def __post_init__(self) -> None:
         # Every rendering (digest, JSON, JSON Lines) starts from here: mask credentials once, before
