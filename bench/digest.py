@@ -375,14 +375,15 @@ SUITES: dict[str, Suite] = {
         services=True,
     ),
     "mixed": Suite(
-        "a mixed failing suite: 2 assertions, a KeyError, a broken fixture, a skip, an xfail (+10 passing)",
+        "a mixed failing suite: an assertion, one failing in 3 parameter sets, a KeyError, a broken fixture, "
+        "a skip, an xfail (+10 passing)",
         {
             "tests/conftest.py": MIXED_CONFTEST,
             "tests/test_cart.py": MIXED_CART,
             "tests/test_ok.py": PASSING.format(count=10),
         },
         where=("tests/test_cart.py:9", "tests/test_cart.py:14", "tests/test_cart.py:19", "tests/conftest.py:6"),
-        cause=("assert 10 == 13", "KeyError", "inventory service unreachable"),
+        cause=("assert 8 == 13", "KeyError", "inventory service unreachable"),
     ),
     "thread": Suite(
         "an exception raised in a thread the test started (+10 passing)",
