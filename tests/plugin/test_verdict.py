@@ -55,12 +55,14 @@ CASES = [
     ("a failure", "", "failed", 1, "testlane: FAILED — 1 failed, 1 passed in "),
     ("a fixture error", "", "failed", 1, "testlane: FAILED — 1 error in "),
     ("all skipped by the lane", "", "no_tests", 5, "testlane: FAILED — no tests ran — 2 skipped in "),
-    ("all skipped by the project", "", "no_tests", 5, "testlane: FAILED — no tests ran — 2 skipped in "),
+    # the project's own skip marks: its decision, pytest's 0 stands (said as it is: nothing passed)
+    ("all skipped by the project", "", "passed", 0, "testlane: PASSED — 0 passed, 2 skipped in "),
     ("nothing collected", "", "no_tests", 5, "testlane: FAILED — no tests ran — 0 tests ran in "),
     ("xfail only", "", "passed", 0, "testlane: PASSED — 1 xfailed in "),
     ("xpass only", "", "passed", 0, "testlane: PASSED — 1 xpassed in "),
     ("interrupted", "", "interrupted", 2, "testlane: INTERRUPTED (not a success) — 1 passed, 1 incomplete in "),
-    ("a collection error", "", "failed", 1, "testlane: FAILED — 0 tests ran in "),
+    # pytest's 2 ("Interrupted: 1 error during collection") stands; the verdict says what it is
+    ("a collection error", "", "collection_error", 2, "testlane: ERROR — collection failed — 0 tests ran in "),
     (
         "all skipped by the lane",
         '[tool.testlane.lanes]\nall_skipped = "pass"',
@@ -70,10 +72,10 @@ CASES = [
     ),
     (
         "all skipped by the project",
-        '[tool.testlane.lanes]\nall_skipped = "pass"',
+        '[tool.testlane.lanes]\nall_skipped = "fail"',
         "passed",
         0,
-        'testlane: PASSED — nothing was tested (lanes.all_skipped = "pass") — 2 skipped in ',
+        "testlane: PASSED — 0 passed, 2 skipped in ",
     ),
 ]
 
@@ -124,29 +126,39 @@ def test_plain_pytest_digest_json_and_exit_code_agree(
 
 def test_pytests_own_output_says_why_nothing_was_tested(pytester: pytest.Pytester) -> None:
     project(pytester)
-    write(pytester.path, SUITES["all skipped by the project"])
+    write(pytester.path, SUITES["all skipped by the lane"])
     result = run(pytester)
     assert result.ret == 5
     result.stdout.fnmatch_lines(
         [
-            "testlane: all 2 selected tests were skipped (skip marks or conditions): nothing was tested, exit status 5 "
-            '(no tests ran). If that is expected, [tool.testlane.lanes] all_skipped = "pass" accepts it.'
+            "testlane: all 2 selected tests are integration tests, skipped because the integration lane is off: "
+            "nothing was tested, exit status 5 (no tests ran). Run them with `testlane run` (services included) "
+            "or `pytest --it`."
         ]
     )
+    for path in ("tests/integration/test_a.py", "tests/test_b_it.py"):
+        (pytester.path / path).unlink()
+    write(pytester.path, SUITES["all skipped by the project"])
+    marks = run(pytester)  # the project's own skips: pytest's 0 and pytest's words, nothing added
+    assert marks.ret == 0, marks.stdout.str()
+    marks.stdout.fnmatch_lines(["*2 skipped in *"])
+    assert "testlane:" not in marks.stdout.str()
+    (pytester.path / "tests/test_a.py").unlink()
     write(pytester.path, SUITES["a collection error"])
     (pytester.path / "tests/test_a.py").unlink()
-    collection = run(pytester)
-    assert collection.ret == 1
-    collection.stdout.fnmatch_lines(["testlane: FAILED — exit status 1 (pytest's own code was 2)"])
+    collection = run(pytester)  # pytest's 2 and its own words: "Interrupted: 1 error during collection"
+    assert collection.ret == 2
+    collection.stdout.fnmatch_lines(["*Interrupted: 1 error during collection*"])
+    assert "pytest's own code was" not in collection.stdout.str()
 
 
 RUN_CASES = [
     ("all passed", "passed", 0, "testlane: PASSED — 2 passed in "),
     ("a failure", "failed", 1, "testlane: FAILED — 1 failed, 1 passed in "),
-    ("all skipped by the project", "no_tests", 5, "testlane: FAILED — no tests ran — 2 skipped in "),
+    ("all skipped by the project", "passed", 0, "testlane: PASSED — 0 passed, 2 skipped in "),
     ("nothing collected", "no_tests", 5, "testlane: FAILED — no tests ran — 0 tests ran in "),
     ("xpass only", "passed", 0, "testlane: PASSED — 1 xpassed in "),
-    ("a collection error", "failed", 1, "testlane: FAILED — 0 tests ran in "),
+    ("a collection error", "collection_error", 2, "testlane: ERROR — collection failed — 0 tests ran in "),
 ]
 
 

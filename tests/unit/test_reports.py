@@ -83,12 +83,52 @@ def test_rerun_lists_the_first_ids_when_the_file_has_other_tests_and_quotes_them
     failures = [assertion(f"tests/test_a.py::test_x[{i}]", 5, f"assert {i} == 0") for i in range(5)]
     result = result_of(failures)
     result.tests.append(TestOutcome("tests/test_a.py::test_passes", "passed"))
+    result.tests.append(TestOutcome("tests/test_a.py::test_x[5]", "passed"))  # test_x is not all failing
     result.groups = group_failures(failures)
     text = render_digest(result)
     assert (
         "rerun: pytest 'tests/test_a.py::test_x[0]' 'tests/test_a.py::test_x[1]' 'tests/test_a.py::test_x[2]'" in text
     )
     assert "(first 3 of 5)" in text
+
+
+def test_rerun_names_a_test_function_whose_every_parameter_set_failed() -> None:
+    failures = [assertion(f"tests/test_a.py::test_x[{i}]", 5, f"assert {i} == 0") for i in range(5)]
+    result = result_of(failures)
+    result.tests.append(TestOutcome("tests/test_a.py::test_passes", "passed"))
+    result.groups = group_failures(failures)
+    text = render_digest(result)
+    assert "    rerun: pytest tests/test_a.py::test_x\n" in text  # exactly the 5, without listing them
+    assert "    tests: tests/test_a.py::test_x[0], [1], [2] … and 2 more\n" in text
+
+
+def test_failures_that_share_a_testlane_cause_are_one_group_at_the_cause() -> None:
+    def broken(nodeid: str, line: int) -> Failure:
+        # Same cause, different tests, places and message details (e.g. two xdist workers' wording).
+        return Failure(
+            nodeid=nodeid,
+            phase="setup",
+            kind="error",
+            exc_type="MigrationError",
+            message=f"migration failed in migrations/002.sql: relation {nodeid!r} does not exist",
+            detail=["hint: fix the migration; the template is rebuilt when its files change."],
+            path="migrations/002.sql" if line else None,
+            line=line or None,
+            cause="migration /app/migrations/002.sql:4",
+        )
+
+    failures = [broken(f"tests/test_{f}_it.py::test_{i}", 4) for f in "ab" for i in range(3)]
+    failures.append(assertion("tests/test_c.py::test_y", 7, "assert 1 == 2"))
+    result = result_of(failures)
+    result.groups = group_failures(failures)
+    assert [g.count for g in result.groups] == [6, 1]
+    text = render_digest(result)
+    assert text.startswith("[1] ERROR — MigrationError: migration failed in migrations/002.sql: relation")
+    assert "    at migrations/002.sql:4\n" in text
+    assert (
+        "    6 tests errored because of it: tests/test_a_it.py::test_0, tests/test_a_it.py::test_1 … and 4 more" in text
+    )
+    assert "    rerun: pytest tests/test_a_it.py tests/test_b_it.py\n" in text
 
 
 def test_rerun_under_plain_pytest_adds_it_for_integration_tests_and_uses_the_run_prefix() -> None:
@@ -130,11 +170,30 @@ def test_a_first_failure_larger_than_the_budget_is_cut_not_dropped() -> None:
 
 def test_the_summary_never_says_passed_unless_something_passed_and_pytest_exited_zero() -> None:
     assert summary_line(result_of([], passed=4, exit_code=0)).startswith("testlane: PASSED — 4 passed")
-    nothing = RunResult(exit_code=0, tests=[TestOutcome("t.py::a", "skipped")])
-    assert nothing.outcome == "no_tests"
-    assert summary_line(nothing).startswith("testlane: FAILED — no tests ran — 1 skipped")
+    skipped = [TestOutcome("t.py::a", "skipped")]
+    # Every test an integration test skipped because the lane is off (testlane's skip): nothing tested, 5.
+    lane_off = RunResult(exit_code=0, tests=skipped, lane_off=True)
+    assert (lane_off.outcome, lane_off.verdict.exit_code) == ("no_tests", 5)
+    assert summary_line(lane_off).startswith("testlane: FAILED — no tests ran — 1 skipped")
+    accepted = RunResult(exit_code=0, tests=skipped, lane_off=True, all_skipped="pass")
+    assert (accepted.outcome, accepted.verdict.exit_code) == ("passed", 0)
+    assert summary_line(accepted).startswith('testlane: PASSED — nothing was tested (lanes.all_skipped = "pass")')
+    # The project's own skip marks: pytest's 0 stands, and the tally says nothing passed.
+    marks = RunResult(exit_code=0, tests=skipped)
+    assert (marks.outcome, marks.verdict.exit_code, marks.verdict.pytest_exit_code) == ("passed", 0, 0)
+    assert summary_line(marks).startswith("testlane: PASSED — 0 passed, 1 skipped in ")
     assert summary_line(RunResult(exit_code=5)).startswith("testlane: FAILED — no tests ran")
     assert summary_line(RunResult(exit_code=2)).startswith("testlane: INTERRUPTED (not a success)")
+    # pytest's 2 on collection errors stands; the words say what it is.
+    collection = Failure(
+        nodeid="t.py", kind="collection", phase="collect", exc_type="ImportError", message="no module named x"
+    )
+    stopped = RunResult(exit_code=2, groups=group_failures([collection]))
+    assert (stopped.outcome, stopped.verdict.exit_code) == ("collection_error", 2)
+    assert summary_line(stopped).startswith("testlane: ERROR — collection failed — 0 tests ran in ")
+    assert summary_line(stopped).endswith("; 1 root cause (exit 2)")
+    going_on = RunResult(exit_code=1, groups=group_failures([collection]))  # --continue-on-collection-errors
+    assert (going_on.outcome, going_on.verdict.exit_code) == ("failed", 1)
     assert summary_line(RunResult(exit_code=3)).startswith("testlane: FAILED — pytest crashed (INTERNALERROR)")
     assert RunResult(exit_code=None).outcome == "crashed"
     assert RunResult(exit_code=-9).outcome == "crashed"

@@ -88,7 +88,7 @@ def _install_command(root: Path, pyproject: dict[str, Any]) -> str:
     return f"pip install {TEST_TOOLS}"
 
 
-TESTLANE_HOOK = re.compile(r"\btestlane hook (stop|post-edit)\b")
+OUR_HOOK_COMMAND = re.compile(r"\btestlane hook (stop|post-edit)\b")
 HOOK_FAILURES = {
     "stop": "the Stop hook could not run the quality gate (testlane gate)",
     "post-edit": "the post-edit hook could not lint the edited file",
@@ -245,7 +245,7 @@ class Scaffold:
         for event, entry in wanted.items():
             entries = hooks.setdefault(event, [])
             command = entry["hooks"][0]["command"]
-            ours = [h for h in _handlers(entries) if TESTLANE_HOOK.search(str(h.get("command", "")))]
+            ours = [h for h in _handlers(entries) if OUR_HOOK_COMMAND.search(str(h.get("command", "")))]
             if not ours:
                 entries.append(entry)
                 added.append(event)

@@ -1,9 +1,9 @@
 """The ``testlane`` command.
 
 Exit codes: ``testlane run`` exits with the run's verdict, which its pytest exits with
-(testlane.reports.verdict: 0 something tested and nothing failed, 1 failed — collection
-errors included, 2 interrupted, 3 internal error, 4 usage, 5 nothing tested: nothing
-collected, all deselected or every test skipped), 130/143 when stopped by SIGINT/SIGTERM,
+(testlane.reports.verdict, pytest's codes: 0 nothing failed, 1 failed, 2 interrupted or
+collection errors, 3 internal error, 4 usage, 5 nothing tested: nothing collected, all
+deselected or every test an integration test with the lane off), 130/143 when stopped by SIGINT/SIGTERM,
 128+N when pytest was killed by signal N. ``testlane gate`` exits 0 when every check passed, 1
 otherwise; ``testlane hook ...`` always exits 0 (its decision is on stdout).
 testlane's own failures: 4 for a usage or configuration mistake, 3 when a

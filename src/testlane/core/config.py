@@ -311,9 +311,9 @@ class LaneSettings:
     unit_allow_hosts: list[str] = opt([], 'Hosts unit-lane tests may still connect to, e.g. `["127.0.0.1"]`.')
     all_skipped: Literal["fail", "pass"] = opt(
         "fail",
-        "A run where every selected test was skipped (integration tests with the lane off under plain `pytest`, "
-        'skip marks): `fail` says so and exits 5 (pytest\'s "no tests ran"), so a CI job never goes green '
-        "testing nothing; `pass` exits 0.",
+        "Plain `pytest` where every selected test is an integration test, all skipped because the lane is off: "
+        '`fail` says so and exits 5 (pytest\'s "no tests ran"), so a CI job never goes green testing nothing; '
+        "`pass` exits 0.",
     )
     durations_file: str = opt(
         ".testlane/durations.json",

@@ -23,11 +23,22 @@ Hierarchy::
     ├── LaneError                integration-lane helper used outside the integration lane
     └── SeamError                a seam helper (testlane.seams) could not do what was asked:
                                  a racer's setup failed, a process could not be signalled, ...
+
+Root causes: an error that many tests can hit at once (a service that cannot start, a template whose
+migration fails, a set-up command that exits non-zero) carries ``cause``, a stable key naming what
+broke ("migration migrations/002.sql:3", "service postgres"), and ``origin``, the file and line to fix
+when known. The reports group failures by ``cause`` instead of by message text, so one broken
+migration is one root cause however many tests needed the template, in one process or in many.
 """
 
 from __future__ import annotations
 
+from typing import Self
+
 from testlane.core.redact import redact
+
+# A file to fix and its line (None when only the file is known).
+Origin = tuple[str, int | None]
 
 __all__ = [
     "BinaryNotFoundError",
@@ -36,6 +47,7 @@ __all__ = [
     "ExtensionMissingError",
     "LaneError",
     "MigrationError",
+    "Origin",
     "PortUnavailableError",
     "PrivilegeError",
     "SeamError",
@@ -57,12 +69,25 @@ class TestlaneError(Exception):
 
     __test__ = False  # not a test class, whatever pytest's name patterns say
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, hint: str | None = None, cause: str | None = None, origin: Origin | None = None
+    ) -> None:
         message = redact(message)
         hint = redact(hint) if hint else hint
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.cause = cause
+        self.origin = origin
+
+    def blame(self, cause: str, origin: Origin | None = None) -> Self:
+        """Give the error a root-cause identity (see the module's docstring), unless it has one already:
+        the place that raised it knows best (a migration's file and line beats "the template")."""
+        if self.cause is None:
+            self.cause = cause
+        if self.origin is None:
+            self.origin = origin
+        return self
 
     def __str__(self) -> str:
         if self.hint:
@@ -88,10 +113,10 @@ class ServiceStartError(ServiceError):
     ``log_tail`` holds the last lines of the server's log; they are part of the message.
     """
 
-    def __init__(self, message: str, *, hint: str | None = None, log_tail: str = "") -> None:
+    def __init__(self, message: str, *, hint: str | None = None, log_tail: str = "", cause: str | None = None) -> None:
         if log_tail:
             message = f"{message}\n--- last lines of the server log ---\n{log_tail.rstrip()}\n---"
-        super().__init__(message, hint=hint)
+        super().__init__(message, hint=hint, cause=cause)
         self.log_tail = redact(log_tail)
 
 

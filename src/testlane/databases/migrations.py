@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from testlane.core.errors import ConfigError, ExtensionMissingError, MigrationError
+from testlane.core.errors import ConfigError, ExtensionMissingError, MigrationError, Origin
 from testlane.services.backends import undeclared_extension_hint
 
 if TYPE_CHECKING:
@@ -201,20 +201,26 @@ def split_statements(text: str) -> list[tuple[int, str]]:
 
 
 def _locate(text: str, position: int | None) -> tuple[int, str] | None:
+    """(line of the error, statement) for the server's error position in ``text``."""
     if position is None:
         return None
     index = position - 1  # server positions are 1-based characters
     statements = split_statements(text)
     for start, stmt in statements:
         if start <= index < start + len(stmt):
-            return text.count("\n", 0, start) + 1, stmt
+            return text.count("\n", 0, index) + 1, stmt
     return None
 
 
 def migration_error(
-    exc: Exception, *, source: str, sql_text: str | None = None
+    exc: Exception, *, source: str, sql_text: str | None = None, origin: Origin | None = None
 ) -> MigrationError | ExtensionMissingError:
-    """A :class:`MigrationError` (or ExtensionMissingError) naming source, statement and server error."""
+    """A :class:`MigrationError` (or ExtensionMissingError) naming source, statement and server error.
+
+    Its root cause (``cause``, ``origin``: see :mod:`testlane.core.errors`) is the failing file and line:
+    ``origin`` when the caller knows it (an Alembic revision), else ``source`` and the statement's line
+    in ``sql_text``, else ``source`` alone.
+    """
     diag = getattr(exc, "diag", None)
     primary = getattr(diag, "message_primary", None) or str(exc).strip().splitlines()[0]
     parts = [f"migration failed in {source}: {primary}"]
@@ -235,16 +241,18 @@ def migration_error(
         if value:
             parts.append(f"{label}: {value}")
     message = "\n".join(parts)
+    if origin is None:
+        origin = (source, line)
+    cause = f"migration {origin[0]}" + (f":{origin[1]}" if origin[1] else "")
     missing = re.search(
         r'extension "([^"]+)" is not available|could not open extension control file ".*/([^/"]+)\.control"', str(exc)
     )
     if missing:
         name = missing.group(1) or missing.group(2)
-        return ExtensionMissingError(
-            message,
-            hint=undeclared_extension_hint(name),
-        )
-    return MigrationError(message, hint="fix the migration; the template is rebuilt when its files change.")
+        return ExtensionMissingError(message, hint=undeclared_extension_hint(name), cause=cause, origin=origin)
+    return MigrationError(
+        message, hint="fix the migration; the template is rebuilt when its files change.", cause=cause, origin=origin
+    )
 
 
 def _find_failing_statement(text: str, exc: Exception) -> tuple[int, str] | None:
@@ -254,7 +262,8 @@ def _find_failing_statement(text: str, exc: Exception) -> tuple[int, str] | None
         return None
     for start, stmt in split_statements(text):
         if all(name in stmt for name in names[:1]):
-            return text.count("\n", 0, start) + 1, stmt
+            # The line that names it: what the server would have pointed at, had it given a position.
+            return text.count("\n", 0, start + stmt.index(names[0])) + 1, stmt
     return None
 
 
@@ -380,17 +389,17 @@ class AlembicMigrations(MigrationSource):
 def alembic_error(exc: Exception, source: AlembicMigrations) -> MigrationError | ExtensionMissingError:
     """Find the revision file and the driver error in an Alembic failure."""
     tb = exc.__traceback__
-    revision_file: str | None = None
+    origin: Origin | None = None
     while tb is not None:
         filename = tb.tb_frame.f_code.co_filename
         if str(source.script_location) in filename and "env.py" not in filename:
-            revision_file = f"{filename}:{tb.tb_lineno}"
+            origin = (filename, tb.tb_lineno)
         tb = tb.tb_next
     orig = getattr(exc, "orig", None)
     statement = getattr(exc, "statement", None)
-    where = revision_file or str(source.script_location)
+    where = f"{origin[0]}:{origin[1]}" if origin else str(source.script_location)
     if orig is not None:
-        err = migration_error(orig, source=where)
+        err = migration_error(orig, source=where, origin=origin or (where, None))
         if statement:
             err.message += "\nstatement:\n    " + str(statement).strip().replace("\n", "\n    ")
             err.args = (err.message,)
@@ -398,6 +407,8 @@ def alembic_error(exc: Exception, source: AlembicMigrations) -> MigrationError |
     return MigrationError(
         f"migration failed in {where}: {type(exc).__name__}: {exc}",
         hint="fix the migration; the template is rebuilt when its files change.",
+        cause=f"migration {where}",
+        origin=origin,
     )
 
 

@@ -17,7 +17,7 @@ from testlane.databases.template import TemplateSpec, require_extensions
 from testlane.services.backends import configured_backend
 from testlane.services.base import Server
 from testlane.services.postgres import PostgresEngine
-from testlane.services.stack import ServiceStack
+from testlane.services.stack import ServiceStack, service_cause
 
 __all__ = ["begin_services", "reap_shared_leftovers", "start_services", "sweep_shared_run"]
 
@@ -79,14 +79,16 @@ def begin_services(
         spec = spec if spec is not None else TemplateSpec.from_settings(stack.settings)
         # Snapshots are data directories: only for servers testlane runs from binaries it controls.
         if not spec.empty and isinstance(engine, PostgresEngine):
-            # A declared extension these binaries lack: refused now, before any build is announced or started.
-            bins = engine.binaries()
-            require_extensions(
-                spec,
-                bins.extensions(),
-                f"PostgreSQL {bins.version} ({engine.backend})",
-                backend=engine.backend,
-                configured=configured_backend(stack.settings, "postgres"),
-            )
-            sources["postgres"] = SnapshotCache(engine, progress=progress).ensure(spec)
+            # One root cause for every test (a failing migration keeps its own, more precise one).
+            with service_cause("postgres"):
+                # A declared extension these binaries lack: refused now, before any build is announced or started.
+                bins = engine.binaries()
+                require_extensions(
+                    spec,
+                    bins.extensions(),
+                    f"PostgreSQL {bins.version} ({engine.backend})",
+                    backend=engine.backend,
+                    configured=configured_backend(stack.settings, "postgres"),
+                )
+                sources["postgres"] = SnapshotCache(engine, progress=progress).ensure(spec)
     return stack.begin(wanted, reap_first=reap_first, data_sources=sources)

@@ -123,17 +123,16 @@ class SetupCommands(MigrationSource):
             f"set-up command `{command}` failed with exit code {proc.returncode} (run from {self.root})."
             f"\n--- its output (last lines) ---\n{tail}\n---"
         )
+        cause = f"set-up command `{command}`"  # one root cause for every test that needed the template
         missing = MISSING_EXTENSION.search(output)
         if missing:
             name = missing.group(1) or missing.group(2)
-            return ExtensionMissingError(
-                message,
-                hint=undeclared_extension_hint(name),
-            ), found
+            return ExtensionMissingError(message, hint=undeclared_extension_hint(name), cause=cause), found
         return MigrationError(
             message,
             hint="fix the command, or run it by hand with the same environment "
             '(`testlane services start`, then `eval "$(testlane services env)"`).',
+            cause=cause,
         ), found
 
 

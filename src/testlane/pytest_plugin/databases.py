@@ -56,6 +56,7 @@ class DatabaseManager:
         self._server: Any = None
         self._specs: dict[Any, TemplateSpec] = {}
         self._templates: dict[int, str] = {}
+        self._template_errors: dict[int, TestlaneError] = {}
         self._pools: dict[str, ClonePool] = {}
         self._worker_dbs: dict[str, str] = {}
         self._savepoint_conns: dict[str, SavepointConnection] = {}
@@ -110,8 +111,14 @@ class DatabaseManager:
         from testlane.databases.template import ensure_template
 
         key = id(spec)
+        if key in self._template_errors:  # one build attempt: a broken migration fails every test the same way
+            raise self._template_errors[key]
         if key not in self._templates:
-            self._templates[key] = ensure_template(self.server, spec)
+            try:
+                self._templates[key] = ensure_template(self.server, spec)
+            except TestlaneError as exc:
+                self._template_errors[key] = exc.blame(f"template {spec.describe()}")
+                raise
         return self._templates[key]
 
     @property
@@ -474,7 +481,7 @@ def pg_database(request: pytest.FixtureRequest) -> Iterator[TestDatabase]:
     try:
         tdb = cm.__enter__()
     except TestlaneError as exc:
-        fail_test(str(exc))
+        fail_test(exc)
     yield tdb
     cm.__exit__(None, None, None)
     escape = tdb.extra.pop("escaped", None)
@@ -665,7 +672,7 @@ def redis_db(request: pytest.FixtureRequest) -> Iterator[Any]:
             owner=request.node.nodeid,
         )
     except TestlaneError as exc:
-        fail_test(str(exc))
+        fail_test(exc)
     try:
         yield lease
     finally:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from testlane.core.errors import TestlaneError
-from testlane.pytest_plugin.plugin import warn_at_test
+from testlane.pytest_plugin.plugin import fail_test, warn_at_test
 
 if TYPE_CHECKING:
     from testlane.databases.mariadb.pool import MysqlClonePool
@@ -85,7 +85,7 @@ class MariaDbManager:
             try:
                 self._template = ensure_template(self.server, spec_from_settings(self.settings))
             except TestlaneError as exc:
-                self._template_error = exc
+                self._template_error = exc.blame("template (mariadb)")
                 raise
         return self._template
 
@@ -222,13 +222,13 @@ def mysql_database(request: pytest.FixtureRequest, _testlane_mariadb: MariaDbMan
     """The test's own MariaDB/MySQL database (``database`` or ``transaction`` isolation)."""
     __tracebackhide__ = True
     manager = _testlane_mariadb
-    error: str | None = None
+    error: TestlaneError | None = None
     try:
         tdb = manager.begin(request.node)
     except TestlaneError as exc:
-        error = str(exc)
+        error = exc
     if error is not None:
-        pytest.fail(error, pytrace=False)  # outside the except block: no chained traceback in the report
+        fail_test(error)
     try:
         yield tdb
     finally:

@@ -32,12 +32,21 @@ __all__ = ["FEATURES", "TestlanePlugin", "fail_test", "plugin_of", "settings_for
 PLUGIN_NAME = "testlane-session"
 
 
-def fail_test(message: str) -> NoReturn:
-    """Fail the current test with ``message`` alone: no traceback, and no chained "During handling of the
-    above exception" when called in an ``except`` block (``pytest.fail`` there would print the caught error
-    first, then the same text again)."""
+def fail_test(error: TestlaneError | str, prefix: str = "") -> NoReturn:
+    """Fail the current test with ``prefix`` + ``error``'s message alone: no traceback (a user's mistake,
+    not a bug), and no chained "During handling of the above exception" when called in an ``except`` block
+    (``pytest.fail`` there would print the caught error first, then the same text again).
+
+    A :class:`TestlaneError` stays reachable as the failure's ``__context__`` (suppressed, so pytest does
+    not print it): the reports read its root cause (``error.cause``, ``error.origin``) instead of guessing
+    from the text.
+    """
     __tracebackhide__ = True
-    raise pytest.fail.Exception(message, pytrace=False) from None
+    failed = pytest.fail.Exception(f"{prefix}{error}", pytrace=False)
+    if isinstance(error, BaseException):
+        failed.__context__ = error
+    failed.__suppress_context__ = True  # what ``raise ... from None`` does: the context is never printed
+    raise failed
 
 
 def warn_at_test(item: pytest.Item, message: str) -> None:
@@ -140,7 +149,7 @@ class TestlanePlugin:
         try:
             return self.provider.get(name)
         except TestlaneError as exc:
-            fail_test(f"testlane could not provide {name}: {exc}")
+            fail_test(exc, f"testlane could not provide {name}: ")
 
     def set_env(self, values: dict[str, str]) -> None:
         """Set variables for the session, restored when it ends."""

@@ -23,6 +23,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from testlane.core.config import Settings
+from testlane.core.errors import TestlaneError
 from testlane.core.interrupts import phase
 from testlane.core.runtime import RunContext
 from testlane.databases.provision import begin_services, reap_shared_leftovers, start_services, sweep_shared_run
@@ -52,6 +53,7 @@ class ServiceProvider:
                 self._from_file[name] = attach(inst)
         self._stack: ServiceStack | None = None
         self._prestart_error: Exception | None = None
+        self._errors: dict[str, TestlaneError] = {}
 
     @property
     def owns_run(self) -> bool:
@@ -106,6 +108,15 @@ class ServiceProvider:
             return self._handles[name]
         if self._prestart_error is not None:
             raise self._prestart_error
+        if name in self._errors:  # one attempt per service: every test that needs it fails the same way
+            raise self._errors[name]
+        try:
+            return self._get(name)
+        except TestlaneError as exc:
+            self._errors[name] = exc.blame(f"service {name}")
+            raise
+
+    def _get(self, name: str) -> Server:
         stack = self._stack
         with phase("starting the services"):
             if stack is not None and name in stack.pending:

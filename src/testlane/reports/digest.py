@@ -4,8 +4,9 @@ For each group: what failed and how many tests, the file:line of the failing ass
 its statement, the assertion's explanation (the diff), the tail of the captured log, the lines the
 servers (Postgres, Valkey) logged during the test, and the exact command that re-runs those tests.
 The summary line is last; it says the run's verdict (:mod:`testlane.reports.verdict`), the one
-the exit status says too: PASSED only when something was tested and nothing failed. A crash, an
-interruption or an empty collection is said as such.
+the exit status says too: PASSED only when nothing failed and something was tested (or the project's
+own skip marks skipped everything: ``0 passed``). A crash, an interruption, a collection error or an
+empty collection is said as such.
 
 The size budget (characters) is met by folding the excerpts, in this order: detail of later groups
 (logs, diffs, node ids), later groups to one line each, the first group's logs and longer diff, then
@@ -55,14 +56,16 @@ def _plural(n: int, word: str) -> str:
 def summary_line(result: RunResult) -> str:
     """One line: the verdict, the counts, the time, the number of root causes."""
     counts = result.counts
+    verdict = result.verdict  # the one decision: the exit code shown is the one the process exits with
     parts = [_plural(counts[name], name) for name in ("failed", "error", "passed") if counts[name]]
+    if verdict.outcome == "passed" and verdict.nothing_tested and not verdict.lane_off:
+        parts.insert(0, "0 passed")  # the project's own skip marks skipped everything: pytest's 0 stands
     parts += [f"{counts[name]} {name}" for name in ("skipped", "xfailed", "xpassed", "incomplete") if counts[name]]
     if result.deselected:
         parts.append(f"{result.deselected} deselected")
     tally = ", ".join(parts) or "0 tests ran"
     causes = len(result.groups)
     cause_text = f"; {causes} root cause{'s' if causes != 1 else ''}" if causes else ""
-    verdict = result.verdict  # the one decision: the exit code shown is the one the process exits with
     if verdict.outcome == "passed":
         return f"testlane: {verdict.label} — {tally} in {result.duration:.2f}s"
     exit_text = f"exit {verdict.exit_code}" if verdict.exit_code is not None else "no exit code"
@@ -84,8 +87,15 @@ def rerun_command(result: RunResult, group: Group, files_exact: bool) -> tuple[s
     prefix = result.rerun_prefix
     if result.it_flag and any(f.lane == "it" for f in group.failures):
         prefix += " --it"
+    nodeids = _whole_functions(result, nodeids)
     note = ""
-    if files_exact:
+    if group.first.cause and not files_exact and len(nodeids) > 1:
+        # One cause of testlane's (a migration, a service): after the fix every one of these tests must
+        # run again, and their files hold them all (and maybe a few more, which the note counts).
+        targets = list(dict.fromkeys(n.split("::", 1)[0] for n in nodeids))
+        others = sum(1 for t in result.tests if t.nodeid.split("::", 1)[0] in targets) - len(nodeids)
+        note = f"and {others} other test{'s' if others != 1 else ''} in those files" if others > 0 else ""
+    elif files_exact:
         targets = list(dict.fromkeys(n.split("::", 1)[0] for n in nodeids))
     elif len(nodeids) > _RERUN_IDS:
         targets = nodeids[:_RERUN_IDS]
@@ -93,6 +103,23 @@ def rerun_command(result: RunResult, group: Group, files_exact: bool) -> tuple[s
     else:
         targets = nodeids
     return f"{prefix} {' '.join(_quote(t) for t in targets)}", note
+
+
+def _whole_functions(result: RunResult, nodeids: list[str]) -> list[str]:
+    """``nodeids`` with the parameter sets of one test function, when all of them are there, as that
+    function's node id: it runs exactly those, in a fraction of the characters."""
+    params: dict[str, set[str]] = defaultdict(set)
+    for test in result.tests:
+        base, bracket, _ = test.nodeid.partition("[")
+        if bracket:
+            params[base].add(test.nodeid)
+    wanted = set(nodeids)
+    out: list[str] = []
+    for nodeid in nodeids:
+        base, bracket, _ = nodeid.partition("[")
+        whole = bracket and len(params.get(base, ())) > 1 and params[base] <= wanted
+        out.append(base if whole else nodeid)
+    return list(dict.fromkeys(out))
 
 
 def _exact_files(result: RunResult) -> dict[int, bool]:
@@ -140,8 +167,10 @@ class _GroupView:
         if first.kind == "error" and first.phase in ("setup", "teardown"):
             label = f"ERROR in {first.phase} of"
         what = first.nodeid if count == 1 else f"{count} tests"
+        if first.cause:  # one root cause of testlane's: said once, its tests are counted below
+            label, what = "ERROR", ""
         message = _message(first)
-        head = f"[{self.index + 1}] {label} {what} — {message}".rstrip(" —")
+        head = f"[{self.index + 1}] {label} {what} — {message}".replace("  ", " ").rstrip(" —")
         # testlane's own message and hint say what to do: whole at every level (the excerpts fold instead).
         own = [f"      {line}" for line in first.detail] if first.own else []
         hints = self._hints()
@@ -152,9 +181,9 @@ class _GroupView:
         out = [head if first.own else _clip(head, 240)]
         if first.location:
             where = f"    at {first.location}"
-            if first.function:
-                where += f" in {first.function}"
-            if first.source:
+            if first.function and first.function != _test_function(first.nodeid):
+                where += f" in {first.function}"  # a fixture's or a helper's: the test's own is in the node id
+            if first.source and not _said(first):
                 where += f": {first.source}"
             out.append(_clip(where, 200))
         out += hints
@@ -162,9 +191,17 @@ class _GroupView:
         if n_msg > 1 and not detail and "\n" in first.message:
             detail = first.message.splitlines()[1:n_msg]
         out += own or _folded([_clip(f"      {line}", 200) for line in detail], n_diff)
-        if count > 1:
+        if first.cause:
             ids = self.group.nodeids
-            shown = ", ".join(ids[:n_ids])
+            listed = min(n_ids, 2)
+            shown = _joined_ids(ids[:listed])
+            more = f" … and {count - listed} more" if count > listed else ""
+            verb = "errored" if first.phase in ("setup", "teardown") else "failed"
+            tests = f"{count} tests {verb}" if count != 1 else f"1 test {verb}"
+            out.append(_clip(f"    {tests} because of it: {shown}{more}", 400))
+        elif count > 1:
+            ids = self.group.nodeids
+            shown = _joined_ids(ids[:n_ids])
             more = f" … and {count - n_ids} more" if count > n_ids else ""
             out.append(_clip(f"    tests: {shown}{more}", 400))
         if n_log:
@@ -182,6 +219,28 @@ class _GroupView:
         if command:
             out.append(f"    rerun: {command}" + (f"   ({note})" if note else ""))
         return out
+
+
+def _test_function(nodeid: str) -> str:
+    return nodeid.rsplit("::", 1)[-1].split("[", 1)[0]
+
+
+def _said(failure: Failure) -> bool:
+    """Whether the failing statement adds nothing to the message: a rewritten ``assert`` (pytest's
+    explanation shows the comparison and its values) or a ``raise`` (the message is what it raised)."""
+    source = failure.source or ""
+    return (failure.kind == "assertion" and source.startswith("assert ")) or source.startswith("raise ")
+
+
+def _joined_ids(ids: list[str]) -> str:
+    """Node ids, each parameter set of the same test after the first as ``[…]`` alone."""
+    out: list[str] = []
+    previous = ""
+    for nodeid in ids:
+        base, bracket, params = nodeid.partition("[")
+        out.append(f"[{params}" if bracket and base == previous else nodeid)
+        previous = base if bracket else ""
+    return ", ".join(out)
 
 
 def _clip(text: str, width: int) -> str:

@@ -15,12 +15,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from testlane.core.errors import TestlaneError
 from testlane.core.tracebacks import awaiting_project_frame, background_cause
 from testlane.core.tracebacks import is_project_file as _is_project_file
 from testlane.core.tracebacks import relative as _relative
 from testlane.reports.model import Failure, Kind
 
-__all__ = ["FACTS_ATTR", "facts_from_excinfo", "failure_from_report", "internal_failure", "tail"]
+__all__ = ["FACTS_ATTR", "facts_from_excinfo", "failure_from_report", "internal_failure", "tail", "testlane_cause"]
 
 FACTS_ATTR = "testlane_failure"
 MAX_DETAIL_LINES = 60
@@ -66,8 +67,6 @@ def _message_lines(excinfo: Any) -> list[str]:
 def _is_testlanes(excinfo: Any) -> bool:
     """Whether the message is testlane's own prose (a :class:`TestlaneError`, or ``pytest.fail`` and the
     like called by testlane's code): the reports never cut it."""
-    from testlane.core.errors import TestlaneError
-
     if isinstance(excinfo.value, TestlaneError):
         return True
     for entry in reversed(list(excinfo.traceback)):
@@ -80,6 +79,43 @@ def _is_testlanes(excinfo: Any) -> bool:
             return False
         return True
     return False
+
+
+def testlane_cause(value: BaseException | None) -> TestlaneError | None:
+    """The testlane error with a root cause behind ``value``: itself, or one it was raised from or
+    while handling (the plugin fails a test with ``pytest.fail`` over the error: see ``fail_test``)."""
+    seen: set[int] = set()
+    while value is not None and id(value) not in seen:
+        seen.add(id(value))
+        if isinstance(value, TestlaneError) and value.cause:
+            return value
+        value = value.__cause__ or value.__context__
+    return None
+
+
+def _cause_facts(error: TestlaneError, rootdir: Path) -> dict[str, Any]:
+    """The facts of a failure testlane caused: its cause, its type, and the file and line to fix."""
+    # The error's own words: the test's framing ("could not provide postgres: ...") adds nothing to it.
+    first, *rest = str(error).splitlines() or [""]
+    facts: dict[str, Any] = {
+        "cause": error.cause,
+        "type": type(error).__name__,
+        "message": first.strip(),
+        "detail": dedent([line.rstrip() for line in rest if line.strip()]),  # testlane's own text: all of it
+        "own": True,
+    }
+    if error.origin is not None:
+        path, line = Path(error.origin[0]), error.origin[1]
+        facts.update(path=_relative(path, rootdir), line=line)
+        if line:
+            try:
+                text = path.read_text(encoding="utf-8", errors="replace").splitlines()[line - 1].strip()
+            except (OSError, IndexError):
+                text = ""
+            facts["source"] = text[:120] or None
+    else:  # no file to point at (a service, a set-up command): not the test's line either
+        facts.update(path=None, line=None)
+    return facts
 
 
 def facts_from_excinfo(
@@ -110,6 +146,14 @@ def facts_from_excinfo(
     if _is_testlanes(excinfo):
         facts["own"] = True
         facts["detail"] = dedent([line.rstrip() for line in lines[1:] if line.strip()])  # all of it
+    error = testlane_cause(excinfo.value)
+    if error is not None:
+        facts.update(_cause_facts(error, rootdir))
+        # The project's files by their paths in the project, as the location says them.
+        prefix = f"{rootdir}/"
+        facts["message"] = facts["message"].replace(prefix, "")
+        facts["detail"] = [line.replace(prefix, "") for line in facts["detail"]]
+        return facts
     suspended = awaiting_project_frame(excinfo.value, rootdir)
     if suspended is not None:
         facts.update(
@@ -261,6 +305,7 @@ def failure_from_report(report: Any, *, phase: str | None = None, rootdir: Path 
         lane=facts.get("lane"),
         own=bool(facts.get("own")),
         hints=[str(hint) for hint in facts.get("hints") or []],
+        cause=facts.get("cause"),
     )
 
 

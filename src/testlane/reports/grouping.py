@@ -7,6 +7,11 @@ from test to test are blanked out (numbers, quoted values, addresses, temporary 
 fixture that fails 200 tests is one group of 200; six unrelated assertions are six groups; a
 parametrized test failing at one assertion with different values is one group.
 
+A failure testlane caused on purpose (a service that cannot start, a template whose migration fails,
+a set-up command that exits non-zero) carries its cause's identity (``Failure.cause``, from
+``TestlaneError.cause``): failures that share it are one group however their tests and messages differ,
+in one process or across xdist workers.
+
 Groups are ordered by their first failure, so the run's first failure always leads.
 """
 
@@ -40,6 +45,8 @@ def normalize(message: str) -> str:
 
 def root_cause_key(failure: Failure) -> tuple[str, ...]:
     """What two failures must share to be one group."""
+    if failure.cause:
+        return ("cause", failure.cause)
     kind = "error" if failure.kind in ("error", "assertion", "failure") else failure.kind
     return (
         kind,

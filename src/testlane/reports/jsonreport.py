@@ -44,6 +44,7 @@ def document(result: RunResult, *, digest_budget: int = 4000) -> dict[str, Any]:
                 "exception": first.exc_type,
                 "message": first.message,
                 "location": first.location,
+                "cause": first.cause,
                 "count": group.count,
                 "nodeids": group.nodeids,
                 "rerun": command,

@@ -39,6 +39,9 @@ class Failure:
     lane: str | None = None  # "unit" | "it" when known
     own: bool = False  # message and detail are testlane's own text (an error, a hint): never cut
     hints: list[str] = field(default_factory=list)  # what testlane saw that explains it (an unmocked request)
+    # testlane's own root cause (TestlaneError.cause: "migration m/002.sql:3", "service postgres"): the
+    # failures that share it are one group, whatever their tests; path/line are then the file to fix.
+    cause: str | None = None
 
     def __post_init__(self) -> None:
         # Every rendering (digest, JSON, JSON Lines) starts from here: mask credentials once, before
@@ -105,7 +108,9 @@ class RunResult:
     it_flag: bool = False  # plain pytest needs --it to run integration tests again
     output_tail: list[str] = field(default_factory=list)  # pytest's own last lines, when they explain a failure
     findings: list[dict[str, str]] = field(default_factory=list)  # discipline findings: nodeid, kind, message, location
-    all_skipped: str = "fail"  # lanes.all_skipped: whether a run that skipped every test may pass
+    # every test was an integration test skipped because the lane is off (LaneSelection.all_skipped)
+    lane_off: bool = False
+    all_skipped: str = "fail"  # lanes.all_skipped: whether such a run may pass
     listing: bool = False  # --collect-only, --setup-plan...: a run that never meant to run tests
 
     def count(self, outcome: str) -> int:
@@ -128,6 +133,7 @@ class RunResult:
             self.counts,
             failures=self.failure_count,
             collection_errors=any(g.first.kind == "collection" for g in self.groups),
+            lane_off=self.lane_off,
             all_skipped=self.all_skipped,
             listing=self.listing,
         )

@@ -386,6 +386,7 @@ class ReportCollector:
             rerun_prefix=self.rerun_prefix,
             it_flag=self.it_flag,
             findings=list(self.findings),
+            lane_off=bool(getattr(self._selection(), "all_skipped", False)),
             all_skipped=self.all_skipped,
             listing=_listing(self.config),
         )
@@ -394,8 +395,10 @@ class ReportCollector:
             reason, lane = self._nothing_tested(result)
             if verdict.outcome == "no_tests":
                 result.notes.append(f"no tests ran: {reason}" + (" (`testlane run` or `pytest --it`)" if lane else ""))
-            else:
+            elif lane:
                 result.notes.append(f'nothing was tested: {reason}; exit 0 because lanes.all_skipped = "pass"')
+            else:
+                result.notes.append(f"nothing was tested: {reason}; exit 0 as pytest says (the project's own skips)")
         result.notes += self._lane_note()
         if not result.success and not result.groups and self.sink is not None and exit_code in (1, 3):
             result.output_tail = self.sink.tail(12)
@@ -443,15 +446,14 @@ class ReportCollector:
         verdict = result.verdict
         if verdict.exit_code is None:
             return None
-        if verdict.nothing_tested and verdict.outcome in ("no_tests", "passed") and result.count("skipped"):
-            reason, lane = self._nothing_tested(result)
+        if verdict.nothing_tested and verdict.lane_off:
+            # testlane's own skips (the lane is off): exit 5 unless lanes.all_skipped = "pass" accepts it.
+            reason, _ = self._nothing_tested(result)
             why = "no tests ran" if verdict.outcome == "no_tests" else '[tool.testlane.lanes] all_skipped = "pass"'
-            line = f"testlane: {reason}: nothing was tested, exit status {verdict.exit_code} ({why})."
-            if lane:
-                line += " Run them with `testlane run` (services included) or `pytest --it`."
-            elif verdict.outcome == "no_tests":
-                line += ' If that is expected, [tool.testlane.lanes] all_skipped = "pass" accepts it.'
-            return line
+            return (
+                f"testlane: {reason}: nothing was tested, exit status {verdict.exit_code} ({why}). "
+                "Run them with `testlane run` (services included) or `pytest --it`."
+            )
         if verdict.exit_code != verdict.pytest_exit_code:
             return (
                 f"testlane: {verdict.label} — exit status {verdict.exit_code} "

@@ -5,20 +5,24 @@ adds to pytest's own terminal output, the JSON document, the JSON Lines ``finish
 process's exit status (the reports plugin sets ``session.exitstatus`` from it). So they cannot
 disagree. Each outcome has one exit code:
 
-=================  ====  =========================================================
-``passed``         0     something was tested and nothing failed
-``failed``         1     a test, a fixture, collection or teardown failed
-``interrupted``    2     Ctrl-C, SIGTERM, ``pytest.exit``
-``internal_error`` 3     pytest or a plugin crashed (INTERNALERROR)
-``usage_error``    4     pytest's command line was wrong
-``no_tests``       5     nothing was tested: nothing collected, all deselected, every test skipped
-``crashed``        none  the process ended without reporting (``testlane run`` exits 128+signal)
-=================  ====  =========================================================
+=====================  ====  =========================================================
+``passed``             0     nothing failed: something was tested, or the project's own skip marks
+                             skipped every test (pytest's 0 stands; the tally says ``0 passed``)
+``failed``             1     a test, a fixture or teardown failed (collection too, when pytest went on)
+``interrupted``        2     Ctrl-C, SIGTERM, ``pytest.exit``
+``collection_error``   2     pytest stopped on errors during collection (its "Interrupted: N errors")
+``internal_error``     3     pytest or a plugin crashed (INTERNALERROR)
+``usage_error``        4     pytest's command line was wrong
+``no_tests``           5     nothing was tested: nothing collected, all deselected, or every test an
+                             integration test skipped because the lane is off (``lanes.all_skipped``)
+``crashed``            none  the process ended without reporting (``testlane run`` exits 128+signal)
+=====================  ====  =========================================================
 
-pytest's own code is where the decision starts; the verdict differs from it when pytest's code
-would mislead: every test skipped (pytest says 0: nothing was tested, so 5 unless
-``lanes.all_skipped = "pass"``), a failure recorded under a 0 (1), collection errors that pytest
-reports as an interruption (1).
+pytest's own code is where the decision starts, and its codes stand wherever pytest defines them; the
+verdict says what the code means in this run (collection errors are "collection failed", not an
+interruption). It differs from pytest's code in two cases, where pytest's 0 would mislead: every test
+was an integration test skipped because the lane is off (testlane's skip: nothing was tested, so 5
+unless ``lanes.all_skipped = "pass"``), and a failure recorded under a 0 (1).
 """
 
 from __future__ import annotations
@@ -29,23 +33,35 @@ from typing import Literal
 
 __all__ = ["EXIT_CODES", "Outcome", "Verdict", "decide"]
 
-Outcome = Literal["passed", "failed", "no_tests", "interrupted", "internal_error", "usage_error", "crashed"]
+Outcome = Literal[
+    "passed", "failed", "no_tests", "interrupted", "collection_error", "internal_error", "usage_error", "crashed"
+]
 
 EXIT_CODES: dict[Outcome, int] = {
     "passed": 0,
     "failed": 1,
     "interrupted": 2,
+    "collection_error": 2,  # pytest's code for it: an interruption of the run
     "internal_error": 3,
     "usage_error": 4,
     "no_tests": 5,
 }
-_BY_CODE: dict[int, Outcome] = {code: outcome for outcome, code in EXIT_CODES.items()}
+# pytest's codes, as pytest names them; the verdict may then say more precisely what the code means.
+_BY_CODE: dict[int, Outcome] = {
+    0: "passed",
+    1: "failed",
+    2: "interrupted",
+    3: "internal_error",
+    4: "usage_error",
+    5: "no_tests",
+}
 
 _LABELS: dict[Outcome, str] = {
     "passed": "PASSED",
     "failed": "FAILED",
     "no_tests": "FAILED — no tests ran",
     "interrupted": "INTERRUPTED (not a success)",
+    "collection_error": "ERROR — collection failed",
     "internal_error": "FAILED — pytest crashed (INTERNALERROR)",
     "usage_error": "FAILED — usage error (see pytest's error message)",
     "crashed": "FAILED — the run crashed",
@@ -60,6 +76,7 @@ class Verdict:
     exit_code: int | None  # None: the process never reported (killed)
     pytest_exit_code: int | None
     nothing_tested: bool = False  # no test passed, failed or xfailed (every one skipped, or none ran)
+    lane_off: bool = False  # every test was an integration test skipped because the lane is off
 
     @property
     def success(self) -> bool:
@@ -67,7 +84,7 @@ class Verdict:
 
     @property
     def label(self) -> str:
-        if self.outcome == "passed" and self.nothing_tested:
+        if self.outcome == "passed" and self.nothing_tested and self.lane_off:
             return 'PASSED — nothing was tested (lanes.all_skipped = "pass")'
         return _LABELS[self.outcome]
 
@@ -78,13 +95,15 @@ def decide(
     *,
     failures: int = 0,
     collection_errors: bool = False,
+    lane_off: bool = False,
     all_skipped: str = "fail",
     listing: bool = False,
 ) -> Verdict:
     """The verdict of a run from pytest's exit code, the tests' final outcomes (``counts``, as in
-    :attr:`RunResult.counts`), the number of recorded failures and the ``lanes.all_skipped`` setting.
-    ``listing``: the run was never meant to run tests (``--collect-only``, ``--setup-plan``): pytest's
-    code stands."""
+    :attr:`RunResult.counts`), the number of recorded failures, whether every test was an integration
+    test skipped because the lane is off (``lane_off``: ``LaneSelection.all_skipped``) and the
+    ``lanes.all_skipped`` setting. ``listing``: the run was never meant to run tests (``--collect-only``,
+    ``--setup-plan``): pytest's code stands."""
     code = pytest_exit_code
     tested = sum(counts.get(name, 0) for name in ("passed", "failed", "error", "xfailed", "xpassed"))
     if code is None:
@@ -98,10 +117,11 @@ def decide(
     if outcome == "passed" and failed:
         outcome = "failed"  # a plugin swallowed the failure: the exit code says it again
     elif outcome == "interrupted" and collection_errors:
-        outcome = "failed"  # pytest stops ("interrupts") the run on collection errors: a failure
-    elif outcome == "passed" and not tested:
-        # Every test was skipped (integration tests with the lane off, skip marks): nothing was tested.
-        if all_skipped == "pass" and counts.get("skipped", 0):
-            return Verdict("passed", 0, code, nothing_tested=True)
-        outcome = "no_tests"
+        outcome = "collection_error"  # pytest's 2 ("Interrupted: N errors during collection"), said as what it is
+    elif outcome == "passed" and not tested and lane_off and counts.get("skipped", 0):
+        # Every test was an integration test testlane skipped (the lane is off): nothing was tested, and the
+        # run must not pass for it. The project's own skip marks are its decision: pytest's 0 stands.
+        if all_skipped == "pass":
+            return Verdict("passed", 0, code, nothing_tested=True, lane_off=True)
+        return Verdict("no_tests", EXIT_CODES["no_tests"], code, nothing_tested=True, lane_off=True)
     return Verdict(outcome, EXIT_CODES[outcome], code, nothing_tested=not tested)

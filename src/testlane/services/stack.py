@@ -13,12 +13,13 @@ tests' subprocesses) by a JSON *services file* and ``TESTLANE_*`` variables.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -26,7 +27,7 @@ from typing import Any, Self
 
 from testlane.core import environment
 from testlane.core.config import Settings
-from testlane.core.errors import ConfigError
+from testlane.core.errors import ConfigError, TestlaneError
 from testlane.core.private import write_private_file
 from testlane.core.runtime import OWNER_PID_ENV, RUN_ID_ENV, RunContext
 from testlane.core.service_names import SERVICES, canonical_services, known
@@ -57,6 +58,25 @@ SERVICES_FILE_ENV = environment.SERVICES_FILE
 
 HANDLES: dict[str, type[Server]] = {"postgres": PostgresServer, "valkey": ValkeyServer, "mariadb": MariaDbServer}
 KNOWN_SERVICES = SERVICES  # the one list is testlane.core.service_names
+
+
+@contextlib.contextmanager
+def service_cause(name: str) -> Iterator[None]:
+    """A testlane error raised while starting service ``name`` has that service as its root cause
+    (see :mod:`testlane.core.errors`): every test that needed it failed for that one reason."""
+    try:
+        yield
+    except TestlaneError as exc:
+        exc.blame(f"service {name}")
+        raise
+
+
+def _blamed(name: str, step: Callable[[], None]) -> Callable[[], None]:
+    def run() -> None:
+        with service_cause(name):
+            step()
+
+    return run
 
 
 def attach(instance: Instance, *, owned: bool = False, registry: Registry | None = None) -> Server:
@@ -189,14 +209,16 @@ class ServiceStack:
                 extra: dict[str, Any] = {}
                 if data_sources and name in data_sources:
                     extra["data_source"] = data_sources[name]
-                launches.append(
-                    self.engine(name).launch(
-                        name, detached=self.detached, die_with_parent=self.die_with_parent, **extra
+                with service_cause(name):
+                    launches.append(
+                        self.engine(name).launch(
+                            name, detached=self.detached, die_with_parent=self.die_with_parent, **extra
+                        )
                     )
-                )
-            self._run_parallel([launch.prepare for launch in launches])
+            self._run_parallel([_blamed(launch.instance.name, launch.prepare) for launch in launches])
             for launch in launches:
-                launch.spawn()
+                with service_cause(launch.instance.name):
+                    launch.spawn()
                 self._pending[launch.instance.name] = launch
         except BaseException:
             for launch in launches:
@@ -210,7 +232,8 @@ class ServiceStack:
         for pending in [n for n in list(self._pending) if name is None or n == name]:
             launch = self._pending.pop(pending)
             try:
-                self.servers[pending] = launch.wait()
+                with service_cause(pending):
+                    self.servers[pending] = launch.wait()
             except BaseException:
                 launch.abort()
                 if name is None:  # starting the whole set: do not leave the others running half-awaited

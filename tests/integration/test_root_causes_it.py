@@ -1,0 +1,148 @@
+"""Issue 16: a failure of testlane's own set-up (a broken migration, a failing set-up command, a service
+that cannot start) is ONE root cause in the digest, at the file and line to fix, whatever the number of
+tests that needed it and the number of xdist workers that hit it. The suites are bench/digest.py's."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shlex
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from testlane.cli.run import RUN_SCOPED_ENV
+
+pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("inner_env")]
+
+REPO = Path(__file__).resolve().parents[2]
+TESTS = "tests/test_accounts_it.py tests/test_orders_it.py tests/test_reports_it.py"
+
+
+def _bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_digest", REPO / "bench" / "digest.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("bench_digest", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _bench()
+
+
+@pytest.fixture
+def inner_env(monkeypatch: pytest.MonkeyPatch, data_dir: Path) -> Path:
+    """Inner runs are runs of their own: a private data dir, no outer run's variables."""
+    for key in (*RUN_SCOPED_ENV, "TESTLANE_IT", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_ADDOPTS"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("TESTLANE_DATA_DIR", str(data_dir))
+    return data_dir
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port something else listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "--it", "--digest", *args, timeout=240)
+
+
+def assert_one_cause(result: pytest.RunResult, head: str) -> str:
+    """The digest names one root cause for the 9 integration tests, and its rerun command."""
+    text = result.stdout.str()
+    assert result.ret == 1, text
+    assert text.startswith(f"[1] ERROR — {head}"), text
+    assert "\n[2]" not in text
+    assert "9 tests errored because of it: tests/test_" in text
+    assert f"    rerun: pytest --digest --it {TESTS}\n" in text
+    assert text.rstrip().splitlines()[-1].startswith("testlane: FAILED — 9 errors, 1 passed in ")
+    assert text.rstrip().endswith("; 1 root cause (exit 1)")
+    assert "Traceback" not in text
+    return text
+
+
+def assert_rerun_reruns_them(pytester: pytest.Pytester, text: str) -> None:
+    """The printed command, run as printed, runs the 9 tests again (and they error again)."""
+    command = next(line for line in text.splitlines() if line.startswith("    rerun: ")).removeprefix("    rerun: ")
+    argv = shlex.split(command)
+    assert argv[0] == "pytest"
+    report = pytester.path / "rerun.json"
+    again = pytester.runpytest_subprocess("-p", "no:cacheprovider", *argv[1:], "--report-json", str(report))
+    assert again.ret == 1
+    errored = {t["nodeid"] for t in json.loads(report.read_text())["tests"] if t["outcome"] == "error"}
+    assert len(errored) == 9 and all(n.endswith("]") and "_it.py::" in n for n in errored)
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_a_broken_sql_migration_is_one_cause_at_its_file_and_line(
+    pytester: pytest.Pytester, workers: list[str]
+) -> None:
+    bench.write_suite("migration", pytester.path)
+    text = assert_one_cause(
+        run(pytester, *workers),
+        'MigrationError: migration failed in migrations/002_orders.sql: relation "acounts" does not exist\n',
+    )
+    # the line the server complained about (not the statement's first, a comment), and the fix
+    assert "    at migrations/002_orders.sql:4: account_id int REFERENCES acounts (id),\n" in text
+    assert "hint: fix the migration; the template is rebuilt when its files change." in text
+    if not workers:
+        assert_rerun_reruns_them(pytester, text)
+
+
+def test_a_broken_alembic_revision_is_one_cause_at_its_line(pytester: pytest.Pytester) -> None:
+    bench.write_suite("alembic", pytester.path)
+    text = assert_one_cause(run(pytester), "MigrationError: migration failed in alembic/versions/0001_orders.py:9: ")
+    assert 'relation "acounts" does not exist' in text
+    assert (
+        '    at alembic/versions/0001_orders.py:9: op.execute("CREATE TABLE orders (id serial PRIMARY KEY, '
+        'account_id int REFERENCES acounts (id))")\n' in text
+    )
+    assert "hint: fix the migration" in text
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_a_failing_setup_command_is_one_cause(pytester: pytest.Pytester, workers: list[str]) -> None:
+    bench.write_suite("setup", pytester.path)
+    text = assert_one_cause(
+        run(pytester, *workers), "MigrationError: set-up command `python load_fixtures.py` failed with exit code 1"
+    )
+    assert "fixtures/orders.json: no such file" in text
+    assert "hint: fix the command, or run it by hand with the same environment" in text
+    if not workers:
+        assert_rerun_reruns_them(pytester, text)
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_a_service_on_a_taken_port_is_one_cause(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, taken_port: int, workers: list[str]
+) -> None:
+    bench.write_suite("migration", pytester.path)
+    monkeypatch.setenv("TESTLANE_POSTGRES_SERVER_PORT", str(taken_port))
+    text = assert_one_cause(
+        run(pytester, *workers), f"PortUnavailableError: port {taken_port} on 127.0.0.1 is already in use.\n"
+    )
+    assert "hint: stop what listens there, or set the port to 0" in text
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_postgres_binaries_that_are_not_there_are_one_cause(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, workers: list[str]
+) -> None:
+    bench.write_suite("migration", pytester.path)
+    monkeypatch.setenv("TESTLANE_POSTGRES_BACKEND", "local")
+    monkeypatch.setenv("TESTLANE_POSTGRES_BIN_DIR", str(pytester.path / "no-such-bin"))
+    text = assert_one_cause(
+        run(pytester, *workers), "BinaryNotFoundError: no local PostgreSQL installation found. Looked in:\n"
+    )
+    assert "no-such-bin (postgres.bin_dir)" in text
+    assert "hint: install PostgreSQL" in text
