@@ -68,9 +68,10 @@ def test_background_exceptions_are_reported_as_themselves_at_their_line(pytester
     assert "at test_bg.py:4 in compute: return 1 / 0" in text
     assert "Exception in thread worker-1" in text
     assert "[2] FAILED test_bg.py::test_unraisable — ValueError: lost in __del__" in text
-    assert 'at test_bg.py:13 in __del__: raise ValueError("lost in __del__")' in text
+    # a `raise` statement says no more than the message: the digest leaves it out
+    assert "    at test_bg.py:13 in __del__\n" in text
     assert "[3] FAILED test_bg.py::test_task_exception_never_retrieved — KeyError: 'user 7'" in text
-    assert 'at test_bg.py:20 in fetch: raise KeyError("user 7")' in text
+    assert "    at test_bg.py:20 in fetch\n" in text
     assert "tracemalloc" not in text and "Warning" not in text  # pytest's wrappers and their boilerplate
     assert text.rstrip().splitlines()[-1].startswith("testlane: FAILED — 3 failed in ")
     thread = group(doc, "test_bg.py::test_thread_raises")
