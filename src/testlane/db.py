@@ -213,11 +213,11 @@ def redis(target: Any, *, allow: bool = False) -> Iterator[RedisLease]:
 
 
 def _redis_address(target: Any) -> tuple[str, int, str | None]:
-    from urllib.parse import urlsplit
+    from testlane.core.urls import ServiceUrl
 
     if isinstance(target, str):
-        parts = urlsplit(target)
-        return parts.hostname or "127.0.0.1", parts.port or 6379, parts.password
+        url = ServiceUrl.parse(target)
+        return url.host or "127.0.0.1", url.port or 6379, url.password
     return target.host, target.port, target.instance.password
 
 

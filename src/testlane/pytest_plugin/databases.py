@@ -594,7 +594,7 @@ if async_fixture is not None:
         url = pg_database.sqlalchemy_url(driver)
         kwargs: dict[str, Any] = {"poolclass": sqlalchemy.pool.NullPool}
         if driver == "asyncpg" and pg_database.schema is not None:
-            url = pg_database.server.dsn(pg_database.name).replace("postgresql://", "postgresql+asyncpg://", 1)
+            url = str(pg_database.server.instance.service_url(pg_database.name).for_sqlalchemy("asyncpg"))
             kwargs["connect_args"] = {"server_settings": {"search_path": f"{pg_database.schema.schema},public"}}
         engine = create_async_engine(url, **kwargs)
         try:
