@@ -98,6 +98,10 @@ def test_mysql_urls_switch_driver_without_touching_the_rest() -> None:
     )
 
 
+def test_a_scheme_in_capitals_is_read() -> None:
+    assert ServiceUrl.parse("PostgreSQL://u@h/db").scheme == "postgresql"
+
+
 def test_the_password_never_shows_in_repr_and_bad_urls_say_why_without_it() -> None:
     url = ServiceUrl.parse("postgresql://u:s3cret@h/db")
     assert "s3cret" not in repr(url)

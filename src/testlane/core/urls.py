@@ -62,7 +62,7 @@ class ServiceUrl:
             port = parts.port  # validates it
         except ValueError as exc:
             raise ValueError(f"{redact_url(text)!r} is not a valid URL: {exc}") from None
-        if not parts.scheme or not text.startswith(f"{parts.scheme}://"):
+        if not parts.scheme or text[: len(parts.scheme) + 3].lower() != f"{parts.scheme}://":
             # Not echoed: without a scheme nothing says which part would be a password.
             raise ValueError("the value is not a URL (expected scheme://host...)")
         userinfo, _, hostinfo = parts.netloc.rpartition("@")
