@@ -1,5 +1,6 @@
 """Driver errors in the fixtures' own work are testlane's errors (one message, a hint, no traceback);
-a test's own SQL errors stay the driver's. A generated project, run in a subprocess."""
+a test's own SQL errors stay the driver's; and the asyncpg URL the fixtures now build with ServiceUrl.
+Generated projects, run in a subprocess."""
 
 from __future__ import annotations
 
@@ -68,3 +69,32 @@ def test_a_stopped_server_is_one_message_with_a_hint(pytester: pytest.Pytester, 
     )
     result.stdout.fnmatch_lines(["*test_3_needs_the_server: preparing its database failed: * (OperationalError)"])
     assert "psycopg.OperationalError" not in out  # the driver's error, with its traceback, no longer escapes
+
+
+ASYNC_SCHEMA = """
+import pytest
+from sqlalchemy import text
+
+
+@pytest.mark.asyncio
+@pytest.mark.isolation("schema")
+async def test_asyncpg_url_reaches_the_schema(async_db_engine, pg_database):
+    assert async_db_engine.url.drivername == "postgresql+asyncpg"
+    assert async_db_engine.url.database == pg_database.name
+    async with async_db_engine.connect() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM countries"))).scalar() == 1
+        assert (await conn.execute(text("SELECT current_schema()"))).scalar() == pg_database.schema.schema
+"""
+
+
+def test_the_asyncpg_url_of_a_schema_database(pytester: pytest.Pytester, inner_env: Path) -> None:
+    """The URL rewritten for asyncpg (ServiceUrl, no longer ``str.replace``) still reaches the schema."""
+    pytester.makefile(
+        ".toml", pyproject=PYPROJECT + '\n[tool.pytest.ini_options]\nasyncio_default_fixture_loop_scope = "function"\n'
+    )
+    (pytester.path / "migrations").mkdir()
+    (pytester.path / "migrations" / "001.sql").write_text("CREATE TABLE countries (code text PRIMARY KEY);\n")
+    (pytester.path / "migrations" / "002.sql").write_text("INSERT INTO countries VALUES ('fr');\n")
+    pytester.makepyfile(test_y_it=ASYNC_SCHEMA)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=300)
+    result.assert_outcomes(passed=1)
