@@ -127,8 +127,10 @@ class RedisLease:
 
     @property
     def url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}{self.host}:{self.port}/{self.db}"
+        from testlane.core.urls import ServiceUrl
+
+        url = ServiceUrl("redis", password=self.password or None, host=self.host, port=self.port, database=str(self.db))
+        return str(url)
 
     def client(self, **kwargs: Any) -> Any:
         import redis

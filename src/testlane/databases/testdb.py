@@ -39,4 +39,6 @@ class TestDatabase:
         """The URL for SQLAlchemy with ``driver`` (``psycopg``, ``asyncpg``)."""
         if self.schema is not None:
             return str(self.schema.sqlalchemy_url(driver))
-        return self.url.replace("postgresql://", f"postgresql+{driver}://", 1)
+        from testlane.core.urls import ServiceUrl
+
+        return str(ServiceUrl.parse(self.url).for_sqlalchemy(driver))

@@ -470,13 +470,21 @@ def _manager(request: pytest.FixtureRequest) -> DatabaseManager:
 def pg_database(request: pytest.FixtureRequest) -> Iterator[TestDatabase]:
     """The test's own database (see docs/isolation.md for the three isolation modes)."""
     __tracebackhide__ = True
+    from testlane.services.driver_errors import driver_errors
+
+    nodeid = request.node.nodeid
     cm = _manager(request).database_for(request)
     try:
-        tdb = cm.__enter__()
+        with driver_errors(f"{nodeid}: preparing its database"):
+            tdb = cm.__enter__()
     except TestlaneError as exc:
         fail_test(str(exc))
-    yield tdb
-    cm.__exit__(None, None, None)
+    yield tdb  # the test runs here: its own driver errors are its own, never translated
+    try:
+        with driver_errors(f"{nodeid}: cleaning up its database {tdb.name}"):
+            cm.__exit__(None, None, None)
+    except TestlaneError as exc:
+        fail_test(str(exc))
     escape = tdb.extra.pop("escaped", None)
     if escape is not None:
         if escape.proven:
@@ -594,7 +602,7 @@ if async_fixture is not None:
         url = pg_database.sqlalchemy_url(driver)
         kwargs: dict[str, Any] = {"poolclass": sqlalchemy.pool.NullPool}
         if driver == "asyncpg" and pg_database.schema is not None:
-            url = pg_database.server.dsn(pg_database.name).replace("postgresql://", "postgresql+asyncpg://", 1)
+            url = str(pg_database.server.instance.service_url(pg_database.name).for_sqlalchemy("asyncpg"))
             kwargs["connect_args"] = {"server_settings": {"search_path": f"{pg_database.schema.schema},public"}}
         engine = create_async_engine(url, **kwargs)
         try:
@@ -648,25 +656,32 @@ def redis_db(request: pytest.FixtureRequest) -> Iterator[Any]:
     """The test's own logical Valkey/Redis database, flushed before and after."""
     from testlane.databases.guard import require_integration_lane
     from testlane.databases.redis_isolation import lease_database
+    from testlane.services.driver_errors import driver_errors
 
     __tracebackhide__ = True
+    nodeid = request.node.nodeid
     try:
-        require_integration_lane(f"{request.node.nodeid} (fixture redis_db)")
+        require_integration_lane(f"{nodeid} (fixture redis_db)")
         manager = _manager(request)
         server = manager.plugin.server("valkey")
-        lease = lease_database(
-            manager.redis_coordinator(),
-            server.host,
-            server.port,
-            password=server.instance.password,
-            owner=request.node.nodeid,
-        )
+        with driver_errors(f"{nodeid}: leasing a Valkey/Redis database"):
+            lease = lease_database(
+                manager.redis_coordinator(),
+                server.host,
+                server.port,
+                password=server.instance.password,
+                owner=nodeid,
+            )
     except TestlaneError as exc:
         fail_test(str(exc))
     try:
-        yield lease
+        yield lease  # the test runs here: its own driver errors are its own, never translated
     finally:
-        lease.release()
+        try:
+            with driver_errors(f"{nodeid}: flushing and returning its Valkey/Redis database {lease.db}"):
+                lease.release()
+        except TestlaneError as exc:
+            fail_test(str(exc))
 
 
 @pytest.fixture

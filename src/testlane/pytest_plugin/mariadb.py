@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from testlane.core.errors import TestlaneError
-from testlane.pytest_plugin.plugin import warn_at_test
+from testlane.pytest_plugin.plugin import fail_test, warn_at_test
+from testlane.services.driver_errors import driver_errors
 
 if TYPE_CHECKING:
     from testlane.databases.mariadb.pool import MysqlClonePool
@@ -222,17 +223,20 @@ def mysql_database(request: pytest.FixtureRequest, _testlane_mariadb: MariaDbMan
     """The test's own MariaDB/MySQL database (``database`` or ``transaction`` isolation)."""
     __tracebackhide__ = True
     manager = _testlane_mariadb
-    error: str | None = None
+    nodeid = request.node.nodeid
     try:
-        tdb = manager.begin(request.node)
+        with driver_errors(f"{nodeid}: preparing its MariaDB database"):
+            tdb = manager.begin(request.node)
     except TestlaneError as exc:
-        error = str(exc)
-    if error is not None:
-        pytest.fail(error, pytrace=False)  # outside the except block: no chained traceback in the report
+        fail_test(str(exc))
     try:
-        yield tdb
+        yield tdb  # the test runs here: its own driver errors are its own, never translated
     finally:
-        problem = manager.end(tdb, failed=_call_failed(request.node))
+        try:
+            with driver_errors(f"{nodeid}: cleaning up its MariaDB database"):
+                problem = manager.end(tdb, failed=_call_failed(request.node))
+        except TestlaneError as exc:
+            fail_test(str(exc))
     if problem:
         pytest.fail(f"{request.node.nodeid}: {problem}", pytrace=False)
 

@@ -28,6 +28,7 @@ from testlane.core import environment
 from testlane.core.config import Settings
 from testlane.core.errors import ConfigError
 from testlane.core.private import write_private_file
+from testlane.core.redact import redact_url
 from testlane.core.runtime import OWNER_PID_ENV, RUN_ID_ENV, RunContext
 from testlane.core.service_names import SERVICES, canonical_services, known
 from testlane.services.backends import choose_backend
@@ -85,7 +86,7 @@ def reap(context: RunContext, *, kept: bool = False) -> ReapReport:
     report.removed_dirs.extend(sweep_staging(context.cache_dir))
     for inst in report.stopped:
         log.info(
-            "reaped %s %s of run %s (owner %s is gone)", inst.engine, inst.redacted_url, inst.run_id, inst.owner_pid
+            "reaped %s %s of run %s (owner %s is gone)", inst.engine, redact_url(inst.url), inst.run_id, inst.owner_pid
         )
     return report
 
@@ -284,7 +285,7 @@ class ServiceStack:
         log.warning(
             "kept %s at %s for failed tests' databases until %s (testlane reap --kept stops it now)",
             inst.name,
-            inst.redacted_url,
+            redact_url(inst.url),
             time.strftime("%H:%M:%S", time.localtime(inst.extra["kept_until"])),
         )
 

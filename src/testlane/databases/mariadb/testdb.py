@@ -22,4 +22,6 @@ class MysqlTestDatabase(TestDatabase):
 
     def sqlalchemy_url(self, driver: str = "pymysql") -> str:
         """The URL for SQLAlchemy with ``driver`` (``mysql+pymysql://...``)."""
-        return self.url.replace("mysql://", f"mysql+{driver}://", 1)
+        from testlane.core.urls import ServiceUrl
+
+        return str(ServiceUrl.parse(self.url).for_sqlalchemy(driver))
