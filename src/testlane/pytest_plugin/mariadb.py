@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -26,6 +26,8 @@ from testlane.pytest_plugin.plugin import fail_test, warn_at_test
 from testlane.services.driver_errors import driver_errors
 
 if TYPE_CHECKING:
+    import pymysql.connections
+
     from testlane.databases.mariadb.pool import MysqlClonePool
     from testlane.databases.mariadb.testdb import MysqlTestDatabase
     from testlane.pytest_plugin.plugin import TestlanePlugin
@@ -141,6 +143,7 @@ class MariaDbManager:
             self.pool().release(tdb.lease)
             return None
         conn = tdb.savepoint_conn
+        assert conn is not None, "a transaction-isolated database has its savepoint connection"
         try:
             intact = conn.end_test()
         finally:
@@ -242,7 +245,7 @@ def mysql_database(request: pytest.FixtureRequest, _testlane_mariadb: MariaDbMan
 
 
 @pytest.fixture
-def mysql_conn(mysql_database: MysqlTestDatabase) -> Iterator[Any]:
+def mysql_conn(mysql_database: MysqlTestDatabase) -> Iterator[pymysql.connections.Connection]:
     """A PyMySQL connection to the test's database (autocommit off)."""
     if mysql_database.savepoint_conn is not None:
         yield mysql_database.savepoint_conn

@@ -30,7 +30,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import ClassVar, Self, TypedDict, cast
 
 from testlane.core.errors import ServiceStartError
 from testlane.core.private import write_private_file
@@ -43,13 +43,21 @@ from testlane.services.privileges import ServiceUser
 from testlane.services.process import ProcessRef, log_tail, pid_alive, spawn, terminate
 from testlane.services.registry import Registry, write_run_owner
 
-__all__ = ["KEEP_MARKER", "Launch", "Server", "stop_instance"]
+__all__ = ["KEEP_MARKER", "KeepRequest", "Launch", "Server", "stop_instance"]
 
 log = logging.getLogger("testlane")
 
 Progress = Callable[[str], None]
 
 KEEP_MARKER = "keep.json"
+
+
+class KeepRequest(TypedDict, total=False):
+    """What ``keep.json`` says: keep the server until ``until`` (epoch seconds), for the reasons in ``notes``."""
+
+    until: float
+    notes: list[str]
+
 
 BIND_FAILURE_MARKERS = ("Address already in use", "could not bind", "Could not create server TCP listening")
 
@@ -150,12 +158,12 @@ class Server(ABC):
         notes.append(note)
         write_private_file(marker, json.dumps({"until": time.time() + seconds, "notes": notes}))
 
-    def keep_requested(self) -> dict[str, Any] | None:
+    def keep_requested(self) -> KeepRequest | None:
         if not self.instance.instance_dir:
             return None
         marker = Path(self.instance.instance_dir) / KEEP_MARKER
         try:
-            return dict(json.loads(marker.read_text()))
+            return cast(KeepRequest, dict(json.loads(marker.read_text())))
         except (OSError, ValueError):
             return None
 

@@ -32,7 +32,7 @@ from testlane.core.redact import redact_url
 from testlane.core.runtime import OWNER_PID_ENV, RUN_ID_ENV, RunContext
 from testlane.core.service_names import SERVICES, canonical_services, known
 from testlane.services.backends import choose_backend
-from testlane.services.base import Launch, Progress, Server, stop_instance
+from testlane.services.base import KeepRequest, Launch, Progress, Server, stop_instance
 from testlane.services.cache import sweep_staging
 from testlane.services.external import UrlEngine
 from testlane.services.instance import Instance
@@ -274,7 +274,7 @@ class ServiceStack:
             if not remaining:
                 shutil.rmtree(self.context.run_dir, ignore_errors=True)
 
-    def _detach(self, server: Server, keep: dict[str, Any]) -> None:
+    def _detach(self, server: Server, keep: KeepRequest) -> None:
         inst = server.instance
         inst.owner_pid = None
         inst.owner_create_time = None
