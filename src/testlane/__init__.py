@@ -14,47 +14,32 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+# What users touch: the values testlane's fixtures and `testlane.db` hand them (to annotate them), the web
+# harness docs/web.md imports from here, and the errors they may catch. Internals (the service stack, run
+# context, pools, templates) are imported from their own modules; the seam kit from `testlane.seams`.
 _EXPORTS: dict[str, str] = {
-    # core
-    "BinaryNotFoundError": "testlane.core.errors",
+    # errors
     "ConfigError": "testlane.core.errors",
     "DatabaseError": "testlane.core.errors",
-    "ExtensionMissingError": "testlane.core.errors",
     "LaneError": "testlane.core.errors",
     "MigrationError": "testlane.core.errors",
-    "PortUnavailableError": "testlane.core.errors",
-    "PrivilegeError": "testlane.core.errors",
     "SeamError": "testlane.core.errors",
     "ServiceError": "testlane.core.errors",
     "ServiceStartError": "testlane.core.errors",
     "TestlaneError": "testlane.core.errors",
-    "UnreachableError": "testlane.core.errors",
     "UnsafeDatabaseError": "testlane.core.errors",
-    "Settings": "testlane.core.config",
-    "load_settings": "testlane.core.config",
-    "RunContext": "testlane.core.runtime",
     "WaitTimeout": "testlane.core.waiting",
-    "wait_until": "testlane.core.waiting",
-    # services
-    "Instance": "testlane.services.instance",
+    # what the fixtures hand out: `testlane_settings`, `postgres`, `valkey`, `mariadb`, `pg_database`,
+    # `pg_conn` and `mysql_conn` in transaction isolation, `mysql_database`
+    "Settings": "testlane.core.config",
     "MariaDbServer": "testlane.services.mariadb",
     "PostgresServer": "testlane.services.postgres",
-    "Server": "testlane.services.base",
-    "ServiceStack": "testlane.services.stack",
     "ValkeyServer": "testlane.services.valkey",
-    "reap": "testlane.services.stack",
-    # databases
-    "ClonePool": "testlane.databases.pool",
     "ImplicitCommitError": "testlane.databases.mariadb.transaction",
-    "MysqlClonePool": "testlane.databases.mariadb.pool",
     "MysqlSavepointConnection": "testlane.databases.mariadb.transaction",
     "MysqlTestDatabase": "testlane.databases.mariadb.testdb",
-    "Lease": "testlane.databases.pool",
     "SavepointConnection": "testlane.databases.transaction",
-    "SchemaDatabase": "testlane.databases.schema",
-    "TemplateSpec": "testlane.databases.template",
     "TestDatabase": "testlane.databases.testdb",
-    "ensure_template": "testlane.databases.template",
     # web harness
     "FakeStream": "testlane.web.streams",
     "FakeStreamError": "testlane.web.streams",
@@ -69,29 +54,42 @@ _EXPORTS: dict[str, str] = {
     "aseed": "testlane.web.factories",
     "fake_stream": "testlane.web.streams",
     "seed": "testlane.web.factories",
-    # seams
-    "LockGate": "testlane.seams.gate",
-    "Pause": "testlane.seams.pause",
-    "RaceOutcome": "testlane.seams.race",
-    "RaceResult": "testlane.seams.race",
-    "SeamIteration": "testlane.seams.repeat",
-    "assert_exactly_one": "testlane.seams.race",
-    "assert_no_errors": "testlane.seams.race",
-    "assert_winners": "testlane.seams.race",
-    "async_race": "testlane.seams.race",
-    "eventually": "testlane.seams.eventually",
-    "eventually_passes": "testlane.seams.eventually",
-    "kill_connection": "testlane.seams.kill",
-    "kill_process": "testlane.seams.kill",
-    "lock_gate": "testlane.seams.gate",
-    "paused": "testlane.seams.pause",
-    "race": "testlane.seams.race",
-    "seam": "testlane.seams.repeat",
-    "stop_thread": "testlane.seams.kill",
-    "terminate_backend": "testlane.seams.kill",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [  # a literal list: type checkers read it to know what `from testlane import X` may import
+    "ConfigError",
+    "DatabaseError",
+    "FakeStream",
+    "FakeStreamError",
+    "HttpMock",
+    "ImplicitCommitError",
+    "LaneError",
+    "LiveServer",
+    "MariaDbServer",
+    "MigrationError",
+    "MysqlSavepointConnection",
+    "MysqlTestDatabase",
+    "PostgresServer",
+    "SavepointConnection",
+    "SeamError",
+    "ServiceError",
+    "ServiceStartError",
+    "Settings",
+    "Spies",
+    "TestDatabase",
+    "TestlaneError",
+    "UnmockedRequestError",
+    "UnsafeDatabaseError",
+    "ValkeyServer",
+    "WaitTimeout",
+    "WsClient",
+    "WsClosed",
+    "WsConnectError",
+    "WsTimeout",
+    "aseed",
+    "fake_stream",
+    "seed",
+]
 
 
 def _mask_credentials_in_the_log() -> None:
@@ -113,56 +111,30 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+    # The public API and the module's own dunders: not the helpers this module imports for itself.
+    return sorted([*__all__, *(name for name in globals() if name.startswith("__"))])
 
 
 if TYPE_CHECKING:
-    from testlane.core.config import Settings, load_settings
+    from testlane.core.config import Settings
     from testlane.core.errors import (
-        BinaryNotFoundError,
         ConfigError,
         DatabaseError,
-        ExtensionMissingError,
         LaneError,
         MigrationError,
-        PortUnavailableError,
-        PrivilegeError,
         SeamError,
         ServiceError,
         ServiceStartError,
         TestlaneError,
-        UnreachableError,
         UnsafeDatabaseError,
     )
-    from testlane.core.runtime import RunContext
-    from testlane.core.waiting import WaitTimeout, wait_until
-    from testlane.databases.mariadb.pool import MysqlClonePool
+    from testlane.core.waiting import WaitTimeout
     from testlane.databases.mariadb.testdb import MysqlTestDatabase
     from testlane.databases.mariadb.transaction import ImplicitCommitError, MysqlSavepointConnection
-    from testlane.databases.pool import ClonePool, Lease
-    from testlane.databases.schema import SchemaDatabase
-    from testlane.databases.template import TemplateSpec, ensure_template
     from testlane.databases.testdb import TestDatabase
     from testlane.databases.transaction import SavepointConnection
-    from testlane.seams.eventually import eventually, eventually_passes
-    from testlane.seams.gate import LockGate, lock_gate
-    from testlane.seams.kill import kill_connection, kill_process, stop_thread, terminate_backend
-    from testlane.seams.pause import Pause, paused
-    from testlane.seams.race import (
-        RaceOutcome,
-        RaceResult,
-        assert_exactly_one,
-        assert_no_errors,
-        assert_winners,
-        async_race,
-        race,
-    )
-    from testlane.seams.repeat import SeamIteration, seam
-    from testlane.services.base import Server
-    from testlane.services.instance import Instance
     from testlane.services.mariadb import MariaDbServer
     from testlane.services.postgres import PostgresServer
-    from testlane.services.stack import ServiceStack, reap
     from testlane.services.valkey import ValkeyServer
     from testlane.web.factories import aseed, seed
     from testlane.web.live_server import LiveServer

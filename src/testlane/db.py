@@ -35,6 +35,7 @@ from testlane.databases.schema import SchemaDatabase
 from testlane.databases.template import TemplateSpec, drop_database, ensure_template
 from testlane.databases.testdb import TestDatabase
 from testlane.databases.transaction import SavepointConnection
+from testlane.services.driver_errors import driver_errors
 
 if TYPE_CHECKING:
     from testlane.databases.mariadb.testdb import MysqlTestDatabase
@@ -99,15 +100,17 @@ def database(
 ) -> Iterator[TestDatabase]:
     """A private clone of the migrated template, dropped when the block ends."""
     server = _prepare(target, "testlane.db.database()", allow, allow_unmanaged)
-    name = ensure_template(server, spec(settings, migrations=migrations, seed=seed, extensions=extensions))
-    clones = ClonePool(server, name, run_id=_run_id(server), worker=worker_id(), size=0, preconnect=False)
-    lease = clones.acquire()  # an empty pool clones on demand
+    with driver_errors("testlane.db.database(): preparing a database"):
+        name = ensure_template(server, spec(settings, migrations=migrations, seed=seed, extensions=extensions))
+        clones = ClonePool(server, name, run_id=_run_id(server), worker=worker_id(), size=0, preconnect=False)
+        lease = clones.acquire()  # an empty pool clones on demand
     try:
-        yield TestDatabase(lease.name, lease.url, server)
+        yield TestDatabase(lease.name, lease.url, server)  # the caller's errors pass through untranslated
     finally:
-        clones.close()
-        with server.connect() as admin:
-            drop_database(admin, lease.name)
+        with driver_errors(f"testlane.db.database(): dropping {lease.name}"):
+            clones.close()
+            with server.connect() as admin:
+                drop_database(admin, lease.name)
 
 
 @contextlib.contextmanager
@@ -204,20 +207,28 @@ def redis(target: Any, *, allow: bool = False) -> Iterator[RedisLease]:
     require_integration_lane("testlane.db.redis()", allow=allow)
     host, port, password = _redis_address(target)
     coordinator = redis_py.Redis(host=host, port=port, password=password, db=0)
-    lease = lease_database(coordinator, host, port, password=password)
     try:
-        yield lease
-    finally:
-        lease.release()
+        with driver_errors("testlane.db.redis(): leasing a database"):
+            lease = lease_database(coordinator, host, port, password=password)
+    except BaseException:
         coordinator.close()
+        raise
+    try:
+        yield lease  # the caller's errors pass through untranslated
+    finally:
+        try:
+            with driver_errors(f"testlane.db.redis(): flushing and returning database {lease.db}"):
+                lease.release()
+        finally:
+            coordinator.close()
 
 
 def _redis_address(target: Any) -> tuple[str, int, str | None]:
-    from urllib.parse import urlsplit
+    from testlane.core.urls import ServiceUrl
 
     if isinstance(target, str):
-        parts = urlsplit(target)
-        return parts.hostname or "127.0.0.1", parts.port or 6379, parts.password
+        url = ServiceUrl.parse(target)
+        return url.host or "127.0.0.1", url.port or 6379, url.password
     return target.host, target.port, target.instance.password
 
 
@@ -238,14 +249,16 @@ def mysql_database(
 
     require_integration_lane("testlane.db.mysql_database()", allow=allow)
     server = resolve_mariadb(target, allow_unmanaged=allow_unmanaged)
-    name = ensure_mysql_template(server, spec_from_settings(settings or load_settings(), migrations))
-    clones = MysqlClonePool(server, name, run_id=_run_id(server), worker=worker_id(), size=0)
-    lease = clones.acquire()  # an empty pool clones on demand
+    with driver_errors("testlane.db.mysql_database(): preparing a database"):
+        name = ensure_mysql_template(server, spec_from_settings(settings or load_settings(), migrations))
+        clones = MysqlClonePool(server, name, run_id=_run_id(server), worker=worker_id(), size=0)
+        lease = clones.acquire()  # an empty pool clones on demand
     try:
-        yield MysqlTestDatabase(lease.name, lease.url, server, lease=lease)
+        yield MysqlTestDatabase(lease.name, lease.url, server, lease=lease)  # the caller's errors pass through
     finally:
-        clones.release(lease)  # not started: dropped now
-        clones.close()
+        with driver_errors(f"testlane.db.mysql_database(): dropping {lease.name}"):
+            clones.release(lease)  # not started: dropped now
+            clones.close()
 
 
 @contextlib.contextmanager

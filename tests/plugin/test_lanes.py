@@ -179,37 +179,83 @@ def test_network_guard_can_be_switched_off(pytester: pytest.Pytester, listener: 
 
 
 SKEWED = "\n".join(f"def test_{i}():\n    pass\n" for i in range(40))
+# A skewed suite: a few long tests, many short ones (recorded durations, as users commit them).
+SKEWED_DURATIONS = {
+    f"test_many.py::test_{i}": (30.0 if i < 3 else 8.0 if i < 8 else 0.5 + (i % 5) * 0.3) for i in range(40)
+}
+
+
+def passed(result: pytest.RunResult) -> list[str]:
+    return [line.split(" ")[0] for line in result.outlines if " PASSED" in line]
+
+
+def shard_runs(pytester: pytest.Pytester, shards: int, *args: str) -> list[list[str]]:
+    """Run every shard of a sharded suite with the documented option; the node ids each one ran."""
+    runs = []
+    for index in range(1, shards + 1):
+        result = run(pytester, "--shard", f"{index}/{shards}", "-v", *args)
+        assert result.ret == 0, result.stdout.str()
+        runs.append(passed(result))
+    return runs
 
 
 def test_shards_cover_every_test_once_and_balance_recorded_durations(pytester: pytest.Pytester) -> None:
     project(pytester)
     pytester.makepyfile(test_many=SKEWED)
-    # A skewed suite: a few long tests, many short ones (recorded durations, as users commit them).
-    durations = {
-        f"test_many.py::test_{i}": (30.0 if i < 3 else 8.0 if i < 8 else 0.5 + (i % 5) * 0.3) for i in range(40)
-    }
     (pytester.path / ".testlane").mkdir()
-    (pytester.path / ".testlane" / "durations.json").write_text(json.dumps(durations))
-    seen: list[str] = []
-    totals = []
-    for index in (1, 2, 3):
-        result = run(pytester, "--shard", f"{index}/3", "-v")
-        ran = [line.split(" ")[0] for line in result.outlines if " PASSED" in line]
-        assert ran, result.stdout.str()
-        seen += ran
-        totals.append(sum(durations[nodeid] for nodeid in ran))
-        again = run(pytester, "--shard", f"{index}/3", "-v")  # deterministic
-        assert [line.split(" ")[0] for line in again.outlines if " PASSED" in line] == ran
-    assert sorted(seen) == sorted(durations)  # every test exactly once
-    assert (max(totals) - min(totals)) / max(totals) < 0.20, totals
+    (pytester.path / ".testlane" / "durations.json").write_text(json.dumps(SKEWED_DURATIONS))
+    runs = shard_runs(pytester, 3)
+    assert all(runs), runs
+    seen = [nodeid for ran in runs for nodeid in ran]
+    assert sorted(seen) == sorted(SKEWED_DURATIONS)  # every test exactly once
+    totals = [sum(SKEWED_DURATIONS[nodeid] for nodeid in ran) for ran in runs]
+    assert (max(totals) - min(totals)) / max(totals) < 0.20, totals  # balanced by lanes.durations_file
+    assert shard_runs(pytester, 3) == runs  # deterministic
 
 
-def test_store_durations_writes_the_file(pytester: pytest.Pytester) -> None:
+def test_shard_is_pytest_splits_split(pytester: pytest.Pytester) -> None:
+    """`--shard I/N` is `--splits N --group I --splitting-algorithm least_duration` (docs/lanes.md)."""
+    project(pytester)
+    pytester.makepyfile(test_many=SKEWED)
+    (pytester.path / ".testlane").mkdir()
+    (pytester.path / ".testlane" / "durations.json").write_text(json.dumps(SKEWED_DURATIONS))
+    for index in (1, 2):
+        shard = passed(run(pytester, "--shard", f"{index}/2", "-v"))
+        split = run(pytester, "-v", "--splits", "2", "--group", str(index), "--splitting-algorithm", "least_duration")
+        assert shard == passed(split) != []
+
+
+def test_store_durations_writes_lanes_durations_file(pytester: pytest.Pytester) -> None:
     project(pytester)
     pytester.makepyfile(test_few="def test_a():\n    pass\n\ndef test_b():\n    pass\n")
-    run(pytester, "--store-durations").assert_outcomes(passed=2)
+    run(pytester, "--store-durations").assert_outcomes(passed=2)  # .testlane/ does not exist yet
     recorded = json.loads((pytester.path / ".testlane" / "durations.json").read_text())
     assert set(recorded) == {"test_few.py::test_a", "test_few.py::test_b"}
+    assert not (pytester.path / ".test_durations").exists()
+
+
+def test_store_durations_under_xdist_records_every_test(pytester: pytest.Pytester) -> None:
+    project(pytester)
+    pytester.makepyfile(test_many=SKEWED)
+    run(pytester, "--store-durations", "-n", "2").assert_outcomes(passed=40)
+    recorded = json.loads((pytester.path / ".testlane" / "durations.json").read_text())
+    assert set(recorded) == set(SKEWED_DURATIONS)
+
+
+def test_durations_path_given_wins_over_the_setting(pytester: pytest.Pytester) -> None:
+    project(pytester, '[tool.testlane.lanes]\ndurations_file = "ci/durations.json"')
+    pytester.makepyfile(test_few="def test_a():\n    pass\n")
+    run(pytester, "--store-durations").assert_outcomes(passed=1)
+    assert json.loads((pytester.path / "ci" / "durations.json").read_text()).keys() == {"test_few.py::test_a"}
+    run(pytester, "--store-durations", "--durations-path", "mine.json").assert_outcomes(passed=1)
+    assert json.loads((pytester.path / "mine.json").read_text()).keys() == {"test_few.py::test_a"}
+
+
+def test_not_opted_in_pytest_split_is_left_as_it_is(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_few="def test_a():\n    pass\n")  # no [tool.testlane]: pytest-split's defaults
+    run(pytester, "--store-durations").assert_outcomes(passed=1)
+    assert (pytester.path / ".test_durations").exists()
+    assert not (pytester.path / ".testlane").exists()
 
 
 def test_bad_shard_option_is_a_usage_error(pytester: pytest.Pytester) -> None:
@@ -218,3 +264,17 @@ def test_bad_shard_option_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result = run(pytester, "--shard", "4/3")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--shard '4/3': expected I/N with 1 <= I <= N*"])
+    result = run(pytester, "--shard", "1/3", "--splits", "3", "--group", "2")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--shard I/N is --splits N --group I: give one or the other, not both.*"])
+
+
+def test_unreadable_durations_file_is_one_line(pytester: pytest.Pytester) -> None:
+    project(pytester)
+    pytester.makepyfile(test_a="def test_a():\n    pass\n")
+    (pytester.path / ".testlane").mkdir()
+    (pytester.path / ".testlane" / "durations.json").write_text('{\n<<<<<<< HEAD\n "test_a.py::test_a": 1\n}\n')
+    result = run(pytester, "--shard", "1/2")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*the durations file */.testlane/durations.json is not JSON*"])
+    assert "Traceback" not in result.stderr.str() + result.stdout.str()

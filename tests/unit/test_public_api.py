@@ -1,17 +1,67 @@
-"""The public API is what `testlane.__all__` says, sorted, and every name resolves."""
+"""The public API is what `testlane.__all__` says: the names listed here, every one resolving and documented;
+internals are imported from their own modules."""
 
 from __future__ import annotations
 
+import inspect
+import re
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 import testlane
 
+REPO = Path(__file__).resolve().parents[2]
 
-def test_all_is_sorted_and_resolves() -> None:
-    assert testlane.__all__ == sorted(testlane.__all__)
+PUBLIC = [
+    "ConfigError",
+    "DatabaseError",
+    "FakeStream",
+    "FakeStreamError",
+    "HttpMock",
+    "ImplicitCommitError",
+    "LaneError",
+    "LiveServer",
+    "MariaDbServer",
+    "MigrationError",
+    "MysqlSavepointConnection",
+    "MysqlTestDatabase",
+    "PostgresServer",
+    "SavepointConnection",
+    "SeamError",
+    "ServiceError",
+    "ServiceStartError",
+    "Settings",
+    "Spies",
+    "TestDatabase",
+    "TestlaneError",
+    "UnmockedRequestError",
+    "UnsafeDatabaseError",
+    "ValkeyServer",
+    "WaitTimeout",
+    "WsClient",
+    "WsClosed",
+    "WsConnectError",
+    "WsTimeout",
+    "aseed",
+    "fake_stream",
+    "seed",
+]
+
+
+def test_all_is_exactly_the_public_api() -> None:
+    """Adding a name to the public API is a decision: it is made here, and in docs/ where users read it."""
+    assert testlane.__all__ == PUBLIC
     for name in testlane.__all__:
         assert getattr(testlane, name) is not None, name
+
+
+def test_internals_are_not_exported() -> None:
+    for name in ("Instance", "RunContext", "Lease", "ServiceStack", "ClonePool", "reap", "race", "load_settings"):
+        assert not hasattr(testlane, name), name
+    assert [name for name in dir(testlane) if not name.startswith("_")] == PUBLIC
 
 
 def test_every_public_name_is_documented() -> None:
@@ -40,3 +90,110 @@ def test_importing_the_plugin_does_not_import_drivers() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+# `Any` left in what users touch, and why: each is what the library underneath has, so nothing is lost.
+ALLOWED_ANY = {
+    "MariaDbServer.connect(kwargs)": "passed to pymysql.connect, which types its own keywords",
+    "PostgresServer.connect(kwargs)": "passed to psycopg.connect, whose keywords are Any",
+    "ValkeyServer.client(kwargs)": "passed to redis.Redis, which types its own keywords",
+    "WsClient.command(return)": "a decoded JSON message, Any as json.loads returns it",
+    "WsClient.recv(return)": "a decoded JSON message, Any as json.loads returns it",
+    "WsClient.wait_for_message(return)": "a decoded JSON message, Any as json.loads returns it",
+    "WsClient.collect(return)": "decoded JSON messages, Any as json.loads returns them",
+}
+_ANY = re.compile(r"\bAny\b")
+_CALLED = {"__init__", "__call__", "__enter__", "__exit__", "__aenter__", "__aexit__", "__anext__"}
+
+
+def _annotations(label: str, function: object) -> list[tuple[str, str]]:
+    try:
+        signature = inspect.signature(function)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return []
+    found = [(f"{label}({p.name})", str(p.annotation)) for p in signature.parameters.values()]
+    found.append((f"{label}(return)", str(signature.return_annotation)))
+    return found
+
+
+def _public_annotations() -> list[tuple[str, str]]:
+    """Every annotation of the public names: functions, and classes' public fields and methods (inherited
+    from testlane's own classes too), as written (a string, with `from __future__ import annotations`)."""
+    found: list[tuple[str, str]] = []
+    for name in testlane.__all__:
+        obj = getattr(testlane, name)
+        if not inspect.isclass(obj):
+            found += _annotations(name, obj)
+            continue
+        seen: set[str] = set()
+        for klass in obj.__mro__:
+            if not klass.__module__.startswith("testlane"):
+                continue
+            for attr, annotation in vars(klass).get("__annotations__", {}).items():
+                if not attr.startswith("_") and attr not in seen:
+                    found.append((f"{name}.{attr}", str(annotation)))
+                seen.add(attr)
+            for attr, value in vars(klass).items():
+                if attr in seen or (attr.startswith("_") and attr not in _CALLED):
+                    continue
+                seen.add(attr)
+                value = value.fget if isinstance(value, property) else value
+                value = value.__func__ if isinstance(value, staticmethod | classmethod) else value
+                if callable(value):
+                    label = name if attr == "__init__" else f"{name}.{attr}"
+                    found += _annotations(label, value)
+    return found
+
+
+def test_no_any_in_the_public_api_but_where_the_library_underneath_has_it() -> None:
+    with_any = {where for where, annotation in _public_annotations() if _ANY.search(annotation)}
+    assert with_any == set(ALLOWED_ANY)
+
+
+USER_CODE = """
+from typing import assert_type
+
+import psycopg
+import pymysql.connections
+import redis
+
+from testlane import {names}
+from testlane.pytest_plugin.plugin import TestlanePlugin
+
+
+def check(
+    pg: TestDatabase,
+    my: MysqlTestDatabase,
+    plugin: TestlanePlugin,
+    postgres: PostgresServer,
+    valkey: ValkeyServer,
+    mariadb: MariaDbServer,
+) -> None:
+    assert_type(pg.server, PostgresServer)
+    assert_type(my.server, MariaDbServer)
+    assert_type(pg.savepoint_conn, SavepointConnection | None)
+    assert_type(my.savepoint_conn, MysqlSavepointConnection | None)
+    assert_type(pg.connect(), psycopg.Connection)
+    assert_type(my.connect(), pymysql.connections.Connection)
+    assert_type(plugin.server("postgres"), PostgresServer)
+    assert_type(plugin.server("valkey"), ValkeyServer)
+    assert_type(plugin.server("mariadb"), MariaDbServer)
+    assert_type(postgres.conninfo()["port"], int)
+    assert_type(mariadb.connect(), pymysql.connections.Connection)
+    assert_type(valkey.client(), redis.Redis)
+"""
+
+
+@pytest.mark.timeout(120)  # mypy, run cold: ~15 s
+def test_user_code_type_checks_strictly_with_no_any(tmp_path: Path) -> None:
+    """What a user's strict mypy sees: every public name importable (`__all__` is read by type checkers),
+    and the values testlane hands out typed, none of them `Any` (`--disallow-any-expr`)."""
+    code = tmp_path / "user_code.py"
+    code.write_text(USER_CODE.format(names=", ".join(testlane.__all__)))
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--disallow-any-expr", "--cache-dir", str(tmp_path), str(code)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -39,6 +39,7 @@ from testlane.core import environment
 from testlane.core.config import Settings
 from testlane.core.errors import ConfigError
 from testlane.core.redact import redact
+from testlane.services.process import terminate
 
 __all__ = ["Check", "CheckResult", "GateReport", "gate_command", "plan_checks", "run_gate"]
 
@@ -183,19 +184,6 @@ def check_env(exec_prefix: str) -> dict[str, str]:
     return env
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=STOP_GRACE)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
 def run_check(check: Check, *, cwd: Path, exec_prefix: str, timeout: float) -> CheckResult:
     """Run one check to completion (or its timeout) and return what it did."""
     argv = argv_for(check.command, exec_prefix)
@@ -217,13 +205,13 @@ def run_check(check: Check, *, cwd: Path, exec_prefix: str, timeout: float) -> C
     try:
         stdout, stderr = proc.communicate(timeout=timeout if timeout > 0 else None)
     except subprocess.TimeoutExpired:
-        _stop(proc)
+        terminate(proc, grace=STOP_GRACE, group=True, first_to_group=True)
         stdout, stderr = proc.communicate()
         return CheckResult(
             check, proc.returncode, time.monotonic() - started, stdout, stderr, f"timed out after {timeout:g}s"
         )
     except BaseException:  # interrupted: take the check down with us
-        _stop(proc)
+        terminate(proc, grace=STOP_GRACE, group=True, first_to_group=True)
         raise
     result = CheckResult(check, proc.returncode, time.monotonic() - started, stdout, stderr)
     if proc.returncode == 127 and "not found" in stderr:

@@ -49,7 +49,7 @@ from testlane.databases.appdb import drop_app_databases, mapped_environment
 from testlane.databases.provision import start_services, sweep_shared_run
 from testlane.databases.shared_server import shared_server_notices
 from testlane.reports import REPORTED_ENV, RERUN_ENV
-from testlane.services.process import child_preexec
+from testlane.services.process import child_preexec, terminate
 from testlane.services.stack import ServiceStack
 
 __all__ = ["agent_detected", "report_format", "run_pytest_under_services"]
@@ -57,6 +57,7 @@ __all__ = ["agent_detected", "report_format", "run_pytest_under_services"]
 IT_ENV = environment.IT
 FORMAT_ENV = "TESTLANE_REPORTS_FORMAT"
 POLL_SECONDS = 0.25
+KILL_AFTER = 5.0  # seconds a pytest that was terminated after the grace period has before it is killed
 PYTEST_EXIT_CODES = range(6)
 PYTEST_CHILD = str(Path(__file__).with_name("pytest_child.py"))
 
@@ -179,12 +180,8 @@ class _Supervisor:
             console.print(
                 f"[yellow]testlane:[/yellow] pytest did not stop within {self.grace:g}s of the signal; terminating it"
             )
-            self._send(signal.SIGTERM if self.child.poll() is None else 0)
-            try:
-                return self.child.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.child.kill()
-                return self.child.wait()
+            code = terminate(self.child, grace=KILL_AFTER)
+            return self.child.wait() if code is None else code
 
 
 def _describe(stack: ServiceStack) -> str:

@@ -317,7 +317,8 @@ class LaneSettings:
     )
     durations_file: str = opt(
         ".testlane/durations.json",
-        "Recorded test durations (commit it): `--store-durations` writes it, `--shard I/N` balances with it.",
+        "Recorded test durations (commit it): pytest-split's `--durations-path` unless given, so `--store-durations` "
+        "writes it and `--shard I/N` balances with it.",
     )
 
 

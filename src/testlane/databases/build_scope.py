@@ -28,9 +28,9 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 from testlane.core.errors import UnsafeDatabaseError
+from testlane.core.urls import ServiceUrl
 from testlane.databases.migrations import MigrationSource, Target
 from testlane.services.egress import (
     Allowlist,
@@ -52,17 +52,17 @@ _current: ContextVar[BuildScope | None] = ContextVar("testlane_build_scope", def
 
 
 def _server_for(target: Target) -> PostgresServer:
-    parts = urlsplit(target.url)
+    url = ServiceUrl.parse(target.url)
     instance = Instance(
         run_id="setup",
         name="postgres",
         engine="postgres",
         backend="url",
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 5432,
-        user=unquote(parts.username or "postgres"),
-        password=unquote(parts.password) if parts.password else None,
-        database=parts.path.lstrip("/"),
+        host=url.host or "127.0.0.1",
+        port=url.port or 5432,
+        user=url.user or "postgres",
+        password=url.password or None,
+        database=url.database or "",
     )
     return PostgresServer(instance, owned=False)
 
@@ -87,8 +87,8 @@ class BuildScope:
     """One build's environment and guard (see module doc); get it from :func:`build_scope`."""
 
     def __init__(self, target: Target, mapping: Mapping[str, str], socket_dir: str | None) -> None:
-        parts = urlsplit(target.url)
-        host, port = parts.hostname or "127.0.0.1", parts.port or 5432
+        url = ServiceUrl.parse(target.url)
+        host, port = url.host or "127.0.0.1", url.port or 5432
         endpoints = {(host, port): None}
         # A socket-level client (asyncpg, pg8000) connects to the resolved address, not the name: allow both.
         with contextlib.suppress(OSError):

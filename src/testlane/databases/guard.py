@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextvars
 from typing import Any
-from urllib.parse import urlsplit
 
 from testlane.core.environment import integration_lane_from_env
 from testlane.core.errors import LaneError, UnsafeDatabaseError
@@ -93,8 +92,10 @@ def _resolve(engine: str, target: Any, *, allow_unmanaged: bool, hint: str) -> A
         return target
     if not isinstance(target, str):
         raise TypeError(f"expected a {cls.__name__} or a {SCHEMES[engine][0]}:// URL, got {type(target).__name__}")
-    parts = urlsplit(target)
-    host, port = parts.hostname or "127.0.0.1", parts.port or DEFAULTS[engine][0]
+    from testlane.core.urls import ServiceUrl
+
+    url = ServiceUrl.parse(target)
+    host, port = url.host or "127.0.0.1", url.port or DEFAULTS[engine][0]
     registry = Registry(RunContext.from_settings(load_settings()))
     for inst in registry.instances():
         if inst.engine == engine and inst.port == port and inst.host in (host, "127.0.0.1", "localhost"):
@@ -104,7 +105,7 @@ def _resolve(engine: str, target: Any, *, allow_unmanaged: bool, hint: str) -> A
         server.instance.version = server_version(server)
         return server
     raise UnsafeDatabaseError(
-        f"refusing to use {parts.scheme}://{host}:{port}: it is not a {_DISPLAY[engine]} server testlane knows, "
+        f"refusing to use {url.scheme}://{host}:{port}: it is not a {_DISPLAY[engine]} server testlane knows, "
         "and might be a developer's working database.",
         hint=hint,
     )

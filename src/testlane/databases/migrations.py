@@ -74,13 +74,12 @@ class Target:
 
     def sqlalchemy_url(self, driver: str = "psycopg") -> str:
         """The same target as a SQLAlchemy URL, with the schema on the search path."""
-        from urllib.parse import quote
+        from testlane.core.urls import ServiceUrl
 
-        url = re.sub(r"^postgres(ql)?://", f"postgresql+{driver}://", self.url)
+        url = ServiceUrl.parse(self.url).for_sqlalchemy(driver)
         if self.schema:
-            sep = "&" if "?" in url else "?"
-            url += f"{sep}options={quote(f'-csearch_path={self.schema},public')}"
-        return url
+            url = url.with_query({"options": f"-csearch_path={self.schema},public"})
+        return str(url)
 
 
 def _natural_key(path: Path) -> list[Any]:

@@ -42,9 +42,13 @@ import hashlib
 import random
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from testlane.core.errors import ServiceError
+
+if TYPE_CHECKING:
+    import redis
+    import redis.asyncio
 
 __all__ = ["RedisLease", "lease_database"]
 
@@ -127,15 +131,19 @@ class RedisLease:
 
     @property
     def url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}{self.host}:{self.port}/{self.db}"
+        from testlane.core.urls import ServiceUrl
 
-    def client(self, **kwargs: Any) -> Any:
+        url = ServiceUrl("redis", password=self.password or None, host=self.host, port=self.port, database=str(self.db))
+        return str(url)
+
+    def client(self, **kwargs: Any) -> redis.Redis:
+        """A redis-py client on the leased database (``kwargs`` go to ``redis.Redis``)."""
         import redis
 
         return redis.Redis(host=self.host, port=self.port, db=self.db, password=self.password, **kwargs)
 
-    def async_client(self, **kwargs: Any) -> Any:
+    def async_client(self, **kwargs: Any) -> redis.asyncio.Redis:
+        """An async redis-py client on the leased database (``kwargs`` go to ``redis.asyncio.Redis``)."""
         import redis.asyncio
 
         return redis.asyncio.Redis(host=self.host, port=self.port, db=self.db, password=self.password, **kwargs)

@@ -21,7 +21,6 @@ import itertools
 import logging
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
-from urllib.parse import quote
 
 from testlane.databases.build_scope import build_scope
 from testlane.databases.migrations import Target
@@ -63,8 +62,8 @@ class SchemaDatabase:
     @property
     def url(self) -> str:
         """libpq URL whose connections use the schema (``options=-csearch_path=...``)."""
-        option = quote(f"-csearch_path={self.schema},public")
-        return f"{self.server.dsn(self.database)}?options={option}"
+        url = self.server.instance.service_url(self.database)
+        return str(url.with_query({"options": f"-csearch_path={self.schema},public"}))
 
     def sqlalchemy_url(self, driver: str = "psycopg") -> str:
         return Target(self.server.dsn(self.database), self.schema).sqlalchemy_url(driver)

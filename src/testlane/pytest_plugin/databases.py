@@ -33,7 +33,15 @@ from testlane.databases.testdb import TestDatabase
 from testlane.pytest_plugin.plugin import fail_test, warn_at_test
 
 if TYPE_CHECKING:
+    import psycopg
+    import redis
+    import redis.asyncio
+    import sqlalchemy
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+    from sqlalchemy.orm import Session
+
     from testlane.databases.pool import ClonePool
+    from testlane.databases.redis_isolation import RedisLease
     from testlane.databases.template import TemplateSpec
     from testlane.databases.transaction import Escape, SavepointConnection, Sequences
     from testlane.pytest_plugin.plugin import TestlanePlugin
@@ -62,8 +70,8 @@ class DatabaseManager:
         self._savepoint_conns: dict[str, SavepointConnection] = {}
         self._sequences: dict[str, Sequences] = {}  # worker database -> its template's sequence state
         self._own_pids: dict[str, set[int]] = {}  # worker database -> server processes of our connections
-        self._engines: dict[str, Any] = {}
-        self._redis_coordinator: Any = None
+        self._engines: dict[str, sqlalchemy.Engine] = {}
+        self._redis_coordinator: redis.Redis | None = None
         self._transaction_url_warned = False
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -189,7 +197,7 @@ class DatabaseManager:
             self._savepoint_conns[name] = conn
         return conn
 
-    def worker_engine(self, url: str, name: str) -> Any:
+    def worker_engine(self, url: str, name: str) -> sqlalchemy.Engine:
         import sqlalchemy
 
         if url not in self._engines:
@@ -207,6 +215,7 @@ class DatabaseManager:
     def end_transaction_test(self, spec: TemplateSpec, name: str, tdb: TestDatabase) -> Escape | None:
         """Roll the test back and restore what a rollback cannot; rebuild the database if a commit escaped."""
         conn = tdb.savepoint_conn
+        assert conn is not None, "a transaction-isolated database has its savepoint connection"
         current = self.savepoint_connection(name)  # a new one when the test closed pg_conn
         if current is not conn:
             # The server rolled the closed connection's transaction back; it may have committed before.
@@ -262,7 +271,7 @@ class DatabaseManager:
         self._worker_dbs = {key: value for key, value in self._worker_dbs.items() if value != name}
         self.worker_database(spec, "t")
 
-    def redis_coordinator(self) -> Any:
+    def redis_coordinator(self) -> redis.Redis:
         import redis
 
         if self._redis_coordinator is None:
@@ -477,15 +486,26 @@ def _manager(request: pytest.FixtureRequest) -> DatabaseManager:
 def pg_database(request: pytest.FixtureRequest) -> Iterator[TestDatabase]:
     """The test's own database (see docs/isolation.md for the three isolation modes)."""
     __tracebackhide__ = True
+    from testlane.services.driver_errors import driver_errors
+
+    nodeid = request.node.nodeid
     cm = _manager(request).database_for(request)
     try:
-        tdb = cm.__enter__()
+        with driver_errors(f"{nodeid}: preparing its database"):
+            tdb = cm.__enter__()
     except TestlaneError as exc:
         fail_test(exc)
-    yield tdb
-    cm.__exit__(None, None, None)
+    yield tdb  # the test runs here: its own driver errors are its own, never translated
+    try:
+        with driver_errors(f"{nodeid}: cleaning up its database {tdb.name}"):
+            cm.__exit__(None, None, None)
+    except TestlaneError as exc:
+        fail_test(exc)
     escape = tdb.extra.pop("escaped", None)
     if escape is not None:
+        from testlane.databases.transaction import Escape
+
+        assert isinstance(escape, Escape), escape
         if escape.proven:
             pytest.fail(f"{request.node.nodeid}: {escape.message(tdb.name)}", pytrace=False)
         warn_at_test(request.node, f"{request.node.nodeid}: {escape.message(tdb.name)}")
@@ -507,7 +527,7 @@ def pg_url(pg_database: TestDatabase, request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def pg_conn(pg_database: TestDatabase) -> Iterator[Any]:
+def pg_conn(pg_database: TestDatabase) -> Iterator[psycopg.Connection]:
     """A psycopg connection to the test database (autocommit off)."""
     if pg_database.savepoint_conn is not None:
         yield pg_database.savepoint_conn
@@ -525,7 +545,7 @@ def pg_conn(pg_database: TestDatabase) -> Iterator[Any]:
 
 
 @pytest.fixture
-def db_engine(pg_database: TestDatabase, request: pytest.FixtureRequest) -> Iterator[Any]:
+def db_engine(pg_database: TestDatabase, request: pytest.FixtureRequest) -> Iterator[sqlalchemy.Engine]:
     """A SQLAlchemy Engine on the test database (psycopg driver)."""
     import sqlalchemy
 
@@ -540,7 +560,7 @@ def db_engine(pg_database: TestDatabase, request: pytest.FixtureRequest) -> Iter
 
 
 @pytest.fixture
-def db_session(pg_database: TestDatabase, db_engine: Any) -> Iterator[Any]:
+def db_session(pg_database: TestDatabase, db_engine: sqlalchemy.Engine) -> Iterator[Session]:
     """A SQLAlchemy Session; in transaction mode its commits are savepoints, all rolled back after the test."""
     if pg_database.isolation == "transaction":
         from testlane.databases.transaction import Escape, EscapedCommit, joined_session
@@ -577,7 +597,7 @@ except ImportError:  # pragma: no cover - exercised when pytest-asyncio is absen
 if async_fixture is not None:
 
     @async_fixture  # type: ignore[untyped-decorator]
-    async def pg_aconn(pg_database: TestDatabase) -> AsyncIterator[Any]:
+    async def pg_aconn(pg_database: TestDatabase) -> AsyncIterator[psycopg.AsyncConnection]:
         """An async psycopg connection to the test database (not available in transaction mode)."""
         import psycopg
 
@@ -592,7 +612,7 @@ if async_fixture is not None:
             await conn.close()
 
     @async_fixture  # type: ignore[untyped-decorator]
-    async def async_db_engine(pg_database: TestDatabase) -> AsyncIterator[Any]:
+    async def async_db_engine(pg_database: TestDatabase) -> AsyncIterator[AsyncEngine]:
         """A SQLAlchemy AsyncEngine on the test database (asyncpg if installed, else psycopg)."""
         import sqlalchemy
         from sqlalchemy.ext.asyncio import create_async_engine
@@ -601,7 +621,7 @@ if async_fixture is not None:
         url = pg_database.sqlalchemy_url(driver)
         kwargs: dict[str, Any] = {"poolclass": sqlalchemy.pool.NullPool}
         if driver == "asyncpg" and pg_database.schema is not None:
-            url = pg_database.server.dsn(pg_database.name).replace("postgresql://", "postgresql+asyncpg://", 1)
+            url = str(pg_database.server.instance.service_url(pg_database.name).for_sqlalchemy("asyncpg"))
             kwargs["connect_args"] = {"server_settings": {"search_path": f"{pg_database.schema.schema},public"}}
         engine = create_async_engine(url, **kwargs)
         try:
@@ -610,7 +630,7 @@ if async_fixture is not None:
             await engine.dispose()
 
     @async_fixture  # type: ignore[untyped-decorator]
-    async def async_db_session(pg_database: TestDatabase, async_db_engine: Any) -> AsyncIterator[Any]:
+    async def async_db_session(pg_database: TestDatabase, async_db_engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
         """An AsyncSession; in transaction mode joined to a transaction rolled back after the test."""
         if pg_database.isolation == "transaction":
             from testlane.databases.transaction import Escape, EscapedCommit, joined_async_session
@@ -627,7 +647,7 @@ if async_fixture is not None:
             yield session
 
     @async_fixture  # type: ignore[untyped-decorator]
-    async def aredis_client(redis_db: Any) -> AsyncIterator[Any]:
+    async def aredis_client(redis_db: RedisLease) -> AsyncIterator[redis.asyncio.Redis]:
         """An async redis-py client on the test's own logical database."""
         client = redis_db.async_client()
         try:
@@ -654,33 +674,40 @@ else:  # pragma: no cover
 
 
 @pytest.fixture
-def redis_db(request: pytest.FixtureRequest) -> Iterator[Any]:
+def redis_db(request: pytest.FixtureRequest) -> Iterator[RedisLease]:
     """The test's own logical Valkey/Redis database, flushed before and after."""
     from testlane.databases.guard import require_integration_lane
     from testlane.databases.redis_isolation import lease_database
+    from testlane.services.driver_errors import driver_errors
 
     __tracebackhide__ = True
+    nodeid = request.node.nodeid
     try:
-        require_integration_lane(f"{request.node.nodeid} (fixture redis_db)")
+        require_integration_lane(f"{nodeid} (fixture redis_db)")
         manager = _manager(request)
         server = manager.plugin.server("valkey")
-        lease = lease_database(
-            manager.redis_coordinator(),
-            server.host,
-            server.port,
-            password=server.instance.password,
-            owner=request.node.nodeid,
-        )
+        with driver_errors(f"{nodeid}: leasing a Valkey/Redis database"):
+            lease = lease_database(
+                manager.redis_coordinator(),
+                server.host,
+                server.port,
+                password=server.instance.password,
+                owner=nodeid,
+            )
     except TestlaneError as exc:
         fail_test(exc)
     try:
-        yield lease
+        yield lease  # the test runs here: its own driver errors are its own, never translated
     finally:
-        lease.release()
+        try:
+            with driver_errors(f"{nodeid}: flushing and returning its Valkey/Redis database {lease.db}"):
+                lease.release()
+        except TestlaneError as exc:
+            fail_test(exc)
 
 
 @pytest.fixture
-def redis_client(redis_db: Any) -> Iterator[Any]:
+def redis_client(redis_db: RedisLease) -> Iterator[redis.Redis]:
     """A redis-py client on the test's own logical database."""
     client = redis_db.client()
     try:
@@ -690,13 +717,13 @@ def redis_client(redis_db: Any) -> Iterator[Any]:
 
 
 @pytest.fixture
-def redis_url(redis_db: Any) -> str:
+def redis_url(redis_db: RedisLease) -> str:
     """URL of the test's own logical database, e.g. ``redis://:<password>@127.0.0.1:41235/17``."""
     return str(redis_db.url)
 
 
 @pytest.fixture
-def redis_channel_prefix(redis_db: Any) -> str:
+def redis_channel_prefix(redis_db: RedisLease) -> str:
     """The test's own pub/sub namespace, e.g. ``tl:17:3f9a0c2e:``: pub/sub channels are server-wide (a
     logical database does not isolate them), so tests that publish or subscribe put it in front of
     their channel names (and give it to the code under test, as they give it ``redis_url``)."""

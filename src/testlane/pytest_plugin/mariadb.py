@@ -17,14 +17,17 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
 from testlane.core.errors import TestlaneError
 from testlane.pytest_plugin.plugin import fail_test, warn_at_test
+from testlane.services.driver_errors import driver_errors
 
 if TYPE_CHECKING:
+    import pymysql.connections
+
     from testlane.databases.mariadb.pool import MysqlClonePool
     from testlane.databases.mariadb.testdb import MysqlTestDatabase
     from testlane.pytest_plugin.plugin import TestlanePlugin
@@ -140,6 +143,7 @@ class MariaDbManager:
             self.pool().release(tdb.lease)
             return None
         conn = tdb.savepoint_conn
+        assert conn is not None, "a transaction-isolated database has its savepoint connection"
         try:
             intact = conn.end_test()
         finally:
@@ -222,23 +226,26 @@ def mysql_database(request: pytest.FixtureRequest, _testlane_mariadb: MariaDbMan
     """The test's own MariaDB/MySQL database (``database`` or ``transaction`` isolation)."""
     __tracebackhide__ = True
     manager = _testlane_mariadb
-    error: TestlaneError | None = None
+    nodeid = request.node.nodeid
     try:
-        tdb = manager.begin(request.node)
+        with driver_errors(f"{nodeid}: preparing its MariaDB database"):
+            tdb = manager.begin(request.node)
     except TestlaneError as exc:
-        error = exc
-    if error is not None:
-        fail_test(error)
+        fail_test(exc)
     try:
-        yield tdb
+        yield tdb  # the test runs here: its own driver errors are its own, never translated
     finally:
-        problem = manager.end(tdb, failed=_call_failed(request.node))
+        try:
+            with driver_errors(f"{nodeid}: cleaning up its MariaDB database"):
+                problem = manager.end(tdb, failed=_call_failed(request.node))
+        except TestlaneError as exc:
+            fail_test(exc)
     if problem:
         pytest.fail(f"{request.node.nodeid}: {problem}", pytrace=False)
 
 
 @pytest.fixture
-def mysql_conn(mysql_database: MysqlTestDatabase) -> Iterator[Any]:
+def mysql_conn(mysql_database: MysqlTestDatabase) -> Iterator[pymysql.connections.Connection]:
     """A PyMySQL connection to the test's database (autocommit off)."""
     if mysql_database.savepoint_conn is not None:
         yield mysql_database.savepoint_conn

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, overload
 
 import pytest
 
@@ -26,6 +26,10 @@ from testlane.pytest_plugin.optin import NotOptedIn, it_env_on, opted_in, record
 if TYPE_CHECKING:
     from testlane.pytest_plugin.databases import DatabaseManager
     from testlane.pytest_plugin.provider import ServiceProvider
+    from testlane.services.base import Server
+    from testlane.services.mariadb import MariaDbServer
+    from testlane.services.postgres import PostgresServer
+    from testlane.services.valkey import ValkeyServer
 
 __all__ = ["FEATURES", "TestlanePlugin", "fail_test", "plugin_of", "settings_for", "warn_at_test"]
 
@@ -139,12 +143,22 @@ class TestlanePlugin:
         if reporter is not None:
             reporter.write_line(f"testlane: {message}")
 
-    def active_servers(self) -> dict[str, Any]:
+    def active_servers(self) -> dict[str, Server]:
         """The servers this session knows so far (none started for asking): for reporters."""
         return self._provider.active() if self._provider is not None else {}
 
-    def server(self, name: str) -> Any:
-        """The server for ``name``; a testlane error becomes a clean test error."""
+    @overload
+    def server(self, name: Literal["postgres"]) -> PostgresServer: ...
+    @overload
+    def server(self, name: Literal["valkey"]) -> ValkeyServer: ...
+    @overload
+    def server(self, name: Literal["mariadb"]) -> MariaDbServer: ...
+    @overload
+    def server(self, name: str) -> Server: ...
+
+    def server(self, name: str) -> Server:
+        """The server for ``name`` (typed by the name: ``server("postgres")`` is a ``PostgresServer``); a
+        testlane error becomes a clean test error."""
         __tracebackhide__ = True
         try:
             return self.provider.get(name)

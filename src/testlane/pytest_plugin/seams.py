@@ -13,9 +13,12 @@ Cheap to import: testlane.seams loads only inside the hooks and fixtures that ne
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from testlane.seams.repeat import SeamIteration
 
 __all__: list[str] = []
 
@@ -64,8 +67,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 @pytest.fixture
-def seam_iteration(request: pytest.FixtureRequest) -> Any:
+def seam_iteration(request: pytest.FixtureRequest) -> SeamIteration:
     """The running iteration of a repeated seam test (``.number``, 1-based, ``.of``)."""
     from testlane.seams.repeat import SeamIteration
 
-    return getattr(request, "param", SeamIteration())
+    iteration = getattr(request, "param", None)
+    return iteration if isinstance(iteration, SeamIteration) else SeamIteration()

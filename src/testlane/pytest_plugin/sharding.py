@@ -1,11 +1,18 @@
-"""Sharding for CI matrices: ``--shard I/N`` runs the I-th of N balanced, deterministic shards.
+"""Sharding for CI matrices, by pytest-split: ``--shard I/N`` is ``--splits N --group I`` with its
+``least_duration`` algorithm, and the durations file is ``lanes.durations_file``.
 
-Tests are spread by their recorded durations (``lanes.durations_file``, default
-``.testlane/durations.json``; commit it): longest first, each to the shard with the least total so
-far (the LPT rule), ties broken by node id, so every job of a matrix computes the same split and
-every selected test runs in exactly one shard. Tests without a recorded duration count as the
-median of the recorded ones (1 s when none are). ``--store-durations`` records this run's
-durations (setup + call + teardown) into the file, merged with what it held.
+pytest-split (a dependency) owns the splitting, ``--store-durations``, ``--durations-path``,
+``--splitting-algorithm`` and ``--clean-durations``; installed, it registers them whether or not a project
+opted in to testlane, and without testlane they behave as pytest-split documents. This module, registered
+only for a project that opted in, adds what pytest-split has no notion of:
+
+* ``--shard I/N``, the spelling testlane documented first (one option, so a CI matrix passes one value);
+* the durations file defaults to ``lanes.durations_file`` (``.testlane/durations.json``, the file testlane
+  wrote before it used pytest-split: same format) instead of pytest-split's ``.test_durations``;
+  ``--durations-path`` given on the command line still wins;
+* hand-written because pytest-split reads the file with a bare ``json.loads`` (a committed file with a merge
+  conflict in it ends the run with an INTERNALERROR traceback) and writes it without creating its folder:
+  an unreadable file is one usage-error line here, and the folder is created before pytest-split writes.
 
 Each shard is a separate ``testlane run`` (or pytest) process, so each brings up its own services.
 """
@@ -13,14 +20,14 @@ Each shard is a separate ``testlane run`` (or pytest) process, so each brings up
 from __future__ import annotations
 
 import json
-import statistics
+import os
 from pathlib import Path
 
 import pytest
 
-__all__ = ["assign_shards", "parse_shard"]
+__all__ = ["SPLITTING_ALGORITHM", "add_options", "parse_shard"]
 
-durations_key = pytest.StashKey[dict[str, float]]()
+SPLITTING_ALGORITHM = "least_duration"  # longest first, each to the least loaded group: every order works
 
 
 def parse_shard(value: str) -> tuple[int, int]:
@@ -31,90 +38,59 @@ def parse_shard(value: str) -> tuple[int, int]:
     return int(index), int(total)
 
 
-def assign_shards(nodeids: list[str], durations: dict[str, float], shards: int) -> list[list[str]]:
-    """Split ``nodeids`` into ``shards`` lists of balanced total duration (deterministic)."""
-    known = [durations[n] for n in nodeids if n in durations]
-    default = statistics.median(known) if known else 1.0
-    weighted = sorted(((durations.get(n, default), n) for n in nodeids), key=lambda pair: (-pair[0], pair[1]))
-    totals = [0.0] * shards
-    out: list[list[str]] = [[] for _ in range(shards)]
-    for duration, nodeid in weighted:
-        target = min(range(shards), key=lambda i: (totals[i], i))
-        totals[target] += duration
-        out[target].append(nodeid)
-    return out
-
-
 def add_options(group: pytest.OptionGroup) -> None:
-    """``--shard`` and ``--store-durations`` (registered by the plugin whether or not the project opted in)."""
+    """``--shard`` (registered by the plugin whether or not the project opted in); pytest-split registers the rest."""
     group.addoption(
         "--shard",
         dest="testlane_shard",
         default=None,
         metavar="I/N",
-        help="run shard I of N, balanced by recorded durations (see --store-durations)",
-    )
-    group.addoption(
-        "--store-durations",
-        dest="testlane_store_durations",
-        action="store_true",
-        default=False,
-        help="record this run's test durations in lanes.durations_file",
+        help="run shard I of N, balanced by recorded durations (pytest-split's --splits N --group I "
+        f"--splitting-algorithm {SPLITTING_ALGORITHM}; record them with --store-durations)",
     )
 
 
-def _durations_path(config: pytest.Config) -> Path:
-    from testlane.pytest_plugin.plugin import plugin_of
-
-    settings = plugin_of(config).settings
-    return settings.resolve_path(settings.lanes.durations_file)
+def _pytest_split_default_path(config: pytest.Config) -> str:
+    # pytest-split's default for --durations-path: ``.test_durations`` in the directory pytest started in.
+    return os.path.join(str(config.invocation_params.dir), ".test_durations")
 
 
-def _load(path: Path) -> dict[str, float]:
+def _check_readable(path: Path) -> None:
     try:
-        data = json.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise pytest.UsageError(f"testlane: cannot read the durations file {path}: {exc}") from None
-    return {str(k): float(v) for k, v in data.items()}
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    value = config.getoption("testlane_shard")
-    if not value:
         return
-    index, total = parse_shard(value)
-    durations = _load(_durations_path(config))
-    mine = set(assign_shards([item.nodeid for item in items], durations, total)[index - 1])
-    selected = [item for item in items if item.nodeid in mine]
-    deselected = [item for item in items if item.nodeid not in mine]
-    if deselected:
-        config.hook.pytest_deselected(items=deselected)
-    items[:] = selected
+    except OSError as exc:
+        raise pytest.UsageError(f"testlane: cannot read the durations file {path}: {exc}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise pytest.UsageError(
+            f"testlane: the durations file {path} is not JSON ({exc}); record it again with "
+            "`pytest --store-durations`, or delete it to split by test count."
+        ) from None
+    if not isinstance(data, dict | list):
+        raise pytest.UsageError(f"testlane: the durations file {path} is not a mapping of test ids to seconds.")
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(tryfirst=True)  # before pytest-split's own pytest_configure, which reads these options
 def pytest_configure(config: pytest.Config) -> None:
-    if config.getoption("testlane_store_durations"):
-        config.stash[durations_key] = {}
-        config.pluginmanager.register(_DurationRecorder(config), "testlane-durations")
+    from testlane.pytest_plugin.plugin import settings_for
 
-
-class _DurationRecorder:
-    def __init__(self, config: pytest.Config) -> None:
-        self.config = config
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        measured = self.config.stash[durations_key]
-        measured[report.nodeid] = measured.get(report.nodeid, 0.0) + report.duration
-
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        if hasattr(self.config, "workerinput"):
-            return  # xdist workers' reports reach the controller, which writes the file
-        path = _durations_path(self.config)
-        merged = _load(path)
-        merged.update({k: round(v, 4) for k, v in self.config.stash[durations_key].items()})
+    option = config.option
+    value = config.getoption("testlane_shard")
+    if value:
+        index, total = parse_shard(value)
+        if getattr(option, "splits", None) or getattr(option, "group", None):
+            raise pytest.UsageError("--shard I/N is --splits N --group I: give one or the other, not both.")
+        option.splits, option.group = total, index
+        option.splitting_algorithm = SPLITTING_ALGORITHM
+    if not (option.splits or option.store_durations):
+        return
+    if option.durations_path == _pytest_split_default_path(config):
+        settings = settings_for(config)
+        option.durations_path = str(settings.resolve_path(settings.lanes.durations_file))
+    path = Path(option.durations_path)
+    _check_readable(path)
+    if option.store_durations:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(dict(sorted(merged.items())), indent=1) + "\n")

@@ -30,7 +30,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import ClassVar, Self, TypedDict, cast
 
 from testlane.core.errors import ServiceStartError
 from testlane.core.private import write_private_file
@@ -40,16 +40,24 @@ from testlane.core.waiting import WaitTimeout, wait_until
 from testlane.services.instance import Instance
 from testlane.services.ports import PortReservation, reserve_port
 from testlane.services.privileges import ServiceUser
-from testlane.services.process import ProcessRef, log_tail, pid_alive, spawn, stop_process_group
+from testlane.services.process import ProcessRef, log_tail, pid_alive, spawn, terminate
 from testlane.services.registry import Registry, write_run_owner
 
-__all__ = ["KEEP_MARKER", "Launch", "Server", "stop_instance"]
+__all__ = ["KEEP_MARKER", "KeepRequest", "Launch", "Server", "stop_instance"]
 
 log = logging.getLogger("testlane")
 
 Progress = Callable[[str], None]
 
 KEEP_MARKER = "keep.json"
+
+
+class KeepRequest(TypedDict, total=False):
+    """What ``keep.json`` says: keep the server until ``until`` (epoch seconds), for the reasons in ``notes``."""
+
+    until: float
+    notes: list[str]
+
 
 BIND_FAILURE_MARKERS = ("Address already in use", "could not bind", "Could not create server TCP listening")
 
@@ -150,12 +158,12 @@ class Server(ABC):
         notes.append(note)
         write_private_file(marker, json.dumps({"until": time.time() + seconds, "notes": notes}))
 
-    def keep_requested(self) -> dict[str, Any] | None:
+    def keep_requested(self) -> KeepRequest | None:
         if not self.instance.instance_dir:
             return None
         marker = Path(self.instance.instance_dir) / KEEP_MARKER
         try:
-            return dict(json.loads(marker.read_text()))
+            return cast(KeepRequest, dict(json.loads(marker.read_text())))
         except (OSError, ValueError):
             return None
 
@@ -166,12 +174,12 @@ class Server(ABC):
         data directory is consistent. ``stop()`` later removes the directory.
         """
         if self.instance.pid is not None:
-            stop_process_group(
-                self.instance.pid,
-                self.instance.pid_create_time,
+            terminate(
+                self._popen or self.instance.pid,
+                create_time=self.instance.pid_create_time,
                 first_signal=2 if clean else self.stop_signal,
-                timeout=timeout,
-                popen=self._popen,
+                grace=timeout,
+                group=True,
             )
 
     def stop(self) -> None:
@@ -199,8 +207,9 @@ def _kill_by_dir(instance_dir: str) -> None:
     for proc in psutil.process_iter(["pid", "cmdline"]):
         cmdline = proc.info.get("cmdline") or []
         if any(instance_dir in part for part in cmdline) and proc.pid != os.getpid():
-            with contextlib.suppress(psutil.Error):
-                os.killpg(proc.pid, 9) if os.getpgid(proc.pid) == proc.pid else proc.kill()
+            with contextlib.suppress(psutil.Error, OSError):
+                leads_group = os.getpgid(proc.pid) == proc.pid
+                terminate(proc.pid, create_time=proc.create_time(), first_signal=9, grace=5, group=leads_group)
 
 
 def stop_instance(
@@ -225,9 +234,8 @@ def stop_instance(
     if stop_signal is None:
         stop_signal = 3 if instance.engine == "postgres" else 15  # SIGQUIT: immediate shutdown
     if instance.pid is not None:
-        stop_process_group(
-            instance.pid, instance.pid_create_time, first_signal=stop_signal, timeout=timeout, popen=popen
-        )
+        target = popen or instance.pid
+        terminate(target, create_time=instance.pid_create_time, first_signal=stop_signal, grace=timeout, group=True)
     elif instance.instance_dir:
         _kill_by_dir(instance.instance_dir)
     if instance.instance_dir:
@@ -371,7 +379,7 @@ class Launch(ABC):
 
     def _kill(self) -> None:
         if self._popen is not None and self._popen.poll() is None:
-            stop_process_group(self._popen.pid, None, first_signal=9, timeout=5, popen=self._popen)
+            terminate(self._popen, first_signal=9, grace=5, group=True)
 
     def abort(self) -> None:
         """Undo everything after a failure: process, port, directory, record."""

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import subprocess
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from testlane.core.config import Settings
 from testlane.core.errors import ConfigError, UnreachableError
 from testlane.core.redact import redact_url
 from testlane.core.runtime import RunContext
+from testlane.core.urls import ServiceUrl
 from testlane.core.waiting import WaitTimeout, wait_until
 from testlane.services.base import Launch, Server
 from testlane.services.instance import Instance
@@ -35,24 +35,26 @@ DEFAULTS = {"postgres": (5432, "postgres", "postgres"), "valkey": (6379, None, "
 
 def instance_from_url(engine: str, url: str, *, run_id: str, name: str) -> Instance:
     """An instance describing the server at ``url`` (defaults: the engine's usual port and user)."""
-    parts = urlsplit(url)
-    if parts.scheme not in SCHEMES[engine]:
+    try:
+        parsed = ServiceUrl.parse(url)
+    except ValueError as exc:
+        raise ConfigError(f"{engine}.url: {exc}.", hint=f"use a URL starting with {SCHEMES[engine][0]}://") from None
+    if parsed.scheme not in SCHEMES[engine]:
         raise ConfigError(
-            f"{engine}.url {redact_url(url)!r} does not look like a {engine} URL (scheme {parts.scheme!r}).",
+            f"{engine}.url {redact_url(url)!r} does not look like a {engine} URL (scheme {parsed.scheme!r}).",
             hint=f"use a URL starting with {SCHEMES[engine][0]}://",
         )
     port, user, database = DEFAULTS[engine]
-    path = parts.path.lstrip("/")
     return Instance(
         run_id=run_id,
         name=name,
         engine=engine,
         backend="url",
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or port,
-        user=unquote(parts.username) if parts.username else user,
-        password=unquote(parts.password) if parts.password else None,
-        database=path or database,
+        host=parsed.host or "127.0.0.1",
+        port=parsed.port or port,
+        user=parsed.user or user,
+        password=parsed.password or None,
+        database=parsed.database or database,
         extra={"url": redact_url(url)},
     )
 

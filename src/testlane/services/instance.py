@@ -13,9 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
-from testlane.core.redact import redact_url
+from testlane.core.urls import ServiceUrl
 
 __all__ = ["Instance"]
 
@@ -59,24 +58,21 @@ class Instance:
         """The URL clients use (TCP on 127.0.0.1), e.g. ``postgresql://postgres@127.0.0.1:5432/postgres``."""
         return self.url_for()
 
-    @property
-    def redacted_url(self) -> str:
-        """:attr:`url` with the password shown as ``***``: what messages, logs and banners print."""
-        return redact_url(self.url)
-
     def url_for(self, database: str | None = None, *, scheme: str | None = None) -> str:
         """URL for ``database`` (default: the instance's own) with an optional scheme override."""
+        return str(self.service_url(database, scheme=scheme))
+
+    def service_url(self, database: str | None = None, *, scheme: str | None = None) -> ServiceUrl:
+        """:meth:`url_for` as a :class:`~testlane.core.urls.ServiceUrl`, to change further."""
         default_scheme = {"postgres": "postgresql", "valkey": "redis", "mariadb": "mysql"}[self.engine]
-        auth = ""
-        if self.user or self.password:
-            # A password without a user name (Valkey's ``requirepass``) is ``redis://:password@host``.
-            auth = quote(self.user or "", safe="")
-            if self.password:
-                auth += ":" + quote(self.password, safe="")
-            auth += "@"
-        db = self.database if database is None else database
-        path = f"/{db}" if db not in (None, "") else ""
-        return f"{scheme or default_scheme}://{auth}{self.host}:{self.port}{path}"
+        return ServiceUrl(
+            scheme=scheme or default_scheme,
+            user=self.user or None,
+            password=self.password or None,
+            host=self.host,
+            port=self.port,
+            database=self.database if database is None else database,
+        )
 
     @property
     def log_path(self) -> Path | None:

@@ -25,7 +25,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 
 from testlane.core.config import Settings
 from testlane.core.errors import BinaryNotFoundError, ServiceStartError
@@ -50,7 +50,30 @@ from testlane.services.privileges import ServiceUser, service_user_for
 from testlane.services.process import ProcessRef
 from testlane.services.registry import Registry
 
-__all__ = ["INIT_FILE", "MariaDbBinaries", "MariaDbEngine", "MariaDbServer", "find_mariadb", "init_sql"]
+if TYPE_CHECKING:
+    import pymysql.connections
+
+__all__ = [
+    "INIT_FILE",
+    "MariaDbBinaries",
+    "MariaDbEngine",
+    "MariaDbServer",
+    "MysqlConnInfo",
+    "find_mariadb",
+    "init_sql",
+]
+
+
+class MysqlConnInfo(TypedDict, total=False):
+    """Keyword arguments for ``pymysql.connect``."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+    ssl_disabled: bool
+
 
 INIT_FILE = "init.sql"
 # The accounts of a fresh data directory that can log in: root on the socket, and over TCP on the
@@ -144,8 +167,9 @@ class MariaDbServer(Server):
     def user(self) -> str:
         return self.instance.user or "root"
 
-    def conninfo(self, database: str | None = None) -> dict[str, Any]:
-        info: dict[str, Any] = {"host": self.host, "port": self.port, "user": self.user}
+    def conninfo(self, database: str | None = None) -> MysqlConnInfo:
+        """Keyword arguments for ``pymysql.connect`` (TCP)."""
+        info: MysqlConnInfo = {"host": self.host, "port": self.port, "user": self.user}
         if self.host in LOOPBACK:
             # PyMySQL >= 1.2 tries TLS by default and builds an SSL context per connection (~20 ms:
             # it loads the system CA store); on the loopback TLS buys nothing, so a connection costs 0.4 ms.
@@ -156,7 +180,9 @@ class MariaDbServer(Server):
             info["database"] = database
         return info
 
-    def connect(self, database: str | None = None, *, autocommit: bool = True, **kwargs: Any) -> Any:
+    def connect(
+        self, database: str | None = None, *, autocommit: bool = True, **kwargs: Any
+    ) -> pymysql.connections.Connection:
         """A PyMySQL connection (autocommit by default)."""
         import pymysql
 

@@ -24,7 +24,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 
 from testlane.core.config import Settings
 from testlane.core.errors import ServiceError, ServiceStartError
@@ -61,7 +61,18 @@ if TYPE_CHECKING:
 
     import psycopg
 
-__all__ = ["PostgresEngine", "PostgresServer"]
+__all__ = ["PgConnInfo", "PostgresEngine", "PostgresServer"]
+
+
+class PgConnInfo(TypedDict, total=False):
+    """Keyword arguments for ``psycopg.connect``: ``host`` is a name, an address or a socket directory."""
+
+    host: str
+    port: int
+    user: str
+    dbname: str
+    password: str
+
 
 log = logging.getLogger("testlane")
 
@@ -109,9 +120,9 @@ class PostgresServer(Server):
         """libpq URL for ``dbname`` (default: the maintenance database ``postgres``)."""
         return self.instance.url_for(dbname)
 
-    def conninfo(self, dbname: str | None = None) -> dict[str, Any]:
+    def conninfo(self, dbname: str | None = None) -> PgConnInfo:
         """Keyword arguments for ``psycopg.connect`` (TCP)."""
-        info: dict[str, Any] = {
+        info: PgConnInfo = {
             "host": self.host,
             "port": self.port,
             "user": self.user,
@@ -139,7 +150,7 @@ class PostgresServer(Server):
         with psycopg.connect(**info, connect_timeout=max(1, int(timeout)), autocommit=True) as conn:
             conn.execute("SELECT 1").fetchone()
 
-    def _own_conninfo(self, dbname: str | None = None) -> dict[str, Any]:
+    def _own_conninfo(self, dbname: str | None = None) -> PgConnInfo:
         if not self._socket_reachable:  # decided once it is (before start, or for another user, it is not)
             socket_dir = self.instance.socket
             self._socket_reachable = bool(
@@ -150,7 +161,7 @@ class PostgresServer(Server):
             )
         return self.socket_conninfo(dbname) if self._socket_reachable else self.conninfo(dbname)
 
-    def socket_conninfo(self, dbname: str | None = None) -> dict[str, Any]:
+    def socket_conninfo(self, dbname: str | None = None) -> PgConnInfo:
         """Keyword arguments for ``psycopg.connect`` over the instance's private Unix socket (no password).
 
         Only the user the server runs as and root can reach it (see :mod:`~testlane.services.postgres_auth`).

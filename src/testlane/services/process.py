@@ -24,6 +24,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -37,7 +38,7 @@ __all__ = [
     "pid_alive",
     "server_environment",
     "spawn",
-    "stop_process_group",
+    "terminate",
 ]
 
 log = logging.getLogger("testlane")
@@ -167,47 +168,72 @@ def spawn(
         )
 
 
-def stop_process_group(
-    pid: int,
-    create_time: float | None,
-    *,
-    first_signal: int = signal.SIGTERM,
-    timeout: float = 10.0,
-    popen: subprocess.Popen[bytes] | None = None,
-) -> None:
-    """Send ``first_signal`` to the server, wait up to ``timeout``, then SIGKILL its group.
+KILL_WAIT = 5.0  # seconds for a SIGKILLed process to be reaped (it cannot refuse; this only bounds a hung kernel)
 
-    The server is a session leader, so its process group holds its children too
-    (Postgres backends); killing the group leaves nothing behind. A ``popen`` we
-    own is reaped so no zombie remains.
+
+def terminate(
+    target: subprocess.Popen[Any] | int,
+    *,
+    create_time: float | None = None,
+    first_signal: int = signal.SIGTERM,
+    grace: float = 10.0,
+    group: bool = False,
+    first_to_group: bool = False,
+) -> int | None:
+    """Stop a process: ``first_signal``, up to ``grace`` seconds to exit, then SIGKILL. The one way
+    testlane stops a process (servers, gate checks, the pytest child of ``testlane run``).
+
+    ``target`` is a :class:`subprocess.Popen` we started (reaped here: no zombie remains; its exit
+    code is returned) or a PID from a record, identified by ``create_time`` too (a recycled PID is
+    left alone; None is returned). With ``group`` the process leads its own process group
+    (``start_new_session``): once it has exited, or at the deadline, the whole group is SIGKILLed, so
+    no child or grandchild (Postgres backends, a shell's pipeline, a test's helper that ignores
+    SIGTERM) outlives it. ``first_to_group`` sends the first signal to the whole group as well, for
+    commands whose children should each get the chance to stop (a shell pipeline); servers get it
+    alone and stop their own children.
     """
-    if not pid_alive(pid, create_time):
-        if popen is not None:
-            popen.poll()
-        return
-    try:
-        os.kill(pid, first_signal)
-    except ProcessLookupError:
-        return
-    deadline = Deadline.after(timeout)
-    delay = 0.002
-    while not deadline.expired:
-        if popen is not None:
-            if popen.poll() is not None:
-                break
-        elif not pid_alive(pid, create_time):
-            break
-        sleep(min(delay, deadline.remaining))
-        delay = min(delay * 2, 0.05)
-    else:
-        log.warning("process %s did not stop within %.0fs; killing it", pid, timeout)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-    if popen is not None:
+    popen = target if isinstance(target, subprocess.Popen) else None
+    pid = popen.pid if popen is not None else int(target)  # type: ignore[arg-type]
+    if popen is not None and popen.returncode is not None:
+        return popen.returncode  # reaped before: its PID is no longer ours to signal
+    if popen is None and not pid_alive(pid, create_time):
+        return None
+
+    def running() -> bool:
+        if popen is None:
+            return pid_alive(pid, create_time)
+        # Without reaping (WNOWAIT): an exited leader stays a zombie, so its PID (= the group's ID)
+        # cannot be reused before the group is killed below.
         try:
-            popen.wait(timeout=5)
-        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not fail
-            log.warning("process %s survived SIGKILL", pid)
+            return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+        except ChildProcessError:
+            return popen.poll() is None
+
+    if running():
+        with contextlib.suppress(ProcessLookupError):
+            if first_to_group:
+                os.killpg(pid, first_signal)
+            else:
+                os.kill(pid, first_signal)
+        deadline = Deadline.after(grace)
+        delay = 0.002
+        while running() and not deadline.expired:
+            sleep(min(delay, deadline.remaining))
+            delay = min(delay * 2, 0.05)
+        if running():
+            log.warning("process %s did not stop within %gs of signal %s; killing it", pid, grace, first_signal)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if group:
+            os.killpg(pid, signal.SIGKILL)
+        elif running():
+            os.kill(pid, signal.SIGKILL)
+    if popen is None:
+        return None
+    try:
+        return popen.wait(timeout=KILL_WAIT)
+    except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not fail
+        log.warning("process %s survived SIGKILL", pid)
+        return None
 
 
 def log_tail(path: Path | None, lines: int = 30, *, max_bytes: int = 64 * 1024) -> str:

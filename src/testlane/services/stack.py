@@ -29,10 +29,11 @@ from testlane.core import environment
 from testlane.core.config import Settings
 from testlane.core.errors import ConfigError, TestlaneError
 from testlane.core.private import write_private_file
+from testlane.core.redact import redact_url
 from testlane.core.runtime import OWNER_PID_ENV, RUN_ID_ENV, RunContext
 from testlane.core.service_names import SERVICES, canonical_services, known
 from testlane.services.backends import choose_backend
-from testlane.services.base import Launch, Progress, Server, stop_instance
+from testlane.services.base import KeepRequest, Launch, Progress, Server, stop_instance
 from testlane.services.cache import sweep_staging
 from testlane.services.external import UrlEngine
 from testlane.services.instance import Instance
@@ -105,7 +106,7 @@ def reap(context: RunContext, *, kept: bool = False) -> ReapReport:
     report.removed_dirs.extend(sweep_staging(context.cache_dir))
     for inst in report.stopped:
         log.info(
-            "reaped %s %s of run %s (owner %s is gone)", inst.engine, inst.redacted_url, inst.run_id, inst.owner_pid
+            "reaped %s %s of run %s (owner %s is gone)", inst.engine, redact_url(inst.url), inst.run_id, inst.owner_pid
         )
     return report
 
@@ -296,7 +297,7 @@ class ServiceStack:
             if not remaining:
                 shutil.rmtree(self.context.run_dir, ignore_errors=True)
 
-    def _detach(self, server: Server, keep: dict[str, Any]) -> None:
+    def _detach(self, server: Server, keep: KeepRequest) -> None:
         inst = server.instance
         inst.owner_pid = None
         inst.owner_create_time = None
@@ -307,7 +308,7 @@ class ServiceStack:
         log.warning(
             "kept %s at %s for failed tests' databases until %s (testlane reap --kept stops it now)",
             inst.name,
-            inst.redacted_url,
+            redact_url(inst.url),
             time.strftime("%H:%M:%S", time.localtime(inst.extra["kept_until"])),
         )
 

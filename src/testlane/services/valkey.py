@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from testlane.core.config import Settings
 from testlane.core.runtime import RunContext
@@ -29,6 +29,9 @@ from testlane.services.instance import Instance
 from testlane.services.privileges import ServiceUser, ensure_reachable, service_user_for
 from testlane.services.process import ProcessRef
 from testlane.services.registry import Registry
+
+if TYPE_CHECKING:
+    import redis
 
 __all__ = ["CONFIG_FILE", "ValkeyEngine", "ValkeyServer"]
 
@@ -45,7 +48,7 @@ class ValkeyServer(Server):
     def databases(self) -> int:
         return int(self.instance.extra.get("databases", 16))
 
-    def client(self, db: int = 0, **kwargs: Any) -> Any:
+    def client(self, db: int = 0, **kwargs: Any) -> redis.Redis:
         """A redis-py client on logical database ``db``."""
         import redis
 

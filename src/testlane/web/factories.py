@@ -21,17 +21,19 @@ the test's own session.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from polyfactory.factories.base import BaseFactory
+    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.orm import Session
 
 __all__ = ["aseed", "seed"]
 
 T = TypeVar("T")
 
 
-def seed(session: Any, factory: type[BaseFactory[T]], count: int = 1, /, **overrides: Any) -> list[T]:
+def seed(session: Session, factory: type[BaseFactory[T]], count: int = 1, /, **overrides: object) -> list[T]:
     """Build ``count`` objects with ``factory`` (``overrides`` fixed for all), add and commit them."""
     objects = factory.batch(count, **overrides)
     session.add_all(objects)
@@ -39,7 +41,9 @@ def seed(session: Any, factory: type[BaseFactory[T]], count: int = 1, /, **overr
     return objects
 
 
-async def aseed(session: Any, factory: type[BaseFactory[T]], count: int = 1, /, **overrides: Any) -> list[T]:
+async def aseed(
+    session: AsyncSession, factory: type[BaseFactory[T]], count: int = 1, /, **overrides: object
+) -> list[T]:
     """:func:`seed` through an ``AsyncSession``; the objects are refreshed (no lazy loads needed)."""
     objects = factory.batch(count, **overrides)
     session.add_all(objects)

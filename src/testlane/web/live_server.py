@@ -30,6 +30,7 @@ import itertools
 import logging
 import threading
 from collections import deque
+from collections.abc import Awaitable, Callable, MutableMapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,13 @@ if TYPE_CHECKING:
     import uvicorn
 
 __all__ = ["LiveServer"]
+
+# An ASGI application (what FastAPI, Starlette and Django's ASGI handler are): the ASGI spec's callable, with
+# its messages as mappings (uvicorn checks their contents; a type cannot).
+ASGIMessage = MutableMapping[str, object]
+ASGIApp = Callable[
+    [ASGIMessage, Callable[[], Awaitable[ASGIMessage]], Callable[[ASGIMessage], Awaitable[None]]], Awaitable[None]
+]
 
 _names = itertools.count(1)
 UVICORN_LOGGER = "uvicorn.error"  # uvicorn's startup, lifespan and shutdown messages
@@ -79,14 +87,14 @@ class LiveServer:
 
     def __init__(
         self,
-        app: Any,
+        app: ASGIApp,
         *,
         host: str = "127.0.0.1",
         port: int = 0,
         start_timeout: float = 10.0,
         stop_timeout: float = 10.0,
         grace: int = 1,
-        **uvicorn_options: Any,
+        **uvicorn_options: object,
     ) -> None:
         self.app = app
         self.host = host
@@ -94,7 +102,7 @@ class LiveServer:
         self.stop_timeout = stop_timeout
         self.name = f"live-server-{next(_names)}"
         self._requested_port = port
-        self._options = {"lifespan": "auto", "access_log": False, "log_config": None, **uvicorn_options}
+        self._options: dict[str, Any] = {"lifespan": "auto", "access_log": False, "log_config": None, **uvicorn_options}
         self._options["timeout_graceful_shutdown"] = grace
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None

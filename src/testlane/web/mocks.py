@@ -26,7 +26,7 @@ thread are mocked too.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from types import TracebackType
 
 import httpx
 import respx
@@ -92,5 +92,10 @@ class HttpMock(respx.MockRouter):
         super().__enter__()
         return self
 
-    def __exit__(self, *args: Any) -> None:
-        super().__exit__(*args)
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc: BaseException | None = None,
+        tb: TracebackType | None = None,
+    ) -> None:
+        super().__exit__(exc_type, exc, tb)

@@ -24,7 +24,7 @@ from unittest import mock
 __all__ = ["Spies"]
 
 
-def _autospec(target: Any, name: str, current: Any) -> bool:
+def _autospec(target: object, name: str, current: object) -> bool:
     if isinstance(getattr(current, "mock", current), mock.NonCallableMock):
         return False  # already spied or stubbed: a mock cannot be the spec of another
     if isinstance(inspect.getattr_static(target, name), classmethod | staticmethod):
@@ -38,7 +38,7 @@ class Spies:
     def __init__(self) -> None:
         self._patches: list[Any] = []
 
-    def __call__(self, target: Any, name: str) -> Any:
+    def __call__(self, target: object, name: str) -> mock.MagicMock:
         """Spy on ``target.name``: the real function still runs; the returned mock records the calls."""
         original = getattr(target, name)
         returned: list[Any] = []
@@ -73,7 +73,9 @@ class Spies:
         spy.raised = raised
         return spy
 
-    def stub(self, target: Any, name: str, *, return_value: Any = mock.DEFAULT, side_effect: Any = None) -> Any:
+    def stub(
+        self, target: object, name: str, *, return_value: object = mock.DEFAULT, side_effect: object = None
+    ) -> mock.MagicMock:
         """Replace ``target.name`` by a mock returning ``return_value`` (or running ``side_effect``)."""
         current = getattr(target, name)
         patcher = mock.patch.object(
@@ -81,8 +83,8 @@ class Spies:
         )
         return self._start(patcher)
 
-    def _start(self, patcher: Any) -> Any:
-        started = patcher.start()
+    def _start(self, patcher: Any) -> mock.MagicMock:
+        started: mock.MagicMock = patcher.start()  # a MagicMock, or an autospec'd function with its API
         self._patches.append(patcher)
         return started
 

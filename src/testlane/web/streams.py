@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Iterable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TypeVar
 
 __all__ = ["FakeStream", "FakeStreamError", "fake_stream"]
 
@@ -69,14 +69,16 @@ class FakeStream(AsyncGenerator[T, None]):
     async def athrow(
         self,
         typ: type[BaseException] | BaseException,
-        val: Any = None,
+        val: object = None,
         tb: TracebackType | None = None,
     ) -> T:
         """Raise ``typ`` at the stream's position: it is closed (``aclose`` throws ``GeneratorExit``)."""
         self.closed = True
         if isinstance(typ, BaseException):
             raise typ
-        raise typ() if val is None else val
+        if isinstance(val, BaseException):
+            raise val
+        raise typ() if val is None else typ(val)
 
     def _error(self, count: int) -> BaseException:
         if self.error is None:

@@ -25,10 +25,14 @@ import inspect
 import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from testlane.core.waiting import Deadline, WaitTimeout
+
+if TYPE_CHECKING:
+    from websockets.sync.client import ClientConnection
 
 __all__ = ["DEFAULT_TIMEOUT", "Match", "WsClient", "WsClosed", "WsConnectError", "WsTimeout", "matches"]
 
@@ -49,7 +53,7 @@ class WsTimeout(WaitTimeout):
     the message lists them and the messages still pending.
     """
 
-    def __init__(self, message: str, *, matched: Sequence[Any] = (), expected: int = 1) -> None:
+    def __init__(self, message: str, *, matched: Sequence[object] = (), expected: int = 1) -> None:
         super().__init__(message)
         self.matched = list(matched)
         self.expected = expected
@@ -58,7 +62,7 @@ class WsTimeout(WaitTimeout):
 class WsClosed(ConnectionError):
     """The connection was closed while a wait was still short of what it expected, or before a send."""
 
-    def __init__(self, message: str, *, code: int | None, reason: str, matched: Sequence[Any] = ()) -> None:
+    def __init__(self, message: str, *, code: int | None, reason: str, matched: Sequence[object] = ()) -> None:
         super().__init__(message)
         self.code = code
         self.reason = reason
@@ -156,12 +160,19 @@ class WsClient:
     idempotent.
     """
 
-    def __init__(self, opener: Any, connection: Any, url: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        opener: AbstractContextManager[ClientConnection],
+        connection: ClientConnection,
+        url: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
         self.url = url
         self.timeout = timeout
         self.received: list[Any] = []
         self.pending: list[Any] = []
-        self._opener = opener
+        self._opener: AbstractContextManager[ClientConnection] | None = opener
         self._conn = connection
 
     @classmethod
@@ -172,7 +183,7 @@ class WsClient:
         timeout: float = DEFAULT_TIMEOUT,
         headers: Mapping[str, str] | None = None,
         subprotocols: Sequence[str] | None = None,
-        **options: Any,
+        **options: object,
     ) -> WsClient:
         """Open a connection to ``url`` and wait (at most ``timeout`` s) until it is open.
 
@@ -213,7 +224,7 @@ class WsClient:
         return cls(opener, connection, url, timeout=timeout)
 
     # -- sending -----------------------------------------------------------------------------
-    def send(self, message: Any) -> None:
+    def send(self, message: object) -> None:
         """Send ``message``: ``str`` and ``bytes`` as they are, anything else as JSON text."""
         from websockets.exceptions import ConnectionClosed
 
@@ -232,7 +243,7 @@ class WsClient:
     def command(
         self,
         name: str,
-        payload: Any = None,
+        payload: object = None,
         *,
         timeout: float | None = None,
         id: str | None = None,

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from testlane.core.config import Settings
 from testlane.core.errors import DatabaseError
+from testlane.core.redact import redact_url
 from testlane.databases.mariadb.sqlfiles import apply_sql_folder, server_error
 from testlane.databases.migrations import MigrationSource, SqlFolder
 from testlane.databases.naming import require_testlane_database
@@ -168,7 +169,7 @@ def ensure_template(server: MariaDbServer, spec: TemplateSpec) -> str:
                 _scalar(admin, "SELECT RELEASE_LOCK(%s)", (lock,))
     except pymysql.err.MySQLError as exc:
         raise DatabaseError(
-            f"could not prepare the MariaDB template {name} on {server.instance.redacted_url}: {server_error(exc)}",
+            f"could not prepare the MariaDB template {name} on {redact_url(server.url)}: {server_error(exc)}",
             hint="check that the server's user may create databases (testlane creates and drops only tl_... "
             "databases).",
         ) from None

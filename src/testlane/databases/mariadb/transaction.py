@@ -19,7 +19,6 @@ the worker's database.
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import pymysql
 import pymysql.connections
@@ -102,7 +101,7 @@ class MysqlSavepointConnection(pymysql.connections.Connection):
     def _raw(self, sql: str) -> None:
         pymysql.connections.Connection.query(self, sql)
 
-    def query(self, sql: Any, unbuffered: bool = False) -> int:
+    def query(self, sql: str | bytes, unbuffered: bool = False) -> int:
         if self._in_test:
             words = implicit_commit(sql)
             if words is not None:

@@ -1,0 +1,100 @@
+"""Driver errors in the fixtures' own work are testlane's errors (one message, a hint, no traceback);
+a test's own SQL errors stay the driver's; and the asyncpg URL the fixtures now build with ServiceUrl.
+Generated projects, run in a subprocess."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from testlane.cli.run import RUN_SCOPED_ENV
+
+PYPROJECT = """
+[project]
+name = "inner"
+version = "0"
+
+[tool.testlane]
+services = ["postgres"]
+
+[tool.testlane.db]
+migrations = "migrations"
+"""
+
+TESTS = """
+import psycopg
+import pytest
+
+
+def test_1_its_own_sql_error_is_the_drivers(pg_conn):
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        pg_conn.execute("INSERT INTO countries VALUES ('fr')")
+
+
+@pytest.mark.isolation("schema")
+def test_2_stops_the_server(pg_database):
+    pg_database.server.halt(clean=False)
+
+
+@pytest.mark.isolation("schema")
+def test_3_needs_the_server(pg_database):
+    pass
+"""
+
+
+@pytest.fixture
+def inner_env(monkeypatch: pytest.MonkeyPatch, data_dir: Path) -> Path:
+    for key in (*RUN_SCOPED_ENV, "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_ADDOPTS"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("TESTLANE_IT", "1")
+    monkeypatch.setenv("TESTLANE_DATA_DIR", str(data_dir))
+    return data_dir
+
+
+def test_a_stopped_server_is_one_message_with_a_hint(pytester: pytest.Pytester, inner_env: Path) -> None:
+    pytester.makefile(".toml", pyproject=PYPROJECT)
+    (pytester.path / "migrations").mkdir()
+    (pytester.path / "migrations" / "001.sql").write_text("CREATE TABLE countries (code text PRIMARY KEY);\n")
+    (pytester.path / "migrations" / "002.sql").write_text("INSERT INTO countries VALUES ('fr');\n")
+    pytester.makepyfile(test_x_it=TESTS)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=300)
+    result.assert_outcomes(passed=2, errors=2)
+    out = result.stdout.str()
+    result.stdout.fnmatch_lines(
+        [
+            "*test_2_stops_the_server: cleaning up its database tl_* failed: * (OperationalError)",
+            "*hint: the connection failed or was lost; the server may have stopped or restarted*",
+        ]
+    )
+    result.stdout.fnmatch_lines(["*test_3_needs_the_server: preparing its database failed: * (OperationalError)"])
+    assert "psycopg.OperationalError" not in out  # the driver's error, with its traceback, no longer escapes
+
+
+ASYNC_SCHEMA = """
+import pytest
+from sqlalchemy import text
+
+
+@pytest.mark.asyncio
+@pytest.mark.isolation("schema")
+async def test_asyncpg_url_reaches_the_schema(async_db_engine, pg_database):
+    assert async_db_engine.url.drivername == "postgresql+asyncpg"
+    assert async_db_engine.url.database == pg_database.name
+    async with async_db_engine.connect() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM countries"))).scalar() == 1
+        assert (await conn.execute(text("SELECT current_schema()"))).scalar() == pg_database.schema.schema
+"""
+
+
+def test_the_asyncpg_url_of_a_schema_database(pytester: pytest.Pytester, inner_env: Path) -> None:
+    """The URL rewritten for asyncpg (ServiceUrl, no longer ``str.replace``) still reaches the schema."""
+    pytester.makefile(
+        ".toml", pyproject=PYPROJECT + '\n[tool.pytest.ini_options]\nasyncio_default_fixture_loop_scope = "function"\n'
+    )
+    (pytester.path / "migrations").mkdir()
+    (pytester.path / "migrations" / "001.sql").write_text("CREATE TABLE countries (code text PRIMARY KEY);\n")
+    (pytester.path / "migrations" / "002.sql").write_text("INSERT INTO countries VALUES ('fr');\n")
+    pytester.makepyfile(test_y_it=ASYNC_SCHEMA)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=300)
+    result.assert_outcomes(passed=1)
