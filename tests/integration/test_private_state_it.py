@@ -85,7 +85,7 @@ def test_no_password_in_the_banner_digest_reports_log_or_services_output(
         def test_ordinary_text_is_left_alone():
             password = "typed"
             expected = "stored"
-            assert password == expected
+            assert password == expected, "password == expected"
         """,
     )
     env = clean_env({"TESTLANE_DATA_DIR": str(data_dir), "TESTLANE_POSTGRES_SERVER_URL": url})
@@ -100,7 +100,7 @@ def test_no_password_in_the_banner_digest_reports_log_or_services_output(
     assert result.returncode == 1, result.stderr
     shown = result.stdout + result.stderr
     assert "at postgresql://" in shown and ":***@127.0.0.1:5432/postgres" in shown  # the banner, masked
-    assert "assert password == expected" in shown  # an assertion about a variable named password is kept
+    assert "password == expected" in shown  # an assertion's message about a variable named password is kept
     for text in (shown, jsonl.read_text(), doc.read_text()):
         assert password not in text
     assert ":***@" in json.dumps(json.loads(doc.read_text())["groups"])  # the diff is there, masked
