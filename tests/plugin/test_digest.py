@@ -266,3 +266,55 @@ def test_collection_errors_are_failures_at_their_line(pytester: pytest.Pytester)
     assert going_on.ret == 1
     last = going_on.stdout.str().rstrip().splitlines()[-1]
     assert last.startswith("testlane: FAILED — 1 passed in ") and last.endswith("; 2 root causes (exit 1)")
+
+
+def test_stopping_after_the_last_test_says_nothing_and_otherwise_counts_the_rest(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_x="""
+        def test_ok():
+            pass
+
+        def test_last():
+            assert 1 == 2
+        """
+    )
+    last = run(pytester, "--digest", "-x")
+    assert last.ret == 1
+    assert "stopped early" not in last.stdout.str() and "did not run" not in last.stdout.str()
+    pytester.makepyfile(
+        test_x="""
+        def test_first():
+            assert 1 == 2
+
+        def test_a():
+            pass
+
+        def test_b():
+            pass
+        """
+    )
+    first = run(pytester, "--digest", "-x")
+    assert first.ret == 1
+    assert "stopped early (stopping after 1 failures): 2 of 3 tests did not run" in first.stdout.str()
+
+
+def test_tests_skipped_by_a_plugin_name_the_first_reason(pytester: pytest.Pytester) -> None:
+    # A plugin's skip (pytest-django's live_server without settings) is not "the project's own".
+    pytester.makeconftest(
+        """
+        import pytest
+
+        @pytest.fixture
+        def live_server():
+            pytest.skip("no Django settings")
+        """
+    )
+    pytester.makepyfile(test_x="def test_page(live_server):\n    pass\n\ndef test_two(live_server):\n    pass\n")
+    result = run(pytester, "--digest")
+    assert result.ret == 0
+    text = result.stdout.str()
+    assert (
+        "nothing was tested: all 2 selected tests were skipped (the first: no Django settings); exit 0 as pytest "
+        "says (skipped by the project or its plugins)" in text
+    )
+    assert "own skips" not in text

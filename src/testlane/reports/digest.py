@@ -87,13 +87,14 @@ def rerun_command(result: RunResult, group: Group, files_exact: bool) -> tuple[s
     prefix = result.rerun_prefix
     if result.it_flag and any(f.lane == "it" for f in group.failures):
         prefix += " --it"
+    failing = len(set(nodeids))  # before parameter sets merge into their function's id
     nodeids = _whole_functions(result, nodeids)
     note = ""
     if group.first.cause and not files_exact and len(nodeids) > 1:
         # One cause of testlane's (a migration, a service): after the fix every one of these tests must
         # run again, and their files hold them all (and maybe a few more, which the note counts).
         targets = list(dict.fromkeys(n.split("::", 1)[0] for n in nodeids))
-        others = sum(1 for t in result.tests if t.nodeid.split("::", 1)[0] in targets) - len(nodeids)
+        others = sum(1 for t in result.tests if t.nodeid.split("::", 1)[0] in targets) - failing
         note = f"and {others} other test{'s' if others != 1 else ''} in those files" if others > 0 else ""
     elif files_exact:
         targets = list(dict.fromkeys(n.split("::", 1)[0] for n in nodeids))

@@ -185,6 +185,13 @@ def _rerun_prefix(config: pytest.Config, digest_from_cli: bool) -> tuple[str, bo
     return prefix, True
 
 
+def _skip_reason(report: pytest.TestReport) -> str:
+    """A skip's reason as pytest reports it (``Skipped: no Django settings`` -> ``no Django settings``)."""
+    longrepr = report.longrepr
+    reason = str(longrepr[2]) if isinstance(longrepr, tuple) and len(longrepr) == 3 else ""
+    return reason.removeprefix("Skipped: ").strip()
+
+
 class ReportCollector:
     """Collects the session's outcomes and failures; prints or writes the reports at its end."""
 
@@ -224,6 +231,7 @@ class ReportCollector:
         self.finished_tests: set[str] = set()
         self.collected = 0
         self.deselected = 0
+        self.first_skip = ""  # the first skipped test's reason: names who skipped it (a plugin, a mark)
         self.notes: list[str] = []
         self.findings: list[dict[str, str]] = []  # discipline findings (leaks, environment changes, ...)
         self.locations: dict[str, str] = {}  # nodeid -> path:line, for findings that come as warnings
@@ -296,6 +304,8 @@ class ReportCollector:
             test.outcome = "error"
         elif report.skipped and report.when == "setup":
             test.outcome = "xfailed" if xfail else "skipped"
+        if report.skipped and not xfail and not self.first_skip:
+            self.first_skip = _skip_reason(report)
         if report.failed:
             failure = failure_from_report(report, rootdir=self.rootdir)
             if failure.lane is None:
@@ -370,11 +380,11 @@ class ReportCollector:
             self._finish_test(test)
         notes = list(self.notes)
         ran = len(self.tests)
-        if session is not None and (session.shouldstop or session.shouldfail):
+        left = self.collected - ran
+        if session is not None and (session.shouldstop or session.shouldfail) and left > 0:
+            # Stopped after the last test (-x and the last one failed) left nothing out: nothing to say.
             reason = session.shouldstop or session.shouldfail
-            notes.append(
-                f"stopped early ({reason}): {max(self.collected - ran, 0)} of {self.collected} tests did not run"
-            )
+            notes.append(f"stopped early ({reason}): {left} of {self.collected} tests did not run")
         result = RunResult(
             exit_code=exit_code,
             duration=time.monotonic() - self.started,
@@ -398,7 +408,9 @@ class ReportCollector:
             elif lane:
                 result.notes.append(f'nothing was tested: {reason}; exit 0 because lanes.all_skipped = "pass"')
             else:
-                result.notes.append(f"nothing was tested: {reason}; exit 0 as pytest says (the project's own skips)")
+                result.notes.append(
+                    f"nothing was tested: {reason}; exit 0 as pytest says (skipped by the project or its plugins)"
+                )
         result.notes += self._lane_note()
         if not result.success and not result.groups and self.sink is not None and exit_code in (1, 3):
             result.output_tail = self.sink.tail(12)
@@ -424,6 +436,8 @@ class ReportCollector:
         if skipped:
             lane = selection.lane_skipped if selection is not None else 0
             why = f"{lane} of them integration tests with the lane off" if lane else "skip marks or conditions"
+            if not lane and self.first_skip:
+                why = f"the first: {self.first_skip}"
             which = f"all {skipped} selected tests were" if skipped != 1 else "the one selected test was"
             return f"{which} skipped ({why})", False
         if self.deselected:
