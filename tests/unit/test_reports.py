@@ -339,3 +339,64 @@ def test_testlanes_own_message_is_whole_however_small_the_budget() -> None:
     from testlane.reports.digest import failure_headline
 
     assert failure_headline(first).startswith(f"MigrationError: {first.message} at tests/conftest.py:3")
+
+
+def test_rerun_options_keep_how_tests_run_and_drop_selection_and_output() -> None:
+    import argparse
+
+    from testlane.reports.rerun import rerun_options
+
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("-p", dest="plugins", action="append")
+    parser.add_argument("-o", "--override-ini", dest="override_ini", action="append")
+    parser.add_argument("-c", dest="inifilename")
+    parser.add_argument("-W", dest="pythonwarnings", action="append")
+    parser.add_argument("--timeout", dest="timeout")
+    parser.add_argument("--isolation", dest="testlane_db__isolation")
+    parser.add_argument("-k", dest="keyword")
+    parser.add_argument("-x", dest="maxfail", action="store_const", const=1)
+    parser.add_argument("-v", dest="verbose", action="count")
+    parser.add_argument("-s", dest="capture", action="store_const", const="no")
+    parser.add_argument("-n", dest="numprocesses")
+    parser.add_argument("--format", dest="testlane_reports__format")
+    actions = dict(parser._option_string_actions)
+    args = [
+        "-pno:django",
+        "-xvs",
+        "--timeout=1",
+        "-o",
+        "a=b",
+        "-k",
+        "x or y",
+        "tests/a.py::t",
+        "-n",
+        "2",
+        "-c",
+        "cfg/pytest.ini",
+        "--isolation",
+        "database",
+        "--format",
+        "json",
+        "-W",
+        "error",
+        "--",
+        "-odd",
+    ]
+    kept = rerun_options(args, actions, drop=frozenset({"testlane_reports__format"}))
+    assert kept == [
+        "-p",
+        "no:django",
+        "-s",
+        "--timeout",
+        "1",
+        "-o",
+        "a=b",
+        "-c",
+        "cfg/pytest.ini",
+        "--isolation",
+        "database",
+        "-W",
+        "error",
+    ]
+    elsewhere = rerun_options(["-c", "cfg/pytest.ini"], actions, absolute_from="/home/u/app")
+    assert elsewhere == ["-c", "/home/u/app/cfg/pytest.ini"]

@@ -174,13 +174,27 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _rerun_prefix(config: pytest.Config, digest_from_cli: bool) -> tuple[str, bool]:
-    """How to re-run tests the way this run ran them, and whether integration tests need ``--it``."""
-    prefix = os.environ.get(RERUN_ENV)
-    if prefix:
-        return prefix, False
-    prefix = "pytest --digest" if digest_from_cli else "pytest"
+    """How to re-run tests the way this run ran them, and whether integration tests need ``--it``: the
+    command (``testlane run --`` under ``testlane run``), then the user's own options that change how tests
+    run (:mod:`testlane.reports.rerun`)."""
+    from testlane.core.config import iter_options
+    from testlane.reports.rerun import parser_actions, rerun_options
+
     invocation, rootdir = Path(str(config.invocation_params.dir)), Path(str(config.rootpath))
-    if invocation.resolve() != rootdir.resolve():
+    elsewhere = invocation.resolve() != rootdir.resolve()
+    under_run = os.environ.get(RERUN_ENV)
+    reports = frozenset(o.dest for o in iter_options() if o.key.startswith("reports."))  # the digest's own
+    options = rerun_options(
+        [str(a) for a in config.invocation_params.args],
+        parser_actions(config),
+        drop=reports,
+        absolute_from=str(invocation) if elsewhere and not under_run else None,
+    )
+    tail = f" {shlex.join(options)}" if options else ""
+    if under_run:
+        return under_run + tail, False
+    prefix = ("pytest --digest" if digest_from_cli else "pytest") + tail
+    if elsewhere:
         prefix = f"cd {shlex.quote(str(rootdir))} && {prefix}"
     return prefix, True
 
