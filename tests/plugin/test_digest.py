@@ -99,7 +99,8 @@ def test_a_timeout_is_a_failure_at_the_line_where_the_test_hung(pytester: pytest
     assert result.ret == 1
     assert "[1] TIMEOUT tests/test_slow.py::test_waits_for_a_reply_that_never_comes — Timeout (>1.0s)" in text
     assert "at tests/test_slow.py:8: time.sleep(30)" in text
-    assert "rerun: pytest --digest -p no:cacheprovider tests/test_slow.py::test_waits_for_a_reply_that_never_comes" in text
+    rerun = "rerun: pytest --digest -p no:cacheprovider tests/test_slow.py::test_waits_for_a_reply_that_never_comes"
+    assert rerun in text
     assert "PASSED" not in text
     assert len(text) <= len(run(pytester, "-q").stdout.str())
 

@@ -105,9 +105,7 @@ def test_service_fixture_in_the_unit_lane_names_the_test_and_the_fix(pytester: p
 
 def test_the_unit_lane_message_names_the_fixture_asked_for_and_what_it_pulled_in(pytester: pytest.Pytester) -> None:
     project(pytester)
-    pytester.makepyfile(
-        test_x="def test_one(pg_conn):\n    pass\n\ndef test_two(redis_client, pg_url):\n    pass\n"
-    )
+    pytester.makepyfile(test_x="def test_one(pg_conn):\n    pass\n\ndef test_two(redis_client, pg_url):\n    pass\n")
     result = run(pytester)
     assert result.ret == 1
     text = " ".join(result.stdout.str().split())

@@ -231,7 +231,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     used = service_fixtures_used(item)
     if used:
         pytest.fail(
-            f"{item.nodeid} is in the unit lane but uses testlane's {_fixtures_phrase(item, used)}. Mark the test @pytest.mark.integration, or move it to tests/integration/ or a *_it.py file, "
+            f"{item.nodeid} is in the unit lane but uses testlane's {_fixtures_phrase(item, used)}. "
+            "Mark the test @pytest.mark.integration, or move it to tests/integration/ or a *_it.py file, "
             "or list its files in [tool.testlane.lanes] integration_patterns; in the unit lane, use a fake instead.",
             pytrace=False,
         )
