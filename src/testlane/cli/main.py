@@ -3,8 +3,8 @@
 Exit codes: ``testlane run`` exits with the run's verdict, which its pytest exits with
 (testlane.reports.verdict, pytest's codes: 0 nothing failed, 1 failed, 2 interrupted or
 collection errors, 3 internal error, 4 usage, 5 nothing tested: nothing collected, all
-deselected or every test an integration test with the lane off), 130/143 when stopped by SIGINT/SIGTERM,
-128+N when pytest was killed by signal N. ``testlane gate`` exits 0 when every check passed, 1
+deselected or every test an integration test with the lane off), 130/143 when stopped by SIGINT/SIGTERM
+(the verdict its pytest prints says that code too), 128+N when pytest was killed by signal N. ``testlane gate`` exits 0 when every check passed, 1
 otherwise; ``testlane hook ...`` always exits 0 (its decision is on stdout).
 testlane's own failures: 4 for a usage or configuration mistake, 3 when a
 service could not be found or started. A user mistake is one message on

@@ -199,6 +199,17 @@ def _rerun_prefix(config: pytest.Config, digest_from_cli: bool) -> tuple[str, bo
     return prefix, True
 
 
+def _signal_exit() -> int | None:
+    """Under ``testlane run``, the signal that interrupted this run: ``testlane run`` exits 128+N for it (the
+    shell's convention, cli/main.py), and so does this process, so the verdict says that code. Plain pytest
+    keeps its own 2."""
+    if not os.environ.get(REPORTED_ENV):  # set only for testlane run's pytest
+        return None
+    from testlane.core.interrupts import last_signal
+
+    return last_signal()
+
+
 def _skip_reason(report: pytest.TestReport) -> str:
     """A skip's reason as pytest reports it (``Skipped: no Django settings`` -> ``no Django settings``)."""
     longrepr = report.longrepr
@@ -413,6 +424,7 @@ class ReportCollector:
             lane_off=bool(getattr(self._selection(), "all_skipped", False)),
             all_skipped=self.all_skipped,
             listing=_listing(self.config),
+            signal_exit=_signal_exit(),
         )
         verdict = result.verdict
         if verdict.nothing_tested and verdict.outcome in ("no_tests", "passed"):
@@ -504,7 +516,9 @@ class ReportCollector:
         result = self.result(session, exit_code)
         verdict = result.verdict
         if session is not None and verdict.exit_code is not None and verdict.exit_code != exit_code:
-            session.exitstatus = pytest.ExitCode(verdict.exit_code)  # the process says what the reports say
+            # the process says what the reports say (130/143 are not pytest's: a plain int)
+            code = verdict.exit_code
+            session.exitstatus = pytest.ExitCode(code) if code in set(pytest.ExitCode) else code
         line = self._terminal_line(result)
         self.terminal_line = (line, verdict.success) if line is not None else None
         marker = os.environ.get(REPORTED_ENV)
