@@ -146,3 +146,45 @@ def test_postgres_binaries_that_are_not_there_are_one_cause(
     )
     assert "no-such-bin (postgres.bin_dir)" in text
     assert "hint: install PostgreSQL" in text
+
+
+@pytest.mark.parametrize(
+    ("suite", "where", "head"),
+    [
+        (
+            "migration",
+            "    at migrations/002_orders.sql:4: account_id int REFERENCES acounts (id),",
+            'MigrationError: migration failed in migrations/002_orders.sql: relation "acounts" does not exist',
+        ),
+        ("setup", "", "MigrationError: set-up command `python load_fixtures.py` failed with exit code 1"),
+    ],
+    ids=["migration", "setup-command"],
+)
+def test_testlane_run_that_cannot_build_the_template_says_the_cause_like_the_digest_and_exits_3(
+    pytester: pytest.Pytester, inner_env: Path, suite: str, where: str, head: str
+) -> None:
+    # `testlane run` builds the template before pytest starts: no digest, so it says the root cause as the
+    # digest's group would (the file:line to fix, testlane's message and hint), then a verdict with exit 3.
+    import subprocess
+
+    from tests.helpers import TESTLANE, clean_env
+
+    bench.write_suite(suite, pytester.path)
+    env = clean_env({"CI": "1", "TESTLANE_DATA_DIR": str(inner_env)})
+    done = subprocess.run(
+        [TESTLANE, "run", "--", "-p", "no:cacheprovider"],
+        cwd=pytester.path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    text = done.stdout + done.stderr
+    assert done.returncode == 3, text
+    lines = text.splitlines()
+    assert any(line.startswith(f"testlane: error: {head}") for line in lines), text
+    if where:
+        assert where in lines, text
+    assert any(line.strip().startswith("hint: fix the") for line in lines), text
+    assert lines[-1] == "testlane: FAILED — the migrated template could not be built; no tests ran (exit 3)", text
+    assert "Traceback" not in text
