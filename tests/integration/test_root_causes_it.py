@@ -188,3 +188,23 @@ def test_testlane_run_that_cannot_build_the_template_says_the_cause_like_the_dig
     assert any(line.strip().startswith("hint: fix the") for line in lines), text
     assert lines[-1] == "testlane: FAILED — the migrated template could not be built; no tests ran (exit 3)", text
     assert "Traceback" not in text
+
+
+def test_testlane_run_whose_service_cannot_start_says_the_cause_and_exits_3(
+    pytester: pytest.Pytester, inner_env: Path, taken_port: int
+) -> None:
+    import subprocess
+
+    from tests.helpers import TESTLANE, clean_env
+
+    bench.write_suite("migration", pytester.path)
+    env = clean_env({"TESTLANE_DATA_DIR": str(inner_env), "TESTLANE_POSTGRES_SERVER_PORT": str(taken_port)})
+    done = subprocess.run(
+        [TESTLANE, "run", "--", "-p", "no:cacheprovider"], cwd=pytester.path, env=env, capture_output=True, text=True
+    )
+    text = done.stdout + done.stderr
+    assert done.returncode == 3, text
+    lines = text.splitlines()
+    assert f"testlane: error: PortUnavailableError: port {taken_port} on 127.0.0.1 is already in use." in lines, text
+    assert any(line.strip().startswith("hint: stop what listens there") for line in lines), text
+    assert lines[-1] == "testlane: FAILED — a service could not be started; no tests ran (exit 3)", text
