@@ -64,7 +64,8 @@ def assert_one_cause(result: pytest.RunResult, head: str) -> str:
     assert text.startswith(f"[1] ERROR — {head}"), text
     assert "\n[2]" not in text
     assert "9 tests errored because of it: tests/test_" in text
-    assert f"    rerun: pytest --digest --it {TESTS}\n" in text
+    # the run's own -p no:cacheprovider is repeated; -n 2 (which tests where) is not
+    assert f"    rerun: pytest --digest -p no:cacheprovider --it {TESTS}\n" in text
     assert text.rstrip().splitlines()[-1].startswith("testlane: FAILED — 9 errors, 1 passed in ")
     assert text.rstrip().endswith("; 1 root cause (exit 1)")
     assert "Traceback" not in text
