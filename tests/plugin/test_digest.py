@@ -359,3 +359,20 @@ def test_the_rerun_keeps_the_options_that_change_how_tests_run_and_reruns_the_fa
         again = run(pytester, *words[1:])
         assert again.ret == 1, again.stdout.str()  # reproduced, and only that test ran
         assert "testlane: FAILED — 1 failed in " in again.stdout.str()
+
+
+def test_under_testlane_run_the_rerun_repeats_the_pytest_options_given_after_the_dashes(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # testlane run starts pytest with the arguments after `--` and says how it was started; the child
+    # repeats the options among them (here as `testlane run` hands them on), not the selection.
+    from testlane.reports import RERUN_ENV
+
+    monkeypatch.setenv(RERUN_ENV, "testlane --set db.isolation=database run --")
+    pytester.makepyfile(test_x=RUN_AS_OPTIONS)
+    result = run(pytester, "--digest", "-o", "xfail_strict=true", "-x", "test_x.py")
+    assert result.ret == 1
+    assert (
+        "    rerun: testlane --set db.isolation=database run -- -p no:cacheprovider -o xfail_strict=true "
+        "test_x.py::test_xpasses\n" in result.stdout.str()
+    )
