@@ -432,15 +432,16 @@ def run_pytest(
     directory: Path, args: list[str], timeout: float = 300, *, pythonpath: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     """pytest in ``directory``, as a user would run it there (no outer run's variables)."""
-    return run_command(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], directory, timeout, pythonpath
-    )
+    return run_command([sys.executable, "-m", "pytest", *args], directory, timeout, pythonpath)
 
 
 def run_command(
     argv: list[str], directory: Path, timeout: float = 300, pythonpath: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in STRIP_ENV}
+    # No cache files in the suites' directories; in the environment, not the command line, where the digest's
+    # rerun commands would repeat it (they repeat the user's options) and it would count against them.
+    env["PYTEST_ADDOPTS"] = "-p no:cacheprovider"
     if pythonpath is not None:
         env["PYTHONPATH"] = str(pythonpath)
     return subprocess.run(argv, cwd=directory, env=env, capture_output=True, text=True, timeout=timeout, check=False)
@@ -465,7 +466,7 @@ def failing_tests(directory: Path, argv: list[str], pythonpath: Path | None = No
     """The node ids that failed or errored when ``argv`` ran (read from testlane's JSON report)."""
     report = directory / ".bench-report.json"
     report.unlink(missing_ok=True)
-    run_command([*argv, "-p", "no:cacheprovider", "--report-json", str(report)], directory, pythonpath=pythonpath)
+    run_command([*argv, "--report-json", str(report)], directory, pythonpath=pythonpath)
     if not report.is_file():
         return None
     tests = json.loads(report.read_text())["tests"]

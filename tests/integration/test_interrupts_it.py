@@ -9,6 +9,7 @@ testlane prints when it starts initializing a cluster (a fresh cache makes that 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -202,4 +203,25 @@ def test_plain_pytest_interrupted(
     assert "Traceback" not in text and text.count("KeyboardInterrupt !!!") == 1
     assert lines[-1] == interrupted(phase), text
     assert len(lines) <= 7, text
+    assert_clean(data_dir, tmp_path)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_under_testlane_run_the_digest_states_the_code_the_process_exits_with(
+    interruptible: Path, data_dir: Path, tmp_path: Path, started: list[subprocess.Popen[str]], signum: int
+) -> None:
+    # testlane run exits 128+N for signal N (the shell's convention); the digest's verdict and the JSON
+    # document, written by its pytest, say that code, not pytest's 2.
+    report = tmp_path / "report.json"
+    env = environment(data_dir, tmp_path, "test", TESTLANE_REPORTS_FORMAT="digest")
+    argv = [TESTLANE, "run", "--", "-p", "no:cacheprovider", "--report-json", str(report)]
+    proc = start(started, argv, interruptible, env)
+    wait_for_file(tmp_path / "marker", timeout=180)
+    os.killpg(proc.pid, signum)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum, output
+    verdicts = [line for line in output.splitlines() if line.startswith("testlane: INTERRUPTED")]
+    assert len(verdicts) == 1 and verdicts[0].endswith(f"(exit {128 + signum})"), output
+    document = json.loads(report.read_text())
+    assert document["exit_code"] == 128 + signum and document["pytest_exit_code"] == 2
     assert_clean(data_dir, tmp_path)

@@ -64,7 +64,8 @@ def assert_one_cause(result: pytest.RunResult, head: str) -> str:
     assert text.startswith(f"[1] ERROR — {head}"), text
     assert "\n[2]" not in text
     assert "9 tests errored because of it: tests/test_" in text
-    assert f"    rerun: pytest --digest --it {TESTS}\n" in text
+    # the run's own -p no:cacheprovider is repeated; -n 2 (which tests where) is not
+    assert f"    rerun: pytest --digest -p no:cacheprovider --it {TESTS}\n" in text
     assert text.rstrip().splitlines()[-1].startswith("testlane: FAILED — 9 errors, 1 passed in ")
     assert text.rstrip().endswith("; 1 root cause (exit 1)")
     assert "Traceback" not in text
@@ -146,3 +147,65 @@ def test_postgres_binaries_that_are_not_there_are_one_cause(
     )
     assert "no-such-bin (postgres.bin_dir)" in text
     assert "hint: install PostgreSQL" in text
+
+
+@pytest.mark.parametrize(
+    ("suite", "where", "head"),
+    [
+        (
+            "migration",
+            "    at migrations/002_orders.sql:4: account_id int REFERENCES acounts (id),",
+            'MigrationError: migration failed in migrations/002_orders.sql: relation "acounts" does not exist',
+        ),
+        ("setup", "", "MigrationError: set-up command `python load_fixtures.py` failed with exit code 1"),
+    ],
+    ids=["migration", "setup-command"],
+)
+def test_testlane_run_that_cannot_build_the_template_says_the_cause_like_the_digest_and_exits_3(
+    pytester: pytest.Pytester, inner_env: Path, suite: str, where: str, head: str
+) -> None:
+    # `testlane run` builds the template before pytest starts: no digest, so it says the root cause as the
+    # digest's group would (the file:line to fix, testlane's message and hint), then a verdict with exit 3.
+    import subprocess
+
+    from tests.helpers import TESTLANE, clean_env
+
+    bench.write_suite(suite, pytester.path)
+    env = clean_env({"CI": "1", "TESTLANE_DATA_DIR": str(inner_env)})
+    done = subprocess.run(
+        [TESTLANE, "run", "--", "-p", "no:cacheprovider"],
+        cwd=pytester.path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    text = done.stdout + done.stderr
+    assert done.returncode == 3, text
+    lines = text.splitlines()
+    assert any(line.startswith(f"testlane: error: {head}") for line in lines), text
+    if where:
+        assert where in lines, text
+    assert any(line.strip().startswith("hint: fix the") for line in lines), text
+    assert lines[-1] == "testlane: FAILED — the migrated template could not be built; no tests ran (exit 3)", text
+    assert "Traceback" not in text
+
+
+def test_testlane_run_whose_service_cannot_start_says_the_cause_and_exits_3(
+    pytester: pytest.Pytester, inner_env: Path, taken_port: int
+) -> None:
+    import subprocess
+
+    from tests.helpers import TESTLANE, clean_env
+
+    bench.write_suite("migration", pytester.path)
+    env = clean_env({"TESTLANE_DATA_DIR": str(inner_env), "TESTLANE_POSTGRES_SERVER_PORT": str(taken_port)})
+    done = subprocess.run(
+        [TESTLANE, "run", "--", "-p", "no:cacheprovider"], cwd=pytester.path, env=env, capture_output=True, text=True
+    )
+    text = done.stdout + done.stderr
+    assert done.returncode == 3, text
+    lines = text.splitlines()
+    assert f"testlane: error: PortUnavailableError: port {taken_port} on 127.0.0.1 is already in use." in lines, text
+    assert any(line.strip().startswith("hint: stop what listens there") for line in lines), text
+    assert lines[-1] == "testlane: FAILED — a service could not be started; no tests ran (exit 3)", text

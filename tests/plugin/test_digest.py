@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shlex
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -58,7 +59,8 @@ def test_fixture_suite_is_one_group_with_its_place_log_and_rerun(pytester: pytes
     assert "    at tests/conftest.py:12 in accounts_db\n" in text
     assert "tests: tests/test_accounts_0.py::test_account_0[0]," in text and "… and 197 more" in text
     assert "WARNING  app.db:conftest.py:11 accounts database: schema version 41, expected 42" in text
-    rerun = "rerun: pytest --digest " + " ".join(f"tests/test_accounts_{i}.py" for i in range(4))
+    # -p no:cacheprovider is this run's own option (run() gives it): the re-run repeats it
+    rerun = "rerun: pytest --digest -p no:cacheprovider " + " ".join(f"tests/test_accounts_{i}.py" for i in range(4))
     assert rerun in text
     assert text.rstrip().splitlines()[-1].startswith("testlane: FAILED — 200 errors, 10 passed in ")
     assert "Traceback" not in text and "_____" not in text  # pytest's own report is muted
@@ -85,7 +87,7 @@ def test_six_unrelated_failures_are_six_groups_with_their_diffs(pytester: pytest
         assert diff in text
     assert "ValueError: invalid literal for int() with base 10: 'x'" in text
     assert "Failed: DID NOT RAISE KeyError" in text
-    assert "rerun: pytest --digest tests/test_a.py::test_total" in text
+    assert "rerun: pytest --digest -p no:cacheprovider tests/test_a.py::test_total" in text
     assert text.rstrip().splitlines()[-1].startswith("testlane: FAILED — 6 failed, 20 passed in ")
     assert len(text) <= len(run(pytester, "-q").stdout.str())
 
@@ -97,7 +99,8 @@ def test_a_timeout_is_a_failure_at_the_line_where_the_test_hung(pytester: pytest
     assert result.ret == 1
     assert "[1] TIMEOUT tests/test_slow.py::test_waits_for_a_reply_that_never_comes — Timeout (>1.0s)" in text
     assert "at tests/test_slow.py:8: time.sleep(30)" in text
-    assert "rerun: pytest --digest tests/test_slow.py::test_waits_for_a_reply_that_never_comes" in text
+    rerun = "rerun: pytest --digest -p no:cacheprovider tests/test_slow.py::test_waits_for_a_reply_that_never_comes"
+    assert rerun in text
     assert "PASSED" not in text
     assert len(text) <= len(run(pytester, "-q").stdout.str())
 
@@ -266,3 +269,110 @@ def test_collection_errors_are_failures_at_their_line(pytester: pytest.Pytester)
     assert going_on.ret == 1
     last = going_on.stdout.str().rstrip().splitlines()[-1]
     assert last.startswith("testlane: FAILED — 1 passed in ") and last.endswith("; 2 root causes (exit 1)")
+
+
+def test_stopping_after_the_last_test_says_nothing_and_otherwise_counts_the_rest(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_x="""
+        def test_ok():
+            pass
+
+        def test_last():
+            assert 1 == 2
+        """
+    )
+    last = run(pytester, "--digest", "-x")
+    assert last.ret == 1
+    assert "stopped early" not in last.stdout.str() and "did not run" not in last.stdout.str()
+    pytester.makepyfile(
+        test_x="""
+        def test_first():
+            assert 1 == 2
+
+        def test_a():
+            pass
+
+        def test_b():
+            pass
+        """
+    )
+    first = run(pytester, "--digest", "-x")
+    assert first.ret == 1
+    assert "stopped early (stopping after 1 failures): 2 of 3 tests did not run" in first.stdout.str()
+
+
+def test_tests_skipped_by_a_plugin_name_the_first_reason(pytester: pytest.Pytester) -> None:
+    # A plugin's skip (pytest-django's live_server without settings) is not "the project's own".
+    pytester.makeconftest(
+        """
+        import pytest
+
+        @pytest.fixture
+        def live_server():
+            pytest.skip("no Django settings")
+        """
+    )
+    pytester.makepyfile(test_x="def test_page(live_server):\n    pass\n\ndef test_two(live_server):\n    pass\n")
+    result = run(pytester, "--digest")
+    assert result.ret == 0
+    text = result.stdout.str()
+    assert (
+        "nothing was tested: all 2 selected tests were skipped (the first: no Django settings); exit 0 as pytest "
+        "says (skipped by the project or its plugins)" in text
+    )
+    assert "own skips" not in text
+
+
+RUN_AS_OPTIONS = """
+import warnings
+import pytest
+
+@pytest.mark.xfail(reason="known")
+def test_xpasses():
+    pass
+
+def test_warns():
+    warnings.warn("deprecated call", UserWarning)
+
+def test_ok():
+    pass
+"""
+
+
+def test_the_rerun_keeps_the_options_that_change_how_tests_run_and_reruns_the_failure(
+    pytester: pytest.Pytester,
+) -> None:
+    # These tests fail only with the user's options (-o, -W, -p); selection and output options are dropped.
+    pytester.makepyfile(test_x=RUN_AS_OPTIONS, test_y="def test_other():\n    pass\n")
+    given = ["-o", "xfail_strict=true", "-W", "error:deprecated call", "-p", "no:asyncio", "--tb=line", "-v"]
+    first = run(pytester, "--digest", *given, "-k", "not nothing", "--maxfail=5", "test_x.py", "test_y.py")
+    assert first.ret == 1
+    reruns = [line.strip() for line in first.stdout.lines if line.strip().startswith("rerun: ")]
+    kept = "-p no:cacheprovider -o xfail_strict=true -W 'error:deprecated call' -p no:asyncio"
+    assert reruns == [
+        f"rerun: pytest --digest {kept} test_x.py::test_xpasses",
+        f"rerun: pytest --digest {kept} test_x.py::test_warns",
+    ], first.stdout.str()
+    for line in reruns:
+        words = shlex.split(line.removeprefix("rerun: "))
+        assert words[:2] == ["pytest", "--digest"]
+        again = run(pytester, *words[1:])
+        assert again.ret == 1, again.stdout.str()  # reproduced, and only that test ran
+        assert "testlane: FAILED — 1 failed in " in again.stdout.str()
+
+
+def test_under_testlane_run_the_rerun_repeats_the_pytest_options_given_after_the_dashes(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # testlane run starts pytest with the arguments after `--` and says how it was started; the child
+    # repeats the options among them (here as `testlane run` hands them on), not the selection.
+    from testlane.reports import RERUN_ENV
+
+    monkeypatch.setenv(RERUN_ENV, "testlane --set db.isolation=database run --")
+    pytester.makepyfile(test_x=RUN_AS_OPTIONS)
+    result = run(pytester, "--digest", "-o", "xfail_strict=true", "-x", "test_x.py")
+    assert result.ret == 1
+    assert (
+        "    rerun: testlane --set db.isolation=database run -- -p no:cacheprovider -o xfail_strict=true "
+        "test_x.py::test_xpasses\n" in result.stdout.str()
+    )

@@ -103,6 +103,22 @@ def test_service_fixture_in_the_unit_lane_names_the_test_and_the_fix(pytester: p
     )
 
 
+def test_the_unit_lane_message_names_the_fixture_asked_for_and_what_it_pulled_in(pytester: pytest.Pytester) -> None:
+    project(pytester)
+    pytester.makepyfile(test_x="def test_one(pg_conn):\n    pass\n\ndef test_two(redis_client, pg_url):\n    pass\n")
+    result = run(pytester)
+    assert result.ret == 1
+    text = " ".join(result.stdout.str().split())
+    assert (
+        "test_x.py::test_one is in the unit lane but uses testlane's service fixture 'pg_conn' (through "
+        "'pg_database'), which needs a real server. Mark" in text
+    )
+    assert (
+        "test_x.py::test_two is in the unit lane but uses testlane's service fixtures 'redis_client' and 'pg_url' "
+        "(through 'redis_db' and 'pg_database'), which need real servers. Mark" in text
+    )
+
+
 NETWORK_SUITE = """
 import socket
 import pytest

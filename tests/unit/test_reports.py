@@ -131,6 +131,25 @@ def test_failures_that_share_a_testlane_cause_are_one_group_at_the_cause() -> No
     assert "    rerun: pytest tests/test_a_it.py tests/test_b_it.py\n" in text
 
 
+def test_the_note_counts_the_other_tests_in_the_files_before_parameter_sets_merge() -> None:
+    # test_a_it.py: test_accounts[0..2] (all broken) and test_plain (broken too); test_b_it.py: 2 broken
+    # and 1 that passes. The one other test in those files is test_b_it.py::test_ok, whatever merges.
+    def broken(nodeid: str) -> Failure:
+        return Failure(nodeid, "setup", "error", "MigrationError", "migration failed", cause="migration m.sql:4")
+
+    ids = [f"tests/test_a_it.py::test_accounts[{i}]" for i in range(3)]
+    ids += ["tests/test_b_it.py::test_0", "tests/test_b_it.py::test_1"]
+    failures = [broken(n) for n in ids]
+    result = result_of(failures)
+    result.tests.append(TestOutcome("tests/test_b_it.py::test_ok", "passed"))
+    group = group_failures(failures)[0]
+    command, note = rerun_command(result, group, files_exact=False)
+    assert command == "pytest tests/test_a_it.py tests/test_b_it.py"
+    assert note == "and 1 other test in those files"
+    result.tests.append(TestOutcome("tests/test_a_it.py::test_plain", "passed"))
+    assert rerun_command(result, group, files_exact=False)[1] == "and 2 other tests in those files"
+
+
 def test_rerun_under_plain_pytest_adds_it_for_integration_tests_and_uses_the_run_prefix() -> None:
     failure = assertion("tests/test_db_it.py::test_q", 3, "assert 0 == 1")
     failure.lane = "it"
@@ -320,3 +339,64 @@ def test_testlanes_own_message_is_whole_however_small_the_budget() -> None:
     from testlane.reports.digest import failure_headline
 
     assert failure_headline(first).startswith(f"MigrationError: {first.message} at tests/conftest.py:3")
+
+
+def test_rerun_options_keep_how_tests_run_and_drop_selection_and_output() -> None:
+    import argparse
+
+    from testlane.reports.rerun import rerun_options
+
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("-p", dest="plugins", action="append")
+    parser.add_argument("-o", "--override-ini", dest="override_ini", action="append")
+    parser.add_argument("-c", dest="inifilename")
+    parser.add_argument("-W", dest="pythonwarnings", action="append")
+    parser.add_argument("--timeout", dest="timeout")
+    parser.add_argument("--isolation", dest="testlane_db__isolation")
+    parser.add_argument("-k", dest="keyword")
+    parser.add_argument("-x", dest="maxfail", action="store_const", const=1)
+    parser.add_argument("-v", dest="verbose", action="count")
+    parser.add_argument("-s", dest="capture", action="store_const", const="no")
+    parser.add_argument("-n", dest="numprocesses")
+    parser.add_argument("--format", dest="testlane_reports__format")
+    actions = dict(parser._option_string_actions)
+    args = [
+        "-pno:django",
+        "-xvs",
+        "--timeout=1",
+        "-o",
+        "a=b",
+        "-k",
+        "x or y",
+        "tests/a.py::t",
+        "-n",
+        "2",
+        "-c",
+        "cfg/pytest.ini",
+        "--isolation",
+        "database",
+        "--format",
+        "json",
+        "-W",
+        "error",
+        "--",
+        "-odd",
+    ]
+    kept = rerun_options(args, actions, drop=frozenset({"testlane_reports__format"}))
+    assert kept == [
+        "-p",
+        "no:django",
+        "-s",
+        "--timeout",
+        "1",
+        "-o",
+        "a=b",
+        "-c",
+        "cfg/pytest.ini",
+        "--isolation",
+        "database",
+        "-W",
+        "error",
+    ]
+    elsewhere = rerun_options(["-c", "cfg/pytest.ini"], actions, absolute_from="/home/u/app")
+    assert elsewhere == ["-c", "/home/u/app/cfg/pytest.ini"]

@@ -3,17 +3,20 @@
 Exit codes: ``testlane run`` exits with the run's verdict, which its pytest exits with
 (testlane.reports.verdict, pytest's codes: 0 nothing failed, 1 failed, 2 interrupted or
 collection errors, 3 internal error, 4 usage, 5 nothing tested: nothing collected, all
-deselected or every test an integration test with the lane off), 130/143 when stopped by SIGINT/SIGTERM,
-128+N when pytest was killed by signal N. ``testlane gate`` exits 0 when every check passed, 1
-otherwise; ``testlane hook ...`` always exits 0 (its decision is on stdout).
-testlane's own failures: 4 for a usage or configuration mistake, 3 when a
-service could not be found or started. A user mistake is one message on
-stderr, never a traceback (``-v`` adds testlane's debug log).
+deselected or every test an integration test with the lane off), 130/143 when stopped by
+SIGINT/SIGTERM (the verdict its pytest prints says that code too), 128+N when pytest was
+killed by signal N. ``testlane gate`` exits 0 when every check passed, 1 otherwise;
+``testlane hook ...`` always exits 0 (its decision is on stdout).
+testlane's own failures: 4 for a usage or configuration mistake, 3 when a service could
+not be found or started or the migrated template could not be built (before pytest ran:
+the message names the root cause, e.g. the migration's file:line, and the fix). A user
+mistake is one message on stderr, never a traceback (``-v`` adds testlane's debug log).
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 from rich.markup import escape
@@ -73,6 +76,23 @@ cli.add_command(init_command)
 add_global_options(cli)  # --config, --set, -v, -q: on every command, before or after its name
 
 
+def _print_cause(error: TestlaneError) -> None:
+    """The error that stopped ``testlane run`` before pytest, as the digest's group for it (one place
+    renders a root cause): the file:line to fix and the fix, then the verdict with the exit code, 3."""
+    from testlane.reports.digest import render_cause
+    from testlane.reports.failures import failure_from_error
+
+    head, *rest = render_cause(failure_from_error(error, Path.cwd()))
+    console.print(f"[red]testlane: error:[/red] {escape(head.split(' — ', 1)[-1])}")
+    for line in rest:
+        console.print(escape(line), highlight=False)
+    cause = error.cause or ""
+    what = "a service could not be started" if cause.startswith("service") else "the run could not be set up"
+    if cause.startswith(("migration", "set-up command", "template")):
+        what = "the migrated template could not be built"
+    console.print(f"[red]testlane: FAILED —[/red] {what}; no tests ran (exit {SERVICE_EXIT})")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning user mistakes into one message and an exit code."""
     try:
@@ -97,7 +117,10 @@ def main(argv: list[str] | None = None) -> None:
         console.print(f"[red]testlane: configuration error:[/red] {escape(str(exc))}")
         raise SystemExit(USAGE_EXIT) from None
     except TestlaneError as exc:
-        console.print(f"[red]testlane: error:[/red] {escape(str(exc))}")
+        if exc.cause:  # a root cause of testlane's (a migration, a set-up command, a service): as the digest says it
+            _print_cause(exc)
+        else:
+            console.print(f"[red]testlane: error:[/red] {escape(str(exc))}")
         raise SystemExit(SERVICE_EXIT) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None

@@ -24,6 +24,7 @@ INTERRUPTED = 2  # pytest.ExitCode.INTERRUPTED, without importing pytest for it
 
 def main() -> int:
     sys.path[0] = os.getcwd()  # as `python -m pytest`: the current directory, not this file's
+    # The name is interrupts.CHILD_COPY: the reports look the last interruption up there too.
     spec = importlib.util.spec_from_file_location(
         "_testlane_child_interrupts", Path(__file__).resolve().parents[1] / "core" / "interrupts.py"
     )

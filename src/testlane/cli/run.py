@@ -270,7 +270,10 @@ def run_pytest_under_services(
         # Exit code 1 with no report: the process was ended from inside (other codes before reporting
         # are pytest's own start-up errors, which it printed).
         silent_failure = code == 1 and fmt != "terminal" and not reported.exists()
-        if code not in PYTEST_EXIT_CODES or silent_failure:
+        # 130/143 with a report: pytest was interrupted by a signal sent to it alone, and said so (its
+        # verdict gives that code, as this process would have).
+        signalled = code in (128 + signal.SIGINT, 128 + signal.SIGTERM) and reported.exists()
+        if (code not in PYTEST_EXIT_CODES and not signalled) or silent_failure:
             _report_crash(fmt, code, settings.reports.digest_budget)
             return 128 - code if code < 0 else code
         return code

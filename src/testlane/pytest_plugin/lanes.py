@@ -207,15 +207,32 @@ def service_fixtures_used(item: pytest.Item) -> list[str]:
     )
 
 
+def _fixtures_phrase(item: pytest.Item, used: list[str]) -> str:
+    """``service fixture 'pg_conn' (through 'pg_database'), which needs a real server``: the fixtures the test
+    asked for first (its own parameters; else the first in pytest's order), the ones they pulled in after."""
+    order = [name for name in getattr(item, "fixturenames", ()) if name in used]
+    info = getattr(item, "_fixtureinfo", None)
+    asked = [name for name in order if name in getattr(info, "argnames", ())] or order[:1]
+    through = [name for name in order if name not in asked]
+
+    def quoted(names: list[str]) -> str:
+        words = [f"'{name}'" for name in names]
+        return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+    phrase = f"service fixture {quoted(asked)}" if len(asked) == 1 else f"service fixtures {quoted(asked)}"
+    if through:
+        phrase += f" (through {quoted(through)})"
+    return phrase + (", which needs a real server" if len(asked) == 1 else ", which need real servers")
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if lane_of(item) != "unit":
         return
     used = service_fixtures_used(item)
     if used:
-        names = ", ".join(f"'{name}'" for name in used)
         pytest.fail(
-            f"{item.nodeid} is in the unit lane but uses testlane's service fixture {names}, which needs a real "
-            "server. Mark the test @pytest.mark.integration, or move it to tests/integration/ or a *_it.py file, "
+            f"{item.nodeid} is in the unit lane but uses testlane's {_fixtures_phrase(item, used)}. "
+            "Mark the test @pytest.mark.integration, or move it to tests/integration/ or a *_it.py file, "
             "or list its files in [tool.testlane.lanes] integration_patterns; in the unit lane, use a fake instead.",
             pytrace=False,
         )

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from testlane.core.redact import redact, redact_data
 from testlane.reports.model import Failure, Group, RunResult
 
-__all__ = ["render_digest", "rerun_command", "summary_line"]
+__all__ = ["render_cause", "render_digest", "rerun_command", "summary_line"]
 
 # Detail per level: (message lines, diff lines, node ids listed, log lines, server log lines)
 _LEVELS = {
@@ -87,13 +87,14 @@ def rerun_command(result: RunResult, group: Group, files_exact: bool) -> tuple[s
     prefix = result.rerun_prefix
     if result.it_flag and any(f.lane == "it" for f in group.failures):
         prefix += " --it"
+    failing = len(set(nodeids))  # before parameter sets merge into their function's id
     nodeids = _whole_functions(result, nodeids)
     note = ""
     if group.first.cause and not files_exact and len(nodeids) > 1:
         # One cause of testlane's (a migration, a service): after the fix every one of these tests must
         # run again, and their files hold them all (and maybe a few more, which the note counts).
         targets = list(dict.fromkeys(n.split("::", 1)[0] for n in nodeids))
-        others = sum(1 for t in result.tests if t.nodeid.split("::", 1)[0] in targets) - len(nodeids)
+        others = sum(1 for t in result.tests if t.nodeid.split("::", 1)[0] in targets) - failing
         note = f"and {others} other test{'s' if others != 1 else ''} in those files" if others > 0 else ""
     elif files_exact:
         targets = list(dict.fromkeys(n.split("::", 1)[0] for n in nodeids))
@@ -191,7 +192,7 @@ class _GroupView:
         if n_msg > 1 and not detail and "\n" in first.message:
             detail = first.message.splitlines()[1:n_msg]
         out += own or _folded([_clip(f"      {line}", 200) for line in detail], n_diff)
-        if first.cause:
+        if first.cause and self.group.count and not first.nodeid.startswith("("):
             ids = self.group.nodeids
             listed = min(n_ids, 2)
             shown = _joined_ids(ids[:listed])
@@ -219,6 +220,13 @@ class _GroupView:
         if command:
             out.append(f"    rerun: {command}" + (f"   ({note})" if note else ""))
         return out
+
+
+def render_cause(failure: Failure) -> list[str]:
+    """A root cause of testlane's that stopped the run before any test (``failures.failure_from_error``),
+    as the digest's group for it says it: the error, the file:line to fix, testlane's message and hint."""
+    lines = _GroupView(0, Group(key=("start-up",), failures=[failure]), ("", "")).lines(4)
+    return [redact(line) for line in lines]
 
 
 def _test_function(nodeid: str) -> str:

@@ -115,7 +115,30 @@ def _cause_facts(error: TestlaneError, rootdir: Path) -> dict[str, Any]:
             facts["source"] = text[:120] or None
     else:  # no file to point at (a service, a set-up command): not the test's line either
         facts.update(path=None, line=None)
+    # The project's files by their paths in the project, as the location says them.
+    prefix = f"{rootdir}/"
+    facts["message"] = facts["message"].replace(prefix, "")
+    facts["detail"] = [line.replace(prefix, "") for line in facts["detail"]]
     return facts
+
+
+def failure_from_error(error: TestlaneError, rootdir: Path) -> Failure:
+    """A root cause of testlane's that stopped the run before any test (``testlane run`` could not start a
+    service or build the template) as the failure the digest would show for the tests it broke."""
+    facts = _cause_facts(error, rootdir)
+    return Failure(
+        nodeid="(start-up)",
+        phase="setup",
+        kind="error",
+        exc_type=facts["type"],
+        message=facts["message"],
+        detail=facts["detail"],
+        path=facts.get("path"),
+        line=facts.get("line"),
+        source=facts.get("source"),
+        own=True,
+        cause=facts["cause"],
+    )
 
 
 def facts_from_excinfo(
@@ -149,10 +172,6 @@ def facts_from_excinfo(
     error = testlane_cause(excinfo.value)
     if error is not None:
         facts.update(_cause_facts(error, rootdir))
-        # The project's files by their paths in the project, as the location says them.
-        prefix = f"{rootdir}/"
-        facts["message"] = facts["message"].replace(prefix, "")
-        facts["detail"] = [line.replace(prefix, "") for line in facts["detail"]]
         return facts
     suspended = awaiting_project_frame(excinfo.value, rootdir)
     if suspended is not None:

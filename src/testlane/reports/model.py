@@ -112,6 +112,8 @@ class RunResult:
     lane_off: bool = False
     all_skipped: str = "fail"  # lanes.all_skipped: whether such a run may pass
     listing: bool = False  # --collect-only, --setup-plan...: a run that never meant to run tests
+    # under `testlane run`: the signal that interrupted the run; the process exits 128+N, as the shell's convention
+    signal_exit: int | None = None
 
     def count(self, outcome: str) -> int:
         return sum(1 for t in self.tests if t.outcome == outcome)
@@ -136,6 +138,7 @@ class RunResult:
             lane_off=self.lane_off,
             all_skipped=self.all_skipped,
             listing=self.listing,
+            signal_exit=self.signal_exit,
         )
 
     @property

@@ -174,15 +174,47 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _rerun_prefix(config: pytest.Config, digest_from_cli: bool) -> tuple[str, bool]:
-    """How to re-run tests the way this run ran them, and whether integration tests need ``--it``."""
-    prefix = os.environ.get(RERUN_ENV)
-    if prefix:
-        return prefix, False
-    prefix = "pytest --digest" if digest_from_cli else "pytest"
+    """How to re-run tests the way this run ran them, and whether integration tests need ``--it``: the
+    command (``testlane run --`` under ``testlane run``), then the user's own options that change how tests
+    run (:mod:`testlane.reports.rerun`)."""
+    from testlane.core.config import iter_options
+    from testlane.reports.rerun import parser_actions, rerun_options
+
     invocation, rootdir = Path(str(config.invocation_params.dir)), Path(str(config.rootpath))
-    if invocation.resolve() != rootdir.resolve():
+    elsewhere = invocation.resolve() != rootdir.resolve()
+    under_run = os.environ.get(RERUN_ENV)
+    reports = frozenset(o.dest for o in iter_options() if o.key.startswith("reports."))  # the digest's own
+    options = rerun_options(
+        [str(a) for a in config.invocation_params.args],
+        parser_actions(config),
+        drop=reports,
+        absolute_from=str(invocation) if elsewhere and not under_run else None,
+    )
+    tail = f" {shlex.join(options)}" if options else ""
+    if under_run:
+        return under_run + tail, False
+    prefix = ("pytest --digest" if digest_from_cli else "pytest") + tail
+    if elsewhere:
         prefix = f"cd {shlex.quote(str(rootdir))} && {prefix}"
     return prefix, True
+
+
+def _signal_exit() -> int | None:
+    """Under ``testlane run``, the signal that interrupted this run: ``testlane run`` exits 128+N for it (the
+    shell's convention, cli/main.py), and so does this process, so the verdict says that code. Plain pytest
+    keeps its own 2."""
+    if not os.environ.get(REPORTED_ENV):  # set only for testlane run's pytest
+        return None
+    from testlane.core.interrupts import last_signal
+
+    return last_signal()
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    """A skip's reason as pytest reports it (``Skipped: no Django settings`` -> ``no Django settings``)."""
+    longrepr = report.longrepr
+    reason = str(longrepr[2]) if isinstance(longrepr, tuple) and len(longrepr) == 3 else ""
+    return reason.removeprefix("Skipped: ").strip()
 
 
 class ReportCollector:
@@ -224,6 +256,7 @@ class ReportCollector:
         self.finished_tests: set[str] = set()
         self.collected = 0
         self.deselected = 0
+        self.first_skip = ""  # the first skipped test's reason: names who skipped it (a plugin, a mark)
         self.notes: list[str] = []
         self.findings: list[dict[str, str]] = []  # discipline findings (leaks, environment changes, ...)
         self.locations: dict[str, str] = {}  # nodeid -> path:line, for findings that come as warnings
@@ -296,6 +329,8 @@ class ReportCollector:
             test.outcome = "error"
         elif report.skipped and report.when == "setup":
             test.outcome = "xfailed" if xfail else "skipped"
+        if report.skipped and not xfail and not self.first_skip:
+            self.first_skip = _skip_reason(report)
         if report.failed:
             failure = failure_from_report(report, rootdir=self.rootdir)
             if failure.lane is None:
@@ -370,11 +405,11 @@ class ReportCollector:
             self._finish_test(test)
         notes = list(self.notes)
         ran = len(self.tests)
-        if session is not None and (session.shouldstop or session.shouldfail):
+        left = self.collected - ran
+        if session is not None and (session.shouldstop or session.shouldfail) and left > 0:
+            # Stopped after the last test (-x and the last one failed) left nothing out: nothing to say.
             reason = session.shouldstop or session.shouldfail
-            notes.append(
-                f"stopped early ({reason}): {max(self.collected - ran, 0)} of {self.collected} tests did not run"
-            )
+            notes.append(f"stopped early ({reason}): {left} of {self.collected} tests did not run")
         result = RunResult(
             exit_code=exit_code,
             duration=time.monotonic() - self.started,
@@ -389,6 +424,7 @@ class ReportCollector:
             lane_off=bool(getattr(self._selection(), "all_skipped", False)),
             all_skipped=self.all_skipped,
             listing=_listing(self.config),
+            signal_exit=_signal_exit(),
         )
         verdict = result.verdict
         if verdict.nothing_tested and verdict.outcome in ("no_tests", "passed"):
@@ -398,7 +434,9 @@ class ReportCollector:
             elif lane:
                 result.notes.append(f'nothing was tested: {reason}; exit 0 because lanes.all_skipped = "pass"')
             else:
-                result.notes.append(f"nothing was tested: {reason}; exit 0 as pytest says (the project's own skips)")
+                result.notes.append(
+                    f"nothing was tested: {reason}; exit 0 as pytest says (skipped by the project or its plugins)"
+                )
         result.notes += self._lane_note()
         if not result.success and not result.groups and self.sink is not None and exit_code in (1, 3):
             result.output_tail = self.sink.tail(12)
@@ -424,6 +462,8 @@ class ReportCollector:
         if skipped:
             lane = selection.lane_skipped if selection is not None else 0
             why = f"{lane} of them integration tests with the lane off" if lane else "skip marks or conditions"
+            if not lane and self.first_skip:
+                why = f"the first: {self.first_skip}"
             which = f"all {skipped} selected tests were" if skipped != 1 else "the one selected test was"
             return f"{which} skipped ({why})", False
         if self.deselected:
@@ -476,7 +516,9 @@ class ReportCollector:
         result = self.result(session, exit_code)
         verdict = result.verdict
         if session is not None and verdict.exit_code is not None and verdict.exit_code != exit_code:
-            session.exitstatus = pytest.ExitCode(verdict.exit_code)  # the process says what the reports say
+            # the process says what the reports say (130/143 are not pytest's: a plain int)
+            code = verdict.exit_code
+            session.exitstatus = pytest.ExitCode(code) if code in set(pytest.ExitCode) else code
         line = self._terminal_line(result)
         self.terminal_line = (line, verdict.success) if line is not None else None
         marker = os.environ.get(REPORTED_ENV)

@@ -9,7 +9,8 @@ disagree. Each outcome has one exit code:
 ``passed``             0     nothing failed: something was tested, or the project's own skip marks
                              skipped every test (pytest's 0 stands; the tally says ``0 passed``)
 ``failed``             1     a test, a fixture or teardown failed (collection too, when pytest went on)
-``interrupted``        2     Ctrl-C, SIGTERM, ``pytest.exit``
+``interrupted``        2     Ctrl-C, SIGTERM, ``pytest.exit``; under ``testlane run`` a signal's shell
+                             code instead, 130 (SIGINT) or 143 (SIGTERM): what ``testlane run`` exits with
 ``collection_error``   2     pytest stopped on errors during collection (its "Interrupted: N errors")
 ``internal_error``     3     pytest or a plugin crashed (INTERNALERROR)
 ``usage_error``        4     pytest's command line was wrong
@@ -98,12 +99,14 @@ def decide(
     lane_off: bool = False,
     all_skipped: str = "fail",
     listing: bool = False,
+    signal_exit: int | None = None,
 ) -> Verdict:
     """The verdict of a run from pytest's exit code, the tests' final outcomes (``counts``, as in
     :attr:`RunResult.counts`), the number of recorded failures, whether every test was an integration
     test skipped because the lane is off (``lane_off``: ``LaneSelection.all_skipped``) and the
     ``lanes.all_skipped`` setting. ``listing``: the run was never meant to run tests (``--collect-only``,
-    ``--setup-plan``): pytest's code stands."""
+    ``--setup-plan``): pytest's code stands. ``signal_exit``: the signal that interrupted the run when the
+    process exits by the shell's convention for it (128+N, under ``testlane run``)."""
     code = pytest_exit_code
     tested = sum(counts.get(name, 0) for name in ("passed", "failed", "error", "xfailed", "xpassed"))
     if code is None:
@@ -124,4 +127,6 @@ def decide(
         if all_skipped == "pass":
             return Verdict("passed", 0, code, nothing_tested=True, lane_off=True)
         return Verdict("no_tests", EXIT_CODES["no_tests"], code, nothing_tested=True, lane_off=True)
+    if outcome == "interrupted" and signal_exit is not None:
+        return Verdict(outcome, 128 + signal_exit, code, nothing_tested=not tested)
     return Verdict(outcome, EXIT_CODES[outcome], code, nothing_tested=not tested)
