@@ -4,35 +4,21 @@ tests that needed it and the number of xdist workers that hit it. The suites are
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shlex
 import socket
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from testlane.cli.run import RUN_SCOPED_ENV
+from tests.plugin.test_digest import bench  # bench/digest.py, loaded once
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("inner_env")]
 
 REPO = Path(__file__).resolve().parents[2]
 TESTS = "tests/test_accounts_it.py tests/test_orders_it.py tests/test_reports_it.py"
-
-
-def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_digest", REPO / "bench" / "digest.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("bench_digest", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _bench()
 
 
 @pytest.fixture

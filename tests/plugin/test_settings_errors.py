@@ -11,20 +11,10 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import clean_env, run_cli
-from tests.plugin.test_lanes import plain_env, run  # noqa: F401 - shared fixture and helper
+from tests.plugin.test_lanes import PYPROJECT, plain_env, run  # noqa: F401 - shared fixture and helper
 
 pytestmark = pytest.mark.timeout(120)
 
-PYPROJECT = """
-[project]
-name = "inner"
-version = "0"
-[tool.testlane]
-services = []
-{extra}
-[tool.pytest.ini_options]
-asyncio_default_fixture_loop_scope = "function"
-"""
 
 TEST = "def test_ok():\n    pass\n"
 
