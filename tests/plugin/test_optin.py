@@ -280,7 +280,7 @@ def test_a_projects_own_fixture_named_like_testlanes_is_the_projects(pytester: p
     result.assert_outcomes(passed=2, errors=1)
     out = result.stdout.str()
     wrapped = "test_wrapped.py::test_wrapped is in the unit lane but uses testlane's service fixture"
-    assert f"{wrapped} 'pg_database', 'pg_url'" in out
+    assert f"{wrapped} 'pg_url' (through 'pg_database')" in out
     assert "test_own" not in out.split("short test summary info")[1]
 
 
