@@ -29,8 +29,8 @@ SUITE = {
 }
 
 LANE_MESSAGE = (
-    "tests/test_a.py::test_uses_a_service is in the unit lane but uses testlane's service fixture 'pg_database', "
-    "'pg_url', which needs a real server. Mark the test @pytest.mark.integration, or move it to tests/integration/ "
+    "tests/test_a.py::test_uses_a_service is in the unit lane but uses testlane's service fixture 'pg_url' "
+    "(through 'pg_database'), which needs a real server. Mark the test @pytest.mark.integration, or move it to tests/integration/ "
     "or a *_it.py file, or list its files in [tool.testlane.lanes] integration_patterns; in the unit lane, use a "
     "fake instead."
 )
@@ -49,7 +49,7 @@ def test_testlanes_messages_are_whole_at_any_budget(pytester: pytest.Pytester, b
     result = run(pytester, "--digest", "--digest-budget", budget)
     assert result.ret == 1
     text = result.stdout.str()
-    assert text.startswith("[1] ERROR in setup of tests/test_a.py::test_uses_a_service — ")
+    assert text.startswith("[1] ERROR in setup — ")
     assert LANE_MESSAGE in text
     if budget == "4000":
         blocked = text.split("NetworkBlockedError: ", 1)[1].split("\n", 1)[0]

@@ -172,6 +172,7 @@ class _GroupView:
         what = first.nodeid if count == 1 else f"{count} tests"
         if count == 1 and level > 0 and self.rerun[0] and _quote(first.nodeid) in self.rerun[0]:
             what = ""  # the rerun line below names the test: said once (level 0 has no rerun line)
+            label = label.removesuffix(" of")  # "ERROR in setup"
         if first.cause:  # one root cause of testlane's: said once, its tests are counted below
             label, what = "ERROR", ""
         message = _message(first)
