@@ -31,8 +31,8 @@ SUITE = {
 LANE_MESSAGE = (
     "tests/test_a.py::test_uses_a_service is in the unit lane but uses testlane's service fixture 'pg_url' "
     "(through 'pg_database'), which needs a real server. Mark the test @pytest.mark.integration, or move it to "
-    "tests/integration/ or a *_it.py file, or list its files in [tool.testlane.lanes] integration_patterns; in the unit lane, use a "
-    "fake instead."
+    "tests/integration/ or a *_it.py file, or list its files in [tool.testlane.lanes] integration_patterns; "
+    "in the unit lane, use a fake instead."
 )
 GUARD_MESSAGE = "LaneError: testlane.db.database() needs a real database, but this test is in the unit lane."
 GUARD_HINT = (
