@@ -217,9 +217,8 @@ def test_a_first_failure_larger_than_the_budget_is_cut_not_dropped() -> None:
 
 
 def test_the_summary_never_says_passed_unless_something_passed_and_pytest_exited_zero() -> None:
-    assert (
-        summary_line(result_of([], passed=4, exit_code=0)) == "testlane: PASSED — 4 passed"
-    )  # no time: nothing to act on
+    # no time on a green line: nothing there to act on
+    assert summary_line(result_of([], passed=4, exit_code=0)) == "testlane: PASSED — 4 passed"
     skipped = [TestOutcome("t.py::a", "skipped")]
     # Every test an integration test skipped because the lane is off (testlane's skip): nothing tested, 5.
     lane_off = RunResult(exit_code=0, tests=skipped, lane_off=True)
