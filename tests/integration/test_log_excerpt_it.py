@@ -59,7 +59,8 @@ def test_the_first_failure_shows_its_error_not_the_servers_boot(project: Path, d
     )
     text = result.stdout
     assert result.returncode == 1, text + result.stderr
-    assert text.startswith("[1] FAILED test_orders_it.py::test_1_reads_a_table_that_is_not_there — UndefinedTable:")
+    assert text.startswith("[1] FAILED — UndefinedTable:")
+    assert "rerun: " in text and "test_orders_it.py::test_1_reads_a_table_that_is_not_there\n" in text
     assert "\n[2]" not in text  # test_3 passed: no warning in the whole log
     log_part = text.split("postgres log during the test:", 1)[1].split("rerun:", 1)[0]
     lines = [line.strip() for line in log_part.strip().splitlines()]

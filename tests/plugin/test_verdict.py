@@ -51,15 +51,15 @@ SUITES: dict[str, dict[str, str]] = {
 
 # suite, extra configuration: outcome, exit code, the summary line's start
 CASES = [
-    ("all passed", "", "passed", 0, "testlane: PASSED — 2 passed in "),
+    ("all passed", "", "passed", 0, "testlane: PASSED — 2 passed"),
     ("a failure", "", "failed", 1, "testlane: FAILED — 1 failed, 1 passed in "),
     ("a fixture error", "", "failed", 1, "testlane: FAILED — 1 error in "),
     ("all skipped by the lane", "", "no_tests", 5, "testlane: FAILED — no tests ran — 2 skipped in "),
     # the project's own skip marks: its decision, pytest's 0 stands (said as it is: nothing passed)
-    ("all skipped by the project", "", "passed", 0, "testlane: PASSED — 0 passed, 2 skipped in "),
+    ("all skipped by the project", "", "passed", 0, "testlane: PASSED — 0 passed, 2 skipped"),
     ("nothing collected", "", "no_tests", 5, "testlane: FAILED — no tests ran — 0 tests ran in "),
-    ("xfail only", "", "passed", 0, "testlane: PASSED — 1 xfailed in "),
-    ("xpass only", "", "passed", 0, "testlane: PASSED — 1 xpassed in "),
+    ("xfail only", "", "passed", 0, "testlane: PASSED — 1 xfailed"),
+    ("xpass only", "", "passed", 0, "testlane: PASSED — 1 xpassed"),
     ("interrupted", "", "interrupted", 2, "testlane: INTERRUPTED (not a success) — 1 passed, 1 incomplete in "),
     # pytest's 2 ("Interrupted: 1 error during collection") stands; the verdict says what it is
     ("a collection error", "", "collection_error", 2, "testlane: ERROR — collection failed — 0 tests ran in "),
@@ -68,14 +68,14 @@ CASES = [
         '[tool.testlane.lanes]\nall_skipped = "pass"',
         "passed",
         0,
-        'testlane: PASSED — nothing was tested (lanes.all_skipped = "pass") — 2 skipped in ',
+        'testlane: PASSED — nothing was tested (lanes.all_skipped = "pass") — 2 skipped',
     ),
     (
         "all skipped by the project",
         '[tool.testlane.lanes]\nall_skipped = "fail"',
         "passed",
         0,
-        "testlane: PASSED — 0 passed, 2 skipped in ",
+        "testlane: PASSED — 0 passed, 2 skipped",
     ),
 ]
 
@@ -153,11 +153,11 @@ def test_pytests_own_output_says_why_nothing_was_tested(pytester: pytest.Pyteste
 
 
 RUN_CASES = [
-    ("all passed", "passed", 0, "testlane: PASSED — 2 passed in "),
+    ("all passed", "passed", 0, "testlane: PASSED — 2 passed"),
     ("a failure", "failed", 1, "testlane: FAILED — 1 failed, 1 passed in "),
-    ("all skipped by the project", "passed", 0, "testlane: PASSED — 0 passed, 2 skipped in "),
+    ("all skipped by the project", "passed", 0, "testlane: PASSED — 0 passed, 2 skipped"),
     ("nothing collected", "no_tests", 5, "testlane: FAILED — no tests ran — 0 tests ran in "),
-    ("xpass only", "passed", 0, "testlane: PASSED — 1 xpassed in "),
+    ("xpass only", "passed", 0, "testlane: PASSED — 1 xpassed"),
     ("a collection error", "collection_error", 2, "testlane: ERROR — collection failed — 0 tests ran in "),
 ]
 

@@ -160,6 +160,32 @@ def test_rerun_under_plain_pytest_adds_it_for_integration_tests_and_uses_the_run
     assert rerun_command(under_run, group, files_exact=False)[0] == "testlane run -- tests/test_db_it.py::test_q"
 
 
+def test_a_single_test_groups_headline_leaves_its_node_id_to_the_rerun_line() -> None:
+    nodeid = "tests/test_a.py::test_x[a b]"
+    text = render_digest(result_of([assertion(nodeid, 5, "assert 1 == 2")], passed=1))
+    assert text.count("test_x[a b]") == 1, text  # said once: in the command that reruns it
+    assert text.startswith("[1] FAILED — AssertionError: assert 1 == 2\n    at tests/test_a.py:5 in t\n"), text
+    assert "    rerun: pytest 'tests/test_a.py::test_x[a b]'\n" in text
+
+
+def test_a_timeouts_message_is_its_limit() -> None:
+    timeout = Failure(
+        "tests/test_slow.py::test_w",
+        "call",
+        "timeout",
+        "Failed",
+        "Timeout (>1.0s) from pytest-timeout.",
+        [],
+        "tests/test_slow.py",
+        8,
+        "test_w",
+        "time.sleep(30)",
+    )
+    text = render_digest(result_of([timeout]))
+    assert text.startswith("[1] TIMEOUT — Timeout >1.0s\n    at tests/test_slow.py:8: time.sleep(30)\n"), text
+    assert "pytest-timeout" not in text
+
+
 def test_budget_folds_later_groups_but_keeps_the_first_failure() -> None:
     failures = [
         assertion(f"tests/test_{i}.py::test_case", i + 1, f"assert {i} == -1", [f"diff line {n}" for n in range(30)])
@@ -171,7 +197,9 @@ def test_budget_folds_later_groups_but_keeps_the_first_failure() -> None:
     full = render_digest(result, budget=100_000)
     small = render_digest(result, budget=1500)
     assert len(small) <= 1500 < len(full)
-    assert "[1] FAILED tests/test_0.py::test_case — AssertionError: assert 0 == -1" in small
+    assert "[1] FAILED — AssertionError: assert 0 == -1" in small  # its rerun line names the test
+    # folded to one line, without a rerun line, a group names its test in its headline
+    assert "[2] FAILED tests/test_1.py::test_case — AssertionError: assert 1 == -1 at tests/test_1.py:2\n" in small
     assert "at tests/test_0.py:1" in small
     assert "diff line 0" in small
     assert "rerun: pytest tests/test_0.py::test_case" in small
@@ -183,12 +211,14 @@ def test_a_first_failure_larger_than_the_budget_is_cut_not_dropped() -> None:
     huge = assertion("tests/test_a.py::test_big", 3, "x" * 5000, ["y" * 300] * 50)
     text = render_digest(result_of([huge]), budget=800)
     assert len(text) <= 800
-    assert text.startswith("[1] FAILED tests/test_a.py::test_big")
+    assert text.startswith("[1] FAILED — AssertionError: xxx")
+    assert "    rerun: pytest tests/test_a.py::test_big\n" in text  # never cut: it names the test
     assert text.rstrip().splitlines()[-1].startswith("testlane: FAILED")
 
 
 def test_the_summary_never_says_passed_unless_something_passed_and_pytest_exited_zero() -> None:
-    assert summary_line(result_of([], passed=4, exit_code=0)).startswith("testlane: PASSED — 4 passed")
+    # no time on a green line: nothing there to act on
+    assert summary_line(result_of([], passed=4, exit_code=0)) == "testlane: PASSED — 4 passed"
     skipped = [TestOutcome("t.py::a", "skipped")]
     # Every test an integration test skipped because the lane is off (testlane's skip): nothing tested, 5.
     lane_off = RunResult(exit_code=0, tests=skipped, lane_off=True)
@@ -200,7 +230,7 @@ def test_the_summary_never_says_passed_unless_something_passed_and_pytest_exited
     # The project's own skip marks: pytest's 0 stands, and the tally says nothing passed.
     marks = RunResult(exit_code=0, tests=skipped)
     assert (marks.outcome, marks.verdict.exit_code, marks.verdict.pytest_exit_code) == ("passed", 0, 0)
-    assert summary_line(marks).startswith("testlane: PASSED — 0 passed, 1 skipped in ")
+    assert summary_line(marks).endswith("testlane: PASSED — 0 passed, 1 skipped")
     assert summary_line(RunResult(exit_code=5)).startswith("testlane: FAILED — no tests ran")
     assert summary_line(RunResult(exit_code=2)).startswith("testlane: INTERRUPTED (not a success)")
     # pytest's 2 on collection errors stands; the words say what it is.

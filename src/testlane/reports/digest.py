@@ -23,6 +23,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from testlane.core.redact import redact, redact_data
+from testlane.reports.failures import TIMEOUT_MESSAGE
 from testlane.reports.model import Failure, Group, RunResult
 
 __all__ = ["render_cause", "render_digest", "rerun_command", "summary_line"]
@@ -67,7 +68,8 @@ def summary_line(result: RunResult) -> str:
     causes = len(result.groups)
     cause_text = f"; {causes} root cause{'s' if causes != 1 else ''}" if causes else ""
     if verdict.outcome == "passed":
-        return f"testlane: {verdict.label} — {tally} in {result.duration:.2f}s"
+        # Nothing to act on: the verdict and the counts, no time (the shortest line that says it).
+        return f"testlane: {verdict.label} — {tally}"
     exit_text = f"exit {verdict.exit_code}" if verdict.exit_code is not None else "no exit code"
     return f"testlane: {verdict.label} — {tally} in {result.duration:.2f}s{cause_text} ({exit_text})"
 
@@ -168,6 +170,9 @@ class _GroupView:
         if first.kind == "error" and first.phase in ("setup", "teardown"):
             label = f"ERROR in {first.phase} of"
         what = first.nodeid if count == 1 else f"{count} tests"
+        if count == 1 and level > 0 and self.rerun[0] and _quote(first.nodeid) in self.rerun[0]:
+            what = ""  # the rerun line below names the test: said once (level 0 has no rerun line)
+            label = label.removesuffix(" of")  # "ERROR in setup"
         if first.cause:  # one root cause of testlane's: said once, its tests are counted below
             label, what = "ERROR", ""
         message = _message(first)
@@ -356,8 +361,12 @@ def warnings_block(findings: list[dict[str, str]]) -> list[str]:
 
 
 def _message(failure: Failure) -> str:
-    """``Type: message``; a timeout's ``Failed:`` says nothing the label does not."""
-    if not failure.exc_type or (failure.kind == "timeout" and failure.exc_type == "Failed"):
+    """``Type: message``; a timeout's ``Failed:`` and pytest-timeout's wording say nothing the label
+    does not: only its limit (``Timeout >1.0s``) stays."""
+    if failure.kind == "timeout":
+        message = TIMEOUT_MESSAGE.sub(lambda m: f"Timeout >{m.group(1)}", failure.message)
+        return message if failure.exc_type in ("", "Failed") else f"{failure.exc_type}: {message}"
+    if not failure.exc_type:
         return failure.message
     return f"{failure.exc_type}: {failure.message}"
 

@@ -209,7 +209,7 @@ def facts_from_excinfo(
 
 # --------------------------------------------------------------------------- reporting side
 
-_TIMEOUT = re.compile(r"Timeout \(>[\d.]+s\) from pytest-timeout")
+TIMEOUT_MESSAGE = re.compile(r"Timeout \(>([\d.]+s)\) from pytest-timeout\.?")  # group 1: the limit
 _CRASH = re.compile(r"worker '[^']+' crashed|node down|Fatal Python error|Segmentation fault")
 _E_LINE = re.compile(r"^E(\s.*)$")
 
@@ -217,7 +217,7 @@ _E_LINE = re.compile(r"^E(\s.*)$")
 def _kind(phase: str, exc_type: str, message: str) -> Kind:
     if phase == "collect":
         return "collection"
-    if _TIMEOUT.search(message):
+    if TIMEOUT_MESSAGE.search(message):
         return "timeout"
     if _CRASH.search(message):
         return "crash"
