@@ -13,8 +13,8 @@ import pytest
 
 from testlane.core.config import load_settings
 from testlane.core.runtime import RunContext
-from testlane.services import container
-from testlane.services.container import SPECS, ContainerRuntime
+from testlane.services import container, kinds
+from testlane.services.container import ContainerRuntime
 from testlane.services.credentials import new_password
 from testlane.services.postgres_auth import hba_lines, scram_verifier, stored_password
 from testlane.services.registry import Registry
@@ -52,8 +52,9 @@ def test_tcp_always_needs_a_password_and_the_socket_is_the_only_trust() -> None:
 def test_a_postgres_container_gets_a_password_per_run_never_on_its_command_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert "POSTGRES_HOST_AUTH_METHOD" not in SPECS["postgres"].env
     settings = load_settings(start=tmp_path, environ={}, overrides={"data_dir": str(tmp_path / "data")})
+    spec = kinds.get("postgres").container_spec(settings)
+    assert spec is not None and "POSTGRES_HOST_AUTH_METHOD" not in spec.env
     context = RunContext.from_settings(settings, owner=os.getpid())
     # No container is started: only the launch's instance and command line are looked at.
     monkeypatch.setattr(container, "detect_runtime", lambda _settings: ContainerRuntime("podman", (), (), ()))

@@ -11,6 +11,7 @@ import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import click
 from rich.markup import escape
@@ -22,6 +23,9 @@ from testlane.core.runtime import RunContext, is_root, is_writable_tmpfs
 from testlane.services import binaries
 from testlane.services.privileges import lookup_user, reachable_by_others
 from testlane.services.registry import Registry, owner_alive
+
+if TYPE_CHECKING:
+    from testlane.services.kinds import ServiceKind
 
 __all__ = ["Check", "doctor_command", "run_checks"]
 
@@ -344,10 +348,12 @@ def _containers(settings: Settings) -> list[Check]:
 
 
 def _backends(settings: Settings) -> list[Check]:
+    from testlane.services import kinds
     from testlane.services.backends import choose_backend
 
     checks = []
-    for service in ("postgres", "valkey", "mariadb"):
+    for kind in kinds.registered():
+        service = kind.name
         try:
             choice = choose_backend(service, settings)
         except TestlaneError as exc:
@@ -357,21 +363,22 @@ def _backends(settings: Settings) -> list[Check]:
         detail = f"{choice.backend} ({choice.reason})"
         status, fix = "ok", ""
         if choice.backend == "url":
-            reach = _reachable(service, settings)
+            reach = _reachable(kind, settings)
             detail += reach
             if "NOT reachable" in reach:
                 status, fix = "fail", f"start that server or correct {service}.url"
         checks.append(Check(status, f"{service} backend", detail, fix))
+        checks += [Check(*note) for note in kind.doctor_notes(settings)]
     return checks
 
 
-def _reachable(service: str, settings: Settings) -> str:
-    from testlane.services.external import instance_from_url, server_class
+def _reachable(kind: ServiceKind, settings: Settings) -> str:
+    from testlane.services.external import instance_from_url
 
-    url = str(getattr(settings, service).url)
+    url = str(kind.section(settings).url)
     try:
-        server = server_class(service)(instance_from_url(service, url, run_id="doctor", name=service), owned=False)
-        server.ping(timeout=3.0)
+        instance = instance_from_url(kind.name, url, run_id="doctor", name=kind.name)
+        kind.handle(instance, owned=False).ping(timeout=3.0)
     except Exception as exc:
         return f"; NOT reachable: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
     return "; reachable"

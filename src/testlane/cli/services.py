@@ -28,10 +28,10 @@ from testlane.core.service_names import canonical
 from testlane.databases.appdb import mapped_environment
 from testlane.databases.leftovers import Leftover, reap_leftovers
 from testlane.databases.provision import start_services
+from testlane.services import kinds
 from testlane.services.backends import choose_backend
 from testlane.services.external import instance_from_url
 from testlane.services.instance import Instance
-from testlane.services.postgres import PostgresServer
 from testlane.services.process import log_tail, pid_alive
 from testlane.services.registry import Registry, owner_alive
 from testlane.services.stack import ServiceStack, attach, reap, stop_any_instance
@@ -197,15 +197,16 @@ def env_command(state: CliState) -> None:
 
 
 def _reap_url_leftovers(settings: Settings, other_hosts_older_than: float | None) -> list[Leftover]:
-    """Leftovers of dead runs on the configured existing Postgres and MariaDB servers, if there are any."""
-    from testlane.services.mariadb import MariaDbServer
-
+    """Leftovers of dead runs on the configured existing servers that hold testlane's databases."""
     dropped: list[Leftover] = []
-    for service, handle in (("postgres", PostgresServer), ("mariadb", MariaDbServer)):
-        url = str(getattr(settings, service).url)
+    for kind in kinds.registered():
+        service = kind.name
+        if not kind.hosts_databases:
+            continue
+        url = str(kind.section(settings).url)
         if not url or choose_backend(service, settings).backend != "url":
             continue  # no URL: no existing server (and `auto` need not look for binaries)
-        server = handle(instance_from_url(service, url, run_id="reaper", name=service))
+        server = kind.handle(instance_from_url(service, url, run_id="reaper", name=service))
         try:
             dropped += reap_leftovers(server, other_hosts_older_than=other_hosts_older_than)
         except Exception as exc:

@@ -934,7 +934,9 @@ def _services_for(settings: Settings) -> list[str]:
     wanted = referenced_services(settings.env)
     if settings.setup or settings.db.migrations or settings.db.seed:
         wanted.add("postgres")
-    return [name for name in ("postgres", "valkey", "mariadb") if name in wanted]
+    from testlane.core.service_names import SERVICES
+
+    return [name for name in SERVICES if name in wanted]
 
 
 def parse_set_options(items: list[str]) -> dict[str, str]:

@@ -26,14 +26,17 @@ from dataclasses import dataclass
 from testlane.core.errors import ConfigError
 from testlane.core.service_names import canonical, known
 
-__all__ = ["DRIVERS", "PARTS", "Reference", "parse_template", "validate_mapping"]
+__all__ = ["DRIVERS", "PARTS", "Reference", "declare", "forget", "parse_template", "validate_mapping"]
 
-PARTS = {
+# The built-in kinds' parts and drivers, here and not in their modules (testlane.services.kinds) because the
+# mapping is validated when the settings load and core imports nothing above it; a kind registered later
+# adds its own (:func:`declare`).
+PARTS: dict[str, tuple[str, ...]] = {
     "postgres": ("url", "host", "port", "user", "password", "database"),
     "valkey": ("url", "host", "port", "password", "db", "channel_prefix"),
     "mariadb": ("url", "host", "port", "user", "password", "database"),
 }
-DRIVERS = {
+DRIVERS: dict[str, Mapping[str, str]] = {
     "postgres": {
         "libpq": "postgresql",
         "psycopg": "postgresql+psycopg",
@@ -50,6 +53,22 @@ DRIVERS = {
         "mariadb": "mariadb+mariadbconnector",
     },
 }
+
+_BUILT_IN = frozenset(PARTS)
+
+
+def declare(service: str, parts: tuple[str, ...], drivers: Mapping[str, str]) -> None:
+    """Make ``{service.part}`` references valid (a service kind registered after core loaded)."""
+    PARTS.setdefault(service, parts)
+    DRIVERS.setdefault(service, drivers)
+
+
+def forget(service: str) -> None:
+    """Undo :func:`declare` for a kind that is not built in."""
+    if service not in _BUILT_IN:
+        PARTS.pop(service, None)
+        DRIVERS.pop(service, None)
+
 
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
 _REFERENCE = re.compile(r"^(?P<service>[a-z]+)\.(?P<part>[a-z_]+)(?::(?P<driver>[a-z0-9_+]+))?$")

@@ -13,10 +13,33 @@ from collections.abc import Iterable
 
 from testlane.core.errors import ConfigError
 
-__all__ = ["ALIASES", "SERVICES", "canonical", "canonical_services", "known"]
+__all__ = ["ALIASES", "SERVICES", "canonical", "canonical_services", "declare", "forget", "known"]
 
-SERVICES = ("postgres", "valkey", "mariadb")
+# The built-in kinds' names, here and not in their modules (testlane.services.kinds) because settings are
+# validated when they load and core imports nothing above it; a kind registered later adds its own
+# (:func:`declare`, called by testlane.services.kinds.register).
+SERVICES: tuple[str, ...] = ("postgres", "valkey", "mariadb")
 ALIASES = {"postgresql": "postgres", "redis": "valkey", "mysql": "mariadb"}
+_BUILT_IN = SERVICES
+
+
+def declare(name: str, aliases: Iterable[str] = ()) -> None:
+    """Make ``name`` (and its ``aliases``) a service name (a service kind registered after core loaded)."""
+    global SERVICES
+    if name not in SERVICES:
+        SERVICES = (*SERVICES, name)
+    for alias in aliases:
+        ALIASES.setdefault(alias, name)
+
+
+def forget(name: str) -> None:
+    """Undo :func:`declare` for a kind that is not built in."""
+    global SERVICES
+    if name in _BUILT_IN:
+        return
+    SERVICES = tuple(s for s in SERVICES if s != name)
+    for alias in [a for a, s in ALIASES.items() if s == name]:
+        del ALIASES[alias]
 
 
 def canonical(name: str) -> str | None:

@@ -232,7 +232,11 @@ def stop_instance(
         remove_container(instance)
         return
     if stop_signal is None:
-        stop_signal = 3 if instance.engine == "postgres" else 15  # SIGQUIT: immediate shutdown
+        # kinds import this module: imported here, when a record is stopped
+        from testlane.services import kinds
+
+        kind = kinds.find(instance.engine)
+        stop_signal = kind.stop_signal if kind is not None else 15
     if instance.pid is not None:
         target = popen or instance.pid
         terminate(target, create_time=instance.pid_create_time, first_signal=stop_signal, grace=timeout, group=True)

@@ -32,18 +32,21 @@ import resource
 import shutil
 import socket
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from testlane.core.config import Settings
 from testlane.core.errors import ServiceError, ServiceStartError
 from testlane.core.runtime import RunContext
 from testlane.core.waiting import WaitTimeout, wait_until
+from testlane.services import kinds
 from testlane.services.backends import container_cli
 from testlane.services.base import Launch, Server
 from testlane.services.credentials import new_password
 from testlane.services.external import server_class, server_version
 from testlane.services.instance import Instance
+from testlane.services.kinds import ContainerSpec
 from testlane.services.ports import reserve_port
 from testlane.services.process import ProcessRef, pid_alive
 from testlane.services.registry import Registry
@@ -53,56 +56,6 @@ __all__ = ["ContainerEngine", "ContainerRuntime", "reap_containers", "remove_con
 log = logging.getLogger("testlane")
 
 LABEL = "testlane.run"
-
-
-@dataclass(frozen=True)
-class ContainerSpec:
-    """How an engine runs in its official image."""
-
-    port: int
-    data: str
-    env: dict[str, str] = field(default_factory=dict)
-    user: str | None = None
-    database: str = ""
-    password_env: str | None = None  # the variable that carries the per-instance password, if any
-
-
-SPECS = {
-    "postgres": ContainerSpec(5432, "/var/lib/postgresql/data", {}, "postgres", "postgres", "POSTGRES_PASSWORD"),
-    "valkey": ContainerSpec(6379, "/data", {}, None, "0", "TESTLANE_VALKEY_PASSWORD"),
-    "mariadb": ContainerSpec(3306, "/var/lib/mysql", {}, "root", "", "MARIADB_ROOT_PASSWORD"),
-}
-
-# The image's entry point (it drops root for the valkey user) runs the server with its configuration
-# on standard input: the password expands inside the container, never on a command line.
-VALKEY_SCRIPT = 'exec docker-entrypoint.sh valkey-server - "$@" <<EOF\nrequirepass "$TESTLANE_VALKEY_PASSWORD"\nEOF\n'
-
-
-def _command(engine: str, settings: Settings) -> list[str]:
-    if engine == "postgres":
-        flags = {
-            "fsync": "off",
-            "synchronous_commit": "off",
-            "full_page_writes": "off",
-            "max_connections": str(settings.postgres.max_connections),
-            **settings.postgres.settings,
-        }
-        return [arg for key, value in flags.items() for arg in ("-c", f"{key}={value}")]
-    if engine == "valkey":
-        # Protected mode stays on: with a password set it lets in clients that authenticate.
-        return [
-            "sh",
-            "-c",
-            VALKEY_SCRIPT,
-            "valkey",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--databases",
-            str(settings.valkey.databases),
-        ]
-    return ["--innodb-flush-log-at-trx-commit=0", "--skip-log-bin", "--skip-name-resolve"]
 
 
 @dataclass(frozen=True)
@@ -292,9 +245,17 @@ class ContainerEngine:
         self.runtime = detect_runtime(settings)
 
     def launch(
-        self, name: str | None = None, *, detached: bool = False, die_with_parent: bool = True, **_: Any
+        self,
+        name: str | None = None,
+        *,
+        detached: bool = False,
+        die_with_parent: bool = True,
+        data_source: Path | None = None,
     ) -> ContainerLaunch:
-        spec = SPECS[self.engine_name]
+        kind = kinds.get(self.engine_name)
+        spec = kind.container_spec(self.settings)
+        if spec is None:
+            raise ServiceError(f"{self.engine_name} cannot run in a container.", hint="choose another backend.")
         owner = None if detached else self.context.owner_pid
         ref = ProcessRef.of(owner) if owner is not None else None
         service = name or self.engine_name
@@ -312,18 +273,17 @@ class ContainerEngine:
             container=f"testlane-{self.engine_name}-{self.context.run_id}{suffix}",
             extra={"cli": self.runtime.cli, "global_args": list(self.runtime.global_args)},
         )
-        image = str(getattr(self.settings, self.engine_name).image)
         return ContainerLaunch(
             runtime=self.runtime,
             spec=spec,
-            image=image,
-            command=_command(self.engine_name, self.settings),
+            image=kind.image(self.settings),
+            command=list(spec.command),
             context=self.context,
             registry=self.registry,
             instance=instance,
             user=None,
             start_timeout=max(self.settings.start_timeout, 60.0),
-            fixed_port=int(getattr(getattr(self.settings, self.engine_name), "port", 0)),
+            fixed_port=int(kind.section(self.settings).port),
         )
 
 

@@ -1,37 +1,23 @@
 """Rendering ``[tool.testlane.env]`` against running servers (templates parsed in :mod:`testlane.core.envmap`).
 
-Which database the application gets:
-
-* Postgres and MariaDB: the run's *application database* (``databases`` argument; testlane creates it
-  migrated and seeded, see :mod:`testlane.databases.appdb`), else the server's default database;
-* Valkey: the server's last logical database, reserved for the application (per-test leases never
-  hand it out); on an existing server, the database in its URL. Its ``channel_prefix`` is the run's
-  (``tl:<run id>:app:``): pub/sub channels are server-wide, so a run's application does not hear
-  another run's on a shared server, nor a test's (whose leases have prefixes of their own).
+``host``, ``port``, ``user`` and ``password`` are the instance's; every other part is the kind's
+(:meth:`~testlane.services.kinds.kind.ServiceKind.env_value`). Which database the application gets:
+the run's *application database* when there is one (``databases`` argument; testlane creates it
+migrated and seeded, see :mod:`testlane.databases.appdb`), else the server's default database; Valkey
+has its own rule (:mod:`testlane.services.kinds.valkey`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from testlane.core.envmap import DRIVERS, Reference, validate_mapping
+from testlane.core.envmap import Reference, validate_mapping
 from testlane.core.errors import ConfigError
+from testlane.services import kinds
 from testlane.services.base import Server
+from testlane.services.kinds.valkey import app_channel_prefix, app_redis_db
 
 __all__ = ["app_channel_prefix", "app_redis_db", "render_mapping"]
-
-
-def app_redis_db(server: Server) -> int:
-    """The logical database an application's mapped Redis URL uses (see module docstring)."""
-    inst = server.instance
-    if inst.backend == "url":
-        return int(inst.database or 0)
-    return int(inst.extra.get("databases", 16)) - 1
-
-
-def app_channel_prefix(server: Server) -> str:
-    """The pub/sub channel prefix of the run's application (one per run, like its logical database)."""
-    return f"tl:{server.instance.run_id}:app:"
 
 
 def _value(ref: Reference, server: Server, databases: Mapping[str, str]) -> str:
@@ -44,18 +30,7 @@ def _value(ref: Reference, server: Server, databases: Mapping[str, str]) -> str:
         return inst.user or ""
     if ref.part == "password":
         return inst.password or ""
-    if ref.service == "valkey":
-        if ref.part == "channel_prefix":
-            return app_channel_prefix(server)
-        db = str(app_redis_db(server))
-        if ref.part == "db":
-            return db
-        return inst.url_for(db, scheme=DRIVERS["valkey"][ref.driver or "redis"])
-    database = databases.get(ref.service) or inst.database or ""
-    if ref.part == "database":
-        return database
-    default = "libpq" if ref.service == "postgres" else "mysql"
-    return inst.url_for(database, scheme=DRIVERS[ref.service][ref.driver or default])
+    return kinds.get(ref.service).env_value(ref.part, ref.driver, server, databases.get(ref.service, ""))
 
 
 def render_mapping(

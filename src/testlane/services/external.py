@@ -10,7 +10,7 @@ leftovers are found there.
 from __future__ import annotations
 
 import subprocess
-from typing import Any
+from pathlib import Path
 
 from testlane.core.config import Settings
 from testlane.core.errors import ConfigError, UnreachableError
@@ -18,6 +18,7 @@ from testlane.core.redact import redact_url
 from testlane.core.runtime import RunContext
 from testlane.core.urls import ServiceUrl
 from testlane.core.waiting import WaitTimeout, wait_until
+from testlane.services import kinds
 from testlane.services.base import Launch, Server
 from testlane.services.instance import Instance
 from testlane.services.process import ProcessRef
@@ -25,75 +26,48 @@ from testlane.services.registry import Registry
 
 __all__ = ["UrlEngine", "instance_from_url"]
 
-SCHEMES = {
-    "postgres": ("postgresql", "postgres"),
-    "valkey": ("redis", "rediss", "valkey"),
-    "mariadb": ("mysql", "mariadb", "mysql+pymysql"),
-}
-DEFAULTS = {"postgres": (5432, "postgres", "postgres"), "valkey": (6379, None, "0"), "mariadb": (3306, "root", "")}
-
 
 def instance_from_url(engine: str, url: str, *, run_id: str, name: str) -> Instance:
-    """An instance describing the server at ``url`` (defaults: the engine's usual port and user)."""
+    """An instance describing the server at ``url`` (defaults: the kind's usual port, user and database).
+
+    Raises ConfigError when ``url`` is no URL or its scheme is not one of the kind's."""
+    kind = kinds.get(engine)
     try:
         parsed = ServiceUrl.parse(url)
     except ValueError as exc:
-        raise ConfigError(f"{engine}.url: {exc}.", hint=f"use a URL starting with {SCHEMES[engine][0]}://") from None
-    if parsed.scheme not in SCHEMES[engine]:
+        raise ConfigError(f"{engine}.url: {exc}.", hint=f"use a URL starting with {kind.schemes[0]}://") from None
+    if parsed.scheme not in kind.schemes:
         raise ConfigError(
             f"{engine}.url {redact_url(url)!r} does not look like a {engine} URL (scheme {parsed.scheme!r}).",
-            hint=f"use a URL starting with {SCHEMES[engine][0]}://",
+            hint=f"use a URL starting with {kind.schemes[0]}://",
         )
-    port, user, database = DEFAULTS[engine]
     return Instance(
         run_id=run_id,
         name=name,
         engine=engine,
         backend="url",
         host=parsed.host or "127.0.0.1",
-        port=parsed.port or port,
-        user=parsed.user or user,
+        port=parsed.port or kind.default_port,
+        user=parsed.user or kind.default_user,
         password=parsed.password or None,
-        database=parsed.database or database,
+        database=parsed.database or kind.default_database,
         extra={"url": redact_url(url)},
     )
 
 
 def server_class(engine: str) -> type[Server]:
-    if engine == "postgres":
-        from testlane.services.postgres import PostgresServer
-
-        return PostgresServer
-    if engine == "valkey":
-        from testlane.services.valkey import ValkeyServer
-
-        return ValkeyServer
-    from testlane.services.mariadb import MariaDbServer
-
-    return MariaDbServer
+    """The handle class of the kind ``engine``."""
+    return kinds.get(engine).handle
 
 
 def server_version(server: Server) -> str:
     """The version the server reports about itself."""
-    if server.engine == "postgres":
-        with server.connect() as conn:  # type: ignore[attr-defined]
-            row = conn.execute("SHOW server_version").fetchone()
-        return str(row[0]).split()[0] if row else ""
-    if server.engine == "valkey":
-        client = server.client()  # type: ignore[attr-defined]
-        try:
-            info = client.info("server")
-        finally:
-            client.close()
-        return str(info.get("valkey_version") or info.get("redis_version") or "")
-    conn = server.connect()  # type: ignore[attr-defined]
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT VERSION()")
-            row = cur.fetchone()
-    finally:
-        conn.close()
-    return str(row[0]).split("-")[0] if row else ""
+    return kinds.get(server.engine).server_version(server)
+
+
+# The built-in kinds' schemes and (port, user, database), for callers that index by name (databases.guard).
+SCHEMES = {kind.name: kind.schemes for kind in kinds.registered()}
+DEFAULTS = {kind.name: (kind.default_port, kind.default_user, kind.default_database) for kind in kinds.registered()}
 
 
 class UrlLaunch(Launch):
@@ -146,7 +120,7 @@ class UrlEngine:
         self.settings = settings
         self.context = context
         self.registry = registry
-        self.url = str(getattr(getattr(settings, engine), "url", ""))
+        self.url = str(kinds.get(engine).section(settings).url)
         if not self.url:
             raise ConfigError(
                 f'{engine}.backend is "url" but {engine}.url is empty.',
@@ -154,7 +128,12 @@ class UrlEngine:
             )
 
     def launch(
-        self, name: str | None = None, *, detached: bool = False, die_with_parent: bool = True, **_: Any
+        self,
+        name: str | None = None,
+        *,
+        detached: bool = False,
+        die_with_parent: bool = True,
+        data_source: Path | None = None,
     ) -> UrlLaunch:
         instance = instance_from_url(
             self.engine_name, self.url, run_id=self.context.run_id, name=name or self.engine_name

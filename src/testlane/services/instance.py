@@ -24,8 +24,8 @@ class Instance:
     """A server instance: where it runs, who owns it, how to reach it."""
 
     run_id: str
-    name: str  # service name in this run: "postgres", "valkey", "mariadb"
-    engine: str  # "postgres" | "valkey" | "mariadb"
+    name: str  # service name in this run (the kind's name, or another for a second server)
+    engine: str  # the service kind's name (testlane.services.kinds)
     backend: str  # "embedded" | "local" | "container" | "url"
     host: str = "127.0.0.1"
     port: int = 0
@@ -64,9 +64,13 @@ class Instance:
 
     def service_url(self, database: str | None = None, *, scheme: str | None = None) -> ServiceUrl:
         """:meth:`url_for` as a :class:`~testlane.core.urls.ServiceUrl`, to change further."""
-        default_scheme = {"postgres": "postgresql", "valkey": "redis", "mariadb": "mysql"}[self.engine]
+        if scheme is None:
+            # the kinds import this module (through their handles): imported here, once a URL is asked for
+            from testlane.services import kinds
+
+            scheme = kinds.get(self.engine).schemes[0]
         return ServiceUrl(
-            scheme=scheme or default_scheme,
+            scheme=scheme,
             user=self.user or None,
             password=self.password or None,
             host=self.host,

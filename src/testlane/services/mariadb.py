@@ -29,25 +29,16 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 
 from testlane.core.config import Settings
 from testlane.core.errors import BinaryNotFoundError, ServiceStartError
-from testlane.core.runtime import RunContext, is_root
+from testlane.core.runtime import RunContext
 from testlane.services.base import Launch, Progress, Server
 from testlane.services.binaries import version_output
 from testlane.services.cache import (
     LAYOUT,
-    building,
     content_digest,
     copy_out,
-    staging_path,
-    store,
-    sweep_staging,
-    touch,
-    trusted,
-    write_meta,
 )
 from testlane.services.credentials import new_password, write_private
-from testlane.services.instance import Instance
-from testlane.services.privileges import ServiceUser, service_user_for
-from testlane.services.process import ProcessRef
+from testlane.services.process_engine import ProcessEngine
 from testlane.services.registry import Registry
 
 if TYPE_CHECKING:
@@ -209,19 +200,17 @@ class MariaDbServer(Server):
         }
 
 
-class MariaDbEngine:
+class MariaDbEngine(ProcessEngine[MariaDbServer]):
     """Keeps the initialized data directory cached; launches :class:`MariaDbServer` instances."""
+
+    kind = "mariadb"
 
     def __init__(
         self, settings: Settings, context: RunContext, registry: Registry, *, progress: Progress | None = None
     ) -> None:
-        self.settings = settings
+        super().__init__(settings, context, registry, progress=progress, backend="local")
         self.md = settings.mariadb
-        self.context = context
-        self.registry = registry
-        self.progress = progress or (lambda message: None)
         self._binaries: MariaDbBinaries | None = None
-        self.user: ServiceUser | None = service_user_for(settings, context)
 
     def binaries(self) -> MariaDbBinaries:
         if self._binaries is None:
@@ -233,8 +222,7 @@ class MariaDbEngine:
         options, :data:`LAYOUT`, service user."""
         content = content_digest(bins.server, self.context.ensure_cache_dir())
         ident = f"{bins.version}|{content}|{INIT_OPTIONS}|layout {LAYOUT}"
-        owner = self.user.name if self.user else str(os.getuid())
-        return f"{bins.version}-{hashlib.sha256((ident + owner).encode()).hexdigest()[:10]}"
+        return f"{bins.version}-{hashlib.sha256((ident + self.owner_key()).encode()).hexdigest()[:10]}"
 
     def base_datadir(self) -> Path:
         """The cached, initialized data directory (``mariadb-install-db`` runs only the first time).
@@ -244,35 +232,15 @@ class MariaDbEngine:
         Raises ServiceStartError when ``mariadb-install-db`` or the copy into the cache fails.
         """
         bins = self.binaries()
-        root = self.context.ensure_cache_dir() / "mariadb" / self.datadir_key(bins)
-        datadir = root / "data"
-        if (datadir / "mysql").is_dir() and trusted(datadir):
-            touch(root)
-            return datadir
-        sweep_staging(self.context.cache_dir)
-        root.mkdir(parents=True, exist_ok=True)
-        os.chmod(root.parent, 0o755 if is_root() else 0o700)
-        if self.user is not None:
-            os.chown(root, os.getuid(), self.user.gid)
-        os.chmod(root, 0o750 if self.user is not None else 0o700)  # the service user may enter, not write
-        with building(root, timeout=300):
-            if (datadir / "mysql").is_dir() and trusted(datadir):
-                return datadir
-            self.progress(f"initializing a MariaDB {bins.version} data directory in {root} (first run only)")
-            # mariadb-install-db runs as the service user, so what it writes is that user's until
-            # stored: the cache gets a copy made by us, sealed (as for Postgres).
-            staging = staging_path(root / "install")
-            shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir(mode=0o700)
-            try:
-                if self.user is not None:
-                    os.chown(staging, self.user.uid, self.user.gid)
-                self._install_db(bins, staging)
-                write_meta(root, "mariadb", version=bins.version, binary=str(bins.server))  # before the data
-                store(staging, datadir, self.user, sparse=True)  # ibdata1: 70 MB, mostly zeros
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-        return datadir
+        return self.cached_init(
+            self.datadir_key(bins),
+            "data",
+            ready=lambda path: (path / "mysql").is_dir(),
+            build=lambda staging: self._install_db(bins, staging),
+            what=f"a MariaDB {bins.version} data directory",
+            meta={"version": bins.version, "binary": str(bins.server)},
+            sparse=True,  # ibdata1: 70 MB, mostly zeros
+        )
 
     def _install_db(self, bins: MariaDbBinaries, target: Path) -> None:
         argv = [
@@ -284,17 +252,7 @@ class MariaDbEngine:
             "--skip-name-resolve",
             *INIT_OPTIONS,
         ]
-        proc = subprocess.run(
-            argv,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            check=False,
-            cwd="/",
-            user=self.user.uid if self.user else None,
-            group=self.user.gid if self.user else None,
-            extra_groups=[] if self.user else None,
-        )
+        proc = self.run_as_user(argv)
         if proc.returncode != 0:
             raise ServiceStartError(
                 f"mariadb-install-db failed with exit code {proc.returncode}.",
@@ -312,20 +270,14 @@ class MariaDbEngine:
     ) -> MariaDbLaunch:
         bins = self.binaries()
         source = data_source or self.base_datadir()
-        owner = None if detached else self.context.owner_pid
-        ref = ProcessRef.of(owner) if owner is not None else None
-        instance = Instance(
-            run_id=self.context.run_id,
-            name=name,
-            engine="mariadb",
+        instance = self.new_instance(
+            name,
+            detached=detached,
             backend="local",
             user="root",
             password=new_password(),
             database="",
             version=bins.version,
-            owner_pid=owner,
-            owner_create_time=ref.create_time if ref else None,
-            os_user=self.user.name if self.user else None,
             extra={"binary": str(bins.server)},
         )
         return MariaDbLaunch(
@@ -339,11 +291,6 @@ class MariaDbEngine:
             fixed_port=self.md.port,
             die_with_parent=die_with_parent and not detached,
         )
-
-    def start(self, name: str = "mariadb", **kwargs: Any) -> MariaDbServer:
-        server = self.launch(name, **kwargs).run()
-        assert isinstance(server, MariaDbServer)
-        return server
 
 
 class MariaDbLaunch(Launch):

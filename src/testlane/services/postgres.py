@@ -21,39 +21,27 @@ import hashlib
 import logging
 import os
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 
-from testlane.core.config import Settings
+from testlane.core.config import PostgresSettings, Settings
 from testlane.core.errors import ServiceError, ServiceStartError
-from testlane.core.runtime import RunContext, is_root
-from testlane.services.backends import configured_backend
+from testlane.core.runtime import RunContext
 from testlane.services.base import Launch, Progress, Server
 from testlane.services.binaries import PostgresBinaries, find_postgres
 from testlane.services.cache import (
     LAYOUT,
-    building,
     content_digest,
     copy_out,
-    staging_path,
-    store,
-    sweep_staging,
-    touch,
-    trusted,
-    write_meta,
 )
 from testlane.services.credentials import new_password
-from testlane.services.instance import Instance
 from testlane.services.postgres_auth import stored_password, write_hba
 from testlane.services.privileges import (
-    ServiceUser,
     ensure_reachable,
-    require_traversable,
-    resolve_service_user,
 )
-from testlane.services.process import ProcessRef, server_environment
+from testlane.services.process import server_environment
+from testlane.services.process_engine import ProcessEngine
 from testlane.services.registry import Registry
 
 if TYPE_CHECKING:
@@ -61,7 +49,7 @@ if TYPE_CHECKING:
 
     import psycopg
 
-__all__ = ["PgConnInfo", "PostgresEngine", "PostgresServer"]
+__all__ = ["PgConnInfo", "PostgresEngine", "PostgresServer", "server_flags", "server_settings"]
 
 
 class PgConnInfo(TypedDict, total=False):
@@ -99,6 +87,23 @@ EPHEMERAL_SETTINGS: dict[str, str] = {
     "log_min_error_statement": "error",
     "log_line_prefix": "%m [%p] %q%u@%d ",
 }
+
+
+def server_settings(pg: PostgresSettings, *, major: int, listen: dict[str, str] | None = None) -> dict[str, str]:
+    """The server settings of every testlane Postgres, local or in a container: :data:`EPHEMERAL_SETTINGS`,
+    ``listen`` (where a local server listens), ``postgres.max_connections``, SCRAM for the roles tests
+    create (``major`` >= 10), then the project's ``postgres.settings`` (which may override all of these)."""
+    settings = {**EPHEMERAL_SETTINGS, **(listen or {})}
+    settings["max_connections"] = str(pg.max_connections)
+    if major >= 10:
+        settings["password_encryption"] = "scram-sha-256"  # roles the tests create match pg_hba
+    settings.update(pg.settings)
+    return settings
+
+
+def server_flags(settings: dict[str, str]) -> list[str]:
+    """``settings`` as ``postgres`` command-line flags: ``["-c", "fsync=off", ...]``."""
+    return [arg for key, value in settings.items() for arg in ("-c", f"{key}={value}")]
 
 
 class PostgresServer(Server):
@@ -206,8 +211,10 @@ class ClusterCache:
     key: str
 
 
-class PostgresEngine:
+class PostgresEngine(ProcessEngine[PostgresServer]):
     """Finds binaries, keeps the cluster cache, and launches :class:`PostgresServer` instances."""
+
+    kind = "postgres"
 
     def __init__(
         self,
@@ -220,20 +227,17 @@ class PostgresEngine:
         backend: str | None = None,
         bin_dir: str = "",
     ) -> None:
-        self.settings = settings
-        self.pg = settings.postgres
-        self.backend = backend or (self.pg.backend if self.pg.backend in ("embedded", "local") else "embedded")
-        self.bin_dir = bin_dir or self.pg.bin_dir
-        self.context = context
-        self.registry = registry
-        self.progress = progress or (lambda message: None)
+        pg = settings.postgres
+        super().__init__(
+            settings,
+            context,
+            registry,
+            progress=progress,
+            backend=backend or (pg.backend if pg.backend in ("embedded", "local") else "embedded"),
+        )
+        self.pg = pg
+        self.bin_dir = bin_dir or pg.bin_dir
         self._binaries = binaries
-        self.user: ServiceUser | None = None
-        if is_root():
-            self.user = resolve_service_user(settings.service_user, context.ensure_cache_dir())
-            log.debug("running as root: PostgreSQL will run as user %r (uid %d)", self.user.name, self.user.uid)
-            require_traversable(context.cache_dir, "cache directory", "cache_dir", self.user)
-            require_traversable(context.data_root, "data directory", "data_dir", self.user)
 
     # -- binaries and cache --------------------------------------------------------------
     def binaries(self) -> PostgresBinaries:
@@ -265,8 +269,7 @@ class PostgresEngine:
         exe = bins.exe("postgres")
         content = content_digest(exe, self.context.ensure_cache_dir())
         ident = f"{bins.version}|{content}|{' '.join(self.pg.initdb_args)}|layout {LAYOUT}"
-        owner = self.user.name if self.user else str(os.getuid())
-        return f"{bins.version}-{_digest(ident + owner)}"
+        return f"{bins.version}-{_digest(ident + self.owner_key())}"
 
     def base_cluster(self) -> ClusterCache:
         """The cached, initialized cluster for these binaries; ``initdb`` runs only the first time.
@@ -276,37 +279,14 @@ class PostgresEngine:
         """
         bins = self.binaries()
         key = self.cluster_key(bins)
-        root = self.context.ensure_cache_dir() / "postgres" / key
-        cluster = root / "cluster"
-        if (cluster / "PG_VERSION").exists() and trusted(cluster):
-            touch(root)
-            return ClusterCache(cluster, key)
-        sweep_staging(self.context.cache_dir)
-        root.mkdir(parents=True, exist_ok=True)
-        os.chmod(root.parent, 0o755 if is_root() else 0o700)
-        if self.user is not None:
-            os.chown(root, os.getuid(), self.user.gid)
-        os.chmod(root, 0o750 if self.user is not None else 0o700)  # the service user may enter, not write
-        with building(root, timeout=300):
-            if (cluster / "PG_VERSION").exists() and trusted(cluster):
-                return ClusterCache(cluster, key)
-            self.progress(
-                f"initializing a PostgreSQL {bins.version} cluster in {root} (first run for these binaries only)"
-            )
-            # initdb runs as the service user, so what it writes is that user's until stored: the
-            # cache gets a copy made by us (new files no process of that user holds open), sealed.
-            staging = staging_path(root / "initdb")
-            shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir(mode=0o700)
-            try:
-                if self.user is not None:
-                    os.chown(staging, self.user.uid, self.user.gid)
-                self._initdb(bins, staging)
-                # meta first: an entry killed before its data is in place lists as incomplete, not stale
-                write_meta(root, "postgres", version=bins.version, binary=str(bins.exe("postgres")))
-                store(staging, cluster, self.user)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
+        cluster = self.cached_init(
+            key,
+            "cluster",
+            ready=lambda path: (path / "PG_VERSION").exists(),
+            build=lambda staging: self._initdb(bins, staging),
+            what=f"a PostgreSQL {bins.version} cluster",
+            meta={"version": bins.version, "binary": str(bins.exe("postgres"))},
+        )
         return ClusterCache(cluster, key)
 
     def _initdb(self, bins: PostgresBinaries, target: Path) -> None:
@@ -326,13 +306,13 @@ class PostgresEngine:
         if bins.major >= 11:
             base_args.append("--wal-segsize=1")  # 1 MB of WAL to copy per instance instead of 16
         args = list(self.pg.initdb_args)
-        proc = self._run_as_user(base_args + args)
+        proc = self.run_as_user(base_args + args, self._initdb_env())
         if proc.returncode != 0 and "locale" in proc.stdout.lower() and any(a.startswith("--locale") for a in args):
             log.debug("initdb: locale unavailable, retrying with --no-locale:\n%s", proc.stdout)
             for child in target.iterdir():
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
             args = [a for a in args if not a.startswith("--locale")] + ["--no-locale"]
-            proc = self._run_as_user(base_args + args)
+            proc = self.run_as_user(base_args + args, self._initdb_env())
         if proc.returncode != 0:
             raise ServiceStartError(
                 f"initdb failed for PostgreSQL {bins.version} ({bins.origin}) with exit code {proc.returncode}.",
@@ -340,19 +320,9 @@ class PostgresEngine:
                 log_tail="\n".join(proc.stdout.splitlines()[-25:]),
             )
 
-    def _run_as_user(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            argv,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            check=False,
-            user=self.user.uid if self.user else None,
-            group=self.user.gid if self.user else None,
-            extra_groups=[] if self.user else None,
-            env={**server_environment(), "LC_ALL": os.environ.get("LC_ALL", "C.UTF-8")},
-            cwd="/",
-        )
+    @staticmethod
+    def _initdb_env() -> dict[str, str]:
+        return {**server_environment(), "LC_ALL": os.environ.get("LC_ALL", "C.UTF-8")}
 
     # -- instances ---------------------------------------------------------------------------
     def launch(
@@ -366,26 +336,20 @@ class PostgresEngine:
         """A launch of a new instance (call ``.run()``, or prepare/spawn/wait yourself)."""
         bins = self.binaries()
         source = data_source or self.base_cluster().path
-        owner = None if detached else self.context.owner_pid
-        ref = ProcessRef.of(owner) if owner is not None else None
-        instance = Instance(
-            run_id=self.context.run_id,
-            name=name,
-            engine="postgres",
+        instance = self.new_instance(
+            name,
+            detached=detached,
             backend=bins.source,
             user=SUPERUSER,
             database="postgres",
             version=bins.version,
-            owner_pid=owner,
-            owner_create_time=ref.create_time if ref else None,
-            os_user=self.user.name if self.user else None,
             password=new_password(),
             # configured_backend: what the settings asked for (`auto` or a forced one), for hints given later
             # by code that only has the server (a missing extension: services.backends.missing_extensions_hint).
             extra={
                 "bin_dir": str(bins.bin_dir),
                 "data_source": str(source),
-                "configured_backend": configured_backend(self.settings, "postgres"),
+                "configured_backend": self.pg.backend or self.settings.backend,
             },
         )
         return PostgresLaunch(
@@ -400,11 +364,6 @@ class PostgresEngine:
             fixed_port=self.pg.port,
             die_with_parent=die_with_parent and not detached,
         )
-
-    def start(self, name: str = "postgres", **kwargs: Any) -> PostgresServer:
-        server = self.launch(name, **kwargs).run()
-        assert isinstance(server, PostgresServer)
-        return server
 
 
 class PostgresLaunch(Launch):
@@ -430,26 +389,17 @@ class PostgresLaunch(Launch):
         self.instance.socket = str(self.instance_dir)
 
     def argv(self, port: int) -> list[str]:
-        settings = dict(EPHEMERAL_SETTINGS)
+        listen = {"listen_addresses": "127.0.0.1", "port": str(port), "unix_socket_directories": str(self.instance_dir)}
+        settings = server_settings(self.engine.pg, major=self.binaries.major, listen=listen)
         settings.update(
             {
-                "listen_addresses": "127.0.0.1",
-                "port": str(port),
-                "unix_socket_directories": str(self.instance_dir),
-                "max_connections": str(self.engine.pg.max_connections),
+                # After the user's settings: who may connect is not configurable per project.
+                "hba_file": str(self.instance_dir / "pg_hba.conf"),
+                "unix_socket_directories": str(self.instance_dir),  # trust applies there: it stays private
+                "unix_socket_permissions": "0700",
             }
         )
-        if self.binaries.major >= 10:
-            settings["password_encryption"] = "scram-sha-256"  # roles the tests create match pg_hba
-        settings.update(self.engine.pg.settings)
-        # After the user's settings: who may connect is not configurable per project.
-        settings["hba_file"] = str(self.instance_dir / "pg_hba.conf")
-        settings["unix_socket_directories"] = str(self.instance_dir)  # trust applies there: it stays private
-        settings["unix_socket_permissions"] = "0700"
-        argv = [str(self.binaries.exe("postgres")), "-D", str(self.data_dir)]
-        for key, value in settings.items():
-            argv += ["-c", f"{key}={value}"]
-        return argv
+        return [str(self.binaries.exe("postgres")), "-D", str(self.data_dir), *server_flags(settings)]
 
     def make_server(self, popen: _sp.Popen[bytes]) -> Server:
         return PostgresServer(self.instance, registry=self.registry, popen=popen, owned=True)

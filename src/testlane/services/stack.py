@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 from testlane.core import environment
 from testlane.core.config import Settings
@@ -31,20 +31,18 @@ from testlane.core.errors import ConfigError, TestlaneError
 from testlane.core.private import write_private_file
 from testlane.core.redact import redact_url
 from testlane.core.runtime import OWNER_PID_ENV, RUN_ID_ENV, RunContext
-from testlane.core.service_names import SERVICES, canonical_services, known
+from testlane.core.service_names import canonical_services
+from testlane.services import kinds
 from testlane.services.backends import choose_backend
 from testlane.services.base import KeepRequest, Launch, Progress, Server, stop_instance
 from testlane.services.cache import sweep_staging
 from testlane.services.external import UrlEngine
 from testlane.services.instance import Instance
-from testlane.services.mariadb import MariaDbEngine, MariaDbServer
+from testlane.services.kinds import Engine
 from testlane.services.ports import sweep_port_locks
-from testlane.services.postgres import PostgresEngine, PostgresServer
 from testlane.services.registry import ReapReport, Registry
-from testlane.services.valkey import ValkeyEngine, ValkeyServer
 
 __all__ = [
-    "KNOWN_SERVICES",
     "SERVICES_FILE_ENV",
     "ServiceStack",
     "attach",
@@ -56,9 +54,6 @@ __all__ = [
 log = logging.getLogger("testlane")
 
 SERVICES_FILE_ENV = environment.SERVICES_FILE
-
-HANDLES: dict[str, type[Server]] = {"postgres": PostgresServer, "valkey": ValkeyServer, "mariadb": MariaDbServer}
-KNOWN_SERVICES = SERVICES  # the one list is testlane.core.service_names
 
 
 @contextlib.contextmanager
@@ -82,11 +77,10 @@ def _blamed(name: str, step: Callable[[], None]) -> Callable[[], None]:
 
 def attach(instance: Instance, *, owned: bool = False, registry: Registry | None = None) -> Server:
     """A handle on a recorded instance (not owned: ``stop()`` leaves it running)."""
-    try:
-        handle = HANDLES[instance.engine]
-    except KeyError:
-        raise ConfigError(f"unknown engine {instance.engine!r} in a services record") from None
-    return handle(instance, registry=registry, owned=owned)
+    kind = kinds.find(instance.engine)
+    if kind is None:
+        raise ConfigError(f"unknown engine {instance.engine!r} in a services record")
+    return kind.handle(instance, registry=registry, owned=owned)
 
 
 def stop_any_instance(instance: Instance) -> None:
@@ -136,35 +130,31 @@ class ServiceStack:
         self.registry = Registry(self.context)
         self.servers: dict[str, Server] = {}
         self._pending: dict[str, Launch] = {}
-        self._engines: dict[str, Any] = {}
+        self._engines: dict[str, Engine] = {}
 
     # -- engines ---------------------------------------------------------------------------
-    def engine(self, service: str) -> Any:
+    def engine(self, service: str) -> Engine:
         """The engine for ``service`` on its backend (see :func:`choose_backend`)."""
         if service not in self._engines:
-            if service not in KNOWN_SERVICES:
-                raise ConfigError(f"unknown service {service!r}.", hint=f"services can be: {known()}.")
+            kind = kinds.get(service)
             choice = choose_backend(service, self.settings)
             log.debug("%s: %s backend (%s)", service, choice.backend, choice.reason)
+            engine: Engine
             if choice.backend == "url":
-                engine: Any = UrlEngine(service, self.settings, self.context, self.registry)
+                engine = UrlEngine(service, self.settings, self.context, self.registry)
             elif choice.backend == "container":
                 from testlane.services.container import ContainerEngine
 
                 engine = ContainerEngine(service, self.settings, self.context, self.registry)
-            elif service == "postgres":
-                engine = PostgresEngine(
+            else:
+                engine = kind.process_engine(
                     self.settings,
                     self.context,
                     self.registry,
-                    progress=self.progress,
                     backend=choice.backend,
+                    progress=self.progress,
                     bin_dir=choice.bin_dir,
                 )
-            elif service == "valkey":
-                engine = ValkeyEngine(self.settings, self.context, self.registry, backend=choice.backend)
-            else:
-                engine = MariaDbEngine(self.settings, self.context, self.registry, progress=self.progress)
             self._engines[service] = engine
         return self._engines[service]
 
@@ -207,13 +197,13 @@ class ServiceStack:
         launches: list[Launch] = []
         try:
             for name in wanted:
-                extra: dict[str, Any] = {}
-                if data_sources and name in data_sources:
-                    extra["data_source"] = data_sources[name]
                 with service_cause(name):
                     launches.append(
                         self.engine(name).launch(
-                            name, detached=self.detached, die_with_parent=self.die_with_parent, **extra
+                            name,
+                            detached=self.detached,
+                            die_with_parent=self.die_with_parent,
+                            data_source=(data_sources or {}).get(name),
                         )
                     )
             self._run_parallel([_blamed(launch.instance.name, launch.prepare) for launch in launches])

@@ -25,9 +25,8 @@ from testlane.core.runtime import RunContext
 from testlane.services.base import Launch, Server
 from testlane.services.binaries import ValkeyBinary, find_valkey
 from testlane.services.credentials import new_password, write_private
-from testlane.services.instance import Instance
-from testlane.services.privileges import ServiceUser, ensure_reachable, service_user_for
-from testlane.services.process import ProcessRef
+from testlane.services.privileges import ensure_reachable
+from testlane.services.process_engine import ProcessEngine
 from testlane.services.registry import Registry
 
 if TYPE_CHECKING:
@@ -82,8 +81,10 @@ class ValkeyServer(Server):
         return self.instance.url_for(str(db))
 
 
-class ValkeyEngine:
+class ValkeyEngine(ProcessEngine[ValkeyServer]):
     """Launches :class:`ValkeyServer` instances."""
+
+    kind = "valkey"
 
     def __init__(
         self,
@@ -94,13 +95,15 @@ class ValkeyEngine:
         binary: ValkeyBinary | None = None,
         backend: str | None = None,
     ) -> None:
-        self.settings = settings
-        self.vk = settings.valkey
-        self.backend = backend or (self.vk.backend if self.vk.backend in ("embedded", "local") else "embedded")
-        self.context = context
-        self.registry = registry
+        vk = settings.valkey
+        super().__init__(
+            settings,
+            context,
+            registry,
+            backend=backend or (vk.backend if vk.backend in ("embedded", "local") else "embedded"),
+        )
+        self.vk = vk
         self._binary = binary
-        self.user: ServiceUser | None = service_user_for(settings, context)
 
     def binary(self) -> ValkeyBinary:
         """The server executable, copied somewhere the service user can run it first when needed (as root)."""
@@ -116,21 +119,22 @@ class ValkeyEngine:
             self._binary = exe
         return self._binary
 
-    def launch(self, name: str = "valkey", *, detached: bool = False, die_with_parent: bool = True) -> ValkeyLaunch:
+    def launch(
+        self,
+        name: str = "valkey",
+        *,
+        detached: bool = False,
+        die_with_parent: bool = True,
+        data_source: Path | None = None,
+    ) -> ValkeyLaunch:
         exe = self.binary()
-        owner = None if detached else self.context.owner_pid
-        ref = ProcessRef.of(owner) if owner is not None else None
-        instance = Instance(
-            run_id=self.context.run_id,
-            name=name,
-            engine="valkey",
+        instance = self.new_instance(
+            name,
+            detached=detached,
             backend=exe.source,
             database="0",
             password=new_password(),
             version=exe.version,
-            owner_pid=owner,
-            owner_create_time=ref.create_time if ref else None,
-            os_user=self.user.name if self.user else None,
             extra={"binary": str(exe.path), "databases": self.vk.databases, "flavor": exe.flavor},
         )
         return ValkeyLaunch(
@@ -144,11 +148,6 @@ class ValkeyEngine:
             fixed_port=self.vk.port,
             die_with_parent=die_with_parent and not detached,
         )
-
-    def start(self, name: str = "valkey", **kwargs: Any) -> ValkeyServer:
-        server = self.launch(name, **kwargs).run()
-        assert isinstance(server, ValkeyServer)
-        return server
 
 
 class ValkeyLaunch(Launch):

