@@ -192,7 +192,8 @@ def test_as_root_binaries_the_service_user_cannot_reach_are_copied(
 def test_as_root_a_cache_the_service_user_cannot_reach_is_a_clear_error(settings_for, tmp_path: Path) -> None:
     settings = settings_for(cache_dir=str(tmp_path / "cache"))  # under /tmp/pytest-of-root (0700)
     ctx = _context(settings)
+    engine = PostgresEngine(settings, ctx, Registry(ctx))  # building it checks nothing: no side effects
     with pytest.raises(PrivilegeError) as info:
-        PostgresEngine(settings, ctx, Registry(ctx))
+        engine.start()
     assert "not reachable by the service user" in str(info.value)
     assert "set cache_dir" in str(info.value)

