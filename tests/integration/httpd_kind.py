@@ -12,16 +12,14 @@ import sys
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from testlane.core.config import Settings
-from testlane.core.runtime import RunContext
 from testlane.services import kinds
-from testlane.services.base import Launch, Progress, Server
-from testlane.services.kinds import DoctorCheck, Engine, Section, ServiceKind
+from testlane.services.base import Launch, Server
+from testlane.services.kinds import DoctorCheck, Section, ServiceKind
 from testlane.services.privileges import ServiceUser
 from testlane.services.process_engine import ProcessEngine
-from testlane.services.registry import Registry
 
 NAME = "httpd"
 
@@ -63,14 +61,8 @@ class HttpdEngine(ProcessEngine[HttpServer]):
         data_source: Path | None = None,
     ) -> Launch:
         instance = self.new_instance(name, detached=detached, backend=self.backend, version=sys.version.split()[0])
-        return HttpdLaunch(
-            context=self.context,
-            registry=self.registry,
-            instance=instance,
-            user=self.user,
-            start_timeout=self.settings.start_timeout,
-            die_with_parent=die_with_parent and not detached,
-        )
+        options = self.launch_options(instance, fixed_port=0, detached=detached, die_with_parent=die_with_parent)
+        return HttpdLaunch(**options)
 
 
 @dataclass(frozen=True)
@@ -86,6 +78,7 @@ class HttpdKind(ServiceKind):
     schemes: ClassVar[tuple[str, ...]] = ("http",)
     default_port: ClassVar[int] = 80
     handle: ClassVar[type[Server]] = HttpServer
+    engine: ClassVar[type[ProcessEngine[Any]]] = HttpdEngine
     env_names: ClassVar[tuple[str, ...]] = ("TESTLANE_HTTPD_URL", "TESTLANE_HTTPD_PORT")
     backends: ClassVar[tuple[str, ...]] = ("local", "url")
     env_parts: ClassVar[tuple[str, ...]] = ("url", "host", "port")
@@ -97,18 +90,6 @@ class HttpdKind(ServiceKind):
 
     def local(self, settings: Settings) -> str:
         return sys.executable
-
-    def process_engine(
-        self,
-        settings: Settings,
-        context: RunContext,
-        registry: Registry,
-        *,
-        backend: str,
-        progress: Progress | None = None,
-        bin_dir: str = "",
-    ) -> Engine:
-        return HttpdEngine(settings, context, registry, progress=progress, backend=backend)
 
     def doctor_checks(self, settings: Settings) -> list[DoctorCheck]:
         return [DoctorCheck("ok", f"{NAME} (local)", f"{sys.executable} -m http.server")]

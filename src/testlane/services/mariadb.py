@@ -27,10 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 
-from testlane.core.config import Settings
+from testlane.core.config import MariaDbSettings
 from testlane.core.errors import BinaryNotFoundError, ServiceStartError
-from testlane.core.runtime import RunContext
-from testlane.services.base import Launch, Progress, Server
+from testlane.services.base import Launch, Server
 from testlane.services.binaries import version_output
 from testlane.services.cache import (
     LAYOUT,
@@ -39,7 +38,6 @@ from testlane.services.cache import (
 )
 from testlane.services.credentials import new_password, write_private
 from testlane.services.process_engine import ProcessEngine
-from testlane.services.registry import Registry
 
 if TYPE_CHECKING:
     import pymysql.connections
@@ -205,12 +203,11 @@ class MariaDbEngine(ProcessEngine[MariaDbServer]):
 
     kind = "mariadb"
 
-    def __init__(
-        self, settings: Settings, context: RunContext, registry: Registry, *, progress: Progress | None = None
-    ) -> None:
-        super().__init__(settings, context, registry, progress=progress, backend="local")
-        self.md = settings.mariadb
-        self._binaries: MariaDbBinaries | None = None
+    _binaries: MariaDbBinaries | None = None  # there is no embedded MariaDB: the backend is "local"
+
+    @property
+    def md(self) -> MariaDbSettings:
+        return self.settings.mariadb
 
     def binaries(self) -> MariaDbBinaries:
         if self._binaries is None:
@@ -283,13 +280,9 @@ class MariaDbEngine(ProcessEngine[MariaDbServer]):
         return MariaDbLaunch(
             binaries=bins,
             data_source=source,
-            context=self.context,
-            registry=self.registry,
-            instance=instance,
-            user=self.user,
-            start_timeout=self.settings.start_timeout,
-            fixed_port=self.md.port,
-            die_with_parent=die_with_parent and not detached,
+            **self.launch_options(
+                instance, fixed_port=self.md.port, detached=detached, die_with_parent=die_with_parent
+            ),
         )
 
 

@@ -234,9 +234,9 @@ class PostgresEngine(ProcessEngine[PostgresServer]):
             registry,
             progress=progress,
             backend=backend or (pg.backend if pg.backend in ("embedded", "local") else "embedded"),
+            bin_dir=bin_dir or pg.bin_dir,
         )
         self.pg = pg
-        self.bin_dir = bin_dir or pg.bin_dir
         self._binaries = binaries
 
     # -- binaries and cache --------------------------------------------------------------
@@ -356,13 +356,9 @@ class PostgresEngine(ProcessEngine[PostgresServer]):
             engine=self,
             binaries=bins,
             data_source=source,
-            context=self.context,
-            registry=self.registry,
-            instance=instance,
-            user=self.user,
-            start_timeout=self.settings.start_timeout,
-            fixed_port=self.pg.port,
-            die_with_parent=die_with_parent and not detached,
+            **self.launch_options(
+                instance, fixed_port=self.pg.port, detached=detached, die_with_parent=die_with_parent
+            ),
         )
 
 

@@ -50,12 +50,14 @@ class ProcessEngine(Generic[ServerT]):
         *,
         progress: Progress | None = None,
         backend: str | None = None,
+        bin_dir: str = "",
     ) -> None:
         self.settings = settings
         self.context = context
         self.registry = registry
         self.progress = progress or (lambda message: None)
         self.backend = backend or "local"
+        self.bin_dir = bin_dir  # an installation `auto` picked among several (Postgres), else ""
         self._user: Any = _UNRESOLVED
 
     @property
@@ -153,6 +155,20 @@ class ProcessEngine(Generic[ServerT]):
             os_user=user.name if user else None,
             **fields,
         )
+
+    def launch_options(
+        self, instance: Instance, *, fixed_port: int, detached: bool, die_with_parent: bool
+    ) -> dict[str, Any]:
+        """The keyword arguments every :class:`~testlane.services.base.Launch` of this engine takes."""
+        return {
+            "context": self.context,
+            "registry": self.registry,
+            "instance": instance,
+            "user": self.user,
+            "start_timeout": self.settings.start_timeout,
+            "fixed_port": fixed_port,
+            "die_with_parent": die_with_parent and not detached,
+        }
 
     def launch(
         self,

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from testlane.core.config import Settings
 from testlane.core.runtime import RunContext
-from testlane.services.base import Launch, Server
+from testlane.services.base import Launch, Progress, Server
 from testlane.services.binaries import ValkeyBinary, find_valkey
 from testlane.services.credentials import new_password, write_private
 from testlane.services.privileges import ensure_reachable
@@ -94,12 +94,15 @@ class ValkeyEngine(ProcessEngine[ValkeyServer]):
         *,
         binary: ValkeyBinary | None = None,
         backend: str | None = None,
+        progress: Progress | None = None,
+        bin_dir: str = "",
     ) -> None:
         vk = settings.valkey
         super().__init__(
             settings,
             context,
             registry,
+            progress=progress,
             backend=backend or (vk.backend if vk.backend in ("embedded", "local") else "embedded"),
         )
         self.vk = vk
@@ -140,13 +143,9 @@ class ValkeyEngine(ProcessEngine[ValkeyServer]):
         return ValkeyLaunch(
             binary=exe,
             databases=self.vk.databases,
-            context=self.context,
-            registry=self.registry,
-            instance=instance,
-            user=self.user,
-            start_timeout=self.settings.start_timeout,
-            fixed_port=self.vk.port,
-            die_with_parent=die_with_parent and not detached,
+            **self.launch_options(
+                instance, fixed_port=self.vk.port, detached=detached, die_with_parent=die_with_parent
+            ),
         )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, NamedTuple, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 from testlane.core.config import Settings
 from testlane.core.envmap import DRIVERS, PARTS
@@ -22,6 +22,7 @@ from testlane.core.errors import BinaryNotFoundError
 from testlane.core.runtime import RunContext
 from testlane.core.service_names import ALIASES
 from testlane.services.base import Launch, Progress, Server
+from testlane.services.process_engine import ProcessEngine
 from testlane.services.registry import Registry
 
 __all__ = ["BackendChoice", "ContainerSpec", "DoctorCheck", "Engine", "Section", "ServiceKind"]
@@ -98,6 +99,7 @@ class ServiceKind:
     default_user: ClassVar[str | None] = None
     default_database: ClassVar[str] = ""
     handle: ClassVar[type[Server]]
+    engine: ClassVar[type[ProcessEngine[Any]]]  # runs the kind's binaries (embedded and local backends)
     env_names: ClassVar[tuple[str, ...]] = ()  # the TESTLANE_* variables ``handle.env()`` exports
     stop_signal: ClassVar[int] = 15  # how a process of this kind is stopped (its data is thrown away)
     backends: ClassVar[tuple[str, ...]] = ("embedded", "local", "container", "url")
@@ -155,8 +157,9 @@ class ServiceKind:
         progress: Progress | None = None,
         bin_dir: str = "",
     ) -> Engine:
-        """The engine that runs this kind's own binaries (``embedded`` or ``local`` backend)."""
-        raise NotImplementedError(f"{self.name} has no process engine")
+        """The engine that runs this kind's own binaries (``embedded`` or ``local`` backend): an
+        :attr:`engine` built without side effects."""
+        return self.engine(settings, context, registry, progress=progress, backend=backend, bin_dir=bin_dir)
 
     def container_spec(self, settings: Settings) -> ContainerSpec | None:
         """How this kind runs in a container (None: it does not)."""

@@ -5,15 +5,14 @@ a container or an existing server; there is no embedded MariaDB. The engine is
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from testlane.core.config import Settings
 from testlane.core.errors import TestlaneError
-from testlane.core.runtime import RunContext
-from testlane.services.base import Progress, Server
-from testlane.services.kinds.kind import ContainerSpec, DoctorCheck, Engine, ServiceKind
+from testlane.services.base import Server
+from testlane.services.kinds.kind import ContainerSpec, DoctorCheck, ServiceKind
 from testlane.services.mariadb import MariaDbEngine, MariaDbServer, find_mariadb
-from testlane.services.registry import Registry
+from testlane.services.process_engine import ProcessEngine
 
 __all__ = ["MariaDbKind"]
 
@@ -25,6 +24,7 @@ class MariaDbKind(ServiceKind):
     default_port: ClassVar[int] = 3306
     default_user: ClassVar[str | None] = "root"
     default_database: ClassVar[str] = ""
+    engine: ClassVar[type[ProcessEngine[Any]]] = MariaDbEngine
     handle: ClassVar[type[Server]] = MariaDbServer
     env_names: ClassVar[tuple[str, ...]] = (
         "TESTLANE_MARIADB_URL",
@@ -39,18 +39,6 @@ class MariaDbKind(ServiceKind):
 
     def local(self, settings: Settings) -> str:
         return str(find_mariadb(settings.mariadb.binary).server)
-
-    def process_engine(
-        self,
-        settings: Settings,
-        context: RunContext,
-        registry: Registry,
-        *,
-        backend: str,
-        progress: Progress | None = None,
-        bin_dir: str = "",
-    ) -> Engine:
-        return MariaDbEngine(settings, context, registry, progress=progress)
 
     def container_spec(self, settings: Settings) -> ContainerSpec:
         command = ("--innodb-flush-log-at-trx-commit=0", "--skip-log-bin", "--skip-name-resolve")

@@ -11,17 +11,17 @@ lack one are passed over for a local installation that ships them all. The hints
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from testlane.core.config import Settings
 from testlane.core.errors import TestlaneError
-from testlane.core.runtime import RunContext, is_root
+from testlane.core.runtime import is_root
 from testlane.services import binaries
-from testlane.services.base import Progress, Server
-from testlane.services.kinds.kind import BackendChoice, ContainerSpec, DoctorCheck, Engine, ServiceKind
+from testlane.services.base import Server
+from testlane.services.kinds.kind import BackendChoice, ContainerSpec, DoctorCheck, ServiceKind
 from testlane.services.postgres import SUPERUSER, PostgresEngine, PostgresServer, server_flags, server_settings
 from testlane.services.privileges import reachable_by_others
-from testlane.services.registry import Registry
+from testlane.services.process_engine import ProcessEngine
 
 __all__ = [
     "PostgresKind",
@@ -41,6 +41,7 @@ class PostgresKind(ServiceKind):
     default_port: ClassVar[int] = 5432
     default_user: ClassVar[str | None] = SUPERUSER
     default_database: ClassVar[str] = "postgres"
+    engine: ClassVar[type[ProcessEngine[Any]]] = PostgresEngine
     handle: ClassVar[type[Server]] = PostgresServer
     env_names: ClassVar[tuple[str, ...]] = (
         "TESTLANE_POSTGRES_URL",
@@ -86,18 +87,6 @@ class PostgresKind(ServiceKind):
             f"auto: the embedded binaries lack {', '.join(missing)} (declared in {where}) and no local "
             "installation has them: the run stops before building the template, naming them",
         )
-
-    def process_engine(
-        self,
-        settings: Settings,
-        context: RunContext,
-        registry: Registry,
-        *,
-        backend: str,
-        progress: Progress | None = None,
-        bin_dir: str = "",
-    ) -> Engine:
-        return PostgresEngine(settings, context, registry, progress=progress, backend=backend, bin_dir=bin_dir)
 
     def container_spec(self, settings: Settings) -> ContainerSpec:
         flags = server_flags(server_settings(settings.postgres, major=CONTAINER_MAJOR))

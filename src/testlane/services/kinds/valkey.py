@@ -10,15 +10,14 @@ hear another run's on a shared server, nor a test's (whose leases have prefixes 
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from testlane.core.config import Settings
 from testlane.core.errors import TestlaneError
-from testlane.core.runtime import RunContext
 from testlane.services import binaries
-from testlane.services.base import Progress, Server
-from testlane.services.kinds.kind import ContainerSpec, DoctorCheck, Engine, ServiceKind
-from testlane.services.registry import Registry
+from testlane.services.base import Server
+from testlane.services.kinds.kind import ContainerSpec, DoctorCheck, ServiceKind
+from testlane.services.process_engine import ProcessEngine
 from testlane.services.valkey import ValkeyEngine, ValkeyServer
 
 __all__ = ["ValkeyKind", "app_channel_prefix", "app_redis_db"]
@@ -48,6 +47,7 @@ class ValkeyKind(ServiceKind):
     default_port: ClassVar[int] = 6379
     default_user: ClassVar[str | None] = None
     default_database: ClassVar[str] = "0"
+    engine: ClassVar[type[ProcessEngine[Any]]] = ValkeyEngine
     handle: ClassVar[type[Server]] = ValkeyServer
     env_names: ClassVar[tuple[str, ...]] = (
         "TESTLANE_REDIS_URL",
@@ -62,18 +62,6 @@ class ValkeyKind(ServiceKind):
 
     def local(self, settings: Settings) -> str:
         return str(binaries.find_valkey("local", binary=settings.valkey.binary).path)
-
-    def process_engine(
-        self,
-        settings: Settings,
-        context: RunContext,
-        registry: Registry,
-        *,
-        backend: str,
-        progress: Progress | None = None,
-        bin_dir: str = "",
-    ) -> Engine:
-        return ValkeyEngine(settings, context, registry, backend=backend)
 
     def container_spec(self, settings: Settings) -> ContainerSpec:
         # Protected mode stays on: with a password set it lets in clients that authenticate.
