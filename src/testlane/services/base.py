@@ -236,7 +236,7 @@ def stop_instance(
         from testlane.services import kinds
 
         kind = kinds.find(instance.engine)
-        stop_signal = kind.stop_signal if kind is not None else 15
+        stop_signal = kind.handle.stop_signal if kind is not None else Server.stop_signal
     if instance.pid is not None:
         target = popen or instance.pid
         terminate(target, create_time=instance.pid_create_time, first_signal=stop_signal, grace=timeout, group=True)

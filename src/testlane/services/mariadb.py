@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 
-from testlane.core.config import MariaDbSettings
+from testlane.core.config import MariaDbSettings, Settings
 from testlane.core.errors import BinaryNotFoundError, ServiceStartError
 from testlane.services.base import Launch, Server
 from testlane.services.binaries import version_output
@@ -203,7 +203,10 @@ class MariaDbEngine(ProcessEngine[MariaDbServer]):
 
     kind = "mariadb"
 
-    _binaries: MariaDbBinaries | None = None  # there is no embedded MariaDB: the backend is "local"
+    _binaries: MariaDbBinaries | None = None
+
+    def default_backend(self, settings: Settings) -> str:
+        return "local"  # there is no embedded MariaDB
 
     @property
     def md(self) -> MariaDbSettings:

@@ -25,10 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 
-from testlane.core.config import PostgresSettings, Settings
+from testlane.core.config import PostgresSettings
 from testlane.core.errors import ServiceError, ServiceStartError
-from testlane.core.runtime import RunContext
-from testlane.services.base import Launch, Progress, Server
+from testlane.services.base import Launch, Server
 from testlane.services.binaries import PostgresBinaries, find_postgres
 from testlane.services.cache import (
     LAYOUT,
@@ -42,7 +41,6 @@ from testlane.services.privileges import (
 )
 from testlane.services.process import server_environment
 from testlane.services.process_engine import ProcessEngine
-from testlane.services.registry import Registry
 
 if TYPE_CHECKING:
     import subprocess as _sp
@@ -216,34 +214,20 @@ class PostgresEngine(ProcessEngine[PostgresServer]):
 
     kind = "postgres"
 
-    def __init__(
-        self,
-        settings: Settings,
-        context: RunContext,
-        registry: Registry,
-        *,
-        progress: Progress | None = None,
-        binaries: PostgresBinaries | None = None,
-        backend: str | None = None,
-        bin_dir: str = "",
-    ) -> None:
-        pg = settings.postgres
-        super().__init__(
-            settings,
-            context,
-            registry,
-            progress=progress,
-            backend=backend or (pg.backend if pg.backend in ("embedded", "local") else "embedded"),
-            bin_dir=bin_dir or pg.bin_dir,
-        )
-        self.pg = pg
+    def __init__(self, *args: Any, binaries: PostgresBinaries | None = None, **kwargs: Any) -> None:
+        """As :class:`ProcessEngine`; ``binaries``: run these instead of finding them."""
+        super().__init__(*args, **kwargs)
         self._binaries = binaries
+
+    @property
+    def pg(self) -> PostgresSettings:
+        return self.settings.postgres
 
     # -- binaries and cache --------------------------------------------------------------
     def binaries(self) -> PostgresBinaries:
         """The binaries to run, copied somewhere reachable first when running as root."""
         if self._binaries is None:
-            bins = find_postgres(self.backend, bin_dir=self.bin_dir, version=self.pg.version)
+            bins = find_postgres(self.backend, bin_dir=self.bin_dir or self.pg.bin_dir, version=self.pg.version)
             if self.user is not None and bins.copy_parts:
                 # By content, like the cluster: every venv holding this build shares one copy.
                 content = content_digest(bins.exe("postgres"), self.context.ensure_cache_dir())

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar, cast
@@ -37,7 +38,7 @@ _UNRESOLVED = object()
 ServerT = TypeVar("ServerT", bound=Server)
 
 
-class ProcessEngine(Generic[ServerT]):
+class ProcessEngine(ABC, Generic[ServerT]):
     """Base of the engines that run a kind's own binaries (see module docstring)."""
 
     kind: ClassVar[str]  # the service kind's name: the instances' engine and the cache's directory
@@ -56,9 +57,15 @@ class ProcessEngine(Generic[ServerT]):
         self.context = context
         self.registry = registry
         self.progress = progress or (lambda message: None)
-        self.backend = backend or "local"
+        self.backend = backend or self.default_backend(settings)
         self.bin_dir = bin_dir  # an installation `auto` picked among several (Postgres), else ""
         self._user: Any = _UNRESOLVED
+
+    def default_backend(self, settings: Settings) -> str:
+        """The backend when none is given: the kind's ``backend`` setting when it names one of ours, else
+        ``embedded``."""
+        configured = str(getattr(settings, self.kind).backend)
+        return configured if configured in ("embedded", "local") else "embedded"
 
     @property
     def user(self) -> ServiceUser | None:
@@ -170,6 +177,7 @@ class ProcessEngine(Generic[ServerT]):
             "die_with_parent": die_with_parent and not detached,
         }
 
+    @abstractmethod
     def launch(
         self,
         name: str,
@@ -179,7 +187,6 @@ class ProcessEngine(Generic[ServerT]):
         data_source: Path | None = None,
     ) -> Launch:
         """A launch of a new instance (call ``.run()``, or prepare/spawn/wait yourself)."""
-        raise NotImplementedError
 
     def start(self, name: str | None = None, **kwargs: Any) -> ServerT:
         """Start an instance in the calling thread (``launch(...).run()``); its handle."""

@@ -20,14 +20,12 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from testlane.core.config import Settings
-from testlane.core.runtime import RunContext
-from testlane.services.base import Launch, Progress, Server
+from testlane.core.config import ValkeySettings
+from testlane.services.base import Launch, Server
 from testlane.services.binaries import ValkeyBinary, find_valkey
 from testlane.services.credentials import new_password, write_private
 from testlane.services.privileges import ensure_reachable
 from testlane.services.process_engine import ProcessEngine
-from testlane.services.registry import Registry
 
 if TYPE_CHECKING:
     import redis
@@ -86,27 +84,11 @@ class ValkeyEngine(ProcessEngine[ValkeyServer]):
 
     kind = "valkey"
 
-    def __init__(
-        self,
-        settings: Settings,
-        context: RunContext,
-        registry: Registry,
-        *,
-        binary: ValkeyBinary | None = None,
-        backend: str | None = None,
-        progress: Progress | None = None,
-        bin_dir: str = "",
-    ) -> None:
-        vk = settings.valkey
-        super().__init__(
-            settings,
-            context,
-            registry,
-            progress=progress,
-            backend=backend or (vk.backend if vk.backend in ("embedded", "local") else "embedded"),
-        )
-        self.vk = vk
-        self._binary = binary
+    _binary: ValkeyBinary | None = None
+
+    @property
+    def vk(self) -> ValkeySettings:
+        return self.settings.valkey
 
     def binary(self) -> ValkeyBinary:
         """The server executable, copied somewhere the service user can run it first when needed (as root)."""

@@ -101,7 +101,6 @@ class ServiceKind:
     handle: ClassVar[type[Server]]
     engine: ClassVar[type[ProcessEngine[Any]]]  # runs the kind's binaries (embedded and local backends)
     env_names: ClassVar[tuple[str, ...]] = ()  # the TESTLANE_* variables ``handle.env()`` exports
-    stop_signal: ClassVar[int] = 15  # how a process of this kind is stopped (its data is thrown away)
     backends: ClassVar[tuple[str, ...]] = ("embedded", "local", "container", "url")
     default_env_driver: ClassVar[str | None] = None  # `{kind.url}` without a driver uses this one
     # `[tool.testlane.env]` parts and URL drivers: the built-in kinds' live in testlane.core.envmap (settings

@@ -50,7 +50,6 @@ class PostgresKind(ServiceKind):
         "TESTLANE_POSTGRES_USER",
         "TESTLANE_POSTGRES_PASSWORD",
     )
-    stop_signal: ClassVar[int] = 3  # SIGQUIT: immediate shutdown; the data is thrown away
     default_env_driver: ClassVar[str | None] = "libpq"
     hosts_databases: ClassVar[bool] = True
 
