@@ -4,11 +4,15 @@ of testlane needs from it, it gets from the registry of kinds (issue 17)."""
 from __future__ import annotations
 
 import ast
+import os
 from pathlib import Path
 
+from testlane.core.config import load_settings
 from testlane.core.environment import run_scoped_names
+from testlane.core.runtime import RunContext
 from testlane.services import kinds
 from testlane.services.external import instance_from_url
+from testlane.services.registry import Registry
 
 SRC = Path(kinds.__file__).resolve().parents[2]  # src/testlane
 KINDS_DIR = Path(kinds.__file__).resolve().parent
@@ -90,3 +94,18 @@ def test_a_url_gets_the_kinds_defaults() -> None:
         assert (inst.port, inst.user, inst.database) == (kind.default_port, kind.default_user, kind.default_database)
         assert inst.url.startswith(f"{kind.schemes[0]}://")
         assert kind.handle.engine == kind.name
+
+
+def test_building_an_engine_has_no_side_effects(tmp_path: Path) -> None:
+    """No directory, no service user (as root) until a server is launched: the stack builds engines to
+    ask them things, and `testlane doctor` must not change the machine."""
+    settings = load_settings(
+        start=tmp_path,
+        environ={},
+        overrides={"data_dir": str(tmp_path / "data"), "cache_dir": str(tmp_path / "cache")},
+    )
+    context = RunContext.from_settings(settings, owner=os.getpid())
+    for kind in kinds.registered():
+        engine = kind.process_engine(settings, context, Registry(context), backend="local")
+        assert engine is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "nothing created"
