@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
+
+import pytest
 
 from testlane.core.runenv import RUN_VARIABLES as _RUN_VARIABLES
 
@@ -80,26 +83,25 @@ LOWER_LAYERS = ("services", "databases")
 ENTRY_ONLY_CALLS = ("current", "from_environ", "load_settings")
 
 
+@functools.cache
 def _trees() -> dict[Path, ast.Module]:
     return {path.relative_to(SRC): ast.parse(path.read_text(), filename=str(path)) for path in SRC.rglob("*.py")}
 
 
 def variable_constants(trees: dict[Path, ast.Module], variables: frozenset[str] = RUN_VARIABLES) -> set[str]:
     """Names bound anywhere to a run variable's name: ``IT = "TESTLANE_IT"``, ``IT_ENV = environment.IT``."""
+    assignments = [
+        (node.targets[0].id, node.value)
+        for tree in trees.values()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+    ]
     names: set[str] = set()
-    while True:
-        before = len(names)
-        for tree in trees.values():
-            for node in ast.walk(tree):
-                if (
-                    isinstance(node, ast.Assign)
-                    and len(node.targets) == 1
-                    and isinstance(node.targets[0], ast.Name)
-                    and _names_variable(node.value, names, variables)
-                ):
-                    names.add(node.targets[0].id)
-        if len(names) == before:
+    while True:  # until no new alias of an alias turns up
+        found = {name for name, value in assignments if _names_variable(value, names, variables)}
+        if found <= names:
             return names
+        names |= found
 
 
 def _names_variable(node: ast.expr, constants: set[str], variables: frozenset[str] = RUN_VARIABLES) -> bool:
@@ -133,6 +135,7 @@ def variable_accesses(tree: ast.Module, constants: set[str]) -> list[int]:
     return lines
 
 
+@pytest.mark.timeout(30)  # parses every module in src: ~1 s, several on a loaded machine
 def test_run_variables_are_touched_only_through_runenv() -> None:
     trees = _trees()
     constants = variable_constants(trees)
@@ -145,6 +148,7 @@ def test_run_variables_are_touched_only_through_runenv() -> None:
     assert violations == [], "read or write these through testlane.core.runenv.RunEnv"
 
 
+@pytest.mark.timeout(30)  # parses every module in src: ~1 s, several on a loaded machine
 def test_lower_layers_are_handed_the_run_environment_and_the_settings() -> None:
     violations = []
     for rel, tree in _trees().items():

@@ -118,7 +118,8 @@ class TestlanePlugin:
             # started later, inherit both and so share one server per service.
             env = RunEnv.current()
             named = RunEnv(
-                run_id=None if env.run_id else new_run_id(), owner_pid=None if env.owner_pid else os.getpid()
+                run_id=None if env.run_id else new_run_id(),
+                owner_pid=None if env.owner_pid is not None else os.getpid(),
             )
             named.write(os.environ)
             self._env_set += list(named.to_environ())
