@@ -25,10 +25,11 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from testlane.core.config import Settings, load_settings
+from testlane.core.runenv import RunEnv
 from testlane.core.runtime import new_run_id
 from testlane.databases.guard import require_integration_lane, resolve_mariadb, resolve_postgres
 from testlane.databases.leftovers import mark_owner
-from testlane.databases.naming import require_testlane_database, worker_database_name, worker_id
+from testlane.databases.naming import require_testlane_database, worker_database_name
 from testlane.databases.pool import ClonePool
 from testlane.databases.redis_isolation import RedisLease, lease_database
 from testlane.databases.schema import SchemaDatabase
@@ -68,8 +69,8 @@ def _run_id(server: Any) -> str:
 
 
 def _prepare(target: Any, what: str, allow: bool, allow_unmanaged: bool) -> PostgresServer:
-    require_integration_lane(what, allow=allow)
-    return resolve_postgres(target, allow_unmanaged=allow_unmanaged)  # type: ignore[no-any-return]
+    require_integration_lane(what, env=RunEnv.current(), allow=allow)
+    return resolve_postgres(target, settings=load_settings(), allow_unmanaged=allow_unmanaged)  # type: ignore[no-any-return]
 
 
 def template(
@@ -102,7 +103,9 @@ def database(
     server = _prepare(target, "testlane.db.database()", allow, allow_unmanaged)
     with driver_errors("testlane.db.database(): preparing a database"):
         name = ensure_template(server, spec(settings, migrations=migrations, seed=seed, extensions=extensions))
-        clones = ClonePool(server, name, run_id=_run_id(server), worker=worker_id(), size=0, preconnect=False)
+        clones = ClonePool(
+            server, name, run_id=_run_id(server), worker=RunEnv.current().worker, size=0, preconnect=False
+        )
         lease = clones.acquire()  # an empty pool clones on demand
     try:
         yield TestDatabase(lease.name, lease.url, server)  # the caller's errors pass through untranslated
@@ -130,7 +133,13 @@ def pool(
     server = _prepare(target, "testlane.db.pool()", allow, allow_unmanaged)
     name = ensure_template(server, spec(settings, migrations=migrations, seed=seed, extensions=extensions))
     clones = ClonePool(
-        server, name, run_id=_run_id(server), worker=worker_id(), size=size, workers=workers, drop_at_close=True
+        server,
+        name,
+        run_id=_run_id(server),
+        worker=RunEnv.current().worker,
+        size=size,
+        workers=workers,
+        drop_at_close=True,
     ).start()
     try:
         yield clones
@@ -179,7 +188,7 @@ def schema(
     template_spec = spec(settings, migrations=migrations, seed=seed, extensions=extensions)
     run_id = _run_id(server)
     own_db = database_name is None
-    name = database_name or worker_database_name(run_id, worker_id(), f"s{new_run_id()[:4]}")
+    name = database_name or worker_database_name(run_id, RunEnv.current().worker, f"s{new_run_id()[:4]}")
     require_testlane_database(name, allow_unmanaged=allow_unmanaged, action="use")
     if own_db:
         from psycopg import sql
@@ -190,7 +199,7 @@ def schema(
                 mark_owner(admin, name, server)
     try:
         with SchemaDatabase(
-            server, name, template_spec, run_id=run_id, worker=worker_id(), allow_unmanaged=allow_unmanaged
+            server, name, template_spec, run_id=run_id, worker=RunEnv.current().worker, allow_unmanaged=allow_unmanaged
         ) as schema_db:
             yield schema_db
     finally:
@@ -204,7 +213,7 @@ def redis(target: Any, *, allow: bool = False) -> Iterator[RedisLease]:
     """A leased logical database (flushed before and after) of a Valkey/Redis server."""
     import redis as redis_py
 
-    require_integration_lane("testlane.db.redis()", allow=allow)
+    require_integration_lane("testlane.db.redis()", env=RunEnv.current(), allow=allow)
     host, port, password = _redis_address(target)
     coordinator = redis_py.Redis(host=host, port=port, password=password, db=0)
     try:
@@ -247,11 +256,11 @@ def mysql_database(
     from testlane.databases.mariadb.template import spec_from_settings
     from testlane.databases.mariadb.testdb import MysqlTestDatabase
 
-    require_integration_lane("testlane.db.mysql_database()", allow=allow)
-    server = resolve_mariadb(target, allow_unmanaged=allow_unmanaged)
+    require_integration_lane("testlane.db.mysql_database()", env=RunEnv.current(), allow=allow)
+    server = resolve_mariadb(target, settings=settings or load_settings(), allow_unmanaged=allow_unmanaged)
     with driver_errors("testlane.db.mysql_database(): preparing a database"):
         name = ensure_mysql_template(server, spec_from_settings(settings or load_settings(), migrations))
-        clones = MysqlClonePool(server, name, run_id=_run_id(server), worker=worker_id(), size=0)
+        clones = MysqlClonePool(server, name, run_id=_run_id(server), worker=RunEnv.current().worker, size=0)
         lease = clones.acquire()  # an empty pool clones on demand
     try:
         yield MysqlTestDatabase(lease.name, lease.url, server, lease=lease)  # the caller's errors pass through
@@ -273,7 +282,7 @@ def mysql_transaction(
     """A PyMySQL connection to a migrated MariaDB/MySQL database whose work (commits included) is rolled back."""
     from testlane.databases.mariadb.transaction import MysqlSavepointConnection
 
-    require_integration_lane("testlane.db.mysql_transaction()", allow=allow)
+    require_integration_lane("testlane.db.mysql_transaction()", env=RunEnv.current(), allow=allow)
     with mysql_database(
         target, migrations=migrations, settings=settings, allow=True, allow_unmanaged=allow_unmanaged
     ) as test_db:

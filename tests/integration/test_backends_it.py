@@ -636,18 +636,20 @@ def test_postgres_in_a_container_start_query_stop_and_reap(data_dir: Path, proje
 
 @needs_system_services
 def test_guard_accepts_a_foreign_server_only_when_told(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from testlane.core.config import load_settings
     from testlane.core.errors import ConfigError, UnsafeDatabaseError
     from testlane.databases.guard import resolve_mariadb, resolve_postgres
 
     monkeypatch.setenv("TESTLANE_DATA_DIR", str(tmp_path / "data"))  # an empty registry: nothing is known
+    settings = load_settings()
     for resolve, url in ((resolve_postgres, SYSTEM_PG), (resolve_mariadb, SYSTEM_MARIADB)):
         with pytest.raises(UnsafeDatabaseError, match="server testlane knows"):
-            resolve(url)
-        server = resolve(url, allow_unmanaged=True)
+            resolve(url, settings=settings)
+        server = resolve(url, settings=settings, allow_unmanaged=True)
         assert server.instance.backend == "url"
         assert server.instance.port in (5432, 3306)
         assert server.instance.version[:1].isdigit()
     with pytest.raises(ConfigError, match="does not look like a postgres URL"):
-        resolve_postgres(SYSTEM_MARIADB, allow_unmanaged=True)
+        resolve_postgres(SYSTEM_MARIADB, settings=settings, allow_unmanaged=True)
     with pytest.raises(TypeError, match="PostgresServer"):
-        resolve_postgres(42)
+        resolve_postgres(42, settings=settings)

@@ -7,7 +7,9 @@ import inspect
 import re
 import subprocess
 import sys
+import typing
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -107,21 +109,33 @@ _CALLED = {"__init__", "__call__", "__enter__", "__exit__", "__aenter__", "__aex
 
 
 def _annotations(label: str, function: object) -> list[tuple[str, str]]:
-    try:
-        signature = inspect.signature(function)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return []
-    found = [(f"{label}({p.name})", str(p.annotation)) for p in signature.parameters.values()]
-    found.append((f"{label}(return)", str(signature.return_annotation)))
+    found: list[tuple[str, str]] = []
+    # What callers see of an overloaded function: its overloads, not the implementation behind them.
+    for each in typing.get_overloads(function) or [function]:  # type: ignore[arg-type]
+        try:
+            signature = inspect.signature(each)
+        except (TypeError, ValueError):
+            continue
+        found += [(f"{label}({p.name})", str(p.annotation)) for p in signature.parameters.values()]
+        found.append((f"{label}(return)", str(signature.return_annotation)))
     return found
 
 
 def _public_annotations() -> list[tuple[str, str]]:
     """Every annotation of the public names: functions, and classes' public fields and methods (inherited
     from testlane's own classes too), as written (a string, with `from __future__ import annotations`)."""
+    import testlane.seams
+
     found: list[tuple[str, str]] = []
-    for name in testlane.__all__:
-        obj = getattr(testlane, name)
+    for module in (testlane, testlane.seams):
+        found += _module_annotations(module)
+    return found
+
+
+def _module_annotations(module: ModuleType) -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    for name in module.__all__:
+        obj = getattr(module, name)
         if not inspect.isclass(obj):
             found += _annotations(name, obj)
             continue
@@ -184,14 +198,100 @@ def check(
 """
 
 
+# A seam test as users write it: what the kit takes and gives typed. (Race functions are named, not lambdas:
+# mypy types a lambda given to an overloaded function as `Callable[[Any], Any]` while it picks the overload,
+# and --disallow-any-expr reports that, whatever the overloads say.)
+SEAMS_USER_CODE = """
+import subprocess
+import threading
+from typing import assert_type
+
+import psycopg
+from psycopg.rows import TupleRow
+
+from testlane import PostgresServer, TestDatabase, ValkeyServer
+from testlane.seams import {names}
+
+
+def backend(c: psycopg.Connection[TupleRow]) -> int:
+    return c.info.backend_pid
+
+
+async def abackend(c: psycopg.AsyncConnection[TupleRow]) -> int:
+    return c.info.backend_pid
+
+
+def double(i: int) -> int:
+    return i * 2
+
+
+def label(i: int) -> str:
+    return str(i)
+
+
+def shout(text: str) -> str:
+    return text.upper()
+
+
+def check(
+    pg: TestDatabase,
+    postgres: PostgresServer,
+    valkey: ValkeyServer,
+    conn: psycopg.Connection,
+    proc: subprocess.Popen[bytes],
+) -> None:
+    result = race(2, backend, connect=pg)
+    assert_type(result, RaceResult[int])
+    assert_type(race(2, backend, connect="postgresql://localhost/x"), RaceResult[int])
+    assert_type(race(2, double), RaceResult[int])
+    assert_type(race(2, shout, setup=label), RaceResult[str])
+    assert_no_errors(result)
+    assert_type(assert_exactly_one(result), RaceOutcome[int])
+    assert_type(result.winners(), list[RaceOutcome[int]])
+    with lock_gate(pg, "SELECT pg_advisory_xact_lock(%(key)s)", {{"key": 1}}) as gate:
+        assert_type(gate, LockGate)
+    with lock_gate(postgres, "SELECT 1", (1, "a")):
+        pass
+    assert_type(terminate_backend(conn, via=postgres), int)
+    assert_type(terminate_backend(42, via="postgresql://localhost/x"), int)
+    assert_type(kill_connection(conn, via=conn), int)
+    assert_type(kill_process(proc), int | None)
+    with paused(valkey) as pause:
+        assert_type(pause, Pause)
+    with paused(conn), paused(proc), paused(42):
+        pass
+    stop_thread(threading.Thread(), threading.Event())
+    assert_type(eventually(lambda: "done"), str)
+    eventually_passes(lambda: None)
+
+
+async def acheck(pg: TestDatabase) -> None:
+    assert_type(await async_race(2, abackend, connect=pg), RaceResult[int])
+
+
+@seam(repeat=2)
+def test_repeated(seam_iteration: SeamIteration) -> None:
+    pass
+
+
+assert_type(test_repeated(SeamIteration()), None)
+"""
+
+
 @pytest.mark.timeout(120)  # mypy, run cold: ~15 s
 def test_user_code_type_checks_strictly_with_no_any(tmp_path: Path) -> None:
     """What a user's strict mypy sees: every public name importable (`__all__` is read by type checkers),
-    and the values testlane hands out typed, none of them `Any` (`--disallow-any-expr`)."""
+    and the values testlane hands out typed, none of them `Any` (`--disallow-any-expr`); the seam kit's
+    too, whose arguments give lambdas their parameter types."""
+    import testlane.seams
+
     code = tmp_path / "user_code.py"
     code.write_text(USER_CODE.format(names=", ".join(testlane.__all__)))
+    seams = tmp_path / "user_seams.py"
+    seams.write_text(SEAMS_USER_CODE.format(names=", ".join(testlane.seams.__all__)))
+    command = [sys.executable, "-m", "mypy", "--strict", "--disallow-any-expr", "--cache-dir", str(tmp_path)]
     result = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--disallow-any-expr", "--cache-dir", str(tmp_path), str(code)],
+        [*command, str(code), str(seams)],
         capture_output=True,
         text=True,
         cwd=REPO,

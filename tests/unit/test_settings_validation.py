@@ -211,12 +211,13 @@ def test_testlane_it_that_is_neither_true_nor_false_is_an_error_everywhere(
     with pytest.raises(ConfigError, match=r"\$TESTLANE_IT = 'maybe' is neither true nor false"):
         environment.integration_lane_from_env({"TESTLANE_IT": "maybe"})
     assert "hint: set TESTLANE_IT=1" in _error(tmp_path, env={"TESTLANE_IT": "maybe"})
+    from testlane.core.runenv import RunEnv
     from testlane.databases.guard import current_lane, in_integration_lane
 
     monkeypatch.setenv("TESTLANE_IT", "maybe")
     token = current_lane.set(None)  # as outside pytest: the variable decides, and it must say something
     try:
         with pytest.raises(ConfigError, match="neither true nor false"):
-            in_integration_lane()
+            in_integration_lane(RunEnv.current())
     finally:
         current_lane.reset(token)

@@ -39,6 +39,7 @@ from testlane.core import environment
 from testlane.core.config import Settings
 from testlane.core.errors import ConfigError
 from testlane.core.redact import redact
+from testlane.core.runenv import RunEnv
 from testlane.services.process import terminate
 
 __all__ = ["Check", "CheckResult", "GateReport", "gate_command", "plan_checks", "run_gate"]
@@ -176,7 +177,8 @@ def argv_for(command: str, exec_prefix: str) -> list[str]:
 
 def check_env(exec_prefix: str) -> dict[str, str]:
     """The environment for checks: without the surrounding run's variables; our tools first on PATH."""
-    env = {k: v for k, v in os.environ.items() if k not in RUN_SCOPED_ENV and k != environment.IT}
+    # The user's whole environment (their checks need it), without the run's own variables.
+    env = RunEnv().child_environ(os.environ, drop=(*RUN_SCOPED_ENV, environment.IT))
     env.pop("PYTEST_ADDOPTS", None)
     if not exec_prefix:
         bin_dir = str(Path(sys.executable).parent)

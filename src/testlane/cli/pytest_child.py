@@ -11,7 +11,9 @@ run`` prints the one line about it once it has cleaned up.
 Run as a file, not ``-m``, and without importing the ``testlane`` package: pytest rewrites the asserts
 of its plugins' packages, and warns ("Module already imported so cannot be rewritten: testlane") when
 one was imported before it. ``interrupts.py`` imports only the standard library, so it is loaded here
-by path under a private name.
+by path under its own name, ``testlane.core.interrupts``, without its packages: the plugin's later
+``from testlane.core.interrupts import ...`` finds this module in ``sys.modules`` (one record of the
+process's interruptions, not two copies).
 """
 
 import importlib.util
@@ -24,9 +26,8 @@ INTERRUPTED = 2  # pytest.ExitCode.INTERRUPTED, without importing pytest for it
 
 def main() -> int:
     sys.path[0] = os.getcwd()  # as `python -m pytest`: the current directory, not this file's
-    # The name is interrupts.CHILD_COPY: the reports look the last interruption up there too.
     spec = importlib.util.spec_from_file_location(
-        "_testlane_child_interrupts", Path(__file__).resolve().parents[1] / "core" / "interrupts.py"
+        "testlane.core.interrupts", Path(__file__).resolve().parents[1] / "core" / "interrupts.py"
     )
     assert spec is not None and spec.loader is not None
     interrupts = importlib.util.module_from_spec(spec)

@@ -43,12 +43,12 @@ from testlane.core.config import Settings, overrides_environment
 from testlane.core.envmap import referenced_services
 from testlane.core.interrupts import Interruption, interrupted_line, last_interruption, phase, record
 from testlane.core.redact import redact_url
+from testlane.core.runenv import RunEnv
 from testlane.core.runtime import RunContext, new_run_id
 from testlane.core.waiting import Deadline
 from testlane.databases.appdb import drop_app_databases, mapped_environment
 from testlane.databases.provision import start_services, sweep_shared_run
 from testlane.databases.shared_server import shared_server_notices
-from testlane.reports import REPORTED_ENV, RERUN_ENV
 from testlane.services.process import child_preexec, terminate
 from testlane.services.stack import ServiceStack
 
@@ -249,10 +249,8 @@ def run_pytest_under_services(
             **_settings_environment(state),  # --config and --set reach pytest's own settings
             **stack.env(),
             **mapped,
-            IT_ENV: "1",
+            **RunEnv(it="1", rerun_prefix=rerun_prefix(state), reported_file=str(reported)).to_environ(),
             FORMAT_ENV: fmt,
-            RERUN_ENV: rerun_prefix(state),
-            REPORTED_ENV: str(reported),
             **(extra_env or {}),
         }
         preexec = child_preexec(signal.SIGTERM)
@@ -305,9 +303,11 @@ def _settings_environment(state: CliState) -> dict[str, str]:
     win over pyproject.toml and over the same variables already exported, as the options did here."""
     env = overrides_environment(state.overrides)
     if state.config_file is not None:
-        env["TESTLANE_CONFIG"] = str(state.config_file.resolve())
+        env.update(RunEnv(config_file=str(state.config_file.resolve())).to_environ())
     return env
 
 
-def _clean_env(environ: os._Environ[str] | dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in environ.items() if k not in RUN_SCOPED_ENV}
+def _clean_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` without the outer run's variables (the whole environment otherwise: pytest and the
+    application under test need the user's own variables)."""
+    return RunEnv().child_environ(environ, drop=RUN_SCOPED_ENV)

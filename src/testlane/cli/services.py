@@ -23,6 +23,7 @@ from testlane.core.config import Settings
 from testlane.core.envmap import referenced_services
 from testlane.core.errors import ServiceError, UnreachableError
 from testlane.core.redact import redact_url
+from testlane.core.runenv import RunEnv
 from testlane.core.runtime import RunContext
 from testlane.core.service_names import canonical
 from testlane.databases.appdb import mapped_environment
@@ -188,7 +189,7 @@ def env_command(state: CliState) -> None:
         env.update(attach(inst).env())
     services_file = registry.context.data_root / detached[0].run_id / "services.json"
     if services_file.exists():
-        env["TESTLANE_SERVICES_FILE"] = str(services_file)
+        env.update(RunEnv(services_file=str(services_file)).to_environ())
     settings = state.settings()
     env.update(mapped_environment(settings, {inst.name: attach(inst) for inst in detached}, detached[0].run_id))
     for key, value in env.items():

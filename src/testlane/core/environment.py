@@ -13,7 +13,6 @@ The table in docs/configuration.md ("Variables that are not settings") is genera
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -188,14 +187,14 @@ def parse_flag(text: str) -> bool | None:
     return None
 
 
-def integration_lane_from_env(environ: Mapping[str, str] | None = None) -> bool:
-    """Whether ``TESTLANE_IT`` turns the integration lane on. The one place it is parsed.
+def integration_lane_from_env(environ: Mapping[str, str]) -> bool:
+    """Whether ``TESTLANE_IT`` in ``environ`` turns the integration lane on. The one place it is parsed
+    (processes read it through :attr:`testlane.core.runenv.RunEnv.integration_lane`).
 
     Unset or a false value: False. A value that is neither true nor false raises :class:`ConfigError`
     (``TESTLANE_IT=maybe`` must not quietly run the unit lane alone).
     """
-    env = os.environ if environ is None else environ
-    value = env.get(IT)
+    value = environ.get(IT)
     if value is None:
         return False
     flag = parse_flag(value)

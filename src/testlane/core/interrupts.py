@@ -81,18 +81,9 @@ def last_interruption() -> Interruption | None:
     return _last[-1] if _last else None
 
 
-# ``testlane run``'s pytest child loads this file by path under this name, before pytest (and the
-# ``testlane`` package) is imported: its SIGINT handler records in that copy, not in this module.
-CHILD_COPY = "_testlane_child_interrupts"
-
-
 def last_signal() -> int | None:
-    """The signal of this process's last interruption, whichever copy of this module recorded it."""
-    import sys
-
-    copies = [sys.modules.get(__name__), sys.modules.get(CHILD_COPY)]
-    found = [c.last_interruption() for c in copies if c is not None and hasattr(c, "last_interruption")]
-    latest = max((i for i in found if i is not None), key=lambda i: i.at, default=None)
+    """The signal of this process's last interruption (``None``: not interrupted)."""
+    latest = last_interruption()
     return latest.signum if latest is not None else None
 
 

@@ -31,6 +31,7 @@ from testlane.core import environment
 from testlane.core.config import Settings
 from testlane.core.errors import ConfigError
 from testlane.core.private import ensure_private_dir
+from testlane.core.runenv import RunEnv
 
 __all__ = [
     "DataRootChoice",
@@ -62,14 +63,14 @@ def new_run_id() -> str:
 
 
 def run_id_from_env() -> str | None:
-    value = os.environ.get(RUN_ID_ENV, "").strip()
-    return value or None
+    """``TESTLANE_RUN_ID`` when a parent named the run."""
+    return RunEnv.current().run_id
 
 
 def owner_pid() -> int:
     """The process that owns this run: ``TESTLANE_OWNER_PID`` when a parent set it, else us."""
-    value = os.environ.get(OWNER_PID_ENV, "")
-    return int(value) if value.isdigit() else os.getpid()
+    pid = RunEnv.current().owner_pid
+    return pid if pid is not None else os.getpid()
 
 
 def is_writable_tmpfs(path: Path) -> bool:
@@ -199,7 +200,7 @@ def default_data_root() -> Path:
     so they all agree on where the run's data and registry are, and warn no more.
     """
     uid = os.getuid() if hasattr(os, "getuid") else 0
-    inherited = os.environ.get(CHOSEN_ENV, "").strip()
+    inherited = RunEnv.current().chosen_data_root
     if inherited:
         return Path(inherited)
     choice = choose_data_base(data_root_candidates())
@@ -207,7 +208,7 @@ def default_data_root() -> Path:
     if choice.warning:
         log.warning("%s", choice.warning)
     root = choice.base / f"testlane-{uid}"
-    os.environ[CHOSEN_ENV] = str(root)
+    RunEnv(chosen_data_root=str(root)).write(os.environ)
     return root
 
 

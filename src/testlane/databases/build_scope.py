@@ -173,6 +173,8 @@ class BuildScope:
         environment, and the child guard. The directory is removed afterwards."""
         private = Path(tempfile.mkdtemp(prefix="testlane-build-"))
         try:
+            # Wholesale: a set-up command (alembic, manage.py) needs the user's whole environment; the run's
+            # own variables are the ones the tests see too.
             env = dict(os.environ)
             env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
             env.update(self.environment)

@@ -15,10 +15,13 @@ Database names are checked by :func:`testlane.databases.naming.require_testlane_
 from __future__ import annotations
 
 import contextvars
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from testlane.core.environment import integration_lane_from_env
 from testlane.core.errors import LaneError, UnsafeDatabaseError
+
+if TYPE_CHECKING:
+    from testlane.core.config import Settings
+    from testlane.core.runenv import RunEnv
 
 __all__ = ["current_lane", "in_integration_lane", "require_integration_lane", "resolve_mariadb", "resolve_postgres"]
 
@@ -26,16 +29,18 @@ __all__ = ["current_lane", "in_integration_lane", "require_integration_lane", "r
 current_lane: contextvars.ContextVar[str | None] = contextvars.ContextVar("testlane_lane", default=None)
 
 
-def in_integration_lane() -> bool:
+def in_integration_lane(env: RunEnv) -> bool:
+    """The lane the pytest plugin set for the current test; outside pytest, ``TESTLANE_IT`` in ``env``."""
     lane = current_lane.get()
     if lane is not None:
         return lane == "it"
-    return integration_lane_from_env()
+    return env.integration_lane
 
 
-def require_integration_lane(what: str, *, allow: bool = False) -> None:
-    """Raise :class:`LaneError` unless the integration lane is on (or ``allow``)."""
-    if allow or in_integration_lane():
+def require_integration_lane(what: str, *, env: RunEnv, allow: bool = False) -> None:
+    """Raise :class:`LaneError` unless the integration lane is on (or ``allow``). ``env``: the caller's run
+    environment (:meth:`RunEnv.current` at an entry point)."""
+    if allow or in_integration_lane(env):
         return
     lane = current_lane.get()
     where = "this test is in the unit lane" if lane == "unit" else "TESTLANE_IT is not set"
@@ -47,23 +52,25 @@ def require_integration_lane(what: str, *, allow: bool = False) -> None:
     )
 
 
-def resolve_postgres(target: Any, *, allow_unmanaged: bool = False) -> Any:
+def resolve_postgres(target: Any, *, settings: Settings, allow_unmanaged: bool = False) -> Any:
     """A :class:`PostgresServer` for ``target`` (a server handle or a URL of a testlane server).
 
-    A URL is accepted when it points at a Postgres instance in the registry — one testlane started, or
+    ``settings`` locate the registry (the caller's, not re-read here). A URL is accepted when it points at a
+    Postgres instance in the registry — one testlane started, or
     the existing server of a run's ``url`` backend; anything else raises :class:`UnsafeDatabaseError`
     unless ``allow_unmanaged``.
     """
     return _resolve(
         "postgres",
         target,
+        settings=settings,
         allow_unmanaged=allow_unmanaged,
         hint="use the `postgres` fixture or a URL from `testlane run`/`testlane services`; for an existing test "
         "server configure the url backend, or pass allow_unmanaged=True if you really mean it.",
     )
 
 
-def resolve_mariadb(target: Any, *, allow_unmanaged: bool = False) -> Any:
+def resolve_mariadb(target: Any, *, settings: Settings, allow_unmanaged: bool = False) -> Any:
     """A :class:`MariaDbServer` for ``target`` (a server handle, or a URL of a server testlane knows).
 
     Accepted like :func:`resolve_postgres`, for MariaDB/MySQL URLs.
@@ -71,6 +78,7 @@ def resolve_mariadb(target: Any, *, allow_unmanaged: bool = False) -> Any:
     return _resolve(
         "mariadb",
         target,
+        settings=settings,
         allow_unmanaged=allow_unmanaged,
         hint="use the `mariadb` fixture or a URL from `testlane run`/`testlane services`; for an existing test "
         'server configure mariadb.backend = "url" and mariadb.url, or pass allow_unmanaged=True if you really '
@@ -81,8 +89,7 @@ def resolve_mariadb(target: Any, *, allow_unmanaged: bool = False) -> Any:
 _DISPLAY = {"postgres": "Postgres", "mariadb": "MariaDB"}
 
 
-def _resolve(engine: str, target: Any, *, allow_unmanaged: bool, hint: str) -> Any:
-    from testlane.core.config import load_settings
+def _resolve(engine: str, target: Any, *, settings: Settings, allow_unmanaged: bool, hint: str) -> Any:
     from testlane.core.runtime import RunContext
     from testlane.services.external import DEFAULTS, SCHEMES, instance_from_url, server_class, server_version
     from testlane.services.registry import Registry
@@ -96,7 +103,7 @@ def _resolve(engine: str, target: Any, *, allow_unmanaged: bool, hint: str) -> A
 
     url = ServiceUrl.parse(target)
     host, port = url.host or "127.0.0.1", url.port or DEFAULTS[engine][0]
-    registry = Registry(RunContext.from_settings(load_settings()))
+    registry = Registry(RunContext.from_settings(settings))
     for inst in registry.instances():
         if inst.engine == engine and inst.port == port and inst.host in (host, "127.0.0.1", "localhost"):
             return cls(inst, owned=False)

@@ -15,7 +15,6 @@ the reaper remove a dead run's leftovers by prefix.
 
 from __future__ import annotations
 
-import os
 import re
 
 from testlane.core.errors import UnsafeDatabaseError
@@ -29,16 +28,10 @@ __all__ = [
     "schema_name",
     "template_name",
     "worker_database_name",
-    "worker_id",
 ]
 
 PREFIX = "tl_"
 _CLONE = re.compile(r"^tl_([0-9a-f]{8})_([a-z0-9]+)_(\w+)$")
-
-
-def worker_id() -> str:
-    """``gw0``, ``gw1``... under pytest-xdist, ``main`` otherwise."""
-    return os.environ.get("PYTEST_XDIST_WORKER", "main").lower()
 
 
 def template_name(fingerprint: str) -> str:

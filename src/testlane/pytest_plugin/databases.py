@@ -29,6 +29,7 @@ import pytest
 
 from testlane.core.errors import TestlaneError
 from testlane.core.redact import redact_url
+from testlane.core.runenv import RunEnv
 from testlane.databases.testdb import TestDatabase
 from testlane.pytest_plugin.plugin import fail_test, warn_at_test
 
@@ -135,20 +136,18 @@ class DatabaseManager:
         return bool(self.server.instance.backend == "url")
 
     def pool_for(self, spec: TemplateSpec) -> ClonePool:
-        import os
 
-        from testlane.databases.naming import worker_id
         from testlane.databases.pool import ClonePool
 
         template = self.template_for(spec)
         if template not in self._pools:
             db = self.settings.db
-            workers = db.pool_workers or (1 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1 else 2)
+            workers = db.pool_workers or (1 if RunEnv.current().workers > 1 else 2)
             self._pools[template] = ClonePool(
                 self.server,
                 template,
                 run_id=self.run_id,
-                worker=worker_id(),
+                worker=RunEnv.current().worker,
                 size=db.pool_size,
                 workers=workers,
                 strategy=db.clone_strategy,
@@ -162,13 +161,13 @@ class DatabaseManager:
         """A per-worker database: a clone of the template (transaction mode) or empty (schema mode)."""
         from psycopg import sql
 
-        from testlane.databases.naming import worker_database_name, worker_id
+        from testlane.databases.naming import worker_database_name
 
         template = self.template_for(spec) if spec is not None else None
         key = f"{tag}:{template}"
         if key not in self._worker_dbs:
             suffix = f"{tag}{(template or '')[-6:]}"
-            name = worker_database_name(self.run_id, worker_id(), suffix)
+            name = worker_database_name(self.run_id, RunEnv.current().worker, suffix)
             with self.server.connect() as admin:
                 query = "CREATE DATABASE {}" + (" TEMPLATE {}" if template else "")
                 parts = [sql.Identifier(name)] + ([sql.Identifier(template)] if template else [])
@@ -287,7 +286,7 @@ class DatabaseManager:
         from testlane.databases.guard import require_integration_lane
 
         item = request.node
-        require_integration_lane(f"{item.nodeid} (fixture pg_database)")
+        require_integration_lane(f"{item.nodeid} (fixture pg_database)", env=RunEnv.current())
         mode = self.isolation_for(item)
         spec = self.spec_for(item)
         server = self.server
@@ -315,11 +314,10 @@ class DatabaseManager:
             finally:
                 tdb.extra["escaped"] = self.end_transaction_test(spec, name, tdb)
         else:
-            from testlane.databases.naming import worker_id
             from testlane.databases.schema import SchemaDatabase
 
             name = self.worker_database(None, "s")
-            schema = SchemaDatabase(server, name, spec, run_id=self.run_id, worker=worker_id()).create()
+            schema = SchemaDatabase(server, name, spec, run_id=self.run_id, worker=RunEnv.current().worker).create()
             tdb = TestDatabase(name, schema.url, server, "schema", schema=schema)
             item.stash[active_key] = tdb
             try:
@@ -683,7 +681,7 @@ def redis_db(request: pytest.FixtureRequest) -> Iterator[RedisLease]:
     __tracebackhide__ = True
     nodeid = request.node.nodeid
     try:
-        require_integration_lane(f"{nodeid} (fixture redis_db)")
+        require_integration_lane(f"{nodeid} (fixture redis_db)", env=RunEnv.current())
         manager = _manager(request)
         server = manager.plugin.server("valkey")
         with driver_errors(f"{nodeid}: leasing a Valkey/Redis database"):

@@ -32,6 +32,7 @@ from pathlib import Path
 import pytest
 
 from testlane.core.config import Settings
+from testlane.core.runenv import RunEnv
 from testlane.databases.guard import current_lane
 from testlane.pytest_plugin.optin import it_env_on
 
@@ -88,7 +89,7 @@ class LaneSelection:
     @classmethod
     def from_config(cls, config: pytest.Config) -> LaneSelection:
         explicit = config.getoption("testlane_lane")
-        it_enabled = bool(config.getoption("testlane_it")) or it_env_on() or explicit in ("it", "all")
+        it_enabled = bool(config.getoption("testlane_it")) or it_env_on(RunEnv.current()) or explicit in ("it", "all")
         return cls(it_enabled=it_enabled, explicit=explicit)
 
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from testlane.core.errors import TestlaneError
+from testlane.core.runenv import RunEnv
 from testlane.pytest_plugin.plugin import fail_test, warn_at_test
 from testlane.services.driver_errors import driver_errors
 
@@ -94,14 +95,13 @@ class MariaDbManager:
 
     def pool(self) -> MysqlClonePool:
         from testlane.databases.mariadb.pool import MysqlClonePool
-        from testlane.databases.naming import worker_id
 
         if self._pool is None:
             self._pool = MysqlClonePool(
                 self.server,
                 self.template(),
                 run_id=self.run_id,
-                worker=worker_id(),
+                worker=RunEnv.current().worker,
                 size=self.settings.mariadb.pool_size,
             ).start()
         return self._pool
@@ -109,11 +109,11 @@ class MariaDbManager:
     def worker_database(self) -> str:
         """The worker's migrated database for transaction isolation (a clone of the template)."""
         from testlane.databases.mariadb.pool import admin_connection, owner_comment_for
-        from testlane.databases.naming import worker_database_name, worker_id
+        from testlane.databases.naming import worker_database_name
 
         if self._worker_db is None:
             pool = self.pool()
-            name = worker_database_name(self.run_id, worker_id(), "mt")
+            name = worker_database_name(self.run_id, RunEnv.current().worker, "mt")
             with contextlib.closing(admin_connection(self.server)) as admin:
                 pool.script(admin).run(admin, name, owner_comment_for(self.server))
             self._worker_db = name
@@ -124,7 +124,7 @@ class MariaDbManager:
         from testlane.databases.guard import require_integration_lane
         from testlane.databases.mariadb.testdb import MysqlTestDatabase
 
-        require_integration_lane(f"{item.nodeid} (fixture mysql_database)")
+        require_integration_lane(f"{item.nodeid} (fixture mysql_database)", env=RunEnv.current())
         mode = self.isolation_for(item)
         server = self.server
         if mode == "database":

@@ -18,7 +18,6 @@ What opting in turns on is documented in one place: docs/lanes.md, "What opting 
 from __future__ import annotations
 
 import functools
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ import pytest
 from testlane.core import environment
 from testlane.core.config import testlane_table_file
 from testlane.core.errors import ConfigError
+from testlane.core.runenv import RunEnv
 from testlane.pytest_plugin.options import NOT_GIVEN
 
 __all__ = ["IT_ENV", "OptIn", "it_env_on", "opted_in", "record_options"]
@@ -51,11 +51,11 @@ class OptIn:
         return self.reason is not None
 
 
-def it_env_on(environ: Any = None) -> bool:
+def it_env_on(env: RunEnv) -> bool:
     """``TESTLANE_IT`` is set to a true value (``1``, ``true``, ``yes``, ``on``); a value that is neither true
     nor false stops pytest with one line (see :func:`testlane.core.environment.integration_lane_from_env`)."""
     try:
-        return environment.integration_lane_from_env(environ)
+        return env.integration_lane
     except ConfigError as exc:
         raise pytest.UsageError(f"testlane: {exc}") from None
 
@@ -83,9 +83,10 @@ def _decide(config: pytest.Config) -> OptIn:
     table = testlane_table_file(Path(str(config.rootpath)))
     if table is not None:
         return OptIn(f"[tool.testlane] in {table}")
-    if it_env_on():
+    env = RunEnv.current()
+    if it_env_on(env):
         return OptIn(f"{IT_ENV}=1")
-    if os.environ.get(SERVICES_FILE_ENV):
+    if env.services_file:
         return OptIn(SERVICES_FILE_ENV)
     option = _option_given(config)
     return OptIn(option)

@@ -20,7 +20,8 @@ import pytest
 
 from testlane.core.config import Settings, load_settings, parse_set_options
 from testlane.core.errors import ConfigError, TestlaneError
-from testlane.core.runtime import OWNER_PID_ENV, RUN_ID_ENV, new_run_id
+from testlane.core.runenv import RunEnv, restore
+from testlane.core.runtime import new_run_id
 from testlane.pytest_plugin.optin import NotOptedIn, it_env_on, opted_in, record_options
 
 if TYPE_CHECKING:
@@ -115,12 +116,13 @@ class TestlanePlugin:
         if not _is_xdist_worker(config):
             # The controller (or a plain session) names the run and owns it; xdist workers,
             # started later, inherit both and so share one server per service.
-            if not os.environ.get(RUN_ID_ENV):
-                os.environ[RUN_ID_ENV] = new_run_id()
-                self._env_set.append(RUN_ID_ENV)
-            if not os.environ.get(OWNER_PID_ENV):
-                os.environ[OWNER_PID_ENV] = str(os.getpid())
-                self._env_set.append(OWNER_PID_ENV)
+            env = RunEnv.current()
+            named = RunEnv(
+                run_id=None if env.run_id else new_run_id(),
+                owner_pid=None if env.owner_pid is not None else os.getpid(),
+            )
+            named.write(os.environ)
+            self._env_set += list(named.to_environ())
 
     @property
     def provider(self) -> ServiceProvider:
@@ -174,26 +176,20 @@ class TestlanePlugin:
 
     def share_services(self) -> None:
         """Describe this session's servers in a services file, for xdist workers started later."""
-        from testlane.services.stack import SERVICES_FILE_ENV
-
         stack = self.provider._own_stack()
         if stack.servers:
-            self.set_env({SERVICES_FILE_ENV: str(stack.write_services_file())})
+            self.set_env(RunEnv(services_file=str(stack.write_services_file())).to_environ())
 
     def close(self) -> None:
         if self._env_saved:
             from testlane.databases.appdb import drop_app_databases
 
             drop_app_databases(self.provider.active(), self.provider.context.run_id)
-        for key, value in self._env_saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        restore(os.environ, self._env_saved)
         self._env_saved.clear()
         if self._databases is not None:
             self._databases.close()
-        owns_run = os.environ.get(OWNER_PID_ENV) == str(os.getpid())
+        owns_run = RunEnv.current().owned_by(os.getpid())
         if self._provider is None and owns_run:
             # Workers may have started servers this process owns, without it ever asking for one.
             from testlane.core.runtime import RunContext
@@ -258,7 +254,8 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
     process that owns the run (xdist workers inherit the environment), and not under ``testlane run``,
     which already did it.
     """
-    if os.environ.get("PYTEST_XDIST_WORKER") or os.environ.get("TESTLANE_SERVICES_FILE"):
+    env = RunEnv.current()
+    if env.xdist_worker or env.services_file:
         return
     if not opted_in(early_config):
         return
@@ -269,7 +266,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
         return
     if not (
         getattr(namespace, "testlane_it", False)
-        or it_env_on()
+        or it_env_on(env)
         or getattr(namespace, "testlane_lane", None) in ("it", "all")
     ):
         import sys
@@ -345,9 +342,7 @@ def _notice_shared_servers(plugin: TestlanePlugin) -> None:
 
     Under ``testlane run`` (a services file) the command said it already; xdist workers never do.
     """
-    from testlane.services.stack import SERVICES_FILE_ENV
-
-    if os.environ.get(SERVICES_FILE_ENV):
+    if RunEnv.current().services_file:
         return
     from testlane.core.envmap import referenced_services
     from testlane.databases.shared_server import configured_url_servers, shared_server_notices
@@ -372,7 +367,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     plugin = config.pluginmanager.get_plugin(PLUGIN_NAME)
     if isinstance(plugin, TestlanePlugin):
-        owns_run = os.environ.get(OWNER_PID_ENV) == str(os.getpid())  # before close() unsets it
+        owns_run = RunEnv.current().owned_by(os.getpid())  # before close() unsets it
         plugin.close()
         config.pluginmanager.unregister(plugin, PLUGIN_NAME)
         if owns_run:

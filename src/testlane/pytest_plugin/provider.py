@@ -25,12 +25,13 @@ from filelock import FileLock
 from testlane.core.config import Settings
 from testlane.core.errors import TestlaneError
 from testlane.core.interrupts import phase
+from testlane.core.runenv import RunEnv
 from testlane.core.runtime import RunContext
 from testlane.databases.provision import begin_services, reap_shared_leftovers, start_services, sweep_shared_run
 from testlane.services.base import Server
 from testlane.services.process import pid_alive
 from testlane.services.registry import Registry, write_run_owner
-from testlane.services.stack import SERVICES_FILE_ENV, ServiceStack, attach, load_services_file
+from testlane.services.stack import ServiceStack, attach, load_services_file
 
 __all__ = ["ServiceProvider"]
 
@@ -47,7 +48,7 @@ class ServiceProvider:
         self.progress = progress
         self._handles: dict[str, Server] = {}
         self._from_file: dict[str, Server] = {}
-        services_file = os.environ.get(SERVICES_FILE_ENV)
+        services_file = RunEnv.current().services_file
         if services_file and Path(services_file).is_file():
             for name, inst in load_services_file(services_file).items():
                 self._from_file[name] = attach(inst)

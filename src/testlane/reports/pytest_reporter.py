@@ -22,7 +22,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import io
-import os
 import shlex
 import sys
 import time
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from testlane.reports import REPORTED_ENV, RERUN_ENV
+from testlane.core.runenv import RunEnv
 from testlane.reports.context import FailureContext
 
 if TYPE_CHECKING:
@@ -182,7 +181,7 @@ def _rerun_prefix(config: pytest.Config, digest_from_cli: bool) -> tuple[str, bo
 
     invocation, rootdir = Path(str(config.invocation_params.dir)), Path(str(config.rootpath))
     elsewhere = invocation.resolve() != rootdir.resolve()
-    under_run = os.environ.get(RERUN_ENV)
+    under_run = RunEnv.current().rerun_prefix
     reports = frozenset(o.dest for o in iter_options() if o.key.startswith("reports."))  # the digest's own
     options = rerun_options(
         [str(a) for a in config.invocation_params.args],
@@ -203,7 +202,7 @@ def _signal_exit() -> int | None:
     """Under ``testlane run``, the signal that interrupted this run: ``testlane run`` exits 128+N for it (the
     shell's convention, cli/main.py), and so does this process, so the verdict says that code. Plain pytest
     keeps its own 2."""
-    if not os.environ.get(REPORTED_ENV):  # set only for testlane run's pytest
+    if not RunEnv.current().reported_file:  # set only for testlane run's pytest
         return None
     from testlane.core.interrupts import last_signal
 
@@ -521,7 +520,7 @@ class ReportCollector:
             session.exitstatus = pytest.ExitCode(code) if code in set(pytest.ExitCode) else code
         line = self._terminal_line(result)
         self.terminal_line = (line, verdict.success) if line is not None else None
-        marker = os.environ.get(REPORTED_ENV)
+        marker = RunEnv.current().reported_file
         if marker:
             with contextlib.suppress(OSError):
                 Path(marker).touch()

@@ -158,6 +158,10 @@ def _takes_value(action: argparse.Action) -> bool:
 def parser_actions(config: Any) -> dict[str, argparse.Action]:
     """Option string -> argparse action, from pytest's parser: the only place that knows every plugin's
     options and how many values each takes (``Parser.optparser`` is not public API: nothing when absent)."""
+    # Private on purpose, no public API suffices: config.option / getoption give values by dest, not the
+    # option strings nor how many words each takes; invocation_params.args are the raw words; the Parser a
+    # pytest_addoption hook receives exposes no option list publicly, and our own hook runs before some
+    # plugins add theirs. Without the table the rerun command keeps no options (tests/unit/test_reports.py).
     optparser = getattr(getattr(config, "_parser", None), "optparser", None)
     actions = getattr(optparser, "_option_string_actions", None)
     return dict(actions) if isinstance(actions, dict) else {}

@@ -9,14 +9,32 @@ the helper only reads — an open psycopg connection.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from testlane.core.errors import SeamError
 from testlane.core.waiting import wait_until
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
     import psycopg
+
+    from testlane.databases.testdb import TestDatabase
+    from testlane.services.postgres import PostgresServer
+
+    # What the seam helpers' users pass (module doc); for type checkers only, so never evaluated at run time.
+    # A source of new connections: pg_database / testlane.db.database(), the postgres fixture, a libpq URL, or a
+    # zero-argument function returning a connection (of any row type).
+    PgSource: TypeAlias = TestDatabase | PostgresServer | str | Callable[[], psycopg.Connection[object]]
+    # Where a helper that only reads the server's state may also borrow an open connection.
+    PgVia: TypeAlias = PgSource | psycopg.Connection[object]
+    # A source of async connections: pg_database, the postgres fixture, a URL, or an async factory.
+    AsyncPgSource: TypeAlias = (
+        TestDatabase | PostgresServer | str | Callable[[], Awaitable[psycopg.AsyncConnection[object]]]
+    )
+    # A connection whose backend a helper acts on.
+    PgConnection: TypeAlias = psycopg.Connection[object] | psycopg.AsyncConnection[object]
 
 __all__ = [
     "admin_connection",

@@ -22,7 +22,7 @@ but not their reads: ``FOR UPDATE`` blocks ``UPDATE``/``DELETE``/``FOR UPDATE`` 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -31,6 +31,11 @@ from testlane.seams._pg import open_connection
 
 if TYPE_CHECKING:
     import psycopg
+
+    from testlane.seams._pg import PgSource
+
+# The query's parameters, as psycopg takes them.
+Params = Sequence[object] | Mapping[str, object]
 
 __all__ = ["LockGate", "lock_gate"]
 
@@ -51,7 +56,7 @@ class LockGate:
     the gate was not opened before).
     """
 
-    def __init__(self, via: Any, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> None:
+    def __init__(self, via: PgSource, sql: str, params: Params | None = None) -> None:
         self.via = via
         self.sql = sql
         self.params = params
@@ -129,6 +134,6 @@ class LockGate:
         self.opened = True
 
 
-def lock_gate(via: Any, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> LockGate:
+def lock_gate(via: PgSource, sql: str, params: Params | None = None) -> LockGate:
     """A :class:`LockGate` on its own connection from ``via`` (``pg_database``, a URL, a factory), running ``sql``."""
     return LockGate(via, sql, params)

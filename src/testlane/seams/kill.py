@@ -26,17 +26,28 @@ import signal
 import socket
 import subprocess
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 from testlane.core.errors import SeamError
 from testlane.core.waiting import WaitTimeout
 from testlane.seams._pg import admin_connection, backend_alive, backend_pid, wait_backend_gone
 from testlane.seams._where import thread_location
 
-__all__ = ["kill_connection", "kill_process", "stop_thread", "terminate_backend"]
+if TYPE_CHECKING:
+    from testlane.seams._pg import PgConnection, PgVia
+
+__all__ = ["ProcessLike", "kill_connection", "kill_process", "stop_thread", "terminate_backend"]
 
 
-def terminate_backend(target: Any, *, via: Any, timeout: float = 10.0) -> int:
+class ProcessLike(Protocol):
+    """A process object: :class:`subprocess.Popen`, :class:`multiprocessing.Process`, :class:`psutil.Process`
+    (``pid`` is ``None`` before it started)."""
+
+    @property
+    def pid(self) -> int | None: ...
+
+
+def terminate_backend(target: PgConnection | int, *, via: PgVia, timeout: float = 10.0) -> int:
     """End the Postgres backend behind ``target`` (a psycopg connection, or a backend pid); return its pid.
 
     ``via`` reaches the same server: ``pg_database``, the ``postgres`` fixture, a URL, or another
@@ -64,7 +75,7 @@ def terminate_backend(target: Any, *, via: Any, timeout: float = 10.0) -> int:
     return pid
 
 
-def kill_connection(conn: Any, *, via: Any = None, timeout: float = 10.0) -> int:
+def kill_connection(conn: PgConnection, *, via: PgVia | None = None, timeout: float = 10.0) -> int:
     """Cut a psycopg connection (sync or async) from the client side, as if its process died; return the backend pid.
 
     The connection's socket is shut down under the driver (the descriptor itself stays the
@@ -94,7 +105,7 @@ def kill_connection(conn: Any, *, via: Any = None, timeout: float = 10.0) -> int
     return pid
 
 
-def _pid_of(proc: Any) -> int:
+def _pid_of(proc: ProcessLike | int) -> int:
     if isinstance(proc, int):
         return proc
     pid = getattr(proc, "pid", None)
@@ -106,7 +117,9 @@ def _pid_of(proc: Any) -> int:
     return pid
 
 
-def kill_process(proc: Any, *, sig: int = signal.SIGKILL, timeout: float = 10.0, group: bool = False) -> int | None:
+def kill_process(
+    proc: ProcessLike | int, *, sig: int = signal.SIGKILL, timeout: float = 10.0, group: bool = False
+) -> int | None:
     """Send ``sig`` (default SIGKILL) to a process and wait until it has exited; return its exit code.
 
     ``proc`` is a :class:`subprocess.Popen`, a :class:`multiprocessing.Process`, a
@@ -144,9 +157,10 @@ def kill_process(proc: Any, *, sig: int = signal.SIGKILL, timeout: float = 10.0,
             return proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             raise WaitTimeout(f"timed out after {timeout:g}s waiting for {what}") from None
-    join = getattr(proc, "join", None)
-    if callable(join) and hasattr(proc, "exitcode"):  # multiprocessing.Process
-        join(timeout)
+    from multiprocessing.process import BaseProcess
+
+    if isinstance(proc, BaseProcess):  # multiprocessing.Process, whatever its start method
+        proc.join(timeout)
         if proc.is_alive():
             raise WaitTimeout(f"timed out after {timeout:g}s waiting for {what}")
         code: int | None = proc.exitcode

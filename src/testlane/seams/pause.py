@@ -40,10 +40,16 @@ import signal
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from testlane.core.errors import SeamError
 from testlane.core.waiting import wait_until
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from testlane.seams.kill import ProcessLike
+    from testlane.services.base import Server
 
 __all__ = ["Pause", "paused"]
 
@@ -182,7 +188,12 @@ def _tree_pause(what: str, pid: int) -> Pause:
 
 
 @contextlib.contextmanager
-def paused(target: Any, *, tree: bool | None = None, max_seconds: float = 30.0) -> Iterator[Pause]:
+def paused(
+    target: Server | psycopg.Connection[object] | ProcessLike | int,
+    *,
+    tree: bool | None = None,
+    max_seconds: float = 30.0,
+) -> Iterator[Pause]:
     """Freeze ``target`` (SIGSTOP) for the ``with`` block; resume it (SIGCONT) however the block ends.
 
     ``target``: a testlane server handle (``postgres``, ``valkey``: the process and its descendants

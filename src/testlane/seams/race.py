@@ -37,11 +37,17 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from testlane.core.errors import SeamError
 from testlane.core.waiting import Deadline, WaitTimeout, monotonic
 from testlane.seams._where import task_location, thread_location
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg.rows import TupleRow
+
+    from testlane.seams._pg import AsyncPgSource, PgSource
 
 __all__ = [
     "RaceOutcome",
@@ -179,7 +185,7 @@ def assert_exactly_one(
     return assert_winners(result, 1, predicate, what=what)[0]
 
 
-def assert_no_errors(result: RaceResult[Any]) -> None:
+def assert_no_errors(result: RaceResult[T]) -> None:
     """Assert that no caller raised; the message lists every caller's outcome."""
     __tracebackhide__ = True
     if result.errors:
@@ -328,10 +334,10 @@ def race(
 @overload
 def race(
     n: int,
-    fn: Callable[[Any], T],
+    fn: Callable[[psycopg.Connection[TupleRow]], T],
     *,
     setup: None = None,
-    connect: Any,
+    connect: PgSource,
     during: Callable[[], object] | None = None,
     timeout: float = 30.0,
 ) -> RaceResult[T]: ...
@@ -457,10 +463,10 @@ async def async_race(
 @overload
 async def async_race(
     n: int,
-    fn: Callable[[Any], Awaitable[T]],
+    fn: Callable[[psycopg.AsyncConnection[TupleRow]], Awaitable[T]],
     *,
     setup: None = None,
-    connect: Any,
+    connect: AsyncPgSource,
     during: Callable[[], object] | None = None,
     timeout: float = 30.0,
 ) -> RaceResult[T]: ...

@@ -29,15 +29,21 @@ import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import pytest
 
 __all__ = ["ITERATION_FIXTURE", "SeamIteration", "seam"]
 
-F = TypeVar("F", bound=Callable[..., Any])
+F = TypeVar("F", bound=Callable[..., object])
 
 ITERATION_FIXTURE = "seam_iteration"
+
+
+class SeamDecorator(Protocol):
+    """What ``@seam(...)`` returns: a decorator that gives back the test function's own type."""
+
+    def __call__(self, fn: F, /) -> F: ...
 
 
 @dataclass(frozen=True)
@@ -68,7 +74,7 @@ def _annotate(exc: BaseException, number: int, of: int) -> None:
     exc.add_note(f"seam: iteration {number} of {of} failed ({before})")
 
 
-def seam(*, repeat: int = 1, fresh: bool = False) -> Callable[[F], F]:
+def seam(*, repeat: int = 1, fresh: bool = False) -> SeamDecorator:
     """Mark a test as a seam test and run its body ``repeat`` times (see the module docstring).
 
     ``fresh=False`` loops inside one test (shared fixtures, stops at the first failure, reports the

@@ -513,6 +513,8 @@ def child_guard_environment(allow: Allowlist, private_dir: Path, environ: dict[s
         _SITECUSTOMIZE.format(module=str(Path(__file__).resolve()), private=str(private_dir))
     )
     existing = environ.get("PYTHONPATH", "")
+    # Written here, not through testlane.core.runenv.RunEnv: the sitecustomize reading them back imports this
+    # module alone (module doc); tests/unit/test_layers.py allows it.
     return {
         "PYTHONPATH": str(private_dir) + (os.pathsep + existing if existing else ""),
         ALLOW_ENV: allow.to_json(),

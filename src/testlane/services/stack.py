@@ -30,7 +30,8 @@ from testlane.core.config import Settings
 from testlane.core.errors import ConfigError, TestlaneError
 from testlane.core.private import write_private_file
 from testlane.core.redact import redact_url
-from testlane.core.runtime import OWNER_PID_ENV, RUN_ID_ENV, RunContext
+from testlane.core.runenv import RunEnv
+from testlane.core.runtime import RunContext
 from testlane.core.service_names import canonical_services
 from testlane.services import kinds
 from testlane.services.backends import choose_backend
@@ -313,12 +314,12 @@ class ServiceStack:
     # -- describing the run -----------------------------------------------------------------
     def env(self) -> dict[str, str]:
         """``TESTLANE_*`` variables for the tests: URLs, run id, owner, services file."""
-        env = {RUN_ID_ENV: self.context.run_id, OWNER_PID_ENV: str(self.context.owner_pid)}
+        services_file = str(self.services_file) if self.servers else None
+        env = RunEnv(run_id=self.context.run_id, owner_pid=self.context.owner_pid, services_file=services_file)
+        out = env.to_environ()
         for server in self.servers.values():
-            env.update(server.env())
-        if self.servers:
-            env[SERVICES_FILE_ENV] = str(self.services_file)
-        return env
+            out.update(server.env())
+        return out
 
     @property
     def services_file(self) -> Path:
