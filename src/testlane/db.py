@@ -255,15 +255,10 @@ def schema(
     run_id = _run_id(server)
     name = database_name or worker_database_name(run_id, worker_id(), f"s{new_run_id()[:4]}")
     require_testlane_database(name, allow_unmanaged=allow_unmanaged, action="use")
-    isolation = SchemaIsolation(
-        server,
-        name,
-        template_spec,
-        run_id=run_id,
-        worker=worker_id(),
-        create=database_name is None,
-        allow_unmanaged=allow_unmanaged,
+    schema_db = SchemaDatabase(
+        server, name, template_spec, run_id=run_id, worker=worker_id(), allow_unmanaged=allow_unmanaged
     )
+    isolation = SchemaIsolation(schema_db, create_database=database_name is None)
     with _own_work(
         isolation,
         "testlane.db.schema(): preparing a schema",

@@ -12,10 +12,10 @@ fails undoes the ones before it), and exiting undoes the test's work in the reve
                  is a database)
 
 ``testlane.db`` enters them for one block (its own pool, its own database); the fixtures give them
-the session's pools, per-worker databases and reused connections. :func:`connection` and
-:func:`mysql_connection` hand out the connection of a test database (``pg_conn``, ``mysql_conn``) as
-a context manager, and :func:`create_database` is the one place that creates a database and marks
-its owner on a shared server. Errors are the drivers' own: the callers map them at their boundary
+the session's pools, per-worker databases and reused connections. :func:`connection` hands out
+the connection of a test database (``pg_conn``, ``mysql_conn``) as a context manager, and
+:func:`create_database` is the one place that creates a database and marks its owner on a shared
+server. Errors are the drivers' own: the callers map them at their boundary
 (:func:`testlane.services.driver_errors.driver_errors`).
 """
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar, overload
 
 from testlane.core.errors import ConfigError
 from testlane.databases.testdb import Isolation, TestDatabase
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from testlane.databases.mariadb.testdb import MysqlTestDatabase
     from testlane.databases.mariadb.transaction import MysqlSavepointConnection
     from testlane.databases.pool import ClonePool
-    from testlane.databases.template import TemplateSpec
+    from testlane.databases.schema import SchemaDatabase
     from testlane.databases.transaction import Escape, SavepointConnection
     from testlane.services.mariadb import MariaDbServer
     from testlane.services.postgres import PostgresServer
@@ -53,7 +53,6 @@ __all__ = [
     "connection",
     "create_database",
     "isolation_mode",
-    "mysql_connection",
 ]
 
 # The isolation modes each engine offers, in the order the error message lists them.
@@ -182,49 +181,36 @@ class TransactionIsolation(Isolated[TestDatabase]):
 
 
 class SchemaIsolation(Isolated[TestDatabase]):
-    """``schema`` mode (Postgres): a migrated schema in ``database``, dropped at the end unless ``keep(db)``.
-
-    ``create=True`` creates ``database`` (empty) first and drops it at the end (``testlane.db.schema``).
-    """
+    """``schema`` mode (Postgres): ``schema`` (a :class:`SchemaDatabase` not created yet) migrated, and dropped
+    at the end unless ``keep(db)``. ``create_database=True`` creates its database (empty) first and drops it
+    at the end (``testlane.db.schema``)."""
 
     def __init__(
         self,
-        server: PostgresServer,
-        database: str,
-        spec: TemplateSpec,
+        schema: SchemaDatabase,
         *,
-        run_id: str,
-        worker: str,
-        create: bool = False,
-        allow_unmanaged: bool = False,
+        create_database: bool = False,
         keep: Callable[[TestDatabase], bool] | None = None,
     ) -> None:
         super().__init__()
-        self.server, self.database, self.spec = server, database, spec
-        self.run_id, self.worker = run_id, worker
-        self.create, self.allow_unmanaged, self.keep = create, allow_unmanaged, keep
+        self.schema = schema
+        self.create_database = create_database
+        self.keep = keep
 
     def _open(self, stack: contextlib.ExitStack) -> TestDatabase:
-        from testlane.databases.schema import SchemaDatabase
         from testlane.databases.template import drop_database
 
-        if self.create:
-            create_database(self.server, self.database)
+        schema = self.schema
+        if self.create_database:
+            create_database(schema.server, schema.database)
 
             def drop() -> None:
-                with self.server.connect() as admin:
-                    drop_database(admin, self.database)
+                with schema.server.connect() as admin:
+                    drop_database(admin, schema.database)
 
             stack.callback(drop)
-        schema = SchemaDatabase(
-            self.server,
-            self.database,
-            self.spec,
-            run_id=self.run_id,
-            worker=self.worker,
-            allow_unmanaged=self.allow_unmanaged,
-        ).create()
-        db = TestDatabase(self.database, schema.url, self.server, "schema", schema=schema)
+        schema.create()
+        db = TestDatabase(schema.database, schema.url, schema.server, "schema", schema=schema)
         stack.callback(lambda: None if _keeps(self.keep, db) else schema.dispose())
         return db
 
@@ -277,36 +263,35 @@ class MysqlTransactionIsolation(Isolated["MysqlTestDatabase"]):
         db.extra["intact"] = conn.end_test()
 
 
+@overload
+def connection(db: TestDatabase) -> contextlib.AbstractContextManager[psycopg.Connection]: ...
+@overload
+def connection(db: MysqlTestDatabase) -> contextlib.AbstractContextManager[pymysql.connections.Connection]: ...
+
+
+def connection(
+    db: TestDatabase | MysqlTestDatabase,
+) -> contextlib.AbstractContextManager[psycopg.Connection | pymysql.connections.Connection]:
+    """The test database's connection (``pg_conn``, ``mysql_conn``; autocommit off): in ``transaction`` mode
+    the rolled-back one (left open); a connection the pool opened ahead (Postgres, ``database`` mode), handed
+    back still open at the end so the pool's reset reuses it; else a new one, closed at the end."""
+    return _connection(db)
+
+
 @contextlib.contextmanager
-def connection(db: TestDatabase) -> Iterator[psycopg.Connection]:
-    """The test database's psycopg connection (autocommit off): in ``transaction`` mode the rolled-back
-    one (left open), in ``database`` mode the one the pool opened ahead (handed back at the end, still
-    open, so the pool's reset reuses it), else a new one (closed at the end)."""
+def _connection(db: TestDatabase | MysqlTestDatabase) -> Iterator[psycopg.Connection | pymysql.connections.Connection]:
     if db.savepoint_conn is not None:
         yield db.savepoint_conn
         return
     lease = db.lease
-    pooled = lease.take_connection() if lease is not None else None
-    conn = pooled or db.connect()
+    take = getattr(lease, "take_connection", None)  # only Postgres' pool opens connections ahead
+    pooled = take() if take is not None else None
+    conn = pooled or db.connect(autocommit=False)
     try:
         yield conn
     finally:
-        if pooled is not None and lease is not None and not conn.closed:
-            lease.conn = conn  # handed back: the pool resets it along with the database
+        if pooled is not None and not pooled.closed:
+            lease.conn = pooled  # type: ignore[union-attr]  # handed back: the pool resets it with the database
         else:
-            conn.close()
-
-
-@contextlib.contextmanager
-def mysql_connection(db: MysqlTestDatabase) -> Iterator[pymysql.connections.Connection]:
-    """The test database's PyMySQL connection (autocommit off): the rolled-back one in ``transaction`` mode
-    (left open), else a new one (closed at the end; a connection the server already closed is fine)."""
-    if db.savepoint_conn is not None:
-        yield db.savepoint_conn
-        return
-    conn = db.connect(autocommit=False)
-    try:
-        yield conn
-    finally:
-        with contextlib.suppress(Exception):
-            conn.close()
+            with contextlib.suppress(Exception):  # a connection the server already closed is fine
+                conn.close()

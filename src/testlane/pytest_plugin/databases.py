@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pytest
@@ -397,10 +397,11 @@ class DatabaseManager:
                 end=lambda tdb: self.end_transaction_test(spec, name, tdb),
             )
         else:
+            from testlane.databases.schema import SchemaDatabase
+
             name = self.worker_database(None, "s")
-            isolation = SchemaIsolation(
-                self.server, name, spec, run_id=self.run_id, worker=worker_id(), keep=self._keeper(item)
-            )
+            schema = SchemaDatabase(self.server, name, spec, run_id=self.run_id, worker=worker_id())
+            isolation = SchemaIsolation(schema, keep=self._keeper(item))
         return self._isolated(item, isolation)
 
     def mysql_database_for(self, item: pytest.Item) -> contextlib.AbstractContextManager[MysqlTestDatabase]:
@@ -643,18 +644,24 @@ def pg_url(pg_database: TestDatabase, request: pytest.FixtureRequest) -> str:
     return pg_database.url
 
 
-@pytest.fixture
-def pg_conn(pg_database: TestDatabase, request: pytest.FixtureRequest) -> Iterator[psycopg.Connection]:
-    """A psycopg connection to the test database (autocommit off)."""
+def connection_fixture(request: pytest.FixtureRequest, fixture: str, tdb: DbT) -> Generator[Any, None, object]:
+    """The body of ``pg_conn`` and ``mysql_conn``: the test database's connection, opened and closed (or
+    handed back) as testlane's own work (:func:`~testlane.pytest_plugin.boundary.around_test`)."""
     __tracebackhide__ = True
     from testlane.databases.isolation import connection
 
     nodeid = request.node.nodeid
-    yield from around_test(
-        lambda: connection(pg_database),
-        setup=f"{nodeid}: connecting pg_conn to {pg_database.name}",
-        teardown=lambda _: f"{nodeid}: closing pg_conn",
+    return around_test(
+        lambda: connection(tdb),  # type: ignore[call-overload]
+        setup=f"{nodeid}: connecting {fixture} to {tdb.name}",
+        teardown=lambda _: f"{nodeid}: closing {fixture}",
     )
+
+
+@pytest.fixture
+def pg_conn(pg_database: TestDatabase, request: pytest.FixtureRequest) -> Iterator[psycopg.Connection]:
+    """A psycopg connection to the test database (autocommit off)."""
+    yield from connection_fixture(request, "pg_conn", pg_database)
 
 
 @pytest.fixture

@@ -69,15 +69,9 @@ def mysql_conn(
     mysql_database: MysqlTestDatabase, request: pytest.FixtureRequest
 ) -> Iterator[pymysql.connections.Connection]:
     """A PyMySQL connection to the test's database (autocommit off)."""
-    __tracebackhide__ = True
-    from testlane.databases.isolation import mysql_connection
+    from testlane.pytest_plugin.databases import connection_fixture
 
-    nodeid = request.node.nodeid
-    yield from around_test(
-        lambda: mysql_connection(mysql_database),
-        setup=f"{nodeid}: connecting mysql_conn to {mysql_database.name}",
-        teardown=lambda _: f"{nodeid}: closing mysql_conn",
-    )
+    yield from connection_fixture(request, "mysql_conn", mysql_database)
 
 
 @pytest.fixture
