@@ -21,14 +21,22 @@ testlane knows) and default to ``[tool.testlane.mariadb]`` (``migrations``).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Sequence
+from os import PathLike
+from typing import TYPE_CHECKING, TypeAlias, TypeVar, cast
 
 from testlane.core.config import Settings, load_settings
 from testlane.core.runenv import RunEnv
 from testlane.core.runtime import new_run_id
 from testlane.databases.guard import require_integration_lane, resolve_mariadb, resolve_postgres
-from testlane.databases.leftovers import mark_owner
+from testlane.databases.isolation import (
+    DatabaseIsolation,
+    Isolated,
+    MysqlDatabaseIsolation,
+    MysqlTransactionIsolation,
+    SchemaIsolation,
+    TransactionIsolation,
+)
 from testlane.databases.naming import require_testlane_database, worker_database_name
 from testlane.databases.pool import ClonePool
 from testlane.databases.redis_isolation import RedisLease, lease_database
@@ -39,11 +47,19 @@ from testlane.databases.transaction import SavepointConnection
 from testlane.services.driver_errors import driver_errors
 
 if TYPE_CHECKING:
+    import sqlalchemy
+
     from testlane.databases.mariadb.testdb import MysqlTestDatabase
     from testlane.databases.mariadb.transaction import MysqlSavepointConnection
+    from testlane.databases.migrations import MigrationSource
+    from testlane.services.base import Server
+    from testlane.services.mariadb import MariaDbServer
     from testlane.services.postgres import PostgresServer
+    from testlane.services.valkey import ValkeyServer
 
 __all__ = [
+    "Migration",
+    "Migrations",
     "TestDatabase",
     "database",
     "mysql_database",
@@ -56,73 +72,124 @@ __all__ = [
     "transaction",
 ]
 
+# One migration source as ``db.migrations`` takes it: a folder or file path, ``"module:attr"``, a SQLAlchemy
+# ``MetaData``, a callable given a connection, or a source object. ``Migrations``: one, several, or None
+# (the configured ones).
+Migration: TypeAlias = "str | PathLike[str] | MigrationSource | sqlalchemy.MetaData | Callable[..., object]"
+Migrations: TypeAlias = "Migration | Sequence[Migration] | None"
+T = TypeVar("T")
 
-def spec(settings: Settings | None = None, **overrides: Any) -> TemplateSpec:
-    """The template spec from settings, with ``migrations=``, ``seed=``, ``extensions=`` overrides."""
+
+def spec(
+    settings: Settings | None = None,
+    *,
+    migrations: Migrations = None,
+    seed: Migrations = None,
+    extensions: Sequence[str] | None = None,
+) -> TemplateSpec:
+    """The template spec from settings (default: ``load_settings()``), with the given overrides."""
     settings = settings or load_settings()
-    return TemplateSpec.from_settings(settings, **{k: v for k, v in overrides.items() if v is not None})
+    given = {"migrations": migrations, "seed": seed, "extensions": extensions}
+    return TemplateSpec.from_settings(settings, **{k: v for k, v in given.items() if v is not None})
 
 
-def _run_id(server: Any) -> str:
+def _run_id(server: Server) -> str:
     run_id = server.instance.run_id
     return run_id if len(run_id) == 8 else new_run_id()
 
 
-def _prepare(target: Any, what: str, allow: bool, allow_unmanaged: bool) -> PostgresServer:
+def _prepare(target: PostgresServer | str, what: str, allow: bool, allow_unmanaged: bool) -> PostgresServer:
     require_integration_lane(what, env=RunEnv.current(), allow=allow)
-    return resolve_postgres(target, settings=load_settings(), allow_unmanaged=allow_unmanaged)  # type: ignore[no-any-return]
+    return cast("PostgresServer", resolve_postgres(target, settings=load_settings(), allow_unmanaged=allow_unmanaged))
+
+
+@contextlib.contextmanager
+def _own_work(cm: contextlib.AbstractContextManager[T], setup: str, teardown: Callable[[T], str]) -> Iterator[T]:
+    """``cm`` entered and left as testlane's own work (a driver error becomes testlane's, see
+    :mod:`testlane.services.driver_errors`); the caller's block runs outside, its errors untranslated."""
+    stack = contextlib.ExitStack()
+    with driver_errors(setup):
+        value = stack.enter_context(cm)
+    try:
+        yield value
+    finally:
+        with driver_errors(teardown(value)):
+            stack.close()
 
 
 def template(
-    target: Any,
+    target: PostgresServer | str,
     *,
-    migrations: Any = None,
-    seed: Any = None,
-    extensions: Any = None,
+    migrations: Migrations = None,
+    seed: Migrations = None,
+    extensions: Sequence[str] | None = None,
     settings: Settings | None = None,
     allow: bool = False,
     allow_unmanaged: bool = False,
 ) -> str:
     """Build the migrated template on the server (once per content hash); return its name."""
     server = _prepare(target, "testlane.db.template()", allow, allow_unmanaged)
-    return ensure_template(server, spec(settings, migrations=migrations, seed=seed, extensions=extensions))
+    template_spec = spec(settings, migrations=migrations, seed=seed, extensions=extensions)
+    with driver_errors("testlane.db.template(): building the template"):
+        return ensure_template(server, template_spec)
+
+
+@contextlib.contextmanager
+def _private_clone(server: PostgresServer, template_name: str) -> Iterator[TestDatabase]:
+    """A clone from a pool of its own (never started: it clones on demand), dropped when the block ends."""
+    clones = ClonePool(
+        server, template_name, run_id=_run_id(server), worker=RunEnv.current().worker, size=0, preconnect=False
+    )
+    names: list[str] = []
+
+    def drop() -> None:
+        with server.connect() as admin:
+            for name in names:
+                drop_database(admin, name)
+
+    with contextlib.ExitStack() as stack:
+        stack.callback(clones.close)
+        stack.callback(drop)  # after the release, before the pool closes
+        db = stack.enter_context(DatabaseIsolation(clones))
+        names.append(db.name)
+        yield db
 
 
 @contextlib.contextmanager
 def database(
-    target: Any,
+    target: PostgresServer | str,
     *,
-    migrations: Any = None,
-    seed: Any = None,
-    extensions: Any = None,
+    migrations: Migrations = None,
+    seed: Migrations = None,
+    extensions: Sequence[str] | None = None,
     settings: Settings | None = None,
     allow: bool = False,
     allow_unmanaged: bool = False,
 ) -> Iterator[TestDatabase]:
-    """A private clone of the migrated template, dropped when the block ends."""
+    """A private clone of the migrated template, dropped when the block ends.
+
+    Preparing or dropping it raises testlane's :class:`~testlane.core.errors.ServiceError` or
+    :class:`~testlane.core.errors.DatabaseError` (the driver's error as ``__cause__``).
+    """
     server = _prepare(target, "testlane.db.database()", allow, allow_unmanaged)
+    template_spec = spec(settings, migrations=migrations, seed=seed, extensions=extensions)
     with driver_errors("testlane.db.database(): preparing a database"):
-        name = ensure_template(server, spec(settings, migrations=migrations, seed=seed, extensions=extensions))
-        clones = ClonePool(
-            server, name, run_id=_run_id(server), worker=RunEnv.current().worker, size=0, preconnect=False
-        )
-        lease = clones.acquire()  # an empty pool clones on demand
-    try:
-        yield TestDatabase(lease.name, lease.url, server)  # the caller's errors pass through untranslated
-    finally:
-        with driver_errors(f"testlane.db.database(): dropping {lease.name}"):
-            clones.close()
-            with server.connect() as admin:
-                drop_database(admin, lease.name)
+        name = ensure_template(server, template_spec)
+    with _own_work(
+        _private_clone(server, name),
+        "testlane.db.database(): preparing a database",
+        lambda db: f"testlane.db.database(): dropping {db.name}",
+    ) as db:
+        yield db
 
 
 @contextlib.contextmanager
 def pool(
-    target: Any,
+    target: PostgresServer | str,
     *,
-    migrations: Any = None,
-    seed: Any = None,
-    extensions: Any = None,
+    migrations: Migrations = None,
+    seed: Migrations = None,
+    extensions: Sequence[str] | None = None,
     size: int = 4,
     workers: int = 2,
     settings: Settings | None = None,
@@ -131,7 +198,9 @@ def pool(
 ) -> Iterator[ClonePool]:
     """A started :class:`ClonePool` of the migrated template (``acquire()``/``release()``)."""
     server = _prepare(target, "testlane.db.pool()", allow, allow_unmanaged)
-    name = ensure_template(server, spec(settings, migrations=migrations, seed=seed, extensions=extensions))
+    template_spec = spec(settings, migrations=migrations, seed=seed, extensions=extensions)
+    with driver_errors("testlane.db.pool(): building the template"):
+        name = ensure_template(server, template_spec)
     clones = ClonePool(
         server,
         name,
@@ -149,11 +218,11 @@ def pool(
 
 @contextlib.contextmanager
 def transaction(
-    target: Any,
+    target: PostgresServer | str,
     *,
-    migrations: Any = None,
-    seed: Any = None,
-    extensions: Any = None,
+    migrations: Migrations = None,
+    seed: Migrations = None,
+    extensions: Sequence[str] | None = None,
     settings: Settings | None = None,
     allow: bool = False,
     allow_unmanaged: bool = False,
@@ -161,23 +230,29 @@ def transaction(
     """A connection to a migrated database whose work (commits included) is rolled back at the end."""
     server = _prepare(target, "testlane.db.transaction()", allow, allow_unmanaged)
     with database(server, migrations=migrations, seed=seed, extensions=extensions, settings=settings, allow=True) as db:
-        conn = SavepointConnection.connect(db.url, autocommit=False)
-        try:
-            conn.begin_test()
+        isolation = TransactionIsolation(server, db.name)
+        with _own_work(
+            _rolled_back(isolation),
+            "testlane.db.transaction(): connecting",
+            lambda _: "testlane.db.transaction(): rolling back",
+        ) as conn:
             yield conn
-        finally:
-            conn.end_test()
-            conn.rollback()
-            conn.close()
+
+
+@contextlib.contextmanager
+def _rolled_back(isolation: TransactionIsolation) -> Iterator[SavepointConnection]:
+    with isolation as db:
+        assert db.savepoint_conn is not None, "transaction isolation has its savepoint connection"
+        yield db.savepoint_conn
 
 
 @contextlib.contextmanager
 def schema(
-    target: Any,
+    target: PostgresServer | str,
     *,
-    migrations: Any = None,
-    seed: Any = None,
-    extensions: Any = None,
+    migrations: Migrations = None,
+    seed: Migrations = None,
+    extensions: Sequence[str] | None = None,
     database_name: str | None = None,
     settings: Settings | None = None,
     allow: bool = False,
@@ -187,29 +262,23 @@ def schema(
     server = _prepare(target, "testlane.db.schema()", allow, allow_unmanaged)
     template_spec = spec(settings, migrations=migrations, seed=seed, extensions=extensions)
     run_id = _run_id(server)
-    own_db = database_name is None
     name = database_name or worker_database_name(run_id, RunEnv.current().worker, f"s{new_run_id()[:4]}")
     require_testlane_database(name, allow_unmanaged=allow_unmanaged, action="use")
-    if own_db:
-        from psycopg import sql
-
-        with server.connect() as admin:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-            if server.instance.backend == "url":
-                mark_owner(admin, name, server)
-    try:
-        with SchemaDatabase(
-            server, name, template_spec, run_id=run_id, worker=RunEnv.current().worker, allow_unmanaged=allow_unmanaged
-        ) as schema_db:
-            yield schema_db
-    finally:
-        if own_db:
-            with server.connect() as admin:
-                drop_database(admin, name)
+    schema_db = SchemaDatabase(
+        server, name, template_spec, run_id=run_id, worker=RunEnv.current().worker, allow_unmanaged=allow_unmanaged
+    )
+    isolation = SchemaIsolation(schema_db, create_database=database_name is None)
+    with _own_work(
+        isolation,
+        "testlane.db.schema(): preparing a schema",
+        lambda db: f"testlane.db.schema(): dropping its schema in {db.name}",
+    ) as db:
+        assert db.schema is not None, "schema isolation has its schema"
+        yield db.schema
 
 
 @contextlib.contextmanager
-def redis(target: Any, *, allow: bool = False) -> Iterator[RedisLease]:
+def redis(target: ValkeyServer | str, *, allow: bool = False) -> Iterator[RedisLease]:
     """A leased logical database (flushed before and after) of a Valkey/Redis server."""
     import redis as redis_py
 
@@ -232,7 +301,7 @@ def redis(target: Any, *, allow: bool = False) -> Iterator[RedisLease]:
             coordinator.close()
 
 
-def _redis_address(target: Any) -> tuple[str, int, str | None]:
+def _redis_address(target: ValkeyServer | str) -> tuple[str, int, str | None]:
     from testlane.core.urls import ServiceUrl
 
     if isinstance(target, str):
@@ -241,55 +310,76 @@ def _redis_address(target: Any) -> tuple[str, int, str | None]:
     return target.host, target.port, target.instance.password
 
 
+def _prepare_mysql(target: MariaDbServer | str, what: str, allow: bool, allow_unmanaged: bool) -> MariaDbServer:
+    require_integration_lane(what, env=RunEnv.current(), allow=allow)
+    return cast("MariaDbServer", resolve_mariadb(target, settings=load_settings(), allow_unmanaged=allow_unmanaged))
+
+
+@contextlib.contextmanager
+def _private_mysql_clone(
+    server: MariaDbServer, migrations: str | None, settings: Settings | None
+) -> Iterator[MysqlTestDatabase]:
+    """A MariaDB clone from a pool of its own (never started: it clones on demand, drops on release)."""
+    from testlane.databases.mariadb.pool import MysqlClonePool
+    from testlane.databases.mariadb.template import ensure_template as ensure_mysql_template
+    from testlane.databases.mariadb.template import spec_from_settings
+
+    name = ensure_mysql_template(server, spec_from_settings(settings or load_settings(), migrations))
+    clones = MysqlClonePool(server, name, run_id=_run_id(server), worker=RunEnv.current().worker, size=0)
+    with contextlib.ExitStack() as stack:
+        stack.callback(clones.close)
+        yield stack.enter_context(MysqlDatabaseIsolation(clones))
+
+
 @contextlib.contextmanager
 def mysql_database(
-    target: Any,
+    target: MariaDbServer | str,
     *,
-    migrations: Any = None,
+    migrations: str | None = None,
     settings: Settings | None = None,
     allow: bool = False,
     allow_unmanaged: bool = False,
 ) -> Iterator[MysqlTestDatabase]:
-    """A private clone of the migrated MariaDB/MySQL template, dropped when the block ends."""
-    from testlane.databases.mariadb.pool import MysqlClonePool
-    from testlane.databases.mariadb.template import ensure_template as ensure_mysql_template
-    from testlane.databases.mariadb.template import spec_from_settings
-    from testlane.databases.mariadb.testdb import MysqlTestDatabase
+    """A private clone of the migrated MariaDB/MySQL template, dropped when the block ends.
 
-    require_integration_lane("testlane.db.mysql_database()", env=RunEnv.current(), allow=allow)
-    server = resolve_mariadb(target, settings=settings or load_settings(), allow_unmanaged=allow_unmanaged)
-    with driver_errors("testlane.db.mysql_database(): preparing a database"):
-        name = ensure_mysql_template(server, spec_from_settings(settings or load_settings(), migrations))
-        clones = MysqlClonePool(server, name, run_id=_run_id(server), worker=RunEnv.current().worker, size=0)
-        lease = clones.acquire()  # an empty pool clones on demand
-    try:
-        yield MysqlTestDatabase(lease.name, lease.url, server, lease=lease)  # the caller's errors pass through
-    finally:
-        with driver_errors(f"testlane.db.mysql_database(): dropping {lease.name}"):
-            clones.release(lease)  # not started: dropped now
-            clones.close()
+    ``migrations``: a folder of ``.sql`` files (default: ``mariadb.migrations``). Preparing or dropping it
+    raises testlane's :class:`~testlane.core.errors.ServiceError`/:class:`~testlane.core.errors.DatabaseError`.
+    """
+    server = _prepare_mysql(target, "testlane.db.mysql_database()", allow, allow_unmanaged)
+    with _own_work(
+        _private_mysql_clone(server, migrations, settings),
+        "testlane.db.mysql_database(): preparing a database",
+        lambda db: f"testlane.db.mysql_database(): dropping {db.name}",
+    ) as db:
+        yield db
 
 
 @contextlib.contextmanager
 def mysql_transaction(
-    target: Any,
+    target: MariaDbServer | str,
     *,
-    migrations: Any = None,
+    migrations: str | None = None,
     settings: Settings | None = None,
     allow: bool = False,
     allow_unmanaged: bool = False,
 ) -> Iterator[MysqlSavepointConnection]:
     """A PyMySQL connection to a migrated MariaDB/MySQL database whose work (commits included) is rolled back."""
-    from testlane.databases.mariadb.transaction import MysqlSavepointConnection
-
     require_integration_lane("testlane.db.mysql_transaction()", env=RunEnv.current(), allow=allow)
-    with mysql_database(
-        target, migrations=migrations, settings=settings, allow=True, allow_unmanaged=allow_unmanaged
-    ) as test_db:
-        conn = MysqlSavepointConnection(**test_db.server.conninfo(test_db.name), autocommit=False)
-        try:
-            conn.begin_test()
-            yield conn
-        finally:
-            conn.end_test()
-            conn.close()
+    with (
+        mysql_database(
+            target, migrations=migrations, settings=settings, allow=True, allow_unmanaged=allow_unmanaged
+        ) as test_db,
+        _own_work(
+            _mysql_rolled_back(MysqlTransactionIsolation(test_db.server, test_db.name)),
+            "testlane.db.mysql_transaction(): connecting",
+            lambda _: "testlane.db.mysql_transaction(): rolling back",
+        ) as conn,
+    ):
+        yield conn
+
+
+@contextlib.contextmanager
+def _mysql_rolled_back(isolation: Isolated[MysqlTestDatabase]) -> Iterator[MysqlSavepointConnection]:
+    with isolation as db:
+        assert db.savepoint_conn is not None, "transaction isolation has its savepoint connection"
+        yield db.savepoint_conn

@@ -71,6 +71,36 @@ def test_a_stopped_server_is_one_message_with_a_hint(pytester: pytest.Pytester, 
     assert "psycopg.OperationalError" not in out  # the driver's error, with its traceback, no longer escapes
 
 
+CONNECTS = """
+import pytest
+
+
+@pytest.mark.isolation("schema")
+def test_pg_conn_connects_to_a_stopped_server(pg_database, request):
+    pg_database.server.halt(clean=False)
+    request.getfixturevalue("pg_conn")  # the fixture's own connect: testlane's message, not psycopg's traceback
+"""
+
+
+def test_a_fixtures_own_connect_to_a_stopped_server_is_one_message(pytester: pytest.Pytester, inner_env: Path) -> None:
+    """pg_conn's connect is testlane's own work (one boundary, the driver-error table), like pg_database's."""
+    pytester.makefile(".toml", pyproject=PYPROJECT)
+    (pytester.path / "migrations").mkdir()
+    (pytester.path / "migrations" / "001.sql").write_text("CREATE TABLE countries (code text PRIMARY KEY);\n")
+    pytester.makepyfile(test_c_it=CONNECTS)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=300)
+    result.assert_outcomes(failed=1, errors=1)  # the connect (in the test's call), then pg_database's clean-up
+    out = result.stdout.str()
+    result.stdout.fnmatch_lines(
+        [
+            "*test_pg_conn_connects_to_a_stopped_server: connecting pg_conn to tl_* failed: * (OperationalError)",
+            "*hint: the connection failed or was lost; the server may have stopped or restarted*",
+        ]
+    )
+    assert "psycopg.OperationalError" not in out
+    assert "Traceback" not in out
+
+
 ASYNC_SCHEMA = """
 import pytest
 from sqlalchemy import text

@@ -271,6 +271,22 @@ def test_database_fixtures_refuse_the_unit_lane(pytester: pytest.Pytester, monke
     result.stdout.fnmatch_lines(["*test_x.py::test_x is in the unit lane but uses testlane's service fixture*"])
 
 
+def test_an_unknown_isolation_mode_is_one_message(pytester: pytest.Pytester) -> None:
+    """The same error channel as MariaDB's (test_mariadb_plugin_it): the test errors with testlane's message
+    alone, not a pytest.UsageError traceback."""
+    make_project(pytester)
+    pytester.makepyfile(
+        test_x_it="import pytest\n\n@pytest.mark.isolation('rollback')\ndef test_x(pg_conn):\n    pass\n"
+    )
+    result = run(pytester)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["*test_x: isolation 'rollback' is not available for PostgreSQL; use one of database, transaction, schema*"]
+    )
+    assert "UsageError" not in result.stdout.str()
+    assert "Traceback" not in result.stdout.str()
+
+
 # Under xdist a worker starts the server on demand for the run's owner, which stopped it at the end although
 # the summary said "kept" (a fresh user's report): the owner keeps a server its workers asked to keep.
 @pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["plain", "xdist"])

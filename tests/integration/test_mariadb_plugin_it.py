@@ -6,6 +6,7 @@ Inner runs get a fixed run id, so what they leave on the existing server can be 
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 from testlane.cli.run import RUN_SCOPED_ENV
 from testlane.core.runtime import new_run_id
-from tests.helpers import leftovers, server_processes
+from tests.helpers import clean_env, leftovers, run_cli, server_processes
 from tests.mariadb_helpers import (
     backend_config,
     drop_existing_template,
@@ -344,3 +345,51 @@ def test_schema_isolation_is_refused_for_mariadb(pytester: pytest.Pytester, make
     result = run(pytester)
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*isolation 'schema' is not available for MariaDB/MySQL*"])
+
+
+def test_a_failed_tests_database_is_kept_like_postgres(
+    pytester: pytest.Pytester, make_project: Project, inner_env: Path
+) -> None:
+    """db.keep_failed keeps a failed MariaDB test's database too (one manager for both engines): the report and
+    summary say so, the database outlives the run with the test's writes, and `testlane reap --kept` ends it."""
+    if not has_local_mariadb():
+        pytest.skip("no local mariadbd")
+    make_project("local", "\n[tool.testlane.db]\nkeep_failed = true\nkeep_failed_ttl = 3600\n")
+    pytester.makepyfile(
+        test_x_it="""
+        def test_fails(mysql_conn):
+            with mysql_conn.cursor() as cur:
+                cur.execute("INSERT INTO countries VALUES ('it')")
+            mysql_conn.commit()
+            assert False, "boom"
+
+        def test_passes(mysql_conn):
+            pass
+        """
+    )
+    result = run(pytester)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*database kept for inspection (database mode): mysql://*"])
+    result.stdout.fnmatch_lines(["*testlane: databases kept for inspection*", "*test_fails", "    mysql --host=*"])
+    command = next(line.strip() for line in result.outlines if line.strip().startswith("mysql --host="))
+    options = dict(part.removeprefix("--").split("=", 1) for part in command.split()[1:4])
+    name = command.split()[-1]
+    records = [json.loads(p.read_text()) for p in (inner_env / "state").glob("*.json")]
+    assert [r["extra"].get("kept_until") is not None for r in records] == [True]
+    import pymysql
+
+    password = records[0].get("password") or None
+    conn = pymysql.connect(
+        host=options["host"], port=int(options["port"]), user=options["user"], password=password, database=name
+    )
+    try:  # the server outlived the run, with the evidence
+        with conn.cursor() as cur:
+            cur.execute("SELECT group_concat(code ORDER BY code) FROM countries")
+            assert cur.fetchone() == ("de,fr,it",)
+    finally:
+        conn.close()
+    env = clean_env({"TESTLANE_DATA_DIR": str(inner_env)})
+    reaped = run_cli(["reap", "--kept"], cwd=pytester.path, env=env)
+    assert reaped.returncode == 0, reaped.stderr
+    assert server_processes(inner_env) == []
+    assert leftovers(inner_env) == []

@@ -2,7 +2,7 @@
 ``except`` block without cutting the chain, or pytest and Python print the caught error first and then, after
 "During handling of the above exception, another exception occurred:", the same text again (a fresh user saw a
 missing-extension error twice under ``pytest --it``). Re-raise with ``from None`` (or ``from exc`` when the cause
-is worth showing), and fail tests with ``testlane.pytest_plugin.plugin.fail_test``."""
+is worth showing), and fail tests with ``testlane.pytest_plugin.boundary.fail_test``."""
 
 from __future__ import annotations
 

@@ -164,6 +164,19 @@ def test_no_any_in_the_public_api_but_where_the_library_underneath_has_it() -> N
     assert with_any == set(ALLOWED_ANY)
 
 
+def test_no_any_in_the_signatures_of_testlane_db() -> None:
+    """``testlane.db``'s helpers take typed server handles (or a URL) and typed migration sources."""
+    from testlane import db
+
+    found: list[tuple[str, str]] = []
+    for name in db.__all__:
+        value = getattr(db, name)
+        if inspect.isfunction(value):
+            found += _annotations(f"db.{name}", inspect.unwrap(value))
+    assert found, "testlane.db has public functions"
+    assert [where for where, annotation in found if _ANY.search(annotation)] == []
+
+
 USER_CODE = """
 from typing import assert_type
 
@@ -171,7 +184,10 @@ import psycopg
 import pymysql.connections
 import redis
 
-from testlane import {names}
+from testlane import db, {names}
+from testlane.databases.pool import ClonePool
+from testlane.databases.redis_isolation import RedisLease
+from testlane.databases.schema import SchemaDatabase
 from testlane.pytest_plugin.plugin import TestlanePlugin
 
 
@@ -195,6 +211,21 @@ def check(
     assert_type(postgres.conninfo()["port"], int)
     assert_type(mariadb.connect(), pymysql.connections.Connection)
     assert_type(valkey.client(), redis.Redis)
+    assert_type(db.template(postgres, migrations="migrations/", extensions=["citext"]), str)
+    with db.database(postgres, migrations=["migrations/", "seed.sql"]) as test_db:
+        assert_type(test_db, TestDatabase)
+    with db.transaction("postgresql://127.0.0.1:5432/postgres") as conn:
+        assert_type(conn, SavepointConnection)
+    with db.schema(postgres, seed="seed/") as schema_db:
+        assert_type(schema_db, SchemaDatabase)
+    with db.pool(postgres, size=2) as clones:
+        assert_type(clones, ClonePool)
+    with db.redis(valkey) as lease:
+        assert_type(lease, RedisLease)
+    with db.mysql_database(mariadb, migrations="sql/") as my_db:
+        assert_type(my_db, MysqlTestDatabase)
+    with db.mysql_transaction("mysql://root@127.0.0.1:3306/x") as my_conn:
+        assert_type(my_conn, MysqlSavepointConnection)
 """
 
 

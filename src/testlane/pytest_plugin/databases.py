@@ -22,16 +22,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pytest
 
 from testlane.core.errors import TestlaneError
 from testlane.core.redact import redact_url
 from testlane.core.runenv import RunEnv
-from testlane.databases.testdb import TestDatabase
-from testlane.pytest_plugin.plugin import fail_test, warn_at_test
+from testlane.databases.testdb import IsolatedDatabase, Isolation, TestDatabase
+from testlane.pytest_plugin.boundary import around_test, warn_at_test
 
 if TYPE_CHECKING:
     import psycopg
@@ -41,46 +41,71 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
     from sqlalchemy.orm import Session
 
+    from testlane.databases.isolation import Isolated
+    from testlane.databases.mariadb.pool import MysqlClonePool
+    from testlane.databases.mariadb.testdb import MysqlTestDatabase
     from testlane.databases.pool import ClonePool
     from testlane.databases.redis_isolation import RedisLease
     from testlane.databases.template import TemplateSpec
     from testlane.databases.transaction import Escape, SavepointConnection, Sequences
     from testlane.pytest_plugin.plugin import TestlanePlugin
+    from testlane.services.mariadb import MariaDbServer
+    from testlane.services.postgres import PostgresServer
 
 __all__ = ["DatabaseManager", "TestDatabase"]
 
 log = logging.getLogger("testlane")
 
-ISOLATION_MODES = ("database", "transaction", "schema")
 outcome_key = pytest.StashKey[dict[str, pytest.TestReport]]()
-active_key = pytest.StashKey["TestDatabase"]()
+active_key = pytest.StashKey["IsolatedDatabase[Any, Any, Any]"]()
+DbT = TypeVar("DbT", bound="IsolatedDatabase[Any, Any, Any]")
+# Seconds a connection to a transaction-isolated database may still be listed as open after its test before
+# the harness stops waiting for it to exit (a client closing it from another thread is done by then).
+OPEN_GRACE = 0.1
 
 
 class DatabaseManager:
-    """Templates, pools and per-worker databases of one pytest process."""
+    """Templates, pools and per-worker databases of one pytest process, for every database engine.
+
+    One manager for Postgres and MariaDB/MySQL, so both have the same error channel (a bad isolation
+    marker is a :class:`~testlane.core.errors.ConfigError` that fails the test with one message), cache a
+    failed template build (a broken migration fails every test the same way, built once) and keep a failed
+    test's database on request (``db.keep_failed``). The per-test isolation itself is
+    :mod:`testlane.databases.isolation`, which ``testlane.db`` uses too.
+    """
 
     def __init__(self, plugin: TestlanePlugin) -> None:
         self.plugin = plugin
         self.settings = plugin.settings
-        self._server: Any = None
+        self._server: PostgresServer | None = None
+        self._mysql_server: MariaDbServer | None = None
         self._specs: dict[Any, TemplateSpec] = {}
-        self._templates: dict[int, str] = {}
-        self._template_errors: dict[int, TestlaneError] = {}
+        self._mysql_spec: TemplateSpec | None = None
+        self._templates: dict[tuple[str, int], str] = {}  # (engine, spec id) -> template
+        self._template_errors: dict[tuple[str, int], TestlaneError] = {}
         self._pools: dict[str, ClonePool] = {}
+        self._mysql_pool: MysqlClonePool | None = None
         self._worker_dbs: dict[str, str] = {}
+        self._mysql_worker_db: str | None = None
         self._savepoint_conns: dict[str, SavepointConnection] = {}
         self._sequences: dict[str, Sequences] = {}  # worker database -> its template's sequence state
         self._own_pids: dict[str, set[int]] = {}  # worker database -> server processes of our connections
         self._engines: dict[str, sqlalchemy.Engine] = {}
         self._redis_coordinator: redis.Redis | None = None
-        self._transaction_url_warned = False
+        self._url_warned: set[str] = set()  # the engines whose URL fixture warned in transaction isolation
 
     # -- plumbing ------------------------------------------------------------------------------
     @property
-    def server(self) -> Any:
+    def server(self) -> PostgresServer:
         if self._server is None:
             self._server = self.plugin.server("postgres")
         return self._server
+
+    @property
+    def mysql_server(self) -> MariaDbServer:
+        if self._mysql_server is None:
+            self._mysql_server = self.plugin.server("mariadb")
+        return self._mysql_server
 
     @property
     def run_id(self) -> str:
@@ -88,17 +113,18 @@ class DatabaseManager:
 
         return run_id_from_env() or self.plugin.provider.context.run_id
 
-    def isolation_for(self, item: pytest.Item) -> str:
+    def isolation_for(self, item: pytest.Item, engine: str = "postgres") -> Isolation:
+        """The test's isolation mode: its ``isolation`` marker, else the engine's setting.
+
+        Raises :class:`~testlane.core.errors.ConfigError` for a mode the engine does not offer.
+        """
+        from testlane.databases.isolation import isolation_mode
+
         marker = item.get_closest_marker("isolation")
-        mode = self.settings.db.isolation
+        mode: object = self.settings.db.isolation if engine == "postgres" else self.settings.mariadb.isolation
         if marker is not None:
             mode = marker.args[0] if marker.args else marker.kwargs.get("mode", mode)
-        if mode not in ISOLATION_MODES:
-            raise pytest.UsageError(
-                f"{item.nodeid}: @pytest.mark.isolation({mode!r}): isolation must be one of "
-                + ", ".join(ISOLATION_MODES)
-            )
-        return str(mode)
+        return isolation_mode(mode, engine, item.nodeid)
 
     def spec_for(self, item: pytest.Item) -> TemplateSpec:
         from testlane.databases.template import TemplateSpec
@@ -115,20 +141,35 @@ class DatabaseManager:
             self._specs[key] = TemplateSpec.from_settings(self.settings, **overrides)
         return self._specs[key]
 
-    def template_for(self, spec: TemplateSpec) -> str:
-        """The template's name, built on first use (cached: the per-test path makes no round trip)."""
-        from testlane.databases.template import ensure_template
-
-        key = id(spec)
-        if key in self._template_errors:  # one build attempt: a broken migration fails every test the same way
+    def _template(self, engine: str, spec: TemplateSpec, build: Callable[[], str]) -> str:
+        """The template's name, built on first use (cached: the per-test path makes no round trip); one build
+        attempt per template, so a broken migration fails every test the same way."""
+        key = (engine, id(spec))
+        if key in self._template_errors:
             raise self._template_errors[key]
         if key not in self._templates:
             try:
-                self._templates[key] = ensure_template(self.server, spec)
+                self._templates[key] = build()
             except TestlaneError as exc:
-                self._template_errors[key] = exc.blame(f"template {spec.describe()}")
+                what = f"template {spec.describe()}" if engine == "postgres" else f"template ({engine})"
+                self._template_errors[key] = exc.blame(what)
                 raise
         return self._templates[key]
+
+    def template_for(self, spec: TemplateSpec) -> str:
+        """The Postgres template of ``spec``, built on first use."""
+        from testlane.databases.template import ensure_template
+
+        return self._template("postgres", spec, lambda: ensure_template(self.server, spec))
+
+    def mysql_template(self) -> str:
+        """The MariaDB/MySQL template of ``mariadb.migrations``, built on first use."""
+        from testlane.databases.mariadb.template import ensure_template, spec_from_settings
+
+        if self._mysql_spec is None:
+            self._mysql_spec = spec_from_settings(self.settings)
+        spec = self._mysql_spec
+        return self._template("mariadb", spec, lambda: ensure_template(self.mysql_server, spec))
 
     @property
     def shared_server(self) -> bool:
@@ -157,10 +198,22 @@ class DatabaseManager:
             ).start()
         return self._pools[template]
 
+    def mysql_pool(self) -> MysqlClonePool:
+        from testlane.databases.mariadb.pool import MysqlClonePool
+
+        if self._mysql_pool is None:
+            self._mysql_pool = MysqlClonePool(
+                self.mysql_server,
+                self.mysql_template(),
+                run_id=self.run_id,
+                worker=RunEnv.current().worker,
+                size=self.settings.mariadb.pool_size,
+            ).start()
+        return self._mysql_pool
+
     def worker_database(self, spec: TemplateSpec | None, tag: str) -> str:
         """A per-worker database: a clone of the template (transaction mode) or empty (schema mode)."""
-        from psycopg import sql
-
+        from testlane.databases.isolation import create_database
         from testlane.databases.naming import worker_database_name
 
         template = self.template_for(spec) if spec is not None else None
@@ -168,16 +221,22 @@ class DatabaseManager:
         if key not in self._worker_dbs:
             suffix = f"{tag}{(template or '')[-6:]}"
             name = worker_database_name(self.run_id, RunEnv.current().worker, suffix)
-            with self.server.connect() as admin:
-                query = "CREATE DATABASE {}" + (" TEMPLATE {}" if template else "")
-                parts = [sql.Identifier(name)] + ([sql.Identifier(template)] if template else [])
-                admin.execute(sql.SQL(query).format(*parts))
-                if self.shared_server:
-                    from testlane.databases.leftovers import mark_owner
-
-                    mark_owner(admin, name, self.server)
+            create_database(self.server, name, template)
             self._worker_dbs[key] = name
         return self._worker_dbs[key]
+
+    def mysql_worker_database(self) -> str:
+        """The worker's migrated MariaDB/MySQL database for transaction isolation (a clone of the template)."""
+        from testlane.databases.mariadb.pool import admin_connection, owner_comment_for
+        from testlane.databases.naming import worker_database_name
+
+        if self._mysql_worker_db is None:
+            pool = self.mysql_pool()
+            name = worker_database_name(self.run_id, RunEnv.current().worker, "mt")
+            with contextlib.closing(admin_connection(self.mysql_server)) as admin:
+                pool.script(admin).run(admin, name, owner_comment_for(self.mysql_server))
+            self._mysql_worker_db = name
+        return self._mysql_worker_db
 
     def savepoint_connection(self, name: str) -> SavepointConnection:
         from testlane.databases.transaction import SavepointConnection, read_sequences
@@ -225,32 +284,47 @@ class DatabaseManager:
         return cast("Escape | None", escape)
 
     def _settled(self, name: str, own: set[int]) -> bool:
-        """Wait until only our own connections serve ``name`` (their statistics are final only then)."""
+        """Wait until only our own connections serve ``name`` (their statistics are final only then).
+
+        Called after a test during which the database's session counter moved. A connection whose client
+        closed it has a server process that exits within milliseconds: that is waited for (bounded by
+        ``SETTLE_TIMEOUT``). A connection still open (listed in ``pg_stat_activity``: an application's pool,
+        a module-level engine) is not going to close because the harness waits, so after ``OPEN_GRACE`` (a
+        client closing it from another thread right now) this answers False at once instead of waiting out
+        the bound: 2.2 s of teardown per such test before, about 0.1 s now (``bench/settle.py``).
+        """
         import time
 
         from testlane.databases.pool import SETTLE_TIMEOUT
         from testlane.databases.reset import backends_serving, can_scan_processes
 
         local = can_scan_processes() and self.server.instance.backend in ("embedded", "local")
-        deadline = time.monotonic() + SETTLE_TIMEOUT
+        started = time.monotonic()
         delay = 0.0005
         with contextlib.ExitStack() as stack:
-            admin = None if local else stack.enter_context(self.server.connect(autocommit=True))
+            admin: psycopg.Connection | None = None
+
+            def listed() -> bool:
+                """Another session of ``name`` in pg_stat_activity (a backend leaves it just before it exits)."""
+                nonlocal admin
+                if admin is None:
+                    admin = stack.enter_context(self.server.connect(autocommit=True))
+                row = admin.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND NOT pid = ANY(%s)",
+                    (name, list(own)),
+                ).fetchone()
+                return bool(row and row[0])
+
             while True:
-                if local:
-                    busy = bool(backends_serving(self.server.pid or 0, {name}, exclude=own))
-                else:
-                    # Without the process list: pg_stat_activity (a backend leaves it just before it exits).
-                    assert admin is not None
-                    row = admin.execute(
-                        "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND NOT pid = ANY(%s)",
-                        (name, list(own)),
-                    ).fetchone()
-                    busy = bool(row and row[0])
+                # Without the process list (a remote server): pg_stat_activity alone.
+                busy = bool(backends_serving(self.server.pid or 0, {name}, exclude=own)) if local else listed()
                 if not busy:
                     return True
-                if time.monotonic() > deadline:
+                waited = time.monotonic() - started
+                if waited > SETTLE_TIMEOUT:
                     return False
+                if waited > OPEN_GRACE and (not local or listed()):
+                    return False  # still open, not exiting: waiting would not make it exit
                 time.sleep(delay)  # polling a process's exit, not readiness: there is nothing to wait on
                 delay = min(delay * 2, 0.02)
 
@@ -281,62 +355,111 @@ class DatabaseManager:
         return self._redis_coordinator
 
     # -- per test ------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def database_for(self, request: pytest.FixtureRequest) -> Iterator[TestDatabase]:
-        from testlane.databases.guard import require_integration_lane
+    def _keeper(self, item: pytest.Item) -> Callable[[IsolatedDatabase[Any, Any, Any]], bool]:
+        """Whether a test's database is kept for inspection (``db.keep_failed`` and the test failed); a kept
+        one is marked, and its server asked to outlive the run."""
 
-        item = request.node
+        def keep(tdb: IsolatedDatabase[Any, Any, Any]) -> bool:
+            if not (self.settings.db.keep_failed and _failed(item)):
+                return False
+            tdb.kept = True
+            tdb.server.request_keep(self.settings.db.keep_failed_ttl, f"{item.nodeid}: {redact_url(tdb.url)}")
+            return True
+
+        return keep
+
+    @contextlib.contextmanager
+    def _isolated(self, item: pytest.Item, isolation: Isolated[DbT]) -> Iterator[DbT]:
+        with isolation as tdb:
+            item.stash[active_key] = cast("IsolatedDatabase[Any, Any, Any]", tdb)  # for the reports' hooks
+            yield tdb
+
+    def database_for(self, item: pytest.Item) -> contextlib.AbstractContextManager[TestDatabase]:
+        """The test's Postgres isolation (``pg_database``), as a context manager."""
+        from testlane.databases.guard import require_integration_lane
+        from testlane.databases.isolation import DatabaseIsolation, SchemaIsolation, TransactionIsolation
+
         require_integration_lane(f"{item.nodeid} (fixture pg_database)", env=RunEnv.current())
-        mode = self.isolation_for(item)
+        mode = self.isolation_for(item, "postgres")
         spec = self.spec_for(item)
-        server = self.server
+        isolation: Isolated[TestDatabase]
         if mode == "database":
-            pool = self.pool_for(spec)
-            lease = pool.acquire()
-            tdb = TestDatabase(lease.name, lease.url, server, "database", lease=lease)
-            item.stash[active_key] = tdb
-            keep = False
-            try:
-                yield tdb
-            finally:
-                keep = self.settings.db.keep_failed and _failed(item)
-                if keep:
-                    self._keep(item, tdb)
-                pool.release(lease, keep=keep)
+            isolation = DatabaseIsolation(self.pool_for(spec), keep=self._keeper(item))
         elif mode == "transaction":
             name = self.worker_database(spec, "t")
-            conn = self.savepoint_connection(name)
-            tdb = TestDatabase(name, server.dsn(name), server, "transaction", savepoint_conn=conn)
-            item.stash[active_key] = tdb
-            conn.begin_test()
-            try:
-                yield tdb
-            finally:
-                tdb.extra["escaped"] = self.end_transaction_test(spec, name, tdb)
+            isolation = TransactionIsolation(
+                self.server,
+                name,
+                connection=self.savepoint_connection,
+                end=lambda tdb: self.end_transaction_test(spec, name, tdb),
+            )
         else:
             from testlane.databases.schema import SchemaDatabase
 
             name = self.worker_database(None, "s")
-            schema = SchemaDatabase(server, name, spec, run_id=self.run_id, worker=RunEnv.current().worker).create()
-            tdb = TestDatabase(name, schema.url, server, "schema", schema=schema)
-            item.stash[active_key] = tdb
-            try:
-                yield tdb
-            finally:
-                if self.settings.db.keep_failed and _failed(item):
-                    self._keep(item, tdb)
-                else:
-                    schema.dispose()
+            schema = SchemaDatabase(self.server, name, spec, run_id=self.run_id, worker=RunEnv.current().worker)
+            isolation = SchemaIsolation(schema, keep=self._keeper(item))
+        return self._isolated(item, isolation)
 
-    def _keep(self, item: pytest.Item, tdb: TestDatabase) -> None:
-        tdb.kept = True
-        self.server.request_keep(self.settings.db.keep_failed_ttl, f"{item.nodeid}: {redact_url(tdb.url)}")
+    def mysql_database_for(self, item: pytest.Item) -> contextlib.AbstractContextManager[MysqlTestDatabase]:
+        """The test's MariaDB/MySQL isolation (``mysql_database``), as a context manager."""
+        from testlane.databases.guard import require_integration_lane
+        from testlane.databases.isolation import MysqlDatabaseIsolation, MysqlTransactionIsolation
+
+        require_integration_lane(f"{item.nodeid} (fixture mysql_database)", env=RunEnv.current())
+        isolation: Isolated[MysqlTestDatabase]
+        if self.isolation_for(item, "mariadb") == "database":
+            isolation = MysqlDatabaseIsolation(self.mysql_pool(), keep=self._keeper(item))
+        else:
+            isolation = MysqlTransactionIsolation(self.mysql_server, self.mysql_worker_database())
+        return self._isolated(item, isolation)
+
+    def mysql_problem(self, tdb: MysqlTestDatabase, *, failed: bool) -> str | None:
+        """After a MariaDB/MySQL test in transaction isolation: why isolation did not hold (else None)."""
+        conn = tdb.savepoint_conn
+        if conn is None:
+            return None
+        if tdb.extra.get("intact") is False:
+            self._drop_mysql_worker_database()  # the next test gets a fresh one
+            return (
+                "transaction isolation did not hold: a statement committed the test's transaction implicitly "
+                "(DDL, or another statement that ends a transaction in MySQL/MariaDB, e.g. inside a stored "
+                "procedure), so writes made before it were committed. The worker's database was rebuilt. Use "
+                "@pytest.mark.isolation('database') for this test."
+            )
+        if conn.refused and not failed:
+            return (
+                f"transaction isolation refused {', '.join(map(repr, conn.refused))}: the statement would have "
+                "committed the test's transaction (the error was raised and swallowed). Use "
+                "@pytest.mark.isolation('database') for tests that run DDL."
+            )
+        return None
+
+    def warn_url(self, item: pytest.Item, tdb: IsolatedDatabase[Any, Any, Any], fixture: str, use: str) -> None:
+        """Warn once per engine that a URL's connections escape transaction isolation."""
+        if tdb.isolation == "transaction" and fixture not in self._url_warned:
+            self._url_warned.add(fixture)
+            warn_at_test(
+                item,
+                f"{fixture} in transaction isolation: connections you open from this URL are NOT rolled back; "
+                f"use {use}, or database isolation",
+            )
+
+    def _drop_mysql_worker_database(self) -> None:
+        from testlane.databases.mariadb.template import drop_database
+
+        name, self._mysql_worker_db = self._mysql_worker_db, None
+        if name is not None:
+            with contextlib.closing(self.mysql_server.connect()) as admin:
+                drop_database(admin, name)
 
     def close(self) -> None:
-        """Close connections and pools; on a shared server drop this process's databases (idempotent)."""
+        """Close connections and pools; drop this process's databases: on a shared Postgres server, and
+        MariaDB's always (idempotent)."""
         conns, self._savepoint_conns = self._savepoint_conns, {}
         engines, self._engines = self._engines, {}
         pools, self._pools = self._pools, {}
+        mysql_pool, self._mysql_pool = self._mysql_pool, None
         worker_dbs, self._worker_dbs = self._worker_dbs, {}
         coordinator, self._redis_coordinator = self._redis_coordinator, None
         for conn in conns.values():
@@ -353,6 +476,13 @@ class DatabaseManager:
             with contextlib.suppress(Exception), self.server.connect() as admin:
                 for name in worker_dbs.values():
                     drop_database(admin, name)
+        if mysql_pool is not None:
+            mysql_pool.close()
+        if self._mysql_worker_db is not None:
+            try:
+                self._drop_mysql_worker_database()
+            except Exception as exc:
+                log.warning("could not drop the MariaDB worker database: %s", exc)
         if coordinator is not None:
             with contextlib.suppress(Exception):
                 coordinator.close()
@@ -420,11 +550,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             ("testlane", f"database kept for inspection ({tdb.isolation} mode): {redact_url(tdb.url)}")
         )
     if report.when == "teardown" and tdb.kept:
-        setattr(report, KEPT_ATTR, {"command": _psql_command(tdb), "password_in": _password_file(tdb)})
+        setattr(report, KEPT_ATTR, {"command": _client_command(tdb), "password_in": _password_file(tdb)})
     return report  # type: ignore[return-value]
 
 
-def _password_file(tdb: TestDatabase) -> str | None:
+def _password_file(tdb: IsolatedDatabase[Any, Any, Any]) -> str | None:
     """Where the password of a kept database's server is, when the ``psql`` command needs one."""
     server = tdb.server
     if not server.instance.socket and server.instance.password and server.registry is not None:
@@ -432,13 +562,17 @@ def _password_file(tdb: TestDatabase) -> str | None:
     return None
 
 
-def _psql_command(tdb: TestDatabase) -> str:
-    """A ``psql`` command that opens a kept database and prints no password.
+def _client_command(tdb: IsolatedDatabase[Any, Any, Any]) -> str:
+    """A ``psql`` (``mysql``) command that opens a kept database and prints no password.
 
     A server testlane started is reached over its private Unix socket (its directory is open to the
     invoking user only; the socket needs no password), so the command works as printed. An existing or
-    container server is shown by its URL with the password masked; the summary says where it is.
+    container server is shown by its URL with the password masked; the summary says where it is. ``mysql``
+    asks for the password (``--password`` without a value).
     """
+    if not isinstance(tdb, TestDatabase):
+        server = tdb.server
+        return f"mysql --host={server.host} --port={server.port} --user={server.user} --password {tdb.name}"
     inst = tdb.server.instance
     if inst.socket:
         return f"psql 'host={inst.socket} port={inst.port} user={inst.user or 'postgres'} dbname={tdb.name}'"
@@ -484,62 +618,47 @@ def _manager(request: pytest.FixtureRequest) -> DatabaseManager:
 def pg_database(request: pytest.FixtureRequest) -> Iterator[TestDatabase]:
     """The test's own database (see docs/isolation.md for the three isolation modes)."""
     __tracebackhide__ = True
-    from testlane.services.driver_errors import driver_errors
-
     nodeid = request.node.nodeid
-    cm = _manager(request).database_for(request)
-    try:
-        with driver_errors(f"{nodeid}: preparing its database"):
-            tdb = cm.__enter__()
-    except TestlaneError as exc:
-        fail_test(exc)
-    yield tdb  # the test runs here: its own driver errors are its own, never translated
-    try:
-        with driver_errors(f"{nodeid}: cleaning up its database {tdb.name}"):
-            cm.__exit__(None, None, None)
-    except TestlaneError as exc:
-        fail_test(exc)
+    tdb = yield from around_test(
+        lambda: _manager(request).database_for(request.node),
+        setup=f"{nodeid}: preparing its database",
+        teardown=lambda db: f"{nodeid}: cleaning up its database {db.name}",
+    )
     escape = tdb.extra.pop("escaped", None)
     if escape is not None:
         from testlane.databases.transaction import Escape
 
         assert isinstance(escape, Escape), escape
         if escape.proven:
-            pytest.fail(f"{request.node.nodeid}: {escape.message(tdb.name)}", pytrace=False)
-        warn_at_test(request.node, f"{request.node.nodeid}: {escape.message(tdb.name)}")
+            pytest.fail(f"{nodeid}: {escape.message(tdb.name)}", pytrace=False)
+        warn_at_test(request.node, f"{nodeid}: {escape.message(tdb.name)}")
 
 
 @pytest.fixture
 def pg_url(pg_database: TestDatabase, request: pytest.FixtureRequest) -> str:
     """The test database's URL (``postgresql://...``; in schema mode with the schema on the search path)."""
-    if pg_database.isolation == "transaction":
-        manager = _manager(request)
-        if not manager._transaction_url_warned:
-            manager._transaction_url_warned = True
-            warn_at_test(
-                request.node,
-                "pg_url in transaction isolation: connections you open from this URL are NOT rolled back; "
-                "use pg_conn or db_session, or database isolation",
-            )
+    _manager(request).warn_url(request.node, pg_database, "pg_url", "pg_conn or db_session")
     return pg_database.url
 
 
+def connection_fixture(request: pytest.FixtureRequest, fixture: str, tdb: DbT) -> Generator[Any, None, object]:
+    """The body of ``pg_conn`` and ``mysql_conn``: the test database's connection, opened and closed (or
+    handed back) as testlane's own work (:func:`~testlane.pytest_plugin.boundary.around_test`)."""
+    __tracebackhide__ = True
+    from testlane.databases.isolation import connection
+
+    nodeid = request.node.nodeid
+    return around_test(
+        lambda: connection(tdb),  # type: ignore[call-overload]
+        setup=f"{nodeid}: connecting {fixture} to {tdb.name}",
+        teardown=lambda _: f"{nodeid}: closing {fixture}",
+    )
+
+
 @pytest.fixture
-def pg_conn(pg_database: TestDatabase) -> Iterator[psycopg.Connection]:
+def pg_conn(pg_database: TestDatabase, request: pytest.FixtureRequest) -> Iterator[psycopg.Connection]:
     """A psycopg connection to the test database (autocommit off)."""
-    if pg_database.savepoint_conn is not None:
-        yield pg_database.savepoint_conn
-        return
-    lease = pg_database.lease
-    pooled = lease.take_connection() if lease is not None else None
-    conn = pooled or pg_database.connect()
-    try:
-        yield conn
-    finally:
-        if pooled is not None and lease is not None and not conn.closed:
-            lease.conn = conn  # the pool resets it along with the database
-        else:
-            conn.close()
+    yield from connection_fixture(request, "pg_conn", pg_database)
 
 
 @pytest.fixture
@@ -671,47 +790,46 @@ else:  # pragma: no cover
     aredis_client = _needs_asyncio("aredis_client")
 
 
+@contextlib.contextmanager
+def _redis_lease(request: pytest.FixtureRequest) -> Iterator[RedisLease]:
+    from testlane.databases.guard import require_integration_lane
+    from testlane.databases.redis_isolation import lease_database
+
+    nodeid = request.node.nodeid
+    require_integration_lane(f"{nodeid} (fixture redis_db)", env=RunEnv.current())
+    manager = _manager(request)
+    server = manager.plugin.server("valkey")
+    lease = lease_database(
+        manager.redis_coordinator(), server.host, server.port, password=server.instance.password, owner=nodeid
+    )
+    try:
+        yield lease
+    finally:
+        lease.release()
+
+
 @pytest.fixture
 def redis_db(request: pytest.FixtureRequest) -> Iterator[RedisLease]:
     """The test's own logical Valkey/Redis database, flushed before and after."""
-    from testlane.databases.guard import require_integration_lane
-    from testlane.databases.redis_isolation import lease_database
-    from testlane.services.driver_errors import driver_errors
-
     __tracebackhide__ = True
     nodeid = request.node.nodeid
-    try:
-        require_integration_lane(f"{nodeid} (fixture redis_db)", env=RunEnv.current())
-        manager = _manager(request)
-        server = manager.plugin.server("valkey")
-        with driver_errors(f"{nodeid}: leasing a Valkey/Redis database"):
-            lease = lease_database(
-                manager.redis_coordinator(),
-                server.host,
-                server.port,
-                password=server.instance.password,
-                owner=nodeid,
-            )
-    except TestlaneError as exc:
-        fail_test(exc)
-    try:
-        yield lease  # the test runs here: its own driver errors are its own, never translated
-    finally:
-        try:
-            with driver_errors(f"{nodeid}: flushing and returning its Valkey/Redis database {lease.db}"):
-                lease.release()
-        except TestlaneError as exc:
-            fail_test(exc)
+    yield from around_test(
+        lambda: _redis_lease(request),
+        setup=f"{nodeid}: leasing a Valkey/Redis database",
+        teardown=lambda lease: f"{nodeid}: flushing and returning its Valkey/Redis database {lease.db}",
+    )
 
 
 @pytest.fixture
-def redis_client(redis_db: RedisLease) -> Iterator[redis.Redis]:
+def redis_client(redis_db: RedisLease, request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
     """A redis-py client on the test's own logical database."""
-    client = redis_db.client()
-    try:
-        yield client
-    finally:
-        client.close()
+    __tracebackhide__ = True
+    nodeid = request.node.nodeid
+    yield from around_test(
+        lambda: contextlib.closing(redis_db.client()),
+        setup=f"{nodeid}: connecting redis_client",
+        teardown=lambda _: f"{nodeid}: closing redis_client",
+    )
 
 
 @pytest.fixture

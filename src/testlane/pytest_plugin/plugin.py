@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
-import warnings
-from typing import TYPE_CHECKING, Any, Literal, NoReturn, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import pytest
 
@@ -22,6 +21,7 @@ from testlane.core.config import Settings, load_settings, parse_set_options
 from testlane.core.errors import ConfigError, TestlaneError
 from testlane.core.runenv import RunEnv, restore
 from testlane.core.runtime import new_run_id
+from testlane.pytest_plugin.boundary import fail_test
 from testlane.pytest_plugin.optin import NotOptedIn, it_env_on, opted_in, record_options
 
 if TYPE_CHECKING:
@@ -32,34 +32,9 @@ if TYPE_CHECKING:
     from testlane.services.postgres import PostgresServer
     from testlane.services.valkey import ValkeyServer
 
-__all__ = ["FEATURES", "TestlanePlugin", "fail_test", "plugin_of", "settings_for", "warn_at_test"]
+__all__ = ["FEATURES", "TestlanePlugin", "plugin_of", "settings_for"]
 
 PLUGIN_NAME = "testlane-session"
-
-
-def fail_test(error: TestlaneError | str, prefix: str = "") -> NoReturn:
-    """Fail the current test with ``prefix`` + ``error``'s message alone: no traceback (a user's mistake,
-    not a bug), and no chained "During handling of the above exception" when called in an ``except`` block
-    (``pytest.fail`` there would print the caught error first, then the same text again).
-
-    A :class:`TestlaneError` stays reachable as the failure's ``__context__`` (suppressed, so pytest does
-    not print it): the reports read its root cause (``error.cause``, ``error.origin``) instead of guessing
-    from the text.
-    """
-    __tracebackhide__ = True
-    failed = pytest.fail.Exception(f"{prefix}{error}", pytrace=False)
-    if isinstance(error, BaseException):
-        failed.__context__ = error
-    failed.__suppress_context__ = True  # what ``raise ... from None`` does: the context is never printed
-    raise failed
-
-
-def warn_at_test(item: pytest.Item, message: str) -> None:
-    """A ``UserWarning`` about ``item``, located at the test's own definition: from a fixture or a hook,
-    ``warnings.warn`` points at pytest's or testlane's code (``_pytest/fixtures.py:1074``), which tells the
-    user nothing about which of their tests to look at."""
-    _, lineno, _ = item.reportinfo()
-    warnings.warn_explicit(message, UserWarning, str(item.path), (lineno or 0) + 1)
 
 
 # Feature modules, registered only for a project that opted in: each owns its hooks, fixtures and markers.

@@ -55,9 +55,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("seam") is None or "pg_database" not in getattr(item, "fixturenames", ()):
         return
+    from testlane.core.errors import TestlaneError
+    from testlane.pytest_plugin.boundary import fail_test
     from testlane.pytest_plugin.plugin import plugin_of
 
-    if plugin_of(item.config).databases.isolation_for(item) == "transaction":
+    try:
+        mode = plugin_of(item.config).databases.isolation_for(item)
+    except TestlaneError as exc:  # an unknown mode: the same one message pg_database gives
+        fail_test(exc)
+    if mode == "transaction":
         pytest.fail(
             f"{item.nodeid} is a seam test but its database uses transaction isolation, which gives the test "
             "one connection: its racers could not run concurrently. Mark it "

@@ -83,7 +83,7 @@ def _is_testlanes(excinfo: Any) -> bool:
 
 def testlane_cause(value: BaseException | None) -> TestlaneError | None:
     """The testlane error with a root cause behind ``value``: itself, or one it was raised from or
-    while handling (the plugin fails a test with ``pytest.fail`` over the error: see ``fail_test``)."""
+    while handling (the plugin fails a test with ``pytest.fail`` over the error: see ``boundary.fail_test``)."""
     seen: set[int] = set()
     while value is not None and id(value) not in seen:
         seen.add(id(value))
