@@ -30,6 +30,7 @@ from testlane.databases.guard import require_integration_lane, resolve_mariadb, 
 from testlane.databases.leftovers import mark_owner
 from testlane.databases.naming import require_testlane_database, worker_database_name, worker_id
 from testlane.databases.pool import ClonePool
+from testlane.databases.postgres_engine import PostgresDatabaseEngine, PostgresPool
 from testlane.databases.redis_isolation import RedisLease, lease_database
 from testlane.databases.schema import SchemaDatabase
 from testlane.databases.template import TemplateSpec, drop_database, ensure_template
@@ -102,7 +103,9 @@ def database(
     server = _prepare(target, "testlane.db.database()", allow, allow_unmanaged)
     with driver_errors("testlane.db.database(): preparing a database"):
         name = ensure_template(server, spec(settings, migrations=migrations, seed=seed, extensions=extensions))
-        clones = ClonePool(server, name, run_id=_run_id(server), worker=worker_id(), size=0, preconnect=False)
+        clones = ClonePool(
+            PostgresDatabaseEngine(server, preconnect=False), name, run_id=_run_id(server), worker=worker_id(), size=0
+        )
         lease = clones.acquire()  # an empty pool clones on demand
     try:
         yield TestDatabase(lease.name, lease.url, server)  # the caller's errors pass through untranslated
@@ -125,12 +128,18 @@ def pool(
     settings: Settings | None = None,
     allow: bool = False,
     allow_unmanaged: bool = False,
-) -> Iterator[ClonePool]:
+) -> Iterator[PostgresPool]:
     """A started :class:`ClonePool` of the migrated template (``acquire()``/``release()``)."""
     server = _prepare(target, "testlane.db.pool()", allow, allow_unmanaged)
     name = ensure_template(server, spec(settings, migrations=migrations, seed=seed, extensions=extensions))
     clones = ClonePool(
-        server, name, run_id=_run_id(server), worker=worker_id(), size=size, workers=workers, drop_at_close=True
+        PostgresDatabaseEngine(server),
+        name,
+        run_id=_run_id(server),
+        worker=worker_id(),
+        size=size,
+        workers=workers,
+        drop_at_close=True,
     ).start()
     try:
         yield clones
@@ -242,7 +251,7 @@ def mysql_database(
     allow_unmanaged: bool = False,
 ) -> Iterator[MysqlTestDatabase]:
     """A private clone of the migrated MariaDB/MySQL template, dropped when the block ends."""
-    from testlane.databases.mariadb.pool import MysqlClonePool
+    from testlane.databases.mariadb.engine import MariaDbDatabaseEngine
     from testlane.databases.mariadb.template import ensure_template as ensure_mysql_template
     from testlane.databases.mariadb.template import spec_from_settings
     from testlane.databases.mariadb.testdb import MysqlTestDatabase
@@ -251,7 +260,9 @@ def mysql_database(
     server = resolve_mariadb(target, allow_unmanaged=allow_unmanaged)
     with driver_errors("testlane.db.mysql_database(): preparing a database"):
         name = ensure_mysql_template(server, spec_from_settings(settings or load_settings(), migrations))
-        clones = MysqlClonePool(server, name, run_id=_run_id(server), worker=worker_id(), size=0)
+        clones = ClonePool(
+            MariaDbDatabaseEngine(server), name, run_id=_run_id(server), worker=worker_id(), size=0, drop_at_close=True
+        )
         lease = clones.acquire()  # an empty pool clones on demand
     try:
         yield MysqlTestDatabase(lease.name, lease.url, server, lease=lease)  # the caller's errors pass through

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
     from sqlalchemy.orm import Session
 
-    from testlane.databases.pool import ClonePool
+    from testlane.databases.postgres_engine import PostgresPool
     from testlane.databases.redis_isolation import RedisLease
     from testlane.databases.template import TemplateSpec
     from testlane.databases.transaction import Escape, SavepointConnection, Sequences
@@ -65,7 +65,7 @@ class DatabaseManager:
         self._specs: dict[Any, TemplateSpec] = {}
         self._templates: dict[int, str] = {}
         self._template_errors: dict[int, TestlaneError] = {}
-        self._pools: dict[str, ClonePool] = {}
+        self._pools: dict[str, PostgresPool] = {}
         self._worker_dbs: dict[str, str] = {}
         self._savepoint_conns: dict[str, SavepointConnection] = {}
         self._sequences: dict[str, Sequences] = {}  # worker database -> its template's sequence state
@@ -134,25 +134,24 @@ class DatabaseManager:
         """True when the server outlives the run (an existing server): then we drop what we made."""
         return bool(self.server.instance.backend == "url")
 
-    def pool_for(self, spec: TemplateSpec) -> ClonePool:
+    def pool_for(self, spec: TemplateSpec) -> PostgresPool:
         import os
 
         from testlane.databases.naming import worker_id
         from testlane.databases.pool import ClonePool
+        from testlane.databases.postgres_engine import PostgresDatabaseEngine
 
         template = self.template_for(spec)
         if template not in self._pools:
             db = self.settings.db
             workers = db.pool_workers or (1 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1 else 2)
             self._pools[template] = ClonePool(
-                self.server,
+                PostgresDatabaseEngine(self.server, strategy=db.clone_strategy, reuse=db.reuse),
                 template,
                 run_id=self.run_id,
                 worker=worker_id(),
                 size=db.pool_size,
                 workers=workers,
-                strategy=db.clone_strategy,
-                reuse=db.reuse,
                 drop_at_close=self.shared_server,
                 drop_backlog=db.drop_backlog,
             ).start()
@@ -229,7 +228,7 @@ class DatabaseManager:
         """Wait until only our own connections serve ``name`` (their statistics are final only then)."""
         import time
 
-        from testlane.databases.pool import SETTLE_TIMEOUT
+        from testlane.databases.postgres_engine import SETTLE_TIMEOUT
         from testlane.databases.reset import backends_serving, can_scan_processes
 
         local = can_scan_processes() and self.server.instance.backend in ("embedded", "local")
@@ -533,15 +532,13 @@ def pg_conn(pg_database: TestDatabase) -> Iterator[psycopg.Connection]:
         yield pg_database.savepoint_conn
         return
     lease = pg_database.lease
-    pooled = lease.take_connection() if lease is not None else None
-    conn = pooled or pg_database.connect()
-    try:
+    # The lease's connection is handed back to the pool, which resets it along with the database.
+    with (
+        lease.connection(pg_database.connect)
+        if lease is not None
+        else contextlib.closing(pg_database.connect()) as conn
+    ):
         yield conn
-    finally:
-        if pooled is not None and lease is not None and not conn.closed:
-            lease.conn = conn  # the pool resets it along with the database
-        else:
-            conn.close()
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from testlane.services.driver_errors import driver_errors
 if TYPE_CHECKING:
     import pymysql.connections
 
-    from testlane.databases.mariadb.pool import MysqlClonePool
+    from testlane.databases.mariadb.engine import MariaDbPool
     from testlane.databases.mariadb.testdb import MysqlTestDatabase
     from testlane.pytest_plugin.plugin import TestlanePlugin
     from testlane.services.mariadb import MariaDbServer
@@ -49,7 +49,7 @@ class MariaDbManager:
         self._server: MariaDbServer | None = None
         self._template: str | None = None
         self._template_error: TestlaneError | None = None
-        self._pool: MysqlClonePool | None = None
+        self._pool: MariaDbPool | None = None
         self._worker_db: str | None = None
         self._url_warned = False
 
@@ -92,30 +92,33 @@ class MariaDbManager:
                 raise
         return self._template
 
-    def pool(self) -> MysqlClonePool:
-        from testlane.databases.mariadb.pool import MysqlClonePool
+    def pool(self) -> MariaDbPool:
+        from testlane.databases.mariadb.engine import MariaDbDatabaseEngine
         from testlane.databases.naming import worker_id
+        from testlane.databases.pool import ClonePool
 
         if self._pool is None:
-            self._pool = MysqlClonePool(
-                self.server,
+            self._pool = ClonePool(
+                MariaDbDatabaseEngine(self.server),
                 self.template(),
                 run_id=self.run_id,
                 worker=worker_id(),
                 size=self.settings.mariadb.pool_size,
+                workers=1,
+                drop_at_close=True,
             ).start()
         return self._pool
 
     def worker_database(self) -> str:
         """The worker's migrated database for transaction isolation (a clone of the template)."""
-        from testlane.databases.mariadb.pool import admin_connection, owner_comment_for
+        from testlane.databases.mariadb.engine import admin_connection
         from testlane.databases.naming import worker_database_name, worker_id
 
         if self._worker_db is None:
             pool = self.pool()
             name = worker_database_name(self.run_id, worker_id(), "mt")
             with contextlib.closing(admin_connection(self.server)) as admin:
-                pool.script(admin).run(admin, name, owner_comment_for(self.server))
+                pool.engine.create(admin, pool.template, name)
             self._worker_db = name
         return self._worker_db
 
