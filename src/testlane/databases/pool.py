@@ -287,7 +287,7 @@ class ClonePool(Generic[ConnT, AdminT]):
                         lease = self.engine.clone(admin, self.template, self._next_name())
                     else:
                         self.engine.drop(admin, item)
-                except BaseException as exc:
+                except BaseException as exc:  # recorded below: callers then see their own error
                     _close(admin)
                     admin = None  # a failed clone leaves the session's state undefined
                     if item is None:
