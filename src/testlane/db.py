@@ -39,9 +39,10 @@ from testlane.databases.isolation import (
 )
 from testlane.databases.naming import require_testlane_database, worker_database_name
 from testlane.databases.pool import ClonePool
+from testlane.databases.postgres_engine import PostgresDatabaseEngine, PostgresPool
 from testlane.databases.redis_isolation import RedisLease, lease_database
 from testlane.databases.schema import SchemaDatabase
-from testlane.databases.template import TemplateSpec, drop_database, ensure_template
+from testlane.databases.template import TemplateSpec, ensure_template
 from testlane.databases.testdb import TestDatabase
 from testlane.databases.transaction import SavepointConnection
 from testlane.services.driver_errors import driver_errors
@@ -137,22 +138,13 @@ def template(
 @contextlib.contextmanager
 def _private_clone(server: PostgresServer, template_name: str) -> Iterator[TestDatabase]:
     """A clone from a pool of its own (never started: it clones on demand), dropped when the block ends."""
+    engine = PostgresDatabaseEngine(server, preconnect=False)
     clones = ClonePool(
-        server, template_name, run_id=_run_id(server), worker=RunEnv.current().worker, size=0, preconnect=False
+        engine, template_name, run_id=_run_id(server), worker=RunEnv.current().worker, size=0, drop_at_close=True
     )
-    names: list[str] = []
-
-    def drop() -> None:
-        with server.connect() as admin:
-            for name in names:
-                drop_database(admin, name)
-
     with contextlib.ExitStack() as stack:
         stack.callback(clones.close)
-        stack.callback(drop)  # after the release, before the pool closes
-        db = stack.enter_context(DatabaseIsolation(clones))
-        names.append(db.name)
-        yield db
+        yield stack.enter_context(DatabaseIsolation(clones, server))  # released (not started: dropped now), then closed
 
 
 @contextlib.contextmanager
@@ -195,14 +187,14 @@ def pool(
     settings: Settings | None = None,
     allow: bool = False,
     allow_unmanaged: bool = False,
-) -> Iterator[ClonePool]:
+) -> Iterator[PostgresPool]:
     """A started :class:`ClonePool` of the migrated template (``acquire()``/``release()``)."""
     server = _prepare(target, "testlane.db.pool()", allow, allow_unmanaged)
     template_spec = spec(settings, migrations=migrations, seed=seed, extensions=extensions)
     with driver_errors("testlane.db.pool(): building the template"):
         name = ensure_template(server, template_spec)
     clones = ClonePool(
-        server,
+        PostgresDatabaseEngine(server),
         name,
         run_id=_run_id(server),
         worker=RunEnv.current().worker,
@@ -320,15 +312,16 @@ def _private_mysql_clone(
     server: MariaDbServer, migrations: str | None, settings: Settings | None
 ) -> Iterator[MysqlTestDatabase]:
     """A MariaDB clone from a pool of its own (never started: it clones on demand, drops on release)."""
-    from testlane.databases.mariadb.pool import MysqlClonePool
+    from testlane.databases.mariadb.engine import MariaDbDatabaseEngine
     from testlane.databases.mariadb.template import ensure_template as ensure_mysql_template
     from testlane.databases.mariadb.template import spec_from_settings
 
     name = ensure_mysql_template(server, spec_from_settings(settings or load_settings(), migrations))
-    clones = MysqlClonePool(server, name, run_id=_run_id(server), worker=RunEnv.current().worker, size=0)
+    engine = MariaDbDatabaseEngine(server)
+    clones = ClonePool(engine, name, run_id=_run_id(server), worker=RunEnv.current().worker, size=0, drop_at_close=True)
     with contextlib.ExitStack() as stack:
         stack.callback(clones.close)
-        yield stack.enter_context(MysqlDatabaseIsolation(clones))
+        yield stack.enter_context(MysqlDatabaseIsolation(clones, server))
 
 
 @contextlib.contextmanager

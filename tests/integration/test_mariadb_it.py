@@ -25,7 +25,7 @@ from testlane.core.runtime import RunContext, is_root, new_run_id
 from testlane.databases.guard import current_lane
 from testlane.databases.leftovers import find_mysql_leftovers
 from testlane.databases.mariadb import template as template_module
-from testlane.databases.mariadb.pool import MysqlClonePool, admin_connection
+from testlane.databases.mariadb.engine import MariaDbDatabaseEngine, admin_connection
 from testlane.databases.mariadb.template import (
     READY_COMMENT,
     READY_TABLE,
@@ -37,6 +37,7 @@ from testlane.databases.mariadb.template import (
 )
 from testlane.databases.mariadb.transaction import ImplicitCommitError, MysqlSavepointConnection
 from testlane.databases.owner import OwnerRecord, this_host
+from testlane.databases.pool import ClonePool
 from testlane.services.mariadb import MariaDbEngine
 from testlane.services.registry import Registry
 from testlane.services.stack import ServiceStack
@@ -163,7 +164,7 @@ def test_mariadb_start_query_stop(settings_for: Any, data_dir: Path) -> None:
 
 def test_clones_keep_foreign_keys_views_triggers_and_seeded_rows(server: Any, spec: Any, run_id: str) -> None:
     template = ensure_template(server, spec)
-    pool = MysqlClonePool(server, template, run_id=run_id, worker="main", size=0)
+    pool = ClonePool(MariaDbDatabaseEngine(server), template, run_id=run_id, worker="main", size=0, drop_at_close=True)
     lease = pool.acquire()
     try:
         conn = server.connect(lease.name)
@@ -259,7 +260,7 @@ def test_servers_without_schema_comments_mark_templates_with_a_table(
             scalar(admin, "SELECT SCHEMA_COMMENT FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (name,))
             == ""
         )
-        pool = MysqlClonePool(server, name, run_id=run_id, worker="main", size=0)
+        pool = ClonePool(MariaDbDatabaseEngine(server), name, run_id=run_id, worker="main", size=0, drop_at_close=True)
         lease = pool.acquire()
         try:
             tables = "SELECT count(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s"
@@ -280,7 +281,9 @@ def test_servers_without_schema_comments_mark_templates_with_a_table(
 
 def test_an_exhausted_pool_clones_on_demand(server: Any, spec: Any, run_id: str) -> None:
     template = ensure_template(server, spec)
-    pool = MysqlClonePool(server, template, run_id=run_id, worker="main", size=1).start()
+    pool = ClonePool(
+        MariaDbDatabaseEngine(server), template, run_id=run_id, worker="main", size=1, workers=1, drop_at_close=True
+    ).start()
     leases = [pool.acquire() for _ in range(4)]
     try:
         names = [lease.name for lease in leases]
@@ -304,7 +307,7 @@ def test_an_exhausted_pool_clones_on_demand(server: Any, spec: Any, run_id: str)
 
 def test_dropping_ends_connections_left_open(server: Any, spec: Any, run_id: str) -> None:
     template = ensure_template(server, spec)
-    pool = MysqlClonePool(server, template, run_id=run_id, worker="main", size=0)
+    pool = ClonePool(MariaDbDatabaseEngine(server), template, run_id=run_id, worker="main", size=0, drop_at_close=True)
     lease = pool.acquire()
     leaked = server.connect(lease.name, autocommit=False)
     with leaked.cursor() as cur:
@@ -324,7 +327,7 @@ def test_dropping_ends_connections_left_open(server: Any, spec: Any, run_id: str
 
 def test_on_a_shared_server_clones_name_their_owner(server: Any, spec: Any, run_id: str) -> None:
     template = ensure_template(server, spec)
-    pool = MysqlClonePool(server, template, run_id=run_id, worker="main", size=0)
+    pool = ClonePool(MariaDbDatabaseEngine(server), template, run_id=run_id, worker="main", size=0, drop_at_close=True)
     lease = pool.acquire()
     try:
         with contextlib.closing(server.connect()) as admin:
@@ -382,7 +385,7 @@ def test_reap_drops_only_complete_owner_records_of_dead_owners_on_this_host(proj
 
 def test_savepoint_connection_rolls_back_commits_and_refuses_ddl(server: Any, spec: Any, run_id: str) -> None:
     template = ensure_template(server, spec)
-    pool = MysqlClonePool(server, template, run_id=run_id, worker="main", size=0)
+    pool = ClonePool(MariaDbDatabaseEngine(server), template, run_id=run_id, worker="main", size=0, drop_at_close=True)
     lease = pool.acquire()
     try:
         conn = MysqlSavepointConnection(**server.conninfo(lease.name), autocommit=False)

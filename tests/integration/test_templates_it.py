@@ -13,6 +13,7 @@ from testlane.core.errors import ExtensionMissingError, LaneError, MigrationErro
 from testlane.databases.guard import current_lane
 from testlane.databases.migrations import CallableMigrations, MetadataMigrations, SqlFolder
 from testlane.databases.pool import ClonePool
+from testlane.databases.postgres_engine import PostgresDatabaseEngine
 from testlane.databases.template import TemplateSpec, ensure_template, template_state
 
 
@@ -201,7 +202,8 @@ def test_guard_refuses_outside_the_lane_and_foreign_servers(postgres) -> None:
 def test_pool_under_load_degrades_to_on_demand_clones(postgres, tmp_path: Path) -> None:
     spec = sql_spec(tmp_path, ("001.sql", "CREATE TABLE t (id serial PRIMARY KEY);"))
     template = ensure_template(postgres, spec)
-    pool = ClonePool(postgres, template, run_id="0badf00d", worker="load", size=1, workers=1).start()
+    pool = ClonePool(PostgresDatabaseEngine(postgres), template, run_id="0badf00d", worker="load", size=1, workers=1)
+    pool.start()
     got: list[str] = []
     errors: list[BaseException] = []
 
@@ -228,18 +230,27 @@ def test_pool_under_load_degrades_to_on_demand_clones(postgres, tmp_path: Path) 
 def test_pool_connections_come_with_warm_caches_and_reset_databases_stay_exact(postgres, tmp_path: Path) -> None:
     spec = sql_spec(tmp_path, ("001.sql", "CREATE TABLE t (id serial PRIMARY KEY, name text NOT NULL);"))
     template = ensure_template(postgres, spec)
-    pool = ClonePool(postgres, template, run_id="0badf00d", worker="warm", size=1, workers=1, drop_at_close=True)
+    pool = ClonePool(
+        PostgresDatabaseEngine(postgres),
+        template,
+        run_id="0badf00d",
+        worker="warm",
+        size=1,
+        workers=1,
+        drop_at_close=True,
+    )
     # An index's relcache entry shows as a memory context named after it once the backend has opened it.
     loaded = "SELECT count(*) FROM pg_backend_memory_contexts WHERE ident = 't_pkey'"
     held = []
     try:
         pool.start()
         lease = pool.acquire(wait=5.0)
-        conn = lease.take_connection()
-        assert conn is not None and conn.execute(loaded).fetchone() == (1,)  # warmed before the test
-        conn.execute("INSERT INTO t (name) VALUES ('written')")
-        conn.commit()
-        lease.conn = conn
+        assert lease.conn is not None
+        with lease.connection(lambda: pytest.fail("no connection opened ahead")) as conn:
+            assert conn.execute(loaded).fetchone() == (1,)  # warmed before the test
+            conn.execute("INSERT INTO t (name) VALUES ('written')")
+            conn.commit()
+        assert lease.conn is conn  # handed back: the reset reuses it
         pool.release(lease)
         for _ in range(5):  # the fresh clone that refilled the pool may come first
             lease = pool.acquire(wait=5.0)
@@ -247,12 +258,11 @@ def test_pool_connections_come_with_warm_caches_and_reset_databases_stay_exact(p
             if lease.reused:
                 break
         assert lease.reused and pool.stats.reused_truncated == 1, pool.stats
-        conn = lease.take_connection()
-        assert conn is not None
-        assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
-        assert conn.execute("INSERT INTO t (name) VALUES ('again') RETURNING id").fetchone() == (1,)
-        conn.rollback()
-        lease.conn = conn
+        assert lease.conn is not None
+        with lease.connection(lambda: pytest.fail("no connection opened ahead")) as conn:
+            assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
+            assert conn.execute("INSERT INTO t (name) VALUES ('again') RETURNING id").fetchone() == (1,)
+            conn.rollback()
     finally:
         for lease in held:
             pool.release(lease)
@@ -269,7 +279,14 @@ def test_pools_of_one_process_never_name_two_clones_alike(postgres, tmp_path: Pa
             ensure_template(postgres, sql_spec(tmp_path / table, ("001.sql", f"CREATE TABLE {table} (id int);")))
         )
     pools = [
-        ClonePool(postgres, template, run_id="0badf00d", worker="twin", size=0, preconnect=False, drop_at_close=True)
+        ClonePool(
+            PostgresDatabaseEngine(postgres, preconnect=False),
+            template,
+            run_id="0badf00d",
+            worker="twin",
+            size=0,
+            drop_at_close=True,
+        )
         for template in templates
     ]
     leases = []

@@ -11,7 +11,7 @@ from testlane.core.config import load_settings
 from testlane.core.errors import ConfigError
 from testlane.databases.leftovers import classify
 from testlane.databases.mariadb.clone import CloneScript, DbObject, build_body, order_views, strip_definer, unqualify
-from testlane.databases.mariadb.pool import clone_name
+from testlane.databases.mariadb.engine import clone_name
 from testlane.databases.mariadb.sqlfiles import Statement, is_empty_statement, migration_error, split_script
 from testlane.databases.mariadb.template import spec_from_settings
 from testlane.databases.mariadb.testdb import MysqlTestDatabase

@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from testlane.core.errors import ConfigError
 from testlane.databases.testdb import Isolation, TestDatabase
@@ -33,10 +33,10 @@ if TYPE_CHECKING:
     import psycopg
     import pymysql.connections
 
-    from testlane.databases.mariadb.pool import MysqlClonePool
+    from testlane.databases.mariadb.engine import MariaDbPool
     from testlane.databases.mariadb.testdb import MysqlTestDatabase
     from testlane.databases.mariadb.transaction import MysqlSavepointConnection
-    from testlane.databases.pool import ClonePool
+    from testlane.databases.postgres_engine import PostgresPool
     from testlane.databases.schema import SchemaDatabase
     from testlane.databases.transaction import Escape, SavepointConnection
     from testlane.services.mariadb import MariaDbServer
@@ -125,14 +125,17 @@ def _keeps(keep: Callable[[DbT], bool] | None, db: DbT) -> bool:
 class DatabaseIsolation(Isolated[TestDatabase]):
     """``database`` mode (Postgres): a clone from ``pool``, released at the end; kept when ``keep(db)``."""
 
-    def __init__(self, pool: ClonePool, *, keep: Callable[[TestDatabase], bool] | None = None) -> None:
+    def __init__(
+        self, pool: PostgresPool, server: PostgresServer, *, keep: Callable[[TestDatabase], bool] | None = None
+    ) -> None:
         super().__init__()
         self.pool = pool
+        self.server = server
         self.keep = keep
 
     def _open(self, stack: contextlib.ExitStack) -> TestDatabase:
         lease = self.pool.acquire()
-        db = TestDatabase(lease.name, lease.url, self.pool.server, "database", lease=lease)
+        db = TestDatabase(lease.name, lease.url, self.server, "database", lease=lease)
         stack.callback(lambda: self.pool.release(lease, keep=_keeps(self.keep, db)))
         return db
 
@@ -218,21 +221,24 @@ class SchemaIsolation(Isolated[TestDatabase]):
 class MysqlDatabaseIsolation(Isolated["MysqlTestDatabase"]):
     """``database`` mode (MariaDB/MySQL): a clone from ``pool``, given back (dropped) at the end.
 
-    A database ``keep(db)`` keeps is not given back: the pool forgets it (it drops only the clones it
-    still holds), so it outlives the run like a kept Postgres clone.
+    A database ``keep(db)`` keeps is released with ``keep=True``: the pool never drops it, so it outlives
+    the run like a kept Postgres clone.
     """
 
-    def __init__(self, pool: MysqlClonePool, *, keep: Callable[[MysqlTestDatabase], bool] | None = None) -> None:
+    def __init__(
+        self, pool: MariaDbPool, server: MariaDbServer, *, keep: Callable[[MysqlTestDatabase], bool] | None = None
+    ) -> None:
         super().__init__()
         self.pool = pool
+        self.server = server
         self.keep = keep
 
     def _open(self, stack: contextlib.ExitStack) -> MysqlTestDatabase:
         from testlane.databases.mariadb.testdb import MysqlTestDatabase
 
         lease = self.pool.acquire()
-        db = MysqlTestDatabase(lease.name, lease.url, self.pool.server, "database", lease=lease)
-        stack.callback(lambda: None if _keeps(self.keep, db) else self.pool.release(lease))
+        db = MysqlTestDatabase(lease.name, lease.url, self.server, "database", lease=lease)
+        stack.callback(lambda: self.pool.release(lease, keep=_keeps(self.keep, db)))
         return db
 
 
@@ -284,14 +290,14 @@ def _connection(db: TestDatabase | MysqlTestDatabase) -> Iterator[psycopg.Connec
         yield db.savepoint_conn
         return
     lease = db.lease
-    take = getattr(lease, "take_connection", None)  # only Postgres' pool opens connections ahead
-    pooled = take() if take is not None else None
-    conn = pooled or db.connect(autocommit=False)
+    if lease is not None and lease.conn is not None:  # opened ahead by the pool (Postgres, database mode)
+        fallback: Callable[[], Any] = lambda: db.connect(autocommit=False)  # noqa: E731  # the lease's own type
+        with lease.connection(fallback) as pooled:  # handed back for the reset
+            yield pooled
+        return
+    conn = db.connect(autocommit=False)
     try:
         yield conn
     finally:
-        if pooled is not None and not pooled.closed:
-            lease.conn = pooled  # type: ignore[union-attr]  # handed back: the pool resets it with the database
-        else:
-            with contextlib.suppress(Exception):  # a connection the server already closed is fine
-                conn.close()
+        with contextlib.suppress(Exception):  # a connection the server already closed is fine
+            conn.close()

@@ -7,7 +7,7 @@ Every database testlane creates starts with ``tl_``:
 * per-worker databases (transaction and schema modes): ``tl_<run id>_<worker>_w``;
 * schemas (schema mode): ``tl_s_<run id>_<worker>_<n>``;
 * MariaDB/MySQL clones: ``tl_<run id>_<worker>_m<n>``, the per-worker database ``tl_<run id>_<worker>_mt``
-  (see :mod:`testlane.databases.mariadb.pool`).
+  (see :mod:`testlane.databases.mariadb.engine`).
 
 The run id in clone names lets a shared server (the ``url`` backend) tell runs apart, and lets
 the reaper remove a dead run's leftovers by prefix.

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 if TYPE_CHECKING:
     import psycopg
 
-    # Lease, SavepointConnection, PostgresServer: named (as strings) in TestDatabase's base class, which
+    # PostgresLease, SavepointConnection, PostgresServer: named (as strings) in TestDatabase's base class, which
     # ruff does not read as type expressions.
-    from testlane.databases.pool import Lease  # noqa: F401
+    from testlane.databases.postgres_engine import PostgresLease  # noqa: F401
     from testlane.databases.schema import SchemaDatabase
     from testlane.databases.transaction import SavepointConnection  # noqa: F401
     from testlane.services.postgres import PostgresServer  # noqa: F401
@@ -48,7 +48,7 @@ class IsolatedDatabase(Generic[ServerT, LeaseT, SavepointT]):
 
 
 @dataclass
-class TestDatabase(IsolatedDatabase["PostgresServer", "Lease", "SavepointConnection"]):
+class TestDatabase(IsolatedDatabase["PostgresServer", "PostgresLease", "SavepointConnection"]):
     """A Postgres database testlane created for a test: its ``name``, ``url``, isolation mode, ``connect()``.
 
     In ``schema`` mode ``schema`` is the :class:`~testlane.databases.schema.SchemaDatabase` and URLs

@@ -42,9 +42,9 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from testlane.databases.isolation import Isolated
-    from testlane.databases.mariadb.pool import MysqlClonePool
+    from testlane.databases.mariadb.engine import MariaDbPool
     from testlane.databases.mariadb.testdb import MysqlTestDatabase
-    from testlane.databases.pool import ClonePool
+    from testlane.databases.postgres_engine import PostgresPool
     from testlane.databases.redis_isolation import RedisLease
     from testlane.databases.template import TemplateSpec
     from testlane.databases.transaction import Escape, SavepointConnection, Sequences
@@ -83,8 +83,8 @@ class DatabaseManager:
         self._mysql_spec: TemplateSpec | None = None
         self._templates: dict[tuple[str, int], str] = {}  # (engine, spec id) -> template
         self._template_errors: dict[tuple[str, int], TestlaneError] = {}
-        self._pools: dict[str, ClonePool] = {}
-        self._mysql_pool: MysqlClonePool | None = None
+        self._pools: dict[str, PostgresPool] = {}
+        self._mysql_pool: MariaDbPool | None = None
         self._worker_dbs: dict[str, str] = {}
         self._mysql_worker_db: str | None = None
         self._savepoint_conns: dict[str, SavepointConnection] = {}
@@ -176,38 +176,39 @@ class DatabaseManager:
         """True when the server outlives the run (an existing server): then we drop what we made."""
         return bool(self.server.instance.backend == "url")
 
-    def pool_for(self, spec: TemplateSpec) -> ClonePool:
-
+    def pool_for(self, spec: TemplateSpec) -> PostgresPool:
         from testlane.databases.pool import ClonePool
+        from testlane.databases.postgres_engine import PostgresDatabaseEngine
 
         template = self.template_for(spec)
         if template not in self._pools:
             db = self.settings.db
             workers = db.pool_workers or (1 if RunEnv.current().workers > 1 else 2)
             self._pools[template] = ClonePool(
-                self.server,
+                PostgresDatabaseEngine(self.server, strategy=db.clone_strategy, reuse=db.reuse),
                 template,
                 run_id=self.run_id,
                 worker=RunEnv.current().worker,
                 size=db.pool_size,
                 workers=workers,
-                strategy=db.clone_strategy,
-                reuse=db.reuse,
                 drop_at_close=self.shared_server,
                 drop_backlog=db.drop_backlog,
             ).start()
         return self._pools[template]
 
-    def mysql_pool(self) -> MysqlClonePool:
-        from testlane.databases.mariadb.pool import MysqlClonePool
+    def mysql_pool(self) -> MariaDbPool:
+        from testlane.databases.mariadb.engine import MariaDbDatabaseEngine
+        from testlane.databases.pool import ClonePool
 
         if self._mysql_pool is None:
-            self._mysql_pool = MysqlClonePool(
-                self.mysql_server,
+            self._mysql_pool = ClonePool(
+                MariaDbDatabaseEngine(self.mysql_server),
                 self.mysql_template(),
                 run_id=self.run_id,
                 worker=RunEnv.current().worker,
                 size=self.settings.mariadb.pool_size,
+                workers=1,
+                drop_at_close=True,
             ).start()
         return self._mysql_pool
 
@@ -227,14 +228,14 @@ class DatabaseManager:
 
     def mysql_worker_database(self) -> str:
         """The worker's migrated MariaDB/MySQL database for transaction isolation (a clone of the template)."""
-        from testlane.databases.mariadb.pool import admin_connection, owner_comment_for
+        from testlane.databases.mariadb.engine import admin_connection
         from testlane.databases.naming import worker_database_name
 
         if self._mysql_worker_db is None:
             pool = self.mysql_pool()
             name = worker_database_name(self.run_id, RunEnv.current().worker, "mt")
             with contextlib.closing(admin_connection(self.mysql_server)) as admin:
-                pool.script(admin).run(admin, name, owner_comment_for(self.mysql_server))
+                pool.engine.create(admin, pool.template, name)
             self._mysql_worker_db = name
         return self._mysql_worker_db
 
@@ -295,7 +296,7 @@ class DatabaseManager:
         """
         import time
 
-        from testlane.databases.pool import SETTLE_TIMEOUT
+        from testlane.databases.postgres_engine import SETTLE_TIMEOUT
         from testlane.databases.reset import backends_serving, can_scan_processes
 
         local = can_scan_processes() and self.server.instance.backend in ("embedded", "local")
@@ -384,7 +385,7 @@ class DatabaseManager:
         spec = self.spec_for(item)
         isolation: Isolated[TestDatabase]
         if mode == "database":
-            isolation = DatabaseIsolation(self.pool_for(spec), keep=self._keeper(item))
+            isolation = DatabaseIsolation(self.pool_for(spec), self.server, keep=self._keeper(item))
         elif mode == "transaction":
             name = self.worker_database(spec, "t")
             isolation = TransactionIsolation(
@@ -409,7 +410,7 @@ class DatabaseManager:
         require_integration_lane(f"{item.nodeid} (fixture mysql_database)", env=RunEnv.current())
         isolation: Isolated[MysqlTestDatabase]
         if self.isolation_for(item, "mariadb") == "database":
-            isolation = MysqlDatabaseIsolation(self.mysql_pool(), keep=self._keeper(item))
+            isolation = MysqlDatabaseIsolation(self.mysql_pool(), self.mysql_server, keep=self._keeper(item))
         else:
             isolation = MysqlTransactionIsolation(self.mysql_server, self.mysql_worker_database())
         return self._isolated(item, isolation)

@@ -6,7 +6,8 @@
   ``GET_LOCK`` named lock and marked ready only after every file succeeded;
 * :mod:`.clone` — cloning the template (MySQL has no ``CREATE DATABASE ... TEMPLATE``): its DDL read
   once, replayed into each clone in one multi-statement round trip, rows copied only where there are any;
-* :mod:`.pool` — clones made ahead by a background thread, used ones dropped in the background;
+* :mod:`.engine` — the :class:`~testlane.databases.engine.DatabaseEngine` the shared
+  :class:`~testlane.databases.pool.ClonePool` clones with (ahead, in the background); used clones are dropped;
 * :mod:`.transaction` — a PyMySQL connection whose commits are savepoints of a rolled-back
   transaction, refusing the statements that would commit implicitly;
 * :mod:`.testdb` — :class:`MysqlTestDatabase`, what a test gets.

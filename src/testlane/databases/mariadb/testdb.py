@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     import pymysql.connections
 
     # Named (as strings) in MysqlTestDatabase's base class, which ruff does not read as type expressions.
-    from testlane.databases.mariadb.pool import MysqlLease  # noqa: F401
+    from testlane.databases.mariadb.engine import MariaDbLease  # noqa: F401
     from testlane.databases.mariadb.transaction import MysqlSavepointConnection  # noqa: F401
     from testlane.services.mariadb import MariaDbServer  # noqa: F401
 
@@ -19,7 +19,7 @@ __all__ = ["MysqlTestDatabase"]
 
 
 @dataclass
-class MysqlTestDatabase(IsolatedDatabase["MariaDbServer", "MysqlLease", "MysqlSavepointConnection"]):
+class MysqlTestDatabase(IsolatedDatabase["MariaDbServer", "MariaDbLease", "MysqlSavepointConnection"]):
     """A MariaDB/MySQL database testlane created for a test: ``name``, ``url`` (``mysql://...``),
     ``isolation``, ``connect()`` (PyMySQL, autocommit off by default), ``sqlalchemy_url()``.
 
