@@ -139,7 +139,7 @@ def template(
 def _private_clone(server: PostgresServer, template_name: str) -> Iterator[TestDatabase]:
     """A clone from a pool of its own (never started: it clones on demand), dropped when the block ends."""
     engine = PostgresDatabaseEngine(server, preconnect=False)
-    clones = ClonePool(
+    clones = PostgresPool(
         engine, template_name, run_id=_run_id(server), worker=RunEnv.current().worker, size=0, drop_at_close=True
     )
     with contextlib.ExitStack() as stack:
@@ -193,7 +193,7 @@ def pool(
     template_spec = spec(settings, migrations=migrations, seed=seed, extensions=extensions)
     with driver_errors("testlane.db.pool(): building the template"):
         name = ensure_template(server, template_spec)
-    clones = ClonePool(
+    clones = PostgresPool(
         PostgresDatabaseEngine(server),
         name,
         run_id=_run_id(server),

@@ -185,7 +185,7 @@ import pymysql.connections
 import redis
 
 from testlane import db, {names}
-from testlane.databases.pool import ClonePool
+from testlane.databases.postgres_engine import PostgresPool
 from testlane.databases.redis_isolation import RedisLease
 from testlane.databases.schema import SchemaDatabase
 from testlane.pytest_plugin.plugin import TestlanePlugin
@@ -219,7 +219,7 @@ def check(
     with db.schema(postgres, seed="seed/") as schema_db:
         assert_type(schema_db, SchemaDatabase)
     with db.pool(postgres, size=2) as clones:
-        assert_type(clones, ClonePool)
+        assert_type(clones, PostgresPool)
     with db.redis(valkey) as lease:
         assert_type(lease, RedisLease)
     with db.mysql_database(mariadb, migrations="sql/") as my_db:

@@ -37,7 +37,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic
+from typing import TYPE_CHECKING, Any, Generic, Self
 
 from testlane.core.waiting import Deadline
 from testlane.databases.engine import AdminT, Closeable, ConnT
@@ -153,7 +153,7 @@ class ClonePool(Generic[ConnT, AdminT]):
         self._caller_lock = threading.Lock()
 
     # -- public ------------------------------------------------------------------------------
-    def start(self) -> ClonePool[ConnT, AdminT]:
+    def start(self) -> Self:
         """Start the workers (a pool never started clones on demand, and drops at once with
         ``drop_at_close``)."""
         if not self._threads:

@@ -71,7 +71,14 @@ $warm$
 SETTLE_TIMEOUT = 2.0  # a released database whose connections stay open longer is dropped, not reset
 
 PostgresLease: TypeAlias = "Lease[psycopg.Connection]"
-PostgresPool: TypeAlias = "ClonePool[psycopg.Connection, psycopg.Connection]"
+
+
+class PostgresPool(ClonePool["psycopg.Connection", "psycopg.Connection"]):
+    """A :class:`ClonePool` over a :class:`PostgresDatabaseEngine` (what ``testlane.db.pool()`` hands out).
+
+    A class, not an alias: a type solved through ``contextmanager`` would otherwise show psycopg's row
+    type parameter to a user's strict type checker as ``Any``.
+    """
 
 
 class PostgresDatabaseEngine:

@@ -177,14 +177,13 @@ class DatabaseManager:
         return bool(self.server.instance.backend == "url")
 
     def pool_for(self, spec: TemplateSpec) -> PostgresPool:
-        from testlane.databases.pool import ClonePool
-        from testlane.databases.postgres_engine import PostgresDatabaseEngine
+        from testlane.databases.postgres_engine import PostgresDatabaseEngine, PostgresPool
 
         template = self.template_for(spec)
         if template not in self._pools:
             db = self.settings.db
             workers = db.pool_workers or (1 if RunEnv.current().workers > 1 else 2)
-            self._pools[template] = ClonePool(
+            self._pools[template] = PostgresPool(
                 PostgresDatabaseEngine(self.server, strategy=db.clone_strategy, reuse=db.reuse),
                 template,
                 run_id=self.run_id,
