@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, Protocol
 
 from testlane.core.config import Settings
@@ -21,7 +20,7 @@ from testlane.core.envmap import DRIVERS, PARTS
 from testlane.core.errors import BinaryNotFoundError
 from testlane.core.runtime import RunContext
 from testlane.core.service_names import ALIASES
-from testlane.services.base import Launch, Progress, Server
+from testlane.services.base import Engine, Progress, Server
 from testlane.services.process_engine import ProcessEngine
 from testlane.services.registry import Registry
 
@@ -71,21 +70,6 @@ class Section(Protocol):
     def url(self) -> str: ...
     @property
     def port(self) -> int: ...
-
-
-class Engine(Protocol):
-    """Starts servers of one service on one backend (a process engine, a container, an existing server)."""
-
-    def launch(
-        self,
-        name: str,
-        *,
-        detached: bool = False,
-        die_with_parent: bool = True,
-        data_source: Path | None = None,
-    ) -> Launch:
-        """A launch of a new instance named ``name`` (prepare → spawn → wait, see :mod:`~testlane.services.base`)."""
-        ...
 
 
 class ServiceKind:
