@@ -63,6 +63,7 @@ MODES: dict[str, tuple[Isolation, ...]] = {
 _ENGINE_NAMES = {"postgres": "PostgreSQL", "mariadb": "MariaDB/MySQL (a MySQL schema is a database)"}
 
 DbT = TypeVar("DbT")
+PoolT = TypeVar("PoolT")
 
 
 def isolation_mode(requested: object, engine: str, where: str) -> Isolation:
@@ -122,13 +123,19 @@ def _keeps(keep: Callable[[DbT], bool] | None, db: DbT) -> bool:
     return keep is not None and keep(db)
 
 
-class DatabaseIsolation(Isolated[TestDatabase]):
-    """``database`` mode (Postgres): a clone from ``pool``, released at the end; kept when ``keep(db)``."""
+class _PooledIsolation(Isolated[DbT], Generic[DbT, PoolT]):
+    """``database`` mode: a clone from ``pool``; ``keep(db)`` (true: keep the clone for inspection) at the end."""
 
-    def __init__(self, pool: ClonePool, *, keep: Callable[[TestDatabase], bool] | None = None) -> None:
+    def __init__(self, pool: PoolT, *, keep: Callable[[DbT], bool] | None = None) -> None:
         super().__init__()
         self.pool = pool
         self.keep = keep
+
+
+class DatabaseIsolation(_PooledIsolation[TestDatabase, "ClonePool"]):
+    """``database`` mode (Postgres): a clone from ``pool``, released at the end; kept when ``keep(db)``."""
+
+    pool: ClonePool
 
     def _open(self, stack: contextlib.ExitStack) -> TestDatabase:
         lease = self.pool.acquire()
@@ -215,17 +222,14 @@ class SchemaIsolation(Isolated[TestDatabase]):
         return db
 
 
-class MysqlDatabaseIsolation(Isolated["MysqlTestDatabase"]):
+class MysqlDatabaseIsolation(_PooledIsolation["MysqlTestDatabase", "MysqlClonePool"]):
     """``database`` mode (MariaDB/MySQL): a clone from ``pool``, given back (dropped) at the end.
 
     A database ``keep(db)`` keeps is not given back: the pool forgets it (it drops only the clones it
     still holds), so it outlives the run like a kept Postgres clone.
     """
 
-    def __init__(self, pool: MysqlClonePool, *, keep: Callable[[MysqlTestDatabase], bool] | None = None) -> None:
-        super().__init__()
-        self.pool = pool
-        self.keep = keep
+    pool: MysqlClonePool
 
     def _open(self, stack: contextlib.ExitStack) -> MysqlTestDatabase:
         from testlane.databases.mariadb.testdb import MysqlTestDatabase
