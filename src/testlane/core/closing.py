@@ -15,7 +15,11 @@ __all__ = ["Closing"]
 
 
 class Closing:
-    """Mixin: ``__enter__`` returns ``self``; ``__exit__`` calls :meth:`close`, which subclasses define."""
+    """Mixin: ``__enter__`` returns ``self``; ``__exit__`` calls :meth:`close`, which subclasses define.
+
+    A subclass that starts something on entering (a live server, a schema) overrides ``__enter__``
+    to start it and return ``self``.
+    """
 
     __slots__ = ()
 
