@@ -74,7 +74,10 @@ class Section(Protocol):
 
 class ServiceKind:
     """One kind of service (see module docstring). Subclasses set the class attributes and override
-    what differs; one instance per kind is registered with :func:`testlane.services.kinds.register`."""
+    what differs; one instance per kind is registered with :func:`testlane.services.kinds.register`.
+
+    The attributes' types are declared here only: a kind assigns values (``default_port = 5432``) and
+    mypy checks them against these declarations."""
 
     name: ClassVar[str]  # the canonical service name, also the settings section and the instances' engine
     display: ClassVar[str]  # for people: "PostgreSQL"
