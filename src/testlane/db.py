@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from os import PathLike
-from typing import TYPE_CHECKING, TypeAlias, TypeVar, cast
+from typing import TYPE_CHECKING, TypeAlias, TypedDict, TypeVar, Unpack, cast
 
 from testlane.core.config import Settings, load_settings
 from testlane.core.runenv import RunEnv
@@ -61,6 +61,8 @@ if TYPE_CHECKING:
 __all__ = [
     "Migration",
     "Migrations",
+    "MysqlOptions",
+    "Options",
     "TestDatabase",
     "database",
     "mysql_database",
@@ -81,6 +83,34 @@ Migrations: TypeAlias = "Migration | Sequence[Migration] | None"
 T = TypeVar("T")
 
 
+class _Guards(TypedDict, total=False):
+    settings: Settings | None
+    allow: bool
+    allow_unmanaged: bool
+
+
+class Options(_Guards, total=False):
+    """The keywords every Postgres helper takes (all optional).
+
+    ``migrations``, ``seed``: the template's migration and seed sources (default: ``[tool.testlane.db]``);
+    ``extensions``: extensions created in it first; ``settings``: default ``load_settings()``;
+    ``allow``: run outside the integration lane (``TESTLANE_IT=1``); ``allow_unmanaged``: accept a
+    server or database testlane did not create.
+    """
+
+    migrations: Migrations
+    seed: Migrations
+    extensions: Sequence[str] | None
+
+
+class MysqlOptions(_Guards, total=False):
+    """The keywords the ``mysql_*`` helpers take (all optional): ``migrations``, a folder of ``.sql``
+    files (default: ``mariadb.migrations``), then ``settings``, ``allow``, ``allow_unmanaged`` as in
+    :class:`Options`."""
+
+    migrations: str | None
+
+
 def spec(
     settings: Settings | None = None,
     *,
@@ -99,9 +129,19 @@ def _run_id(server: Server) -> str:
     return run_id if len(run_id) == 8 else new_run_id()
 
 
-def _prepare(target: PostgresServer | str, what: str, allow: bool, allow_unmanaged: bool) -> PostgresServer:
-    require_integration_lane(what, env=RunEnv.current(), allow=allow)
+def _prepare(target: PostgresServer | str, what: str, options: _Guards) -> PostgresServer:
+    require_integration_lane(what, env=RunEnv.current(), allow=options.get("allow", False))
+    allow_unmanaged = options.get("allow_unmanaged", False)
     return cast("PostgresServer", resolve_postgres(target, settings=load_settings(), allow_unmanaged=allow_unmanaged))
+
+
+def _spec(options: Options) -> TemplateSpec:
+    return spec(
+        options.get("settings"),
+        migrations=options.get("migrations"),
+        seed=options.get("seed"),
+        extensions=options.get("extensions"),
+    )
 
 
 @contextlib.contextmanager
@@ -118,21 +158,11 @@ def _own_work(cm: contextlib.AbstractContextManager[T], setup: str, teardown: Ca
             stack.close()
 
 
-def template(
-    target: PostgresServer | str,
-    *,
-    migrations: Migrations = None,
-    seed: Migrations = None,
-    extensions: Sequence[str] | None = None,
-    settings: Settings | None = None,
-    allow: bool = False,
-    allow_unmanaged: bool = False,
-) -> str:
+def template(target: PostgresServer | str, **options: Unpack[Options]) -> str:
     """Build the migrated template on the server (once per content hash); return its name."""
-    server = _prepare(target, "testlane.db.template()", allow, allow_unmanaged)
-    template_spec = spec(settings, migrations=migrations, seed=seed, extensions=extensions)
+    server = _prepare(target, "testlane.db.template()", options)
     with driver_errors("testlane.db.template(): building the template"):
-        return ensure_template(server, template_spec)
+        return ensure_template(server, _spec(options))
 
 
 @contextlib.contextmanager
@@ -148,25 +178,15 @@ def _private_clone(server: PostgresServer, template_name: str) -> Iterator[TestD
 
 
 @contextlib.contextmanager
-def database(
-    target: PostgresServer | str,
-    *,
-    migrations: Migrations = None,
-    seed: Migrations = None,
-    extensions: Sequence[str] | None = None,
-    settings: Settings | None = None,
-    allow: bool = False,
-    allow_unmanaged: bool = False,
-) -> Iterator[TestDatabase]:
+def database(target: PostgresServer | str, **options: Unpack[Options]) -> Iterator[TestDatabase]:
     """A private clone of the migrated template, dropped when the block ends.
 
     Preparing or dropping it raises testlane's :class:`~testlane.core.errors.ServiceError` or
     :class:`~testlane.core.errors.DatabaseError` (the driver's error as ``__cause__``).
     """
-    server = _prepare(target, "testlane.db.database()", allow, allow_unmanaged)
-    template_spec = spec(settings, migrations=migrations, seed=seed, extensions=extensions)
+    server = _prepare(target, "testlane.db.database()", options)
     with driver_errors("testlane.db.database(): preparing a database"):
-        name = ensure_template(server, template_spec)
+        name = ensure_template(server, _spec(options))
     with _own_work(
         _private_clone(server, name),
         "testlane.db.database(): preparing a database",
@@ -177,22 +197,13 @@ def database(
 
 @contextlib.contextmanager
 def pool(
-    target: PostgresServer | str,
-    *,
-    migrations: Migrations = None,
-    seed: Migrations = None,
-    extensions: Sequence[str] | None = None,
-    size: int = 4,
-    workers: int = 2,
-    settings: Settings | None = None,
-    allow: bool = False,
-    allow_unmanaged: bool = False,
+    target: PostgresServer | str, *, size: int = 4, workers: int = 2, **options: Unpack[Options]
 ) -> Iterator[PostgresPool]:
-    """A started :class:`ClonePool` of the migrated template (``acquire()``/``release()``)."""
-    server = _prepare(target, "testlane.db.pool()", allow, allow_unmanaged)
-    template_spec = spec(settings, migrations=migrations, seed=seed, extensions=extensions)
+    """A started :class:`~testlane.databases.pool.ClonePool` of the migrated template (``acquire()``/
+    ``release()``): ``size`` clones kept ready, filled by ``workers`` threads."""
+    server = _prepare(target, "testlane.db.pool()", options)
     with driver_errors("testlane.db.pool(): building the template"):
-        name = ensure_template(server, template_spec)
+        name = ensure_template(server, _spec(options))
     clones = PostgresPool(
         PostgresDatabaseEngine(server),
         name,
@@ -209,19 +220,11 @@ def pool(
 
 
 @contextlib.contextmanager
-def transaction(
-    target: PostgresServer | str,
-    *,
-    migrations: Migrations = None,
-    seed: Migrations = None,
-    extensions: Sequence[str] | None = None,
-    settings: Settings | None = None,
-    allow: bool = False,
-    allow_unmanaged: bool = False,
-) -> Iterator[SavepointConnection]:
+def transaction(target: PostgresServer | str, **options: Unpack[Options]) -> Iterator[SavepointConnection]:
     """A connection to a migrated database whose work (commits included) is rolled back at the end."""
-    server = _prepare(target, "testlane.db.transaction()", allow, allow_unmanaged)
-    with database(server, migrations=migrations, seed=seed, extensions=extensions, settings=settings, allow=True) as db:
+    server = _prepare(target, "testlane.db.transaction()", options)
+    resolved: Options = {**options, "allow": True, "allow_unmanaged": False}  # the server is resolved above
+    with database(server, **resolved) as db:
         isolation = TransactionIsolation(server, db.name)
         with _own_work(
             _rolled_back(isolation),
@@ -240,19 +243,12 @@ def _rolled_back(isolation: TransactionIsolation) -> Iterator[SavepointConnectio
 
 @contextlib.contextmanager
 def schema(
-    target: PostgresServer | str,
-    *,
-    migrations: Migrations = None,
-    seed: Migrations = None,
-    extensions: Sequence[str] | None = None,
-    database_name: str | None = None,
-    settings: Settings | None = None,
-    allow: bool = False,
-    allow_unmanaged: bool = False,
+    target: PostgresServer | str, *, database_name: str | None = None, **options: Unpack[Options]
 ) -> Iterator[SchemaDatabase]:
     """A migrated, throwaway schema (``withTestDb()``); in a fresh testlane database unless one is named."""
-    server = _prepare(target, "testlane.db.schema()", allow, allow_unmanaged)
-    template_spec = spec(settings, migrations=migrations, seed=seed, extensions=extensions)
+    server = _prepare(target, "testlane.db.schema()", options)
+    template_spec = _spec(options)
+    allow_unmanaged = options.get("allow_unmanaged", False)
     run_id = _run_id(server)
     name = database_name or worker_database_name(run_id, RunEnv.current().worker, f"s{new_run_id()[:4]}")
     require_testlane_database(name, allow_unmanaged=allow_unmanaged, action="use")
@@ -302,8 +298,9 @@ def _redis_address(target: ValkeyServer | str) -> tuple[str, int, str | None]:
     return target.host, target.port, target.instance.password
 
 
-def _prepare_mysql(target: MariaDbServer | str, what: str, allow: bool, allow_unmanaged: bool) -> MariaDbServer:
-    require_integration_lane(what, env=RunEnv.current(), allow=allow)
+def _prepare_mysql(target: MariaDbServer | str, what: str, options: _Guards) -> MariaDbServer:
+    require_integration_lane(what, env=RunEnv.current(), allow=options.get("allow", False))
+    allow_unmanaged = options.get("allow_unmanaged", False)
     return cast("MariaDbServer", resolve_mariadb(target, settings=load_settings(), allow_unmanaged=allow_unmanaged))
 
 
@@ -325,22 +322,15 @@ def _private_mysql_clone(
 
 
 @contextlib.contextmanager
-def mysql_database(
-    target: MariaDbServer | str,
-    *,
-    migrations: str | None = None,
-    settings: Settings | None = None,
-    allow: bool = False,
-    allow_unmanaged: bool = False,
-) -> Iterator[MysqlTestDatabase]:
+def mysql_database(target: MariaDbServer | str, **options: Unpack[MysqlOptions]) -> Iterator[MysqlTestDatabase]:
     """A private clone of the migrated MariaDB/MySQL template, dropped when the block ends.
 
     ``migrations``: a folder of ``.sql`` files (default: ``mariadb.migrations``). Preparing or dropping it
     raises testlane's :class:`~testlane.core.errors.ServiceError`/:class:`~testlane.core.errors.DatabaseError`.
     """
-    server = _prepare_mysql(target, "testlane.db.mysql_database()", allow, allow_unmanaged)
+    server = _prepare_mysql(target, "testlane.db.mysql_database()", options)
     with _own_work(
-        _private_mysql_clone(server, migrations, settings),
+        _private_mysql_clone(server, options.get("migrations"), options.get("settings")),
         "testlane.db.mysql_database(): preparing a database",
         lambda db: f"testlane.db.mysql_database(): dropping {db.name}",
     ) as db:
@@ -349,19 +339,13 @@ def mysql_database(
 
 @contextlib.contextmanager
 def mysql_transaction(
-    target: MariaDbServer | str,
-    *,
-    migrations: str | None = None,
-    settings: Settings | None = None,
-    allow: bool = False,
-    allow_unmanaged: bool = False,
+    target: MariaDbServer | str, **options: Unpack[MysqlOptions]
 ) -> Iterator[MysqlSavepointConnection]:
     """A PyMySQL connection to a migrated MariaDB/MySQL database whose work (commits included) is rolled back."""
-    require_integration_lane("testlane.db.mysql_transaction()", env=RunEnv.current(), allow=allow)
+    require_integration_lane("testlane.db.mysql_transaction()", env=RunEnv.current(), allow=options.get("allow", False))
+    in_lane: MysqlOptions = {**options, "allow": True}  # checked above
     with (
-        mysql_database(
-            target, migrations=migrations, settings=settings, allow=True, allow_unmanaged=allow_unmanaged
-        ) as test_db,
+        mysql_database(target, **in_lane) as test_db,
         _own_work(
             _mysql_rolled_back(MysqlTransactionIsolation(test_db.server, test_db.name)),
             "testlane.db.mysql_transaction(): connecting",

@@ -37,7 +37,7 @@ from testlane.cli.common import CliState, console, pass_state
 from testlane.cli.run import RUN_SCOPED_ENV
 from testlane.core import environment
 from testlane.core.config import Settings
-from testlane.core.errors import ConfigError
+from testlane.core.errors import ConfigError, config_errors
 from testlane.core.redact import redact
 from testlane.core.runenv import RunEnv
 from testlane.services.process import terminate
@@ -165,13 +165,12 @@ def needs_shell(command: str) -> bool:
 def argv_for(command: str, exec_prefix: str) -> list[str]:
     """The argv that runs ``command``: split into words, or under ``bash -o pipefail -c``; prefixed."""
     words = ["bash", "-o", "pipefail", "-c", command] if needs_shell(command) else shlex.split(command)
-    try:
+    with config_errors(
+        ValueError,
+        lambda exc: f"gate exec prefix {exec_prefix!r} cannot be split into words: {exc}.",
+        hint='check its quotes, e.g. exec_prefix = "podman exec app".',
+    ):
         prefix = shlex.split(exec_prefix)
-    except ValueError as exc:
-        raise ConfigError(
-            f"gate exec prefix {exec_prefix!r} cannot be split into words: {exc}.",
-            hint='check its quotes, e.g. exec_prefix = "podman exec app".',
-        ) from None
     return [*prefix, *words]
 
 

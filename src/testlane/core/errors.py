@@ -33,7 +33,9 @@ migration is one root cause however many tests needed the template, in one proce
 
 from __future__ import annotations
 
-from typing import Self
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Self, TypeVar
 
 from testlane.core.redact import redact
 
@@ -56,7 +58,10 @@ __all__ = [
     "TestlaneError",
     "UnreachableError",
     "UnsafeDatabaseError",
+    "config_errors",
 ]
+
+E = TypeVar("E", bound=BaseException)
 
 
 class TestlaneError(Exception):
@@ -97,6 +102,18 @@ class TestlaneError(Exception):
 
 class ConfigError(TestlaneError):
     """Raised when configuration (pyproject, environment, options) is invalid."""
+
+
+@contextlib.contextmanager
+def config_errors(catch: type[E], message: Callable[[E], str], hint: str) -> Iterator[None]:
+    """Turn a ``catch`` raised in the block into a :class:`ConfigError` of ``message(exc)`` and ``hint``.
+
+    The original is left out of the traceback (``from None``): the message says what of it matters.
+    """
+    try:
+        yield
+    except catch as exc:
+        raise ConfigError(message(exc), hint=hint) from None
 
 
 class ServiceError(TestlaneError):

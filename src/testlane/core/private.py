@@ -23,7 +23,7 @@ import secrets
 import stat
 from pathlib import Path
 
-from testlane.core.errors import ConfigError
+from testlane.core.errors import ConfigError, config_errors
 
 __all__ = [
     "PRIVATE_DIR_MODE",
@@ -55,17 +55,16 @@ def ensure_private_dir(
     owned by another user.
     """
     mode = TRAVERSABLE_DIR_MODE if traversable else SHARED_DIR_MODE if group is not None else PRIVATE_DIR_MODE
-    try:
+    with config_errors(
+        OSError,
+        lambda exc: f"cannot create testlane's directory {path}: {exc.strerror}.",
+        hint="set data_dir (TESTLANE_DATA_DIR) to a writable directory, preferably on tmpfs.",
+    ):
         if parents:
             path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileExistsError):
             os.mkdir(path, mode)
         st = os.lstat(path)
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot create testlane's directory {path}: {exc.strerror}.",
-            hint="set data_dir (TESTLANE_DATA_DIR) to a writable directory, preferably on tmpfs.",
-        ) from None
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
         raise ConfigError(
             f"{path} is not a directory owned by the current user; refusing to use it.",

@@ -63,6 +63,8 @@ MODES: dict[str, tuple[Isolation, ...]] = {
 _ENGINE_NAMES = {"postgres": "PostgreSQL", "mariadb": "MariaDB/MySQL (a MySQL schema is a database)"}
 
 DbT = TypeVar("DbT")
+PoolT = TypeVar("PoolT")
+ServerT = TypeVar("ServerT")
 
 
 def isolation_mode(requested: object, engine: str, where: str) -> Isolation:
@@ -122,16 +124,20 @@ def _keeps(keep: Callable[[DbT], bool] | None, db: DbT) -> bool:
     return keep is not None and keep(db)
 
 
-class DatabaseIsolation(Isolated[TestDatabase]):
-    """``database`` mode (Postgres): a clone from ``pool``, released at the end; kept when ``keep(db)``."""
+class _PooledIsolation(Isolated[DbT], Generic[DbT, PoolT, ServerT]):
+    """``database`` mode: a clone from ``pool``; ``keep(db)`` (true: keep the clone for inspection) at the end."""
 
-    def __init__(
-        self, pool: PostgresPool, server: PostgresServer, *, keep: Callable[[TestDatabase], bool] | None = None
-    ) -> None:
+    def __init__(self, pool: PoolT, server: ServerT, *, keep: Callable[[DbT], bool] | None = None) -> None:
         super().__init__()
         self.pool = pool
         self.server = server
         self.keep = keep
+
+
+class DatabaseIsolation(_PooledIsolation[TestDatabase, "PostgresPool", "PostgresServer"]):
+    """``database`` mode (Postgres): a clone from ``pool``, released at the end; kept when ``keep(db)``."""
+
+    pool: PostgresPool
 
     def _open(self, stack: contextlib.ExitStack) -> TestDatabase:
         lease = self.pool.acquire()
@@ -218,20 +224,14 @@ class SchemaIsolation(Isolated[TestDatabase]):
         return db
 
 
-class MysqlDatabaseIsolation(Isolated["MysqlTestDatabase"]):
+class MysqlDatabaseIsolation(_PooledIsolation["MysqlTestDatabase", "MariaDbPool", "MariaDbServer"]):
     """``database`` mode (MariaDB/MySQL): a clone from ``pool``, given back (dropped) at the end.
 
     A database ``keep(db)`` keeps is released with ``keep=True``: the pool never drops it, so it outlives
     the run like a kept Postgres clone.
     """
 
-    def __init__(
-        self, pool: MariaDbPool, server: MariaDbServer, *, keep: Callable[[MysqlTestDatabase], bool] | None = None
-    ) -> None:
-        super().__init__()
-        self.pool = pool
-        self.server = server
-        self.keep = keep
+    pool: MariaDbPool
 
     def _open(self, stack: contextlib.ExitStack) -> MysqlTestDatabase:
         from testlane.databases.mariadb.testdb import MysqlTestDatabase

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from testlane.core.errors import ConfigError, ExtensionMissingError, MigrationError, Origin
+from testlane.core.errors import ConfigError, ExtensionMissingError, MigrationError, Origin, config_errors
 from testlane.services.backends import undeclared_extension_hint
 
 if TYPE_CHECKING:
@@ -101,13 +101,12 @@ def load_object(spec: str, *, what: str) -> Any:
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ConfigError(f"{what} {spec!r} is not of the form 'package.module:attribute'.")
-    try:
+    with config_errors(
+        ImportError,
+        lambda exc: f"{what} {spec!r}: cannot import {module_name!r}: {exc}",
+        hint="check the module path; it is imported with the project root on sys.path.",
+    ):
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(
-            f"{what} {spec!r}: cannot import {module_name!r}: {exc}",
-            hint="check the module path; it is imported with the project root on sys.path.",
-        ) from None
     obj: Any = module
     for part in attr.split("."):
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 from testlane.databases.leftovers import Leftover, reap_leftovers, sweep_run
 from testlane.databases.snapshots import SnapshotCache
@@ -19,21 +20,25 @@ from testlane.services.base import Server
 from testlane.services.postgres import PostgresEngine
 from testlane.services.stack import ServiceStack, service_cause
 
-__all__ = ["begin_services", "reap_shared_leftovers", "start_services", "sweep_shared_run"]
+__all__ = ["StartOptions", "begin_services", "reap_shared_leftovers", "start_services", "sweep_shared_run"]
 
 log = logging.getLogger("testlane")
 
 
+class StartOptions(TypedDict, total=False):
+    """How services start: ``progress`` gets one line per step; ``spec`` is Postgres's template (default:
+    from the settings); ``reap_first`` (default true) reaps dead runs' leftovers before starting."""
+
+    progress: Callable[[str], None] | None
+    spec: TemplateSpec | None
+    reap_first: bool
+
+
 def start_services(
-    stack: ServiceStack,
-    names: Iterable[str] | None = None,
-    *,
-    progress: Callable[[str], None] | None = None,
-    spec: TemplateSpec | None = None,
-    reap_first: bool = True,
+    stack: ServiceStack, names: Iterable[str] | None = None, **options: Unpack[StartOptions]
 ) -> dict[str, Server]:
     """``stack.start(names)``, with Postgres started from the project's migrated snapshot."""
-    begin_services(stack, names, progress=progress, spec=spec, reap_first=reap_first)
+    begin_services(stack, names, **options)
     stack.finish()
     reap_shared_leftovers(stack)
     return dict(stack.servers)
@@ -63,14 +68,10 @@ def sweep_shared_run(servers: Iterable[Server], run_id: str) -> list[Leftover]:
 
 
 def begin_services(
-    stack: ServiceStack,
-    names: Iterable[str] | None = None,
-    *,
-    progress: Callable[[str], None] | None = None,
-    spec: TemplateSpec | None = None,
-    reap_first: bool = True,
+    stack: ServiceStack, names: Iterable[str] | None = None, **options: Unpack[StartOptions]
 ) -> list[str]:
     """Spawn the services (Postgres from the snapshot) without waiting; ``stack.finish()`` waits."""
+    spec, progress = options.get("spec"), options.get("progress")
     wanted = stack.validate(stack.settings.services if names is None else names)
     stack.context.ensure_dirs()
     sources: dict[str, Path] = {}
@@ -91,4 +92,4 @@ def begin_services(
                     configured=configured_backend(stack.settings, "postgres"),
                 )
                 sources["postgres"] = SnapshotCache(engine, progress=progress).ensure(spec)
-    return stack.begin(wanted, reap_first=reap_first, data_sources=sources)
+    return stack.begin(wanted, reap_first=options.get("reap_first", True), data_sources=sources)

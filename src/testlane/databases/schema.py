@@ -22,6 +22,7 @@ import logging
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
+from testlane.core.closing import Closing
 from testlane.databases.build_scope import build_scope
 from testlane.databases.migrations import Target
 from testlane.databases.naming import require_testlane_database, schema_name
@@ -39,7 +40,7 @@ log = logging.getLogger("testlane")
 _counter = itertools.count(1)
 
 
-class SchemaDatabase:
+class SchemaDatabase(Closing):
     """A migrated, throwaway schema in a testlane database (see module docstring)."""
 
     def __init__(
@@ -102,13 +103,12 @@ class SchemaDatabase:
             conn.execute("SET lock_timeout = '10s'")
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self.schema)))
 
+    def close(self) -> None:
+        """The same as :meth:`dispose`: ``with schema_db:`` creates the schema, then disposes of it."""
+        self.dispose()
+
     def __enter__(self) -> Self:
         return self.create()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.dispose()
 
     async def __aenter__(self) -> Self:
         return await asyncio.to_thread(self.create)

@@ -13,10 +13,11 @@ template (a crash mid-build) is dropped and rebuilt; a failed build is dropped a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "TemplateSpec",
     "drop_database",
+    "dropped_on_failure",
     "ensure_template",
     "require_extensions",
     "template_state",
@@ -193,12 +195,29 @@ def ensure_template(server: PostgresServer, spec: TemplateSpec) -> str:
     return name
 
 
+@contextlib.contextmanager
+def dropped_on_failure(drop: Callable[[], None], what: str) -> Iterator[None]:
+    """Run the block; when it raises (interrupts too), call ``drop()`` and re-raise.
+
+    A ``drop()`` that fails itself is logged as a warning naming ``what`` ("template tl_..."): the
+    original error matters more. Both engines' template builds use it.
+    """
+    try:
+        yield
+    except BaseException:
+        try:
+            drop()
+        except Exception as exc:
+            log.warning("could not drop failed %s: %s", what, exc)
+        raise
+
+
 def _build(server: PostgresServer, admin: psycopg.Connection, name: str, spec: TemplateSpec) -> None:
     from psycopg import sql
 
     log.debug("building template %s from %s", name, spec.describe())
     admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
+    with dropped_on_failure(lambda: drop_database(admin, name), f"template {name}"):
         target = Target(server.dsn(name))
         if spec.requires:
             _check_available(server, target, spec.requires, "declared in `extensions`")
@@ -211,12 +230,6 @@ def _build(server: PostgresServer, admin: psycopg.Connection, name: str, spec: T
         admin.execute(
             sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false").format(sql.Identifier(name))
         )
-    except BaseException:
-        try:
-            drop_database(admin, name)
-        except Exception as exc:  # the original error matters more
-            log.warning("could not drop failed template %s: %s", name, exc)
-        raise
 
 
 def _check_available(server: PostgresServer, target: Target, extensions: tuple[str, ...], where: str) -> None:

@@ -35,7 +35,7 @@ import warnings
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -529,34 +529,35 @@ def _live_tasks() -> list[asyncio.Task[Any]]:
 # --------------------------------------------------------------------------- cheap process facts
 
 
-def _child_pids() -> set[int]:
-    pids: set[int] = set()
+T = TypeVar("T")
+
+
+def _proc_entries(folder: str, read: Callable[[str], T]) -> Iterator[T]:
+    """``read(entry)`` for each entry of the /proc ``folder``; an entry gone meanwhile (``OSError``) is
+    skipped, a folder that cannot be listed gives nothing."""
     try:
-        tids = os.listdir("/proc/self/task")
+        entries = os.listdir(folder)
     except OSError:
-        return pids
-    for tid in tids:
+        return
+    for entry in entries:
         try:
-            with open(f"/proc/self/task/{tid}/children") as fh:
-                pids.update(int(pid) for pid in fh.read().split())
+            value = read(entry)
         except OSError:
             continue
-    return pids
+        yield value
+
+
+def _task_children(tid: str) -> list[str]:
+    with open(f"/proc/self/task/{tid}/children") as fh:
+        return fh.read().split()
+
+
+def _child_pids() -> set[int]:
+    return {int(pid) for pids in _proc_entries("/proc/self/task", _task_children) for pid in pids}
 
 
 def _socket_inodes() -> set[str]:
     # Inodes, not fd numbers: a new socket may reuse the number of a descriptor closed meanwhile
     # (even the one `listdir` itself held while listing).
-    inodes: set[str] = set()
-    try:
-        fds = os.listdir("/proc/self/fd")
-    except OSError:
-        return inodes
-    for fd in fds:
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    return inodes
+    targets = _proc_entries("/proc/self/fd", lambda fd: os.readlink(f"/proc/self/fd/{fd}"))
+    return {target[8:-1] for target in targets if target.startswith("socket:[")}

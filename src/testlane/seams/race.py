@@ -215,6 +215,40 @@ class _Slot:
     def done(self) -> bool:
         return self.phase == "finished"
 
+    def set_up(self, resource: Any) -> None:
+        self.resource, self.has_resource = resource, True
+
+    def setup_failed(self, exc: BaseException) -> None:
+        self.setup_error, self.phase = exc, "finished"
+
+    def released_now(self) -> None:
+        """Past the barrier: ``fn`` starts now."""
+        self.released, self.started, self.phase = True, monotonic(), "running fn"
+
+
+SetupT = TypeVar("SetupT", bound=Callable[[int], Any])
+
+
+def _callers_setup(
+    what: str, n: int, setup: SetupT | None, connect: object, connector: Callable[[Any], SetupT]
+) -> SetupT | None:
+    """The checked arguments of ``race``/``async_race`` (``what``): the setup each caller runs, if any."""
+    if n < 1:
+        raise ValueError(f"{what} needs at least one caller, got n={n}")
+    if connect is None:
+        return setup
+    if setup is not None:
+        raise ValueError(f"{what} takes setup= or connect=, not both")
+    return connector(connect)
+
+
+def _result(slots: Sequence[_Slot], during_error: BaseException | None) -> RaceResult[Any]:
+    """The race's outcomes, once every caller finished: ``during``'s error first, then a setup's."""
+    if during_error is not None:
+        raise during_error
+    _raise_setup_error(slots)
+    return _outcomes(slots)
+
 
 def _outcomes(slots: Sequence[_Slot]) -> RaceResult[Any]:
     first = min((s.started for s in slots if s.released), default=0.0)
@@ -366,12 +400,7 @@ def race(
     :class:`~testlane.core.waiting.WaitTimeout`.
     """
     __tracebackhide__ = True
-    if n < 1:
-        raise ValueError(f"race needs at least one caller, got n={n}")
-    if connect is not None:
-        if setup is not None:
-            raise ValueError("race takes setup= or connect=, not both")
-        setup = _connector(connect)
+    setup = _callers_setup("race", n, setup, connect, _connector)
     deadline = Deadline.after(timeout)
     barrier = threading.Barrier(n)
     slots = [_Slot() for _ in range(n)]
@@ -380,11 +409,9 @@ def race(
         slot = slots[i]
         try:
             if setup is not None:
-                slot.resource = setup(i)
-                slot.has_resource = True
+                slot.set_up(setup(i))
         except BaseException as exc:
-            slot.setup_error = exc
-            slot.phase = "finished"
+            slot.setup_failed(exc)
             barrier.abort()
             return
         slot.phase = "waiting at the barrier"
@@ -395,9 +422,7 @@ def race(
                 _close(slot.resource)
             slot.phase = "finished"
             return
-        slot.released = True
-        slot.started = monotonic()
-        slot.phase = "running fn"
+        slot.released_now()
         try:
             slot.value = fn(slot.resource if setup is not None else i)
         except BaseException as exc:
@@ -427,10 +452,7 @@ def race(
         for thread in cancelled:  # let them roll back and close their connections
             thread.join(CANCEL_GRACE)
         raise error from during_error
-    if during_error is not None:
-        raise during_error
-    _raise_setup_error(slots)
-    return _outcomes(slots)
+    return _result(slots, during_error)
 
 
 # --------------------------------------------------------------------------- asyncio
@@ -491,12 +513,7 @@ async def async_race(
     cancelled and the race raises ``WaitTimeout``.
     """
     __tracebackhide__ = True
-    if n < 1:
-        raise ValueError(f"async_race needs at least one caller, got n={n}")
-    if connect is not None:
-        if setup is not None:
-            raise ValueError("async_race takes setup= or connect=, not both")
-        setup = _async_connector(connect)
+    setup = _callers_setup("async_race", n, setup, connect, _async_connector)
     deadline = Deadline.after(timeout)
     barrier = asyncio.Barrier(n)
     slots = [_Slot() for _ in range(n)]
@@ -505,13 +522,11 @@ async def async_race(
         slot = slots[i]
         try:
             if setup is not None:
-                slot.resource = await setup(i)
-                slot.has_resource = True
+                slot.set_up(await setup(i))
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
-            slot.setup_error = exc
-            slot.phase = "finished"
+            slot.setup_failed(exc)
             await barrier.abort()
             return
         slot.phase = "waiting at the barrier"
@@ -522,9 +537,7 @@ async def async_race(
                 await _aclose(slot.resource)
             slot.phase = "finished"
             return
-        slot.released = True
-        slot.started = monotonic()
-        slot.phase = "running fn"
+        slot.released_now()
         try:
             slot.value = await fn(slot.resource if setup is not None else i)
         except asyncio.CancelledError:
@@ -555,7 +568,4 @@ async def async_race(
         raise error from during_error
     for task in tasks:
         task.result()  # surfaces a bug in run() itself; fn's exceptions are in the slots
-    if during_error is not None:
-        raise during_error
-    _raise_setup_error(slots)
-    return _outcomes(slots)
+    return _result(slots, during_error)

@@ -29,9 +29,9 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
-from typing import ClassVar, Self, TypedDict, cast
+from typing import ClassVar, Protocol, TypedDict, cast
 
+from testlane.core.closing import Closing
 from testlane.core.errors import ServiceStartError
 from testlane.core.private import write_private_file
 from testlane.core.redact import redact_url
@@ -43,7 +43,7 @@ from testlane.services.privileges import ServiceUser
 from testlane.services.process import ProcessRef, log_tail, pid_alive, spawn, terminate
 from testlane.services.registry import Registry, write_run_owner
 
-__all__ = ["KEEP_MARKER", "KeepRequest", "Launch", "Server", "stop_instance"]
+__all__ = ["KEEP_MARKER", "Engine", "KeepRequest", "Launch", "Server", "stop_instance"]
 
 log = logging.getLogger("testlane")
 
@@ -62,7 +62,7 @@ class KeepRequest(TypedDict, total=False):
 BIND_FAILURE_MARKERS = ("Address already in use", "could not bind", "Could not create server TCP listening")
 
 
-class Server(ABC):
+class Server(Closing, ABC):
     """A handle on one running server (see module docstring)."""
 
     engine: ClassVar[str]
@@ -191,12 +191,8 @@ class Server(ABC):
         if self.registry is not None:
             self.registry.remove(self.instance)
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def close(self) -> None:
+        """The same as :meth:`stop` (so ``with server:`` stops it)."""
         self.stop()
 
 
@@ -401,3 +397,18 @@ class Launch(ABC):
         except BaseException:
             self.abort()
             raise
+
+
+class Engine(Protocol):
+    """Starts servers of one service on one backend (a process engine, a container, an existing server)."""
+
+    @abstractmethod
+    def launch(
+        self,
+        name: str,
+        *,
+        detached: bool = False,
+        die_with_parent: bool = True,
+        data_source: Path | None = None,
+    ) -> Launch:
+        """A launch of a new instance named ``name`` (call ``.run()``, or prepare/spawn/wait yourself)."""

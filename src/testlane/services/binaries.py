@@ -52,6 +52,13 @@ def version_output(exe: Path) -> str:
     return _version_output(str(exe), st.st_size, st.st_mtime)
 
 
+def reported_version(exe: Path, pattern: str) -> str:
+    """The first group of ``pattern`` in what ``exe --version`` prints (all of it when none matches)."""
+    out = version_output(exe)
+    match = re.search(pattern, out)
+    return match.group(1) if match else out
+
+
 @dataclass(frozen=True)
 class PostgresBinaries:
     """A PostgreSQL installation: where its executables are and what it is."""
@@ -68,9 +75,7 @@ class PostgresBinaries:
     @functools.cached_property
     def version(self) -> str:
         """e.g. ``"18.6"`` from ``postgres (PostgreSQL) 18.6``."""
-        out = version_output(self.exe("postgres"))
-        match = re.search(r"(\d+(?:\.\d+)?)", out)
-        return match.group(1) if match else out
+        return reported_version(self.exe("postgres"), r"(\d+(?:\.\d+)?)")
 
     @property
     def major(self) -> int:
@@ -113,9 +118,7 @@ class ValkeyBinary:
 
     @functools.cached_property
     def version(self) -> str:
-        out = version_output(self.path)
-        match = re.search(r"v=(\S+)", out)
-        return match.group(1) if match else out
+        return reported_version(self.path, r"v=(\S+)")
 
     @property
     def flavor(self) -> str:

@@ -33,22 +33,21 @@ import shutil
 import socket
 import subprocess
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from testlane.core.config import Settings
 from testlane.core.errors import ServiceError, ServiceStartError
 from testlane.core.runtime import RunContext
-from testlane.core.waiting import WaitTimeout, wait_until
+from testlane.core.waiting import WaitTimeout
 from testlane.services import kinds
 from testlane.services.backends import container_cli
-from testlane.services.base import Launch, Server
+from testlane.services.base import Server
 from testlane.services.credentials import new_password
-from testlane.services.external import server_class, server_version
+from testlane.services.external import KindEngine, KindLaunch
 from testlane.services.instance import Instance
 from testlane.services.kinds import ContainerSpec
 from testlane.services.ports import reserve_port
-from testlane.services.process import ProcessRef, pid_alive
+from testlane.services.process import pid_alive
 from testlane.services.registry import Registry
 
 __all__ = ["ContainerEngine", "ContainerRuntime", "reap_containers", "remove_container"]
@@ -130,7 +129,7 @@ def _owner_label(instance: Instance) -> str:
     return f"{socket.gethostname()}:{instance.owner_pid}:{instance.owner_create_time}"
 
 
-class ContainerLaunch(Launch):
+class ContainerLaunch(KindLaunch):
     """``run -d`` a container and wait until its server answers a real query."""
 
     def __init__(
@@ -199,22 +198,17 @@ class ContainerLaunch(Launch):
         proc = self.runtime.run("logs", "--tail", "25", self.instance.container or "", timeout=30)
         return (proc.stdout + proc.stderr).strip()
 
-    def make_server(self, popen: subprocess.Popen[bytes] | None) -> Server:
-        return server_class(self.instance.engine)(self.instance, registry=self.registry, owned=True)
-
     def wait(self) -> Server:
         server = self.make_server(None)
         try:
-            wait_until(
-                lambda: server.ping(timeout=1.0) or True,
+            self.await_query(
+                server,
                 timeout=self.start_timeout,
                 what=f"{self.instance.engine} in container {self.instance.container} on port "
                 f"{self.instance.port} to accept a query",
-                interval=0.05,
+                ping_timeout=1.0,
                 max_interval=0.25,
-                transient=(Exception,),
             )
-            self.instance.version = server_version(server)
         except WaitTimeout as exc:
             tail = self._logs()
             self.abort()
@@ -234,42 +228,29 @@ class ContainerLaunch(Launch):
         self.registry.remove(self.instance)
 
 
-class ContainerEngine:
+class ContainerEngine(KindEngine):
     """Launches one service in a container."""
 
     def __init__(self, engine: str, settings: Settings, context: RunContext, registry: Registry) -> None:
-        self.engine_name = engine
-        self.settings = settings
-        self.context = context
-        self.registry = registry
+        super().__init__(engine, settings, context, registry)
         self.runtime = detect_runtime(settings)
 
-    def launch(
-        self,
-        name: str | None = None,
-        *,
-        detached: bool = False,
-        die_with_parent: bool = True,
-        data_source: Path | None = None,
-    ) -> ContainerLaunch:
+    def _launch(self, name: str, owner_pid: int | None, owner_create_time: float | None) -> ContainerLaunch:
         kind = kinds.get(self.engine_name)
         spec = kind.container_spec(self.settings)
         if spec is None:
             raise ServiceError(f"{self.engine_name} cannot run in a container.", hint="choose another backend.")
-        owner = None if detached else self.context.owner_pid
-        ref = ProcessRef.of(owner) if owner is not None else None
-        service = name or self.engine_name
-        suffix = "" if service == self.engine_name else f"-{service}"
+        suffix = "" if name == self.engine_name else f"-{name}"
         instance = Instance(
             run_id=self.context.run_id,
-            name=service,
+            name=name,
             engine=self.engine_name,
             backend="container",
             user=spec.user,
             password=new_password() if spec.password_env else None,
             database=spec.database,
-            owner_pid=owner,
-            owner_create_time=ref.create_time if ref else None,
+            owner_pid=owner_pid,
+            owner_create_time=owner_create_time,
             container=f"testlane-{self.engine_name}-{self.context.run_id}{suffix}",
             extra={"cli": self.runtime.cli, "global_args": list(self.runtime.global_args)},
         )

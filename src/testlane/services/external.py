@@ -10,6 +10,7 @@ leftovers are found there.
 from __future__ import annotations
 
 import subprocess
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 from testlane.core.config import Settings
@@ -24,7 +25,7 @@ from testlane.services.instance import Instance
 from testlane.services.process import ProcessRef
 from testlane.services.registry import Registry
 
-__all__ = ["UrlEngine", "instance_from_url"]
+__all__ = ["KindEngine", "KindLaunch", "UrlEngine", "instance_from_url"]
 
 
 def instance_from_url(engine: str, url: str, *, run_id: str, name: str) -> Instance:
@@ -70,7 +71,32 @@ SCHEMES = {kind.name: kind.schemes for kind in kinds.registered()}
 DEFAULTS = {kind.name: (kind.default_port, kind.default_user, kind.default_database) for kind in kinds.registered()}
 
 
-class UrlLaunch(Launch):
+class KindLaunch(Launch):
+    """A launch of a server testlane does not run as its own process: the kind's handle, owned."""
+
+    def make_server(self, popen: subprocess.Popen[bytes] | None) -> Server:
+        return server_class(self.instance.engine)(self.instance, registry=self.registry, owned=True)
+
+    def await_query(
+        self, server: Server, *, timeout: float, what: str, ping_timeout: float, max_interval: float
+    ) -> None:
+        """Wait until ``server`` answers a real query (``ping_timeout`` seconds each), then record its version.
+
+        Raises :class:`~testlane.core.waiting.WaitTimeout` after ``timeout`` seconds, or what
+        reading the version raised.
+        """
+        wait_until(
+            lambda: server.ping(timeout=ping_timeout) or True,
+            timeout=timeout,
+            what=what,
+            interval=0.05,
+            max_interval=max_interval,
+            transient=(Exception,),
+        )
+        self.instance.version = server_version(server)
+
+
+class UrlLaunch(KindLaunch):
     """Attach to an existing server: record it, then wait (briefly) for a real query."""
 
     def prepare(self) -> None:
@@ -82,21 +108,16 @@ class UrlLaunch(Launch):
     def argv(self, port: int) -> list[str]:  # pragma: no cover - never spawned
         raise NotImplementedError
 
-    def make_server(self, popen: subprocess.Popen[bytes] | None) -> Server:
-        return server_class(self.instance.engine)(self.instance, registry=self.registry, owned=True)
-
     def wait(self) -> Server:
         server = self.make_server(None)
         try:
-            wait_until(
-                lambda: server.ping(timeout=2.0) or True,
+            self.await_query(
+                server,
                 timeout=min(self.start_timeout, 10.0),
                 what=f"the existing {self.instance.engine} server at {self.instance.extra.get('url')}",
-                interval=0.05,
+                ping_timeout=2.0,
                 max_interval=0.5,
-                transient=(Exception,),
             )
-            self.instance.version = server_version(server)
         except (WaitTimeout, Exception) as exc:
             cause = exc.last_error if isinstance(exc, WaitTimeout) and exc.last_error else exc
             raise UnreachableError(
@@ -112,20 +133,19 @@ class UrlLaunch(Launch):
         self.registry.remove(self.instance)
 
 
-class UrlEngine:
-    """Launches attachments to the configured existing server of one service."""
+class KindEngine(ABC):
+    """The engine of one registered service kind on a backend other than its own binaries.
+
+    A container or an existing server: the kind comes from :mod:`testlane.services.kinds` by name.
+    :meth:`launch` names the instance (the kind's name by default) and finds its owner (the run's
+    process, none when ``detached``); subclasses build the launch from those.
+    """
 
     def __init__(self, engine: str, settings: Settings, context: RunContext, registry: Registry) -> None:
         self.engine_name = engine
         self.settings = settings
         self.context = context
         self.registry = registry
-        self.url = str(kinds.get(engine).section(settings).url)
-        if not self.url:
-            raise ConfigError(
-                f'{engine}.backend is "url" but {engine}.url is empty.',
-                hint=f"set {engine}.url (TESTLANE_{engine.upper()}_SERVER_URL) to the existing server's URL.",
-            )
 
     def launch(
         self,
@@ -134,13 +154,32 @@ class UrlEngine:
         detached: bool = False,
         die_with_parent: bool = True,
         data_source: Path | None = None,
-    ) -> UrlLaunch:
-        instance = instance_from_url(
-            self.engine_name, self.url, run_id=self.context.run_id, name=name or self.engine_name
-        )
+    ) -> Launch:
+        """A launch of a new instance named ``name`` (call ``.run()``); ``data_source`` is not used here."""
         owner = None if detached else self.context.owner_pid
         ref = ProcessRef.of(owner) if owner is not None else None
-        instance.owner_pid, instance.owner_create_time = owner, ref.create_time if ref else None
+        return self._launch(name or self.engine_name, owner, ref.create_time if ref else None)
+
+    @abstractmethod
+    def _launch(self, name: str, owner_pid: int | None, owner_create_time: float | None) -> Launch:
+        """The launch of instance ``name`` owned by ``owner_pid`` (``None``: no owner)."""
+
+
+class UrlEngine(KindEngine):
+    """Launches attachments to the configured existing server of one service."""
+
+    def __init__(self, engine: str, settings: Settings, context: RunContext, registry: Registry) -> None:
+        super().__init__(engine, settings, context, registry)
+        self.url = str(kinds.get(engine).section(settings).url)
+        if not self.url:
+            raise ConfigError(
+                f'{engine}.backend is "url" but {engine}.url is empty.',
+                hint=f"set {engine}.url (TESTLANE_{engine.upper()}_SERVER_URL) to the existing server's URL.",
+            )
+
+    def _launch(self, name: str, owner_pid: int | None, owner_create_time: float | None) -> UrlLaunch:
+        instance = instance_from_url(self.engine_name, self.url, run_id=self.context.run_id, name=name)
+        instance.owner_pid, instance.owner_create_time = owner_pid, owner_create_time
         return UrlLaunch(
             context=self.context,
             registry=self.registry,

@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 from testlane.core.config import MariaDbSettings, Settings
 from testlane.core.errors import BinaryNotFoundError, ServiceStartError
 from testlane.services.base import Launch, Server
-from testlane.services.binaries import version_output
+from testlane.services.binaries import reported_version
 from testlane.services.cache import (
     LAYOUT,
     content_digest,
@@ -97,9 +96,7 @@ class MariaDbBinaries:
 
     @functools.cached_property
     def version(self) -> str:
-        out = version_output(self.server)
-        match = re.search(r"Ver\s+(\S+)", out)
-        return match.group(1).split("-")[0] if match else out
+        return reported_version(self.server, r"Ver\s+([^\s-]+)")  # 10.11.6 of "Ver 10.11.6-MariaDB-..."
 
 
 def find_mariadb(binary: str = "") -> MariaDbBinaries:

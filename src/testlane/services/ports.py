@@ -26,14 +26,14 @@ import fcntl
 import os
 import socket
 from pathlib import Path
-from types import TracebackType
 
+from testlane.core.closing import Closing
 from testlane.core.errors import PortUnavailableError
 
 __all__ = ["PortReservation", "port_in_use", "reserve_port", "sweep_port_locks"]
 
 
-class PortReservation:
+class PortReservation(Closing):
     """A port held for us until :meth:`release` (or the end of a ``with`` block)."""
 
     def __init__(self, port: int, fd: int | None, path: Path | None = None) -> None:
@@ -49,12 +49,8 @@ class PortReservation:
             os.close(self._fd)  # closing drops the flock
             self._fd = None
 
-    def __enter__(self) -> PortReservation:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def close(self) -> None:
+        """The same as :meth:`release` (so ``with reservation:`` releases it)."""
         self.release()
 
     def __repr__(self) -> str:

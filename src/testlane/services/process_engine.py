@@ -17,14 +17,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from testlane.core.config import Settings
 from testlane.core.runtime import RunContext, is_root
-from testlane.services.base import Launch, Progress, Server
+from testlane.services.base import Engine, Progress, Server
 from testlane.services.cache import building, staging_path, store, sweep_staging, touch, trusted, write_meta
 from testlane.services.instance import Instance
 from testlane.services.privileges import ServiceUser, service_user_for
@@ -38,7 +37,7 @@ _UNRESOLVED = object()
 ServerT = TypeVar("ServerT", bound=Server)
 
 
-class ProcessEngine(ABC, Generic[ServerT]):
+class ProcessEngine(Engine, Generic[ServerT]):
     """Base of the engines that run a kind's own binaries (see module docstring)."""
 
     kind: ClassVar[str]  # the service kind's name: the instances' engine and the cache's directory
@@ -176,17 +175,6 @@ class ProcessEngine(ABC, Generic[ServerT]):
             "fixed_port": fixed_port,
             "die_with_parent": die_with_parent and not detached,
         }
-
-    @abstractmethod
-    def launch(
-        self,
-        name: str,
-        *,
-        detached: bool = False,
-        die_with_parent: bool = True,
-        data_source: Path | None = None,
-    ) -> Launch:
-        """A launch of a new instance (call ``.run()``, or prepare/spawn/wait yourself)."""
 
     def start(self, name: str | None = None, **kwargs: Any) -> ServerT:
         """Start an instance in the calling thread (``launch(...).run()``); its handle."""

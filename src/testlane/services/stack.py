@@ -22,10 +22,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from testlane.core import environment
+from testlane.core.closing import Closing
 from testlane.core.config import Settings
 from testlane.core.errors import ConfigError, TestlaneError
 from testlane.core.private import write_private_file
@@ -111,7 +110,7 @@ def load_services_file(path: str | os.PathLike[str]) -> dict[str, Instance]:
     return {item["name"]: Instance.from_dict(item) for item in data["services"]}
 
 
-class ServiceStack:
+class ServiceStack(Closing):
     """The services of one run (see module docstring)."""
 
     def __init__(
@@ -303,12 +302,8 @@ class ServiceStack:
             time.strftime("%H:%M:%S", time.localtime(inst.extra["kept_until"])),
         )
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def close(self) -> None:
+        """The same as :meth:`stop` (so ``with stack:`` stops it)."""
         self.stop()
 
     # -- describing the run -----------------------------------------------------------------

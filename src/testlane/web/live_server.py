@@ -31,9 +31,9 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from testlane.core.closing import Closing
 from testlane.core.errors import ServiceError, ServiceStartError
 from testlane.core.waiting import WaitTimeout, wait_until
 
@@ -75,7 +75,7 @@ def _describe(app: Any) -> str:
     return f"{module}.{name}"
 
 
-class LiveServer:
+class LiveServer(Closing):
     """An ASGI app served by uvicorn on ``host``/``port`` (0: a free one) in a background thread.
 
     ``url`` and ``ws_url`` are the bases (``http://127.0.0.1:PORT``, ``ws://...``) once started.
@@ -227,10 +227,9 @@ class LiveServer:
             )
         self._thread = None
 
+    def close(self) -> None:
+        """The same as :meth:`stop`: ``with LiveServer(app) as live:`` starts it, then stops it."""
+        self.stop()
+
     def __enter__(self) -> LiveServer:
         return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

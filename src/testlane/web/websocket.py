@@ -26,9 +26,9 @@ import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from testlane.core.closing import Closing
 from testlane.core.waiting import Deadline, WaitTimeout
 
 if TYPE_CHECKING:
@@ -152,7 +152,7 @@ def _decode(raw: str | bytes) -> Any:
         return raw
 
 
-class WsClient:
+class WsClient(Closing):
     """One WebSocket connection with deadline-bound, selective waits (see the module docstring).
 
     Open it with :meth:`connect` (or the ``ws_client`` fixture), which builds it around the websockets
@@ -342,14 +342,6 @@ class WsClient:
         opener, self._opener = self._opener, None
         if opener is not None:
             opener.__exit__(None, None, None)
-
-    def __enter__(self) -> WsClient:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"<WsClient {self.url} received={len(self.received)} pending={len(self.pending)}>"

@@ -26,7 +26,7 @@ from testlane.core.redact import redact_url
 from testlane.databases.mariadb.sqlfiles import apply_sql_folder, server_error
 from testlane.databases.migrations import MigrationSource, SqlFolder
 from testlane.databases.naming import require_testlane_database
-from testlane.databases.template import TemplateSpec
+from testlane.databases.template import TemplateSpec, dropped_on_failure
 
 if TYPE_CHECKING:
     from testlane.services.mariadb import MariaDbServer
@@ -181,7 +181,7 @@ def ensure_template(server: MariaDbServer, spec: TemplateSpec) -> str:
 def _build(server: MariaDbServer, admin: Any, name: str, spec: TemplateSpec, *, comments: bool) -> None:
     log.debug("building MariaDB template %s from %s", name, spec.describe())
     create_database(admin, name)
-    try:
+    with dropped_on_failure(lambda: drop_database(admin, name), f"MariaDB template {name}"):
         conn = server.connect(name)
         try:
             for source in spec.migrations:
@@ -195,9 +195,3 @@ def _build(server: MariaDbServer, admin: Any, name: str, spec: TemplateSpec, *, 
                 cur.execute(f"ALTER DATABASE {quote(name)} COMMENT = %s", (READY_COMMENT,))
             else:
                 cur.execute(f"CREATE TABLE {quote(name)}.{quote(READY_TABLE)} (ready int)")
-    except BaseException:
-        try:
-            drop_database(admin, name)
-        except Exception as exc:  # the original error matters more
-            log.warning("could not drop failed MariaDB template %s: %s", name, exc)
-        raise

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, Protocol
 
 from testlane.core.config import Settings
@@ -21,7 +20,7 @@ from testlane.core.envmap import DRIVERS, PARTS
 from testlane.core.errors import BinaryNotFoundError
 from testlane.core.runtime import RunContext
 from testlane.core.service_names import ALIASES
-from testlane.services.base import Launch, Progress, Server
+from testlane.services.base import Engine, Progress, Server
 from testlane.services.process_engine import ProcessEngine
 from testlane.services.registry import Registry
 
@@ -73,24 +72,12 @@ class Section(Protocol):
     def port(self) -> int: ...
 
 
-class Engine(Protocol):
-    """Starts servers of one service on one backend (a process engine, a container, an existing server)."""
-
-    def launch(
-        self,
-        name: str,
-        *,
-        detached: bool = False,
-        die_with_parent: bool = True,
-        data_source: Path | None = None,
-    ) -> Launch:
-        """A launch of a new instance named ``name`` (prepare → spawn → wait, see :mod:`~testlane.services.base`)."""
-        ...
-
-
 class ServiceKind:
     """One kind of service (see module docstring). Subclasses set the class attributes and override
-    what differs; one instance per kind is registered with :func:`testlane.services.kinds.register`."""
+    what differs; one instance per kind is registered with :func:`testlane.services.kinds.register`.
+
+    The attributes' types are declared here only: a kind assigns values (``default_port = 5432``) and
+    mypy checks them against these declarations."""
 
     name: ClassVar[str]  # the canonical service name, also the settings section and the instances' engine
     display: ClassVar[str]  # for people: "PostgreSQL"

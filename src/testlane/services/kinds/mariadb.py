@@ -5,37 +5,36 @@ a container or an existing server; there is no embedded MariaDB. The engine is
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import contextlib
 
 from testlane.core.config import Settings
 from testlane.core.errors import TestlaneError
 from testlane.services.base import Server
 from testlane.services.kinds.kind import ContainerSpec, DoctorCheck, ServiceKind
 from testlane.services.mariadb import MariaDbEngine, MariaDbServer, find_mariadb
-from testlane.services.process_engine import ProcessEngine
 
 __all__ = ["MariaDbKind"]
 
 
 class MariaDbKind(ServiceKind):
-    name: ClassVar[str] = "mariadb"
-    display: ClassVar[str] = "MariaDB"
-    schemes: ClassVar[tuple[str, ...]] = ("mysql", "mariadb", "mysql+pymysql")
-    default_port: ClassVar[int] = 3306
-    default_user: ClassVar[str | None] = "root"
-    default_database: ClassVar[str] = ""
-    engine: ClassVar[type[ProcessEngine[Any]]] = MariaDbEngine
-    handle: ClassVar[type[Server]] = MariaDbServer
-    env_names: ClassVar[tuple[str, ...]] = (
+    name = "mariadb"
+    display = "MariaDB"
+    schemes = ("mysql", "mariadb", "mysql+pymysql")
+    default_port = 3306
+    default_user = "root"
+    default_database = ""
+    engine = MariaDbEngine
+    handle = MariaDbServer
+    env_names = (
         "TESTLANE_MARIADB_URL",
         "TESTLANE_MARIADB_HOST",
         "TESTLANE_MARIADB_PORT",
         "TESTLANE_MARIADB_USER",
     )
-    backends: ClassVar[tuple[str, ...]] = ("local", "container", "url")
-    backend_hint: ClassVar[str] = 'use "local" (mariadbd on this machine), "container", "url" or "auto".'
-    default_env_driver: ClassVar[str | None] = "mysql"
-    hosts_databases: ClassVar[bool] = True
+    backends = ("local", "container", "url")
+    backend_hint = 'use "local" (mariadbd on this machine), "container", "url" or "auto".'
+    default_env_driver = "mysql"
+    hosts_databases = True
 
     def local(self, settings: Settings) -> str:
         return str(find_mariadb(settings.mariadb.binary).server)
@@ -49,13 +48,9 @@ class MariaDbKind(ServiceKind):
 
     def server_version(self, server: Server) -> str:
         assert isinstance(server, MariaDbServer)
-        conn = server.connect()
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT VERSION()")
-                row = cur.fetchone()
-        finally:
-            conn.close()
+        with contextlib.closing(server.connect()) as conn, conn.cursor() as cur:
+            cur.execute("SELECT VERSION()")
+            row = cur.fetchone()
         return str(row[0]).split("-")[0] if row else ""
 
 

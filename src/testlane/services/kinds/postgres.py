@@ -11,7 +11,6 @@ lack one are passed over for a local installation that ships them all. The hints
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
 
 from testlane.core.config import Settings
 from testlane.core.errors import TestlaneError
@@ -21,7 +20,6 @@ from testlane.services.base import Server
 from testlane.services.kinds.kind import BackendChoice, ContainerSpec, DoctorCheck, ServiceKind
 from testlane.services.postgres import SUPERUSER, PostgresEngine, PostgresServer, server_flags, server_settings
 from testlane.services.privileges import reachable_by_others
-from testlane.services.process_engine import ProcessEngine
 
 __all__ = [
     "PostgresKind",
@@ -35,23 +33,23 @@ CONTAINER_MAJOR = 10
 
 
 class PostgresKind(ServiceKind):
-    name: ClassVar[str] = "postgres"
-    display: ClassVar[str] = "PostgreSQL"
-    schemes: ClassVar[tuple[str, ...]] = ("postgresql", "postgres")
-    default_port: ClassVar[int] = 5432
-    default_user: ClassVar[str | None] = SUPERUSER
-    default_database: ClassVar[str] = "postgres"
-    engine: ClassVar[type[ProcessEngine[Any]]] = PostgresEngine
-    handle: ClassVar[type[Server]] = PostgresServer
-    env_names: ClassVar[tuple[str, ...]] = (
+    name = "postgres"
+    display = "PostgreSQL"
+    schemes = ("postgresql", "postgres")
+    default_port = 5432
+    default_user = SUPERUSER
+    default_database = "postgres"
+    engine = PostgresEngine
+    handle = PostgresServer
+    env_names = (
         "TESTLANE_POSTGRES_URL",
         "TESTLANE_POSTGRES_HOST",
         "TESTLANE_POSTGRES_PORT",
         "TESTLANE_POSTGRES_USER",
         "TESTLANE_POSTGRES_PASSWORD",
     )
-    default_env_driver: ClassVar[str | None] = "libpq"
-    hosts_databases: ClassVar[bool] = True
+    default_env_driver = "libpq"
+    hosts_databases = True
 
     def local(self, settings: Settings) -> str:
         found = binaries.find_postgres("local", bin_dir=settings.postgres.bin_dir, version=settings.postgres.version)

