@@ -8,7 +8,9 @@ line per entry.
 
 from __future__ import annotations
 
+import shutil
 import time
+from pathlib import Path
 
 import click
 
@@ -27,6 +29,22 @@ def _layout(entry: CacheEntry) -> str:
 
 def _when(timestamp: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M", time.localtime(timestamp))
+
+
+# The index of binary digests (testlane.services.cache.content_digest): not an entry, so `list_entries` does
+# not see it; `prune --all` removes it too. Removing it while a run hashes is harmless: a missing record is
+# hashed again, and a record that cannot be written is skipped.
+DIGESTS = "digests"
+
+
+def _remove_digest_index(cache_dir: Path) -> int | None:
+    """Remove ``<cache_dir>/digests/``; the bytes freed, or None when it was not there (or not removable)."""
+    index = cache_dir / DIGESTS
+    if not index.is_dir() or index.is_symlink():
+        return None
+    size = sum(p.lstat().st_size for p in index.iterdir())
+    shutil.rmtree(index, ignore_errors=True)
+    return None if index.exists() else size
 
 
 @click.group("cache")
@@ -86,8 +104,12 @@ def prune_command(state: CliState, days: float | None, stale: bool, everything: 
         removed += 1
         freed += size
         click.echo(f"removed {entry.kind} {entry.key} ({size / MB:.1f} MB)")
+    index = _remove_digest_index(context.cache_dir) if everything else None
+    if index is not None:
+        freed += index
+        click.echo(f"removed {context.cache_dir / DIGESTS} (remembered binary digests, {index / MB:.1f} MB)")
     if removed:
         noun = "entry" if removed == 1 else "entries"
         click.echo(f"removed {removed} {noun}, freed {freed / MB:.1f} MB ({freed} bytes)")
-    else:
+    elif index is None:
         click.echo("nothing to prune")
