@@ -2,7 +2,8 @@
 
 The cache (setting ``cache_dir``) holds base clusters (``postgres``), MariaDB data directories
 (``mariadb``), migrated snapshots (``snapshot``) and, as root, copies of binaries the service user
-could not reach (``bin``); see :mod:`testlane.services.cache`. Both commands print to stdout, one
+could not reach (``bin``), and the index of binary digests (``digests``, removed by ``prune --all``); see
+:mod:`testlane.services.cache`. Both commands print to stdout, one
 line per entry.
 """
 
@@ -80,7 +81,12 @@ def list_command(state: CliState) -> None:
     is_flag=True,
     help="Remove entries that are never used again: an earlier layout, another owner, or incomplete.",
 )
-@click.option("--all", "everything", is_flag=True, help="Remove every entry (the next start rebuilds what it needs).")
+@click.option(
+    "--all",
+    "everything",
+    is_flag=True,
+    help="Remove every entry and the index of binary digests (the next start rebuilds what it needs).",
+)
 @pass_state
 def prune_command(state: CliState, days: float | None, stale: bool, everything: bool) -> None:
     """Remove cache entries: by age, stale ones, or all. An entry in use (being built or copied by a
