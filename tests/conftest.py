@@ -15,7 +15,7 @@ from testlane.cli.run import FORMAT_ENV
 from testlane.core.config import ReportSettings, Settings, load_settings
 from testlane.core.runtime import default_data_root
 from testlane.reports import RERUN_ENV
-from tests.helpers import INNER_ADDOPTS, OUTER_RUN_ENV
+from tests.helpers import OUTER_RUN_ENV
 
 pytest_plugins = ["pytester"]
 
@@ -46,10 +46,9 @@ def cache_dir() -> Iterator[Path]:
 @pytest.fixture
 def plain_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Inner runs (pytester's, in this process's environment) are plain runs: no outer run's variables,
-    the integration lane off, the development environment's foreign plugins off (``INNER_ADDOPTS``)."""
+    the integration lane off."""
     for key in OUTER_RUN_ENV:
         monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("PYTEST_ADDOPTS", INNER_ADDOPTS)
 
 
 @pytest.fixture

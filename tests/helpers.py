@@ -35,10 +35,10 @@ FOREIGN_PLUGINS_OFF = tuple(
     for word in ("-p", f"no:{name}")
 )
 
-# PYTEST_ADDOPTS of the inner runs of `plain_env`/`inner_env` tests: the foreign plugins off, and pytest-django
-# (in the development environment for tests/fixtures/django_app; installed, its `live_server` takes testlane's
-# name). In the environment, not on the command line: the digest's rerun line shows the command line's
-# options (and PYTEST_ADDOPTS applies to a rerun by itself).
+# PYTEST_ADDOPTS of :func:`run_inner`'s runs: the foreign plugins off, and pytest-django (in the development
+# environment for tests/fixtures/django_app; installed, its `live_server` takes testlane's name). In the
+# environment, not on the command line: the digest's rerun line repeats the command line's options (and
+# PYTEST_ADDOPTS applies to a rerun by itself).
 INNER_ADDOPTS = " ".join(("-p", "no:django", *FOREIGN_PLUGINS_OFF))
 
 
@@ -56,9 +56,13 @@ def inner_pyproject(
 
 
 def run_inner(pytester: pytest.Pytester, *args: str, timeout: float = 150) -> pytest.RunResult:
-    """``pytest -p no:cacheprovider ARGS`` on ``pytester``'s project, in a subprocess (its environment is this
-    process's: use the ``plain_env`` or ``inner_env`` fixture)."""
-    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=timeout)
+    """``pytest -p no:cacheprovider ARGS`` on ``pytester``'s project, in a subprocess, with :data:`INNER_ADDOPTS`
+    before any PYTEST_ADDOPTS of the test's own. The rest of its environment is this process's: use the
+    ``plain_env`` or ``inner_env`` fixture."""
+    # Set here, not in a fixture: the `pytester` fixture removes PYTEST_ADDOPTS when it is set up.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTEST_ADDOPTS", f"{INNER_ADDOPTS} {os.environ.get('PYTEST_ADDOPTS', '')}".strip())
+        return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=timeout)
 
 
 def plain_project(pytester: pytest.Pytester, testlane: str = "") -> None:

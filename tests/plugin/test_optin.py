@@ -5,7 +5,6 @@ project's; discipline findings are not Python warnings; an opted-in plain `pytes
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import subprocess
@@ -166,7 +165,7 @@ def test_what_opts_a_project_in(
         other.write_text("[tool.testlane]\nservices = []\n")
         monkeypatch.setenv("TESTLANE_CONFIG", str(other))
     elif how == "PYTEST_ADDOPTS":
-        monkeypatch.setenv("PYTEST_ADDOPTS", f"{os.environ.get('PYTEST_ADDOPTS', '')} --lane all")  # plain_env's too
+        monkeypatch.setenv("PYTEST_ADDOPTS", "--lane all")
     elif how.startswith("--"):
         args.append(how)
     result = run_inner(pytester, *args)
