@@ -64,6 +64,9 @@ from pathlib import Path
 from testlane.core.runtime import is_root
 from testlane.services.binaries import embedded_postgres
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests.helpers
+from tests.helpers import inner_pyproject
+
 MIGRATION = "CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL, created timestamptz DEFAULT now());\n"
 
 TIMING_CONFTEST = textwrap.dedent(
@@ -150,22 +153,7 @@ def write_project(root: Path, variant: str, n: int, isolation: str = "database")
     (project / "migrations").mkdir(parents=True)
     (project / "migrations" / "001.sql").write_text(MIGRATION)
     (project / "conftest.py").write_text(TIMING_CONFTEST)
-    (project / "pyproject.toml").write_text(
-        textwrap.dedent(
-            f"""
-            [project]
-            name = "bench"
-            version = "0"
-            [tool.testlane]
-            services = ["postgres"]
-            [tool.testlane.db]
-            migrations = "migrations"
-            isolation = "{isolation}"
-            [tool.pytest.ini_options]
-            asyncio_default_fixture_loop_scope = "function"
-            """
-        )
-    )
+    (project / "pyproject.toml").write_text(inner_pyproject(name="bench", db=f'isolation = "{isolation}"'))
     header = {"pytest_postgresql": PYTEST_POSTGRESQL_HEADER, "shared": SHARED_HEADER}.get(variant, "")
     name = "test_suite_it.py" if variant in ("testlane", "shared") else "test_suite.py"
     tests = "".join(TEST.format(i=i, conn=CONNECTION[variant]) for i in range(n))

@@ -21,6 +21,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from tests.helpers import FOREIGN_PLUGINS_OFF, run_command
+
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
 GUIDE = REPO / "docs" / "adopting.md"
@@ -31,9 +33,7 @@ SYSTEM_REDIS = ("127.0.0.1", 6379)
 # The pytest11 entry points in pyproject.toml: disabling both is "testlane not installed".
 WITHOUT_TESTLANE = ["-p", "no:testlane", "-p", "no:testlane_reports"]
 
-# Plugins of testlane's development environment that the fixture projects neither use nor would have
-# (Faker's alone costs ~1 s of every pytest start here); off in every run, with and without testlane alike.
-FOREIGN_PLUGINS_OFF = ["-p", "no:faker", "-p", "no:pytest_postgresql", "-p", "no:respx", "-p", "no:time_machine"]
+# FOREIGN_PLUGINS_OFF (tests.helpers): off in every run of the fixture projects, with and without testlane alike.
 
 _BLOCK = re.compile(r"<!-- adopting-config: (?P<kind>[\w-]+) -->\s*```toml\n(?P<body>.*?)```", re.S)
 
@@ -68,15 +68,8 @@ def listening(host: str, port: int) -> bool:
 def run_pytest(
     project: Path, args: list[str], env: Mapping[str, str], *, timeout: float = 180
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *FOREIGN_PLUGINS_OFF, "-rA", *args],
-        cwd=project,
-        env=dict(env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *FOREIGN_PLUGINS_OFF, "-rA", *args]
+    return run_command(argv, cwd=project, env=env, timeout=timeout)
 
 
 _OUTCOME = re.compile(r"^(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS) (\S+)", re.M)

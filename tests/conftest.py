@@ -15,6 +15,7 @@ from testlane.cli.run import FORMAT_ENV
 from testlane.core.config import ReportSettings, Settings, load_settings
 from testlane.core.runtime import default_data_root
 from testlane.reports import RERUN_ENV
+from tests.helpers import OUTER_RUN_ENV
 
 pytest_plugins = ["pytester"]
 
@@ -40,6 +41,22 @@ def cache_dir() -> Iterator[Path]:
     path.chmod(0o755)
     yield path
     subprocess.run(["rm", "-rf", str(path)], check=False)
+
+
+@pytest.fixture
+def plain_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inner runs (pytester's, in this process's environment) are plain runs: no outer run's variables,
+    the integration lane off."""
+    for key in OUTER_RUN_ENV:
+        monkeypatch.delenv(key, raising=False)
+
+
+@pytest.fixture
+def inner_env(plain_env: None, monkeypatch: pytest.MonkeyPatch, data_dir: Path) -> Path:
+    """Inner runs are runs of their own: integration lane on, a private data dir (returned)."""
+    monkeypatch.setenv("TESTLANE_IT", "1")
+    monkeypatch.setenv("TESTLANE_DATA_DIR", str(data_dir))
+    return data_dir
 
 
 @pytest.fixture

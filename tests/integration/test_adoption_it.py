@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from tests.adoption_helpers import adopt, copy_fixture
-from tests.helpers import clean_env, leftovers, run_cli, server_processes
+from tests.helpers import clean_env, leftovers, needs_local_extension, run_cli, server_processes
 
 pytestmark = pytest.mark.timeout(300)
 
-HAS_LOCAL_UUID_OSSP = any(Path("/usr/share/postgresql").glob("*/extension/uuid-ossp.control"))
+NEEDS_UUID_OSSP = needs_local_extension("uuid-ossp")
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def env_for(data_dir: Path, cache: Path, **extra: str) -> dict[str, str]:
     return clean_env({"TESTLANE_DATA_DIR": str(data_dir), "TESTLANE_CACHE_DIR": str(cache), **extra})
 
 
-@pytest.mark.skipif(not HAS_LOCAL_UUID_OSSP, reason="no local PostgreSQL with uuid-ossp on this machine")
+@NEEDS_UUID_OSSP
 def test_existing_app_passes_on_system_binaries_and_by_automatic_fallback(
     app_project: Path, data_dir: Path, fresh_cache: Path
 ) -> None:
@@ -73,7 +73,7 @@ def test_without_declaring_it_the_migration_failure_names_the_extension(
     assert 'extensions = ["uuid-ossp"]' in result.stderr  # the fix
 
 
-@pytest.mark.skipif(not HAS_LOCAL_UUID_OSSP, reason="no local PostgreSQL with uuid-ossp on this machine")
+@NEEDS_UUID_OSSP
 def test_plain_pytest_applies_the_mapping_before_the_conftest_imports_settings(
     app_project: Path, data_dir: Path, fresh_cache: Path
 ) -> None:
@@ -100,7 +100,7 @@ def test_plain_pytest_applies_the_mapping_before_the_conftest_imports_settings(
     assert leftovers(data_dir) == []
 
 
-@pytest.mark.skipif(not HAS_LOCAL_UUID_OSSP, reason="no local PostgreSQL with uuid-ossp on this machine")
+@NEEDS_UUID_OSSP
 def test_a_changed_migration_rebuilds_the_template_and_a_failing_command_is_shown(
     app_project: Path, data_dir: Path, fresh_cache: Path
 ) -> None:

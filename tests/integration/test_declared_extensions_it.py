@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import clean_env, leftovers, run_cli, server_processes
+from tests.helpers import (
+    SYSTEM_PG15_BIN,
+    clean_env,
+    leftovers,
+    needs_system_pg15_contrib,
+    run_cli,
+    server_processes,
+    system_pg15_version,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -100,13 +108,14 @@ def test_a_forced_embedded_run_refuses_before_announcing_the_template_build(
 LOCAL_ONLY = "uuid-ossp"  # the embedded wheel lacks it; this machine's PostgreSQL 15 (contrib) has it
 
 
+@needs_system_pg15_contrib
 @pytest.mark.parametrize("key", ["extensions", "db.extensions"])
 def test_either_key_steers_auto_to_binaries_that_ship_the_extension(key: str) -> None:
     from testlane.core.config import load_settings
     from testlane.services.backends import choose_backend
 
     choice = choose_backend("postgres", load_settings(environ={}, overrides={key: LOCAL_ONLY}))
-    assert (choice.backend, choice.bin_dir) == ("local", "/usr/lib/postgresql/15/bin"), choice.reason
+    assert (choice.backend, choice.bin_dir) == ("local", str(SYSTEM_PG15_BIN)), choice.reason
     assert f"lack {LOCAL_ONLY}, declared in `{key}`" in choice.reason
 
 
@@ -140,26 +149,33 @@ def test_the_hint_never_recommends_the_configured_backend() -> None:
                 assert f'backend = "{configured}"' not in hint and f'"{configured}" (' not in hint, (backend, hint)
             assert "testlane doctor" in hint
     assert 'postgres.backend = "auto"' in missing_extensions_hint("embedded", "embedded")
+    assert 'backend "auto" found no binaries' in missing_extensions_hint("embedded", "auto", [ABSENT], declared=True)
+
+
+@needs_system_pg15_contrib
+def test_under_auto_the_hint_names_the_installation_that_ships_them() -> None:
+    from testlane.services.backends import missing_extensions_hint
+
     # Under `auto`, extensions it never weighed (a template given in code) and an installation that has them:
     # declare them. Declared, the same installation was ruled out by postgres.version.
-    local = "PostgreSQL 15.20 in /usr/lib/postgresql/15/bin ships them"
+    local = f"PostgreSQL {system_pg15_version()} in {SYSTEM_PG15_BIN} ships them"
     undeclared = missing_extensions_hint("embedded", "auto", [LOCAL_ONLY])
     assert f'{local}: declare them in [tool.testlane] (extensions = ["{LOCAL_ONLY}"]' in undeclared
     assert f"{local}, but postgres.version asks for another major version" in missing_extensions_hint(
         "embedded", "auto", [LOCAL_ONLY], declared=True
     )
-    assert 'backend "auto" found no binaries' in missing_extensions_hint("embedded", "auto", [ABSENT], declared=True)
 
 
 # A fresh user's mix: one extension a local installation ships, one that nothing here ships. The hint singles
 # out the absent one (no "install postgresql-contrib": contrib is installed) and names the installation that
 # has the other; under `pytest --it` the refusal is one message, not a chained "During handling of ..." pair.
+@needs_system_pg15_contrib
 def test_a_mix_singles_out_the_extension_no_installation_ships() -> None:
     from testlane.services.backends import missing_extensions_hint
 
     hint = missing_extensions_hint("embedded", "auto", [LOCAL_ONLY, ABSENT], declared=True)
     assert f"no PostgreSQL on this machine ships {ABSENT} (" in hint, hint
-    assert f"PostgreSQL 15.20 in /usr/lib/postgresql/15/bin ships {LOCAL_ONLY})" in hint, hint
+    assert f"PostgreSQL {system_pg15_version()} in {SYSTEM_PG15_BIN} ships {LOCAL_ONLY})" in hint, hint
     assert "found no binaries" not in hint and "postgresql-contrib" not in hint, hint
 
 

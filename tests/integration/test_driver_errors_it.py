@@ -8,19 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from testlane.cli.run import RUN_SCOPED_ENV
-
-PYPROJECT = """
-[project]
-name = "inner"
-version = "0"
-
-[tool.testlane]
-services = ["postgres"]
-
-[tool.testlane.db]
-migrations = "migrations"
-"""
+from tests.helpers import inner_pyproject, run_inner
 
 TESTS = """
 import psycopg
@@ -43,22 +31,18 @@ def test_3_needs_the_server(pg_database):
 """
 
 
-@pytest.fixture
-def inner_env(monkeypatch: pytest.MonkeyPatch, data_dir: Path) -> Path:
-    for key in (*RUN_SCOPED_ENV, "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_ADDOPTS"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("TESTLANE_IT", "1")
-    monkeypatch.setenv("TESTLANE_DATA_DIR", str(data_dir))
-    return data_dir
-
-
-def test_a_stopped_server_is_one_message_with_a_hint(pytester: pytest.Pytester, inner_env: Path) -> None:
-    pytester.makefile(".toml", pyproject=PYPROJECT)
+def make_project(pytester: pytest.Pytester) -> None:
+    """A project on Postgres whose migrations create ``countries`` holding ``fr``."""
+    pytester.makefile(".toml", pyproject=inner_pyproject(db=""))
     (pytester.path / "migrations").mkdir()
     (pytester.path / "migrations" / "001.sql").write_text("CREATE TABLE countries (code text PRIMARY KEY);\n")
     (pytester.path / "migrations" / "002.sql").write_text("INSERT INTO countries VALUES ('fr');\n")
+
+
+def test_a_stopped_server_is_one_message_with_a_hint(pytester: pytest.Pytester, inner_env: Path) -> None:
+    make_project(pytester)
     pytester.makepyfile(test_x_it=TESTS)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=300)
+    result = run_inner(pytester, timeout=300)
     result.assert_outcomes(passed=2, errors=2)
     out = result.stdout.str()
     result.stdout.fnmatch_lines(
@@ -84,11 +68,11 @@ def test_pg_conn_connects_to_a_stopped_server(pg_database, request):
 
 def test_a_fixtures_own_connect_to_a_stopped_server_is_one_message(pytester: pytest.Pytester, inner_env: Path) -> None:
     """pg_conn's connect is testlane's own work (one boundary, the driver-error table), like pg_database's."""
-    pytester.makefile(".toml", pyproject=PYPROJECT)
+    pytester.makefile(".toml", pyproject=inner_pyproject(db=""))
     (pytester.path / "migrations").mkdir()
     (pytester.path / "migrations" / "001.sql").write_text("CREATE TABLE countries (code text PRIMARY KEY);\n")
     pytester.makepyfile(test_c_it=CONNECTS)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=300)
+    result = run_inner(pytester, timeout=300)
     result.assert_outcomes(failed=1, errors=1)  # the connect (in the test's call), then pg_database's clean-up
     out = result.stdout.str()
     result.stdout.fnmatch_lines(
@@ -119,12 +103,7 @@ async def test_asyncpg_url_reaches_the_schema(async_db_engine, pg_database):
 
 def test_the_asyncpg_url_of_a_schema_database(pytester: pytest.Pytester, inner_env: Path) -> None:
     """The URL rewritten for asyncpg (ServiceUrl, no longer ``str.replace``) still reaches the schema."""
-    pytester.makefile(
-        ".toml", pyproject=PYPROJECT + '\n[tool.pytest.ini_options]\nasyncio_default_fixture_loop_scope = "function"\n'
-    )
-    (pytester.path / "migrations").mkdir()
-    (pytester.path / "migrations" / "001.sql").write_text("CREATE TABLE countries (code text PRIMARY KEY);\n")
-    (pytester.path / "migrations" / "002.sql").write_text("INSERT INTO countries VALUES ('fr');\n")
+    make_project(pytester)
     pytester.makepyfile(test_y_it=ASYNC_SCHEMA)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=300)
+    result = run_inner(pytester, timeout=300)
     result.assert_outcomes(passed=1)

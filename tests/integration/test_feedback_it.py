@@ -7,21 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import TESTLANE, clean_env, leftovers, run_cli, server_processes
+from tests.helpers import TESTLANE, clean_env, inner_pyproject, leftovers, run_cli, server_processes
 
 pytestmark = pytest.mark.timeout(300)
 
-PYPROJECT = """
-[project]
-name = "feedback"
-version = "0"
-
-[tool.testlane]
-services = ["postgres"]
-
-[tool.pytest.ini_options]
-asyncio_default_fixture_loop_scope = "function"
-"""
+PYPROJECT = inner_pyproject(name="feedback")
 
 # The first test provokes a Postgres error and passes; the second fails on another one. Each failure
 # must show the server's lines written during that test only.

@@ -11,26 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from testlane.cli.run import RUN_SCOPED_ENV
-from tests.helpers import clean_env, leftovers, run_cli, server_processes
+from tests.helpers import clean_env, inner_pyproject, leftovers, run_cli, run_inner, server_processes
 
 pytestmark = pytest.mark.usefixtures("inner_env")
-
-PYPROJECT = """
-[project]
-name = "inner"
-version = "0"
-
-[tool.testlane]
-services = {services}
-
-[tool.testlane.db]
-migrations = "migrations"
-{db}
-
-[tool.pytest.ini_options]
-asyncio_default_fixture_loop_scope = "function"
-"""
 
 MIGRATION = """
 CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL);
@@ -39,25 +22,15 @@ INSERT INTO countries VALUES ('fr'), ('de');
 """
 
 
-@pytest.fixture
-def inner_env(monkeypatch: pytest.MonkeyPatch, data_dir: Path) -> Path:
-    """Inner runs are runs of their own: integration lane on, a private data dir."""
-    for key in (*RUN_SCOPED_ENV, "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_ADDOPTS"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("TESTLANE_IT", "1")
-    monkeypatch.setenv("TESTLANE_DATA_DIR", str(data_dir))
-    return data_dir
-
-
 def make_project(pytester: pytest.Pytester, db: str = "", services: str = '["postgres"]') -> Path:
-    pytester.makefile(".toml", pyproject=PYPROJECT.format(db=db, services=services))
+    pytester.makefile(".toml", pyproject=inner_pyproject(services=services, db=db))
     (pytester.path / "migrations").mkdir()
     (pytester.path / "migrations" / "001.sql").write_text(MIGRATION)
     return pytester.path
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=300)
+    return run_inner(pytester, *args, timeout=300)
 
 
 ISOLATION_SUITE = """
@@ -206,9 +179,7 @@ def fresh_cache(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def counted_project(pytester: pytest.Pytester, log: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     pytester.makefile(
         ".toml",
-        pyproject=PYPROJECT.format(db="", services='["postgres"]').replace(
-            'migrations = "migrations"', 'migrations = "migrate_module:migrate"'
-        ),
+        pyproject=inner_pyproject(db="").replace('migrations = "migrations"', 'migrations = "migrate_module:migrate"'),
     )
     pytester.makepyfile(migrate_module=COUNTING_MIGRATION)
     pytester.makepyfile(

@@ -9,24 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import clean_env, leftovers
+from tests.helpers import clean_env, inner_pyproject, leftovers
 
 pytestmark = pytest.mark.timeout(300)
 
-PYPROJECT = """
-[project]
-name = "excerpt"
-version = "0"
-
-[tool.testlane]
-services = ["postgres"]
-
-[tool.testlane.db]
-migrations = "migrations"
-
-[tool.pytest.ini_options]
-asyncio_default_fixture_loop_scope = "function"
-"""
+PYPROJECT = inner_pyproject(name="excerpt", db="")
 
 # The first test fails while the server (started on demand, in its set-up) is brand new; the last one
 # reads the whole server log: transaction isolation's own statements never made Postgres warn.

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from testlane.cli.run import RUN_SCOPED_ENV
 from testlane.core.runtime import new_run_id
-from tests.helpers import clean_env, leftovers, run_cli, server_processes
+from tests.helpers import clean_env, inner_pyproject, leftovers, run_cli, run_inner, server_processes
 from tests.mariadb_helpers import (
     backend_config,
     drop_existing_template,
@@ -26,18 +25,6 @@ from tests.mariadb_helpers import (
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("inner_env")]
 
-PYPROJECT = """
-[project]
-name = "inner"
-version = "0"
-
-[tool.testlane]
-services = []
-
-[tool.testlane.mariadb]
-migrations = "migrations"
-{mariadb}
-"""
 
 MIGRATION = """\
 -- {nonce}
@@ -67,14 +54,10 @@ def run_id() -> str:
 
 
 @pytest.fixture
-def inner_env(monkeypatch: pytest.MonkeyPatch, data_dir: Path, run_id: str) -> Path:
-    """Inner runs are runs of their own: integration lane on, a private data dir, a known run id."""
-    for key in (*RUN_SCOPED_ENV, "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_ADDOPTS"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("TESTLANE_IT", "1")
-    monkeypatch.setenv("TESTLANE_DATA_DIR", str(data_dir))
+def inner_env(inner_env: Path, monkeypatch: pytest.MonkeyPatch, run_id: str) -> Path:
+    """tests/conftest.py's, with a known run id."""
     monkeypatch.setenv("TESTLANE_RUN_ID", run_id)
-    return data_dir
+    return inner_env
 
 
 @pytest.fixture
@@ -88,7 +71,13 @@ def make_project(pytester: pytest.Pytester) -> Iterator[Project]:
     def make(backend: str, extra: str = "") -> Path:
         if backend == "url" and existing_server() is None:
             pytest.skip("no MariaDB at 127.0.0.1:3306")
-        pytester.makefile(".toml", pyproject=PYPROJECT.format(mariadb=f"{backend_config(backend)}\n{extra}"))
+        pytester.makefile(
+            ".toml",
+            pyproject=inner_pyproject(
+                services="[]",
+                testlane=f'[tool.testlane.mariadb]\nmigrations = "migrations"\n{backend_config(backend)}\n{extra}',
+            ),
+        )
         migrations = pytester.path / "migrations"
         migrations.mkdir()
         (migrations / "001_schema.sql").write_text(MIGRATION.format(nonce=uuid.uuid4().hex))
@@ -102,7 +91,7 @@ def make_project(pytester: pytest.Pytester) -> Iterator[Project]:
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=240)
+    return run_inner(pytester, *args, timeout=240)
 
 
 def assert_nothing_left(backend: str, inner_env: Path, run_id: str) -> None:

@@ -15,10 +15,9 @@ import json
 
 import pytest
 
-from tests.integration.test_isolation_it import inner_env, make_project, run
+from tests.integration.test_isolation_it import make_project, run
 
 pytestmark = [pytest.mark.usefixtures("inner_env"), pytest.mark.timeout(300)]
-__all__ = ["inner_env"]  # the fixture, imported to be used here
 
 PUBSUB_SUITE = """
 import json, os, time

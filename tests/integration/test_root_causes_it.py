@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from testlane.cli.run import RUN_SCOPED_ENV
+from tests.helpers import run_inner
 from tests.plugin.test_digest import bench  # bench/digest.py, loaded once
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("inner_env")]
@@ -22,12 +22,10 @@ TESTS = "tests/test_accounts_it.py tests/test_orders_it.py tests/test_reports_it
 
 
 @pytest.fixture
-def inner_env(monkeypatch: pytest.MonkeyPatch, data_dir: Path) -> Path:
-    """Inner runs are runs of their own: a private data dir, no outer run's variables."""
-    for key in (*RUN_SCOPED_ENV, "TESTLANE_IT", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_ADDOPTS"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("TESTLANE_DATA_DIR", str(data_dir))
-    return data_dir
+def inner_env(inner_env: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """tests/conftest.py's, without TESTLANE_IT: these runs ask for the integration lane themselves (``--it``)."""
+    monkeypatch.delenv("TESTLANE_IT")
+    return inner_env
 
 
 @pytest.fixture
@@ -40,7 +38,7 @@ def taken_port() -> Iterator[int]:
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "--it", "--digest", *args, timeout=240)
+    return run_inner(pytester, "--it", "--digest", *args, timeout=240)
 
 
 def assert_one_cause(result: pytest.RunResult, head: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.test_isolation_it import inner_env, make_project, run  # noqa: F401 - shared fixture
+from tests.integration.test_isolation_it import make_project, run
 
 pytestmark = [pytest.mark.usefixtures("inner_env"), pytest.mark.timeout(300)]
 

@@ -7,21 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import clean_env, leftovers, run_cli, server_processes
+from tests.helpers import clean_env, inner_pyproject, leftovers, run_cli, server_processes
 
 pytestmark = pytest.mark.timeout(300)
 
-PYPROJECT = """
-[project]
-name = "broker"
-version = "0"
-
-[tool.testlane]
-services = ["redis"]
-
-[tool.testlane.env]
-BROKER_URL = "{redis.url}"
-"""
+PYPROJECT = inner_pyproject(
+    name="broker", services='["redis"]', testlane='[tool.testlane.env]\nBROKER_URL = "{redis.url}"'
+)
 
 TESTS = """
 import os

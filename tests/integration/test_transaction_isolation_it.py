@@ -5,27 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.test_isolation_it import inner_env, run
-
-__all__ = ["inner_env"]
+from tests.helpers import inner_pyproject
+from tests.integration.test_isolation_it import run
 
 pytestmark = pytest.mark.usefixtures("inner_env")
-
-PYPROJECT = """
-[project]
-name = "inner"
-version = "0"
-
-[tool.testlane]
-services = ["postgres"]
-
-[tool.testlane.db]
-migrations = "migrations"
-isolation = "{isolation}"
-
-[tool.pytest.ini_options]
-asyncio_default_fixture_loop_scope = "function"
-"""
 
 # Sequences in every state a template can leave them: never used (identity, serial, a standalone one),
 # used by the seed (countries: next id 3), and set explicitly (a standalone sequence at 100, not called).
@@ -41,7 +24,7 @@ SELECT setval('invoices', 100, false);
 
 
 def make_project(pytester: pytest.Pytester, isolation: str = "transaction") -> None:
-    pytester.makefile(".toml", pyproject=PYPROJECT.format(isolation=isolation))
+    pytester.makefile(".toml", pyproject=inner_pyproject(db=f'isolation = "{isolation}"'))
     (pytester.path / "migrations").mkdir()
     (pytester.path / "migrations" / "001.sql").write_text(MIGRATION)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from testlane.cli.init import template
-from tests.plugin.test_lanes import plain_env, run  # noqa: F401 - shared fixtures and helpers
+from tests.helpers import run_inner
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("plain_env")]
 
@@ -34,7 +34,7 @@ def suite(pytester: pytest.Pytester, pyproject: str) -> None:
 
 def test_an_async_test_without_pytest_asyncio_says_what_to_install_and_configure(pytester: pytest.Pytester) -> None:
     suite(pytester, OPTED_IN)
-    result = run(pytester, "-p", "no:asyncio")
+    result = run_inner(pytester, "-p", "no:asyncio")
     result.assert_outcomes(passed=1, failed=1)
     output = result.stdout.str()
     message = "test_async.py::test_waits (an `async def` test) did not run: pytest-asyncio is not installed"
@@ -44,7 +44,7 @@ def test_an_async_test_without_pytest_asyncio_says_what_to_install_and_configure
 
 def test_an_async_test_under_strict_pytest_asyncio_says_to_set_auto_mode(pytester: pytest.Pytester) -> None:
     suite(pytester, OPTED_IN)
-    result = run(pytester)
+    result = run_inner(pytester)
     result.assert_outcomes(passed=1, failed=1)
     output = result.stdout.str()
     assert "did not run: pytest-asyncio is in strict mode, where it runs only tests marked" in output
@@ -53,11 +53,11 @@ def test_an_async_test_under_strict_pytest_asyncio_says_to_set_auto_mode(pyteste
 
 def test_the_pytest_table_init_writes_runs_async_tests(pytester: pytest.Pytester) -> None:
     suite(pytester, "[tool.testlane]\nservices = []\n" + template("pytest.toml.tmpl"))
-    run(pytester).assert_outcomes(passed=2)
+    run_inner(pytester).assert_outcomes(passed=2)
 
 
 def test_a_project_that_did_not_opt_in_keeps_pytests_own_message(pytester: pytest.Pytester) -> None:
     suite(pytester, LOOP_SCOPE)
-    result = run(pytester, "-p", "no:asyncio")
+    result = run_inner(pytester, "-p", "no:asyncio")
     result.assert_outcomes(passed=1, failed=1)
     assert "not natively supported" in result.stdout.str() and INSTALL not in result.stdout.str()

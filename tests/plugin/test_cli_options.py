@@ -8,18 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import clean_env, run_cli
+from tests.helpers import clean_env, inner_pyproject, run_cli
 
 pytestmark = pytest.mark.timeout(120)
 
-PYPROJECT = """
-[project]
-name = "inner"
-version = "0"
-[tool.testlane]
-services = []
-stop_grace = 15
-"""
+PYPROJECT = inner_pyproject(services="[]", testlane="stop_grace = 15")
 
 PROBE = """
 import json, os

@@ -12,7 +12,7 @@ from types import ModuleType
 
 import pytest
 
-from testlane.cli.run import RUN_SCOPED_ENV
+from tests.helpers import run_inner
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("plain_env")]
 
@@ -31,23 +31,13 @@ def _bench() -> ModuleType:
 bench = _bench()
 
 
-@pytest.fixture
-def plain_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in (*RUN_SCOPED_ENV, "TESTLANE_IT", "PYTEST_XDIST_WORKER", "PYTEST_ADDOPTS"):
-        monkeypatch.delenv(key, raising=False)
-
-
-def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=150)
-
-
 def suite(pytester: pytest.Pytester, name: str) -> Path:
     return bench.write_suite(name, pytester.path)  # type: ignore[no-any-return]
 
 
 def test_fixture_suite_is_one_group_with_its_place_log_and_rerun(pytester: pytest.Pytester) -> None:
     suite(pytester, "fixture")
-    digest = run(pytester, "--digest")
+    digest = run_inner(pytester, "--digest")
     assert digest.ret == 1
     text = digest.stdout.str()
     assert text.count("\n[") == 0 and text.startswith("[1] ")  # one group
@@ -64,13 +54,13 @@ def test_fixture_suite_is_one_group_with_its_place_log_and_rerun(pytester: pytes
     assert rerun in text
     assert text.rstrip().splitlines()[-1].startswith("testlane: FAILED — 200 errors, 10 passed in ")
     assert "Traceback" not in text and "_____" not in text  # pytest's own report is muted
-    quiet = run(pytester, "-q")
+    quiet = run_inner(pytester, "-q")
     assert len(text) * 50 <= len(quiet.stdout.str())  # the issue's target, measured in bench/digest.py too
 
 
 def test_six_unrelated_failures_are_six_groups_with_their_diffs(pytester: pytest.Pytester) -> None:
     suite(pytester, "six")
-    text = run(pytester, "--digest").stdout.str()
+    text = run_inner(pytester, "--digest").stdout.str()
     heads = [line for line in text.splitlines() if line.startswith("[")]
     assert len(heads) == 6
     for where, diff in [
@@ -89,12 +79,12 @@ def test_six_unrelated_failures_are_six_groups_with_their_diffs(pytester: pytest
     assert "Failed: DID NOT RAISE KeyError" in text
     assert "rerun: pytest --digest -p no:cacheprovider tests/test_a.py::test_total" in text
     assert text.rstrip().splitlines()[-1].startswith("testlane: FAILED — 6 failed, 20 passed in ")
-    assert len(text) <= len(run(pytester, "-q").stdout.str())
+    assert len(text) <= len(run_inner(pytester, "-q").stdout.str())
 
 
 def test_a_timeout_is_a_failure_at_the_line_where_the_test_hung(pytester: pytest.Pytester) -> None:
     suite(pytester, "timeout")
-    result = run(pytester, "--digest")
+    result = run_inner(pytester, "--digest")
     text = result.stdout.str()
     assert result.ret == 1
     assert text.startswith("[1] TIMEOUT — Timeout >1.0s\n")  # the limit: the label says the rest
@@ -102,12 +92,12 @@ def test_a_timeout_is_a_failure_at_the_line_where_the_test_hung(pytester: pytest
     rerun = "rerun: pytest --digest -p no:cacheprovider tests/test_slow.py::test_waits_for_a_reply_that_never_comes"
     assert rerun in text
     assert "PASSED" not in text
-    assert len(text) <= len(run(pytester, "-q").stdout.str())
+    assert len(text) <= len(run_inner(pytester, "-q").stdout.str())
 
 
 def test_green_suite_is_one_line(pytester: pytest.Pytester) -> None:
     suite(pytester, "green")
-    result = run(pytester, "--digest")
+    result = run_inner(pytester, "--digest")
     assert result.ret == 0
     lines = result.stdout.str().splitlines()
     assert len(lines) == 1 and lines[0].startswith("testlane: PASSED — 50 passed")
@@ -115,7 +105,7 @@ def test_green_suite_is_one_line(pytester: pytest.Pytester) -> None:
 
 def test_nothing_collected_is_a_failure(pytester: pytest.Pytester) -> None:
     suite(pytester, "green")
-    result = run(pytester, "--digest", "-k", "no_such_test")
+    result = run_inner(pytester, "--digest", "-k", "no_such_test")
     assert result.ret == 5
     text = result.stdout.str()
     assert "no tests ran: all 50 collected tests were deselected" in text
@@ -125,7 +115,7 @@ def test_nothing_collected_is_a_failure(pytester: pytest.Pytester) -> None:
 def test_an_internal_error_is_a_failure_with_its_message(pytester: pytest.Pytester) -> None:
     suite(pytester, "green")
     pytester.makeconftest("def pytest_collection_modifyitems(items):\n    raise RuntimeError('plugin exploded')\n")
-    result = run(pytester, "--digest")
+    result = run_inner(pytester, "--digest")
     assert result.ret == 3
     text = result.stdout.str()
     assert "INTERNAL ERROR" in text and "plugin exploded" in text
@@ -145,7 +135,7 @@ def test_an_interrupted_run_is_not_a_success(pytester: pytest.Pytester) -> None:
             pass
         """
     )
-    result = run(pytester, "--digest")
+    result = run_inner(pytester, "--digest")
     assert result.ret == 2
     text = result.stdout.str()
     assert "interrupted: KeyboardInterrupt" in text
@@ -154,27 +144,27 @@ def test_an_interrupted_run_is_not_a_success(pytester: pytest.Pytester) -> None:
 
 def test_stopping_early_says_how_many_tests_did_not_run(pytester: pytest.Pytester) -> None:
     suite(pytester, "six")
-    text = run(pytester, "--digest", "-x").stdout.str()
+    text = run_inner(pytester, "--digest", "-x").stdout.str()
     assert "stopped early (stopping after 1 failures): " in text and "tests did not run" in text
 
 
 def test_budget_option_and_setting(pytester: pytest.Pytester) -> None:
     suite(pytester, "six")
-    small = run(pytester, "--digest", "--digest-budget", "600").stdout.str()
+    small = run_inner(pytester, "--digest", "--digest-budget", "600").stdout.str()
     assert len(small) <= 600 and small.startswith("[1] FAILED — AssertionError: assert 7 == 6\n")
     pytester.path.joinpath("pyproject.toml").write_text(
         bench.PYPROJECT.format(name="six") + '\n[tool.testlane.reports]\nformat = "digest"\ndigest_budget = 700\n'
     )
-    from_config = run(pytester).stdout.str()
+    from_config = run_inner(pytester).stdout.str()
     assert len(from_config) <= 700 and from_config.startswith("[1] FAILED — AssertionError: assert 7 == 6\n")
     # Issue 15: an option given is kept whatever its value; 0 (the smallest digest) is not "not given".
-    zero = run(pytester, "--digest-budget", "0").stdout.str()
+    zero = run_inner(pytester, "--digest-budget", "0").stdout.str()
     assert zero.startswith("[1] FAILED — AssertionError: assert 7 == 6\n") and len(zero) < len(from_config)
 
 
 def test_under_xdist_the_controller_reports_with_the_workers_facts(pytester: pytest.Pytester) -> None:
     suite(pytester, "fixture")
-    text = run(pytester, "--digest", "-n", "2").stdout.str()
+    text = run_inner(pytester, "--digest", "-n", "2").stdout.str()
     assert "[1] ERROR in setup of 200 tests" in text
     assert "at tests/conftest.py:12 in accounts_db" in text
     assert "\n[2]" not in text
@@ -182,7 +172,7 @@ def test_under_xdist_the_controller_reports_with_the_workers_facts(pytester: pyt
 
 def test_format_json_prints_the_versioned_document(pytester: pytest.Pytester) -> None:
     suite(pytester, "six")
-    result = run(pytester, "--format", "json")
+    result = run_inner(pytester, "--format", "json")
     doc = json.loads(result.stdout.str())
     assert doc["schema"] == "testlane.report/1"
     assert doc["outcome"] == "failed" and doc["exit_code"] == 1 and doc["success"] is False
@@ -196,7 +186,7 @@ def test_format_json_prints_the_versioned_document(pytester: pytest.Pytester) ->
 
 def test_json_and_jsonl_files_beside_pytests_own_output(pytester: pytest.Pytester) -> None:
     suite(pytester, "timeout")
-    result = run(pytester, "--report-json", "out/report.json", "--report-jsonl", "out/events.jsonl")
+    result = run_inner(pytester, "--report-json", "out/report.json", "--report-jsonl", "out/events.jsonl")
     assert "1 failed, 10 passed" in result.stdout.str()  # the terminal is pytest's own
     doc = json.loads((pytester.path / "out" / "report.json").read_text())
     assert doc["groups"][0]["kind"] == "timeout"
@@ -212,7 +202,7 @@ def test_json_and_jsonl_files_beside_pytests_own_output(pytester: pytest.Pyteste
 
 def test_format_jsonl_streams_to_stdout(pytester: pytest.Pytester) -> None:
     suite(pytester, "green")
-    lines = run(pytester, "--format", "jsonl").stdout.str().splitlines()
+    lines = run_inner(pytester, "--format", "jsonl").stdout.str().splitlines()
     events = [json.loads(line) for line in lines]
     assert [e["event"] for e in events].count("test") == 50
     assert events[-1]["event"] == "finish" and events[-1]["outcome"] == "passed"
@@ -223,7 +213,7 @@ def test_junit_path_setting_writes_pytests_junit_xml(pytester: pytest.Pytester) 
     pytester.path.joinpath("pyproject.toml").write_text(
         bench.PYPROJECT.format(name="six") + '\n[tool.testlane.reports]\njunit_path = "reports/junit.xml"\n'
     )
-    run(pytester, "--digest")
+    run_inner(pytester, "--digest")
     root = ET.parse(pytester.path / "reports" / "junit.xml").getroot()
     suite_element = root if root.tag == "testsuite" else root[0]
     assert suite_element.get("failures") == "6" and suite_element.get("tests") == "26"
@@ -231,7 +221,7 @@ def test_junit_path_setting_writes_pytests_junit_xml(pytester: pytest.Pytester) 
 
 def test_a_crashed_xdist_worker_is_a_failure(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_dies="import os\n\ndef test_ok():\n    pass\n\ndef test_dies():\n    os._exit(3)\n")
-    result = run(pytester, "--format", "json", "-n", "2")
+    result = run_inner(pytester, "--format", "json", "-n", "2")
     doc = json.loads(result.stdout.str())
     assert result.ret == 1 and doc["outcome"] == "failed"
     assert doc["summary"]["collected"] == 2 and doc["summary"]["failed"] == 1
@@ -243,10 +233,10 @@ def test_a_crashed_xdist_worker_is_a_failure(pytester: pytest.Pytester) -> None:
 
 def test_options_that_are_about_pytests_own_output_are_never_muted(pytester: pytest.Pytester) -> None:
     suite(pytester, "green")
-    listing = run(pytester, "--digest", "--collect-only", "-q")
+    listing = run_inner(pytester, "--digest", "--collect-only", "-q")
     assert listing.ret == 0
     assert "tests/test_ok.py::test_ok[49]" in listing.stdout.str() and "testlane:" not in listing.stdout.str()
-    assert "--digest-budget=CHARS" in run(pytester, "--digest", "--help").stdout.str()
+    assert "--digest-budget=CHARS" in run_inner(pytester, "--digest", "--help").stdout.str()
 
 
 def test_collection_errors_are_failures_at_their_line(pytester: pytest.Pytester) -> None:
@@ -255,7 +245,7 @@ def test_collection_errors_are_failures_at_their_line(pytester: pytest.Pytester)
         test_syntax="def test_b(:\n    pass\n",
         test_fine="def test_c():\n    pass\n",
     )
-    result = run(pytester, "--digest")
+    result = run_inner(pytester, "--digest")
     text = result.stdout.str()
     assert result.ret == 2  # pytest's code: it stops the run ("Interrupted: 2 errors during collection")
     assert (
@@ -268,7 +258,7 @@ def test_collection_errors_are_failures_at_their_line(pytester: pytest.Pytester)
     assert text.rstrip().splitlines()[-1].startswith("testlane: ERROR — collection failed — 0 tests ran")
     assert text.rstrip().endswith("(exit 2)")
     # Told to go on, pytest runs the rest and exits 1: the verdict follows its code.
-    going_on = run(pytester, "--digest", "--continue-on-collection-errors")
+    going_on = run_inner(pytester, "--digest", "--continue-on-collection-errors")
     assert going_on.ret == 1
     last = going_on.stdout.str().rstrip().splitlines()[-1]
     assert last.startswith("testlane: FAILED — 1 passed in ") and last.endswith("; 2 root causes (exit 1)")
@@ -284,7 +274,7 @@ def test_stopping_after_the_last_test_says_nothing_and_otherwise_counts_the_rest
             assert 1 == 2
         """
     )
-    last = run(pytester, "--digest", "-x")
+    last = run_inner(pytester, "--digest", "-x")
     assert last.ret == 1
     assert "stopped early" not in last.stdout.str() and "did not run" not in last.stdout.str()
     pytester.makepyfile(
@@ -299,7 +289,7 @@ def test_stopping_after_the_last_test_says_nothing_and_otherwise_counts_the_rest
             pass
         """
     )
-    first = run(pytester, "--digest", "-x")
+    first = run_inner(pytester, "--digest", "-x")
     assert first.ret == 1
     assert "stopped early (stopping after 1 failures): 2 of 3 tests did not run" in first.stdout.str()
 
@@ -316,7 +306,7 @@ def test_tests_skipped_by_a_plugin_name_the_first_reason(pytester: pytest.Pytest
         """
     )
     pytester.makepyfile(test_x="def test_page(live_server):\n    pass\n\ndef test_two(live_server):\n    pass\n")
-    result = run(pytester, "--digest")
+    result = run_inner(pytester, "--digest")
     assert result.ret == 0
     text = result.stdout.str()
     assert (
@@ -348,7 +338,7 @@ def test_the_rerun_keeps_the_options_that_change_how_tests_run_and_reruns_the_fa
     # These tests fail only with the user's options (-o, -W, -p); selection and output options are dropped.
     pytester.makepyfile(test_x=RUN_AS_OPTIONS, test_y="def test_other():\n    pass\n")
     given = ["-o", "xfail_strict=true", "-W", "error:deprecated call", "-p", "no:asyncio", "--tb=line", "-v"]
-    first = run(pytester, "--digest", *given, "-k", "not nothing", "--maxfail=5", "test_x.py", "test_y.py")
+    first = run_inner(pytester, "--digest", *given, "-k", "not nothing", "--maxfail=5", "test_x.py", "test_y.py")
     assert first.ret == 1
     reruns = [line.strip() for line in first.stdout.lines if line.strip().startswith("rerun: ")]
     kept = "-p no:cacheprovider -o xfail_strict=true -W 'error:deprecated call' -p no:asyncio"
@@ -359,7 +349,7 @@ def test_the_rerun_keeps_the_options_that_change_how_tests_run_and_reruns_the_fa
     for line in reruns:
         words = shlex.split(line.removeprefix("rerun: "))
         assert words[:2] == ["pytest", "--digest"]
-        again = run(pytester, *words[1:])
+        again = run_inner(pytester, *words[1:])
         assert again.ret == 1, again.stdout.str()  # reproduced, and only that test ran
         assert "testlane: FAILED — 1 failed in " in again.stdout.str()
 
@@ -373,7 +363,7 @@ def test_under_testlane_run_the_rerun_repeats_the_pytest_options_given_after_the
 
     monkeypatch.setenv(RERUN_ENV, "testlane --set db.isolation=database run --")
     pytester.makepyfile(test_x=RUN_AS_OPTIONS)
-    result = run(pytester, "--digest", "-o", "xfail_strict=true", "-x", "test_x.py")
+    result = run_inner(pytester, "--digest", "-o", "xfail_strict=true", "-x", "test_x.py")
     assert result.ret == 1
     assert (
         "    rerun: testlane --set db.isolation=database run -- -p no:cacheprovider -o xfail_strict=true "

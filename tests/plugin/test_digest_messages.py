@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.plugin.test_lanes import plain_env, project, run  # noqa: F401 - shared fixtures and helpers
-from tests.plugin.test_verdict import write
+from tests.helpers import plain_project, run_inner, write_files
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("plain_env")]
 
@@ -44,9 +43,9 @@ GUARD_HINT = (
 
 @pytest.mark.parametrize("budget", ["4000", "1500", "300"])
 def test_testlanes_messages_are_whole_at_any_budget(pytester: pytest.Pytester, budget: str) -> None:
-    project(pytester)
-    write(pytester.path, SUITE)
-    result = run(pytester, "--digest", "--digest-budget", budget)
+    plain_project(pytester)
+    write_files(pytester.path, SUITE)
+    result = run_inner(pytester, "--digest", "--digest-budget", budget)
     assert result.ret == 1
     text = result.stdout.str()
     assert text.startswith("[1] ERROR in setup — ")

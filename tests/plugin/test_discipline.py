@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.plugin.test_lanes import plain_env, project, run  # noqa: F401 - shared fixtures and helpers
+from tests.helpers import plain_project, run_inner
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("plain_env")]
 
 
 def test_a_hanging_test_times_out_with_every_thread_s_stack_and_the_run_continues(pytester: pytest.Pytester) -> None:
-    project(pytester, "[tool.testlane.discipline]\ntimeout_unit = 1")
+    plain_project(pytester, "[tool.testlane.discipline]\ntimeout_unit = 1")
     pytester.makepyfile(
         test_hang="""
         import threading, time
@@ -23,17 +23,17 @@ def test_a_hanging_test_times_out_with_every_thread_s_stack_and_the_run_continue
             pass
         """
     )
-    result = run(pytester)
+    result = run_inner(pytester)
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*Timeout (>1.0s)*", "*Stack of helper-thread*"])
 
 
 def test_an_explicit_timeout_marker_wins(pytester: pytest.Pytester) -> None:
-    project(pytester, "[tool.testlane.discipline]\ntimeout_unit = 1")
+    plain_project(pytester, "[tool.testlane.discipline]\ntimeout_unit = 1")
     pytester.makepyfile(
         test_slow="import time, pytest\n\n@pytest.mark.timeout(10)\ndef test_slow():\n    time.sleep(1.5)\n"
     )
-    run(pytester).assert_outcomes(passed=1)
+    run_inner(pytester).assert_outcomes(passed=1)
 
 
 BACKGROUND = """
@@ -76,9 +76,9 @@ def test_innocent_after_task():
 
 
 def test_background_errors_fail_the_test_that_caused_them(pytester: pytest.Pytester) -> None:
-    project(pytester)
+    plain_project(pytester)
     pytester.makepyfile(test_bg=BACKGROUND)
-    result = run(pytester, "-rf")
+    result = run_inner(pytester, "-rf")
     result.assert_outcomes(passed=3, failed=3)
     result.stdout.fnmatch_lines(
         [
@@ -91,9 +91,9 @@ def test_background_errors_fail_the_test_that_caused_them(pytester: pytest.Pytes
 
 
 def test_background_errors_can_be_warnings(pytester: pytest.Pytester) -> None:
-    project(pytester, '[tool.testlane.discipline]\nbackground_errors = "warn"')
+    plain_project(pytester, '[tool.testlane.discipline]\nbackground_errors = "warn"')
     pytester.makepyfile(test_bg=BACKGROUND)
-    result = run(pytester)
+    result = run_inner(pytester)
     result.assert_outcomes(passed=6, warnings=2)  # pytest's own two; the asyncio one is testlane's finding
     findings = result.stdout.str().split("testlane findings")[1]
     assert "test_bg.py::test_task_exception_never_retrieved asyncio: Task exception was never retrieved" in findings
@@ -130,9 +130,9 @@ def test_clean():
 
 
 def test_leaks_and_environment_changes_are_named_with_the_test(pytester: pytest.Pytester) -> None:
-    project(pytester)
+    plain_project(pytester)
     pytester.makepyfile(test_leaks=LEAKS)
-    result = run(pytester)
+    result = run_inner(pytester)
     result.assert_outcomes(passed=6)  # findings, not Python warnings
     out = result.stdout.str().split("testlane findings")[1]
     assert "test_leaks.py::test_leaks_a_thread left running: thread 'forgotten' (daemon), target=sleep" in out
@@ -144,14 +144,14 @@ def test_leaks_and_environment_changes_are_named_with_the_test(pytester: pytest.
 
 
 def test_leaks_can_fail_the_test(pytester: pytest.Pytester) -> None:
-    project(pytester, '[tool.testlane.discipline]\nleaks = "fail"\nenv_changes = "fail"')
+    plain_project(pytester, '[tool.testlane.discipline]\nleaks = "fail"\nenv_changes = "fail"')
     pytester.makepyfile(test_leaks=LEAKS)
-    result = run(pytester)
+    result = run_inner(pytester)
     result.assert_outcomes(passed=6, errors=4)
 
 
 def test_a_session_scoped_fixture_s_thread_is_not_a_leak(pytester: pytest.Pytester) -> None:
-    project(pytester)
+    plain_project(pytester)
     pytester.makeconftest(
         """
         import threading, time, pytest
@@ -164,6 +164,6 @@ def test_a_session_scoped_fixture_s_thread_is_not_a_leak(pytester: pytest.Pytest
         """
     )
     pytester.makepyfile(test_s="def test_a(background):\n    pass\n\ndef test_b(background):\n    pass\n")
-    result = run(pytester)
+    result = run_inner(pytester)
     result.assert_outcomes(passed=2)
     assert "left running" not in result.stdout.str()

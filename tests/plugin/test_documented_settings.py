@@ -21,7 +21,7 @@ from typing import Any, Literal
 import pytest
 
 from testlane.core.config import OptionInfo, iter_options
-from tests.helpers import clean_env, run_cli
+from tests.helpers import clean_env, run_cli, run_inner
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -179,7 +179,7 @@ def seen_by_pytest(pytester: pytest.Pytester, env: dict[str, str], *args: str) -
     pytester.makepyfile(test_probe=PROBE)
     out = Path(env["PROBE_OUT"])
     out.unlink(missing_ok=True)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:django", "-q", *args, timeout=120)
+    result = run_inner(pytester, "-q", *args, timeout=120)
     assert result.ret == 0, result.stdout.str() + result.stderr.str()
     seen: dict[str, Any] = json.loads(out.read_text())
     return seen

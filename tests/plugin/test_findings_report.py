@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.plugin.test_lanes import plain_env, project, run  # noqa: F401 - shared fixtures and helpers
+from tests.helpers import plain_project, run_inner
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("plain_env")]
 
@@ -50,7 +50,7 @@ def test_task_exception_never_retrieved():
 
 
 def digest_and_json(pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, str, dict[str, Any]]:
-    result = run(pytester, "--digest", "--report-json", "report.json", *args)
+    result = run_inner(pytester, "--digest", "--report-json", "report.json", *args)
     doc = json.loads((pytester.path / "report.json").read_text())
     return result, result.stdout.str(), doc
 
@@ -60,7 +60,7 @@ def group(doc: dict[str, Any], nodeid: str) -> dict[str, Any]:
 
 
 def test_background_exceptions_are_reported_as_themselves_at_their_line(pytester: pytest.Pytester) -> None:
-    project(pytester)
+    plain_project(pytester)
     pytester.makepyfile(test_bg=BACKGROUND)
     result, text, doc = digest_and_json(pytester)
     assert result.ret == 1
@@ -79,7 +79,7 @@ def test_background_exceptions_are_reported_as_themselves_at_their_line(pytester
     task = group(doc, "test_bg.py::test_task_exception_never_retrieved")
     assert (task["exception"], task["location"]) == ("KeyError", "test_bg.py:20")
     # pytest's own output names the task's exception and its line too
-    terminal = run(pytester, "-q").stdout.str()
+    terminal = run_inner(pytester, "-q").stdout.str()
     assert "asyncio: Task exception was never retrieved: KeyError: 'user 7' at test_bg.py:20 in fetch" in terminal
     assert "'user 7'\n\nThe above exception" not in terminal  # no bare cause before it
 
@@ -104,7 +104,7 @@ def test_sync_runs_a_loop_that_hangs():
 
 
 def test_a_timeout_in_async_code_points_at_the_await_it_hangs_on(pytester: pytest.Pytester) -> None:
-    project(pytester, "[tool.testlane.discipline]\ntimeout_unit = 1")
+    plain_project(pytester, "[tool.testlane.discipline]\ntimeout_unit = 1")
     pytester.makepyfile(test_hangs=HANGS)
     result, text, doc = digest_and_json(pytester)
     assert result.ret == 1
@@ -114,7 +114,7 @@ def test_a_timeout_in_async_code_points_at_the_await_it_hangs_on(pytester: pytes
     assert "at test_hangs.py:14 in main: await asyncio.Event().wait()" in text
     assert group(doc, "test_hangs.py::test_async_hangs")["location"] == "test_hangs.py:5"
     assert text.rstrip().splitlines()[-1].startswith("testlane: FAILED — 2 failed in ")
-    terminal = run(pytester, "-q").stdout.str()
+    terminal = run_inner(pytester, "-q").stdout.str()
     assert "suspended at test_hangs.py:5 in wait_reply: return await queue.get()" in terminal
 
 
@@ -143,7 +143,7 @@ def test_clean():
 def test_warn_findings_are_in_the_digest_and_json_with_their_test_and_the_run_passes(
     pytester: pytest.Pytester,
 ) -> None:
-    project(pytester, '[tool.testlane.discipline]\nbackground_errors = "warn"')
+    plain_project(pytester, '[tool.testlane.discipline]\nbackground_errors = "warn"')
     pytester.makepyfile(test_leaks=LEAKS)
     result, text, doc = digest_and_json(pytester)
     assert result.ret == 0
@@ -169,7 +169,7 @@ def test_warn_findings_are_in_the_digest_and_json_with_their_test_and_the_run_pa
 
 
 def test_fail_findings_fail_the_test_that_caused_them(pytester: pytest.Pytester) -> None:
-    project(pytester, '[tool.testlane.discipline]\nleaks = "fail"')
+    plain_project(pytester, '[tool.testlane.discipline]\nleaks = "fail"')
     pytester.makepyfile(test_leaks=LEAKS)
     result, text, doc = digest_and_json(pytester, "-k", "spawns or clean")
     assert result.ret == 1
@@ -216,7 +216,7 @@ HINT = (
 
 
 def test_an_unmatched_request_behind_a_500_is_in_the_failing_test_s_report(pytester: pytest.Pytester) -> None:
-    project(pytester)
+    plain_project(pytester)
     pytester.makepyfile(test_app_it=APP)
     result, text, doc = digest_and_json(pytester, "--it")
     assert result.ret == 1
@@ -229,5 +229,5 @@ def test_an_unmatched_request_behind_a_500_is_in_the_failing_test_s_report(pytes
     assert "http_mock.get('https://rates.example.com/v3/usd')" in text
     assert text.rstrip().splitlines()[-1].startswith("testlane: FAILED — 2 failed, 1 passed in ")
     assert group(doc, "test_app_it.py::test_rate")["failures"][0]["hints"] == [HINT]
-    terminal = run(pytester, "--it", "-q").stdout.str()
+    terminal = run_inner(pytester, "--it", "-q").stdout.str()
     assert "- testlane -" in terminal and HINT in terminal

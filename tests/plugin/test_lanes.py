@@ -7,37 +7,9 @@ import socket
 
 import pytest
 
-from testlane.cli.run import RUN_SCOPED_ENV
+from tests.helpers import plain_project, run_inner
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("plain_env")]
-
-PYPROJECT = """
-[project]
-name = "inner"
-version = "0"
-[tool.testlane]
-services = []
-{extra}
-[tool.pytest.ini_options]
-asyncio_default_fixture_loop_scope = "function"
-"""
-
-
-@pytest.fixture
-def plain_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in (*RUN_SCOPED_ENV, "TESTLANE_IT", "PYTEST_XDIST_WORKER", "PYTEST_ADDOPTS"):
-        monkeypatch.delenv(key, raising=False)
-
-
-def project(pytester: pytest.Pytester, extra: str = "") -> None:
-    pytester.makefile(".toml", pyproject=PYPROJECT.format(extra=extra))
-
-
-def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    # pytest-django is in the development environment (for tests/fixtures/django_app) and, installed, its
-    # `live_server` fixture takes the name from testlane's; these projects are not Django projects.
-    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:django", *args, timeout=120)
-
 
 LANE_SUITE = {
     "tests/unit/test_fast.py": "def test_unit():\n    pass\n",
@@ -48,7 +20,7 @@ LANE_SUITE = {
 
 
 def make_lane_suite(pytester: pytest.Pytester, extra: str = "") -> None:
-    project(pytester, extra)
+    plain_project(pytester, extra)
     for path, body in LANE_SUITE.items():
         target = pytester.path / path
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -57,7 +29,7 @@ def make_lane_suite(pytester: pytest.Pytester, extra: str = "") -> None:
 
 def test_integration_tests_skip_without_the_flag_with_one_line_saying_how(pytester: pytest.Pytester) -> None:
     make_lane_suite(pytester)
-    result = run(pytester)
+    result = run_inner(pytester)
     result.assert_outcomes(passed=1, skipped=3)
     result.stdout.fnmatch_lines(
         ["testlane: 3 integration tests skipped: the integration lane is off. Run them with `testlane run`*"]
@@ -69,31 +41,31 @@ def test_the_flag_runs_both_lanes(pytester: pytest.Pytester, monkeypatch: pytest
     make_lane_suite(pytester)
     if how == "env":
         monkeypatch.setenv("TESTLANE_IT", "1")
-    result = run(pytester, *(["--it"] if how == "--it" else []))
+    result = run_inner(pytester, *(["--it"] if how == "--it" else []))
     result.assert_outcomes(passed=4)
     assert "integration tests skipped" not in result.stdout.str()
 
 
 def test_lane_selects_one_lane(pytester: pytest.Pytester) -> None:
     make_lane_suite(pytester)
-    only_it = run(pytester, "--lane", "it")
+    only_it = run_inner(pytester, "--lane", "it")
     only_it.assert_outcomes(passed=3, deselected=1)
-    only_unit = run(pytester, "--lane", "unit", "-m", "not integration")
+    only_unit = run_inner(pytester, "--lane", "unit", "-m", "not integration")
     only_unit.assert_outcomes(passed=1, deselected=3)
-    marked = run(pytester, "--it", "-m", "integration")  # lane membership is a marker too
+    marked = run_inner(pytester, "--it", "-m", "integration")  # lane membership is a marker too
     marked.assert_outcomes(passed=3, deselected=1)
 
 
 def test_integration_patterns_come_from_config(pytester: pytest.Pytester) -> None:
     make_lane_suite(pytester, '[tool.testlane.lanes]\nintegration_patterns = ["tests/unit/*"]')
-    result = run(pytester)
+    result = run_inner(pytester)
     result.assert_outcomes(passed=2, skipped=2)  # only tests/unit/ and the marked test are integration now
 
 
 def test_service_fixture_in_the_unit_lane_names_the_test_and_the_fix(pytester: pytest.Pytester) -> None:
-    project(pytester)
+    plain_project(pytester)
     pytester.makepyfile(test_x="def test_wants_db(pg_conn):\n    pass\n")
-    result = run(pytester)
+    result = run_inner(pytester)
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
         [
@@ -104,9 +76,9 @@ def test_service_fixture_in_the_unit_lane_names_the_test_and_the_fix(pytester: p
 
 
 def test_the_unit_lane_message_names_the_fixture_asked_for_and_what_it_pulled_in(pytester: pytest.Pytester) -> None:
-    project(pytester)
+    plain_project(pytester)
     pytester.makepyfile(test_x="def test_one(pg_conn):\n    pass\n\ndef test_two(redis_client, pg_url):\n    pass\n")
-    result = run(pytester)
+    result = run_inner(pytester)
     assert result.ret == 1
     text = " ".join(result.stdout.str().split())
     assert (
@@ -157,12 +129,12 @@ def listener() -> socket.socket:
 
 
 def test_unit_lane_network_is_blocked_naming_host_and_port(pytester: pytest.Pytester, listener: socket.socket) -> None:
-    project(pytester)
+    plain_project(pytester)
     pytester.makeconftest(
         f"import pytest\n\n@pytest.fixture\ndef listening_port():\n    return {listener.getsockname()[1]}\n"
     )
     pytester.makepyfile(test_net=NETWORK_SUITE)
-    result = run(pytester, "--it", "-rfE")
+    result = run_inner(pytester, "--it", "-rfE")
     result.assert_outcomes(passed=3, failed=2, errors=1)  # the swallowed one fails in teardown
     out = result.stdout.str()
     assert "test_net.py::test_socket_to_postgres_port tried to connect to 127.0.0.1:5432 from the unit lane" in out
@@ -177,21 +149,21 @@ def test_unit_lane_network_is_blocked_naming_host_and_port(pytester: pytest.Pyte
 
 
 def test_allowed_hosts_are_allowed_in_the_unit_lane(pytester: pytest.Pytester, listener: socket.socket) -> None:
-    project(pytester, '[tool.testlane.lanes]\nunit_allow_hosts = ["127.0.0.1"]')
+    plain_project(pytester, '[tool.testlane.lanes]\nunit_allow_hosts = ["127.0.0.1"]')
     port = listener.getsockname()[1]
     pytester.makepyfile(
         test_ok=f"import socket\n\ndef test_local():\n    socket.create_connection(('localhost', {port})).close()\n"
     )
-    run(pytester).assert_outcomes(passed=1)
+    run_inner(pytester).assert_outcomes(passed=1)
 
 
 def test_network_guard_can_be_switched_off(pytester: pytest.Pytester, listener: socket.socket) -> None:
-    project(pytester, "[tool.testlane.lanes]\nblock_network = false")
+    plain_project(pytester, "[tool.testlane.lanes]\nblock_network = false")
     port = listener.getsockname()[1]
     pytester.makepyfile(
         test_ok=f"import socket\n\ndef test_any():\n    socket.create_connection(('127.0.0.1', {port})).close()\n"
     )
-    run(pytester).assert_outcomes(passed=1)
+    run_inner(pytester).assert_outcomes(passed=1)
 
 
 SKEWED = "\n".join(f"def test_{i}():\n    pass\n" for i in range(40))
@@ -209,14 +181,14 @@ def shard_runs(pytester: pytest.Pytester, shards: int, *args: str) -> list[list[
     """Run every shard of a sharded suite with the documented option; the node ids each one ran."""
     runs = []
     for index in range(1, shards + 1):
-        result = run(pytester, "--shard", f"{index}/{shards}", "-v", *args)
+        result = run_inner(pytester, "--shard", f"{index}/{shards}", "-v", *args)
         assert result.ret == 0, result.stdout.str()
         runs.append(passed(result))
     return runs
 
 
 def test_shards_cover_every_test_once_and_balance_recorded_durations(pytester: pytest.Pytester) -> None:
-    project(pytester)
+    plain_project(pytester)
     pytester.makepyfile(test_many=SKEWED)
     (pytester.path / ".testlane").mkdir()
     (pytester.path / ".testlane" / "durations.json").write_text(json.dumps(SKEWED_DURATIONS))
@@ -231,66 +203,68 @@ def test_shards_cover_every_test_once_and_balance_recorded_durations(pytester: p
 
 def test_shard_is_pytest_splits_split(pytester: pytest.Pytester) -> None:
     """`--shard I/N` is `--splits N --group I --splitting-algorithm least_duration` (docs/lanes.md)."""
-    project(pytester)
+    plain_project(pytester)
     pytester.makepyfile(test_many=SKEWED)
     (pytester.path / ".testlane").mkdir()
     (pytester.path / ".testlane" / "durations.json").write_text(json.dumps(SKEWED_DURATIONS))
     for index in (1, 2):
-        shard = passed(run(pytester, "--shard", f"{index}/2", "-v"))
-        split = run(pytester, "-v", "--splits", "2", "--group", str(index), "--splitting-algorithm", "least_duration")
+        shard = passed(run_inner(pytester, "--shard", f"{index}/2", "-v"))
+        split = run_inner(
+            pytester, "-v", "--splits", "2", "--group", str(index), "--splitting-algorithm", "least_duration"
+        )
         assert shard == passed(split) != []
 
 
 def test_store_durations_writes_lanes_durations_file(pytester: pytest.Pytester) -> None:
-    project(pytester)
+    plain_project(pytester)
     pytester.makepyfile(test_few="def test_a():\n    pass\n\ndef test_b():\n    pass\n")
-    run(pytester, "--store-durations").assert_outcomes(passed=2)  # .testlane/ does not exist yet
+    run_inner(pytester, "--store-durations").assert_outcomes(passed=2)  # .testlane/ does not exist yet
     recorded = json.loads((pytester.path / ".testlane" / "durations.json").read_text())
     assert set(recorded) == {"test_few.py::test_a", "test_few.py::test_b"}
     assert not (pytester.path / ".test_durations").exists()
 
 
 def test_store_durations_under_xdist_records_every_test(pytester: pytest.Pytester) -> None:
-    project(pytester)
+    plain_project(pytester)
     pytester.makepyfile(test_many=SKEWED)
-    run(pytester, "--store-durations", "-n", "2").assert_outcomes(passed=40)
+    run_inner(pytester, "--store-durations", "-n", "2").assert_outcomes(passed=40)
     recorded = json.loads((pytester.path / ".testlane" / "durations.json").read_text())
     assert set(recorded) == set(SKEWED_DURATIONS)
 
 
 def test_durations_path_given_wins_over_the_setting(pytester: pytest.Pytester) -> None:
-    project(pytester, '[tool.testlane.lanes]\ndurations_file = "ci/durations.json"')
+    plain_project(pytester, '[tool.testlane.lanes]\ndurations_file = "ci/durations.json"')
     pytester.makepyfile(test_few="def test_a():\n    pass\n")
-    run(pytester, "--store-durations").assert_outcomes(passed=1)
+    run_inner(pytester, "--store-durations").assert_outcomes(passed=1)
     assert json.loads((pytester.path / "ci" / "durations.json").read_text()).keys() == {"test_few.py::test_a"}
-    run(pytester, "--store-durations", "--durations-path", "mine.json").assert_outcomes(passed=1)
+    run_inner(pytester, "--store-durations", "--durations-path", "mine.json").assert_outcomes(passed=1)
     assert json.loads((pytester.path / "mine.json").read_text()).keys() == {"test_few.py::test_a"}
 
 
 def test_not_opted_in_pytest_split_is_left_as_it_is(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_few="def test_a():\n    pass\n")  # no [tool.testlane]: pytest-split's defaults
-    run(pytester, "--store-durations").assert_outcomes(passed=1)
+    run_inner(pytester, "--store-durations").assert_outcomes(passed=1)
     assert (pytester.path / ".test_durations").exists()
     assert not (pytester.path / ".testlane").exists()
 
 
 def test_bad_shard_option_is_a_usage_error(pytester: pytest.Pytester) -> None:
-    project(pytester)
+    plain_project(pytester)
     pytester.makepyfile(test_a="def test_a():\n    pass\n")
-    result = run(pytester, "--shard", "4/3")
+    result = run_inner(pytester, "--shard", "4/3")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--shard '4/3': expected I/N with 1 <= I <= N*"])
-    result = run(pytester, "--shard", "1/3", "--splits", "3", "--group", "2")
+    result = run_inner(pytester, "--shard", "1/3", "--splits", "3", "--group", "2")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--shard I/N is --splits N --group I: give one or the other, not both.*"])
 
 
 def test_unreadable_durations_file_is_one_line(pytester: pytest.Pytester) -> None:
-    project(pytester)
+    plain_project(pytester)
     pytester.makepyfile(test_a="def test_a():\n    pass\n")
     (pytester.path / ".testlane").mkdir()
     (pytester.path / ".testlane" / "durations.json").write_text('{\n<<<<<<< HEAD\n "test_a.py::test_a": 1\n}\n')
-    result = run(pytester, "--shard", "1/2")
+    result = run_inner(pytester, "--shard", "1/2")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*the durations file */.testlane/durations.json is not JSON*"])
     assert "Traceback" not in result.stderr.str() + result.stdout.str()

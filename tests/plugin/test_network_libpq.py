@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.plugin.test_lanes import project, run
+from tests.helpers import plain_project, run_inner
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("libpq_free_env")]
 
@@ -19,10 +19,8 @@ LIBPQ_VARIABLES = ("PGHOST", "PGPORT", "PGHOSTADDR", "PGSERVICE", "PGSERVICEFILE
 
 
 @pytest.fixture
-def libpq_free_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    from testlane.cli.run import RUN_SCOPED_ENV
-
-    for key in (*RUN_SCOPED_ENV, *LIBPQ_VARIABLES, "TESTLANE_IT", "PYTEST_XDIST_WORKER", "PYTEST_ADDOPTS"):
+def libpq_free_env(plain_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in LIBPQ_VARIABLES:
         monkeypatch.delenv(key, raising=False)
 
 
@@ -45,7 +43,7 @@ BLOCKED = "tried to connect to 127.0.0.1:{port} (PostgreSQL, via libpq) from the
 def test_a_connection_configured_by_pghost_and_pgport_is_reported_where_it_goes(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, listener: socket.socket
 ) -> None:
-    project(pytester)
+    plain_project(pytester)
     port = listener.getsockname()[1]
     monkeypatch.setenv("PGHOST", "127.0.0.1")
     monkeypatch.setenv("PGPORT", str(port))
@@ -55,7 +53,7 @@ def test_a_connection_configured_by_pghost_and_pgport_is_reported_where_it_goes(
         "def test_async_env_only():\n    import asyncio\n"
         "    asyncio.run(psycopg.AsyncConnection.connect(dbname='app', connect_timeout=2))\n"
     )
-    result = run(pytester, "-rf")
+    result = run_inner(pytester, "-rf")
     result.assert_outcomes(failed=2)
     out = result.stdout.str()
     assert "test_env.py::test_env_only " + BLOCKED.format(port=port) in out
@@ -90,7 +88,7 @@ def test_the_system_service_file(monkeypatch):
 def test_service_files_are_resolved_as_libpq_resolves_them(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, listener: socket.socket
 ) -> None:
-    project(pytester)
+    plain_project(pytester)
     port = listener.getsockname()[1]
     other = socket.create_server(("127.0.0.1", 0))
     other.settimeout(0)
@@ -103,7 +101,7 @@ def test_service_files_are_resolved_as_libpq_resolves_them(
     monkeypatch.setenv("PGSERVICEFILE", str(pytester.path / "pg_service.conf"))
     pytester.makepyfile(test_services=SERVICE_SUITE.format(explicit=explicit, sysconf=pytester.path / "sysconf"))
     try:
-        result = run(pytester, "-rf")
+        result = run_inner(pytester, "-rf")
         result.assert_outcomes(failed=5)
         out = result.stdout.str()
         for name in ("test_pgservice", "test_service_in_the_conninfo", "test_the_service_wins_over_pghost"):
@@ -150,9 +148,9 @@ def test_a_socket_directory_in_pghost_is_allowed(monkeypatch):
 
 
 def test_a_unix_socket_given_by_pghost_is_allowed_in_the_unit_lane(pytester: pytest.Pytester) -> None:
-    project(pytester)
+    plain_project(pytester)
     pytester.makepyfile(test_unix=UNIX_SUITE)
-    result = run(pytester, "-rf")
+    result = run_inner(pytester, "-rf")
     result.assert_outcomes(passed=1)
     assert "NetworkBlockedError" not in result.stdout.str()
 
@@ -174,10 +172,10 @@ def test_psycopg2_pghost_pgport(monkeypatch):
 
 
 def test_psycopg2_over_tcp_is_blocked_in_the_unit_lane(pytester: pytest.Pytester, listener: socket.socket) -> None:
-    project(pytester)
+    plain_project(pytester)
     port = listener.getsockname()[1]
     pytester.makepyfile(test_pg2=PSYCOPG2_SUITE.format(port=port))
-    result = run(pytester, "-rf")
+    result = run_inner(pytester, "-rf")
     result.assert_outcomes(failed=3)
     out = result.stdout.str()
     for name in ("test_psycopg2_dsn", "test_psycopg2_keywords", "test_psycopg2_pghost_pgport"):

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.plugin.test_lanes import plain_env, project, run  # noqa: F401 - shared fixtures and helpers
+from tests.helpers import plain_project, run_inner
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("plain_env")]
 
@@ -102,8 +102,8 @@ def test_an_unconfigured_project_gives_the_same_results_with_and_without_testlan
     pytester.makeconftest(OWN_CONFTEST)
     write(pytester, EXISTING_SUITE)
     monkeypatch.setenv("APP_DB_PORT", str(listener.getsockname()[1]))
-    with_testlane = run(pytester, "-rA")
-    without = run(pytester, "-rA", *WITHOUT_TESTLANE)
+    with_testlane = run_inner(pytester, "-rA")
+    without = run_inner(pytester, "-rA", *WITHOUT_TESTLANE)
     expected = {"passed": 7, "errors": 1}
     assert without.parseoutcomes() == expected, without.stdout.str()
     assert with_testlane.parseoutcomes() == expected, with_testlane.stdout.str()
@@ -119,7 +119,7 @@ def test_an_unconfigured_project_gives_the_same_results_with_and_without_testlan
 def test_an_unconfigured_green_suite_prints_nothing_of_testlanes(pytester: pytest.Pytester) -> None:
     pytester.makefile(".toml", pyproject=UNCONFIGURED)
     write(pytester, {"tests/integration/test_flow.py": "def test_flow():\n    pass\n"})
-    result = run(pytester)
+    result = run_inner(pytester)
     assert result.ret == 0 and result.parseoutcomes() == {"passed": 1}
     assert lines_of_testlane(result) == []
 
@@ -168,7 +168,7 @@ def test_what_opts_a_project_in(
         monkeypatch.setenv("PYTEST_ADDOPTS", "--lane all")
     elif how.startswith("--"):
         args.append(how)
-    result = run(pytester, *args)
+    result = run_inner(pytester, *args)
     if how == "--digest":  # the digest's one line for a green run
         assert "1 passed" in result.stdout.str() and result.ret == 0, result.stdout.str()
     else:
@@ -184,9 +184,9 @@ ONLY_INTEGRATION = {
 
 
 def test_opted_in_plain_pytest_that_skipped_every_test_for_lack_of_services_fails(pytester: pytest.Pytester) -> None:
-    project(pytester)
+    plain_project(pytester)
     write(pytester, ONLY_INTEGRATION)
-    result = run(pytester)
+    result = run_inner(pytester)
     result.assert_outcomes(skipped=2)
     assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
     result.stdout.fnmatch_lines(
@@ -195,19 +195,19 @@ def test_opted_in_plain_pytest_that_skipped_every_test_for_lack_of_services_fail
             "nothing was tested, exit status 5 (no tests ran). Run them with `testlane run`*"
         ]
     )
-    digest = run(pytester, "--digest").stdout.str()
+    digest = run_inner(pytester, "--digest").stdout.str()
     assert "all 2 selected tests are integration tests, skipped because the integration lane is off" in digest
 
 
 def test_all_skipped_pass_lets_it_exit_0_and_a_suite_with_unit_tests_is_green(pytester: pytest.Pytester) -> None:
-    project(pytester, '[tool.testlane.lanes]\nall_skipped = "pass"')
+    plain_project(pytester, '[tool.testlane.lanes]\nall_skipped = "pass"')
     write(pytester, ONLY_INTEGRATION)
-    result = run(pytester)
+    result = run_inner(pytester)
     assert result.ret == 0
     result.stdout.fnmatch_lines(["testlane: all 2 selected tests are integration tests*exit status 0*"])
-    project(pytester)
+    plain_project(pytester)
     write(pytester, {"tests/unit/test_c.py": "def test_c():\n    pass\n"})
-    mixed = run(pytester)
+    mixed = run_inner(pytester)
     mixed.assert_outcomes(passed=1, skipped=2)
     assert mixed.ret == 0
 
@@ -225,10 +225,10 @@ NET_SUITE = (
 def test_a_suite_without_lanes_is_the_integration_lane_when_services_are_asked_for(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, listener: socket.socket, flag: str
 ) -> None:
-    project(pytester)
+    plain_project(pytester)
     write(pytester, {"tests/test_db.py": NET_SUITE, "tests/test_more.py": "def test_more():\n    pass\n"})
     monkeypatch.setenv("APP_DB_PORT", str(listener.getsockname()[1]))
-    result = run(pytester, *flag.split())
+    result = run_inner(pytester, *flag.split())
     result.assert_outcomes(passed=2)
 
 
@@ -237,13 +237,13 @@ def test_a_suite_that_declared_lanes_keeps_its_unit_lane_guarded(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, listener: socket.socket, declared: str
 ) -> None:
     if declared == "by configuration":
-        project(pytester, '[tool.testlane.lanes]\nintegration_patterns = ["tests/slow/*"]')
+        plain_project(pytester, '[tool.testlane.lanes]\nintegration_patterns = ["tests/slow/*"]')
     else:
-        project(pytester)
+        plain_project(pytester)
         write(pytester, {"tests/integration/test_flow.py": "def test_flow():\n    pass\n"})
     write(pytester, {"tests/test_db.py": NET_SUITE})
     monkeypatch.setenv("APP_DB_PORT", str(listener.getsockname()[1]))
-    result = run(pytester, "--it")
+    result = run_inner(pytester, "--it")
     outcome = result.parseoutcomes()
     assert outcome.get("failed") == 1, result.stdout.str()
     assert "[tool.testlane.lanes] integration_patterns" in result.stdout.str()
@@ -273,10 +273,10 @@ BY_DEFINITION = {
 
 
 def test_a_projects_own_fixture_named_like_testlanes_is_the_projects(pytester: pytest.Pytester) -> None:
-    project(pytester)
+    plain_project(pytester)
     pytester.makeconftest(OWN_CONFTEST)
     write(pytester, BY_DEFINITION)
-    result = run(pytester, "-rE")
+    result = run_inner(pytester, "-rE")
     result.assert_outcomes(passed=2, errors=1)
     out = result.stdout.str()
     wrapped = "test_wrapped.py::test_wrapped is in the unit lane but uses testlane's service fixture"
@@ -303,7 +303,7 @@ def test_a_leak_under_filterwarnings_error_is_a_finding_not_an_error(pytester: p
         '[tool.pytest.ini_options]\nfilterwarnings = ["error"]\nasyncio_default_fixture_loop_scope = "function"\n',
     )
     pytester.makepyfile(test_pool=LEAKY)
-    result = run(pytester, "--report-json", "report.json")
+    result = run_inner(pytester, "--report-json", "report.json")
     result.assert_outcomes(passed=2)
     assert result.ret == 0
     out = result.stdout.str().split("testlane findings")[1]

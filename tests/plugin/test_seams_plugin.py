@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.plugin.test_lanes import plain_env, project, run  # noqa: F401 - shared fixtures and helpers
+from tests.helpers import plain_project, run_inner
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("plain_env")]
 
 
 def test_a_failing_iteration_is_reported_with_its_number(pytester: pytest.Pytester) -> None:
-    project(pytester)
+    plain_project(pytester)
     pytester.makepyfile(
         test_races="""
         from testlane.seams import seam
@@ -25,7 +25,7 @@ def test_a_failing_iteration_is_reported_with_its_number(pytester: pytest.Pytest
             assert seam_iteration.of == 5
         """
     )
-    result = run(pytester)
+    result = run_inner(pytester)
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(
         ["*AssertionError: two callers won*", "*seam: iteration 13 of 20 failed (iterations 1-12 passed)*"]
@@ -33,7 +33,7 @@ def test_a_failing_iteration_is_reported_with_its_number(pytester: pytest.Pytest
 
 
 def test_async_seam_tests_repeat_under_pytest_asyncio(pytester: pytest.Pytester) -> None:
-    project(pytester)
+    plain_project(pytester)
     pytester.makepyfile(
         test_async_races="""
         import pytest
@@ -50,11 +50,11 @@ def test_async_seam_tests_repeat_under_pytest_asyncio(pytester: pytest.Pytester)
             assert RUNS == [1, 2, 3, 4]
         """
     )
-    run(pytester).assert_outcomes(passed=2)
+    run_inner(pytester).assert_outcomes(passed=2)
 
 
 def test_fresh_mode_makes_one_test_per_iteration_with_fresh_fixtures(pytester: pytest.Pytester) -> None:
-    project(pytester)
+    plain_project(pytester)
     pytester.makepyfile(
         test_fresh="""
         import pytest
@@ -81,7 +81,7 @@ def test_fresh_mode_makes_one_test_per_iteration_with_fresh_fixtures(pytester: p
             assert SEEN == [(1, 3), (2, 3), (3, 3)]
         """
     )
-    result = run(pytester, "-v")
+    result = run_inner(pytester, "-v")
     result.assert_outcomes(passed=5, failed=1)
     result.stdout.fnmatch_lines(
         [
@@ -94,7 +94,7 @@ def test_fresh_mode_makes_one_test_per_iteration_with_fresh_fixtures(pytester: p
 
 
 def test_seam_tests_are_selected_by_marker_and_the_iteration_defaults_to_one(pytester: pytest.Pytester) -> None:
-    project(pytester)
+    plain_project(pytester)
     pytester.makepyfile(
         test_mixed="""
         from testlane.seams import seam
@@ -107,4 +107,4 @@ def test_seam_tests_are_selected_by_marker_and_the_iteration_defaults_to_one(pyt
             pass
         """
     )
-    run(pytester, "-m", "seam").assert_outcomes(passed=1, deselected=1)
+    run_inner(pytester, "-m", "seam").assert_outcomes(passed=1, deselected=1)

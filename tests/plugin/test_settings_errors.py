@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import clean_env, run_cli
-from tests.plugin.test_lanes import PYPROJECT, plain_env, run  # noqa: F401 - shared fixture and helper
+from tests.helpers import clean_env, inner_pyproject, run_cli, run_inner
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -50,7 +49,7 @@ CASES = {
 
 def _project(root: Path, extra: str = "") -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    (root / "pyproject.toml").write_text(PYPROJECT.format(extra=extra))
+    (root / "pyproject.toml").write_text(inner_pyproject(services="[]", testlane=extra))
     (root / "test_ok.py").write_text(TEST)
     return root
 
@@ -74,11 +73,11 @@ def test_plain_pytest_in_an_opted_in_project_shows_one_clean_error(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, case: str
 ) -> None:
     extra, variables, _, expected = CASES[case]
-    pytester.makefile(".toml", pyproject=PYPROJECT.format(extra=extra))
+    pytester.makefile(".toml", pyproject=inner_pyproject(services="[]", testlane=extra))
     pytester.makepyfile(test_ok=TEST)
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
-    result = run(pytester)
+    result = run_inner(pytester)
     assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str() + result.stderr.str()
     err = result.stderr.str()
     assert "ERROR: testlane: " in err and expected in err, err
@@ -88,9 +87,9 @@ def test_plain_pytest_in_an_opted_in_project_shows_one_clean_error(
 @pytest.mark.usefixtures("plain_env")
 def test_plain_pytest_checks_testlane_set_like_the_command(pytester: pytest.Pytester) -> None:
     """`--set` given to pytest (``--testlane-set``) is checked like the command's."""
-    pytester.makefile(".toml", pyproject=PYPROJECT.format(extra=""))
+    pytester.makefile(".toml", pyproject=inner_pyproject(services="[]"))
     pytester.makepyfile(test_ok=TEST)
-    result = run(pytester, "--testlane-set", "stop_grace=-5")
+    result = run_inner(pytester, "--testlane-set", "stop_grace=-5")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "stop_grace = '-5' is out of range: it must be at least 0." in result.stderr.str()
 
@@ -103,7 +102,7 @@ def test_a_project_that_did_not_opt_in_never_reads_testlane_variables(
     pytester.makepyfile(test_ok=TEST)
     monkeypatch.setenv("TESTLANE_POSTGRES_BACKND", "local")
     monkeypatch.setenv("TESTLANE_STOP_GRACE", "-5")
-    run(pytester).assert_outcomes(passed=1)
+    run_inner(pytester).assert_outcomes(passed=1)
 
 
 @pytest.mark.usefixtures("plain_env")
@@ -115,7 +114,7 @@ def test_testlane_it_that_is_neither_true_nor_false_is_an_error_even_before_opti
     pytester.makefile(".toml", pyproject='[project]\nname = "plain"\nversion = "0"\n')
     pytester.makepyfile(test_ok=TEST)
     monkeypatch.setenv("TESTLANE_IT", "maybe")
-    result = run(pytester)
+    result = run_inner(pytester)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     err = result.stderr.str()
     assert "ERROR: testlane: $TESTLANE_IT = 'maybe' is neither true nor false." in err and "Traceback" not in err

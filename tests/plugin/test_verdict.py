@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import clean_env, run_cli
-from tests.plugin.test_lanes import plain_env, project, run  # noqa: F401 - shared fixtures and helpers
+from tests.helpers import clean_env, plain_project, run_cli, run_inner, write_files
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("plain_env")]
 
@@ -80,13 +79,6 @@ CASES = [
 ]
 
 
-def write(root: Path, files: dict[str, str]) -> None:
-    for rel, text in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-
-
 def exit_text(code: int) -> str:
     return "" if code == 0 else f"(exit {code})"
 
@@ -111,13 +103,13 @@ def check_reports(root: Path, text: str, outcome: str, code: int, start: str) ->
 def test_plain_pytest_digest_json_and_exit_code_agree(
     pytester: pytest.Pytester, suite: str, extra: str, outcome: str, code: int, start: str
 ) -> None:
-    project(pytester, extra)
-    write(pytester.path, SUITES[suite])
+    plain_project(pytester, extra)
+    write_files(pytester.path, SUITES[suite])
     reports = ("--report-json", "report.json", "--report-jsonl", "events.jsonl")
-    digest = run(pytester, "--digest", *reports)
+    digest = run_inner(pytester, "--digest", *reports)
     assert digest.ret == code, digest.stdout.str()
     check_reports(pytester.path, digest.stdout.str(), outcome, code, start)
-    terminal = run(pytester, *reports)  # pytest's own output: the same exit status, the same reports
+    terminal = run_inner(pytester, *reports)  # pytest's own output: the same exit status, the same reports
     assert terminal.ret == code, terminal.stdout.str()
     check_reports(
         pytester.path, json.loads((pytester.path / "report.json").read_text())["digest"], outcome, code, start
@@ -125,9 +117,9 @@ def test_plain_pytest_digest_json_and_exit_code_agree(
 
 
 def test_pytests_own_output_says_why_nothing_was_tested(pytester: pytest.Pytester) -> None:
-    project(pytester)
-    write(pytester.path, SUITES["all skipped by the lane"])
-    result = run(pytester)
+    plain_project(pytester)
+    write_files(pytester.path, SUITES["all skipped by the lane"])
+    result = run_inner(pytester)
     assert result.ret == 5
     result.stdout.fnmatch_lines(
         [
@@ -138,15 +130,15 @@ def test_pytests_own_output_says_why_nothing_was_tested(pytester: pytest.Pyteste
     )
     for path in ("tests/integration/test_a.py", "tests/test_b_it.py"):
         (pytester.path / path).unlink()
-    write(pytester.path, SUITES["all skipped by the project"])
-    marks = run(pytester)  # the project's own skips: pytest's 0 and pytest's words, nothing added
+    write_files(pytester.path, SUITES["all skipped by the project"])
+    marks = run_inner(pytester)  # the project's own skips: pytest's 0 and pytest's words, nothing added
     assert marks.ret == 0, marks.stdout.str()
     marks.stdout.fnmatch_lines(["*2 skipped in *"])
     assert "testlane:" not in marks.stdout.str()
     (pytester.path / "tests/test_a.py").unlink()
-    write(pytester.path, SUITES["a collection error"])
+    write_files(pytester.path, SUITES["a collection error"])
     (pytester.path / "tests/test_a.py").unlink()
-    collection = run(pytester)  # pytest's 2 and its own words: "Interrupted: 1 error during collection"
+    collection = run_inner(pytester)  # pytest's 2 and its own words: "Interrupted: 1 error during collection"
     assert collection.ret == 2
     collection.stdout.fnmatch_lines(["*Interrupted: 1 error during collection*"])
     assert "pytest's own code was" not in collection.stdout.str()
@@ -166,8 +158,8 @@ RUN_CASES = [
 def test_testlane_run_exits_with_the_verdicts_code(
     pytester: pytest.Pytester, suite: str, outcome: str, code: int, start: str
 ) -> None:
-    project(pytester)
-    write(pytester.path, SUITES[suite])
+    plain_project(pytester)
+    write_files(pytester.path, SUITES[suite])
     args = ["run", "--", "-p", "no:cacheprovider", "-p", "no:django", "--report-json", "report.json"]
     result = run_cli([*args, "--report-jsonl", "events.jsonl"], cwd=pytester.path, env=clean_env({"CLAUDECODE": "1"}))
     assert result.returncode == code, result.stdout + result.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.plugin.test_lanes import plain_env, project, run  # noqa: F401 - shared fixtures and helpers
+from tests.helpers import plain_project, run_inner
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("plain_env")]
 
@@ -30,7 +30,7 @@ def make_app():
 
 
 def test_spies_are_restored_after_each_test(pytester: pytest.Pytester) -> None:
-    project(pytester)
+    plain_project(pytester)
     pytester.makepyfile(
         test_spies="""
         import json
@@ -54,11 +54,11 @@ def test_spies_are_restored_after_each_test(pytester: pytest.Pytester) -> None:
             assert not hasattr(Clock.now, "mock")
         """
     )
-    run(pytester).assert_outcomes(passed=2, failed=1)
+    run_inner(pytester).assert_outcomes(passed=2, failed=1)
 
 
 def test_an_unmocked_request_fails_the_test_even_when_swallowed(pytester: pytest.Pytester) -> None:
-    project(pytester)
+    plain_project(pytester)
     pytester.makepyfile(
         test_http="""
         import httpx
@@ -80,7 +80,7 @@ def test_an_unmocked_request_fails_the_test_even_when_swallowed(pytester: pytest
             httpx.get("https://other.example.com/")
         """
     )
-    result = run(pytester)
+    result = run_inner(pytester)
     result.assert_outcomes(passed=2, failed=1, errors=1)
     result.stdout.fnmatch_lines(
         [
@@ -93,10 +93,10 @@ def test_an_unmocked_request_fails_the_test_even_when_swallowed(pytester: pytest
 
 
 def test_live_server_in_the_unit_lane_says_how_to_fix_it(pytester: pytest.Pytester) -> None:
-    project(pytester)
+    plain_project(pytester)
     pytester.makepyfile(app=APP)
     pytester.makepyfile(test_unit="from app import make_app\n\ndef test_x(live_server):\n    live_server(make_app())\n")
-    result = run(pytester)
+    result = run_inner(pytester)
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
         ["*test_x uses live_server in the unit lane, which blocks connections to 127.0.0.1*unit_allow_hosts*"]
@@ -104,7 +104,7 @@ def test_live_server_in_the_unit_lane_says_how_to_fix_it(pytester: pytest.Pytest
 
 
 def test_live_server_in_the_unit_lane_when_loopback_is_allowed(pytester: pytest.Pytester) -> None:
-    project(pytester, '[tool.testlane.lanes]\nunit_allow_hosts = ["127.0.0.1"]')
+    plain_project(pytester, '[tool.testlane.lanes]\nunit_allow_hosts = ["127.0.0.1"]')
     pytester.makepyfile(app=APP)
     pytester.makepyfile(
         test_unit="""
@@ -115,11 +115,11 @@ def test_live_server_in_the_unit_lane_when_loopback_is_allowed(pytester: pytest.
             assert ws_client(server.ws_url + "/ws").recv() == {"type": "system", "message": "Connected"}
         """
     )
-    run(pytester).assert_outcomes(passed=1)
+    run_inner(pytester).assert_outcomes(passed=1)
 
 
 def test_servers_and_clients_leave_nothing_the_leak_detector_sees(pytester: pytest.Pytester) -> None:
-    project(pytester, '[tool.testlane.discipline]\nleaks = "fail"')
+    plain_project(pytester, '[tool.testlane.discipline]\nleaks = "fail"')
     pytester.makepyfile(app=APP)
     pytester.makepyfile(
         test_web_it="""
@@ -140,7 +140,7 @@ def test_servers_and_clients_leave_nothing_the_leak_detector_sees(pytester: pyte
             LiveServer(make_app()).start()
         """
     )
-    result = run(pytester, "--it")
+    result = run_inner(pytester, "--it")
     result.assert_outcomes(passed=3, errors=1)
     result.stdout.fnmatch_lines(
         ["*test_a_server_left_running_is_reported left running: thread 'live-server-*listening socket 127.0.0.1:*"]
@@ -148,7 +148,7 @@ def test_servers_and_clients_leave_nothing_the_leak_detector_sees(pytester: pyte
 
 
 def test_a_server_stops_before_the_fixtures_set_up_before_it_are_torn_down(pytester: pytest.Pytester) -> None:
-    project(pytester)
+    plain_project(pytester)
     pytester.makepyfile(
         test_order_it="""
         import contextlib
@@ -178,4 +178,4 @@ def test_a_server_stops_before_the_fixtures_set_up_before_it_are_torn_down(pytes
             assert events == ["database up", "server up", "server down", "database down"]
         """
     )
-    run(pytester, "--it").assert_outcomes(passed=2)
+    run_inner(pytester, "--it").assert_outcomes(passed=2)

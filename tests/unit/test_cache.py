@@ -6,6 +6,8 @@ import os
 import stat
 from pathlib import Path
 
+import pytest
+
 from testlane.services.cache import seal, store
 
 
@@ -109,3 +111,36 @@ def test_a_copy_of_binaries_keyed_by_its_old_path_is_listed_stale(tmp_path: Path
         (tmp_path / "bin" / key / ".complete").touch()
     stale = {e.key: e.stale for e in list_entries(tmp_path)}
     assert stale == {f"postgres-18.6-{digest}": "", "postgres-18.6-0123456789": "older layout"}
+
+
+def test_prune_all_removes_the_index_of_binary_digests_too(
+    tmp_path: Path, data_dir: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`testlane cache prune --all` leaves the cache empty: entries and ``<cache>/digests/`` alike;
+    ``--older-than`` leaves the index alone (it is not an entry)."""
+    from click.testing import CliRunner
+
+    from testlane.cli.main import cli
+    from testlane.services.cache import content_digest
+
+    exe = tmp_path / "postgres"
+    exe.write_bytes(b"a server binary")
+    content_digest(exe, cache_dir)
+    snapshot = cache_dir / "snapshots" / "15.20-0123456789"
+    (snapshot / "cluster").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TESTLANE_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("TESTLANE_CACHE_DIR", str(cache_dir))
+
+    def prune(*how: str) -> str:
+        result = CliRunner().invoke(cli, ["cache", "prune", *how])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert "nothing to prune" in prune("--older-than", "1")
+    assert (cache_dir / "digests").is_dir() and len(list((cache_dir / "digests").iterdir())) == 1
+    everything = prune("--all")
+    assert not snapshot.exists() and not (cache_dir / "digests").exists(), everything
+    assert f"removed {cache_dir / 'digests'} (remembered binary digests, 0.0 MB)" in everything
+    assert "removed 1 entry, freed" in everything
+    assert "nothing to prune" in prune("--all")

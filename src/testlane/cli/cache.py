@@ -2,13 +2,16 @@
 
 The cache (setting ``cache_dir``) holds base clusters (``postgres``), MariaDB data directories
 (``mariadb``), migrated snapshots (``snapshot``) and, as root, copies of binaries the service user
-could not reach (``bin``); see :mod:`testlane.services.cache`. Both commands print to stdout, one
+could not reach (``bin``), and the index of binary digests (``digests``, removed by ``prune --all``); see
+:mod:`testlane.services.cache`. Both commands print to stdout, one
 line per entry.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
+from pathlib import Path
 
 import click
 
@@ -27,6 +30,22 @@ def _layout(entry: CacheEntry) -> str:
 
 def _when(timestamp: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M", time.localtime(timestamp))
+
+
+# The index of binary digests (testlane.services.cache.content_digest): not an entry, so `list_entries` does
+# not see it; `prune --all` removes it too. Removing it while a run hashes is harmless: a missing record is
+# hashed again, and a record that cannot be written is skipped.
+DIGESTS = "digests"
+
+
+def _remove_digest_index(cache_dir: Path) -> int | None:
+    """Remove ``<cache_dir>/digests/``; the bytes freed, or None when it was not there (or not removable)."""
+    index = cache_dir / DIGESTS
+    if not index.is_dir() or index.is_symlink():
+        return None
+    size = sum(p.lstat().st_size for p in index.iterdir())
+    shutil.rmtree(index, ignore_errors=True)
+    return None if index.exists() else size
 
 
 @click.group("cache")
@@ -62,7 +81,12 @@ def list_command(state: CliState) -> None:
     is_flag=True,
     help="Remove entries that are never used again: an earlier layout, another owner, or incomplete.",
 )
-@click.option("--all", "everything", is_flag=True, help="Remove every entry (the next start rebuilds what it needs).")
+@click.option(
+    "--all",
+    "everything",
+    is_flag=True,
+    help="Remove every entry and the index of binary digests (the next start rebuilds what it needs).",
+)
 @pass_state
 def prune_command(state: CliState, days: float | None, stale: bool, everything: bool) -> None:
     """Remove cache entries: by age, stale ones, or all. An entry in use (being built or copied by a
@@ -86,8 +110,12 @@ def prune_command(state: CliState, days: float | None, stale: bool, everything: 
         removed += 1
         freed += size
         click.echo(f"removed {entry.kind} {entry.key} ({size / MB:.1f} MB)")
+    index = _remove_digest_index(context.cache_dir) if everything else None
+    if index is not None:
+        freed += index
+        click.echo(f"removed {context.cache_dir / DIGESTS} (remembered binary digests, {index / MB:.1f} MB)")
     if removed:
         noun = "entry" if removed == 1 else "entries"
         click.echo(f"removed {removed} {noun}, freed {freed / MB:.1f} MB ({freed} bytes)")
-    else:
+    elif index is None:
         click.echo("nothing to prune")
