@@ -33,10 +33,11 @@ if TYPE_CHECKING:
     import psycopg
     import pymysql.connections
 
-    from testlane.databases.mariadb.engine import MariaDbPool
+    from testlane.databases.mariadb.engine import MariaDbPool  # noqa: F401  # in a base class's string subscript
     from testlane.databases.mariadb.testdb import MysqlTestDatabase
     from testlane.databases.mariadb.transaction import MysqlSavepointConnection
-    from testlane.databases.postgres_engine import PostgresPool
+    from testlane.databases.pool import ClonePool, Lease
+    from testlane.databases.postgres_engine import PostgresPool  # noqa: F401  # in a base class's string subscript
     from testlane.databases.schema import SchemaDatabase
     from testlane.databases.transaction import Escape, SavepointConnection
     from testlane.services.mariadb import MariaDbServer
@@ -63,7 +64,7 @@ MODES: dict[str, tuple[Isolation, ...]] = {
 _ENGINE_NAMES = {"postgres": "PostgreSQL", "mariadb": "MariaDB/MySQL (a MySQL schema is a database)"}
 
 DbT = TypeVar("DbT")
-PoolT = TypeVar("PoolT")
+PoolT = TypeVar("PoolT", bound="ClonePool[Any, Any]")
 ServerT = TypeVar("ServerT")
 
 
@@ -133,17 +134,22 @@ class _PooledIsolation(Isolated[DbT], Generic[DbT, PoolT, ServerT]):
         self.server = server
         self.keep = keep
 
+    def _database(self, lease: Lease[Any]) -> DbT:
+        """The test database of ``lease`` (the engine's own class)."""
+        raise NotImplementedError
+
+    def _open(self, stack: contextlib.ExitStack) -> DbT:
+        lease = self.pool.acquire()
+        db = self._database(lease)
+        stack.callback(lambda: self.pool.release(lease, keep=_keeps(self.keep, db)))
+        return db
+
 
 class DatabaseIsolation(_PooledIsolation[TestDatabase, "PostgresPool", "PostgresServer"]):
     """``database`` mode (Postgres): a clone from ``pool``, released at the end; kept when ``keep(db)``."""
 
-    pool: PostgresPool
-
-    def _open(self, stack: contextlib.ExitStack) -> TestDatabase:
-        lease = self.pool.acquire()
-        db = TestDatabase(lease.name, lease.url, self.server, "database", lease=lease)
-        stack.callback(lambda: self.pool.release(lease, keep=_keeps(self.keep, db)))
-        return db
+    def _database(self, lease: Lease[Any]) -> TestDatabase:
+        return TestDatabase(lease.name, lease.url, self.server, "database", lease=lease)
 
 
 class TransactionIsolation(Isolated[TestDatabase]):
@@ -231,15 +237,10 @@ class MysqlDatabaseIsolation(_PooledIsolation["MysqlTestDatabase", "MariaDbPool"
     the run like a kept Postgres clone.
     """
 
-    pool: MariaDbPool
-
-    def _open(self, stack: contextlib.ExitStack) -> MysqlTestDatabase:
+    def _database(self, lease: Lease[Any]) -> MysqlTestDatabase:
         from testlane.databases.mariadb.testdb import MysqlTestDatabase
 
-        lease = self.pool.acquire()
-        db = MysqlTestDatabase(lease.name, lease.url, self.server, "database", lease=lease)
-        stack.callback(lambda: self.pool.release(lease, keep=_keeps(self.keep, db)))
-        return db
+        return MysqlTestDatabase(lease.name, lease.url, self.server, "database", lease=lease)
 
 
 class MysqlTransactionIsolation(Isolated["MysqlTestDatabase"]):
