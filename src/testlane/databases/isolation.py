@@ -87,16 +87,10 @@ def isolation_mode(requested: object, engine: str, where: str) -> Isolation:
 def create_database(server: PostgresServer, name: str, template: str | None = None) -> None:
     """``CREATE DATABASE name [TEMPLATE template]`` and, on a shared server (the ``url`` backend), the owner
     record that lets a crashed run's databases be reaped (:mod:`testlane.databases.leftovers`)."""
-    from psycopg import sql
+    from testlane.databases.postgres_engine import PostgresDatabaseEngine
 
-    from testlane.databases.leftovers import mark_owner
-
-    query = "CREATE DATABASE {}" + (" TEMPLATE {}" if template else "")
-    parts = [sql.Identifier(name)] + ([sql.Identifier(template)] if template else [])
     with server.connect() as admin:
-        admin.execute(sql.SQL(query).format(*parts))
-        if server.instance.backend == "url":
-            mark_owner(admin, name, server)
+        PostgresDatabaseEngine(server, preconnect=False).create(admin, template, name)
 
 
 class Isolated(Generic[DbT]):

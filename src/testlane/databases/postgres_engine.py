@@ -116,19 +116,20 @@ class PostgresDatabaseEngine:
 
         return owner_comment(self.server)
 
-    def create(self, admin: psycopg.Connection, template: str, name: str) -> None:
+    def create(self, admin: psycopg.Connection, template: str | None, name: str) -> None:
+        """``CREATE DATABASE name [TEMPLATE template]`` (``None``: an empty database) and, on a shared server,
+        the owner record: the one place a Postgres database is made."""
         import psycopg
         from psycopg import sql
 
+        query = "CREATE DATABASE {}" + (" TEMPLATE {}" + self._strategy_clause if template else "")
+        parts = [sql.Identifier(name)] + ([sql.Identifier(template)] if template else [])
         try:
-            admin.execute(
-                sql.SQL("CREATE DATABASE {} TEMPLATE {}" + self._strategy_clause).format(
-                    sql.Identifier(name), sql.Identifier(template)
-                )
-            )
+            admin.execute(sql.SQL(query).format(*parts))
         except psycopg.Error as exc:
+            what = f"clone template {template} into {name}" if template else f"create database {name}"
             raise DatabaseError(
-                f"could not clone template {template} into {name}: {str(exc).strip()}",
+                f"could not {what}: {str(exc).strip()}",
                 hint="the template may have been dropped or be in use; `testlane services logs postgres` shows "
                 "the server's side.",
             ) from None
