@@ -41,7 +41,8 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     echo "host all all 0.0.0.0/0 $AUTH" >> "$PGDATA/pg_hba.conf"
 fi
 unset POSTGRES_PASSWORD
-exec su postgres -s /bin/sh -c "exec $BIN/postgres -D '$PGDATA' -c listen_addresses='*' $*"
+# The arguments pass through as they are (a setting's value may hold spaces: log_line_prefix).
+exec setpriv --reuid=postgres --regid=postgres --init-groups "$BIN/postgres" -D "$PGDATA" -c listen_addresses='*' "$@"
 SCRIPT
 chmod +x "$ROOTFS/usr/local/bin/docker-entrypoint.sh"
 tar -C "$ROOTFS" -c . | podman import \

@@ -365,9 +365,14 @@ def test_a_failed_tests_database_is_kept_like_postgres(
     name = command.split()[-1]
     records = [json.loads(p.read_text()) for p in (inner_env / "state").glob("*.json")]
     assert [r["extra"].get("kept_until") is not None for r in records] == [True]
+    # The command asks for the password; the summary says where it is (never the password itself).
+    where = next(line for line in result.outlines if line.startswith("The password is not printed: it is in "))
+    password_file = Path(where.removeprefix("The password is not printed: it is in ").split(" (")[0])
+    assert oct(password_file.stat().st_mode & 0o777) == "0o600"
+    password = json.loads(password_file.read_text())["password"]
+    assert password and password not in result.stdout.str()
     import pymysql
 
-    password = records[0].get("password") or None
     conn = pymysql.connect(
         host=options["host"], port=int(options["port"]), user=options["user"], password=password, database=name
     )

@@ -24,7 +24,10 @@ def test_every_engine_accepts_its_modes(engine: str) -> None:
          "transaction, schema"),
         ("mariadb", "schema", "isolation 'schema' is not available for MariaDB/MySQL (a MySQL schema is a "
          "database); use one of database, transaction"),
-        ("mariadb", None, "isolation None is not available for MariaDB/MySQL"),
+        ("mariadb", None, "isolation None is not available for MariaDB/MySQL; use one of database, transaction"),
+        # a typo gets the list alone: the aside about schemas is for the one who asked for a schema
+        ("mariadb", "transactoin", "isolation 'transactoin' is not available for MariaDB/MySQL; use one of "
+         "database, transaction"),
     ],
 )  # fmt: skip
 def test_a_mode_the_engine_lacks_is_one_config_error_naming_the_test(engine: str, requested: object, said: str) -> None:
@@ -72,3 +75,17 @@ def test_the_blocks_own_error_passes_through_after_the_undo() -> None:
     with pytest.raises(KeyError), steps:
         raise KeyError("the test's own")
     assert steps.undone == ["step 2", "step 1", "step 0"]
+
+
+def test_the_reaper_says_why_it_stopped_a_server() -> None:
+    """A kept server stopped by `reap --kept` has no owner: its line says it was kept, not "owner None"."""
+    from testlane.services.instance import Instance
+    from testlane.services.registry import reap_reason
+
+    kept = Instance("0a1b2c3d", "mariadb", "mariadb", "local", owner_pid=None, extra={"kept_until": 1.0})
+    detached = Instance("0a1b2c3d", "mariadb", "mariadb", "local", owner_pid=None)
+    dead = Instance("0a1b2c3d", "mariadb", "mariadb", "local", owner_pid=4321)
+    assert reap_reason(kept) == "kept for failed tests' databases"
+    assert reap_reason(detached) == "detached, and its server had exited"
+    assert reap_reason(dead) == "owner 4321 is gone"
+    assert all("None" not in reap_reason(i) for i in (kept, detached, dead))

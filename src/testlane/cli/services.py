@@ -34,7 +34,7 @@ from testlane.services.backends import choose_backend
 from testlane.services.external import instance_from_url
 from testlane.services.instance import Instance
 from testlane.services.process import log_tail, pid_alive
-from testlane.services.registry import Registry, owner_alive
+from testlane.services.registry import Registry, owner_alive, reap_reason
 from testlane.services.stack import ServiceStack, attach, reap, stop_any_instance
 
 __all__ = ["reap_command", "services_group"]
@@ -247,7 +247,7 @@ def reap_command(state: CliState, kept: bool, other_hosts_hours: float | None) -
     for leftover in dropped:
         console.print(escape(f"dropped database {leftover.name} on the existing server ({leftover.reason})"))
     for inst in report.stopped:
-        console.print(f"reaped {inst.engine} of run {inst.run_id} (pid {inst.pid}, owner {inst.owner_pid} is gone)")
+        console.print(f"reaped {inst.engine} of run {inst.run_id} (pid {inst.pid}, {reap_reason(inst)})")
     for path in report.removed_dirs:
         console.print(escape(f"removed {path}"))
     if not report and not dropped:

@@ -61,7 +61,9 @@ MODES: dict[str, tuple[Isolation, ...]] = {
     "postgres": ("database", "transaction", "schema"),
     "mariadb": ("database", "transaction"),
 }
-_ENGINE_NAMES = {"postgres": "PostgreSQL", "mariadb": "MariaDB/MySQL (a MySQL schema is a database)"}
+_ENGINE_NAMES = {"postgres": "PostgreSQL", "mariadb": "MariaDB/MySQL"}
+# Why a mode is missing, said when that mode is the one asked for (a typo gets the list alone).
+_WHY_NOT = {("mariadb", "schema"): " (a MySQL schema is a database)"}
 
 DbT = TypeVar("DbT")
 PoolT = TypeVar("PoolT", bound="ClonePool[Any, Any]")
@@ -79,7 +81,8 @@ def isolation_mode(requested: object, engine: str, where: str) -> Isolation:
         if requested == mode:
             return mode
     raise ConfigError(
-        f"{where}: isolation {requested!r} is not available for {_ENGINE_NAMES[engine]}; use one of {', '.join(modes)}",
+        f"{where}: isolation {requested!r} is not available for {_ENGINE_NAMES[engine]}"
+        f"{_WHY_NOT.get((engine, str(requested)), '')}; use one of {', '.join(modes)}",
         hint='choose it per test with @pytest.mark.isolation("database"), or for the run with --isolation',
     )
 

@@ -555,9 +555,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def _password_file(tdb: IsolatedDatabase[Any, Any, Any]) -> str | None:
-    """Where the password of a kept database's server is, when the ``psql`` command needs one."""
+    """Where the password of a kept database's server is, when the client command needs one: ``mysql``
+    always asks for it; ``psql`` over TCP (no private socket: an existing server)."""
     server = tdb.server
-    if not server.instance.socket and server.instance.password and server.registry is not None:
+    asks = not isinstance(tdb, TestDatabase) or not server.instance.socket
+    if asks and server.instance.password and server.registry is not None:
         return str(server.registry.record_path(server.instance))
     return None
 

@@ -34,9 +34,18 @@ from testlane.core.runtime import RunContext
 from testlane.services.instance import Instance
 from testlane.services.process import ProcessRef, pid_alive
 
-__all__ = ["ReapReport", "Registry", "owner_alive", "write_run_owner"]
+__all__ = ["ReapReport", "Registry", "owner_alive", "reap_reason", "write_run_owner"]
 
 log = logging.getLogger("testlane")
+
+
+def reap_reason(instance: Instance) -> str:
+    """Why the reaper stopped ``instance``, for its report line."""
+    if instance.extra.get("kept_until") is not None:
+        return "kept for failed tests' databases"
+    if instance.owner_pid is None:
+        return "detached, and its server had exited"
+    return f"owner {instance.owner_pid} is gone"
 
 
 def owner_alive(instance: Instance) -> bool:

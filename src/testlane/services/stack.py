@@ -40,7 +40,7 @@ from testlane.services.external import UrlEngine
 from testlane.services.instance import Instance
 from testlane.services.kinds import Engine
 from testlane.services.ports import sweep_port_locks
-from testlane.services.registry import ReapReport, Registry
+from testlane.services.registry import ReapReport, Registry, reap_reason
 
 __all__ = [
     "SERVICES_FILE_ENV",
@@ -99,9 +99,7 @@ def reap(context: RunContext, *, kept: bool = False) -> ReapReport:
     sweep_port_locks(context.ports_dir)
     report.removed_dirs.extend(sweep_staging(context.cache_dir))
     for inst in report.stopped:
-        log.info(
-            "reaped %s %s of run %s (owner %s is gone)", inst.engine, redact_url(inst.url), inst.run_id, inst.owner_pid
-        )
+        log.info("reaped %s %s of run %s (%s)", inst.engine, redact_url(inst.url), inst.run_id, reap_reason(inst))
     return report
 
 
