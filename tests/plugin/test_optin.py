@@ -310,3 +310,41 @@ def test_a_leak_under_filterwarnings_error_is_a_finding_not_an_error(pytester: p
     assert "test_pool.py:5: test_pool.py::test_first_use_starts_the_thread left running: thread 'app-pool_0'" in out
     findings = json.loads((pytester.path / "report.json").read_text())["findings"]
     assert [(f["nodeid"], f["kind"]) for f in findings] == [("test_pool.py::test_first_use_starts_the_thread", "leak")]
+
+
+REWRITE_PROBE = """
+import sys
+
+import pytest
+
+already_imported = []
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    hook = config.pluginmanager.rewrite_hook
+    mark = hook.mark_rewrite
+
+    def recording(*names):
+        already_imported.extend(name for name in names if name in sys.modules)
+        return mark(*names)
+
+    hook.mark_rewrite = recording
+
+
+def pytest_unconfigure(config):
+    print("asked to rewrite, already imported:", sorted(n for n in already_imported if n.startswith("testlane")))
+"""
+
+
+def test_an_opted_in_project_never_asks_pytest_to_rewrite_a_module_it_imported(pytester: pytest.Pytester) -> None:
+    """pytest before 9.2 warns "Module already imported so cannot be rewritten" when a plugin module is
+    registered through `import_plugin` after it was imported; under `filterwarnings = ["error"]` that is an
+    INTERNALERROR before any test runs (seen adopting ihatemoney, pytest 9.0.3). The feature modules are
+    registered, not re-imported through pytest's rewrite hook."""
+    plain_project(pytester)
+    pytester.makeconftest(REWRITE_PROBE)
+    pytester.makepyfile(test_x="def test_x():\n    assert 1\n")
+    result = run_inner(pytester, "-s", "-W", "error::pytest.PytestAssertRewriteWarning")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["asked to rewrite, already imported: []"])

@@ -282,8 +282,24 @@ def pytest_configure(config: pytest.Config) -> None:
         setup_logging(settings.log_level)
     if not isinstance(existing, TestlanePlugin):
         config.pluginmanager.register(TestlanePlugin(config, settings), PLUGIN_NAME)
-    for name in FEATURES:  # each feature's pytest_configure runs as it is registered
-        config.pluginmanager.import_plugin(name)
+    _register_features(config)
+
+
+def _register_features(config: pytest.Config) -> None:
+    """Register the feature modules; each one's ``pytest_configure`` runs as it is registered.
+
+    Not ``pluginmanager.import_plugin``: that asks pytest to assertion-rewrite the module, and some are
+    imported already (``pytest_addoption`` reads their options), so pytest before 9.2 warns "Module already
+    imported so cannot be rewritten" — an INTERNALERROR under ``filterwarnings = ["error"]``. testlane's own
+    code has no test assertions to rewrite. A name blocked with ``-p no:<module>`` stays unregistered.
+    """
+    import importlib
+
+    manager = config.pluginmanager
+    for name in FEATURES:
+        if manager.is_blocked(name) or manager.get_plugin(name) is not None:
+            continue
+        manager.register(importlib.import_module(name), name)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
