@@ -50,6 +50,7 @@ FEATURES = (
     "testlane.pytest_plugin.async_tests",
 )
 settings_key = pytest.StashKey["Settings"]()
+env_notice_key = pytest.StashKey[str]()  # [tool.testlane.env] not applied: said at the end of the run
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -222,6 +223,12 @@ def _load(config: pytest.Config, namespace: Any) -> Settings:
 
 
 @pytest.hookimpl(tryfirst=True)
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    notice = config.stash.get(env_notice_key, None)
+    if notice:
+        terminalreporter.write_line(notice)
+
+
 def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
     """Apply ``[tool.testlane.env]`` before the project's conftest — and the settings it imports — load.
 
@@ -244,12 +251,11 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
         or it_env_on(env)
         or getattr(namespace, "testlane_lane", None) in ("it", "all")
     ):
-        import sys
-
-        print(
+        # Said in the terminal summary: output here is pytest's capture's until the session starts (and
+        # pytest before 9.2 drops it), so a plain `pytest` would pass on the application's fallback silently.
+        early_config.stash[env_notice_key] = (
             f"testlane: [tool.testlane.env] ({', '.join(sorted(settings.env))}) is not applied: the integration "
-            "lane is off. Run `testlane run` or `pytest --it` to point the application at testlane's servers.",
-            file=sys.stderr,
+            "lane is off. Run `testlane run` or `pytest --it` to point the application at testlane's servers."
         )
         return
     from testlane.core.envmap import referenced_services
