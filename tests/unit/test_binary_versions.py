@@ -44,11 +44,11 @@ def test_a_binary_that_is_not_the_server_names_the_key_and_its_first_line(tmp_pa
     )
     with pytest.raises(BinaryNotFoundError) as caught:
         if kind == "mariadb":
-            MariaDbBinaries(exe, exe, "mariadb.binary").version
+            _ = MariaDbBinaries(exe, exe, "mariadb.binary").version
         elif kind == "postgres":
-            PostgresBinaries(exe.parent, "local", "postgres.bin_dir").version
+            _ = PostgresBinaries(exe.parent, "local", "postgres.bin_dir").version
         else:
-            ValkeyBinary(exe, "local", "valkey.binary").version
+            _ = ValkeyBinary(exe, "local", "valkey.binary").version
     text = str(caught.value)
     key = {"mariadb": "mariadb.binary", "postgres": "postgres.bin_dir", "valkey": "valkey.binary"}[kind]
     assert key in text, text
@@ -63,7 +63,9 @@ def test_a_binary_that_is_not_the_server_names_the_key_and_its_first_line(tmp_pa
 def test_a_version_is_a_token_without_slashes_or_newlines(tmp_path: Path, says: str) -> None:
     exe = fake_binary(tmp_path / "mariadbd", says)
     try:
-        version = reported_version(exe, r"\bVer\s+(\S+)", what="MariaDB/MySQL server", key="mariadb.binary")
+        version = reported_version(
+            exe, r"\bVer\s+(\S+)", what="MariaDB/MySQL server", origin="mariadb.binary", setting="mariadb.binary"
+        )
     except BinaryNotFoundError as exc:
         assert "mariadb.binary" in str(exc)
         return
