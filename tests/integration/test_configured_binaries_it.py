@@ -81,3 +81,25 @@ def test_a_configured_binary_that_does_not_exist_is_an_error_under_auto(
     assert "mariadb.binary" in result.stderr and "/nonexistent/mariadbd" in result.stderr, out
     assert "short-name" not in out and "podman" not in out and "container" not in result.stderr.split("hint:")[0], out
     assert "Traceback" not in out, out
+
+
+def test_a_server_that_exits_at_start_is_reported_without_naming_a_deleted_log(
+    project: Path, data_dir: Path, cache_dir: Path, bin_dir: Path
+) -> None:
+    says = "mariadbd  Ver 10.11.6-MariaDB-0+deb12u1 for debian-linux-gnu on x86_64"
+    fake = _script(
+        bin_dir / "mariadbd",
+        f'case "$1" in --version) echo "{says}"; exit 0;; esac\necho "[ERROR] this server gives up"\nexit 1\n',
+    )
+    _script(
+        bin_dir / "mariadb-install-db", 'for a; do case "$a" in --datadir=*) mkdir -p "${a#*=}/mysql";; esac; done\n'
+    )
+    _mariadb_project(project, str(fake))
+    env = clean_env({"TESTLANE_DATA_DIR": str(data_dir), "TESTLANE_CACHE_DIR": str(cache_dir)})
+    result = run_cli(["run", "--", "-q", "-p", "no:cacheprovider"], cwd=project, env=env)
+    out = result.stdout + result.stderr
+    assert result.returncode == 3, out
+    assert "[ERROR] this server gives up" in result.stderr, out
+    named = [word.strip(";,.") for word in result.stderr.split() if word.startswith("/") and ".log" in word]
+    assert [path for path in named if not Path(path).exists()] == [], out
+    assert [p.name for p in (cache_dir / "mariadb").iterdir()][0].startswith("10.11.6-"), out
