@@ -144,3 +144,28 @@ def test_prune_all_removes_the_index_of_binary_digests_too(
     assert f"removed {cache_dir / 'digests'} (remembered binary digests, 0.0 MB)" in everything
     assert "removed 1 entry, freed" in everything
     assert "nothing to prune" in prune("--all")
+
+
+def test_an_entry_named_after_a_binarys_output_is_stale_and_listed_on_one_line(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from testlane.cli.main import cli
+    from testlane.services.cache import list_entries, write_meta
+
+    garbled = "true (GNU coreutils) 9.4\nLicense GPLv3+: GNU GPL version 3 or later <https:"
+    entry = tmp_path / "mariadb" / garbled
+    (entry / "gnu.org" / "licenses" / "gpl.html>.-0123456789" / "data" / "mysql").mkdir(parents=True)
+    good = tmp_path / "mariadb" / "10.11.6-0123456789"
+    (good / "data" / "mysql").mkdir(parents=True)
+    write_meta(good, "mariadb", version="10.11.6")
+    stale = {e.key: e.stale for e in list_entries(tmp_path)}
+    assert stale == {garbled: "not a name testlane gives", "10.11.6-0123456789": ""}, stale
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TESTLANE_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("TESTLANE_CACHE_DIR", str(tmp_path))
+    result = CliRunner().invoke(cli, ["cache", "list"])
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if line.startswith("mariadb")]
+    assert len(rows) == 2 and any("true (GNU coreutils) 9.4\\nLicense" in row for row in rows), result.output

@@ -28,6 +28,10 @@ def _layout(entry: CacheEntry) -> str:
     return f"stale ({entry.stale})" if entry.stale else "current"
 
 
+def _one_line(text: str) -> str:
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 def _when(timestamp: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M", time.localtime(timestamp))
 
@@ -60,7 +64,12 @@ def list_command(state: CliState) -> None:
     context = RunContext.from_settings(state.settings())
     entries = list_entries(context.cache_dir)
     rows = [("KIND", "KEY", "PROJECT", "SIZE_MB", "LAST_USED", "LAYOUT")]
-    rows += [(e.kind, e.key, e.project or "-", f"{e.size / MB:.1f}", _when(e.last_used), _layout(e)) for e in entries]
+    # A key is one cell of one line: escape what an entry's name may hold (earlier versions could name one
+    # after a binary's multi-line output).
+    rows += [
+        (e.kind, _one_line(e.key), e.project or "-", f"{e.size / MB:.1f}", _when(e.last_used), _layout(e))
+        for e in entries
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     for row in rows:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[5])

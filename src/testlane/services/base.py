@@ -364,8 +364,9 @@ class Launch(ABC):
             self._kill()
             raise ServiceStartError(
                 f"{self.instance.engine} ({self.instance.backend}) did not start: {exc}",
-                hint=f"the full log is {self.instance.log_file}; `testlane doctor` checks binaries, "
-                "permissions and tmpfs.",
+                # The log goes with the instance's directory (abort() removes it): quote it, never name it.
+                hint=("its log's last lines are above" if tail.strip() else "it wrote nothing to its log")
+                + "; `testlane doctor` checks binaries, permissions and tmpfs.",
                 log_tail=tail,
             ) from None
         finally:

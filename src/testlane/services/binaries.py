@@ -52,11 +52,36 @@ def version_output(exe: Path) -> str:
     return _version_output(str(exe), st.st_size, st.st_mtime)
 
 
-def reported_version(exe: Path, pattern: str) -> str:
-    """The first group of ``pattern`` in what ``exe --version`` prints (all of it when none matches)."""
-    out = version_output(exe)
+# What a version may look like once read: it names cache entries (``<cache>/mariadb/<version>-<hex>``),
+# so a digit first, then letters, digits, dots, ``+``, ``~`` or ``_`` only: no ``/``, no space, no newline.
+VERSION_TOKEN = re.compile(r"\d[0-9A-Za-z.+~_]*")
+
+
+def reported_version(exe: Path, pattern: str, *, what: str, origin: str, setting: str) -> str:
+    """The version ``exe --version`` reports: the first group of ``pattern`` (e.g. ``"10.11.6"``).
+
+    ``what`` names the server for people (``"MariaDB/MySQL server"``); ``origin`` says where ``exe`` was
+    found (the setting itself, ``"mariadb.binary"``, or ``"mariadbd on PATH"``); ``setting`` is the key
+    that chooses it. Raises :class:`BinaryNotFoundError` naming both and the first line ``exe`` printed
+    when the pattern does not match or the version is not a :data:`VERSION_TOKEN`: the version names
+    cache entries, raw output never does.
+    """
+    if origin == setting:
+        fix = f"set {setting} to a {what} executable, or leave it empty to search this machine."
+    else:
+        fix = f"set {setting} to a {what} executable."
+    try:
+        out = version_output(exe)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise BinaryNotFoundError(
+            f"{exe} ({origin}) is not a {what} testlane can run: `{exe.name} --version` failed: {exc}.", hint=fix
+        ) from None
     match = re.search(pattern, out)
-    return match.group(1) if match else out
+    version = match.group(1) if match else ""
+    if not VERSION_TOKEN.fullmatch(version):
+        said = repr(out.splitlines()[0].strip()) if out.strip() else "nothing"
+        raise BinaryNotFoundError(f"{exe} ({origin}) is not a {what}: `{exe.name} --version` printed {said}.", hint=fix)
+    return version
 
 
 @dataclass(frozen=True)
@@ -75,7 +100,13 @@ class PostgresBinaries:
     @functools.cached_property
     def version(self) -> str:
         """e.g. ``"18.6"`` from ``postgres (PostgreSQL) 18.6``."""
-        return reported_version(self.exe("postgres"), r"(\d+(?:\.\d+)?)")
+        return reported_version(
+            self.exe("postgres"),
+            r"\(PostgreSQL\)\s+(\d+(?:\.\d+)?)",
+            what="PostgreSQL server",
+            origin=self.origin,
+            setting="postgres.bin_dir",
+        )
 
     @property
     def major(self) -> int:
@@ -118,7 +149,9 @@ class ValkeyBinary:
 
     @functools.cached_property
     def version(self) -> str:
-        return reported_version(self.path, r"v=(\S+)")
+        return reported_version(
+            self.path, r"\bv=(\S+)", what="Valkey/Redis server", origin=self.origin, setting="valkey.binary"
+        )
 
     @property
     def flavor(self) -> str:
@@ -212,6 +245,7 @@ def find_postgres(backend: str, *, bin_dir: str = "", version: str = "") -> Post
     if version:
         candidates = [c for c in candidates if c.version.split(".")[0] == version.split(".")[0]]
     if candidates:
+        candidates[0].version  # noqa: B018 -- read and checked (it raises, naming the key) before any use
         return candidates[0]
     wanted = f" {version}" if version else ""
     places = "\n".join(f"  - {place}" for place in looked)
@@ -249,7 +283,9 @@ def find_valkey(backend: str, *, binary: str = "") -> ValkeyBinary:
         path = Path(binary).expanduser()
         looked.append(f"{path} (valkey.binary)")
         if path.is_file() and os.access(path, os.X_OK):
-            return ValkeyBinary(path, "local", "valkey.binary")
+            found = ValkeyBinary(path, "local", "valkey.binary")
+            found.version  # noqa: B018 -- read and checked (it raises, naming the key) before any use
+            return found
     else:
         for name in ("valkey-server", "redis-server"):
             hit = shutil.which(name)

@@ -437,7 +437,13 @@ def _bin_keyed_by_content(entry: Path) -> bool:
     return entry.name.endswith("-" + digest.hexdigest()[:10])
 
 
+# The names testlane gives entries: ``<version>-<hex>``, ``<cluster key>-<hex>``, ``postgres-<version>-<hex>``.
+_ENTRY_NAME = re.compile(r"[0-9A-Za-z._+~-]+")
+
+
 def _stale_reason(kind: str, entry: Path, meta: dict[str, object]) -> str:
+    if not _ENTRY_NAME.fullmatch(entry.name):  # e.g. named after a binary's output by earlier versions
+        return "not a name testlane gives"
     try:
         owner = entry.lstat().st_uid
     except OSError:

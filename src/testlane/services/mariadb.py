@@ -93,35 +93,52 @@ class MariaDbBinaries:
 
     server: Path
     install_db: Path
+    origin: str = "mariadb.binary"  # where it was found, for messages: the setting, or "mariadbd on PATH"
 
     @functools.cached_property
     def version(self) -> str:
-        return reported_version(self.server, r"Ver\s+([^\s-]+)")  # 10.11.6 of "Ver 10.11.6-MariaDB-..."
+        """e.g. ``"10.11.6"`` of ``mariadbd  Ver 10.11.6-MariaDB-...`` (MySQL: ``mysqld  Ver 8.0.36 for
+        Linux``); raises BinaryNotFoundError naming :attr:`origin` when ``--version`` says something else."""
+        return reported_version(
+            self.server,
+            r"\bVer\s+(\d[^\s-]*)",
+            what="MariaDB/MySQL server",
+            origin=self.origin,
+            setting="mariadb.binary",
+        )
 
 
 def find_mariadb(binary: str = "") -> MariaDbBinaries:
-    """The local server binaries (``binary``, else PATH, else /usr/sbin)."""
+    """The local server binaries (``binary``, else PATH, else /usr/sbin), their version read and checked.
+
+    Raises BinaryNotFoundError listing every place looked when none is there, or naming where the server
+    was found (``mariadb.binary`` when ``binary`` is given) and what it printed when its ``--version`` is
+    not a MariaDB/MySQL server's.
+    """
     looked: list[str] = []
-    candidates = [Path(binary).expanduser()] if binary else []
+    candidates = [(Path(binary).expanduser(), "mariadb.binary")] if binary else []
     if not binary:
         for name in ("mariadbd", "mysqld"):
             hit = shutil.which(name)
             looked.append(f"{name} on PATH" + ("" if hit else " (not found)"))
             if hit:
-                candidates.append(Path(hit))
-            candidates.append(Path("/usr/sbin") / name)
-    for server in candidates:
-        looked.append(str(server))
+                candidates.append((Path(hit), f"{name} on PATH"))
+            candidates.append((Path("/usr/sbin") / name, str(Path("/usr/sbin") / name)))
+    for server, origin in candidates:
+        looked.append(f"{server} (mariadb.binary)" if binary else str(server))
         if server.is_file() and os.access(server, os.X_OK):
             for name in ("mariadb-install-db", "mysql_install_db"):
                 for directory in (server.parent, server.parent.parent / "bin", Path("/usr/bin")):
                     init = directory / name
                     if init.is_file():
-                        return MariaDbBinaries(server, init)
+                        found = MariaDbBinaries(server, init, origin)
+                        found.version  # noqa: B018 -- read and checked before anything is named after it
+                        return found
             looked.append(f"mariadb-install-db next to {server} (not found)")
     places = "\n".join(f"  - {p}" for p in dict.fromkeys(looked))
+    where = " at mariadb.binary" if binary else ""
     raise BinaryNotFoundError(
-        f"no local MariaDB/MySQL server found. Looked in:\n{places}",
+        f"no local MariaDB/MySQL server found{where}. Looked in:\n{places}",
         hint="install one (apt-get install mariadb-server), set mariadb.binary to mariadbd's path, or use the "
         "container or url backend (mariadb.backend).",
     )

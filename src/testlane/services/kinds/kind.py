@@ -96,6 +96,7 @@ class ServiceKind:
     env_drivers: ClassVar[Mapping[str, str]] = {}
     aliases: ClassVar[tuple[str, ...]] = ()
     backend_hint: ClassVar[str] = ""  # what to use instead of a backend this kind lacks
+    binary_key: ClassVar[str] = ""  # the section's key that points at local binaries ("binary", "bin_dir")
     hosts_databases: ClassVar[bool] = False  # testlane makes `tl_` databases on it (leftovers are reaped)
 
     # -- names ------------------------------------------------------------------------------
@@ -113,6 +114,14 @@ class ServiceKind:
         """This kind's settings section (``settings.postgres``...)."""
         section: Section = getattr(settings, self.name)
         return section
+
+    def configured_binary(self, settings: Settings) -> str:
+        """The key of the local binaries the settings point at (``"mariadb.binary"``), "" when they point
+        at none. ``auto`` runs what is configured there or stops naming the key; it never goes on to a
+        container past it."""
+        if not self.binary_key or not getattr(self.section(settings), self.binary_key, ""):
+            return ""
+        return f"{self.name}.{self.binary_key}"
 
     def image(self, settings: Settings) -> str:
         """The container image to run (``{kind}.image``)."""

@@ -33,6 +33,7 @@ class MariaDbKind(ServiceKind):
     )
     backends = ("local", "container", "url")
     backend_hint = 'use "local" (mariadbd on this machine), "container", "url" or "auto".'
+    binary_key = "binary"
     default_env_driver = "mysql"
     hosts_databases = True
 
@@ -59,6 +60,12 @@ def _binaries_checks(settings: Settings) -> list[DoctorCheck]:
         found = find_mariadb(settings.mariadb.binary)
         return [DoctorCheck("ok", "mariadb (local)", f"MariaDB/MySQL {found.version} at {found.server}")]
     except TestlaneError as exc:
-        status = "fail" if settings.mariadb.backend == "local" else "ok"
+        status = "fail" if settings.mariadb.backend == "local" or _auto_runs_configured(settings) else "ok"
         detail = "no local mariadbd/mysqld" if status == "ok" else exc.message
         return [DoctorCheck(status, "mariadb (local)", detail, exc.hint or "" if status == "fail" else "")]
+
+
+def _auto_runs_configured(settings: Settings) -> bool:
+    """``auto`` runs the configured mariadb.binary (see :meth:`ServiceKind.configured_binary`): not finding
+    it there is a failure, not a note."""
+    return bool(settings.mariadb.binary) and (settings.mariadb.backend or settings.backend) == "auto"

@@ -48,6 +48,7 @@ class PostgresKind(ServiceKind):
         "TESTLANE_POSTGRES_USER",
         "TESTLANE_POSTGRES_PASSWORD",
     )
+    binary_key = "bin_dir"
     default_env_driver = "libpq"
     hosts_databases = True
 
@@ -239,7 +240,7 @@ def _binaries_checks(settings: Settings) -> list[DoctorCheck]:
                 DoctorCheck("ok", "postgres (local)", f"PostgreSQL {bins.version} in {bins.bin_dir} ({bins.origin})")
             )
     else:
-        status = "fail" if settings.postgres.backend == "local" else "ok"
+        status = "fail" if settings.postgres.backend == "local" or _auto_runs_configured(settings) else "ok"
         checks.append(
             DoctorCheck(
                 status,
@@ -384,3 +385,9 @@ def _url_extensions(settings: Settings, declared: dict[str, str]) -> DoctorCheck
             missing_extensions_hint("url"),
         )
     return DoctorCheck("ok", "extensions (url)", f"the server at postgres.url has the declared {', '.join(declared)}")
+
+
+def _auto_runs_configured(settings: Settings) -> bool:
+    """``auto`` runs the configured postgres.bin_dir (see :meth:`ServiceKind.configured_binary`): not finding
+    it there is a failure, not a note."""
+    return bool(settings.postgres.bin_dir) and (settings.postgres.backend or settings.backend) == "auto"

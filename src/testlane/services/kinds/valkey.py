@@ -54,6 +54,7 @@ class ValkeyKind(ServiceKind):
         "TESTLANE_REDIS_HOST",
         "TESTLANE_REDIS_PORT",
     )
+    binary_key = "binary"
     default_env_driver = "redis"
 
     def embedded(self, settings: Settings) -> str | None:
@@ -106,7 +107,7 @@ def _binaries_checks(settings: Settings) -> list[DoctorCheck]:
         local = binaries.find_valkey("local", binary=settings.valkey.binary)
         checks.append(DoctorCheck("ok", "valkey (local)", f"{local.path.name} {local.version} at {local.path}"))
     except TestlaneError as exc:
-        status = "fail" if settings.valkey.backend == "local" else "ok"
+        status = "fail" if settings.valkey.backend == "local" or _auto_runs_configured(settings) else "ok"
         checks.append(
             DoctorCheck(
                 status,
@@ -116,3 +117,9 @@ def _binaries_checks(settings: Settings) -> list[DoctorCheck]:
             )
         )
     return checks
+
+
+def _auto_runs_configured(settings: Settings) -> bool:
+    """``auto`` runs the configured valkey.binary (see :meth:`ServiceKind.configured_binary`): not finding
+    it there is a failure, not a note."""
+    return bool(settings.valkey.binary) and (settings.valkey.backend or settings.backend) == "auto"

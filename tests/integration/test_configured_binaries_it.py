@@ -1,0 +1,106 @@
+"""A configured server binary that is not one (``mariadb.binary = "/usr/bin/true"``) or is not there: one
+clear error naming the key, whatever ``auto`` could fall back to, and nothing created in the cache."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from testlane.core.runtime import default_data_root
+from tests.helpers import clean_env, run_cli
+
+COREUTILS = (
+    "true (GNU coreutils) 9.4\n"
+    "Copyright (C) 2023 Free Software Foundation, Inc.\n"
+    "License GPLv3+: GNU GPL version 3 or later <https://gnu.org/licenses/gpl.html>.\n"
+)
+
+
+@pytest.fixture
+def bin_dir() -> Iterator[Path]:
+    """A directory the service user can reach (as root), for fake server binaries."""
+    path = default_data_root().parent / f"testlane-test-bin-{uuid.uuid4().hex[:8]}"
+    path.mkdir(mode=0o755)
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _script(path: Path, body: str) -> Path:
+    path.write_text(f"#!/bin/sh\n{body}")
+    path.chmod(0o755)
+    return path
+
+
+def _mariadb_project(project: Path, binary: str) -> None:
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "demo"\nversion = "0"\n\n'
+        f'[tool.testlane]\nservices = ["mariadb"]\n\n[tool.testlane.mariadb]\nbinary = "{binary}"\n'
+    )
+    (project / "test_x.py").write_text("def test_x(mariadb):\n    assert mariadb\n")
+
+
+def _entries(cache: Path) -> list[str]:
+    return sorted(str(p.relative_to(cache)) for p in cache.rglob("*") if "mariadb" in p.parts[len(cache.parts) :])
+
+
+def test_a_configured_binary_that_is_not_mariadb_is_refused_before_the_cache(
+    project: Path, data_dir: Path, cache_dir: Path, bin_dir: Path
+) -> None:
+    fake = _script(bin_dir / "mariadbd", f"cat <<'EOF'\n{COREUTILS}EOF\n")
+    # an initializer that would fill the data directory, as the real one does
+    _script(
+        bin_dir / "mariadb-install-db", 'for a; do case "$a" in --datadir=*) mkdir -p "${a#*=}/mysql";; esac; done\n'
+    )
+    _mariadb_project(project, str(fake))
+    env = clean_env({"TESTLANE_DATA_DIR": str(data_dir), "TESTLANE_CACHE_DIR": str(cache_dir)})
+    result = run_cli(["run", "--", "-q", "-p", "no:cacheprovider"], cwd=project, env=env)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out
+    assert "mariadb.binary" in result.stderr, out
+    assert "true (GNU coreutils) 9.4" in result.stderr, out
+    assert "Copyright" not in out and "gnu.org" not in out, out
+    assert "Traceback" not in out, out
+    assert _entries(cache_dir) == [], _entries(cache_dir)
+
+
+def test_a_configured_binary_that_does_not_exist_is_an_error_under_auto(
+    project: Path, data_dir: Path, cache_dir: Path
+) -> None:
+    _mariadb_project(project, "/nonexistent/mariadbd")
+    env = clean_env(
+        {"TESTLANE_DATA_DIR": str(data_dir), "TESTLANE_CACHE_DIR": str(cache_dir), "TESTLANE_BACKEND": "auto"}
+    )
+    result = run_cli(["run", "--", "-q", "-p", "no:cacheprovider"], cwd=project, env=env)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out
+    assert "mariadb.binary" in result.stderr and "/nonexistent/mariadbd" in result.stderr, out
+    assert "short-name" not in out and "podman" not in out and "container" not in result.stderr.split("hint:")[0], out
+    assert "Traceback" not in out, out
+
+
+def test_a_server_that_exits_at_start_is_reported_without_naming_a_deleted_log(
+    project: Path, data_dir: Path, cache_dir: Path, bin_dir: Path
+) -> None:
+    says = "mariadbd  Ver 10.11.6-MariaDB-0+deb12u1 for debian-linux-gnu on x86_64"
+    fake = _script(
+        bin_dir / "mariadbd",
+        f'case "$1" in --version) echo "{says}"; exit 0;; esac\necho "[ERROR] this server gives up"\nexit 1\n',
+    )
+    _script(
+        bin_dir / "mariadb-install-db", 'for a; do case "$a" in --datadir=*) mkdir -p "${a#*=}/mysql";; esac; done\n'
+    )
+    _mariadb_project(project, str(fake))
+    env = clean_env({"TESTLANE_DATA_DIR": str(data_dir), "TESTLANE_CACHE_DIR": str(cache_dir)})
+    result = run_cli(["run", "--", "-q", "-p", "no:cacheprovider"], cwd=project, env=env)
+    out = result.stdout + result.stderr
+    assert result.returncode == 3, out
+    assert "[ERROR] this server gives up" in result.stderr, out
+    named = [word.strip(";,.") for word in result.stderr.split() if word.startswith("/") and ".log" in word]
+    assert [path for path in named if not Path(path).exists()] == [], out
+    entries = [p.name for p in (cache_dir / "mariadb").iterdir() if p.is_dir()]
+    assert entries and all(name.startswith("10.11.6-") for name in entries), entries  # the version token only
