@@ -11,6 +11,7 @@ and markers; a project that has not opted in gets none of them. Drivers
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -50,7 +51,6 @@ FEATURES = (
     "testlane.pytest_plugin.async_tests",
 )
 settings_key = pytest.StashKey["Settings"]()
-env_notice_key = pytest.StashKey[str]()  # [tool.testlane.env] not applied: said at the end of the run
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -223,12 +223,6 @@ def _load(config: pytest.Config, namespace: Any) -> Settings:
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    notice = config.stash.get(env_notice_key, None)
-    if notice:
-        terminalreporter.write_line(notice)
-
-
 def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
     """Apply ``[tool.testlane.env]`` before the project's conftest — and the settings it imports — load.
 
@@ -251,12 +245,15 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
         or it_env_on(env)
         or getattr(namespace, "testlane_lane", None) in ("it", "all")
     ):
-        # Said in the terminal summary: output here is pytest's capture's until the session starts (and
-        # pytest before 9.2 drops it), so a plain `pytest` would pass on the application's fallback silently.
-        early_config.stash[env_notice_key] = (
+        notice = (
             f"testlane: [tool.testlane.env] ({', '.join(sorted(settings.env))}) is not applied: the integration "
             "lane is off. Run `testlane run` or `pytest --it` to point the application at testlane's servers."
         )
+        # Past pytest's capture, which holds start-up output (and pytest before 9.2 drops it): said now, it
+        # is there even when the project's conftest then fails for want of the variables.
+        capture = early_config.pluginmanager.get_plugin("capturemanager")
+        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+            print(notice, file=sys.stderr, flush=True)
         return
     from testlane.core.envmap import referenced_services
     from testlane.databases.appdb import mapped_environment
