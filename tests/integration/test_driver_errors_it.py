@@ -107,3 +107,26 @@ def test_the_asyncpg_url_of_a_schema_database(pytester: pytest.Pytester, inner_e
     pytester.makepyfile(test_y_it=ASYNC_SCHEMA)
     result = run_inner(pytester, timeout=300)
     result.assert_outcomes(passed=1)
+
+
+POOLED = """
+def test_1_stops_the_server(pg_database):
+    pg_database.server.halt(clean=False)
+
+
+def test_2_uses_the_connection_the_pool_opened_ahead(pg_conn):
+    pg_conn.execute("SELECT 1")
+"""
+
+
+def test_a_lost_connection_in_a_test_says_the_runs_server_stopped(pytester: pytest.Pytester, inner_env: Path) -> None:
+    """The pool hands out a connection it opened ahead; when the run's server died since, the test's own
+    statement fails with the driver's error (a test's errors stay its own), and testlane says why: the
+    server is not running (seen by a fresh user: a bare AdminShutdown traceback, nothing else)."""
+    make_project(pytester)
+    pytester.makepyfile(test_p_it=POOLED)
+    result = run_inner(pytester, timeout=300)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        ["*the run's postgres server (pid *) is not running: it stopped during or before this test*"]
+    )

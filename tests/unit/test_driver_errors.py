@@ -84,3 +84,23 @@ def test_other_errors_pass_through_untouched() -> None:
     with pytest.raises(ValueError, match="the caller's own"), driver_errors("anything"):
         raise ValueError("the caller's own")
     assert translate(KeyError("x"), "anything") is None
+
+
+def test_a_lost_connection_is_told_apart_from_a_tests_own_sql_error() -> None:
+    """What the failure report asks before it checks whether the run's servers still run."""
+    import psycopg
+    import redis
+
+    from testlane.services.driver_errors import lost_connection
+
+    assert lost_connection(psycopg.errors.AdminShutdown("terminating connection"))
+    assert lost_connection(redis.exceptions.ConnectionError("Connection closed by server."))
+    assert not lost_connection(psycopg.errors.UniqueViolation("duplicate key"))
+    assert not lost_connection(AssertionError("1 != 2"))
+    try:  # the lost connection as the cause of the project's own error
+        try:
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        except psycopg.OperationalError as exc:
+            raise RuntimeError("could not save the order") from exc
+    except RuntimeError as wrapped:
+        assert lost_connection(wrapped)

@@ -156,6 +156,27 @@ class FailureContext:
                 out[name] = lines
         return out
 
+    def _stopped_servers(self, exc: BaseException) -> list[str]:
+        """When the test failed on a lost connection: a line for each of the run's servers that is no longer
+        running (the test's own driver error is left as it is; this says why it happened)."""
+        from testlane.services.driver_errors import lost_connection
+        from testlane.services.process import pid_alive
+
+        if not lost_connection(exc):
+            return []
+        said = []
+        for name, server in self._servers().items():
+            instance = getattr(server, "instance", None)
+            if instance is None or instance.pid is None or instance.backend not in ("embedded", "local"):
+                continue  # a container's or an existing server's process is not ours to check
+            if not pid_alive(instance.pid, instance.pid_create_time):
+                said.append(
+                    f"the run's {name} server (pid {instance.pid}) is not running: it stopped during or before "
+                    "this test, so the connection was lost; the tests after this one that need it fail too "
+                    "(its log lines, if any, are below)"
+                )
+        return said
+
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
         self, item: pytest.Item, call: pytest.CallInfo[None]
@@ -178,6 +199,8 @@ class FailureContext:
             facts = facts_from_excinfo(call.excinfo, self.rootdir, nodeid_location=(path, (lineno or 0) + 1))
         facts["lane"] = lane_of(item)
         hints = _hints(item)
+        if call.excinfo is not None:
+            hints += self._stopped_servers(call.excinfo.value)
         if hints:
             facts["hints"] = hints
         said = list(hints)

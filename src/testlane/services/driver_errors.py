@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from testlane.core.errors import DatabaseError, ServiceError, TestlaneError
 
-__all__ = ["DRIVER_ERRORS", "DriverErrorRule", "driver_errors", "rule_for", "translate"]
+__all__ = ["DRIVER_ERRORS", "DriverErrorRule", "driver_errors", "lost_connection", "rule_for", "translate"]
 
 _STOPPED = "the server may have stopped or restarted: `testlane services status` shows it, and its log says why"
 _REFUSED = (
@@ -114,6 +114,20 @@ def rule_for(exc: BaseException) -> DriverErrorRule | None:
         if rule is not None:
             return rule
     return None
+
+
+def lost_connection(exc: BaseException) -> bool:
+    """Whether ``exc``, or an exception it was raised from or while handling, is a driver's "the connection
+    failed or was lost" (the table's entries whose hint says the server may have stopped)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        rule = rule_for(current)
+        if rule is not None and rule.hint.endswith(_STOPPED):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def translate(exc: BaseException, doing: str) -> TestlaneError | None:
