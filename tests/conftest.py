@@ -33,14 +33,25 @@ def data_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def _reachable_dir(kind: str) -> Iterator[Path]:
+    """A new directory on tmpfs that the service user can reach (as root: 0755), removed afterwards."""
+    path = default_data_root().parent / f"testlane-test-{kind}-{uuid.uuid4().hex[:8]}"
+    path.mkdir(mode=0o755)
+    path.chmod(0o755)  # past the umask
+    yield path
+    subprocess.run(["rm", "-rf", str(path)], check=False)
+
+
 @pytest.fixture
 def cache_dir() -> Iterator[Path]:
     """A private cache on tmpfs (reachable by the service user as root), so a cold start really builds."""
-    path = default_data_root().parent / f"testlane-test-cache-{uuid.uuid4().hex[:8]}"
-    path.mkdir(mode=0o755)
-    path.chmod(0o755)
-    yield path
-    subprocess.run(["rm", "-rf", str(path)], check=False)
+    yield from _reachable_dir("cache")
+
+
+@pytest.fixture
+def bin_dir() -> Iterator[Path]:
+    """A directory the service user can reach (as root), for fake server binaries."""
+    yield from _reachable_dir("bin")
 
 
 @pytest.fixture

@@ -3,14 +3,8 @@ clear error naming the key, whatever ``auto`` could fall back to, and nothing cr
 
 from __future__ import annotations
 
-import shutil
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from testlane.core.runtime import default_data_root
 from tests.helpers import clean_env, run_cli
 
 COREUTILS = (
@@ -18,16 +12,6 @@ COREUTILS = (
     "Copyright (C) 2023 Free Software Foundation, Inc.\n"
     "License GPLv3+: GNU GPL version 3 or later <https://gnu.org/licenses/gpl.html>.\n"
 )
-
-
-@pytest.fixture
-def bin_dir() -> Iterator[Path]:
-    """A directory the service user can reach (as root), for fake server binaries."""
-    path = default_data_root().parent / f"testlane-test-bin-{uuid.uuid4().hex[:8]}"
-    path.mkdir(mode=0o755)
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def _script(path: Path, body: str) -> Path:
@@ -48,14 +32,18 @@ def _entries(cache: Path) -> list[str]:
     return sorted(str(p.relative_to(cache)) for p in cache.rglob("*") if "mariadb" in p.parts[len(cache.parts) :])
 
 
+def _fake_installer(bin_dir: Path) -> None:
+    """A ``mariadb-install-db`` that fills the data directory, as the real one does."""
+    _script(
+        bin_dir / "mariadb-install-db", 'for a; do case "$a" in --datadir=*) mkdir -p "${a#*=}/mysql";; esac; done\n'
+    )
+
+
 def test_a_configured_binary_that_is_not_mariadb_is_refused_before_the_cache(
     project: Path, data_dir: Path, cache_dir: Path, bin_dir: Path
 ) -> None:
     fake = _script(bin_dir / "mariadbd", f"cat <<'EOF'\n{COREUTILS}EOF\n")
-    # an initializer that would fill the data directory, as the real one does
-    _script(
-        bin_dir / "mariadb-install-db", 'for a; do case "$a" in --datadir=*) mkdir -p "${a#*=}/mysql";; esac; done\n'
-    )
+    _fake_installer(bin_dir)
     _mariadb_project(project, str(fake))
     env = clean_env({"TESTLANE_DATA_DIR": str(data_dir), "TESTLANE_CACHE_DIR": str(cache_dir)})
     result = run_cli(["run", "--", "-q", "-p", "no:cacheprovider"], cwd=project, env=env)
@@ -91,9 +79,7 @@ def test_a_server_that_exits_at_start_is_reported_without_naming_a_deleted_log(
         bin_dir / "mariadbd",
         f'case "$1" in --version) echo "{says}"; exit 0;; esac\necho "[ERROR] this server gives up"\nexit 1\n',
     )
-    _script(
-        bin_dir / "mariadb-install-db", 'for a; do case "$a" in --datadir=*) mkdir -p "${a#*=}/mysql";; esac; done\n'
-    )
+    _fake_installer(bin_dir)
     _mariadb_project(project, str(fake))
     env = clean_env({"TESTLANE_DATA_DIR": str(data_dir), "TESTLANE_CACHE_DIR": str(cache_dir)})
     result = run_cli(["run", "--", "-q", "-p", "no:cacheprovider"], cwd=project, env=env)
