@@ -30,18 +30,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-PYPROJECT = """
-[project]
-name = "settle"
-version = "0"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests.helpers
+from tests.helpers import inner_pyproject  # the generated projects' one template
 
-[tool.testlane]
-services = ["postgres"]
-
-[tool.testlane.db]
-migrations = "migrations"
-isolation = "transaction"
-"""
+PYPROJECT = inner_pyproject(name="settle", db='isolation = "transaction"\n')
 
 TESTS = """
 import psycopg
