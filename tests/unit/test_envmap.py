@@ -6,7 +6,7 @@ import pytest
 
 from testlane.core.envmap import Reference, parse_template, referenced_services, validate_mapping
 from testlane.core.errors import ConfigError
-from testlane.services.env_mapping import render_mapping
+from testlane.services.env_mapping import render_mapping, variables_of
 from testlane.services.instance import Instance
 from testlane.services.postgres import PostgresServer
 from testlane.services.valkey import ValkeyServer
@@ -113,3 +113,13 @@ def test_referenced_services_use_canonical_names() -> None:
 def test_an_invalid_variable_name_is_rejected() -> None:
     with pytest.raises(ConfigError, match="not a valid environment variable name"):
         validate_mapping({"NOT-VALID": "{postgres.url}"})
+
+
+def test_a_per_test_lease_overrides_its_services_parts_only() -> None:
+    """A per-test lease (a broker's vhost, a bucket) re-renders the variables that refer to its service."""
+    mapping = {"DATABASE_URL": "{postgres.url}", "REDIS_URL": "{redis.url}", "CACHE": "{valkey.host}:{valkey.port}/3"}
+    env = render_mapping(
+        mapping, {"postgres": PG, "valkey": VK}, overrides={("valkey", "url"): "redis://lease/7"}, only="valkey"
+    )
+    assert env == {"REDIS_URL": "redis://lease/7", "CACHE": "127.0.0.1:6600/3"}
+    assert variables_of(mapping, "valkey") == ["REDIS_URL", "CACHE"]

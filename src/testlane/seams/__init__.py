@@ -13,7 +13,9 @@ a job redelivered after its worker died. This kit gives such tests the tools the
   :func:`kill_process`, :func:`stop_thread`;
 * :mod:`~testlane.seams.pause` — stalls: :func:`paused` (SIGSTOP/SIGCONT with a watchdog);
 * :mod:`~testlane.seams.eventually` — :func:`eventually` / :func:`eventually_passes` instead of sleeps;
-* :mod:`~testlane.seams.repeat` — ``@seam(repeat=N)``: repeat a race test, report the failing iteration.
+* :mod:`~testlane.seams.repeat` — ``@seam(repeat=N)``: repeat a race test, report the failing iteration;
+* :mod:`~testlane.seams.queue` — :class:`Deliveries`: what each consumer of a queue received, and
+  :func:`assert_delivered_once` / :func:`assert_redelivered` (competing consumers, redelivery).
 
 Every helper waits under a deadline; none can hang a test. See docs/seams.md, whose tutorial is
 the dispatch example (examples/dispatch).
@@ -25,6 +27,7 @@ from testlane.seams.eventually import eventually, eventually_passes
 from testlane.seams.gate import LockGate, lock_gate
 from testlane.seams.kill import kill_connection, kill_process, stop_thread, terminate_backend
 from testlane.seams.pause import Pause, paused
+from testlane.seams.queue import Deliveries, Delivery, assert_delivered_once, assert_redelivered
 from testlane.seams.race import (
     RaceOutcome,
     RaceResult,
@@ -37,13 +40,17 @@ from testlane.seams.race import (
 from testlane.seams.repeat import SeamIteration, seam
 
 __all__ = [
+    "Deliveries",
+    "Delivery",
     "LockGate",
     "Pause",
     "RaceOutcome",
     "RaceResult",
     "SeamIteration",
+    "assert_delivered_once",
     "assert_exactly_one",
     "assert_no_errors",
+    "assert_redelivered",
     "assert_winners",
     "async_race",
     "eventually",

@@ -17,7 +17,7 @@ from testlane.services import kinds
 from testlane.services.base import Server
 from testlane.services.kinds.valkey import app_channel_prefix, app_redis_db
 
-__all__ = ["app_channel_prefix", "app_redis_db", "render_mapping"]
+__all__ = ["app_channel_prefix", "app_redis_db", "render_mapping", "variables_of"]
 
 
 def _value(ref: Reference, server: Server, databases: Mapping[str, str]) -> str:
@@ -39,14 +39,21 @@ def render_mapping(
     *,
     databases: Mapping[str, str] | None = None,
     only_available: bool = False,
+    overrides: Mapping[tuple[str, str], str] | None = None,
+    only: str | None = None,
 ) -> dict[str, str]:
     """The environment variables of ``mapping`` for ``servers``.
 
     A variable referring to a service that is not running is a configuration error, unless
     ``only_available`` (then it is left out: used while building a template, when only Postgres runs).
+    ``overrides`` replaces parts (``{("rabbitmq", "url"): <a test's vhost URL>}``: a per-test lease's
+    coordinates); ``only`` keeps just the variables that refer to that service (see :func:`variables_of`).
     """
     out: dict[str, str] = {}
+    overrides = overrides or {}
     for variable, parts in validate_mapping(mapping).items():
+        if only is not None and not any(isinstance(p, Reference) and p.service == only for p in parts):
+            continue
         missing = [p.service for p in parts if isinstance(p, Reference) and p.service not in servers]
         if missing:
             if only_available:
@@ -56,6 +63,20 @@ def render_mapping(
                 hint=f"add {missing[0]!r} to `services` in [tool.testlane], or remove the mapping.",
             )
         out[variable] = "".join(
-            p if isinstance(p, str) else _value(p, servers[p.service], databases or {}) for p in parts
+            p
+            if isinstance(p, str)
+            else overrides[(p.service, p.part)]
+            if (p.service, p.part) in overrides
+            else _value(p, servers[p.service], databases or {})
+            for p in parts
         )
     return out
+
+
+def variables_of(mapping: Mapping[str, str], service: str) -> list[str]:
+    """The variables of ``mapping`` whose templates refer to ``service`` (canonical name)."""
+    return [
+        variable
+        for variable, parts in validate_mapping(mapping).items()
+        if any(isinstance(p, Reference) and p.service == service for p in parts)
+    ]
