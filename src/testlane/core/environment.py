@@ -136,9 +136,23 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("TESTLANE_MARIADB_PORT", _COORD, "MariaDB's port.", run_scoped=True),
     Variable("TESTLANE_MARIADB_USER", _COORD, "MariaDB's user.", run_scoped=True),
     Variable(
+        "TESTLANE_NATS_URL",
+        _COORD,
+        "e.g. `nats://app:<password>@127.0.0.1:41236`: the application's account on the run's NATS server "
+        "(see [services.md](services.md#nats-jetstream)).",
+        run_scoped=True,
+    ),
+    Variable("TESTLANE_NATS_HOST", _COORD, "NATS's host.", run_scoped=True),
+    Variable("TESTLANE_NATS_PORT", _COORD, "NATS's port.", run_scoped=True),
+    Variable(
         "TESTLANE_VALKEY_PASSWORD",
         "the `container` backend",
         "Valkey's password inside its container only (read by `valkey-server -` from standard input).",
+    ),
+    Variable(
+        "TESTLANE_NATS_PASSWORD",
+        "the `container` backend",
+        "NATS's password inside its container only (its configuration is written from it there).",
     ),
     Variable(
         RERUN_PREFIX,

@@ -35,6 +35,7 @@ PARTS: dict[str, tuple[str, ...]] = {
     "postgres": ("url", "host", "port", "user", "password", "database"),
     "valkey": ("url", "host", "port", "password", "db", "channel_prefix"),
     "mariadb": ("url", "host", "port", "user", "password", "database"),
+    "nats": ("url", "host", "port", "user", "password", "subject_prefix", "stream_prefix"),
 }
 DRIVERS: dict[str, Mapping[str, str]] = {
     "postgres": {
@@ -52,6 +53,7 @@ DRIVERS: dict[str, Mapping[str, str]] = {
         "asyncmy": "mysql+asyncmy",
         "mariadb": "mariadb+mariadbconnector",
     },
+    "nats": {"nats": "nats"},
 }
 
 _BUILT_IN = frozenset(PARTS)
