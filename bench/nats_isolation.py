@@ -13,7 +13,6 @@ import os
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
 from testlane.core.config import load_settings
 from testlane.core.runtime import RunContext

@@ -87,7 +87,7 @@ class PullConsumer:
             msgs = await self.sub.fetch(1, timeout=timeout)
         except (TimeoutError, nats.errors.TimeoutError):
             return None
-        msg = msgs[0]
+        msg: nats.aio.msg.Msg = msgs[0]
         self.deliveries.record(self.name, msg.data, redelivered=msg.metadata.num_delivered > 1)
         return msg
 
@@ -317,7 +317,7 @@ async def slow_consumer(
     await queue.publish([text])
     msg = await slow.take(timeout=min(timeout, 5.0))
     if msg is None:
-        raise AssertionError(f"consumer slow received nothing within {min(timeout, 5.0):g} s:\n" + deliveries.report())
+        raise AssertionError(f"consumer slow received nothing within {min(timeout, 5.0):g} s")
     stop = asyncio.Event()
     task = asyncio.create_task(other.work(fast, stop))
     try:
