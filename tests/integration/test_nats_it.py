@@ -213,6 +213,12 @@ def test_nats_in_a_container_isolates_accounts(settings_for, data_dir: Path) -> 
         assert server.instance.password
         assert run_sync(lambda: _roundtrip(server.url)) == "hello"
         assert run_sync(lambda: _roundtrip(server.account_url(3))) == "hello"
+        from testlane.services.nats_isolation import lease_jetstream
+
+        lease = lease_jetstream(server, ctx.run_dir / "leases")
+        assert lease.account.startswith("T") and lease.subject_prefix == ""
+        assert run_sync(lambda: _roundtrip(lease.url)) == "hello"
+        lease.release()
         name = server.instance.container or ""
         inspect = subprocess.run(
             ["podman", "inspect", name, "--format", "{{.Config.Cmd}} {{.Config.Env}}"], capture_output=True, text=True
