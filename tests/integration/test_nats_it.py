@@ -217,3 +217,31 @@ def test_nats_in_a_container_isolates_accounts(settings_for, data_dir: Path) -> 
         ).stdout
         assert server.instance.password not in inspect.split("TESTLANE_NATS_PASSWORD=")[0]
     assert subprocess.run(["podman", "container", "exists", name], check=False).returncode == 1
+
+
+def test_an_account_whose_holder_died_is_cleaned_before_the_next_test(settings_for, data_dir: Path) -> None:
+    from testlane.services.nats_isolation import lease_jetstream
+
+    settings = settings_for(nats__backend="embedded", nats__accounts=1)
+    ctx = _context(settings)
+
+    async def streams(url: str) -> int:
+        import nats
+
+        client = await nats.connect(url, allow_reconnect=False)
+        try:
+            return int((await client.jetstream().account_info()).streams)
+        finally:
+            await client.close()
+
+    with NatsEngine(settings, ctx, Registry(ctx)).start() as server:
+        first = lease_jetstream(server, ctx.run_dir / "leases", owner="tests/test_x.py::test_dies")
+        run_sync(lambda: _roundtrip(first.url))
+        assert run_sync(lambda: streams(first.url)) == 1
+        assert first._fd is not None
+        os.close(first._fd)  # the holder dies: its lock goes, its name stays in the lock file
+        second = lease_jetstream(server, ctx.run_dir / "leases")
+        assert second.account == first.account == "T1"
+        assert run_sync(lambda: streams(second.url)) == 0
+        second.release()
+    assert server_processes(data_dir) == []

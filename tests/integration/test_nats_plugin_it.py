@@ -99,6 +99,7 @@ def test_worker_hears_only_itself(jetstream, n, worker_id):
                     heard.append(msg.data.decode())
             await client.subscribe(">", cb=on_message)
             js = client.jetstream()
+            assert (await js.account_info()).streams == 0, "the account is the test's alone, and clean"
             await js.add_stream(name="JOBS", subjects=["jobs.>"])
             sub = await js.pull_subscribe("jobs.>", durable="worker")
             mine = [f"{worker_id}-{n}-{i}" for i in range(5)]
