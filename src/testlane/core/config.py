@@ -44,6 +44,7 @@ __all__ = [
     "OptionInfo",
     "PostgresSettings",
     "ReportSettings",
+    "S3Settings",
     "Settings",
     "ValkeySettings",
     "command_options",
@@ -223,6 +224,40 @@ class MariaDbSettings:
         "database", "Per-test isolation for MariaDB: a database per test, or a rolled-back transaction."
     )
     pool_size: int = opt(3, "MariaDB databases kept ready ahead of demand, per pytest process.", min=0)
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """``[tool.testlane.s3]``: the S3-compatible object store and its per-test buckets."""
+
+    backend: ServiceBackend = opt(
+        "",
+        "`embedded` (moto's S3 server from the `s3` extra, in memory), `url` (an existing S3 endpoint), `auto`; "
+        "there is no local or container S3 (docs/services.md). Empty: the top-level `backend`.",
+        cli="--s3-backend",
+    )
+    port: int = opt(
+        0,
+        "TCP port of the embedded server; 0 picks a free one.",
+        min=0,
+        max=65535,
+        # Not TESTLANE_S3_PORT: exported variables describe the running server.
+        env="TESTLANE_S3_SERVER_PORT",
+    )
+    url: str = opt(
+        "",
+        "An existing S3 endpoint for the `url` backend, e.g. `http://127.0.0.1:9000` (with `s3.access_key` and "
+        "`s3.secret_key`). testlane only creates, empties and deletes its own `tl-<run id>-` buckets there.",
+        env="TESTLANE_S3_SERVER_URL",
+    )
+    access_key: str = opt("", "Access key id for the `url` backend.", env="TESTLANE_S3_SERVER_ACCESS_KEY")
+    secret_key: str = opt(
+        "",
+        "Secret access key for the `url` backend (never printed; prefer the variable to a committed file).",
+        env="TESTLANE_S3_SERVER_SECRET_KEY",
+    )
+    region: str = opt("us-east-1", "The region clients sign for.", env="TESTLANE_S3_SERVER_REGION")
+    pool_size: int = opt(2, "Buckets created ahead of demand, per pytest process (`s3_bucket`).", min=0)
 
 
 @dataclass(frozen=True)
@@ -531,6 +566,7 @@ class Settings:
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
     valkey: ValkeySettings = field(default_factory=ValkeySettings)
     mariadb: MariaDbSettings = field(default_factory=MariaDbSettings)
+    s3: S3Settings = field(default_factory=S3Settings)
     container: ContainerSettings = field(default_factory=ContainerSettings)
     db: DbSettings = field(default_factory=DbSettings)
     lanes: LaneSettings = field(default_factory=LaneSettings)
