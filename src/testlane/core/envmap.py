@@ -75,7 +75,7 @@ def forget(service: str) -> None:
 
 
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
-_REFERENCE = re.compile(r"^(?P<service>[a-z]+)\.(?P<part>[a-z_]+)(?::(?P<driver>[a-z0-9_+]+))?$")
+_REFERENCE = re.compile(r"^(?P<service>[a-z][a-z0-9]*)\.(?P<part>[a-z_]+)(?::(?P<driver>[a-z0-9_+]+))?$")
 
 
 @dataclass(frozen=True)
