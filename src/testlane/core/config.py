@@ -241,7 +241,7 @@ class S3Settings:
         "TCP port of the embedded server; 0 picks a free one.",
         min=0,
         max=65535,
-        # Not TESTLANE_S3_PORT: exported variables describe the running server.
+        # TESTLANE_S3_SERVER_*: the exported TESTLANE_S3_* variables describe the running server.
         env="TESTLANE_S3_SERVER_PORT",
     )
     url: str = opt(
