@@ -148,6 +148,9 @@ def test_unsigned_wrongly_signed_and_foreign_requests_are_refused(settings_for: 
         for path in ("/", "/private-bucket", "/moto-api/", "/moto-api/data.json"):
             assert _http_status(server.endpoint_url + path) == 403, path
         assert _http_status(server.endpoint_url + "/moto-api/reset", "POST") == 403
+        # moto checks signatures in the Authorization header only: a presigned URL is refused, not a 500
+        presigned = server.client().generate_presigned_url("list_objects_v2", Params={"Bucket": "private-bucket"})
+        assert _http_status(presigned) == 403
         # still there, still ours
         assert [b["Name"] for b in server.client().list_buckets()["Buckets"]] == ["private-bucket"]
 

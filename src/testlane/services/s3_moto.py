@@ -10,7 +10,8 @@ moto accepts any credentials by default; here, before the server listens:
   run for those N and create a user of their own. Created in-process, there is no window.)
 * moto's control API (``/moto-api/``: reset the state, read every object, change the count above) takes
   no credentials at all, so it is refused; so is any request that carries no signature, or one signed for
-  another service than S3 (moto serves every AWS service on one port; only S3 is offered here).
+  another service than S3 (moto serves every AWS service on one port; only S3 is offered here), and a
+  presigned URL (moto checks signatures in the ``Authorization`` header only: it would fail with a 500).
 
 Everything is in memory: nothing is written but the log.
 """
@@ -28,11 +29,9 @@ __all__ = ["USER", "main"]
 
 USER = "testlane"
 _SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/[^/]+/([a-z0-9-]+)/aws4_request")
-_QUERY_SCOPE = re.compile(r"X-Amz-Credential=[^&/]+(?:/|%2F)\d{8}(?:/|%2F)[^&/%]+(?:/|%2F)([a-z0-9-]+)(?:/|%2F)")
 
 _DENIED = (
-    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
-    b"<Message>testlane's S3 server answers only S3 requests signed with the run's key</Message></Error>"
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code><Message>@MESSAGE@</Message></Error>'
 )
 
 StartResponse = Callable[..., Any]
@@ -40,18 +39,25 @@ App = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
 def signed_for_s3(environ: dict[str, Any]) -> bool:
-    """True when the request carries an S3 signature (header or presigned query; SigV2 keys are S3's)."""
+    """True when the request carries an S3 signature in its ``Authorization`` header (SigV4 scoped to S3,
+    or SigV2, which is S3's only)."""
     header = str(environ.get("HTTP_AUTHORIZATION", ""))
-    query = str(environ.get("QUERY_STRING", ""))
     if header.startswith("AWS4-HMAC-SHA256"):
         match = _SCOPE.search(header)
         return match is not None and match.group(1) == "s3"
-    if header.startswith("AWS "):
-        return True  # SigV2: S3 only
-    if "X-Amz-Credential=" in query:
-        match = _QUERY_SCOPE.search(query)
-        return match is not None and match.group(1) == "s3"
-    return "AWSAccessKeyId=" in query and "Signature=" in query
+    return header.startswith("AWS ")
+
+
+def presigned(environ: dict[str, Any]) -> bool:
+    """True for a presigned URL (the signature in the query string)."""
+    query = str(environ.get("QUERY_STRING", ""))
+    return "X-Amz-Credential=" in query or ("AWSAccessKeyId=" in query and "Signature=" in query)
+
+
+def _refuse(start_response: StartResponse, message: bytes) -> list[bytes]:
+    body = _DENIED.replace(b"@MESSAGE@", message)
+    start_response("403 Forbidden", [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))])
+    return [body]
 
 
 def guarded(app: App) -> App:
@@ -59,11 +65,16 @@ def guarded(app: App) -> App:
 
     def guard(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = str(environ.get("PATH_INFO", ""))
-        if path.startswith("/moto-api") or not signed_for_s3(environ):
-            start_response(
-                "403 Forbidden", [("Content-Type", "application/xml"), ("Content-Length", str(len(_DENIED)))]
-            )
-            return [_DENIED]
+        if path.startswith("/moto-api"):
+            return _refuse(start_response, b"moto's control API is not served by testlane's S3 server")
+        if not signed_for_s3(environ):
+            if presigned(environ):
+                # moto checks signatures in the Authorization header only (a presigned URL fails with a 500)
+                return _refuse(
+                    start_response,
+                    b"presigned URLs are not supported by testlane's embedded S3 server (moto); use the url backend",
+                )
+            return _refuse(start_response, b"testlane's S3 server answers only S3 requests signed with the run's key")
         return app(environ, start_response)
 
     return guard
