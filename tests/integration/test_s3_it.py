@@ -40,6 +40,7 @@ from testlane.services.s3 import S3Server  # noqa: E402
 from testlane.services.s3_buckets import create_bucket  # noqa: E402
 from testlane.services.stack import ServiceStack  # noqa: E402
 from tests.helpers import (  # noqa: E402
+    FOREIGN_PLUGINS_OFF,
     clean_env,
     dead_pid,
     inner_pyproject,
@@ -342,6 +343,36 @@ def test_a_bucket_per_test_under_the_plugin(
     assert len(names) == 6 and len(set(names)) == 6
     if workers:
         assert len({p.name.rsplit("-", 1)[1] for p in out.glob("bucket*.json")}) == 2  # both workers served
+    assert server_processes(data_dir) == []
+    assert leftovers(data_dir) == []
+
+
+def test_testlane_run_exports_the_coordinates_and_the_mapping(project: Path, data_dir: Path, tmp_path: Path) -> None:
+    (project / "pyproject.toml").write_text(inner_pyproject(services='["s3"]', testlane=INNER_ENV))
+    (project / "test_run.py").write_text(
+        textwrap.dedent(
+            """
+            import os, boto3
+
+            def test_coordinates():
+                client = boto3.client(
+                    "s3",
+                    endpoint_url=os.environ["TESTLANE_S3_ENDPOINT_URL"],
+                    region_name=os.environ["TESTLANE_S3_REGION"],
+                    aws_access_key_id=os.environ["TESTLANE_S3_ACCESS_KEY_ID"],
+                    aws_secret_access_key=os.environ["TESTLANE_S3_SECRET_ACCESS_KEY"],
+                )
+                assert os.environ["S3_ENDPOINT"] == os.environ["TESTLANE_S3_ENDPOINT_URL"]
+                client.head_bucket(Bucket=os.environ["S3_BUCKET"])
+
+            def test_bucket(s3_bucket):
+                assert os.environ["S3_BUCKET"] == s3_bucket.name
+            """
+        )
+    )
+    env = clean_env({"TESTLANE_DATA_DIR": str(data_dir)})
+    result = run_cli(["run", "--", "-q", "-p", "no:cacheprovider", *FOREIGN_PLUGINS_OFF], cwd=project, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
     assert server_processes(data_dir) == []
     assert leftovers(data_dir) == []
 
