@@ -103,8 +103,12 @@ class S3Server(Server):
     def ping(self, timeout: float = 2.0) -> None:
         from botocore.config import Config
 
-        config = Config(connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 1})
-        self.client(config=config).list_buckets()
+        # one client per timeout: readiness pings every few ms, and making a boto3 client costs ~10 ms
+        clients: dict[float, Any] = self.__dict__.setdefault("_ping_clients", {})
+        if timeout not in clients:
+            config = Config(connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 1})
+            clients[timeout] = self.client(config=config)
+        clients[timeout].list_buckets()
 
     def env(self) -> dict[str, str]:
         return {
