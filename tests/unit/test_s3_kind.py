@@ -60,3 +60,13 @@ def test_env_parts_and_backends() -> None:
     url = load_settings(environ={"TESTLANE_S3_SERVER_URL": "http://127.0.0.1:9000"})
     assert choose_backend("s3", url).backend == "url"
     assert choose_backend("s3", load_settings(environ={})).backend == "embedded"
+
+
+def test_without_moto_auto_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    from testlane.core.errors import BinaryNotFoundError
+    from testlane.services.kinds import s3 as s3_kind
+
+    monkeypatch.setattr(s3_kind, "moto_version", lambda: None)
+    with pytest.raises(BinaryNotFoundError, match=r"s3\.url is not set") as info:
+        choose_backend("s3", load_settings(environ={}))
+    assert 'pip install "testlane[s3]"' in (info.value.hint or "")

@@ -18,7 +18,7 @@ from testlane.core.config import Settings
 from testlane.core.errors import BinaryNotFoundError, ConfigError
 from testlane.services.base import Server
 from testlane.services.instance import Instance
-from testlane.services.kinds.kind import DoctorCheck, ServiceKind
+from testlane.services.kinds.kind import BackendChoice, DoctorCheck, ServiceKind
 from testlane.services.s3 import S3Engine, S3Server, moto_version
 
 __all__ = ["S3Kind"]
@@ -51,6 +51,16 @@ class S3Kind(ServiceKind):
     def embedded(self, settings: Settings) -> str | None:
         version = moto_version()
         return None if version is None else f"moto {version} (the s3 extra) is installed"
+
+    def choose_auto(self, settings: Settings) -> BackendChoice | None:
+        """``embedded`` when moto is installed; else there is nothing else to try (no local or container S3)."""
+        embedded = self.embedded(settings)
+        if embedded is None:
+            raise BinaryNotFoundError(
+                "no way to run s3: moto's S3 server is not installed and s3.url is not set.",
+                hint=f"{INSTALL_HINT}; or set s3.url (with s3.access_key and s3.secret_key) to an existing endpoint.",
+            )
+        return BackendChoice(self.name, "embedded", f"auto: {embedded}")
 
     def local(self, settings: Settings) -> str:
         raise BinaryNotFoundError(
