@@ -389,8 +389,14 @@ def test_s3_bucket_needs_the_integration_lane(pytester: pytest.Pytester) -> None
 # -- the url backend: an existing endpoint, only testlane's own buckets touched ------------------------------
 
 
+@pytest.mark.parametrize("workers", [0, 2], ids=["one-process", "n2"])
 def test_url_backend_touches_only_its_own_buckets(
-    settings_for: Any, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, inner_env: Path, tmp_path: Path
+    settings_for: Any,
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    inner_env: Path,
+    tmp_path: Path,
+    workers: int,
 ) -> None:
     with _stack(settings_for(services=["s3"])) as stack:
         existing: S3Server = stack.start()["s3"]  # type: ignore[assignment]
@@ -415,7 +421,7 @@ def test_url_backend_touches_only_its_own_buckets(
             ),
         )
         pytester.makepyfile(test_s3_inner=INNER_TESTS)
-        result = run_inner(pytester, "-q")
+        result = run_inner(pytester, "-q", *(("-n", str(workers)) if workers else ()))
         output = result.stdout.str() + result.stderr.str()
         assert result.ret == 0, output
         assert existing.secret_key not in output

@@ -66,11 +66,12 @@ def _bucket(request: pytest.FixtureRequest) -> Iterator[S3Bucket]:
     bucket = pool.lease()
     saved: dict[str, str | None] = {}
     try:
-        mapping = plugin_of(request.config).settings.env
+        plugin = plugin_of(request.config)
+        mapping = plugin.settings.env
         if mapping:
             values = render_mapping(
                 mapping,
-                {"s3": bucket.server},
+                {**plugin.active_servers(), "s3": bucket.server},
                 only="s3",
                 only_available=True,
                 overrides={("s3", "bucket"): bucket.name},
