@@ -11,6 +11,8 @@ or ``REDIS_URL``. Each mapping is a template over the run's services::
     REDIS_URL      = "{valkey.url}"
     CACHE_URL      = "redis://{valkey.host}:{valkey.port}/3"
     EVENTS_PREFIX  = "{valkey.channel_prefix}"          # tl:<run id>:app: (pub/sub ignores databases)
+    AWS_ENDPOINT_URL = "{s3.url}"                        # http://127.0.0.1:PORT (no credentials in it)
+    S3_BUCKET      = "{s3.bucket}"                       # the run's bucket; a test's own under s3_bucket
 
 This module parses and validates templates (an unknown service, part or driver is a configuration
 error, reported when the settings load); rendering them against running servers happens in
@@ -36,6 +38,7 @@ PARTS: dict[str, tuple[str, ...]] = {
     "valkey": ("url", "host", "port", "password", "db", "channel_prefix"),
     "mariadb": ("url", "host", "port", "user", "password", "database"),
     "nats": ("url", "host", "port", "user", "password", "subject_prefix", "stream_prefix"),
+    "s3": ("url", "host", "port", "access_key", "secret_key", "region", "bucket"),
 }
 DRIVERS: dict[str, Mapping[str, str]] = {
     "postgres": {
@@ -54,6 +57,7 @@ DRIVERS: dict[str, Mapping[str, str]] = {
         "mariadb": "mariadb+mariadbconnector",
     },
     "nats": {"nats": "nats"},
+    "s3": {"http": "http"},
 }
 
 _BUILT_IN = frozenset(PARTS)
@@ -73,7 +77,7 @@ def forget(service: str) -> None:
 
 
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
-_REFERENCE = re.compile(r"^(?P<service>[a-z]+)\.(?P<part>[a-z_]+)(?::(?P<driver>[a-z0-9_+]+))?$")
+_REFERENCE = re.compile(r"^(?P<service>[a-z][a-z0-9]*)\.(?P<part>[a-z_]+)(?::(?P<driver>[a-z0-9_+]+))?$")
 
 
 @dataclass(frozen=True)

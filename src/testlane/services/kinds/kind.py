@@ -21,6 +21,7 @@ from testlane.core.errors import BinaryNotFoundError
 from testlane.core.runtime import RunContext
 from testlane.core.service_names import ALIASES
 from testlane.services.base import Engine, Progress, Server
+from testlane.services.instance import Instance
 from testlane.services.process_engine import ProcessEngine
 from testlane.services.registry import Registry
 
@@ -161,6 +162,10 @@ class ServiceKind:
     def container_spec(self, settings: Settings) -> ContainerSpec | None:
         """How this kind runs in a container (None: it does not)."""
         return None
+
+    def adopt_url(self, instance: Instance, settings: Settings) -> None:
+        """Complete the record of an existing server (``url`` backend) from the kind's settings, e.g. S3's
+        credentials (``s3.access_key``); raise ConfigError naming a missing key. Default: nothing."""
 
     # -- running servers -----------------------------------------------------------------------
     def server_version(self, server: Server) -> str:
