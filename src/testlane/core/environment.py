@@ -136,9 +136,23 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("TESTLANE_MARIADB_PORT", _COORD, "MariaDB's port.", run_scoped=True),
     Variable("TESTLANE_MARIADB_USER", _COORD, "MariaDB's user.", run_scoped=True),
     Variable(
+        "TESTLANE_MQTT_URL",
+        _COORD,
+        "e.g. `mqtt://testlane:<password>@127.0.0.1:41236` (the broker's random password; see "
+        "[services.md](services.md#mqtt-mosquitto)).",
+        run_scoped=True,
+    ),
+    Variable("TESTLANE_MQTT_HOST", _COORD, "The MQTT broker's host.", run_scoped=True),
+    Variable("TESTLANE_MQTT_PORT", _COORD, "The MQTT broker's port.", run_scoped=True),
+    Variable(
         "TESTLANE_VALKEY_PASSWORD",
         "the `container` backend",
         "Valkey's password inside its container only (read by `valkey-server -` from standard input).",
+    ),
+    Variable(
+        "TESTLANE_MQTT_PASSWORD",
+        "the `container` backend",
+        "Mosquitto's password inside its container only (fed to `mosquitto_ctrl dynsec init` on standard input).",
     ),
     Variable(
         RERUN_PREFIX,

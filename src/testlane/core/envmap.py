@@ -11,6 +11,7 @@ or ``REDIS_URL``. Each mapping is a template over the run's services::
     REDIS_URL      = "{valkey.url}"
     CACHE_URL      = "redis://{valkey.host}:{valkey.port}/3"
     EVENTS_PREFIX  = "{valkey.channel_prefix}"          # tl:<run id>:app: (pub/sub ignores databases)
+    MQTT_TOPIC_PREFIX = "{mqtt.topic_prefix}"          # tl/<run id>/app/ (the run's own MQTT topics)
 
 This module parses and validates templates (an unknown service, part or driver is a configuration
 error, reported when the settings load); rendering them against running servers happens in
@@ -35,6 +36,7 @@ PARTS: dict[str, tuple[str, ...]] = {
     "postgres": ("url", "host", "port", "user", "password", "database"),
     "valkey": ("url", "host", "port", "password", "db", "channel_prefix"),
     "mariadb": ("url", "host", "port", "user", "password", "database"),
+    "mqtt": ("url", "host", "port", "user", "password", "topic_prefix"),
 }
 DRIVERS: dict[str, Mapping[str, str]] = {
     "postgres": {
@@ -52,6 +54,7 @@ DRIVERS: dict[str, Mapping[str, str]] = {
         "asyncmy": "mysql+asyncmy",
         "mariadb": "mariadb+mariadbconnector",
     },
+    "mqtt": {"mqtt": "mqtt"},
 }
 
 _BUILT_IN = frozenset(PARTS)

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from testlane.pytest_plugin.provider import ServiceProvider
     from testlane.services.base import Server
     from testlane.services.mariadb import MariaDbServer
+    from testlane.services.mqtt import MqttServer
     from testlane.services.postgres import PostgresServer
     from testlane.services.valkey import ValkeyServer
 
@@ -44,6 +45,7 @@ FEATURES = (
     "testlane.pytest_plugin.servers",
     "testlane.pytest_plugin.databases",
     "testlane.pytest_plugin.mariadb",
+    "testlane.pytest_plugin.mqtt",
     "testlane.pytest_plugin.discipline",
     "testlane.pytest_plugin.sharding",
     "testlane.pytest_plugin.web",
@@ -131,6 +133,8 @@ class TestlanePlugin:
     def server(self, name: Literal["valkey"]) -> ValkeyServer: ...
     @overload
     def server(self, name: Literal["mariadb"]) -> MariaDbServer: ...
+    @overload
+    def server(self, name: Literal["mqtt"]) -> MqttServer: ...
     @overload
     def server(self, name: str) -> Server: ...
 
