@@ -4,6 +4,8 @@ namespaces (a dynamic-security user per test), the fixtures, the CLI. Real proce
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -24,7 +26,7 @@ from testlane.cli.main import cli
 from testlane.core.errors import BinaryNotFoundError, ConfigError
 from testlane.core.waiting import wait_until
 from testlane.services.env_mapping import render_mapping
-from testlane.services.mqtt import DYNSEC_FILE, MqttServer, close_client, connect_client, find_mosquitto
+from testlane.services.mqtt import DYNSEC_FILE, PASSWORD_FILE, MqttServer, close_client, connect_client, find_mosquitto
 from testlane.services.mqtt_isolation import MqttLeases
 from testlane.services.registry import Registry
 from testlane.services.stack import ServiceStack, reap
@@ -117,6 +119,26 @@ def test_the_broker_starts_answers_with_the_runs_credentials_and_stops(settings_
     assert pid is not None
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert not instance_dir.exists()
+
+
+def test_without_the_plugin_a_password_file_and_a_topic_prefix(settings_for, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # mosquitto alone in a folder: no mosquitto_dynamic_security.so next to it
+    alone = tmp_path / "broker" / "sbin"
+    alone.mkdir(parents=True)
+    shutil.copy2(find_mosquitto().path, alone / "mosquitto")
+    settings = settings_for(mqtt__binary=str(alone / "mosquitto"))
+    with ServiceStack(settings, _context(settings)) as stack:
+        server = stack.start(["mqtt"])["mqtt"]
+        assert isinstance(server, MqttServer) and server.isolation == "prefix"
+        password_file = Path(server.instance.instance_dir or "") / PASSWORD_FILE
+        line = password_file.read_text()
+        assert line.startswith("testlane:$7$101$") and (server.password or "") not in line
+        assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
+        close_client(server.client())  # the hash computed by testlane is accepted
+        with pytest.raises(ConnectionError, match="Not authorized"):
+            connect_client(server.host, server.port, user="testlane", password="wrong")
+        topics = {c.topic: c for c in doctor._kinds(settings)}
+        assert topics["mqtt (isolation)"].status == "warn"
 
 
 def test_a_wrong_or_missing_password_is_refused(broker: MqttServer) -> None:
@@ -373,3 +395,85 @@ def test_two_workers_never_see_each_others_messages(pytester: pytest.Pytester, i
     assert all(s["app"] == s["prefix"] + "events" for s in seen)
     # The run left nothing behind.
     assert not [p for p in server_processes(inner_env) if "mosquitto" in p.name()]
+
+
+def test_the_container_script_makes_an_account_that_works_once_granted(tmp_path: Path) -> None:
+    """The image is not on this machine: its script runs here with the image's paths replaced by local ones
+    (``mosquitto_ctrl dynsec init`` reading the password on standard input, then the broker), and the
+    handle's first readiness check grants the account every topic."""
+    from testlane.services.instance import Instance
+    from testlane.services.kinds.mqtt import MOSQUITTO_SCRIPT
+
+    found = find_mosquitto()
+    if found.plugin is None:
+        pytest.skip("no dynamic-security plugin")
+    root = Path("/dev/shm") / f"tl-mqtt-script-{tmp_path.name}"
+    root.mkdir(mode=0o777)
+    os.chmod(root, 0o777)
+    try:
+        port = _free_port()
+        script = (
+            MOSQUITTO_SCRIPT.replace("/mosquitto/data", str(root))
+            .replace("/mosquitto/config", str(root))
+            .replace("/usr/lib/mosquitto_dynamic_security.so", str(found.plugin))
+            .replace("listener 1883", f"listener {port} 127.0.0.1")
+            .replace("chown -R mosquitto:mosquitto $d", "true")
+            .replace("exec mosquitto", f"exec {found.path}")
+        )
+        password = "p" + "x" * 20
+        env = {"PATH": os.environ["PATH"], "TESTLANE_MQTT_PASSWORD": password}
+        log = open(root / "log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            ["sh", "-c", script], env=env, stdout=log, stderr=subprocess.STDOUT, user="nobody", cwd=root
+        )
+        try:
+            instance = Instance(
+                run_id="script",
+                name="mqtt",
+                engine="mqtt",
+                backend="container",
+                host="127.0.0.1",
+                port=port,
+                user="testlane",
+                password=password,
+            )
+            server = MqttServer(instance, owned=False)
+            wait_until(server.ready, timeout=10, what="the scripted broker")
+            assert instance.extra.get("granted") is True
+            security = json.loads((root / "dynamic-security.json").read_text())
+            assert password not in json.dumps(security)
+            assert security["defaultACLAccess"]["publishClientReceive"] is False
+            listener = Listener(server.client())
+            listener.subscribe("any/#")
+            _publish(listener.client, "any/topic", b"x")
+            wait_until(lambda: listener.topics() == ["any/topic"], timeout=5, what="the account's own message")
+            close_client(listener.client)
+            leases = MqttLeases(server)
+            try:
+                ns = leases.lease()
+                assert ns.isolation == "acl"
+                own = Listener(ns.client())
+                own.subscribe("#")
+                other = server.client()
+                _publish(other, "any/else", b"x")
+                close_client(other)
+                _publish(own.client, ns.topic("mine"), b"y")
+                wait_until(lambda: ns.topic("mine") in own.topics(), timeout=5, what="the test's own message")
+                assert own.topics() == [ns.topic("mine")]  # nothing else
+                leases.release(ns)
+            finally:
+                leases.close()
+        finally:
+            proc.terminate()
+            proc.wait(10)
+            log.close()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -25,6 +25,7 @@ Without the plugin the account is in a ``password_file`` and per-test isolation 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import glob
 import hashlib
 import json
@@ -45,6 +46,7 @@ from testlane.core.errors import BinaryNotFoundError
 from testlane.services.base import Launch, Server
 from testlane.services.binaries import reported_version
 from testlane.services.credentials import new_password, write_private
+from testlane.services.privileges import ensure_reachable
 from testlane.services.process_engine import ProcessEngine
 
 if TYPE_CHECKING:
@@ -308,7 +310,10 @@ class MqttServer(Server):
 
     @property
     def isolation(self) -> str:
-        """``acl`` (a dynamic-security user per test) or ``prefix`` (a topic prefix only)."""
+        """``acl`` (a dynamic-security user per test) or ``prefix`` (a topic prefix only): an existing broker's
+        is a prefix, the image's has the plugin, a local one's depends on the plugin being found."""
+        if self.instance.backend == "container":
+            return "acl"
         return str(self.instance.extra.get("isolation", "prefix"))
 
     @property
@@ -334,7 +339,9 @@ class MqttServer(Server):
         client = self.client()
         try:
             commands = [{"command": "addRoleACL", "rolename": ADMIN_ROLE, "priority": -1, **acl} for acl in ADMIN_ACLS]
-            control(client, commands, timeout=timeout)
+            # and nobody else receives anything unless granted (the init's default lets everyone receive)
+            access = [{"acltype": "publishClientReceive", "allow": False}]
+            control(client, [*commands, {"command": "setDefaultACLAccess", "acls": access}], timeout=timeout)
         finally:
             close_client(client)
         self.instance.extra["granted"] = True
@@ -362,8 +369,17 @@ class MqttEngine(ProcessEngine[MqttServer]):
         return self.settings.mqtt
 
     def binary(self) -> MosquittoBinary:
+        """The broker, copied somewhere the service user can run it first when needed (as root)."""
         if self._binary is None:
-            self._binary = find_mosquitto(self.mq.binary)
+            exe = find_mosquitto(self.mq.binary)
+            if self.user is not None:
+                folder = exe.path.parent
+                key = f"mosquitto-{hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:10]}"
+                base = ensure_reachable(
+                    folder.parent, [Path(folder.name)], exe.path, self.context.ensure_cache_dir(), key
+                )
+                exe = dataclasses.replace(exe, path=base / folder.name / exe.path.name)
+            self._binary = exe
         return self._binary
 
     def launch(

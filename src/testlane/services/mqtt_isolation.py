@@ -114,9 +114,13 @@ class MqttLeases:
             admin = self._account()
             if self.mode == "acl":
                 user, password = f"tl-{run}-{lease}", new_password()
+                # Explicit denies below the allows (priority -1): the confinement does not depend on the
+                # broker's default access (`mosquitto_ctrl dynsec init` lets everyone receive everything).
                 allow = [
                     {"acltype": "publishClientSend", "topic": f"{prefix}#", "allow": True},
                     {"acltype": "publishClientReceive", "topic": f"{prefix}#", "allow": True},
+                    {"acltype": "publishClientSend", "topic": "#", "allow": False, "priority": -1},
+                    {"acltype": "publishClientReceive", "topic": "#", "allow": False, "priority": -1},
                     {"acltype": "subscribePattern", "topic": "#", "allow": True},
                     {"acltype": "unsubscribePattern", "topic": "#", "allow": True},
                 ]
