@@ -189,7 +189,8 @@ def test_per_test_users_confine_hash_subscribers_and_retained_messages(broker: M
         _publish(account.client, c.topic("probe"), b"3")
         wait_until(lambda: c.topic("probe") in account.topics(), timeout=5, what="the probe")
         assert [t for t, _p, retained in account.got if retained] == []
-        assert lc.topics() == [c.topic("probe")]
+        wait_until(lambda: c.topic("probe") in lc.topics(), timeout=5, what="the probe, at c")
+        assert lc.topics() == [c.topic("probe")]  # and no retained message before it
         # release disconnected b's clients and removed its user
         with pytest.raises(ConnectionError):
             connect_client(broker.host, broker.port, user=b.user, password=b.password)
@@ -334,8 +335,9 @@ def test_hash_subscriber_hears_only_its_own_test(mqtt_namespace, mqtt):
     client.subscribe("#", qos=1)
     assert done.wait(5)
     # Meet the other worker: each sees the other's namespace in a file, then both publish for a while.
-    with open(f"ns-{ME}.json", "w") as out:
+    with open(f"tmp-{ME}.json", "w") as out:
         json.dump({"prefix": mqtt_namespace.topic_prefix, "app": os.environ["APP_MQTT_PREFIX"]}, out)
+    os.replace(f"tmp-{ME}.json", f"ns-{ME}.json")  # whole, for the other worker
     deadline = time.monotonic() + 60
     while len([p for p in os.listdir(".") if p.startswith("ns-gw")]) < 2:
         assert time.monotonic() < deadline, "the other worker never showed up"
@@ -374,6 +376,12 @@ def test_the_next_test_gets_no_retained_message(mqtt_namespace, mqtt):
         assert time.monotonic() < deadline
         time.sleep(0.01)
     assert got == [(mqtt_namespace.topic("probe"), False)]
+
+
+def test_z_without_a_namespace_the_application_has_the_runs_prefix(mqtt):
+    assert os.environ["APP_MQTT_PREFIX"] == mqtt.topic_prefix + "events"
+    assert mqtt.topic_prefix == f"tl/{mqtt.instance.run_id}/app/"
+    assert os.environ["APP_MQTT_URL"] == mqtt.url and mqtt.url.startswith("mqtt://testlane:")
 """
 
 
@@ -385,7 +393,7 @@ def test_two_workers_never_see_each_others_messages(pytester: pytest.Pytester, i
         )
     pytester.makepyfile(test_mqtt_it=INNER_SUITE)
     result = run(pytester, "-n", "2", "--dist", "each")
-    result.assert_outcomes(passed=4)
+    result.assert_outcomes(passed=6)
     heard = {p.name: json.loads(p.read_text()) for p in sorted(project.glob("heard-gw*.json"))}
     assert sorted(heard) == ["heard-gw0.json", "heard-gw1.json"]
     assert all(seen == {"foreign": [], "mine": 102} for seen in heard.values()), heard

@@ -28,6 +28,7 @@ import base64
 import dataclasses
 import glob
 import hashlib
+import importlib.util
 import json
 import os
 import secrets
@@ -42,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from testlane.core.config import MqttSettings, Settings
-from testlane.core.errors import BinaryNotFoundError
+from testlane.core.errors import BinaryNotFoundError, ServiceError
 from testlane.services.base import Launch, Server
 from testlane.services.binaries import reported_version
 from testlane.services.credentials import new_password, write_private
@@ -179,7 +180,19 @@ def dynsec_config(user: str, password: str) -> str:
 
 
 # -- clients ------------------------------------------------------------------------------------------
+PAHO_MISSING = "paho-mqtt (the MQTT client testlane's mqtt service uses) is not installed"
+PAHO_HINT = "pip install 'testlane[mqtt]' (or paho-mqtt)."
+
+
+def require_paho() -> None:
+    """Raise :class:`ServiceError` saying what to install when paho-mqtt is missing (before a broker starts:
+    its readiness check needs it)."""
+    if importlib.util.find_spec("paho") is None:
+        raise ServiceError(f"{PAHO_MISSING}.", hint=PAHO_HINT)
+
+
 def _new_client(client_id: str, user: str | None, password: str | None, **kwargs: Any) -> mqtt.Client:
+    require_paho()
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
@@ -390,6 +403,7 @@ class MqttEngine(ProcessEngine[MqttServer]):
         die_with_parent: bool = True,
         data_source: Path | None = None,
     ) -> MqttLaunch:
+        require_paho()
         exe = self.binary()
         instance = self.new_instance(
             name,

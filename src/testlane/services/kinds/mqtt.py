@@ -14,7 +14,15 @@ from testlane.core.config import Settings
 from testlane.core.errors import TestlaneError
 from testlane.services.base import Server
 from testlane.services.kinds.kind import ContainerSpec, DoctorCheck, ServiceKind
-from testlane.services.mqtt import ADMIN_USER, MqttEngine, MqttServer, find_mosquitto
+from testlane.services.mqtt import (
+    ADMIN_USER,
+    PAHO_HINT,
+    PAHO_MISSING,
+    MqttEngine,
+    MqttServer,
+    find_mosquitto,
+    require_paho,
+)
 
 __all__ = ["MOSQUITTO_SCRIPT", "MqttKind"]
 
@@ -62,11 +70,15 @@ class MqttKind(ServiceKind):
         return str(find_mosquitto(settings.mqtt.binary).path)
 
     def container_spec(self, settings: Settings) -> ContainerSpec:
+        require_paho()  # the readiness check's client
         return ContainerSpec(
             1883, "/mosquitto/data", {}, ADMIN_USER, "", "TESTLANE_MQTT_PASSWORD", ("sh", "-c", MOSQUITTO_SCRIPT)
         )
 
     def doctor_checks(self, settings: Settings) -> list[DoctorCheck]:
+        return [*_client_checks(settings), *self._binary_checks(settings)]
+
+    def _binary_checks(self, settings: Settings) -> list[DoctorCheck]:
         try:
             found = find_mosquitto(settings.mqtt.binary)
         except TestlaneError as exc:
@@ -100,3 +112,14 @@ class MqttKind(ServiceKind):
         if part == "url":
             return server.instance.url_for("", scheme=self.drivers()[driver or "mqtt"])
         raise KeyError(part)
+
+
+def _client_checks(settings: Settings) -> list[DoctorCheck]:
+    try:
+        require_paho()
+    except TestlaneError:
+        wanted = "mqtt" in settings.services or bool(settings.mqtt.backend or settings.mqtt.url)
+        return [DoctorCheck("fail" if wanted else "ok", "mqtt (client)", PAHO_MISSING, PAHO_HINT if wanted else "")]
+    from importlib.metadata import version
+
+    return [DoctorCheck("ok", "mqtt (client)", f"paho-mqtt {version('paho-mqtt')}")]
