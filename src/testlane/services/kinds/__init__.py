@@ -13,6 +13,7 @@ from testlane.core import envmap, service_names
 from testlane.core.errors import ConfigError
 from testlane.services.kinds.kind import BackendChoice, ContainerSpec, DoctorCheck, Engine, Section, ServiceKind
 from testlane.services.kinds.mariadb import MariaDbKind
+from testlane.services.kinds.mqtt import MqttKind
 from testlane.services.kinds.nats import NatsKind
 from testlane.services.kinds.postgres import PostgresKind
 from testlane.services.kinds.s3 import S3Kind
@@ -73,5 +74,5 @@ def names() -> tuple[str, ...]:
     return tuple(_KINDS)
 
 
-for _kind in (PostgresKind(), ValkeyKind(), MariaDbKind(), NatsKind(), S3Kind()):
+for _kind in (PostgresKind(), ValkeyKind(), MariaDbKind(), NatsKind(), MqttKind(), S3Kind()):
     register(_kind)
