@@ -35,6 +35,7 @@ PARTS: dict[str, tuple[str, ...]] = {
     "postgres": ("url", "host", "port", "user", "password", "database"),
     "valkey": ("url", "host", "port", "password", "db", "channel_prefix"),
     "mariadb": ("url", "host", "port", "user", "password", "database"),
+    "rabbitmq": ("url", "host", "port", "user", "password", "vhost", "management_url"),
 }
 DRIVERS: dict[str, Mapping[str, str]] = {
     "postgres": {
@@ -52,6 +53,7 @@ DRIVERS: dict[str, Mapping[str, str]] = {
         "asyncmy": "mysql+asyncmy",
         "mariadb": "mariadb+mariadbconnector",
     },
+    "rabbitmq": {"amqp": "amqp", "pyamqp": "pyamqp"},
 }
 
 _BUILT_IN = frozenset(PARTS)

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from testlane.services.base import Server
     from testlane.services.mariadb import MariaDbServer
     from testlane.services.postgres import PostgresServer
+    from testlane.services.rabbitmq import RabbitMqServer
     from testlane.services.valkey import ValkeyServer
 
 __all__ = ["FEATURES", "TestlanePlugin", "plugin_of", "settings_for"]
@@ -44,6 +45,7 @@ FEATURES = (
     "testlane.pytest_plugin.servers",
     "testlane.pytest_plugin.databases",
     "testlane.pytest_plugin.mariadb",
+    "testlane.pytest_plugin.rabbitmq",
     "testlane.pytest_plugin.discipline",
     "testlane.pytest_plugin.sharding",
     "testlane.pytest_plugin.web",
@@ -131,6 +133,8 @@ class TestlanePlugin:
     def server(self, name: Literal["valkey"]) -> ValkeyServer: ...
     @overload
     def server(self, name: Literal["mariadb"]) -> MariaDbServer: ...
+    @overload
+    def server(self, name: Literal["rabbitmq"]) -> RabbitMqServer: ...
     @overload
     def server(self, name: str) -> Server: ...
 
