@@ -136,6 +136,7 @@ class VhostPool:
         self._outstanding: set[str] = set()
         self._thread = threading.Thread(target=self._run, name="testlane-rabbitmq-vhosts", daemon=True)
         self._closed = False
+        self._api: httpx.Client | None = None  # the tests' thread's, when none was made ahead
         if server.instance.backend == "url":
             with contextlib.suppress(Exception):
                 reaped = reap_vhosts(server)
@@ -178,7 +179,11 @@ class VhostPool:
             name = self._ready.get_nowait()
         except queue.Empty:
             name = self._next_name()
-            ensure_vhost(self.server, name)
+            with self._lock:
+                if self._api is None:
+                    self._api = self.server.management()
+                api = self._api
+            ensure_vhost(self.server, name, api)
             with self._lock:
                 self._outstanding.add(name)
         if self.size:
@@ -199,6 +204,9 @@ class VhostPool:
         with self._lock:
             left = sorted(self._outstanding)
             self._outstanding.clear()
+            if self._api is not None:
+                self._api.close()
+                self._api = None
         for name in left:
             with contextlib.suppress(Exception):
                 delete_vhost(self.server, name)
