@@ -32,7 +32,7 @@ from testlane.seams.rabbitmq import (
 from testlane.services.rabbitmq import DEFAULT_BINARY, RabbitMqServer
 from testlane.services.rabbitmq_vhosts import VhostPool, delete_vhost, ensure_vhost
 from testlane.services.stack import ServiceStack, reap
-from tests.helpers import inner_pyproject, leftovers, run_inner, server_processes
+from tests.helpers import clean_env, inner_pyproject, leftovers, run_inner, server_processes
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -243,7 +243,9 @@ def test_a_sigkilled_owner_leaves_no_node_and_no_epmd(tmp_path: Path) -> None:
         time.sleep(600)
         """
     )
-    owner = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    owner = subprocess.Popen(
+        [sys.executable, "-c", child], stdout=subprocess.PIPE, text=True, cwd=tmp_path, env=clean_env()
+    )
     try:
         assert owner.stdout is not None
         pid = int(owner.stdout.readline())
@@ -258,7 +260,7 @@ def test_a_sigkilled_owner_leaves_no_node_and_no_epmd(tmp_path: Path) -> None:
         assert alive == []  # at once, through the parent-death signals: not only when the next run reaps
         assert server_processes(data) == []
         settings = load_settings(environ={}, overrides={"data_dir": str(data)})
-        reap(RunContext.from_settings(settings))
+        reap(RunContext.from_settings(settings, run_id="reaper"))
         assert leftovers(data) == []
     finally:
         shutil.rmtree(data, ignore_errors=True)
@@ -277,7 +279,8 @@ def test_vhost_and_mapping(rabbitmq, rabbitmq_vhost):
 
 def test_app_vhost_outside_a_lease(rabbitmq):
     assert os.environ["AMQP_VHOST"].endswith("_app")
-    assert os.environ["TESTLANE_RABBITMQ_URL"].startswith("amqp://")
+    assert rabbitmq.env()["TESTLANE_RABBITMQ_URL"].startswith("amqp://")
+    assert os.environ["BROKER_URL"].startswith("pyamqp://") and os.environ["BROKER_URL"].endswith("_app")
 """
 
 XDIST_TESTS = """
