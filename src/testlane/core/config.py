@@ -258,6 +258,8 @@ class RabbitMqSettings:
     management_url: str = opt(
         "",
         "The existing broker's management API for the `url` backend; empty: `http://<host>:15672`.",
+        # Not TESTLANE_RABBITMQ_MANAGEMENT_URL: that variable is the running node's, exported for the tests.
+        env="TESTLANE_RABBITMQ_SERVER_MANAGEMENT_URL",
     )
     image: str = opt("rabbitmq:3-management", "Image for the `container` backend.")
     pool_size: int = opt(2, "RabbitMQ virtual hosts made ahead of demand, per pytest process.", min=0)
@@ -485,7 +487,7 @@ class Settings:
     )
     services: list[str] = opt(
         ["postgres", "valkey"],
-        "Services `testlane run` starts before the tests (`postgres`, `valkey`, `mariadb`; `postgresql`, `redis` "
+        "Services `testlane run` starts before the tests (`postgres`, `valkey`, `mariadb`, `rabbitmq`; `postgresql`, `redis` "
         "and `mysql` name the same three). "
         "Tests can still start others on demand through their fixtures. Not set: the services "
         "`[tool.testlane.env]` refers to (and `postgres` when `setup` or `db.migrations` builds a template), "

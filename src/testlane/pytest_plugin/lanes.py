@@ -59,6 +59,8 @@ SERVICE_FIXTURES = frozenset(
         "mysql_database",
         "mysql_conn",
         "mysql_url",
+        "rabbitmq",
+        "rabbitmq_vhost",
     }
 )
 

@@ -233,15 +233,15 @@ class Consumer:
 
 _PROCESS_CONSUMER = """
 import os, sys, pika
-conn = pika.BlockingConnection(pika.URLParameters(os.environ["TESTLANE_SEAM_AMQP_URL"]))
+conn = pika.BlockingConnection(pika.URLParameters(os.environ["RABBITMQ_SEAM_URL"]))
 channel = conn.channel()
 channel.basic_qos(prefetch_count=1)
 def on_message(channel, method, properties, body):
     sys.stdout.write(f"{int(method.redelivered)} {body.hex()}\\n")
     sys.stdout.flush()
-    if os.environ.get("TESTLANE_SEAM_HOLD") != "1":
+    if os.environ.get("RABBITMQ_SEAM_HOLD") != "1":
         channel.basic_ack(method.delivery_tag)
-channel.basic_consume(os.environ["TESTLANE_SEAM_QUEUE"], on_message, auto_ack=False)
+channel.basic_consume(os.environ["RABBITMQ_SEAM_QUEUE"], on_message, auto_ack=False)
 sys.stdout.write("consuming\\n")
 sys.stdout.flush()
 channel.start_consuming()
@@ -262,9 +262,9 @@ class ConsumerProcess:
     def start(self, timeout: float = 15.0) -> ConsumerProcess:
         env = {
             **os.environ,
-            "TESTLANE_SEAM_AMQP_URL": self.url,
-            "TESTLANE_SEAM_QUEUE": self.queue,
-            "TESTLANE_SEAM_HOLD": "1" if self.hold else "0",
+            "RABBITMQ_SEAM_URL": self.url,
+            "RABBITMQ_SEAM_QUEUE": self.queue,
+            "RABBITMQ_SEAM_HOLD": "1" if self.hold else "0",
         }
         proc = self.proc = subprocess.Popen(
             [sys.executable, "-c", _PROCESS_CONSUMER], stdout=subprocess.PIPE, text=True, env=env
