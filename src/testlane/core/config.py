@@ -487,7 +487,7 @@ class Settings:
     )
     services: list[str] = opt(
         ["postgres", "valkey"],
-        "Services `testlane run` starts before the tests (`postgres`, `valkey`, `mariadb`, `rabbitmq`; `postgresql`, `redis` "
+        "Services `testlane run` starts before the tests (`postgres`, `valkey`, `mariadb`; `postgresql`, `redis` "
         "and `mysql` name the same three). "
         "Tests can still start others on demand through their fixtures. Not set: the services "
         "`[tool.testlane.env]` refers to (and `postgres` when `setup` or `db.migrations` builds a template), "
