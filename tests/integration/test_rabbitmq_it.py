@@ -327,3 +327,45 @@ def test_two_xdist_workers_never_see_each_others_messages(pytester: pytest.Pytes
     assert result.ret == 0, result.stdout.str() + result.stderr.str()
     result.assert_outcomes(passed=6)
     wait_until(lambda: server_processes(inner_env) == [], timeout=15, what="the inner run's node to stop")
+
+
+URL_TESTS = """
+import os
+
+def test_leases_on_an_existing_broker(rabbitmq, rabbitmq_vhost):
+    assert rabbitmq.instance.backend == "url"
+    assert rabbitmq_vhost.name.startswith("tl_")
+    assert os.environ["BROKER_URL"] == rabbitmq_vhost.url_for("pyamqp")
+    with rabbitmq_vhost.connect() as conn:
+        conn.channel().queue_declare("jobs")
+"""
+
+
+@pytest.mark.usefixtures("inner_env")
+def test_url_backend_makes_and_deletes_only_its_own_vhosts(
+    pytester: pytest.Pytester, node: RabbitMqServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The existing broker here is this module's node (the system's has no management API, and is
+    never touched): the inner run leases vhosts there and leaves none; a dead run's leftover (its
+    owner's pid is gone) is reaped by name and owner; a vhost not testlane's stays."""
+    with node.management() as api:
+        before = {v["name"] for v in api.get("/api/vhosts").json()}
+        api.put("/api/vhosts/someone_elses").raise_for_status()
+        api.put("/api/vhosts/tl_deadrun_1", json={"description": f"testlane {os.uname().nodename}:{_dead_pid()}:1.0"})
+    monkeypatch.setenv("TESTLANE_RABBITMQ_BACKEND", "url")
+    monkeypatch.setenv("TESTLANE_RABBITMQ_SERVER_URL", node.url)
+    monkeypatch.setenv("TESTLANE_RABBITMQ_SERVER_MANAGEMENT_URL", node.management_url)
+    _inner(pytester, URL_TESTS)
+    result = run_inner(pytester, "-q", timeout=240)
+    assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    assert (node.instance.password or "") not in result.stdout.str() + result.stderr.str()
+    with node.management() as api:
+        after = {v["name"] for v in api.get("/api/vhosts").json()}
+        api.delete("/api/vhosts/someone_elses")
+    assert after == before | {"someone_elses"}  # its leases, its app vhost and the dead run's leftover: gone
+
+
+def _dead_pid() -> int:
+    from tests.helpers import dead_pid
+
+    return dead_pid()

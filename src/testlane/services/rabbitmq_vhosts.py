@@ -43,7 +43,15 @@ if TYPE_CHECKING:
 
     from testlane.services.rabbitmq import RabbitMqServer
 
-__all__ = ["VhostPool", "delete_vhost", "ensure_vhost", "reap_vhosts", "vhost_prefix"]
+__all__ = [
+    "VhostPool",
+    "app_vhost_name",
+    "delete_app_vhost",
+    "delete_vhost",
+    "ensure_vhost",
+    "reap_vhosts",
+    "vhost_prefix",
+]
 
 log = logging.getLogger("testlane")
 
@@ -94,6 +102,16 @@ def delete_vhost(server: RabbitMqServer, name: str, api: httpx.Client | None = N
         answer = api.delete(f"/api/vhosts/{quote(name, safe='')}")
         if answer.status_code not in (204, 404):
             answer.raise_for_status()
+
+
+def app_vhost_name(run_id: str) -> str:
+    """The run's application vhost (``[tool.testlane.env]``), never a test's."""
+    return f"{vhost_prefix(run_id)}app"
+
+
+def delete_app_vhost(server: RabbitMqServer) -> None:
+    """Delete the run's application vhost (an existing broker's; testlane's own node just goes)."""
+    delete_vhost(server, app_vhost_name(server.instance.run_id))
 
 
 def reap_vhosts(server: RabbitMqServer) -> list[str]:

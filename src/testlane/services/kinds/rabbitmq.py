@@ -20,9 +20,9 @@ __all__ = ["RabbitMqKind", "app_vhost"]
 
 def app_vhost(server: Server) -> str:
     """The run's application virtual host (created on first use)."""
-    from testlane.services.rabbitmq_vhosts import ensure_vhost, vhost_prefix
+    from testlane.services.rabbitmq_vhosts import app_vhost_name, ensure_vhost
 
-    name = f"{vhost_prefix(server.instance.run_id)}app"
+    name = app_vhost_name(server.instance.run_id)
     assert isinstance(server, RabbitMqServer)
     ensure_vhost(server, name)
     return name
