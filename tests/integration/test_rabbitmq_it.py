@@ -369,3 +369,31 @@ def _dead_pid() -> int:
     from tests.helpers import dead_pid
 
     return dead_pid()
+
+
+LOCAL_IMAGE = "localhost/testlane-rabbitmq:3-management"
+
+
+def _has_image(image: str) -> bool:
+    if shutil.which("podman") is None:
+        return False
+    return subprocess.run(["podman", "image", "exists", image], check=False).returncode == 0
+
+
+@pytest.mark.skipif(not _has_image(LOCAL_IMAGE), reason=f"no {LOCAL_IMAGE} image")
+def test_container_backend_follows_the_official_image(data_dir: Path) -> None:
+    overrides = {"data_dir": str(data_dir), "rabbitmq.backend": "container", "rabbitmq.image": LOCAL_IMAGE}
+    settings = load_settings(environ={}, overrides=overrides)
+    with ServiceStack(
+        settings, RunContext.from_settings(settings, owner=os.getpid(), run_id="c" + uuid.uuid4().hex[:7])
+    ) as stack:
+        server = stack.start(["rabbitmq"])["rabbitmq"]
+        assert isinstance(server, RabbitMqServer) and server.instance.backend == "container"
+        name = f"tl_{server.instance.run_id}_c1"
+        ensure_vhost(server, name)
+        deliveries = check_redelivered_after_death(Vhost(server, name))
+        assert [d.consumer for d in deliveries.all] == ["doomed", "survivor"]
+        delete_vhost(server, name)
+        container = server.instance.container
+    gone = subprocess.run(["podman", "container", "exists", container or ""], check=False)
+    assert gone.returncode != 0
