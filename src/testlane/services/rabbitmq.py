@@ -69,7 +69,9 @@ def find_rabbitmq(binary: str = "") -> tuple[Path, Path]:
     server = Path(binary or DEFAULT_BINARY)
     if not server.is_file():
         raise BinaryNotFoundError(
-            f"rabbitmq-server not found at {server}.",
+            f"rabbitmq.binary: no rabbitmq-server at {server}."
+            if binary
+            else f"rabbitmq-server is not installed (looked for {server}).",
             hint="install it (apt-get install -y rabbitmq-server), or set rabbitmq.binary to "
             "the rabbitmq-server script (e.g. /usr/lib/rabbitmq/bin/rabbitmq-server); or use "
             'rabbitmq.backend = "container" or "url".',
