@@ -26,6 +26,7 @@ and waits for it last, and a run pays it once.
 from __future__ import annotations
 
 import functools
+import os
 import secrets
 import shutil
 import socket
@@ -182,6 +183,9 @@ class RabbitMqServer(Server):
         folder = Path(inst.instance_dir)
         ctl = Path(str(inst.extra.get("binary") or DEFAULT_BINARY)).with_name("rabbitmqctl")
         erl_args = "-kernel inet_dist_use_interface {127,0,0,1} -start_epmd false"
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ctl_port = probe.getsockname()[1]
         env = {
             "PATH": "/usr/local/bin:/usr/bin:/bin",
             "HOME": str(folder / "home"),
@@ -192,6 +196,9 @@ class RabbitMqServer(Server):
             "ERL_EPMD_PORT": str(inst.extra["epmd_port"]),
             "ERL_EPMD_ADDRESS": "127.0.0.1",
             "RABBITMQ_CTL_ERL_ARGS": erl_args,
+            # its own distribution port (the default range, 35672-35682, is the system's rabbitmqctl's)
+            "RABBITMQ_CTL_DIST_PORT_MIN": str(ctl_port),
+            "RABBITMQ_CTL_DIST_PORT_MAX": str(ctl_port),
             "RABBITMQ_MNESIA_BASE": str(folder / "mnesia"),
             "RABBITMQ_LOG_BASE": str(folder / "log"),
         }
@@ -285,8 +292,6 @@ class RabbitMqLaunch(Launch):
         for sub in ("home", "mnesia", "log"):
             self._path(sub).mkdir(mode=0o700)
             if uid_gid is not None:
-                import os
-
                 os.chown(self._path(sub), *uid_gid)
         cookie = write_private(self._path("home/.erlang.cookie"), secrets.token_hex(20).upper(), self.user)
         cookie.chmod(0o400)
