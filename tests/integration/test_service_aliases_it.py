@@ -49,8 +49,8 @@ def test_detached_services_answer_to_their_aliases(tmp_path: Path, data_dir: Pat
         assert "valkey" in started.stderr
         logs = run_cli(["services", "logs", "redis"], cwd=tmp_path, env=env)
         assert logs.returncode == 0, logs.stderr
-        unknown = run_cli(["services", "start", "rabbitmq"], cwd=tmp_path, env=env)
-        assert unknown.returncode == 4 and "unknown service(s) in the services asked for: rabbitmq" in unknown.stderr
+        unknown = run_cli(["services", "start", "kafka"], cwd=tmp_path, env=env)
+        assert unknown.returncode == 4 and "unknown service(s) in the services asked for: kafka" in unknown.stderr
     finally:
         stopped = run_cli(["services", "stop", "redis"], cwd=tmp_path, env=env)
     assert stopped.returncode == 0 and "stopped valkey" in stopped.stderr

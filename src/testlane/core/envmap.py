@@ -41,6 +41,7 @@ PARTS: dict[str, tuple[str, ...]] = {
     "nats": ("url", "host", "port", "user", "password", "subject_prefix", "stream_prefix"),
     "s3": ("url", "host", "port", "access_key", "secret_key", "region", "bucket"),
     "mqtt": ("url", "host", "port", "user", "password", "topic_prefix"),
+    "rabbitmq": ("url", "host", "port", "user", "password", "vhost", "management_url"),
 }
 DRIVERS: dict[str, Mapping[str, str]] = {
     "postgres": {
@@ -61,6 +62,7 @@ DRIVERS: dict[str, Mapping[str, str]] = {
     "nats": {"nats": "nats"},
     "s3": {"http": "http"},
     "mqtt": {"mqtt": "mqtt"},
+    "rabbitmq": {"amqp": "amqp", "pyamqp": "pyamqp"},
 }
 
 _BUILT_IN = frozenset(PARTS)

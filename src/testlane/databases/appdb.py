@@ -88,3 +88,9 @@ def drop_app_databases(servers: Mapping[str, Server], run_id: str) -> None:
             with conn.cursor() as cur:
                 cur.execute(f"DROP DATABASE IF EXISTS `{app_database_name(run_id)}`")
             conn.close()
+    rabbitmq = servers.get("rabbitmq")
+    if rabbitmq is not None and rabbitmq.instance.backend == "url":
+        from testlane.services.rabbitmq_vhosts import delete_app_vhost
+
+        with contextlib.suppress(Exception):
+            delete_app_vhost(rabbitmq)  # type: ignore[arg-type]

@@ -65,6 +65,8 @@ SERVICE_FIXTURES = frozenset(
         "s3_bucket",
         "mqtt",
         "mqtt_namespace",
+        "rabbitmq",
+        "rabbitmq_vhost",
     }
 )
 

@@ -62,6 +62,7 @@ class ContainerSpec:
     password_env: str | None = None
     command: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)  # recorded in the instance's ``extra`` (its handle reads it)
+    extra_ports: tuple[int, ...] = ()  # more ports published on 127.0.0.1 (instance.extra["port_<n>"])
 
 
 class Section(Protocol):
@@ -165,7 +166,8 @@ class ServiceKind:
 
     def adopt_url(self, instance: Instance, settings: Settings) -> None:
         """Complete the record of an existing server (``url`` backend) from the kind's settings, e.g. S3's
-        credentials (``s3.access_key``); raise ConfigError naming a missing key. Default: nothing."""
+        credentials (``s3.access_key``), RabbitMQ's management API URL (``instance.extra``); raise
+        ConfigError naming a missing key. Default: nothing."""
 
     # -- running servers -----------------------------------------------------------------------
     def server_version(self, server: Server) -> str:
