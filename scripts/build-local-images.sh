@@ -22,8 +22,8 @@
 #   localhost/testlane-rabbitmq:3-management   like `rabbitmq:3-management`: rabbitmq_management enabled,
 #       RABBITMQ_DEFAULT_USER/RABBITMQ_DEFAULT_PASS/RABBITMQ_ERLANG_COOKIE honoured, rabbitmq-server in the
 #       foreground as user rabbitmq, 5672 and 15672 on all interfaces, data in /var/lib/rabbitmq.
-#   localhost/testlane-mosquitto:2             like `eclipse-mosquitto:2`: mosquitto and mosquitto_passwd
-#       on PATH, /mosquitto/{config,data,log}, /docker-entrypoint.sh execs the command (default
+#   localhost/testlane-mosquitto:2             like `eclipse-mosquitto:2`: mosquitto, mosquitto_passwd and
+#       mosquitto_ctrl on PATH, /usr/lib/mosquitto_dynamic_security.so, /mosquitto/{config,data,log}, /docker-entrypoint.sh execs the command (default
 #       /usr/sbin/mosquitto -c /mosquitto/config/mosquitto.conf), user mosquitto (1883).
 set -euo pipefail
 WORK="${WORK:-/var/tmp/testlane-image-build}"
@@ -266,6 +266,9 @@ build_mosquitto() {
         printf '# Config file for mosquitto\n#\n# See mosquitto.conf(5) for more information.\n' > "$ROOTFS/mosquitto/config/mosquitto.conf"
     fi
     chroot "$ROOTFS" chown -R mosquitto:mosquitto /mosquitto
+    # The dynamic security plugin where the official image has it (Debian's is under the multiarch directory).
+    plugin=$(cd "$ROOTFS" && ls usr/lib/*/mosquitto_dynamic_security.so 2>/dev/null | head -n 1)
+    if [ -n "$plugin" ]; then ln -sf "/$plugin" "$ROOTFS/usr/lib/mosquitto_dynamic_security.so"; fi
     # The official image's entrypoint.
     cat > "$ROOTFS/docker-entrypoint.sh" <<'SCRIPT'
 #!/bin/sh
@@ -307,8 +310,11 @@ for name in "${selected[@]}"; do
     if [ "${REBUILD:-0}" != 1 ] && podman image exists "$image"; then
         echo "$image already exists"; continue
     fi
+    previous=$(podman image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
     base
     start=$SECONDS
     "build_$name"
+    # The replaced image, unless a container still uses it.
+    if [ -n "$previous" ]; then podman rmi "$previous" >/dev/null 2>&1 || true; fi
     echo "built $image in $((SECONDS - start)) s"
 done

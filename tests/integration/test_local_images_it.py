@@ -290,3 +290,8 @@ def test_mosquitto_image_with_a_password_file_made_inside_the_container() -> Non
         assert refused.is_failure if isinstance(refused, mqtt.ReasonCode) else refused != 0
         # mosquitto dropped root for its own user (the official image's uid, 1883).
         assert _uid_of_pid1(runtime, name) == "1883"
+        # What a kind may use instead of a password file: the dynamic security plugin where upstream has it.
+        tools = (
+            "command -v mosquitto_passwd && command -v mosquitto_ctrl && test -e /usr/lib/mosquitto_dynamic_security.so"
+        )
+        assert "mosquitto_ctrl" in _exec(runtime, name, "sh", "-c", tools)
