@@ -588,8 +588,8 @@ class Settings:
     )
     services: list[str] = opt(
         ["postgres", "valkey"],
-        "Services `testlane run` starts before the tests (`postgres`, `valkey`, `mariadb`; `postgresql`, `redis` "
-        "and `mysql` name the same three). "
+        "Services `testlane run` starts before the tests, started together (`postgres`, `valkey`, `mariadb`, "
+        "`nats`, `rabbitmq`, `mqtt`, `s3`; `postgresql`, `redis`, `mysql` and `mosquitto` are other names). "
         "Tests can still start others on demand through their fixtures. Not set: the services "
         "`[tool.testlane.env]` refers to (and `postgres` when `setup` or `db.migrations` builds a template), "
         "or `postgres` and `valkey` when nothing is mapped.",
