@@ -26,9 +26,9 @@ from testlane.core.config import load_settings
 from testlane.core.runtime import RunContext, default_data_root
 from testlane.core.waiting import wait_until
 from testlane.seams.rabbitmq import (
-    check_competing_consumers,
-    check_redelivered_after_death,
-    check_slow_consumer,
+    assert_exactly_once,
+    assert_redelivered_after_death,
+    assert_slow_consumer_redelivered,
 )
 from testlane.services.rabbitmq import DEFAULT_BINARY, RabbitMqServer
 from testlane.services.rabbitmq_vhosts import VhostPool, delete_vhost, ensure_vhost
@@ -176,7 +176,7 @@ def test_only_tl_vhosts_are_ever_deleted(node: RabbitMqServer) -> None:
 
 # -- the seams ---------------------------------------------------------------------------------------------
 def test_competing_consumers_each_job_exactly_once(vhost: Vhost) -> None:
-    deliveries = check_competing_consumers(vhost, messages=20)
+    deliveries = assert_exactly_once(vhost, messages=20)
     assert set(deliveries.consumers()) == {"a", "b"}
 
 
@@ -189,7 +189,7 @@ def test_competing_consumers_report_a_handler_that_crashed_mid_job(vhost: Vhost)
             raise RuntimeError("handler crashed")
 
     with pytest.raises(AssertionError) as failure:
-        check_competing_consumers(vhost, messages=4, handler=crashes_on_job_3, timeout=5)
+        assert_exactly_once(vhost, messages=4, handler=crashes_on_job_3, timeout=5)
     message = str(failure.value)
     print(message)
     # at-least-once: the crashed consumer's job went to the other one, and the message says who got what
@@ -201,20 +201,20 @@ def test_competing_consumers_report_a_handler_that_crashed_mid_job(vhost: Vhost)
 
 
 def test_a_consumer_that_dies_holding_a_message_has_it_redelivered_once(vhost: Vhost) -> None:
-    deliveries = check_redelivered_after_death(vhost)
+    deliveries = assert_redelivered_after_death(vhost)
     print(f"redelivered {getattr(deliveries, 'redelivery_ms', -1):.1f} ms after the connection died")
     assert [(d.consumer, d.redelivered) for d in deliveries.all] == [("doomed", False), ("survivor", True)]
 
 
 def test_a_killed_consumer_process_has_its_message_redelivered_once(vhost: Vhost) -> None:
-    deliveries = check_redelivered_after_death(vhost, process=True)
+    deliveries = assert_redelivered_after_death(vhost, process=True)
     print(f"redelivered {getattr(deliveries, 'redelivery_ms', -1):.1f} ms after SIGKILL")
     assert [(d.consumer, d.redelivered) for d in deliveries.all] == [("doomed", False), ("survivor", True)]
 
 
 def test_a_consumer_that_acks_before_handling_loses_the_job_and_the_seam_says_so(vhost: Vhost) -> None:
     with pytest.raises(AssertionError) as failure:
-        check_redelivered_after_death(vhost, ack_before_handling=True, timeout=2)
+        assert_redelivered_after_death(vhost, ack_before_handling=True, timeout=2)
     message = str(failure.value)
     print(message)
     assert message.startswith("expected job-1 to reach doomed, then to be redelivered 1 time(s) to survivor")
@@ -225,7 +225,7 @@ def test_a_consumer_that_acks_before_handling_loses_the_job_and_the_seam_says_so
 
 def test_a_slow_consumer_past_consumer_timeout_loses_its_message(vhost: Vhost) -> None:
     started = time.monotonic()
-    deliveries = check_slow_consumer(vhost, consumer_timeout_ms=2000)
+    deliveries = assert_slow_consumer_redelivered(vhost, consumer_timeout_ms=2000)
     print(f"slow consumer seam: {time.monotonic() - started:.1f} s; closed by {deliveries.slow_closed_by!r}")  # type: ignore[attr-defined]
     assert [(d.consumer, d.redelivered) for d in deliveries.all] == [("slow", False), ("fast", True)]
     assert "PRECONDITION_FAILED" in repr(deliveries.slow_closed_by) or "406" in repr(deliveries.slow_closed_by)  # type: ignore[attr-defined]
@@ -402,7 +402,7 @@ def test_container_backend_follows_the_official_image(data_dir: Path) -> None:
         assert isinstance(server, RabbitMqServer) and server.instance.backend == "container"
         name = f"tl_{server.instance.run_id}_c1"
         ensure_vhost(server, name)
-        deliveries = check_redelivered_after_death(Vhost(server, name))
+        deliveries = assert_redelivered_after_death(Vhost(server, name))
         assert [d.consumer for d in deliveries.all] == ["doomed", "survivor"]
         delete_vhost(server, name)
         container = server.instance.container

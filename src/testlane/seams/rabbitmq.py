@@ -10,11 +10,11 @@ Built on :mod:`testlane.seams.queue` (every consumer records what it received in
   down under pika, as when its process dies) or :meth:`Consumer.stop`.
 * :class:`ConsumerProcess` — the same in a child process, to be killed with
   :func:`~testlane.seams.kill.kill_process`.
-* :func:`check_competing_consumers` — (a) two consumers on one queue: each message handled exactly once.
-* :func:`check_redelivered_after_death` — (b) a consumer dies holding an unacked message: the broker
+* :func:`assert_exactly_once` — (a) two consumers on one queue: each message handled exactly once.
+* :func:`assert_redelivered_after_death` — (b) a consumer dies holding an unacked message: the broker
   requeues it when the connection goes and the survivor receives it once, flagged ``redelivered``
   (about 2 ms after the death on testlane's node).
-* :func:`check_slow_consumer` — (c) a consumer paused past ``consumer_timeout``: the broker closes its
+* :func:`assert_slow_consumer_redelivered` — (c) a consumer paused past ``consumer_timeout``: the broker closes its
   channel (PRECONDITION_FAILED) and the message goes to another consumer, flagged ``redelivered``.
   RabbitMQ 3.10 has no per-queue ``x-consumer-timeout`` (3.12 added it; 3.10 ignores the argument:
   measured). The node-wide ``consumer_timeout`` is read when a channel opens, so on testlane's own node
@@ -50,9 +50,9 @@ if TYPE_CHECKING:
 __all__ = [
     "Consumer",
     "ConsumerProcess",
-    "check_competing_consumers",
-    "check_redelivered_after_death",
-    "check_slow_consumer",
+    "assert_exactly_once",
+    "assert_redelivered_after_death",
+    "assert_slow_consumer_redelivered",
     "declare_queue",
     "publish",
 ]
@@ -327,7 +327,7 @@ def _ready_count(target: Any, queue: str) -> int:
         return int(conn.channel().queue_declare(queue, passive=True).method.message_count)
 
 
-def check_competing_consumers(
+def assert_exactly_once(
     target: Any,
     *,
     messages: int = 10,
@@ -369,7 +369,7 @@ def check_competing_consumers(
     return deliveries
 
 
-def check_redelivered_after_death(
+def assert_redelivered_after_death(
     target: Any,
     *,
     body: str = "job-1",
@@ -435,7 +435,7 @@ def _assert_redelivered_flagged(deliveries: Deliveries, body: str, first: str, t
         )
 
 
-def check_slow_consumer(
+def assert_slow_consumer_redelivered(
     target: Any,
     *,
     body: str = "job-1",
