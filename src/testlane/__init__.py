@@ -35,6 +35,15 @@ _EXPORTS: dict[str, str] = {
     "MariaDbServer": "testlane.services.mariadb",
     "PostgresServer": "testlane.services.postgres",
     "ValkeyServer": "testlane.services.valkey",
+    # ... and `nats`, `jetstream`, `rabbitmq`, `rabbitmq_vhost`, `mqtt`, `mqtt_namespace`, `s3`, `s3_bucket`
+    "NatsServer": "testlane.services.nats",
+    "JetStreamLease": "testlane.services.nats_isolation",
+    "RabbitMqServer": "testlane.services.rabbitmq",
+    "RabbitMqVhost": "testlane.pytest_plugin.rabbitmq",
+    "MqttServer": "testlane.services.mqtt",
+    "MqttNamespace": "testlane.services.mqtt_isolation",
+    "S3Server": "testlane.services.s3",
+    "S3Bucket": "testlane.databases.s3_isolation",
     "ImplicitCommitError": "testlane.databases.mariadb.transaction",
     "MysqlSavepointConnection": "testlane.databases.mariadb.transaction",
     "MysqlTestDatabase": "testlane.databases.mariadb.testdb",
@@ -63,13 +72,21 @@ __all__ = [  # a literal list: type checkers read it to know what `from testlane
     "FakeStreamError",
     "HttpMock",
     "ImplicitCommitError",
+    "JetStreamLease",
     "LaneError",
     "LiveServer",
     "MariaDbServer",
     "MigrationError",
+    "MqttNamespace",
+    "MqttServer",
     "MysqlSavepointConnection",
     "MysqlTestDatabase",
+    "NatsServer",
     "PostgresServer",
+    "RabbitMqServer",
+    "RabbitMqVhost",
+    "S3Bucket",
+    "S3Server",
     "SavepointConnection",
     "SeamError",
     "ServiceError",
@@ -131,10 +148,18 @@ if TYPE_CHECKING:
     from testlane.core.waiting import WaitTimeout
     from testlane.databases.mariadb.testdb import MysqlTestDatabase
     from testlane.databases.mariadb.transaction import ImplicitCommitError, MysqlSavepointConnection
+    from testlane.databases.s3_isolation import S3Bucket
     from testlane.databases.testdb import TestDatabase
     from testlane.databases.transaction import SavepointConnection
+    from testlane.pytest_plugin.rabbitmq import RabbitMqVhost
     from testlane.services.mariadb import MariaDbServer
+    from testlane.services.mqtt import MqttServer
+    from testlane.services.mqtt_isolation import MqttNamespace
+    from testlane.services.nats import NatsServer
+    from testlane.services.nats_isolation import JetStreamLease
     from testlane.services.postgres import PostgresServer
+    from testlane.services.rabbitmq import RabbitMqServer
+    from testlane.services.s3 import S3Server
     from testlane.services.valkey import ValkeyServer
     from testlane.web.factories import aseed, seed
     from testlane.web.live_server import LiveServer

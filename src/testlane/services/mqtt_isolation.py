@@ -52,7 +52,7 @@ class MqttNamespace:
     topic_prefix: str
     lease: str
     isolation: str  # "acl" | "prefix"
-    _clients: list[Any] = field(default_factory=list, repr=False)
+    _clients: list[mqtt.Client] = field(default_factory=list, init=False, repr=False)
 
     @property
     def url(self) -> str:
