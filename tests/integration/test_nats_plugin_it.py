@@ -128,3 +128,33 @@ def test_two_workers_never_see_each_others_messages(pytester: pytest.Pytester, d
     result = run_inner(pytester, "--it", "-n", "2", "-q")
     result.assert_outcomes(passed=6)
     assert server_processes(data_dir) == []
+
+
+RUN_SUITE = """
+import asyncio, os
+import nats
+
+def test_the_run_exports_nats(jetstream):
+    url = os.environ["TESTLANE_NATS_URL"]
+    assert url.startswith("nats://app:") and os.environ["TESTLANE_NATS_PORT"] in url
+    assert os.environ["APP_NATS_URL"] == jetstream.url != url
+
+    async def main():
+        client = await nats.connect(os.environ["APP_NATS_URL"], allow_reconnect=False)
+        try:
+            await client.jetstream().add_stream(name="ORDERS", subjects=["orders.>"])
+        finally:
+            await client.close()
+    asyncio.run(main())
+"""
+
+
+def test_testlane_run_starts_nats_and_leaves_nothing(pytester: pytest.Pytester, data_dir: Path) -> None:
+    from tests.helpers import clean_env, run_cli
+
+    pytester.makefile(".toml", pyproject=inner_pyproject(services='["nats"]', testlane=ENV))
+    pytester.makepyfile(test_run_it=RUN_SUITE)
+    result = run_cli(["run", "--", "-q"], cwd=pytester.path, env=clean_env({"TESTLANE_DATA_DIR": str(data_dir)}))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert server_processes(data_dir) == []
+    assert [p for p in data_dir.iterdir() if p.is_dir() and len(p.name) == 8] == []

@@ -240,9 +240,7 @@ class NatsSettings:
         "Path to `nats-server` for the `local` backend; set, `auto` runs it too (not there, or not a NATS "
         "server: an error naming this key). Empty: search PATH and /usr/sbin.",
     )
-    port: int = opt(
-        0, "TCP port; 0: the server picks a free one.", min=0, max=65535, env="TESTLANE_NATS_SERVER_PORT"
-    )
+    port: int = opt(0, "TCP port; 0: the server picks a free one.", min=0, max=65535, env="TESTLANE_NATS_SERVER_PORT")
     # One account per concurrently running test (per-test isolation), plus the application's.
     accounts: int = opt(
         64,

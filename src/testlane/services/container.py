@@ -252,7 +252,7 @@ class ContainerEngine(KindEngine):
             owner_pid=owner_pid,
             owner_create_time=owner_create_time,
             container=f"testlane-{self.engine_name}-{self.context.run_id}{suffix}",
-            extra={"cli": self.runtime.cli, "global_args": list(self.runtime.global_args)},
+            extra={**spec.extra, "cli": self.runtime.cli, "global_args": list(self.runtime.global_args)},
         )
         return ContainerLaunch(
             runtime=self.runtime,

@@ -50,7 +50,8 @@ class BackendChoice:
 class ContainerSpec:
     """How a kind runs in its official image: the server's port inside the container, the data directory
     (a tmpfs), fixed environment, the instance's user and database, the variable that carries the
-    per-instance password (None: no password) and the command after the image name."""
+    per-instance password (None: no password), the command after the image name and what the instance
+    record keeps for the kind's handle (``extra``)."""
 
     port: int
     data: str
@@ -59,6 +60,7 @@ class ContainerSpec:
     database: str = ""
     password_env: str | None = None
     command: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)  # recorded in the instance's ``extra`` (its handle reads it)
 
 
 class Section(Protocol):

@@ -92,6 +92,7 @@ class NatsKind(ServiceKind):
             "",
             "TESTLANE_NATS_PASSWORD",
             ("sh", "-c", NATS_SCRIPT, "nats", str(settings.nats.accounts)),
+            {"accounts": settings.nats.accounts},
         )
 
     def server_version(self, server: Server) -> str:
