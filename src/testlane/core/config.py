@@ -43,6 +43,7 @@ __all__ = [
     "MariaDbSettings",
     "OptionInfo",
     "PostgresSettings",
+    "RabbitMqSettings",
     "ReportSettings",
     "Settings",
     "ValkeySettings",
@@ -256,6 +257,43 @@ class NatsSettings:
         env="TESTLANE_NATS_SERVER_URL",
     )
     image: str = opt("nats:2.10-alpine", "Image for the `container` backend.")
+
+
+@dataclass(frozen=True)
+class RabbitMqSettings:
+    """``[tool.testlane.rabbitmq]``: a private RabbitMQ node and its per-test virtual hosts."""
+
+    backend: ServiceBackend = opt(
+        "",
+        "`local` (a private node from this machine's `rabbitmq-server`), `container`, `url`, `auto` (there is "
+        "no embedded RabbitMQ); empty: the top-level `backend`.",
+        cli="--rabbitmq-backend",
+    )
+    binary: str = opt(
+        "",
+        "Path to the `rabbitmq-server` script for the `local` backend; empty: "
+        "`/usr/lib/rabbitmq/bin/rabbitmq-server` (Debian's, not the `/usr/sbin` wrapper).",
+    )
+    port: int = opt(
+        0,
+        "AMQP port; 0 picks a free one.",
+        min=0,
+        max=65535,
+        env="TESTLANE_RABBITMQ_SERVER_PORT",
+    )
+    management_port: int = opt(0, "Management HTTP API port of testlane's node; 0 picks a free one.", min=0, max=65535)
+    url: str = opt(
+        "",
+        "An existing broker for the `url` backend, e.g. `amqp://user:pass@127.0.0.1:5672/%2F` (the user must be "
+        "allowed to create virtual hosts).",
+        env="TESTLANE_RABBITMQ_SERVER_URL",
+    )
+    management_url: str = opt(
+        "",
+        "The existing broker's management API for the `url` backend; empty: `http://<host>:15672`.",
+    )
+    image: str = opt("rabbitmq:3-management", "Image for the `container` backend.")
+    pool_size: int = opt(2, "RabbitMQ virtual hosts made ahead of demand, per pytest process.", min=0)
 
 
 @dataclass(frozen=True)
@@ -565,6 +603,7 @@ class Settings:
     valkey: ValkeySettings = field(default_factory=ValkeySettings)
     mariadb: MariaDbSettings = field(default_factory=MariaDbSettings)
     nats: NatsSettings = field(default_factory=NatsSettings)
+    rabbitmq: RabbitMqSettings = field(default_factory=RabbitMqSettings)
     container: ContainerSettings = field(default_factory=ContainerSettings)
     db: DbSettings = field(default_factory=DbSettings)
     lanes: LaneSettings = field(default_factory=LaneSettings)

@@ -145,6 +145,17 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("TESTLANE_NATS_HOST", _COORD, "NATS's host.", run_scoped=True),
     Variable("TESTLANE_NATS_PORT", _COORD, "NATS's port.", run_scoped=True),
     Variable(
+        "TESTLANE_RABBITMQ_URL",
+        _COORD,
+        "e.g. `amqp://tl_1a2b3c4d:<password>@127.0.0.1:41236/%2F` (a random user and password per run).",
+        run_scoped=True,
+    ),
+    Variable("TESTLANE_RABBITMQ_HOST", _COORD, "RabbitMQ's host.", run_scoped=True),
+    Variable("TESTLANE_RABBITMQ_PORT", _COORD, "RabbitMQ's AMQP port.", run_scoped=True),
+    Variable(
+        "TESTLANE_RABBITMQ_MANAGEMENT_URL", _COORD, "RabbitMQ's management HTTP API (no credentials).", run_scoped=True
+    ),
+    Variable(
         "TESTLANE_VALKEY_PASSWORD",
         "the `container` backend",
         "Valkey's password inside its container only (read by `valkey-server -` from standard input).",

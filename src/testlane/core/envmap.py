@@ -36,6 +36,7 @@ PARTS: dict[str, tuple[str, ...]] = {
     "valkey": ("url", "host", "port", "password", "db", "channel_prefix"),
     "mariadb": ("url", "host", "port", "user", "password", "database"),
     "nats": ("url", "host", "port", "user", "password", "subject_prefix", "stream_prefix"),
+    "rabbitmq": ("url", "host", "port", "user", "password", "vhost", "management_url"),
 }
 DRIVERS: dict[str, Mapping[str, str]] = {
     "postgres": {
@@ -54,6 +55,7 @@ DRIVERS: dict[str, Mapping[str, str]] = {
         "mariadb": "mariadb+mariadbconnector",
     },
     "nats": {"nats": "nats"},
+    "rabbitmq": {"amqp": "amqp", "pyamqp": "pyamqp"},
 }
 
 _BUILT_IN = frozenset(PARTS)

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from testlane.services.mariadb import MariaDbServer
     from testlane.services.nats import NatsServer
     from testlane.services.postgres import PostgresServer
+    from testlane.services.rabbitmq import RabbitMqServer
     from testlane.services.valkey import ValkeyServer
 
 __all__ = ["FEATURES", "TestlanePlugin", "plugin_of", "settings_for"]
@@ -46,6 +47,7 @@ FEATURES = (
     "testlane.pytest_plugin.databases",
     "testlane.pytest_plugin.mariadb",
     "testlane.pytest_plugin.nats",
+    "testlane.pytest_plugin.rabbitmq",
     "testlane.pytest_plugin.discipline",
     "testlane.pytest_plugin.sharding",
     "testlane.pytest_plugin.web",
@@ -135,6 +137,8 @@ class TestlanePlugin:
     def server(self, name: Literal["mariadb"]) -> MariaDbServer: ...
     @overload
     def server(self, name: Literal["nats"]) -> NatsServer: ...
+    @overload
+    def server(self, name: Literal["rabbitmq"]) -> RabbitMqServer: ...
     @overload
     def server(self, name: str) -> Server: ...
 

@@ -162,6 +162,8 @@ class ContainerLaunch(KindLaunch):
             "-p",
             f"127.0.0.1:{port}:{self.spec.port}",
         ]
+        for inner in self.spec.extra_ports:
+            args += ["-p", f"127.0.0.1:{inst.extra[f'port_{inner}']}:{inner}"]
         for key, value in self.spec.env.items():
             args += ["-e", f"{key}={value}"]
         if self.spec.password_env:
@@ -171,6 +173,10 @@ class ContainerLaunch(KindLaunch):
     def spawn(self) -> None:
         self._reservation = reserve_port(self.context.ports_dir, fixed=self.fixed_port)
         self.instance.port = self._reservation.port
+        extra = [reserve_port(self.context.ports_dir) for _ in self.spec.extra_ports]
+        for inner, reservation in zip(self.spec.extra_ports, extra, strict=True):
+            self.instance.extra[f"port_{inner}"] = reservation.port
+            reservation.release()  # held only until the CLI publishes it, a moment later
         argv = self.argv(self.instance.port)
         log.debug("starting %s: %s", self.instance.name, " ".join(argv))
         env = None

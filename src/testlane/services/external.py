@@ -180,6 +180,7 @@ class UrlEngine(KindEngine):
     def _launch(self, name: str, owner_pid: int | None, owner_create_time: float | None) -> UrlLaunch:
         instance = instance_from_url(self.engine_name, self.url, run_id=self.context.run_id, name=name)
         instance.owner_pid, instance.owner_create_time = owner_pid, owner_create_time
+        instance.extra.update(kinds.get(self.engine_name).url_extra(self.settings))
         return UrlLaunch(
             context=self.context,
             registry=self.registry,

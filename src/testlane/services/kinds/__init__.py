@@ -15,6 +15,7 @@ from testlane.services.kinds.kind import BackendChoice, ContainerSpec, DoctorChe
 from testlane.services.kinds.mariadb import MariaDbKind
 from testlane.services.kinds.nats import NatsKind
 from testlane.services.kinds.postgres import PostgresKind
+from testlane.services.kinds.rabbitmq import RabbitMqKind
 from testlane.services.kinds.valkey import ValkeyKind
 
 __all__ = [
@@ -72,5 +73,5 @@ def names() -> tuple[str, ...]:
     return tuple(_KINDS)
 
 
-for _kind in (PostgresKind(), ValkeyKind(), MariaDbKind(), NatsKind()):
+for _kind in (PostgresKind(), ValkeyKind(), MariaDbKind(), NatsKind(), RabbitMqKind()):
     register(_kind)

@@ -61,6 +61,7 @@ class ContainerSpec:
     password_env: str | None = None
     command: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)  # recorded in the instance's ``extra`` (its handle reads it)
+    extra_ports: tuple[int, ...] = ()  # more ports published on 127.0.0.1 (instance.extra["port_<n>"])
 
 
 class Section(Protocol):
@@ -161,6 +162,10 @@ class ServiceKind:
     def container_spec(self, settings: Settings) -> ContainerSpec | None:
         """How this kind runs in a container (None: it does not)."""
         return None
+
+    def url_extra(self, settings: Settings) -> dict[str, str]:
+        """What an existing server's record keeps besides its URL (RabbitMQ: its management API's URL)."""
+        return {}
 
     # -- running servers -----------------------------------------------------------------------
     def server_version(self, server: Server) -> str:
