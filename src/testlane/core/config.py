@@ -41,6 +41,7 @@ __all__ = [
     "HookSettings",
     "LaneSettings",
     "MariaDbSettings",
+    "MqttSettings",
     "OptionInfo",
     "PostgresSettings",
     "RabbitMqSettings",
@@ -294,6 +295,38 @@ class RabbitMqSettings:
     )
     image: str = opt("rabbitmq:3-management", "Image for the `container` backend.")
     pool_size: int = opt(2, "RabbitMQ virtual hosts made ahead of demand, per pytest process.", min=0)
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """``[tool.testlane.mqtt]``: the MQTT broker (Mosquitto) and its per-test namespaces."""
+
+    backend: ServiceBackend = opt(
+        "",
+        "`local` (`mosquitto` on this machine), `container`, `url`, `auto` (there is no embedded Mosquitto); "
+        "empty: the top-level `backend`.",
+        cli="--mqtt-backend",
+    )
+    binary: str = opt(
+        "",
+        "Path to `mosquitto` for the `local` backend; set, `auto` runs it too (not there, or not Mosquitto: an "
+        "error naming this key). Empty: search PATH and /usr/sbin.",
+    )
+    port: int = opt(
+        0,
+        "TCP port; 0 picks a free one.",
+        min=0,
+        max=65535,
+        # Not TESTLANE_MQTT_PORT: that variable is the running broker's port, exported for the tests.
+        env="TESTLANE_MQTT_SERVER_PORT",
+    )
+    url: str = opt(
+        "",
+        "An existing broker for the `url` backend, e.g. `mqtt://user:password@127.0.0.1:1883` (per-test "
+        "isolation there is a topic prefix only: see docs/isolation.md).",
+        env="TESTLANE_MQTT_SERVER_URL",
+    )
+    image: str = opt("eclipse-mosquitto:2", "Image for the `container` backend.")
 
 
 @dataclass(frozen=True)
@@ -604,6 +637,7 @@ class Settings:
     mariadb: MariaDbSettings = field(default_factory=MariaDbSettings)
     nats: NatsSettings = field(default_factory=NatsSettings)
     rabbitmq: RabbitMqSettings = field(default_factory=RabbitMqSettings)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
     container: ContainerSettings = field(default_factory=ContainerSettings)
     db: DbSettings = field(default_factory=DbSettings)
     lanes: LaneSettings = field(default_factory=LaneSettings)

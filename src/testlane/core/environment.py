@@ -156,6 +156,15 @@ VARIABLES: tuple[Variable, ...] = (
         "TESTLANE_RABBITMQ_MANAGEMENT_URL", _COORD, "RabbitMQ's management HTTP API (no credentials).", run_scoped=True
     ),
     Variable(
+        "TESTLANE_MQTT_URL",
+        _COORD,
+        "e.g. `mqtt://testlane:<password>@127.0.0.1:41236` (the broker's random password; see "
+        "[services.md](services.md#mqtt-mosquitto)).",
+        run_scoped=True,
+    ),
+    Variable("TESTLANE_MQTT_HOST", _COORD, "The MQTT broker's host.", run_scoped=True),
+    Variable("TESTLANE_MQTT_PORT", _COORD, "The MQTT broker's port.", run_scoped=True),
+    Variable(
         "TESTLANE_VALKEY_PASSWORD",
         "the `container` backend",
         "Valkey's password inside its container only (read by `valkey-server -` from standard input).",
@@ -164,6 +173,11 @@ VARIABLES: tuple[Variable, ...] = (
         "TESTLANE_NATS_PASSWORD",
         "the `container` backend",
         "NATS's password inside its container only (its configuration is written from it there).",
+    ),
+    Variable(
+        "TESTLANE_MQTT_PASSWORD",
+        "the `container` backend",
+        "Mosquitto's password inside its container only (fed to `mosquitto_ctrl dynsec init` on standard input).",
     ),
     Variable(
         RERUN_PREFIX,

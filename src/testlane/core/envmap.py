@@ -11,6 +11,7 @@ or ``REDIS_URL``. Each mapping is a template over the run's services::
     REDIS_URL      = "{valkey.url}"
     CACHE_URL      = "redis://{valkey.host}:{valkey.port}/3"
     EVENTS_PREFIX  = "{valkey.channel_prefix}"          # tl:<run id>:app: (pub/sub ignores databases)
+    MQTT_TOPIC_PREFIX = "{mqtt.topic_prefix}"          # tl/<run id>/app/ (the run's own MQTT topics)
 
 This module parses and validates templates (an unknown service, part or driver is a configuration
 error, reported when the settings load); rendering them against running servers happens in
@@ -37,6 +38,7 @@ PARTS: dict[str, tuple[str, ...]] = {
     "mariadb": ("url", "host", "port", "user", "password", "database"),
     "nats": ("url", "host", "port", "user", "password", "subject_prefix", "stream_prefix"),
     "rabbitmq": ("url", "host", "port", "user", "password", "vhost", "management_url"),
+    "mqtt": ("url", "host", "port", "user", "password", "topic_prefix"),
 }
 DRIVERS: dict[str, Mapping[str, str]] = {
     "postgres": {
@@ -56,6 +58,7 @@ DRIVERS: dict[str, Mapping[str, str]] = {
     },
     "nats": {"nats": "nats"},
     "rabbitmq": {"amqp": "amqp", "pyamqp": "pyamqp"},
+    "mqtt": {"mqtt": "mqtt"},
 }
 
 _BUILT_IN = frozenset(PARTS)

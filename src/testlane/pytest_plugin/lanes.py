@@ -61,6 +61,8 @@ SERVICE_FIXTURES = frozenset(
         "mysql_url",
         "nats",
         "jetstream",
+        "mqtt",
+        "mqtt_namespace",
     }
 )
 

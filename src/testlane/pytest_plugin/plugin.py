@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from testlane.services.base import Server
     from testlane.services.mariadb import MariaDbServer
     from testlane.services.nats import NatsServer
+    from testlane.services.mqtt import MqttServer
     from testlane.services.postgres import PostgresServer
     from testlane.services.rabbitmq import RabbitMqServer
     from testlane.services.valkey import ValkeyServer
@@ -48,6 +49,7 @@ FEATURES = (
     "testlane.pytest_plugin.mariadb",
     "testlane.pytest_plugin.nats",
     "testlane.pytest_plugin.rabbitmq",
+    "testlane.pytest_plugin.mqtt",
     "testlane.pytest_plugin.discipline",
     "testlane.pytest_plugin.sharding",
     "testlane.pytest_plugin.web",
@@ -139,6 +141,8 @@ class TestlanePlugin:
     def server(self, name: Literal["nats"]) -> NatsServer: ...
     @overload
     def server(self, name: Literal["rabbitmq"]) -> RabbitMqServer: ...
+    @overload
+    def server(self, name: Literal["mqtt"]) -> MqttServer: ...
     @overload
     def server(self, name: str) -> Server: ...
 
