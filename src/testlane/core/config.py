@@ -46,6 +46,7 @@ __all__ = [
     "PostgresSettings",
     "RabbitMqSettings",
     "ReportSettings",
+    "S3Settings",
     "Settings",
     "ValkeySettings",
     "command_options",
@@ -327,6 +328,40 @@ class MqttSettings:
         env="TESTLANE_MQTT_SERVER_URL",
     )
     image: str = opt("eclipse-mosquitto:2", "Image for the `container` backend.")
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """``[tool.testlane.s3]``: the S3-compatible object store and its per-test buckets."""
+
+    backend: ServiceBackend = opt(
+        "",
+        "`embedded` (moto's S3 server from the `s3` extra, in memory), `url` (an existing S3 endpoint), `auto`; "
+        "there is no local or container S3 (docs/services.md). Empty: the top-level `backend`.",
+        cli="--s3-backend",
+    )
+    port: int = opt(
+        0,
+        "TCP port of the embedded server; 0 picks a free one.",
+        min=0,
+        max=65535,
+        # TESTLANE_S3_SERVER_*: the exported TESTLANE_S3_* variables describe the running server.
+        env="TESTLANE_S3_SERVER_PORT",
+    )
+    url: str = opt(
+        "",
+        "An existing S3 endpoint for the `url` backend, e.g. `http://127.0.0.1:9000` (with `s3.access_key` and "
+        "`s3.secret_key`). testlane only creates, empties and deletes its own `tl-<run id>-` buckets there.",
+        env="TESTLANE_S3_SERVER_URL",
+    )
+    access_key: str = opt("", "Access key id for the `url` backend.", env="TESTLANE_S3_SERVER_ACCESS_KEY")
+    secret_key: str = opt(
+        "",
+        "Secret access key for the `url` backend (never printed; prefer the variable to a committed file).",
+        env="TESTLANE_S3_SERVER_SECRET_KEY",
+    )
+    region: str = opt("us-east-1", "The region clients sign for.", env="TESTLANE_S3_SERVER_REGION")
+    pool_size: int = opt(2, "Buckets created ahead of demand, per pytest process (`s3_bucket`).", min=0)
 
 
 @dataclass(frozen=True)
@@ -638,6 +673,7 @@ class Settings:
     nats: NatsSettings = field(default_factory=NatsSettings)
     rabbitmq: RabbitMqSettings = field(default_factory=RabbitMqSettings)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
+    s3: S3Settings = field(default_factory=S3Settings)
     container: ContainerSettings = field(default_factory=ContainerSettings)
     db: DbSettings = field(default_factory=DbSettings)
     lanes: LaneSettings = field(default_factory=LaneSettings)

@@ -135,6 +135,15 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("TESTLANE_MARIADB_HOST", _COORD, "MariaDB's host.", run_scoped=True),
     Variable("TESTLANE_MARIADB_PORT", _COORD, "MariaDB's port.", run_scoped=True),
     Variable("TESTLANE_MARIADB_USER", _COORD, "MariaDB's user.", run_scoped=True),
+    Variable("TESTLANE_S3_ENDPOINT_URL", _COORD, "The S3 endpoint, e.g. `http://127.0.0.1:41237`.", run_scoped=True),
+    Variable("TESTLANE_S3_ACCESS_KEY_ID", _COORD, "The run's S3 access key id.", run_scoped=True),
+    Variable(
+        "TESTLANE_S3_SECRET_ACCESS_KEY",
+        _COORD,
+        "The run's S3 secret key (random per run on the embedded server, see [services.md](services.md#s3)).",
+        run_scoped=True,
+    ),
+    Variable("TESTLANE_S3_REGION", _COORD, "The region S3 clients sign for.", run_scoped=True),
     Variable(
         "TESTLANE_NATS_URL",
         _COORD,

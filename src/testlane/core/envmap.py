@@ -12,6 +12,8 @@ or ``REDIS_URL``. Each mapping is a template over the run's services::
     CACHE_URL      = "redis://{valkey.host}:{valkey.port}/3"
     EVENTS_PREFIX  = "{valkey.channel_prefix}"          # tl:<run id>:app: (pub/sub ignores databases)
     MQTT_TOPIC_PREFIX = "{mqtt.topic_prefix}"          # tl/<run id>/app/ (the run's own MQTT topics)
+    AWS_ENDPOINT_URL = "{s3.url}"                        # http://127.0.0.1:PORT (no credentials in it)
+    S3_BUCKET      = "{s3.bucket}"                       # the run's bucket; a test's own under s3_bucket
 
 This module parses and validates templates (an unknown service, part or driver is a configuration
 error, reported when the settings load); rendering them against running servers happens in
@@ -39,6 +41,7 @@ PARTS: dict[str, tuple[str, ...]] = {
     "nats": ("url", "host", "port", "user", "password", "subject_prefix", "stream_prefix"),
     "rabbitmq": ("url", "host", "port", "user", "password", "vhost", "management_url"),
     "mqtt": ("url", "host", "port", "user", "password", "topic_prefix"),
+    "s3": ("url", "host", "port", "access_key", "secret_key", "region", "bucket"),
 }
 DRIVERS: dict[str, Mapping[str, str]] = {
     "postgres": {
@@ -59,6 +62,7 @@ DRIVERS: dict[str, Mapping[str, str]] = {
     "nats": {"nats": "nats"},
     "rabbitmq": {"amqp": "amqp", "pyamqp": "pyamqp"},
     "mqtt": {"mqtt": "mqtt"},
+    "s3": {"http": "http"},
 }
 
 _BUILT_IN = frozenset(PARTS)
@@ -78,7 +82,7 @@ def forget(service: str) -> None:
 
 
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
-_REFERENCE = re.compile(r"^(?P<service>[a-z]+)\.(?P<part>[a-z_]+)(?::(?P<driver>[a-z0-9_+]+))?$")
+_REFERENCE = re.compile(r"^(?P<service>[a-z][a-z0-9]*)\.(?P<part>[a-z_]+)(?::(?P<driver>[a-z0-9_+]+))?$")
 
 
 @dataclass(frozen=True)

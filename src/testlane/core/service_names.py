@@ -18,7 +18,7 @@ __all__ = ["ALIASES", "SERVICES", "canonical", "canonical_services", "declare", 
 # The built-in kinds' names, here and not in their modules (testlane.services.kinds) because settings are
 # validated when they load and core imports nothing above it; a kind registered later adds its own
 # (:func:`declare`, called by testlane.services.kinds.register).
-SERVICES: tuple[str, ...] = ("postgres", "valkey", "mariadb", "nats", "rabbitmq", "mqtt")
+SERVICES: tuple[str, ...] = ("postgres", "valkey", "mariadb", "nats", "rabbitmq", "mqtt", "s3")
 ALIASES = {"postgresql": "postgres", "redis": "valkey", "mysql": "mariadb", "mosquitto": "mqtt"}
 _BUILT_IN = SERVICES
 

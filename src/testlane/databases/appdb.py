@@ -68,6 +68,10 @@ def mapped_environment(settings: Settings, servers: Mapping[str, Server], run_id
         databases["postgres"] = ensure_app_database(servers["postgres"], TemplateSpec.from_settings(settings), run_id)
     if "mariadb" in wanted and "mariadb" in servers:
         databases["mariadb"] = _ensure_mariadb_app_database(servers["mariadb"], run_id)
+    if "s3" in wanted and "s3" in servers:
+        from testlane.databases.s3_isolation import ensure_app_bucket
+
+        ensure_app_bucket(servers["s3"])  # type: ignore[arg-type]
     return render_mapping(settings.env, servers, databases=databases)
 
 

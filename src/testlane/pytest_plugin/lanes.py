@@ -63,6 +63,8 @@ SERVICE_FIXTURES = frozenset(
         "jetstream",
         "mqtt",
         "mqtt_namespace",
+        "s3",
+        "s3_bucket",
     }
 )
 

@@ -30,10 +30,11 @@ if TYPE_CHECKING:
     from testlane.pytest_plugin.provider import ServiceProvider
     from testlane.services.base import Server
     from testlane.services.mariadb import MariaDbServer
-    from testlane.services.nats import NatsServer
     from testlane.services.mqtt import MqttServer
+    from testlane.services.nats import NatsServer
     from testlane.services.postgres import PostgresServer
     from testlane.services.rabbitmq import RabbitMqServer
+    from testlane.services.s3 import S3Server
     from testlane.services.valkey import ValkeyServer
 
 __all__ = ["FEATURES", "TestlanePlugin", "plugin_of", "settings_for"]
@@ -50,6 +51,7 @@ FEATURES = (
     "testlane.pytest_plugin.nats",
     "testlane.pytest_plugin.rabbitmq",
     "testlane.pytest_plugin.mqtt",
+    "testlane.pytest_plugin.s3",
     "testlane.pytest_plugin.discipline",
     "testlane.pytest_plugin.sharding",
     "testlane.pytest_plugin.web",
@@ -143,6 +145,8 @@ class TestlanePlugin:
     def server(self, name: Literal["rabbitmq"]) -> RabbitMqServer: ...
     @overload
     def server(self, name: Literal["mqtt"]) -> MqttServer: ...
+    @overload
+    def server(self, name: Literal["s3"]) -> S3Server: ...
     @overload
     def server(self, name: str) -> Server: ...
 

@@ -181,6 +181,7 @@ class UrlEngine(KindEngine):
         instance = instance_from_url(self.engine_name, self.url, run_id=self.context.run_id, name=name)
         instance.owner_pid, instance.owner_create_time = owner_pid, owner_create_time
         instance.extra.update(kinds.get(self.engine_name).url_extra(self.settings))
+        kinds.get(self.engine_name).adopt_url(instance, self.settings)
         return UrlLaunch(
             context=self.context,
             registry=self.registry,

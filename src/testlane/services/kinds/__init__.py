@@ -13,10 +13,11 @@ from testlane.core import envmap, service_names
 from testlane.core.errors import ConfigError
 from testlane.services.kinds.kind import BackendChoice, ContainerSpec, DoctorCheck, Engine, Section, ServiceKind
 from testlane.services.kinds.mariadb import MariaDbKind
-from testlane.services.kinds.nats import NatsKind
 from testlane.services.kinds.mqtt import MqttKind
+from testlane.services.kinds.nats import NatsKind
 from testlane.services.kinds.postgres import PostgresKind
 from testlane.services.kinds.rabbitmq import RabbitMqKind
+from testlane.services.kinds.s3 import S3Kind
 from testlane.services.kinds.valkey import ValkeyKind
 
 __all__ = [
@@ -74,5 +75,5 @@ def names() -> tuple[str, ...]:
     return tuple(_KINDS)
 
 
-for _kind in (PostgresKind(), ValkeyKind(), MariaDbKind(), NatsKind(), RabbitMqKind(), MqttKind()):
+for _kind in (PostgresKind(), ValkeyKind(), MariaDbKind(), NatsKind(), RabbitMqKind(), MqttKind(), S3Kind()):
     register(_kind)

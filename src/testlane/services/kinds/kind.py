@@ -21,6 +21,7 @@ from testlane.core.errors import BinaryNotFoundError
 from testlane.core.runtime import RunContext
 from testlane.core.service_names import ALIASES
 from testlane.services.base import Engine, Progress, Server
+from testlane.services.instance import Instance
 from testlane.services.process_engine import ProcessEngine
 from testlane.services.registry import Registry
 
@@ -166,6 +167,10 @@ class ServiceKind:
     def url_extra(self, settings: Settings) -> dict[str, str]:
         """What an existing server's record keeps besides its URL (RabbitMQ: its management API's URL)."""
         return {}
+
+    def adopt_url(self, instance: Instance, settings: Settings) -> None:
+        """Complete the record of an existing server (``url`` backend) from the kind's settings, e.g. S3's
+        credentials (``s3.access_key``); raise ConfigError naming a missing key. Default: nothing."""
 
     # -- running servers -----------------------------------------------------------------------
     def server_version(self, server: Server) -> str:
