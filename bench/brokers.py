@@ -37,9 +37,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import struct
@@ -72,8 +74,8 @@ READY_TIMEOUT = 120.0
 PER_TEST = {
     "nats": ("jetstream", "jetstream.url"),
     "rabbitmq": ("rabbitmq_vhost", "rabbitmq_vhost.url"),
-    "mqtt": ("mqtt_topic", "mqtt_topic.url"),
-    "s3": ("s3_bucket", "s3_bucket.url"),
+    "mqtt": ("mqtt_namespace", "mqtt_namespace.url"),
+    "s3": ("s3_bucket", "s3_bucket.name"),
     "valkey": ("redis_db", "redis_db.url"),
 }
 
@@ -155,7 +157,7 @@ def amqp_round_trip(url: str) -> None:
 
 
 def server_round_trip(kind: str, server: Any) -> None:
-    """One client round trip on a testlane server handle (its URL; S3: the credentials it exports)."""
+    """One client round trip on a testlane server handle (its URL; S3: its boto3 client)."""
     url = server.url
     if kind == "nats":
         nats_round_trip(url, jetstream=True)
@@ -164,11 +166,7 @@ def server_round_trip(kind: str, server: Any) -> None:
     elif kind == "rabbitmq":
         amqp_round_trip(url)
     elif kind == "s3":
-        env = server.env()
-        key = next(v for k, v in env.items() if k.endswith(("ACCESS_KEY_ID", "ACCESS_KEY")))
-        secret = next(v for k, v in env.items() if k.endswith(("SECRET_ACCESS_KEY", "SECRET_KEY")))
-        endpoint = next((v for k, v in env.items() if k.endswith("ENDPOINT_URL")), url)
-        s3_round_trip(endpoint, key, secret)
+        server.client().list_buckets()  # boto3, signed with the run's key
 
 
 # --------------------------------------------------------------------------- testlane start-up
@@ -231,10 +229,7 @@ def by_hand_command(kind: str, workdir: Path, port: int) -> tuple[list[str], Cal
             f"http://127.0.0.1:{port}", "bench", "bench-secret"
         )
     if kind == "rabbitmq":
-        return (
-            "a private rabbitmq-server node by hand needs its own epmd, cookie and config file; "
-            "see testlane's local backend (the figure above) for what that takes"
-        )
+        return rabbitmq_by_hand(workdir, port)
     return f"no by-hand recipe for {kind}"
 
 
@@ -265,12 +260,59 @@ def time_by_hand(kind: str) -> float | str:
     finally:
         proc.terminate()
         try:
-            proc.wait(10)
+            proc.wait(15)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+        with contextlib.suppress(ProcessLookupError):  # what it started in its session (epmd, helpers)
+            os.killpg(proc.pid, signal.SIGKILL)
         log.close()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+RABBITMQ_START = (  # its own epmd, dying with the shell (pdeathsig), then the node in the shell's place
+    'setpriv --pdeathsig KILL -- "$1" -port "$2" -address 127.0.0.1 &\n'
+    'i=0; until "$1" -port "$2" -names >/dev/null 2>&1; do i=$((i + 1)); [ $i -ge 500 ] && break; sleep 0.01; done\n'
+    'exec "$3"\n'
+)
+
+
+def rabbitmq_by_hand(workdir: Path, port: int) -> tuple[list[str], Callable[[], None]] | str:
+    """A private node as a user would start one to stay off the system's: its own node name, ports, epmd,
+    HOME (Erlang cookie), empty env file and a minimal config; no plugins (testlane's node has management)."""
+    server = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+    epmd = shutil.which("epmd") or shutil.which("epmd", path="/usr/lib/erlang/bin")
+    if not server.exists() or not epmd:
+        return "no rabbitmq-server/epmd"
+    (workdir / "home").mkdir()
+    (workdir / "rabbitmq-env.conf").write_text("")
+    (workdir / "enabled_plugins").write_text("[].\n")
+    (workdir / "rabbitmq.conf").write_text(
+        f"listeners.tcp.default = 127.0.0.1:{port}\nloopback_users.guest = true\ndisk_free_limit.absolute = 10MB\n"
+    )
+    epmd_port, dist_port = free_port(), free_port()
+    erl_args = "-kernel inet_dist_use_interface {127,0,0,1} -start_epmd false"
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(workdir / "home"),
+        "LANG": "C.UTF-8",
+        "RABBITMQ_CONF_ENV_FILE": str(workdir / "rabbitmq-env.conf"),
+        "RABBITMQ_CONFIG_FILE": str(workdir / "rabbitmq.conf"),
+        "RABBITMQ_ENABLED_PLUGINS_FILE": str(workdir / "enabled_plugins"),
+        "RABBITMQ_MNESIA_BASE": str(workdir / "mnesia"),
+        "RABBITMQ_LOG_BASE": str(workdir / "log"),
+        "RABBITMQ_NODENAME": f"bench-{os.getpid()}-{port}@localhost",
+        "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+        "RABBITMQ_NODE_PORT": str(port),
+        "RABBITMQ_DIST_PORT": str(dist_port),
+        "ERL_EPMD_PORT": str(epmd_port),
+        "ERL_EPMD_ADDRESS": "127.0.0.1",
+        "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": erl_args,
+        "RUNNING_UNDER_SYSTEMD": "true",
+    }
+    argv = ["env", "-i", *(f"{k}={v}" for k, v in env.items())]
+    argv += ["sh", "-c", RABBITMQ_START, "rabbitmq", epmd, str(epmd_port), str(server)]
+    return argv, lambda: amqp_round_trip(f"amqp://guest:guest@127.0.0.1:{port}/%2F")
 
 
 # --------------------------------------------------------------------------- per-test isolation

@@ -35,6 +35,7 @@ JS_ONCE = "test_jetstream.py::test_competing_workers_handle_each_job_once"
 JS_WAITING = "test_jetstream.py::test_a_job_published_while_both_workers_wait_goes_to_one"
 JS_KILLED = "test_jetstream.py::test_a_job_held_by_a_killed_worker_is_redelivered_once_and_completed_once"
 JS_STALLED = "test_jetstream.py::test_a_worker_stalled_past_ack_wait_loses_its_job_and_it_takes_effect_once"
+JS_HELPER = "test_jetstream.py::test_the_job_worker_passes_the_redelivery_seam_of_testlane_seams_jetstream"
 CASE_INSENSITIVE = "test_queries.py::test_queue_names_are_unique_and_found_in_any_case"
 OWNER_SCOPED = "test_queries.py::test_an_owner_deletes_its_own_schedules_only"
 OVERLAP = "test_queries.py::test_windows_overlap_half_open_including_open_ended_ones"
@@ -50,8 +51,8 @@ CATCHES: dict[str, set[str]] = {
     "no-ack": {GROUP_ONCE, GROUP_BLOCKED, REDELIVERY},
     "ack-early": {REDELIVERY},
     "no-reclaim": {REDELIVERY},
-    "ack-on-receipt": {JS_KILLED, JS_STALLED},
-    "ack-none": {JS_KILLED, JS_STALLED},
+    "ack-on-receipt": {JS_KILLED, JS_STALLED, JS_HELPER},
+    "ack-none": {JS_KILLED, JS_STALLED, JS_HELPER},
     "default-ack-wait": {JS_KILLED, JS_STALLED},
     "own-consumer": {JS_ONCE, JS_WAITING, JS_KILLED, JS_STALLED},
     "no-dedupe": {JS_STALLED},
@@ -60,7 +61,7 @@ CATCHES: dict[str, set[str]] = {
     "contained": {OVERLAP},
 }
 SEAM_TESTS = {LOCK_HELD, LOCK_KILLED, LOCK_STALLED, CLAIM, ON_CONFLICT, GROUP_ONCE, GROUP_BLOCKED, REDELIVERY}
-SEAM_TESTS |= {JS_ONCE, JS_WAITING, JS_KILLED, JS_STALLED}
+SEAM_TESTS |= {JS_ONCE, JS_WAITING, JS_KILLED, JS_STALLED, JS_HELPER}
 QUERY_TESTS = {CASE_INSENSITIVE, OWNER_SCOPED, OVERLAP}
 
 
@@ -104,7 +105,7 @@ def test_the_example_passes_as_shipped(tmp_path: Path, data_dir: Path) -> None:
     assert tests >= SEAM_TESTS | QUERY_TESTS  # every seam and query test ran
     assert any(test.startswith("test_dispatcher.py::") for test in tests)  # and the unit lane, with fakes
     assert any(test.startswith("test_queue_logic.py::") for test in tests)  # the queue worker's, with a fake queue
-    assert len(outcomes) == 30
+    assert len(outcomes) == 31
 
 
 def test_every_broken_variant_is_caught_by_the_seam_it_breaks(tmp_path: Path, data_dir: Path) -> None:

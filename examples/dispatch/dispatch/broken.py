@@ -201,7 +201,7 @@ class NoAckConsumer(stream.Consumer):
 class AckOnReceiptWorker(queue.JobWorker):
     """Acknowledges the message as soon as it arrives, then works: a worker dying mid-job loses it."""
 
-    async def _deliver(self, msg: Any) -> None:
+    async def handle(self, msg: Any) -> None:
         await msg.ack_sync()
         job = self._job(msg)
         if self.on_delivery is not None:
@@ -219,7 +219,7 @@ class AckNoneWorker(queue.JobWorker):
         config.ack_wait = None
         return config
 
-    async def _deliver(self, msg: Any) -> None:
+    async def handle(self, msg: Any) -> None:
         job = self._job(msg)
         if self.on_delivery is not None:
             self.on_delivery(job)

@@ -130,7 +130,7 @@ class JobWorker:
         except NatsTimeout:
             return 0
         for msg in messages:
-            await self._deliver(msg)
+            await self.handle(msg)
         return len(messages)
 
     async def run(self, stop: asyncio.Event, *, poll: float = 0.2) -> None:
@@ -155,7 +155,7 @@ class JobWorker:
         data = json.loads(msg.data)
         return QueuedJob(data["id"], data.get("payload", {}), self.name, int(msg.metadata.num_delivered))
 
-    async def _deliver(self, msg: Any) -> None:
+    async def handle(self, msg: Any) -> None:
         job = self._job(msg)
         if self.on_delivery is not None:
             self.on_delivery(job)

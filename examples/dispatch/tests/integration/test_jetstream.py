@@ -13,6 +13,8 @@ for the test's duration — which is how the worker processes below find it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -20,12 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from dispatch.broken import variant_name
 from dispatch.queue import STREAM, ensure_stream, publish, subject_for
 
 from testlane.core.waiting import Deadline
 from testlane.seams import Deliveries, assert_delivered_once, assert_redelivered, eventually, kill_process, paused
+from testlane.seams.jetstream import assert_redelivered_after_death, work_queue
 
 EXAMPLE = Path(__file__).resolve().parents[2]
 ACK_WAIT = 1.0  # seconds a worker may hold a job unacknowledged (the tests' setting; production: 30 s)
@@ -212,3 +216,41 @@ async def test_a_worker_stalled_past_ack_wait_loses_its_job_and_it_takes_effect_
         assert deliveries.of("B")[0].redelivered, "B got the job as a first delivery: not A's job redelivered"
         assert await drain(other) == [0], "the job was delivered a third time:\n" + deliveries.report()
         assert effects(conn, "job-8") == ["B"], "the job took effect more than once (or not by its first finisher)"
+
+
+class WorkerDied(Exception):
+    """The worker's process ends here, mid-job (testlane.seams.jetstream closes its connection next)."""
+
+
+async def test_the_job_worker_passes_the_redelivery_seam_of_testlane_seams_jetstream(
+    job_worker: Any, jetstream: Any, pg_database: Any
+) -> None:
+    """The same contract through testlane's JetStream seam helper: it owns the stream, the durable consumer
+    and the two consumers; the example supplies only how a worker handles a message (``JobWorker.handle``)."""
+    queue = await work_queue(
+        jetstream.connect, stream=jetstream.stream("SEAM"), subject=jetstream.subject("seam.jobs"), ack_wait=ACK_WAIT
+    )
+    db = await psycopg.AsyncConnection.connect(pg_database.url, autocommit=True)
+
+    def worker(consumer: str, work: Any = None) -> Any:
+        options = {"work": work} if work else {}
+        return job_worker(queue.js, db, consumer, queue.subject, stream=queue.stream, **options)
+
+    async def dies_mid_job(job: Any) -> None:
+        raise WorkerDied
+
+    async def before_death(consumer: str, msg: Any) -> None:
+        with contextlib.suppress(WorkerDied):
+            await worker(consumer, dies_mid_job).handle(msg)
+
+    async def survivor(consumer: str, msg: Any) -> None:
+        await worker(consumer).handle(msg)
+
+    try:
+        job = json.dumps({"id": "job-9", "payload": {}})
+        await assert_redelivered_after_death(queue, job, before_death=before_death, survivor=survivor)
+    finally:
+        await queue.close()
+        await db.close()
+    with pg_database.connect() as conn:
+        assert effects(conn, "job-9") == ["survivor"]
