@@ -430,6 +430,8 @@ def main() -> None:
         for variant in ("cold", "warm", "hand"):
             if f"{kind}_{variant}" in med:
                 summary[f"{kind}_start_{variant}_ms"] = round(med[f"{kind}_{variant}"] * 1000, 1)
+                values = start[f"{kind}_{variant}"]
+                summary[f"{kind}_start_{variant}_range_ms"] = [round(min(values) * 1000), round(max(values) * 1000)]
         if f"{kind}_hand" in med:
             summary[f"{kind}_warm_vs_hand"] = round(med[f"{kind}_warm"] / med[f"{kind}_hand"], 2)
             summary[f"{kind}_cold_vs_hand"] = round(med[f"{kind}_cold"] / med[f"{kind}_hand"], 2)
@@ -457,13 +459,20 @@ def main() -> None:
             f"  {kind:<10} {summary[f'{kind}_start_cold_ms']:>34.1f} {summary[f'{kind}_start_warm_ms']:>15.1f} "
             + (f"{hand:>9.1f} {ratio:>10.2f}x" if hand is not None else f"  by hand: {hand_why.get(kind)}")
         )
+        spans = [summary.get(f"{kind}_start_{v}_range_ms") for v in ("cold", "warm", "hand")]
+        print(
+            f"  {'  range':<10} {' ' * 20}"
+            + "".join(
+                f"{f'{a}-{b}' if a is not None else '':>16}" for a, b in ((span or (None, None)) for span in spans)
+            )
+        )
     print("per-test isolation (acquire + release), ms per test over the anchor:   total   in-test")
     print(f"  anchor (fake fixture): total {anchor_total:.3f} s, in-test {anchor_in * 1000:.2f} ms")
     for name in suites:
         fixture = PER_TEST[name][0]
         print(
             f"  {name:<10} {fixture:<16} {summary[f'{name}_per_test_total_ms']:>38.2f} "
-            f"{summary[f'{name}_per_test_in_test_ms']:>9.2f}"
+            f"{summary[f'{name}_per_test_in_test_ms']:>9.2f}   (suite: {summary[f'{name}_total_s']:.2f} s)"
         )
 
 
