@@ -3,9 +3,10 @@
 Two runs of the example's own suite under ``testlane run``, as a user would run it:
 
 * as shipped: every test passes (unit lane with fakes, seam and query tests on real servers);
-* with ``--broken all``: every seam test runs once per implementation; the ``[real]`` ones pass and
-  each deliberately broken variant (examples/dispatch/dispatch/broken.py) fails exactly the tests
-  listed in ``CATCHES`` below — every variant is caught, and by the seam that guards it.
+* with ``--broken all``: every seam test (Postgres, Redis Streams, NATS JetStream) runs once per
+  implementation; the ``[real]`` ones pass and each deliberately broken variant
+  (examples/dispatch/dispatch/broken.py) fails exactly the tests listed in ``CATCHES`` below — every
+  variant is caught, and by the seam that guards it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ ON_CONFLICT = "test_wake_index.py::test_concurrent_inserts_of_one_wait_keep_one_
 GROUP_ONCE = "test_stream.py::test_one_event_two_workers_of_a_group_handle_it_once"
 GROUP_BLOCKED = "test_stream.py::test_an_event_emitted_while_both_workers_wait_is_handled_once"
 REDELIVERY = "test_stream.py::test_a_job_held_by_a_dead_worker_is_reclaimed_and_completed_once"
+JS_ONCE = "test_jetstream.py::test_competing_workers_handle_each_job_once"
+JS_WAITING = "test_jetstream.py::test_a_job_published_while_both_workers_wait_goes_to_one"
+JS_KILLED = "test_jetstream.py::test_a_job_held_by_a_killed_worker_is_redelivered_once_and_completed_once"
+JS_STALLED = "test_jetstream.py::test_a_worker_stalled_past_ack_wait_loses_its_job_and_it_takes_effect_once"
+JS_HELPER = "test_jetstream.py::test_the_job_worker_passes_the_redelivery_seam_of_testlane_seams_jetstream"
 CASE_INSENSITIVE = "test_queries.py::test_queue_names_are_unique_and_found_in_any_case"
 OWNER_SCOPED = "test_queries.py::test_an_owner_deletes_its_own_schedules_only"
 OVERLAP = "test_queries.py::test_windows_overlap_half_open_including_open_ended_ones"
@@ -45,11 +51,17 @@ CATCHES: dict[str, set[str]] = {
     "no-ack": {GROUP_ONCE, GROUP_BLOCKED, REDELIVERY},
     "ack-early": {REDELIVERY},
     "no-reclaim": {REDELIVERY},
+    "ack-on-receipt": {JS_KILLED, JS_STALLED, JS_HELPER},
+    "ack-none": {JS_KILLED, JS_STALLED, JS_HELPER},
+    "default-ack-wait": {JS_KILLED, JS_STALLED},
+    "own-consumer": {JS_ONCE, JS_WAITING, JS_KILLED, JS_STALLED},
+    "no-dedupe": {JS_STALLED},
     "case-sensitive": {CASE_INSENSITIVE},
     "unscoped": {OWNER_SCOPED},
     "contained": {OVERLAP},
 }
 SEAM_TESTS = {LOCK_HELD, LOCK_KILLED, LOCK_STALLED, CLAIM, ON_CONFLICT, GROUP_ONCE, GROUP_BLOCKED, REDELIVERY}
+SEAM_TESTS |= {JS_ONCE, JS_WAITING, JS_KILLED, JS_STALLED, JS_HELPER}
 QUERY_TESTS = {CASE_INSENSITIVE, OWNER_SCOPED, OVERLAP}
 
 
@@ -92,7 +104,8 @@ def test_the_example_passes_as_shipped(tmp_path: Path, data_dir: Path) -> None:
     tests = {split(test)[0] for test in outcomes}
     assert tests >= SEAM_TESTS | QUERY_TESTS  # every seam and query test ran
     assert any(test.startswith("test_dispatcher.py::") for test in tests)  # and the unit lane, with fakes
-    assert len(outcomes) == 21
+    assert any(test.startswith("test_queue_logic.py::") for test in tests)  # the queue worker's, with a fake queue
+    assert len(outcomes) == 31
 
 
 def test_every_broken_variant_is_caught_by_the_seam_it_breaks(tmp_path: Path, data_dir: Path) -> None:

@@ -19,6 +19,15 @@ seam (fixture)           variant                the mistake
 ``worker_class``         ``ack-early``          acks on receipt: a worker that dies loses the job
 ``worker_class``         ``no-reclaim``         never claims stale entries: a dead worker's job stays
 ``worker_class``         ``no-ack``             never acks: entries stay pending, redelivered later
+``job_worker``           ``ack-on-receipt``     JetStream: acks on receipt, then works: a dead worker's job
+                                                is gone
+``job_worker``           ``ack-none``           JetStream: ``AckPolicy.NONE``: delivered counts as done
+``job_worker``           ``default-ack-wait``   JetStream: ``ack_wait`` left at 30 s: a dead or stalled
+                                                worker's job waits half a minute
+``job_worker``           ``own-consumer``       JetStream: a durable consumer per worker: every worker
+                                                gets every job
+``job_worker``           ``no-dedupe``          JetStream: completes without the ``completed_jobs`` key:
+                                                a job redelivered after a stall has its effect twice
 ``queue_by_name``        ``case-sensitive``     ``name = %s``: "BILLING" misses "Billing"
 ``delete_schedule``      ``unscoped``           ``WHERE id = %s``: anyone deletes anyone's schedule
 ``windows_overlapping``  ``contained``          containment instead of overlap: misses straddlers
@@ -30,7 +39,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from dispatch import jobs, queries, stream, wake_index
+from dispatch import jobs, queries, queue, stream, wake_index
 from dispatch.locks import AdvisoryLocks, LockHandle, lock_key
 
 # --------------------------------------------------------------------------- locks
@@ -186,6 +195,65 @@ class NoAckConsumer(stream.Consumer):
         pass
 
 
+# --------------------------------------------------------------------------- JetStream job workers
+
+
+class AckOnReceiptWorker(queue.JobWorker):
+    """Acknowledges the message as soon as it arrives, then works: a worker dying mid-job loses it."""
+
+    async def handle(self, msg: Any) -> None:
+        await msg.ack_sync()
+        job = self._job(msg)
+        if self.on_delivery is not None:
+            self.on_delivery(job)
+        await self.work(job)
+        await self._complete(job)
+
+
+class AckNoneWorker(queue.JobWorker):
+    """A consumer with ``AckPolicy.NONE``: JetStream counts a job done the moment it is delivered."""
+
+    def consumer_config(self) -> Any:
+        config = super().consumer_config()
+        config.ack_policy = queue.AckPolicy.NONE
+        config.ack_wait = None
+        return config
+
+    async def handle(self, msg: Any) -> None:
+        job = self._job(msg)
+        if self.on_delivery is not None:
+            self.on_delivery(job)
+        await self.work(job)
+        await self._complete(job)  # nothing to ack
+
+
+class DefaultAckWaitWorker(queue.JobWorker):
+    """Leaves ``ack_wait`` at JetStream's 30 s default, whatever the deployment chose."""
+
+    def consumer_config(self) -> Any:
+        config = super().consumer_config()
+        config.ack_wait = None  # the server's default: 30 s
+        return config
+
+
+class OwnConsumerWorker(queue.JobWorker):
+    """Names the durable consumer after the worker: each worker has a cursor of its own on the stream."""
+
+    def consumer_name(self) -> str:
+        return f"{self.durable}-{self.name}"
+
+
+class NoDedupeWorker(queue.JobWorker):
+    """Records the job's effect on every delivery: a redelivered job is done twice."""
+
+    async def _complete(self, job: queue.QueuedJob) -> None:
+        async with self.db.transaction():
+            await self.db.execute(
+                "INSERT INTO completed_jobs (id, worker) VALUES (%s, %s) ON CONFLICT DO NOTHING", (job.id, job.worker)
+            )
+            await self.db.execute("INSERT INTO job_effects (job_id, worker) VALUES (%s, %s)", (job.id, job.worker))
+
+
 # --------------------------------------------------------------------------- queries
 
 
@@ -225,6 +293,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "ack-early": AckEarlyConsumer,
         "no-reclaim": NoReclaimConsumer,
         "no-ack": NoAckConsumer,
+    },
+    "job_worker": {
+        "real": queue.JobWorker,
+        "ack-on-receipt": AckOnReceiptWorker,
+        "ack-none": AckNoneWorker,
+        "default-ack-wait": DefaultAckWaitWorker,
+        "own-consumer": OwnConsumerWorker,
+        "no-dedupe": NoDedupeWorker,
     },
     "queue_by_name": {"real": queries.queue_by_name, "case-sensitive": queue_by_name_case_sensitive},
     "delete_schedule": {"real": queries.delete_schedule, "unscoped": delete_schedule_unscoped},

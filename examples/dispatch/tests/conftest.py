@@ -1,7 +1,7 @@
 """The implementations under test, real by default — or deliberately broken ones, to watch tests catch them.
 
 Each guarded piece is served by a fixture named after it (``locks``, ``claim``, ``add_wait``,
-``worker_class``, ``queue_by_name``, ``delete_schedule``, ``windows_overlapping``). Normally that
+``worker_class``, ``job_worker``, ``queue_by_name``, ``delete_schedule``, ``windows_overlapping``). Normally that
 fixture is the real implementation. With ``--broken SEAM=VARIANT`` it is that broken variant from
 :mod:`dispatch.broken`; with ``--broken all`` every test of every seam runs once per variant
 (``[real]``, ``[check-then-delete]``, ...): the ``[real]`` ones must pass, the broken ones fail.
@@ -63,6 +63,11 @@ def add_wait(request: pytest.FixtureRequest) -> Any:
 @pytest.fixture
 def worker_class(request: pytest.FixtureRequest) -> Any:
     return implementation(request, "worker_class")
+
+
+@pytest.fixture
+def job_worker(request: pytest.FixtureRequest) -> Any:
+    return implementation(request, "job_worker")
 
 
 @pytest.fixture
