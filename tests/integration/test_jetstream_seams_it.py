@@ -15,7 +15,7 @@ from testlane.seams.jetstream import (
     ack,
     assert_exactly_once,
     assert_redelivered_after_death,
-    slow_consumer,
+    assert_slow_consumer_redelivered,
     work_queue,
 )
 
@@ -80,7 +80,7 @@ def test_a_consumer_that_acks_before_its_work_loses_the_job_when_killed(jetstrea
 
 
 def test_a_slow_consumer_loses_its_job_to_the_other_and_its_late_ack_changes_nothing(jetstream: Any) -> None:
-    outcome = run(jetstream, lambda q: slow_consumer(q, "job-1"))
+    outcome = run(jetstream, lambda q: assert_slow_consumer_redelivered(q, "job-1"))
     assert [(d.consumer, d.redelivered) for d in outcome.deliveries.all] == [("slow", False), ("fast", True)]
     assert outcome.late_ack == "accepted"
     assert outcome.pending_after == (0, 0)

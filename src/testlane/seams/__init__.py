@@ -16,8 +16,9 @@ a job redelivered after its worker died. This kit gives such tests the tools the
 * :mod:`~testlane.seams.repeat` — ``@seam(repeat=N)``: repeat a race test, report the failing iteration;
 * :mod:`~testlane.seams.queue` — :class:`Deliveries`: what each consumer of a queue received, and
   :func:`assert_delivered_once` / :func:`assert_redelivered` (competing consumers, redelivery).
-* :mod:`~testlane.seams.jetstream` — NATS JetStream work queues: :func:`assert_exactly_once`,
-  :func:`assert_redelivered_after_death`, :func:`slow_consumer` (import it from there: it needs nats-py).
+* :mod:`~testlane.seams.jetstream` (NATS JetStream work queues, needs nats-py) and
+  :mod:`~testlane.seams.rabbitmq` (needs pika), each with ``assert_exactly_once``,
+  ``assert_redelivered_after_death`` and ``assert_slow_consumer_redelivered``: import them from there.
 
 Every helper waits under a deadline; none can hang a test. See docs/seams.md, whose tutorial is
 the dispatch example (examples/dispatch).

@@ -13,7 +13,7 @@ Three contracts, one helper each; every failure lists what each consumer receive
 * :func:`assert_redelivered_after_death`: a consumer takes a message and dies (its connection
   closed) without acking; after ``ack_wait`` the message goes to the survivor, exactly once. A
   consumer that acks *before* its work loses the message when it dies: the assertion says so.
-* :func:`slow_consumer`: a consumer paused past ``ack_wait`` loses its message to the other one
+* :func:`assert_slow_consumer_redelivered`: a consumer paused past ``ack_wait`` loses its message to the other one
   (which handles it too: the work runs twice unless the handler is idempotent); its late ack is
   answered without an error and changes nothing (measured on nats-server 2.9.10 and 2.15.1). The
   fix is ``await msg.in_progress()`` (extends the deadline) while working, or a longer ``ack_wait``.
@@ -53,7 +53,7 @@ __all__ = [
     "ack",
     "assert_exactly_once",
     "assert_redelivered_after_death",
-    "slow_consumer",
+    "assert_slow_consumer_redelivered",
     "work_queue",
 ]
 
@@ -283,7 +283,7 @@ async def assert_redelivered_after_death(
 
 @dataclass(frozen=True)
 class SlowConsumer:
-    """What :func:`slow_consumer` observed: the log, and what the slow consumer's late ack did."""
+    """What :func:`assert_slow_consumer_redelivered` observed: the log, and what the slow consumer's late ack did."""
 
     deliveries: Deliveries
     late_ack: str  # "accepted" (the server answered, without an error) or the error it raised
@@ -296,7 +296,7 @@ class SlowConsumer:
         )
 
 
-async def slow_consumer(
+async def assert_slow_consumer_redelivered(
     queue: WorkQueue,
     body: bytes | str,
     *,
