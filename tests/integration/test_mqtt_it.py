@@ -26,7 +26,15 @@ from testlane.cli.main import cli
 from testlane.core.errors import BinaryNotFoundError, ConfigError
 from testlane.core.waiting import wait_until
 from testlane.services.env_mapping import render_mapping
-from testlane.services.mqtt import DYNSEC_FILE, PASSWORD_FILE, MqttServer, close_client, connect_client, find_mosquitto
+from testlane.services.mqtt import (
+    DYNSEC_FILE,
+    PASSWORD_FILE,
+    MqttServer,
+    close_client,
+    connect_client,
+    control,
+    find_mosquitto,
+)
 from testlane.services.mqtt_isolation import MqttLeases
 from testlane.services.registry import Registry
 from testlane.services.stack import ServiceStack, reap
@@ -45,7 +53,8 @@ def _has_mosquitto() -> bool:
     return True
 
 
-pytestmark = pytest.mark.skipif(not _has_mosquitto(), reason="no local mosquitto")
+# Every test but the container backend's needs the local broker.
+needs_mosquitto = pytest.mark.skipif(not _has_mosquitto(), reason="no local mosquitto")
 
 
 @pytest.fixture
@@ -85,6 +94,7 @@ def _publish(client: Any, topic: str, payload: bytes, *, retain: bool = False) -
     client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
 
 
+@needs_mosquitto
 def test_the_broker_starts_answers_with_the_runs_credentials_and_stops(settings_for) -> None:  # type: ignore[no-untyped-def]
     settings = settings_for()
     context = _context(settings)
@@ -121,6 +131,7 @@ def test_the_broker_starts_answers_with_the_runs_credentials_and_stops(settings_
     assert not instance_dir.exists()
 
 
+@needs_mosquitto
 def test_without_the_plugin_a_password_file_and_a_topic_prefix(settings_for, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     # mosquitto alone in a folder: no mosquitto_dynamic_security.so next to it
     alone = tmp_path / "broker" / "sbin"
@@ -141,12 +152,14 @@ def test_without_the_plugin_a_password_file_and_a_topic_prefix(settings_for, tmp
         assert topics["mqtt (isolation)"].status == "warn"
 
 
+@needs_mosquitto
 def test_a_wrong_or_missing_password_is_refused(broker: MqttServer) -> None:
     for user, password in ((None, None), ("testlane", "not-the-password"), ("admin", "admin")):
         with pytest.raises(ConnectionError, match="Not authorized"):
             connect_client(broker.host, broker.port, user=user, password=password)
 
 
+@needs_mosquitto
 @needs_root
 def test_another_local_user_cannot_enter_the_broker(broker: MqttServer, hostile_user: str) -> None:
     security = Path(broker.instance.instance_dir or "") / DYNSEC_FILE
@@ -162,6 +175,7 @@ def test_another_local_user_cannot_enter_the_broker(broker: MqttServer, hostile_
     assert broker.ready()
 
 
+@needs_mosquitto
 def test_per_test_users_confine_hash_subscribers_and_retained_messages(broker: MqttServer) -> None:
     assert broker.isolation == "acl"
     leases = MqttLeases(broker)
@@ -201,6 +215,7 @@ def test_per_test_users_confine_hash_subscribers_and_retained_messages(broker: M
         leases.close()
 
 
+@needs_mosquitto
 def test_a_namespace_costs_about_a_millisecond(broker: MqttServer) -> None:
     leases = MqttLeases(broker)
     try:
@@ -221,6 +236,7 @@ def test_a_namespace_costs_about_a_millisecond(broker: MqttServer) -> None:
         leases.close()
 
 
+@needs_mosquitto
 def test_the_env_mapping_gives_the_application_the_runs_own_prefix(broker: MqttServer) -> None:
     mapping = {
         "MQTT_URL": "{mqtt.url}",
@@ -235,6 +251,7 @@ def test_the_env_mapping_gives_the_application_the_runs_own_prefix(broker: MqttS
     assert env["MQTT_PREFIX"] == f"tl/{broker.instance.run_id}/app/"
 
 
+@needs_mosquitto
 def test_the_broker_is_reaped_after_its_owner_is_killed(settings_for, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     settings = settings_for()
     child = textwrap.dedent(
@@ -267,6 +284,7 @@ def test_the_broker_is_reaped_after_its_owner_is_killed(settings_for, tmp_path: 
     assert not [p for p in server_processes(Path(settings.data_dir)) if "mosquitto" in p.name()]
 
 
+@needs_mosquitto
 def test_mqtt_binary_that_is_not_mosquitto_names_the_key(settings_for) -> None:  # type: ignore[no-untyped-def]
     settings = settings_for(mqtt__binary="/bin/true", mqtt__backend="local")
     with ServiceStack(settings, _context(settings)) as stack, pytest.raises(BinaryNotFoundError) as info:
@@ -276,6 +294,7 @@ def test_mqtt_binary_that_is_not_mosquitto_names_the_key(settings_for) -> None: 
     assert topics["mqtt (local)"].status == "fail" and "mqtt.binary" in topics["mqtt (local)"].detail
 
 
+@needs_mosquitto
 def test_configuration_errors_name_the_key(settings_for) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ConfigError, match=r"mqtt\.backend"):
         settings = settings_for(mqtt__backend="embedded")
@@ -285,12 +304,14 @@ def test_configuration_errors_name_the_key(settings_for) -> None:  # type: ignor
         ServiceStack(settings, _context(settings)).engine("mqtt")
 
 
+@needs_mosquitto
 def test_doctor_checks_the_broker_and_its_plugin(settings_for) -> None:  # type: ignore[no-untyped-def]
     topics = {c.topic: c for c in doctor._kinds(settings_for())}
     assert topics["mqtt (local)"].status == "ok" and "Mosquitto 2." in topics["mqtt (local)"].detail
     assert topics["mqtt (isolation)"].status == "ok"
 
 
+@needs_mosquitto
 def test_the_url_backend_uses_a_prefix_and_clears_its_retained_messages(broker: MqttServer, settings_for) -> None:  # type: ignore[no-untyped-def]
     settings = settings_for(mqtt__backend="url", mqtt__url=broker.url)
     with ServiceStack(settings, _context(settings)) as stack:
@@ -385,6 +406,7 @@ def test_z_without_a_namespace_the_application_has_the_runs_prefix(mqtt):
 """
 
 
+@needs_mosquitto
 def test_two_workers_never_see_each_others_messages(pytester: pytest.Pytester, inner_env: Path) -> None:
     project = make_project(pytester, services='["mqtt"]')
     with (project / "pyproject.toml").open("a") as pyproject:
@@ -405,6 +427,7 @@ def test_two_workers_never_see_each_others_messages(pytester: pytest.Pytester, i
     assert not [p for p in server_processes(inner_env) if "mosquitto" in p.name()]
 
 
+@needs_mosquitto
 def test_the_container_script_makes_an_account_that_works_once_granted(tmp_path: Path) -> None:
     """The image is not on this machine: its script runs here with the image's paths replaced by local ones
     (``mosquitto_ctrl dynsec init`` reading the password on standard input, then the broker), and the
@@ -485,3 +508,129 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+MQTT_TEST_IMAGE = os.environ.get("TESTLANE_MQTT_TEST_IMAGE", "localhost/testlane-mosquitto:2")
+
+
+def _mqtt_image() -> str | None:
+    if shutil.which("podman") is None:
+        return None
+    found = subprocess.run(["podman", "image", "exists", MQTT_TEST_IMAGE], capture_output=True, check=False)
+    return MQTT_TEST_IMAGE if found.returncode == 0 else None
+
+
+def _labelled_containers(run_id: str) -> list[str]:
+    proc = subprocess.run(
+        ["podman", "ps", "-a", "--filter", f"label=testlane.run={run_id}", "--format", "{{.Names}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return proc.stdout.split()
+
+
+def _container_round(server: MqttServer) -> None:
+    """What the container's broker must do: the run's credentials work, others are refused, two namespaces
+    are isolated, the password is on no command line."""
+    assert server.instance.backend == "container" and server.isolation == "acl"
+    assert server.password
+    listener = Listener(server.client())
+    listener.subscribe("a/b")
+    _publish(listener.client, "a/b", b"hello")
+    wait_until(lambda: listener.topics() == ["a/b"], timeout=5, what="the message")
+    close_client(listener.client)
+    for user, password in ((None, None), ("testlane", "not-the-password")):
+        with pytest.raises(ConnectionError, match="Not authorized"):
+            connect_client(server.host, server.port, user=user, password=password)
+    leases = MqttLeases(server)
+    try:
+        a, b = leases.lease(), leases.lease()
+        assert a.isolation == b.isolation == "acl" and a.user != b.user
+        la, lb = Listener(a.client()), Listener(b.client())
+        la.subscribe("#")
+        lb.subscribe("#")
+        _publish(lb.client, b.topic("x"), b"1")
+        _publish(lb.client, a.topic("intrusion"), b"denied")
+        wait_until(lambda: lb.topics() == [b.topic("x")], timeout=5, what="b's own message")
+        _publish(la.client, a.topic("mine"), b"2")
+        wait_until(lambda: la.topics() == [a.topic("mine")], timeout=5, what="a's own message only")
+        assert lb.topics() == [b.topic("x")]
+        leases.release(a)
+        leases.release(b)
+    finally:
+        leases.close()
+    no_password_on_command_lines(server.password)
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    assert server.password not in ps
+
+
+def test_mqtt_in_a_container_isolates_namespaces_and_leaves_nothing(settings_for) -> None:  # type: ignore[no-untyped-def]
+    image = _mqtt_image()
+    if image is None:
+        pytest.skip(f"no podman, or no {MQTT_TEST_IMAGE} image (scripts/build-local-images.sh mosquitto)")
+    settings = settings_for(mqtt__backend="container", mqtt__image=image)
+    context = _context(settings)
+    with ServiceStack(settings, context) as stack:
+        started = time.perf_counter()
+        server = stack.start(["mqtt"])["mqtt"]
+        took = time.perf_counter() - started
+        assert isinstance(server, MqttServer)
+        assert server.instance.extra.get("granted") is True and took < 10, took
+        # the broker's log reaches `podman logs` at once (its stdout is block-buffered: empty for a while)
+        logs = subprocess.run(["podman", "logs", server.instance.container or ""], capture_output=True, text=True)
+        assert "mosquitto version" in logs.stdout + logs.stderr
+        # Granting changes the account's own role: the plugin disconnects the account before answering, and the
+        # grant is answered on a second connection at once (it used to wait for the readiness check's timeout).
+        account = server.client(reconnect_on_failure=False)
+        revoke = {"command": "removeRoleACL", "rolename": "admin", "acltype": "publishClientSend", "topic": "#"}
+        with pytest.raises(ConnectionError, match="closed the connection"):
+            control(account, [revoke])  # revoking is a change of the account's role too
+        close_client(account)
+        started = time.perf_counter()
+        server._grant_admin(timeout=10)
+        assert time.perf_counter() - started < 5
+        _container_round(server)
+        assert _labelled_containers(context.run_id) == [server.instance.container]
+        instance_dir = context.instance_dir(server.instance.name)
+    assert _labelled_containers(context.run_id) == []
+    assert not instance_dir.exists()
+    assert Registry(context).instances(context.run_id) == []
+
+
+def test_mqtt_container_is_reaped_after_its_owner_is_killed(settings_for, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    image = _mqtt_image()
+    if image is None:
+        pytest.skip(f"no podman, or no {MQTT_TEST_IMAGE} image (scripts/build-local-images.sh mosquitto)")
+    settings = settings_for(mqtt__backend="container", mqtt__image=image)
+    child = textwrap.dedent(
+        f"""
+        import os, sys, time
+        sys.path.insert(0, {str(ROOT)!r})
+        from testlane.core.config import load_settings
+        from testlane.core.runtime import RunContext
+        from testlane.services.stack import ServiceStack
+        overrides = {{"data_dir": {settings.data_dir!r}, "mqtt.backend": "container", "mqtt.image": {image!r}}}
+        settings = load_settings(environ={{}}, overrides=overrides)
+        context = RunContext.from_settings(settings, owner=os.getpid())
+        stack = ServiceStack(settings, context, die_with_parent=False)
+        server = stack.start(["mqtt"])["mqtt"]
+        print(context.run_id, server.instance.container, context.instance_dir(server.instance.name), flush=True)
+        time.sleep(600)
+        """
+    )
+    owner = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        assert owner.stdout is not None
+        line = owner.stdout.readline().split()
+        assert len(line) == 3, "the owner did not start the container"
+        run_id, container, instance_dir = line
+        assert _labelled_containers(run_id) == [container]
+    finally:
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+    report = reap(_context(settings))
+    assert [i.engine for i in report.stopped] == ["mqtt"]
+    assert _labelled_containers(run_id) == []
+    assert not Path(instance_dir).exists()

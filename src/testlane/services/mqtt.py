@@ -273,10 +273,18 @@ def handshake(host: str, port: int, user: str | None, password: str | None, time
 
 def control(client: mqtt.Client, commands: Sequence[dict[str, Any]], *, timeout: float = 5.0) -> list[dict[str, Any]]:
     """Send ``commands`` to the dynamic-security plugin on ``client`` (connected, loop running, allowed
-    on ``$CONTROL``) and return its responses. Raises ``TimeoutError`` when no response comes."""
+    on ``$CONTROL``) and return its responses. Raises ``TimeoutError`` when no response comes, and
+    ``ConnectionError`` as soon as the broker closes the connection first (the plugin disconnects every client
+    of a role it changes, the sender's own included: its answer is lost)."""
     key = secrets.token_hex(8)
     answered = threading.Event()
     found: list[dict[str, Any]] = []
+    previous_disconnect = client.on_disconnect
+
+    def on_disconnect(*args: Any) -> None:
+        answered.set()
+        if previous_disconnect is not None:
+            previous_disconnect(*args)
 
     def on_response(_c: Any, _u: Any, message: Any) -> None:
         try:
@@ -289,6 +297,7 @@ def control(client: mqtt.Client, commands: Sequence[dict[str, Any]], *, timeout:
 
     response_topic = f"{CONTROL_TOPIC}/response"
     client.message_callback_add(response_topic, on_response)
+    client.on_disconnect = on_disconnect
     try:
         subscribed = threading.Event()
         previous = client.on_subscribe
@@ -301,7 +310,10 @@ def control(client: mqtt.Client, commands: Sequence[dict[str, Any]], *, timeout:
         client.publish(CONTROL_TOPIC, json.dumps(payload), qos=1)
         if not answered.wait(timeout):
             raise TimeoutError(f"the dynamic-security plugin did not answer within {timeout:g}s")
+        if not found:
+            raise ConnectionError("the broker closed the connection before the dynamic-security plugin answered")
     finally:
+        client.on_disconnect = previous_disconnect
         client.message_callback_remove(response_topic)
     return found
 
@@ -347,16 +359,26 @@ class MqttServer(Server):
             self._grant_admin(timeout)
 
     def _grant_admin(self, timeout: float) -> None:
-        # `mosquitto_ctrl dynsec init` gives its account the plugin's control topic only: the other topics
-        # are granted here, once (a repeated grant answers "already exists").
-        client = self.client()
-        try:
-            commands = [{"command": "addRoleACL", "rolename": ADMIN_ROLE, "priority": -1, **acl} for acl in ADMIN_ACLS]
-            # and nobody else receives anything unless granted (the init's default lets everyone receive)
-            access = [{"acltype": "publishClientReceive", "allow": False}]
-            control(client, [*commands, {"command": "setDefaultACLAccess", "acls": access}], timeout=timeout)
-        finally:
-            close_client(client)
+        # `mosquitto_ctrl dynsec init` does not give its account every topic (publishing to `#` is missing):
+        # the rest is granted here, once (a repeated grant answers "already exists"). Changing the account's
+        # own role makes the plugin disconnect the account's client before it answers: then the grant is sent
+        # again on a new connection, where it changes nothing and is answered (without that, every container
+        # start waited for the readiness check's timeout and a second check).
+        commands = [{"command": "addRoleACL", "rolename": ADMIN_ROLE, "priority": -1, **acl} for acl in ADMIN_ACLS]
+        # and nobody else receives anything unless granted (the init's default lets everyone receive)
+        access = [{"acltype": "publishClientReceive", "allow": False}]
+        commands.append({"command": "setDefaultACLAccess", "acls": access})
+        for attempt in (1, 2):
+            # no reconnection after the plugin's disconnection (paho waits a second first, and close_client too)
+            client = self.client(reconnect_on_failure=False)
+            try:
+                control(client, commands, timeout=timeout)
+                break
+            except ConnectionError:
+                if attempt == 2:
+                    raise
+            finally:
+                close_client(client)
         self.instance.extra["granted"] = True
 
     def env(self) -> dict[str, str]:

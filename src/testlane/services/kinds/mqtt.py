@@ -29,7 +29,10 @@ __all__ = ["MOSQUITTO_SCRIPT", "MqttKind"]
 # The official image: its entry point runs this as root; mosquitto drops to its `mosquitto` user. The
 # run's account is made by `mosquitto_ctrl dynsec init`, which reads the password twice from standard input
 # (printf is a shell builtin: the password is on no command line); the account's role gets every topic at
-# the first readiness check (MqttServer.ping).
+# the first readiness check (MqttServer.ping). The log goes to stderr: the broker's stdout is block-buffered when
+# it is not a terminal, so `podman logs` (the tail a failed start shows) would stay empty until it exits. The
+# security file (the account's hash) is made 0600 (mosquitto_ctrl writes it 0644) and owned by the broker's user
+# (uid 1883 in the official image and the local one), which the broker, started as root, drops to.
 MOSQUITTO_SCRIPT = (
     "set -e\n"
     "d=/mosquitto/data\n"
@@ -42,10 +45,11 @@ MOSQUITTO_SCRIPT = (
     "allow_anonymous false\n"
     "persistence false\n"
     "set_tcp_nodelay true\n"
-    "log_dest stdout\n"
+    "log_dest stderr\n"
     "plugin /usr/lib/mosquitto_dynamic_security.so\n"
     "plugin_opt_config_file $d/dynamic-security.json\n"
     "EOF\n"
+    "chmod 600 $d/dynamic-security.json\n"
     "chown -R mosquitto:mosquitto $d\n"
     "exec mosquitto -c /mosquitto/config/mosquitto.conf\n"
 )
