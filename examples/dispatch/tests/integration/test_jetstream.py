@@ -33,7 +33,7 @@ from testlane.seams.jetstream import assert_redelivered_after_death, work_queue
 
 EXAMPLE = Path(__file__).resolve().parents[2]
 ACK_WAIT = 1.0  # seconds a worker may hold a job unacknowledged (the tests' setting; production: 30 s)
-REDELIVERY_DEADLINE = 8.0  # well past ACK_WAIT, well short of JetStream's 30 s default
+REDELIVERY_DEADLINE = 5.0  # well past ACK_WAIT, well short of JetStream's 30 s default
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ async def test_a_job_published_while_both_workers_wait_goes_to_one(
     workers = [await make_job_worker(name, queue, on_delivery=recorder(deliveries)) for name in ("a", "b")]
     for worker in workers:
         await worker.subscribe()
-    pulls = [asyncio.create_task(w.process_once(3.0)) for w in workers]  # both pull requests wait
+    pulls = [asyncio.create_task(w.process_once(1.5)) for w in workers]  # both pull requests wait
 
     async def both_waiting() -> bool:
         names = {w.consumer_name() for w in workers}
