@@ -181,10 +181,10 @@ def test_competing_consumers_each_job_exactly_once(vhost: Vhost) -> None:
 
 
 def test_competing_consumers_report_a_handler_that_crashed_mid_job(vhost: Vhost) -> None:
-    crashed: list[bytes] = []
+    crashed: list[str] = []
 
-    def crashes_on_job_3(body: bytes) -> None:
-        if body == b"job-3" and not crashed:
+    def crashes_on_job_3(body: str) -> None:  # the handler gets text, as the docs and failures speak it
+        if body == "job-3" and not crashed:
             crashed.append(body)
             raise RuntimeError("handler crashed")
 
@@ -198,6 +198,12 @@ def test_competing_consumers_report_a_handler_that_crashed_mid_job(vhost: Vhost)
     )
     assert "job-3 (redelivered)" in message
     assert "consumer a received" in message and "consumer b received" in message
+
+
+def test_the_handler_receives_each_body_as_text(vhost: Vhost) -> None:
+    seen: list[object] = []
+    assert_exactly_once(vhost, messages=4, handler=seen.append)
+    assert sorted(seen) == ["job-1", "job-2", "job-3", "job-4"]  # str, like Deliveries and body=
 
 
 def test_a_consumer_that_dies_holding_a_message_has_it_redelivered_once(vhost: Vhost) -> None:

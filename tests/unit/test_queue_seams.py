@@ -94,3 +94,26 @@ def test_wait_for_async_times_out() -> None:
 
     with pytest.raises(WaitTimeout, match="0 arrived"):
         asyncio.run(main())
+
+
+def test_the_rabbitmq_consumer_hands_its_handler_the_body_as_text() -> None:
+    # What a user writes from the docs: a handler comparing to "job-3" must fire (no broker needed: the
+    # consumer's delivery callback is driven directly, as pika would).
+    from types import SimpleNamespace
+
+    from testlane.seams.rabbitmq import Consumer
+
+    fired: list[object] = []
+    acked: list[int] = []
+
+    def handler(body: str) -> None:
+        if body == "job-3":
+            fired.append(body)
+
+    log = Deliveries()
+    consumer = Consumer(object(), "q", "a", log, handler=handler)
+    channel = SimpleNamespace(basic_ack=acked.append)
+    for tag, body in enumerate([b"job-2", b"job-3"], start=1):
+        consumer._on_message(channel, SimpleNamespace(delivery_tag=tag, redelivered=False), None, body)
+    assert fired == ["job-3"]
+    assert acked == [1, 2] and [d.body for d in log.all] == ["job-2", "job-3"]

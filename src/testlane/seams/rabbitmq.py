@@ -5,9 +5,12 @@ Built on :mod:`testlane.seams.queue` (every consumer records what it received in
 
 * :class:`Consumer` — a consumer on its own connection in a thread (prefetch 1, manual acks): it
   records each message (with RabbitMQ's ``redelivered`` flag), calls ``handler(body)`` — the code under
-  test — and acks after it (``ack_before_handling=True`` is the classic bug, for showing what the seams
-  catch). ``hold=True`` keeps the message unacked until :meth:`Consumer.kill` (its TCP connection shut
-  down under pika, as when its process dies) or :meth:`Consumer.stop`.
+  test, a ``Callable[[str], object]`` called with the message body decoded as UTF-8 (``"job-3"``, the
+  same text ``body=`` arguments, :class:`~testlane.seams.queue.Deliveries` and failure messages use;
+  what it returns is ignored, an exception it raises kills the consumer) — and acks after it
+  (``ack_before_handling=True`` is the classic bug, for showing what the seams catch). ``hold=True``
+  keeps the message unacked until :meth:`Consumer.kill` (its TCP connection shut down under pika, as
+  when its process dies) or :meth:`Consumer.stop`.
 * :class:`ConsumerProcess` — the same in a child process, to be killed with
   :func:`~testlane.seams.kill.kill_process`.
 * :func:`assert_exactly_once` — (a) two consumers on one queue: each message handled exactly once.
@@ -50,6 +53,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Consumer",
     "ConsumerProcess",
+    "Handler",
     "assert_exactly_once",
     "assert_redelivered_after_death",
     "assert_slow_consumer_redelivered",
@@ -57,7 +61,12 @@ __all__ = [
     "publish",
 ]
 
-Handler = Callable[[bytes], object]
+Handler = Callable[[str], object]
+"""``handler(body: str) -> object``: the code under test, called with the message body decoded as UTF-8."""
+
+
+def _text(body: bytes) -> str:
+    return body.decode("utf-8", "replace")
 
 
 def _params(target: Any) -> pika.ConnectionParameters:
@@ -104,7 +113,10 @@ def publish(target: Any, queue: str, bodies: Iterable[bytes | str]) -> None:
 
 
 class Consumer:
-    """A pika consumer in a thread, recording into ``deliveries`` as ``name`` (see module docstring)."""
+    """A pika consumer in a thread, recording into ``deliveries`` as ``name`` (see module docstring).
+
+    ``handler(body: str)`` gets each message body decoded as UTF-8 (``"job-3"``, as in ``Deliveries``);
+    the message is acked after it returns, and an exception it raises makes the consumer die unacked."""
 
     def __init__(
         self,
@@ -186,7 +198,7 @@ class Consumer:
             return
         if self.handler is not None:
             try:
-                self.handler(body)
+                self.handler(_text(body))
             except Exception as exc:  # the handler crashed: the consumer dies as its process would
                 self.failed = exc
                 self.killed_at = time.monotonic()
@@ -337,7 +349,9 @@ def assert_exactly_once(
     timeout: float = 10.0,
 ) -> Deliveries:
     """(a) ``consumers`` compete on one queue of ``target`` (a ``rabbitmq_vhost``); ``messages`` jobs
-    (``job-1``...) are published; each must be received exactly once. Waits until every job arrived, was
+    (``job-1``...) are published; each must be received exactly once. ``handler(body: str)`` is the code
+    under test, called by each consumer with the body as text (``"job-3"``) before it acks; raising
+    kills that consumer (its message is redelivered to another). Waits until every job arrived, was
     acked and the queue is empty (so a redelivery cannot still come), then asserts; returns the log."""
     __tracebackhide__ = True
     deliveries = Deliveries()

@@ -39,6 +39,7 @@ from urllib.parse import quote
 from testlane.core.config import RabbitMqSettings
 from testlane.core.errors import BinaryNotFoundError, ServiceError
 from testlane.services.base import Launch, Server
+from testlane.services.binaries import VERSION_TOKEN
 from testlane.services.credentials import new_password, write_private
 from testlane.services.ports import PortReservation, reserve_port
 from testlane.services.process_engine import ProcessEngine
@@ -65,35 +66,89 @@ START_SCRIPT = (
 
 
 def find_rabbitmq(binary: str = "") -> tuple[Path, Path]:
-    """``rabbitmq-server`` (``rabbitmq.binary``, else Debian's) and ``epmd``; raises
-    :class:`BinaryNotFoundError` naming the key."""
-    server = Path(binary or DEFAULT_BINARY)
+    """``rabbitmq-server`` (``rabbitmq.binary``, else Debian's) and ``epmd``, both checked: the server is
+    the ``rabbitmq-server`` script of a RabbitMQ installation (``.../rabbitmq_server-<version>/sbin``, its
+    ``rabbitmq-env`` and ``rabbitmqctl`` next to it: running it to ask would start a node), epmd is
+    Erlang's port mapper (its usage says so). Raises :class:`BinaryNotFoundError` naming the key."""
+    server = Path(binary).expanduser() if binary else Path(DEFAULT_BINARY)
+    hint = (
+        "install it (apt-get install -y rabbitmq-server), or set rabbitmq.binary to "
+        "the rabbitmq-server script (e.g. /usr/lib/rabbitmq/bin/rabbitmq-server); or use "
+        'rabbitmq.backend = "container" or "url".'
+    )
     if not server.is_file():
         raise BinaryNotFoundError(
             f"rabbitmq.binary: no rabbitmq-server at {server}."
             if binary
             else f"rabbitmq-server is not installed (looked for {server}).",
-            hint="install it (apt-get install -y rabbitmq-server), or set rabbitmq.binary to "
-            "the rabbitmq-server script (e.g. /usr/lib/rabbitmq/bin/rabbitmq-server); or use "
-            'rabbitmq.backend = "container" or "url".',
+            hint=hint,
         )
-    epmd = shutil.which("epmd") or shutil.which("epmd", path="/usr/lib/erlang/bin")
+    if not rabbitmq_version(server):
+        origin = "rabbitmq.binary" if binary else "the default"
+        real = server.resolve()
+        raise BinaryNotFoundError(
+            f"{server} ({origin}) is not a RabbitMQ server: "
+            + (f"it is {real}, " if real != server else "")
+            + "not the rabbitmq-server script of a RabbitMQ installation (rabbitmq_server-<version>/sbin, "
+            "with rabbitmq-env and rabbitmqctl next to it).",
+            hint="set rabbitmq.binary to the rabbitmq-server script (e.g. /usr/lib/rabbitmq/bin/rabbitmq-server), "
+            "or leave it empty for the system package's."
+            if binary
+            else hint,
+        )
+    epmd = shutil.which("epmd", path=START_PATH) or shutil.which("epmd", path="/usr/lib/erlang/bin")
     if epmd is None:
         raise BinaryNotFoundError(
-            "epmd (Erlang's port mapper) not found next to rabbitmq-server.",
+            "epmd (Erlang's port mapper, which the RabbitMQ node needs) not found on PATH "
+            f"({START_PATH}) or in /usr/lib/erlang/bin.",
             hint='install erlang-base, or use rabbitmq.backend = "container" or "url".',
         )
+    _check_epmd(Path(epmd))
     if shutil.which("setpriv") is None:
         raise BinaryNotFoundError("setpriv (util-linux) not found.", hint="install util-linux.")
     return server, Path(epmd)
 
 
+# The node's PATH (its start script finds erl and epmd there): the epmd testlane starts is the one it uses.
+START_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def _check_epmd(epmd: Path) -> None:
+    """``epmd -help`` prints Erlang's usage (and exits 1): anything else is not the port mapper."""
+    try:
+        proc = subprocess.run([str(epmd), "-help"], capture_output=True, text=True, timeout=10, check=False)
+        out = proc.stdout + proc.stderr
+    except (OSError, subprocess.SubprocessError) as exc:
+        out, failed = "", f"`epmd -help` failed: {exc}"
+    else:
+        failed = ""
+    if "usage: epmd" not in out or "Erlang" not in out:
+        first = repr(out.splitlines()[0].strip()) if out.strip() else "nothing"
+        said = failed or f"`epmd -help` printed {first}"
+        raise BinaryNotFoundError(
+            f"{epmd} (epmd on PATH, which the RabbitMQ node needs) is not Erlang's port mapper: {said}.",
+            hint="install erlang-base (the epmd of the Erlang rabbitmq-server runs on), "
+            'or use rabbitmq.backend = "container" or "url".',
+        )
+
+
 def rabbitmq_version(server: Path) -> str:
-    """The installed version, from the package layout (``/usr/lib/rabbitmq/lib/rabbitmq_server-X``)."""
-    for base in (server.resolve().parent.parent, Path("/usr/lib/rabbitmq")):
-        found = sorted((base / "lib").glob("rabbitmq_server-*")) if (base / "lib").is_dir() else []
-        if found:
-            return found[-1].name.split("-", 1)[1]
+    """The version of the RabbitMQ installation ``server`` is the ``rabbitmq-server`` script of (its real
+    path ``.../rabbitmq_server-X/sbin/rabbitmq-server``, or ``<dir>/rabbitmq-server`` with
+    ``<dir>/../lib/rabbitmq_server-X``); ``""`` when it is not one."""
+    real = server.resolve()
+    if real.name != "rabbitmq-server" or not real.is_file():
+        return ""
+    if not all((real.parent / sibling).is_file() for sibling in ("rabbitmq-env", "rabbitmqctl")):
+        return ""
+    base = real.parent.parent
+    candidates = [base] if base.name.startswith("rabbitmq_server-") and real.parent.name == "sbin" else []
+    if (base / "lib").is_dir():
+        candidates += sorted((base / "lib").glob("rabbitmq_server-*"))
+    for found in reversed(candidates):
+        version = found.name.split("-", 1)[1]
+        if VERSION_TOKEN.fullmatch(version):
+            return version
     return ""
 
 
@@ -187,7 +242,7 @@ class RabbitMqServer(Server):
             probe.bind(("127.0.0.1", 0))
             ctl_port = probe.getsockname()[1]
         env = {
-            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "PATH": START_PATH,
             "HOME": str(folder / "home"),
             "LANG": "C.UTF-8",
             "LC_ALL": "C.UTF-8",
@@ -318,7 +373,7 @@ class RabbitMqLaunch(Launch):
         inst = self.instance
         erl_args = "-kernel inet_dist_use_interface {127,0,0,1} -start_epmd false"
         self.env = {
-            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "PATH": START_PATH,
             "HOME": str(self._path("home")),
             "LANG": "C.UTF-8",
             "LC_ALL": "C.UTF-8",

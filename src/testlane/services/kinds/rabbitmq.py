@@ -99,7 +99,7 @@ class RabbitMqKind(ServiceKind):
             DoctorCheck(
                 "ok",
                 "rabbitmq (local)",
-                f"RabbitMQ {rabbitmq_version(server) or '(version unknown)'} at {server}, epmd at {epmd} "
+                f"RabbitMQ {rabbitmq_version(server)} at {server}, epmd at {epmd} "
                 "(a private node: own epmd port, cookie, node name; cold start 7-12 s)",
             )
         ]
