@@ -25,6 +25,7 @@ import pytest
 from testlane.core.config import load_settings
 from testlane.core.runtime import RunContext, default_data_root
 from testlane.core.waiting import wait_until
+from testlane.reports.context import READ_LINES, excerpt, read_log_since
 from testlane.seams.rabbitmq import (
     assert_exactly_once,
     assert_redelivered_after_death,
@@ -237,6 +238,20 @@ def test_a_slow_consumer_past_consumer_timeout_loses_its_message(vhost: Vhost) -
     assert "PRECONDITION_FAILED" in repr(deliveries.slow_closed_by) or "406" in repr(deliveries.slow_closed_by)  # type: ignore[attr-defined]
     # the node's setting is back: a new channel keeps its message past the short deadline
     assert "consumer_timeout" not in vhost.server.rabbitmqctl("eval", "application:get_all_env(rabbit).")
+
+
+def test_the_node_logs_plain_text_and_a_failing_test_sees_only_its_errors(node: RabbitMqServer, vhost: Vhost) -> None:
+    import pika
+
+    log = Path(str(node.instance.log_path))
+    offset = log.stat().st_size
+    with node.connect(vhost.name) as conn, pytest.raises(pika.exceptions.ChannelClosedByBroker):
+        conn.channel().queue_declare("tl_no_such_queue", passive=True)
+    wait_until(lambda: b"tl_no_such_queue" in log.read_bytes()[offset:], timeout=10, what="the node to log it")
+    assert b"\x1b" not in log.read_bytes()  # log.console.use_colors = off, from the boot on
+    shown = excerpt(read_log_since(log, offset, READ_LINES), 24)
+    assert shown and all("[error]" in line for line in shown), shown
+    assert any("no queue 'tl_no_such_queue'" in line for line in shown), shown
 
 
 def test_the_system_node_and_epmd_are_untouched(node: RabbitMqServer, system_before: dict[str, object]) -> None:

@@ -290,6 +290,38 @@ def test_read_log_since_returns_only_lines_written_after_the_offset(tmp_path: Pa
     assert read_log_since(tmp_path / "missing.log", 0, 5) == []
 
 
+RABBITMQ_WINDOW = (
+    "2026-11-30 10:49:45.855591+00:00 [info] <0.223.0> Feature flags: list of feature flags found:\n"
+    "2026-11-30 10:49:46.338483+00:00 [notice] <0.223.0> Logging: switching to configured handler(s)\n"
+    '\x1b[38;5;214m2026-11-30 10:49:50.202814+00:00 [warning] <0.633.0> Message store "x/msg_store_persistent": '
+    "rebuilding indices from scratch\x1b[0m\n"
+    "\x1b[38;5;160m2026-11-30 10:49:50.340365+00:00 [error] <0.806.0> Channel error on connection <0.797.0> "
+    "(127.0.0.1:55416 -> 127.0.0.1:42309, vhost: 'tl_x_1', user: 'tl_u'), channel 1:\x1b[0m\n"
+    "\x1b[38;5;160m2026-11-30 10:49:50.340365+00:00 [error] <0.806.0> operation queue.declare caused a channel "
+    "exception not_found: no queue 'nope' in vhost 'tl_x_1'\x1b[0m\n"
+    "2026-11-30 10:49:50.350000+00:00 [info] <0.820.0> accepting AMQP connection <0.820.0>\n"
+)
+
+
+def test_a_coloured_server_log_is_shown_as_plain_text_with_only_its_problems(tmp_path: Path) -> None:
+    # RabbitMQ colours its console log (what testlane reads): the excerpt under a failing test, the
+    # log tail of a failed start and `testlane services logs` show no escape sequences, and the
+    # node's housekeeping (feature flags, its message store rebuilt at boot) is left out.
+    from testlane.services.process import log_tail
+
+    log = tmp_path / "server.log"
+    log.write_text(RABBITMQ_WINDOW)
+    lines = read_log_since(log, 0, 100)
+    assert not any("\x1b" in line or "[38;5;" in line for line in lines), lines
+    assert "\x1b" not in log_tail(log) and "[38;5;" not in log_tail(log)
+    assert excerpt(lines, 24) == [
+        "2026-11-30 10:49:50.340365+00:00 [error] <0.806.0> Channel error on connection <0.797.0> "
+        "(127.0.0.1:55416 -> 127.0.0.1:42309, vhost: 'tl_x_1', user: 'tl_u'), channel 1:",
+        "2026-11-30 10:49:50.340365+00:00 [error] <0.806.0> operation queue.declare caused a channel "
+        "exception not_found: no queue 'nope' in vhost 'tl_x_1'",
+    ]
+
+
 def test_importing_the_reports_plugin_stays_cheap() -> None:
     import subprocess
     import sys

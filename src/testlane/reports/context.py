@@ -32,6 +32,8 @@ from typing import Any
 
 import pytest
 
+from testlane.services.process import strip_ansi
+
 __all__ = ["FailureContext", "excerpt", "read_log_since"]
 
 READ_LIMIT = 64 * 1024
@@ -40,7 +42,8 @@ offsets_key = pytest.StashKey[dict[str, tuple[str, int]]]()
 
 
 def read_log_since(path: Path, offset: int, lines: int) -> list[str]:
-    """The last ``lines`` non-blank lines written to ``path`` after byte ``offset``."""
+    """The last ``lines`` non-blank lines written to ``path`` after byte ``offset``, without terminal
+    escapes (a server that colours its log: RabbitMQ's console)."""
     try:
         size = path.stat().st_size
         if size < offset:  # rotated or truncated: read what is there
@@ -51,14 +54,18 @@ def read_log_since(path: Path, offset: int, lines: int) -> list[str]:
             data = fh.read(size - start)
     except OSError:
         return []
-    text = data.decode("utf-8", errors="replace")
+    text = strip_ansi(data.decode("utf-8", errors="replace"))
     if start > offset:  # the first line is probably cut
         text = text.split("\n", 1)[-1]
     return [line.rstrip() for line in text.splitlines() if line.strip()][-lines:]
 
 
-# A server reporting a problem: Postgres severities, MariaDB's [ERROR]/[Warning], Valkey's "#" (warning).
-_PROBLEM = re.compile(r"\b(?:ERROR|FATAL|PANIC|WARNING):\s|\[(?:ERROR|Warning)\]|^\d+:[CMSX] .*? # ")
+# A server reporting a problem: Postgres severities, MariaDB's [ERROR]/[Warning], Valkey's "#" (warning),
+# RabbitMQ's "[error] <0.806.0>" (and warning, critical...).
+_PROBLEM = re.compile(
+    r"\b(?:ERROR|FATAL|PANIC|WARNING):\s|\[(?:ERROR|Warning)\]|^\d+:[CMSX] .*? # "
+    r"|\[(?:warning|error|critical|alert|emergency)\] <\d+\.\d+\.\d+>"
+)
 # What Postgres adds to a problem, each on its own line (same prefix): kept with the problem.
 _CONTEXT = re.compile(r"\b(?:DETAIL|HINT|CONTEXT|STATEMENT|QUERY|LOCATION):\s")
 # testlane's housekeeping, not the test's doing: a server starting, listening, becoming ready, stopping.
@@ -67,6 +74,7 @@ _HOUSEKEEPING = re.compile(
     r"received \w+ shutdown request|aborting any active transactions|background worker|shutting down|checkpoint)"
     r"|Valkey is starting|Valkey version=|Configuration loaded|monotonic clock|Running mode=|Server initialized|"
     r"Ready to accept connections|Increased maximum number of open files|Memory overcommit must be enabled"
+    r"|\] <[\d.]+> (?:Feature flags:|Logging: switching|Application syslog exited|Message store .*: rebuilding)"
 )
 
 

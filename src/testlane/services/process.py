@@ -18,6 +18,7 @@ import ctypes.util
 import functools
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -38,6 +39,7 @@ __all__ = [
     "pid_alive",
     "server_environment",
     "spawn",
+    "strip_ansi",
     "terminate",
 ]
 
@@ -236,8 +238,17 @@ def terminate(
         return None
 
 
+# Terminal escape sequences (colours: RabbitMQ's console log is ``\x1b[38;5;160m...\x1b[0m``): never shown.
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+
+
+def strip_ansi(text: str) -> str:
+    """``text`` without terminal escape sequences (colours, cursor moves): a server log as plain text."""
+    return _ANSI.sub("", text) if "\x1b" in text else text
+
+
 def log_tail(path: Path | None, lines: int = 30, *, max_bytes: int = 64 * 1024) -> str:
-    """The last ``lines`` lines of a log file ("" when it does not exist)."""
+    """The last ``lines`` lines of a log file ("" when it does not exist), without terminal escapes."""
     if path is None:
         return ""
     try:
@@ -248,5 +259,5 @@ def log_tail(path: Path | None, lines: int = 30, *, max_bytes: int = 64 * 1024) 
             data = fh.read()
     except OSError:
         return ""
-    text = data.decode("utf-8", errors="replace")
+    text = strip_ansi(data.decode("utf-8", errors="replace"))
     return "\n".join(text.splitlines()[-lines:])

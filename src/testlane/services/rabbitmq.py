@@ -414,6 +414,7 @@ class RabbitMqLaunch(Launch):
                 "disk_free_limit.absolute = 10MB",
                 "log.console = true",
                 "log.console.level = warning",
+                "log.console.use_colors = off",  # plain text: the log is read into failing tests' reports
                 "log.file = false",
                 "management.tcp.ip = 127.0.0.1",
                 f"management.tcp.port = {inst.extra['management_port']}",
