@@ -3,8 +3,13 @@
 A work queue here is a stream and one durable pull consumer with explicit acks (:func:`work_queue`);
 each consumer (a worker: its own connection, as separate processes would have) fetches from that
 durable and records what it receives in a :class:`~testlane.seams.queue.Deliveries` log (a delivery
-whose ``num_delivered`` is above 1 is marked ``redelivered``). The handler is the code under test:
-``async def handler(consumer: str, msg) -> None`` does the work and acks (``await msg.ack()``).
+whose ``num_delivered`` is above 1 is marked ``redelivered``).
+
+The handler is the code under test: ``async def handler(consumer: str, msg: nats.aio.msg.Msg) -> None``
+(:data:`Handler`), called with the consumer's name (``"a"``, ``"b"``...) and nats-py's message, whose
+body ``msg.data`` is **bytes** (``msg.data.decode()`` is the text the ``bodies`` arguments, the log and
+failure messages use). It does the work and acks (``await msg.ack_sync()``); a message it does not ack
+comes back after ``ack_wait``. :func:`ack` is the plain handler.
 
 Three contracts, one helper each; every failure lists what each consumer received:
 
@@ -19,14 +24,30 @@ Three contracts, one helper each; every failure lists what each consumer receive
   fix is ``await msg.in_progress()`` (extends the deadline) while working, or a longer ``ack_wait``.
 
 ``ack_wait`` has no minimum on the server; use at least 0.5 s so a busy machine does not redeliver a
-message that is being handled normally. Example (a test in the integration lane, fixture ``jetstream``)::
+message that is being handled normally. Example (a test in the integration lane, fixture ``jetstream``;
+docs/seams.md has more)::
 
-    async def test_jobs_are_handled_once(jetstream):
-        queue = await work_queue(jetstream.connect, ack_wait=0.5)
-        try:
-            await assert_exactly_once(queue, [f"job-{i}" for i in range(10)], handle_job)
-        finally:
-            await queue.close()
+    import asyncio
+
+    from testlane.seams.jetstream import assert_exactly_once, work_queue
+
+
+    def test_jobs_are_handled_once(jetstream):
+        handled = []
+
+        async def handle_job(consumer: str, msg) -> None:  # the code under test
+            handled.append(msg.data.decode())  # msg.data is bytes
+            await msg.ack_sync()  # after the work
+
+        async def main():
+            queue = await work_queue(jetstream.connect, ack_wait=0.5)
+            try:
+                await assert_exactly_once(queue, [f"job-{i}" for i in range(10)], handle_job)
+            finally:
+                await queue.close()
+
+        asyncio.run(main())
+        assert sorted(handled) == sorted(f"job-{i}" for i in range(10))
 """
 
 from __future__ import annotations
@@ -58,6 +79,8 @@ __all__ = [
 ]
 
 Handler = Callable[[str, "nats.aio.msg.Msg"], Awaitable[None]]
+"""``async def handler(consumer: str, msg: nats.aio.msg.Msg) -> None``: the consumer's name and the message
+(body ``msg.data``, bytes); it works and acks (``await msg.ack_sync()``)."""
 Connect = Callable[[], Awaitable["nats.aio.client.Client"]]
 
 

@@ -25,6 +25,20 @@ Built on :mod:`testlane.seams.queue` (every consumer records what it received in
   channels opened in that window (about a second) get the short deadline. The node checks it every
   ``channel_tick_interval``, lowered to 1 s on testlane's node (default 60 s). Not on the ``url`` and
   ``container`` backends.
+
+Example (a test in the integration lane, fixture ``rabbitmq_vhost``; docs/seams.md has more)::
+
+    from testlane.seams.rabbitmq import assert_exactly_once
+
+
+    def test_each_job_is_handled_once(rabbitmq_vhost):
+        handled = []
+
+        def handle_job(body: str) -> None:  # the code under test: the body as text
+            handled.append(body)
+
+        assert_exactly_once(rabbitmq_vhost, messages=10, handler=handle_job)
+        assert sorted(handled) == sorted(f"job-{i}" for i in range(1, 11))
 """
 
 from __future__ import annotations
