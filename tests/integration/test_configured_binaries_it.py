@@ -90,3 +90,24 @@ def test_a_server_that_exits_at_start_is_reported_without_naming_a_deleted_log(
     assert [path for path in named if not Path(path).exists()] == [], out
     entries = [p.name for p in (cache_dir / "mariadb").iterdir() if p.is_dir()]
     assert entries and all(name.startswith("10.11.6-") for name in entries), entries  # the version token only
+
+
+def test_rabbitmq_binary_that_is_not_rabbitmq_server_is_one_error_naming_the_key(
+    project: Path, data_dir: Path, cache_dir: Path
+) -> None:
+    # `rabbitmq.binary = "/usr/bin/true"` used to start "a node" that exited 0 without a log; doctor said ok
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "demo"\nversion = "0"\n\n'
+        '[tool.testlane]\nservices = ["rabbitmq"]\n\n[tool.testlane.rabbitmq]\nbinary = "/usr/bin/true"\n'
+    )
+    (project / "test_x.py").write_text("def test_x(rabbitmq):\n    assert rabbitmq\n")
+    env = clean_env({"TESTLANE_DATA_DIR": str(data_dir), "TESTLANE_CACHE_DIR": str(cache_dir)})
+    result = run_cli(["run", "--", "-q", "-p", "no:cacheprovider"], cwd=project, env=env)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out
+    assert out.count("/usr/bin/true (rabbitmq.binary) is not a RabbitMQ server") == 1, out
+    assert "did not start" not in out and "exited with code" not in out and "Traceback" not in out, out
+    doctor = run_cli(["doctor"], cwd=project, env=env)
+    lines = [line for line in (doctor.stdout + doctor.stderr).splitlines() if "rabbitmq (local)" in line]
+    assert doctor.returncode != 0 and lines and lines[0].startswith("FAIL"), doctor.stderr
+    assert "rabbitmq.binary" in lines[0] and "RabbitMQ 3." not in lines[0], doctor.stderr
