@@ -6,6 +6,7 @@ fixtures it names (``rabbitmq_vhost``, ``jetstream``: testlane's own, as a user'
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,66 @@ def test_each_broker_has_its_own_complete_section_with_runnable_examples() -> No
     # each handler's signature and argument type is stated
     assert "`handler(body: str) -> object`" in section("Queues: RabbitMQ")
     assert "`msg.data`, **bytes**" in section("Queues: JetStream")
+
+
+def output_blocks(heading: str) -> list[str]:
+    """The section's plain code blocks (no language): the failure messages it shows."""
+    blocks: list[tuple[str, list[str]]] = []
+    inside = False
+    for line in section(heading).split("\n"):
+        if line.startswith("```"):
+            if not inside:
+                blocks.append((line[3:], []))
+            inside = not inside
+        elif inside:
+            blocks[-1][1].append(line)
+    plain = ["\n".join(lines) + "\n" for language, lines in blocks if language == ""]
+    assert all(block.startswith("expected ") for block in plain), plain
+    return plain
+
+
+CONSUMER_LINE = re.compile(r"^  consumer (\S+) received (\d+): (.*)$")
+REDELIVERED = re.compile(r"^expected (\S+) to reach (\S+), then to be redelivered (\d+) time\(s\) to (\S+), but")
+ONCE = re.compile(r"^expected each of (\d+) messages to be delivered exactly once, but")
+
+
+def _failure_for(block: str) -> str:
+    """What testlane.seams.queue says for the deliveries ``block`` lists (rebuilt from its own lines)."""
+    from testlane.seams.queue import Deliveries, assert_delivered_once, assert_redelivered
+
+    head, *lines = block.rstrip("\n").split("\n")
+    deliveries = Deliveries()
+    for line in lines:
+        match = CONSUMER_LINE.match(line)
+        assert match, f"not a consumer line: {line!r}"
+        name, count, items = match.groups()
+        bodies = [] if items == "nothing" else items.split(", ")
+        assert len(bodies) == int(count), line
+        for body in bodies:
+            deliveries.record(name, body.removesuffix(" (redelivered)"), redelivered=body.endswith("(redelivered)"))
+    with pytest.raises(AssertionError) as failure:
+        if match := REDELIVERED.match(head):
+            body, first, times, then = match.groups()
+            assert_redelivered(deliveries, body, first=first, then=then, times=int(times))
+        else:
+            once = ONCE.match(head)
+            assert once, f"an output block that is no seam's failure: {head!r}"
+            jobs = sorted({d.body for d in deliveries.all}, key=lambda job: int(job.rsplit("-", 1)[1]))
+            assert len(jobs) == int(once.group(1)), head
+            assert_delivered_once(deliveries, jobs)
+    return str(failure.value)
+
+
+OUTPUTS = [
+    pytest.param(block, id=f"{heading}#{n}") for heading in SECTIONS for n, block in enumerate(output_blocks(heading))
+]
+
+
+@pytest.mark.parametrize("block", OUTPUTS)
+def test_each_failure_shown_is_what_the_seams_say_for_those_deliveries(block: str) -> None:
+    # The failures shown come from broker runs whose interleaving varies; each must be word for word what
+    # the assertion says for the deliveries it lists.
+    assert _failure_for(block) == block.rstrip("\n")
 
 
 @pytest.mark.parametrize(("heading", "name"), CASES)
