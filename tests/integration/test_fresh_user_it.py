@@ -1,0 +1,49 @@
+"""A fresh user's reports, working from the docs: `services env` with some services started, a failed start
+under plain `pytest --it`, SIGKILL of `testlane run` while broker-using tests run, `mqtt.client()`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import clean_env, leftovers, run_cli, server_processes
+
+pytest.importorskip("paho.mqtt")
+pytestmark = pytest.mark.timeout(300)
+
+MAPPED = """
+[tool.testlane]
+services = ["nats", "mqtt"]
+
+[tool.testlane.env]
+NATS_URL = "{nats.url}"
+MQTT_URL = "{mqtt.url}"
+MQTT_PREFIX = "{mqtt.topic_prefix}"
+"""
+
+
+def test_services_env_prints_what_the_running_services_give_and_names_what_it_left_out(
+    project: Path, data_dir: Path
+) -> None:
+    (project / "pyproject.toml").write_text((project / "pyproject.toml").read_text() + MAPPED)
+    env = clean_env({"TESTLANE_DATA_DIR": str(data_dir)})
+    started = run_cli(["services", "start", "mqtt"], cwd=project, env=env)
+    assert started.returncode == 0, started.stderr
+    try:
+        exported = run_cli(["services", "env"], cwd=project, env=env)
+    finally:
+        stopped = run_cli(["services", "stop"], cwd=project, env=env)
+    assert exported.returncode == 0, exported.stderr
+    names = {line.removeprefix("export ").split("=", 1)[0] for line in exported.stdout.splitlines()}
+    assert {"TESTLANE_MQTT_URL", "MQTT_URL", "MQTT_PREFIX", "TESTLANE_SERVICES_FILE"} <= names
+    assert "NATS_URL" not in names and "TESTLANE_NATS_URL" not in names
+    # as documented (docs/configuration.md): no run id or owner pid for detached services
+    assert not names & {"TESTLANE_RUN_ID", "TESTLANE_OWNER_PID"}
+    notes = [line for line in exported.stderr.splitlines() if "NATS_URL" in line]
+    assert len(notes) == 1, exported.stderr
+    assert "not running" in notes[0] and "testlane services start nats" in notes[0]
+    assert "Traceback" not in exported.stderr
+    assert stopped.returncode == 0
+    assert server_processes(data_dir) == []
+    assert leftovers(data_dir) == []
