@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import clean_env, leftovers, run_cli, server_processes
+from tests.helpers import clean_env, inner_pyproject, leftovers, run_cli, run_inner, server_processes
 
 pytest.importorskip("paho.mqtt")
 pytestmark = pytest.mark.timeout(300)
@@ -47,3 +47,30 @@ def test_services_env_prints_what_the_running_services_give_and_names_what_it_le
     assert stopped.returncode == 0
     assert server_processes(data_dir) == []
     assert leftovers(data_dir) == []
+
+
+CLIENT_TESTS = """
+def test_used_as_documented(mqtt):
+    with mqtt.client() as client:
+        client.publish(mqtt.topic_prefix + "hello", b"hi", qos=1).wait_for_publish(timeout=5)
+    assert not client.is_connected()
+
+
+def test_left_open(mqtt):
+    mqtt.client()
+"""
+
+
+def test_the_session_brokers_client_is_a_context_manager_and_leaks_nothing(
+    pytester: pytest.Pytester, inner_env: Path
+) -> None:
+    pytester.makefile(".toml", pyproject=inner_pyproject(services='["mqtt"]', testlane='discipline.leaks = "fail"\n'))
+    pytester.makepyfile(test_client_it=CLIENT_TESTS)
+    result = run_inner(pytester, "-v")
+    out = result.stdout.str() + result.stderr.str()
+    # the leak check sees an open client (so it would see one the `with` left) ...
+    assert "left running: thread 'paho-mqtt-client-" in out
+    # ... and reports none for the documented use
+    assert [line for line in out.splitlines() if "left running" in line and "test_used_as_documented" in line] == []
+    assert "test_used_as_documented PASSED" in out and "teardown of test_used_as_documented" not in out
+    assert not [p for p in server_processes(inner_env) if "mosquitto" in p.name()]
