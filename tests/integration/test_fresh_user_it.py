@@ -74,3 +74,37 @@ def test_the_session_brokers_client_is_a_context_manager_and_leaks_nothing(
     assert [line for line in out.splitlines() if "left running" in line and "test_used_as_documented" in line] == []
     assert "test_used_as_documented PASSED" in out and "teardown of test_used_as_documented" not in out
     assert not [p for p in server_processes(inner_env) if "mosquitto" in p.name()]
+
+
+@pytest.mark.parametrize(
+    ("mapping", "broken"),
+    [
+        pytest.param('MQTT_URL = "{mqtt.url}"\n', 'mqtt.binary = "/usr/bin/true"\n', id="mqtt-not-mosquitto"),
+        # mqtt starts first (in name order), then valkey's binary exits at once: mqtt must be stopped too
+        pytest.param(
+            'MQTT_URL = "{mqtt.url}"\nREDIS_URL = "{valkey.url}"\n',
+            'valkey.binary = "{fake}"\n',
+            id="valkey-exits-after-mqtt-started",
+        ),
+        pytest.param('DATABASE_URL = "{postgres.url}"\n', 'postgres.bin_dir = "{bin_dir}"\n', id="postgres-bin-dir"),
+    ],
+)
+def test_a_failed_start_under_plain_pytest_leaves_nothing(
+    pytester: pytest.Pytester, inner_env: Path, bin_dir: Path, mapping: str, broken: str
+) -> None:
+    fake = bin_dir / "valkey-server"
+    fake.write_text('#!/bin/sh\necho "Redis server v=7.2.4 sha=0 malloc=libc bits=64 build=0"\nexit 1\n')
+    fake.chmod(0o755)
+    (bin_dir / "postgres").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "postgres").chmod(0o755)
+    broken = broken.format(fake=fake, bin_dir=bin_dir)
+    pytester.makefile(
+        ".toml", pyproject=inner_pyproject(services="[]", testlane=broken + "\n[tool.testlane.env]\n" + mapping)
+    )
+    pytester.makepyfile(test_one_it="def test_one():\n    pass\n")
+    result = run_inner(pytester)
+    assert result.ret != 0
+    assert "could not prepare [tool.testlane.env]" in result.stdout.str() + result.stderr.str()
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    assert server_processes(inner_env) == []
+    assert leftovers(inner_env) == []

@@ -279,10 +279,24 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
     try:
         servers = {name: plugin.provider.get(name) for name in sorted(referenced_services(settings.env))}
         mapped = mapped_environment(settings, servers, plugin.provider.context.run_id)
-    except TestlaneError as exc:
-        raise pytest.UsageError(f"testlane could not prepare [tool.testlane.env]: {exc}") from None
+    except BaseException as exc:
+        # pytest stops before it configures anything, so no unconfigure will close the plugin: a start that
+        # failed (a bad binary, a server that exits) must leave nothing, not the run directory for `reap`.
+        _abandon(early_config, plugin)
+        if isinstance(exc, TestlaneError):
+            raise pytest.UsageError(f"testlane could not prepare [tool.testlane.env]: {exc}") from None
+        raise
     plugin.set_env(mapped)
     plugin.share_services()  # xdist workers attach to these servers instead of starting their own
+
+
+def _abandon(config: pytest.Config, plugin: TestlanePlugin) -> None:
+    """Stop what ``plugin`` started and remove its run directory (the session will not run)."""
+    try:
+        with contextlib.suppress(Exception):  # the failed start's error is the one to report
+            plugin.close()
+    finally:
+        config.pluginmanager.unregister(plugin, PLUGIN_NAME)
 
 
 @pytest.hookimpl(tryfirst=True)  # before the feature modules' configure hooks, which read the settings
