@@ -3,11 +3,22 @@ under plain `pytest --it`, SIGKILL of `testlane run` while broker-using tests ru
 
 from __future__ import annotations
 
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import clean_env, inner_pyproject, leftovers, run_cli, run_inner, server_processes
+from tests.helpers import (
+    TESTLANE,
+    clean_env,
+    inner_pyproject,
+    leftovers,
+    run_cli,
+    run_inner,
+    server_processes,
+    wait_gone,
+)
 
 pytest.importorskip("paho.mqtt")
 pytestmark = pytest.mark.timeout(300)
@@ -108,3 +119,73 @@ def test_a_failed_start_under_plain_pytest_leaves_nothing(
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
     assert server_processes(inner_env) == []
     assert leftovers(inner_env) == []
+
+
+HELD_TEST = """
+import os, pathlib
+from testlane.core.waiting import wait_until
+
+def test_held(s3_bucket, mqtt_namespace):
+    client = mqtt_namespace.client()
+    client.subscribe("#")
+    s3_bucket.client().put_object(Bucket=s3_bucket.name, Key="k", Body=b"v")
+    out = pathlib.Path(os.environ["HELD_OUT"])
+    (out / f"{os.getpid()}.partial").write_text(str(os.getppid()))
+    os.replace(out / f"{os.getpid()}.partial", out / f"{os.getpid()}.pid")
+    wait_until(lambda: False, timeout=30, what="being killed")
+"""
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["plain", "xdist"])
+def test_sigkill_of_testlane_run_stops_pytest_at_once_quietly(
+    project: Path, data_dir: Path, tmp_path: Path, workers: list[str]
+) -> None:
+    import signal
+
+    import psutil
+
+    from testlane.core.waiting import wait_until
+
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text() + '\n[tool.testlane]\nservices = ["s3", "mqtt"]\n')
+    (project / "test_held_it.py").write_text(HELD_TEST + ("\n\ndef test_other():\n    pass\n" if workers else ""))
+    out = tmp_path / "out"
+    out.mkdir()
+    log = tmp_path / "terminal.log"
+    env = clean_env({"TESTLANE_DATA_DIR": str(data_dir), "HELD_OUT": str(out)})
+    with log.open("wb") as terminal:
+        proc = subprocess.Popen(
+            [TESTLANE, "run", "--", "-q", "-p", "no:cacheprovider", *workers],
+            cwd=project,
+            env=env,
+            stdout=terminal,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until(lambda: any(out.glob("*.pid")), timeout=120, what="the test to start")
+        [pid_file] = out.glob("*.pid")
+        test_process = psutil.Process(int(pid_file.stem))
+        pytest_process = psutil.Process(int(pid_file.read_text())) if workers else test_process
+        assert pytest_process.ppid() == proc.pid
+        family = [pytest_process, *pytest_process.children(recursive=True)]
+        servers = server_processes(data_dir)
+        assert servers
+        written = log.stat().st_size
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        killed_at = time.monotonic()
+        assert wait_gone([*family, *servers], timeout=10) == []
+        took = time.monotonic() - killed_at
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert took < 3, f"pytest lived {took:.1f}s after `testlane run` was killed"
+    after = log.read_bytes()[written:].decode(errors="replace")
+    assert len(after.splitlines()) <= 1, after
+    zombies = [p for p in psutil.process_iter(["status", "cmdline"]) if p.info["status"] == psutil.STATUS_ZOMBIE]
+    assert not [p for p in zombies if p.pid in {q.pid for q in family}]
+    reaped = run_cli(["reap"], cwd=project, env=env)
+    assert reaped.returncode == 0, reaped.stderr
+    assert server_processes(data_dir) == []
+    assert leftovers(data_dir) == []
