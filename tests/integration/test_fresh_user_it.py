@@ -189,3 +189,52 @@ def test_sigkill_of_testlane_run_stops_pytest_at_once_quietly(
     assert reaped.returncode == 0, reaped.stderr
     assert server_processes(data_dir) == []
     assert leftovers(data_dir) == []
+
+
+DEAD_SERVER_TESTS = """
+import os, signal
+import pytest
+from testlane.core.waiting import wait_until
+
+FIXTURES = {
+    "mqtt": ("mqtt", "mqtt_namespace"),
+    "s3": ("s3", "s3_bucket"),
+    "nats": ("nats", "jetstream"),
+    "valkey": ("valkey", "redis_db"),
+}
+
+@pytest.mark.parametrize("kind", sorted(FIXTURES))
+def test_server_dies_under_the_lease(kind, request):
+    server_fixture, lease_fixture = FIXTURES[kind]
+    request.getfixturevalue(lease_fixture)
+    server = request.getfixturevalue(server_fixture)
+    os.kill(server.pid, signal.SIGKILL)
+    wait_until(server.gone, timeout=10, what="the server to die")
+"""
+
+DEAD_SERVER_CONFTEST = """
+import json, os
+
+def pytest_runtest_logreport(report):
+    if report.when == "teardown":
+        with open(os.environ["TEARDOWN_TIMES"], "a") as f:
+            f.write(json.dumps([report.nodeid, report.duration]) + "\\n")
+"""
+
+
+def test_a_lease_whose_server_died_is_released_at_once(
+    pytester: pytest.Pytester, inner_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    times = tmp_path / "teardowns.jsonl"
+    monkeypatch.setenv("TEARDOWN_TIMES", str(times))
+    pytester.makefile(".toml", pyproject=inner_pyproject(services='["mqtt", "s3", "nats", "valkey"]'))
+    pytester.makeconftest(DEAD_SERVER_CONFTEST)
+    pytester.makepyfile(test_dead_it=DEAD_SERVER_TESTS)
+    run_inner(pytester, "-p", "no:randomly")
+    durations = dict(json.loads(line) for line in times.read_text().splitlines())
+    assert len(durations) == 4, durations
+    slow = {test: round(took, 2) for test, took in durations.items() if took > 1.0}
+    assert slow == {}, f"releases waited for dead servers: {slow}"
+    assert server_processes(inner_env) == []

@@ -178,7 +178,9 @@ class BucketPool:
         return S3Bucket(name, self.server)
 
     def release(self, bucket: S3Bucket) -> None:
-        """Empty and delete the test's bucket in the background."""
+        """Empty and delete the test's bucket in the background (not when the server is gone)."""
+        if self.server.gone():
+            return
         self._submit(lambda: delete_bucket(self.client, bucket.name))
 
     def close(self, timeout: float = 60.0) -> None:
