@@ -200,6 +200,7 @@ FIXTURES = {
     "mqtt": ("mqtt", "mqtt_namespace"),
     "s3": ("s3", "s3_bucket"),
     "nats": ("nats", "jetstream"),
+    "postgres": ("postgres", "pg_database"),
     "valkey": ("valkey", "redis_db"),
 }
 
@@ -229,12 +230,13 @@ def test_a_lease_whose_server_died_is_released_at_once(
 
     times = tmp_path / "teardowns.jsonl"
     monkeypatch.setenv("TEARDOWN_TIMES", str(times))
-    pytester.makefile(".toml", pyproject=inner_pyproject(services='["mqtt", "s3", "nats", "valkey"]'))
+    pytester.makefile(".toml", pyproject=inner_pyproject(services='["mqtt", "s3", "nats", "postgres", "valkey"]'))
     pytester.makeconftest(DEAD_SERVER_CONFTEST)
     pytester.makepyfile(test_dead_it=DEAD_SERVER_TESTS)
-    run_inner(pytester, "-p", "no:randomly")
+    result = run_inner(pytester, "-p", "no:randomly")
+    result.assert_outcomes(passed=5)  # and no error at teardown
     durations = dict(json.loads(line) for line in times.read_text().splitlines())
-    assert len(durations) == 4, durations
+    assert len(durations) == 5, durations
     slow = {test: round(took, 2) for test, took in durations.items() if took > 1.0}
     assert slow == {}, f"releases waited for dead servers: {slow}"
     assert server_processes(inner_env) == []

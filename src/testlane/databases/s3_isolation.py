@@ -187,6 +187,9 @@ class BucketPool:
         """Wait for the deletions, delete the buckets nobody took; raise the first background error."""
         with self._lock:
             self.size = 0
+        if self.server.gone():  # its buckets went with it: nothing to wait for or delete
+            self._worker.shutdown(wait=False, cancel_futures=True)
+            return
         deadline = time.monotonic() + timeout
         for future in list(self._pending):
             future.result(timeout=max(0.0, deadline - time.monotonic()))
