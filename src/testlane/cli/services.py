@@ -12,6 +12,7 @@ from __future__ import annotations
 import shlex
 import shutil
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import click
@@ -20,7 +21,7 @@ from rich.table import Table
 
 from testlane.cli.common import CliState, console, pass_state, progress_printer
 from testlane.core.config import Settings
-from testlane.core.envmap import referenced_services
+from testlane.core.envmap import Reference, referenced_services, validate_mapping
 from testlane.core.errors import ServiceError, UnreachableError
 from testlane.core.redact import redact_url
 from testlane.core.runenv import RunEnv
@@ -191,10 +192,29 @@ def env_command(state: CliState) -> None:
     if services_file.exists():
         env.update(RunEnv(services_file=str(services_file)).to_environ())
     settings = state.settings()
-    env.update(mapped_environment(settings, {inst.name: attach(inst) for inst in detached}, detached[0].run_id))
+    servers = {inst.name: attach(inst) for inst in detached}
+    env.update(mapped_environment(settings, servers, detached[0].run_id, only_available=True))
     for key, value in env.items():
         click.echo(f"export {key}={shlex.quote(value)}")
     click.echo("# add TESTLANE_IT=1 (or pytest --it) to run the integration lane against them")
+    left_out = _left_out(settings.env, servers)
+    if left_out:
+        missing = sorted({service for services in left_out.values() for service in services})
+        click.echo(
+            f"# left out {', '.join(left_out)} ([tool.testlane.env]): their service is not running "
+            f"(start it: `testlane services start {' '.join(missing)}`)",
+            err=True,
+        )
+
+
+def _left_out(mapping: dict[str, str], running: Mapping[str, object]) -> dict[str, list[str]]:
+    """The mapped variables that refer to services not running -> those services."""
+    out: dict[str, list[str]] = {}
+    for variable, parts in validate_mapping(mapping).items():
+        missing = [p.service for p in parts if isinstance(p, Reference) and p.service not in running]
+        if missing:
+            out[variable] = sorted(set(missing))
+    return out
 
 
 def _reap_url_leftovers(settings: Settings, other_hosts_older_than: float | None) -> list[Leftover]:

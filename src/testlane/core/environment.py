@@ -74,6 +74,7 @@ EGRESS_REPORT = "TESTLANE_EGRESS_REPORT"
 
 _RUN = "`testlane run`"
 _COORD = "`testlane run`, the plugin, `testlane services env`"
+_OWNED = "`testlane run`, the plugin"
 
 VARIABLES: tuple[Variable, ...] = (
     Variable(
@@ -85,15 +86,18 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(CONFIG, "you, `testlane run`", "The pyproject.toml to read instead of searching upward (`--config`)."),
     Variable(
         RUN_ID,
-        _COORD,
-        "The run's id (8 hex characters; appears in directory and database names).",
+        _OWNED,
+        "The run's id (8 hex characters; appears in directory and database names). Not set by `testlane services "
+        "env`: each pytest session against detached services is its own run (its own test databases and leases, "
+        "cleaned up with it).",
         run_scoped=True,
         bookkeeping=True,
     ),
     Variable(
         OWNER_PID,
-        _COORD,
-        "The process that owns the run; its servers are reaped once it is gone.",
+        _OWNED,
+        "The process that owns the run; its servers are reaped once it is gone. Not set by `testlane services "
+        "env`: detached services have no owner (they run until `testlane services stop`).",
         run_scoped=True,
         bookkeeping=True,
     ),

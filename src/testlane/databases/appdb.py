@@ -58,8 +58,14 @@ def _ensure_mariadb_app_database(server: Any, run_id: str) -> str:
     return name
 
 
-def mapped_environment(settings: Settings, servers: Mapping[str, Server], run_id: str) -> dict[str, str]:
-    """``[tool.testlane.env]`` rendered for this run (creating the application databases it needs)."""
+def mapped_environment(
+    settings: Settings, servers: Mapping[str, Server], run_id: str, *, only_available: bool = False
+) -> dict[str, str]:
+    """``[tool.testlane.env]`` rendered for this run (creating the application databases it needs).
+
+    ``only_available``: leave out the variables whose services are not in ``servers`` (`testlane services
+    env` with only some services started) instead of raising ConfigError.
+    """
     if not settings.env:
         return {}
     wanted = referenced_services(settings.env)
@@ -72,7 +78,7 @@ def mapped_environment(settings: Settings, servers: Mapping[str, Server], run_id
         from testlane.databases.s3_isolation import ensure_app_bucket
 
         ensure_app_bucket(servers["s3"])  # type: ignore[arg-type]
-    return render_mapping(settings.env, servers, databases=databases)
+    return render_mapping(settings.env, servers, databases=databases, only_available=only_available)
 
 
 def drop_app_databases(servers: Mapping[str, Server], run_id: str) -> None:

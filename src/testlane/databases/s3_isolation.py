@@ -178,13 +178,18 @@ class BucketPool:
         return S3Bucket(name, self.server)
 
     def release(self, bucket: S3Bucket) -> None:
-        """Empty and delete the test's bucket in the background."""
+        """Empty and delete the test's bucket in the background (not when the server is gone)."""
+        if self.server.gone():
+            return
         self._submit(lambda: delete_bucket(self.client, bucket.name))
 
     def close(self, timeout: float = 60.0) -> None:
         """Wait for the deletions, delete the buckets nobody took; raise the first background error."""
         with self._lock:
             self.size = 0
+        if self.server.gone():  # its buckets went with it: nothing to wait for or delete
+            self._worker.shutdown(wait=False, cancel_futures=True)
+            return
         deadline = time.monotonic() + timeout
         for future in list(self._pending):
             future.result(timeout=max(0.0, deadline - time.monotonic()))

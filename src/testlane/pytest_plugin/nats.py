@@ -86,7 +86,7 @@ def _lease(request: pytest.FixtureRequest) -> Iterator[JetStreamLease]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = old
-        lease.release()
+        lease.release(reset=not server.gone())
 
 
 @pytest.fixture

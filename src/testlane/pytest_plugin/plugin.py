@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, overload
 
 import pytest
 
@@ -208,12 +209,41 @@ def _install_interrupt_handlers(config: pytest.Config) -> None:
     again by ``testlane run``): it would interrupt the clean-up and print a second traceback."""
     from testlane.core.interrupts import install_interrupt_handler
 
+    parent = os.getppid()
+    # `testlane run`'s pytest (its parent owns the run) gets SIGTERM when `testlane run` dies (PDEATHSIG)
+    started_by_run = RunEnv.current().owner_pid == parent
+
     def on_sigterm() -> None:
+        if started_by_run and os.getppid() != parent:  # reparented: `testlane run` is gone
+            _abandon_orphaned_run()
         pytest.exit("testlane: received SIGTERM; stopping the run", returncode=pytest.ExitCode.INTERRUPTED)
 
     restore = install_interrupt_handler("running the tests", on_sigterm=on_sigterm)
     if restore is not None:
         config.add_cleanup(restore)
+
+
+def _abandon_orphaned_run() -> NoReturn:
+    """``testlane run`` died (SIGKILL) and its servers with it: end this pytest now, silently.
+
+    An orderly stop would tear fixtures down against dead servers (network timeouts, tracebacks of every
+    release) and print onto a terminal whose command has already returned. Instead nothing more is
+    written, this process's xdist workers (and whatever else it started) are killed and reaped, and it
+    exits. What stays on disk belongs to the dead run: the next ``testlane reap`` (or run) removes it.
+    """
+    import psutil
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        with contextlib.suppress(OSError):
+            os.dup2(devnull, fd)
+    with contextlib.suppress(psutil.Error):
+        descendants = psutil.Process().children(recursive=True)
+        for proc in descendants:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(descendants, timeout=2)  # reaps the direct children: no zombie
+    os._exit(128 + signal.SIGTERM)
 
 
 def settings_for(config: pytest.Config) -> Settings:
@@ -279,10 +309,24 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
     try:
         servers = {name: plugin.provider.get(name) for name in sorted(referenced_services(settings.env))}
         mapped = mapped_environment(settings, servers, plugin.provider.context.run_id)
-    except TestlaneError as exc:
-        raise pytest.UsageError(f"testlane could not prepare [tool.testlane.env]: {exc}") from None
+    except BaseException as exc:
+        # pytest stops before it configures anything, so no unconfigure will close the plugin: a start that
+        # failed (a bad binary, a server that exits) must leave nothing, not the run directory for `reap`.
+        _abandon(early_config, plugin)
+        if isinstance(exc, TestlaneError):
+            raise pytest.UsageError(f"testlane could not prepare [tool.testlane.env]: {exc}") from None
+        raise
     plugin.set_env(mapped)
     plugin.share_services()  # xdist workers attach to these servers instead of starting their own
+
+
+def _abandon(config: pytest.Config, plugin: TestlanePlugin) -> None:
+    """Stop what ``plugin`` started and remove its run directory (the session will not run)."""
+    try:
+        with contextlib.suppress(Exception):  # the failed start's error is the one to report
+            plugin.close()
+    finally:
+        config.pluginmanager.unregister(plugin, PLUGIN_NAME)
 
 
 @pytest.hookimpl(tryfirst=True)  # before the feature modules' configure hooks, which read the settings

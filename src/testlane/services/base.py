@@ -134,6 +134,12 @@ class Server(Closing, ABC):
             return False
         return True
 
+    def gone(self) -> bool:
+        """True when this server is known to be down: stopped, or its process has exited (a per-test lease's
+        release skips it rather than wait out network timeouts). False when it cannot tell (no process)."""
+        pid = self.instance.pid
+        return self._stopped or (pid is not None and not pid_alive(pid, self.instance.pid_create_time))
+
     def status(self) -> str:
         """``running``, ``stopped`` or ``unresponsive`` (process alive, no answer)."""
         if self._stopped:

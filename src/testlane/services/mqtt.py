@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import glob
 import hashlib
 import importlib.util
@@ -191,12 +192,29 @@ def require_paho() -> None:
         raise ServiceError(f"{PAHO_MISSING}.", hint=PAHO_HINT)
 
 
+@functools.cache
+def _client_class() -> type[mqtt.Client]:
+    """paho's Client, usable as a context manager (paho 2's is not): ``with server.client() as c:`` disconnects
+    it and stops its network thread on exit (without that, testlane's leak check reports the thread)."""
+    import paho.mqtt.client as mqtt
+
+    class Client(mqtt.Client):
+        def __enter__(self) -> Client:
+            return self
+
+        def __exit__(self, *_exc: object) -> None:
+            close_client(self)
+
+    Client.__module__ = __name__
+    Client.__qualname__ = "Client"
+    return Client
+
+
 def _new_client(client_id: str, user: str | None, password: str | None, **kwargs: Any) -> mqtt.Client:
     require_paho()
-    import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, **kwargs)
+    client = _client_class()(CallbackAPIVersion.VERSION2, client_id=client_id, **kwargs)
     if user:
         client.username_pw_set(user, password)
     return client
@@ -347,8 +365,9 @@ class MqttServer(Server):
         return f"tl/{self.instance.run_id}/app/"
 
     def client(self, client_id: str = "", **kwargs: Any) -> mqtt.Client:
-        """A connected paho-mqtt client with the run's credentials, its loop running (``close_client(c)``,
-        or ``c.disconnect(); c.loop_stop()``, when done)."""
+        """A connected paho-mqtt client with the run's credentials, its loop running. Use it as a context
+        manager (``with mqtt.client() as c:``: disconnected and its loop stopped on exit), or call
+        ``c.disconnect(); c.loop_stop()`` when done."""
         return connect_client(
             self.host, self.port, user=self.user, password=self.password, client_id=client_id, **kwargs
         )

@@ -75,10 +75,12 @@ class JetStreamLease:
         closes it (``await client.close()``)."""
         return await connect_url(self.url, **kwargs)
 
-    def release(self) -> None:
-        """Delete what the test left (see module docstring) and give the account back."""
+    def release(self, *, reset: bool = True) -> None:
+        """Delete what the test left (see module docstring) and give the account back; ``reset=False``
+        (the server is gone): only give it back."""
         try:
-            run_sync(lambda: reset_account(self.url, self.stream_prefix if not self.account else ""), timeout=30)
+            if reset:
+                run_sync(lambda: reset_account(self.url, self.stream_prefix if not self.account else ""), timeout=30)
         finally:
             if self._fd is not None:
                 if self._lock_path is not None:

@@ -223,7 +223,9 @@ class VhostPool:
         return got
 
     def release(self, name: str) -> None:
-        """Delete ``name`` in the background."""
+        """Delete ``name`` in the background (not when the broker is gone)."""
+        if self.server.gone():
+            return
         self._put(self._DELETE, name)
 
     def close(self, *, timeout: float = 30.0) -> None:
