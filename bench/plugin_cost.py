@@ -1,6 +1,6 @@
 """What testlane's pytest plugin costs tests that use no service (issue 19).
 
-Usage: python bench/plugin_cost.py [--sizes 200 1000] [--runs 7] [--json]
+Usage: python bench/plugin_cost.py [--sizes 200 1000] [--runs 7] [--before CHECKOUT] [--json]
 
 Generated projects of N trivial tests (``def test_i(): pass``, 100 to a file) run as whole pytest
 processes, interleaved (every round runs each variant once, in a rotating order), wall time from spawn to
@@ -11,6 +11,14 @@ exit, medians of ``--runs``:
 * ``opted_in``: a ``[tool.testlane]`` table (``services = []``), the tests in the unit lane, no service
   used: lanes, the network guard, discipline (timeouts, leaks, environment, background errors) and the
   reports are all on, at their defaults.
+
+With ``--before CHECKOUT`` (a checkout of another commit, e.g. ``git worktree add /tmp/before main``), the
+``installed`` and ``opted_in`` variants also run on that checkout's ``src`` (first on ``PYTHONPATH``, so it wins
+over the editable install), interleaved with the others: ``installed_before``, ``opted_in_before``.
+
+Bytecode is cached as in any project (``PYTHONDONTWRITEBYTECODE`` is removed from the children's environment,
+and a warm-up run writes it): otherwise testlane's sources, installed editable, would be compiled in every
+process while pytest's and the other plugins' come from the bytecode their installer wrote.
 
 Per test = the slope between the two sizes; per run = the intercept (the total at N = 0); each variant's
 overhead is its figure minus the anchor's. Plugins of testlane's development environment that such a project
@@ -60,8 +68,16 @@ def write_project(root: Path, n: int, opted_in: bool) -> Path:
     return root
 
 
-def environment() -> dict[str, str]:
+BEFORE_SRC: Path | None = None  # --before: that checkout's src, for the *_before variants
+
+
+def environment(variant: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TESTLANE_", "PYTEST_"))}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.pop("PYTHONPATH", None)
+    if variant.endswith("_before"):
+        assert BEFORE_SRC is not None
+        env["PYTHONPATH"] = str(BEFORE_SRC)
     return env
 
 
@@ -74,7 +90,7 @@ def command(variant: str, python: str, extra: tuple[str, ...] = ()) -> list[str]
 
 def run_once(variant: str, root: Path, python: str) -> float:
     started = time.perf_counter()
-    proc = subprocess.run(command(variant, python), cwd=root, env=environment(), capture_output=True, text=True)
+    proc = subprocess.run(command(variant, python), cwd=root, env=environment(variant), capture_output=True, text=True)
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"{variant} in {root} exited {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
@@ -84,7 +100,11 @@ def run_once(variant: str, root: Path, python: str) -> float:
 def import_times(variant: str, root: Path, python: str) -> dict[str, int]:
     """Module -> its own import time (us) in one pytest process on ``root``."""
     proc = subprocess.run(
-        command(variant, python, ("-X", "importtime")), cwd=root, env=environment(), capture_output=True, text=True
+        command(variant, python, ("-X", "importtime")),
+        cwd=root,
+        env=environment(variant),
+        capture_output=True,
+        text=True,
     )
     own: dict[str, int] = {}
     for line in proc.stderr.splitlines():
@@ -98,17 +118,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs=2, default=[200, 1000])
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--before", type=Path, help="a checkout to compare with (its src), in the same run")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    global BEFORE_SRC, VARIANTS
+    if args.before is not None:
+        BEFORE_SRC = (args.before / "src").resolve()
+        VARIANTS = (*VARIANTS, "installed_before", "opted_in_before")
     python = sys.executable
     small, large = sorted(args.sizes)
     with tempfile.TemporaryDirectory(prefix="testlane-plugin-cost-") as tmp:
         roots = {
-            (variant, n): write_project(Path(tmp) / f"{variant}-{n}", n, variant == "opted_in")
+            (variant, n): write_project(Path(tmp) / f"{variant}-{n}", n, variant.startswith("opted_in"))
             for variant in VARIANTS
             for n in (small, large)
         }
-        for key, root in roots.items():  # warm-up: assertion-rewritten test files cached, page cache warm
+        for key, root in roots.items():  # warm-up: bytecode and assertion-rewritten test files cached
             run_once(key[0], root, python)
         times: dict[tuple[str, int], list[float]] = {key: [] for key in roots}
         keys = list(roots)
@@ -116,7 +141,9 @@ def main() -> None:
             shift = round_ % len(keys)
             for key in keys[shift:] + keys[:shift]:
                 times[key].append(run_once(key[0], roots[key], python))
-        imports = {variant: [import_times(variant, roots[(variant, small)], python) for _ in range(3)] for variant in VARIANTS}
+        imports = {
+            variant: [import_times(variant, roots[(variant, small)], python) for _ in range(3)] for variant in VARIANTS
+        }
 
     out: dict[str, object] = {"sizes": [small, large], "runs": args.runs, "disabled": list(FOREIGN)}
     fit: dict[str, tuple[float, float]] = {}
@@ -146,15 +173,15 @@ def main() -> None:
         out[f"{variant}_extra_import_ms"] = round(statistics.median(extra_totals) / 1000, 1)
         top = sorted(extra_modules.items(), key=lambda kv: -statistics.median(kv[1]))[:8]
         out[f"{variant}_top_imports"] = [f"{m} {statistics.median(v) / 1000:.1f} ms" for m, v in top]
-        out[f"{variant}_broker_clients"] = sorted(
-            m for m in extra_modules if m.split(".")[0] in BROKER_CLIENTS
-        )
+        out[f"{variant}_broker_clients"] = sorted(m for m in extra_modules if m.split(".")[0] in BROKER_CLIENTS)
     if args.json:
         print(json.dumps(out, indent=2))
         return
     print(f"{args.runs} runs each, interleaved; foreign plugins off: {', '.join(FOREIGN)}")
-    print(f"{'variant':<10} {f'{small} tests':>10} {f'{large} tests':>11} {'per test':>10} {'per run':>9}"
-          f" {'+per test':>10} {'+per run':>9} {f'ratio@{large}':>10}")
+    print(
+        f"{'variant':<16} {f'{small} tests':>10} {f'{large} tests':>11} {'per test':>10} {'per run':>9}"
+        f" {'+per test':>10} {'+per run':>9} {f'ratio@{large}':>10}"
+    )
     for variant in VARIANTS:
         extra = (
             f" {out[f'{variant}_overhead_per_test_ms']:>8.3f}ms {out[f'{variant}_overhead_per_run_s']:>8.3f}s"
@@ -163,7 +190,7 @@ def main() -> None:
             else ""
         )
         print(
-            f"{variant:<10} {out[f'{variant}_total_{small}_s']:>9.3f}s {out[f'{variant}_total_{large}_s']:>10.3f}s"
+            f"{variant:<16} {out[f'{variant}_total_{small}_s']:>9.3f}s {out[f'{variant}_total_{large}_s']:>10.3f}s"
             f" {out[f'{variant}_per_test_ms']:>8.3f}ms {out[f'{variant}_per_run_s']:>8.3f}s{extra}"
         )
     for variant in VARIANTS[1:]:
