@@ -105,7 +105,7 @@ class TestWatch:
     env: EnvSnapshot | None = None
     asyncio_errors: list[BackgroundError] = field(default_factory=list)
     wide_fixtures: list[str] = field(default_factory=list)
-    handler: logging.Handler | None = None
+    handler: _AsyncioErrors | None = None
     in_setup: bool = False
 
 
@@ -283,16 +283,34 @@ def _suspended_chains(test_name: str) -> list[Any]:
 # --------------------------------------------------------------------------- per test
 
 
+asyncio_handler_key = pytest.StashKey["_AsyncioErrors"]()
+
+
+def _asyncio_handler(config: pytest.Config) -> _AsyncioErrors:
+    """The session's handler for the ``asyncio`` logger (made on first use)."""
+    handler = config.stash.get(asyncio_handler_key, None)
+    if handler is None:
+        handler = config.stash[asyncio_handler_key] = _AsyncioErrors()
+    return handler
+
+
 class _AsyncioErrors(logging.Handler):
-    def __init__(self, sink: list[BackgroundError]) -> None:
+    """On the ``asyncio`` logger while a test runs: "exception was never retrieved" records go to ``sink``, the
+    running test's list. One per session (a handler costs a lock and a registration to make), added to the
+    logger for each test and removed after it: between tests the logger is as the project left it."""
+
+    def __init__(self) -> None:
         super().__init__(logging.ERROR)
-        self.sink = sink
+        self.sink: list[BackgroundError] | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
+        sink = self.sink
+        if sink is None:
+            return
         message = record.getMessage()
         if "exception was never retrieved" in message:
             exc = record.exc_info[1] if record.exc_info else None
-            self.sink.append(BackgroundError(message.splitlines()[0], exc))
+            sink.append(BackgroundError(message.splitlines()[0], exc))
 
 
 def _background_failure(item: pytest.Item, errors: list[BackgroundError], more: Sequence[str] = ()) -> BaseException:
@@ -321,7 +339,8 @@ def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
             del item.config.stash[last_snapshot_key]  # used once: never older than the previous test
         watch.before = previous if previous is not None else Snapshot.take()
     if d.background_errors != "off":
-        watch.handler = _AsyncioErrors(watch.asyncio_errors)
+        watch.handler = _asyncio_handler(item.config)
+        watch.handler.sink = watch.asyncio_errors
         logging.getLogger("asyncio").addHandler(watch.handler)
     watch.in_setup = True
     try:
@@ -383,6 +402,7 @@ def _after(item: pytest.Item) -> None:
     problems: list[tuple[str, str]] = []  # (reaction, message)
     if watch.handler is not None:
         logging.getLogger("asyncio").removeHandler(watch.handler)
+        watch.handler.sink = None
         for task in _failed_unretrieved_tasks(watch):
             watch.asyncio_errors.append(task)
         if watch.asyncio_errors:
