@@ -22,6 +22,11 @@ Bytecode is cached as in any project (``PYTHONDONTWRITEBYTECODE`` is removed fro
 and a warm-up run writes it): otherwise testlane's sources, installed editable, would be compiled in every
 process while pytest's and the other plugins' come from the bytecode their installer wrote.
 
+*In-test*: each process also records the median time of one test from the start to the end of its run
+protocol (a conftest hook wrapping every plugin's per-test work; first and last tests left out), at the larger
+size; the figure is the median over the runs, and ``+in-test`` the variant's minus the anchor's: steadier than
+the slope on a busy machine, and what each test pays once the session is up.
+
 Per test = the slope between the two sizes; per run = the intercept (the total at N = 0); each variant's
 overhead is its figure minus the anchor's. Plugins of testlane's development environment that such a project
 would not have are off in every variant (tests/helpers.py's FOREIGN_PLUGINS_OFF, plus pytest-django):
@@ -57,6 +62,29 @@ DISCIPLINE_OFF = (
 BROKER_CLIENTS = ("nats", "pika", "paho", "boto3", "botocore", "moto")
 PER_FILE = 100
 
+# Each project's conftest: the median time of one test, from the start of its run protocol to the end (every
+# plugin's per-test work; the first and last tests, which pay the session's set-up and tear-down, left out).
+CONFTEST = """
+import json, os, time
+import pytest
+
+_durations = []
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):
+    started = time.perf_counter()
+    yield
+    _durations.append(time.perf_counter() - started)
+
+
+def pytest_sessionfinish(session):
+    steady = sorted(_durations[1:-1])
+    if steady and os.environ.get("BENCH_OUT"):
+        with open(os.environ["BENCH_OUT"], "w") as fh:
+            json.dump(steady[len(steady) // 2], fh)
+"""
+
 PYPROJECT = '[project]\nname = "bench"\nversion = "0"\n{table}\n[tool.pytest.ini_options]\n' + (
     'asyncio_default_fixture_loop_scope = "function"\n'
 )
@@ -70,6 +98,7 @@ def write_project(root: Path, n: int, variant: str) -> Path:
     (root / "pyproject.toml").write_text(PYPROJECT.format(table=table))
     tests = root / "tests"
     tests.mkdir()
+    (root / "conftest.py").write_text(CONFTEST)
     for start in range(0, n, PER_FILE):
         body = "".join(f"def test_{i}():\n    pass\n\n\n" for i in range(start, min(n, start + PER_FILE)))
         (tests / f"test_{start // PER_FILE:03d}.py").write_text(body)
@@ -96,10 +125,18 @@ def command(variant: str, python: str, extra: tuple[str, ...] = ()) -> list[str]
     return args
 
 
+IN_TEST: dict[str, list[float]] = {}  # variant -> the median time of one test in each run (of the larger size)
+
+
 def run_once(variant: str, root: Path, python: str) -> float:
+    out = root / "in_test.json"
+    out.unlink(missing_ok=True)
+    env = {**environment(variant), "BENCH_OUT": str(out)}
     started = time.perf_counter()
-    proc = subprocess.run(command(variant, python), cwd=root, env=environment(variant), capture_output=True, text=True)
+    proc = subprocess.run(command(variant, python), cwd=root, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
+    if out.exists():
+        IN_TEST.setdefault(f"{variant}:{root.name}", []).append(json.loads(out.read_text()))
     if proc.returncode != 0:
         raise SystemExit(f"{variant} in {root} exited {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     return elapsed
@@ -143,6 +180,7 @@ def main() -> None:
         }
         for key, root in roots.items():  # warm-up: bytecode and assertion-rewritten test files cached
             run_once(key[0], root, python)
+        IN_TEST.clear()
         times: dict[tuple[str, int], list[float]] = {key: [] for key in roots}
         keys = list(roots)
         for round_ in range(args.runs):
@@ -164,9 +202,11 @@ def main() -> None:
         out[f"{variant}_total_{large}_s"] = round(t_large, 3)
         out[f"{variant}_per_test_ms"] = round(slope * 1000, 4)
         out[f"{variant}_per_run_s"] = round(fit[variant][1], 3)
+        out[f"{variant}_in_test_ms"] = round(statistics.median(IN_TEST[f"{variant}:{variant}-{large}"]) * 1000, 4)
     for variant in VARIANTS[1:]:
         out[f"{variant}_overhead_per_test_ms"] = round((fit[variant][0] - fit["anchor"][0]) * 1000, 4)
         out[f"{variant}_overhead_per_run_s"] = round(fit[variant][1] - fit["anchor"][1], 3)
+        out[f"{variant}_in_test_overhead_ms"] = round(out[f"{variant}_in_test_ms"] - out["anchor_in_test_ms"], 4)  # type: ignore[operator]
         out[f"{variant}_ratio_{large}"] = round(
             statistics.median(times[(variant, large)]) / statistics.median(times[("anchor", large)]), 3
         )
@@ -188,15 +228,18 @@ def main() -> None:
     print(f"{args.runs} runs each, interleaved; foreign plugins off: {', '.join(FOREIGN)}")
     print(
         f"{'variant':<16} {f'{small} tests':>10} {f'{large} tests':>11} {'per test':>10} {'per run':>9}"
-        f" {'+per test':>10} {'+per run':>9} {f'ratio@{large}':>10}"
+        f" {'+per test':>10} {'+per run':>9} {f'ratio@{large}':>10} {'in-test':>9} {'+in-test':>9}"
     )
     for variant in VARIANTS:
         extra = (
             f" {out[f'{variant}_overhead_per_test_ms']:>8.3f}ms {out[f'{variant}_overhead_per_run_s']:>8.3f}s"
             f" {out[f'{variant}_ratio_{large}']:>9.3f}x"
             if variant != "anchor"
-            else ""
+            else " " * 31
         )
+        extra += f" {out[f'{variant}_in_test_ms']:>7.3f}ms"
+        if variant != "anchor":
+            extra += f" {out[f'{variant}_in_test_overhead_ms']:>7.3f}ms"
         print(
             f"{variant:<16} {out[f'{variant}_total_{small}_s']:>9.3f}s {out[f'{variant}_total_{large}_s']:>10.3f}s"
             f" {out[f'{variant}_per_test_ms']:>8.3f}ms {out[f'{variant}_per_run_s']:>8.3f}s{extra}"
