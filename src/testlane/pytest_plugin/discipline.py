@@ -118,16 +118,16 @@ last_snapshot_key = pytest.StashKey[Snapshot]()
 IGNORED_ENV = frozenset({"PYTEST_CURRENT_TEST", *bookkeeping_names()})
 
 
-settings_key = pytest.StashKey[Any]()
+discipline_settings_key = pytest.StashKey[Any]()
 
 
 def _settings(config: pytest.Config) -> Any:
     """The session's ``[tool.testlane.discipline]`` settings (looked up once, then kept in the stash)."""
-    d = config.stash.get(settings_key, None)
+    d = config.stash.get(discipline_settings_key, None)
     if d is None:
         from testlane.pytest_plugin.plugin import plugin_of
 
-        d = config.stash[settings_key] = plugin_of(config).settings.discipline
+        d = config.stash[discipline_settings_key] = plugin_of(config).settings.discipline
     return d
 
 
