@@ -758,6 +758,7 @@ def _number(value: float) -> str:
     return f"{value:g}"
 
 
+@functools.cache  # evaluating a class's annotations is most of what listing the options costs; they never change
 def _type_hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 

@@ -30,6 +30,8 @@ import dataclasses
 import logging
 import os
 import signal
+import stat
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -40,7 +42,6 @@ from typing import Any, TypeVar
 import pytest
 
 from testlane.core.environment import bookkeeping_names
-from testlane.core.tracebacks import AWAITING_ATTR, BACKGROUND_ATTR, awaiting, describe, describe_text
 
 __all__ = ["FINDINGS_ATTR", "Finding", "finding_from_warning", "test_location"]
 
@@ -88,6 +89,8 @@ class BackgroundError:
     exc: BaseException | None
 
     def text(self, rootdir: Path) -> str:
+        from testlane.core.tracebacks import describe  # only for a failure: not imported at start-up
+
         return f"{self.context}: {describe(self.exc, rootdir)}" if self.exc is not None else self.context
 
 
@@ -99,10 +102,10 @@ class TestWatch:
 
     before: Snapshot | None = None
     after_setup: Snapshot | None = None
-    env: dict[str, str] = field(default_factory=dict)
+    env: EnvSnapshot | None = None
     asyncio_errors: list[BackgroundError] = field(default_factory=list)
     wide_fixtures: list[str] = field(default_factory=list)
-    handler: logging.Handler | None = None
+    handler: _AsyncioErrors | None = None
     in_setup: bool = False
 
 
@@ -115,10 +118,17 @@ last_snapshot_key = pytest.StashKey[Snapshot]()
 IGNORED_ENV = frozenset({"PYTEST_CURRENT_TEST", *bookkeeping_names()})
 
 
-def _settings(config: pytest.Config) -> Any:
-    from testlane.pytest_plugin.plugin import plugin_of
+discipline_settings_key = pytest.StashKey[Any]()
 
-    return plugin_of(config).settings.discipline
+
+def _settings(config: pytest.Config) -> Any:
+    """The session's ``[tool.testlane.discipline]`` settings (looked up once, then kept in the stash)."""
+    d = config.stash.get(discipline_settings_key, None)
+    if d is None:
+        from testlane.pytest_plugin.plugin import plugin_of
+
+        d = config.stash[discipline_settings_key] = plugin_of(config).settings.discipline
+    return d
 
 
 # --------------------------------------------------------------------------- configure: timeouts, filters
@@ -133,7 +143,8 @@ class _Findings:
         self.locations: dict[str, str] = {}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        self.locations[report.nodeid] = test_location(report)
+        if report.nodeid not in self.locations:  # the same for each phase of a test: once
+            self.locations[report.nodeid] = test_location(report)
         for data in getattr(report, FINDINGS_ATTR, None) or ():
             self.findings.append(Finding(**data))
 
@@ -179,6 +190,8 @@ def finding_from_warning(
     rootdir = Path(str(config.rootpath)).resolve()
     text = str(warning_message.message)
     where = text.strip().splitlines()[0] if text.strip() else "exception"
+    from testlane.core.tracebacks import describe_text
+
     message = f"{where[0].lower()}{where[1:]}: {describe_text(text, rootdir)}"
     return Finding(nodeid, kind, message, location or nodeid.split("::", 1)[0])
 
@@ -244,6 +257,8 @@ def _recording_awaits(original: Callable[[int, Any], Any], test_name: str) -> Ca
             return original(signum, frame)
         except BaseException as exc:
             if chains:
+                from testlane.core.tracebacks import AWAITING_ATTR
+
                 setattr(exc, AWAITING_ATTR, chains)
             raise
 
@@ -257,6 +272,8 @@ def _suspended_chains(test_name: str) -> list[Any]:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         return []
+    from testlane.core.tracebacks import awaiting
+
     chains = [awaiting(task.get_coro()) for task in asyncio.all_tasks(loop)]
     chains = [chain for chain in chains if chain]
     chains.sort(key=lambda chain: chain[0].function != test_name)
@@ -266,16 +283,34 @@ def _suspended_chains(test_name: str) -> list[Any]:
 # --------------------------------------------------------------------------- per test
 
 
+asyncio_handler_key = pytest.StashKey["_AsyncioErrors"]()
+
+
+def _asyncio_handler(config: pytest.Config) -> _AsyncioErrors:
+    """The session's handler for the ``asyncio`` logger (made on first use)."""
+    handler = config.stash.get(asyncio_handler_key, None)
+    if handler is None:
+        handler = config.stash[asyncio_handler_key] = _AsyncioErrors()
+    return handler
+
+
 class _AsyncioErrors(logging.Handler):
-    def __init__(self, sink: list[BackgroundError]) -> None:
+    """On the ``asyncio`` logger while a test runs: "exception was never retrieved" records go to ``sink``, the
+    running test's list. One per session (a handler costs a lock and a registration to make), added to the
+    logger for each test and removed after it: between tests the logger is as the project left it."""
+
+    def __init__(self) -> None:
         super().__init__(logging.ERROR)
-        self.sink = sink
+        self.sink: list[BackgroundError] | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
+        sink = self.sink
+        if sink is None:
+            return
         message = record.getMessage()
         if "exception was never retrieved" in message:
             exc = record.exc_info[1] if record.exc_info else None
-            self.sink.append(BackgroundError(message.splitlines()[0], exc))
+            sink.append(BackgroundError(message.splitlines()[0], exc))
 
 
 def _background_failure(item: pytest.Item, errors: list[BackgroundError], more: Sequence[str] = ()) -> BaseException:
@@ -287,6 +322,8 @@ def _background_failure(item: pytest.Item, errors: list[BackgroundError], more: 
     )
     first = next((e for e in errors if e.exc is not None), None)
     if first is not None:
+        from testlane.core.tracebacks import BACKGROUND_ATTR
+
         setattr(failure, BACKGROUND_ATTR, (f"asyncio: {first.context}", first.exc))
     return failure
 
@@ -294,7 +331,7 @@ def _background_failure(item: pytest.Item, errors: list[BackgroundError], more: 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
     d = _settings(item.config)
-    watch = TestWatch(env=dict(os.environ))
+    watch = TestWatch(env=EnvSnapshot.take())
     item.stash[watch_key] = watch
     if d.leaks != "off":
         previous = item.config.stash.get(last_snapshot_key, None)
@@ -302,7 +339,8 @@ def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
             del item.config.stash[last_snapshot_key]  # used once: never older than the previous test
         watch.before = previous if previous is not None else Snapshot.take()
     if d.background_errors != "off":
-        watch.handler = _AsyncioErrors(watch.asyncio_errors)
+        watch.handler = _asyncio_handler(item.config)
+        watch.handler.sink = watch.asyncio_errors
         logging.getLogger("asyncio").addHandler(watch.handler)
     watch.in_setup = True
     try:
@@ -362,20 +400,24 @@ def _after(item: pytest.Item) -> None:
     if watch is None:
         return
     problems: list[tuple[str, str]] = []  # (reaction, message)
-    rootdir = Path(str(item.config.rootpath)).resolve()
     if watch.handler is not None:
         logging.getLogger("asyncio").removeHandler(watch.handler)
+        watch.handler.sink = None
         for task in _failed_unretrieved_tasks(watch):
             watch.asyncio_errors.append(task)
-        for error in watch.asyncio_errors:
-            problems.append((d.background_errors, f"asyncio: {error.text(rootdir)}"))
-    changed = _restore_env(watch.env)
+        if watch.asyncio_errors:
+            rootdir = Path(str(item.config.rootpath)).resolve()
+            for error in watch.asyncio_errors:
+                problems.append((d.background_errors, f"asyncio: {error.text(rootdir)}"))
+    changed = _restore_env(watch.env) if watch.env is not None else []
     if changed and d.env_changes != "off":
         problems.append((d.env_changes, f"changed environment variables (restored): {', '.join(changed)}"))
     if d.leaks != "off" and watch.before is not None and watch.after_setup is not None:
         leaks = _leaks(item, watch)
         if leaks:
             problems.append((d.leaks, "left running: " + "; ".join(leaks)))
+    if not problems:
+        return
     failures = [message for reaction, message in problems if reaction == "fail"]
     path, lineno, _ = item.location
     for reaction, message in problems:
@@ -390,18 +432,49 @@ def _after(item: pytest.Item) -> None:
         pytest.fail(f"{item.nodeid} " + "\n".join(failures), pytrace=False)
 
 
-def _restore_env(before: dict[str, str]) -> list[str]:
-    changed = []
+@dataclass(frozen=True)
+class EnvSnapshot:
+    """``os.environ`` at one moment, as the process holds it (encoded keys and values on POSIX): a copy of
+    that dictionary costs a fraction of ``dict(os.environ)``, which decodes every variable, and comparing two
+    of them (their items, as sets) tells what changed without decoding anything either."""
+
+    data: dict[Any, Any]
+
+    @classmethod
+    def take(cls) -> EnvSnapshot:
+        raw = getattr(os.environ, "_data", None)  # CPython's os._Environ; else the decoded mapping
+        return cls(raw.copy() if isinstance(raw, dict) else dict(os.environ))
+
+    def changed(self) -> dict[str, str | None]:
+        """Variable -> its value in the snapshot (``None``: it was not set) for each variable that differs now."""
+        raw = getattr(os.environ, "_data", None)
+        if not isinstance(raw, dict) or raw is self.data:
+            now: dict[Any, Any] = dict(os.environ)
+            decode_key: Any = str
+            decode_value: Any = str
+        else:
+            now = raw
+            decode_key = getattr(os.environ, "decodekey", str)
+            decode_value = getattr(os.environ, "decodevalue", str)
+        differ = {key for key, _ in now.items() ^ self.data.items()}
+        out: dict[str, str | None] = {}
+        for key in differ:
+            name = decode_key(key)
+            if name not in IGNORED_ENV:
+                value = self.data.get(key)
+                out[name] = None if value is None else decode_value(value)
+        return out
+
+
+def _restore_env(before: EnvSnapshot) -> list[str]:
+    """Put back the variables that differ from ``before`` (but pytest's and testlane's own); their names."""
+    changed = before.changed()
     now = os.environ
-    for key in set(now) | set(before):
-        if key in IGNORED_ENV:
-            continue
-        if now.get(key) != before.get(key):
-            changed.append(key)
-            if key in before:
-                now[key] = before[key]
-            else:
-                now.pop(key, None)
+    for key, value in changed.items():
+        if value is not None:
+            now[key] = value
+        else:
+            now.pop(key, None)
     return sorted(changed)
 
 
@@ -446,6 +519,8 @@ def _server_pids(item: pytest.Item) -> set[int]:
 
 
 def _leaked_children(pids: set[int], item: pytest.Item) -> list[str]:
+    if not pids:
+        return []
     import psutil
 
     pids -= _server_pids(item)
@@ -518,6 +593,8 @@ def _failed_unretrieved_tasks(watch: TestWatch) -> list[BackgroundError]:
 
 def _live_tasks() -> list[asyncio.Task[Any]]:
     tasks = getattr(asyncio.tasks, "_all_tasks", None)  # 3.11: a WeakSet of every task
+    if tasks is not None and not tasks:
+        return []  # no task alive (no event loop ran, or every task is gone): the common case, answered at once
     if tasks is None:  # 3.12+
         tasks = list(getattr(asyncio.tasks, "_scheduled_tasks", ())) + list(getattr(asyncio.tasks, "_eager_tasks", ()))
     try:
@@ -552,12 +629,42 @@ def _task_children(tid: str) -> list[str]:
         return fh.read().split()
 
 
+# Linux's __WALL: every kind of child (also those cloned with another exit signal than SIGCHLD).
+_WALL = 0x40000000
+
+
+def _has_children() -> bool:
+    """Whether this process has a child at all (running, or exited and not yet reaped): one ``waitid`` call
+    that neither waits (``WNOHANG``) nor reaps (``WNOWAIT``); it fails with ``ECHILD`` when there is none.
+    Where it cannot say (not Linux), assume there may be."""
+    waitid = getattr(os, "waitid", None)
+    if waitid is None or not sys.platform.startswith("linux"):
+        return True
+    try:
+        waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT | _WALL)
+    except ChildProcessError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 def _child_pids() -> set[int]:
+    if not _has_children():  # the common case: nothing to list, without reading /proc for each thread
+        return set()
     return {int(pid) for pids in _proc_entries("/proc/self/task", _task_children) for pid in pids}
+
+
+def _socket_inode(fd: str) -> str | None:
+    """The inode of the socket open as ``fd`` (the number /proc/net/tcp lists), ``None`` for other files.
+    ``fstat`` of the descriptor itself: a third of the cost of ``readlink("/proc/self/fd/N")``."""
+    info = os.fstat(int(fd))
+    return str(info.st_ino) if stat.S_ISSOCK(info.st_mode) else None
 
 
 def _socket_inodes() -> set[str]:
     # Inodes, not fd numbers: a new socket may reuse the number of a descriptor closed meanwhile
-    # (even the one `listdir` itself held while listing).
-    targets = _proc_entries("/proc/self/fd", lambda fd: os.readlink(f"/proc/self/fd/{fd}"))
-    return {target[8:-1] for target in targets if target.startswith("socket:[")}
+    # (even the one `listdir` itself held while listing: closed by then, its fstat fails and it is skipped).
+    inodes = set(_proc_entries("/proc/self/fd", _socket_inode))
+    inodes.discard(None)
+    return inodes  # type: ignore[return-value]

@@ -24,6 +24,7 @@ counts as testlane's by the definition pytest resolved for the test, not by its 
 from __future__ import annotations
 
 import fnmatch
+import functools
 import inspect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -144,10 +145,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(_Counter(selection), "testlane-lane-counter")
 
 
-def _is_integration(item: pytest.Item, patterns: list[str], rootdir: Path) -> bool:
+def _is_integration(item: pytest.Item, patterns: Sequence[str], rootdir: Path) -> bool:
     if item.get_closest_marker("integration") is not None:
         return True
-    path = Path(str(item.path))
+    return _path_matches(str(item.path), tuple(patterns), str(rootdir))
+
+
+@functools.lru_cache(maxsize=4096)
+def _path_matches(item_path: str, patterns: tuple[str, ...], rootdir: str) -> bool:
+    """Whether a test file is in the integration lane by ``patterns``: once per file, not once per test."""
+    path = Path(item_path)
     try:
         rel = path.relative_to(rootdir).as_posix()
     except ValueError:

@@ -22,7 +22,6 @@ import pytest
 from testlane.core.config import Settings, load_settings, parse_set_options
 from testlane.core.errors import ConfigError, TestlaneError
 from testlane.core.runenv import RunEnv, restore
-from testlane.core.runtime import new_run_id
 from testlane.pytest_plugin.boundary import fail_test
 from testlane.pytest_plugin.optin import NotOptedIn, it_env_on, opted_in, record_options
 
@@ -99,6 +98,8 @@ class TestlanePlugin:
         self.session_failed = False
         self._env_set: list[str] = []
         if not _is_xdist_worker(config):
+            from testlane.core.runtime import new_run_id
+
             # The controller (or a plain session) names the run and owns it; xdist workers,
             # started later, inherit both and so share one server per service.
             env = RunEnv.current()

@@ -53,7 +53,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    if item.get_closest_marker("seam") is None or "pg_database" not in getattr(item, "fixturenames", ()):
+    if "pg_database" not in getattr(item, "fixturenames", ()) or item.get_closest_marker("seam") is None:
         return
     from testlane.core.errors import TestlaneError
     from testlane.pytest_plugin.boundary import fail_test

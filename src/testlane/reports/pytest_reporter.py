@@ -31,11 +31,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from testlane.core.runenv import RunEnv
-from testlane.reports.context import FailureContext
 
 if TYPE_CHECKING:
     from testlane.reports.jsonreport import JsonLines
-    from testlane.reports.model import Failure, RunResult, TestOutcome
+    from testlane.reports.model import Failure, Group, RunResult, TestOutcome
 
 __all__ = ["ReportCollector", "TailBuffer"]
 
@@ -133,6 +132,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
     if not opted_in(config):
         return  # installed is not opted in: pytest's output stays pytest's
+    from testlane.reports.context import FailureContext
+
     all_settings = settings_for(config)
     settings = all_settings.reports
     worker = hasattr(config, "workerinput")
@@ -209,6 +210,15 @@ def _signal_exit() -> int | None:
     return last_signal()
 
 
+def _grouped(failures: list[Failure]) -> list[Group]:
+    """The failures grouped by root cause (the grouping is imported only when there is a failure)."""
+    if not failures:
+        return []
+    from testlane.reports.grouping import group_failures
+
+    return group_failures(failures)
+
+
 def _skip_reason(report: pytest.TestReport) -> str:
     """A skip's reason as pytest reports it (``Skipped: no Django settings`` -> ``no Django settings``)."""
     longrepr = report.longrepr
@@ -232,6 +242,9 @@ class ReportCollector:
         digest_from_cli: bool,
         all_skipped: str = "fail",
     ) -> None:
+        from testlane.pytest_plugin.discipline import FINDINGS_ATTR, test_location  # opted in: imported already
+
+        self.findings_attr, self.test_location = FINDINGS_ATTR, test_location
         self.config = config
         self.fmt = fmt
         self.out = out
@@ -303,15 +316,17 @@ class ReportCollector:
             self._emit("collected", count=self.collected, deselected=self.deselected)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        from testlane.pytest_plugin.discipline import FINDINGS_ATTR, test_location
-        from testlane.reports.failures import failure_from_report
-        from testlane.reports.model import TestOutcome
-
-        self.findings += getattr(report, FINDINGS_ATTR, None) or []
-        self.locations[report.nodeid] = test_location(report)
-        test = self.tests.get(report.nodeid)
+        findings = getattr(report, self.findings_attr, None)
+        if findings:
+            self.findings += findings
+        nodeid = report.nodeid
+        if nodeid not in self.locations:  # the same for each phase of a test: once
+            self.locations[nodeid] = self.test_location(report)
+        test = self.tests.get(nodeid)
         if test is None:
-            test = self.tests[report.nodeid] = TestOutcome(report.nodeid, "incomplete")
+            from testlane.reports.model import TestOutcome
+
+            test = self.tests[nodeid] = TestOutcome(nodeid, "incomplete")
         test.duration += report.duration
         facts = getattr(report, "testlane_failure", None)
         if isinstance(facts, dict) and facts.get("lane"):
@@ -331,6 +346,8 @@ class ReportCollector:
         if report.skipped and not xfail and not self.first_skip:
             self.first_skip = _skip_reason(report)
         if report.failed:
+            from testlane.reports.failures import failure_from_report
+
             failure = failure_from_report(report, rootdir=self.rootdir)
             if failure.lane is None:
                 failure.lane = test.lane
@@ -397,7 +414,6 @@ class ReportCollector:
     # ----------------------------------------------------------------- the end
 
     def result(self, session: pytest.Session | None, exit_code: int | None) -> RunResult:
-        from testlane.reports.grouping import group_failures
         from testlane.reports.model import RunResult
 
         for test in self.tests.values():
@@ -415,7 +431,7 @@ class ReportCollector:
             collected=self.collected,
             deselected=self.deselected,
             tests=list(self.tests.values()),
-            groups=group_failures(self.failures),
+            groups=_grouped(self.failures),
             notes=notes,
             rerun_prefix=self.rerun_prefix,
             it_flag=self.it_flag,
@@ -506,10 +522,8 @@ class ReportCollector:
             terminalreporter.write_line(self.terminal_line[0], red=not green, yellow=green)
 
     def _finish(self, session: pytest.Session | None, exit_code: int | None) -> None:
+        """The verdict (the exit status), then each report asked for; rendering is imported only for those."""
         import json
-
-        from testlane.reports.digest import render_digest, summary_line
-        from testlane.reports.jsonreport import document
 
         self.done = True
         result = self.result(session, exit_code)
@@ -524,15 +538,20 @@ class ReportCollector:
         if marker:
             with contextlib.suppress(OSError):
                 Path(marker).touch()
-        self._emit(
-            "finish",
-            outcome=verdict.outcome,
-            exit_code=verdict.exit_code,
-            summary=result.counts,
-            line=summary_line(result),
-        )
+        if self.streams:
+            from testlane.reports.digest import summary_line
+
+            self._emit(
+                "finish",
+                outcome=verdict.outcome,
+                exit_code=verdict.exit_code,
+                summary=result.counts,
+                line=summary_line(result),
+            )
         doc = None
         if self.json_path is not None or self.fmt == "json":
+            from testlane.reports.jsonreport import document
+
             doc = document(result, digest_budget=self.budget)
         if self.json_path is not None and doc is not None:
             self.json_path.parent.mkdir(parents=True, exist_ok=True)
@@ -540,6 +559,8 @@ class ReportCollector:
         if self.out is None:
             return
         if self.fmt == "digest":
+            from testlane.reports.digest import render_digest
+
             self.out.write(render_digest(result, self.budget))
         elif self.fmt == "json" and doc is not None:
             self.out.write(json.dumps(doc, indent=2) + "\n")
