@@ -429,3 +429,40 @@ def test_container_backend_follows_the_official_image(data_dir: Path) -> None:
         container = server.instance.container
     gone = subprocess.run(["podman", "container", "exists", container or ""], check=False)
     assert gone.returncode != 0
+
+
+def test_a_port_taken_before_the_node_binds_it_is_retried_on_new_ports(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen in the suite: another server bound the node's reserved AMQP port first, and the node's
+    `could_not_start_listener` ended the start instead of a retry on new ports."""
+    import socket
+
+    from testlane.services import base, ports
+
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    taken = squatter.getsockname()[1]
+    handed: list[int] = []
+
+    def reserve(ports_dir: Path, **kwargs: object) -> ports.PortReservation:
+        if not handed:  # the node's first AMQP port: someone else's by the time the node binds it
+            handed.append(taken)
+            return ports.PortReservation(taken, None)
+        reservation = ports.reserve_port(ports_dir, **kwargs)  # type: ignore[arg-type]
+        handed.append(reservation.port)
+        return reservation
+
+    monkeypatch.setattr(base, "reserve_port", reserve)
+    settings = load_settings(environ={}, overrides={"data_dir": str(data_dir)})
+    stack = ServiceStack(settings, RunContext.from_settings(settings, owner=os.getpid()))
+    try:
+        server = stack.start(["rabbitmq"])["rabbitmq"]
+        assert handed[0] == taken and server.port not in (taken, 0)
+        with server.connect():
+            pass
+    finally:
+        stack.stop()
+        squatter.close()
+    assert server_processes(data_dir) == []

@@ -259,6 +259,9 @@ class Launch(ABC):
     """
 
     max_bind_retries = 3
+    # What the server's log says when its port was taken between our reservation and its bind (a retry on
+    # new ports follows); a kind whose server words it differently adds its own.
+    bind_failure_markers: ClassVar[tuple[str, ...]] = BIND_FAILURE_MARKERS
 
     def __init__(
         self,
@@ -360,7 +363,7 @@ class Launch(ABC):
             tail = log_tail(self.instance.log_path, 25)
             if (
                 self._popen.poll() is not None
-                and any(m in tail for m in BIND_FAILURE_MARKERS)
+                and any(m in tail for m in self.bind_failure_markers)
                 and (not self.fixed_port and self._attempt <= self.max_bind_retries)
             ):
                 log.debug("port %s was taken before %s bound it; retrying", self.instance.port, self.instance.name)

@@ -332,6 +332,14 @@ class RabbitMqEngine(ProcessEngine[RabbitMqServer]):
 
 
 class RabbitMqLaunch(Launch):
+    # A port taken before the node bound it: its AMQP or management listener fails with these (Erlang's
+    # words), and the node exits; the retry reserves all its ports again (spawn).
+    bind_failure_markers: ClassVar[tuple[str, ...]] = (
+        *Launch.bind_failure_markers,
+        "could_not_start_listener",
+        "eaddrinuse",
+    )
+
     def __init__(self, *, server: Path, epmd: Path, management_port: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.server = server
