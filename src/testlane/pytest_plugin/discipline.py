@@ -11,12 +11,14 @@ Each check is switchable in ``[tool.testlane.discipline]``:
   it happened (pytest's own collection of the first two, made errors; the third detected here);
 * **leaks** (``warn``): threads, child processes, listening sockets and asyncio tasks that a test
   (its body or its function-scoped fixtures) started and left running are reported with its name;
-* **environment** (``warn``): variables a test changed are restored after it, and reported.
+* **environment** (``warn``): variables a test changed are restored after it, and reported. What a
+  wider-scoped (class, module, package, session) fixture sets up or tears down is not the test's change:
+  it moves the baseline the next tests are compared with.
 
 ``warn`` reports a *finding*: listed in the "testlane findings" section at the end of the run, in the
 digest's "warnings" and in the JSON report's ``findings``, named with the test — not a Python warning, so a project's
 ``filterwarnings = error`` does not turn it into an error; ``fail`` fails the test's teardown;
-``off`` does nothing (the environment is still restored). Background errors set to ``warn`` stay
+``off`` does nothing (the environment is neither compared nor restored). Background errors set to ``warn`` stay
 pytest's own warnings (``PytestUnhandledThreadExceptionWarning``...), which they are, and are findings too.
 
 A background error is described as the exception itself with its project line
@@ -99,7 +101,7 @@ class TestWatch:
 
     before: Snapshot | None = None
     after_setup: Snapshot | None = None
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] | None = None  # the baseline: before the test, plus wider-scoped fixtures' changes
     asyncio_errors: list[BackgroundError] = field(default_factory=list)
     wide_fixtures: list[str] = field(default_factory=list)
     handler: logging.Handler | None = None
@@ -113,6 +115,8 @@ findings_key = pytest.StashKey[list[Finding]]()
 last_snapshot_key = pytest.StashKey[Snapshot]()
 # pytest's own, and testlane's bookkeeping (a fixture that starts the first server sets some): not the test's.
 IGNORED_ENV = frozenset({"PYTEST_CURRENT_TEST", *bookkeeping_names()})
+# The test being run: a wider-scoped fixture's teardown may run for another item's request.
+current_watch_key = pytest.StashKey[TestWatch]()
 
 
 def _settings(config: pytest.Config) -> Any:
@@ -294,8 +298,9 @@ def _background_failure(item: pytest.Item, errors: list[BackgroundError], more: 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
     d = _settings(item.config)
-    watch = TestWatch(env=dict(os.environ))
+    watch = TestWatch(env=dict(os.environ) if d.env_changes != "off" else None)
     item.stash[watch_key] = watch
+    item.config.stash[current_watch_key] = watch
     if d.leaks != "off":
         previous = item.config.stash.get(last_snapshot_key, None)
         if previous is not None:
@@ -331,9 +336,47 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> Iterator[None]:
     node = getattr(request, "_pyfuncitem", None)
     watch = node.stash.get(watch_key, None) if node is not None else None
-    if watch is not None and watch.in_setup and fixturedef.scope != "function":
+    if watch is None or fixturedef.scope == "function":
+        return (yield)
+    if watch.in_setup:
         watch.wide_fixtures.append(f"{fixturedef.argname} ({fixturedef.scope})")
-    return (yield)
+    if watch.env is None:
+        return (yield)
+    before = dict(os.environ)
+    try:
+        return (yield)
+    finally:
+        _move_baseline(watch, before)
+        # Added after the fixture's own teardown, so it runs just before it.
+        fixturedef.addfinalizer(lambda: _watch_teardown_env(request.config, fixturedef))
+
+
+_teardown_env_key = pytest.StashKey[dict[int, dict[str, str]]]()
+
+
+def _watch_teardown_env(config: pytest.Config, fixturedef: pytest.FixtureDef[Any]) -> None:
+    config.stash.setdefault(_teardown_env_key, {})[id(fixturedef)] = dict(os.environ)
+
+
+def pytest_fixture_post_finalizer(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> None:
+    """What a wider-scoped fixture's teardown changed (removing what it set, say) is no test's change either."""
+    before = request.config.stash.get(_teardown_env_key, {}).pop(id(fixturedef), None)
+    watch = request.config.stash.get(current_watch_key, None)
+    if before is not None and watch is not None:
+        _move_baseline(watch, before)
+
+
+def _move_baseline(watch: TestWatch, before: dict[str, str]) -> None:
+    """Apply what changed in the environment since ``before`` (a wider-scoped fixture's doing) to the baseline."""
+    if watch.env is None:
+        return
+    now = os.environ
+    for key in set(now) | set(before):
+        if now.get(key) != before.get(key):
+            if key in now:
+                watch.env[key] = now[key]
+            else:
+                watch.env.pop(key, None)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -369,8 +412,8 @@ def _after(item: pytest.Item) -> None:
             watch.asyncio_errors.append(task)
         for error in watch.asyncio_errors:
             problems.append((d.background_errors, f"asyncio: {error.text(rootdir)}"))
-    changed = _restore_env(watch.env)
-    if changed and d.env_changes != "off":
+    changed = _restore_env(watch.env) if watch.env is not None else []
+    if changed:
         problems.append((d.env_changes, f"changed environment variables (restored): {', '.join(changed)}"))
     if d.leaks != "off" and watch.before is not None and watch.after_setup is not None:
         leaks = _leaks(item, watch)
