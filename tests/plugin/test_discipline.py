@@ -167,3 +167,75 @@ def test_a_session_scoped_fixture_s_thread_is_not_a_leak(pytester: pytest.Pytest
     result = run_inner(pytester)
     result.assert_outcomes(passed=2)
     assert "left running" not in result.stdout.str()
+
+
+WIDE_ENV_CONFTEST = """
+import os, pytest
+
+@pytest.fixture(scope="session")
+def worker():
+    os.environ["WORKER_LOG_LEVEL"] = "INFO"
+    yield
+    del os.environ["WORKER_LOG_LEVEL"]
+
+@pytest.fixture(scope="module")
+def module_env():
+    os.environ["MODULE_MODE"] = "on"
+    return "on"
+
+@pytest.fixture
+def function_env():
+    os.environ["FUNCTION_MODE"] = "on"
+"""
+
+WIDE_ENV_TESTS = """
+import os
+
+def test_first(worker, module_env):
+    assert os.environ.get("WORKER_LOG_LEVEL") == "INFO"
+
+def test_second(worker, module_env):
+    assert os.environ.get("WORKER_LOG_LEVEL") == "INFO"
+    assert os.environ.get("MODULE_MODE") == "on"
+
+def test_function_fixture_s_change_is_the_test_s(worker, function_env):
+    pass
+
+def test_function_fixture_s_change_was_restored(worker):
+    assert "FUNCTION_MODE" not in os.environ
+    assert os.environ.get("WORKER_LOG_LEVEL") == "INFO"
+"""
+
+
+def test_a_wider_scoped_fixture_s_environment_is_the_baseline_not_the_test_s_change(
+    pytester: pytest.Pytester,
+) -> None:
+    """Celery's suite: a session fixture's variables were undone after the first test that used it,
+    and that test was blamed; its own teardown (removing them) was blamed on the last test."""
+    plain_project(pytester)
+    pytester.makeconftest(WIDE_ENV_CONFTEST)
+    pytester.makepyfile(test_wide=WIDE_ENV_TESTS)
+    result = run_inner(pytester)
+    result.assert_outcomes(passed=4)
+    out = result.stdout.str()
+    assert "test_function_fixture_s_change_is_the_test_s changed environment variables (restored): FUNCTION_MODE" in out
+    assert "WORKER_LOG_LEVEL" not in out and "MODULE_MODE" not in out, out
+    assert "testlane: 1 finding" in out
+
+
+def test_env_changes_off_neither_reports_nor_restores(pytester: pytest.Pytester) -> None:
+    plain_project(pytester, '[tool.testlane.discipline]\nenv_changes = "off"')
+    pytester.makepyfile(
+        test_off="""
+        import os
+
+        def test_sets():
+            os.environ["KEPT_ON"] = "1"
+
+        def test_still_set():
+            assert os.environ.get("KEPT_ON") == "1"
+        """
+    )
+    result = run_inner(pytester)
+    result.assert_outcomes(passed=2)
+    assert "changed environment" not in result.stdout.str()

@@ -123,3 +123,21 @@ def test_a_per_test_lease_overrides_its_services_parts_only() -> None:
     )
     assert env == {"REDIS_URL": "redis://lease/7", "CACHE": "127.0.0.1:6600/3"}
     assert variables_of(mapping, "valkey") == ["REDIS_URL", "CACHE"]
+
+
+def test_adopting_md_lists_exactly_every_service_s_parts() -> None:
+    """docs/adopting.md's `[tool.testlane.env]` table lacked nats, rabbitmq, mqtt and s3: it is generated."""
+    from pathlib import Path
+
+    from testlane.core.envmap import DRIVERS, PARTS, parts_table_markdown
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "adopting.md").read_text()
+    assert parts_table_markdown() in doc, (
+        "regenerate docs/adopting.md's table: testlane.core.envmap.parts_table_markdown()"
+    )
+    rows = {row.split("`")[1]: row for row in parts_table_markdown().splitlines()[2:]}
+    assert sorted(rows) == sorted(PARTS) and len(rows) == len(parts_table_markdown().splitlines()) - 2
+    for service, row in rows.items():
+        cells = row.split(" | ")
+        assert [p.strip("`") for p in cells[1].split(", ")] == list(PARTS[service])
+        assert all(f"`{d}`" in cells[2] for d in DRIVERS[service])

@@ -1,7 +1,9 @@
 """``testlane doctor``: what testlane found on this machine, and how to fix what is wrong.
 
 Each check prints ``ok``, ``warn`` or ``FAIL`` with what it saw; every warn and
-FAIL comes with a fix. The exit code is 1 when any check failed.
+FAIL comes with a fix. The exit code is 1 when any check failed. Only the services the project uses
+(``services``, and what ``[tool.testlane.env]`` refers to) warn or fail: another service's problem (an
+extra not installed) is an ``info`` line, with what would fix it.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ __all__ = ["Check", "doctor_command", "run_checks"]
 class Check:
     """One line of the doctor's report."""
 
-    status: str  # "ok" | "warn" | "fail"
+    status: str  # "ok" | "warn" | "fail" | "info" (a problem of a service this project does not use)
     topic: str
     detail: str
     fix: str = ""
@@ -111,16 +113,37 @@ def _cache(context: RunContext) -> Check:
     return Check("ok", "cache", detail)
 
 
+def _needed(settings: Settings) -> set[str]:
+    """The services this project uses: its ``services`` (what ``testlane run`` starts) and what its
+    ``[tool.testlane.env]`` refers to."""
+    from testlane.core.envmap import referenced_services
+
+    return set(settings.services) | referenced_services(settings.env)
+
+
+def _as_information(check: Check, settings: Settings) -> Check:
+    """A warning or failure about a service the project does not use, as a plain information line."""
+    if check.status not in ("warn", "fail"):
+        return check
+    used = ", ".join(settings.services) or "none"
+    detail = f"{check.detail} (not used by this project: services = {used}"
+    detail += f"; to use it: {check.fix})" if check.fix else ")"
+    return Check("info", check.topic, detail)
+
+
 def _kinds(settings: Settings) -> list[Check]:
-    """Each service kind's own checks (binaries, versions, Postgres's extensions), in registration order."""
+    """Each service kind's own checks (binaries, versions, Postgres's extensions), in registration order.
+    Only the services the project uses warn or fail; the others' problems are information."""
     from testlane.services import kinds
 
+    needed = _needed(settings)
     checks: list[Check] = []
     for kind in kinds.registered():
         try:
-            checks += [Check(*check) for check in kind.doctor_checks(settings)]
+            found = [Check(*check) for check in kind.doctor_checks(settings)]
         except Exception as exc:
-            checks.append(Check("fail", kind.name, f"{type(exc).__name__}: {exc}"))
+            found = [Check("fail", kind.name, f"{type(exc).__name__}: {exc}")]
+        checks += found if kind.name in needed else [_as_information(check, settings) for check in found]
     return checks
 
 
@@ -158,13 +181,14 @@ def _backends(settings: Settings) -> list[Check]:
     from testlane.services.backends import choose_backend
 
     checks = []
+    needed = _needed(settings)
     for kind in kinds.registered():
         service = kind.name
         try:
             choice = choose_backend(service, settings)
         except TestlaneError as exc:
-            wanted = service in settings.services
-            checks.append(Check("fail" if wanted else "warn", f"{service} backend", exc.message, exc.hint or ""))
+            check = Check("fail", f"{service} backend", exc.message, exc.hint or "")
+            checks.append(check if service in needed else _as_information(check, settings))
             continue
         detail = f"{choice.backend} ({choice.reason})"
         status, fix = "ok", ""
@@ -223,7 +247,7 @@ def run_checks(settings: Settings) -> list[Check]:
     return checks
 
 
-STYLE = {"ok": "[green]ok[/green]  ", "warn": "[yellow]warn[/yellow]", "fail": "[red]FAIL[/red]"}
+STYLE = {"ok": "[green]ok[/green]  ", "warn": "[yellow]warn[/yellow]", "fail": "[red]FAIL[/red]", "info": "info"}
 
 
 @click.command("doctor")

@@ -37,11 +37,29 @@ USAGE_EXIT = 4
 SERVICE_EXIT = 3
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def services_one_liner() -> str:
+    """``real services (PostgreSQL, Valkey, ...)``: the registered kinds, for the help and other one-liners."""
+    from testlane.services import kinds
+
+    return f"real services ({', '.join(kind.display.split(' (')[0] for kind in kinds.registered())})"
+
+
+class _Cli(click.Group):
+    def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # The registry, when the help is shown (a kind registered after import is listed too).
+        template = self.help or ""
+        self.help = template.replace("{services}", services_one_liner())
+        try:
+            super().format_help_text(ctx, formatter)
+        finally:
+            self.help = template
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="testlane")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
-    """testlane: real Postgres, Valkey and MariaDB for your tests, isolated per test, in milliseconds.
+    """testlane: {services} for your tests, isolated per test, in milliseconds.
 
     --config, --set, -v and -q go before or after the command's name (testlane run --set k=v)."""
     ctx.ensure_object(CliState)  # the global options (added below) filled it in

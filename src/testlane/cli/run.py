@@ -49,6 +49,7 @@ from testlane.core.waiting import Deadline
 from testlane.databases.appdb import drop_app_databases, mapped_environment
 from testlane.databases.provision import start_services, sweep_shared_run
 from testlane.databases.shared_server import shared_server_notices
+from testlane.services.base import Server
 from testlane.services.process import child_preexec, terminate
 from testlane.services.stack import ServiceStack
 
@@ -184,11 +185,18 @@ class _Supervisor:
             return self.child.wait() if code is None else code
 
 
-def _describe(stack: ServiceStack) -> str:
+def _describe(servers: Mapping[str, Server], referenced: set[str]) -> str:
+    """The banner's servers; for a kind the application's mapping (``referenced``) uses, where it points when
+    that is not the server's URL (RabbitMQ: the run's own vhost)."""
+    from testlane.services import kinds
+
     parts = []
-    for server in stack.servers.values():
+    for name, server in servers.items():
         inst = server.instance
-        parts.append(f"{inst.engine} {inst.version} ({inst.backend}) at {redact_url(server.url)}")
+        part = f"{inst.engine} {inst.version} ({inst.backend}) at {redact_url(server.url)}"
+        kind = kinds.find(name)
+        note = kind.app_namespace(server) if kind is not None and name in referenced else None
+        parts.append(f"{part} ({note})" if note else part)
     return "; ".join(parts)
 
 
@@ -221,7 +229,8 @@ def run_pytest_under_services(
     try:
         started = time.perf_counter()
         chosen = settings.services if services is None else services  # [] is a choice: no services
-        wanted = list(dict.fromkeys([*chosen, *referenced_services(settings.env)]))
+        wanted_by_env = referenced_services(settings.env)
+        wanted = list(dict.fromkeys([*chosen, *wanted_by_env]))
         try:
             with phase("starting the services"):
                 start_services(stack, wanted, progress=progress_printer(state.quiet))
@@ -231,9 +240,9 @@ def run_pytest_under_services(
             return 128 + interrupted.signum
         if not state.quiet and stack.servers:
             elapsed = time.perf_counter() - started
-            console.print(
-                f"[dim]testlane:[/dim] run {context.run_id}: {_describe(stack)} [dim](ready in {elapsed:.2f}s)[/dim]"
-            )
+            described = escape(_describe(stack.servers, wanted_by_env))
+            ready = f"[dim](ready in {elapsed:.2f}s)[/dim]"
+            console.print(f"[dim]testlane:[/dim] run {context.run_id}: {described} {ready}")
         for notice in shared_server_notices(stack.servers.values()):
             console.print(f"[yellow]testlane:[/yellow] {escape(notice)}")
         mapped = mapped_environment(settings, stack.servers, context.run_id)

@@ -484,7 +484,9 @@ class DisciplineSettings:
     )
     leaks: Reaction = opt("warn", "Threads, child processes, listening sockets and asyncio tasks a test left running.")
     env_changes: Reaction = opt(
-        "warn", "Environment variables a test changed (always restored; `off` restores silently)."
+        "warn",
+        "Environment variables a test changed (restored; a wider-scoped fixture's are the baseline). "
+        "`off`: neither reported nor restored.",
     )
 
 

@@ -26,10 +26,20 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from testlane.core import service_names
 from testlane.core.errors import ConfigError
 from testlane.core.service_names import canonical, known
 
-__all__ = ["DRIVERS", "PARTS", "Reference", "declare", "forget", "parse_template", "validate_mapping"]
+__all__ = [
+    "DRIVERS",
+    "PARTS",
+    "Reference",
+    "declare",
+    "forget",
+    "parse_template",
+    "parts_table_markdown",
+    "validate_mapping",
+]
 
 # The built-in kinds' parts and drivers, here and not in their modules (testlane.services.kinds) because the
 # mapping is validated when the settings load and core imports nothing above it; a kind registered later
@@ -79,6 +89,19 @@ def forget(service: str) -> None:
     if service not in _BUILT_IN:
         PARTS.pop(service, None)
         DRIVERS.pop(service, None)
+
+
+def parts_table_markdown() -> str:
+    """The parts table of docs/adopting.md (it embeds exactly this): every service's parts and ``url`` drivers,
+    the first driver being what ``{service.url}`` gives."""
+    rows = ["| service | parts | `url` drivers (the first is the default) |", "|---|---|---|"]
+    for service in sorted(PARTS, key=lambda s: service_names.SERVICES.index(s) if s in service_names.SERVICES else 99):
+        aliases = [a for a, s in service_names.ALIASES.items() if s == service]
+        name = f"`{service}`" + (f" ({', '.join(f'`{a}`' for a in aliases)})" if aliases else "")
+        parts = ", ".join(f"`{p}`" for p in PARTS[service])
+        drivers = ", ".join(f"`{d}` (`{scheme}://`)" for d, scheme in DRIVERS.get(service, {}).items())
+        rows.append(f"| {name} | {parts} | {drivers or '—'} |")
+    return "\n".join(rows) + "\n"
 
 
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")

@@ -11,12 +11,14 @@ Each check is switchable in ``[tool.testlane.discipline]``:
   it happened (pytest's own collection of the first two, made errors; the third detected here);
 * **leaks** (``warn``): threads, child processes, listening sockets and asyncio tasks that a test
   (its body or its function-scoped fixtures) started and left running are reported with its name;
-* **environment** (``warn``): variables a test changed are restored after it, and reported.
+* **environment** (``warn``): variables a test changed are restored after it, and reported. What a
+  wider-scoped (class, module, package, session) fixture sets up or tears down is not the test's change:
+  it moves the baseline the next tests are compared with.
 
 ``warn`` reports a *finding*: listed in the "testlane findings" section at the end of the run, in the
 digest's "warnings" and in the JSON report's ``findings``, named with the test — not a Python warning, so a project's
 ``filterwarnings = error`` does not turn it into an error; ``fail`` fails the test's teardown;
-``off`` does nothing (the environment is still restored). Background errors set to ``warn`` stay
+``off`` does nothing (the environment is neither compared nor restored). Background errors set to ``warn`` stay
 pytest's own warnings (``PytestUnhandledThreadExceptionWarning``...), which they are, and are findings too.
 
 A background error is described as the exception itself with its project line
@@ -34,7 +36,7 @@ import stat
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -102,7 +104,7 @@ class TestWatch:
 
     before: Snapshot | None = None
     after_setup: Snapshot | None = None
-    env: EnvSnapshot | None = None
+    env: EnvSnapshot | None = None  # the baseline: before the test, plus wider-scoped fixtures' changes
     asyncio_errors: list[BackgroundError] = field(default_factory=list)
     wide_fixtures: list[str] = field(default_factory=list)
     handler: _AsyncioErrors | None = None
@@ -116,6 +118,8 @@ findings_key = pytest.StashKey[list[Finding]]()
 last_snapshot_key = pytest.StashKey[Snapshot]()
 # pytest's own, and testlane's bookkeeping (a fixture that starts the first server sets some): not the test's.
 IGNORED_ENV = frozenset({"PYTEST_CURRENT_TEST", *bookkeeping_names()})
+# The test being run: a wider-scoped fixture's teardown may run for another item's request.
+current_watch_key = pytest.StashKey[TestWatch]()
 
 
 discipline_settings_key = pytest.StashKey[Any]()
@@ -331,8 +335,9 @@ def _background_failure(item: pytest.Item, errors: list[BackgroundError], more: 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
     d = _settings(item.config)
-    watch = TestWatch(env=EnvSnapshot.take())
+    watch = TestWatch(env=EnvSnapshot.take() if d.env_changes != "off" else None)
     item.stash[watch_key] = watch
+    item.config.stash[current_watch_key] = watch
     if d.leaks != "off":
         previous = item.config.stash.get(last_snapshot_key, None)
         if previous is not None:
@@ -369,9 +374,40 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> Iterator[None]:
     node = getattr(request, "_pyfuncitem", None)
     watch = node.stash.get(watch_key, None) if node is not None else None
-    if watch is not None and watch.in_setup and fixturedef.scope != "function":
+    if watch is None or fixturedef.scope == "function":
+        return (yield)
+    if watch.in_setup:
         watch.wide_fixtures.append(f"{fixturedef.argname} ({fixturedef.scope})")
-    return (yield)
+    if watch.env is None:
+        return (yield)
+    before = EnvSnapshot.take()
+    try:
+        return (yield)
+    finally:
+        _move_baseline(watch, before)
+        # Added after the fixture's own teardown, so it runs just before it.
+        fixturedef.addfinalizer(lambda: _watch_teardown_env(request.config, fixturedef))
+
+
+_teardown_env_key = pytest.StashKey[dict[int, "EnvSnapshot"]]()
+
+
+def _watch_teardown_env(config: pytest.Config, fixturedef: pytest.FixtureDef[Any]) -> None:
+    config.stash.setdefault(_teardown_env_key, {})[id(fixturedef)] = EnvSnapshot.take()
+
+
+def pytest_fixture_post_finalizer(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> None:
+    """What a wider-scoped fixture's teardown changed (removing what it set, say) is no test's change either."""
+    before = request.config.stash.get(_teardown_env_key, {}).pop(id(fixturedef), None)
+    watch = request.config.stash.get(current_watch_key, None)
+    if before is not None and watch is not None:
+        _move_baseline(watch, before)
+
+
+def _move_baseline(watch: TestWatch, before: EnvSnapshot) -> None:
+    """Apply what changed in the environment since ``before`` (a wider-scoped fixture's doing) to the baseline."""
+    if watch.env is not None:
+        watch.env.follow(before.changed())
 
 
 @pytest.hookimpl(wrapper=True)
@@ -410,7 +446,7 @@ def _after(item: pytest.Item) -> None:
             for error in watch.asyncio_errors:
                 problems.append((d.background_errors, f"asyncio: {error.text(rootdir)}"))
     changed = _restore_env(watch.env) if watch.env is not None else []
-    if changed and d.env_changes != "off":
+    if changed:
         problems.append((d.env_changes, f"changed environment variables (restored): {', '.join(changed)}"))
     if d.leaks != "off" and watch.before is not None and watch.after_setup is not None:
         leaks = _leaks(item, watch)
@@ -464,6 +500,18 @@ class EnvSnapshot:
                 value = self.data.get(key)
                 out[name] = None if value is None else decode_value(value)
         return out
+
+    def follow(self, names: Iterable[str]) -> None:
+        """Take the current values of ``names`` into the snapshot (unset ones out of it)."""
+        raw = getattr(os.environ, "_data", None)
+        encode = getattr(os.environ, "encodekey", None)
+        current: Any = raw if isinstance(raw, dict) and raw is not self.data and encode is not None else os.environ
+        for name in names:
+            key = encode(name) if current is raw and encode is not None else name
+            if key in current:
+                self.data[key] = current[key]
+            else:
+                self.data.pop(key, None)
 
 
 def _restore_env(before: EnvSnapshot) -> list[str]:

@@ -187,6 +187,11 @@ class ServiceKind:
         raise KeyError(part)
 
     # -- testlane doctor --------------------------------------------------------------------------
+    def app_namespace(self, server: Server) -> str | None:
+        """For the run banner: where the application's ``[tool.testlane.env]`` mapping points on ``server``
+        when the server's URL does not say (no secret); None: nothing to add."""
+        return None
+
     def doctor_checks(self, settings: Settings) -> list[DoctorCheck]:
         """What ``testlane doctor`` reports about this kind's binaries on this machine."""
         return []

@@ -84,6 +84,11 @@ class RabbitMqKind(ServiceKind):
             return vhost
         return server.url_for_vhost(vhost, scheme=self.drivers()[driver or "amqp"])
 
+    def app_namespace(self, server: Server) -> str | None:
+        from testlane.services.rabbitmq_vhosts import app_vhost_name
+
+        return f"the application's vhost {app_vhost_name(server.instance.run_id)}"
+
     def adopt_url(self, instance: Instance, settings: Settings) -> None:
         if settings.rabbitmq.management_url:
             instance.extra["management_url"] = settings.rabbitmq.management_url
