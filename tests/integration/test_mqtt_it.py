@@ -137,7 +137,7 @@ def test_without_the_plugin_a_password_file_and_a_topic_prefix(settings_for, tmp
     alone = tmp_path / "broker" / "sbin"
     alone.mkdir(parents=True)
     shutil.copy2(find_mosquitto().path, alone / "mosquitto")
-    settings = settings_for(mqtt__binary=str(alone / "mosquitto"))
+    settings = settings_for(mqtt__binary=str(alone / "mosquitto"), services=["mqtt"])  # doctor judges used kinds
     with ServiceStack(settings, _context(settings)) as stack:
         server = stack.start(["mqtt"])["mqtt"]
         assert isinstance(server, MqttServer) and server.isolation == "prefix"
@@ -286,7 +286,7 @@ def test_the_broker_is_reaped_after_its_owner_is_killed(settings_for, tmp_path: 
 
 @needs_mosquitto
 def test_mqtt_binary_that_is_not_mosquitto_names_the_key(settings_for) -> None:  # type: ignore[no-untyped-def]
-    settings = settings_for(mqtt__binary="/bin/true", mqtt__backend="local")
+    settings = settings_for(mqtt__binary="/bin/true", mqtt__backend="local", services=["mqtt"])
     with ServiceStack(settings, _context(settings)) as stack, pytest.raises(BinaryNotFoundError) as info:
         stack.start(["mqtt"])
     assert "mqtt.binary" in info.value.message and "Mosquitto" in info.value.message
