@@ -16,13 +16,12 @@ Integration lane only. Isolation and its limits: :mod:`testlane.services.mqtt_is
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
 
-from testlane.core.runenv import RunEnv, restore
+from testlane.core.runenv import RunEnv
 from testlane.pytest_plugin.boundary import around_test
 
 if TYPE_CHECKING:
@@ -51,29 +50,20 @@ def _testlane_mqtt_leases(mqtt: MqttServer) -> Iterator[MqttLeases]:
 
 @contextlib.contextmanager
 def _namespace(request: pytest.FixtureRequest, leases: MqttLeases) -> Iterator[MqttNamespace]:
+    from testlane.pytest_plugin.lease_env import mapped_for_test
     from testlane.pytest_plugin.plugin import plugin_of
-    from testlane.services.env_mapping import render_mapping
 
-    plugin = plugin_of(request.config)
     ns = leases.lease()
-    saved: dict[str, str | None] = {}
+    overrides = {
+        ("mqtt", "url"): ns.url,
+        ("mqtt", "user"): ns.user or "",
+        ("mqtt", "password"): ns.password or "",
+        ("mqtt", "topic_prefix"): ns.topic_prefix,
+    }
     try:
-        mapping = plugin.settings.env
-        if mapping:
-            servers = {**plugin.active_servers(), "mqtt": leases.server}
-            overrides = {
-                ("mqtt", "url"): ns.url,
-                ("mqtt", "user"): ns.user or "",
-                ("mqtt", "password"): ns.password or "",
-                ("mqtt", "topic_prefix"): ns.topic_prefix,
-            }
-            values = render_mapping(mapping, servers, only_available=True, overrides=overrides, only="mqtt")
-            for key, value in values.items():
-                saved.setdefault(key, os.environ.get(key))
-                os.environ[key] = value
-        yield ns
+        with mapped_for_test(plugin_of(request.config), "mqtt", leases.server, overrides):
+            yield ns
     finally:
-        restore(os.environ, saved)
         leases.release(ns)
 
 

@@ -16,7 +16,6 @@ nats-py loads only when a fixture is used.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -48,9 +47,10 @@ def lock_dir_of(server: NatsServer, run_dir: Path) -> Path:
 @contextlib.contextmanager
 def _lease(request: pytest.FixtureRequest) -> Iterator[JetStreamLease]:
     from testlane.core.runenv import RunEnv
+    from testlane.core.urls import ServiceUrl
     from testlane.databases.guard import require_integration_lane
+    from testlane.pytest_plugin.lease_env import mapped_for_test
     from testlane.pytest_plugin.plugin import plugin_of
-    from testlane.services.env_mapping import render_mapping, variables_of
     from testlane.services.nats import NatsServer
     from testlane.services.nats_isolation import lease_jetstream
 
@@ -60,32 +60,18 @@ def _lease(request: pytest.FixtureRequest) -> Iterator[JetStreamLease]:
     server = plugin.server("nats")
     assert isinstance(server, NatsServer)
     lease = lease_jetstream(server, lock_dir_of(server, plugin.provider.context.run_dir), owner=nodeid)
-    saved: dict[str, str | None] = {}
+    url = ServiceUrl.parse(lease.url)
+    overrides = {
+        ("nats", "url"): lease.url,
+        ("nats", "user"): url.user or "",
+        ("nats", "password"): url.password or "",
+        ("nats", "subject_prefix"): lease.subject_prefix,
+        ("nats", "stream_prefix"): lease.stream_prefix,
+    }
     try:
-        mapping = plugin.settings.env
-        if variables_of(mapping, "nats"):
-            from testlane.core.urls import ServiceUrl
-
-            url = ServiceUrl.parse(lease.url)
-            overrides = {
-                ("nats", "url"): lease.url,
-                ("nats", "user"): url.user or "",
-                ("nats", "password"): url.password or "",
-                ("nats", "subject_prefix"): lease.subject_prefix,
-                ("nats", "stream_prefix"): lease.stream_prefix,
-            }
-            servers = {**plugin.active_servers(), "nats": server}
-            values = render_mapping(mapping, servers, overrides=overrides, only="nats", only_available=True)
-            for key, value in values.items():
-                saved.setdefault(key, os.environ.get(key))
-                os.environ[key] = value
-        yield lease
+        with mapped_for_test(plugin, "nats", server, overrides):
+            yield lease
     finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
         lease.release(reset=not server.gone())
 
 

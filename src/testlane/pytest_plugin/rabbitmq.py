@@ -15,8 +15,8 @@ Vhosts are made ahead (``rabbitmq.pool_size``) and deleted in the background aft
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -86,37 +86,21 @@ def _leased_handle(server: RabbitMqServer, vhost: str) -> RabbitMqServer:
     return type(server)(leased, registry=None, owned=False)
 
 
-class _Lease:
-    def __init__(self, request: pytest.FixtureRequest) -> None:
-        self.request = request
-        self.saved: dict[str, str | None] = {}
+@contextlib.contextmanager
+def _lease(request: pytest.FixtureRequest) -> Iterator[RabbitMqVhost]:
+    from testlane.databases.guard import require_integration_lane
+    from testlane.pytest_plugin.lease_env import mapped_for_test
+    from testlane.pytest_plugin.plugin import plugin_of
 
-    def __enter__(self) -> RabbitMqVhost:
-        from testlane.databases.guard import require_integration_lane
-        from testlane.pytest_plugin.plugin import plugin_of
-        from testlane.services.env_mapping import render_mapping
-
-        request = self.request
-        require_integration_lane(f"{request.node.nodeid} (fixture rabbitmq_vhost)", env=RunEnv.current())
-        self.pool: VhostPool = request.getfixturevalue("_testlane_rabbitmq_vhosts")
-        self.name = self.pool.lease()
-        vhost = RabbitMqVhost(self.name, self.pool.server)
-        plugin = plugin_of(request.config)
-        if plugin.settings.env:
-            servers = {**plugin.active_servers(), "rabbitmq": _leased_handle(self.pool.server, self.name)}
-            mapped = render_mapping(plugin.settings.env, servers, only="rabbitmq", only_available=True)
-            for key, value in mapped.items():
-                self.saved.setdefault(key, os.environ.get(key))
-                os.environ[key] = value
-        return vhost
-
-    def __exit__(self, *exc: object) -> None:
-        for key, value in self.saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        self.pool.release(self.name)
+    require_integration_lane(f"{request.node.nodeid} (fixture rabbitmq_vhost)", env=RunEnv.current())
+    pool: VhostPool = request.getfixturevalue("_testlane_rabbitmq_vhosts")
+    name = pool.lease()
+    try:
+        # The mapping is rendered against a handle whose coordinates are the vhost's (its URL, its vhost part).
+        with mapped_for_test(plugin_of(request.config), "rabbitmq", _leased_handle(pool.server, name)):
+            yield RabbitMqVhost(name, pool.server)
+    finally:
+        pool.release(name)
 
 
 @pytest.fixture
@@ -125,7 +109,7 @@ def rabbitmq_vhost(request: pytest.FixtureRequest) -> Iterator[RabbitMqVhost]:
     __tracebackhide__ = True
     nodeid = request.node.nodeid
     yield from around_test(
-        lambda: _Lease(request),
+        lambda: _lease(request),
         setup=f"{nodeid}: leasing a RabbitMQ virtual host",
         teardown=lambda vhost: f"{nodeid}: deleting its RabbitMQ virtual host {vhost.name}",
     )

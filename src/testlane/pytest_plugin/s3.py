@@ -16,13 +16,12 @@ Integration lane only (a real server). See docs/isolation.md for what a bucket p
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
 
-from testlane.core.runenv import RunEnv, restore
+from testlane.core.runenv import RunEnv
 from testlane.pytest_plugin.boundary import around_test, own_work
 
 if TYPE_CHECKING:
@@ -57,31 +56,17 @@ def _testlane_s3_pool(pytestconfig: pytest.Config) -> Iterator[BucketPool]:
 @contextlib.contextmanager
 def _bucket(request: pytest.FixtureRequest) -> Iterator[S3Bucket]:
     from testlane.databases.guard import require_integration_lane
+    from testlane.pytest_plugin.lease_env import mapped_for_test
     from testlane.pytest_plugin.plugin import plugin_of
-    from testlane.services.env_mapping import render_mapping
 
     nodeid = request.node.nodeid
     require_integration_lane(f"{nodeid} (fixture s3_bucket)", env=RunEnv.current())
     pool: BucketPool = request.getfixturevalue("_testlane_s3_pool")
     bucket = pool.lease()
-    saved: dict[str, str | None] = {}
     try:
-        plugin = plugin_of(request.config)
-        mapping = plugin.settings.env
-        if mapping:
-            values = render_mapping(
-                mapping,
-                {**plugin.active_servers(), "s3": bucket.server},
-                only="s3",
-                only_available=True,
-                overrides={("s3", "bucket"): bucket.name},
-            )
-            for key, value in values.items():
-                saved[key] = os.environ.get(key)
-                os.environ[key] = value
-        yield bucket
+        with mapped_for_test(plugin_of(request.config), "s3", bucket.server, {("s3", "bucket"): bucket.name}):
+            yield bucket
     finally:
-        restore(os.environ, saved)
         pool.release(bucket)
 
 
