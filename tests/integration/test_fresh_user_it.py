@@ -237,6 +237,7 @@ def test_a_lease_whose_server_died_is_released_at_once(
     result.assert_outcomes(passed=5)  # and no error at teardown
     durations = dict(json.loads(line) for line in times.read_text().splitlines())
     assert len(durations) == 5, durations
-    slow = {test: round(took, 2) for test, took in durations.items() if took > 1.0}
+    # Before: valkey 5 s, mqtt 10.2 s, nats 30 s (network timeouts); a loaded machine's teardown takes ~1 s.
+    slow = {test: round(took, 2) for test, took in durations.items() if took > 3.0}
     assert slow == {}, f"releases waited for dead servers: {slow}"
     assert server_processes(inner_env) == []
