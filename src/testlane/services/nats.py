@@ -32,7 +32,6 @@ import importlib.metadata
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import threading
 from collections.abc import Awaitable, Callable
@@ -44,7 +43,7 @@ from testlane.core.config import NatsSettings
 from testlane.core.errors import BinaryNotFoundError, ServiceError
 from testlane.core.urls import ServiceUrl
 from testlane.services.base import Launch, Server
-from testlane.services.binaries import reported_version
+from testlane.services.binaries import reported_version, search_local
 from testlane.services.credentials import new_password, write_private
 from testlane.services.privileges import ensure_reachable
 from testlane.services.process_engine import ProcessEngine
@@ -147,23 +146,17 @@ def find_nats(backend: str, *, binary: str = "") -> NatsBinary:
                 'nats.backend = "local".',
             )
         return found
-    looked: list[str] = []
-    if binary:
-        path = Path(binary).expanduser()
-        looked.append(f"{path} (nats.binary)")
-        if path.is_file() and os.access(path, os.X_OK):
-            found = NatsBinary(path, "local", "nats.binary")
+    hit, looked = search_local(
+        binary,
+        "nats.binary",
+        ("nats-server",),
+        ("/usr/sbin/nats-server", "/usr/local/bin/nats-server", "/opt/homebrew/bin/nats-server"),
+    )
+    if hit is not None:
+        found = NatsBinary(hit[0], "local", hit[1])
+        if binary:
             found.version  # noqa: B018 -- read and checked (it raises, naming the key) before any use
-            return found
-    else:
-        hit = shutil.which("nats-server")
-        looked.append("nats-server on PATH" + ("" if hit else " (not found)"))
-        if hit:
-            return NatsBinary(Path(hit), "local", "nats-server on PATH")
-        for extra in ("/usr/sbin/nats-server", "/usr/local/bin/nats-server", "/opt/homebrew/bin/nats-server"):
-            looked.append(extra)
-            if os.access(extra, os.X_OK):
-                return NatsBinary(Path(extra), "local", extra)
+        return found
     places = "\n".join(f"  - {place}" for place in looked)
     raise BinaryNotFoundError(
         f"no local nats-server found. Looked in:\n{places}",
