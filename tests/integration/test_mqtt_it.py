@@ -521,6 +521,8 @@ def _mqtt_image() -> str | None:
 
 
 def _labelled_containers(run_id: str) -> list[str]:
+    """This run's mqtt containers (the run id may be the outer suite's, whose other worker runs other kinds'
+    containers at the same time)."""
     proc = subprocess.run(
         ["podman", "ps", "-a", "--filter", f"label=testlane.run={run_id}", "--format", "{{.Names}}"],
         capture_output=True,
@@ -528,7 +530,7 @@ def _labelled_containers(run_id: str) -> list[str]:
         check=True,
         timeout=60,
     )
-    return proc.stdout.split()
+    return [name for name in proc.stdout.split() if name.startswith("testlane-mqtt-")]
 
 
 def _container_round(server: MqttServer) -> None:
