@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from testlane.databases.reset import CATALOG, Counters, TemplateFacts, plan_reset
+from testlane.databases.reset import CATALOG, XID_LIMIT, Counters, ResetPlan, TemplateFacts, plan_reset
 
 ORDERS, LINES, USERS, SEEDED = 100, 101, 102, 103
 ORDERS_SEQ, OTHER_SEQ = 200, 201
@@ -22,16 +22,17 @@ def counters(tables: dict[int, int] | None = None, sequences: dict[int, int] | N
 
 def test_nothing_changed_means_reuse_as_is() -> None:
     before = counters({CATALOG: 5, ORDERS: 0}, {ORDERS_SEQ: 3})
-    assert plan_reset(FACTS, before, before) == []
+    assert plan_reset(FACTS, before, before) == ResetPlan()
 
 
 def test_rows_in_an_empty_template_table_are_truncated() -> None:
     after = counters({ORDERS: 2}, {ORDERS_SEQ: 1})
-    assert plan_reset(FACTS, counters(), after) == ["public.lines", "public.orders"]  # with its referencing table
+    plan = plan_reset(FACTS, counters(), after)
+    assert plan == ResetPlan(truncate=("public.lines", "public.orders"))  # with its referencing table
 
 
 def test_a_referencing_table_alone_is_truncated_alone() -> None:
-    assert plan_reset(FACTS, counters(), counters({LINES: 1})) == ["public.lines"]
+    assert plan_reset(FACTS, counters(), counters({LINES: 1})) == ResetPlan(truncate=("public.lines",))
 
 
 def test_catalog_changes_mean_a_new_clone() -> None:
@@ -58,4 +59,74 @@ def test_tables_unknown_to_the_template_are_covered_by_the_catalog_counter() -> 
     # A table the test created itself shows up as an unknown oid; the DDL moved the catalog sum.
     assert plan_reset(FACTS, counters({CATALOG: 1}), counters({CATALOG: 9, 999: 4})) is None
     # Without a catalog change an unknown oid cannot be a new user table; it is ignored.
-    assert plan_reset(FACTS, counters(), counters({999: 4})) == []
+    assert plan_reset(FACTS, counters(), counters({999: 4})) == ResetPlan()
+
+
+# -- seeded tables: the test's rows deleted by xmin --------------------------------------------------------
+COUNTRIES_SEQ = 202
+SEEDED_FACTS = TemplateFacts(
+    truncatable=FACTS.truncatable,
+    names=FACTS.names,
+    catalog=FACTS.catalog,
+    referenced_by=FACTS.referenced_by,
+    sequence_owner={ORDERS_SEQ: ORDERS, COUNTRIES_SEQ: SEEDED},
+    restorable=frozenset({SEEDED}),
+    sequence_state={COUNTRIES_SEQ: ("public.countries_id_seq", 250, True), OTHER_SEQ: ("public.other", 1, False)},
+    first_clone_xid=700,
+)
+
+
+def seeded(
+    tables: dict[int, int],
+    rewritten: dict[int, int] | None = None,
+    sequences: dict[int, int] | None = None,
+    xid: int = 900,
+) -> Counters:
+    """Counters as read after a test (the database's sum and the next xid known)."""
+    return Counters(tables, sequences or {}, rewritten or {}, database=1, next_xid=xid)
+
+
+def test_inserts_into_a_seeded_table_delete_the_tests_rows_and_set_its_sequence_back() -> None:
+    after = seeded({SEEDED: 3}, sequences={COUNTRIES_SEQ: 2})
+    plan = plan_reset(SEEDED_FACTS, counters(), after)
+    assert plan == ResetPlan(
+        delete=("public.countries",), setval=(("public.countries_id_seq", 250, True),), first_xid=700
+    )
+    # After a reset, the baseline's own next xid is the horizon (newer than the template's).
+    assert plan_reset(SEEDED_FACTS, seeded({}, xid=800), after) == ResetPlan(
+        delete=("public.countries",), setval=(("public.countries_id_seq", 250, True),), first_xid=800
+    )
+
+
+def test_updates_or_deletes_of_a_seeded_table_mean_a_new_clone() -> None:
+    assert plan_reset(SEEDED_FACTS, counters(), seeded({SEEDED: 3}, {SEEDED: 1})) is None
+
+
+def test_a_seeded_table_with_a_delete_trigger_or_rule_means_a_new_clone() -> None:
+    facts = TemplateFacts(**{**SEEDED_FACTS.__dict__, "restorable": frozenset()})
+    assert plan_reset(facts, counters(), seeded({SEEDED: 3})) is None
+
+
+def test_seeded_and_empty_tables_together() -> None:
+    plan = plan_reset(SEEDED_FACTS, counters(), seeded({SEEDED: 1, USERS: 1, ORDERS: 1}, sequences={ORDERS_SEQ: 1}))
+    assert plan == ResetPlan(
+        truncate=("public.lines", "public.orders", "public.users"), delete=("public.countries",), first_xid=700
+    )
+
+
+def test_without_a_known_horizon_or_past_2_to_the_32_xids_seeded_rows_cannot_be_told_apart() -> None:
+    facts = TemplateFacts(**{**SEEDED_FACTS.__dict__, "first_clone_xid": None})
+    assert plan_reset(facts, counters(), seeded({SEEDED: 1})) is None
+    assert plan_reset(SEEDED_FACTS, counters(), seeded({SEEDED: 1}, xid=XID_LIMIT)) is None
+
+
+def test_a_used_sequence_of_an_untouched_table_is_set_back() -> None:
+    plan = plan_reset(SEEDED_FACTS, counters(), seeded({}, sequences={OTHER_SEQ: 1}))
+    assert plan == ResetPlan(setval=(("public.other", 1, False),), first_xid=700)
+
+
+def test_counters_going_backwards_mean_a_new_clone() -> None:
+    before = seeded({SEEDED: 5}, sequences={COUNTRIES_SEQ: 3})
+    assert plan_reset(SEEDED_FACTS, before, seeded({SEEDED: 0}, sequences={COUNTRIES_SEQ: 3})) is None
+    reset_stats = Counters(before.tables, before.sequences, database=1, next_xid=900, stats_reset="2026-01-01")
+    assert plan_reset(SEEDED_FACTS, before, reset_stats) is None

@@ -5,9 +5,10 @@
   one connection opened to it (the first connection to a database is the slow one), its caches warmed
   (:data:`WARM_CACHES`: a test's first statement on a fresh backend would otherwise load them);
 * **reset**: once no server process but our own connection serves a released database, back into the
-  template's state when that is provably exact (see :mod:`testlane.databases.reset`: nothing changed, or rows
-  only in tables empty in the template, truncated). The test's own connection is sanitized and reused, so a
-  reset costs no new connection. Only where the server's processes can be scanned (``embedded``/``local``);
+  template's state when that is provably exact (see :mod:`testlane.databases.reset`: nothing changed, rows
+  only in tables empty in the template, truncated, or rows only inserted into seeded tables, deleted by
+  ``xmin``). The test's own connection is sanitized and reused, so a reset costs no new connection. Only
+  where the server's processes can be scanned (``embedded``/``local``);
 * **transaction wrapper**: :class:`~testlane.databases.transaction.SavepointConnection`.
 """
 
@@ -18,6 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, TypeAlias
 
 from testlane.core.errors import DatabaseError
@@ -30,6 +32,7 @@ from testlane.databases.reset import (
     analyze,
     backends_serving,
     can_scan_processes,
+    first_clone_xid,
     plan_reset,
     read_counters,
     reset,
@@ -172,21 +175,22 @@ class PostgresDatabaseEngine:
             else:
                 conn = self._connect(lease.name, autocommit=True)
                 conn.execute("SET stats_fetch_consistency = none")
-            after = read_counters(conn)
             assert isinstance(lease.baseline, Counters), lease.baseline
-            tables = plan_reset(facts, lease.baseline, after)
-            if tables is None:
+            after = read_counters(conn, lease.baseline)
+            plan = plan_reset(facts, lease.baseline, after)
+            if plan is None:
                 _close(conn)
                 return None
-            baseline = reset(conn, tables) if tables else after
-            if tables:
-                _warm_caches(conn, tables)
+            baseline = reset(conn, plan) if plan else after
+            if plan.truncate:
+                _warm_caches(conn, list(plan.truncate))  # a TRUNCATE invalidated their cache entries
             conn.autocommit = False
         except Exception as exc:
             log.debug("could not reset %s: %s", lease.name, exc)
             _close(conn)
             return None
-        return Lease(lease.name, lease.url, lease.template, conn, baseline, reused=True, truncated=bool(tables))
+        # `truncated`: tables were emptied or restored (which, is in the baseline: Counters.restored).
+        return Lease(lease.name, lease.url, lease.template, conn, baseline, reused=True, truncated=bool(plan))
 
     def _settled(self, lease: Lease[psycopg.Connection], stopping: Callable[[], bool]) -> bool:
         """Wait until no server process but our own connection's serves the database."""
@@ -200,8 +204,8 @@ class PostgresDatabaseEngine:
         return True
 
     def _template_facts(self, lease: Lease[psycopg.Connection]) -> TemplateFacts:
-        """What may be truncated in ``lease``'s template, learned once on a throwaway clone named after the
-        lease (analysis reads would count)."""
+        """What may be truncated or restored in ``lease``'s template, learned once on a throwaway clone named
+        after the lease (analysis reads would count)."""
         with self._facts_lock:
             facts = self._facts.get(lease.template)
             if facts is None:
@@ -210,7 +214,9 @@ class PostgresDatabaseEngine:
                     self.create(admin, lease.template, scratch)
                     try:
                         with self.server.connect(scratch, autocommit=True) as conn:
-                            facts = self._facts[lease.template] = analyze(conn)
+                            facts = analyze(conn)
+                        facts = replace(facts, first_clone_xid=first_clone_xid(admin, lease.template))
+                        self._facts[lease.template] = facts
                     finally:
                         self.drop(admin, scratch)
             return facts

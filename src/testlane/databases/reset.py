@@ -3,23 +3,31 @@
 Cloning and dropping a database each cost a few hundred file operations (about 7 ms and 3 ms of
 kernel time on tmpfs here); most tests only insert, update or delete rows. So after a test, once
 every backend that used its database has exited (only then are its statistics final), the
-per-relation statistics say what the test changed:
+statistics say what the test changed:
 
-* **nothing** (tuple counters and sequence block accesses unchanged): the database goes back as is;
+* **nothing** (the database's tuple counters and the sequences' block accesses unchanged; read first,
+  before any per-table counter): the database goes back as is;
 * **only rows of tables that are empty in the template** (and have no TRUNCATE triggers, and whose
   owned sequences were never used in the template): ``TRUNCATE ... RESTART IDENTITY`` of those
   tables and the tables that reference them restores the template's state exactly;
-* **anything else** — a catalog change (DDL, grants, comments, large objects), a row of a table
-  that has rows in the template, a sequence not owned by a truncated table: the database is
-  dropped and a new clone takes its place.
+* **only inserts into tables that have rows in the template** (no update, no delete counted on them:
+  every template row is untouched): ``DELETE ... WHERE xmin`` is one of the test's transactions removes
+  exactly the test's rows — a template row's ``xmin`` is older than the clone (so than any transaction
+  of a test), a test's row's is not. Done with ``session_replication_role = replica``, so no trigger
+  fires (in the template those rows never existed, so neither did a deletion's side effects); tables
+  with a DELETE trigger or rule that would fire anyway (``ENABLE ALWAYS``/``REPLICA``) are not restored
+  this way. Sequences the test used go back to the template's ``last_value``/``is_called`` by ``setval``;
+* **anything else** — a catalog change (DDL, grants, comments, large objects), an update or delete of
+  a seeded table, a statistics reset, an xid past 2^32 (the 32-bit ``xmin`` could no longer be
+  compared): the database is dropped and a new clone takes its place.
 
-What is safe to truncate is learned once per template (:func:`analyze`), on a throwaway clone.
+What is safe to truncate or restore is learned once per template (:func:`analyze`), on a throwaway clone.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -27,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Counters",
+    "ResetPlan",
     "TemplateFacts",
     "analyze",
     "backends_serving",
@@ -38,46 +47,106 @@ __all__ = [
 
 CATALOG_SCHEMAS = ("pg_catalog", "information_schema")
 TRUNCATE_TRIGGER = 1 << 5  # TRIGGER_TYPE_TRUNCATE in pg_trigger.tgtype
+DELETE_TRIGGER = 1 << 3  # TRIGGER_TYPE_DELETE
+XID_LIMIT = 1 << 32  # below it, a 64-bit xid and the 32-bit xmin of a row are the same number
 
 
 @dataclass(frozen=True)
 class Counters:
-    """Per-relation change counters of one database: tables (ins+upd+del), sequences (block accesses)."""
+    """One database's statistics at one moment.
+
+    ``tables``: per user table, tuples inserted + updated + deleted (key :data:`CATALOG`: the sum over every
+    catalog table); ``rewritten``: per user table, tuples updated + deleted; ``sequences``: per sequence,
+    block accesses; ``database``: the database's own inserted + updated + deleted sum (None: not read);
+    ``next_xid``: the first unassigned 64-bit transaction id when read (None: not read); ``stats_reset``:
+    the database's statistics reset time, as text (None: never reset, or not read); ``restored``:
+    what the reset that produced these counters restored by deleting the test's rows (for tests and
+    reports). Missing keys count as 0.
+    """
 
     tables: dict[int, int] = field(default_factory=dict)
     sequences: dict[int, int] = field(default_factory=dict)
+    rewritten: dict[int, int] = field(default_factory=dict)
+    database: int | None = None
+    next_xid: int | None = None
+    restored: tuple[str, ...] = ()
+    stats_reset: str | None = None  # when this database's statistics were last reset (a test may reset them)
 
 
 @dataclass(frozen=True)
 class TemplateFacts:
-    """What may be truncated to restore the template (learned once per template)."""
+    """What may be truncated or restored to get back to the template (learned once per template)."""
 
     truncatable: frozenset[int]  # user tables, by oid
-    names: dict[int, str]  # oid -> quoted qualified name, for TRUNCATE
+    names: dict[int, str]  # oid -> quoted qualified name, for TRUNCATE/DELETE
     catalog: frozenset[int]  # counters whose change means DDL or another catalog write (the catalog sum)
     referenced_by: dict[int, frozenset[int]]  # table -> tables with a foreign key to it
     sequence_owner: dict[int, int]  # sequence oid -> owning table oid
+    # Plain tables whose inserted rows a DELETE by xmin removes without anything firing (see module doc).
+    restorable: frozenset[int] = frozenset()
+    # sequence oid -> (quoted name, last_value, is_called) in the template
+    sequence_state: dict[int, tuple[str, int, bool]] = field(default_factory=dict)
+    # First 64-bit xid any transaction on a clone can have (the template's sealing xid + 1); None: unknown.
+    first_clone_xid: int | None = None
+
+
+@dataclass(frozen=True)
+class ResetPlan:
+    """Statements that put a database back: tables to truncate (quoted names), tables whose rows with an
+    ``xmin`` at or after ``first_xid`` are deleted, and ``setval`` arguments (name, last_value, is_called)."""
+
+    truncate: tuple[str, ...] = ()
+    delete: tuple[str, ...] = ()
+    setval: tuple[tuple[str, int, bool], ...] = ()
+    first_xid: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.truncate or self.delete or self.setval)
+
+    def statement(self) -> str:
+        """One simple-query string (one implicit transaction: all or nothing)."""
+        parts = []
+        if self.truncate:
+            parts.append(f"TRUNCATE {', '.join(self.truncate)} RESTART IDENTITY")
+        if self.delete:
+            # Superuser-only; refused on a shared server's non-superuser, which then means a new clone.
+            # row_security = off makes a policy that would hide a row an error, not a silent partial delete.
+            parts.append("SET LOCAL session_replication_role = replica; SET LOCAL row_security = off")
+            parts += [f"DELETE FROM {name} WHERE xmin::text::bigint >= {self.first_xid}" for name in self.delete]
+        parts += [
+            "SELECT setval('{}', {}, {})".format(name.replace("'", "''"), value, called)
+            for name, value, called in self.setval
+        ]
+        # setval and nextval leave currval/lastval defined on this backend: a fresh session has neither.
+        parts.append("DISCARD SEQUENCES")
+        return "; ".join(parts)
 
 
 def analyze(conn: psycopg.Connection) -> TemplateFacts:
-    """Learn, on a fresh clone of the template, which tables can be reset by TRUNCATE."""
+    """Learn, on a fresh clone of the template, which tables can be reset by TRUNCATE or restored by DELETE."""
     rows = conn.execute(
         """
-        SELECT c.oid, quote_ident(n.nspname) || '.' || quote_ident(c.relname), n.nspname,
-               EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgtype & %s <> 0)
+        SELECT c.oid, quote_ident(n.nspname) || '.' || quote_ident(c.relname), n.nspname, c.relkind,
+               EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgtype & %s <> 0),
+               EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgtype & %s <> 0
+                       AND t.tgenabled IN ('A', 'R'))
+               OR EXISTS (SELECT 1 FROM pg_rewrite r WHERE r.ev_class = c.oid AND r.ev_type = '4')
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname <> 'pg_toast' AND NOT c.relisshared
         """,
-        (TRUNCATE_TRIGGER,),
+        (TRUNCATE_TRIGGER, DELETE_TRIGGER),
     ).fetchall()
     names: dict[int, str] = {}
     candidates: set[int] = set()
-    for oid, name, schema, has_truncate_trigger in rows:
+    restorable: set[int] = set()
+    for oid, name, schema, relkind, has_truncate_trigger, fires_on_delete in rows:
         if schema in CATALOG_SCHEMAS or schema.startswith("pg_temp"):
             continue
         names[oid] = name
         if not has_truncate_trigger:
             candidates.add(oid)
+        if relkind == "r" and not fires_on_delete:
+            restorable.add(oid)
     empty = set()
     for oid in candidates:
         row = conn.execute(f"SELECT NOT EXISTS (SELECT 1 FROM {names[oid]})").fetchone()
@@ -91,13 +160,18 @@ def analyze(conn: psycopg.Connection) -> TemplateFacts:
             " AND d.deptype IN ('a', 'i')"
         ).fetchall()
     }
-    used_sequences = {
-        oid
-        for (oid,) in conn.execute(
-            "SELECT c.oid FROM pg_sequences s JOIN pg_namespace n ON n.nspname = s.schemaname"
-            " JOIN pg_class c ON c.relname = s.sequencename AND c.relnamespace = n.oid WHERE s.last_value IS NOT NULL"
-        ).fetchall()
-    }
+    sequences = conn.execute(
+        "SELECT c.oid, quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'S'"
+    ).fetchall()
+    state: dict[int, tuple[str, int, bool]] = {}
+    if sequences:
+        values = " UNION ALL ".join(
+            f"(SELECT {oid}::bigint, last_value, is_called FROM {name})" for oid, name in sequences
+        )
+        quoted: dict[int, str] = {oid: name for oid, name in sequences}
+        state = {oid: (quoted[oid], int(last), bool(called)) for oid, last, called in conn.execute(values).fetchall()}
+    used_sequences = {oid for oid, (_, _, called) in state.items() if called}
     # A table whose sequence was used in the template would not get its template value back.
     empty -= {owners[seq] for seq in used_sequences if seq in owners}
     referenced: dict[int, set[int]] = {}
@@ -109,54 +183,130 @@ def analyze(conn: psycopg.Connection) -> TemplateFacts:
         catalog=frozenset({CATALOG}),
         referenced_by={k: frozenset(v) for k, v in referenced.items()},
         sequence_owner=owners,
+        restorable=frozenset(restorable - empty),
+        sequence_state=state,
     )
+
+
+def first_clone_xid(admin: psycopg.Connection, template: str) -> int | None:
+    """The first xid a transaction on a clone of ``template`` can have, or None when unknown.
+
+    Every row of the template was written before its ``pg_database`` row was last changed (testlane seals
+    a template with ``ALTER DATABASE ... ALLOW_CONNECTIONS false`` once built, and nobody can connect to it
+    after); a clone, and so every transaction on it, comes later. Valid while xids stay below 2^32
+    (checked at each reset), where the 32-bit ``xmin`` is the xid itself.
+    """
+    row = admin.execute(
+        "SELECT xmin::text::bigint, datallowconn FROM pg_database WHERE datname = %s", (template,)
+    ).fetchone()
+    if row is None or row[1]:
+        return None
+    return int(row[0]) + 1
 
 
 CATALOG = 0  # key of the one counter summing every (non-shared) catalog table
 
-_CHANGES = "pg_stat_get_tuples_inserted(c.oid) + pg_stat_get_tuples_updated(c.oid) + pg_stat_get_tuples_deleted(c.oid)"
-COUNTERS_QUERY = f"""
-SELECT 0, false, sum({_CHANGES})::bigint FROM pg_class c
+_REWRITES = "pg_stat_get_tuples_updated(c.oid) + pg_stat_get_tuples_deleted(c.oid)"
+_CHANGES = f"pg_stat_get_tuples_inserted(c.oid) + {_REWRITES}"
+# The cheap first read: the database's own tuple counters (which sum every table's, catalogs included),
+# the sequences' block accesses and the next xid. When neither the sum nor a sequence moved, nothing did.
+QUICK_QUERY = """
+SELECT -1, 'd', (pg_stat_get_db_tuples_inserted(d.oid) + pg_stat_get_db_tuples_updated(d.oid)
+                 + pg_stat_get_db_tuples_deleted(d.oid))::bigint,
+       txid_snapshot_xmax(txid_current_snapshot()), pg_stat_get_db_stat_reset_time(d.oid)::text
+FROM pg_database d WHERE d.datname = current_database()
+UNION ALL
+SELECT c.oid, 'S', pg_stat_get_blocks_fetched(c.oid), 0, NULL FROM pg_class c WHERE c.relkind = 'S'
+"""
+TABLES_QUERY = f"""
+SELECT 0, 'c', sum({_CHANGES})::bigint, 0, NULL FROM pg_class c
 WHERE c.relkind IN ('r', 'p', 'm') AND NOT c.relisshared
   AND c.relnamespace IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)
 UNION ALL
-SELECT c.oid, c.relkind = 'S',
-       CASE WHEN c.relkind = 'S' THEN pg_stat_get_blocks_fetched(c.oid) ELSE {_CHANGES} END
+SELECT c.oid, 'r', {_CHANGES}, {_REWRITES}, NULL
 FROM pg_class c
-WHERE c.relkind IN ('r', 'p', 'm', 'S') AND NOT c.relisshared
+WHERE c.relkind IN ('r', 'p', 'm') AND NOT c.relisshared
   AND c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace,
                              'pg_toast'::regnamespace)
 """
+COUNTERS_QUERY = f"{QUICK_QUERY} UNION ALL {TABLES_QUERY}"
 
 
-def read_counters(conn: psycopg.Connection) -> Counters:
-    """User tables' tuple changes, sequences' block accesses, and all catalogs' changes as one sum.
+def read_counters(conn: psycopg.Connection, baseline: Counters | None = None) -> Counters:
+    """The database's counters (see :class:`Counters`). With ``baseline``: when the database's tuple sum
+    and every sequence are as in ``baseline``, the per-table counters are not read (``baseline``'s are
+    returned: nothing changed), saving one read per table.
 
     The connection must use ``stats_fetch_consistency = none`` (live values, no cached snapshot).
     """
+    if baseline is not None and baseline.database is not None:
+        quick = _parse(conn.execute(QUICK_QUERY).fetchall())
+        if (quick.database, quick.stats_reset, quick.sequences) == (
+            baseline.database,
+            baseline.stats_reset,
+            baseline.sequences,
+        ):
+            return _merge(quick, baseline)
+        return _merge(quick, _parse(conn.execute(TABLES_QUERY).fetchall()))
+    return _parse(conn.execute(COUNTERS_QUERY).fetchall())
+
+
+def _merge(quick: Counters, tables: Counters) -> Counters:
+    return Counters(
+        tables.tables, quick.sequences, tables.rewritten, quick.database, quick.next_xid, stats_reset=quick.stats_reset
+    )
+
+
+def _parse(rows: list[tuple[int, str, int | None, int | None, str | None]]) -> Counters:
     tables: dict[int, int] = {}
+    rewritten: dict[int, int] = {}
     sequences: dict[int, int] = {}
-    for oid, is_sequence, value in conn.execute(COUNTERS_QUERY).fetchall():
-        (sequences if is_sequence else tables)[oid] = int(value or 0)
-    return Counters(tables, sequences)
+    database = next_xid = None
+    stats_reset = None
+    for oid, kind, value, extra, stamp in rows:
+        if kind == "d":
+            database, next_xid, stats_reset = int(value or 0), int(extra or 0), stamp
+        elif kind == "S":
+            sequences[oid] = int(value or 0)
+        else:
+            tables[oid] = int(value or 0)
+            if kind == "r":
+                rewritten[oid] = int(extra or 0)
+    return Counters(tables, sequences, rewritten, database, next_xid, stats_reset=stats_reset)
 
 
-def plan_reset(facts: TemplateFacts, before: Counters, after: Counters) -> list[str] | None:
-    """The tables to truncate to restore the template ([] when nothing changed), or None when impossible."""
+def plan_reset(facts: TemplateFacts, before: Counters, after: Counters) -> ResetPlan | None:
+    """What restores the template (an empty plan when nothing changed), or None when nothing provably does."""
     # Shared catalogs (pg_database, pg_authid, ...) belong to the whole server: every CREATE DATABASE
     # changes them, and no per-database isolation could undo a test's change to them anyway.
-    changed = {
-        oid
-        for oid, n in after.tables.items()
-        if n != before.tables.get(oid, 0) and (oid in facts.names or oid in facts.catalog)
-    }
-    touched_sequences = {oid for oid, n in after.sequences.items() if n != before.sequences.get(oid, 0)}
+    if after.stats_reset != before.stats_reset and before.database is not None:
+        return None  # a test reset the statistics: what it changed cannot be told
+    changed = set()
+    for oid, n in after.tables.items():
+        if oid in facts.names or oid in facts.catalog:
+            was = before.tables.get(oid, 0)
+            if n < was:
+                return None  # statistics were reset: nothing is known
+            if n != was:
+                changed.add(oid)
+    touched_sequences = set()
+    for oid, n in after.sequences.items():
+        was = before.sequences.get(oid, 0)
+        if n < was:
+            return None
+        if n != was:
+            touched_sequences.add(oid)
     if not changed and not touched_sequences:
-        return []
-    if changed & facts.catalog or not changed <= facts.truncatable:
+        return ResetPlan()
+    if changed & facts.catalog:
         return None
-    closure = set(changed)
-    frontier = list(changed)
+    truncate = changed & facts.truncatable
+    delete = changed - truncate
+    for oid in delete:
+        if oid not in facts.restorable or after.rewritten.get(oid, 0) != before.rewritten.get(oid, 0):
+            return None  # a template row may have been changed, or a DELETE would fire something
+    closure = set(truncate)
+    frontier = list(truncate)
     while frontier:
         for child in facts.referenced_by.get(frontier.pop(), ()):
             if child not in closure:
@@ -164,18 +314,34 @@ def plan_reset(facts: TemplateFacts, before: Counters, after: Counters) -> list[
                     return None  # TRUNCATE would have to remove a template row elsewhere
                 closure.add(child)
                 frontier.append(child)
-    if any(facts.sequence_owner.get(seq) not in closure for seq in touched_sequences):
-        return None
-    return sorted(facts.names[oid] for oid in closure)
+    delete -= closure
+    first_xid = before.next_xid if before.next_xid is not None else facts.first_clone_xid
+    if delete and (first_xid is None or after.next_xid is None or after.next_xid >= XID_LIMIT):
+        return None  # which rows are the test's cannot be told
+    setval = []
+    for seq in touched_sequences:
+        if facts.sequence_owner.get(seq) in closure:
+            continue  # RESTART IDENTITY puts it back (truncatable tables' sequences are unused in the template)
+        state = facts.sequence_state.get(seq)
+        if state is None:
+            return None
+        setval.append(state)
+    return ResetPlan(
+        truncate=tuple(sorted(facts.names[oid] for oid in closure)),
+        delete=tuple(sorted(facts.names[oid] for oid in delete)),
+        setval=tuple(sorted(setval)),
+        first_xid=first_xid or 0,
+    )
 
 
-def reset(conn: psycopg.Connection, tables: list[str]) -> Counters:
-    """Truncate ``tables`` (restarting their sequences) and return the counters afterwards."""
-    if tables:
+def reset(conn: psycopg.Connection, plan: ResetPlan) -> Counters:
+    """Carry out ``plan`` and return the counters afterwards (the next test's baseline)."""
+    if plan:
         # One round trip; our own changes are flushed when the backend goes idle, so they are part of
         # the counters read next (the new baseline).
-        conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY; SELECT pg_stat_force_next_flush()")
-    return read_counters(conn)
+        conn.execute(f"{plan.statement()}; SELECT pg_stat_force_next_flush()")
+    after = read_counters(conn)
+    return replace(after, restored=plan.delete)
 
 
 SANITIZE = (
