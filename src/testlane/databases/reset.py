@@ -59,7 +59,8 @@ class Counters:
     catalog table); ``rewritten``: per user table, tuples updated + deleted; ``sequences``: per sequence,
     block accesses; ``database``: the database's own inserted + updated + deleted sum (None: not read);
     ``next_xid``: the first unassigned 64-bit transaction id when read (None: not read); ``stats_reset``:
-    the database's statistics reset time, as text (None: never reset, or not read); ``restored``:
+    the database's statistics reset time, as text (None: never reset, or not read); ``sequence_sum``: all
+    sequences' block accesses (None: not read); ``restored``:
     what the reset that produced these counters restored by deleting the test's rows (for tests and
     reports). Missing keys count as 0.
     """
@@ -71,6 +72,7 @@ class Counters:
     next_xid: int | None = None
     restored: tuple[str, ...] = ()
     stats_reset: str | None = None  # when this database's statistics were last reset (a test may reset them)
+    sequence_sum: int | None = None  # the sum of ``sequences`` over every sequence (None: not read)
 
 
 @dataclass(frozen=True)
@@ -206,73 +208,89 @@ def first_clone_xid(admin: psycopg.Connection, template: str) -> int | None:
 
 CATALOG = 0  # key of the one counter summing every (non-shared) catalog table
 
-_REWRITES = "pg_stat_get_tuples_updated(c.oid) + pg_stat_get_tuples_deleted(c.oid)"
-_CHANGES = f"pg_stat_get_tuples_inserted(c.oid) + {_REWRITES}"
-# The cheap first read: the database's own tuple counters (which sum every table's, catalogs included),
-# the sequences' block accesses and the next xid. When neither the sum nor a sequence moved, nothing did.
-QUICK_QUERY = """
-SELECT -1, 'd', (pg_stat_get_db_tuples_inserted(d.oid) + pg_stat_get_db_tuples_updated(d.oid)
-                 + pg_stat_get_db_tuples_deleted(d.oid))::bigint,
-       txid_snapshot_xmax(txid_current_snapshot()), pg_stat_get_db_stat_reset_time(d.oid)::text
-FROM pg_database d WHERE d.datname = current_database()
+_CHANGES = "pg_stat_get_tuples_inserted(c.oid) + pg_stat_get_tuples_updated(c.oid) + pg_stat_get_tuples_deleted(c.oid)"
+# Reading a counter costs about 1 us on the server (a shared hash lookup and a copy, with
+# stats_fetch_consistency = none), so a read skips what it can. First, three sums: the database's own tuple
+# counters (which sum every table's, catalogs and TOAST included), the sequences' block accesses, and —
+# for the next xid and the statistics' reset time — nothing per relation. Every counter only grows (until
+# a statistics reset, which moves the reset time), so an unchanged sum means no member changed: the
+# per-table counters are read only when the database's sum moved, the per-sequence ones only when the
+# sequences' sum did (one-time filters: the server skips the branch), and only relations whose counters are
+# not 0 are returned (a missing one counts as 0), updates+deletes only for tables whose counters moved.
+COUNTERS_QUERY = f"""
+WITH db AS MATERIALIZED (
+    SELECT (pg_stat_get_db_tuples_inserted(d.oid) + pg_stat_get_db_tuples_updated(d.oid)
+            + pg_stat_get_db_tuples_deleted(d.oid))::bigint AS total,
+           txid_snapshot_xmax(txid_current_snapshot()) AS next_xid,
+           pg_stat_get_db_stat_reset_time(d.oid)::text AS stats_reset
+    FROM pg_database d WHERE d.datname = current_database()
+), seqs AS MATERIALIZED (
+    SELECT c.oid, pg_stat_get_blocks_fetched(c.oid) AS n FROM pg_class c WHERE c.relkind = 'S'
+), seq_sum AS MATERIALIZED (SELECT coalesce(sum(n), 0)::bigint AS total FROM seqs)
+SELECT -1::bigint, 'd', total, next_xid, stats_reset FROM db
 UNION ALL
-SELECT c.oid, 'S', pg_stat_get_blocks_fetched(c.oid), 0, NULL FROM pg_class c WHERE c.relkind = 'S'
-"""
-TABLES_QUERY = f"""
-SELECT 0, 'c', sum({_CHANGES})::bigint, 0, NULL FROM pg_class c
+SELECT -2::bigint, 'q', total, 0, NULL FROM seq_sum
+UNION ALL
+SELECT oid::bigint, 'S', n, 0, NULL FROM seqs
+WHERE n <> 0 AND (SELECT total FROM seq_sum) IS DISTINCT FROM %(sequences)s::bigint
+UNION ALL
+SELECT 0::bigint, 'c', sum({_CHANGES})::bigint, 0, NULL FROM pg_class c
 WHERE c.relkind IN ('r', 'p', 'm') AND NOT c.relisshared
   AND c.relnamespace IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)
+  AND (SELECT total FROM db) IS DISTINCT FROM %(database)s::bigint
 UNION ALL
-SELECT c.oid, 'r', {_CHANGES}, {_REWRITES}, NULL
-FROM pg_class c
-WHERE c.relkind IN ('r', 'p', 'm') AND NOT c.relisshared
-  AND c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace,
-                             'pg_toast'::regnamespace)
+SELECT oid::bigint, 'r', n, CASE WHEN n <> 0 THEN pg_stat_get_tuples_updated(oid) + pg_stat_get_tuples_deleted(oid) END,
+       NULL
+FROM (
+    SELECT c.oid, {_CHANGES} AS n FROM pg_class c
+    WHERE c.relkind IN ('r', 'p', 'm') AND NOT c.relisshared
+      AND c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace,
+                                 'pg_toast'::regnamespace)
+      AND (SELECT total FROM db) IS DISTINCT FROM %(database)s::bigint
+    OFFSET 0
+) per_table WHERE n <> 0
 """
-COUNTERS_QUERY = f"{QUICK_QUERY} UNION ALL {TABLES_QUERY}"
 
 
 def read_counters(conn: psycopg.Connection, baseline: Counters | None = None) -> Counters:
-    """The database's counters (see :class:`Counters`). With ``baseline``: when the database's tuple sum
-    and every sequence are as in ``baseline``, the per-table counters are not read (``baseline``'s are
-    returned: nothing changed), saving one read per table.
+    """The database's counters (see :class:`Counters`), in one round trip. With ``baseline``: per-table and
+    per-sequence counters whose sum is as in ``baseline`` are not read (``baseline``'s are kept).
 
     The connection must use ``stats_fetch_consistency = none`` (live values, no cached snapshot).
     """
-    if baseline is not None and baseline.database is not None:
-        quick = _parse(conn.execute(QUICK_QUERY).fetchall())
-        if (quick.database, quick.stats_reset, quick.sequences) == (
-            baseline.database,
-            baseline.stats_reset,
-            baseline.sequences,
-        ):
-            return _merge(quick, baseline)
-        return _merge(quick, _parse(conn.execute(TABLES_QUERY).fetchall()))
-    return _parse(conn.execute(COUNTERS_QUERY).fetchall())
-
-
-def _merge(quick: Counters, tables: Counters) -> Counters:
-    return Counters(
-        tables.tables, quick.sequences, tables.rewritten, quick.database, quick.next_xid, stats_reset=quick.stats_reset
-    )
+    known = baseline if baseline is not None and baseline.database is not None else None
+    params = {
+        "database": known.database if known else None,
+        "sequences": known.sequence_sum if known else None,
+    }
+    read = _parse(conn.execute(COUNTERS_QUERY, params).fetchall())
+    if known is None or read.stats_reset != known.stats_reset:
+        return read  # (a changed reset time means a new clone: what was skipped does not matter)
+    if read.database == known.database:
+        read = replace(read, tables=known.tables, rewritten=known.rewritten)
+    if read.sequence_sum == known.sequence_sum:
+        read = replace(read, sequences=known.sequences)
+    return read
 
 
 def _parse(rows: list[tuple[int, str, int | None, int | None, str | None]]) -> Counters:
     tables: dict[int, int] = {}
     rewritten: dict[int, int] = {}
     sequences: dict[int, int] = {}
-    database = next_xid = None
+    database = next_xid = sequence_sum = None
     stats_reset = None
     for oid, kind, value, extra, stamp in rows:
         if kind == "d":
             database, next_xid, stats_reset = int(value or 0), int(extra or 0), stamp
+        elif kind == "q":
+            sequence_sum = int(value or 0)
         elif kind == "S":
             sequences[oid] = int(value or 0)
         else:
             tables[oid] = int(value or 0)
             if kind == "r":
                 rewritten[oid] = int(extra or 0)
-    return Counters(tables, sequences, rewritten, database, next_xid, stats_reset=stats_reset)
+    return Counters(tables, sequences, rewritten, database, next_xid, (), stats_reset, sequence_sum)
 
 
 def plan_reset(facts: TemplateFacts, before: Counters, after: Counters) -> ResetPlan | None:
@@ -281,6 +299,12 @@ def plan_reset(facts: TemplateFacts, before: Counters, after: Counters) -> Reset
     # changes them, and no per-database isolation could undo a test's change to them anyway.
     if after.stats_reset != before.stats_reset and before.database is not None:
         return None  # a test reset the statistics: what it changed cannot be told
+    for oid, was in before.tables.items():
+        if after.tables.get(oid, 0) < was:
+            return None  # statistics were reset: nothing is known
+    for oid, was in before.sequences.items():
+        if after.sequences.get(oid, 0) < was:
+            return None
     changed = set()
     for oid, n in after.tables.items():
         if oid in facts.names or oid in facts.catalog:
