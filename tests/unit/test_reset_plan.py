@@ -114,7 +114,7 @@ def test_seeded_and_empty_tables_together() -> None:
     )
 
 
-def test_without_a_known_horizon_or_past_2_to_the_32_xids_seeded_rows_cannot_be_told_apart() -> None:
+def test_without_a_known_horizon_or_past_2_to_the_31_xids_seeded_rows_cannot_be_told_apart() -> None:
     facts = TemplateFacts(**{**SEEDED_FACTS.__dict__, "first_clone_xid": None})
     assert plan_reset(facts, counters(), seeded({SEEDED: 1})) is None
     assert plan_reset(SEEDED_FACTS, counters(), seeded({SEEDED: 1}, xid=XID_LIMIT)) is None

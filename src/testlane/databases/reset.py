@@ -18,7 +18,7 @@ statistics say what the test changed:
   with a DELETE trigger or rule that would fire anyway (``ENABLE ALWAYS``/``REPLICA``) are not restored
   this way. Sequences the test used go back to the template's ``last_value``/``is_called`` by ``setval``;
 * **anything else** — a catalog change (DDL, grants, comments, large objects), an update or delete of
-  a seeded table, a statistics reset, an xid past 2^32 (the 32-bit ``xmin`` could no longer be
+  a seeded table, a statistics reset, an xid past 2^31 (the 32-bit ``xmin`` could no longer be
   compared): the database is dropped and a new clone takes its place.
 
 What is safe to truncate or restore is learned once per template (:func:`analyze`), on a throwaway clone.
@@ -48,7 +48,9 @@ __all__ = [
 CATALOG_SCHEMAS = ("pg_catalog", "information_schema")
 TRUNCATE_TRIGGER = 1 << 5  # TRIGGER_TYPE_TRUNCATE in pg_trigger.tgtype
 DELETE_TRIGGER = 1 << 3  # TRIGGER_TYPE_DELETE
-XID_LIMIT = 1 << 32  # below it, a 64-bit xid and the 32-bit xmin of a row are the same number
+# Below it, a row's 32-bit xmin is its transaction's 64-bit id, and every normal xid is less than 2^31 older
+# than the newest, so age() orders them (a frozen or bootstrap xmin's age is INT_MAX: a template row).
+XID_LIMIT = 1 << 31
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,9 @@ class ResetPlan:
             # Superuser-only; refused on a shared server's non-superuser, which then means a new clone.
             # row_security = off makes a policy that would hide a row an error, not a silent partial delete.
             parts.append("SET LOCAL session_replication_role = replica; SET LOCAL row_security = off")
-            parts += [f"DELETE FROM {name} WHERE xmin::text::bigint >= {self.first_xid}" for name in self.delete]
+            # xmin >= first_xid, as ages from the same stable "now" (cheaper than casting xmin per row).
+            test_rows = f"age(xmin) <= age('{self.first_xid}'::xid)"
+            parts += [f"DELETE FROM {name} WHERE {test_rows}" for name in self.delete]
         parts += [
             "SELECT setval('{}', {}, {})".format(name.replace("'", "''"), value, called)
             for name, value, called in self.setval
@@ -195,8 +199,8 @@ def first_clone_xid(admin: psycopg.Connection, template: str) -> int | None:
 
     Every row of the template was written before its ``pg_database`` row was last changed (testlane seals
     a template with ``ALTER DATABASE ... ALLOW_CONNECTIONS false`` once built, and nobody can connect to it
-    after); a clone, and so every transaction on it, comes later. Valid while xids stay below 2^32
-    (checked at each reset), where the 32-bit ``xmin`` is the xid itself.
+    after); a clone, and so every transaction on it, comes later. Valid while xids stay below
+    :data:`XID_LIMIT` (checked at each reset), where the 32-bit ``xmin`` is the xid itself.
     """
     row = admin.execute(
         "SELECT xmin::text::bigint, datallowconn FROM pg_database WHERE datname = %s", (template,)
