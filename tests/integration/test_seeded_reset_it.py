@@ -16,7 +16,7 @@ import pytest
 from testlane.databases.migrations import SqlFolder
 from testlane.databases.pool import ClonePool, Lease
 from testlane.databases.postgres_engine import PostgresDatabaseEngine
-from testlane.databases.reset import Counters
+from testlane.databases.reset import Counters, read_counters
 from testlane.databases.template import TemplateSpec, ensure_template
 
 SCHEMA = """
@@ -95,6 +95,18 @@ def assert_exact(after: Lease[psycopg.Connection], fresh: Lease[psycopg.Connecti
         after.connection(lambda: pytest.fail("no connection")) as reused,
         fresh.connection(lambda: pytest.fail("no connection")) as clean,
     ):
+        # The baseline a reset records from reading only what it touched is what a full read gives.
+        if after.reused:
+            assert isinstance(after.baseline, Counters)
+            full = read_counters(reused)
+            reused.rollback()
+            kept = after.baseline
+            assert (full.tables, full.rewritten, full.sequences, full.database) == (
+                kept.tables,
+                kept.rewritten,
+                kept.sequences,
+                kept.database,
+            )
         assert state(reused) == state(clean)
         with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):  # as on a fresh session
             reused.execute("SELECT lastval()")

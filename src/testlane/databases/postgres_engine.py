@@ -181,7 +181,7 @@ class PostgresDatabaseEngine:
             if plan is None:
                 _close(conn)
                 return None
-            baseline = reset(conn, plan) if plan else after
+            baseline = reset(conn, plan, after)
             if plan.truncate:
                 _warm_caches(conn, list(plan.truncate))  # a TRUNCATE invalidated their cache entries
             conn.autocommit = False
