@@ -21,7 +21,10 @@ over rounds of each child's median, in milliseconds:
 as many sequences), 5 of them written once, the statistics read after a test, interleaved per sample:
 ``anchor_ms`` (``SELECT 1``), ``before_ms`` (every relation's counters, the query before this change),
 ``after_unchanged_ms`` (the sums only: nothing moved) and ``after_changed_ms`` (a table and a sequence
-moved: the sums, then every table's and sequence's counters, returning only those not 0).
+moved: the sums, then every table's and sequence's counters, returning only those not 0) and
+``after_targeted_ms`` (after the reset's statements: the sums and the one table and sequence they
+changed); ``reset_before_ms``/``reset_after_ms``: what one reset of a seeded write reads (before: the
+full read twice, to plan and for the new baseline; after: ``after_changed`` + ``after_targeted``).
 """
 
 from __future__ import annotations
@@ -137,7 +140,7 @@ def bookkeeping(tables: int, samples: int) -> dict[str, float]:
     import psycopg
     from psycopg import sql
 
-    from testlane.databases.reset import read_counters
+    from testlane.databases.reset import read_counters, read_touched
 
     with _stack() as stack:
         server = stack.start(["postgres"])["postgres"]
@@ -157,7 +160,11 @@ def bookkeeping(tables: int, samples: int) -> dict[str, float]:
             "before": lambda: conn.execute(OLD_COUNTERS_QUERY).fetchall(),
             "after_unchanged": lambda: read_counters(conn, baseline),
             "after_changed": lambda: read_counters(conn, changed),
+            # after the reset's statements: only what they changed (here one table and its sequence)
+            "after_targeted": lambda: read_touched(conn, baseline, oids, catalog=False),
         }
+        touched = "SELECT 't0'::regclass::oid UNION ALL SELECT 't0_id_seq'::regclass::oid"
+        oids = tuple(int(row[0]) for row in conn.execute(touched).fetchall())
         # A test that wrote a table and used its sequence: both sums differ from the baseline.
         changed = replace(baseline, database=-1, sequence_sum=-1)
         times: dict[str, list[float]] = {key: [] for key in variants}
@@ -169,8 +176,11 @@ def bookkeeping(tables: int, samples: int) -> dict[str, float]:
                 times[key].append(time.perf_counter() - t0)
         conn.close()
     result = {f"{key}_ms": round(statistics.median(values) * 1000, 4) for key, values in times.items()}
-    for key in ("before", "after_unchanged", "after_changed"):
+    for key in ("before", "after_unchanged", "after_changed", "after_targeted"):
         result[f"{key}_per_anchor"] = round(result[f"{key}_ms"] / result["anchor_ms"], 1)
+    # What one reset of a seeded write reads: before, the full read twice (to plan, and the new baseline).
+    result["reset_before_ms"] = round(2 * result["before_ms"], 4)
+    result["reset_after_ms"] = round(result["after_changed_ms"] + result["after_targeted_ms"], 4)
     return result
 
 
