@@ -119,7 +119,7 @@ class ResetPlan:
             parts.append("SET LOCAL session_replication_role = replica; SET LOCAL row_security = off")
             # xmin >= first_xid, as ages from the same stable "now" (cheaper than casting xmin per row).
             test_rows = f"age(xmin) <= age('{self.first_xid}'::xid)"
-            parts += [f"DELETE FROM {name} WHERE {test_rows}" for name in self.delete]
+            parts += [f"DELETE FROM ONLY {name} WHERE {test_rows}" for name in self.delete]  # (not inheritors)
         parts += [
             "SELECT setval('{}', {}, {})".format(name.replace("'", "''"), value, called)
             for name, value, called in self.setval
