@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import psycopg
@@ -16,7 +17,7 @@ import pytest
 from testlane.databases.migrations import SqlFolder
 from testlane.databases.pool import ClonePool, Lease
 from testlane.databases.postgres_engine import PostgresDatabaseEngine
-from testlane.databases.reset import Counters, read_counters
+from testlane.databases.reset import Counters, plan_reset, read_counters
 from testlane.databases.template import TemplateSpec, ensure_template
 
 SCHEMA = """
@@ -90,13 +91,15 @@ def next_lease(
     return after, fresh
 
 
-def assert_exact(after: Lease[psycopg.Connection], fresh: Lease[psycopg.Connection], *, probe: bool = True) -> None:
+def assert_exact(
+    after: Lease[psycopg.Connection], fresh: Lease[psycopg.Connection], *, probe: bool = True, baseline: bool = True
+) -> None:
     with (
         after.connection(lambda: pytest.fail("no connection")) as reused,
         fresh.connection(lambda: pytest.fail("no connection")) as clean,
     ):
         # The baseline a reset records from reading only what it touched is what a full read gives.
-        if after.reused:
+        if after.reused and baseline:
             assert isinstance(after.baseline, Counters)
             full = read_counters(reused)
             reused.rollback()
@@ -206,4 +209,50 @@ def test_after_a_reset_each_kind_of_change_is_still_seen(pool) -> None:
         assert_exact(lease, clones[-1], probe=False)
     assert pool.stats.on_demand == 1 + len(clones)  # the reused database (the first clone) was never replaced
     for held in (lease, *clones):
+        pool.release(held)
+
+
+@pytest.mark.parametrize(
+    ("start", "expected", "whole_scan"),
+    [
+        (None, None, False),  # from the template's last page: the test's rows are all there
+        (1000, None, True),  # (as if the free space map had put them before the range) found fewer: whole table
+        (None, 1, True),  # the statistics say more rows than the range holds: whole table
+    ],
+)
+def test_the_tests_rows_are_looked_for_from_the_templates_last_page(
+    pool, start: int | None, expected: int | None, whole_scan: bool
+) -> None:
+    lease = pool.acquire(wait=5.0)
+    run_test(lease, "INSERT INTO countries (name) SELECT 'new ' || g FROM generate_series(1, 200) g")
+    pool.release(lease)
+    after = pool.acquire(wait=10.0)
+    assert restored(after) == ("public.countries",)
+    # Again by hand, on the reset database, with a plan of this test's making.
+    engine = pool.engine
+    assert isinstance(engine, PostgresDatabaseEngine) and isinstance(after.baseline, Counters)
+    facts = engine._template_facts(after)
+    countries = next(oid for oid, name in facts.names.items() if name == "public.countries")
+    assert facts.pages[countries] >= 2
+    with after.connection(lambda: pytest.fail("no connection")) as conn:
+        conn.execute("INSERT INTO countries (name) SELECT 'again ' || g FROM generate_series(1, 200) g")
+        conn.commit()
+        conn.autocommit = True
+        flushed = "SELECT pg_stat_force_next_flush()"
+        conn.execute(flushed)
+        plan = plan_reset(facts, after.baseline, read_counters(conn, after.baseline))
+        assert plan is not None and plan.delete == ("public.countries",)
+        (name, page, rows), *_ = plan.ranged
+        assert (name, page, rows) == ("public.countries", facts.pages[countries] - 1, 200)
+        plan = replace(plan, ranged=((name, start or page, rows + (expected or 0)),))
+        scans = f"SELECT pg_stat_get_numscans({countries})"
+        (before,) = conn.execute(scans).fetchone() or (0,)
+        plan.run(conn)
+        conn.execute(flushed)
+        (now,) = conn.execute(scans).fetchone() or (0,)
+        assert (now > before) is whole_scan
+        conn.autocommit = False
+    fresh = pool.acquire(wait=0.0)
+    assert_exact(after, fresh, baseline=False)  # (the plan run by hand made no new baseline)
+    for held in (after, fresh):
         pool.release(held)

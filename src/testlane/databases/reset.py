@@ -26,6 +26,7 @@ What is safe to truncate or restore is learned once per template (:func:`analyze
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -58,7 +59,9 @@ class Counters:
     """One database's statistics at one moment.
 
     ``tables``: per user table, tuples inserted + updated + deleted (key :data:`CATALOG`: the sum over every
-    catalog table); ``rewritten``: per user table, tuples updated + deleted; ``sequences``: per sequence,
+    catalog table); ``rewritten``: per user table, tuples updated + deleted + vacuums + analyzes (which
+    overwrite ``live``); ``live``: per user table, live tuples (committed inserts - committed deletes, for
+    what a test added to a seeded table; only read for tables whose counters are not 0); ``sequences``: per sequence,
     block accesses; ``database``: the database's own inserted + updated + deleted sum (None: not read);
     ``next_xid``: the first unassigned 64-bit transaction id when read (None: not read); ``stats_reset``:
     the database's statistics reset time, as text (None: never reset, or not read); ``sequence_sum``: all
@@ -75,6 +78,7 @@ class Counters:
     restored: tuple[str, ...] = ()
     stats_reset: str | None = None  # when this database's statistics were last reset (a test may reset them)
     sequence_sum: int | None = None  # the sum of ``sequences`` over every sequence (None: not read)
+    live: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,7 @@ class TemplateFacts:
     sequence_state: dict[int, tuple[str, int, bool]] = field(default_factory=dict)
     # First 64-bit xid any transaction on a clone can have (the template's sealing xid + 1); None: unknown.
     first_clone_xid: int | None = None
+    pages: dict[int, int] = field(default_factory=dict)  # restorable table -> its size in pages in the template
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,8 @@ class ResetPlan:
     setval: tuple[tuple[str, int, bool], ...] = ()
     first_xid: int = 0
     oids: tuple[int, ...] = field(default=(), compare=False)  # every relation the statements change
+    # Per table of ``delete``: (name, first page to look at, how many rows of the test it holds); see run().
+    ranged: tuple[tuple[str, int, int], ...] = field(default=(), compare=False)
 
     def __bool__(self) -> bool:
         return bool(self.truncate or self.delete or self.setval)
@@ -128,12 +135,48 @@ class ResetPlan:
         parts.append("DISCARD SEQUENCES")
         return "; ".join(parts)
 
+    def run(self, conn: psycopg.Connection) -> None:
+        """Carry the plan out in one transaction (``conn`` in autocommit mode).
+
+        Without a seeded table with more than one page, :meth:`statement` in one round trip. Otherwise a
+        test's rows are first looked for from the template's last page on (a TID range scan: new rows
+        go to the end, unless the free space map offers an earlier page); when fewer rows were found than
+        the statistics say the test added (``live``: committed inserts, exact since no update, delete,
+        vacuum or analyze is counted on the table), the whole table is scanned for the rest.
+        """
+        ranged = [entry for entry in self.ranged if entry[1] > 0]
+        if not ranged:
+            conn.execute(f"{self.statement()}; SELECT pg_stat_force_next_flush()")
+            return
+        test_rows = f"age(xmin) <= age('{self.first_xid}'::xid)"
+        whole = {name for name in self.delete} - {entry[0] for entry in ranged}
+        head = [f"TRUNCATE {', '.join(self.truncate)} RESTART IDENTITY"] if self.truncate else []
+        head += ["SET LOCAL session_replication_role = replica", "SET LOCAL row_security = off"]
+        head += [f"DELETE FROM ONLY {name} WHERE {test_rows}" for name in sorted(whole)]
+        conn.execute("BEGIN")
+        try:
+            conn.execute("; ".join(head))
+            for name, page, expected in ranged:
+                found = conn.execute(f"DELETE FROM ONLY {name} WHERE ctid >= '({page},0)'::tid AND {test_rows}")
+                if found.rowcount != expected:
+                    conn.execute(f"DELETE FROM ONLY {name} WHERE {test_rows}")
+            rest = [
+                "SELECT setval('{}', {}, {})".format(name.replace("'", "''"), value, called)
+                for name, value, called in self.setval
+            ]
+            conn.execute("; ".join([*rest, "DISCARD SEQUENCES", "COMMIT", "SELECT pg_stat_force_next_flush()"]))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.execute("ROLLBACK")
+            raise
+
 
 def analyze(conn: psycopg.Connection) -> TemplateFacts:
     """Learn, on a fresh clone of the template, which tables can be reset by TRUNCATE or restored by DELETE."""
     rows = conn.execute(
         """
         SELECT c.oid, quote_ident(n.nspname) || '.' || quote_ident(c.relname), n.nspname, c.relkind,
+               pg_relation_size(c.oid) / current_setting('block_size')::bigint,
                EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgtype & %s <> 0),
                EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgtype & %s <> 0
                        AND t.tgenabled IN ('A', 'R'))
@@ -146,7 +189,8 @@ def analyze(conn: psycopg.Connection) -> TemplateFacts:
     names: dict[int, str] = {}
     candidates: set[int] = set()
     restorable: set[int] = set()
-    for oid, name, schema, relkind, has_truncate_trigger, fires_on_delete in rows:
+    pages: dict[int, int] = {}
+    for oid, name, schema, relkind, size, has_truncate_trigger, fires_on_delete in rows:
         if schema in CATALOG_SCHEMAS or schema.startswith("pg_temp"):
             continue
         names[oid] = name
@@ -154,6 +198,7 @@ def analyze(conn: psycopg.Connection) -> TemplateFacts:
             candidates.add(oid)
         if relkind == "r" and not fires_on_delete:
             restorable.add(oid)
+            pages[oid] = int(size)
     empty = set()
     for oid in candidates:
         row = conn.execute(f"SELECT NOT EXISTS (SELECT 1 FROM {names[oid]})").fetchone()
@@ -192,6 +237,7 @@ def analyze(conn: psycopg.Connection) -> TemplateFacts:
         sequence_owner=owners,
         restorable=frozenset(restorable - empty),
         sequence_state=state,
+        pages={oid: n for oid, n in pages.items() if oid not in empty},
     )
 
 
@@ -237,8 +283,11 @@ _USER_TABLES = """c.relkind IN ('r', 'p', 'm') AND NOT c.relisshared
       AND c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace,
                                  'pg_toast'::regnamespace)"""
 _PER_TABLE = f"""
-SELECT oid::bigint, 'r', n, CASE WHEN n <> 0 THEN pg_stat_get_tuples_updated(oid) + pg_stat_get_tuples_deleted(oid) END,
-       NULL
+SELECT oid::bigint, 'r', n,
+       CASE WHEN n <> 0 THEN pg_stat_get_tuples_updated(oid) + pg_stat_get_tuples_deleted(oid)
+            + pg_stat_get_vacuum_count(oid) + pg_stat_get_autovacuum_count(oid)
+            + pg_stat_get_analyze_count(oid) + pg_stat_get_autoanalyze_count(oid) END,
+       CASE WHEN n <> 0 THEN pg_stat_get_live_tuples(oid)::text END
 FROM (SELECT c.oid, {_CHANGES} AS n FROM pg_class c WHERE {{where}} OFFSET 0) per_table WHERE n <> 0
 """
 # Literal values, no parameters: the simple query protocol (with parameters, the extended protocol and a
@@ -284,7 +333,7 @@ def read_counters(conn: psycopg.Connection, baseline: Counters | None = None) ->
     if known is None or read.stats_reset != known.stats_reset:
         return read  # (a changed reset time means a new clone: what was skipped does not matter)
     if read.database == known.database:
-        read = replace(read, tables=known.tables, rewritten=known.rewritten)
+        read = replace(read, tables=known.tables, rewritten=known.rewritten, live=known.live)
     if read.sequence_sum == known.sequence_sum:
         read = replace(read, sequences=known.sequences)
     return read
@@ -317,6 +366,7 @@ def read_touched(conn: psycopg.Connection, before: Counters, oids: tuple[int, ..
         read,
         tables={oid: n for oid, n in before.tables.items() if oid not in again} | read.tables,
         rewritten={oid: n for oid, n in before.rewritten.items() if oid not in again} | read.rewritten,
+        live={oid: n for oid, n in before.live.items() if oid not in again} | read.live,
         sequences=sequences,
         sequence_sum=sequence_sum,
     )
@@ -325,6 +375,7 @@ def read_touched(conn: psycopg.Connection, before: Counters, oids: tuple[int, ..
 def _parse(rows: list[tuple[int, str, int | None, int | None, str | None]]) -> Counters:
     tables: dict[int, int] = {}
     rewritten: dict[int, int] = {}
+    live: dict[int, int] = {}
     sequences: dict[int, int] = {}
     database = next_xid = sequence_sum = None
     stats_reset = None
@@ -339,7 +390,8 @@ def _parse(rows: list[tuple[int, str, int | None, int | None, str | None]]) -> C
             tables[oid] = int(value or 0)
             if kind == "r":
                 rewritten[oid] = int(extra or 0)
-    return Counters(tables, sequences, rewritten, database, next_xid, (), stats_reset, sequence_sum)
+                live[oid] = int(stamp or 0)  # (the text column: live tuples, for a table)
+    return Counters(tables, sequences, rewritten, database, next_xid, (), stats_reset, sequence_sum, live)
 
 
 def plan_reset(facts: TemplateFacts, before: Counters, after: Counters) -> ResetPlan | None:
@@ -399,12 +451,19 @@ def plan_reset(facts: TemplateFacts, before: Counters, after: Counters) -> Reset
         if state is None:
             return None
         setval.append(state)
+    ranged = tuple(
+        sorted(
+            (facts.names[oid], max(facts.pages.get(oid, 0) - 1, 0), after.live.get(oid, 0) - before.live.get(oid, 0))
+            for oid in delete
+        )
+    )
     return ResetPlan(
         truncate=tuple(sorted(facts.names[oid] for oid in closure)),
         delete=tuple(sorted(facts.names[oid] for oid in delete)),
         setval=tuple(sorted(setval)),
         first_xid=first_xid or 0,
         oids=tuple(sorted(closure | delete | restarted | touched_sequences)),
+        ranged=ranged,
     )
 
 
@@ -419,9 +478,9 @@ def reset(conn: psycopg.Connection, plan: ResetPlan, before: Counters) -> Counte
     """
     if not plan:
         return before
-    # One round trip; our own changes are flushed when the backend goes idle, so they are part of the
-    # counters read next (the new baseline).
-    conn.execute(f"{plan.statement()}; SELECT pg_stat_force_next_flush()")
+    # Our own changes are flushed when the backend goes idle, so they are part of the counters read next
+    # (the new baseline).
+    plan.run(conn)
     return replace(read_touched(conn, before, plan.oids, catalog=bool(plan.truncate)), restored=plan.delete)
 
 
