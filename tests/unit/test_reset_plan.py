@@ -73,6 +73,7 @@ SEEDED_FACTS = TemplateFacts(
     restorable=frozenset({SEEDED}),
     sequence_state={COUNTRIES_SEQ: ("public.countries_id_seq", 250, True), OTHER_SEQ: ("public.other", 1, False)},
     first_clone_xid=700,
+    pages={SEEDED: 40},
 )
 
 
@@ -130,3 +131,10 @@ def test_counters_going_backwards_mean_a_new_clone() -> None:
     assert plan_reset(SEEDED_FACTS, before, seeded({SEEDED: 0}, sequences={COUNTRIES_SEQ: 3})) is None
     reset_stats = Counters(before.tables, before.sequences, database=1, next_xid=900, stats_reset="2026-01-01")
     assert plan_reset(SEEDED_FACTS, before, reset_stats) is None
+
+
+def test_the_tests_rows_are_looked_for_from_the_templates_last_page_as_many_as_it_added() -> None:
+    before = Counters({SEEDED: 10}, live={SEEDED: 2}, database=1, next_xid=800)
+    after = Counters({SEEDED: 13}, live={SEEDED: 5}, database=4, next_xid=900)
+    plan = plan_reset(SEEDED_FACTS, before, after)
+    assert plan is not None and plan.ranged == (("public.countries", 39, 3),)

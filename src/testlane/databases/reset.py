@@ -13,7 +13,9 @@ statistics say what the test changed:
 * **only inserts into tables that have rows in the template** (no update, no delete counted on them:
   every template row is untouched): ``DELETE ... WHERE xmin`` is one of the test's transactions removes
   exactly the test's rows — a template row's ``xmin`` is older than the clone (so than any transaction
-  of a test), a test's row's is not. Done with ``session_replication_role = replica``, so no trigger
+  of a test), a test's row's is not (looked for from the template's last page on, the whole table only
+  when the statistics' live count says rows are missing: :meth:`ResetPlan.run`). Done with
+  ``session_replication_role = replica``, so no trigger
   fires (in the template those rows never existed, so neither did a deletion's side effects); tables
   with a DELETE trigger or rule that would fire anyway (``ENABLE ALWAYS``/``REPLICA``) are not restored
   this way. Sequences the test used go back to the template's ``last_value``/``is_called`` by ``setval``;
