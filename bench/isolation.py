@@ -33,6 +33,10 @@ pytest-postgresql cannot run Postgres as root; as root its suite runs as testlan
 (with the system Python 3.11 on this environment's packages).
 
 Also measured directly: the clone floor (``CREATE DATABASE ... STRATEGY FILE_COPY`` vs ``WAL_LOG``).
+Templates of 100-300 tables with seeded rows, and the floors next to them: ``bench/schema_size.py``
+(it reuses this script's conftest and runner). A Ctrl-C (or an error) stops the running pytest with
+SIGINT so that it tears its servers down, and kills any process left that names the benchmark's
+/dev/shm folder, before the folder is removed.
 
 JSON keys: tests, runs, nodb_total_s, nodb_first_test_s, nodb_per_test_ms, testlane_database_total_s,
 testlane_database_first_test_s, testlane_database_overhead_ms, testlane_database_marginal_ms,
@@ -214,7 +218,7 @@ def run_pytest(
 STOP_TIMEOUT = 60.0  # seconds a pytest process gets to tear down its services after SIGINT
 
 
-def stop_pytest(proc: subprocess.Popen[str]) -> None:
+def stop_pytest(proc: subprocess.Popen[bytes]) -> None:
     """Stop a benchmark's pytest process: SIGINT (its services tear down), then its process group is killed."""
     if proc.poll() is not None:
         return
