@@ -33,6 +33,10 @@ pytest-postgresql cannot run Postgres as root; as root its suite runs as testlan
 (with the system Python 3.11 on this environment's packages).
 
 Also measured directly: the clone floor (``CREATE DATABASE ... STRATEGY FILE_COPY`` vs ``WAL_LOG``).
+Templates of 100-300 tables with seeded rows, and the floors next to them: ``bench/schema_size.py``
+(it reuses this script's conftest and runner). A Ctrl-C (or an error) stops the running pytest with
+SIGINT so that it tears its servers down, and kills any process left that names the benchmark's
+/dev/shm folder, before the folder is removed.
 
 JSON keys: tests, runs, nodb_total_s, nodb_first_test_s, nodb_per_test_ms, testlane_database_total_s,
 testlane_database_first_test_s, testlane_database_overhead_ms, testlane_database_marginal_ms,
@@ -50,9 +54,11 @@ nodb_xdist_speedup, clone_file_copy_ms, clone_wal_log_ms.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -188,15 +194,59 @@ def run_pytest(
         extra = ["-p", "pytest_postgresql.plugin", *[a for a in extra if a not in ("-p", "no:testlane")]]
         kwargs = {"user": user.uid, "group": user.gid, "extra_groups": []}
     argv = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *extra]
+    log = project / f"pytest-{time.monotonic_ns()}.log"
     started = time.time()
-    proc = subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]
+    with open(log, "w") as output:
+        # Its own session: a Ctrl-C here reaches only this script, which then stops pytest once, cleanly.
+        proc = subprocess.Popen(  # type: ignore[call-overload]
+            argv, cwd=project, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True, **kwargs
+        )
+        try:
+            returncode = proc.wait()
+        except BaseException:
+            stop_pytest(proc)
+            raise
     total = time.time() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"benchmark suite failed in {project}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    if returncode != 0:
+        raise SystemExit(f"benchmark suite failed in {project}:\n{log.read_text()[-6000:]}")
     timing = json.loads(out.read_text())
     first = timing["first"]
     per_test = timing["per_test"] if timing["per_test"] is not None else float("nan")
     return total, (first - started) if first is not None else float("nan"), per_test  # xdist: the controller runs none
+
+
+STOP_TIMEOUT = 60.0  # seconds a pytest process gets to tear down its services after SIGINT
+
+
+def stop_pytest(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a benchmark's pytest process: SIGINT (its services tear down), then its process group is killed."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def kill_leftovers(root: Path) -> list[int]:
+    """Kill the processes whose command line names ``root`` (servers the benchmark's suites left); their pids."""
+    marker = str(root).encode()
+    killed = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                if marker not in fh.read():
+                    continue
+            os.kill(int(entry), signal.SIGKILL)
+            killed.append(int(entry))
+        except OSError:
+            continue
+    return killed
 
 
 def clone_floor(runs: int = 30) -> dict[str, float]:
@@ -288,6 +338,7 @@ def main() -> None:
             results["nx2"].append(run_pytest(nodb2, ["-n", "2"]))
         floor = clone_floor()
     finally:
+        kill_leftovers(root)
         shutil.rmtree(root, ignore_errors=True)
 
     def med(key: str, index: int = 0) -> float:
