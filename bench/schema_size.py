@@ -239,7 +239,7 @@ def _statements(conn: object, tables: Sequence[str], tag: str) -> None:
 
 def measure_floors(schemas: Sequence[Schema], samples: int) -> dict[str, dict[str, float]]:
     """Per schema key: clone_ms, connect_ms, warmup_w1_ms, warmup_w5_ms, reset_w1_ms, reset_w5_ms (medians)."""
-    from testlane.databases.reset import read_counters, reset
+    from testlane.databases.reset import ResetPlan, read_counters, reset
 
     out: dict[str, dict[str, float]] = {}
     with _server() as server, server.connect() as admin:  # type: ignore[attr-defined]
@@ -276,8 +276,8 @@ def measure_floors(schemas: Sequence[Schema], samples: int) -> dict[str, dict[st
                         conn.execute("SET stats_fetch_consistency = none; SELECT pg_stat_force_next_flush()")
                         conn.execute("SELECT 1")  # the flush happens when the backend goes idle
                         started = time.perf_counter()
-                        read_counters(conn)
-                        reset(conn, [f"public.{t}" for t in tables])
+                        after = read_counters(conn)
+                        reset(conn, ResetPlan(truncate=tuple(f"public.{t}" for t in tables)), after)
                         record(f"reset_w{count}_ms", time.perf_counter() - started)
                     finally:
                         conn.close()
