@@ -13,6 +13,19 @@ beyond the ``cache_keep_snapshots`` it used last; a snapshot no project claims a
 and so is any snapshot unused for ``cache_max_unused_days``. Other projects building snapshots never
 push this project's out. An entry in use (being built or copied) is never removed.
 
+**Checkpoints** make an edited migration cheap: a build applies the steps (SQL files, Alembic
+revisions; other sources are one step each, see :meth:`~testlane.databases.template.TemplateSpec.steps`)
+one segment at a time and keeps a copy of the database after ``n-1``, ``n-2``, ``n-4``, ``n-8``, ...
+of its ``n`` steps, named by the hash of the steps it holds. They are stored beside the snapshot in a
+second cluster, ``checkpoints/`` (runs start from ``cluster/``, which holds only the template, so a
+warm start copies no more than before); ``checkpoints.json`` lists them. The next build for this
+cluster key (the same binaries and initdb arguments) whose steps share a prefix with a stored
+snapshot's starts its builder server from that snapshot's ``checkpoints/``, creates the template from
+the longest matching checkpoint (or from that snapshot's whole template, when steps were only added)
+and applies only the remaining steps; checkpoints that no longer match are dropped. Extensions, the
+environment mapping and ``extra_fingerprint`` are part of the first step's key: a change there
+replays everything.
+
 Concurrent runs share one build: the build holds a file lock on the snapshot's key, and a run
 that waited for it finds the snapshot ready.
 
@@ -24,14 +37,18 @@ staged in ``.<name>.<pid>.tmp``; one left by a killed build is removed by the ne
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from testlane.core.errors import ServiceStartError
 from testlane.core.runtime import is_root
-from testlane.databases.template import TemplateSpec, ensure_template
+from testlane.databases.template import Checkpoints, TemplateSpec, checkpoint_name, drop_database, ensure_template
 from testlane.services.cache import (
     building,
     claim,
@@ -46,9 +63,35 @@ from testlane.services.cache import (
 )
 from testlane.services.postgres import PostgresEngine
 
+if TYPE_CHECKING:
+    import psycopg
+
 __all__ = ["SnapshotCache"]
 
 log = logging.getLogger("testlane")
+
+
+CHECKPOINTS = "checkpoints.json"
+
+
+def keep_after(steps: int) -> frozenset[int]:
+    """After how many of ``steps`` steps a build keeps a checkpoint: ``steps - 1``, ``- 2``, ``- 4``, ...
+
+    An edit to the last migration replays one step; one ``k`` steps from the end at most ``2k - 1``."""
+    keep, back = set(), 1
+    while steps - back >= 1:
+        keep.add(steps - back)
+        back *= 2
+    return frozenset(keep)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a build resumes: ``data`` (a stored cluster) holds ``database`` with the first ``steps`` steps."""
+
+    data: Path
+    database: str
+    steps: int
 
 
 def project_key(project_root: Path) -> str:
@@ -95,10 +138,50 @@ class SnapshotCache:
         self.prune()
         return cluster
 
+    def _origin(self, spec: TemplateSpec, target: Path) -> Origin | None:
+        """The stored checkpoint (or template) holding the longest prefix of ``spec``'s steps, if any."""
+        steps = spec.steps()
+        if not steps:
+            return None
+        index = {step.key: number for number, step in enumerate(steps, 1)}
+        prefix = f"{self.engine.cluster_key(self.engine.binaries())}-"
+        best: Origin | None = None
+        for entry in self.root.glob(prefix + "*"):
+            if entry == target or not entry.is_dir():
+                continue
+            try:
+                record = json.loads((entry / CHECKPOINTS).read_text())
+                data = entry / str(record["data"])
+                databases = dict(record["databases"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            for key, database in databases.items():
+                number = index.get(key, 0)
+                if number > (best.steps if best else 0) and trusted(data) and (data / "PG_VERSION").exists():
+                    best = Origin(data, str(database), number)
+        return best
+
     def _build(self, spec: TemplateSpec, target: Path) -> None:
-        builder = self.engine.start(f"postgres-build-{target.name[-8:]}")
+        origin = self._origin(spec, target)
         try:
-            ensure_template(builder, spec)
+            builder = self.engine.start(f"postgres-build-{target.name[-8:]}", data_source=origin and origin.data)
+        except ServiceStartError:
+            if origin is None:
+                raise
+            log.debug("checkpoint %s gone; building from the base cluster", origin.data)
+            origin = None
+            builder = self.engine.start(f"postgres-build-{target.name[-8:]}")
+        second = None
+        try:
+            steps = spec.steps()
+            plan = Checkpoints(keep=keep_after(len(steps)))
+            if origin is not None:
+                plan.start, plan.origin = origin.steps, origin.database
+                with builder.connect() as admin:
+                    _adopt_origin(admin, plan, checkpoint_name(steps[origin.steps - 1].key))
+            name = ensure_template(builder, spec, plan)
+            with builder.connect() as admin:
+                _keep_only(admin, plan, name, {number: checkpoint_name(steps[number - 1].key) for number in plan.keep})
             builder.halt(clean=True)
             data = Path(builder.instance.instance_dir or "") / "data"
             user = self.engine.user
@@ -108,10 +191,30 @@ class SnapshotCache:
             os.chmod(target, 0o750 if user is not None else 0o700)  # the service user may enter, not write
             version = self.engine.binaries().version
             write_meta(target, "snapshot", version=version)
-            store(data, target / "cluster", user, leave_out=("postmaster.pid", "postmaster.opts"))
+            leave_out = ("postmaster.pid", "postmaster.opts")
+            databases = {steps[number - 1].key: db for number, db in plan.made.items()}
+            if steps:
+                databases[steps[-1].key] = name
+            if plan.made:
+                # The checkpoints go beside the snapshot; runs start from a cluster without them.
+                store(data, target / "checkpoints", user, leave_out=leave_out)
+                second = self.engine.start(f"postgres-trim-{target.name[-8:]}", data_source=data)
+                data.parent.with_name(f"{data.parent.name}.lock").unlink(missing_ok=True)  # copy_out's lock file
+                with second.connect() as admin:
+                    for db in plan.made.values():
+                        drop_database(admin, db)
+                    admin.execute("CHECKPOINT")
+                second.halt(clean=True)
+                data = Path(second.instance.instance_dir or "") / "data"
+            store(data, target / "cluster", user, leave_out=leave_out)
+            if databases:
+                where = "checkpoints" if plan.made else "cluster"
+                (target / CHECKPOINTS).write_text(json.dumps({"data": where, "databases": databases}))
             claim(target, self.project_key, self.project)
         finally:
             builder.stop()
+            if second is not None:
+                second.stop()
 
     def prune(self) -> list[Path]:
         """Apply the retention (module docstring); the entries removed. Entries in use are skipped."""
@@ -134,3 +237,27 @@ class SnapshotCache:
                 log.debug("removed snapshot %s (retention: %d per project, %g days unused)", entry.key, keep, max_days)
                 removed.append(entry.path)
         return removed
+
+
+def _adopt_origin(admin: psycopg.Connection, plan: Checkpoints, as_checkpoint: str) -> None:
+    """Resume from ``plan.origin``; a whole template resumed from becomes the checkpoint it is when
+    the new build keeps one there (steps were only added)."""
+    from psycopg import sql
+
+    if not plan.origin or not plan.origin.startswith("tl_tpl_") or plan.start not in plan.keep:
+        return
+    old, new = sql.Identifier(plan.origin), sql.Identifier(as_checkpoint)
+    admin.execute(sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false ALLOW_CONNECTIONS true").format(old))
+    admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(old, new))
+    plan.origin = as_checkpoint
+
+
+def _keep_only(admin: psycopg.Connection, plan: Checkpoints, template: str, wanted: dict[int, str]) -> None:
+    """Drop every database but ``template`` and the checkpoints this spec's build keeps (recorded in ``plan.made``)."""
+    rows = admin.execute(
+        r"SELECT datname FROM pg_database WHERE datname LIKE 'tl\_ck\_%' OR datname LIKE 'tl\_tpl\_%'"
+    ).fetchall()
+    present = {row[0] for row in rows}
+    plan.made = {number: db for number, db in wanted.items() if db in present}
+    for db in present - set(plan.made.values()) - {template}:
+        drop_database(admin, db)
