@@ -113,9 +113,11 @@ def _equal_to_a_full_build(
 
 
 def test_keep_after_doubles_back_from_the_end() -> None:
-    assert sorted(keep_after(60)) == [28, 44, 52, 56, 58, 59]
+    assert sorted(keep_after(60)) == [52, 56, 58, 59]
+    assert sorted(keep_after(60, limit=6)) == [28, 44, 52, 56, 58, 59]
     assert keep_after(1) == frozenset()
     assert sorted(keep_after(3)) == [1, 2]
+    assert keep_after(60, limit=0) == frozenset()
 
 
 def test_sql_folder_edits_replay_from_the_nearest_checkpoint_and_equal_a_full_build(

@@ -372,6 +372,7 @@ class AlembicMigrations(MigrationSource):
             with preserved_logging():
                 script = ScriptDirectory.from_config(self._config(None))
                 revisions = list(script.walk_revisions("base", self.revision))
+            self.__dict__["_script"] = script  # the revisions loaded once for every step of this build
         except Exception as exc:
             log.debug("alembic history of %s read as one step: %s", self.script_location, exc)
             return None
@@ -407,7 +408,7 @@ class AlembicMigrations(MigrationSource):
         if chain is None:
             super().apply_steps(target, start, stop)
             return
-        self._upgrade(target, self.revision if stop == len(chain) else chain[stop - 1][0])
+        self._upgrade(target, self.revision if stop == len(chain) else chain[stop - 1][0], self.__dict__.get("_script"))
 
     def _config(self, url: str | None) -> Any:
         from alembic.config import Config
@@ -424,7 +425,9 @@ class AlembicMigrations(MigrationSource):
     def apply(self, target: Target) -> None:
         self._upgrade(target, self.revision)
 
-    def _upgrade(self, target: Target, revision: str) -> None:
+    def _upgrade(self, target: Target, revision: str, script: Any = None) -> None:
+        """``alembic upgrade revision``; with ``script`` (a loaded ScriptDirectory), as ``command.upgrade``
+        does but without loading every revision file again (a build step by step upgrades several times)."""
         try:
             from alembic import command
         except ImportError:
@@ -442,7 +445,10 @@ class AlembicMigrations(MigrationSource):
                 cfg.attributes["connection"] = connection  # for env.py files that share a connection
                 if target.schema:
                     cfg.attributes["schema"] = target.schema
-                command.upgrade(cfg, revision)
+                if script is not None and hasattr(script, "_upgrade_revs"):
+                    _upgrade_with(script, cfg, revision)
+                else:
+                    command.upgrade(cfg, revision)
         except ConfigError:
             raise
         except Exception as exc:
@@ -462,6 +468,16 @@ class AlembicMigrations(MigrationSource):
                 hint="make env.py use config.get_main_option('sqlalchemy.url') or "
                 "config.attributes['connection'], or map your variable in [tool.testlane.env].",
             )
+
+
+def _upgrade_with(script: Any, cfg: Any, revision: str) -> None:
+    from alembic.runtime.environment import EnvironmentContext
+
+    def upgrade(rev: Any, context: Any) -> Any:
+        return script._upgrade_revs(revision, rev)
+
+    with EnvironmentContext(cfg, script, fn=upgrade, as_sql=False, starting_rev=None, destination_rev=revision):
+        script.run_env()
 
 
 def alembic_error(exc: Exception, source: AlembicMigrations) -> MigrationError | ExtensionMissingError:

@@ -44,7 +44,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from testlane.core.errors import ServiceStartError
 from testlane.core.runtime import is_root
@@ -61,7 +61,7 @@ from testlane.services.cache import (
     unclaim,
     write_meta,
 )
-from testlane.services.postgres import PostgresEngine
+from testlane.services.postgres import PostgresEngine, PostgresServer
 
 if TYPE_CHECKING:
     import psycopg
@@ -74,12 +74,15 @@ log = logging.getLogger("testlane")
 CHECKPOINTS = "checkpoints.json"
 
 
-def keep_after(steps: int) -> frozenset[int]:
-    """After how many of ``steps`` steps a build keeps a checkpoint: ``steps - 1``, ``- 2``, ``- 4``, ...
+def keep_after(steps: int, limit: int = 4) -> frozenset[int]:
+    """After how many of ``steps`` steps a build keeps a checkpoint: ``steps - 1``, ``- 2``, ``- 4``, ...,
+    at most ``limit`` of them (``db.checkpoints``).
 
-    An edit to the last migration replays one step; one ``k`` steps from the end at most ``2k - 1``."""
-    keep, back = set(), 1
-    while steps - back >= 1:
+    An edit to the last migration replays one step; one ``k`` steps from the end at most ``2k - 1``
+    (within the last ``2 ** (limit - 1)`` steps)."""
+    keep: set[int] = set()
+    back = 1
+    while steps - back >= 1 and len(keep) < limit:
         keep.add(steps - back)
         back *= 2
     return frozenset(keep)
@@ -140,6 +143,8 @@ class SnapshotCache:
 
     def _origin(self, spec: TemplateSpec, target: Path) -> Origin | None:
         """The stored checkpoint (or template) holding the longest prefix of ``spec``'s steps, if any."""
+        if not self.engine.settings.db.checkpoints:
+            return None
         steps = spec.steps()
         if not steps:
             return None
@@ -150,38 +155,49 @@ class SnapshotCache:
             if entry == target or not entry.is_dir():
                 continue
             try:
-                record = json.loads((entry / CHECKPOINTS).read_text())
-                data = entry / str(record["data"])
-                databases = dict(record["databases"])
+                databases = dict(json.loads((entry / CHECKPOINTS).read_text())["databases"])
             except (OSError, ValueError, KeyError, TypeError):
                 continue
-            for key, database in databases.items():
-                number = index.get(key, 0)
-                if number > (best.steps if best else 0) and trusted(data) and (data / "PG_VERSION").exists():
+            for key, (where, database) in databases.items():
+                number, data = index.get(key, 0), self.root / str(where)
+                if number <= (best.steps if best else 0) or data.parent in (target, self.root):
+                    continue
+                if data.parent.parent == self.root and trusted(data) and (data / "PG_VERSION").exists():
                     best = Origin(data, str(database), number)
         return best
 
     def _build(self, spec: TemplateSpec, target: Path) -> None:
         origin = self._origin(spec, target)
+        name = f"postgres-build-{target.name[-8:]}"
         try:
-            builder = self.engine.start(f"postgres-build-{target.name[-8:]}", data_source=origin and origin.data)
+            launch = self.engine.launch(name, data_source=origin.data if origin else None)
+            builder = cast(PostgresServer, launch.run())
         except ServiceStartError:
             if origin is None:
                 raise
             log.debug("checkpoint %s gone; building from the base cluster", origin.data)
             origin = None
-            builder = self.engine.start(f"postgres-build-{target.name[-8:]}")
-        second = None
+            launch = self.engine.launch(name)
+            builder = cast(PostgresServer, launch.run())
+        second: PostgresServer | None = None
         try:
             steps = spec.steps()
-            plan = Checkpoints(keep=keep_after(len(steps)))
-            if origin is not None:
-                plan.start, plan.origin = origin.steps, origin.database
-                with builder.connect() as admin:
-                    _adopt_origin(admin, plan, checkpoint_name(steps[origin.steps - 1].key))
-            name = ensure_template(builder, spec, plan)
+            plan = Checkpoints(keep=keep_after(len(steps), self.engine.settings.db.checkpoints))
             with builder.connect() as admin:
-                _keep_only(admin, plan, name, {number: checkpoint_name(steps[number - 1].key) for number in plan.keep})
+                _lean_wal(admin)
+                if origin is not None:
+                    plan.start, plan.origin = origin.steps, origin.database
+                    _adopt_origin(admin, plan, checkpoint_name(steps[origin.steps - 1].key))
+            template = ensure_template(builder, spec, plan)
+            made_now = set(plan.made.values())
+            with builder.connect() as admin:
+                wanted = {number: checkpoint_name(steps[number - 1].key) for number in plan.keep}
+                _keep_only(admin, plan, template, wanted)
+                fresh = bool(made_now & set(plan.made.values()))
+                if not fresh:  # every checkpoint kept is stored in the origin already: none here
+                    for db in plan.made.values():
+                        drop_database(admin, db)
+                admin.execute("ALTER SYSTEM RESET min_wal_size")  # for the runs: from the next start on
             builder.halt(clean=True)
             data = Path(builder.instance.instance_dir or "") / "data"
             user = self.engine.user
@@ -192,29 +208,37 @@ class SnapshotCache:
             version = self.engine.binaries().version
             write_meta(target, "snapshot", version=version)
             leave_out = ("postmaster.pid", "postmaster.opts")
-            databases = {steps[number - 1].key: db for number, db in plan.made.items()}
-            if steps:
-                databases[steps[-1].key] = name
-            if plan.made:
+            records: dict[str, tuple[str, str]] = {}
+            if fresh:
                 # The checkpoints go beside the snapshot; runs start from a cluster without them.
                 store(data, target / "checkpoints", user, leave_out=leave_out)
-                second = self.engine.start(f"postgres-trim-{target.name[-8:]}", data_source=data)
-                data.parent.with_name(f"{data.parent.name}.lock").unlink(missing_ok=True)  # copy_out's lock file
+                for number, db in plan.made.items():
+                    records[steps[number - 1].key] = (f"{target.name}/checkpoints", db)
+                try:  # the builder again, on the same data directory, to drop them
+                    launch.spawn()
+                    second = cast(PostgresServer, launch.wait())
+                except BaseException:
+                    launch.abort()
+                    raise
                 with second.connect() as admin:
+                    _lean_wal(admin)
                     for db in plan.made.values():
                         drop_database(admin, db)
-                    admin.execute("CHECKPOINT")
+                    admin.execute("ALTER SYSTEM RESET min_wal_size")
                 second.halt(clean=True)
-                data = Path(second.instance.instance_dir or "") / "data"
+            elif origin is not None:
+                where = str(origin.data.relative_to(self.root))
+                for number, db in plan.made.items():
+                    adopted = number == origin.steps and origin.database.startswith("tl_tpl_")
+                    records[steps[number - 1].key] = (where, origin.database if adopted else db)
+                claim(origin.data.parent, self.project_key, self.project)  # kept while its checkpoints serve
             store(data, target / "cluster", user, leave_out=leave_out)
-            if databases:
-                where = "checkpoints" if plan.made else "cluster"
-                (target / CHECKPOINTS).write_text(json.dumps({"data": where, "databases": databases}))
+            if steps:
+                records[steps[-1].key] = (f"{target.name}/cluster", template)
+                (target / CHECKPOINTS).write_text(json.dumps({"databases": records}))
             claim(target, self.project_key, self.project)
         finally:
-            builder.stop()
-            if second is not None:
-                second.stop()
+            (second or builder).stop()  # one instance; the second handle holds its new process
 
     def prune(self) -> list[Path]:
         """Apply the retention (module docstring); the entries removed. Entries in use are skipped."""
@@ -237,6 +261,13 @@ class SnapshotCache:
                 log.debug("removed snapshot %s (retention: %d per project, %g days unused)", entry.key, keep, max_days)
                 removed.append(entry.path)
         return removed
+
+
+def _lean_wal(admin: psycopg.Connection) -> None:
+    """Have the shutdown checkpoint remove the WAL segments the build wrote instead of keeping them for
+    reuse (up to ``min_wal_size``, 80 MB), so the stored cluster, which every run copies, holds none."""
+    admin.execute("ALTER SYSTEM SET min_wal_size = '2MB'")
+    admin.execute("SELECT pg_reload_conf()")
 
 
 def _adopt_origin(admin: psycopg.Connection, plan: Checkpoints, as_checkpoint: str) -> None:
