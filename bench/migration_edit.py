@@ -11,6 +11,8 @@ cache and data directories on tmpfs, warmed once (the snapshot built). Per round
 * ``edited``: the last revision edited first (one more column, new each round): before checkpoints the
   whole template is rebuilt; with them only that revision replays.
 
+* ``build``: afterwards, the same edit, and only ``SnapshotCache.ensure`` timed in a fresh process
+  (imports done before the clock starts): the part checkpoints change, with less of the machine's noise;
 * ``first build``: once per side, after env.py changed (every step's key changes): a build from
   scratch, which with checkpoints also stores them (one sample, not interleaved).
 
@@ -65,6 +67,28 @@ def upgrade():
     {extra}
 """
 
+BUILD_SCRIPT = r"""
+import os, sys, time
+from pathlib import Path
+from testlane.core.config import load_settings
+from testlane.core.runtime import RunContext
+from testlane.databases.snapshots import SnapshotCache
+from testlane.databases.template import TemplateSpec
+from testlane.services.postgres import PostgresEngine
+from testlane.services.registry import Registry
+project = Path(sys.argv[1])
+settings = load_settings(start=project, environ={}, overrides={"cache_dir": sys.argv[2], "data_dir": sys.argv[3]})
+context = RunContext.from_settings(settings, owner=os.getpid())
+context.ensure_dirs()
+engine = PostgresEngine(settings, context, Registry(context))
+spec = TemplateSpec.from_settings(settings)
+spec.fingerprint(engine.binaries().version)
+import alembic.command, sqlalchemy  # imported before the clock starts, on both sides
+started = time.perf_counter()
+SnapshotCache(engine).ensure(spec)
+print(time.perf_counter() - started)
+"""
+
 TEST = """
 import os, time
 
@@ -116,7 +140,7 @@ class Side:
             path.chmod(0o755)
         self.edits = 0
         self.first: list[float] = []
-        self.times: dict[str, list[float]] = {"unchanged": [], "edited": []}
+        self.times: dict[str, list[float]] = {"unchanged": [], "edited": [], "build": []}
 
     def edit_last(self) -> None:
         self.edits += 1
@@ -139,6 +163,15 @@ class Side:
         if proc.returncode != 0 or not marker.exists():
             raise SystemExit(f"{self.label}: pytest failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
         return float(marker.read_text()) - started
+
+    def build(self) -> float:
+        """The snapshot build alone, in a fresh process (imports excluded): less noise than a whole run."""
+        env = {**os.environ, "PYTHONPATH": str(self.checkout / "src")}
+        argv = [sys.executable, "-c", BUILD_SCRIPT, str(self.project), str(self.cache), str(self.data)]
+        proc = subprocess.run(argv, cwd=self.project, env=env, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise SystemExit(f"{self.label}: build failed:\n{proc.stderr[-3000:]}")
+        return float(proc.stdout.strip().splitlines()[-1])
 
     def close(self) -> None:
         subprocess.run(["rm", "-rf", str(self.root)], check=False)
@@ -200,6 +233,10 @@ def main() -> None:
             for side in order:
                 side.edit_last()
                 side.times["edited"].append(side.run())
+        for round_ in range(args.runs):
+            for side in sides if round_ % 2 == 0 else sides[::-1]:
+                side.edit_last()
+                side.times["build"].append(side.build())
         one = one_migration_ms(args.migrations)
     finally:
         for side in sides:
@@ -218,6 +255,11 @@ def main() -> None:
     a, b = sides
     ratio = statistics.median(b.times["edited"]) / statistics.median(a.times["edited"])
     print(f"edited B / A: {ratio:.2f}")
+    builds = [statistics.median(side.times["build"]) for side in sides]
+    print(
+        f"the snapshot build alone after the edit (in-process, imports excluded): A {builds[0]:.2f} s, "
+        f"B {builds[1]:.2f} s, B / A {builds[1] / builds[0]:.2f}"
+    )
     for side in sides:
         print(f"{side.label} raw: " + ", ".join(f"{k}={[round(t, 2) for t in v]}" for k, v in side.times.items()))
 

@@ -197,7 +197,7 @@ class SnapshotCache:
                 if not fresh:  # every checkpoint kept is stored in the origin already: none here
                     for db in plan.made.values():
                         drop_database(admin, db)
-                admin.execute("ALTER SYSTEM RESET min_wal_size")  # for the runs: from the next start on
+                _reset_wal(admin)  # for the runs: from the next start on
             builder.halt(clean=True)
             data = Path(builder.instance.instance_dir or "") / "data"
             user = self.engine.user
@@ -224,7 +224,7 @@ class SnapshotCache:
                     _lean_wal(admin)
                     for db in plan.made.values():
                         drop_database(admin, db)
-                    admin.execute("ALTER SYSTEM RESET min_wal_size")
+                    _reset_wal(admin)
                 second.halt(clean=True)
             elif origin is not None:
                 where = str(origin.data.relative_to(self.root))
@@ -267,7 +267,16 @@ def _lean_wal(admin: psycopg.Connection) -> None:
     """Have the shutdown checkpoint remove the WAL segments the build wrote instead of keeping them for
     reuse (up to ``min_wal_size``, 80 MB), so the stored cluster, which every run copies, holds none."""
     admin.execute("ALTER SYSTEM SET min_wal_size = '2MB'")
+    if admin.info.server_version >= 120000:
+        admin.execute("ALTER SYSTEM SET wal_recycle = off")  # removed at each checkpoint, whatever was written
     admin.execute("SELECT pg_reload_conf()")
+
+
+def _reset_wal(admin: psycopg.Connection) -> None:
+    """Undo :func:`_lean_wal` in the configuration the next start reads (this server keeps it until it stops)."""
+    admin.execute("ALTER SYSTEM RESET min_wal_size")
+    if admin.info.server_version >= 120000:
+        admin.execute("ALTER SYSTEM RESET wal_recycle")
 
 
 def _adopt_origin(admin: psycopg.Connection, plan: Checkpoints, as_checkpoint: str) -> None:
