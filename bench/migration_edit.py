@@ -13,6 +13,8 @@ cache and data directories on tmpfs, warmed once (the snapshot built). Per round
 
 * ``build``: afterwards, the same edit, and only ``SnapshotCache.ensure`` timed in a fresh process
   (imports done before the clock starts): the part checkpoints change, with less of the machine's noise;
+* ``first_build``: then, env.py changed each round (no step shared: a build from scratch, which with
+  checkpoints also makes and stores them), the build alone as for ``build``;
 * ``first build``: once per side, after env.py changed (every step's key changes): a build from
   scratch, which with checkpoints also stores them (one sample, not interleaved).
 
@@ -140,7 +142,7 @@ class Side:
             path.chmod(0o755)
         self.edits = 0
         self.first: list[float] = []
-        self.times: dict[str, list[float]] = {"unchanged": [], "edited": [], "build": []}
+        self.times: dict[str, list[float]] = {"unchanged": [], "edited": [], "build": [], "first_build": []}
 
     def edit_last(self) -> None:
         self.edits += 1
@@ -237,6 +239,10 @@ def main() -> None:
             for side in sides if round_ % 2 == 0 else sides[::-1]:
                 side.edit_last()
                 side.times["build"].append(side.build())
+        for round_ in range(args.runs):
+            for side in sides if round_ % 2 == 0 else sides[::-1]:
+                (side.project / "alembic" / "env.py").write_text(ENV_PY + f"\n# history {round_}: no step shared\n")
+                side.times["first_build"].append(side.build())
         one = one_migration_ms(args.migrations)
     finally:
         for side in sides:
