@@ -1,6 +1,7 @@
 """Time to first test after editing the last of 60 Alembic migrations (issue 19), two checkouts A/B.
 
 Usage: python bench/migration_edit.py [--a /tmp/before-ckpt] [--b <this checkout>] [--runs 5] [--migrations 60]
+       [--sleep-ms 0]
 
 Each side is a source tree (``<path>/src`` first on ``PYTHONPATH``) with its own copy of a generated
 Alembic project (``--migrations`` revisions, each creating a table with an index and a row), its own
@@ -66,6 +67,7 @@ def upgrade():
     )
     op.create_index("ix_t{n}_name", "t{n}", ["name"])
     op.execute("INSERT INTO t{n} (name) VALUES ('row {n}')")
+    op.execute("SELECT pg_sleep({sleep})")
     {extra}
 """
 
@@ -101,10 +103,14 @@ def test_first(pg_conn):
 """
 
 
+SLEEP_S = 0.0  # --sleep-ms: what each revision costs on top of its DDL (a data migration, a slow index)
+
+
 def write_revision(versions: Path, n: int, extra: str = "pass") -> None:
     rev = f"{n:04d}"
     down = f'"{n - 1:04d}"' if n > 1 else "None"
-    (versions / f"{rev}_t{n}.py").write_text(textwrap.dedent(REVISION).format(rev=rev, down=down, n=n, extra=extra))
+    text = textwrap.dedent(REVISION).format(rev=rev, down=down, n=n, extra=extra, sleep=SLEEP_S)
+    (versions / f"{rev}_t{n}.py").write_text(text)
 
 
 def make_project(root: Path, migrations: int) -> Path:
@@ -221,7 +227,10 @@ def main() -> None:
     parser.add_argument("--b", type=Path, default=Path(__file__).resolve().parents[1], help="the checkout after")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--migrations", type=int, default=60)
+    parser.add_argument("--sleep-ms", type=float, default=0.0, help="pg_sleep in every revision (default 0)")
     args = parser.parse_args()
+    global SLEEP_S
+    SLEEP_S = args.sleep_ms / 1000
     sides = [Side("A", args.a, args.migrations), Side("B", args.b, args.migrations)]
     try:
         for side in sides:
@@ -247,7 +256,10 @@ def main() -> None:
     finally:
         for side in sides:
             side.close()
-    print(f"{args.migrations} Alembic migrations, last one edited; time to first test, medians of {args.runs}")
+    print(
+        f"{args.migrations} Alembic migrations (+{args.sleep_ms:g} ms each), last one edited; "
+        f"time to first test, medians of {args.runs}"
+    )
     print(f"the edited migration alone: {one:.0f} ms")
     print(
         f"{'side':<6}{'checkout':<34}{'unchanged s':>12}{'edited s':>10}{'edited - unchanged':>20}{'first build s':>15}"

@@ -15,10 +15,13 @@ push this project's out. An entry in use (being built or copied) is never remove
 
 **Checkpoints** make an edited migration cheap: a build applies the steps (SQL files, Alembic
 revisions; other sources are one step each, see :meth:`~testlane.databases.template.TemplateSpec.steps`)
-one segment at a time and keeps a copy of the database after ``n-1``, ``n-2``, ``n-4``, ``n-8``, ...
-of its ``n`` steps, named by the hash of the steps it holds. They are stored beside the snapshot in a
-second cluster, ``checkpoints/`` (runs start from ``cluster/``, which holds only the template, so a
-warm start copies no more than before); ``checkpoints.json`` lists them. The next build for this
+one segment at a time and keeps a copy of the database after ``n-1``, ``n-2``, ``n-4``, ``n-8``
+of its ``n`` steps (``db.checkpoints``: how many), named by the hash of the steps it holds. New ones are
+stored beside the snapshot in a second cluster, ``checkpoints/`` (runs start from ``cluster/``, which
+holds only the template, so a warm start copies no more than before); ``checkpoints.json`` maps each
+step key to the stored cluster and database holding it: a build that made no new checkpoint (the last
+migration edited) refers to those of the snapshot it resumed from, and claims that snapshot again so
+retention keeps it. The next build for this
 cluster key (the same binaries and initdb arguments) whose steps share a prefix with a stored
 snapshot's starts its builder server from that snapshot's ``checkpoints/``, creates the template from
 the longest matching checkpoint (or from that snapshot's whole template, when steps were only added)
@@ -158,12 +161,15 @@ class SnapshotCache:
                 databases = dict(json.loads((entry / CHECKPOINTS).read_text())["databases"])
             except (OSError, ValueError, KeyError, TypeError):
                 continue
-            for key, (where, database) in databases.items():
-                number, data = index.get(key, 0), self.root / str(where)
-                if number <= (best.steps if best else 0) or data.parent in (target, self.root):
+            for key, record in databases.items():
+                number = index.get(key, 0)
+                if number <= (best.steps if best else 0) or not (isinstance(record, list) and len(record) == 2):
                     continue
-                if data.parent.parent == self.root and trusted(data) and (data / "PG_VERSION").exists():
-                    best = Origin(data, str(database), number)
+                data = self.root / str(record[0])
+                if data.parent == target or data.parent.parent != self.root:  # our own entry's lock is held
+                    continue
+                if trusted(data) and (data / "PG_VERSION").exists():
+                    best = Origin(data, str(record[1]), number)
         return best
 
     def _build(self, spec: TemplateSpec, target: Path) -> None:
