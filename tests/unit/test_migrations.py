@@ -60,3 +60,47 @@ def test_schema_target_urls() -> None:
     assert target.sqlalchemy_url() == (
         "postgresql+psycopg://postgres@127.0.0.1:5432/tl_x?options=-csearch_path%3Dtl_s_1%2Cpublic"
     )
+
+
+def _keys(spec: TemplateSpec) -> list[str]:
+    return [step.key for step in spec.steps()]
+
+
+def test_steps_share_keys_exactly_as_far_as_their_content_is_shared(tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    folder.mkdir()
+    for n in range(1, 5):
+        (folder / f"{n:03d}.sql").write_text(f"create table t{n}(id int);")
+    before = _keys(TemplateSpec((SqlFolder(folder),)))
+    assert len(before) == 4 and len(set(before)) == 4
+    (folder / "003.sql").write_text("create table t3(id bigint);")
+    after = _keys(TemplateSpec((SqlFolder(folder),)))
+    assert after[:2] == before[:2] and not set(after[2:]) & set(before)
+    (folder / "005.sql").write_text("create table t5(id int);")
+    assert _keys(TemplateSpec((SqlFolder(folder),)))[:4] == after
+    # What comes before the first step is in every key.
+    assert not set(_keys(TemplateSpec((SqlFolder(folder),), extensions=("pg_trgm",)))) & set(after)
+    assert not set(_keys(TemplateSpec((SqlFolder(folder),), env=(("DATABASE_URL", "{postgres.url}"),)))) & set(after)
+
+
+def test_an_alembic_history_is_one_step_per_revision_and_env_py_is_in_each(tmp_path: Path) -> None:
+    versions = tmp_path / "alembic" / "versions"
+    versions.mkdir(parents=True)
+    (tmp_path / "alembic.ini").write_text("[alembic]\nscript_location = %(here)s/alembic\n")
+    (tmp_path / "alembic" / "env.py").write_text("# env\n")
+    for n in (1, 2, 3):
+        down = f'"{n - 1:04d}"' if n > 1 else "None"
+        (versions / f"{n:04d}_r.py").write_text(f'revision = "{n:04d}"\ndown_revision = {down}\ndef upgrade(): pass\n')
+    source = AlembicMigrations(tmp_path / "alembic.ini")
+    assert [rev for rev, _ in source.chain() or []] == ["0001", "0002", "0003"]
+    first = source.step_keys()
+    assert len(first) == 3
+    (versions / "0003_r.py").write_text('revision = "0003"\ndown_revision = "0002"\ndef upgrade(): return 3\n')
+    edited = AlembicMigrations(tmp_path / "alembic.ini").step_keys()
+    assert edited[:2] == first[:2] and edited[2] != first[2]
+    (tmp_path / "alembic" / "env.py").write_text("# env, edited\n")
+    assert not set(AlembicMigrations(tmp_path / "alembic.ini").step_keys()) & set(edited)
+    # A branch: the whole project is one step.
+    (versions / "0004_b.py").write_text('revision = "0004"\ndown_revision = "0002"\ndef upgrade(): pass\n')
+    branched = AlembicMigrations(tmp_path / "alembic.ini", revision="0003")
+    assert branched.chain() is None and branched.step_keys() == [branched.fingerprint()]

@@ -402,6 +402,14 @@ class DbSettings:
     seed: list[str] = opt(
         [], "Applied after migrations: `.sql` files or folders, or `package.module:function(conn)` callables."
     )
+    checkpoints: int = opt(
+        4,
+        "Copies of the template in the making that a snapshot build keeps, after all steps (SQL files, Alembic "
+        "revisions) but 1, 2, 4, 8, ...: a later build whose steps share a prefix starts from the longest "
+        "matching one and replays only the rest (docs/isolation.md). Each costs a database's size in the cache. "
+        "0: every change rebuilds the template from scratch.",
+        min=0,
+    )
     isolation: Isolation = opt(
         "database",
         "Per-test isolation: `database` (a clone of the template per test), `transaction` (rolled back "

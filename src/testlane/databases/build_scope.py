@@ -113,12 +113,15 @@ class BuildScope:
         self.attempts.append(attempt)
         raise EgressRefusedError(f"testlane refused a connection to {attempt.describe()} during the template build")
 
-    def apply(self, source: MigrationSource, target: Target) -> None:
-        """``source.apply(target)``; a refused connection becomes :class:`UnsafeDatabaseError`, whatever
-        error the source raised (or swallowed) because of it."""
+    def apply(self, source: MigrationSource, target: Target, steps: tuple[int, int] | None = None) -> None:
+        """``source.apply(target)`` (``steps``: ``source.apply_steps(target, *steps)``); a refused connection
+        becomes :class:`UnsafeDatabaseError`, whatever error the source raised (or swallowed) because of it."""
         before = len(self.attempts)
         try:
-            source.apply(target)
+            if steps is None:
+                source.apply(target)
+            else:
+                source.apply_steps(target, *steps)
         except UnsafeDatabaseError:
             raise
         except BaseException:

@@ -133,6 +133,20 @@ class MigrationSource(ABC):
     def apply(self, target: Target) -> None:
         """Migrate ``target``; raise :class:`MigrationError` on failure."""
 
+    def step_keys(self) -> list[str]:
+        """The content hash of each of the source's steps, in the order they apply (one step by default).
+
+        Together they cover what :meth:`fingerprint` covers: a template built step by step keeps a
+        checkpoint after some steps (:mod:`~testlane.databases.snapshots`), and an edited step replays
+        from the last checkpoint before it. Called only when a template is built."""
+        return [self.fingerprint()]
+
+    def apply_steps(self, target: Target, start: int, stop: int) -> None:
+        """Apply steps ``start`` to ``stop - 1`` to ``target``, which holds steps ``0`` to ``start - 1``."""
+        if (start, stop) != (0, 1):
+            raise ValueError(f"{self.describe()} has one step; cannot apply steps {start}..{stop - 1}")
+        self.apply(target)
+
 
 # --------------------------------------------------------------------------- SQL folder
 
@@ -165,6 +179,15 @@ class SqlFolder(MigrationSource):
     def apply(self, target: Target) -> None:
         with target.connect() as conn:
             for path in self.files():
+                apply_sql_file(conn, path)
+
+    def step_keys(self) -> list[str]:
+        """One step per file: its path in the folder and its bytes."""
+        return [_hash_files([path], self.path) for path in self.files()]
+
+    def apply_steps(self, target: Target, start: int, stop: int) -> None:
+        with target.connect() as conn:
+            for path in self.files()[start:stop]:
                 apply_sql_file(conn, path)
 
 
@@ -326,25 +349,87 @@ class AlembicMigrations(MigrationSource):
         path = Path(location)
         return path if path.is_absolute() else ini.parent / path
 
-    def fingerprint(self) -> str:
-        files = sorted(
+    def _files(self) -> list[Path]:
+        return sorted(
             p
             for p in self.script_location.rglob("*")
             if p.is_file() and p.suffix in (".py", ".sql") and "__pycache__" not in p.parts
         )
-        digest = hashlib.sha256(_hash_files(files, self.script_location).encode())
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256(_hash_files(self._files(), self.script_location).encode())
         if self.ini is not None:
             digest.update(self.ini.read_bytes())
         digest.update(self.revision.encode())
         return digest.hexdigest()
 
+    def chain(self) -> list[tuple[str, Path]] | None:
+        """(revision, file) from the first revision to the target one, or None when the history is not
+        one straight line (branches, merges, several heads) or cannot be read: then it is one step."""
+        try:
+            from alembic.script import ScriptDirectory
+
+            with preserved_logging():
+                script = ScriptDirectory.from_config(self._config(None))
+                revisions = list(script.walk_revisions("base", self.revision))
+            self.__dict__["_script"] = script  # the revisions loaded once for every step of this build
+        except Exception as exc:
+            log.debug("alembic history of %s read as one step: %s", self.script_location, exc)
+            return None
+        if any(r.is_merge_point or r.is_branch_point for r in revisions) or not revisions:
+            return None
+        revisions.reverse()  # walk_revisions goes from the head down
+        if revisions[0].down_revision is not None:
+            return None
+        return [(r.revision, Path(r.path)) for r in revisions]
+
+    def step_keys(self) -> list[str]:
+        """One step per revision: its file, plus everything else in the project (env.py, the ini, the
+        target revision) in every step, so a change there replays them all."""
+        chain = self.__dict__.get("_chain") or self.chain()
+        if chain is None:
+            return [self.fingerprint()]
+        self.__dict__["_chain"] = chain
+        revision_files = {path.resolve() for _, path in chain}
+        others = [p for p in self._files() if p.resolve() not in revision_files]
+        context = hashlib.sha256(_hash_files(others, self.script_location).encode())
+        if self.ini is not None:
+            context.update(self.ini.read_bytes())
+        context.update(self.revision.encode())
+        common = context.hexdigest()
+        keys = []
+        for revision, path in chain:
+            keys.append(hashlib.sha256(f"{common}|{revision}|{_hash_files([path], path.parent)}".encode()).hexdigest())
+        return keys
+
+    def apply_steps(self, target: Target, start: int, stop: int) -> None:
+        """``alembic upgrade`` to the revision of step ``stop - 1`` (from the one ``target`` is stamped at)."""
+        chain = self.__dict__.get("_chain")
+        if chain is None:
+            super().apply_steps(target, start, stop)
+            return
+        self._upgrade(target, self.revision if stop == len(chain) else chain[stop - 1][0], self.__dict__.get("_script"))
+
+    def _config(self, url: str | None) -> Any:
+        from alembic.config import Config
+
+        cfg = Config(str(self.ini)) if self.ini else Config()
+        cfg.set_main_option("script_location", str(self.script_location))
+        if url is not None:
+            cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+        return cfg
+
     def describe(self) -> str:
         return f"alembic project {self.ini or self.script_location} (to {self.revision})"
 
     def apply(self, target: Target) -> None:
+        self._upgrade(target, self.revision)
+
+    def _upgrade(self, target: Target, revision: str, script: Any = None) -> None:
+        """``alembic upgrade revision``; with ``script`` (a loaded ScriptDirectory), as ``command.upgrade``
+        does but without loading every revision file again (a build step by step upgrades several times)."""
         try:
             from alembic import command
-            from alembic.config import Config
         except ImportError:
             raise ConfigError(
                 "db.migrations points at an Alembic project but Alembic is not installed.",
@@ -353,16 +438,17 @@ class AlembicMigrations(MigrationSource):
         import sqlalchemy
 
         url = target.sqlalchemy_url()
-        cfg = Config(str(self.ini)) if self.ini else Config()
-        cfg.set_main_option("script_location", str(self.script_location))
-        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+        cfg = self._config(url)
         engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
         try:
             with engine.begin() as connection, preserved_logging():
                 cfg.attributes["connection"] = connection  # for env.py files that share a connection
                 if target.schema:
                     cfg.attributes["schema"] = target.schema
-                command.upgrade(cfg, self.revision)
+                if script is not None and hasattr(script, "_upgrade_revs"):
+                    _upgrade_with(script, cfg, revision)
+                else:
+                    command.upgrade(cfg, revision)
         except ConfigError:
             raise
         except Exception as exc:
@@ -382,6 +468,16 @@ class AlembicMigrations(MigrationSource):
                 hint="make env.py use config.get_main_option('sqlalchemy.url') or "
                 "config.attributes['connection'], or map your variable in [tool.testlane.env].",
             )
+
+
+def _upgrade_with(script: Any, cfg: Any, revision: str) -> None:
+    from alembic.runtime.environment import EnvironmentContext
+
+    def upgrade(rev: Any, context: Any) -> Any:
+        return script._upgrade_revs(revision, rev)
+
+    with EnvironmentContext(cfg, script, fn=upgrade, as_sql=False, starting_rev=None, destination_rev=revision):
+        script.run_env()
 
 
 def alembic_error(exc: Exception, source: AlembicMigrations) -> MigrationError | ExtensionMissingError:

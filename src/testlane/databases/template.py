@@ -25,18 +25,22 @@ from typing import TYPE_CHECKING, Any
 from testlane.core.config import Settings
 from testlane.core.errors import ExtensionMissingError
 from testlane.core.interrupts import phase
-from testlane.databases.build_scope import build_scope
+from testlane.databases.build_scope import BuildScope, build_scope
 from testlane.databases.migrations import MigrationSource, SqlFolder, Target, migration_error, source_from_spec
 from testlane.databases.naming import template_name
 from testlane.services.backends import missing_extensions_hint
 
 if TYPE_CHECKING:
     import psycopg
+    from psycopg import sql
 
     from testlane.services.postgres import PostgresServer
 
 __all__ = [
+    "Checkpoints",
+    "Step",
     "TemplateSpec",
+    "checkpoint_name",
     "drop_database",
     "dropped_on_failure",
     "ensure_template",
@@ -111,6 +115,25 @@ class TemplateSpec:
     def name(self, server_version: str) -> str:
         return template_name(self.fingerprint(server_version))
 
+    def steps(self) -> list[Step]:
+        """Every step of the build, in order, each keyed by everything up to and including it.
+
+        The first key covers what goes into the template before any migration (extensions, the
+        environment migrations see, ``extra_fingerprint``): two specs share a key only when a database
+        holding that prefix of steps is the same for both. Computed once per spec (it reads the
+        migration files; an Alembic history is loaded)."""
+        cached: list[Step] | None = self.__dict__.get("_steps")
+        if cached is None:
+            start = f"steps v1|ext:{','.join(self.extensions)}|env:{sorted(self.env)!r}|extra:{self.extra_fingerprint}"
+            key = hashlib.sha256(start.encode()).hexdigest()
+            cached = []
+            for number, source in enumerate((*self.migrations, *self.seed)):
+                for index, step_key in enumerate(source.step_keys()):
+                    key = hashlib.sha256(f"{key}|{number}:{source.kind}:{index}:{step_key}".encode()).hexdigest()
+                    cached.append(Step(source, index, key))
+            self.__dict__["_steps"] = cached
+        return cached
+
     def describe(self) -> str:
         parts = []
         if self.extensions:
@@ -118,6 +141,34 @@ class TemplateSpec:
         parts.extend(s.describe() for s in self.migrations)
         parts.extend(f"seed {s.describe()}" for s in self.seed)
         return "; ".join(parts) or "an empty database"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a template build: step ``index`` of ``source``; ``key`` covers it and all before it."""
+
+    source: MigrationSource
+    index: int
+    key: str
+
+
+@dataclass
+class Checkpoints:
+    """How a build resumes and what it keeps (see :mod:`~testlane.databases.snapshots`).
+
+    ``start``: the number of steps already in ``origin``, the database the template is created from
+    (None: an empty one); ``keep``: after how many steps to keep a copy of the database being built;
+    ``made`` receives them (number of steps -> database name, ``tl_ck_<key>``)."""
+
+    start: int = 0
+    origin: str | None = None
+    keep: frozenset[int] = frozenset()
+    made: dict[int, str] = field(default_factory=dict)
+
+
+def checkpoint_name(key: str) -> str:
+    """The database holding the steps up to the one keyed ``key``."""
+    return f"tl_ck_{key[:24]}"
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -173,8 +224,10 @@ def drop_database(admin: psycopg.Connection, name: str) -> None:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(ident))
 
 
-def ensure_template(server: PostgresServer, spec: TemplateSpec) -> str:
-    """Build ``spec``'s template on ``server`` unless it is already there; return its name."""
+def ensure_template(server: PostgresServer, spec: TemplateSpec, checkpoints: Checkpoints | None = None) -> str:
+    """Build ``spec``'s template on ``server`` unless it is already there; return its name.
+
+    ``checkpoints``: build step by step from ``checkpoints.origin`` and keep the copies it asks for."""
     name = spec.name(server.version)
     with server.connect() as admin:
         if template_state(admin, name) == "ready":
@@ -189,7 +242,7 @@ def ensure_template(server: PostgresServer, spec: TemplateSpec) -> str:
                 log.info("dropping half-built template %s (a previous build did not finish)", name)
                 drop_database(admin, name)
             with phase("building the migrated template"):  # what an interruption names
-                _build(server, admin, name, spec)
+                _build(server, admin, name, spec, checkpoints)
         finally:
             admin.execute("SELECT pg_advisory_unlock(%s)", (key,))
     return name
@@ -212,24 +265,86 @@ def dropped_on_failure(drop: Callable[[], None], what: str) -> Iterator[None]:
         raise
 
 
-def _build(server: PostgresServer, admin: psycopg.Connection, name: str, spec: TemplateSpec) -> None:
+def _build(
+    server: PostgresServer,
+    admin: psycopg.Connection,
+    name: str,
+    spec: TemplateSpec,
+    checkpoints: Checkpoints | None = None,
+) -> None:
     from psycopg import sql
 
     log.debug("building template %s from %s", name, spec.describe())
-    admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    with dropped_on_failure(lambda: drop_database(admin, name), f"template {name}"):
+    plan = checkpoints or Checkpoints()
+    if plan.origin is None:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    else:
+        admin.execute(copy_database(admin, name, plan.origin))
+    with dropped_on_failure(lambda: _drop_all(admin, [name, *plan.made.values()]), f"template {name}"):
         target = Target(server.dsn(name))
         if spec.requires:
             _check_available(server, target, spec.requires, "declared in `extensions`")
-        if spec.extensions:
+        if spec.extensions and plan.origin is None:
             _create_extensions(server, target, spec.extensions)
         with build_scope(target, dict(spec.env), socket_dir=server.socket_dir) as scope:
-            for source in (*spec.migrations, *spec.seed):
-                scope.apply(source, target)
+            if checkpoints is None:
+                for source in (*spec.migrations, *spec.seed):
+                    scope.apply(source, target)
+            else:
+                _apply_steps(server, admin, scope, target, name, spec.steps(), checkpoints)
         terminate_connections(admin, name)
         admin.execute(
             sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false").format(sql.Identifier(name))
         )
+
+
+def _apply_steps(
+    server: PostgresServer,
+    admin: psycopg.Connection,
+    scope: BuildScope,
+    target: Target,
+    name: str,
+    steps: list[Step],
+    plan: Checkpoints,
+) -> None:
+    """Apply ``steps[plan.start:]``, copying the database after each count of steps in ``plan.keep``."""
+    if plan.start:
+        log.info(
+            "replaying %d of %d migration steps from a checkpoint (%d unchanged)",
+            len(steps) - plan.start,
+            len(steps),
+            plan.start,
+        )
+    stops = sorted({n for n in plan.keep if plan.start < n < len(steps)} | {len(steps)})
+    done = plan.start
+    for stop in stops:
+        while done < stop:  # one call per source in [done, stop)
+            source = steps[done].source
+            end = done
+            while end < stop and steps[end].source is source:
+                end += 1
+            scope.apply(source, target, (steps[done].index, steps[end - 1].index + 1))
+            done = end
+        if stop < len(steps):
+            copy = checkpoint_name(steps[stop - 1].key)
+            terminate_connections(admin, name)
+            drop_database(admin, copy)
+            admin.execute(copy_database(admin, copy, name))
+            plan.made[stop] = copy
+
+
+def copy_database(admin: psycopg.Connection, name: str, template: str) -> sql.Composed:
+    """``CREATE DATABASE name TEMPLATE template``; on PostgreSQL 15+ with ``STRATEGY FILE_COPY``: the files are
+    copied, not written to the WAL block by block (a build's WAL stays small, and so does its snapshot)."""
+    from psycopg import sql
+
+    strategy = sql.SQL(" STRATEGY FILE_COPY" if admin.info.server_version >= 150000 else "")
+    return sql.SQL("CREATE DATABASE {} TEMPLATE {}{}").format(sql.Identifier(name), sql.Identifier(template), strategy)
+
+
+def _drop_all(admin: psycopg.Connection, names: list[str]) -> None:
+    for db in names:
+        drop_database(admin, db)
 
 
 def _check_available(server: PostgresServer, target: Target, extensions: tuple[str, ...], where: str) -> None:

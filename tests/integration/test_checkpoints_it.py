@@ -1,0 +1,252 @@
+"""Per-migration checkpoints (issue 19): an edited migration replays only from the nearest unchanged prefix.
+
+* A snapshot build keeps checkpoints; the next build whose steps share a prefix starts from the
+  longest matching one and applies only the rest (SQL files and Alembic revisions alike).
+* The template built so equals one built from scratch (``pg_dump`` of schema and data), after editing
+  the last migration, a middle one, adding one and removing one; the cluster runs start from holds no
+  checkpoint.
+* A failing replayed migration fails with the message a full build gives, and stores no snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+from psycopg import sql
+
+from testlane.core.config import load_settings
+from testlane.core.errors import MigrationError
+from testlane.core.runtime import RunContext
+from testlane.databases.migrations import AlembicMigrations, SqlFolder
+from testlane.databases.snapshots import SnapshotCache, keep_after
+from testlane.databases.template import TemplateSpec
+from testlane.services.postgres import PostgresEngine
+from testlane.services.registry import Registry
+
+REPLAY = re.compile(r"replaying (\d+) of (\d+) migration steps")
+
+
+def _engine(data_dir: Path, cache_dir: Path, project: Path) -> PostgresEngine:
+    project.mkdir(parents=True, exist_ok=True)
+    (project / "pyproject.toml").write_text('[project]\nname = "app"\nversion = "0"\n')
+    values = {"data_dir": str(data_dir), "cache_dir": str(cache_dir)}
+    settings = load_settings(start=project, environ={}, overrides=values)
+    context = RunContext.from_settings(settings, owner=os.getpid())
+    context.ensure_dirs()
+    return PostgresEngine(settings, context, Registry(context))
+
+
+def _build(engine: PostgresEngine, spec: TemplateSpec, caplog: pytest.LogCaptureFixture) -> tuple[Path, int | None]:
+    """The snapshot for ``spec`` and how many steps the build replayed (None: built from scratch)."""
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="testlane"):
+        cluster = SnapshotCache(engine).ensure(spec)
+    found = [REPLAY.search(r.getMessage()) for r in caplog.records]
+    replayed = [int(m.group(1)) for m in found if m]
+    return cluster, (replayed[0] if replayed else None)
+
+
+def _dump(engine: PostgresEngine, cluster: Path, spec: TemplateSpec) -> tuple[str, list[str]]:
+    """``pg_dump`` (schema and data) of a clone of ``spec``'s template in ``cluster``, and its databases."""
+    server = engine.start("postgres-compare", data_source=cluster)
+    try:
+        with server.connect() as admin:
+            template = sql.Identifier(spec.name(server.version))
+            admin.execute(sql.SQL("CREATE DATABASE compare TEMPLATE {}").format(template))
+            names = [r[0] for r in admin.execute("SELECT datname FROM pg_database ORDER BY 1").fetchall()]
+        pg_dump = str(engine.binaries().exe("pg_dump"))
+        proc = subprocess.run(
+            [pg_dump, "--no-owner", "--restrict-key=k", "-d", server.dsn("compare")],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0 and "restrict-key" in proc.stderr:  # pg_dump before 17.6 / 18.0
+            proc = subprocess.run(
+                [pg_dump, "--no-owner", "-d", server.dsn("compare")], capture_output=True, text=True, check=True
+            )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout, names
+    finally:
+        server.stop()
+
+
+def _write(folder: Path, files: dict[str, str]) -> None:
+    for old in folder.glob("*"):
+        old.unlink()
+    for name, text in files.items():
+        (folder / name).write_text(text)
+
+
+def _sql_files(count: int) -> dict[str, str]:
+    return {
+        f"{n:03d}_t{n}.sql": f"CREATE TABLE t{n} (id serial PRIMARY KEY, v{n} text);\n"
+        f"INSERT INTO t{n} (v{n}) VALUES ('{n}');\n"
+        for n in range(1, count + 1)
+    }
+
+
+def _fresh_cache(engine: PostgresEngine, label: str) -> Path:
+    """Another cache (inside the test's, which the service user can reach): a build there starts from scratch."""
+    path = engine.context.cache_dir / f"fresh-{label.replace(' ', '-')}"
+    path.mkdir(mode=0o755)
+    path.chmod(0o755)
+    return path
+
+
+def _equal_to_a_full_build(
+    tmp_path: Path, data_dir: Path, spec: TemplateSpec, incremental: Path, engine: PostgresEngine, label: str
+) -> None:
+    fresh_engine = _engine(data_dir, _fresh_cache(engine, label), tmp_path / "app")
+    fresh = SnapshotCache(fresh_engine).ensure(spec)
+    mine, mine_dbs = _dump(engine, incremental, spec)
+    theirs, theirs_dbs = _dump(fresh_engine, fresh, spec)
+    assert mine == theirs, label
+    assert mine_dbs == theirs_dbs, f"{label}: the cluster runs start from holds no checkpoint"
+    assert not any(name.startswith("tl_ck_") for name in mine_dbs)
+
+
+def test_keep_after_doubles_back_from_the_end() -> None:
+    assert sorted(keep_after(60)) == [52, 56, 58, 59]
+    assert sorted(keep_after(60, limit=6)) == [28, 44, 52, 56, 58, 59]
+    assert keep_after(1) == frozenset()
+    assert sorted(keep_after(3)) == [1, 2]
+    assert keep_after(60, limit=0) == frozenset()
+
+
+def test_sql_folder_edits_replay_from_the_nearest_checkpoint_and_equal_a_full_build(
+    tmp_path: Path, data_dir: Path, cache_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = _engine(data_dir, cache_dir, tmp_path / "app")
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    files = _sql_files(12)
+    _write(folder, files)
+    _cluster, replayed = _build(engine, TemplateSpec((SqlFolder(folder),)), caplog)
+    assert replayed is None, "the first build starts from the base cluster"
+
+    files["012_t12.sql"] += "ALTER TABLE t12 ADD COLUMN edited int DEFAULT 7;\n"  # the last one edited
+    _write(folder, files)
+    spec = TemplateSpec((SqlFolder(folder),))
+    cluster, replayed = _build(engine, spec, caplog)
+    assert replayed == 1
+    _equal_to_a_full_build(tmp_path, data_dir, spec, cluster, engine, "last edited")
+
+    files["013_t13.sql"] = "CREATE TABLE t13 (id int REFERENCES t12);\n"  # one added
+    _write(folder, files)
+    spec = TemplateSpec((SqlFolder(folder),))
+    cluster, replayed = _build(engine, spec, caplog)
+    assert replayed == 1, "resumed from the previous template"
+    _equal_to_a_full_build(tmp_path, data_dir, spec, cluster, engine, "added")
+
+    files["006_t6.sql"] = files["006_t6.sql"].replace("text", "varchar(20)")  # a middle one: 8 of 13 steps back
+    _write(folder, files)
+    spec = TemplateSpec((SqlFolder(folder),))
+    cluster, replayed = _build(engine, spec, caplog)
+    assert replayed is not None and 8 <= replayed < 13, replayed
+    _equal_to_a_full_build(tmp_path, data_dir, spec, cluster, engine, "middle edited")
+
+    del files["013_t13.sql"]  # one removed: the prefix of 12 is a checkpoint of the last build
+    _write(folder, files)
+    spec = TemplateSpec((SqlFolder(folder),))
+    cluster, replayed = _build(engine, spec, caplog)
+    assert replayed == 0
+    _equal_to_a_full_build(tmp_path, data_dir, spec, cluster, engine, "removed")
+
+
+def _alembic_project(root: Path, count: int, *, last: str = "") -> Path:
+    versions = root / "alembic" / "versions"
+    versions.mkdir(parents=True, exist_ok=True)
+    (root / "alembic.ini").write_text("[alembic]\nscript_location = %(here)s/alembic\n")
+    (root / "alembic" / "env.py").write_text(
+        textwrap.dedent("""
+        from alembic import context
+        from sqlalchemy import engine_from_config, pool
+
+        config = context.config
+        connectable = engine_from_config(config.get_section(config.config_ini_section), prefix="sqlalchemy.",
+                                         poolclass=pool.NullPool)
+        with connectable.connect() as connection:
+            context.configure(connection=connection)
+            with context.begin_transaction():
+                context.run_migrations()
+        """)
+    )
+    for n in range(1, count + 1):
+        extra = last if n == count else ""
+        (versions / f"{n:04d}_step.py").write_text(
+            textwrap.dedent(f"""
+            import os
+            from alembic import op
+            import sqlalchemy as sa
+
+            revision = "{n:04d}"
+            down_revision = {f'"{n - 1:04d}"' if n > 1 else None}
+
+            def upgrade():
+                with open(os.environ["CKPT_RUNS"], "a") as runs:
+                    runs.write(revision + "\\n")
+                op.create_table("a{n}", sa.Column("id", sa.Integer, primary_key=True), sa.Column("v", sa.Text))
+                op.execute("INSERT INTO a{n} (v) VALUES ('{n}')")
+                {extra or "pass"}
+            """)
+        )
+    return root / "alembic.ini"
+
+
+def test_an_edited_last_alembic_revision_is_the_only_one_that_runs_again(
+    tmp_path: Path, data_dir: Path, cache_dir: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = tmp_path / "runs.txt"
+    monkeypatch.setenv("CKPT_RUNS", str(runs))
+    engine = _engine(data_dir, cache_dir, tmp_path / "app")
+    ini = _alembic_project(tmp_path / "proj", 10)
+    _build(engine, TemplateSpec((AlembicMigrations(ini),)), caplog)
+    assert runs.read_text().split() == [f"{n:04d}" for n in range(1, 11)]
+
+    runs.unlink()
+    _alembic_project(tmp_path / "proj", 10, last='op.add_column("a10", sa.Column("edited", sa.Integer))')
+    spec = TemplateSpec((AlembicMigrations(ini),))
+    cluster, replayed = _build(engine, spec, caplog)
+    assert (replayed, runs.read_text().split()) == (1, ["0010"])
+    _equal_to_a_full_build(tmp_path, data_dir, spec, cluster, engine, "alembic last edited")
+
+    runs.unlink()
+    (tmp_path / "proj" / "alembic" / "env.py").write_text(
+        (tmp_path / "proj" / "alembic" / "env.py").read_text() + "\n# edited\n"
+    )
+    _build(engine, TemplateSpec((AlembicMigrations(ini),)), caplog)
+    assert len(runs.read_text().split()) == 10, "env.py is part of every step: all replayed"
+
+
+def test_a_failing_replayed_migration_fails_as_a_full_build_does_and_stores_nothing(
+    tmp_path: Path, data_dir: Path, cache_dir: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CKPT_RUNS", str(tmp_path / "runs.txt"))
+    engine = _engine(data_dir, cache_dir, tmp_path / "app")
+    ini = _alembic_project(tmp_path / "proj", 6)
+    good = TemplateSpec((AlembicMigrations(ini),))
+    good_cluster, _ = _build(engine, good, caplog)
+    before = sorted(p.name for p in good_cluster.parent.parent.iterdir() if p.is_dir())
+
+    _alembic_project(tmp_path / "proj", 6, last='op.execute("INSERT INTO a6 (nope) VALUES (1)")')
+    broken = TemplateSpec((AlembicMigrations(ini),))
+    with caplog.at_level(logging.INFO, logger="testlane"), pytest.raises(MigrationError) as incremental:
+        SnapshotCache(engine).ensure(broken)
+    assert any(REPLAY.search(r.getMessage()) for r in caplog.records), "it did resume from a checkpoint"
+    fresh = _engine(data_dir, _fresh_cache(engine, "broken"), tmp_path / "app")
+    with pytest.raises(MigrationError) as full:
+        SnapshotCache(fresh).ensure(broken)
+    assert str(incremental.value) == str(full.value)
+    assert 'column "nope" of relation "a6" does not exist' in str(incremental.value)
+    assert "0006_step.py" in str(incremental.value)
+    after = sorted(p.name for p in good_cluster.parent.parent.iterdir() if p.is_dir())
+    assert after == before, "no half-built snapshot (not even its staging directory)"
+    assert SnapshotCache(engine).lookup(broken) is None
+    assert SnapshotCache(engine).lookup(good) == good_cluster
