@@ -23,6 +23,7 @@ from psycopg import sql
 from testlane.core.config import load_settings
 from testlane.core.errors import MigrationError
 from testlane.core.runtime import RunContext
+from testlane.databases import template
 from testlane.databases.migrations import AlembicMigrations, SqlFolder
 from testlane.databases.snapshots import SnapshotCache, keep_after
 from testlane.databases.template import TemplateSpec
@@ -30,6 +31,14 @@ from testlane.services.postgres import PostgresEngine
 from testlane.services.registry import Registry
 
 REPLAY = re.compile(r"replaying (\d+) of (\d+) migration steps")
+
+
+@pytest.fixture(autouse=True)
+def _checkpoint_every_step_kept(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """These migrations take milliseconds: keep their checkpoints anyway (the default keeps one only after
+    ``CHECKPOINT_WORTH_S`` of migrations), except in the test of that rule."""
+    if "worth" not in request.node.name:
+        monkeypatch.setattr(template, "CHECKPOINT_WORTH_S", 0.0)
 
 
 def _engine(data_dir: Path, cache_dir: Path, project: Path) -> PostgresEngine:
@@ -250,3 +259,27 @@ def test_a_failing_replayed_migration_fails_as_a_full_build_does_and_stores_noth
     assert after == before, "no half-built snapshot (not even its staging directory)"
     assert SnapshotCache(engine).lookup(broken) is None
     assert SnapshotCache(engine).lookup(good) == good_cluster
+
+
+def test_checkpoints_are_kept_only_when_the_migrations_before_them_were_worth_it(
+    tmp_path: Path, data_dir: Path, cache_dir: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(template, "CHECKPOINT_WORTH_S", 0.3)
+    engine = _engine(data_dir, cache_dir, tmp_path / "app")
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    files = _sql_files(6)
+    _write(folder, files)
+    first, _ = _build(engine, TemplateSpec((SqlFolder(folder),)), caplog)
+    assert not (first.parent / "checkpoints").exists(), "milliseconds of migrations: no copy stored"
+
+    files["001_t1.sql"] += "SELECT pg_sleep(0.4);\n"  # the first step now costs more than a copy
+    _write(folder, files)
+    second, replayed = _build(engine, TemplateSpec((SqlFolder(folder),)), caplog)
+    assert replayed is None
+    assert (second.parent / "checkpoints").is_dir(), "slow migrations: their checkpoints are stored"
+
+    files["006_t6.sql"] += "ALTER TABLE t6 ADD COLUMN edited int;\n"
+    _write(folder, files)
+    _cluster, replayed = _build(engine, TemplateSpec((SqlFolder(folder),)), caplog)
+    assert replayed == 1

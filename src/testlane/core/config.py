@@ -406,8 +406,9 @@ class DbSettings:
         4,
         "Copies of the template in the making that a snapshot build keeps, after all steps (SQL files, Alembic "
         "revisions) but 1, 2, 4, 8, ...: a later build whose steps share a prefix starts from the longest "
-        "matching one and replays only the rest (docs/isolation.md). Each costs a database's size in the cache. "
-        "0: every change rebuilds the template from scratch.",
+        "matching one and replays only the rest (docs/isolation.md). Kept only once the steps before it took "
+        "1 s or more to apply. Each costs a database's size in the cache. 0: every change rebuilds the template "
+        "from scratch.",
         min=0,
     )
     isolation: Isolation = opt(
