@@ -36,6 +36,44 @@ def test_an_explicit_timeout_marker_wins(pytester: pytest.Pytester) -> None:
     run_inner(pytester).assert_outcomes(passed=1)
 
 
+def test_the_unit_lane_s_timeout_is_pytest_timeout_s_default_and_the_integration_lane_keeps_its_own(
+    pytester: pytest.Pytester,
+) -> None:
+    """The unit lane's timeout is given to pytest-timeout as its default (its header says it), not as a marker on
+    every test; an integration test still gets its lane's (longer) one, and a user's marker still wins."""
+    plain_project(pytester, "[tool.testlane.discipline]\ntimeout_unit = 1\ntimeout_it = 5")
+    pytester.makepyfile(
+        test_lanes="""
+        import time, pytest
+
+        def test_unit_hangs():
+            time.sleep(3)
+
+        @pytest.mark.integration
+        def test_integration_is_slower():
+            time.sleep(1.5)
+
+        @pytest.mark.timeout(0)
+        def test_marker_turns_it_off():
+            time.sleep(1.5)
+        """
+    )
+    result = run_inner(pytester, "--it")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["timeout: 1.0s", "timeout method: signal", "*test_unit_hangs*Timeout (>1.0s)*"])
+
+
+def test_a_timeout_of_the_user_s_own_keeps_the_markers(pytester: pytest.Pytester) -> None:
+    """A ``--timeout-method`` of the user's own: testlane sets no default; each test gets its lane's timeout as
+    before (a marker, with the signal method: the run carries on)."""
+    plain_project(pytester, "[tool.testlane.discipline]\ntimeout_unit = 1")
+    pytester.makepyfile(test_m="import time\n\ndef test_hangs():\n    time.sleep(3)\n\ndef test_after():\n    pass\n")
+    result = run_inner(pytester, "--timeout-method=thread")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*Timeout (>1.0s)*"])
+    result.stdout.no_fnmatch_line("timeout: 1.0s")
+
+
 BACKGROUND = """
 import asyncio, gc, threading
 import pytest
@@ -141,6 +179,49 @@ def test_leaks_and_environment_changes_are_named_with_the_test(pytester: pytest.
     assert "test_leaks.py::test_changes_the_environment changed environment variables (restored): LEFT_BEHIND" in out
     assert "test_clean" not in out
     assert "testlane: 4 findings; they do not fail the run" in out
+
+
+SWAPS = """
+import os, socket, threading
+
+release = threading.Event()
+kept = {}
+
+def test_leaves_a_thread():
+    kept["first"] = threading.Thread(target=release.wait, name="first", daemon=True)
+    kept["first"].start()
+
+def test_ends_that_thread_and_leaves_another():
+    # as many threads as before the test: one ended, one started
+    release.set()
+    kept["first"].join()
+    threading.Thread(target=threading.Event().wait, name="second", daemon=True).start()
+
+def test_opens_a_file():
+    kept["file"] = open(os.devnull)
+
+def test_closes_that_file_and_leaves_a_server_socket_in_its_place():
+    # as many descriptors as before the test, likely the same number reused
+    kept.pop("file").close()
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    kept["server"] = server
+"""
+
+
+def test_a_leak_is_reported_when_the_counts_did_not_change(pytester: pytest.Pytester) -> None:
+    """A thread that ended and another that started, a file closed and a listening socket opened: the counts
+    are the same as before the test, the leak is still the test's."""
+    plain_project(pytester)
+    pytester.makepyfile(test_swaps=SWAPS)
+    result = run_inner(pytester)
+    result.assert_outcomes(passed=4)
+    out = result.stdout.str().split("testlane findings")[1]
+    assert "test_swaps.py::test_leaves_a_thread left running: thread 'first'" in out
+    assert "test_swaps.py::test_ends_that_thread_and_leaves_another left running: thread 'second'" in out
+    assert "test_closes_that_file_and_leaves_a_server_socket_in_its_place left running: listening socket" in out
+    assert "test_opens_a_file left" not in out
 
 
 def test_leaks_can_fail_the_test(pytester: pytest.Pytester) -> None:

@@ -148,6 +148,51 @@ def test_unit_lane_network_is_blocked_naming_host_and_port(pytester: pytest.Pyte
     assert "unit_allow_hosts" not in out
 
 
+INTERLEAVED = """
+import socket
+import pytest
+
+def test_unit_first(listening_port):
+    with pytest.raises(Exception, match="from the unit lane"):
+        socket.create_connection(("127.0.0.1", listening_port), timeout=1)
+
+@pytest.mark.integration
+def test_integration_between(listening_port):
+    assert "connect" not in vars(socket.socket)  # the unit lane's patches are off
+    socket.create_connection(("127.0.0.1", listening_port), timeout=1).close()
+
+def test_unit_after_an_integration_test(listening_port):
+    with pytest.raises(Exception, match="test_unit_after_an_integration_test tried to connect"):
+        socket.create_connection(("127.0.0.1", listening_port), timeout=1)
+
+def test_unit_last(listening_port):
+    with pytest.raises(Exception, match="test_unit_last tried to connect"):
+        socket.create_connection(("127.0.0.1", listening_port), timeout=1)
+"""
+
+
+def test_the_guard_blocks_every_unit_test_around_integration_tests_and_is_gone_after_the_run(
+    pytester: pytest.Pytester, listener: socket.socket
+) -> None:
+    """The patches stay on from one unit-lane test to the next (the running test's check behind them), come
+    off for an integration-lane test, and are gone once the tests are done."""
+    plain_project(pytester)
+    pytester.makeconftest(
+        "import socket, pytest\n\n"
+        f"@pytest.fixture\ndef listening_port():\n    return {listener.getsockname()[1]}\n\n"
+        "def pytest_sessionfinish(session):\n"
+        "    print('patched after the run:', 'connect' in vars(socket.socket))\n"
+    )
+    pytester.makepyfile(test_order=INTERLEAVED)
+    result = run_inner(pytester, "--it", "-s")
+    result.assert_outcomes(passed=4, errors=3)  # each unit test's blocked attempt also fails its teardown
+    out = result.stdout.str()
+    for name in ("test_unit_first", "test_unit_after_an_integration_test", "test_unit_last"):
+        assert f"test_order.py::{name} tried to connect to 127.0.0.1:" in out
+    assert "test_integration_between tried" not in out
+    result.stdout.fnmatch_lines(["*patched after the run: False*"])
+
+
 def test_allowed_hosts_are_allowed_in_the_unit_lane(pytester: pytest.Pytester, listener: socket.socket) -> None:
     plain_project(pytester, '[tool.testlane.lanes]\nunit_allow_hosts = ["127.0.0.1"]')
     port = listener.getsockname()[1]

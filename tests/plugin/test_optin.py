@@ -348,3 +348,18 @@ def test_an_opted_in_project_never_asks_pytest_to_rewrite_a_module_it_imported(p
     result = run_inner(pytester, "-s", "-W", "error::pytest.PytestAssertRewriteWarning")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["asked to rewrite, already imported: []"])
+
+
+def test_an_opted_in_run_whose_tests_use_no_service_imports_no_process_machinery(pytester: pytest.Pytester) -> None:
+    """psutil and ctypes (about 40 ms of every start) are imported by what needs them: a leaked child process,
+    a server, a failure with server logs; a green run of tests that use no service needs none of them."""
+    plain_project(pytester)
+    pytester.makeconftest(
+        "import sys\n\n\ndef pytest_unconfigure(config):\n"
+        "    print('imported:', sorted(m for m in ('psutil', 'ctypes', 'testlane.services.process') "
+        "if m in sys.modules))\n"
+    )
+    pytester.makepyfile(test_x="def test_x():\n    assert 1\n")
+    result = run_inner(pytester, "-s")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["imported: []"])

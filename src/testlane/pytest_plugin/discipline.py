@@ -31,7 +31,6 @@ import asyncio
 import dataclasses
 import logging
 import os
-import signal
 import stat
 import sys
 import threading
@@ -68,19 +67,14 @@ class Finding:
 class Snapshot:
     """What the process is running at one moment (cheap to take: no details resolved)."""
 
-    threads: set[int]
+    threads: set[threading.Thread]  # the objects, not their idents: an ended thread's ident is reused
     children: set[int]
-    sockets: set[str]
+    sockets: set[int]
     tasks: set[int]
 
     @classmethod
     def take(cls) -> Snapshot:
-        return cls(
-            {t.ident for t in threading.enumerate() if t.ident is not None},
-            _child_pids(),
-            _socket_inodes(),
-            {id(t) for t in _live_tasks()},
-        )
+        return cls(_threads(), _child_pids(), _socket_inodes(), {id(t) for t in _live_tasks()})
 
 
 @dataclass(frozen=True)
@@ -201,15 +195,55 @@ def finding_from_warning(
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.pluginmanager.register(_Findings(config), "testlane-findings")
+    if not hasattr(config, "workerinput"):  # a worker's findings go to the controller with its reports
+        config.pluginmanager.register(_Findings(config), "testlane-findings")
     d = _settings(config)
     if d.background_errors != "off":
         action = "error" if d.background_errors == "fail" else "always"
         for category in ("PytestUnhandledThreadExceptionWarning", "PytestUnraisableExceptionWarning"):
             config.addinivalue_line("filterwarnings", f"{action}::pytest.{category}")
+    _configure_timeouts(config, d)
+
+
+# Whether the unit lane's timeout is pytest-timeout's default for this session (set by testlane, not the user).
+unit_timeout_default_key = pytest.StashKey[bool]()
+
+
+def _configure_timeouts(config: pytest.Config, d: Any) -> None:
+    """The unit lane's timeout as pytest-timeout's own default (its ``--timeout`` option, given for the user),
+    and the awaits recorded when a timeout interrupts an event loop.
+
+    Runs before pytest-timeout's ``pytest_configure`` (this module is registered by testlane's tryfirst
+    ``pytest_configure``), which reads the option. A default costs each test less than a marker on every item:
+    pytest-timeout looks a marker up and parses it twice per test. Integration-lane tests whose timeout
+    differs get the marker (:func:`pytest_collection_modifyitems`). A timeout or method of the user's own
+    (option, ini value) keeps the per-item markers, as before.
+    """
+    if not config.pluginmanager.hasplugin("timeout"):
+        return
+    _record_awaits_on_timeout(config)
+    if _user_timeout(config) or _user_timeout_method(config) or d.timeout_unit <= 0:
+        return
+    config.option.timeout = d.timeout_unit
+    config.option.timeout_method = "signal"
+    config.stash[unit_timeout_default_key] = True
+
+
+def _user_timeout_method(config: pytest.Config) -> bool:
+    try:
+        option = config.getoption("timeout_method", None)
+    except ValueError:
+        option = None
+    try:
+        ini = config.getini("timeout_method")
+    except ValueError:
+        ini = None
+    return option not in (None, "") or ini not in (None, "")
 
 
 def _user_timeout(config: pytest.Config) -> bool:
+    if config.stash.get(unit_timeout_default_key, False):
+        return False  # the option holds testlane's default
     try:
         option = config.getoption("timeout", None)
     except ValueError:
@@ -228,37 +262,39 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if not config.pluginmanager.hasplugin("timeout") or _user_timeout(config):
         return
     d = _settings(config)
+    default = d.timeout_unit if config.stash.get(unit_timeout_default_key, False) else None
     for item in items:
-        if item.get_closest_marker("timeout") is not None:
-            continue
         seconds = d.timeout_it if lane_of(item) == "it" else d.timeout_unit
-        if seconds > 0:
+        if seconds == default or item.get_closest_marker("timeout") is not None:
+            continue
+        if seconds > 0 or default is not None:  # 0 under a default: the marker turns the default off
             item.add_marker(pytest.mark.timeout(seconds, method="signal"))
 
 
-@pytest.hookimpl(wrapper=True, optionalhook=True)
-def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> Iterator[Any]:
-    """pytest-timeout's signal handler, wrapped: a timeout also says where the test's coroutines wait.
+def _record_awaits_on_timeout(config: pytest.Config) -> None:
+    """pytest-timeout's signal method, wrapped: a timeout also says where the test's coroutines wait.
 
     When the alarm interrupts an event loop, the test's coroutine is not on the stack (the loop is in
     ``select``), so the traceback alone points at the ``def`` line. The wrapper walks the loop's pending
     tasks (``cr_await``) at that moment and puts the chains on the timeout's exception (the reports
     point at the innermost ``await`` in the project's code).
+
+    pytest-timeout's SIGALRM handler calls its module's ``timeout_sigalrm(item, settings)``; that function
+    is replaced for the session (restored at its end) instead of wrapping the handler in a
+    ``pytest_timeout_set_timer`` hook: the hook re-installed a signal handler on every test (three more
+    ``signal`` calls and a pluggy call per test), this costs nothing until a test times out.
     """
-    result = yield
-    if threading.current_thread() is threading.main_thread():
-        handler = signal.getsignal(signal.SIGALRM)
-        if callable(handler) and not getattr(handler, "_testlane", False):
-            signal.signal(signal.SIGALRM, _recording_awaits(handler, getattr(item, "originalname", item.name)))
-    return result
+    import pytest_timeout  # type: ignore[import-untyped]
 
+    original = getattr(pytest_timeout, "timeout_sigalrm", None)
+    if original is None or getattr(original, "_testlane", False):
+        return
 
-def _recording_awaits(original: Callable[[int, Any], Any], test_name: str) -> Callable[[int, Any], Any]:
-    def handler(signum: int, frame: Any) -> Any:
+    def timeout_sigalrm(item: pytest.Item, settings: Any) -> Any:
         __tracebackhide__ = True
-        chains = _suspended_chains(test_name)
+        chains = _suspended_chains(getattr(item, "originalname", item.name))
         try:
-            return original(signum, frame)
+            return original(item, settings)
         except BaseException as exc:
             if chains:
                 from testlane.core.tracebacks import AWAITING_ATTR
@@ -266,8 +302,9 @@ def _recording_awaits(original: Callable[[int, Any], Any], test_name: str) -> Ca
                 setattr(exc, AWAITING_ATTR, chains)
             raise
 
-    handler._testlane = True  # type: ignore[attr-defined]
-    return handler
+    timeout_sigalrm._testlane = True  # type: ignore[attr-defined]
+    pytest_timeout.timeout_sigalrm = timeout_sigalrm
+    config.add_cleanup(lambda: setattr(pytest_timeout, "timeout_sigalrm", original))
 
 
 def _suspended_chains(test_name: str) -> list[Any]:
@@ -492,6 +529,8 @@ class EnvSnapshot:
             now = raw
             decode_key = getattr(os.environ, "decodekey", str)
             decode_value = getattr(os.environ, "decodevalue", str)
+        if now == self.data:  # the common case, one comparison in C: nothing changed
+            return {}
         differ = {key for key, _ in now.items() ^ self.data.items()}
         out: dict[str, str | None] = {}
         for key in differ:
@@ -544,10 +583,11 @@ def _leaks(item: pytest.Item, watch: TestWatch) -> list[str]:
     return found
 
 
-def _leaked_threads(idents: set[int]) -> list[str]:
-    threads = [t for t in threading.enumerate() if t.ident in idents and not t.name.startswith("testlane-")]
+def _leaked_threads(threads: set[threading.Thread]) -> list[str]:
     out = []
-    for thread in threads:
+    for thread in sorted(threads, key=lambda t: t.name):
+        if thread.name.startswith("testlane-"):
+            continue
         thread.join(timeout=0.2)  # a thread already on its way out is not a leak
         if thread.is_alive():
             target = getattr(thread, "_target", None)
@@ -590,7 +630,7 @@ def _leaked_children(pids: set[int], item: pytest.Item) -> list[str]:
     return out
 
 
-def _listening(inodes: set[str]) -> list[str]:
+def _listening(inodes: set[int]) -> list[str]:
     if not inodes:
         return []
     out = []
@@ -600,7 +640,7 @@ def _listening(inodes: set[str]) -> list[str]:
                 next(fh)
                 for line in fh:
                     parts = line.split()
-                    if parts[3] == "0A" and parts[9] in inodes:  # 0A: LISTEN
+                    if parts[3] == "0A" and int(parts[9]) in inodes:  # 0A: LISTEN
                         out.append(f"listening socket {_address(parts[1], family)}")
         except OSError:
             continue
@@ -703,16 +743,34 @@ def _child_pids() -> set[int]:
     return {int(pid) for pids in _proc_entries("/proc/self/task", _task_children) for pid in pids}
 
 
-def _socket_inode(fd: str) -> str | None:
-    """The inode of the socket open as ``fd`` (the number /proc/net/tcp lists), ``None`` for other files.
-    ``fstat`` of the descriptor itself: a third of the cost of ``readlink("/proc/self/fd/N")``."""
-    info = os.fstat(int(fd))
-    return str(info.st_ino) if stat.S_ISSOCK(info.st_mode) else None
+def _threads() -> set[threading.Thread]:
+    """The threads alive (started and not ended), from ``threading``'s own table of them without the copies
+    ``threading.enumerate`` makes (it where the table is missing). The ``Thread`` objects, not their idents:
+    the system reuses an ended thread's ident for the next one, which would hide that one."""
+    active = getattr(threading, "_active", None)
+    if isinstance(active, dict):
+        return set(active.values())
+    return {t for t in threading.enumerate() if t.ident is not None}
 
 
-def _socket_inodes() -> set[str]:
-    # Inodes, not fd numbers: a new socket may reuse the number of a descriptor closed meanwhile
-    # (even the one `listdir` itself held while listing: closed by then, its fstat fails and it is skipped).
-    inodes = set(_proc_entries("/proc/self/fd", _socket_inode))
-    inodes.discard(None)
-    return inodes  # type: ignore[return-value]
+def _socket_inodes() -> set[int]:
+    """The inodes of the sockets this process has open (the numbers /proc/net/tcp lists).
+
+    Inodes, not fd numbers: a new socket may reuse the number of a descriptor closed meanwhile (even the one
+    ``listdir`` itself held while listing: closed by then, its ``fstat`` fails and it is skipped). ``fstat`` of
+    each descriptor (a third of the cost of ``readlink("/proc/self/fd/N")``), in one plain loop: this runs
+    after every test."""
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return set()
+    fstat, is_socket = os.fstat, stat.S_ISSOCK
+    inodes = set()
+    for fd in fds:
+        try:
+            info = fstat(int(fd))
+        except OSError:
+            continue
+        if is_socket(info.st_mode):
+            inodes.add(info.st_ino)
+    return inodes

@@ -274,7 +274,7 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
-    from testlane.pytest_plugin.network_guard import network_blocked
+    from testlane.pytest_plugin.network_guard import lift_network_guard, network_blocked
     from testlane.pytest_plugin.plugin import plugin_of
 
     lane = lane_of(item)
@@ -284,9 +284,12 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         if lane == "unit" and settings.lanes.block_network:
             with network_blocked(item, settings.lanes.unit_allow_hosts):
                 return (yield)
+        lift_network_guard(item.config)  # not blocked: the patches come off until the next unit-lane test
         return (yield)
     finally:
         current_lane.reset(token)
+        if nextitem is None:  # this process's last test
+            lift_network_guard(item.config)
 
 
 class _Counter:

@@ -22,9 +22,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from testlane.services.egress import Allowlist, Attempt, guarded
+from testlane.services.egress import Allowlist, Attempt, Check, guarded
 
-__all__ = ["NetworkBlockedError", "attempts_key", "network_blocked"]
+__all__ = ["NetworkBlockedError", "attempts_key", "lift_network_guard", "network_blocked"]
 
 attempts_key = pytest.StashKey[list[str]]()
 
@@ -55,6 +55,45 @@ def _message(nodeid: str, target: str) -> str:
     )
 
 
+class _SessionGuard:
+    """The patches (socket, libpq drivers) of :func:`guarded`, put on at the first unit-lane test and left on
+    while unit-lane tests follow one another, with the running test's check behind them (``check``; ``None``
+    between tests: every connection passes, as unpatched). Patching and unpatching ``socket.socket`` and the
+    drivers around every test cost each test more than the rest of the guard; they come off before an
+    integration-lane test, after the process's last test, and at the latest when pytest ends."""
+
+    def __init__(self) -> None:
+        self.check: Check | None = None
+        self._stack: contextlib.ExitStack | None = None
+
+    def dispatch(self, host: str, port: int | None, via: str) -> None:
+        check = self.check
+        if check is not None:
+            check(host, port, via)
+
+    def install(self) -> None:
+        if self._stack is None:
+            stack = contextlib.ExitStack()
+            stack.enter_context(guarded(self.dispatch))
+            self._stack = stack
+
+    def remove(self) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.close()
+
+
+_guard_key = pytest.StashKey[_SessionGuard]()
+
+
+def lift_network_guard(config: pytest.Config) -> None:
+    """Take the patches off (before an integration-lane test, after the last test); the next unit-lane test
+    puts them back."""
+    guard = config.stash.get(_guard_key, None)
+    if guard is not None:
+        guard.remove()
+
+
 @contextlib.contextmanager
 def network_blocked(item: pytest.Item, allow: list[str]) -> Iterator[None]:
     attempts = item.stash.setdefault(attempts_key, [])
@@ -68,5 +107,13 @@ def network_blocked(item: pytest.Item, allow: list[str]) -> Iterator[None]:
         attempts.append(target)
         raise NetworkBlockedError(_message(item.nodeid, target))
 
-    with guarded(check):
+    guard = item.config.stash.get(_guard_key, None)
+    if guard is None:
+        guard = item.config.stash[_guard_key] = _SessionGuard()
+        item.config.add_cleanup(guard.remove)
+    guard.install()
+    guard.check = check
+    try:
         yield
+    finally:
+        guard.check = None

@@ -32,8 +32,6 @@ from typing import Any
 
 import pytest
 
-from testlane.services.process import strip_ansi
-
 __all__ = ["FailureContext", "excerpt", "read_log_since"]
 
 READ_LIMIT = 64 * 1024
@@ -54,6 +52,8 @@ def read_log_since(path: Path, offset: int, lines: int) -> list[str]:
             data = fh.read(size - start)
     except OSError:
         return []
+    from testlane.services.process import strip_ansi  # only for a failure: psutil and ctypes stay unimported
+
     text = strip_ansi(data.decode("utf-8", errors="replace"))
     if start > offset:  # the first line is probably cut
         text = text.split("\n", 1)[-1]
