@@ -44,3 +44,23 @@ def test_the_first_tests_database_is_cloned_while_pytest_collects(pytester: pyte
     pytester.makepyfile(test_first_it=SUITE)
     result = run_inner(pytester, "--it", timeout=300)
     result.assert_outcomes(passed=1)
+
+
+URL_CONFTEST = """
+def pytest_collection_finish(session):
+    from testlane.pytest_plugin.plugin import plugin_of
+
+    manager = plugin_of(session.config).databases
+    manager._join_ahead()
+    assert manager._pools == {}, "a pool was started ahead on an existing server"
+"""
+
+
+def test_nothing_is_made_ahead_on_an_existing_server(pytester: pytest.Pytester, postgres) -> None:  # type: ignore[no-untyped-def]
+    backend = f'[tool.testlane.postgres]\nbackend = "url"\nurl = "{postgres.url}"\n'
+    pytester.makefile(".toml", pyproject=inner_pyproject(testlane=backend, db=""))
+    (pytester.path / "migrations").mkdir()
+    (pytester.path / "migrations" / "001.sql").write_text("CREATE TABLE items (id serial PRIMARY KEY);\n")
+    pytester.makeconftest(URL_CONFTEST)
+    pytester.makepyfile(test_url_it="def test_it(pg_conn):\n    pg_conn.execute('SELECT count(*) FROM items')\n")
+    run_inner(pytester, "--it", timeout=300).assert_outcomes(passed=1)

@@ -106,7 +106,7 @@ class DatabaseManager:
         takes a ready one instead of waiting for the server, then for a clone. Every per-test entry point
         joins the thread first (:meth:`_join_ahead`), so the manager is never used by two threads at once.
         An error is not reported here: the first test repeats the step and fails with it (the provider and
-        the template cache keep the error: one attempt).
+        the template cache keep the error: one attempt). On an existing server (``url``) nothing is made ahead.
         """
         mode = str(self.settings.db.isolation)
         if self._ahead is not None or mode not in ("database", "transaction"):
@@ -114,6 +114,8 @@ class DatabaseManager:
 
         def prepare() -> None:
             try:
+                if self.shared_server:
+                    return  # an existing server: nothing is made on it before a test asks
                 spec = self._default_spec()
                 if mode == "database":
                     self.pool_for(spec)
