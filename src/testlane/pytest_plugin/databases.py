@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -93,6 +94,49 @@ class DatabaseManager:
         self._engines: dict[str, sqlalchemy.Engine] = {}
         self._redis_coordinator: redis.Redis | None = None
         self._url_warned: set[str] = set()  # the engines whose URL fixture warned in transaction isolation
+        self._ahead: threading.Thread | None = None  # see prepare_ahead
+
+    # -- ahead of the first test -------------------------------------------------------------------
+    def prepare_ahead(self) -> None:
+        """Make the default template's first databases while pytest collects (``testlane-ahead-postgres``).
+
+        Called at session start, right after the services were spawned: the thread waits for Postgres, checks
+        the template and starts its pool (``database`` isolation; ``transaction``: the worker's database), so
+        the clones are being made while collection runs and the other services start, and the first test
+        takes a ready one instead of waiting for the server, then for a clone. Every per-test entry point
+        joins the thread first (:meth:`_join_ahead`), so the manager is never used by two threads at once.
+        An error is not reported here: the first test repeats the step and fails with it (the provider and
+        the template cache keep the error: one attempt). On an existing server (``url``) nothing is made ahead.
+        """
+        mode = str(self.settings.db.isolation)
+        if self._ahead is not None or mode not in ("database", "transaction"):
+            return
+
+        def prepare() -> None:
+            try:
+                if self.shared_server:
+                    return  # an existing server: nothing is made on it before a test asks
+                spec = self._default_spec()
+                if mode == "database":
+                    self.pool_for(spec)
+                else:
+                    self.worker_database(spec, "t")
+            except BaseException as exc:  # the first test repeats the step and reports it
+                log.debug("preparing the first test's database ahead: %s", exc)
+
+        self._ahead = threading.Thread(target=prepare, name="testlane-ahead-postgres", daemon=True)
+        self._ahead.start()
+
+    def _join_ahead(self) -> None:
+        if self._ahead is not None:
+            self._ahead.join()
+
+    def _default_spec(self) -> TemplateSpec:
+        from testlane.databases.template import TemplateSpec
+
+        if None not in self._specs:
+            self._specs[None] = TemplateSpec.from_settings(self.settings)
+        return self._specs[None]
 
     # -- plumbing ------------------------------------------------------------------------------
     @property
@@ -137,6 +181,8 @@ class DatabaseManager:
             if marker.args:
                 overrides["migrations"] = list(marker.args)
             key = repr(sorted((k, repr(v)) for k, v in overrides.items()))
+        if key is None:
+            return self._default_spec()
         if key not in self._specs:
             self._specs[key] = TemplateSpec.from_settings(self.settings, **overrides)
         return self._specs[key]
@@ -380,6 +426,7 @@ class DatabaseManager:
         from testlane.databases.isolation import DatabaseIsolation, SchemaIsolation, TransactionIsolation
 
         require_integration_lane(f"{item.nodeid} (fixture pg_database)", env=RunEnv.current())
+        self._join_ahead()
         mode = self.isolation_for(item, "postgres")
         spec = self.spec_for(item)
         isolation: Isolated[TestDatabase]
@@ -407,6 +454,7 @@ class DatabaseManager:
         from testlane.databases.isolation import MysqlDatabaseIsolation, MysqlTransactionIsolation
 
         require_integration_lane(f"{item.nodeid} (fixture mysql_database)", env=RunEnv.current())
+        self._join_ahead()
         isolation: Isolated[MysqlTestDatabase]
         if self.isolation_for(item, "mariadb") == "database":
             isolation = MysqlDatabaseIsolation(self.mysql_pool(), self.mysql_server, keep=self._keeper(item))
@@ -456,6 +504,7 @@ class DatabaseManager:
     def close(self) -> None:
         """Close connections and pools; drop this process's databases: on a shared Postgres server, and
         MariaDB's always (idempotent)."""
+        self._join_ahead()  # bounded by Postgres's start timeout; it must not make a pool after this
         conns, self._savepoint_conns = self._savepoint_conns, {}
         engines, self._engines = self._engines, {}
         pools, self._pools = self._pools, {}

@@ -389,7 +389,38 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if config.pluginmanager.hasplugin("dsession"):
         return  # under xdist the first worker that needs a service starts it
     if plugin.settings.services:
-        plugin.provider.prestart(list(plugin.settings.services))
+        services = list(plugin.settings.services)
+        plugin.provider.prestart(services)
+        # While pytest collects: Postgres's first databases (and its driver's import), and the other services'
+        # readiness (and their clients' imports): the first test then finds them ready.
+        from testlane.core.service_names import canonical_services
+
+        try:
+            services = canonical_services(services)
+        except TestlaneError:
+            return  # reported by the tests that use the services
+        _import_clients(services)
+        if "postgres" in services:
+            plugin.databases.prepare_ahead()
+        plugin.provider.ready_ahead([name for name in services if name != "postgres"])
+
+
+# What the threads readying services ahead would import first: imported here, on pytest's thread, because an
+# import creates loggers, and pytest iterates over the loggers while it runs ("dictionary changed size during
+# iteration"). The imports are needed by the first test anyway; the servers boot meanwhile.
+CLIENT_MODULES = {
+    "postgres": ("psycopg", "testlane.databases.postgres_engine", "testlane.databases.isolation"),
+    "valkey": ("redis",),
+}
+
+
+def _import_clients(services: list[str]) -> None:
+    import importlib
+
+    for name in services:
+        for module in CLIENT_MODULES.get(name, ()):
+            with contextlib.suppress(ImportError):  # a missing driver is reported by the tests that need it
+                importlib.import_module(module)
 
 
 def _notice_shared_servers(plugin: TestlanePlugin) -> None:
