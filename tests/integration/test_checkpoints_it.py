@@ -283,3 +283,25 @@ def test_checkpoints_are_kept_only_when_the_migrations_before_them_were_worth_it
     _write(folder, files)
     _cluster, replayed = _build(engine, TemplateSpec((SqlFolder(folder),)), caplog)
     assert replayed == 1
+
+
+def test_checkpoints_are_kept_when_only_the_last_migrations_are_slow(
+    tmp_path: Path, data_dir: Path, cache_dir: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a fresh user: 8 files whose last four were slow kept no copy (the pace of the first four
+    was taken for the whole build's)."""
+    monkeypatch.setattr(template, "CHECKPOINT_WORTH_S", 0.3)
+    engine = _engine(data_dir, cache_dir, tmp_path / "app")
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    files = _sql_files(8)
+    for n in (5, 6):
+        files[f"{n:03d}_t{n}.sql"] += "SELECT pg_sleep(0.2);\n"
+    _write(folder, files)
+    first, _ = _build(engine, TemplateSpec((SqlFolder(folder),)), caplog)
+    assert (first.parent / "checkpoints").is_dir(), "copies after 6 and 7 of 8 steps: 0.4 s of migrations before them"
+
+    files["008_t8.sql"] += "ALTER TABLE t8 ADD COLUMN edited int;\n"
+    _write(folder, files)
+    _cluster, replayed = _build(engine, TemplateSpec((SqlFolder(folder),)), caplog)
+    assert replayed == 1

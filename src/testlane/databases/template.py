@@ -338,8 +338,7 @@ def _apply_steps(
         if stop < len(steps) and elapsed < CHECKPOINT_WORTH_S:
             # Too cheap to be worth a copy: a checkpoint costs a stored cluster and a builder restart
             # (0.4-0.6 s measured, docs/benchmarks.md) and saves at most the replay of what came before.
-            if elapsed * (len(steps) - plan.start) / max(1, done - plan.start) < CHECKPOINT_WORTH_S:
-                stops = [len(steps)]  # at this pace none will be: the rest in one call
+            # The later stops are still looked at: the slow steps may be the last ones.
             continue
         if stop < len(steps):
             copy = checkpoint_name(steps[stop - 1].key)
