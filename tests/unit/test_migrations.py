@@ -104,3 +104,31 @@ def test_an_alembic_history_is_one_step_per_revision_and_env_py_is_in_each(tmp_p
     (versions / "0004_b.py").write_text('revision = "0004"\ndown_revision = "0002"\ndef upgrade(): pass\n')
     branched = AlembicMigrations(tmp_path / "alembic.ini", revision="0003")
     assert branched.chain() is None and branched.step_keys() == [branched.fingerprint()]
+
+
+def test_the_alembic_history_is_read_without_importing_the_revision_files(tmp_path: Path) -> None:
+    """Found on mealie: its revision files import the project's settings, which, imported before the build
+    applied [tool.testlane.env], cached a SQLite URL that env.py then migrated. The chain is read from the
+    files' text; a revision file is only imported by Alembic, inside the build."""
+    versions = tmp_path / "alembic" / "versions"
+    versions.mkdir(parents=True)
+    (tmp_path / "alembic.ini").write_text("[alembic]\nscript_location = %(here)s/alembic\n")
+    (tmp_path / "alembic" / "env.py").write_text("# env\n")
+    marker = tmp_path / "imported"
+    side_effect = f"import pathlib\npathlib.Path({str(marker)!r}).write_text('yes')\n"
+    (versions / "__init__.py").write_text("")
+    (versions / "0001_a.py").write_text(
+        side_effect + 'revision: str = "0001"\ndown_revision: str | None = None\ndef upgrade(): pass\n'
+    )
+    (versions / "0002_b.py").write_text(side_effect + 'revision = "0002"\ndown_revision = "0001"\n')
+    source = AlembicMigrations(tmp_path / "alembic.ini")
+    assert [rev for rev, _ in source.chain() or []] == ["0001", "0002"]
+    assert len(source.step_keys()) == 2
+    assert not marker.exists(), "a revision file was imported to read the history"
+    assert [rev for rev, _ in AlembicMigrations(tmp_path / "alembic.ini", revision="0001").chain() or []] == ["0001"]
+    # What the text does not say plainly (a merge's tuple, a computed id): the project is one step.
+    (versions / "0003_m.py").write_text('revision = "0003"\ndown_revision = ("0001", "0002")\n')
+    assert AlembicMigrations(tmp_path / "alembic.ini").chain() is None
+    (versions / "0003_m.py").write_text('import uuid\nrevision = uuid.uuid4().hex\ndown_revision = "0002"\n')
+    assert AlembicMigrations(tmp_path / "alembic.ini").chain() is None
+    assert not marker.exists()

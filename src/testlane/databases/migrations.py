@@ -24,6 +24,7 @@ import hashlib
 import importlib
 import inspect
 import logging
+import os
 import re
 import sys
 from abc import ABC, abstractmethod
@@ -317,6 +318,32 @@ def preserved_logging() -> Iterator[None]:
                 lg.disabled = False
 
 
+def _literal_revisions(files: list[Path]) -> dict[str, tuple[str | None, Path]] | None:
+    """revision -> (down_revision, file) from module-level literal assignments; None when a revision file
+    does not state them as plain strings (or ``None``): a merge's tuple, a computed value."""
+    import ast
+
+    found: dict[str, tuple[str | None, Path]] = {}
+    for path in files:
+        values: dict[str, object] = {}
+        for node in ast.parse(path.read_bytes(), str(path)).body:
+            target: ast.expr | None = node.target if isinstance(node, ast.AnnAssign) else None
+            if isinstance(node, ast.Assign) and len(node.targets) == 1:
+                target = node.targets[0]
+            value = getattr(node, "value", None)
+            if isinstance(target, ast.Name) and target.id in ("revision", "down_revision") and value is not None:
+                values[target.id] = ast.literal_eval(value)
+        if "revision" not in values:
+            if path.name.startswith("_"):
+                continue  # __init__.py and helpers beside the revisions
+            return None
+        revision, down = values["revision"], values.get("down_revision")
+        if not isinstance(revision, str) or not (down is None or isinstance(down, str)) or revision in found:
+            return None
+        found[revision] = (down, path)
+    return found
+
+
 class AlembicMigrations(MigrationSource):
     """An Alembic project upgraded to ``head`` (or ``revision``)."""
 
@@ -365,23 +392,55 @@ class AlembicMigrations(MigrationSource):
 
     def chain(self) -> list[tuple[str, Path]] | None:
         """(revision, file) from the first revision to the target one, or None when the history is not
-        one straight line (branches, merges, several heads) or cannot be read: then it is one step."""
-        try:
-            from alembic.script import ScriptDirectory
+        one straight line (branches, merges, several heads) or cannot be read: then it is one step.
 
-            with preserved_logging():
-                script = ScriptDirectory.from_config(self._config(None))
-                revisions = list(script.walk_revisions("base", self.revision))
-            self.__dict__["_script"] = script  # the revisions loaded once for every step of this build
-        except Exception as exc:
+        Read from the revision files' text (``revision`` and ``down_revision`` as literal assignments), not
+        by importing them: a revision file may import the project's settings, which, imported before the
+        build applies ``[tool.testlane.env]``, would keep the values they found (found on mealie: its
+        settings then named a SQLite file, and env.py migrated that). Alembic itself loads the files only
+        inside the build, with the mapping applied. Anything the text does not say plainly: one step.
+        """
+        try:
+            revisions = _literal_revisions(self._version_files())
+        except (OSError, SyntaxError, ValueError) as exc:
             log.debug("alembic history of %s read as one step: %s", self.script_location, exc)
             return None
-        if any(r.is_merge_point or r.is_branch_point for r in revisions) or not revisions:
+        if not revisions:
             return None
-        revisions.reverse()  # walk_revisions goes from the head down
-        if revisions[0].down_revision is not None:
-            return None
-        return [(r.revision, Path(r.path)) for r in revisions]
+        children: dict[str | None, list[str]] = {}
+        for revision, (down, _path) in revisions.items():
+            children.setdefault(down, []).append(revision)
+        if any(len(kids) > 1 for kids in children.values()) or len(children.get(None, [])) != 1:
+            return None  # a branch point, or not one base
+        order = [children[None][0]]
+        while order[-1] in children:
+            order.append(children[order[-1]][0])
+        if len(order) != len(revisions):
+            return None  # a revision whose parent is missing
+        if self.revision not in ("head", "heads"):
+            matches = [i for i, rev in enumerate(order) if rev == self.revision]
+            if len(matches) != 1:
+                return None  # a prefix, a relative or branch name: left to Alembic, one step
+            order = order[: matches[0] + 1]
+        return [(rev, revisions[rev][1]) for rev in order]
+
+    def _version_files(self) -> list[Path]:
+        """The revision files: ``version_locations`` of the ini when set, else ``<script_location>/versions``."""
+        locations = [self.script_location / "versions"]
+        if self.ini is not None:
+            import configparser
+
+            parser = configparser.ConfigParser(interpolation=None)
+            parser.read(self.ini)
+            raw = parser.get("alembic", "version_locations", fallback="")
+            if raw.strip():
+                separator = parser.get("alembic", "version_path_separator", fallback="")
+                splits = {"os": os.pathsep, "colon": ":", "semicolon": ";", "newline": "\n"}
+                parts = raw.split(splits.get(separator))
+                here = str(self.ini.parent)
+                found = [Path(part.strip().replace("%(here)s", here)) for part in parts if part.strip()]
+                locations = [loc if loc.is_absolute() else self.ini.parent / loc for loc in found]
+        return sorted(p for loc in locations for p in loc.rglob("*.py") if "__pycache__" not in p.parts)
 
     def step_keys(self) -> list[str]:
         """One step per revision: its file, plus everything else in the project (env.py, the ini, the
@@ -408,7 +467,13 @@ class AlembicMigrations(MigrationSource):
         if chain is None:
             super().apply_steps(target, start, stop)
             return
-        self._upgrade(target, self.revision if stop == len(chain) else chain[stop - 1][0], self.__dict__.get("_script"))
+        script = self.__dict__.get("_script")
+        if script is None:  # loaded here, inside the build (the env mapping applied), once for every step
+            from alembic.script import ScriptDirectory
+
+            with preserved_logging():
+                script = self.__dict__["_script"] = ScriptDirectory.from_config(self._config(None))
+        self._upgrade(target, self.revision if stop == len(chain) else chain[stop - 1][0], script)
 
     def _config(self, url: str | None) -> Any:
         from alembic.config import Config
