@@ -110,7 +110,16 @@ def test_the_asyncpg_url_of_a_schema_database(pytester: pytest.Pytester, inner_e
 
 
 POOLED = """
-def test_1_stops_the_server(pg_database):
+from testlane.pytest_plugin.plugin import plugin_of
+
+
+def test_1_stops_the_server(pg_database, request):
+    # The premise: a database (and its connection) ready in the pool when the server dies. The pool starts
+    # while pytest collects, so this test may take the only one ready; wait for the next (on the pool's own
+    # condition: no sleep), or test 2 would find none and clone on demand.
+    pool = next(iter(plugin_of(request.config).databases._pools.values()))
+    with pool._cond:
+        assert pool._cond.wait_for(lambda: pool._ready, timeout=60)
     pg_database.server.halt(clean=False)
 
 
