@@ -19,7 +19,9 @@ one segment at a time and keeps a copy of the database after ``n-1``, ``n-2``, `
 of its ``n`` steps (``db.checkpoints``: how many), named by the hash of the steps it holds. New ones are
 stored beside the snapshot in a second cluster, ``checkpoints/`` (runs start from ``cluster/``, which
 holds only the template, so a warm start copies no more than before); ``checkpoints.json`` maps each
-step key to the stored cluster and database holding it: a build that made no new checkpoint (the last
+step key to the stored cluster and database holding it (and, under ``seconds``, how long the steps up to
+that key took from an empty database: a later build applies steps known to take less than
+:data:`~testlane.databases.template.CHECKPOINT_WORTH_S` in one call); a build that made no new checkpoint (the last
 migration edited) refers to those of the snapshot it resumed from, and claims that snapshot again so
 retention keeps it. The next build for this
 cluster key (the same binaries and initdb arguments) whose steps share a prefix with a stored
@@ -51,7 +53,14 @@ from typing import TYPE_CHECKING, cast
 
 from testlane.core.errors import ServiceStartError
 from testlane.core.runtime import is_root
-from testlane.databases.template import Checkpoints, TemplateSpec, checkpoint_name, drop_database, ensure_template
+from testlane.databases.template import (
+    Checkpoints,
+    Step,
+    TemplateSpec,
+    checkpoint_name,
+    drop_database,
+    ensure_template,
+)
 from testlane.services.cache import (
     building,
     claim,
@@ -172,6 +181,25 @@ class SnapshotCache:
                     best = Origin(data, str(record[1]), number)
         return best
 
+    def _known_seconds(self, steps: list[Step], target: Path) -> dict[int, float]:
+        """What earlier builds for this cluster key measured: number of steps -> seconds from an empty
+        database (``checkpoints.json``'s ``seconds``; a step's key covers every step before it, so a record
+        holds for any spec whose steps share that prefix)."""
+        index = {step.key: number for number, step in enumerate(steps, 1)}
+        known: dict[int, float] = {}
+        for entry in self.root.glob(f"{self.engine.cluster_key(self.engine.binaries())}-*"):
+            if entry == target or not entry.is_dir():
+                continue
+            try:
+                seconds = dict(json.loads((entry / CHECKPOINTS).read_text()).get("seconds", {}))
+            except (OSError, ValueError, TypeError, AttributeError):
+                continue
+            for key, value in seconds.items():
+                number = index.get(key)
+                if number is not None and isinstance(value, int | float):
+                    known[number] = float(value)
+        return known
+
     def _build(self, spec: TemplateSpec, target: Path) -> None:
         origin = self._origin(spec, target)
         name = f"postgres-build-{target.name[-8:]}"
@@ -189,6 +217,8 @@ class SnapshotCache:
         try:
             steps = spec.steps()
             plan = Checkpoints(keep=keep_after(len(steps), self.engine.settings.db.checkpoints))
+            if plan.keep:
+                plan.known = self._known_seconds(steps, target)
             with builder.connect() as admin:
                 _lean_wal(admin)
                 if origin is not None:
@@ -241,7 +271,8 @@ class SnapshotCache:
             store(data, target / "cluster", user, leave_out=leave_out)
             if steps:
                 records[steps[-1].key] = (f"{target.name}/cluster", template)
-                (target / CHECKPOINTS).write_text(json.dumps({"databases": records}))
+                seconds = {steps[n - 1].key: round(s, 4) for n, s in plan.measured.items()}
+                (target / CHECKPOINTS).write_text(json.dumps({"databases": records, "seconds": seconds}))
             claim(target, self.project_key, self.project)
         finally:
             (second or builder).stop()  # one instance; the second handle holds its new process

@@ -159,12 +159,22 @@ class Checkpoints:
 
     ``start``: the number of steps already in ``origin``, the database the template is created from
     (None: an empty one); ``keep``: after how many steps to keep a copy of the database being built;
-    ``made`` receives them (number of steps -> database name, ``tl_ck_<key>``)."""
+    ``made`` receives them (number of steps -> database name, ``tl_ck_<key>``). ``known``: what earlier
+    builds measured, number of steps -> seconds the migrations up to there took from an empty database;
+    ``measured`` receives this build's figures of the same kind (at each stop, when the time up to
+    ``start`` is known or ``start`` is 0)."""
 
     start: int = 0
     origin: str | None = None
     keep: frozenset[int] = frozenset()
     made: dict[int, str] = field(default_factory=dict)
+    known: dict[int, float] = field(default_factory=dict)
+    measured: dict[int, float] = field(default_factory=dict)
+
+    def cheap_through(self) -> int:
+        """The most steps earlier builds showed to take less than :data:`CHECKPOINT_WORTH_S` (0: none known).
+        The time up to a step only grows with the steps, so no copy within them can pay."""
+        return max((n for n, seconds in self.known.items() if seconds < CHECKPOINT_WORTH_S), default=0)
 
 
 # Migration time (s) a build must have spent before a checkpoint is kept: below it, replaying those steps
@@ -322,8 +332,13 @@ def _apply_steps(
             len(steps),
             plan.start,
         )
-    stops = sorted({n for n in plan.keep if plan.start < n < len(steps)} | {len(steps)})
+    # Each stop splits the build into one more call of the migration tool (for Alembic, env.py loaded again:
+    # about 30 ms, 0.15 s for 4 stops measured by bench/migration_edit.py), so stops where an earlier build
+    # showed no copy can pay are not made.
+    cheap = plan.cheap_through()
+    stops = sorted({n for n in plan.keep if max(plan.start, cheap) < n < len(steps)} | {len(steps)})
     done = plan.start
+    base = plan.known.get(plan.start, 0.0 if plan.start == 0 else None)
     started = time.perf_counter()
     while stops:
         stop = stops.pop(0)
@@ -335,7 +350,9 @@ def _apply_steps(
             scope.apply(source, target, (steps[done].index, steps[end - 1].index + 1))
             done = end
         elapsed = time.perf_counter() - started
-        if stop < len(steps) and elapsed < CHECKPOINT_WORTH_S:
+        if base is not None:
+            plan.measured[stop] = base + elapsed
+        if stop < len(steps) and (base or 0.0) + elapsed < CHECKPOINT_WORTH_S:
             # Too cheap to be worth a copy: a checkpoint costs a stored cluster and a builder restart
             # (0.4-0.6 s measured, docs/benchmarks.md) and saves at most the replay of what came before.
             # The later stops are still looked at: the slow steps may be the last ones.
