@@ -338,6 +338,13 @@ def test_a_build_whose_migrations_were_shown_cheap_makes_one_call_not_worth_spli
     _equal_to_a_full_build(tmp_path, data_dir, TemplateSpec((SqlFolder(folder),)), second, engine, "one call")
 
     calls.clear()
+    (first.parent / "checkpoints.json").unlink()  # as retention would prune the first build's snapshot
+    files["006_t6.sql"] += "ALTER TABLE t6 ADD COLUMN again int;\n"
+    _write(folder, files)
+    _build(engine, TemplateSpec((SqlFolder(folder),)), caplog)
+    assert calls == [(0, 6)], "what the first build measured was written again by the second"
+
+    calls.clear()
     files["001_t1.sql"] += "SELECT pg_sleep(1.1);\n"  # every key changes: nothing known about this chain
     _write(folder, files)
     third, _ = _build(engine, TemplateSpec((SqlFolder(folder),)), caplog)

@@ -271,7 +271,8 @@ class SnapshotCache:
             store(data, target / "cluster", user, leave_out=leave_out)
             if steps:
                 records[steps[-1].key] = (f"{target.name}/cluster", template)
-                seconds = {steps[n - 1].key: round(s, 4) for n, s in plan.measured.items()}
+                # What was known is written again: the entries it came from may be pruned before the next build.
+                seconds = {steps[n - 1].key: round(s, 4) for n, s in {**plan.known, **plan.measured}.items()}
                 (target / CHECKPOINTS).write_text(json.dumps({"databases": records, "seconds": seconds}))
             claim(target, self.project_key, self.project)
         finally:
