@@ -7,7 +7,10 @@ Servers are started in their own session (``start_new_session``): a Ctrl-C in
 the terminal reaches testlane, which then stops the servers in order, instead
 of reaching the servers directly while tests are still talking to them. When
 ``die_with_parent`` is set, Linux's parent-death signal stops the server at once
-if its owner is SIGKILLed; the registry reaps what is left either way.
+if its owner is SIGKILLed; the registry reaps what is left either way. Linux sends that signal when
+the *thread* that forked the child ends, not the process: a server started from a short-lived thread
+(the services readied while pytest collects, a retry after a port was taken) is therefore forked on
+one thread that lives as long as the process (:func:`_on_a_lasting_thread`).
 """
 
 from __future__ import annotations
@@ -22,10 +25,13 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from queue import SimpleQueue
+from typing import Any, TypeVar
 
 import psutil
 
@@ -135,6 +141,40 @@ def server_environment() -> dict[str, str]:
     }
 
 
+T = TypeVar("T")
+_forker: SimpleQueue[tuple[Callable[[], Any], Future[Any]]] | None = None
+_forker_lock = threading.Lock()
+
+
+def _forker_loop(jobs: SimpleQueue[tuple[Callable[[], Any], Future[Any]]]) -> None:
+    while True:
+        call, result = jobs.get()
+        try:
+            result.set_result(call())
+        except BaseException as exc:  # handed to the caller's thread, raised there
+            result.set_exception(exc)
+
+
+def _on_a_lasting_thread(call: Callable[[], T]) -> T:
+    """``call()`` on the main thread as is, otherwise on one daemon thread that ends only with the process.
+
+    A child's parent-death signal (``PR_SET_PDEATHSIG``) fires when the thread that forked it exits
+    (prctl(2)): a server forked on a thread that ends once the server is ready would be stopped then.
+    Hand-written: no library forks on a given thread; a daemon thread is never joined, so it lasts until
+    the process exits."""
+    if threading.current_thread() is threading.main_thread():
+        return call()
+    global _forker
+    with _forker_lock:
+        if _forker is None:
+            _forker = SimpleQueue()
+            threading.Thread(target=_forker_loop, args=(_forker,), name="testlane-forker", daemon=True).start()
+        jobs = _forker
+    result: Future[T] = Future()
+    jobs.put((call, result))
+    return result.result()
+
+
 def spawn(
     argv: Sequence[str],
     *,
@@ -148,26 +188,32 @@ def spawn(
     """Start a server in its own session with stdout and stderr appended to ``log_file``.
 
     ``user``/``group`` switch identity in the child (used as root). With
-    ``die_with_parent`` the child gets SIGQUIT when the spawning thread's process dies. ``env``
+    ``die_with_parent`` the child gets SIGQUIT when this process dies (forked on a thread that lasts as
+    long as the process, whichever thread calls this). ``env``
     defaults to :func:`server_environment` (ours, without credentials). Secrets never go in ``argv``
     (every local user can read it in ``ps``): pass them in a 0600 file or in ``env``.
     """
     preexec = child_preexec(signal.SIGQUIT if die_with_parent else None)
+    environment = dict(env) if env is not None else server_environment()
     with open(log_file, "ab") as out:
-        return subprocess.Popen(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=dict(env) if env is not None else server_environment(),
-            cwd=cwd,
-            start_new_session=True,
-            user=user,
-            group=group,
-            extra_groups=[] if user is not None else None,
-            preexec_fn=preexec,
-            close_fds=True,
-        )
+
+        def fork() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=environment,
+                cwd=cwd,
+                start_new_session=True,
+                user=user,
+                group=group,
+                extra_groups=[] if user is not None else None,
+                preexec_fn=preexec,
+                close_fds=True,
+            )
+
+        return _on_a_lasting_thread(fork) if die_with_parent else fork()
 
 
 KILL_WAIT = 5.0  # seconds for a SIGKILLed process to be reaped (it cannot refuse; this only bounds a hung kernel)
