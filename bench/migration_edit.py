@@ -5,7 +5,8 @@ Usage: python bench/migration_edit.py [--a /tmp/before-ckpt] [--b <this checkout
 
 Each side is a source tree (``<path>/src`` first on ``PYTHONPATH``) with its own copy of a generated
 Alembic project (``--migrations`` revisions, each creating a table with an index and a row), its own
-cache and data directories on tmpfs, warmed once (the snapshot built). Per round and side, interleaved
+cache and data directories on tmpfs, its own bytecode cache (written even where ``PYTHONDONTWRITEBYTECODE``
+is set, as an installed package has it), warmed once (the snapshot built). Per round and side, interleaved
 (A then B, B then A on odd rounds), a ``pytest --it`` process runs one test that asks for ``pg_conn``:
 
 * ``unchanged``: nothing edited (the snapshot is there);
@@ -150,6 +151,13 @@ class Side:
         self.first: list[float] = []
         self.times: dict[str, list[float]] = {"unchanged": [], "edited": [], "build": [], "first_build": []}
 
+    def python_env(self) -> dict[str, str]:
+        """The children's environment: this side's sources first, bytecode cached (per side, outside the source
+        tree) as an installed package has it, even where ``PYTHONDONTWRITEBYTECODE`` is set around the script."""
+        env = {**os.environ, "PYTHONPATH": str(self.checkout / "src"), "PYTHONPYCACHEPREFIX": str(self.root / "pyc")}
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        return env
+
     def edit_last(self) -> None:
         self.edits += 1
         column = f'op.add_column("t{self.migrations}", sa.Column("edit{self.edits}", sa.Integer))'
@@ -159,8 +167,7 @@ class Side:
         marker = self.root / "first-test"
         marker.unlink(missing_ok=True)
         env = {
-            **os.environ,
-            "PYTHONPATH": str(self.checkout / "src"),
+            **self.python_env(),
             "TESTLANE_CACHE_DIR": str(self.cache),
             "TESTLANE_DATA_DIR": str(self.data),
             "BENCH_FIRST_TEST": str(marker),
@@ -174,7 +181,7 @@ class Side:
 
     def build(self) -> float:
         """The snapshot build alone, in a fresh process (imports excluded): less noise than a whole run."""
-        env = {**os.environ, "PYTHONPATH": str(self.checkout / "src")}
+        env = self.python_env()
         argv = [sys.executable, "-c", BUILD_SCRIPT, str(self.project), str(self.cache), str(self.data)]
         proc = subprocess.run(argv, cwd=self.project, env=env, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
