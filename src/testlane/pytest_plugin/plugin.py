@@ -405,20 +405,18 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         plugin.provider.ready_ahead([name for name in services if name != "postgres"])
 
 
-# What the threads readying services ahead would import first: imported here, on pytest's thread, because an
-# import creates loggers, and pytest iterates over the loggers while it runs ("dictionary changed size during
-# iteration"). The imports are needed by the first test anyway; the servers boot meanwhile.
-CLIENT_MODULES = {
-    "postgres": ("psycopg", "testlane.databases.postgres_engine", "testlane.databases.isolation"),
-    "valkey": ("redis",),
-}
-
-
 def _import_clients(services: list[str]) -> None:
+    """Import what readying ``services`` ahead will use (each kind's ``client_modules``), here on pytest's
+    thread: an import creates loggers, and pytest iterates over the loggers while it runs ("dictionary
+    changed size during iteration") — the threads readying services must not be the first to import them.
+    Only the configured services' kinds are imported (:func:`testlane.services.kinds.find`)."""
     import importlib
 
+    from testlane.services import kinds
+
     for name in services:
-        for module in CLIENT_MODULES.get(name, ()):
+        kind = kinds.find(name)
+        for module in kind.client_modules if kind is not None else ():
             with contextlib.suppress(ImportError):  # a missing driver is reported by the tests that need it
                 importlib.import_module(module)
 
