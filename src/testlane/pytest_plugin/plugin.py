@@ -5,8 +5,10 @@ in ``pytest_configure`` decides whether the project opted in
 (:mod:`testlane.pytest_plugin.optin`). Only then does it build one
 :class:`TestlanePlugin` object that owns the session's settings and services, and
 register the feature modules (:data:`FEATURES`), which own the hooks, fixtures
-and markers; a project that has not opted in gets none of them. Drivers
-(psycopg, redis, SQLAlchemy) are only imported by the fixtures that use them.
+and markers; a project that has not opted in gets none of them. Drivers are
+imported by the fixtures that use them, or at session start in the integration
+lane for the configured services (their kinds' ``client_modules``: psycopg,
+redis-py), and only the configured services' kinds are imported.
 """
 
 from __future__ import annotations
