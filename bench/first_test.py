@@ -1,6 +1,7 @@
 """Time to first test, Postgres + Valkey, whole pytest process: two checkouts side by side, one anchor.
 
-Usage: python bench/first_test.py [--a /work/main] [--b <this checkout>] [--runs 7] [--tests 50] [--cold] [--json]
+Usage: python bench/first_test.py [--a /work/main] [--b <this checkout>] [--runs 7] [--tests 50] [--cold]
+[--dont-write-bytecode] [--json]
 
 The project: ``services = ["postgres", "valkey"]``, one migration (one table), ``--tests`` tests each using
 ``pg_conn`` (``database`` isolation) and ``redis_client``. Each side is a source tree put first on
@@ -8,15 +9,20 @@ The project: ``services = ["postgres", "valkey"]``, one migration (one table), `
 alternate the order of the sides. Per run, from spawning ``python -m pytest`` (wall clock, ``time.time``):
 
 * ``first_s``: to the first test's call (its fixtures set up): the issue's *time to first test*;
+* ``first_cpu_s``: the CPU time of pytest's thread until then (less sensitive to the machine's load than
+  ``first_s``: what the other threads and processes overlap is not in it);
 * ``setup_ms``: the first test's set-up alone (waiting for the servers, the template, its database);
 * ``exit_s``: from the last test's end to the process's exit (closing pools, stopping servers);
 * ``waited``: how many tests found no database ready in the pool (``PoolStats.waited + on_demand``).
 
 Bytecode is cached per side outside the source trees (``PYTHONPYCACHEPREFIX``), as an installed package
-has it; the first run of each side fills the caches and is not counted. The anchor is pytest's own start:
-the same number of tests on a no-service project (``-p no:testlane``),
-time to its first test's call. ``past_anchor_s`` = ``first_s`` - the anchor's (the issue's "services past
-pytest's own start"). ``--cold`` removes the side's cache before each run (``initdb`` and the template's
+has it; the first run of each side fills the caches and is not counted. ``PYTHONDONTWRITEBYTECODE`` is
+removed from the runs' environment (set, as in this machine's sessions, no cache is ever written: every
+module is compiled on every run, and pytest rewrites testlane's modules, a pytest plugin's, every run);
+``--dont-write-bytecode`` keeps it set, for that case. The anchor is pytest's own start: the same number of
+tests on a no-service project (``-p no:testlane``), time to its first test's call. ``past_anchor_s`` =
+``first_s`` - the anchor's (the issue's "services past pytest's own start"), ``past_anchor_cpu_s`` the same
+for ``first_cpu_s``. ``--cold`` removes the side's cache before each run (``initdb`` and the template's
 snapshot are rebuilt). Figures are medians; ratios are B / A.
 """
 
@@ -52,6 +58,7 @@ CONFTEST = textwrap.dedent(
 
     def pytest_runtest_call(item):
         _marks.setdefault("first", time.time())
+        _marks.setdefault("first_cpu", time.thread_time())  # pytest's thread, since the process started
 
     @pytest.hookimpl(trylast=True)
     def pytest_runtest_logfinish(nodeid, location):
@@ -100,6 +107,7 @@ def write_project(root: Path, n: int, *, services: bool) -> Path:
 def run(project: Path, env_extra: dict[str, str], extra: list[str]) -> dict[str, float]:
     out = project / f"timing-{time.monotonic_ns()}.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TESTLANE_", "PYTEST_"))}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # the caches described above; --dont-write-bytecode sets it again
     env.update({"BENCH_OUT": str(out), **env_extra})
     argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:django"]
     argv += [*FOREIGN_PLUGINS_OFF, *extra]
@@ -112,6 +120,7 @@ def run(project: Path, env_extra: dict[str, str], extra: list[str]) -> dict[str,
     out.unlink()
     return {
         "first_s": marks["first"] - started,
+        "first_cpu_s": marks["first_cpu"],
         "setup_ms": (marks["first"] - marks["setup"]) * 1000,
         "exit_s": ended - marks["last_end"],
         "waited": float(marks.get("waited", 0)),
@@ -126,16 +135,22 @@ def main() -> None:
     parser.add_argument("--tests", type=int, default=50)
     parser.add_argument("--cold", action="store_true", help="remove the side's cache before each run")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--dont-write-bytecode", action="store_true", help="PYTHONDONTWRITEBYTECODE=1 in the runs: no bytecode cache"
+    )
     args = parser.parse_args()
+    no_cache = {"PYTHONDONTWRITEBYTECODE": "1"} if args.dont_write_bytecode else {}
     sides = {"a": Path(args.a).resolve() / "src", "b": Path(args.b).resolve() / "src"}
     root = Path(tempfile.mkdtemp(prefix="testlane-bench-first-", dir="/dev/shm"))
     os.chmod(root, 0o755)  # as root, the service user must reach the caches below
-    figures = ("first_s", "past_anchor_s", "setup_ms", "exit_s", "waited")
+    figures = ("first_s", "past_anchor_s", "first_cpu_s", "past_anchor_cpu_s", "setup_ms", "exit_s", "waited")
     results: dict[str, list[float]] = {f"{f}_{s}": [] for f in figures for s in sides}
     anchors: list[float] = []
+    anchors_cpu: list[float] = []
+    load_before = os.getloadavg()[0]
     try:
         anchor = write_project(root / "anchor", args.tests, services=False)
-        anchor_env = {"PYTHONPYCACHEPREFIX": str(root / "anchor-pycache")}
+        anchor_env = {"PYTHONPYCACHEPREFIX": str(root / "anchor-pycache"), **no_cache}
         run(anchor, anchor_env, ["-p", "no:testlane"])
         envs: dict[str, dict[str, str]] = {}
         projects: dict[str, Path] = {}
@@ -151,11 +166,14 @@ def main() -> None:
                 "TESTLANE_IT": "1",
                 # Bytecode as an installed package has it, kept out of the source trees.
                 "PYTHONPYCACHEPREFIX": str(root / side / "pycache"),
+                **no_cache,
             }
             projects[side] = write_project(root / side / "project", args.tests, services=True)
             run(projects[side], envs[side], [])  # warm this side's caches
         for round_ in range(args.runs):
-            anchors.append(run(anchor, anchor_env, ["-p", "no:testlane"])["first_s"])
+            anchor_run = run(anchor, anchor_env, ["-p", "no:testlane"])
+            anchors.append(anchor_run["first_s"])
+            anchors_cpu.append(anchor_run["first_cpu_s"])
             for side in sides if round_ % 2 == 0 else reversed(list(sides)):
                 if args.cold:
                     cache = Path(envs[side]["TESTLANE_CACHE_DIR"])
@@ -164,6 +182,7 @@ def main() -> None:
                     os.chmod(cache, 0o755)
                 figures_run = run(projects[side], envs[side], [])
                 figures_run["past_anchor_s"] = figures_run["first_s"] - anchors[-1]
+                figures_run["past_anchor_cpu_s"] = figures_run["first_cpu_s"] - anchors_cpu[-1]
                 for figure in figures:
                     results[f"{figure}_{side}"].append(figures_run[figure])
             print(f"round {round_ + 1}/{args.runs} done", file=sys.stderr)
@@ -173,9 +192,12 @@ def main() -> None:
         "runs": args.runs,
         "tests": args.tests,
         "cold": args.cold,
+        "bytecode_cache": not args.dont_write_bytecode,
         "a": str(sides["a"].parent),
         "b": str(sides["b"].parent),
         "anchor_first_s": round(statistics.median(anchors), 3),
+        "anchor_first_cpu_s": round(statistics.median(anchors_cpu), 3),
+        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # 1-minute, before and after
     }
     for figure in figures:
         a = statistics.median(results[f"{figure}_a"])
@@ -186,11 +208,15 @@ def main() -> None:
         print(json.dumps(summary, indent=2))
         return
     print(f"A = {summary['a']}\nB = {summary['b']}\nmedians of {args.runs} alternating rounds, {args.tests} tests")
-    print(f"anchor (pytest's own start, no services): first test at {summary['anchor_first_s']} s")
-    print(f"{'figure':<16} {'A':>10} {'B':>10} {'B/A':>7}")
+    print(f"bytecode cache: {summary['bytecode_cache']}; load average (1 min) before, after: {summary['load_average']}")
+    print(
+        f"anchor (pytest's own start, no services): first test at {summary['anchor_first_s']} s, "
+        f"{summary['anchor_first_cpu_s']} s CPU"
+    )
+    print(f"{'figure':<18} {'A':>10} {'B':>10} {'B/A':>7}")
     for figure in figures:
         print(
-            f"{figure:<16} {summary[f'{figure}_a']:>10} {summary[f'{figure}_b']:>10} {summary[f'{figure}_ratio']!s:>7}"
+            f"{figure:<18} {summary[f'{figure}_a']:>10} {summary[f'{figure}_b']:>10} {summary[f'{figure}_ratio']!s:>7}"
         )
 
 

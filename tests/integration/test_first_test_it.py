@@ -64,3 +64,36 @@ def test_nothing_is_made_ahead_on_an_existing_server(pytester: pytest.Pytester, 
     pytester.makeconftest(URL_CONFTEST)
     pytester.makepyfile(test_url_it="def test_it(pg_conn):\n    pg_conn.execute('SELECT count(*) FROM items')\n")
     run_inner(pytester, "--it", timeout=300).assert_outcomes(passed=1)
+
+
+# The other kinds' modules (and their engines'): a run's session start imported all seven kinds to know their names.
+OTHER_KINDS = [
+    f"testlane.services.{p}{n}" for n in ("mariadb", "nats", "rabbitmq", "mqtt", "s3") for p in ("", "kinds.")
+]
+
+ONLY_USED_CONFTEST = """
+import sys
+
+def pytest_collection_finish(session):
+    # imported at session start, on pytest's thread (the kinds' client_modules), before the first test
+    assert "psycopg" in sys.modules and "redis" in sys.modules
+"""
+
+ONLY_USED_SUITE = f"""
+import sys
+
+def test_first(pg_conn, redis_client):
+    assert redis_client.ping()
+    loaded = sorted(m for m in {OTHER_KINDS!r} if m in sys.modules)
+    assert loaded == [], f"the session imported kinds it does not run: {{loaded}}"
+"""
+
+
+def test_a_run_imports_the_modules_of_the_kinds_it_runs_only(pytester: pytest.Pytester) -> None:
+    """Issue 19: time to first test is CPU work on pytest's thread, imports above all."""
+    pytester.makefile(".toml", pyproject=inner_pyproject(services='["postgres", "valkey"]', db=""))
+    (pytester.path / "migrations").mkdir()
+    (pytester.path / "migrations" / "001.sql").write_text("CREATE TABLE items (id serial PRIMARY KEY);\n")
+    pytester.makeconftest(ONLY_USED_CONFTEST)
+    pytester.makepyfile(test_only_used_it=ONLY_USED_SUITE)
+    run_inner(pytester, "--it", timeout=300).assert_outcomes(passed=1)

@@ -4,7 +4,11 @@ of testlane needs from it, it gets from the registry of kinds (issue 17)."""
 from __future__ import annotations
 
 import ast
+import importlib.util
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 from testlane.core.config import load_settings
@@ -120,3 +124,75 @@ def test_building_an_engine_has_no_side_effects(tmp_path: Path) -> None:
         engine = kind.process_engine(settings, context, Registry(context), backend="local")
         assert engine is not None
     assert sorted(p.name for p in tmp_path.iterdir()) == [], "nothing created"
+
+
+# A fresh interpreter: what importing the registry, validating settings that name every kind and asking for
+# one kind import (this process has imported every kind already).
+FIRST_USE = """
+import json, sys
+from testlane.core.envmap import validate_mapping
+from testlane.core.service_names import canonical_services
+from testlane.services import kinds
+
+canonical_services(["postgresql", "redis", "mysql", "nats", "rabbitmq", "mosquitto", "s3"])
+validate_mapping({"A": "{mariadb.url:pymysql}", "B": "{nats.subject_prefix}", "C": "{s3.bucket}"})
+names = kinds.names()
+before = sorted(m for m in sys.modules if m.startswith("testlane.services."))
+valkey = kinds.get("valkey").name
+after = sorted(m for m in sys.modules if m.startswith("testlane.services."))
+json.dump({"names": names, "before": before, "valkey": valkey, "after": after}, sys.stdout)
+"""
+
+
+def test_a_kinds_module_is_imported_when_the_kind_is_first_asked_for() -> None:
+    """Names, aliases, `[tool.testlane.env]` parts and drivers validate without importing any kind's module;
+    asking for one kind imports its module and its engine's, not the other kinds' (issue 19: a run's start
+    imported all seven)."""
+    out = subprocess.run([sys.executable, "-c", FIRST_USE], capture_output=True, text=True, check=True).stdout
+    found = json.loads(out)
+    assert found["names"] == ["postgres", "valkey", "mariadb", "nats", "rabbitmq", "mqtt", "s3"]
+    assert not [
+        m for m in found["before"] if m.startswith("testlane.services.kinds.") and m != "testlane.services.kinds.kind"
+    ]
+    new = set(found["after"]) - set(found["before"])
+    assert {"testlane.services.kinds.valkey", "testlane.services.valkey"} <= new
+    others = {
+        f"testlane.services.{p}{n}"
+        for n in ("postgres", "mariadb", "nats", "rabbitmq", "mqtt", "s3")
+        for p in ("", "kinds.")
+    }
+    assert not others & set(found["after"]), others & set(found["after"])
+
+
+def test_registered_lists_the_built_in_kinds_first_then_the_others() -> None:
+    class Extra(kinds.ServiceKind):
+        name = "extra"
+
+    kinds.register(Extra())
+    try:
+        assert [kind.name for kind in kinds.registered()][-1] == "extra"
+        assert kinds.names()[-1] == "extra"
+        assert kinds.find("extra") is not None
+    finally:
+        kinds.unregister("extra")
+    assert kinds.find("extra") is None
+    assert [kind.name for kind in kinds.registered()] == [
+        "postgres",
+        "valkey",
+        "mariadb",
+        "nats",
+        "rabbitmq",
+        "mqtt",
+        "s3",
+    ]
+
+
+def test_each_kind_declares_the_client_modules_its_first_test_imports() -> None:
+    """What the plugin imports at session start for a configured service is the kind's own declaration
+    (issue 19 review: it was a table in the plugin), and each module named exists."""
+    declared = {kind.name: kind.client_modules for kind in kinds.registered()}
+    assert "psycopg" in declared["postgres"]
+    assert declared["valkey"] == ("redis",)
+    for name, modules in declared.items():
+        for module in modules:
+            assert importlib.util.find_spec(module) is not None, (name, module)

@@ -13,14 +13,15 @@ from collections.abc import Iterable
 
 from testlane.core.errors import ConfigError
 
-__all__ = ["ALIASES", "SERVICES", "canonical", "canonical_services", "declare", "forget", "known"]
+__all__ = ["ALIASES", "BUILT_IN", "SERVICES", "canonical", "canonical_services", "declare", "forget", "known"]
 
 # The built-in kinds' names, here and not in their modules (testlane.services.kinds) because settings are
 # validated when they load and core imports nothing above it; a kind registered later adds its own
-# (:func:`declare`, called by testlane.services.kinds.register).
-SERVICES: tuple[str, ...] = ("postgres", "valkey", "mariadb", "nats", "rabbitmq", "mqtt", "s3")
+# (:func:`declare`, called by testlane.services.kinds.register). A built-in kind's module is
+# ``testlane.services.kinds.<name>``, imported when the kind is first asked for.
+BUILT_IN: tuple[str, ...] = ("postgres", "valkey", "mariadb", "nats", "rabbitmq", "mqtt", "s3")
+SERVICES: tuple[str, ...] = BUILT_IN
 ALIASES = {"postgresql": "postgres", "redis": "valkey", "mysql": "mariadb", "mosquitto": "mqtt"}
-_BUILT_IN = SERVICES
 
 
 def declare(name: str, aliases: Iterable[str] = ()) -> None:
@@ -35,7 +36,7 @@ def declare(name: str, aliases: Iterable[str] = ()) -> None:
 def forget(name: str) -> None:
     """Undo :func:`declare` for a kind that is not built in."""
     global SERVICES
-    if name in _BUILT_IN:
+    if name in BUILT_IN:
         return
     SERVICES = tuple(s for s in SERVICES if s != name)
     for alias in [a for a, s in ALIASES.items() if s == name]:

@@ -91,18 +91,20 @@ _DISPLAY = {"postgres": "Postgres", "mariadb": "MariaDB"}
 
 def _resolve(engine: str, target: Any, *, settings: Settings, allow_unmanaged: bool, hint: str) -> Any:
     from testlane.core.runtime import RunContext
-    from testlane.services.external import DEFAULTS, SCHEMES, instance_from_url, server_class, server_version
+    from testlane.services import kinds
+    from testlane.services.external import instance_from_url, server_version
     from testlane.services.registry import Registry
 
-    cls = server_class(engine)
+    kind = kinds.get(engine)
+    cls = kind.handle
     if isinstance(target, cls):
         return target
     if not isinstance(target, str):
-        raise TypeError(f"expected a {cls.__name__} or a {SCHEMES[engine][0]}:// URL, got {type(target).__name__}")
+        raise TypeError(f"expected a {cls.__name__} or a {kind.schemes[0]}:// URL, got {type(target).__name__}")
     from testlane.core.urls import ServiceUrl
 
     url = ServiceUrl.parse(target)
-    host, port = url.host or "127.0.0.1", url.port or DEFAULTS[engine][0]
+    host, port = url.host or "127.0.0.1", url.port or kind.default_port
     registry = Registry(RunContext.from_settings(settings))
     for inst in registry.instances():
         if inst.engine == engine and inst.port == port and inst.host in (host, "127.0.0.1", "localhost"):

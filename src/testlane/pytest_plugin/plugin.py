@@ -5,8 +5,10 @@ in ``pytest_configure`` decides whether the project opted in
 (:mod:`testlane.pytest_plugin.optin`). Only then does it build one
 :class:`TestlanePlugin` object that owns the session's settings and services, and
 register the feature modules (:data:`FEATURES`), which own the hooks, fixtures
-and markers; a project that has not opted in gets none of them. Drivers
-(psycopg, redis, SQLAlchemy) are only imported by the fixtures that use them.
+and markers; a project that has not opted in gets none of them. Drivers are
+imported by the fixtures that use them, or at session start in the integration
+lane for the configured services (their kinds' ``client_modules``: psycopg,
+redis-py), and only the configured services' kinds are imported.
 """
 
 from __future__ import annotations
@@ -405,20 +407,18 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         plugin.provider.ready_ahead([name for name in services if name != "postgres"])
 
 
-# What the threads readying services ahead would import first: imported here, on pytest's thread, because an
-# import creates loggers, and pytest iterates over the loggers while it runs ("dictionary changed size during
-# iteration"). The imports are needed by the first test anyway; the servers boot meanwhile.
-CLIENT_MODULES = {
-    "postgres": ("psycopg", "testlane.databases.postgres_engine", "testlane.databases.isolation"),
-    "valkey": ("redis",),
-}
-
-
 def _import_clients(services: list[str]) -> None:
+    """Import what readying ``services`` ahead will use (each kind's ``client_modules``), here on pytest's
+    thread: an import creates loggers, and pytest iterates over the loggers while it runs ("dictionary
+    changed size during iteration") — the threads readying services must not be the first to import them.
+    Only the configured services' kinds are imported (:func:`testlane.services.kinds.find`)."""
     import importlib
 
+    from testlane.services import kinds
+
     for name in services:
-        for module in CLIENT_MODULES.get(name, ()):
+        kind = kinds.find(name)
+        for module in kind.client_modules if kind is not None else ():
             with contextlib.suppress(ImportError):  # a missing driver is reported by the tests that need it
                 importlib.import_module(module)
 

@@ -66,11 +66,6 @@ def server_version(server: Server) -> str:
     return kinds.get(server.engine).server_version(server)
 
 
-# The built-in kinds' schemes and (port, user, database), for callers that index by name (databases.guard).
-SCHEMES = {kind.name: kind.schemes for kind in kinds.registered()}
-DEFAULTS = {kind.name: (kind.default_port, kind.default_user, kind.default_database) for kind in kinds.registered()}
-
-
 class KindLaunch(Launch):
     """A launch of a server testlane does not run as its own process: the kind's handle, owned."""
 

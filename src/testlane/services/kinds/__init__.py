@@ -1,24 +1,26 @@
-"""The registered service kinds: one module per service (:mod:`.postgres`, :mod:`.valkey`, :mod:`.mariadb`),
-each a :class:`~testlane.services.kinds.kind.ServiceKind`, registered here.
+"""The registered service kinds: one module per service (:mod:`.postgres`, :mod:`.valkey`, :mod:`.mariadb`...),
+each a :class:`~testlane.services.kinds.kind.ServiceKind` that registers itself (:func:`register`) when its
+module is imported.
 
 Adding a service is one module plus its :func:`register` call: the stack starts and stops it, the
 registry records and reaps it, the backends resolve for it, its ``TESTLANE_*`` variables and
 ``[tool.testlane.env]`` parts render, and ``testlane services``/``doctor`` list it
 (``tests/unit/test_service_kinds.py`` shows it with a kind defined only in the tests).
+
+A built-in kind's module (``testlane.services.kinds.<name>``, the names in
+:data:`testlane.core.service_names.BUILT_IN`) is imported the first time the kind is asked for
+(:func:`find`, :func:`get`), not with this package: a run imports the kinds it uses and not the others'
+engines (NATS, MQTT, RabbitMQ, S3...). Settings are validated without them: the built-in names, aliases,
+``[tool.testlane.env]`` parts and drivers are in :mod:`testlane.core` (issue 19).
 """
 
 from __future__ import annotations
 
+import importlib
+
 from testlane.core import envmap, service_names
 from testlane.core.errors import ConfigError
 from testlane.services.kinds.kind import BackendChoice, ContainerSpec, DoctorCheck, Engine, Section, ServiceKind
-from testlane.services.kinds.mariadb import MariaDbKind
-from testlane.services.kinds.mqtt import MqttKind
-from testlane.services.kinds.nats import NatsKind
-from testlane.services.kinds.postgres import PostgresKind
-from testlane.services.kinds.rabbitmq import RabbitMqKind
-from testlane.services.kinds.s3 import S3Kind
-from testlane.services.kinds.valkey import ValkeyKind
 
 __all__ = [
     "BackendChoice",
@@ -54,26 +56,29 @@ def unregister(name: str) -> None:
 
 
 def find(name: str) -> ServiceKind | None:
-    """The kind named ``name`` (canonical name), or None."""
-    return _KINDS.get(name)
+    """The kind named ``name`` (canonical name), or None; a built-in kind's module is imported now if it
+    was not yet (it registers its kind)."""
+    kind = _KINDS.get(name)
+    if kind is None and name in service_names.BUILT_IN:
+        importlib.import_module(f"{__name__}.{name}")
+        kind = _KINDS.get(name)
+    return kind
 
 
 def get(name: str) -> ServiceKind:
     """The kind named ``name``; raises :class:`ConfigError` naming the known ones."""
-    kind = _KINDS.get(name)
+    kind = find(name)
     if kind is None:
         raise ConfigError(f"unknown service {name!r}.", hint=f"services can be: {service_names.known()}.")
     return kind
 
 
 def registered() -> tuple[ServiceKind, ...]:
-    """Every registered kind, built-in ones first, in registration order."""
-    return tuple(_KINDS.values())
+    """Every kind: the built-in ones first (their modules imported now), then the others in registration order."""
+    built_in = [kind for kind in map(find, service_names.BUILT_IN) if kind is not None]
+    return (*built_in, *(kind for name, kind in _KINDS.items() if name not in service_names.BUILT_IN))
 
 
 def names() -> tuple[str, ...]:
-    return tuple(_KINDS)
-
-
-for _kind in (PostgresKind(), ValkeyKind(), MariaDbKind(), NatsKind(), RabbitMqKind(), MqttKind(), S3Kind()):
-    register(_kind)
+    """Every kind's name, built-in ones first (none of their modules imported)."""
+    return (*service_names.BUILT_IN, *(name for name in _KINDS if name not in service_names.BUILT_IN))

@@ -102,6 +102,10 @@ class ServiceKind:
     backend_hint: ClassVar[str] = ""  # what to use instead of a backend this kind lacks
     binary_key: ClassVar[str] = ""  # the section's key that points at local binaries ("binary", "bin_dir")
     hosts_databases: ClassVar[bool] = False  # testlane makes `tl_` databases on it (leftovers are reaped)
+    # The client libraries (and testlane's modules over them) that readying the service ahead and its first
+    # test import: the pytest plugin imports them at session start, on pytest's thread, when the service is
+    # configured (an import creates loggers, which pytest iterates while it runs: not from a thread).
+    client_modules: ClassVar[tuple[str, ...]] = ()
 
     # -- names ------------------------------------------------------------------------------
     def parts(self) -> tuple[str, ...]:

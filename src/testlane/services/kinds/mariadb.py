@@ -10,6 +10,7 @@ import contextlib
 from testlane.core.config import Settings
 from testlane.core.errors import TestlaneError
 from testlane.services.base import Server
+from testlane.services.kinds import register
 from testlane.services.kinds.kind import ContainerSpec, DoctorCheck, ServiceKind
 from testlane.services.mariadb import MariaDbEngine, MariaDbServer, find_mariadb
 
@@ -69,3 +70,6 @@ def _auto_runs_configured(settings: Settings) -> bool:
     """``auto`` runs the configured mariadb.binary (see :meth:`ServiceKind.configured_binary`): not finding
     it there is a failure, not a note."""
     return bool(settings.mariadb.binary) and (settings.mariadb.backend or settings.backend) == "auto"
+
+
+register(MariaDbKind())

@@ -13,6 +13,7 @@ from __future__ import annotations
 from testlane.core.config import Settings
 from testlane.core.errors import TestlaneError
 from testlane.services.base import Server
+from testlane.services.kinds import register
 from testlane.services.kinds.kind import ContainerSpec, DoctorCheck, ServiceKind
 from testlane.services.mqtt import (
     ADMIN_USER,
@@ -127,3 +128,6 @@ def _client_checks(settings: Settings) -> list[DoctorCheck]:
     from importlib.metadata import version
 
     return [DoctorCheck("ok", "mqtt (client)", f"paho-mqtt {version('paho-mqtt')}")]
+
+
+register(MqttKind())

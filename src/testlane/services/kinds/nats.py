@@ -14,6 +14,7 @@ from __future__ import annotations
 from testlane.core.config import Settings
 from testlane.core.errors import TestlaneError
 from testlane.services.base import Server
+from testlane.services.kinds import register
 from testlane.services.kinds.kind import ContainerSpec, DoctorCheck, ServiceKind
 from testlane.services.nats import (
     APP_USER,
@@ -150,3 +151,6 @@ class NatsKind(ServiceKind):
                 DoctorCheck("warn", "nats (client)", "nats-py is not installed", "pip install 'testlane[nats]'")
             )
         return checks
+
+
+register(NatsKind())

@@ -17,6 +17,7 @@ from testlane.core.errors import TestlaneError
 from testlane.core.runtime import is_root
 from testlane.services import binaries
 from testlane.services.base import Server
+from testlane.services.kinds import register
 from testlane.services.kinds.kind import BackendChoice, ContainerSpec, DoctorCheck, ServiceKind
 from testlane.services.postgres import SUPERUSER, PostgresEngine, PostgresServer, server_flags, server_settings
 from testlane.services.privileges import reachable_by_others
@@ -51,6 +52,8 @@ class PostgresKind(ServiceKind):
     binary_key = "bin_dir"
     default_env_driver = "libpq"
     hosts_databases = True
+    # the pool that clones the first databases ahead (prepare_ahead) runs psycopg and these in its thread
+    client_modules = ("psycopg", "testlane.databases.postgres_engine", "testlane.databases.isolation")
 
     def local(self, settings: Settings) -> str:
         found = binaries.find_postgres("local", bin_dir=settings.postgres.bin_dir, version=settings.postgres.version)
@@ -391,3 +394,6 @@ def _auto_runs_configured(settings: Settings) -> bool:
     """``auto`` runs the configured postgres.bin_dir (see :meth:`ServiceKind.configured_binary`): not finding
     it there is a failure, not a note."""
     return bool(settings.postgres.bin_dir) and (settings.postgres.backend or settings.backend) == "auto"
+
+
+register(PostgresKind())

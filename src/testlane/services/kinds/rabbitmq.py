@@ -13,6 +13,7 @@ from testlane.core.config import Settings
 from testlane.core.errors import TestlaneError
 from testlane.services.base import Server
 from testlane.services.instance import Instance
+from testlane.services.kinds import register
 from testlane.services.kinds.kind import ContainerSpec, DoctorCheck, ServiceKind
 from testlane.services.rabbitmq import RabbitMqEngine, RabbitMqServer, find_rabbitmq, rabbitmq_version
 
@@ -112,3 +113,6 @@ class RabbitMqKind(ServiceKind):
 
 def _auto_runs_configured(settings: Settings) -> bool:
     return bool(settings.rabbitmq.binary) and (settings.rabbitmq.backend or settings.backend) == "auto"
+
+
+register(RabbitMqKind())

