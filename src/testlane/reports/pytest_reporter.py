@@ -132,12 +132,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
     if not opted_in(config):
         return  # installed is not opted in: pytest's output stays pytest's
+    from testlane.pytest_plugin.report_hooks import on_logreport, on_makereport
     from testlane.reports.context import FailureContext
 
     all_settings = settings_for(config)
     settings = all_settings.reports
     worker = hasattr(config, "workerinput")
-    config.pluginmanager.register(FailureContext(config, settings.log_lines), "testlane-failure-context")
+    on_makereport(config, FailureContext(config, settings.log_lines).decorate)
     given = command_line_overrides(config.option)  # already in the settings; here: where a value came from
     fmt, from_cli = _resolve_format(config, settings.format), "reports.format" in given
     if settings.junit_path and not getattr(config.option, "xmlpath", None):
@@ -168,6 +169,7 @@ def pytest_configure(config: pytest.Config) -> None:
         all_skipped=all_settings.lanes.all_skipped,
     )
     config.pluginmanager.register(collector, COLLECTOR_NAME)
+    on_logreport(config, collector.observe)
     if sink is not None:
         sys.stdout = sink
         config.add_cleanup(collector.unmute)
@@ -315,7 +317,8 @@ class ReportCollector:
             self.collected = len(ids)
             self._emit("collected", count=self.collected, deselected=self.deselected)
 
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+    def observe(self, report: pytest.TestReport) -> None:
+        """Each test report (:func:`testlane.pytest_plugin.report_hooks.on_logreport`)."""
         findings = getattr(report, self.findings_attr, None)
         if findings:
             self.findings += findings
