@@ -254,7 +254,7 @@ class ReportCollector:
         self.budget = budget
         self.json_path = json_path
         self.rootdir = Path(str(config.rootpath)).resolve()
-        self.rerun_prefix, self.it_flag = _rerun_prefix(config, digest_from_cli)
+        self.digest_from_cli = digest_from_cli
         self.all_skipped = all_skipped
         self.streams: list[JsonLines] = []
         if (fmt == "jsonl" and out is not None) or jsonl_path is not None:
@@ -428,6 +428,9 @@ class ReportCollector:
             # Stopped after the last test (-x and the last one failed) left nothing out: nothing to say.
             reason = session.shouldstop or session.shouldfail
             notes.append(f"stopped early ({reason}): {left} of {self.collected} tests did not run")
+        # How to rerun a group of failures: worked out only when there are failures to group (the argument parser's
+        # actions, reports.rerun), not on every run.
+        rerun_prefix, it_flag = _rerun_prefix(self.config, self.digest_from_cli) if self.failures else ("pytest", False)
         result = RunResult(
             exit_code=exit_code,
             duration=time.monotonic() - self.started,
@@ -436,8 +439,8 @@ class ReportCollector:
             tests=list(self.tests.values()),
             groups=_grouped(self.failures),
             notes=notes,
-            rerun_prefix=self.rerun_prefix,
-            it_flag=self.it_flag,
+            rerun_prefix=rerun_prefix,
+            it_flag=it_flag,
             findings=list(self.findings),
             lane_off=bool(getattr(self._selection(), "all_skipped", False)),
             all_skipped=self.all_skipped,
