@@ -805,41 +805,47 @@ def _threads() -> set[threading.Thread]:
 
 @dataclass(frozen=True)
 class Descriptors:
-    """The process's file descriptors at one moment: each one's identity (descriptor, device, inode), how many
-    the kernel counted (``-1``: unknown), and the inodes of the sockets among them (the numbers /proc/net/tcp
-    lists).
+    """The process's file descriptors at one moment: the inodes of the sockets among them (the numbers
+    /proc/net/tcp lists), and what tells, cheaply, whether a socket has been opened since (:meth:`take`): how many
+    descriptors the kernel counted (``-1``: unknown), and for each one its device and inode and whether it could be
+    seeked (a socket never can).
 
     Inodes, not descriptor numbers: a new socket may reuse the number of a descriptor closed meanwhile (even the
     one ``listdir`` itself held while listing: closed by then, its ``fstat`` fails and it is skipped)."""
 
-    ids: tuple[tuple[int, int, int], ...]
+    ids: tuple[tuple[int, int, int, bool], ...]  # (descriptor, device, inode, seekable)
     count: int
     sockets: set[int]
 
     @classmethod
     def take(cls, since: Descriptors | None = None) -> Descriptors:
-        """The descriptors now: ``since`` itself when the process holds exactly the descriptors it lists.
+        """The descriptors now: ``since`` itself when no socket can have been opened since it was taken.
 
-        This runs after every test, and listing ``/proc/self/fd`` is most of its cost. Since Linux 6.2 the
-        directory's size is the number of descriptors open: when it equals ``since``'s count and each of
-        ``since``'s descriptors still has its device and inode (``fstat``), the process holds those descriptors
-        and no other — no socket was opened, even in the place of a descriptor closed meanwhile (its inode
-        differs). Anything else (a count that differs or is unknown, an older kernel: size 0) lists them."""
+        This runs after every test, and listing ``/proc/self/fd`` (then an ``fstat`` of each descriptor) is most
+        of its cost. Since Linux 6.2 the directory's size is the number of descriptors open: when it equals
+        ``since``'s count and each of ``since``'s descriptors is still open, the process holds the same
+        descriptor numbers, and a socket opened since would have taken the place of one closed meanwhile. Each
+        place is checked: one that could be seeked still can (``lseek`` to where it is: a socket cannot be
+        seeked), any other still has its device and inode (``fstat``, which costs three times as much in Python).
+        Anything else (a count that differs or is unknown, an older kernel: size 0) lists them again."""
         if since is not None and since.count > 0:
             try:
                 same = os.stat("/proc/self/fd").st_size == since.count
             except OSError:
                 same = False
             if same:
-                fstat = os.fstat
+                fstat, lseek = os.fstat, os.lseek
                 try:
-                    for fd, dev, ino in since.ids:
+                    for fd, dev, ino, seekable in since.ids:
+                        if seekable:
+                            lseek(fd, 0, os.SEEK_CUR)
+                            continue
                         info = fstat(fd)
                         if info.st_ino != ino or info.st_dev != dev:
                             break
                     else:
                         return since
-                except OSError:
+                except OSError:  # closed, or a socket (ESPIPE) in the place of a file
                     pass
         return cls._listed()
 
@@ -852,7 +858,7 @@ class Descriptors:
             fds = os.listdir("/proc/self/fd")
         except OSError:
             return cls((), -1, set())
-        fstat, is_socket = os.fstat, stat.S_ISSOCK
+        fstat, lseek, is_socket = os.fstat, os.lseek, stat.S_ISSOCK
         ids = []
         inodes = set()
         for name in fds:
@@ -861,9 +867,16 @@ class Descriptors:
                 info = fstat(fd)
             except OSError:
                 continue
-            ids.append((fd, info.st_dev, info.st_ino))
+            seekable = False
             if is_socket(info.st_mode):
                 inodes.add(info.st_ino)
+            else:
+                try:
+                    lseek(fd, 0, os.SEEK_CUR)
+                    seekable = True
+                except OSError:  # a pipe, a terminal...
+                    pass
+            ids.append((fd, info.st_dev, info.st_ino, seekable))
         # A count that does not match what was listed (a descriptor opened or closed meanwhile; 0 on a kernel
         # before 6.2) cannot vouch for this table next time.
         return cls(tuple(ids), count if count == len(ids) else -1, inodes)
