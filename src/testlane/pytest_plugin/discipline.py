@@ -150,7 +150,8 @@ class _Findings:
         """Each log report (:func:`testlane.pytest_plugin.report_hooks.on_logreport`)."""
         if report.nodeid not in self.locations:  # the same for each phase of a test: once
             self.locations[report.nodeid] = test_location(report)
-        for data in getattr(report, FINDINGS_ATTR, None) or ():
+        # From the report's __dict__: a getattr of a missing attribute raises (and catches) an AttributeError.
+        for data in vars(report).get(FINDINGS_ATTR) or ():
             self.findings.append(Finding(**data))
 
     def pytest_warning_recorded(self, warning_message: warnings.WarningMessage, nodeid: str) -> None:

@@ -258,26 +258,6 @@ def check_setup(item: pytest.Item) -> None:
         )
 
 
-def check_teardown(item: pytest.Item) -> None:
-    """After a test's teardown: a blocked connection that a library swallowed still fails the test (called by
-    :mod:`testlane.pytest_plugin.runtest`)."""
-    from testlane.pytest_plugin.network_guard import attempts_key
-
-    attempts = item.stash.get(attempts_key, None)
-    if not attempts:
-        return
-    from testlane.pytest_plugin.databases import outcome_key
-
-    if not any(report.failed for report in item.stash.get(outcome_key, {}).values()):
-        pytest.fail(
-            f"{item.nodeid} tried to connect to {', '.join(dict.fromkeys(attempts))} from the unit lane; the "
-            "connection was blocked (and the error swallowed by the code under test). Use a fake, or move the "
-            "test to the integration lane: @pytest.mark.integration, or list its files in "
-            "[tool.testlane.lanes] integration_patterns.",
-            pytrace=False,
-        )
-
-
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     """The lane of the running test published, and its network blocked in the unit lane."""

@@ -23,7 +23,7 @@ import pytest
 
 from testlane.services.egress import Allowlist, Attempt, guarded
 
-__all__ = ["NetworkBlockedError", "attempts_key", "block_network", "lift_network_guard"]
+__all__ = ["NetworkBlockedError", "attempts_key", "block_network", "check_swallowed", "lift_network_guard"]
 
 attempts_key = pytest.StashKey[list[str]]()
 
@@ -114,3 +114,21 @@ def block_network(item: pytest.Item, allow: list[str]) -> _SessionGuard:
     guard.install()
     guard.item = item
     return guard
+
+
+def check_swallowed(item: pytest.Item) -> None:
+    """After a test's teardown: a blocked connection that a library swallowed still fails the test (called by
+    :mod:`testlane.pytest_plugin.runtest`)."""
+    attempts = item.stash.get(attempts_key, None)
+    if not attempts:
+        return
+    from testlane.pytest_plugin.databases import outcome_key
+
+    if not any(report.failed for report in item.stash.get(outcome_key, {}).values()):
+        pytest.fail(
+            f"{item.nodeid} tried to connect to {', '.join(dict.fromkeys(attempts))} from the unit lane; the "
+            "connection was blocked (and the error swallowed by the code under test). Use a fake, or move the "
+            "test to the integration lane: @pytest.mark.integration, or list its files in "
+            "[tool.testlane.lanes] integration_patterns.",
+            pytrace=False,
+        )

@@ -1,12 +1,12 @@
 """Each test's hooks: one implementation per phase, which calls testlane's per-test concerns in order.
 
-The concerns keep their code in their own modules: the lanes' checks (:mod:`.lanes`), the seam check
-(:mod:`.seams`), the discipline checks (:mod:`.discipline`), the server logs' offsets (:mod:`.server_logs`) and
-the async-test message (:mod:`.async_tests`). Each was a hook implementation of its own: pluggy called about 28
-of testlane's for every test (each phase, each report, each log report), some 0.08 ms of a test that uses no
-service (docs/benchmarks.md, "The plugin alone"). The lanes' network guard stays the one
-``pytest_runtest_protocol`` wrapper (:mod:`.lanes`); each report's consumers (the databases' bookkeeping, the
-findings, the failure context, the collector...) are called by :mod:`.report_hooks`.
+The concerns keep their code in their own modules: the lanes' check (:mod:`.lanes`), the network guard's
+(:mod:`.network_guard`), the seam check (:mod:`.seams`), the discipline checks (:mod:`.discipline`), the server
+logs' offsets (:mod:`.server_logs`) and the async-test message (:mod:`.async_tests`). Each was a hook
+implementation of its own: pluggy called about 28 of testlane's for every test (each phase, each report, each log
+report), some 0.08 ms of a test that uses no service (docs/benchmarks.md, "The plugin alone"). The lanes' network
+guard stays the one ``pytest_runtest_protocol`` wrapper (:mod:`.lanes`); each report's consumers (the databases'
+bookkeeping, the findings, the failure context, the collector...) are called by :mod:`.report_hooks`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from testlane.pytest_plugin import async_tests, discipline, lanes, seams, server_logs
+from testlane.pytest_plugin import async_tests, discipline, lanes, network_guard, seams, server_logs
 
 __all__: list[str] = []
 
@@ -64,7 +64,7 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     """Innermost: after the fixtures' teardown, before other plugins' wrappers see its outcome."""
     try:
         result = yield
-        lanes.check_teardown(item)
+        network_guard.check_swallowed(item)
         return result
     finally:
         discipline.after_test(item)

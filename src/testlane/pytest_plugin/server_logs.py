@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from testlane.pytest_plugin.plugin import PLUGIN_NAME
+
 __all__ = ["active_servers", "catch_up", "offsets_key", "record_offsets"]
 
 # server name -> (its log file, the log's size when the test started)
@@ -22,8 +24,6 @@ offsets_key = pytest.StashKey[dict[str, tuple[str, int]]]()
 
 def active_servers(config: pytest.Config) -> dict[str, Any]:
     """The servers the session knows so far (none started for asking)."""
-    from testlane.pytest_plugin.plugin import PLUGIN_NAME
-
     plugin = config.pluginmanager.get_plugin(PLUGIN_NAME)
     active = getattr(plugin, "active_servers", None)
     return dict(active()) if active is not None else {}
@@ -44,7 +44,8 @@ def _log_sizes(servers: dict[str, Any]) -> dict[str, tuple[str, int]]:
 
 def record_offsets(item: pytest.Item) -> None:
     """As the test's set-up starts: each running server's log size."""
-    item.stash[offsets_key] = _log_sizes(active_servers(item.config))
+    servers = active_servers(item.config)
+    item.stash[offsets_key] = _log_sizes(servers) if servers else {}
 
 
 def catch_up(item: pytest.Item) -> None:
@@ -54,6 +55,6 @@ def catch_up(item: pytest.Item) -> None:
     if offsets is None:
         return
     servers = active_servers(item.config)
-    if servers.keys() - offsets.keys():
+    if servers and servers.keys() - offsets.keys():
         for name, known in _log_sizes(servers).items():
             offsets.setdefault(name, known)

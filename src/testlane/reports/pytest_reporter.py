@@ -319,32 +319,35 @@ class ReportCollector:
 
     def observe(self, report: pytest.TestReport) -> None:
         """Each test report (:func:`testlane.pytest_plugin.report_hooks.on_logreport`)."""
-        findings = getattr(report, self.findings_attr, None)
+        # The attributes other plugins may have set, read from the report's __dict__: a getattr or hasattr of one
+        # that is missing raises (and catches) an AttributeError, three times per test.
+        attrs = vars(report)
+        findings = attrs.get(self.findings_attr)
         if findings:
             self.findings += findings
         nodeid = report.nodeid
-        if nodeid not in self.locations:  # the same for each phase of a test: once
-            self.locations[nodeid] = self.test_location(report)
         test = self.tests.get(nodeid)
-        if test is None:
+        if test is None:  # the test's first report: once per test
             from testlane.reports.model import TestOutcome
 
+            self.locations[nodeid] = self.test_location(report)
             test = self.tests[nodeid] = TestOutcome(nodeid, "incomplete")
         test.duration += report.duration
-        facts = getattr(report, "testlane_failure", None)
+        facts = attrs.get("testlane_failure")
         if isinstance(facts, dict) and facts.get("lane"):
             test.lane = facts["lane"]
-        xfail = hasattr(report, "wasxfail")
-        if report.when == "call":
+        xfail = "wasxfail" in attrs
+        when = report.when
+        if when == "call":
             if xfail:
                 test.outcome = "xfailed" if report.skipped else "xpassed"
             else:
                 test.outcome = report.outcome
-        elif report.when not in ("setup", "teardown"):  # a report xdist made up for a crashed worker
+        elif when not in ("setup", "teardown"):  # a report xdist made up for a crashed worker
             test.outcome = report.outcome
         elif report.failed and test.outcome != "failed":
             test.outcome = "error"
-        elif report.skipped and report.when == "setup":
+        elif report.skipped and when == "setup":
             test.outcome = "xfailed" if xfail else "skipped"
         if report.skipped and not xfail and not self.first_skip:
             self.first_skip = _skip_reason(report)
@@ -355,7 +358,7 @@ class ReportCollector:
             if failure.lane is None:
                 failure.lane = test.lane
             self.failures.append(failure)
-        if report.when == "teardown" or (report.when not in ("setup", "call") and report.failed):
+        if when == "teardown" or (when not in ("setup", "call") and report.failed):
             self._finish_test(test)
 
     def _finish_test(self, test: TestOutcome) -> None:
