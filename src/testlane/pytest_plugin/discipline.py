@@ -230,7 +230,8 @@ def _configure_timeouts(config: pytest.Config, d: Any) -> None:
     ``pytest_configure``), which reads the option. A default costs each test less than a marker on every item:
     pytest-timeout looks a marker up and parses it twice per test. Integration-lane tests whose timeout
     differs get the marker (:func:`pytest_collection_modifyitems`). A timeout or method of the user's own
-    (option, ini value) keeps the per-item markers, as before.
+    (option, ini value) keeps the per-item markers, as before. With testlane's own, the timers are the
+    session's watchdog (:mod:`testlane.pytest_plugin.timeout_watchdog`), not a timer per test.
     """
     if not config.pluginmanager.hasplugin("timeout"):
         return

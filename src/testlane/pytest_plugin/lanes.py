@@ -243,6 +243,12 @@ def _fixtures_phrase(item: pytest.Item, used: list[str]) -> str:
     return phrase + (", which needs a real server" if len(asked) == 1 else ", which need real servers")
 
 
+def may_fail_setup(item: pytest.Item) -> bool:
+    """Whether :func:`check_setup` may fail ``item`` (a unit-lane test asking for a fixture named like one of
+    testlane's service fixtures): once per test, after collection."""
+    return lane_of(item) == "unit" and not SERVICE_FIXTURES.isdisjoint(getattr(item, "fixturenames", ()))
+
+
 def check_setup(item: pytest.Item) -> None:
     """Before a test's fixtures are set up (after its skip marks): a unit-lane test that uses testlane's service
     fixtures fails, naming them and the fix (called by :mod:`testlane.pytest_plugin.runtest`)."""

@@ -20,8 +20,23 @@ from testlane.pytest_plugin import async_tests, discipline, lanes, network_guard
 __all__: list[str] = []
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.pluginmanager.register(_SetupChecks(), "testlane-setup-checks")
+# On an item: a check before its fixtures are set up may fail it (decided once, when collection is done).
+_checked_key = pytest.StashKey[bool]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Which tests the set-up checks could fail (by their lane, fixtures and marks, known once collected); when
+    there is one, the checks are registered: otherwise no test pays for a call of them."""
+    checked = False
+    for item in session.items:
+        if lanes.may_fail_setup(item) or seams.may_fail_setup(item):
+            item.stash[_checked_key] = checked = True
+    manager = session.config.pluginmanager
+    if checked and manager.get_plugin(_SETUP_CHECKS) is None:
+        manager.register(_SetupChecks(), _SETUP_CHECKS)
+
+
+_SETUP_CHECKS = "testlane-setup-checks"
 
 
 class _SetupChecks:
@@ -30,8 +45,9 @@ class _SetupChecks:
     wrapper."""
 
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        seams.check_setup(item)
-        lanes.check_setup(item)
+        if item.stash.get(_checked_key, False):
+            seams.check_setup(item)
+            lanes.check_setup(item)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
