@@ -245,8 +245,9 @@ class ReportCollector:
         all_skipped: str = "fail",
     ) -> None:
         from testlane.pytest_plugin.discipline import FINDINGS_ATTR, test_location  # opted in: imported already
+        from testlane.reports.model import TestOutcome  # the verdict needs the model at the end of every run anyway
 
-        self.findings_attr, self.test_location = FINDINGS_ATTR, test_location
+        self.findings_attr, self.test_location, self.outcome_type = FINDINGS_ATTR, test_location, TestOutcome
         self.config = config
         self.fmt = fmt
         self.out = out
@@ -328,10 +329,8 @@ class ReportCollector:
         nodeid = report.nodeid
         test = self.tests.get(nodeid)
         if test is None:  # the test's first report: once per test
-            from testlane.reports.model import TestOutcome
-
             self.locations[nodeid] = self.test_location(report)
-            test = self.tests[nodeid] = TestOutcome(nodeid, "incomplete")
+            test = self.tests[nodeid] = self.outcome_type(nodeid, "incomplete")
         test.duration += report.duration
         facts = attrs.get("testlane_failure")
         if isinstance(facts, dict) and facts.get("lane"):
