@@ -1,6 +1,7 @@
 """What testlane's pytest plugin costs tests that use no service (issue 19).
 
 Usage: python bench/plugin_cost.py [--sizes 200 1000] [--runs 7] [--before CHECKOUT] [--json]
+       python bench/plugin_cost.py --one-test ROUNDS [--before CHECKOUT]
 
 Generated projects of N trivial tests (``def test_i(): pass``, 100 to a file) run as whole pytest
 processes, interleaved (every round runs each variant once, in a rotating order), wall time from spawn to
@@ -159,18 +160,47 @@ def import_times(variant: str, root: Path, python: str) -> dict[str, int]:
     return own
 
 
+def one_test(python: str, rounds: int) -> None:
+    """``--one-test``: what a run costs beyond the anchor, read directly (no slope): the median wall time of a
+    project of one test, every variant once per round in a rotating order. Steadier than the intercept of the two
+    sizes on a loaded machine, where the slope's noise moves the intercept by ±0.3 s."""
+    with tempfile.TemporaryDirectory(prefix="testlane-plugin-cost-") as tmp:
+        roots = {variant: write_project(Path(tmp) / variant, 1, variant) for variant in VARIANTS}
+        for variant, root in roots.items():
+            run_once(variant, root, python)
+        times: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
+        for round_ in range(rounds):
+            shift = round_ % len(VARIANTS)
+            for variant in VARIANTS[shift:] + VARIANTS[:shift]:
+                times[variant].append(run_once(variant, roots[variant], python))
+    anchor = statistics.median(times["anchor"])
+    print(f"one test, {rounds} rounds, interleaved: median wall time, and beyond the anchor's")
+    for variant in VARIANTS:
+        median = statistics.median(times[variant])
+        print(f"{variant:<16} {median:.3f}s {median - anchor:+.3f}s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs=2, default=[200, 1000])
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--before", type=Path, help="a checkout to compare with (its src), in the same run")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--one-test",
+        type=int,
+        metavar="ROUNDS",
+        help="instead: per run only, as the median wall time of a project of one test (ROUNDS interleaved rounds)",
+    )
     args = parser.parse_args()
     global BEFORE_SRC, VARIANTS
     if args.before is not None:
         BEFORE_SRC = (args.before / "src").resolve()
         VARIANTS = (*VARIANTS, "installed_before", "opted_in_before")
     python = sys.executable
+    if args.one_test:
+        one_test(python, args.one_test)
+        return
     small, large = sorted(args.sizes)
     with tempfile.TemporaryDirectory(prefix="testlane-plugin-cost-") as tmp:
         roots = {

@@ -63,6 +63,83 @@ def test_the_unit_lane_s_timeout_is_pytest_timeout_s_default_and_the_integration
     result.stdout.fnmatch_lines(["timeout: 1.0s", "timeout method: signal", "*test_unit_hangs*Timeout (>1.0s)*"])
 
 
+def test_a_timeout_of_testlane_s_names_the_setting_that_changes_it(pytester: pytest.Pytester) -> None:
+    """A test stopped by its lane's timeout says which setting that is and how to change it (pytest's header
+    alone said ``timeout: 1.0s``); a timeout of the project's own (a marker) is left as pytest-timeout says it."""
+    plain_project(pytester, "[tool.testlane.discipline]\ntimeout_unit = 1\ntimeout_it = 2")
+    pytester.makepyfile(
+        test_lanes="""
+        import time, pytest
+
+        def test_unit_hangs():
+            time.sleep(5)
+
+        @pytest.mark.integration
+        def test_integration_hangs():
+            time.sleep(5)
+
+        @pytest.mark.timeout(1)
+        def test_own_marker_hangs():
+            time.sleep(5)
+        """
+    )
+    result = run_inner(pytester, "--it")
+    result.assert_outcomes(failed=3)
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_unit_hangs _*",
+            "E * Failed: Timeout (>1.0s) from pytest-timeout. It is testlane's unit-lane timeout, "
+            "discipline.timeout_unit: change it in pyproject.toml ([[]tool.testlane.discipline[]] timeout_unit = "
+            "<seconds>, 0 for none), for one run (`testlane run --set discipline.timeout_unit=<seconds>`, "
+            "`pytest --testlane-set discipline.timeout_unit=<seconds>`), or for one test "
+            "(@pytest.mark.timeout(<seconds>)).",
+            "*_ test_integration_hangs _*",
+            "E * Failed: Timeout (>2.0s) from pytest-timeout. It is testlane's integration-lane timeout, "
+            "discipline.timeout_it: change it in pyproject.toml ([[]tool.testlane.discipline[]] timeout_it = *",
+            "*_ test_own_marker_hangs _*",
+            "E * Failed: Timeout (>1.0s) from pytest-timeout.",
+        ]
+    )
+
+
+def test_each_test_s_timeout_counts_from_its_own_start_with_one_watchdog_for_the_session(
+    pytester: pytest.Pytester,
+) -> None:
+    """testlane's timeouts come from one watchdog thread, not a timer per test: a test with a short timeout after
+    one with a long timeout still stops at its own; a test that left the alarm signal's handler replaced does not
+    stop the next test's timeout; a single-threaded test's timeout shows no thread stacks (the watchdog's is not
+    one of them); the watchdog is no thread the test left running."""
+    plain_project(pytester, '[tool.testlane.discipline]\ntimeout_unit = 1\ntimeout_it = 30\nleaks = "fail"')
+    pytester.makepyfile(
+        test_w="""
+        import signal, time, pytest
+
+        @pytest.mark.integration
+        def test_long_timeout_passes():
+            pass
+
+        def test_short_timeout_hangs():
+            time.sleep(20)
+
+        def test_replaces_the_alarm_handler():
+            signal.signal(signal.SIGALRM, signal.SIG_IGN)
+
+        def test_hangs_after_it():
+            time.sleep(20)
+
+        def test_after():
+            pass
+        """
+    )
+    result = run_inner(pytester, "--it")
+    result.assert_outcomes(passed=3, failed=2)
+    result.stdout.fnmatch_lines(
+        ["*_ test_short_timeout_hangs _*", "E * Failed: Timeout (>1.0s)*", "*_ test_hangs_after_it _*", "E * Timeout*"]
+    )
+    result.stdout.no_fnmatch_line("*Stack of*")
+    assert result.duration < 15, result.duration
+
+
 def test_a_timeout_of_the_user_s_own_keeps_the_markers(pytester: pytest.Pytester) -> None:
     """A ``--timeout-method`` of the user's own: testlane sets no default; each test gets its lane's timeout as
     before (a marker, with the signal method: the run carries on)."""

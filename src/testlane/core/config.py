@@ -777,6 +777,17 @@ def _type_hints(cls: type) -> dict[str, Any]:
 
 def iter_options(cls: type = Settings, prefix: str = "") -> Iterator[OptionInfo]:
     """Every configurable key, depth first, in declaration order."""
+    if cls is Settings and not prefix:
+        return iter(_all_options())
+    return _iter_options(cls, prefix)
+
+
+@functools.cache  # the table never changes; a pytest run reads it several times (options, overrides, reports)
+def _all_options() -> tuple[OptionInfo, ...]:
+    return tuple(_iter_options(Settings, ""))
+
+
+def _iter_options(cls: type, prefix: str) -> Iterator[OptionInfo]:
     hints = _type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.metadata.get("internal"):
@@ -784,7 +795,7 @@ def iter_options(cls: type = Settings, prefix: str = "") -> Iterator[OptionInfo]
         tp = hints[f.name]
         key = f"{prefix}{f.name}"
         if dataclasses.is_dataclass(tp):
-            yield from iter_options(tp, prefix=f"{key}.")  # type: ignore[arg-type]
+            yield from _iter_options(tp, prefix=f"{key}.")  # type: ignore[arg-type]
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[operator]
         env = f.metadata.get("env") or ENV_PREFIX + key.upper().replace(".", "_")

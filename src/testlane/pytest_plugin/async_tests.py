@@ -3,18 +3,18 @@
 pytest runs no coroutine itself; pytest-asyncio does (testlane's docs write async tests and fixtures
 for its ``asyncio_mode = "auto"``). Without it — or with it in its default strict mode, where only
 tests marked ``@pytest.mark.asyncio`` run — pytest's own error lists five async frameworks and says
-nothing of the configuration. Only pytest's own call knows that no plugin ran a test, so this wraps
-the call and replaces pytest's refusal with that message. Registered only in an opted-in project.
+nothing of the configuration. Only pytest's own call knows that no plugin ran a test, so the test's call is
+wrapped (:mod:`testlane.pytest_plugin.runtest`) and pytest's refusal replaced with that message. Only in an
+opted-in project.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Generator
 
 import pytest
 
-__all__ = ["no_async_runner"]
+__all__ = ["no_async_runner", "no_runner_failure"]
 
 INSTALL = "pip install pytest-asyncio (or pip install 'testlane[all]')"
 CONFIG = (
@@ -36,15 +36,14 @@ def no_async_runner(config: pytest.Config, what: str) -> str:
     )
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, object]:
-    try:
-        return (yield)
-    except pytest.fail.Exception as exc:
-        # pytest's own refusal (its text is the only sign: a test run by anyio may fail with pytest.fail too)
-        obj = pyfuncitem.obj
-        is_async = inspect.iscoroutinefunction(obj) or inspect.isasyncgenfunction(obj)
-        if not is_async or "not natively supported" not in str(exc):
-            raise
-        what = f"{pyfuncitem.nodeid} (an `async def` test)"
-        raise pytest.fail.Exception(no_async_runner(pyfuncitem.config, what), pytrace=False) from None
+def no_runner_failure(item: pytest.Item, exc: BaseException) -> BaseException | None:
+    """The failure to raise instead of ``exc``, pytest's own refusal of an ``async def`` test no plugin ran
+    (called by :mod:`testlane.pytest_plugin.runtest` when a test's call fails); ``None`` for any other failure."""
+    # pytest's own refusal (its text is the only sign: a test run by anyio may fail with pytest.fail too)
+    if "not natively supported" not in str(exc):
+        return None
+    obj = getattr(item, "obj", None)
+    if not (inspect.iscoroutinefunction(obj) or inspect.isasyncgenfunction(obj)):
+        return None
+    what = f"{item.nodeid} (an `async def` test)"
+    return pytest.fail.Exception(no_async_runner(item.config, what), pytrace=False)

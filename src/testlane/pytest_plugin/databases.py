@@ -546,6 +546,9 @@ def _failed(item: pytest.Item) -> bool:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    from testlane.pytest_plugin.report_hooks import on_makereport
+
+    on_makereport(config, record_report)
     config.addinivalue_line(
         "markers",
         "isolation(mode): per-test database isolation for this test: database, transaction or schema",
@@ -580,14 +583,13 @@ KEPT_ATTR = "testlane_kept_database"
 NOT_KEPT_ATTR = "testlane_not_kept_transaction"
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    report: pytest.TestReport | None = yield
-    assert report is not None
+def record_report(item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport) -> None:
+    """Each phase's report of a test, kept on it; a kept (or not kept) database said on the report (as each
+    report is made: :func:`testlane.pytest_plugin.report_hooks.on_makereport`)."""
     item.stash.setdefault(outcome_key, {})[str(report.when)] = report
     tdb = item.stash.get(active_key, None)
     if tdb is None:
-        return report  # type: ignore[return-value]
+        return
     from testlane.pytest_plugin.plugin import plugin_of
 
     keep_failed = plugin_of(item.config).settings.db.keep_failed
@@ -600,7 +602,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         )
     if report.when == "teardown" and tdb.kept:
         setattr(report, KEPT_ATTR, {"command": _client_command(tdb), "password_in": _password_file(tdb)})
-    return report  # type: ignore[return-value]
 
 
 def _password_file(tdb: IsolatedDatabase[Any, Any, Any]) -> str | None:

@@ -35,7 +35,7 @@ import stat
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -69,12 +69,18 @@ class Snapshot:
 
     threads: set[threading.Thread]  # the objects, not their idents: an ended thread's ident is reused
     children: set[int]
-    sockets: set[int]
+    descriptors: Descriptors
     tasks: set[int]
 
+    @property
+    def sockets(self) -> set[int]:
+        return self.descriptors.sockets
+
     @classmethod
-    def take(cls) -> Snapshot:
-        return cls(_threads(), _child_pids(), _socket_inodes(), {id(t) for t in _live_tasks()})
+    def take(cls, since: Snapshot | None = None) -> Snapshot:
+        """What runs now; ``since``: an earlier snapshot, whose descriptors are kept when none changed."""
+        descriptors = Descriptors.take(since.descriptors if since is not None else None)
+        return cls(_threads(), _child_pids(), descriptors, {id(t) for t in _live_tasks()})
 
 
 @dataclass(frozen=True)
@@ -140,10 +146,12 @@ class _Findings:
         self.findings: list[Finding] = []
         self.locations: dict[str, str] = {}
 
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+    def observe(self, report: pytest.TestReport) -> None:
+        """Each log report (:func:`testlane.pytest_plugin.report_hooks.on_logreport`)."""
         if report.nodeid not in self.locations:  # the same for each phase of a test: once
             self.locations[report.nodeid] = test_location(report)
-        for data in getattr(report, FINDINGS_ATTR, None) or ():
+        # From the report's __dict__: a getattr of a missing attribute raises (and catches) an AttributeError.
+        for data in vars(report).get(FINDINGS_ATTR) or ():
             self.findings.append(Finding(**data))
 
     def pytest_warning_recorded(self, warning_message: warnings.WarningMessage, nodeid: str) -> None:
@@ -195,8 +203,13 @@ def finding_from_warning(
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    from testlane.pytest_plugin.report_hooks import on_logreport, on_makereport
+
+    on_makereport(config, attach_findings)
     if not hasattr(config, "workerinput"):  # a worker's findings go to the controller with its reports
-        config.pluginmanager.register(_Findings(config), "testlane-findings")
+        findings = _Findings(config)
+        config.pluginmanager.register(findings, "testlane-findings")  # its terminal summary and warnings
+        on_logreport(config, findings.observe)
     d = _settings(config)
     if d.background_errors != "off":
         action = "error" if d.background_errors == "fail" else "always"
@@ -217,7 +230,8 @@ def _configure_timeouts(config: pytest.Config, d: Any) -> None:
     ``pytest_configure``), which reads the option. A default costs each test less than a marker on every item:
     pytest-timeout looks a marker up and parses it twice per test. Integration-lane tests whose timeout
     differs get the marker (:func:`pytest_collection_modifyitems`). A timeout or method of the user's own
-    (option, ini value) keeps the per-item markers, as before.
+    (option, ini value) keeps the per-item markers, as before. With testlane's own, the timers are the
+    session's watchdog (:mod:`testlane.pytest_plugin.timeout_watchdog`), not a timer per test.
     """
     if not config.pluginmanager.hasplugin("timeout"):
         return
@@ -227,6 +241,11 @@ def _configure_timeouts(config: pytest.Config, d: Any) -> None:
     config.option.timeout = d.timeout_unit
     config.option.timeout_method = "signal"
     config.stash[unit_timeout_default_key] = True
+    from testlane.pytest_plugin import timeout_watchdog
+
+    # Instead of a timer set and cancelled around each test; a timeout says what testlane's wrapper says.
+    watchdog = timeout_watchdog.TimeoutWatchdog(_with_context(timeout_watchdog.timeout_sigalrm))
+    config.pluginmanager.register(watchdog, "testlane-timeout-watchdog")
 
 
 def _user_timeout_method(config: pytest.Config) -> bool:
@@ -269,6 +288,40 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         if seconds > 0 or default is not None:  # 0 under a default: the marker turns the default off
             item.add_marker(pytest.mark.timeout(seconds, method="signal"))
+            item.stash[own_timeout_key] = True
+
+
+# On an item: its timeout marker is testlane's (its lane's setting), not the project's.
+own_timeout_key = pytest.StashKey[bool]()
+
+
+def _timeout_setting(item: pytest.Item) -> str | None:
+    """The setting that gave ``item`` its timeout (``timeout_unit`` or ``timeout_it``); ``None``: the project's
+    own (a marker, ``--timeout``)."""
+    from testlane.pytest_plugin.lanes import lane_of
+
+    own = item.stash.get(own_timeout_key, False) or (
+        item.config.stash.get(unit_timeout_default_key, False) and item.get_closest_marker("timeout") is None
+    )
+    if not own:
+        return None
+    return "timeout_it" if lane_of(item) == "it" else "timeout_unit"
+
+
+def _name_the_setting(item: pytest.Item, exc: BaseException) -> None:
+    """pytest-timeout's failure (``Timeout (>5.0s) from pytest-timeout.``) for a timeout of testlane's, with the
+    setting that changes it; its traceback stays."""
+    key = _timeout_setting(item)
+    if key is None or not isinstance(exc, pytest.fail.Exception) or not exc.msg:
+        return
+    lane = "integration" if key == "timeout_it" else "unit"
+    exc.msg = (
+        f"{exc.msg} It is testlane's {lane}-lane timeout, discipline.{key}: change it in pyproject.toml "
+        f"([tool.testlane.discipline] {key} = <seconds>, 0 for none), for one run (`testlane run --set "
+        f"discipline.{key}=<seconds>`, `pytest --testlane-set discipline.{key}=<seconds>`), or for one test "
+        "(@pytest.mark.timeout(<seconds>))."
+    )
+    exc.args = (exc.msg,)
 
 
 def _record_awaits_on_timeout(config: pytest.Config) -> None:
@@ -289,22 +342,29 @@ def _record_awaits_on_timeout(config: pytest.Config) -> None:
     original = getattr(pytest_timeout, "timeout_sigalrm", None)
     if original is None or getattr(original, "_testlane", False):
         return
+    pytest_timeout.timeout_sigalrm = _with_context(original)
+    config.add_cleanup(lambda: setattr(pytest_timeout, "timeout_sigalrm", original))
+
+
+def _with_context(timed_out: Callable[[pytest.Item, Any], Any]) -> Callable[[pytest.Item, Any], Any]:
+    """``timed_out`` (pytest-timeout's ``timeout_sigalrm``, or the watchdog's), its failure with the awaits the
+    test's coroutines are suspended on, and the setting that gave a timeout of testlane's."""
 
     def timeout_sigalrm(item: pytest.Item, settings: Any) -> Any:
         __tracebackhide__ = True
         chains = _suspended_chains(getattr(item, "originalname", item.name))
         try:
-            return original(item, settings)
+            return timed_out(item, settings)
         except BaseException as exc:
             if chains:
                 from testlane.core.tracebacks import AWAITING_ATTR
 
                 setattr(exc, AWAITING_ATTR, chains)
+            _name_the_setting(item, exc)
             raise
 
     timeout_sigalrm._testlane = True  # type: ignore[attr-defined]
-    pytest_timeout.timeout_sigalrm = timeout_sigalrm
-    config.add_cleanup(lambda: setattr(pytest_timeout, "timeout_sigalrm", original))
+    return timeout_sigalrm
 
 
 def _suspended_chains(test_name: str) -> list[Any]:
@@ -369,8 +429,11 @@ def _background_failure(item: pytest.Item, errors: list[BackgroundError], more: 
     return failure
 
 
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+# Called by testlane.pytest_plugin.runtest in each phase of a test.
+
+
+def before_setup(item: pytest.Item) -> TestWatch:
+    """As the test's set-up starts: the baselines (environment, what runs), the asyncio handler on."""
     d = _settings(item.config)
     watch = TestWatch(env=EnvSnapshot.take() if d.env_changes != "off" else None)
     item.stash[watch_key] = watch
@@ -385,26 +448,25 @@ def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
         watch.handler.sink = watch.asyncio_errors
         logging.getLogger("asyncio").addHandler(watch.handler)
     watch.in_setup = True
-    try:
-        return (yield)
-    finally:
-        watch.in_setup = False
-        if d.leaks != "off":
-            # Only needed to tell a wider-scoped fixture's resources from the test's own.
-            watch.after_setup = Snapshot.take() if watch.wide_fixtures else watch.before
+    return watch
 
 
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+def after_setup(item: pytest.Item, watch: TestWatch) -> None:
+    """As the test's set-up ends (however it ended)."""
+    watch.in_setup = False
+    if watch.before is not None:  # leaks are checked
+        # Only needed to tell a wider-scoped fixture's resources from the test's own.
+        watch.after_setup = Snapshot.take(watch.before) if watch.wide_fixtures else watch.before
+
+
+def after_call(item: pytest.Item) -> None:
     """Asyncio errors seen while the test body ran fail the test itself (not just its teardown)."""
-    result = yield
     watch = item.stash.get(watch_key, None)
     if watch is not None and watch.handler is not None and _settings(item.config).background_errors == "fail":
         errors = watch.asyncio_errors + _failed_unretrieved_tasks(watch)
         watch.asyncio_errors.clear()
         if errors:
             raise _background_failure(item, errors)
-    return result
 
 
 @pytest.hookimpl(wrapper=True)
@@ -447,26 +509,16 @@ def _move_baseline(watch: TestWatch, before: EnvSnapshot) -> None:
         watch.env.follow(before.changed())
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    report = yield
+def attach_findings(item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport) -> None:
+    """The test's findings, on its teardown report (xdist ships them to the controller): as each report is made
+    (:func:`testlane.pytest_plugin.report_hooks.on_makereport`)."""
     findings = item.stash.get(findings_key, None)
-    if call.when == "teardown" and findings:
+    if findings and report.when == "teardown":
         setattr(report, FINDINGS_ATTR, [dataclasses.asdict(f) for f in findings])
-    return report
 
 
-@pytest.hookimpl(wrapper=True, trylast=True)
-def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
-    try:
-        return (yield)
-    finally:
-        _after(item)
-
-
-def _after(item: pytest.Item) -> None:
+def after_test(item: pytest.Item) -> None:
+    """After the test's teardown (however it ended): what it left behind, reported or failed."""
     __tracebackhide__ = True
     d = _settings(item.config)
     watch = item.stash.get(watch_key, None)
@@ -570,11 +622,11 @@ def _restore_env(before: EnvSnapshot) -> list[str]:
 
 def _leaks(item: pytest.Item, watch: TestWatch) -> list[str]:
     assert watch.before is not None and watch.after_setup is not None
-    now = Snapshot.take()
     # What appeared in the test body is the test's; what appeared during setup is the test's too,
     # unless a wider-scoped fixture was set up then (its resources legitimately outlive the test).
-    item.config.stash[last_snapshot_key] = now
     baseline = watch.after_setup if watch.wide_fixtures else watch.before
+    now = Snapshot.take(baseline)
+    item.config.stash[last_snapshot_key] = now
     found: list[str] = []
     found += _leaked_threads(now.threads - baseline.threads)
     found += _leaked_children(now.children - baseline.children, item)
@@ -753,24 +805,80 @@ def _threads() -> set[threading.Thread]:
     return {t for t in threading.enumerate() if t.ident is not None}
 
 
-def _socket_inodes() -> set[int]:
-    """The inodes of the sockets this process has open (the numbers /proc/net/tcp lists).
+@dataclass(frozen=True)
+class Descriptors:
+    """The process's file descriptors at one moment: the inodes of the sockets among them (the numbers
+    /proc/net/tcp lists), and what tells, cheaply, whether a socket has been opened since (:meth:`take`): how many
+    descriptors the kernel counted (``-1``: unknown), and for each one its device and inode and whether it could be
+    seeked (a socket never can).
 
-    Inodes, not fd numbers: a new socket may reuse the number of a descriptor closed meanwhile (even the one
-    ``listdir`` itself held while listing: closed by then, its ``fstat`` fails and it is skipped). ``fstat`` of
-    each descriptor (a third of the cost of ``readlink("/proc/self/fd/N")``), in one plain loop: this runs
-    after every test."""
-    try:
-        fds = os.listdir("/proc/self/fd")
-    except OSError:
-        return set()
-    fstat, is_socket = os.fstat, stat.S_ISSOCK
-    inodes = set()
-    for fd in fds:
+    Inodes, not descriptor numbers: a new socket may reuse the number of a descriptor closed meanwhile (even the
+    one ``listdir`` itself held while listing: closed by then, its ``fstat`` fails and it is skipped)."""
+
+    ids: tuple[tuple[int, int, int, bool], ...]  # (descriptor, device, inode, seekable)
+    count: int
+    sockets: set[int]
+
+    @classmethod
+    def take(cls, since: Descriptors | None = None) -> Descriptors:
+        """The descriptors now: ``since`` itself when no socket can have been opened since it was taken.
+
+        This runs after every test, and listing ``/proc/self/fd`` (then an ``fstat`` of each descriptor) is most
+        of its cost. Since Linux 6.2 the directory's size is the number of descriptors open: when it equals
+        ``since``'s count and each of ``since``'s descriptors is still open, the process holds the same
+        descriptor numbers, and a socket opened since would have taken the place of one closed meanwhile. Each
+        place is checked: one that could be seeked still can (``lseek`` to where it is: a socket cannot be
+        seeked), any other still has its device and inode (``fstat``, which costs three times as much in Python).
+        Anything else (a count that differs or is unknown, an older kernel: size 0) lists them again."""
+        if since is not None and since.count > 0:
+            try:
+                same = os.stat("/proc/self/fd").st_size == since.count
+            except OSError:
+                same = False
+            if same:
+                fstat, lseek = os.fstat, os.lseek
+                try:
+                    for fd, dev, ino, seekable in since.ids:
+                        if seekable:
+                            lseek(fd, 0, os.SEEK_CUR)
+                            continue
+                        info = fstat(fd)
+                        if info.st_ino != ino or info.st_dev != dev:
+                            break
+                    else:
+                        return since
+                except OSError:  # closed, or a socket (ESPIPE) in the place of a file
+                    pass
+        return cls._listed()
+
+    @classmethod
+    def _listed(cls) -> Descriptors:
+        """``fstat`` of each descriptor ``/proc/self/fd`` lists (a third of the cost of ``readlink`` of each), in
+        one plain loop."""
         try:
-            info = fstat(int(fd))
+            count = os.stat("/proc/self/fd").st_size
+            fds = os.listdir("/proc/self/fd")
         except OSError:
-            continue
-        if is_socket(info.st_mode):
-            inodes.add(info.st_ino)
-    return inodes
+            return cls((), -1, set())
+        fstat, lseek, is_socket = os.fstat, os.lseek, stat.S_ISSOCK
+        ids = []
+        inodes = set()
+        for name in fds:
+            fd = int(name)
+            try:
+                info = fstat(fd)
+            except OSError:
+                continue
+            seekable = False
+            if is_socket(info.st_mode):
+                inodes.add(info.st_ino)
+            else:
+                try:
+                    lseek(fd, 0, os.SEEK_CUR)
+                    seekable = True
+                except OSError:  # a pipe, a terminal...
+                    pass
+            ids.append((fd, info.st_dev, info.st_ino, seekable))
+        # A count that does not match what was listed (a descriptor opened or closed meanwhile; 0 on a kernel
+        # before 6.2) cannot vouch for this table next time.
+        return cls(tuple(ids), count if count == len(ids) else -1, inodes)

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from testlane.core.config import Settings
+from testlane.core.config import LaneSettings, Settings
 from testlane.core.runenv import RunEnv
 from testlane.databases.guard import current_lane
 from testlane.pytest_plugin.optin import it_env_on
@@ -140,9 +140,11 @@ def add_options(group: pytest.OptionGroup) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    from testlane.pytest_plugin.report_hooks import on_logreport
+
     config.addinivalue_line("markers", "integration: the test needs real services (the integration lane)")
     selection = config.stash[selection_key] = LaneSelection.from_config(config)
-    config.pluginmanager.register(_Counter(selection), "testlane-lane-counter")
+    on_logreport(config, _Counter(selection).count)
 
 
 def _is_integration(item: pytest.Item, patterns: Sequence[str], rootdir: Path) -> bool:
@@ -241,7 +243,15 @@ def _fixtures_phrase(item: pytest.Item, used: list[str]) -> str:
     return phrase + (", which needs a real server" if len(asked) == 1 else ", which need real servers")
 
 
-def pytest_runtest_setup(item: pytest.Item) -> None:
+def may_fail_setup(item: pytest.Item) -> bool:
+    """Whether :func:`check_setup` may fail ``item`` (a unit-lane test asking for a fixture named like one of
+    testlane's service fixtures): once per test, after collection."""
+    return lane_of(item) == "unit" and not SERVICE_FIXTURES.isdisjoint(getattr(item, "fixturenames", ()))
+
+
+def check_setup(item: pytest.Item) -> None:
+    """Before a test's fixtures are set up (after its skip marks): a unit-lane test that uses testlane's service
+    fixtures fails, naming them and the fix (called by :mod:`testlane.pytest_plugin.runtest`)."""
     if lane_of(item) != "unit":
         return
     used = service_fixtures_used(item)
@@ -254,42 +264,40 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         )
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_runtest_teardown(item: pytest.Item) -> None:
-    """A blocked connection that a library swallowed still fails the test."""
-    from testlane.pytest_plugin.databases import outcome_key
-    from testlane.pytest_plugin.network_guard import attempts_key
-
-    attempts = item.stash.get(attempts_key, [])
-    reports = item.stash.get(outcome_key, {})
-    if attempts and not any(report.failed for report in reports.values()):
-        pytest.fail(
-            f"{item.nodeid} tried to connect to {', '.join(dict.fromkeys(attempts))} from the unit lane; the "
-            "connection was blocked (and the error swallowed by the code under test). Use a fake, or move the "
-            "test to the integration lane: @pytest.mark.integration, or list its files in "
-            "[tool.testlane.lanes] integration_patterns.",
-            pytrace=False,
-        )
-
-
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
-    from testlane.pytest_plugin.network_guard import lift_network_guard, network_blocked
-    from testlane.pytest_plugin.plugin import plugin_of
+    """The lane of the running test published, and its network blocked in the unit lane."""
+    from testlane.pytest_plugin.network_guard import block_network, lift_network_guard
 
     lane = lane_of(item)
     token = current_lane.set(lane)
-    settings = plugin_of(item.config).settings
+    lanes = _lane_settings(item.config)
+    guard = None
     try:
-        if lane == "unit" and settings.lanes.block_network:
-            with network_blocked(item, settings.lanes.unit_allow_hosts):
-                return (yield)
-        lift_network_guard(item.config)  # not blocked: the patches come off until the next unit-lane test
+        if lane == "unit" and lanes.block_network:
+            guard = block_network(item, lanes.unit_allow_hosts)
+        else:
+            lift_network_guard(item.config)  # not blocked: the patches come off until the next unit-lane test
         return (yield)
     finally:
+        if guard is not None:
+            guard.item = None
         current_lane.reset(token)
         if nextitem is None:  # this process's last test
             lift_network_guard(item.config)
+
+
+_lane_settings_key = pytest.StashKey[LaneSettings]()
+
+
+def _lane_settings(config: pytest.Config) -> LaneSettings:
+    """The session's ``[tool.testlane.lanes]`` (looked up once, then kept in the stash)."""
+    lanes = config.stash.get(_lane_settings_key, None)
+    if lanes is None:
+        from testlane.pytest_plugin.plugin import plugin_of
+
+        lanes = config.stash[_lane_settings_key] = plugin_of(config).settings.lanes
+    return lanes
 
 
 class _Counter:
@@ -298,7 +306,7 @@ class _Counter:
     def __init__(self, selection: LaneSelection) -> None:
         self.selection = selection
 
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+    def count(self, report: pytest.TestReport) -> None:
         if report.when != "setup":
             return
         self.selection.tests_run += 1

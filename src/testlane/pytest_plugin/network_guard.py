@@ -18,13 +18,12 @@ the template build's guard.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 
 import pytest
 
-from testlane.services.egress import Allowlist, Attempt, Check, guarded
+from testlane.services.egress import Allowlist, Attempt, guarded
 
-__all__ = ["NetworkBlockedError", "attempts_key", "lift_network_guard", "network_blocked"]
+__all__ = ["NetworkBlockedError", "attempts_key", "block_network", "check_swallowed", "lift_network_guard"]
 
 attempts_key = pytest.StashKey[list[str]]()
 
@@ -57,19 +56,28 @@ def _message(nodeid: str, target: str) -> str:
 
 class _SessionGuard:
     """The patches (socket, libpq drivers) of :func:`guarded`, put on at the first unit-lane test and left on
-    while unit-lane tests follow one another, with the running test's check behind them (``check``; ``None``
-    between tests: every connection passes, as unpatched). Patching and unpatching ``socket.socket`` and the
-    drivers around every test cost each test more than the rest of the guard; they come off before an
-    integration-lane test, after the process's last test, and at the latest when pytest ends."""
+    while unit-lane tests follow one another, with the running test behind them (``item``; ``None`` between tests:
+    every connection passes, as unpatched). Patching and unpatching ``socket.socket`` and the drivers around every
+    test cost each test more than the rest of the guard; they come off before an integration-lane test, after the
+    process's last test, and at the latest when pytest ends. Per test, only ``item`` changes: the allowlist is the
+    session's, a test's attempts are recorded on it when there is one."""
 
-    def __init__(self) -> None:
-        self.check: Check | None = None
+    def __init__(self, allow: list[str]) -> None:
+        self.item: pytest.Item | None = None
+        self.allow = allow
+        self.allowlist = Allowlist(hosts=tuple(allow))
         self._stack: contextlib.ExitStack | None = None
 
     def dispatch(self, host: str, port: int | None, via: str) -> None:
-        check = self.check
-        if check is not None:
-            check(host, port, via)
+        item = self.item
+        if item is None:
+            return
+        attempt = Attempt(host, port, via)
+        if attempt.unix or self.allowlist.allows(host, port):
+            return  # Unix sockets stay allowed in the unit lane (local IPC), libpq's (PGHOST=/dir) too
+        target = attempt.describe()
+        item.stash.setdefault(attempts_key, []).append(target)
+        raise NetworkBlockedError(_message(item.nodeid, target))
 
     def install(self) -> None:
         if self._stack is None:
@@ -94,26 +102,33 @@ def lift_network_guard(config: pytest.Config) -> None:
         guard.remove()
 
 
-@contextlib.contextmanager
-def network_blocked(item: pytest.Item, allow: list[str]) -> Iterator[None]:
-    attempts = item.stash.setdefault(attempts_key, [])
-    allowlist = Allowlist(hosts=tuple(allow))
-
-    def check(host: str, port: int | None, via: str) -> None:
-        attempt = Attempt(host, port, via)
-        if attempt.unix or allowlist.allows(host, port):
-            return  # Unix sockets stay allowed in the unit lane (local IPC), libpq's (PGHOST=/dir) too
-        target = attempt.describe()
-        attempts.append(target)
-        raise NetworkBlockedError(_message(item.nodeid, target))
-
+def block_network(item: pytest.Item, allow: list[str]) -> _SessionGuard:
+    """Block ``item``'s connections (but to ``allow``) until the returned guard's ``item`` is set back to
+    ``None``: lanes' ``pytest_runtest_protocol`` does, after the test."""
     guard = item.config.stash.get(_guard_key, None)
-    if guard is None:
-        guard = item.config.stash[_guard_key] = _SessionGuard()
+    if guard is None or guard.allow != allow:
+        if guard is not None:
+            guard.remove()
+        guard = item.config.stash[_guard_key] = _SessionGuard(allow)
         item.config.add_cleanup(guard.remove)
     guard.install()
-    guard.check = check
-    try:
-        yield
-    finally:
-        guard.check = None
+    guard.item = item
+    return guard
+
+
+def check_swallowed(item: pytest.Item) -> None:
+    """After a test's teardown: a blocked connection that a library swallowed still fails the test (called by
+    :mod:`testlane.pytest_plugin.runtest`)."""
+    attempts = item.stash.get(attempts_key, None)
+    if not attempts:
+        return
+    from testlane.pytest_plugin.databases import outcome_key
+
+    if not any(report.failed for report in item.stash.get(outcome_key, {}).values()):
+        pytest.fail(
+            f"{item.nodeid} tried to connect to {', '.join(dict.fromkeys(attempts))} from the unit lane; the "
+            "connection was blocked (and the error swallowed by the code under test). Use a fake, or move the "
+            "test to the integration lane: @pytest.mark.integration, or list its files in "
+            "[tool.testlane.lanes] integration_patterns.",
+            pytrace=False,
+        )

@@ -59,6 +59,7 @@ FEATURES = (
     "testlane.pytest_plugin.web",
     "testlane.pytest_plugin.seams",
     "testlane.pytest_plugin.async_tests",
+    "testlane.pytest_plugin.runtest",  # each test's hooks, calling the modules above
 )
 settings_key = pytest.StashKey["Settings"]()
 

@@ -51,8 +51,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     )
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> None:
+def may_fail_setup(item: pytest.Item) -> bool:
+    """Whether :func:`check_setup` may fail ``item`` (a seam test with a Postgres database): once per test, after
+    collection."""
+    return "pg_database" in getattr(item, "fixturenames", ()) and item.get_closest_marker("seam") is not None
+
+
+def check_setup(item: pytest.Item) -> None:
+    """Before a test's fixtures are set up: a seam test whose database is in transaction isolation fails, naming
+    the fix (called by :mod:`testlane.pytest_plugin.runtest`)."""
     if "pg_database" not in getattr(item, "fixturenames", ()) or item.get_closest_marker("seam") is None:
         return
     from testlane.core.errors import TestlaneError

@@ -17,26 +17,25 @@ server starting, listening, shutting down) are dropped, and when the server repo
 (``ERROR``, ``FATAL``, ``WARNING``...) only the problems and their ``DETAIL``/``HINT``/``STATEMENT``
 lines are kept: :func:`excerpt`.
 
-Per test this costs one ``stat`` per running server when the test starts; the log is read only for
-a failure. Under xdist several tests share a server, so lines from tests running at the same time
-on other workers can appear too.
+Per test this costs one ``stat`` per running server when the test starts
+(:mod:`testlane.pytest_plugin.server_logs`); the log is read only for a failure. Under xdist several tests
+share a server, so lines from tests running at the same time on other workers can appear too.
 """
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from testlane.pytest_plugin.server_logs import active_servers, offsets_key
+
 __all__ = ["FailureContext", "excerpt", "read_log_since"]
 
 READ_LIMIT = 64 * 1024
 READ_LINES = 2000  # read before choosing (excerpt): a problem may be followed by many ordinary lines
-offsets_key = pytest.StashKey[dict[str, tuple[str, int]]]()
 
 
 def read_log_since(path: Path, offset: int, lines: int) -> list[str]:
@@ -109,7 +108,8 @@ def _hints(item: pytest.Item) -> list[str]:
 
 
 class FailureContext:
-    """Records log offsets when a test starts; adds facts and log lines when it fails."""
+    """Adds facts and log lines to a test's failing reports (the logs' offsets when the test started:
+    :mod:`testlane.pytest_plugin.server_logs`)."""
 
     def __init__(self, config: pytest.Config, log_lines: int) -> None:
         self.config = config
@@ -117,39 +117,7 @@ class FailureContext:
         self.log_lines = log_lines
 
     def _servers(self) -> dict[str, Any]:
-        from testlane.pytest_plugin.plugin import PLUGIN_NAME
-
-        plugin = self.config.pluginmanager.get_plugin(PLUGIN_NAME)
-        active = getattr(plugin, "active_servers", None)
-        return dict(active()) if active is not None else {}
-
-    def _log_sizes(self) -> dict[str, tuple[str, int]]:
-        sizes: dict[str, tuple[str, int]] = {}
-        for name, server in self._servers().items():
-            log_file = getattr(server, "log_file", None)
-            if log_file is None:
-                continue
-            try:
-                sizes[name] = (str(log_file), os.stat(log_file).st_size)
-            except OSError:
-                continue
-        return sizes
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        item.stash[offsets_key] = self._log_sizes()
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_call(self, item: pytest.Item) -> None:
-        """A server first used by this test's set-up (started, or attached) is measured now: its boot and
-        the template's build are set-up's, not the call's."""
-        offsets = item.stash.get(offsets_key, None)
-        if offsets is None:
-            return
-        servers = self._servers()
-        if set(servers) - set(offsets):
-            for name, known in self._log_sizes().items():
-                offsets.setdefault(name, known)
+        return active_servers(self.config)
 
     def _server_lines(self, item: pytest.Item) -> dict[str, list[str]]:
         started = item.stash.get(offsets_key, {})
@@ -185,17 +153,14 @@ class FailureContext:
                 )
         return said
 
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(
-        self, item: pytest.Item, call: pytest.CallInfo[None]
-    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-        report = yield
+    def decorate(self, item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport) -> None:
+        """Each report as it is made (:func:`testlane.pytest_plugin.report_hooks.on_makereport`): a failing one gets the
+        failure's facts, hints and server log lines."""
         if report.failed:
             try:
                 self._enrich(item, call, report)
             except Exception as exc:  # a report must never be lost to its decoration
                 report.sections.append(("testlane report", f"could not describe the failure: {exc!r}"))
-        return report
 
     def _enrich(self, item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport) -> None:
         from testlane.pytest_plugin.lanes import lane_of

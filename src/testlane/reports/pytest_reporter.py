@@ -132,12 +132,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
     if not opted_in(config):
         return  # installed is not opted in: pytest's output stays pytest's
+    from testlane.pytest_plugin.report_hooks import on_logreport, on_makereport
     from testlane.reports.context import FailureContext
 
     all_settings = settings_for(config)
     settings = all_settings.reports
     worker = hasattr(config, "workerinput")
-    config.pluginmanager.register(FailureContext(config, settings.log_lines), "testlane-failure-context")
+    on_makereport(config, FailureContext(config, settings.log_lines).decorate)
     given = command_line_overrides(config.option)  # already in the settings; here: where a value came from
     fmt, from_cli = _resolve_format(config, settings.format), "reports.format" in given
     if settings.junit_path and not getattr(config.option, "xmlpath", None):
@@ -168,6 +169,7 @@ def pytest_configure(config: pytest.Config) -> None:
         all_skipped=all_settings.lanes.all_skipped,
     )
     config.pluginmanager.register(collector, COLLECTOR_NAME)
+    on_logreport(config, collector.observe)
     if sink is not None:
         sys.stdout = sink
         config.add_cleanup(collector.unmute)
@@ -243,8 +245,9 @@ class ReportCollector:
         all_skipped: str = "fail",
     ) -> None:
         from testlane.pytest_plugin.discipline import FINDINGS_ATTR, test_location  # opted in: imported already
+        from testlane.reports.model import TestOutcome  # the verdict needs the model at the end of every run anyway
 
-        self.findings_attr, self.test_location = FINDINGS_ATTR, test_location
+        self.findings_attr, self.test_location, self.outcome_type = FINDINGS_ATTR, test_location, TestOutcome
         self.config = config
         self.fmt = fmt
         self.out = out
@@ -252,7 +255,7 @@ class ReportCollector:
         self.budget = budget
         self.json_path = json_path
         self.rootdir = Path(str(config.rootpath)).resolve()
-        self.rerun_prefix, self.it_flag = _rerun_prefix(config, digest_from_cli)
+        self.digest_from_cli = digest_from_cli
         self.all_skipped = all_skipped
         self.streams: list[JsonLines] = []
         if (fmt == "jsonl" and out is not None) or jsonl_path is not None:
@@ -315,33 +318,35 @@ class ReportCollector:
             self.collected = len(ids)
             self._emit("collected", count=self.collected, deselected=self.deselected)
 
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        findings = getattr(report, self.findings_attr, None)
+    def observe(self, report: pytest.TestReport) -> None:
+        """Each test report (:func:`testlane.pytest_plugin.report_hooks.on_logreport`)."""
+        # The attributes other plugins may have set, read from the report's __dict__: a getattr or hasattr of one
+        # that is missing raises (and catches) an AttributeError, three times per test.
+        attrs = vars(report)
+        findings = attrs.get(self.findings_attr)
         if findings:
             self.findings += findings
         nodeid = report.nodeid
-        if nodeid not in self.locations:  # the same for each phase of a test: once
-            self.locations[nodeid] = self.test_location(report)
         test = self.tests.get(nodeid)
-        if test is None:
-            from testlane.reports.model import TestOutcome
-
-            test = self.tests[nodeid] = TestOutcome(nodeid, "incomplete")
+        if test is None:  # the test's first report: once per test
+            self.locations[nodeid] = self.test_location(report)
+            test = self.tests[nodeid] = self.outcome_type(nodeid, "incomplete")
         test.duration += report.duration
-        facts = getattr(report, "testlane_failure", None)
+        facts = attrs.get("testlane_failure")
         if isinstance(facts, dict) and facts.get("lane"):
             test.lane = facts["lane"]
-        xfail = hasattr(report, "wasxfail")
-        if report.when == "call":
+        xfail = "wasxfail" in attrs
+        when = report.when
+        if when == "call":
             if xfail:
                 test.outcome = "xfailed" if report.skipped else "xpassed"
             else:
                 test.outcome = report.outcome
-        elif report.when not in ("setup", "teardown"):  # a report xdist made up for a crashed worker
+        elif when not in ("setup", "teardown"):  # a report xdist made up for a crashed worker
             test.outcome = report.outcome
         elif report.failed and test.outcome != "failed":
             test.outcome = "error"
-        elif report.skipped and report.when == "setup":
+        elif report.skipped and when == "setup":
             test.outcome = "xfailed" if xfail else "skipped"
         if report.skipped and not xfail and not self.first_skip:
             self.first_skip = _skip_reason(report)
@@ -352,7 +357,7 @@ class ReportCollector:
             if failure.lane is None:
                 failure.lane = test.lane
             self.failures.append(failure)
-        if report.when == "teardown" or (report.when not in ("setup", "call") and report.failed):
+        if when == "teardown" or (when not in ("setup", "call") and report.failed):
             self._finish_test(test)
 
     def _finish_test(self, test: TestOutcome) -> None:
@@ -425,6 +430,9 @@ class ReportCollector:
             # Stopped after the last test (-x and the last one failed) left nothing out: nothing to say.
             reason = session.shouldstop or session.shouldfail
             notes.append(f"stopped early ({reason}): {left} of {self.collected} tests did not run")
+        # How to rerun a group of failures: worked out only when there are failures to group (the argument parser's
+        # actions, reports.rerun), not on every run.
+        rerun_prefix, it_flag = _rerun_prefix(self.config, self.digest_from_cli) if self.failures else ("pytest", False)
         result = RunResult(
             exit_code=exit_code,
             duration=time.monotonic() - self.started,
@@ -433,8 +441,8 @@ class ReportCollector:
             tests=list(self.tests.values()),
             groups=_grouped(self.failures),
             notes=notes,
-            rerun_prefix=self.rerun_prefix,
-            it_flag=self.it_flag,
+            rerun_prefix=rerun_prefix,
+            it_flag=it_flag,
             findings=list(self.findings),
             lane_off=bool(getattr(self._selection(), "all_skipped", False)),
             all_skipped=self.all_skipped,
