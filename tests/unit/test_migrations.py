@@ -132,3 +132,16 @@ def test_the_alembic_history_is_read_without_importing_the_revision_files(tmp_pa
     (versions / "0003_m.py").write_text('import uuid\nrevision = uuid.uuid4().hex\ndown_revision = "0002"\n')
     assert AlembicMigrations(tmp_path / "alembic.ini").chain() is None
     assert not marker.exists()
+
+
+def test_the_template_follows_the_environment_mapping(tmp_path: Path) -> None:
+    """Found on a real project: with `POSTGRES_PORT = "{postgres.port}"` removed from [tool.testlane.env], the
+    template built with it was reused (its snapshot's key left the mapping out) and the tests went on to the
+    app's default, a developer's server on 5432; a build with the new mapping is refused by the build's guard."""
+    (tmp_path / "001.sql").write_text("create table a(id int);")
+    mapped = (("POSTGRES_SERVER", "{postgres.host}"), ("POSTGRES_PORT", "{postgres.port}"))
+    with_port = TemplateSpec((SqlFolder(tmp_path),), env=mapped)
+    without_port = TemplateSpec((SqlFolder(tmp_path),), env=mapped[:1])
+    assert with_port.fingerprint("18.1") != without_port.fingerprint("18.1")
+    assert with_port.name("18.1") != without_port.name("18.1")
+    assert with_port.fingerprint("18.1") == TemplateSpec((SqlFolder(tmp_path),), env=mapped).fingerprint("18.1")

@@ -62,7 +62,7 @@ class TemplateSpec:
     seed: tuple[MigrationSource, ...] = ()
     extra_fingerprint: str = ""
     requires: tuple[str, ...] = ()  # extensions the migrations create themselves: checked first, not created
-    env: tuple[tuple[str, str], ...] = field(default=(), compare=False)  # [tool.testlane.env], see build_scope
+    env: tuple[tuple[str, str], ...] = ()  # [tool.testlane.env] as written (placeholders unrendered), see build_scope
     label: str = field(default="", compare=False)
 
     @classmethod
@@ -111,6 +111,9 @@ class TemplateSpec:
         for source in (*self.migrations, *self.seed):
             digest.update(f"|{source.kind}:{source.fingerprint()}".encode())
         digest.update(f"|extra:{self.extra_fingerprint}".encode())
+        # What migrations see of [tool.testlane.env] is part of what they build (a mapping edited so that
+        # env.py reaches another server must rebuild, where the build's guard refuses it): as in steps().
+        digest.update(f"|env:{sorted(self.env)!r}".encode())
         return digest.hexdigest()
 
     def name(self, server_version: str) -> str:
