@@ -351,7 +351,8 @@ def test_a_vacuumed_table_is_truncated_so_its_size_in_pg_class_is_a_fresh_clones
     lease = pool.acquire(wait=5.0)
     with lease.connection(lambda: pytest.fail("no connection")) as conn:
         conn.autocommit = True  # (VACUUM runs outside a transaction)
-        conn.execute("INSERT INTO groups (name) VALUES ('g'); VACUUM groups")
+        conn.execute("INSERT INTO groups (name) VALUES ('g')")
+        conn.execute("VACUUM groups")
         conn.autocommit = False
     pool.release(lease)
     after = pool.acquire(wait=10.0)
@@ -376,7 +377,7 @@ def test_a_table_reused_100_times_is_truncated_once_it_outgrows_the_delete_limit
     lease, fresh = next_lease(pool, "SELECT 1")
     with fresh.connection(lambda: pytest.fail("no connection")) as clean:
         expected = state(clean)
-    name, heaps, truncations = lease.name, [], 0
+    name, heaps, truncations, clones = lease.name, [], 0, []
     size = "SELECT pg_relation_size('notes') / 8192, pg_table_size('notes') / 8192"
     for i in range(100):
         run_test(
@@ -402,9 +403,8 @@ def test_a_table_reused_100_times_is_truncated_once_it_outgrows_the_delete_limit
         heaps.append(heap)
         assert total <= DELETE_PAGES + 3, heaps  # (one test's growth past the limit at most, then truncated)
         if i % 25 == 24:
-            clean = pool.acquire(wait=0.0)
-            assert_exact(lease, clean)
-            pool.release(clean)
+            clones.append(pool.acquire(wait=0.0))  # (held to the end: released, it would come back reset)
+            assert_exact(lease, clones[-1])
     assert truncations >= 5, heaps
-    for held in (lease, fresh):
+    for held in (lease, fresh, *clones):
         pool.release(held)
