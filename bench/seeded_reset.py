@@ -103,7 +103,7 @@ def child(tests: int, tables: int, rows: int, fan_in: bool = False) -> dict[str,
             )
             write = (
                 "INSERT INTO groups (name) VALUES ('g') RETURNING id",
-                "INSERT INTO t0 (group_id, v) VALUES (%s, 'a'); INSERT INTO t1 (group_id, v) VALUES (%s, 'b')",
+                "INSERT INTO t0 (group_id, v) VALUES ({0}, 'a'); INSERT INTO t1 (group_id, v) VALUES ({0}, 'b')",
             )
         else:
             ddl = "".join(f"CREATE TABLE t{i} (id serial PRIMARY KEY, v text);\n" for i in range(tables))
@@ -127,7 +127,7 @@ def child(tests: int, tables: int, rows: int, fan_in: bool = False) -> dict[str,
         def run_test(conn) -> None:  # type: ignore[no-untyped-def]
             row = conn.execute(write[0]).fetchone()
             if write[1]:
-                conn.execute(write[1], (row[0], row[0]))
+                conn.execute(write[1].format(int(row[0])))  # (one round trip: the simple protocol)
             conn.commit()
 
         pool = ClonePool(engine, template, run_id="5eedbe9c", worker="b", size=4, workers=2)  # type: ignore[var-annotated]

@@ -71,13 +71,13 @@ XID_LIMIT = 1 << 31
 DELETE_PAGES = 10
 # Replacing one relation file by TRUNCATE (new file, catalog row updated, old file unlinked at commit, the
 # relation's cache entries invalidated) costs about this many times what copying one file costs a clone
-# (bench/seeded_reset.py --fan-in): TRUNCATEs replacing more than template_files / TRUNCATE_FILE_COST files
-# cost more than a new clone, which is made instead.
+# (bench/seeded_reset.py --costs: 4.0 and 4.3 here): TRUNCATEs replacing more than template_files /
+# TRUNCATE_FILE_COST files cost more than a new clone, which is made instead.
 TRUNCATE_FILE_COST = 4
 # Deleting this many of a test's rows from a seeded table costs about what copying one relation file costs a
-# clone (bench/seeded_reset.py --delete-cost): a test that added more than template_files * ROWS_PER_FILE
-# rows to seeded tables gets a new clone instead.
-ROWS_PER_FILE = 50
+# clone (bench/seeded_reset.py --costs: 70 and 84 here): a test that added more than template_files *
+# ROWS_PER_FILE rows to seeded tables gets a new clone instead.
+ROWS_PER_FILE = 75
 
 
 class TableCounters(NamedTuple):
