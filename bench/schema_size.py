@@ -271,6 +271,7 @@ def measure_floors(schemas: Sequence[Schema], samples: int) -> dict[str, dict[st
                 started = time.perf_counter()
                 admin.execute(f"CREATE DATABASE {clone} TEMPLATE {template} STRATEGY FILE_COPY")
                 record("clone_ms", time.perf_counter() - started)
+                baseline = Counters()  # the clone's counters after its last reset (as the pool keeps them)
                 for count, how in [(n, how) for n in ((1, 5) if "w5" in schema.kinds() else (1,)) for how in
                                    ("reset", "truncate")]:  # fmt: skip
                     tables = [table_name(j) for j in range(schema.tables - count, schema.tables)]
@@ -282,8 +283,9 @@ def measure_floors(schemas: Sequence[Schema], samples: int) -> dict[str, dict[st
                             conn.execute("SET stats_fetch_consistency = none; SELECT pg_stat_force_next_flush()")
                             conn.execute("SELECT 1")
                             started = time.perf_counter()
-                            after = read_counters(conn)
-                            reset(conn, ResetPlan(truncate=tuple(f"public.{t}" for t in tables)), after)
+                            after = read_counters(conn, baseline)
+                            truncate = ResetPlan(truncate=tuple(f"public.{t}" for t in tables))
+                            baseline = reset(conn, truncate, after)
                             record(f"truncate_w{count}_ms", time.perf_counter() - started)
                         finally:
                             conn.close()
@@ -303,10 +305,10 @@ def measure_floors(schemas: Sequence[Schema], samples: int) -> dict[str, dict[st
                         conn.execute("SET stats_fetch_consistency = none; SELECT pg_stat_force_next_flush()")
                         conn.execute("SELECT 1")  # the flush happens when the backend goes idle
                         started = time.perf_counter()
-                        after = read_counters(conn)
-                        plan = plan_reset(facts, Counters(), after)
+                        after = read_counters(conn, baseline)
+                        plan = plan_reset(facts, baseline, after)
                         assert plan is not None, "a test that wrote empty tables could not be reset"
-                        reset(conn, plan, after)
+                        baseline = reset(conn, plan, after)
                         record(f"reset_w{count}_ms", time.perf_counter() - started)
                     finally:
                         conn.close()
