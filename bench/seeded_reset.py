@@ -3,6 +3,7 @@
 Usage:
     python bench/seeded_reset.py --before /tmp/before/src [--rounds 5] [--tests 50] [--tables 100] [--rows 10000]
     python bench/seeded_reset.py --before /tmp/before/src --fan-in [--tables 60]
+    python bench/seeded_reset.py --before /tmp/before/src --empty 5 [--tables 300] [--rows 200000]
     python bench/seeded_reset.py --costs [--tables 60] [--samples 7]
     python bench/seeded_reset.py --bookkeeping [--tables 300] [--samples 400]
 
@@ -27,6 +28,10 @@ the template is ``groups`` and ``--tables`` tables with a foreign key to it (and
 column, an index), all empty; each test inserts a group and a row into 2 of the referencing tables.
 Before tables empty in the template were restored by ``DELETE``, each reset ``TRUNCATE``d ``groups`` and
 every table referencing it.
+
+**Empty tables** (``--empty K``): the seeded-write template, but each test inserts a row into each of the
+last K tables (empty in the template) and selects it back, as ``bench/schema_size.py``'s w1/w5 tests do,
+without pytest.
 
 **Bookkeeping** (``--bookkeeping``): one database of ``--tables`` tables with an identity column each (so
 as many sequences), 5 of them written once, the statistics read after a test, interleaved per sample:
@@ -86,7 +91,7 @@ def _stack():  # type: ignore[no-untyped-def]
     return ServiceStack(settings, RunContext.from_settings(settings, owner=os.getpid()))
 
 
-def child(tests: int, tables: int, rows: int, fan_in: bool = False) -> dict[str, float]:
+def child(tests: int, tables: int, rows: int, fan_in: bool = False, empty: int = 0) -> dict[str, float]:
     """One run of the seeded-write (or fan-in) tests with whatever testlane PYTHONPATH selects."""
     from testlane.databases.migrations import SqlFolder
     from testlane.databases.pool import ClonePool
@@ -108,7 +113,15 @@ def child(tests: int, tables: int, rows: int, fan_in: bool = False) -> dict[str,
         else:
             ddl = "".join(f"CREATE TABLE t{i} (id serial PRIMARY KEY, v text);\n" for i in range(tables))
             ddl += f"INSERT INTO t0 (v) SELECT 'seed ' || g FROM generate_series(1, {rows}) g;\n"
-            write = ("INSERT INTO t0 (v) VALUES ('written by the test')", "")
+            write = ("INSERT INTO t0 (v) VALUES ('written by the test') RETURNING id", "")
+            if empty:
+                write = (
+                    "SELECT 1",
+                    "; ".join(
+                        f"INSERT INTO t{i} (v) VALUES ('{{0}}'); SELECT v FROM t{i} WHERE v = '{{0}}'"
+                        for i in range(tables - empty, tables)
+                    ),
+                )
         (Path(folder) / "001.sql").write_text(ddl)
         template = ensure_template(server, TemplateSpec((SqlFolder(Path(folder)),)))  # type: ignore[arg-type]
         engine = PostgresDatabaseEngine(server)  # type: ignore[arg-type]
@@ -178,7 +191,7 @@ def child(tests: int, tables: int, rows: int, fan_in: bool = False) -> dict[str,
 
 
 def compare(
-    before: str, rounds: int, tests: int, tables: int, rows: int, fan_in: bool = False
+    before: str, rounds: int, tests: int, tables: int, rows: int, fan_in: bool = False, empty: int = 0
 ) -> dict[str, dict[str, float]]:
     runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
     for r in range(rounds):
@@ -186,7 +199,7 @@ def compare(
         for variant in order:
             env = {**os.environ, "PYTHONPATH": before if variant == "before" else str(SRC)}
             argv = [sys.executable, __file__, "--child", f"--tests={tests}", f"--tables={tables}", f"--rows={rows}"]
-            argv += ["--fan-in"] if fan_in else []
+            argv += (["--fan-in"] if fan_in else []) + [f"--empty={empty}"]
             out = subprocess.run(argv, env=env, check=True, capture_output=True, text=True).stdout
             runs[variant].append(json.loads(out.strip().splitlines()[-1]))
     summary = {}
@@ -318,15 +331,16 @@ def main() -> None:
     parser.add_argument("--samples", type=int, help="samples (default: 400 with --bookkeeping, 7 with --costs)")
     parser.add_argument("--fan-in", action="store_true", help="the foreign-key fan-in template (see above)")
     parser.add_argument("--costs", action="store_true", help="what the reset planner weighs (see above)")
+    parser.add_argument("--empty", type=int, default=0, help="tests write the last EMPTY tables (see above)")
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.tests, args.tables, args.rows, args.fan_in)))
+        print(json.dumps(child(args.tests, args.tables, args.rows, args.fan_in, args.empty)))
     elif args.costs:
         print(json.dumps(costs(args.tables, args.samples or 7), indent=2))
     elif args.bookkeeping:
         print(json.dumps(bookkeeping(args.tables, args.samples or 400), indent=2))
     elif args.before:
-        result = compare(args.before, args.rounds, args.tests, args.tables, args.rows, args.fan_in)
+        result = compare(args.before, args.rounds, args.tests, args.tables, args.rows, args.fan_in, args.empty)
         print(json.dumps(result, indent=2))
     else:
         parser.error("give --before SRC or --bookkeeping")
