@@ -11,11 +11,12 @@ statistics say what the test changed:
   ``DELETE FROM ONLY t`` (no predicate) removes exactly the test's rows — no new relation file, no
   catalog write, no foreign-key closure: it runs as a replica (see below), so no foreign-key trigger
   fires, and a row that referenced a deleted one is itself a test's row in a table the statistics show
-  written, restored the same way or by one of the paths below. Chosen while the table (heap and TOAST)
+  written, restored the same way or by one of the paths below. Chosen while the table's heap
   has at most :data:`DELETE_PAGES` pages (the planner estimates a never-analyzed table of fewer than
   10 pages as 10 pages, so below that limit the next test's plans see the fresh clone's estimate, and a
   DELETE scans little); past it — rows from earlier reuses accumulate as dead tuples, which only a
-  VACUUM would free — and for a table a DELETE would fire something on, ``TRUNCATE`` of the table and
+  VACUUM would free —, for a table a VACUUM or ANALYZE ran on (it wrote the table's size into ``pg_class``,
+  which a TRUNCATE resets) and for a table a DELETE would fire something on, ``TRUNCATE`` of the table and
   every table that references it (all empty in the template, none with a TRUNCATE trigger), which gives
   it zero pages and zero dead tuples again; unless those TRUNCATEs would replace more relation files
   than a clone is worth (:data:`TRUNCATE_FILE_COST`): then a new clone;
@@ -65,7 +66,7 @@ DELETE_TRIGGER = 1 << 3  # TRIGGER_TYPE_DELETE
 # Below it, a row's 32-bit xmin is its transaction's 64-bit id, and every normal xid is less than 2^31 older
 # than the newest, so age() orders them (a frozen or bootstrap xmin's age is INT_MAX: a template row).
 XID_LIMIT = 1 << 31
-# A table empty in the template is restored by DELETE while it has at most this many pages (heap and TOAST).
+# A table empty in the template is restored by DELETE while its heap has at most this many pages.
 # The planner takes a never-analyzed heap of fewer than 10 pages for 10 pages (table_block_relation_estimate_size),
 # so at the next test's start its estimates are a fresh clone's; and such a DELETE scans at most 10 pages.
 DELETE_PAGES = 10
@@ -84,7 +85,8 @@ class TableCounters(NamedTuple):
     """One table's statistics: ``changes``, tuples inserted + updated + deleted; and, read only when
     ``changes`` is not 0: ``rewritten``, tuples updated + deleted; ``maintained``, vacuums + analyzes (which
     write the table's size into ``pg_class`` and overwrite ``live``); ``live``, live tuples (committed inserts
-    - committed deletes); ``pages``, the table's size (heap and TOAST) in pages."""
+    - committed deletes); ``pages``, the size of the table's heap in pages
+    (what a DELETE scans and the planner estimates rows from; read with one file-size check, about 5 us)."""
 
     changes: int
     rewritten: int = 0
@@ -351,7 +353,7 @@ _PER_TABLE = f"""
 SELECT oid::bigint, 'r', n, pg_stat_get_tuples_updated(oid) + pg_stat_get_tuples_deleted(oid),
        pg_stat_get_vacuum_count(oid) + pg_stat_get_autovacuum_count(oid)
        + pg_stat_get_analyze_count(oid) + pg_stat_get_autoanalyze_count(oid),
-       pg_stat_get_live_tuples(oid), pg_table_size(oid) / current_setting('block_size')::bigint, NULL
+       pg_stat_get_live_tuples(oid), pg_relation_size(oid) / current_setting('block_size')::bigint, NULL
 FROM (SELECT c.oid, {_CHANGES} AS n FROM pg_class c WHERE {{where}} OFFSET 0) per_table WHERE n <> 0
 """
 _SEQUENCE_SUMS = """, seqs AS MATERIALIZED (
