@@ -1,6 +1,7 @@
 """Per-test cost with real schemas (issue 19): testlane and pytest-postgresql, and the floors, in one run.
 
 Usage: python bench/schema_size.py [--schemas 1:0,100:10000,300:200000] [--tests 50] [--runs 3] [--quick] [--json]
+                                   [--before SRC]
 
 Each schema ``T:R`` is a template of T tables (``t0000`` ...: a bigserial key, two text columns, a
 timestamp, an index on ``name``) with R rows spread over its first min(10, T - 5) tables (at least one),
@@ -15,8 +16,11 @@ suite is N tests of one kind:
 Each kind runs, as its own pytest process, under testlane's ``database`` and ``transaction`` isolation
 (``pg_conn``), pytest-postgresql's per-test ``postgresql`` fixture (its template loaded from the same
 migration, run as testlane's service user as in ``bench/isolation.py``), and ``shared``: one warm
-psycopg connection to testlane's server for the whole session, no isolation. Two anchors (``nodb``, the
-same test code on a fake connection, one per number of tables written) run under each interpreter. All
+psycopg connection to testlane's server for the whole session, no isolation. With ``--before SRC`` (the
+``src`` directory of another checkout, e.g. ``git worktree add --detach /tmp/before main``), the
+``database`` variant runs a second time with that code first on ``PYTHONPATH`` (its own data
+directory), interleaved with the rest: a before/after of the same run (``database_before``). Two anchors
+(``nodb``, the same test code on a fake connection, one per number of tables written) run under each interpreter. All
 processes of one run are interleaved (the order rotates from run to run); figures are medians of ``--runs``.
 
 Figures, as ``bench/isolation.py`` defines them: *totals* per test = (variant total - anchor total) / N,
@@ -30,8 +34,10 @@ schema, medians of ``--floor-samples``:
 * ``connect`` and ``warm-up``: a new connection to a fresh clone, and the first run of the test's
   statements on it minus a second run on the same connection (loading the catalog entries);
 * ``reset``: what putting a clone back costs after a test wrote 1 or 5 empty tables, with
-  :mod:`testlane.databases.reset`'s functions: ``read_counters`` (what changed) + ``reset`` (``TRUNCATE``
-  and the new baseline's counters);
+  :mod:`testlane.databases.reset`'s functions as the pool calls them: ``read_counters`` (what changed),
+  ``plan_reset`` (with the template's facts, learned once) and ``reset`` (the plan's statements and the
+  new baseline's counters); ``truncate``: the same with a plan that ``TRUNCATE``s the written tables
+  (the design before tables empty in the template were restored by ``DELETE``);
 * ``statements``: the ``shared`` variant's in-test time minus the anchor's: the test's own statements.
 
 The table's floor column: for in-test rows, the statements; for totals rows, the statements plus the work
@@ -41,9 +47,10 @@ the issue's target (``issues show 19``). Noisy machine: read the ratios and dist
 
 JSON keys (``--json``): tests, runs, schemas (the ``T:R`` list); per schema ``s<T>_<R>`` (e.g. ``s300_200000``):
 ``<s>_clone_ms``, ``<s>_connect_ms``, ``<s>_warmup_w1_ms``, ``<s>_warmup_w5_ms``, ``<s>_reset_w1_ms``,
-``<s>_reset_w5_ms``; per schema and kind ``<s>_<kind>`` (kind w1, w5, seeded):
-``<s>_<kind>_<variant>_totals_ms`` and ``<s>_<kind>_<variant>_in_test_ms`` for variant ``database``,
-``transaction``, ``pytest_postgresql``, plus ``<s>_<kind>_statements_ms``, ``<s>_<kind>_totals_floor_ms``
+``<s>_reset_w5_ms``, ``<s>_truncate_w1_ms``, ``<s>_truncate_w5_ms``; per schema and kind ``<s>_<kind>``
+(kind w1, w5, seeded): ``<s>_<kind>_<variant>_totals_ms`` and ``<s>_<kind>_<variant>_in_test_ms`` for
+variant ``database``, ``transaction``, ``pytest_postgresql`` (and ``database_before`` with ``--before``), plus
+``<s>_<kind>_statements_ms``, ``<s>_<kind>_totals_floor_ms``
 and ``<s>_<kind>_database_total_s`` (wall clock of the whole testlane ``database`` run).
 """
 
@@ -238,8 +245,9 @@ def _statements(conn: object, tables: Sequence[str], tag: str) -> None:
 
 
 def measure_floors(schemas: Sequence[Schema], samples: int) -> dict[str, dict[str, float]]:
-    """Per schema key: clone_ms, connect_ms, warmup_w1_ms, warmup_w5_ms, reset_w1_ms, reset_w5_ms (medians)."""
-    from testlane.databases.reset import ResetPlan, read_counters, reset
+    """Per schema key: clone_ms, connect_ms, warmup_w1_ms, warmup_w5_ms, reset_w1_ms, reset_w5_ms,
+    truncate_w1_ms, truncate_w5_ms (medians)."""
+    from testlane.databases.reset import Counters, ResetPlan, analyze, plan_reset, read_counters, reset
 
     out: dict[str, dict[str, float]] = {}
     with _server() as server, server.connect() as admin:  # type: ignore[attr-defined]
@@ -249,6 +257,10 @@ def measure_floors(schemas: Sequence[Schema], samples: int) -> dict[str, dict[st
             with server.connect(template) as conn:  # type: ignore[attr-defined]
                 conn.execute(migration_sql(schema))
             admin.execute(f"ALTER DATABASE {template} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false")
+            admin.execute(f"CREATE DATABASE {template}_facts TEMPLATE {template} STRATEGY FILE_COPY")
+            with server.connect(f"{template}_facts", autocommit=True) as conn:  # type: ignore[attr-defined]
+                facts = analyze(conn)  # as the pool learns them, once per template
+            admin.execute(f"DROP DATABASE {template}_facts")
             times: dict[str, list[float]] = {}
 
             def record(name: str, seconds: float, times: dict[str, list[float]] = times) -> None:
@@ -259,8 +271,25 @@ def measure_floors(schemas: Sequence[Schema], samples: int) -> dict[str, dict[st
                 started = time.perf_counter()
                 admin.execute(f"CREATE DATABASE {clone} TEMPLATE {template} STRATEGY FILE_COPY")
                 record("clone_ms", time.perf_counter() - started)
-                for count in (1, 5) if "w5" in schema.kinds() else (1,):
+                baseline = Counters()  # the clone's counters after its last reset (as the pool keeps them)
+                for count, how in [(n, how) for n in ((1, 5) if "w5" in schema.kinds() else (1,)) for how in
+                                   ("reset", "truncate")]:  # fmt: skip
                     tables = [table_name(j) for j in range(schema.tables - count, schema.tables)]
+                    if how == "truncate":  # the same statements again, then the old design's reset
+                        conn = server.connect(clone, autocommit=False)  # type: ignore[attr-defined]
+                        try:
+                            _statements(conn, tables, "third")
+                            conn.autocommit = True
+                            conn.execute("SET stats_fetch_consistency = none; SELECT pg_stat_force_next_flush()")
+                            conn.execute("SELECT 1")
+                            started = time.perf_counter()
+                            after = read_counters(conn, baseline)
+                            truncate = ResetPlan(truncate=tuple(f"public.{t}" for t in tables))
+                            baseline = reset(conn, truncate, after)
+                            record(f"truncate_w{count}_ms", time.perf_counter() - started)
+                        finally:
+                            conn.close()
+                        continue
                     started = time.perf_counter()
                     conn = server.connect(clone, autocommit=False)  # type: ignore[attr-defined]
                     connected = time.perf_counter()
@@ -276,8 +305,10 @@ def measure_floors(schemas: Sequence[Schema], samples: int) -> dict[str, dict[st
                         conn.execute("SET stats_fetch_consistency = none; SELECT pg_stat_force_next_flush()")
                         conn.execute("SELECT 1")  # the flush happens when the backend goes idle
                         started = time.perf_counter()
-                        after = read_counters(conn)
-                        reset(conn, ResetPlan(truncate=tuple(f"public.{t}" for t in tables)), after)
+                        after = read_counters(conn, baseline)
+                        plan = plan_reset(facts, baseline, after)
+                        assert plan is not None, "a test that wrote empty tables could not be reset"
+                        baseline = reset(conn, plan, after)
                         record(f"reset_w{count}_ms", time.perf_counter() - started)
                     finally:
                         conn.close()
@@ -301,7 +332,12 @@ class Case:
 
 
 def build_cases(
-    root: Path, schemas: Sequence[Schema], n: int, pg_args: list[str], it_env: dict[str, str]
+    root: Path,
+    schemas: Sequence[Schema],
+    n: int,
+    pg_args: list[str],
+    it_env: dict[str, str],
+    before_env: dict[str, str] | None = None,
 ) -> list[Case]:
     cases = []
     for count in sorted({5 if kind == "w5" else 1 for s in schemas for kind in s.kinds()}):
@@ -324,6 +360,8 @@ def build_cases(
                     cases.append(Case(f"{base}_{key}", project, pg_args, True, {}, []))
                 else:
                     cases.append(Case(f"{base}_{key}", project, [], False, it_env, []))
+                if key == "database" and before_env is not None:  # the same project, the other checkout's code
+                    cases.append(Case(f"{base}_database_before", project, [], False, before_env, []))
     return cases
 
 
@@ -333,6 +371,7 @@ def summarize(
     runs: int,
     medians: dict[str, tuple[float, float, float]],
     floors: dict[str, dict[str, float]],
+    before: bool = False,
 ) -> dict[str, object]:
     """The JSON summary from per-case medians (total s, first test s, in-test s) and the floors."""
     summary: dict[str, object] = {"tests": n, "runs": runs, "schemas": [f"{s.tables}:{s.rows}" for s in schemas]}
@@ -343,7 +382,7 @@ def summarize(
         for kind in schema.kinds():
             count = 5 if kind == "w5" else 1
             base = f"{schema.key}_{kind}"
-            for variant in ("database", "transaction", "pytest_postgresql"):
+            for variant in ("database", "transaction", "pytest_postgresql", *(("database_before",) if before else ())):
                 anchor = f"nodb_w{count}_service_user" if variant == "pytest_postgresql" else f"nodb_w{count}"
                 total, _first, in_test = medians[f"{base}_{variant}"]
                 summary[f"{base}_{variant}_totals_ms"] = round((total - medians[anchor][0]) / n * 1000, 3)
@@ -377,6 +416,8 @@ def table_rows(schemas: Sequence[Schema], summary: dict[str, object]) -> list[li
     def ms(key: str) -> str:
         return f"{float(summary[key]):.2f}"  # type: ignore[arg-type]
 
+    before = f"{schemas[0].key}_{schemas[0].kinds()[0]}_database_before_in_test_ms" in summary
+
     rows = []
     for schema in schemas:
         for kind in schema.kinds():
@@ -392,6 +433,7 @@ def table_rows(schemas: Sequence[Schema], summary: dict[str, object]) -> list[li
                 rows.append(
                     [
                         f"{schema.label}, {KIND_LABEL[kind]}: {figure} / test",
+                        *([ms(f"{base}_database_before_{suffix}")] if before else []),
                         ms(f"{base}_database_{suffix}"),
                         ms(f"{base}_transaction_{suffix}"),
                         ms(f"{base}_pytest_postgresql_{suffix}"),
@@ -415,7 +457,7 @@ def floor_rows(schemas: Sequence[Schema], summary: dict[str, object]) -> list[li
 
         rows.append(
             [schema.label, get("clone_ms"), get("connect_ms"), f"{get('warmup_w1_ms')} / {get('warmup_w5_ms')}",
-             f"{get('reset_w1_ms')} / {get('reset_w5_ms')}"]
+             f"{get('reset_w1_ms')} / {get('reset_w5_ms')}", f"{get('truncate_w1_ms')} / {get('truncate_w5_ms')}"]
         )  # fmt: skip
     return rows
 
@@ -435,7 +477,14 @@ TABLE_HEADER = (
     "`database` - floor",
     "issue target",
 )
-FLOOR_HEADER = ("schema", "clone (FILE_COPY)", "connect", "warm-up, 1 / 5 tables", "reset, 1 / 5 tables")
+FLOOR_HEADER = (
+    "schema",
+    "clone (FILE_COPY)",
+    "connect",
+    "warm-up, 1 / 5 tables",
+    "reset, 1 / 5 tables",
+    "reset by TRUNCATE, 1 / 5 tables",
+)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -446,6 +495,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--floor-samples", type=int, default=15, help="clones per schema for the floors")
     parser.add_argument("--quick", action="store_true", help=f"small and fast: {QUICK}")
     parser.add_argument("--json", action="store_true", help="print the JSON summary instead of the tables")
+    parser.add_argument("--before", help="src directory of a checkout to run the database variant with as well")
     args = parser.parse_args(argv)
     if args.quick:
         for name, value in QUICK.items():
@@ -472,7 +522,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     started = time.monotonic()
     try:
         pg_args = [f"--postgresql-exec={bins.exe('pg_ctl')}", f"--basetemp={root / 'pgbase'}"]
-        cases = build_cases(root, schemas, n, pg_args, it_env)
+        before_env = None
+        if args.before:
+            src = Path(args.before).resolve()
+            if not (src / "testlane" / "__init__.py").is_file():
+                raise SystemExit(f"--before {src}: no testlane package there (give a checkout's src directory)")
+            before_env = {"TESTLANE_IT": "1", "TESTLANE_DATA_DIR": str(root / "data-before"), "PYTHONPATH": str(src)}
+            (root / "data-before").mkdir()
+        cases = build_cases(root, schemas, n, pg_args, it_env, before_env)
         (root / "data").mkdir()
         open_to_service_user(root)
         for case in cases:  # build and cache every template's snapshot once
@@ -496,7 +553,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     floor_medians = {
         key: {name: statistics.median(v[name] for v in values) for name in values[0]} for key, values in floors.items()
     }
-    summary = summarize(schemas, n, args.runs, medians, floor_medians)  # type: ignore[arg-type]
+    summary = summarize(schemas, n, args.runs, medians, floor_medians, bool(args.before))  # type: ignore[arg-type]
     if args.json:
         print(json.dumps(summary))
         return
@@ -504,7 +561,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{n} tests per suite, each: INSERT + SELECT per table written, COMMIT; medians of {args.runs} interleaved "
         f"runs; floors: medians of {args.floor_samples} clones per run; {time.monotonic() - started:.0f} s in all\n"
     )
-    print(markdown(TABLE_HEADER, table_rows(schemas, summary)))
+    header = TABLE_HEADER[:1] + (("`database`, --before",) if args.before else ()) + TABLE_HEADER[1:]
+    print(markdown(header, table_rows(schemas, summary)))
     print()
     print(markdown(FLOOR_HEADER, floor_rows(schemas, summary)))
 

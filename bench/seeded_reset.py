@@ -2,6 +2,9 @@
 
 Usage:
     python bench/seeded_reset.py --before /tmp/before/src [--rounds 5] [--tests 50] [--tables 100] [--rows 10000]
+    python bench/seeded_reset.py --before /tmp/before/src --fan-in [--tables 60]
+    python bench/seeded_reset.py --before /tmp/before/src --empty 5 [--tables 300] [--rows 200000]
+    python bench/seeded_reset.py --costs [--tables 60] [--samples 7]
     python bench/seeded_reset.py --bookkeeping [--tables 300] [--samples 400]
 
 **Seeded writes** (``--before``): a template of ``--tables`` tables (``id serial``, ``v text``), the first
@@ -15,7 +18,20 @@ over rounds of each child's median, in milliseconds:
 * ``in_test_ms``: ``acquire()`` to the end of the commit (what the test waits for and does);
 * ``total_ms``: wall time of the ``--tests`` tests divided by their number;
 * ``anchor_ms``: one ``SELECT 1`` round trip on a test's connection (in the same child);
-* ``reused``, ``on_demand``, ``waited``: pool counts per run (reused: reset instead of a new clone).
+* ``reused``, ``on_demand``, ``waited``: pool counts per run (reused: reset instead of a new clone);
+* ``reset_ms``: the median time the engine's ``reset`` of a released database took (in the background:
+  waiting for its backend to exit, reading the statistics, the statements, the new baseline);
+* ``clone_ms``: ``CREATE DATABASE ... TEMPLATE`` of the same template, median of 5 after the tests.
+
+**Foreign-key fan-in** (``--fan-in``, as in mealie, whose ``groups`` table 58 of its 59 tables reference):
+the template is ``groups`` and ``--tables`` tables with a foreign key to it (and a serial key, a text
+column, an index), all empty; each test inserts a group and a row into 2 of the referencing tables.
+Before tables empty in the template were restored by ``DELETE``, each reset ``TRUNCATE``d ``groups`` and
+every table referencing it.
+
+**Empty tables** (``--empty K``): the seeded-write template, but each test inserts a row into each of the
+last K tables (empty in the template) and selects it back, as ``bench/schema_size.py``'s w1/w5 tests do,
+without pytest.
 
 **Bookkeeping** (``--bookkeeping``): one database of ``--tables`` tables with an identity column each (so
 as many sequences), 5 of them written once, the statistics read after a test, interleaved per sample:
@@ -25,6 +41,14 @@ moved: the sums, then every table's and sequence's counters, returning only thos
 ``after_targeted_ms`` (after the reset's statements: the sums and the one table and sequence they
 changed); ``reset_before_ms``/``reset_after_ms``: what one reset of a seeded write reads (before: the
 full read twice, to plan and for the new baseline; after: ``after_changed`` + ``after_targeted``).
+
+**Costs** (``--costs``): what the reset planner weighs against a new clone, on the fan-in template plus a
+seeded table of 10,000 rows, medians of ``--samples``: ``clone_ms`` (``CREATE DATABASE ... TEMPLATE``) and
+``clone_file_ms`` (that over the relation files it copies); ``truncate_ms`` (``TRUNCATE`` of ``groups``
+and every table referencing it) and ``truncate_file_ms`` (over the files it replaces); ``delete_row_ms``
+(deleting 5,000 rows a test inserted into the seeded table, by ``xmin``, per row). The ratios:
+``truncate_file_cost`` (``truncate_file_ms / clone_file_ms``: reset.TRUNCATE_FILE_COST) and
+``rows_per_file`` (``clone_file_ms / delete_row_ms``: reset.ROWS_PER_FILE).
 """
 
 from __future__ import annotations
@@ -67,8 +91,8 @@ def _stack():  # type: ignore[no-untyped-def]
     return ServiceStack(settings, RunContext.from_settings(settings, owner=os.getpid()))
 
 
-def child(tests: int, tables: int, rows: int) -> dict[str, float]:
-    """One run of the seeded-write tests with whatever testlane PYTHONPATH selects."""
+def child(tests: int, tables: int, rows: int, fan_in: bool = False, empty: int = 0) -> dict[str, float]:
+    """One run of the seeded-write (or fan-in) tests with whatever testlane PYTHONPATH selects."""
     from testlane.databases.migrations import SqlFolder
     from testlane.databases.pool import ClonePool
     from testlane.databases.postgres_engine import PostgresDatabaseEngine
@@ -76,11 +100,50 @@ def child(tests: int, tables: int, rows: int) -> dict[str, float]:
 
     with _stack() as stack, tempfile.TemporaryDirectory() as folder:
         server = stack.start(["postgres"])["postgres"]
-        ddl = "".join(f"CREATE TABLE t{i} (id serial PRIMARY KEY, v text);\n" for i in range(tables))
-        seed = f"INSERT INTO t0 (v) SELECT 'seed ' || g FROM generate_series(1, {rows}) g;\n"
-        (Path(folder) / "001.sql").write_text(ddl + seed)
+        if fan_in:
+            ddl = "CREATE TABLE groups (id serial PRIMARY KEY, name text);\n" + "".join(
+                f"CREATE TABLE t{i} (id serial PRIMARY KEY, group_id int REFERENCES groups, v text);\n"
+                f"CREATE INDEX t{i}_group ON t{i} (group_id);\n"
+                for i in range(tables)
+            )
+            write = (
+                "INSERT INTO groups (name) VALUES ('g') RETURNING id",
+                "INSERT INTO t0 (group_id, v) VALUES ({0}, 'a'); INSERT INTO t1 (group_id, v) VALUES ({0}, 'b')",
+            )
+        else:
+            ddl = "".join(f"CREATE TABLE t{i} (id serial PRIMARY KEY, v text);\n" for i in range(tables))
+            ddl += f"INSERT INTO t0 (v) SELECT 'seed ' || g FROM generate_series(1, {rows}) g;\n"
+            write = ("INSERT INTO t0 (v) VALUES ('written by the test') RETURNING id", "")
+            if empty:
+                write = (
+                    "SELECT 1",
+                    "; ".join(
+                        f"INSERT INTO t{i} (v) VALUES ('{{0}}'); SELECT v FROM t{i} WHERE v = '{{0}}'"
+                        for i in range(tables - empty, tables)
+                    ),
+                )
+        (Path(folder) / "001.sql").write_text(ddl)
         template = ensure_template(server, TemplateSpec((SqlFolder(Path(folder)),)))  # type: ignore[arg-type]
-        pool = ClonePool(PostgresDatabaseEngine(server), template, run_id="5eedbe9c", worker="b", size=4, workers=2)  # type: ignore[arg-type]
+        engine = PostgresDatabaseEngine(server)  # type: ignore[arg-type]
+        resets: list[float] = []
+        timed = engine.reset
+
+        def reset(lease, *, stopping):  # type: ignore[no-untyped-def]
+            t0 = time.perf_counter()
+            try:
+                return timed(lease, stopping=stopping)
+            finally:
+                resets.append(time.perf_counter() - t0)
+
+        engine.reset = reset  # type: ignore[method-assign]
+
+        def run_test(conn) -> None:  # type: ignore[no-untyped-def]
+            row = conn.execute(write[0]).fetchone()
+            if write[1]:
+                conn.execute(write[1].format(int(row[0])))  # (one round trip: the simple protocol)
+            conn.commit()
+
+        pool = ClonePool(engine, template, run_id="5eedbe9c", worker="b", size=4, workers=2)  # type: ignore[var-annotated]
         pool.start()
         in_test: list[float] = []
         anchors: list[float] = []
@@ -88,17 +151,16 @@ def child(tests: int, tables: int, rows: int) -> dict[str, float]:
             for _ in range(5):  # warm-up: the first reset learns the template's facts
                 lease = pool.acquire()
                 with lease.connection(lambda: None) as conn:  # type: ignore[arg-type, return-value]
-                    conn.execute("INSERT INTO t0 (v) VALUES ('warm-up')")
-                    conn.commit()
+                    run_test(conn)
                 pool.release(lease)
             stats_before = dict(vars(pool.stats))
+            resets.clear()
             started = time.perf_counter()
             for _ in range(tests):
                 t0 = time.perf_counter()
                 lease = pool.acquire()
                 with lease.connection(lambda: None) as conn:  # type: ignore[arg-type, return-value]
-                    conn.execute("INSERT INTO t0 (v) VALUES ('written by the test')")
-                    conn.commit()
+                    run_test(conn)
                     in_test.append(time.perf_counter() - t0)
                     a0 = time.perf_counter()
                     conn.execute("SELECT 1")
@@ -109,6 +171,13 @@ def child(tests: int, tables: int, rows: int) -> dict[str, float]:
             stats = {key: value - stats_before[key] for key, value in vars(pool.stats).items()}
         finally:
             pool.close()
+        clones = []
+        with server.connect(autocommit=True) as admin:
+            for i in range(5):
+                t0 = time.perf_counter()
+                admin.execute(f"CREATE DATABASE bench_clone_{i} TEMPLATE {template} STRATEGY FILE_COPY")
+                clones.append(time.perf_counter() - t0)
+                admin.execute(f"DROP DATABASE bench_clone_{i}")
     return {
         "in_test_ms": statistics.median(in_test) * 1000,
         "total_ms": total * 1000,
@@ -116,16 +185,21 @@ def child(tests: int, tables: int, rows: int) -> dict[str, float]:
         "reused": stats["reused_truncated"] + stats["reused_unchanged"],
         "on_demand": stats["on_demand"],
         "waited": stats["waited"],
+        "reset_ms": statistics.median(resets) * 1000 if resets else float("nan"),
+        "clone_ms": statistics.median(clones) * 1000,
     }
 
 
-def compare(before: str, rounds: int, tests: int, tables: int, rows: int) -> dict[str, dict[str, float]]:
+def compare(
+    before: str, rounds: int, tests: int, tables: int, rows: int, fan_in: bool = False, empty: int = 0
+) -> dict[str, dict[str, float]]:
     runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
     for r in range(rounds):
         order = ["before", "after"] if r % 2 == 0 else ["after", "before"]
         for variant in order:
             env = {**os.environ, "PYTHONPATH": before if variant == "before" else str(SRC)}
             argv = [sys.executable, __file__, "--child", f"--tests={tests}", f"--tables={tables}", f"--rows={rows}"]
+            argv += (["--fan-in"] if fan_in else []) + [f"--empty={empty}"]
             out = subprocess.run(argv, env=env, check=True, capture_output=True, text=True).stdout
             runs[variant].append(json.loads(out.strip().splitlines()[-1]))
     summary = {}
@@ -184,6 +258,67 @@ def bookkeeping(tables: int, samples: int) -> dict[str, float]:
     return result
 
 
+def costs(tables: int, samples: int) -> dict[str, float]:
+    from testlane.databases.reset import analyze
+
+    ddl = "CREATE TABLE groups (id serial PRIMARY KEY, name text);\n" + "".join(
+        f"CREATE TABLE t{i} (id serial PRIMARY KEY, group_id int REFERENCES groups, v text);\n"
+        f"CREATE INDEX t{i}_group ON t{i} (group_id);\n"
+        for i in range(tables)
+    )
+    ddl += "CREATE TABLE seeded (id serial PRIMARY KEY, v text);\n"
+    ddl += "INSERT INTO seeded (v) SELECT 'seed ' || g FROM generate_series(1, 10000) g;\n"
+    times: dict[str, list[float]] = {"clone": [], "truncate": [], "delete": []}
+    with _stack() as stack:
+        server = stack.start(["postgres"])["postgres"]
+        with server.connect(autocommit=True) as admin:
+            admin.execute("CREATE DATABASE bench_costs_tpl")
+            with server.connect("bench_costs_tpl", autocommit=True) as conn:
+                conn.execute(ddl)
+            admin.execute("ALTER DATABASE bench_costs_tpl WITH IS_TEMPLATE true ALLOW_CONNECTIONS false")
+            for i in range(samples):
+                name = f"bench_costs_{i}"
+                t0 = time.perf_counter()
+                admin.execute(f"CREATE DATABASE {name} TEMPLATE bench_costs_tpl STRATEGY FILE_COPY")
+                times["clone"].append(time.perf_counter() - t0)
+                with server.connect(name, autocommit=True) as conn:
+                    if i == 0:
+                        facts = analyze(conn)
+                    conn.execute("INSERT INTO groups (name) VALUES ('g')")
+                    closure = ", ".join(["groups", *(f"t{j}" for j in range(tables))])
+                    t0 = time.perf_counter()
+                    conn.execute(f"TRUNCATE {closure}")
+                    times["truncate"].append(time.perf_counter() - t0)
+                    (xid,) = conn.execute("SELECT txid_current()").fetchone() or (0,)
+                    conn.execute("INSERT INTO seeded (v) SELECT 'test ' || g FROM generate_series(1, 5000) g")
+                    t0 = time.perf_counter()
+                    conn.execute(
+                        "BEGIN; SET LOCAL session_replication_role = replica;"
+                        f" DELETE FROM ONLY seeded WHERE age(xmin) <= age('{xid}'::xid); COMMIT"
+                    )
+                    times["delete"].append((time.perf_counter() - t0) / 5000)
+                admin.execute(f"DROP DATABASE {name}")
+            admin.execute("ALTER DATABASE bench_costs_tpl WITH IS_TEMPLATE false")
+            admin.execute("DROP DATABASE bench_costs_tpl")
+    ids = {name: oid for oid, name in facts.names.items()}
+    replaced = sum(facts.files[ids[f"public.{t}"]] for t in ["groups", *(f"t{j}" for j in range(tables))])
+    clone_ms = statistics.median(times["clone"]) * 1000
+    truncate_ms = statistics.median(times["truncate"]) * 1000
+    delete_row_ms = statistics.median(times["delete"]) * 1000
+    result = {
+        "template_files": facts.template_files,
+        "truncated_files": replaced,
+        "clone_ms": clone_ms,
+        "clone_file_ms": clone_ms / facts.template_files,
+        "truncate_ms": truncate_ms,
+        "truncate_file_ms": truncate_ms / replaced,
+        "delete_row_ms": delete_row_ms,
+    }
+    result["truncate_file_cost"] = result["truncate_file_ms"] / result["clone_file_ms"]
+    result["rows_per_file"] = result["clone_file_ms"] / delete_row_ms
+    return {key: round(value, 4) for key, value in result.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--before", help="src directory of the code to compare against")
@@ -193,14 +328,20 @@ def main() -> None:
     parser.add_argument("--tests", type=int, default=50)
     parser.add_argument("--tables", type=int, default=100)
     parser.add_argument("--rows", type=int, default=10_000)
-    parser.add_argument("--samples", type=int, default=400)
+    parser.add_argument("--samples", type=int, help="samples (default: 400 with --bookkeeping, 7 with --costs)")
+    parser.add_argument("--fan-in", action="store_true", help="the foreign-key fan-in template (see above)")
+    parser.add_argument("--costs", action="store_true", help="what the reset planner weighs (see above)")
+    parser.add_argument("--empty", type=int, default=0, help="tests write the last EMPTY tables (see above)")
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.tests, args.tables, args.rows)))
+        print(json.dumps(child(args.tests, args.tables, args.rows, args.fan_in, args.empty)))
+    elif args.costs:
+        print(json.dumps(costs(args.tables, args.samples or 7), indent=2))
     elif args.bookkeeping:
-        print(json.dumps(bookkeeping(args.tables, args.samples), indent=2))
+        print(json.dumps(bookkeeping(args.tables, args.samples or 400), indent=2))
     elif args.before:
-        print(json.dumps(compare(args.before, args.rounds, args.tests, args.tables, args.rows), indent=2))
+        result = compare(args.before, args.rounds, args.tests, args.tables, args.rows, args.fan_in, args.empty)
+        print(json.dumps(result, indent=2))
     else:
         parser.error("give --before SRC or --bookkeeping")
 

@@ -1,4 +1,4 @@
-"""Restoring tables the template seeds in place (reset by deleting the test's rows), on a real server.
+"""Restoring a used database in place (deleting the test's rows, or truncating), on a real server.
 
 Every check compares the reset database with a fresh clone of the same template: every table's rows in
 scan order with their ``ctid``, every sequence's ``last_value``/``is_called``, and what a next insert gets.
@@ -17,7 +17,7 @@ import pytest
 from testlane.databases.migrations import SqlFolder
 from testlane.databases.pool import ClonePool, Lease
 from testlane.databases.postgres_engine import PostgresDatabaseEngine
-from testlane.databases.reset import Counters, plan_reset, read_counters
+from testlane.databases.reset import DELETE_PAGES, Counters, plan_reset, read_counters
 from testlane.databases.template import TemplateSpec, ensure_template
 
 SCHEMA = """
@@ -39,6 +39,31 @@ CREATE TRIGGER always_delete AFTER DELETE ON always_audited FOR EACH ROW EXECUTE
 ALTER TABLE always_audited ENABLE ALWAYS TRIGGER always_delete;
 CREATE SEQUENCE loose START 40;
 SELECT nextval('loose'), nextval('loose');
+-- Empty in the template: restored by deleting every row, or truncated past DELETE_PAGES.
+CREATE TABLE groups (id serial PRIMARY KEY, name text);
+CREATE TABLE members (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                      group_id int NOT NULL REFERENCES groups ON DELETE CASCADE,
+                      country int REFERENCES countries ON DELETE SET NULL,
+                      mentor bigint REFERENCES members DEFERRABLE INITIALLY DEFERRED);
+CREATE TABLE notes (id serial PRIMARY KEY, member bigint REFERENCES members ON DELETE SET NULL, body text);
+CREATE TABLE events (id serial, at date NOT NULL, what text) PARTITION BY RANGE (at);
+CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+CREATE TABLE secrets (id serial PRIMARY KEY, owner text NOT NULL DEFAULT 'nobody', body text);
+ALTER TABLE secrets ENABLE ROW LEVEL SECURITY;
+ALTER TABLE secrets FORCE ROW LEVEL SECURITY;
+CREATE POLICY hide_all ON secrets USING (false);
+CREATE FUNCTION log_truncate() RETURNS trigger LANGUAGE plpgsql AS
+    $$BEGIN INSERT INTO audit_log VALUES ('truncated ' || TG_TABLE_NAME); RETURN NULL; END$$;
+CREATE TABLE truncate_logged (id serial PRIMARY KEY);
+CREATE TRIGGER truncate_logged_t AFTER TRUNCATE ON truncate_logged EXECUTE FUNCTION log_truncate();
+ALTER TABLE truncate_logged ENABLE ALWAYS TRIGGER truncate_logged_t;
+CREATE TABLE delete_logged (id int PRIMARY KEY);
+CREATE TRIGGER delete_logged_t AFTER DELETE ON delete_logged FOR EACH ROW EXECUTE FUNCTION log_delete();
+ALTER TABLE delete_logged ENABLE ALWAYS TRIGGER delete_logged_t;
+CREATE TABLE used_before (id serial PRIMARY KEY, v text);
+INSERT INTO used_before (v) VALUES ('gone');
+DELETE FROM used_before;
 """
 
 
@@ -104,12 +129,7 @@ def assert_exact(
             full = read_counters(reused)
             reused.rollback()
             kept = after.baseline
-            assert (full.tables, full.rewritten, full.sequences, full.database) == (
-                kept.tables,
-                kept.rewritten,
-                kept.sequences,
-                kept.database,
-            )
+            assert (full.tables, full.sequences, full.database) == (kept.tables, kept.sequences, kept.database)
         assert state(reused) == state(clean)
         with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):  # as on a fresh session
             reused.execute("SELECT lastval()")
@@ -142,7 +162,7 @@ def test_rows_inserted_into_seeded_tables_are_deleted_and_sequences_set_back(poo
         "SAVEPOINT s; INSERT INTO countries (name) VALUES ('rolled back'); ROLLBACK TO s;"
         "INSERT INTO countries (name) VALUES ('after a savepoint')",
     )
-    assert after.reused and restored(after) == ("public.cities", "public.countries"), pool.stats
+    assert after.reused and restored(after) == ("public.cities", "public.countries", "public.visits"), pool.stats
     assert pool.stats.reused_truncated == 1 and pool.stats.on_demand == 2
     assert_exact(after, fresh)
     for lease in (after, fresh):
@@ -255,4 +275,136 @@ def test_the_tests_rows_are_looked_for_from_the_templates_last_page(
     fresh = pool.acquire(wait=0.0)
     assert_exact(after, fresh, baseline=False)  # (the plan run by hand made no new baseline)
     for held in (after, fresh):
+        pool.release(held)
+
+
+# -- tables empty in the template: every row deleted (or the table truncated), compared with a fresh clone ---
+def truncated_tables(lease: Lease[psycopg.Connection]) -> int:
+    """How many user tables have a relation file newer than the template's (a TRUNCATE gives a new one)."""
+    with lease.connection(lambda: pytest.fail("no connection")) as conn:
+        (count,) = conn.execute(
+            "SELECT count(*) FROM pg_class WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace"
+            " AND relfilenode <> oid"
+        ).fetchone() or (0,)
+        conn.rollback()
+    return int(count)
+
+
+@pytest.mark.parametrize(
+    ("statements", "expected"),
+    [
+        pytest.param(  # a foreign-key chain, a self-reference checked at commit, a reference to a seeded table
+            "INSERT INTO groups (name) VALUES ('g1'), ('g2');"
+            "INSERT INTO members (group_id, country, mentor) VALUES (1, 5, 2), (1, NULL, 1), (2, 7, NULL);"
+            "INSERT INTO notes (member, body) SELECT id, 'note' FROM members;",
+            ("public.groups", "public.members", "public.notes"),
+            id="fk-chain",
+        ),
+        pytest.param(  # ON DELETE CASCADE and SET NULL ran in the test: deletes counted on empty tables
+            "INSERT INTO groups (name) VALUES ('g1'), ('g2');"
+            "INSERT INTO members (group_id) VALUES (1), (2);"
+            "INSERT INTO notes (member, body) VALUES (1, 'a'), (2, 'b');"
+            "DELETE FROM groups WHERE id = 1;",
+            ("public.groups", "public.members", "public.notes"),
+            id="cascade-set-null",
+        ),
+        pytest.param(
+            "INSERT INTO events (at, what) VALUES ('2025-03-01', 'a'), ('2026-03-01', 'b'), ('2026-04-01', 'c')",
+            ("public.events_2025", "public.events_2026"),
+            id="partitions",
+        ),
+        pytest.param("INSERT INTO secrets (body) VALUES ('x'), ('y')", ("public.secrets",), id="forced-rls"),
+        pytest.param(  # a TRUNCATE trigger that fires always: a DELETE does not fire it
+            "INSERT INTO truncate_logged DEFAULT VALUES", ("public.truncate_logged",), id="always-truncate-trigger"
+        ),
+        pytest.param(  # its sequence was used in the template: set back to the template's value
+            "INSERT INTO used_before (v) VALUES ('again')", ("public.used_before",), id="sequence-used-in-template"
+        ),
+        pytest.param(  # a DELETE trigger that fires always: truncated instead (a TRUNCATE does not fire it)
+            "INSERT INTO delete_logged VALUES (1), (2)", (), id="always-delete-trigger"
+        ),
+    ],
+)
+def test_rows_of_tables_empty_in_the_template_are_deleted_in_place(
+    pool, statements: str, expected: tuple[str, ...]
+) -> None:
+    after, fresh = next_lease(pool, statements)
+    assert after.reused and restored(after) == expected, pool.stats
+    # (only a TRUNCATE gives a table a new relation file)
+    assert truncated_tables(after) == truncated_tables(fresh) + (0 if expected else 1)
+    assert_exact(after, fresh)  # audit_log included: no trigger fired
+    for lease in (after, fresh):
+        pool.release(lease)
+
+
+def test_a_foreign_key_fan_in_needs_no_truncate(pool) -> None:
+    # Before: TRUNCATE of groups and of every table referencing it (members, then notes).
+    after, fresh = next_lease(pool, "INSERT INTO groups (name) VALUES ('only the referenced table')")
+    assert after.reused and restored(after) == ("public.groups",)
+    assert truncated_tables(after) == truncated_tables(fresh)
+    assert_exact(after, fresh)
+    for lease in (after, fresh):
+        pool.release(lease)
+
+
+def test_a_vacuumed_table_is_truncated_so_its_size_in_pg_class_is_a_fresh_clones(pool) -> None:
+    lease = pool.acquire(wait=5.0)
+    with lease.connection(lambda: pytest.fail("no connection")) as conn:
+        conn.autocommit = True  # (VACUUM runs outside a transaction)
+        conn.execute("INSERT INTO groups (name) VALUES ('g')")
+        conn.execute("VACUUM groups")
+        conn.autocommit = False
+    pool.release(lease)
+    after = pool.acquire(wait=10.0)
+    fresh = pool.acquire(wait=0.0)
+    assert after.reused and restored(after) == ()
+    size = "SELECT relpages, reltuples FROM pg_class WHERE oid = 'groups'::regclass"
+    with (
+        after.connection(lambda: pytest.fail("no connection")) as reused,
+        fresh.connection(lambda: pytest.fail("no connection")) as clean,
+    ):
+        assert reused.execute(size).fetchone() == clean.execute(size).fetchone() == (0, -1)
+        reused.rollback()
+        clean.rollback()
+    assert_exact(after, fresh)
+    for held in (after, fresh):
+        pool.release(held)
+
+
+def test_a_table_reused_100_times_is_truncated_once_it_outgrows_the_delete_limit(pool) -> None:
+    # Each test writes about a page of notes: the DELETEs leave those pages behind (dead tuples) until the
+    # table passes DELETE_PAGES; then it is truncated once (a new, empty relation file) and deleted again.
+    lease, fresh = next_lease(pool, "SELECT 1")
+    with fresh.connection(lambda: pytest.fail("no connection")) as clean:
+        expected = state(clean)
+    name, heaps, truncations, clones = lease.name, [], 0, []
+    size = "SELECT pg_relation_size('notes') / 8192"
+    for i in range(100):
+        run_test(
+            lease,
+            "INSERT INTO groups (name) VALUES ('g');"
+            "INSERT INTO members (group_id) SELECT max(id) FROM groups;"
+            "INSERT INTO notes (member, body)"
+            " SELECT (SELECT max(id) FROM members), repeat('n', 300) FROM generate_series(1, 25)",
+        )
+        pool.release(lease)
+        lease = pool.acquire(wait=10.0)
+        assert lease.reused and lease.name == name, (i, pool.stats)
+        with lease.connection(lambda: pytest.fail("no connection")) as conn:
+            assert state(conn) == expected, i
+            with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):
+                conn.execute("SELECT lastval()")
+            conn.rollback()
+            (heap,) = conn.execute(size).fetchone() or (0,)
+            conn.rollback()
+        if heaps and heap < heaps[-1]:
+            truncations += 1
+            assert heap == 0 and "public.notes" not in restored(lease), heaps
+        heaps.append(heap)
+        assert heap <= DELETE_PAGES + 2, heaps  # (one test's growth past the limit at most, then truncated)
+        if i % 25 == 24:
+            clones.append(pool.acquire(wait=0.0))  # (held to the end: released, it would come back reset)
+            assert_exact(lease, clones[-1])
+    assert truncations >= 5, heaps
+    for held in (lease, fresh, *clones):
         pool.release(held)

@@ -100,3 +100,31 @@ def test_table_rows_subtract_anchor_and_floor(schema_size: ModuleType) -> None:
     assert in_test_w1[1] == "5.00" and in_test_w1[5] == "+3.00"  # 6 - 1 ms; minus the 2 ms statements
     table = schema_size.markdown(schema_size.TABLE_HEADER, rows)
     assert table.count("\n") == len(rows) + 1
+
+
+def test_before_adds_the_other_checkouts_database_column(schema_size: ModuleType, tmp_path: Path) -> None:
+    schema = schema_size.Schema(100, 10_000)
+    env = {"PYTHONPATH": "/elsewhere/src"}
+    cases = schema_size.build_cases(tmp_path, [schema], 3, [], {"TESTLANE_IT": "1"}, env)
+    before = [case for case in cases if case.key.endswith("_database_before")]
+    assert len(before) == len(schema.kinds()) and all(case.env == env for case in before)
+    medians = {"nodb_w1": (2.0, 0.5, 0.001), "nodb_w1_service_user": (3.0, 0.5, 0.002)}
+    medians["nodb_w5"] = medians["nodb_w5_service_user"] = (2.5, 0.5, 0.0015)
+    for kind in schema.kinds():
+        for variant, seconds in (("shared", 0.003), ("database", 0.006), ("database_before", 0.009)):
+            medians[f"{schema.key}_{kind}_{variant}"] = (2.5, 0.5, seconds)
+        medians[f"{schema.key}_{kind}_transaction"] = medians[f"{schema.key}_{kind}_pytest_postgresql"] = (3, 0.5, 0.1)
+    floors = {schema.key: {"clone_ms": 20.0, "connect_ms": 3.0, "warmup_w1_ms": 4.0, "reset_w1_ms": 1.5}}
+    floors[schema.key]["reset_w5_ms"] = 2.5
+    summary = schema_size.summarize([schema], 3, 1, medians, floors, before=True)
+    assert summary["s100_10000_w1_database_before_in_test_ms"] == pytest.approx(8.0)
+    row = next(r for r in schema_size.table_rows([schema], summary) if "1 empty table: in-test" in r[0])
+    assert row[1:3] == ["8.00", "5.00"] and len(row) == len(schema_size.TABLE_HEADER) + 1
+
+
+def test_seeded_reset_documents_its_modes() -> None:
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "seeded_reset.py"), "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for flag in ("--before", "--fan-in", "--empty", "--costs", "--bookkeeping"):
+        assert flag in out

@@ -425,8 +425,8 @@ class DbSettings:
     reuse: bool = opt(
         True,
         "After a test, put its database back into the template's state instead of cloning a new one, when that "
-        "is provably exact (nothing changed; rows only in tables empty in the template: truncated; rows only "
-        "inserted into seeded tables: deleted by `xmin`, see isolation.md).",
+        "is provably exact (nothing changed; rows in tables empty in the template: deleted, or truncated past 10 "
+        "pages; rows only inserted into seeded tables: deleted by `xmin`, see isolation.md).",
     )
     drop_backlog: int = opt(
         256,

@@ -64,8 +64,8 @@ class Lease(Generic[ConnT]):
     ``name``, ``url`` (with credentials), ``template`` (what it was cloned from); ``conn``: a connection
     opened ahead (autocommit off; None when the engine opens none), lent out by :meth:`connection`;
     ``baseline``: the engine's record of the database's state when handed out (Postgres: statistics
-    counters); ``reused``: a reset database (``truncated``: tables were emptied); ``on_demand``: cloned by
-    the caller, none being ready; ``released_at``: :func:`time.monotonic` of the release.
+    counters); ``reused``: a reset database (``truncated``: rows were deleted or tables emptied);
+    ``on_demand``: cloned by the caller, none being ready; ``released_at``: :func:`time.monotonic` of the release.
     """
 
     name: str

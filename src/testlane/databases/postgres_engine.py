@@ -5,9 +5,9 @@
   one connection opened to it (the first connection to a database is the slow one), its caches warmed
   (:data:`WARM_CACHES`: a test's first statement on a fresh backend would otherwise load them);
 * **reset**: once no server process but our own connection serves a released database, back into the
-  template's state when that is provably exact (see :mod:`testlane.databases.reset`: nothing changed, rows
-  only in tables empty in the template, truncated, or rows only inserted into seeded tables, deleted by
-  ``xmin``). The test's own connection is sanitized and reused, so a reset costs no new connection. Only
+  template's state when that is provably exact (see :mod:`testlane.databases.reset`: nothing changed; rows
+  in tables empty in the template, deleted, or past a size truncated; rows only inserted into seeded tables,
+  deleted by ``xmin``). The test's own connection is sanitized and reused, so a reset costs no new connection. Only
   where the server's processes can be scanned (``embedded``/``local``);
 * **transaction wrapper**: :class:`~testlane.databases.transaction.SavepointConnection`.
 """

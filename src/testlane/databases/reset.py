@@ -7,31 +7,42 @@ statistics say what the test changed:
 
 * **nothing** (the database's tuple counters and the sequences' block accesses unchanged; read first,
   before any per-table counter): the database goes back as is;
-* **only rows of tables that are empty in the template** (and have no TRUNCATE triggers, and whose
-  owned sequences were never used in the template): ``TRUNCATE ... RESTART IDENTITY`` of those
-  tables and the tables that reference them restores the template's state exactly;
+* **rows of tables that are empty in the template**: every row such a table holds is the test's, so
+  ``DELETE FROM ONLY t`` (no predicate) removes exactly the test's rows — no new relation file, no
+  catalog write, no foreign-key closure: it runs as a replica (see below), so no foreign-key trigger
+  fires, and a row that referenced a deleted one is itself a test's row in a table the statistics show
+  written, restored the same way or by one of the paths below. Chosen while the table's heap
+  has at most :data:`DELETE_PAGES` pages (the planner estimates a never-analyzed table of fewer than
+  10 pages as 10 pages, so below that limit the next test's plans see the fresh clone's estimate, and a
+  DELETE scans little); past it — rows from earlier reuses accumulate as dead tuples, which only a
+  VACUUM would free —, for a table a VACUUM or ANALYZE ran on (it wrote the table's size into ``pg_class``,
+  which a TRUNCATE resets) and for a table a DELETE would fire something on, ``TRUNCATE`` of the table and
+  every table that references it (all empty in the template, none with a TRUNCATE trigger), which gives
+  it zero pages and zero dead tuples again; unless those TRUNCATEs would replace more relation files
+  than a clone is worth (:data:`TRUNCATE_FILE_COST`): then a new clone;
 * **only inserts into tables that have rows in the template** (no update, no delete counted on them:
   every template row is untouched): ``DELETE ... WHERE xmin`` is one of the test's transactions removes
   exactly the test's rows — a template row's ``xmin`` is older than the clone (so than any transaction
   of a test), a test's row's is not (looked for from the template's last page on, the whole table only
-  when the statistics' live count says rows are missing: :meth:`ResetPlan.run`). Done with
-  ``session_replication_role = replica``, so no trigger
-  fires (in the template those rows never existed, so neither did a deletion's side effects); tables
-  with a DELETE trigger or rule that would fire anyway (``ENABLE ALWAYS``/``REPLICA``) are not restored
-  this way. Sequences the test used go back to the template's ``last_value``/``is_called`` by ``setval``;
+  when the statistics' live count says rows are missing: :meth:`ResetPlan.run`);
+* every DELETE runs with ``session_replication_role = replica``, so no trigger fires (in the template
+  those rows never existed, so neither did a deletion's side effects); tables with a DELETE trigger or
+  rule that would fire anyway (``ENABLE ALWAYS``/``REPLICA``) are not restored by DELETE. Sequences the
+  test used go back to the template's ``last_value``/``is_called`` by ``setval``;
 * **anything else** — a catalog change (DDL, grants, comments, large objects), an update or delete of
   a seeded table, a statistics reset, an xid past 2^31 (the 32-bit ``xmin`` could no longer be
   compared): the database is dropped and a new clone takes its place.
 
-What is safe to truncate or restore is learned once per template (:func:`analyze`), on a throwaway clone.
+What may be truncated or restored is learned once per template (:func:`analyze`), on a throwaway clone.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     import psycopg
@@ -39,6 +50,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Counters",
     "ResetPlan",
+    "TableCounters",
     "TemplateFacts",
     "analyze",
     "backends_serving",
@@ -54,59 +66,87 @@ DELETE_TRIGGER = 1 << 3  # TRIGGER_TYPE_DELETE
 # Below it, a row's 32-bit xmin is its transaction's 64-bit id, and every normal xid is less than 2^31 older
 # than the newest, so age() orders them (a frozen or bootstrap xmin's age is INT_MAX: a template row).
 XID_LIMIT = 1 << 31
+# A table empty in the template is restored by DELETE while its heap has at most this many pages.
+# The planner takes a never-analyzed heap of fewer than 10 pages for 10 pages (table_block_relation_estimate_size),
+# so at the next test's start its estimates are a fresh clone's; and such a DELETE scans at most 10 pages.
+DELETE_PAGES = 10
+# Replacing one relation file by TRUNCATE (new file, catalog row updated, old file unlinked at commit, the
+# relation's cache entries invalidated) costs about this many times what copying one file costs a clone
+# (bench/seeded_reset.py --costs: 4.0 and 4.3 here): TRUNCATEs replacing more than template_files /
+# TRUNCATE_FILE_COST files cost more than a new clone, which is made instead.
+TRUNCATE_FILE_COST = 4
+# Deleting this many of a test's rows from a seeded table costs about what copying one relation file costs a
+# clone (bench/seeded_reset.py --costs: 70 and 84 here): a test that added more than template_files *
+# ROWS_PER_FILE rows to seeded tables gets a new clone instead.
+ROWS_PER_FILE = 75
+
+
+class TableCounters(NamedTuple):
+    """One table's statistics: ``changes``, tuples inserted + updated + deleted; and, read only when
+    ``changes`` is not 0: ``rewritten``, tuples updated + deleted; ``maintained``, vacuums + analyzes (which
+    write the table's size into ``pg_class`` and overwrite ``live``); ``live``, live tuples (committed inserts
+    - committed deletes); ``pages``, the size of the table's heap in pages
+    (what a DELETE scans and the planner estimates rows from; read with one file-size check, about 5 us)."""
+
+    changes: int
+    rewritten: int = 0
+    maintained: int = 0
+    live: int = 0
+    pages: int = 0
+
+
+UNSEEN = TableCounters(0)
 
 
 @dataclass(frozen=True)
 class Counters:
     """One database's statistics at one moment.
 
-    ``tables``: per user table, tuples inserted + updated + deleted (key :data:`CATALOG`: the sum over every
-    catalog table); ``rewritten``: per user table, tuples updated + deleted + vacuums + analyzes (which
-    overwrite ``live``); ``live``: per user table, live tuples (committed inserts - committed deletes, for
-    what a test added to a seeded table; only read for tables whose counters are not 0); ``sequences``: per sequence,
-    block accesses; ``database``: the database's own inserted + updated + deleted sum (None: not read);
-    ``next_xid``: the first unassigned 64-bit transaction id when read (None: not read); ``stats_reset``:
-    the database's statistics reset time, as text (None: never reset, or not read); ``sequence_sum``: all
-    sequences' block accesses (None: not read); ``restored``:
-    what the reset that produced these counters restored by deleting the test's rows (for tests and
-    reports). Missing keys count as 0.
+    ``tables``: per user table (key :data:`CATALOG`: the sum over every catalog table); ``sequences``: per
+    sequence, block accesses; ``database``: the database's own inserted + updated + deleted sum;
+    ``sequence_sum``: all sequences' block accesses; ``next_xid``: the first unassigned 64-bit transaction
+    id when read; ``stats_reset``: the database's statistics reset time, as text (None: never reset);
+    ``restored``: the tables the reset that produced these counters restored by DELETE (for tests and
+    reports). Missing keys count as 0 (:data:`UNSEEN`); None: not read.
     """
 
-    tables: dict[int, int] = field(default_factory=dict)
+    tables: dict[int, TableCounters] = field(default_factory=dict)
     sequences: dict[int, int] = field(default_factory=dict)
-    rewritten: dict[int, int] = field(default_factory=dict)
     database: int | None = None
+    sequence_sum: int | None = None
     next_xid: int | None = None
-    restored: tuple[str, ...] = ()
     stats_reset: str | None = None  # when this database's statistics were last reset (a test may reset them)
-    sequence_sum: int | None = None  # the sum of ``sequences`` over every sequence (None: not read)
-    live: dict[int, int] = field(default_factory=dict)
+    restored: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class TemplateFacts:
     """What may be truncated or restored to get back to the template (learned once per template)."""
 
-    truncatable: frozenset[int]  # user tables, by oid
-    names: dict[int, str]  # oid -> quoted qualified name, for TRUNCATE/DELETE
-    catalog: frozenset[int]  # counters whose change means DDL or another catalog write (the catalog sum)
-    referenced_by: dict[int, frozenset[int]]  # table -> tables with a foreign key to it
-    sequence_owner: dict[int, int]  # sequence oid -> owning table oid
-    # Plain tables whose inserted rows a DELETE by xmin removes without anything firing (see module doc).
+    names: dict[int, str]  # user table oid -> quoted qualified name, for TRUNCATE/DELETE
+    empty: frozenset[int] = frozenset()  # tables without a row in the template
+    truncatable: frozenset[int] = frozenset()  # of those, the ones without a TRUNCATE trigger
+    # Plain tables a DELETE as a replica fires nothing on (see module doc): empty ones restored by deleting
+    # every row, seeded ones by deleting the rows with a test's xmin.
     restorable: frozenset[int] = frozenset()
+    referenced_by: dict[int, frozenset[int]] = field(default_factory=dict)  # table -> tables with a foreign key to it
     # sequence oid -> (quoted name, last_value, is_called) in the template
     sequence_state: dict[int, tuple[str, int, bool]] = field(default_factory=dict)
     # First 64-bit xid any transaction on a clone can have (the template's sealing xid + 1); None: unknown.
     first_clone_xid: int | None = None
-    pages: dict[int, int] = field(default_factory=dict)  # restorable table -> its size in pages in the template
+    pages: dict[int, int] = field(default_factory=dict)  # seeded restorable table -> its heap's pages in the template
+    files: dict[int, int] = field(default_factory=dict)  # table -> relation files a TRUNCATE of it replaces
+    template_files: int = 0  # relation files a clone copies (0: unknown, TRUNCATEs not weighed)
 
 
 @dataclass(frozen=True)
 class ResetPlan:
-    """Statements that put a database back: tables to truncate (quoted names), tables whose rows with an
-    ``xmin`` at or after ``first_xid`` are deleted, and ``setval`` arguments (name, last_value, is_called)."""
+    """Statements that put a database back: tables to truncate, tables empty in the template whose every row
+    is deleted (``empty``), seeded tables whose rows with an ``xmin`` at or after ``first_xid`` are deleted
+    (``delete``), all by quoted name, and ``setval`` arguments (name, last_value, is_called)."""
 
     truncate: tuple[str, ...] = ()
+    empty: tuple[str, ...] = ()
     delete: tuple[str, ...] = ()
     setval: tuple[tuple[str, int, bool], ...] = ()
     first_xid: int = 0
@@ -115,27 +155,11 @@ class ResetPlan:
     ranged: tuple[tuple[str, int, int], ...] = field(default=(), compare=False)
 
     def __bool__(self) -> bool:
-        return bool(self.truncate or self.delete or self.setval)
+        return bool(self.truncate or self.empty or self.delete or self.setval)
 
     def statement(self) -> str:
         """One simple-query string (one implicit transaction: all or nothing)."""
-        parts = []
-        if self.truncate:
-            parts.append(f"TRUNCATE {', '.join(self.truncate)} RESTART IDENTITY")
-        if self.delete:
-            # Superuser-only; refused on a shared server's non-superuser, which then means a new clone.
-            # row_security = off makes a policy that would hide a row an error, not a silent partial delete.
-            parts.append("SET LOCAL session_replication_role = replica; SET LOCAL row_security = off")
-            # xmin >= first_xid, as ages from the same stable "now" (cheaper than casting xmin per row).
-            test_rows = f"age(xmin) <= age('{self.first_xid}'::xid)"
-            parts += [f"DELETE FROM ONLY {name} WHERE {test_rows}" for name in self.delete]  # (not inheritors)
-        parts += [
-            "SELECT setval('{}', {}, {})".format(name.replace("'", "''"), value, called)
-            for name, value, called in self.setval
-        ]
-        # setval and nextval leave currval/lastval defined on this backend: a fresh session has neither.
-        parts.append("DISCARD SEQUENCES")
-        return "; ".join(parts)
+        return "; ".join([*self._deletes(self.delete), *self._sequences()])
 
     def run(self, conn: psycopg.Connection) -> None:
         """Carry the plan out in one transaction (``conn`` in autocommit mode).
@@ -148,29 +172,51 @@ class ResetPlan:
         """
         ranged = [entry for entry in self.ranged if entry[1] > 0]
         if not ranged:
-            conn.execute(f"{self.statement()}; SELECT pg_stat_force_next_flush()")
+            conn.execute(f"{self.statement()}; {_FLUSH}")
             return
-        test_rows = f"age(xmin) <= age('{self.first_xid}'::xid)"
-        whole = {name for name in self.delete} - {entry[0] for entry in ranged}
-        head = [f"TRUNCATE {', '.join(self.truncate)} RESTART IDENTITY"] if self.truncate else []
-        head += ["SET LOCAL session_replication_role = replica", "SET LOCAL row_security = off"]
-        head += [f"DELETE FROM ONLY {name} WHERE {test_rows}" for name in sorted(whole)]
+        skip = {name for name, _, _ in ranged}
         conn.execute("BEGIN")
         try:
-            conn.execute("; ".join(head))
+            conn.execute("; ".join(self._deletes([name for name in self.delete if name not in skip], replica=True)))
             for name, page, expected in ranged:
-                found = conn.execute(f"DELETE FROM ONLY {name} WHERE ctid >= '({page},0)'::tid AND {test_rows}")
+                found = conn.execute(_delete(name, f"ctid >= '({page},0)'::tid AND {self._test_rows()}"))
                 if found.rowcount != expected:
-                    conn.execute(f"DELETE FROM ONLY {name} WHERE {test_rows}")
-            rest = [
-                "SELECT setval('{}', {}, {})".format(name.replace("'", "''"), value, called)
-                for name, value, called in self.setval
-            ]
-            conn.execute("; ".join([*rest, "DISCARD SEQUENCES", "COMMIT", "SELECT pg_stat_force_next_flush()"]))
+                    conn.execute(_delete(name, self._test_rows()))
+            conn.execute("; ".join([*self._sequences(), "COMMIT", _FLUSH]))
         except BaseException:
             with contextlib.suppress(Exception):
                 conn.execute("ROLLBACK")
             raise
+
+    def _test_rows(self) -> str:
+        # xmin >= first_xid, as ages from the same stable "now" (cheaper than casting xmin per row).
+        return f"age(xmin) <= age('{self.first_xid}'::xid)"
+
+    def _deletes(self, delete: Iterable[str], *, replica: bool = False) -> list[str]:
+        """The TRUNCATE, then as a replica the DELETEs of every row of ``empty`` and of the test's rows of
+        ``delete`` (``replica``: switch to the replica role even without a DELETE here)."""
+        parts = [f"TRUNCATE {', '.join(self.truncate)}"] if self.truncate else []
+        delete = list(delete)
+        if replica or self.empty or delete:
+            # Superuser-only; refused on a shared server's non-superuser, which then means a new clone.
+            # row_security = off makes a policy that would hide a row an error, not a silent partial delete.
+            parts.append("SET LOCAL session_replication_role = replica; SET LOCAL row_security = off")
+        parts += [_delete(name) for name in self.empty]
+        parts += [_delete(name, self._test_rows()) for name in delete]
+        return parts
+
+    def _sequences(self) -> list[str]:
+        setval = "SELECT setval('{}', {}, {})"
+        parts = [setval.format(name.replace("'", "''"), value, called) for name, value, called in self.setval]
+        # setval and nextval leave currval/lastval defined on this backend: a fresh session has neither.
+        return [*parts, "DISCARD SEQUENCES"]
+
+
+def _delete(name: str, where: str | None = None) -> str:
+    return f"DELETE FROM ONLY {name}" + (f" WHERE {where}" if where else "")  # ONLY: not its inheritors
+
+
+_FLUSH = "SELECT pg_stat_force_next_flush()"
 
 
 def analyze(conn: psycopg.Connection) -> TemplateFacts:
@@ -190,14 +236,17 @@ def analyze(conn: psycopg.Connection) -> TemplateFacts:
     ).fetchall()
     names: dict[int, str] = {}
     candidates: set[int] = set()
+    no_truncate_trigger: set[int] = set()
     restorable: set[int] = set()
     pages: dict[int, int] = {}
     for oid, name, schema, relkind, size, has_truncate_trigger, fires_on_delete in rows:
         if schema in CATALOG_SCHEMAS or schema.startswith("pg_temp"):
             continue
         names[oid] = name
-        if not has_truncate_trigger:
+        if relkind in ("r", "p"):  # (a materialized view is never emptied or restored: a new clone)
             candidates.add(oid)
+        if not has_truncate_trigger:
+            no_truncate_trigger.add(oid)
         if relkind == "r" and not fires_on_delete:
             restorable.add(oid)
             pages[oid] = int(size)
@@ -206,14 +255,25 @@ def analyze(conn: psycopg.Connection) -> TemplateFacts:
         row = conn.execute(f"SELECT NOT EXISTS (SELECT 1 FROM {names[oid]})").fetchone()
         if row and row[0]:
             empty.add(oid)
-    owners = {
-        seq: table
-        for seq, table in conn.execute(
-            "SELECT d.objid, d.refobjid FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'"
-            " WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass"
-            " AND d.deptype IN ('a', 'i')"
+    # The relation files a TRUNCATE of a table replaces: its own, its indexes', its TOAST table's and TOAST
+    # index's, and the same for every table that inherits from it (a TRUNCATE without ONLY takes them too).
+    files: dict[int, int] = dict(
+        conn.execute(
+            """
+            WITH RECURSIVE tree(root, rel) AS (
+                SELECT oid, oid FROM pg_class WHERE relkind IN ('r', 'p')
+                UNION ALL SELECT tree.root, i.inhrelid FROM pg_inherits i JOIN tree ON i.inhparent = tree.rel
+            ), owned(rel) AS (
+                SELECT oid FROM pg_class WHERE relkind = 'r'
+                UNION ALL SELECT oid FROM pg_class WHERE reltoastrelid <> 0
+                UNION ALL SELECT x.indrelid FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid AND i.relkind = 'i'
+                UNION ALL SELECT c.oid FROM pg_class c JOIN pg_index x ON x.indrelid = c.reltoastrelid
+                WHERE c.reltoastrelid <> 0
+            )
+            SELECT tree.root, count(*) FROM tree JOIN owned ON owned.rel = tree.rel GROUP BY tree.root
+            """
         ).fetchall()
-    }
+    )
     sequences = conn.execute(
         "SELECT c.oid, quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c"
         " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'S'"
@@ -225,21 +285,22 @@ def analyze(conn: psycopg.Connection) -> TemplateFacts:
         )
         quoted: dict[int, str] = {oid: name for oid, name in sequences}
         state = {oid: (quoted[oid], int(last), bool(called)) for oid, last, called in conn.execute(values).fetchall()}
-    used_sequences = {oid for oid, (_, _, called) in state.items() if called}
-    # A table whose sequence was used in the template would not get its template value back.
-    empty -= {owners[seq] for seq in used_sequences if seq in owners}
     referenced: dict[int, set[int]] = {}
     for child, parent in conn.execute("SELECT conrelid, confrelid FROM pg_constraint WHERE contype = 'f'").fetchall():
         referenced.setdefault(parent, set()).add(child)
+    (template_files,) = conn.execute(
+        "SELECT count(*) FROM pg_class WHERE relkind IN ('r', 't', 'i', 'm', 'S') AND NOT relisshared"
+    ).fetchone() or (0,)
     return TemplateFacts(
-        truncatable=frozenset(empty),
         names=names,
-        catalog=frozenset({CATALOG}),
+        empty=frozenset(empty),
+        truncatable=frozenset(empty & no_truncate_trigger),
+        restorable=frozenset(restorable),
         referenced_by={k: frozenset(v) for k, v in referenced.items()},
-        sequence_owner=owners,
-        restorable=frozenset(restorable - empty),
         sequence_state=state,
         pages={oid: n for oid, n in pages.items() if oid not in empty},
+        files={oid: int(n) for oid, n in files.items() if oid in names},
+        template_files=int(template_files),
     )
 
 
@@ -261,7 +322,6 @@ def first_clone_xid(admin: psycopg.Connection, template: str) -> int | None:
 
 CATALOG = 0  # key of the one counter summing every (non-shared) catalog table
 
-_CHANGES = "pg_stat_get_tuples_inserted(c.oid) + pg_stat_get_tuples_updated(c.oid) + pg_stat_get_tuples_deleted(c.oid)"
 # Reading a counter costs about 1 us on the server (a shared hash lookup and a copy, with
 # stats_fetch_consistency = none), so a read skips what it can. First, three sums: the database's own tuple
 # counters (which sum every table's, catalogs and TOAST included), the sequences' block accesses, and —
@@ -269,15 +329,20 @@ _CHANGES = "pg_stat_get_tuples_inserted(c.oid) + pg_stat_get_tuples_updated(c.oi
 # a statistics reset, which moves the reset time), so an unchanged sum means no member changed: the
 # per-table counters are read only when the database's sum moved, the per-sequence ones only when the
 # sequences' sum did (one-time filters: the server skips the branch), and only relations whose counters are
-# not 0 are returned (a missing one counts as 0), updates+deletes only for tables whose counters moved.
+# not 0 are returned (a missing one counts as 0); the rest of a table's counters and its size only for
+# tables whose counters moved. Every row: oid, kind, then five numbers and a text, by kind:
+# 'd' (the database) its sum, the next xid, -, -, -, the reset time; 'q' the sequences' sum; 'S' a
+# sequence's block accesses; 'c' the catalog sum; 'r' a table's TableCounters.
+_CHANGES = "pg_stat_get_tuples_inserted(c.oid) + pg_stat_get_tuples_updated(c.oid) + pg_stat_get_tuples_deleted(c.oid)"
 _DATABASE = """
-SELECT -1::bigint, 'd', (pg_stat_get_db_tuples_inserted(d.oid) + pg_stat_get_db_tuples_updated(d.oid)
+SELECT -1::bigint AS oid, 'd' AS kind, (pg_stat_get_db_tuples_inserted(d.oid) + pg_stat_get_db_tuples_updated(d.oid)
                          + pg_stat_get_db_tuples_deleted(d.oid))::bigint AS total,
-       txid_snapshot_xmax(txid_current_snapshot()), pg_stat_get_db_stat_reset_time(d.oid)::text
+       txid_snapshot_xmax(txid_current_snapshot()), NULL::bigint, NULL::bigint, NULL::bigint,
+       pg_stat_get_db_stat_reset_time(d.oid)::text
 FROM pg_database d WHERE d.datname = current_database()
 """
 _CATALOG = f"""
-SELECT 0::bigint, 'c', sum({_CHANGES})::bigint, 0, NULL FROM pg_class c
+SELECT 0::bigint, 'c', sum({_CHANGES})::bigint, NULL, NULL, NULL, NULL, NULL FROM pg_class c
 WHERE c.relkind IN ('r', 'p', 'm') AND NOT c.relisshared
   AND c.relnamespace IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace) {{gate}}
 """
@@ -285,34 +350,53 @@ _USER_TABLES = """c.relkind IN ('r', 'p', 'm') AND NOT c.relisshared
       AND c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace,
                                  'pg_toast'::regnamespace)"""
 _PER_TABLE = f"""
-SELECT oid::bigint, 'r', n,
-       CASE WHEN n <> 0 THEN pg_stat_get_tuples_updated(oid) + pg_stat_get_tuples_deleted(oid)
-            + pg_stat_get_vacuum_count(oid) + pg_stat_get_autovacuum_count(oid)
-            + pg_stat_get_analyze_count(oid) + pg_stat_get_autoanalyze_count(oid) END,
-       CASE WHEN n <> 0 THEN pg_stat_get_live_tuples(oid)::text END
+SELECT oid::bigint, 'r', n, pg_stat_get_tuples_updated(oid) + pg_stat_get_tuples_deleted(oid),
+       pg_stat_get_vacuum_count(oid) + pg_stat_get_autovacuum_count(oid)
+       + pg_stat_get_analyze_count(oid) + pg_stat_get_autoanalyze_count(oid),
+       pg_stat_get_live_tuples(oid), pg_relation_size(oid) / current_setting('block_size')::bigint, NULL
 FROM (SELECT c.oid, {_CHANGES} AS n FROM pg_class c WHERE {{where}} OFFSET 0) per_table WHERE n <> 0
 """
-# Literal values, no parameters: the simple query protocol (with parameters, the extended protocol and a
-# custom plan per call cost about 0.4 ms more here).
-COUNTERS_QUERY = f"""
-WITH db AS MATERIALIZED ({_DATABASE}),
-seqs AS MATERIALIZED (
+_SEQUENCE_SUMS = """, seqs AS MATERIALIZED (
     SELECT c.oid, pg_stat_get_blocks_fetched(c.oid) AS n FROM pg_class c WHERE c.relkind = 'S'
-), seq_sum AS MATERIALIZED (SELECT coalesce(sum(n), 0)::bigint AS total FROM seqs)
-SELECT * FROM db
-UNION ALL
-SELECT -2::bigint, 'q', total, 0, NULL FROM seq_sum
-UNION ALL
-SELECT oid::bigint, 'S', n, 0, NULL FROM seqs
-WHERE n <> 0 AND (SELECT total FROM seq_sum) IS DISTINCT FROM {{sequences}}::bigint
-UNION ALL
-{_CATALOG}
-UNION ALL
-{_PER_TABLE}
-"""
-# (When the database's sum is unchanged the gated branches read nothing; the catalog's aggregate then
-# still returns its one row, with NULL, which read_counters replaces by the baseline's like every table.)
-_GATE = "AND (SELECT total FROM db) IS DISTINCT FROM {database}::bigint"
+), seq_sum AS MATERIALIZED (SELECT coalesce(sum(n), 0)::bigint AS total FROM seqs)"""
+
+
+def counters_query(baseline: Counters | None = None, only: Iterable[int] | None = None, *, catalog: bool = True) -> str:
+    """The one query of a counter read (literal values, no parameters: with parameters, the extended
+    protocol and a custom plan per call cost about 0.4 ms more here).
+
+    ``only`` None: every user table's and sequence's counters, skipping those whose sum is ``baseline``'s
+    (see above). ``only``: the counters of those relations (tables and sequences) and, with ``catalog``, the
+    catalog sum; no sequences' sum.
+    """
+    if only is None:
+        known = baseline if baseline is not None and baseline.database is not None else None
+        gate = f"AND (SELECT total FROM db) IS DISTINCT FROM {_literal(known.database if known else None)}::bigint"
+        sums = _literal(known.sequence_sum if known else None)
+        ctes = _SEQUENCE_SUMS
+        sequences = (
+            "SELECT -2::bigint, 'q', total, NULL, NULL, NULL, NULL, NULL FROM seq_sum UNION ALL "
+            "SELECT oid::bigint, 'S', n, NULL, NULL, NULL, NULL, NULL FROM seqs "
+            f"WHERE n <> 0 AND (SELECT total FROM seq_sum) IS DISTINCT FROM {sums}::bigint"
+        )
+        tables = f"{_USER_TABLES} {gate}"
+    else:
+        listed = ", ".join(str(int(oid)) for oid in only) or "0"
+        gate, ctes, tables = "", "", f"c.oid IN ({listed})"
+        sequences = (
+            "SELECT c.oid::bigint, 'S', pg_stat_get_blocks_fetched(c.oid), NULL, NULL, NULL, NULL, NULL"
+            " FROM pg_class c"
+            f" WHERE c.relkind = 'S' AND c.oid IN ({listed})"
+        )
+    parts = [
+        "SELECT * FROM db",
+        sequences,
+        _CATALOG.format(gate=gate) if catalog else "",
+        _PER_TABLE.format(where=tables),
+    ]
+    # (When the database's sum is unchanged the gated branches read nothing; the catalog's aggregate then
+    # still returns its one row, with NULL, which read_counters replaces by the baseline's like every table.)
+    return f"WITH db AS MATERIALIZED ({_DATABASE}){ctes}\n" + "\nUNION ALL\n".join(part for part in parts if part)
 
 
 def _literal(value: int | None) -> str:
@@ -325,19 +409,13 @@ def read_counters(conn: psycopg.Connection, baseline: Counters | None = None) ->
 
     The connection must use ``stats_fetch_consistency = none`` (live values, no cached snapshot).
     """
-    known = baseline if baseline is not None and baseline.database is not None else None
-    database = _literal(known.database if known else None)
-    gate = _GATE.format(database=database)
-    query = COUNTERS_QUERY.format(
-        sequences=_literal(known.sequence_sum if known else None), where=f"{_USER_TABLES} {gate}", gate=gate
-    )
-    read = _parse(conn.execute(query).fetchall())
-    if known is None or read.stats_reset != known.stats_reset:
+    read = _parse(conn.execute(counters_query(baseline)).fetchall())
+    if baseline is None or baseline.database is None or read.stats_reset != baseline.stats_reset:
         return read  # (a changed reset time means a new clone: what was skipped does not matter)
-    if read.database == known.database:
-        read = replace(read, tables=known.tables, rewritten=known.rewritten, live=known.live)
-    if read.sequence_sum == known.sequence_sum:
-        read = replace(read, sequences=known.sequences)
+    if read.database == baseline.database:
+        read = replace(read, tables=baseline.tables)
+    if read.sequence_sum == baseline.sequence_sum:
+        read = replace(read, sequences=baseline.sequences)
     return read
 
 
@@ -349,17 +427,8 @@ def read_touched(conn: psycopg.Connection, before: Counters, oids: tuple[int, ..
     moved, it would only show as a change at the next reset (a counter only grows): a needless reset or
     clone then, never a missed one.
     """
-    listed = ", ".join(str(int(oid)) for oid in oids) or "0"
-    parts = [_DATABASE, _PER_TABLE.replace("{where}", f"c.oid IN ({listed})")]
-    parts.append(
-        f"SELECT c.oid::bigint, 'S', pg_stat_get_blocks_fetched(c.oid), 0, NULL FROM pg_class c"
-        f" WHERE c.relkind = 'S' AND c.oid IN ({listed})"
-    )
-    if catalog:
-        parts.append(_CATALOG.replace("{gate}", ""))
-    read = _parse(conn.execute(" UNION ALL ".join(f"({part})" for part in parts)).fetchall())
+    read = _parse(conn.execute(counters_query(only=oids, catalog=catalog)).fetchall())
     again = set(oids) | ({CATALOG} if catalog else set())
-    sequences = {oid: n for oid, n in before.sequences.items() if oid not in again} | read.sequences
     sequence_sum = None
     if before.sequence_sum is not None:
         moved = sum(read.sequences.values()) - sum(before.sequences.get(oid, 0) for oid in read.sequences)
@@ -367,70 +436,70 @@ def read_touched(conn: psycopg.Connection, before: Counters, oids: tuple[int, ..
     return replace(
         read,
         tables={oid: n for oid, n in before.tables.items() if oid not in again} | read.tables,
-        rewritten={oid: n for oid, n in before.rewritten.items() if oid not in again} | read.rewritten,
-        live={oid: n for oid, n in before.live.items() if oid not in again} | read.live,
-        sequences=sequences,
+        sequences={oid: n for oid, n in before.sequences.items() if oid not in again} | read.sequences,
         sequence_sum=sequence_sum,
     )
 
 
-def _parse(rows: list[tuple[int, str, int | None, int | None, str | None]]) -> Counters:
-    tables: dict[int, int] = {}
-    rewritten: dict[int, int] = {}
-    live: dict[int, int] = {}
+def _parse(
+    rows: list[tuple[int, str, int | None, int | None, int | None, int | None, int | None, str | None]],
+) -> Counters:
+    tables: dict[int, TableCounters] = {}
     sequences: dict[int, int] = {}
     database = next_xid = sequence_sum = None
     stats_reset = None
-    for oid, kind, value, extra, stamp in rows:
+    for oid, kind, value, *numbers, stamp in rows:
         if kind == "d":
-            database, next_xid, stats_reset = int(value or 0), int(extra or 0), stamp
+            database, next_xid, stats_reset = int(value or 0), int(numbers[0] or 0), stamp
         elif kind == "q":
             sequence_sum = int(value or 0)
         elif kind == "S":
             sequences[oid] = int(value or 0)
         else:
-            tables[oid] = int(value or 0)
-            if kind == "r":
-                rewritten[oid] = int(extra or 0)
-                live[oid] = int(stamp or 0)  # (the text column: live tuples, for a table)
-    return Counters(tables, sequences, rewritten, database, next_xid, (), stats_reset, sequence_sum, live)
+            tables[oid] = TableCounters(int(value or 0), *(int(n or 0) for n in numbers))
+    return Counters(tables, sequences, database, sequence_sum, next_xid, stats_reset)
 
 
 def plan_reset(facts: TemplateFacts, before: Counters, after: Counters) -> ResetPlan | None:
-    """What restores the template (an empty plan when nothing changed), or None when nothing provably does."""
+    """What restores the template (an empty plan when nothing changed), or None when nothing provably does
+    (or a new clone costs less)."""
     # Shared catalogs (pg_database, pg_authid, ...) belong to the whole server: every CREATE DATABASE
     # changes them, and no per-database isolation could undo a test's change to them anyway.
     if after.stats_reset != before.stats_reset and before.database is not None:
         return None  # a test reset the statistics: what it changed cannot be told
     for oid, was in before.tables.items():
-        if after.tables.get(oid, 0) < was:
+        if after.tables.get(oid, UNSEEN).changes < was.changes:
             return None  # statistics were reset: nothing is known
-    for oid, was in before.sequences.items():
-        if after.sequences.get(oid, 0) < was:
+    for oid, seen in before.sequences.items():
+        if after.sequences.get(oid, 0) < seen:
             return None
-    changed = set()
-    for oid, n in after.tables.items():
-        if oid in facts.names or oid in facts.catalog:
-            was = before.tables.get(oid, 0)
-            if n < was:
-                return None  # statistics were reset: nothing is known
-            if n != was:
-                changed.add(oid)
-    touched_sequences = set()
-    for oid, n in after.sequences.items():
-        was = before.sequences.get(oid, 0)
-        if n < was:
-            return None
-        if n != was:
-            touched_sequences.add(oid)
+    changed = {
+        oid
+        for oid, now in after.tables.items()
+        if (oid in facts.names or oid == CATALOG) and now.changes != before.tables.get(oid, UNSEEN).changes
+    }
+    touched_sequences = {oid for oid, n in after.sequences.items() if n != before.sequences.get(oid, 0)}
     if not changed and not touched_sequences:
         return ResetPlan()
-    if changed & facts.catalog:
+    if CATALOG in changed:
         return None
-    truncate = changed & facts.truncatable
-    delete = changed - truncate
-    for oid in delete:
-        if oid not in facts.restorable or after.rewritten.get(oid, 0) != before.rewritten.get(oid, 0):
+    truncate: set[int] = set()
+    empty: set[int] = set()
+    delete: set[int] = set()
+    for oid in changed:
+        now, was = after.tables[oid], before.tables.get(oid, UNSEEN)
+        if oid in facts.empty:
+            # Every row is the test's: deleted, while the table is small (DELETE_PAGES) and was not vacuumed
+            # or analyzed (which wrote its size into pg_class: a TRUNCATE resets that), else truncated.
+            if oid in facts.restorable and now.pages <= DELETE_PAGES and now.maintained == was.maintained:
+                empty.add(oid)
+            elif oid in facts.truncatable:
+                truncate.add(oid)
+            else:
+                return None
+        elif oid in facts.restorable and (now.rewritten, now.maintained) == (was.rewritten, was.maintained):
+            delete.add(oid)
+        else:
             return None  # a template row may have been changed, or a DELETE would fire something
     closure = set(truncate)
     frontier = list(truncate)
@@ -441,30 +510,39 @@ def plan_reset(facts: TemplateFacts, before: Counters, after: Counters) -> Reset
                     return None  # TRUNCATE would have to remove a template row elsewhere
                 closure.add(child)
                 frontier.append(child)
-    delete -= closure
+    replaced = sum(facts.files.get(oid, 1) for oid in closure)
+    if facts.template_files and replaced * TRUNCATE_FILE_COST > facts.template_files:
+        return None  # those TRUNCATEs cost more than a new clone
+    added = sum(after.tables[oid].live - before.tables.get(oid, UNSEEN).live for oid in delete)
+    if facts.template_files and added > facts.template_files * ROWS_PER_FILE:
+        return None  # deleting that many rows costs more than a new clone
+    empty -= closure
     first_xid = before.next_xid if before.next_xid is not None else facts.first_clone_xid
     if delete and (first_xid is None or after.next_xid is None or after.next_xid >= XID_LIMIT):
         return None  # which rows are the test's cannot be told
     setval = []
-    restarted = {seq for seq, owner in facts.sequence_owner.items() if owner in closure}
-    for seq in touched_sequences - restarted:
-        # (RESTART IDENTITY puts the others back: truncatable tables' sequences are unused in the template)
+    for seq in touched_sequences:
         state = facts.sequence_state.get(seq)
         if state is None:
             return None
         setval.append(state)
     ranged = tuple(
         sorted(
-            (facts.names[oid], max(facts.pages.get(oid, 0) - 1, 0), after.live.get(oid, 0) - before.live.get(oid, 0))
+            (
+                facts.names[oid],
+                max(facts.pages.get(oid, 0) - 1, 0),
+                after.tables[oid].live - before.tables.get(oid, UNSEEN).live,
+            )
             for oid in delete
         )
     )
     return ResetPlan(
         truncate=tuple(sorted(facts.names[oid] for oid in closure)),
+        empty=tuple(sorted(facts.names[oid] for oid in empty)),
         delete=tuple(sorted(facts.names[oid] for oid in delete)),
         setval=tuple(sorted(setval)),
         first_xid=first_xid or 0,
-        oids=tuple(sorted(closure | delete | restarted | touched_sequences)),
+        oids=tuple(sorted(closure | empty | delete | touched_sequences)),
         ranged=ranged,
     )
 
@@ -483,7 +561,8 @@ def reset(conn: psycopg.Connection, plan: ResetPlan, before: Counters) -> Counte
     # Our own changes are flushed when the backend goes idle, so they are part of the counters read next
     # (the new baseline).
     plan.run(conn)
-    return replace(read_touched(conn, before, plan.oids, catalog=bool(plan.truncate)), restored=plan.delete)
+    touched = read_touched(conn, before, plan.oids, catalog=bool(plan.truncate))
+    return replace(touched, restored=tuple(sorted(plan.empty + plan.delete)))
 
 
 SANITIZE = (
