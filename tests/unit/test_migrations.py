@@ -132,3 +132,47 @@ def test_the_alembic_history_is_read_without_importing_the_revision_files(tmp_pa
     (versions / "0003_m.py").write_text('import uuid\nrevision = uuid.uuid4().hex\ndown_revision = "0002"\n')
     assert AlembicMigrations(tmp_path / "alembic.ini").chain() is None
     assert not marker.exists()
+
+
+def _raised(code: str) -> BaseException:
+    try:
+        exec(code, {"os": __import__("os")})
+    except BaseException as exc:  # the exception with its traceback, as a build sees it
+        return exc
+    raise AssertionError("did not raise")
+
+
+def test_a_failure_reading_the_environment_or_settings_is_told_apart_from_any_other() -> None:
+    """What decides "map it in [tool.testlane.env]" over "fix the migration" (mealie's env.py)."""
+    from testlane.databases.migrations import settings_failure
+
+    missing = _raised("os.environ['TL_SURELY_UNSET_VARIABLE']")
+    assert settings_failure(missing) == "the environment variable TL_SURELY_UNSET_VARIABLE is not set"
+    wrapped = _raised(
+        "try:\n    os.environ['TL_SURELY_UNSET_VARIABLE']\nexcept KeyError as e:\n    raise RuntimeError('x') from e"
+    )
+    assert settings_failure(wrapped) == "the environment variable TL_SURELY_UNSET_VARIABLE is not set"
+    improperly = _raised("class ImproperlyConfigured(Exception): pass\nraise ImproperlyConfigured('Set SECRET_KEY')")
+    assert settings_failure(improperly) == "the app's settings are incomplete (ImproperlyConfigured: Set SECRET_KEY)"
+    assert settings_failure(_raised("{}['TL_SURELY_UNSET_VARIABLE']")) is None  # a dict's KeyError: code's
+    assert settings_failure(_raised("1 / 0")) is None
+
+
+def test_a_setup_command_that_died_reading_the_environment_is_told_apart() -> None:
+    from testlane.databases.migrations import settings_failure_in_output
+
+    died = (
+        "Traceback (most recent call last):\n"
+        '  File "/src/app/settings.py", line 3, in <module>\n'
+        '    SECRET = os.environ["APP_SECRET"]\n'
+        '  File "/usr/lib/python3.12/os.py", line 714, in __getitem__\n'
+        "    raise KeyError(key) from None\n"
+        "KeyError: 'APP_SECRET'\n"
+    )
+    assert settings_failure_in_output(died) == "the environment variable APP_SECRET is not set"
+    frozen = died.replace("/usr/lib/python3.12/os.py", "<frozen os>")  # as a standard interpreter prints it
+    assert settings_failure_in_output(frozen) == "the environment variable APP_SECRET is not set"
+    pydantic = "pydantic_core._pydantic_core.ValidationError: 1 validation error for Settings\nsecret\n  Field required"
+    assert settings_failure_in_output(pydantic) is not None
+    assert settings_failure_in_output("KeyError: 'orders'\n") is None
+    assert settings_failure_in_output('psycopg.errors.UndefinedTable: relation "x" does not exist') is None
