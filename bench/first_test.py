@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests.helpers
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: ab
+from ab import ab_medians, print_ab
 from tests.helpers import FOREIGN_PLUGINS_OFF, inner_pyproject
 
 HERE = Path(__file__).resolve().parent.parent
@@ -177,21 +179,14 @@ def main() -> None:
         "b": str(sides["b"].parent),
         "anchor_first_s": round(statistics.median(anchors), 3),
     }
-    for figure in figures:
-        a = statistics.median(results[f"{figure}_a"])
-        b = statistics.median(results[f"{figure}_b"])
-        summary[f"{figure}_a"], summary[f"{figure}_b"] = round(a, 3), round(b, 3)
-        summary[f"{figure}_ratio"] = round(b / a, 3) if a else None
-    if args.json:
-        print(json.dumps(summary, indent=2))
-        return
-    print(f"A = {summary['a']}\nB = {summary['b']}\nmedians of {args.runs} alternating rounds, {args.tests} tests")
-    print(f"anchor (pytest's own start, no services): first test at {summary['anchor_first_s']} s")
-    print(f"{'figure':<16} {'A':>10} {'B':>10} {'B/A':>7}")
-    for figure in figures:
-        print(
-            f"{figure:<16} {summary[f'{figure}_a']:>10} {summary[f'{figure}_b']:>10} {summary[f'{figure}_ratio']!s:>7}"
-        )
+    summary.update(ab_medians(results, figures))
+    heading = [
+        f"A = {summary['a']}",
+        f"B = {summary['b']}",
+        f"medians of {args.runs} alternating rounds, {args.tests} tests",
+        f"anchor (pytest's own start, no services): first test at {summary['anchor_first_s']} s",
+    ]
+    print_ab(summary, figures, heading, as_json=args.json)
 
 
 if __name__ == "__main__":
