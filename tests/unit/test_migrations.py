@@ -176,3 +176,20 @@ def test_a_setup_command_that_died_reading_the_environment_is_told_apart() -> No
     assert settings_failure_in_output(pydantic) is not None
     assert settings_failure_in_output("KeyError: 'orders'\n") is None
     assert settings_failure_in_output('psycopg.errors.UndefinedTable: relation "x" does not exist') is None
+
+
+def test_a_metadata_module_whose_settings_lack_a_variable_is_a_config_error_naming_the_env_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`db.migrations = "app.models:metadata"` whose import reads settings: a KeyError with a traceback before."""
+    from testlane.databases.migrations import load_object
+
+    (tmp_path / "tl_app_needing_a_secret.py").write_text(
+        "import os\nSECRET = os.environ['TL_APP_SECRET']\nmetadata = 1\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("TL_APP_SECRET", raising=False)
+    with pytest.raises(ConfigError) as info:
+        load_object("tl_app_needing_a_secret:metadata", what="db.migrations")
+    assert "the environment variable TL_APP_SECRET is not set" in str(info.value)
+    assert "[tool.testlane.env]" in str(info.value)
