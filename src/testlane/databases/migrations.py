@@ -649,10 +649,11 @@ def alembic_error(exc: Exception, source: AlembicMigrations) -> MigrationError |
     tb = exc.__traceback__
     origin: Origin | None = None
     in_revision = False  # a revision's upgrade()/downgrade() was running, not a file being imported
-    project = str((source.ini.parent if source.ini else source.script_location.parent).resolve())
+    folder = source.ini.parent if source.ini else source.script_location.parent
+    projects = tuple({f"{folder}/", f"{folder.resolve()}/"})  # as given (alembic's %(here)s) and resolved
 
     def own(filename: str) -> bool:  # the project's code (env.py, revisions, the app), not a library's
-        return filename.startswith(project) and "site-packages" not in filename
+        return filename.startswith(projects) and "site-packages" not in filename
 
     deepest: Origin | None = None  # the project's own frame nearest the raise (env.py, the app's settings)
     raised_in_project = False
