@@ -36,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -73,6 +74,39 @@ print(json.dumps({"warm_start_ms": statistics.median(starts) * 1000, "connect_ms
 """
 
 FIGURES = ("warm_start_ms", "connect_ms", "db_in_test_ms", "txn_in_test_ms", "db_total_s")
+
+
+def ab_medians(results: Mapping[str, Sequence[float]], figures: Sequence[str]) -> dict[str, float | None]:
+    """For each figure, ``<figure>_a`` and ``<figure>_b`` (the medians of ``results["<figure>_a"]`` and
+    ``["<figure>_b"]``, to 3 decimals) and ``<figure>_ratio`` (B / A; None when A is 0).
+
+    The one A/B summary of bench/ab.py, bench/first_test.py and bench/background_clones.py."""
+    out: dict[str, float | None] = {}
+    for figure in figures:
+        a = statistics.median(results[f"{figure}_a"])
+        b = statistics.median(results[f"{figure}_b"])
+        out[f"{figure}_a"], out[f"{figure}_b"] = round(a, 3), round(b, 3)
+        out[f"{figure}_ratio"] = round(b / a, 3) if a else None
+    return out
+
+
+def ab_table(summary: Mapping[str, object], figures: Sequence[str]) -> list[str]:
+    """The A/B table's lines: a header, then one row per figure: A, B and B/A from ``summary``
+    (:func:`ab_medians`' keys), right-aligned under their headings."""
+    width = max(len("figure"), *(len(f) for f in figures)) + 2
+    lines = [f"{'figure':<{width}} {'A':>10} {'B':>10} {'B/A':>7}"]
+    for figure in figures:
+        a, b, ratio = (summary[f"{figure}_{part}"] for part in ("a", "b", "ratio"))
+        lines.append(f"{figure:<{width}} {a!s:>10} {b!s:>10} {ratio!s:>7}")
+    return lines
+
+
+def print_ab(summary: Mapping[str, object], figures: Sequence[str], heading: Sequence[str], *, as_json: bool) -> None:
+    """Print ``summary``: as JSON (``--json``), else the ``heading`` lines and :func:`ab_table`."""
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    print("\n".join([*heading, *ab_table(summary, figures)]))
 
 
 def side_env(src: Path, cache: Path, data: Path) -> dict[str, str]:
@@ -165,22 +199,14 @@ def main() -> None:
         "b": str(sides["b"].parent),
         "anchor_per_test_ms": round(statistics.median(anchors), 3) if anchors else None,
     }
-    for figure in figures:
-        a = statistics.median(results[f"{figure}_a"])
-        b = statistics.median(results[f"{figure}_b"])
-        summary[f"{figure}_a"] = round(a, 3)
-        summary[f"{figure}_b"] = round(b, 3)
-        summary[f"{figure}_ratio"] = round(b / a, 3) if a else None
-    if args.json:
-        print(json.dumps(summary, indent=2))
-        return
-    print(f"A = {summary['a']}\nB = {summary['b']}\nmedians of {args.runs} alternating rounds, {args.tests} tests")
-    print(f"anchor (no database) per test: {summary['anchor_per_test_ms']} ms")
-    print(f"{'figure':<16} {'A':>10} {'B':>10} {'B/A':>7}")
-    for figure in figures:
-        print(
-            f"{figure:<16} {summary[f'{figure}_a']:>10} {summary[f'{figure}_b']:>10} {summary[f'{figure}_ratio']!s:>7}"
-        )
+    summary.update(ab_medians(results, figures))
+    heading = [
+        f"A = {summary['a']}",
+        f"B = {summary['b']}",
+        f"medians of {args.runs} alternating rounds, {args.tests} tests",
+        f"anchor (no database) per test: {summary['anchor_per_test_ms']} ms",
+    ]
+    print_ab(summary, figures, heading, as_json=args.json)
 
 
 if __name__ == "__main__":

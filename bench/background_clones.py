@@ -30,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests.helpers
 
+from ab import ab_medians, print_ab
 from isolation import TIMING_CONFTEST
 from tests.helpers import FOREIGN_PLUGINS_OFF, inner_pyproject
 
@@ -152,21 +153,14 @@ def main() -> None:
         "b": str(sides["b"].parent),
         "anchor_per_test_ms": round(statistics.median(anchors), 3),
     }
-    for figure in figures:
-        a = statistics.median(results[f"{figure}_a"])
-        b = statistics.median(results[f"{figure}_b"])
-        summary[f"{figure}_a"], summary[f"{figure}_b"] = round(a, 3), round(b, 3)
-        summary[f"{figure}_ratio"] = round(b / a, 3) if a else None
-    if args.json:
-        print(json.dumps(summary, indent=2))
-        return
-    print(f"A = {summary['a']}\nB = {summary['b']}")
-    print(f"medians of {args.runs} alternating rounds, {args.tests} tests, {args.tables} tables (one seeded)")
-    print(f"anchor (no database) per test: {summary['anchor_per_test_ms']} ms")
-    print(f"{'figure':<12} {'A':>10} {'B':>10} {'B/A':>7}")
-    for figure in figures:
-        a, b, ratio = summary[f"{figure}_a"], summary[f"{figure}_b"], summary[f"{figure}_ratio"]
-        print(f"{figure:<12} {a!s:>10} {b!s:>10} {ratio!s:>7}")
+    summary.update(ab_medians(results, figures))
+    heading = [
+        f"A = {summary['a']}",
+        f"B = {summary['b']}",
+        f"medians of {args.runs} alternating rounds, {args.tests} tests, {args.tables} tables (one seeded)",
+        f"anchor (no database) per test: {summary['anchor_per_test_ms']} ms",
+    ]
+    print_ab(summary, figures, heading, as_json=args.json)
 
 
 if __name__ == "__main__":

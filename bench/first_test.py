@@ -41,6 +41,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests.helpers
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: ab
+from ab import ab_medians, print_ab
 from tests.helpers import FOREIGN_PLUGINS_OFF, inner_pyproject
 
 HERE = Path(__file__).resolve().parent.parent
@@ -199,25 +201,16 @@ def main() -> None:
         "anchor_first_cpu_s": round(statistics.median(anchors_cpu), 3),
         "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # 1-minute, before and after
     }
-    for figure in figures:
-        a = statistics.median(results[f"{figure}_a"])
-        b = statistics.median(results[f"{figure}_b"])
-        summary[f"{figure}_a"], summary[f"{figure}_b"] = round(a, 3), round(b, 3)
-        summary[f"{figure}_ratio"] = round(b / a, 3) if a else None
-    if args.json:
-        print(json.dumps(summary, indent=2))
-        return
-    print(f"A = {summary['a']}\nB = {summary['b']}\nmedians of {args.runs} alternating rounds, {args.tests} tests")
-    print(f"bytecode cache: {summary['bytecode_cache']}; load average (1 min) before, after: {summary['load_average']}")
-    print(
+    summary.update(ab_medians(results, figures))
+    heading = [
+        f"A = {summary['a']}",
+        f"B = {summary['b']}",
+        f"medians of {args.runs} alternating rounds, {args.tests} tests",
         f"anchor (pytest's own start, no services): first test at {summary['anchor_first_s']} s, "
-        f"{summary['anchor_first_cpu_s']} s CPU"
-    )
-    print(f"{'figure':<18} {'A':>10} {'B':>10} {'B/A':>7}")
-    for figure in figures:
-        print(
-            f"{figure:<18} {summary[f'{figure}_a']:>10} {summary[f'{figure}_b']:>10} {summary[f'{figure}_ratio']!s:>7}"
-        )
+        f"{summary['anchor_first_cpu_s']} s CPU",
+        f"bytecode cache: {summary['bytecode_cache']}; load average (1 min) before, after: {summary['load_average']}",
+    ]
+    print_ab(summary, figures, heading, as_json=args.json)
 
 
 if __name__ == "__main__":

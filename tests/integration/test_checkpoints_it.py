@@ -41,10 +41,10 @@ def _checkpoint_every_step_kept(request: pytest.FixtureRequest, monkeypatch: pyt
         monkeypatch.setattr(template, "CHECKPOINT_WORTH_S", 0.0)
 
 
-def _engine(data_dir: Path, cache_dir: Path, project: Path) -> PostgresEngine:
+def _engine(data_dir: Path, cache_dir: Path, project: Path, *, checkpoints: int = 4) -> PostgresEngine:
     project.mkdir(parents=True, exist_ok=True)
     (project / "pyproject.toml").write_text('[project]\nname = "app"\nversion = "0"\n')
-    values = {"data_dir": str(data_dir), "cache_dir": str(cache_dir)}
+    values = {"data_dir": str(data_dir), "cache_dir": str(cache_dir), "db.checkpoints": str(checkpoints)}
     settings = load_settings(start=project, environ={}, overrides=values)
     context = RunContext.from_settings(settings, owner=os.getpid())
     context.ensure_dirs()
@@ -109,13 +109,19 @@ def _fresh_cache(engine: PostgresEngine, label: str) -> Path:
     return path
 
 
+def _full_builds(tmp_path: Path, data_dir: Path, engine: PostgresEngine) -> PostgresEngine:
+    """An engine whose every build starts from scratch: ``db.checkpoints = 0`` (none kept, none resumed from), in
+    a cache of its own. One per test, so its base cluster is made (``initdb``) once, not once per comparison."""
+    return _engine(data_dir, _fresh_cache(engine, "full builds"), tmp_path / "app", checkpoints=0)
+
+
 def _equal_to_a_full_build(
-    tmp_path: Path, data_dir: Path, spec: TemplateSpec, incremental: Path, engine: PostgresEngine, label: str
+    spec: TemplateSpec, incremental: Path, engine: PostgresEngine, full: PostgresEngine, label: str
 ) -> None:
-    fresh_engine = _engine(data_dir, _fresh_cache(engine, label), tmp_path / "app")
-    fresh = SnapshotCache(fresh_engine).ensure(spec)
+    fresh = SnapshotCache(full).ensure(spec)
+    assert not (fresh.parent / "checkpoints").exists(), "a full build, resuming from nothing"
     mine, mine_dbs = _dump(engine, incremental, spec)
-    theirs, theirs_dbs = _dump(fresh_engine, fresh, spec)
+    theirs, theirs_dbs = _dump(full, fresh, spec)
     assert mine == theirs, label
     assert mine_dbs == theirs_dbs, f"{label}: the cluster runs start from holds no checkpoint"
     assert not any(name.startswith("tl_ck_") for name in mine_dbs)
@@ -133,6 +139,7 @@ def test_sql_folder_edits_replay_from_the_nearest_checkpoint_and_equal_a_full_bu
     tmp_path: Path, data_dir: Path, cache_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     engine = _engine(data_dir, cache_dir, tmp_path / "app")
+    full = _full_builds(tmp_path, data_dir, engine)
     folder = tmp_path / "migrations"
     folder.mkdir()
     files = _sql_files(12)
@@ -145,28 +152,28 @@ def test_sql_folder_edits_replay_from_the_nearest_checkpoint_and_equal_a_full_bu
     spec = TemplateSpec((SqlFolder(folder),))
     cluster, replayed = _build(engine, spec, caplog)
     assert replayed == 1
-    _equal_to_a_full_build(tmp_path, data_dir, spec, cluster, engine, "last edited")
+    _equal_to_a_full_build(spec, cluster, engine, full, "last edited")
 
     files["013_t13.sql"] = "CREATE TABLE t13 (id int REFERENCES t12);\n"  # one added
     _write(folder, files)
     spec = TemplateSpec((SqlFolder(folder),))
     cluster, replayed = _build(engine, spec, caplog)
     assert replayed == 1, "resumed from the previous template"
-    _equal_to_a_full_build(tmp_path, data_dir, spec, cluster, engine, "added")
+    _equal_to_a_full_build(spec, cluster, engine, full, "added")
 
     files["006_t6.sql"] = files["006_t6.sql"].replace("text", "varchar(20)")  # a middle one: 8 of 13 steps back
     _write(folder, files)
     spec = TemplateSpec((SqlFolder(folder),))
     cluster, replayed = _build(engine, spec, caplog)
     assert replayed is not None and 8 <= replayed < 13, replayed
-    _equal_to_a_full_build(tmp_path, data_dir, spec, cluster, engine, "middle edited")
+    _equal_to_a_full_build(spec, cluster, engine, full, "middle edited")
 
     del files["013_t13.sql"]  # one removed: the prefix of 12 is a checkpoint of the last build
     _write(folder, files)
     spec = TemplateSpec((SqlFolder(folder),))
     cluster, replayed = _build(engine, spec, caplog)
     assert replayed == 0
-    _equal_to_a_full_build(tmp_path, data_dir, spec, cluster, engine, "removed")
+    _equal_to_a_full_build(spec, cluster, engine, full, "removed")
 
 
 def _alembic_project(root: Path, count: int, *, last: str = "") -> Path:
@@ -215,6 +222,7 @@ def test_an_edited_last_alembic_revision_is_the_only_one_that_runs_again(
     runs = tmp_path / "runs.txt"
     monkeypatch.setenv("CKPT_RUNS", str(runs))
     engine = _engine(data_dir, cache_dir, tmp_path / "app")
+    full = _full_builds(tmp_path, data_dir, engine)
     ini = _alembic_project(tmp_path / "proj", 10)
     _build(engine, TemplateSpec((AlembicMigrations(ini),)), caplog)
     assert runs.read_text().split() == [f"{n:04d}" for n in range(1, 11)]
@@ -224,7 +232,7 @@ def test_an_edited_last_alembic_revision_is_the_only_one_that_runs_again(
     spec = TemplateSpec((AlembicMigrations(ini),))
     cluster, replayed = _build(engine, spec, caplog)
     assert (replayed, runs.read_text().split()) == (1, ["0010"])
-    _equal_to_a_full_build(tmp_path, data_dir, spec, cluster, engine, "alembic last edited")
+    _equal_to_a_full_build(spec, cluster, engine, full, "alembic last edited")
 
     runs.unlink()
     (tmp_path / "proj" / "alembic" / "env.py").write_text(
@@ -249,7 +257,8 @@ def test_a_failing_replayed_migration_fails_as_a_full_build_does_and_stores_noth
     with caplog.at_level(logging.INFO, logger="testlane"), pytest.raises(MigrationError) as incremental:
         SnapshotCache(engine).ensure(broken)
     assert any(REPLAY.search(r.getMessage()) for r in caplog.records), "it did resume from a checkpoint"
-    fresh = _engine(data_dir, _fresh_cache(engine, "broken"), tmp_path / "app")
+    # A full build (nothing kept, nothing resumed from) in the same cache: its base cluster is already made.
+    fresh = _engine(data_dir, cache_dir, tmp_path / "app", checkpoints=0)
     with pytest.raises(MigrationError) as full:
         SnapshotCache(fresh).ensure(broken)
     assert str(incremental.value) == str(full.value)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shlex
 import socket
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -193,3 +194,43 @@ def test_testlane_run_whose_service_cannot_start_says_the_cause_and_exits_3(
     assert f"testlane: error: PortUnavailableError: port {taken_port} on 127.0.0.1 is already in use." in lines, text
     assert any(line.strip().startswith("hint: stop what listens there") for line in lines), text
     assert lines[-1] == "testlane: FAILED — a service could not be started; no tests ran (exit 3)", text
+
+
+APP_SETTINGS = """\
+import os
+
+SECRET_KEY = os.environ["APP_SECRET_KEY"]  # the app's settings, read when imported
+"""
+
+ENV_READING_SETTINGS = """\
+from alembic import context
+
+import app_settings  # noqa: F401 (mealie's env.py imports the app's settings the same way)
+
+connection = context.config.attributes["connection"]
+context.configure(connection=connection, target_metadata=None)
+with context.begin_transaction():
+    context.run_migrations()
+"""
+
+
+def test_alembic_env_lacking_a_variable_says_to_map_it_not_to_fix_a_migration(pytester: pytest.Pytester) -> None:
+    """mealie: env.py imports the app's settings, which need a variable the build did not have; the message
+    said "fix the migration". It names the variable and [tool.testlane.env], and that line is the fix."""
+    bench.write_suite("alembic", pytester.path)
+    (pytester.path / "alembic.ini").write_text(bench.ALEMBIC_INI + "prepend_sys_path = %(here)s\n")
+    (pytester.path / "app_settings.py").write_text(APP_SETTINGS)
+    (pytester.path / "alembic" / "env.py").write_text(ENV_READING_SETTINGS)
+    revision = pytester.path / "alembic" / "versions" / "0001_orders.py"
+    fixed = revision.read_text().replace("REFERENCES acounts", "REFERENCES accounts")
+    # Its own history: the snapshot's key leaves [tool.testlane.env] out, so the one an earlier run of this test
+    # built (with the variable mapped) would be found, and nothing built, by the first run below.
+    revision.write_text(f"{fixed}\n# {uuid.uuid4().hex}\n")
+    text = assert_one_cause(run(pytester), "MigrationError: Alembic failed loading its environment")
+    assert "before any migration ran, at app_settings.py:3: the environment variable APP_SECRET_KEY is not set" in text
+    assert "hint: give the build the variable: a line in [tool.testlane.env]" in text
+    assert "fix the migration" not in text
+    pyproject = pytester.path / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text() + '\n[tool.testlane.env]\nAPP_SECRET_KEY = "test"\n')
+    fixed = run(pytester)
+    assert fixed.ret == 0, fixed.stdout.str()

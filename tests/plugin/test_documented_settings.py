@@ -347,3 +347,22 @@ def test_every_project_gets_the_options_and_using_one_opts_in(
     assert seen_by_pytest(pytester, no_testlane_env) == {"opted_in": False, "reports.digest_budget": 4000}
     seen = seen_by_pytest(pytester, no_testlane_env, "--digest-budget", "0")
     assert seen == {"opted_in": True, "reports.digest_budget": 0}
+
+
+@pytest.mark.parametrize("value", ["2.0", "2000000"])
+def test_a_flag_s_value_is_read_as_set_reads_it(
+    pytester: pytest.Pytester, no_testlane_env: dict[str, str], value: str
+) -> None:
+    """A dedicated flag's value is read as ``--set``'s and the variable's are: ``--digest-budget 2.0`` was
+    argparse's and click's "invalid int value" (neither the key nor what it takes), and 2000000 (no upper
+    bound then) was taken."""
+    pytester.makefile(".toml", pyproject=pyproject({}))
+    pytester.makepyfile(test_probe=PROBE)
+    said = f"command line: reports.digest_budget = '{value}' is "
+    accepted = "reports.digest_budget (TESTLANE_REPORTS_DIGEST_BUDGET, or --set reports.digest_budget=...) to "
+    result = run_inner(pytester, "-q", "-p", "no:cacheprovider", "--digest-budget", value, timeout=120)
+    out = result.stdout.str() + result.stderr.str()
+    assert result.ret == 4 and said in out and accepted in out and "0 to 1000000" in out, out
+    args = ["run", "--digest-budget", value, "--", "-q", "-p", "no:cacheprovider"]
+    cli = run_cli(args, cwd=pytester.path, env=no_testlane_env)
+    assert cli.returncode == 4 and said in cli.stderr + cli.stdout and accepted in cli.stderr + cli.stdout, cli

@@ -128,3 +128,40 @@ def test_seeded_reset_documents_its_modes() -> None:
     ).stdout
     for flag in ("--before", "--fan-in", "--empty", "--costs", "--bookkeeping"):
         assert flag in out
+
+
+@pytest.fixture(scope="module")
+def ab() -> ModuleType:
+    sys.path.insert(0, str(BENCH))
+    try:
+        return importlib.import_module("ab")
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_the_a_b_summary_is_medians_and_b_over_a(ab: ModuleType) -> None:
+    results = {"x_ms_a": [1.0, 3.0, 2.0], "x_ms_b": [1.0, 1.0, 4.0], "waited_a": [0, 0, 0], "waited_b": [2, 3, 1]}
+    summary = ab.ab_medians(results, ["x_ms", "waited"])
+    assert summary == {
+        "x_ms_a": 2.0,
+        "x_ms_b": 1.0,
+        "x_ms_ratio": 0.5,
+        "waited_a": 0,
+        "waited_b": 2,
+        "waited_ratio": None,
+    }
+    lines = ab.ab_table(summary, ["x_ms", "waited"])
+    assert lines[0].split() == ["figure", "A", "B", "B/A"]
+    assert [line.split() for line in lines[1:]] == [["x_ms", "2.0", "1.0", "0.5"], ["waited", "0", "2", "None"]]
+    assert len({len(line) for line in lines}) == 1  # columns line up
+
+
+@pytest.mark.parametrize("script", ["ab.py", "first_test.py", "background_clones.py"])
+def test_every_a_b_script_prints_through_the_one_helper(script: str) -> None:
+    """The table was written three times (bench/ab.py, first_test.py, background_clones.py); now in ab.py only."""
+    text = (BENCH / script).read_text()
+    assert "print_ab(summary, figures, heading, as_json=args.json)" in text
+    assert text.count("'B/A'") == (1 if script == "ab.py" else 0)
+    assert ("statistics.median(results[" in text) == (script == "ab.py")
+    out = subprocess.run([sys.executable, str(BENCH / script), "--help"], capture_output=True, text=True, check=True)
+    assert "--json" in out.stdout

@@ -145,3 +145,64 @@ def test_the_template_follows_the_environment_mapping(tmp_path: Path) -> None:
     assert with_port.fingerprint("18.1") != without_port.fingerprint("18.1")
     assert with_port.name("18.1") != without_port.name("18.1")
     assert with_port.fingerprint("18.1") == TemplateSpec((SqlFolder(tmp_path),), env=mapped).fingerprint("18.1")
+
+
+def _raised(code: str) -> BaseException:
+    try:
+        exec(code, {"os": __import__("os")})
+    except BaseException as exc:  # the exception with its traceback, as a build sees it
+        return exc
+    raise AssertionError("did not raise")
+
+
+def test_a_failure_reading_the_environment_or_settings_is_told_apart_from_any_other() -> None:
+    """What decides "map it in [tool.testlane.env]" over "fix the migration" (mealie's env.py)."""
+    from testlane.databases.migrations import settings_failure
+
+    missing = _raised("os.environ['TL_SURELY_UNSET_VARIABLE']")
+    assert settings_failure(missing) == "the environment variable TL_SURELY_UNSET_VARIABLE is not set"
+    wrapped = _raised(
+        "try:\n    os.environ['TL_SURELY_UNSET_VARIABLE']\nexcept KeyError as e:\n    raise RuntimeError('x') from e"
+    )
+    assert settings_failure(wrapped) == "the environment variable TL_SURELY_UNSET_VARIABLE is not set"
+    improperly = _raised("class ImproperlyConfigured(Exception): pass\nraise ImproperlyConfigured('Set SECRET_KEY')")
+    assert settings_failure(improperly) == "the app's settings are incomplete (ImproperlyConfigured: Set SECRET_KEY)"
+    assert settings_failure(_raised("{}['TL_SURELY_UNSET_VARIABLE']")) is None  # a dict's KeyError: code's
+    assert settings_failure(_raised("1 / 0")) is None
+
+
+def test_a_setup_command_that_died_reading_the_environment_is_told_apart() -> None:
+    from testlane.databases.migrations import settings_failure_in_output
+
+    died = (
+        "Traceback (most recent call last):\n"
+        '  File "/src/app/settings.py", line 3, in <module>\n'
+        '    SECRET = os.environ["APP_SECRET"]\n'
+        '  File "/usr/lib/python3.12/os.py", line 714, in __getitem__\n'
+        "    raise KeyError(key) from None\n"
+        "KeyError: 'APP_SECRET'\n"
+    )
+    assert settings_failure_in_output(died) == "the environment variable APP_SECRET is not set"
+    frozen = died.replace("/usr/lib/python3.12/os.py", "<frozen os>")  # as a standard interpreter prints it
+    assert settings_failure_in_output(frozen) == "the environment variable APP_SECRET is not set"
+    pydantic = "pydantic_core._pydantic_core.ValidationError: 1 validation error for Settings\nsecret\n  Field required"
+    assert settings_failure_in_output(pydantic) is not None
+    assert settings_failure_in_output("KeyError: 'orders'\n") is None
+    assert settings_failure_in_output('psycopg.errors.UndefinedTable: relation "x" does not exist') is None
+
+
+def test_a_metadata_module_whose_settings_lack_a_variable_is_a_config_error_naming_the_env_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`db.migrations = "app.models:metadata"` whose import reads settings: a KeyError with a traceback before."""
+    from testlane.databases.migrations import load_object
+
+    (tmp_path / "tl_app_needing_a_secret.py").write_text(
+        "import os\nSECRET = os.environ['TL_APP_SECRET']\nmetadata = 1\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("TL_APP_SECRET", raising=False)
+    with pytest.raises(ConfigError) as info:
+        load_object("tl_app_needing_a_secret:metadata", what="db.migrations")
+    assert "the environment variable TL_APP_SECRET is not set" in str(info.value)
+    assert "[tool.testlane.env]" in str(info.value)

@@ -4,6 +4,7 @@ accepted without a word, and ``TESTLANE_IT`` was parsed by hand in three places.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -34,13 +35,15 @@ def _error(tmp_path: Path, *, env: dict[str, str] | None = None, overrides: dict
 @pytest.mark.parametrize(
     ("key", "toml", "text", "allowed"),
     [
-        ("start_timeout", "0.001", "0.001", "at least 0.1"),
-        ("stop_grace", "-5", "-5", "at least 0"),
+        ("start_timeout", "0.001", "0.001", "from 0.1 to 3600"),
+        ("stop_grace", "-5", "-5", "from 0 to 3600"),
         ("postgres.port", "70000", "70000", "from 0 to 65535"),
-        ("valkey.databases", "1", "1", "at least 2"),
-        ("db.pool_size", "-1", "-1", "at least 0"),
-        ("gate.timeout", "0", "0", "more than 0"),
-        ("reports.digest_budget", "-1", "-1", "at least 0"),
+        ("valkey.databases", "1", "1", "from 2 to 65536"),
+        ("db.pool_size", "-1", "-1", "from 0 to 64"),
+        ("db.checkpoints", "17", "17", "from 0 to 16"),
+        ("gate.timeout", "0", "0", "more than 0 and at most 86400"),
+        ("cache_max_unused_days", "36500", "36500", "more than 0 and at most 3650"),
+        ("reports.digest_budget", "-1", "-1", "from 0 to 1000000"),
     ],
 )
 def test_a_number_out_of_range_names_key_source_and_range_in_every_form(
@@ -83,10 +86,81 @@ def test_a_fraction_is_not_quietly_truncated_to_an_integer(tmp_path: Path) -> No
 
 
 def test_every_numeric_setting_declares_its_range() -> None:
-    """Decided per setting, not left open: a new number without a range fails here."""
+    """Decided per setting, not left open: a new number without a range fails here. Both ends: a value past
+    any sensible one (``db.checkpoints = 4000``, a timeout in milliseconds) is a typo to report, not to obey."""
     for option in iter_options():
         if option.type in (int, float):
-            assert option.allowed, f"{option.key}: declare min/max/above in its opt()"
+            assert option.min is not None or option.above is not None, f"{option.key}: declare min= or above="
+            assert option.max is not None, f"{option.key}: declare max= in its opt()"
+
+
+SCALAR_TYPES = (int, float, bool, str)
+# Texts that are also TOML literals (numbers, booleans): each may be written bare or quoted in pyproject.
+TEXTS = ["4", "2.0", "5.5", "-1", "0", "1e3", "1_000", "99999999", "true", "1", "inherit", "Info", "0.05", ""]
+
+
+def _scalar_options() -> list[Any]:
+    return [o for o in iter_options() if o.type in SCALAR_TYPES or o.choices is not None]
+
+
+def _outcome(tmp_path: Path, key: str, **source: Any) -> tuple[str, Any]:
+    """("ok", the value) or ("error", the message without its source prefix and with the value unquoted)."""
+    try:
+        settings = load_settings(start=tmp_path, **source)
+    except ConfigError as exc:
+        message = str(exc).split(": ", 1)[1]  # "<source>: KEY = VALUE is ..."
+        head, _, rest = message.partition(" is ")
+        return "error", f"{head.split(' = ')[0]} = {{value}} is {rest}"
+    value: Any = settings
+    for part in key.split("."):
+        value = getattr(value, part)
+    return "ok", value
+
+
+@pytest.mark.parametrize("option", _scalar_options(), ids=lambda o: o.key)
+def test_a_value_means_the_same_from_every_source(tmp_path: Path, option: Any) -> None:
+    """The same text is the same value, or the same refusal, from pyproject (bare or quoted), the variable and
+    --set. ``checkpoints = 2.0`` (and ``"4"``) in pyproject were read by TOML's type while ``--set
+    db.checkpoints=2.0`` was refused: 2.0 was quietly 2 in one place and an error in the other."""
+    section, _, name = option.key.rpartition(".")
+    header = f"[tool.testlane.{section}]\n" if section else ""
+    for text in TEXTS:
+        _project(tmp_path)
+        from_env = _outcome(tmp_path, option.key, environ={option.env: text})
+        from_set = _outcome(tmp_path, option.key, environ={}, overrides={option.key: text})
+        _project(tmp_path, f"{header}{name} = {json.dumps(text)}\n")
+        quoted = _outcome(tmp_path, option.key, environ={})
+        assert from_env == from_set == quoted, (option.key, text)
+        if text in ("", "inherit", "Info"):
+            continue  # not a TOML literal
+        _project(tmp_path, f"{header}{name} = {text}\n")
+        bare = _outcome(tmp_path, option.key, environ={})
+        if option.type in (int, float, bool):
+            assert bare == from_env, (option.key, text)
+        else:  # TOML keeps a number's value, not its text (15.10 is 15.1): a string setting wants quotes
+            assert bare[0] == "error" and ("is not a string (quoted" in bare[1] or "is not one of" in bare[1])
+
+
+@pytest.mark.parametrize(
+    ("key", "text", "says"),
+    [
+        ("db.checkpoints", "2.0", "is not an integer"),
+        ("db.checkpoints", "1000", "is out of range"),
+        ("postgres.port", "5432.5", "is not an integer"),
+        ("db.keep_failed", "2", "is not true or false"),
+        ("start_timeout", "soon", "is not a number"),
+    ],
+)
+def test_a_refused_value_names_the_key_its_variable_and_what_is_accepted(
+    tmp_path: Path, key: str, text: str, says: str
+) -> None:
+    option = {o.key: o for o in iter_options()}[key]
+    message = _error(tmp_path, overrides={key: text})
+    assert message.startswith(f"command line: {key} = '{text}' {says}"), message
+    expected = {int: "an integer", float: "a number", bool: "true or false"}[option.type]
+    expected += f" {option.allowed}" if option.allowed and "range" not in says else ""
+    hint = f"hint: set {key} ({option.env}, or --set {key}=...) to {'a value ' if 'range' in says else ''}"
+    assert hint + (option.allowed if "range" in says else expected) in message, message
 
 
 def test_a_log_level_typo_is_an_error_in_every_form(tmp_path: Path) -> None:

@@ -146,7 +146,8 @@ def _setting_option(info: OptionInfo) -> click.Option:
         return click.Option(
             [f"{info.cli}/{info.negative}"], default=None, expose_value=False, callback=store, help=text
         )
-    kind: Any = click.Choice(info.choices) if info.choices else click.types.convert_type(info.scalar)
+    # Text, read by the settings as --set and the variable are (one message, whatever the source).
+    kind: Any = click.Choice(info.choices) if info.choices else click.STRING
     metavar = info.cli_metavar or (None if info.choices else key.rsplit(".", 1)[-1].upper())
     return click.Option(
         [info.cli], type=kind, default=None, metavar=metavar, expose_value=False, callback=store, help=text

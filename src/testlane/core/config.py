@@ -102,6 +102,14 @@ def opt(
     return field(default=default, metadata=meta)
 
 
+# Upper bounds: a value past them is a typo (an extra digit, milliseconds for seconds), never a need.
+HOUR = 3600
+DAY = 24 * HOUR
+WEEK = 7 * DAY
+POOL_MAX = 64  # things made ahead of demand per pytest process: more is start-up time and memory for nothing
+CHARS_MAX = 1_000_000  # a digest budget in characters: far beyond any terminal or agent context
+
+
 Backend = Literal["auto", "embedded", "local", "container", "url"]
 ServiceBackend = Literal["", "auto", "embedded", "local", "container", "url"]
 
@@ -153,6 +161,8 @@ class PostgresSettings:
         "PBKDF2 iterations of the per-run SCRAM password (`local`/`embedded` backends). Each client pays "
         "them on every connection; the password is random per run, so a low count is safe here.",
         min=1,
+        # Postgres's own default is 4096 (~1 ms per connect); 16 times that is a quarter second per connection.
+        max=65536,
     )
     url: str = opt(
         "",
@@ -182,7 +192,10 @@ class ValkeySettings:
     port: int = opt(0, "TCP port; 0 picks a free one.", min=0, max=65535)
     # Per-test isolation needs database 0 (its leases) and at least one to hand out.
     databases: int = opt(
-        1024, "Number of logical databases (per-test Redis isolation hands them out; see isolation docs).", min=2
+        1024,
+        "Number of logical databases (per-test Redis isolation hands them out; see isolation docs).",
+        min=2,
+        max=65536,  # the server allocates every one at start; more than this is memory for nothing
     )
     url: str = opt(
         "",
@@ -225,7 +238,7 @@ class MariaDbSettings:
     isolation: Literal["database", "transaction"] = opt(
         "database", "Per-test isolation for MariaDB: a database per test, or a rolled-back transaction."
     )
-    pool_size: int = opt(3, "MariaDB databases kept ready ahead of demand, per pytest process.", min=0)
+    pool_size: int = opt(3, "MariaDB databases kept ready ahead of demand, per pytest process.", min=0, max=POOL_MAX)
 
 
 @dataclass(frozen=True)
@@ -292,7 +305,7 @@ class S3Settings:
         env="TESTLANE_S3_SERVER_SECRET_KEY",
     )
     region: str = opt("us-east-1", "The region clients sign for.", env="TESTLANE_S3_SERVER_REGION")
-    pool_size: int = opt(2, "Buckets created ahead of demand, per pytest process (`s3_bucket`).", min=0)
+    pool_size: int = opt(2, "Buckets created ahead of demand, per pytest process (`s3_bucket`).", min=0, max=POOL_MAX)
 
 
 @dataclass(frozen=True)
@@ -363,7 +376,7 @@ class RabbitMqSettings:
         env="TESTLANE_RABBITMQ_SERVER_MANAGEMENT_URL",
     )
     image: str = opt("rabbitmq:3-management", "Image for the `container` backend.")
-    pool_size: int = opt(2, "RabbitMQ virtual hosts made ahead of demand, per pytest process.", min=0)
+    pool_size: int = opt(2, "RabbitMQ virtual hosts made ahead of demand, per pytest process.", min=0, max=POOL_MAX)
 
 
 @dataclass(frozen=True)
@@ -410,6 +423,8 @@ class DbSettings:
         "1 s or more to apply. Each costs a database's size in the cache. 0: every change rebuilds the template "
         "from scratch.",
         min=0,
+        # The 16th copy is 2**15 steps back: no migration history reaches further, so more would never be made.
+        max=16,
     )
     isolation: Isolation = opt(
         "database",
@@ -417,8 +432,11 @@ class DbSettings:
         "after each test) or `schema` (a throwaway schema). Per test: `@pytest.mark.isolation(...)`.",
         cli="--isolation",
     )
-    pool_size: int = opt(4, "Clones kept ready ahead of demand, per pytest process (0: clone on demand).", min=0)
-    pool_workers: int = opt(0, "Threads cloning in parallel per pytest process; 0: 2, or 1 under xdist.", min=0)
+    pool_size: int = opt(
+        4, "Clones kept ready ahead of demand, per pytest process (0: clone on demand).", min=0, max=POOL_MAX
+    )
+    # Each thread holds a connection and a clone in progress; past a few, they only queue on the disk.
+    pool_workers: int = opt(0, "Threads cloning in parallel per pytest process; 0: 2, or 1 under xdist.", min=0, max=32)
     clone_strategy: Literal["file_copy", "wal_log"] = opt(
         "file_copy", "`CREATE DATABASE ... STRATEGY`: `file_copy` measured fastest on tmpfs (see benchmarks)."
     )
@@ -433,6 +451,7 @@ class DbSettings:
         "Databases that could not be reset wait this many before being dropped during the run (on a server "
         "testlane throws away, they otherwise go with it).",
         min=0,
+        max=10000,
     )
     keep_failed: bool = opt(
         False,
@@ -443,7 +462,10 @@ class DbSettings:
         cli="--keep-failed-db",
     )
     keep_failed_ttl: float = opt(
-        3600.0, "Seconds a server kept for failed tests' databases stays up (0: reaped at the next chance).", min=0
+        3600.0,
+        "Seconds a server kept for failed tests' databases stays up (0: reaped at the next chance).",
+        min=0,
+        max=WEEK,  # a server left running longer than a week is forgotten, not kept for inspection
     )
     allow_unmanaged: bool = opt(
         False, "Let the database helpers use databases and servers testlane did not create (dangerous)."
@@ -486,8 +508,8 @@ class LaneSettings:
 class DisciplineSettings:
     """``[tool.testlane.discipline]``: tests fail instead of hanging or leaking."""
 
-    timeout_unit: float = opt(5.0, "Per-test timeout in the unit lane, seconds (0: none).", min=0)
-    timeout_it: float = opt(60.0, "Per-test timeout in the integration lane, seconds (0: none).", min=0)
+    timeout_unit: float = opt(5.0, "Per-test timeout in the unit lane, seconds (0: none).", min=0, max=DAY)
+    timeout_it: float = opt(60.0, "Per-test timeout in the integration lane, seconds (0: none).", min=0, max=DAY)
     background_errors: Reaction = opt(
         "fail",
         "An exception in another thread, an unraisable exception, or an asyncio task exception never retrieved.",
@@ -520,6 +542,7 @@ class ReportSettings:
         "Most characters a digest may take; detail is folded to fit, never the first failure.",
         cli="--digest-budget",
         min=0,
+        max=CHARS_MAX,
         cli_metavar="CHARS",
     )
     json_path: str = opt(
@@ -538,6 +561,7 @@ class ReportSettings:
         8,
         "Lines of captured log and of each server's log (written during the test) shown per failure group.",
         min=0,
+        max=10000,
     )
 
 
@@ -571,8 +595,10 @@ class GateSettings:
         cli="--fail-fast",
         cli_command="gate",
     )
-    timeout: float = opt(1800.0, "Seconds one check may run; a check still running then is stopped and fails.", above=0)
-    budget: int = opt(8000, "Most characters of the gate's combined digest.", min=0)
+    timeout: float = opt(
+        1800.0, "Seconds one check may run; a check still running then is stopped and fails.", above=0, max=DAY
+    )
+    budget: int = opt(8000, "Most characters of the gate's combined digest.", min=0, max=CHARS_MAX)
 
 
 @dataclass(frozen=True)
@@ -651,12 +677,14 @@ class Settings:
         "go of those beyond this many it used last; one no project uses any more is removed. Other "
         "projects' runs never remove this project's.",
         min=1,  # 0 would let go of the snapshot just built: every run would build it again
+        max=64,  # each is a whole migrated cluster in the cache
     )
     cache_max_unused_days: float = opt(
         30.0,
         "Snapshots of any project not used for this many days are removed when a snapshot is built "
         "(`testlane cache prune --older-than DAYS` does it by hand, for every kind of entry).",
         above=0,
+        max=3650,
     )
     state_dir: str = opt(
         "",
@@ -664,12 +692,13 @@ class Settings:
         default_doc="<data_dir>/state",
     )
     # No server is ready in less than 0.1 s: a smaller value only turns every start into a timeout.
-    start_timeout: float = opt(30.0, "Seconds a server may take to accept its first query.", min=0.1)
+    start_timeout: float = opt(30.0, "Seconds a server may take to accept its first query.", min=0.1, max=HOUR)
     stop_grace: float = opt(
         15.0,
         "Seconds `testlane run` gives pytest to stop after Ctrl-C or SIGTERM; then it terminates pytest, and "
         "kills it 5 seconds later.",
         min=0,
+        max=HOUR,
     )
     service_user: str = opt(
         "testlane",
@@ -726,9 +755,12 @@ class OptionInfo:
 
     @property
     def allowed(self) -> str:
-        """The numeric range in words ("from 0 to 65535", "at least 0.1", "more than 0"); "" when unbounded."""
+        """The numeric range in words ("from 0 to 65535", "at least 0.1", "more than 0 and at most 3650");
+        "" when unbounded."""
         if self.min is not None and self.max is not None:
             return f"from {_number(self.min)} to {_number(self.max)}"
+        if self.above is not None and self.max is not None:
+            return f"more than {_number(self.above)} and at most {_number(self.max)}"
         if self.min is not None:
             return f"at least {_number(self.min)}"
         if self.above is not None:
@@ -755,19 +787,13 @@ class OptionInfo:
         return tuple(str(c) for c in get_args(self.type) if c != "")
 
     @property
-    def scalar(self) -> type:
-        """The type an option parses its value as: ``int``, ``float`` or ``str`` (lists and tables are
-        strings parsed like environment values: ``a,b``, ``NAME=VALUE,NAME=VALUE``)."""
-        return self.type if self.type in (int, float) else str
-
-    @property
     def negative(self) -> str | None:
         """``--no-flag`` for a true/false setting's ``--flag``."""
         return f"--no-{self.cli[2:]}" if self.cli and self.is_flag else None
 
 
 def _number(value: float) -> str:
-    return f"{value:g}"
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"  # 1000000, not 1e+06
 
 
 @functools.cache  # evaluating a class's annotations is most of what listing the options costs; they never change
@@ -857,29 +883,48 @@ def _render_default(value: Any) -> str:
 # --------------------------------------------------------------------------- parsing
 
 
+def _as_text(value: Any) -> Any:
+    """A TOML number or boolean as the text it is written as (``2.0``, ``true``); anything else as it is."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)  # 2.0 stays "2.0": an integer setting refuses it, as it refuses --set KEY=2.0
+    return value
+
+
 def _coerce(key: str, tp: Any, value: Any, source: str) -> Any:
-    """Convert ``value`` (from TOML or an env string) to ``tp``, or raise ConfigError."""
+    """Convert ``value`` to ``tp``, or raise ConfigError naming ``source``, ``key`` and what is accepted.
+
+    One reading whatever the source: a number or true/false is parsed from the text it is written as, the
+    text a ``TESTLANE_*`` variable, ``--set`` or a flag gives. A TOML number or boolean is first turned back
+    into that text, so ``checkpoints = 2.0`` in pyproject.toml is refused as ``--set db.checkpoints=2.0`` is
+    (it was quietly 2), and ``checkpoints = "4"`` is 4 as ``--set db.checkpoints=4`` is. A string setting
+    takes a TOML string only: TOML keeps a number's value, not its text (``version = 15.10`` is 15.1).
+    """
     origin = get_origin(tp)
+    shown = value  # messages quote what was written
+    if tp in (int, float, bool):
+        value = _as_text(value)
     from_string = isinstance(value, str)
+    option = _options_by_key().get(key)
+    where = f" ({option.env}, or --set {key}=...)" if option else ""
 
     def bad(expected: str) -> ConfigError:
+        accepted = f"{expected} {option.allowed}" if option and option.allowed else expected
         return ConfigError(
-            f"{source}: {key} = {value!r} is not {expected}.",
-            hint=f"set {key} to {expected} (see docs/configuration.md).",
+            f"{source}: {key} = {shown!r} is not {expected}.",
+            hint=f"set {key}{where} to {accepted} (see docs/configuration.md).",
         )
 
     if origin is Literal:
         choices = get_args(tp)
-        option = _options_by_key().get(key)
         if option is not None and option.fold_case and isinstance(value, str):
             value = value.strip().lower()
         if value not in choices:
             listed = ", ".join('"" (inherit)' if c == "" else str(c) for c in choices)
             raise ConfigError(
-                f"{source}: {key} = {value!r} is not one of: {listed}.",
-                hint=f"set {key}"
-                + (f" ({option.env}, or --set {key}=...)" if option else "")
-                + f" to one of {listed}.",
+                f"{source}: {key} = {shown!r} is not one of: {listed}.",
+                hint=f"set {key}{where} to one of {listed}.",
             )
         return value
     if origin in (types.UnionType, typing.Union):
@@ -895,26 +940,22 @@ def _coerce(key: str, tp: Any, value: Any, source: str) -> Any:
             raise bad("true or false")
         return flag
     if tp is int:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise bad("an integer")  # int(5.5) would quietly be 5
         try:
-            number = int(value)
+            number = int(value)  # text only (see above): "5.5" and "2.0" are refused, never truncated
         except (TypeError, ValueError):
             raise bad("an integer") from None
-        return _checked(key, number, value, source)
+        return _checked(key, number, shown, source)
     if tp is float:
-        if isinstance(value, bool):
-            raise bad("a number")
         try:
             real = float(value)
         except (TypeError, ValueError):
             raise bad("a number") from None
         if not math.isfinite(real):  # nan compares false with every bound; inf means "never" nowhere here
             raise bad("a finite number")
-        return _checked(key, real, value, source)
+        return _checked(key, real, shown, source)
     if tp is str:
         if not isinstance(value, str):
-            raise bad("a string")
+            raise bad("a string (quoted, in pyproject.toml)")
         return value
     if tp is Path:
         if not isinstance(value, str):

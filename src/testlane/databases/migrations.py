@@ -107,7 +107,15 @@ def load_object(spec: str, *, what: str) -> Any:
         lambda exc: f"{what} {spec!r}: cannot import {module_name!r}: {exc}",
         hint="check the module path; it is imported with the project root on sys.path.",
     ):
-        module = importlib.import_module(module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            raise
+        except Exception as exc:  # the module's settings, read at import time, lacked a variable
+            missing = settings_failure(exc)
+            if missing is None:
+                raise
+            raise ConfigError(f"{what} {spec!r}: importing {module_name!r} failed: {missing}.", hint=ENV_HINT) from None
     obj: Any = module
     for part in attr.split("."):
         try:
@@ -287,6 +295,92 @@ def _find_failing_statement(text: str, exc: Exception) -> tuple[int, str] | None
             # The line that names it: what the server would have pointed at, had it given a position.
             return text.count("\n", 0, start + stmt.index(names[0])) + 1, stmt
     return None
+
+
+# --------------------------------------------------------------------------- failures that are not the migration's
+
+ENV_HINT = (
+    'give the build the variable: a line in [tool.testlane.env] (a constant, `SECRET_KEY = "test"`, or a '
+    'service\'s coordinate, `DATABASE_URL = "{postgres.url}"`), which is applied to db.migrations and setup '
+    "alike (docs/adopting.md). No migration needs fixing."
+)
+IMPORT_HINT = (
+    "make what env.py imports importable in the build (the app's package installed, or its folder on sys.path "
+    "via alembic.ini's prepend_sys_path), and map the variables its settings read in [tool.testlane.env] "
+    "(docs/adopting.md). No migration needs fixing."
+)
+LOADING_HINT = (
+    "usually a setting the app reads from its environment that the build does not have: map it in "
+    "[tool.testlane.env] (docs/adopting.md); otherwise fix env.py. No migration ran."
+)
+# Exceptions settings libraries raise for a missing or invalid variable: Django's and django-environ's
+# ImproperlyConfigured, python-decouple's UndefinedValueError, environs' EnvError (pydantic's
+# ValidationError is recognised by its errors() below).
+SETTINGS_ERRORS = ("ImproperlyConfigured", "UndefinedValueError", "EnvError", "EnvValidationError")
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it was raised from or while handling, outermost first."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _read_environ(exc: BaseException) -> bool:
+    """Raised by ``os.environ[name]`` (its ``__getitem__`` in os.py is on the traceback)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        # os is frozen in the interpreter (its frames say "<frozen os>") unless run from source (os.py).
+        if code.co_name == "__getitem__" and code.co_filename in ("<frozen os>", os.__file__):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def settings_failure(exc: BaseException) -> str | None:
+    """What was missing when ``exc`` came from reading the project's environment or settings (``os.environ
+    [name]``, a pydantic settings class that did not validate, Django's ImproperlyConfigured, ...), in a few
+    words; None for anything else. The build has only the variables ``[tool.testlane.env]`` maps (and the
+    caller's own), so such a failure is a line of configuration, not code, to fix."""
+    for error in _chain(exc):
+        if isinstance(error, KeyError) and _read_environ(error) and error.args:
+            return f"the environment variable {error.args[0]!s} is not set"
+        errors = getattr(error, "errors", None)
+        if type(error).__name__ == "ValidationError" and callable(errors):
+            try:
+                items = list(errors())
+            except Exception:  # not pydantic's after all
+                items = []
+            missing = [".".join(map(str, item.get("loc", ()))) for item in items if item.get("type") == "missing"]
+            if missing:
+                return f"the app's settings lack {', '.join(missing)} ({type(error).__qualname__})"
+            if items:
+                return f"the app's settings did not validate: {str(error).strip().splitlines()[0]}"
+        if type(error).__name__ in SETTINGS_ERRORS:
+            return f"the app's settings are incomplete ({type(error).__name__}: {error})"
+    return None
+
+
+# The same, in a set-up command's output: the last line of a Python traceback.
+SETTINGS_FAILURE_LINE = re.compile(
+    r"^(?:\S*ValidationError: .*validation error|\S*(?:" + "|".join(SETTINGS_ERRORS) + r")\b).*$", re.MULTILINE
+)
+ENVIRON_KEY_ERROR = re.compile(
+    r'(?:<frozen os>|os\.py)", line \d+, in __getitem__\n(?:.*\n)*?KeyError: (.+)$', re.MULTILINE
+)
+
+
+def settings_failure_in_output(output: str) -> str | None:
+    """:func:`settings_failure` for a set-up command that died of a Python traceback: its last line, or None."""
+    key = ENVIRON_KEY_ERROR.search(output)
+    if key:
+        return f"the environment variable {key.group(1).strip().strip(chr(39))} is not set"
+    line = SETTINGS_FAILURE_LINE.search(output)
+    return line.group(0).strip() if line else None
 
 
 # --------------------------------------------------------------------------- Alembic
@@ -546,15 +640,53 @@ def _upgrade_with(script: Any, cfg: Any, revision: str) -> None:
 
 
 def alembic_error(exc: Exception, source: AlembicMigrations) -> MigrationError | ExtensionMissingError:
-    """Find the revision file and the driver error in an Alembic failure."""
+    """Find the revision file and the driver error in an Alembic failure.
+
+    A failure while Alembic loads its environment (env.py, the app's settings and models it imports, a
+    revision file's imports) is not a migration's: it says so, and names ``[tool.testlane.env]`` when a
+    variable or setting was missing (mealie: env.py's settings lacked a variable; "fix the migration" sent
+    the user to the wrong file)."""
     tb = exc.__traceback__
     origin: Origin | None = None
+    in_revision = False  # a revision's upgrade()/downgrade() was running, not a file being imported
+    folder = source.ini.parent if source.ini else source.script_location.parent
+    projects = tuple({f"{folder}/", f"{folder.resolve()}/"})  # as given (alembic's %(here)s) and resolved
+
+    def own(filename: str) -> bool:  # the project's code (env.py, revisions, the app), not a library's
+        return filename.startswith(projects) and "site-packages" not in filename
+
+    deepest: Origin | None = None  # the project's own frame nearest the raise (env.py, the app's settings)
+    raised_in_project = False
     while tb is not None:
-        filename = tb.tb_frame.f_code.co_filename
+        code = tb.tb_frame.f_code
+        filename = code.co_filename
         if str(source.script_location) in filename and "env.py" not in filename:
             origin = (filename, tb.tb_lineno)
+            in_revision = in_revision or code.co_name != "<module>"
+        if own(filename):
+            deepest = (filename, tb.tb_lineno)
+        raised_in_project = own(filename)
         tb = tb.tb_next
     orig = getattr(exc, "orig", None)
+    missing = settings_failure(exc)
+    importing = isinstance(exc, ImportError)
+    # An error Alembic itself raises (a missing revision, two heads) is the history's: not this case.
+    if orig is None and (missing or importing or (raised_in_project and not in_revision)):
+        where = f"{deepest[0]}:{deepest[1]}" if deepest else str(source.script_location)
+        what = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+        if in_revision and origin is not None:
+            head = f"migration {origin[0]}:{origin[1]} failed reading the app's environment or settings, not in SQL"
+        else:
+            head = (
+                "Alembic failed loading its environment (env.py and what it imports, such as the app's "
+                f"settings), before any migration ran, at {where}"
+            )
+        return MigrationError(
+            f"{head}: " + (f"{missing}.\n{what}" if missing else what),
+            hint=ENV_HINT if missing else IMPORT_HINT if importing else LOADING_HINT,
+            cause=f"alembic environment {where}",
+            origin=deepest,
+        )
     statement = getattr(exc, "statement", None)
     where = f"{origin[0]}:{origin[1]}" if origin else str(source.script_location)
     if orig is not None:

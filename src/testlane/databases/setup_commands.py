@@ -23,7 +23,13 @@ from pathlib import Path
 
 from testlane.core.config import Settings
 from testlane.core.errors import ExtensionMissingError, MigrationError
-from testlane.databases.migrations import AlembicMigrations, MigrationSource, Target
+from testlane.databases.migrations import (
+    ENV_HINT,
+    AlembicMigrations,
+    MigrationSource,
+    Target,
+    settings_failure_in_output,
+)
 from testlane.services.backends import undeclared_extension_hint
 from testlane.services.egress import Allowlist, Attempt, foreign_connections, pointing_variables
 
@@ -128,6 +134,9 @@ class SetupCommands(MigrationSource):
         if missing:
             name = missing.group(1) or missing.group(2)
             return ExtensionMissingError(message, hint=undeclared_extension_hint(name), cause=cause), found
+        lacking = settings_failure_in_output(output)
+        if lacking:  # the project's settings, not the command: a line of [tool.testlane.env] fixes it
+            return MigrationError(f"{message}\n{lacking}", hint=ENV_HINT, cause=cause), found
         return MigrationError(
             message,
             hint="fix the command, or run it by hand with the same environment "

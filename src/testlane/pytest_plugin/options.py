@@ -60,7 +60,8 @@ def add_setting_options(group: pytest.OptionGroup, parser: pytest.Parser) -> lis
             else:
                 group.addoption(
                     info.cli,
-                    type=info.scalar,
+                    # Kept as text: the settings read it as they read --set and the variable (one message
+                    # naming the key and what it accepts, the same whatever the source).
                     choices=info.choices,
                     metavar=info.cli_metavar or (None if info.choices else info.key.rsplit(".", 1)[-1].upper()),
                     help=_help(info),
