@@ -650,7 +650,8 @@ class Settings:
     setup_inputs: list[str] = opt(
         [],
         "Files and folders the set-up commands read (their contents are part of the template's hash). Empty: "
-        "the Alembic folder or migrations/ and the files named in the commands.",
+        "the Alembic folder or migrations/, the files named in the commands and the package a `python -m` "
+        "command runs.",
     )
     extensions: list[str] = opt(
         [],

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import re
 import shlex
 import subprocess
@@ -63,10 +64,12 @@ class SetupCommands(MigrationSource):
                 named += [ini, AlembicMigrations(ini).script_location]
             named += [self.root / name for name in ("alembic", "migrations") if (self.root / name).is_dir()]
             for command in self.commands:
-                for token in shlex.split(command):
+                tokens = shlex.split(command)
+                for token in tokens:
                     candidate = self.root / token
                     if not token.startswith("-") and candidate.is_file():
                         named.append(candidate)
+                named += self._module_packages(tokens)
         files: list[Path] = []
         for path in dict.fromkeys(named):
             if path.is_dir():
@@ -74,6 +77,22 @@ class SetupCommands(MigrationSource):
             elif path.is_file():
                 files.append(path)
         return files
+
+    def _module_packages(self, tokens: list[str]) -> list[Path]:
+        """For ``python -m pkg.module``: the project's top-level package ``pkg`` (at the root or under ``src/``),
+        whole — the module runs the project's code (``app.initial_data`` seeds through ``app.core.db``), so any
+        file of it may change what the command writes."""
+        found: list[Path] = []
+        for flag, module in itertools.pairwise(tokens):
+            if flag != "-m":
+                continue
+            top = module.split(".")[0]
+            for base in (self.root, self.root / "src"):
+                if (base / top).is_dir():
+                    found.append(base / top)
+                elif (base / f"{top}.py").is_file():
+                    found.append(base / f"{top}.py")
+        return found
 
     def fingerprint(self) -> str:
         digest = hashlib.sha256("\n".join(self.commands).encode())
