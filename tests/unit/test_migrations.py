@@ -193,3 +193,32 @@ def test_a_metadata_module_whose_settings_lack_a_variable_is_a_config_error_nami
         load_object("tl_app_needing_a_secret:metadata", what="db.migrations")
     assert "the environment variable TL_APP_SECRET is not set" in str(info.value)
     assert "[tool.testlane.env]" in str(info.value)
+
+
+def _alembic_project(root: Path, *, ini_at: str | None, env_py: str = "") -> Path:
+    """An Alembic folder at app/alembic (the fastapi template's layout), its ini at ``ini_at`` if given."""
+    folder = root / "app" / "alembic"
+    (folder / "versions").mkdir(parents=True)
+    (folder / "env.py").write_text(env_py)
+    if ini_at is not None:
+        (root / ini_at).write_text("[alembic]\nscript_location = app/alembic\n")
+    return folder
+
+
+def test_an_alembic_folder_uses_the_projects_ini_that_names_it(tmp_path: Path) -> None:
+    """fastapi template: db.migrations = "app/alembic" ran env.py without the ini beside app/, and its
+    `assert config.config_file_name` failed as "fix the migration"."""
+    folder = _alembic_project(tmp_path, ini_at="alembic.ini")
+    source = source_from_spec("app/alembic", root=tmp_path)
+    assert isinstance(source, AlembicMigrations)
+    assert source.ini == tmp_path / "alembic.ini"
+    assert source.script_location == folder
+    assert source._config(None).config_file_name == str(tmp_path / "alembic.ini")
+
+
+def test_an_ini_naming_another_folder_is_not_used(tmp_path: Path) -> None:
+    _alembic_project(tmp_path, ini_at=None)
+    (tmp_path / "alembic.ini").write_text("[alembic]\nscript_location = other\n")
+    source = source_from_spec("app/alembic", root=tmp_path)
+    assert isinstance(source, AlembicMigrations)
+    assert source.ini is None
