@@ -401,7 +401,8 @@ class DbSettings:
 
     migrations: str = opt(
         "",
-        "What builds the schema: a folder of `.sql` files, an `alembic.ini` (or the Alembic folder: the project's "
+        "What builds the schema: a folder of `.sql` files (one holding none, such as Alembic's `versions/`, is "
+        "refused), an `alembic.ini` (or the Alembic folder: the project's "
         "`alembic.ini` naming it is then used), or "
         "`package.module:metadata` / `package.module:function`. Empty: tests start from an empty database. "
         "Runs with `[tool.testlane.env]` mapped to the template; other servers are refused (docs/isolation.md).",

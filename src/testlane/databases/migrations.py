@@ -905,5 +905,45 @@ def source_from_spec(spec: str | Path | Any, *, root: Path, kind: str = "auto") 
                 f"db.migrations: {path} does not exist.",
                 hint="give a folder of .sql files, an alembic.ini, or 'package.module:metadata'.",
             )
-        return SqlFolder(path)
+        folder = SqlFolder(path)
+        if not folder.files():
+            raise _not_sql(path, root)
+        return folder
     raise ConfigError(f"unknown migration kind {kind!r}.")
+
+
+# A module-level `revision = "..."` / `down_revision = ...`: what makes a .py file an Alembic revision.
+REVISION_LINE = re.compile(r"^(?:down_)?revision\s*(?::[^=]*)?=", re.MULTILINE)
+
+
+def _not_sql(path: Path, root: Path) -> ConfigError:
+    """A folder read as SQL files has none: an empty template, found only later as a missing table.
+
+    fastapi template: ``db.migrations = "app/alembic/versions"`` built an empty schema and the seed failed
+    with ``relation "user" does not exist``. A folder of Alembic revisions names the ini or folder to use."""
+
+    def shown(p: Path) -> str:
+        return str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
+
+    revisions = [
+        p
+        for p in sorted(path.rglob("*.py"))
+        if "__pycache__" not in p.parts and REVISION_LINE.search(p.read_text(encoding="utf-8", errors="replace"))
+    ]
+    if revisions:
+        alembic_folder = path.parent if (path.parent / "env.py").is_file() else None
+        ini = ini_for_folder(alembic_folder, root) if alembic_folder else None
+        if ini is None and (root / "alembic.ini").is_file():
+            ini = root / "alembic.ini"
+        use = shown(ini) if ini else shown(alembic_folder) if alembic_folder else "alembic.ini"
+        what = "the project's alembic.ini" if ini or not alembic_folder else "the Alembic folder (holding env.py)"
+        return ConfigError(
+            f"db.migrations: {shown(path)} holds Alembic revision files ({len(revisions)} .py with revision =), "
+            "no .sql files: read as a folder of SQL files, it would build an empty schema.",
+            hint=f'point db.migrations at {what}: db.migrations = "{use}".',
+        )
+    return ConfigError(
+        f"db.migrations: {shown(path)} holds no .sql files: the template would be an empty database.",
+        hint="point db.migrations at a folder of .sql files, an alembic.ini (or the Alembic folder), or "
+        "'package.module:metadata'; leave it unset for an empty database.",
+    )
