@@ -18,11 +18,13 @@ the template build's guard.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from testlane.services.egress import Allowlist, Attempt, Check, guarded
+from testlane.services.stack import SERVICES_FILE_ENV, load_services_file
 
 __all__ = ["NetworkBlockedError", "attempts_key", "lift_network_guard", "network_blocked"]
 
@@ -37,21 +39,48 @@ class NetworkBlockedError(RuntimeError):
 _SERVICE_PORTS = frozenset({"5432", "6379", "3306"})
 
 
-def _message(nodeid: str, target: str) -> str:
+def _detached(port: int | None) -> str | None:
+    """The name of testlane's own detached service listening on ``port`` (``testlane services start``, its
+    environment in ``TESTLANE_SERVICES_FILE``), or None. Read only when a connection is being refused."""
+    path = os.environ.get(SERVICES_FILE_ENV)
+    if not path or port is None:
+        return None
+    try:
+        instances = load_services_file(path)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return next((inst.name for inst in instances.values() if inst.port == port), None)
+
+
+# docs/lanes.md: the ways to run the integration lane.
+RUN_THE_LANE = "run the integration lane: `pytest --it` (or `TESTLANE_IT=1 pytest`, or `testlane run`)"
+
+
+def _message(nodeid: str, target: str, detached: str | None = None) -> str:
     port = target.split(" ", 1)[0].rsplit(":", 1)[-1]
-    service = "PostgreSQL" in target or "Unix socket" in target or port in _SERVICE_PORTS
+    service = detached or "PostgreSQL" in target or "Unix socket" in target or port in _SERVICE_PORTS
     allow = (
         ""
         if service
         else " A local non-database service the unit lane may reach: "
         '[tool.testlane.lanes] unit_allow_hosts = ["127.0.0.1"].'
     )
+    if detached:
+        # Detached services (`eval "$(testlane services env)"`) and plain `pytest`: the unit lane only.
+        return (
+            f"{nodeid} tried to connect to {target}, testlane's detached {detached} (testlane services start), "
+            "from the unit lane: plain `pytest` runs only the unit lane, which never touches real services, "
+            f"detached ones included. To run this test against it, {RUN_THE_LANE}; a suite that declares no "
+            "lanes then runs every test there. To keep a unit lane, list the integration tests' files in "
+            "[tool.testlane.lanes] integration_patterns or mark them @pytest.mark.integration."
+        )
     return (
         f"{nodeid} tried to connect to {target} from the unit lane, which never touches real services. "
-        "If this test needs the service, it is an integration test: list its files in "
-        '[tool.testlane.lanes] integration_patterns (e.g. ["tests/*"]; `testlane run` makes every test an '
-        "integration test until you set it), mark it @pytest.mark.integration, or move it to tests/integration/ "
-        "or a *_it.py file. Otherwise use a fake (or respx/an in-process transport for HTTP)." + allow
+        f"If this test needs the service, it is an integration test: {RUN_THE_LANE}, and list its files in "
+        '[tool.testlane.lanes] integration_patterns (e.g. ["tests/*"]; `pytest --it` and `testlane run` make every '
+        "test an integration test until you set it), mark it @pytest.mark.integration, or move it to "
+        "tests/integration/ or a *_it.py file. Otherwise use a fake (or respx/an in-process transport for HTTP)."
+        + allow
     )
 
 
@@ -105,7 +134,7 @@ def network_blocked(item: pytest.Item, allow: list[str]) -> Iterator[None]:
             return  # Unix sockets stay allowed in the unit lane (local IPC), libpq's (PGHOST=/dir) too
         target = attempt.describe()
         attempts.append(target)
-        raise NetworkBlockedError(_message(item.nodeid, target))
+        raise NetworkBlockedError(_message(item.nodeid, target, _detached(port)))
 
     guard = item.config.stash.get(_guard_key, None)
     if guard is None:
