@@ -18,13 +18,13 @@ the template build's guard.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 
 import pytest
 
+from testlane.core.runenv import RunEnv
 from testlane.services.egress import Allowlist, Attempt, Check, guarded
-from testlane.services.stack import SERVICES_FILE_ENV, load_services_file
+from testlane.services.stack import load_services_file
 
 __all__ = ["NetworkBlockedError", "attempts_key", "lift_network_guard", "network_blocked"]
 
@@ -42,7 +42,7 @@ _SERVICE_PORTS = frozenset({"5432", "6379", "3306"})
 def _detached(port: int | None) -> str | None:
     """The name of testlane's own detached service listening on ``port`` (``testlane services start``, its
     environment in ``TESTLANE_SERVICES_FILE``), or None. Read only when a connection is being refused."""
-    path = os.environ.get(SERVICES_FILE_ENV)
+    path = RunEnv.current().services_file
     if not path or port is None:
         return None
     try:
