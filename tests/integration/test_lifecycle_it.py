@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -351,3 +352,62 @@ def test_killed_run_dir_without_owner_is_removed(data_dir: Path, project: Path) 
     assert result.returncode == 0
     assert not run_dir.exists()
     assert os.path.isdir(data_dir)
+
+
+DETACHED_UNIT_TEST = textwrap.dedent(
+    """
+    import os, socket
+    from urllib.parse import urlsplit
+
+    def test_reaches_the_database():
+        url = urlsplit(os.environ["TESTLANE_POSTGRES_URL"])
+        socket.create_connection((url.hostname, url.port), timeout=5).close()
+    """
+)
+
+
+def test_plain_pytest_with_detached_services_says_how_to_run_the_integration_lane(
+    project: Path, data_dir: Path
+) -> None:
+    """`testlane services start`, `eval "$(testlane services env)"`, then plain `pytest`: the unit lane's guard
+    refused testlane's own server with only `integration_patterns` as the fix; `pytest --it` is the one-word one."""
+    env = clean_env({"TESTLANE_DATA_DIR": str(data_dir)})
+    started = run_cli(["services", "start", "postgres"], cwd=project, env=env)
+    assert started.returncode == 0, started.stderr
+    try:
+        exported = run_cli(["services", "env"], cwd=project, env=env)
+        detached = dict(
+            line.removeprefix("export ").split("=", 1)
+            for line in exported.stdout.splitlines()
+            if line.startswith("export ")
+        )
+        detached = {name: shlex.split(value)[0] for name, value in detached.items()}  # as the shell's eval
+        (project / "tests").mkdir()
+        (project / "tests" / "test_users.py").write_text(DETACHED_UNIT_TEST)
+        pytest_env = {**env, **detached}
+        plain = subprocess.run(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "tests"],
+            cwd=project,
+            env=pytest_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        out = plain.stdout + plain.stderr
+        assert plain.returncode == 1, out
+        assert "tried to connect to 127.0.0.1:" in out and "testlane's detached postgres" in out, out
+        assert "`pytest --it` (or `TESTLANE_IT=1 pytest`, or `testlane run`)" in out, out
+        assert "unit_allow_hosts" not in out, out
+        lane = subprocess.run(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--it", "tests"],
+            cwd=project,
+            env=pytest_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert lane.returncode == 0, lane.stdout + lane.stderr
+    finally:
+        stopped = run_cli(["services", "stop"], cwd=project, env=env)
+    assert stopped.returncode == 0
+    assert server_processes(data_dir) == []

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import textwrap
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
 
 from testlane import db
-from testlane.core.errors import ExtensionMissingError, LaneError, MigrationError, UnsafeDatabaseError
+from testlane.core.errors import ConfigError, ExtensionMissingError, LaneError, MigrationError, UnsafeDatabaseError
 from testlane.databases.guard import current_lane
 from testlane.databases.migrations import CallableMigrations, MetadataMigrations, SqlFolder
 from testlane.databases.pool import ClonePool
@@ -342,3 +343,47 @@ def test_redis_helper_leases_a_flushed_database(valkey) -> None:
     client = valkey.client(db=lease_db)
     assert client.dbsize() == 0
     assert valkey.client().get(f"testlane:lease:{lease_db}") is None
+
+
+ENV_NEEDING_INI = """\
+from alembic import context
+
+config = context.config
+assert config.config_file_name  # the user's env.py; the fastapi template's calls fileConfig(config.config_file_name)
+context.configure(connection=config.attributes["connection"], target_metadata=None)
+with context.begin_transaction():
+    context.run_migrations()
+"""
+
+REVISION = """\
+from alembic import op
+
+revision = "0001"
+down_revision = None
+
+
+def upgrade() -> None:
+    op.execute("CREATE TABLE {table} (id serial PRIMARY KEY)")
+"""
+
+
+def test_an_alembic_folder_whose_env_needs_the_ini_uses_it_or_says_to_name_it(postgres, tmp_path: Path) -> None:
+    """db.migrations = "app/alembic" (docs/configuration.md accepts the folder): the env.py read
+    config.config_file_name, None without the ini, and failed as "fix the migration"."""
+    from testlane.databases.migrations import source_from_spec
+
+    table = f"t_{uuid.uuid4().hex[:12]}"  # its own template (a fingerprint no other run shares)
+    folder = tmp_path / "app" / "alembic"
+    (folder / "versions").mkdir(parents=True)
+    (folder / "env.py").write_text(ENV_NEEDING_INI)
+    (folder / "versions" / "0001_t.py").write_text(REVISION.format(table=table))
+    with pytest.raises(ConfigError) as info:
+        ensure_template(postgres, TemplateSpec((source_from_spec("app/alembic", root=tmp_path),)))
+    message = str(info.value)
+    assert "its env.py needs an ini file" in message
+    assert 'point db.migrations at the project\'s alembic.ini (db.migrations = "alembic.ini")' in message
+    assert "fix the migration" not in message
+    (tmp_path / "alembic.ini").write_text("[alembic]\nscript_location = app/alembic\n")
+    name = ensure_template(postgres, TemplateSpec((source_from_spec("app/alembic", root=tmp_path),)))
+    with postgres.connect() as admin:
+        assert template_state(admin, name) == "ready"

@@ -74,6 +74,39 @@ def test_unknown_key_suggests_the_right_one(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        # fastapi template adoption: top-level keys meant for [tool.testlane.db] were "unknown" and nothing more.
+        (
+            '[tool.testlane]\nmigrations = "app/alembic"\n',
+            "'migrations' is not a key of [tool.testlane]: move it to [tool.testlane.db] (db.migrations)",
+        ),
+        (
+            '[tool.testlane]\nmigration = "app/alembic"\n',
+            "did you mean 'migrations', in [tool.testlane.db] (db.migrations)",
+        ),
+        ('[tool.testlane.environment]\nDATABASE_URL = "{postgres.url}"\n', "did you mean [tool.testlane.env]?"),
+        ('[tool.testlane.db]\nsetup = ["alembic upgrade head"]\n', "move it to [tool.testlane] (setup)"),
+        ("[tool.testlane.lanes]\ntimeout_it = 30\n", "move it to [tool.testlane.discipline] (discipline.timeout_it)"),
+        ('[tool.testlane.db]\nmigration = "migrations"\n', "did you mean 'db.migrations'?"),
+    ],
+)
+def test_an_unknown_key_names_the_closest_known_key_and_the_table_it_belongs_to(
+    tmp_path: Path, body: str, expected: str
+) -> None:
+    write_pyproject(tmp_path, body)
+    with pytest.raises(ConfigError) as info:
+        load_settings(start=tmp_path, environ={})
+    assert expected in str(info.value)
+
+
+def test_an_unknown_override_names_where_the_key_is(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(start=tmp_path, environ={}, overrides={"migrations": "x"})
+    assert "move it to [tool.testlane.db] (db.migrations)" in str(info.value)
+
+
+@pytest.mark.parametrize(
     ("env", "expected"),
     [
         ({"TESTLANE_START_TIMEOUT": "soon"}, "is not a number"),

@@ -35,6 +35,7 @@ def test_template_name_depends_on_server_version(tmp_path: Path) -> None:
 
 def test_kind_is_guessed_from_the_value(tmp_path: Path) -> None:
     (tmp_path / "migrations").mkdir()
+    (tmp_path / "migrations" / "001.sql").write_text("create table a(id int);")
     assert isinstance(source_from_spec("migrations", root=tmp_path), SqlFolder)
     alembic = tmp_path / "alembic"
     (alembic / "versions").mkdir(parents=True)
@@ -206,3 +207,63 @@ def test_a_metadata_module_whose_settings_lack_a_variable_is_a_config_error_nami
         load_object("tl_app_needing_a_secret:metadata", what="db.migrations")
     assert "the environment variable TL_APP_SECRET is not set" in str(info.value)
     assert "[tool.testlane.env]" in str(info.value)
+
+
+def _alembic_project(root: Path, *, ini_at: str | None, env_py: str = "") -> Path:
+    """An Alembic folder at app/alembic (the fastapi template's layout), its ini at ``ini_at`` if given."""
+    folder = root / "app" / "alembic"
+    (folder / "versions").mkdir(parents=True)
+    (folder / "env.py").write_text(env_py)
+    if ini_at is not None:
+        (root / ini_at).write_text("[alembic]\nscript_location = app/alembic\n")
+    return folder
+
+
+def test_an_alembic_folder_uses_the_projects_ini_that_names_it(tmp_path: Path) -> None:
+    """fastapi template: db.migrations = "app/alembic" ran env.py without the ini beside app/, and its
+    `assert config.config_file_name` failed as "fix the migration"."""
+    folder = _alembic_project(tmp_path, ini_at="alembic.ini")
+    source = source_from_spec("app/alembic", root=tmp_path)
+    assert isinstance(source, AlembicMigrations)
+    assert source.ini == tmp_path / "alembic.ini"
+    assert source.script_location == folder
+    assert source._config(None).config_file_name == str(tmp_path / "alembic.ini")
+
+
+def test_an_ini_naming_another_folder_is_not_used(tmp_path: Path) -> None:
+    _alembic_project(tmp_path, ini_at=None)
+    (tmp_path / "alembic.ini").write_text("[alembic]\nscript_location = other\n")
+    source = source_from_spec("app/alembic", root=tmp_path)
+    assert isinstance(source, AlembicMigrations)
+    assert source.ini is None
+
+
+def test_a_folder_without_sql_files_is_a_configuration_error(tmp_path: Path) -> None:
+    """It was "sql folder (0 files)": an empty template, found later as the seed's missing table."""
+    (tmp_path / "migrations").mkdir()
+    (tmp_path / "migrations" / "README.md").write_text("not SQL")
+    with pytest.raises(ConfigError) as info:
+        source_from_spec("migrations", root=tmp_path)
+    assert str(info.value).startswith("db.migrations: migrations holds no .sql files")
+    assert "point db.migrations at a folder of .sql files, an alembic.ini" in str(info.value)
+
+
+REVISION = 'from alembic import op\n\nrevision = "0001"\ndown_revision = None\n\n\ndef upgrade() -> None:\n    pass\n'
+
+
+@pytest.mark.parametrize(("ini_at", "use"), [("alembic.ini", "alembic.ini"), (None, "app/alembic")])
+def test_a_folder_of_alembic_revisions_names_the_ini_or_folder_to_use(
+    tmp_path: Path, ini_at: str | None, use: str
+) -> None:
+    """fastapi template: db.migrations = "app/alembic/versions" built an empty schema; the seed then failed with
+    `relation "user" does not exist`."""
+    folder = _alembic_project(tmp_path, ini_at=ini_at)
+    (folder / "versions" / "0001_initial.py").write_text(REVISION)
+    with pytest.raises(ConfigError) as info:
+        source_from_spec("app/alembic/versions", root=tmp_path)
+    message = str(info.value)
+    assert message.startswith("db.migrations: app/alembic/versions holds Alembic revision files (1 .py")
+    assert f'db.migrations = "{use}"' in message
+    for kind in ("auto", "sql"):
+        with pytest.raises(ConfigError, match="holds Alembic revision files"):
+            source_from_spec("app/alembic/versions", root=tmp_path, kind=kind)

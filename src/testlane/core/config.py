@@ -401,7 +401,9 @@ class DbSettings:
 
     migrations: str = opt(
         "",
-        "What builds the schema: a folder of `.sql` files, an `alembic.ini` (or Alembic folder), or "
+        "What builds the schema: a folder of `.sql` files (one holding none, such as Alembic's `versions/`, is "
+        "refused), an `alembic.ini` (or the Alembic folder: the project's "
+        "`alembic.ini` naming it is then used), or "
         "`package.module:metadata` / `package.module:function`. Empty: tests start from an empty database. "
         "Runs with `[tool.testlane.env]` mapped to the template; other servers are refused (docs/isolation.md).",
     )
@@ -995,11 +997,11 @@ def _flatten(table: Mapping[str, Any], cls: type, prefix: str, source: str) -> d
     for name, value in table.items():
         key = f"{prefix}{name}"
         if name not in known:
-            close = difflib.get_close_matches(name, list(known), n=1)
-            suggestion = f"did you mean {prefix + close[0]!r}? " if close else ""
+            suggestion = suggest_key(key, toml=True)
             raise ConfigError(
                 f"{source}: unknown key {key!r}.",
-                hint=f"{suggestion}known keys here: {', '.join(prefix + k for k in known)}.",
+                hint=(f"{suggestion} " if suggestion else "")
+                + f"Known keys in {_table(prefix)}: {', '.join(prefix + k for k in known)}.",
             )
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
@@ -1009,6 +1011,79 @@ def _flatten(table: Mapping[str, Any], cls: type, prefix: str, source: str) -> d
         else:
             flat[key] = _coerce(key, tp, value, source)
     return flat
+
+
+@functools.cache
+def _all_keys(cls: type = Settings, prefix: str = "") -> tuple[tuple[str, bool], ...]:
+    """(dotted key, is a table) for every section and setting, depth first: what an unknown key is matched
+    against (``env`` is a table too: ``[tool.testlane.env]``)."""
+    hints = _type_hints(cls)
+    out: list[tuple[str, bool]] = []
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("internal"):
+            continue
+        tp = hints[f.name]
+        key = f"{prefix}{f.name}"
+        nested = dataclasses.is_dataclass(tp)
+        out.append((key, nested or typing.get_origin(tp) is dict))
+        if nested:
+            out.extend(_all_keys(tp, f"{key}."))
+    return tuple(out)
+
+
+def _table(prefix: str) -> str:
+    """``[tool.testlane.db]`` for the prefix ``db.``; ``[tool.testlane]`` for none."""
+    return f"[tool.testlane.{prefix.rstrip('.')}]" if prefix else "[tool.testlane]"
+
+
+def suggest_key(key: str, *, toml: bool) -> str:
+    """What an unknown ``key`` (dotted) was probably meant to be, as a sentence; "" when nothing is close.
+
+    In order: the closest key in the same table (difflib, or a known key the name begins with, such as
+    ``environment`` for ``env``); a key of that name in another table (``migrations`` at the top is
+    ``db.migrations``: move it there); the closest key of another table. ``toml``: say tables as
+    ``[tool.testlane.env]`` (a pyproject key) rather than ``env`` (``--set``)."""
+    prefix, _, name = key.rpartition(".")
+    prefix = f"{prefix}." if prefix else ""
+    entries = _all_keys()
+
+    def shown(full: str, table: bool) -> str:
+        return _table(f"{full}.") if toml and table else repr(full)
+
+    here = {
+        full.removeprefix(prefix): table
+        for full, table in entries
+        if full.rpartition(".")[0] + "." == prefix or (not prefix and "." not in full)
+    }
+    close = difflib.get_close_matches(name, list(here), n=1)
+    if not close:
+        close = [k for k in here if len(k) >= 3 and (name.startswith(k) or k.startswith(name))][:1]
+    if close:
+        return f"did you mean {shown(prefix + close[0], here[close[0]])}?"
+    elsewhere = [
+        (full, table)
+        for full, table in entries
+        if not (full.startswith(prefix) and full.count(".") == prefix.count("."))
+    ]
+
+    def where(full: str, table: bool) -> str:
+        section = full.rpartition(".")[0]
+        if toml and table:
+            return _table(f"{full}.")
+        return f"{_table(section + '.' if section else '')} ({full})"
+
+    # [tool.testlane.db] (the Postgres template's) first: a bare `migrations` is far likelier meant for it.
+    elsewhere.sort(key=lambda entry: not entry[0].startswith("db."))
+    same = [(full, table) for full, table in elsewhere if full.rpartition(".")[2] == name]
+    if same:
+        return f"{name!r} is not a key of {_table(prefix)}: move it to " + " or ".join(where(*e) for e in same) + "."
+    leaves: dict[str, list[tuple[str, bool]]] = {}
+    for full, table in elsewhere:
+        leaves.setdefault(full.rpartition(".")[2], []).append((full, table))
+    close = difflib.get_close_matches(name, list(leaves), n=1)
+    if close:
+        return f"did you mean {close[0]!r}, in " + " or ".join(where(*e) for e in leaves[close[0]]) + "?"
+    return ""
 
 
 def find_pyproject(start: Path) -> Path | None:
@@ -1101,10 +1176,10 @@ def load_settings(
             values[option.key] = _coerce(option.key, option.type, env[option.env], f"${option.env}")
     for key, value in (overrides or {}).items():
         if key not in options:
-            close = difflib.get_close_matches(key, list(options), n=1)
+            suggestion = suggest_key(key, toml=False)
             raise ConfigError(
                 f"unknown setting {key!r}.",
-                hint=(f"did you mean {close[0]!r}? " if close else "") + "see docs/configuration.md.",
+                hint=(f"{suggestion} " if suggestion else "") + "See docs/configuration.md.",
             )
         values[key] = _coerce(key, options[key].type, value, "command line")
     _check_variables(env, options, mapped=values.get("env") or {})

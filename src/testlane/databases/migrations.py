@@ -438,37 +438,90 @@ def _literal_revisions(files: list[Path]) -> dict[str, tuple[str | None, Path]] 
     return found
 
 
+def script_location_from_ini(ini: Path) -> Path:
+    """The ``script_location`` an ``alembic.ini`` names (relative to the ini's folder, or ``%(here)s``)."""
+    import configparser
+
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read(ini)
+    except configparser.Error:
+        return ini.parent / "alembic"
+    location = parser.get("alembic", "script_location", fallback="alembic")
+    location = location.replace("%(here)s", str(ini.parent))
+    path = Path(location)
+    return path if path.is_absolute() else ini.parent / path
+
+
+def ini_candidates(folder: Path, root: Path | None) -> list[Path]:
+    """Where an Alembic project keeps the ``alembic.ini`` of ``folder``: the folder's parent, the folders
+    above it up to the project root, the project root."""
+    places = [folder.parent]
+    if root is not None:
+        resolved_root = root.resolve()
+        for parent in folder.resolve().parents:
+            if resolved_root not in (parent, *parent.parents):
+                break
+            places.append(parent)
+        places.append(root)
+    seen: set[Path] = set()
+    out = []
+    for place in places:
+        if place.resolve() not in seen:
+            seen.add(place.resolve())
+            out.append(place / "alembic.ini")
+    return out
+
+
+def ini_for_folder(folder: Path, root: Path | None) -> Path | None:
+    """The ``alembic.ini`` whose ``script_location`` resolves to ``folder`` (see :func:`ini_candidates`)."""
+    target = folder.resolve()
+    for ini in ini_candidates(folder, root):
+        if ini.is_file() and script_location_from_ini(ini).resolve() == target:
+            return ini
+    return None
+
+
+def _env_needs_ini(exc: BaseException, source: AlembicMigrations) -> bool:
+    """Did ``exc`` come from an env.py that reads ``config.config_file_name`` (which is None without an ini)?"""
+    env_py = source.script_location / "env.py"
+    try:
+        if "config_file_name" not in env_py.read_text(encoding="utf-8"):
+            return False
+    except OSError:
+        return False
+    names = {str(env_py), str(env_py.resolve())}
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename in names:
+            return True
+        tb = tb.tb_next
+    return False
+
+
 class AlembicMigrations(MigrationSource):
     """An Alembic project upgraded to ``head`` (or ``revision``)."""
 
     kind = "alembic"
 
-    def __init__(self, path: Path, *, revision: str = "head") -> None:
+    def __init__(self, path: Path, *, revision: str = "head", root: Path | None = None) -> None:
         self.revision = revision
+        self._root = root
         if path.is_dir() and (path / "alembic.ini").is_file():
             path = path / "alembic.ini"
         if path.is_file():
             self.ini: Path | None = path
-            self.script_location = self._script_location_from_ini(path)
+            self.script_location = script_location_from_ini(path)
         elif path.is_dir() and (path / "env.py").is_file():
-            self.ini = None
+            # The folder given, not its ini: the project's ini is still what `alembic` itself would use (its
+            # env.py may read config.config_file_name: fileConfig(), the fastapi template's assert).
+            self.ini = ini_for_folder(path, root)
             self.script_location = path
         else:
             raise ConfigError(
                 f"{path} is neither an alembic.ini nor an Alembic script folder (with env.py).",
                 hint="point db.migrations at alembic.ini or at the folder holding env.py and versions/.",
             )
-
-    @staticmethod
-    def _script_location_from_ini(ini: Path) -> Path:
-        import configparser
-
-        parser = configparser.ConfigParser(interpolation=None)
-        parser.read(ini)
-        location = parser.get("alembic", "script_location", fallback="alembic")
-        location = location.replace("%(here)s", str(ini.parent))
-        path = Path(location)
-        return path if path.is_absolute() else ini.parent / path
 
     def _files(self) -> list[Path]:
         return sorted(
@@ -611,10 +664,23 @@ class AlembicMigrations(MigrationSource):
         except ConfigError:
             raise
         except Exception as exc:
+            if self.ini is None and _env_needs_ini(exc, self):
+                raise self._ini_missing(exc) from None
             raise alembic_error(exc, self) from None
         finally:
             engine.dispose()
         self._check_applied(target)
+
+    def _ini_missing(self, exc: BaseException) -> ConfigError:
+        looked = ", ".join(str(p) for p in ini_candidates(self.script_location, self._root))
+        what = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+        return ConfigError(
+            f"db.migrations names the Alembic folder {self.script_location}, and its env.py needs an ini file "
+            f"(it reads config.config_file_name, which is None without one): {what}. No alembic.ini whose "
+            f"script_location is that folder was found (looked for {looked}).",
+            hint='point db.migrations at the project\'s alembic.ini (db.migrations = "alembic.ini"), whose '
+            "script_location names the folder.",
+        )
 
     def _check_applied(self, target: Target) -> None:
         with target.connect(autocommit=True) as conn:
@@ -832,12 +898,52 @@ def source_from_spec(spec: str | Path | Any, *, root: Path, kind: str = "auto") 
         kind == "auto"
         and (path.name.endswith(".ini") or (path / "alembic.ini").is_file() or (path / "env.py").is_file())
     ):
-        return AlembicMigrations(path)
+        return AlembicMigrations(path, root=root)
     if kind in ("sql", "auto"):
         if not path.exists():
             raise ConfigError(
                 f"db.migrations: {path} does not exist.",
                 hint="give a folder of .sql files, an alembic.ini, or 'package.module:metadata'.",
             )
-        return SqlFolder(path)
+        folder = SqlFolder(path)
+        if not folder.files():
+            raise _not_sql(path, root)
+        return folder
     raise ConfigError(f"unknown migration kind {kind!r}.")
+
+
+# A module-level `revision = "..."` / `down_revision = ...`: what makes a .py file an Alembic revision.
+REVISION_LINE = re.compile(r"^(?:down_)?revision\s*(?::[^=]*)?=", re.MULTILINE)
+
+
+def _not_sql(path: Path, root: Path) -> ConfigError:
+    """A folder read as SQL files has none: an empty template, found only later as a missing table.
+
+    fastapi template: ``db.migrations = "app/alembic/versions"`` built an empty schema and the seed failed
+    with ``relation "user" does not exist``. A folder of Alembic revisions names the ini or folder to use."""
+
+    def shown(p: Path) -> str:
+        return str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
+
+    revisions = [
+        p
+        for p in sorted(path.rglob("*.py"))
+        if "__pycache__" not in p.parts and REVISION_LINE.search(p.read_text(encoding="utf-8", errors="replace"))
+    ]
+    if revisions:
+        alembic_folder = path.parent if (path.parent / "env.py").is_file() else None
+        ini = ini_for_folder(alembic_folder, root) if alembic_folder else None
+        if ini is None and (root / "alembic.ini").is_file():
+            ini = root / "alembic.ini"
+        use = shown(ini) if ini else shown(alembic_folder) if alembic_folder else "alembic.ini"
+        what = "the project's alembic.ini" if ini or not alembic_folder else "the Alembic folder (holding env.py)"
+        return ConfigError(
+            f"db.migrations: {shown(path)} holds Alembic revision files ({len(revisions)} .py with revision =), "
+            "no .sql files: read as a folder of SQL files, it would build an empty schema.",
+            hint=f'point db.migrations at {what}: db.migrations = "{use}".',
+        )
+    return ConfigError(
+        f"db.migrations: {shown(path)} holds no .sql files: the template would be an empty database.",
+        hint="point db.migrations at a folder of .sql files, an alembic.ini (or the Alembic folder), or "
+        "'package.module:metadata'; leave it unset for an empty database.",
+    )

@@ -21,6 +21,7 @@ import contextlib
 
 import pytest
 
+from testlane.core.runenv import RunEnv
 from testlane.services.egress import Allowlist, Attempt, guarded
 
 __all__ = ["NetworkBlockedError", "attempts_key", "block_network", "check_swallowed", "lift_network_guard"]
@@ -36,21 +37,50 @@ class NetworkBlockedError(RuntimeError):
 _SERVICE_PORTS = frozenset({"5432", "6379", "3306"})
 
 
-def _message(nodeid: str, target: str) -> str:
+def _detached(port: int | None) -> str | None:
+    """The name of testlane's own detached service listening on ``port`` (``testlane services start``, its
+    environment in ``TESTLANE_SERVICES_FILE``), or None. Read only when a connection is being refused."""
+    path = RunEnv.current().services_file
+    if not path or port is None:
+        return None
+    from testlane.services.stack import load_services_file  # the services layer: only for a refusal
+
+    try:
+        instances = load_services_file(path)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return next((inst.name for inst in instances.values() if inst.port == port), None)
+
+
+# docs/lanes.md: the ways to run the integration lane.
+RUN_THE_LANE = "run the integration lane: `pytest --it` (or `TESTLANE_IT=1 pytest`, or `testlane run`)"
+
+
+def _message(nodeid: str, target: str, detached: str | None = None) -> str:
     port = target.split(" ", 1)[0].rsplit(":", 1)[-1]
-    service = "PostgreSQL" in target or "Unix socket" in target or port in _SERVICE_PORTS
+    service = detached or "PostgreSQL" in target or "Unix socket" in target or port in _SERVICE_PORTS
     allow = (
         ""
         if service
         else " A local non-database service the unit lane may reach: "
         '[tool.testlane.lanes] unit_allow_hosts = ["127.0.0.1"].'
     )
+    if detached:
+        # Detached services (`eval "$(testlane services env)"`) and plain `pytest`: the unit lane only.
+        return (
+            f"{nodeid} tried to connect to {target}, testlane's detached {detached} (testlane services start), "
+            "from the unit lane: plain `pytest` runs only the unit lane, which never touches real services, "
+            f"detached ones included. To run this test against it, {RUN_THE_LANE}; a suite that declares no "
+            "lanes then runs every test there. To keep a unit lane, list the integration tests' files in "
+            "[tool.testlane.lanes] integration_patterns or mark them @pytest.mark.integration."
+        )
     return (
         f"{nodeid} tried to connect to {target} from the unit lane, which never touches real services. "
-        "If this test needs the service, it is an integration test: list its files in "
-        '[tool.testlane.lanes] integration_patterns (e.g. ["tests/*"]; `testlane run` makes every test an '
-        "integration test until you set it), mark it @pytest.mark.integration, or move it to tests/integration/ "
-        "or a *_it.py file. Otherwise use a fake (or respx/an in-process transport for HTTP)." + allow
+        f"If this test needs the service, it is an integration test: {RUN_THE_LANE}, and list its files in "
+        '[tool.testlane.lanes] integration_patterns (e.g. ["tests/*"]; `pytest --it` and `testlane run` make every '
+        "test an integration test until you set it), mark it @pytest.mark.integration, or move it to "
+        "tests/integration/ or a *_it.py file. Otherwise use a fake (or respx/an in-process transport for HTTP)."
+        + allow
     )
 
 
@@ -77,7 +107,7 @@ class _SessionGuard:
             return  # Unix sockets stay allowed in the unit lane (local IPC), libpq's (PGHOST=/dir) too
         target = attempt.describe()
         item.stash.setdefault(attempts_key, []).append(target)
-        raise NetworkBlockedError(_message(item.nodeid, target))
+        raise NetworkBlockedError(_message(item.nodeid, target, _detached(port)))
 
     def install(self) -> None:
         if self._stack is None:
