@@ -36,6 +36,7 @@ HOLD_TEST = textwrap.dedent(
         hold = os.environ.get("HOLD")
         if hold:
             wait_until(pathlib.Path(hold).exists, timeout=600, what="release")
+        assert not os.environ.get("FAIL"), "a failing session drops its databases too"
     """
 )
 
@@ -76,9 +77,15 @@ def _tl_databases(url: str) -> set[str]:
     return {str(row[0]) for row in rows}
 
 
-def _session(project: Path, env: dict[str, str], out: Path, hold: Path | None = None) -> subprocess.Popen[str]:
+def _session(
+    project: Path, env: dict[str, str], out: Path, hold: Path | None = None, *, fail: bool = False
+) -> subprocess.Popen[str]:
     """`pytest --it tests/test_hold.py` in the user's shell after `eval "$(testlane services env)"`."""
-    extra = {"HOLD_OUT": str(out), **({"HOLD": str(hold)} if hold is not None else {})}
+    extra = {
+        "HOLD_OUT": str(out),
+        **({"HOLD": str(hold)} if hold is not None else {}),
+        **({"FAIL": "1"} if fail else {}),
+    }
     return subprocess.Popen(
         [sys.executable, "-m", "pytest", "--it", "-p", "no:cacheprovider", "-q", "tests/test_hold.py"],
         cwd=project,
@@ -93,14 +100,15 @@ def _run_id(database: str) -> str:
     return database.split("_")[1]
 
 
+@pytest.mark.parametrize("fail", [False, True], ids=["passing", "failing"])
 def test_a_session_leaves_no_database_on_the_detached_server(
-    detached: tuple[dict[str, str], str], project: Path, tmp_path: Path
+    detached: tuple[dict[str, str], str], project: Path, tmp_path: Path, fail: bool
 ) -> None:
     env, url = detached
     before = _tl_databases(url)
-    proc = _session(project, env, tmp_path / "used")
+    proc = _session(project, env, tmp_path / "used", fail=fail)
     stdout, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0, stdout + stderr
+    assert proc.returncode == (1 if fail else 0), stdout + stderr
     used = (tmp_path / "used").read_text()
     assert used.startswith("tl_")
     assert _tl_databases(url) == before  # the clone the test used, and those made for it, are dropped
