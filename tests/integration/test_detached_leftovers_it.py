@@ -188,3 +188,52 @@ def test_reap_and_the_next_session_drop_only_what_a_killed_session_left(
     with psycopg.connect(url) as conn:
         names = {str(row[0]) for row in conn.execute("SELECT datname FROM pg_database").fetchall()}
     assert set(foreign) <= names
+
+
+VHOST_TEST = textwrap.dedent(
+    """
+    def test_uses_a_vhost(rabbitmq_vhost):
+        assert rabbitmq_vhost.url
+    """
+)
+
+
+def test_a_session_leaves_no_vhost_on_a_detached_rabbitmq(project: Path, data_dir: Path) -> None:
+    from testlane.services.stack import attach, load_services_file
+
+    with (project / "pyproject.toml").open("a") as f:
+        f.write('\n[tool.testlane]\nservices = ["rabbitmq"]\n')
+    (project / "tests").mkdir()
+    (project / "tests" / "test_vhost.py").write_text(VHOST_TEST)
+    env = clean_env({"TESTLANE_DATA_DIR": str(data_dir)})
+    started = run_cli(["services", "start", "rabbitmq"], cwd=project, env=env, timeout=300)
+    assert started.returncode == 0, started.stderr
+    try:
+        exported = run_cli(["services", "env"], cwd=project, env=env)
+        for line in exported.stdout.splitlines():
+            if line.startswith("export "):
+                key, value = line.removeprefix("export ").split("=", 1)
+                env[key] = value.strip("'")
+        broker = attach(load_services_file(env["TESTLANE_SERVICES_FILE"])["rabbitmq"])
+
+        def vhosts() -> set[str]:
+            with broker.management() as api:
+                return {str(entry["name"]) for entry in api.get("/api/vhosts").json()}
+
+        before = vhosts()
+        session = subprocess.run(
+            [sys.executable, "-m", "pytest", "--it", "-p", "no:cacheprovider", "-q", "tests/test_vhost.py"],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert session.returncode == 0, session.stdout + session.stderr
+        assert vhosts() == before  # the test's vhost and those made ahead for later tests are deleted
+    finally:
+        stopped = run_cli(["services", "stop"], cwd=project, env=env)
+        assert stopped.returncode == 0, stopped.stderr
+    assert server_processes(data_dir) == []
+    assert leftovers(data_dir) == []
