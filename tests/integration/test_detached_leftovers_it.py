@@ -237,3 +237,68 @@ def test_a_session_leaves_no_vhost_on_a_detached_rabbitmq(project: Path, data_di
         assert stopped.returncode == 0, stopped.stderr
     assert server_processes(data_dir) == []
     assert leftovers(data_dir) == []
+
+
+BUCKET_TEST = textwrap.dedent(
+    """
+    import os, pathlib
+    from testlane.core.waiting import wait_until
+
+    def test_uses_a_bucket(s3_bucket):
+        out = pathlib.Path(os.environ["HOLD_OUT"])
+        partial = out.with_suffix(".partial")
+        partial.write_text(s3_bucket.name)
+        os.replace(partial, out)
+        hold = os.environ.get("HOLD")
+        if hold:
+            wait_until(pathlib.Path(hold).exists, timeout=600, what="release")
+    """
+)
+
+
+def test_the_next_session_deletes_the_buckets_a_killed_session_left_on_a_detached_s3(
+    project: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    from testlane.services.stack import attach, load_services_file
+
+    with (project / "pyproject.toml").open("a") as f:
+        f.write('\n[tool.testlane]\nservices = ["s3"]\n')
+    (project / "tests").mkdir()
+    (project / "tests" / "test_hold.py").write_text(BUCKET_TEST)
+    env = clean_env({"TESTLANE_DATA_DIR": str(data_dir)})
+    started = run_cli(["services", "start", "s3"], cwd=project, env=env, timeout=300)
+    assert started.returncode == 0, started.stderr
+    try:
+        exported = run_cli(["services", "env"], cwd=project, env=env)
+        for line in exported.stdout.splitlines():
+            if line.startswith("export "):
+                key, value = line.removeprefix("export ").split("=", 1)
+                env[key] = value.strip("'")
+        client = attach(load_services_file(env["TESTLANE_SERVICES_FILE"])["s3"]).client()  # type: ignore[attr-defined]
+        client.create_bucket(Bucket="tl-users-own-bucket")  # named like testlane's, without its owner tag
+
+        def buckets() -> set[str]:
+            return {str(b["Name"]) for b in client.list_buckets().get("Buckets", [])}
+
+        killed = _session(project, env, tmp_path / "killed", hold=tmp_path / "never")
+        try:
+            wait_for_file(tmp_path / "killed", timeout=120)
+        finally:
+            killed.kill()
+            killed.communicate(timeout=60)
+        prefix = (tmp_path / "killed").read_text().rsplit("-", 1)[0] + "-"
+        assert {name for name in buckets() if name.startswith(prefix)}, "the killed session held buckets"
+
+        after = _session(project, env, tmp_path / "after")
+        stdout, stderr = after.communicate(timeout=300)
+        assert after.returncode == 0, stdout + stderr
+        left = buckets()
+        assert not {name for name in left if name.startswith(prefix)}
+        after_prefix = (tmp_path / "after").read_text().rsplit("-", 1)[0] + "-"
+        assert not {name for name in left if name.startswith(after_prefix)}  # its own: deleted at its end
+        assert "tl-users-own-bucket" in left
+    finally:
+        stopped = run_cli(["services", "stop"], cwd=project, env=env)
+        assert stopped.returncode == 0, stopped.stderr
+    assert server_processes(data_dir) == []
+    assert leftovers(data_dir) == []
