@@ -302,3 +302,65 @@ def test_the_next_session_deletes_the_buckets_a_killed_session_left_on_a_detache
         assert stopped.returncode == 0, stopped.stderr
     assert server_processes(data_dir) == []
     assert leftovers(data_dir) == []
+
+
+STREAM_TEST = textwrap.dedent(
+    """
+    import asyncio, os, pathlib
+    from testlane.core.waiting import wait_until
+
+    def test_jetstream(jetstream):
+        async def main():
+            client = await jetstream.connect()
+            try:
+                js = client.jetstream()
+                found = [info.config.name for info in await js.streams_info()]
+                await js.add_stream(name="HELD", subjects=["held.>"])
+                return found
+            finally:
+                await client.close()
+
+        found = asyncio.run(main())
+        out = pathlib.Path(os.environ["HOLD_OUT"])
+        partial = out.with_suffix(".partial")
+        partial.write_text(jetstream.account or "")
+        os.replace(partial, out)
+        assert found == [], f"the account holds another session's streams: {found}"
+        hold = os.environ.get("HOLD")
+        if hold:
+            wait_until(pathlib.Path(hold).exists, timeout=600, what="release")
+    """
+)
+
+
+def test_the_next_session_finds_the_nats_account_a_killed_session_held_reset(
+    project: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    with (project / "pyproject.toml").open("a") as f:
+        f.write('\n[tool.testlane]\nservices = ["nats"]\n\n[tool.testlane.nats]\naccounts = 1\n')
+    (project / "tests").mkdir()
+    (project / "tests" / "test_hold.py").write_text(STREAM_TEST)
+    env = clean_env({"TESTLANE_DATA_DIR": str(data_dir)})
+    started = run_cli(["services", "start", "nats"], cwd=project, env=env, timeout=300)
+    assert started.returncode == 0, started.stderr
+    try:
+        exported = run_cli(["services", "env"], cwd=project, env=env)
+        for line in exported.stdout.splitlines():
+            if line.startswith("export "):
+                key, value = line.removeprefix("export ").split("=", 1)
+                env[key] = value.strip("'")
+        killed = _session(project, env, tmp_path / "killed", hold=tmp_path / "never")
+        try:
+            wait_for_file(tmp_path / "killed", timeout=120)
+        finally:
+            killed.kill()
+            killed.communicate(timeout=60)
+        after = _session(project, env, tmp_path / "after")
+        stdout, stderr = after.communicate(timeout=300)
+        assert after.returncode == 0, stdout + stderr  # the one account, reset: no stream of the killed session
+        assert (tmp_path / "after").read_text() == (tmp_path / "killed").read_text()
+    finally:
+        stopped = run_cli(["services", "stop"], cwd=project, env=env)
+        assert stopped.returncode == 0, stopped.stderr
+    assert server_processes(data_dir) == []
+    assert leftovers(data_dir) == []
