@@ -364,3 +364,74 @@ def test_the_next_session_finds_the_nats_account_a_killed_session_held_reset(
         assert stopped.returncode == 0, stopped.stderr
     assert server_processes(data_dir) == []
     assert leftovers(data_dir) == []
+
+
+MYSQL_TEST = textwrap.dedent(
+    """
+    import os, pathlib
+    from testlane.core.waiting import wait_until
+
+    def test_uses_a_database(mysql_database):
+        out = pathlib.Path(os.environ["HOLD_OUT"])
+        partial = out.with_suffix(".partial")
+        partial.write_text(mysql_database.name)
+        os.replace(partial, out)
+        hold = os.environ.get("HOLD")
+        if hold:
+            wait_until(pathlib.Path(hold).exists, timeout=600, what="release")
+    """
+)
+
+
+def test_mariadb_a_session_leaves_nothing_and_reap_drops_a_killed_sessions_databases(
+    project: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    import contextlib
+
+    from testlane.services.stack import attach, load_services_file
+
+    with (project / "pyproject.toml").open("a") as f:
+        f.write('\n[tool.testlane]\nservices = ["mariadb"]\n')
+    (project / "tests").mkdir()
+    (project / "tests" / "test_hold.py").write_text(MYSQL_TEST)
+    env = clean_env({"TESTLANE_DATA_DIR": str(data_dir)})
+    started = run_cli(["services", "start", "mariadb"], cwd=project, env=env, timeout=300)
+    assert started.returncode == 0, started.stderr
+    try:
+        exported = run_cli(["services", "env"], cwd=project, env=env)
+        for line in exported.stdout.splitlines():
+            if line.startswith("export "):
+                key, value = line.removeprefix("export ").split("=", 1)
+                env[key] = value.strip("'")
+        server = attach(load_services_file(env["TESTLANE_SERVICES_FILE"])["mariadb"])
+
+        def databases() -> set[str]:
+            with contextlib.closing(server.connect()) as conn, conn.cursor() as cur:  # type: ignore[attr-defined]
+                cur.execute(
+                    "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA "
+                    "WHERE SCHEMA_NAME LIKE 'tl\\\\_%' AND SCHEMA_NAME NOT LIKE 'tl\\\\_tpl\\\\_%'"
+                )
+                return {str(row[0]) for row in cur.fetchall()}
+
+        normal = _session(project, env, tmp_path / "normal")
+        stdout, stderr = normal.communicate(timeout=300)
+        assert normal.returncode == 0, stdout + stderr
+        assert databases() == set()
+
+        killed = _session(project, env, tmp_path / "killed", hold=tmp_path / "never")
+        try:
+            wait_for_file(tmp_path / "killed", timeout=120)
+        finally:
+            killed.kill()
+            killed.communicate(timeout=60)
+        killed_run = _run_id((tmp_path / "killed").read_text())
+        left = {name for name in databases() if _run_id(name) == killed_run}
+        assert left
+        reaped = run_cli(["reap"], cwd=project, env=clean_env({"TESTLANE_DATA_DIR": str(data_dir)}))
+        assert reaped.returncode == 0, reaped.stderr
+        assert not {name for name in databases() if _run_id(name) == killed_run}, reaped.stdout + reaped.stderr
+    finally:
+        stopped = run_cli(["services", "stop"], cwd=project, env=env)
+        assert stopped.returncode == 0, stopped.stderr
+    assert server_processes(data_dir) == []
+    assert leftovers(data_dir) == []
