@@ -247,7 +247,8 @@ def test_a_passing_xdist_run_leaves_no_database_of_its_own_on_an_existing_server
                 mark_owner(admin, f"tl_{run}_orphan_1", postgres)
                 admin.execute(
                     sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-                        sql.Identifier(f"tl_{run}_decoy_1"), sql.Literal("copy of " + owner_comment(postgres))
+                        sql.Identifier(f"tl_{run}_decoy_1"),
+                        sql.Literal("copy of " + owner_comment(postgres, f"tl_{run}_decoy_1")),
                     )
                 )
         """

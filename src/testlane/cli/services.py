@@ -238,6 +238,26 @@ def _reap_url_leftovers(settings: Settings, other_hosts_older_than: float | None
     return dropped
 
 
+def _reap_detached_leftovers(registry: Registry, other_hosts_older_than: float | None) -> list[Leftover]:
+    """Leftovers of dead sessions on the running detached servers (``testlane services start``) that hold
+    databases: a session killed before its end could not drop its clones there."""
+    dropped: list[Leftover] = []
+    for inst in _detached(registry):
+        kind = kinds.find(inst.engine)
+        if kind is None or not kind.hosts_databases or inst.pid is None:
+            continue
+        if not pid_alive(inst.pid, inst.pid_create_time):
+            continue  # stopped: the reaper removes the server with its databases
+        try:
+            dropped += reap_leftovers(attach(inst), other_hosts_older_than=other_hosts_older_than)
+        except Exception as exc:
+            raise UnreachableError(
+                f"could not reap leftovers on the detached {inst.engine} server (port {inst.port}): {exc}",
+                hint="check it with `testlane services status`, or stop it with `testlane services stop`.",
+            ) from None
+    return dropped
+
+
 @click.command("reap")
 @click.option("--kept", is_flag=True, help="Also stop servers kept for failed tests' databases, now.")
 @click.option(
@@ -266,6 +286,10 @@ def reap_command(state: CliState, kept: bool, other_hosts_hours: float | None) -
     dropped = _reap_url_leftovers(settings, other)
     for leftover in dropped:
         console.print(escape(f"dropped database {leftover.name} on the existing server ({leftover.reason})"))
+    detached = _reap_detached_leftovers(Registry(_context(state)), other)
+    for leftover in detached:
+        console.print(escape(f"dropped database {leftover.name} on the detached server ({leftover.reason})"))
+    dropped += detached
     for inst in report.stopped:
         console.print(f"reaped {inst.engine} of run {inst.run_id} (pid {inst.pid}, {reap_reason(inst)})")
     for path in report.removed_dirs:

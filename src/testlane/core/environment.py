@@ -89,7 +89,8 @@ VARIABLES: tuple[Variable, ...] = (
         _OWNED,
         "The run's id (8 hex characters; appears in directory and database names). Not set by `testlane services "
         "env`: each pytest session against detached services is its own run (its own test databases and leases, "
-        "cleaned up with it).",
+        "cleaned up with it: dropped when the session ends, on Ctrl-C too; a SIGKILLed session's by `testlane reap` "
+        "or the next session, see [services.md](services.md#lifecycle-and-reaping)).",
         run_scoped=True,
         bookkeeping=True,
     ),

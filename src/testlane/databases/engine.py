@@ -60,8 +60,8 @@ class DatabaseEngine(Protocol[ConnT, AdminT, SavepointT, SpecT]):
         """The name of the ``n``-th clone of ``worker`` in run ``run_id`` (``tl_...``)."""
         ...
 
-    def owner_comment(self) -> str | None:
-        """The owner record written on each database made (a shared server's), else None."""
+    def owner_comment(self, name: str) -> str | None:
+        """The owner record written on database ``name`` (on a server that outlives the run), else None."""
         ...
 
     def create(self, admin: AdminT, template: str, name: str) -> None:

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from testlane.databases.naming import run_id_of
 from testlane.databases.owner import OwnerRecord, this_host
 from testlane.databases.template import drop_database
 from testlane.services.process import pid_alive
@@ -45,13 +46,16 @@ __all__ = [
 log = logging.getLogger("testlane")
 
 
-def owner_comment(server: Any) -> str:
-    """The owner record (comment text) for a database created now by ``server``'s run."""
+def owner_comment(server: Any, name: str) -> str:
+    """The owner record (comment text) for database ``name`` created now on ``server``.
+
+    The run is the one named in ``name`` (``tl_<run id>_...``): on a detached server the server's own run
+    (``testlane services start``) is not the session's that makes the database."""
     from testlane.core.runtime import owner_pid
 
     inst = server.instance
     pid = inst.owner_pid if inst.owner_pid is not None else owner_pid()
-    return OwnerRecord.for_run(inst.run_id, pid).render()
+    return OwnerRecord.for_run(run_id_of(name) or inst.run_id, pid).render()
 
 
 def mark_owner(admin: psycopg.Connection, name: str, server: Any) -> None:
@@ -59,7 +63,7 @@ def mark_owner(admin: psycopg.Connection, name: str, server: Any) -> None:
     from psycopg import sql
 
     admin.execute(
-        sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(owner_comment(server)))
+        sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(owner_comment(server, name)))
     )
 
 
@@ -139,10 +143,31 @@ def _classify_all(
 ) -> list[Leftover]:
     now = time.time() if now is None else now
     host = this_host()
-    return [
+    found = [
         classify(name, comment, now=now, host=host, other_hosts_older_than=other_hosts_older_than)
         for name, comment in rows
     ]
+    return _with_unmarked(found)
+
+
+def _with_unmarked(found: list[Leftover]) -> list[Leftover]:
+    """Also drop a database with *no* comment named for a run that another database proves gone.
+
+    ``CREATE DATABASE`` and its owner record are two statements (Postgres cannot create a database in a
+    transaction): a run killed between them leaves a clone without a record. Its name carries the run's
+    random id; when another database of that run carries a complete record whose owner is gone, the
+    unmarked one is that run's too. A ``tl_`` database with any other comment (or of a run with no such
+    record) is still never guessed at.
+    """
+    gone = {lo.record.run_id: lo for lo in found if lo.reason is not None and lo.record is not None}
+    out = []
+    for lo in found:
+        run = run_id_of(lo.name)
+        if lo.reason is None and lo.comment == "" and run in gone:
+            proof = gone[run]
+            lo = Leftover(lo.name, "", f"unmarked, of run {run}, whose {proof.name} says: {proof.reason}", proof.record)
+        out.append(lo)
+    return out
 
 
 def reap_leftovers(server: Any, *, other_hosts_older_than: float | None = None) -> list[Leftover]:
@@ -181,6 +206,8 @@ def _of_run(rows: list[tuple[str, str]], run_id: str, host: str) -> list[Leftove
         record = OwnerRecord.parse(comment)
         if record is not None and record.names(name) and record.run_id == run_id and record.host == host:
             found.append(Leftover(name, comment, f"left by this run ({run_id})", record))
+        elif comment == "" and run_id_of(name) == run_id:  # ours, made by a worker killed before its record
+            found.append(Leftover(name, comment, f"left unmarked by this run ({run_id})", None))
     return found
 
 

@@ -112,12 +112,12 @@ class PostgresDatabaseEngine:
     def clone_name(self, run_id: str, worker: str, n: int) -> str:
         return clone_name(run_id, worker, n)
 
-    def owner_comment(self) -> str | None:
-        if self.server.instance.backend != "url":
+    def owner_comment(self, name: str) -> str | None:
+        if not self.server.instance.outlives_run:
             return None  # the databases go with the server
         from testlane.databases.leftovers import owner_comment
 
-        return owner_comment(self.server)
+        return owner_comment(self.server, name)
 
     def create(self, admin: psycopg.Connection, template: str | None, name: str) -> None:
         """``CREATE DATABASE name [TEMPLATE template]`` (``None``: an empty database) and, on a shared server,
@@ -136,10 +136,11 @@ class PostgresDatabaseEngine:
                 hint="the template may have been dropped or be in use; `testlane services logs postgres` shows "
                 "the server's side.",
             ) from None
-        if self.server.instance.backend == "url":
+        if self.server.instance.outlives_run:
             from testlane.databases.leftovers import mark_owner
 
-            mark_owner(admin, name, self.server)  # so a crashed run's clone can be reaped on a shared server
+            # so a crashed run's clone can be reaped on a server that outlives it (existing or detached)
+            mark_owner(admin, name, self.server)
 
     def clone(
         self, admin: psycopg.Connection, template: str, name: str, *, on_demand: bool = False

@@ -20,7 +20,14 @@ from testlane.services.base import Server
 from testlane.services.postgres import PostgresEngine
 from testlane.services.stack import ServiceStack, service_cause
 
-__all__ = ["StartOptions", "begin_services", "reap_shared_leftovers", "start_services", "sweep_shared_run"]
+__all__ = [
+    "StartOptions",
+    "begin_services",
+    "reap_detached_leftovers",
+    "reap_shared_leftovers",
+    "start_services",
+    "sweep_shared_run",
+]
 
 log = logging.getLogger("testlane")
 
@@ -52,18 +59,36 @@ def reap_shared_leftovers(stack: ServiceStack) -> None:
             reap_leftovers(server)
 
 
+def reap_detached_leftovers(server: Server) -> list[Leftover]:
+    """On a detached Postgres or MariaDB server (``testlane services start``) a session is about to use,
+    drop what crashed sessions left (see :mod:`leftovers`). Never raises: the session's own use of the
+    server reports a server that does not answer."""
+    if not (server.instance.detached and server.engine in ("postgres", "mariadb")):
+        return []
+    try:
+        return reap_leftovers(server)
+    except Exception as exc:
+        log.warning("could not reap leftovers on the detached %s server: %s", server.engine, exc)
+        return []
+
+
 def sweep_shared_run(servers: Iterable[Server], run_id: str) -> list[Leftover]:
-    """At the end of a run, on existing Postgres and MariaDB servers, drop every database carrying
-    this run's owner record (whatever its processes could not drop themselves). Never raises: a
-    server that cannot be reached keeps them for the next start's reaper."""
+    """At the end of a run, on Postgres and MariaDB servers that outlive it (existing or detached), drop
+    every database carrying this run's owner record (whatever its processes could not drop themselves).
+    Never raises: a server that cannot be reached keeps them for the next start's reaper."""
     dropped: list[Leftover] = []
     for server in servers:
-        if server.instance.backend != "url" or server.engine not in ("postgres", "mariadb"):
+        if not server.instance.outlives_run or server.engine not in ("postgres", "mariadb"):
             continue
         try:
             dropped += sweep_run(server, run_id)
         except Exception as exc:
-            log.warning("could not drop this run's databases on the existing %s server: %s", server.engine, exc)
+            log.warning(
+                "could not drop this run's databases on the %s server at %s: %s",
+                server.engine,
+                server.instance.port,
+                exc,
+            )
     return dropped
 
 

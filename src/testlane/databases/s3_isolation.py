@@ -7,10 +7,12 @@ pool has one ready); when it ends the bucket is handed to the same thread, which
 delete marker and unfinished multipart upload) and deletes it while the next test runs. The pool's
 closing waits for that thread and deletes the buckets nobody took.
 
-On an existing endpoint (the ``url`` backend) every bucket is also tagged with the run's owner record
+On an endpoint that outlives the run (an existing one, the ``url`` backend, or a detached one, ``testlane
+services start``) every bucket is also tagged with the run's owner record
 (:mod:`testlane.databases.owner`), and only buckets whose name *and* tag say they are testlane's are
-ever emptied or deleted: the run's own when it ends (:meth:`testlane.services.s3.S3Server.stop`), and
-those of dead runs of this host when a pool starts (:func:`reap_leftovers`).
+ever emptied or deleted: the run's own when it ends (:meth:`testlane.services.s3.S3Server.stop`, existing
+endpoints; each pool deletes its own buckets anyway), and those of dead runs of this host when a pool
+starts (:func:`reap_leftovers`).
 
 What a bucket per test does not isolate: anything account-wide. ``ListBuckets`` lists every test's
 buckets (and the application's); IAM users, policies and access keys are the run's, shared by every
@@ -66,8 +68,9 @@ class S3Bucket:
 
 
 def _owner(server: S3Server) -> str | None:
-    """The owner record to tag buckets with: on existing endpoints only (testlane's own server goes away)."""
-    if server.instance.backend != "url":
+    """The owner record to tag buckets with: on endpoints that outlive the run only (existing or detached;
+    a run's own server goes away with its buckets)."""
+    if not server.instance.outlives_run:
         return None
     from testlane.core.runtime import owner_pid
 
@@ -81,8 +84,11 @@ def ensure_app_bucket(server: S3Server, client: Any | None = None) -> str:
 
     name = server.app_bucket
     client = client or server.client()
+    # On a detached endpoint the application bucket is the detached services' (`testlane services env` points
+    # the shell at it): untagged, no session's reaper ever takes it; it goes when they stop.
+    owner = _owner(server) if server.instance.backend == "url" else None
     try:
-        create_bucket(client, name, region=server.region, owner=_owner(server))
+        create_bucket(client, name, region=server.region, owner=owner)
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
             raise
@@ -90,13 +96,15 @@ def ensure_app_bucket(server: S3Server, client: Any | None = None) -> str:
 
 
 def reap_leftovers(server: S3Server, client: Any) -> list[str]:
-    """Delete the buckets of dead runs of this host on an existing endpoint (name and owner tag agree)."""
+    """Delete the buckets of dead runs of this host on an existing or detached endpoint (name and owner tag
+    agree). On a detached endpoint every session names its buckets after the endpoint's run (so they share a
+    prefix): there the owner's pid alone tells a dead session's from a live one's."""
     deleted = []
     host = this_host()
-    own = run_bucket_prefix(server.instance.run_id)
+    own = run_bucket_prefix(server.instance.run_id) if server.instance.backend == "url" else None
     for bucket in client.list_buckets().get("Buckets", []):
         name = str(bucket["Name"])
-        if not name.startswith("tl-") or name.startswith(own):
+        if not name.startswith("tl-") or (own is not None and name.startswith(own)):
             continue
         record = OwnerRecord.parse(owner_tag(client, name))
         if record is None or not name.startswith(run_bucket_prefix(record.run_id)) or record.host != host:
@@ -128,7 +136,7 @@ class BucketPool:
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="testlane-s3-buckets")
         self._pending: list[Future[None]] = []
         self._errors: list[BaseException] = []
-        if server.instance.backend == "url":
+        if server.instance.outlives_run:  # an existing or detached endpoint: what dead sessions left there
             self._submit(self._reap)
         self._refill()
 

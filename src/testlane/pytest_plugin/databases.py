@@ -106,7 +106,8 @@ class DatabaseManager:
         takes a ready one instead of waiting for the server, then for a clone. Every per-test entry point
         joins the thread first (:meth:`_join_ahead`), so the manager is never used by two threads at once.
         An error is not reported here: the first test repeats the step and fails with it (the provider and
-        the template cache keep the error: one attempt). On an existing server (``url``) nothing is made ahead.
+        the template cache keep the error: one attempt). On a server that outlives the run (``url``, or detached:
+        ``testlane services start``) nothing is made ahead: nothing is left there by a session that uses none.
         """
         mode = str(self.settings.db.isolation)
         if self._ahead is not None or mode not in ("database", "transaction"):
@@ -115,7 +116,7 @@ class DatabaseManager:
         def prepare() -> None:
             try:
                 if self.shared_server:
-                    return  # an existing server: nothing is made on it before a test asks
+                    return  # an existing or detached server: nothing is made on it before a test asks
                 spec = self._default_spec()
                 if mode == "database":
                     self.pool_for(spec)
@@ -219,8 +220,9 @@ class DatabaseManager:
 
     @property
     def shared_server(self) -> bool:
-        """True when the server outlives the run (an existing server): then we drop what we made."""
-        return bool(self.server.instance.backend == "url")
+        """True when the server outlives the run (an existing or a detached server): then we drop what we
+        made, and make nothing ahead of the first test."""
+        return bool(self.server.instance.outlives_run)
 
     def pool_for(self, spec: TemplateSpec) -> PostgresPool:
         from testlane.databases.postgres_engine import PostgresDatabaseEngine, PostgresPool

@@ -39,9 +39,11 @@ def nats(pytestconfig: pytest.Config) -> Iterator[NatsServer]:
     yield plugin_of(pytestconfig).server("nats")
 
 
-def lock_dir_of(server: NatsServer, run_dir: Path) -> Path:
-    """Where the run's processes keep the account leases of ``server``."""
-    return run_dir / f"{server.name}-leases"
+def lock_dir_of(server: NatsServer, data_root: Path) -> Path:
+    """Where every process using ``server`` keeps its account leases: in the directory of the run that started
+    the server (for a detached server, ``testlane services start``'s, shared by every session against it: a
+    session's own run directory would let two sessions lease one account, and hide what a killed one left)."""
+    return data_root / server.instance.run_id / f"{server.name}-leases"
 
 
 @contextlib.contextmanager
@@ -59,7 +61,7 @@ def _lease(request: pytest.FixtureRequest) -> Iterator[JetStreamLease]:
     plugin = plugin_of(request.config)
     server = plugin.server("nats")
     assert isinstance(server, NatsServer)
-    lease = lease_jetstream(server, lock_dir_of(server, plugin.provider.context.run_dir), owner=nodeid)
+    lease = lease_jetstream(server, lock_dir_of(server, plugin.provider.context.data_root), owner=nodeid)
     url = ServiceUrl.parse(lease.url)
     overrides = {
         ("nats", "url"): lease.url,

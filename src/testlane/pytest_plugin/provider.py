@@ -28,7 +28,13 @@ from testlane.core.errors import TestlaneError
 from testlane.core.interrupts import phase
 from testlane.core.runenv import RunEnv
 from testlane.core.runtime import RunContext
-from testlane.databases.provision import begin_services, reap_shared_leftovers, start_services, sweep_shared_run
+from testlane.databases.provision import (
+    begin_services,
+    reap_detached_leftovers,
+    reap_shared_leftovers,
+    start_services,
+    sweep_shared_run,
+)
 from testlane.services.base import Server
 from testlane.services.process import pid_alive
 from testlane.services.registry import Registry, write_run_owner
@@ -159,7 +165,12 @@ class ServiceProvider:
                 reap_shared_leftovers(stack)
                 self._handles[name] = stack.servers[name]
                 return self._handles[name]
-            server = self._from_file[name] if name in self._from_file else self._start_or_attach(name)
+            if name in self._from_file:
+                server = self._from_file[name]
+                if self.owns_run:  # on a detached server: what killed sessions left (their owner is gone)
+                    reap_detached_leftovers(server)
+            else:
+                server = self._start_or_attach(name)
         self._handles[name] = server
         return server
 
@@ -188,8 +199,10 @@ class ServiceProvider:
         self._handles.clear()
         if self.owns_run:
             if not keep_databases:
-                shared = [inst for inst in self.registry.instances(self.context.run_id) if inst.backend == "url"]
-                sweep_shared_run([attach(inst) for inst in shared], self.context.run_id)
+                shared = [attach(inst) for inst in self.registry.instances(self.context.run_id) if inst.outlives_run]
+                # and the detached servers (`testlane services start`) this session used: they outlive it too
+                shared += [server for server in self._from_file.values() if server.instance.detached]
+                sweep_shared_run(shared, self.context.run_id)
             stack = self._stack or ServiceStack(self.settings, self.context)
             stack.stop()
         elif self._stack is not None:

@@ -54,6 +54,13 @@ class Instance:
         return self.owner_pid is None
 
     @property
+    def outlives_run(self) -> bool:
+        """True when the server is not stopped with the run that uses it: an existing server (``url``
+        backend) or a detached one (``testlane services start``). What a run makes there (databases) it
+        must drop itself, and mark with its owner record so a crashed run's leftovers can be reaped."""
+        return self.backend == "url" or self.detached
+
+    @property
     def url(self) -> str:
         """The URL clients use (TCP on 127.0.0.1), e.g. ``postgresql://postgres@127.0.0.1:5432/postgres``."""
         return self.url_for()

@@ -14,8 +14,9 @@ background after it.
 
 Names are ``tl_<run id>_<pid>_<n>``; each vhost's description records its owner
 (``testlane <host>:<pid>:<start time>``). Only vhosts named ``tl_`` whose owner process is dead on this
-host are ever deleted by :func:`reap_vhosts` (an existing broker, the ``url`` backend: a killed run's
-leftovers); testlane's own node just goes with its run.
+host are ever deleted by :func:`reap_vhosts` (on a broker that outlives the run — an existing one, the
+``url`` backend, or a detached one, ``testlane services start`` — a killed run's leftovers, when the next
+pool starts); a run's own node just goes with it.
 
 What a vhost cannot isolate: the node itself — memory and disk alarms, connection and channel limits,
 a node restart, users and their permissions, and plugins' global state are shared by every vhost;
@@ -148,7 +149,7 @@ class VhostPool:
     serializes vhost changes, and two clients changing vhosts at once each wait several times longer
     (measured: back-to-back tests took 28 ms a lease, p90 96 ms, against 9 ms for one creation alone).
     A test whose vhost is not ready yet waits for the thread's next one. Deletions wait for idle time;
-    at the end, those still pending are done on an existing broker only (testlane's node just goes).
+    at the end, those still pending are done on a broker that outlives the run only (a run's own node just goes).
     """
 
     _CREATE, _DELETE, _STOP = 0, 1, 2
@@ -166,7 +167,7 @@ class VhostPool:
         self._outstanding: set[str] = set()
         self._thread = threading.Thread(target=self._run, name="testlane-rabbitmq-vhosts", daemon=True)
         self._closed = False
-        if server.instance.backend == "url":
+        if server.instance.outlives_run:  # an existing or detached broker: what dead sessions left there
             with contextlib.suppress(Exception):
                 reaped = reap_vhosts(server)
                 if reaped:
@@ -234,7 +235,7 @@ class VhostPool:
         if self._closed:
             return
         self._closed = True
-        existing = self.server.instance.backend == "url"
+        existing = self.server.instance.outlives_run  # existing or detached: the vhosts outlive this process
         if not existing:
             with contextlib.suppress(queue.Empty):
                 while True:

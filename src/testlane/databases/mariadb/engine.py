@@ -58,14 +58,15 @@ def admin_connection(server: MariaDbServer) -> pymysql.connections.Connection:
     )
 
 
-def owner_comment_for(server: MariaDbServer) -> str | None:
-    """On a shared server (``url`` backend) a database's comment names its owner, so a crashed run's
-    databases can be reaped (see :mod:`testlane.databases.leftovers`); elsewhere they go with the server."""
-    if server.instance.backend != "url":
+def owner_comment_for(server: MariaDbServer, name: str) -> str | None:
+    """On a server that outlives the run (existing or detached) database ``name``'s comment names its owner,
+    so a crashed run's databases can be reaped (see :mod:`testlane.databases.leftovers`); elsewhere they go
+    with the server."""
+    if not server.instance.outlives_run:
         return None
     from testlane.databases.leftovers import owner_comment
 
-    return owner_comment(server)
+    return owner_comment(server, name)
 
 
 class MariaDbDatabaseEngine:
@@ -88,8 +89,8 @@ class MariaDbDatabaseEngine:
     def clone_name(self, run_id: str, worker: str, n: int) -> str:
         return clone_name(run_id, worker, n)
 
-    def owner_comment(self) -> str | None:
-        return owner_comment_for(self.server)
+    def owner_comment(self, name: str) -> str | None:
+        return owner_comment_for(self.server, name)
 
     def script(self, template: str, conn: pymysql.connections.Connection | None = None) -> CloneScript:
         """``template``'s clone script, read once (through ``conn``, else an own connection)."""
@@ -106,7 +107,7 @@ class MariaDbDatabaseEngine:
 
     def create(self, admin: pymysql.connections.Connection, template: str, name: str) -> None:
         try:
-            self.script(template, admin).run(admin, name, self.owner_comment())
+            self.script(template, admin).run(admin, name, self.owner_comment(name))
         except BaseException:
             # The half-made clone, on a fresh connection: ``admin``'s session state is undefined now.
             with contextlib.suppress(Exception), contextlib.closing(self.server.connect()) as fresh:
