@@ -387,3 +387,20 @@ def test_an_alembic_folder_whose_env_needs_the_ini_uses_it_or_says_to_name_it(po
     name = ensure_template(postgres, TemplateSpec((source_from_spec("app/alembic", root=tmp_path),)))
     with postgres.connect() as admin:
         assert template_state(admin, name) == "ready"
+
+
+def test_a_seed_sql_file_is_applied_after_the_migrations(postgres, tmp_path: Path) -> None:
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "001.sql").write_text("CREATE TABLE t (id int);")
+    seed = tmp_path / "seed.sql"
+    seed.write_text("INSERT INTO t VALUES (7);")
+    name = ensure_template(postgres, TemplateSpec((SqlFolder(folder),), seed=(SqlFolder(seed),)))
+    with postgres.connect() as admin:
+        admin.execute(f'CREATE DATABASE "{name}_copy" TEMPLATE "{name}"')
+    try:
+        with postgres.connect(dbname=f"{name}_copy") as conn:
+            assert conn.execute("SELECT id FROM t").fetchall() == [(7,)]
+    finally:
+        with postgres.connect() as admin:
+            admin.execute(f'DROP DATABASE "{name}_copy"')

@@ -267,3 +267,28 @@ def test_a_folder_of_alembic_revisions_names_the_ini_or_folder_to_use(
     for kind in ("auto", "sql"):
         with pytest.raises(ConfigError, match="holds Alembic revision files"):
             source_from_spec("app/alembic/versions", root=tmp_path, kind=kind)
+
+
+def test_a_seed_or_migration_can_be_one_sql_file(tmp_path: Path) -> None:
+    """docs/isolation.md's `db.seed = ["tests/fixtures/seed.sql"]` was refused ("migration folder ... does not
+    exist", found by a fresh user): one .sql file is a source of one step; another file is refused by name."""
+    from testlane.core.config import load_settings
+
+    (tmp_path / "migrations").mkdir()
+    (tmp_path / "migrations" / "001.sql").write_text("create table t(id int);")
+    (tmp_path / "tests" / "fixtures").mkdir(parents=True)
+    seed = tmp_path / "tests" / "fixtures" / "seed.sql"
+    seed.write_text("insert into t values (1);")
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.testlane.db]\nmigrations = "migrations"\nseed = ["tests/fixtures/seed.sql"]\n'
+    )
+    spec = TemplateSpec.from_settings(load_settings(start=tmp_path, environ={}))
+    (source,) = spec.seed
+    assert source.files() == [seed] and len(source.step_keys()) == 1
+    first = spec.fingerprint("18.1")
+    seed.write_text("insert into t values (2);")
+    assert TemplateSpec.from_settings(load_settings(start=tmp_path, environ={})).fingerprint("18.1") != first
+    assert source_from_spec("migrations/001.sql", root=tmp_path).files() == [tmp_path / "migrations" / "001.sql"]
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ConfigError, match=r"notes\.txt is a file but not a \.sql file"):
+        SqlFolder(tmp_path / "notes.txt")

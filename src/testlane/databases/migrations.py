@@ -161,16 +161,29 @@ class MigrationSource(ABC):
 
 
 class SqlFolder(MigrationSource):
-    """A folder of ``.sql`` files, applied in natural name order, each in its own transaction."""
+    """A folder of ``.sql`` files, applied in natural name order, each in its own transaction; or one ``.sql``
+    file (``db.seed = ["tests/fixtures/seed.sql"]``, as docs/isolation.md shows)."""
 
     kind = "sql"
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        if not path.is_dir():
-            raise ConfigError(f"migration folder {path} does not exist.", hint="check db.migrations.")
+        if path.is_file() and path.suffix != ".sql":
+            raise ConfigError(
+                f"{path} is a file but not a .sql file.",
+                hint="give a folder of .sql files, one .sql file, alembic.ini or 'module:object' "
+                "(db.migrations, db.seed: docs/configuration.md).",
+            )
+        if not path.exists():
+            raise ConfigError(f"migration folder {path} does not exist.", hint="check db.migrations and db.seed.")
+
+    @property
+    def _root(self) -> Path:
+        return self.path if self.path.is_dir() else self.path.parent
 
     def files(self) -> list[Path]:
+        if self.path.is_file():
+            return [self.path]
         return sorted(
             (p for p in self.path.rglob("*.sql") if p.is_file()),
             key=lambda p: (
@@ -180,9 +193,11 @@ class SqlFolder(MigrationSource):
         )
 
     def fingerprint(self) -> str:
-        return _hash_files(self.files(), self.path)
+        return _hash_files(self.files(), self._root)
 
     def describe(self) -> str:
+        if self.path.is_file():
+            return f"sql file {self.path}"
         return f"sql folder {self.path} ({len(self.files())} files)"
 
     def apply(self, target: Target) -> None:
@@ -192,7 +207,7 @@ class SqlFolder(MigrationSource):
 
     def step_keys(self) -> list[str]:
         """One step per file: its path in the folder and its bytes."""
-        return [_hash_files([path], self.path) for path in self.files()]
+        return [_hash_files([path], self._root) for path in self.files()]
 
     def apply_steps(self, target: Target, start: int, stop: int) -> None:
         with target.connect() as conn:
@@ -903,7 +918,7 @@ def source_from_spec(spec: str | Path | Any, *, root: Path, kind: str = "auto") 
         if not path.exists():
             raise ConfigError(
                 f"db.migrations: {path} does not exist.",
-                hint="give a folder of .sql files, an alembic.ini, or 'package.module:metadata'.",
+                hint="give a folder of .sql files, one .sql file, an alembic.ini, or 'package.module:metadata'.",
             )
         folder = SqlFolder(path)
         if not folder.files():
