@@ -435,3 +435,32 @@ def test_mariadb_a_session_leaves_nothing_and_reap_drops_a_killed_sessions_datab
         assert stopped.returncode == 0, stopped.stderr
     assert server_processes(data_dir) == []
     assert leftovers(data_dir) == []
+
+
+def test_a_failed_tests_kept_database_survives_the_next_session_and_reap(
+    detached: tuple[dict[str, str], str], project: Path, tmp_path: Path
+) -> None:
+    """Found by a fresh user: `pytest --it --keep-failed-db` on a detached server printed "database kept", and
+    the next session (or `testlane reap`) dropped it at once as a dead session's leftover. Its owner record now
+    says until when it is kept (db.keep_failed_ttl); what the session made for nothing is still dropped."""
+    env, url = detached
+    before = _tl_databases(url)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "--it", "--keep-failed-db", "-p", "no:cacheprovider", "-q", "tests/"],
+        cwd=project,
+        env={**env, "HOLD_OUT": str(tmp_path / "used"), "FAIL": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 1, stdout + stderr
+    kept = (tmp_path / "used").read_text()
+    assert _tl_databases(url) - before == {kept}
+    reaped = run_cli(["reap"], cwd=project, env=env)
+    assert reaped.returncode == 0, reaped.stderr
+    again = _session(project, env, tmp_path / "again")
+    assert again.communicate(timeout=300)[0] is not None and again.returncode == 0
+    assert _tl_databases(url) - before == {kept}, "kept for db.keep_failed_ttl, not reaped as a leftover"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(kept)))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from testlane.databases.naming import run_id_of
@@ -37,6 +37,7 @@ __all__ = [
     "classify",
     "find_leftovers",
     "find_mysql_leftovers",
+    "mark_kept",
     "mark_owner",
     "owner_comment",
     "reap_leftovers",
@@ -67,6 +68,22 @@ def mark_owner(admin: psycopg.Connection, name: str, server: Any) -> None:
     )
 
 
+def mark_kept(server: Any, name: str, until: float) -> None:
+    """On a server that outlives the run, mark database ``name`` (a failed test's, ``db.keep_failed``) as kept
+    until ``until`` (Unix s): the reaper and the next sessions leave it until then. PostgreSQL only (MariaDB's
+    comment is written at creation)."""
+    from psycopg import sql
+
+    with server.connect() as admin:
+        row = admin.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s", (name,))
+        found = row.fetchone()
+        record = OwnerRecord.parse(found[0] if found else None)
+        if record is None:
+            return
+        text = replace(record, kept=int(until)).render()
+        admin.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(text)))
+
+
 @dataclass(frozen=True)
 class Leftover:
     """A ``tl_`` database on a shared server, its owner record (None: not testlane's), and why it may
@@ -89,6 +106,8 @@ def classify(
     record = OwnerRecord.parse(comment)
     if record is None or not record.names(name):
         return Leftover(name, comment, None)  # not exactly testlane's record: never guess
+    if record.kept is not None and now < record.kept:
+        return Leftover(name, comment, None, record)  # a failed test's, kept for inspection (db.keep_failed_ttl)
     if record.host == host:
         if not pid_alive(record.pid, record.ctime):
             return Leftover(name, comment, f"its owner (pid {record.pid} on this host) is gone", record)
@@ -204,6 +223,8 @@ def _of_run(rows: list[tuple[str, str]], run_id: str, host: str) -> list[Leftove
     found = []
     for name, comment in rows:
         record = OwnerRecord.parse(comment)
+        if record is not None and record.kept is not None and time.time() < record.kept:
+            continue  # a failed test's database, kept for inspection (db.keep_failed_ttl)
         if record is not None and record.names(name) and record.run_id == run_id and record.host == host:
             found.append(Leftover(name, comment, f"left by this run ({run_id})", record))
         elif comment == "" and run_id_of(name) == run_id:  # ours, made by a worker killed before its record

@@ -6,6 +6,9 @@ DATABASE``, MariaDB ``SCHEMA_COMMENT``), exactly one line::
 
     testlane:v1 run=1a2b3c4d host=ci-runner-7 pid=4242 ctime=1763790000.12 created=1763790012
 
+with `` kept=<Unix s>`` at the end for a failed test's database kept for inspection (``db.keep_failed``): the
+reaper leaves it until then, whether or not its owner is gone.
+
 ``pid`` is the run's owner process, ``ctime`` its start time (so a recycled pid is not mistaken for
 it; ``-`` when unknown), ``created`` a Unix time in seconds. The whole comment must match (anchored,
 :func:`re.fullmatch`) and the run id in the record must be the one in the database's name: a comment
@@ -27,6 +30,7 @@ __all__ = ["OwnerRecord", "this_host"]
 _RECORD = re.compile(
     r"testlane:v1 run=(?P<run>[0-9a-f]{8}) host=(?P<host>[A-Za-z0-9][A-Za-z0-9._-]{0,252}) "
     r"pid=(?P<pid>[1-9][0-9]{0,9}) ctime=(?P<ctime>[0-9]{1,12}\.[0-9]{2}|-) created=(?P<created>[0-9]{1,12})"
+    r"(?: kept=(?P<kept>[0-9]{1,12}))?"
 )
 
 
@@ -46,6 +50,7 @@ class OwnerRecord:
     pid: int
     ctime: float | None
     created: int
+    kept: int | None = None  # a failed test's database kept for inspection until then (Unix s): db.keep_failed
 
     @classmethod
     def for_run(cls, run_id: str, owner_pid: int, *, now: float | None = None) -> OwnerRecord:
@@ -63,12 +68,16 @@ class OwnerRecord:
         if match is None:
             return None
         ctime = None if match["ctime"] == "-" else float(match["ctime"])
-        return cls(match["run"], match["host"], int(match["pid"]), ctime, int(match["created"]))
+        kept = int(match["kept"]) if match["kept"] else None
+        return cls(match["run"], match["host"], int(match["pid"]), ctime, int(match["created"]), kept)
 
     def render(self) -> str:
         """The comment text (round-trips through :meth:`parse`)."""
         ctime = "-" if self.ctime is None else f"{self.ctime:.2f}"
-        return f"testlane:v1 run={self.run_id} host={self.host} pid={self.pid} ctime={ctime} created={self.created}"
+        kept = "" if self.kept is None else f" kept={self.kept}"
+        return (
+            f"testlane:v1 run={self.run_id} host={self.host} pid={self.pid} ctime={ctime} created={self.created}{kept}"
+        )
 
     def names(self, database: str) -> bool:
         """True when ``database`` is a clone/worker name of this record's run (``tl_<run id>_...``)."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -411,7 +412,14 @@ class DatabaseManager:
             if not (self.settings.db.keep_failed and _failed(item)):
                 return False
             tdb.kept = True
-            tdb.server.request_keep(self.settings.db.keep_failed_ttl, f"{item.nodeid}: {redact_url(tdb.url)}")
+            ttl = self.settings.db.keep_failed_ttl
+            tdb.server.request_keep(ttl, f"{item.nodeid}: {redact_url(tdb.url)}")
+            if tdb.server.instance.outlives_run and tdb.server.engine == "postgres":
+                # Not stopped with the run: its owner record says until when the reaper leaves it.
+                from testlane.databases.leftovers import mark_kept
+
+                with contextlib.suppress(Exception):  # the database stays either way; only the reaper's view
+                    mark_kept(tdb.server, tdb.name, time.time() + ttl)
             return True
 
         return keep
