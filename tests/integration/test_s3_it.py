@@ -408,6 +408,10 @@ def test_url_backend_touches_only_its_own_buckets(
         dead = OwnerRecord.for_run("0deadbee", dead_pid()).render()
         create_bucket(admin, "tl-0deadbee-abc123-1", region="us-east-1", owner=dead)
         admin.put_object(Bucket="tl-0deadbee-abc123-1", Key="junk", Body=b"1")
+        # killed between creating and tagging: untagged, but its pool's tagged bucket proves the owner gone;
+        # an untagged bucket of another pool of that run has no such proof and stays
+        admin.create_bucket(Bucket="tl-0deadbee-abc123-2")
+        admin.create_bucket(Bucket="tl-0deadbee-fedcba-1")
         out = tmp_path / "out"
         out.mkdir()
         monkeypatch.setenv("S3_OUT", str(out))
@@ -427,7 +431,7 @@ def test_url_backend_touches_only_its_own_buckets(
         assert existing.secret_key not in output
         result.assert_outcomes(passed=8)
         remaining = sorted(b["Name"] for b in admin.list_buckets()["Buckets"])
-        assert remaining == ["someone-elses", "tl-0badf00d-untagged"]
+        assert remaining == ["someone-elses", "tl-0badf00d-untagged", "tl-0deadbee-fedcba-1"]
         assert admin.get_object(Bucket="someone-elses", Key="keep")["Body"].read() == b"1"
 
 

@@ -98,19 +98,36 @@ def ensure_app_bucket(server: S3Server, client: Any | None = None) -> str:
 def reap_leftovers(server: S3Server, client: Any) -> list[str]:
     """Delete the buckets of dead runs of this host on an existing or detached endpoint (name and owner tag
     agree). On a detached endpoint every session names its buckets after the endpoint's run (so they share a
-    prefix): there the owner's pid alone tells a dead session's from a live one's."""
-    deleted = []
+    prefix): there the owner's pid alone tells a dead session's from a live one's.
+
+    Creating a bucket and tagging it are two requests: a session killed between them leaves a bucket with
+    no tag. Such a bucket is deleted only when a tagged bucket of the same pool (``tl-<run id>-<6 hex>-``,
+    random per pytest process) proves that pool's owner gone, as :mod:`testlane.databases.leftovers` does
+    for an unmarked database; any other untagged bucket is never guessed at.
+    """
     host = this_host()
     own = run_bucket_prefix(server.instance.run_id) if server.instance.backend == "url" else None
+    gone_pools: set[str] = set()
+    untagged: list[str] = []
+    doomed: list[str] = []
     for bucket in client.list_buckets().get("Buckets", []):
         name = str(bucket["Name"])
         if not name.startswith("tl-") or (own is not None and name.startswith(own)):
             continue
-        record = OwnerRecord.parse(owner_tag(client, name))
+        tag = owner_tag(client, name)
+        if tag is None:
+            untagged.append(name)
+            continue
+        record = OwnerRecord.parse(tag)
         if record is None or not name.startswith(run_bucket_prefix(record.run_id)) or record.host != host:
             continue
         if pid_alive(record.pid, record.ctime):
             continue
+        doomed.append(name)
+        gone_pools.add(_pool_prefix(name))
+    doomed += [name for name in untagged if _pool_prefix(name) in gone_pools]
+    deleted = []
+    for name in doomed:
         try:
             delete_bucket(client, name)
             deleted.append(name)
@@ -119,6 +136,11 @@ def reap_leftovers(server: S3Server, client: Any) -> list[str]:
     if deleted:
         log.info("deleted %d leftover S3 bucket(s) of dead runs: %s", len(deleted), ", ".join(deleted))
     return deleted
+
+
+def _pool_prefix(name: str) -> str:
+    """``tl-<run id>-<6 hex>-`` of a pool's bucket ``tl-<run id>-<6 hex>-<n>`` (see :class:`BucketPool`)."""
+    return name.rsplit("-", 1)[0] + "-"
 
 
 class BucketPool:
