@@ -231,3 +231,39 @@ def test_an_unmatched_request_behind_a_500_is_in_the_failing_test_s_report(pytes
     assert group(doc, "test_app_it.py::test_rate")["failures"][0]["hints"] == [HINT]
     terminal = run_inner(pytester, "--it", "-q").stdout.str()
     assert "- testlane -" in terminal and HINT in terminal
+
+
+LINELESS_TESTS = """
+import sys, types
+
+def _lineless(exc):
+    # what CPython 3.11+ builds when an exception (a timeout's SIGALRM) interrupts an instruction that maps to
+    # no source line (exception clean-up code): a traceback entry whose tb_lineno is None
+    frame = sys._getframe(1)
+    lasti = next(2 * i for i, (line, *_) in enumerate(frame.f_code.co_positions()) if line is None)
+    return exc.with_traceback(types.TracebackType(None, frame, lasti, -1))
+
+def test_interrupted_where_no_line_is():
+    try:
+        raise RuntimeError("interrupted")
+    except RuntimeError as exc:
+        raise _lineless(exc)
+
+def test_after_it_runs():
+    pass
+"""
+
+
+@pytest.mark.parametrize("workers", [0, 2], ids=["serial", "xdist"])
+def test_a_traceback_entry_without_a_line_fails_its_test_and_the_run_goes_on(
+    pytester: pytest.Pytester, workers: int
+) -> None:
+    """Seen in testlane's own suite: a timeout's exception had an entry with no line number and pytest's failure
+    report raised (INTERNALERROR): the xdist worker stopped and the rest of the run was lost."""
+    plain_project(pytester)
+    pytester.makepyfile(test_lineless=LINELESS_TESTS)
+    result = run_inner(pytester, "-q", *(("-n", str(workers)) if workers else ()))
+    output = result.stdout.str() + result.stderr.str()
+    assert "INTERNALERROR" not in output, output
+    result.assert_outcomes(failed=1, passed=1)
+    assert "RuntimeError: interrupted" in output

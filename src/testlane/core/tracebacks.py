@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "is_project_file",
     "project_frame",
     "relative",
+    "with_line_numbers",
 ]
 
 _LIBRARY_DIRS = frozenset({"site-packages", "dist-packages"})
@@ -162,3 +164,26 @@ def background_cause(exc: BaseException) -> tuple[BaseException, str] | None:
         members = [_wrapped(member) for member in exc.exceptions]
         return members[0] if all(members) else None
     return _wrapped(exc)
+
+
+def with_line_numbers(tb: TracebackType | None) -> TracebackType | None:
+    """``tb`` itself, or (when an entry maps to no source line) a copy whose such entries name their frame's line.
+
+    CPython 3.11+ computes ``tb_lineno`` from the instruction an exception interrupted, and an instruction with no
+    source location (exception clean-up code, where a timeout's ``SIGALRM`` can land) gives ``None``. pytest 9's
+    failure report subtracts from it and raises: an INTERNALERROR that ends the run (under xdist, the worker and
+    every test left to it). The copy names the frame's current line (``f_lineno``), else the function's first.
+    """
+    entries = []
+    entry = tb
+    while entry is not None:
+        entries.append(entry)
+        entry = entry.tb_next
+    if all(entry.tb_lineno is not None for entry in entries):
+        return tb
+    rebuilt: TracebackType | None = None
+    for entry in reversed(entries):
+        frame = entry.tb_frame
+        lineno = entry.tb_lineno or frame.f_lineno or frame.f_code.co_firstlineno
+        rebuilt = TracebackType(rebuilt, frame, entry.tb_lasti, lineno)
+    return rebuilt

@@ -30,6 +30,8 @@ class _ReportHooks:
     def pytest_runtest_makereport(
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        if call.excinfo is not None:
+            _give_every_entry_a_line(call)
         report = yield
         for decorate in self.decorators:
             decorate(item, call, report)
@@ -38,6 +40,18 @@ class _ReportHooks:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for observe in self.observers:
             observe(report)
+
+
+def _give_every_entry_a_line(call: pytest.CallInfo[None]) -> None:
+    """A failure whose traceback has an entry with no line number (see
+    :func:`testlane.core.tracebacks.with_line_numbers`) gets one, before pytest's report reads it."""
+    from testlane.core.tracebacks import with_line_numbers
+
+    assert call.excinfo is not None
+    exc = call.excinfo.value
+    tb = with_line_numbers(call.excinfo.tb)
+    if tb is not None and tb is not call.excinfo.tb:
+        call.excinfo = pytest.ExceptionInfo.from_exc_info((type(exc), exc.with_traceback(tb), tb))
 
 
 _hooks_key = pytest.StashKey[_ReportHooks]()
