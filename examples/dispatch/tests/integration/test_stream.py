@@ -53,7 +53,7 @@ def test_an_event_emitted_while_both_workers_wait_is_handled_once(make_worker: A
         eventually(lambda: blocked_readers(redis_client, stream) == 2, timeout=10, what="both workers to block")
         emit(redis_client, stream, job="job-2")
 
-    result = race(2, lambda i: workers[i].process_once(block_ms=300), during=emit_once_both_wait)
+    result = race(2, lambda i: workers[i].process_once(block_ms=1000), during=emit_once_both_wait)
     assert_exactly_one(result, what="handled the event")
     assert len(handled) == 1
     assert redis_client.xpending(stream, GROUP)["pending"] == 0, "the event was not acknowledged"
