@@ -267,7 +267,7 @@ def _load(config: pytest.Config, namespace: Any) -> Settings:
     try:
         overrides: dict[str, Any] = parse_set_options(list(getattr(namespace, "testlane_set", None) or []))
         overrides.update(command_line_overrides(namespace))
-        return load_settings(start=config.rootpath, overrides=overrides)
+        return load_settings(start=config.rootpath, overrides=overrides, set_option="--testlane-set")
     except ConfigError as exc:
         raise pytest.UsageError(f"testlane: {exc}") from None
 
