@@ -145,9 +145,52 @@ def test_the_documented_configuration_errors_are_what_testlane_prints(tmp_path: 
 
 # ----------------------------------------------------------------------------- cfg21: a fresh user's mistakes
 
+THREE_TESTS = {
+    "test_a_it.py": "def test_one(postgres):\n    pass\n\ndef test_two(postgres):\n    pass\n\n"
+    "def test_three(postgres):\n    pass\n",
+}
+NO_URL = 'postgres.backend is "url" but postgres.url is empty.'
+
+
 def _once(output: str, text: str) -> None:
     assert output.count(text) == 1, output
     assert "Traceback" not in output, output
+
+
+@pytest.mark.usefixtures("plain_env")
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["plain", "xdist"])
+def test_a_configuration_error_of_a_configured_service_stops_pytest_it_once(
+    pytester: pytest.Pytester, workers: list[str]
+) -> None:
+    """`pytest --it` with `postgres.backend = "url"` and no URL: one usage error for the run (exit 4), as
+    `testlane run` says it, not the same error at every test that uses Postgres."""
+    pytester.makefile(
+        ".toml",
+        pyproject=inner_pyproject(services='["postgres"]', testlane='[tool.testlane.postgres]\nbackend = "url"'),
+    )
+    pytester.makepyfile(**{name.removesuffix(".py"): text for name, text in THREE_TESTS.items()})
+    result = run_inner(pytester, "--it", *workers)
+    output = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, output
+    _once(output, NO_URL)
+    assert "ERROR: testlane: " in result.stderr.str(), output
+    assert "test_one" not in output and "passed" not in output, output
+
+
+@pytest.mark.usefixtures("plain_env")
+def test_a_configuration_error_met_by_a_test_stops_the_run_there(pytester: pytest.Pytester) -> None:
+    """A service no setting names, started when a test asks for it: the first test that needs it says what is
+    wrong, and the run stops there (exit 4) instead of failing every other test with the same message."""
+    pytester.makefile(
+        ".toml", pyproject=inner_pyproject(services="[]", testlane='[tool.testlane.postgres]\nbackend = "url"')
+    )
+    pytester.makepyfile(**{name.removesuffix(".py"): text for name, text in THREE_TESTS.items()})
+    result = run_inner(pytester, "--it")
+    output = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, output
+    _once(output, NO_URL)
+    assert "test_two" not in output and "test_three" not in output, output
+    assert "testlane: configuration error" in output, output
 
 
 @pytest.mark.usefixtures("plain_env")

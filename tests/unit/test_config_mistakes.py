@@ -236,3 +236,36 @@ def test_the_config_option_naming_no_file_names_the_option(tmp_path: Path) -> No
         load_settings(start=tmp_path, environ={}, config_file=missing)
     assert str(info.value).startswith(f"--config {missing}: the file does not exist."), info.value
 
+
+# --------------------------------------------------------------------------- services, checked before a run
+
+
+@pytest.mark.parametrize(
+    ("overrides", "says"),
+    [
+        ({"postgres.backend": "url"}, 'postgres.backend is "url" but postgres.url is empty.'),
+        ({"postgres.url": "mysql://root@127.0.0.1:3306/"}, "does not look like a postgres URL"),
+        ({"services": "postgres,s3", "s3.url": "http://127.0.0.1:9"}, 's3.backend is "url" but s3.access_key is empty'),
+        ({"valkey.backend": "embedded", "services": "redis,mariadb", "mariadb.backend": "embedded"}, "no embedded"),
+        ({"db.migrations": "nowhere"}, "db.migrations: "),
+    ],
+)
+def test_the_services_settings_are_checked_without_starting_anything(
+    tmp_path: Path, overrides: dict[str, str], says: str
+) -> None:
+    """What pytest-xdist's controller runs before its workers start (they start the services): the errors a start
+    would meet for the settings alone, here, once."""
+    from testlane.databases.provision import check_services
+
+    settings = load_settings(start=_project(tmp_path), environ={}, overrides={"services": "postgres", **overrides})
+    with pytest.raises(ConfigError) as info:
+        check_services(settings, settings.services)
+    assert says in str(info.value), info.value
+    assert not list(tmp_path.glob("**/state")), "nothing is written"
+
+
+def test_well_configured_services_pass_the_check_by_their_canonical_names(tmp_path: Path) -> None:
+    from testlane.databases.provision import check_services
+
+    settings = load_settings(start=_project(tmp_path), environ={}, overrides={"postgres.url": "postgresql://a@h/d"})
+    assert check_services(settings, ["postgresql", "redis"]) == ["postgres", "valkey"]
