@@ -1,6 +1,6 @@
 """A fresh user's configuration mistakes each get the right answer (cfg21): a key in the wrong table or a misspelt
 table is pointed at the table it belongs to, whatever the source (pyproject.toml, ``--set``, a variable); a number
-is read from its digits alone, from every source (Python's ``int()`` took ``1_0`` and ``٣``); a
+is read as TOML writes a decimal number, from every source (Python's ``int()`` took ``1__0`` and ``٣``); a
 ``TESTLANE_CONFIG`` that names no file is an error that names it, not a silent fall-back."""
 
 from __future__ import annotations
@@ -121,14 +121,17 @@ def test_a_misspelt_variable_suggests_the_setting_s_variable(tmp_path: Path, var
 # --------------------------------------------------------------------------- numbers
 
 
-# Texts Python's int()/float() take but a setting must not: underscores, other scripts' digits, base prefixes.
+# Texts Python's int()/float() take (or TOML does not) but a setting must not: underscores not between two digits,
+# other scripts' digits, base prefixes.
 MALFORMED = [
-    ("db.checkpoints", "1_0", "is not an integer"),
+    ("db.checkpoints", "1__0", "is not an integer"),
+    ("db.checkpoints", "_10", "is not an integer"),
+    ("db.checkpoints", "10_", "is not an integer"),
     ("db.checkpoints", "\u0663", "is not an integer"),  # ARABIC-INDIC DIGIT THREE: int() reads 3
     ("db.checkpoints", "0x4", "is not an integer"),
     ("db.checkpoints", "4 4", "is not an integer"),
-    ("start_timeout", "1_0", "is not a number"),
-    ("start_timeout", "1_0.5", "is not a number"),
+    ("start_timeout", "1__0", "is not a number"),
+    ("start_timeout", "1_.5", "is not a number"),
     ("start_timeout", "\u0665.\u0665", "is not a number"),
     ("start_timeout", "5 s", "is not a number"),
     ("db.reuse", "garbage", "is not true or false"),
@@ -154,17 +157,28 @@ def test_a_malformed_value_is_refused_from_every_source(tmp_path: Path, key: str
     assert from_env.startswith(f"${option.env}: ") and from_set.startswith("command line: ")
 
 
-@pytest.mark.parametrize(
-    ("key", "toml"), [("db.checkpoints", "1_0"), ("db.checkpoints", "0x4"), ("start_timeout", "1_0.5")]
-)
-def test_a_number_spelt_with_toml_s_underscores_or_base_is_refused_as_its_text_is(
-    tmp_path: Path, key: str, toml: str
+@pytest.mark.parametrize(("key", "toml", "value"), [("db.checkpoints", "1_0", 10), ("start_timeout", "1_0.5", 10.5)])
+def test_a_number_with_toml_s_underscores_means_the_same_bare_quoted_and_in_a_variable(
+    tmp_path: Path, key: str, toml: str, value: Any
 ) -> None:
-    """TOML reads ``checkpoints = 1_0`` as 10, the variable's ``1_0`` is refused: the same text, two readings."""
+    """TOML reads ``checkpoints = 1_0`` as 10: a variable's, ``--set``'s and a quoted ``1_0`` are read alike."""
+    option = {o.key: o for o in iter_options()}[key]
     section, _, name = key.rpartition(".")
-    _project(tmp_path, f"[tool.testlane.{section}]\n{name} = {toml}\n" if section else f"{name} = {toml}\n")
-    message = _error(tmp_path)
-    assert f"{key} = {toml} is not " in message, message
+    header = f"[tool.testlane.{section}]\n" if section else ""
+
+    def read(**source: Any) -> Any:
+        found: Any = load_settings(start=tmp_path, **source)
+        for part in key.split("."):
+            found = getattr(found, part)
+        return found
+
+    values = []
+    for body in (f"{header}{name} = {toml}\n", f'{header}{name} = "{toml}"\n'):
+        _project(tmp_path, body)
+        values.append(read(environ={}))
+    _project(tmp_path)
+    values += [read(environ={option.env: toml}), read(environ={}, overrides={key: toml})]
+    assert values == [value] * 4
 
 
 @pytest.mark.parametrize(

@@ -887,22 +887,14 @@ def _render_default(value: Any) -> str:
 # --------------------------------------------------------------------------- parsing
 
 
-# How a number is written in a variable, on the command line or as a quoted value: ASCII digits, a sign, a point
-# and an exponent. Python's int() and float() take more (``1_0``, ``٣``, a space inside with float's
-# ``" 5"``...): what they take is not what a setting means, so the text is checked first.
-_INTEGER = re.compile(r"[+-]?[0-9]+")
-_REAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+# How a number is written in a variable, on the command line or as a quoted value: TOML's decimal numbers (ASCII
+# digits, an underscore only between two digits, a sign, a point and an exponent), so that ``1_000`` means the same
+# in pyproject.toml, quoted or bare, as in a variable. Python's int() and float() take more (``1__0``, ``٣``,
+# ``0x4`` with base 0...): what they take is not what a setting means, so the text is checked first.
+_DIGITS = r"[0-9]+(?:_[0-9]+)*"
+_INTEGER = re.compile(rf"[+-]?{_DIGITS}")
+_REAL = re.compile(rf"[+-]?(?:{_DIGITS}(?:\.(?:{_DIGITS})?)?|\.{_DIGITS})(?:[eE][+-]?{_DIGITS})?")
 _NOT_FINITE = frozenset({"inf", "infinity", "nan"})
-
-
-class _Written(str):
-    """A TOML number as written in pyproject.toml (``1_0``, ``0x10``): TOML reads it, a setting reads its text
-    (:func:`_spelled_numbers`). Shown as written, unquoted, in messages."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return str.__str__(self)
 
 
 def _as_text(value: Any) -> Any:
@@ -973,7 +965,7 @@ def _coerce(key: str, tp: Any, value: Any, source: str) -> Any:
     text = value.strip() if from_string else ""  # surrounding blanks are no part of a number (nor of a flag)
     if tp is int:
         if not _INTEGER.fullmatch(text):  # "5.5" and "2.0" are refused, never truncated; "1_0" is no integer
-            raise bad("an integer", "digits only")
+            raise bad("an integer", "decimal digits only, e.g. 10 or 1_000")
         return _checked(key, int(text), shown, source)
     if tp is float:
         if not _REAL.fullmatch(text):
@@ -985,7 +977,7 @@ def _coerce(key: str, tp: Any, value: Any, source: str) -> Any:
             raise bad("a finite number")
         return _checked(key, real, shown, source)
     if tp is str:
-        if not isinstance(value, str) or isinstance(value, _Written):
+        if not isinstance(value, str):
             raise bad("a string (quoted, in pyproject.toml)")
         return value
     if tp is Path:
@@ -1343,61 +1335,13 @@ def _load_toml(path: Path, by_variable: bool | None = None) -> tuple[str, dict[s
     raise _config_error(path, by_variable, problem.rstrip("."), hint)
 
 
-# A bare token after `=` that may be a TOML number (`checkpoints = 1_0`, `port = 0x1538`, in an inline table too).
-_NUMBER_TOKEN = re.compile(r"(?<==)([ \t]*)([+-]?[0-9][0-9A-Za-z_.+:-]*)(?=[ \t]*(?:[#,}\]]|\r?$))", re.MULTILINE)
-
-
-def _spelled(token: str) -> bool:
-    """A TOML number written in a way a variable or ``--set`` would not be read: ``1_0``, ``0x10``."""
-    return "_" in token or token.lstrip("+-")[:2].lower() in ("0x", "0o", "0b")
-
-
-def _written_numbers(text: str, table: dict[str, Any]) -> dict[str, Any]:
-    """``table`` ([tool.testlane] as TOML read ``text``) with each number setting written as ``1_0`` or ``0x10``
-    replaced by its text (:class:`_Written`), which the setting then refuses as it refuses the same text from
-    a variable or ``--set``: TOML reads ``1_0`` as 10, and only the text tells. Found by reading the file again
-    with those numbers quoted (nothing else changes; a file that reads differently keeps TOML's values)."""
-
-    def quote(match: re.Match[str]) -> str:
-        return f'{match[1]}"{match[2]}"' if _spelled(match[2]) else match[0]
-
-    marked_text = _NUMBER_TOKEN.sub(quote, text)
-    if marked_text == text:
-        return table
-    try:
-        marked = tomllib.loads(marked_text).get("tool", {}).get("testlane", {})
-    except tomllib.TOMLDecodeError:
-        return table
-    options = _options_by_key()
-
-    def replace(values: dict[str, Any], written: Any, prefix: str) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name, value in values.items():
-            key, spelt = f"{prefix}{name}", written.get(name) if isinstance(written, dict) else None
-            option = options.get(key)
-            if isinstance(value, dict) and option is None:
-                out[name] = replace(value, spelt, f"{key}.")
-            elif (
-                option is not None
-                and option.type in (int, float, bool)
-                and isinstance(value, int | float)
-                and isinstance(spelt, str)
-            ):
-                out[name] = _Written(spelt)
-            else:
-                out[name] = value
-        return out
-
-    return replace(table, marked, "")
-
-
 def _read_pyproject(path: Path, by_variable: bool | None = None) -> dict[str, Any]:
     """``[tool.testlane]`` of ``path`` (named by ``TESTLANE_CONFIG``, ``--config``, or found: ``by_variable``)."""
-    text, data = _load_toml(path, by_variable)
+    _, data = _load_toml(path, by_variable)
     table = data.get("tool", {}).get("testlane", {})
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [tool.testlane] must be a table.")
-    return _written_numbers(text, table)
+    return table
 
 
 def _build(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
