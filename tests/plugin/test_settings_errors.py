@@ -141,3 +141,100 @@ def test_the_documented_configuration_errors_are_what_testlane_prints(tmp_path: 
         pattern = re.escape(output.strip()).replace(re.escape("..."), "[^\n]*")
         pattern = pattern.replace(re.escape("pyproject.toml ["), "(?:[^\n ]*/)?" + re.escape("pyproject.toml ["))
         assert re.fullmatch(pattern, result.stderr.strip()), (written, result.stderr)
+
+
+# ----------------------------------------------------------------------------- cfg21: a fresh user's mistakes
+
+THREE_TESTS = {
+    "test_a_it.py": "def test_one(postgres):\n    pass\n\ndef test_two(postgres):\n    pass\n\n"
+    "def test_three(postgres):\n    pass\n",
+}
+NO_URL = 'postgres.backend is "url" but postgres.url is empty.'
+
+
+def _once(output: str, text: str) -> None:
+    assert output.count(text) == 1, output
+    assert "Traceback" not in output, output
+
+
+@pytest.mark.usefixtures("plain_env")
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["plain", "xdist"])
+def test_a_configuration_error_of_a_configured_service_stops_pytest_it_once(
+    pytester: pytest.Pytester, workers: list[str]
+) -> None:
+    """`pytest --it` with `postgres.backend = "url"` and no URL: one usage error for the run (exit 4), as
+    `testlane run` says it, not the same error at every test that uses Postgres."""
+    pytester.makefile(
+        ".toml",
+        pyproject=inner_pyproject(services='["postgres"]', testlane='[tool.testlane.postgres]\nbackend = "url"'),
+    )
+    pytester.makepyfile(**{name.removesuffix(".py"): text for name, text in THREE_TESTS.items()})
+    result = run_inner(pytester, "--it", *workers)
+    output = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, output
+    _once(output, NO_URL)
+    assert "ERROR: testlane: " in result.stderr.str(), output
+    assert "test_one" not in output and "passed" not in output, output
+
+
+@pytest.mark.usefixtures("plain_env")
+def test_a_configuration_error_met_by_a_test_stops_the_run_there(pytester: pytest.Pytester) -> None:
+    """A service no setting names, started when a test asks for it: the first test that needs it says what is
+    wrong, and the run stops there (exit 4) instead of failing every other test with the same message."""
+    pytester.makefile(
+        ".toml", pyproject=inner_pyproject(services="[]", testlane='[tool.testlane.postgres]\nbackend = "url"')
+    )
+    pytester.makepyfile(**{name.removesuffix(".py"): text for name, text in THREE_TESTS.items()})
+    result = run_inner(pytester, "--it")
+    output = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, output
+    _once(output, NO_URL)
+    assert "test_two" not in output and "test_three" not in output, output
+    assert "testlane: configuration error" in output, output
+
+
+@pytest.mark.usefixtures("plain_env")
+@pytest.mark.parametrize("lane", [[], ["--it"]], ids=["unit lane", "integration lane"])
+@pytest.mark.parametrize("opted_in", [True, False], ids=["opted in", "not opted in"])
+def test_testlane_config_naming_no_file_is_one_error_in_every_lane(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, lane: list[str], opted_in: bool
+) -> None:
+    """``TESTLANE_CONFIG=/nonexistent`` was silently ignored by a plain pytest (the file it names decides whether
+    the project opted in, and a missing file opted nothing in). Like ``TESTLANE_IT=maybe``, it is the user's own
+    word to testlane that cannot be followed: said, opted in or not."""
+    pytester.makefile(
+        ".toml",
+        pyproject=inner_pyproject(services="[]") if opted_in else '[project]\nname = "plain"\nversion = "0"\n',
+    )
+    pytester.makepyfile(test_ok=TEST)
+    missing = pytester.path / "nowhere" / "pyproject.toml"
+    monkeypatch.setenv("TESTLANE_CONFIG", str(missing))
+    result = run_inner(pytester, *lane)
+    err = result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str() + err
+    _once(err, f"ERROR: testlane: $TESTLANE_CONFIG names {missing}, which does not exist.")
+    assert "passed" not in result.stdout.str()
+
+
+def test_testlane_run_with_testlane_config_naming_no_file_says_so(tmp_path: Path) -> None:
+    root = _project(tmp_path / "project")
+    missing = tmp_path / "nowhere.toml"
+    result = run_cli(["run", "--", "-q"], cwd=root, env=clean_env({"TESTLANE_CONFIG": str(missing)}))
+    assert result.returncode == 4, result.stdout + result.stderr
+    _once(result.stderr, f"testlane: configuration error: $TESTLANE_CONFIG names {missing}, which does not exist.")
+
+
+def test_a_set_key_without_its_table_suggests_the_set_to_type(tmp_path: Path) -> None:
+    root = _project(tmp_path / "project")
+    result = run_cli(["--set", "checkpoints=3", "run", "--", "-q"], cwd=root, env=clean_env())
+    assert result.returncode == 4, result.stdout + result.stderr
+    _once(result.stderr, "did you mean --set db.checkpoints=3?")
+
+
+@pytest.mark.usefixtures("plain_env")
+def test_pytest_s_set_option_suggests_itself(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".toml", pyproject=inner_pyproject(services="[]"))
+    pytester.makepyfile(test_ok=TEST)
+    result = run_inner(pytester, "--testlane-set", "checkpoints=3")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    _once(result.stderr.str(), "did you mean --testlane-set db.checkpoints=3?")

@@ -103,7 +103,7 @@ def test_an_unknown_key_names_the_closest_known_key_and_the_table_it_belongs_to(
 def test_an_unknown_override_names_where_the_key_is(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(start=tmp_path, environ={}, overrides={"migrations": "x"})
-    assert "move it to [tool.testlane.db] (db.migrations)" in str(info.value)
+    assert "did you mean --set db.migrations=x or --set mariadb.migrations=x?" in str(info.value)
 
 
 @pytest.mark.parametrize(

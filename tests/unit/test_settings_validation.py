@@ -238,8 +238,8 @@ def test_every_testlane_variable_in_the_repository_is_a_setting_or_declared() ->
     """A variable set or read anywhere (code, docs, scripts, CI, examples) is one load_settings accepts: a new
     one that is neither would make every opted-in project's run fail as "not a testlane variable"."""
     known = {o.env for o in iter_options()} | environment.declared_names()
-    # Deliberately wrong, in docs/configuration.md's example of the error.
-    examples_of_mistakes = {"TESTLANE_POSTGRES_BACKND"}
+    # Deliberately wrong, in docs/configuration.md's examples of the error.
+    examples_of_mistakes = {"TESTLANE_POSTGRES_BACKND", "TESTLANE_PG_BACKEND"}
     found: dict[str, str] = {}
     roots = [REPO / "src", REPO / "docs", REPO / "scripts", REPO / "examples", REPO / "bench", REPO / ".ci"]
     files = [REPO / "Makefile", REPO / "README.md"]

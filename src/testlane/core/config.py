@@ -21,6 +21,7 @@ import difflib
 import functools
 import math
 import os
+import re
 import tomllib
 import types
 import typing
@@ -886,6 +887,16 @@ def _render_default(value: Any) -> str:
 # --------------------------------------------------------------------------- parsing
 
 
+# How a number is written in a variable, on the command line or as a quoted value: TOML's decimal numbers (ASCII
+# digits, an underscore only between two digits, a sign, a point and an exponent), so that ``1_000`` means the same
+# in pyproject.toml, quoted or bare, as in a variable. Python's int() and float() take more (``1__0``, ``٣``,
+# ``0x4`` with base 0...): what they take is not what a setting means, so the text is checked first.
+_DIGITS = r"[0-9]+(?:_[0-9]+)*"
+_INTEGER = re.compile(rf"[+-]?{_DIGITS}")
+_REAL = re.compile(rf"[+-]?(?:{_DIGITS}(?:\.(?:{_DIGITS})?)?|\.{_DIGITS})(?:[eE][+-]?{_DIGITS})?")
+_NOT_FINITE = frozenset({"inf", "infinity", "nan"})
+
+
 def _as_text(value: Any) -> Any:
     """A TOML number or boolean as the text it is written as (``2.0``, ``true``); anything else as it is."""
     if isinstance(value, bool):
@@ -893,6 +904,15 @@ def _as_text(value: Any) -> Any:
     if isinstance(value, int | float):
         return repr(value)  # 2.0 stays "2.0": an integer setting refuses it, as it refuses --set KEY=2.0
     return value
+
+
+def _table_value(value: Any) -> str | None:
+    """A value of a table setting (``postgres.settings``, ``env``) as text; None for a list or a table."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool | int | float):
+        return _toml_scalar(value)
+    return None
 
 
 def _coerce(key: str, tp: Any, value: Any, source: str) -> Any:
@@ -912,10 +932,10 @@ def _coerce(key: str, tp: Any, value: Any, source: str) -> Any:
     option = _options_by_key().get(key)
     where = f" ({option.env}, or --set {key}=...)" if option else ""
 
-    def bad(expected: str) -> ConfigError:
+    def bad(expected: str, detail: str = "") -> ConfigError:
         accepted = f"{expected} {option.allowed}" if option and option.allowed else expected
         return ConfigError(
-            f"{source}: {key} = {shown!r} is not {expected}.",
+            f"{source}: {key} = {shown!r} is not {expected}" + (f" ({detail})." if detail else "."),
             hint=f"set {key}{where} to {accepted} (see docs/configuration.md).",
         )
 
@@ -942,18 +962,18 @@ def _coerce(key: str, tp: Any, value: Any, source: str) -> Any:
         if flag is None:
             raise bad("true or false")
         return flag
+    text = value.strip() if from_string else ""  # surrounding blanks are no part of a number (nor of a flag)
     if tp is int:
-        try:
-            number = int(value)  # text only (see above): "5.5" and "2.0" are refused, never truncated
-        except (TypeError, ValueError):
-            raise bad("an integer") from None
-        return _checked(key, number, shown, source)
+        if not _INTEGER.fullmatch(text):  # "5.5" and "2.0" are refused, never truncated; "1_0" is no integer
+            raise bad("an integer", "decimal digits only, e.g. 10 or 1_000")
+        return _checked(key, int(text), shown, source)
     if tp is float:
-        try:
-            real = float(value)
-        except (TypeError, ValueError):
-            raise bad("a number") from None
-        if not math.isfinite(real):  # nan compares false with every bound; inf means "never" nowhere here
+        if not _REAL.fullmatch(text):
+            if text.lower().lstrip("+-") in _NOT_FINITE:
+                raise bad("a finite number")
+            raise bad("a number", "digits, a point and an exponent only, e.g. 2.5 or 1e3")
+        real = float(text)
+        if not math.isfinite(real):  # 1e999; nan compares false with every bound; inf means "never" nowhere here
             raise bad("a finite number")
         return _checked(key, real, shown, source)
     if tp is str:
@@ -972,14 +992,21 @@ def _coerce(key: str, tp: Any, value: Any, source: str) -> Any:
         return list(value)
     if origin is dict:
         if from_string:
-            pairs = [p for p in value.split(",") if p.strip()]
-            try:
-                value = dict((k.strip(), v.strip()) for k, v in (p.split("=", 1) for p in pairs))
-            except ValueError:
-                raise bad("a table (NAME=VALUE,NAME=VALUE in the environment)") from None
+            pairs = [pair.partition("=") for pair in value.split(",") if pair.strip()]
+            names = [name.strip() for name, _, _ in pairs]
+            if not all(sep for _, sep, _ in pairs) or not all(names):
+                raise bad("a table (NAME=VALUE,NAME=VALUE in the environment)")
+            if len(set(names)) != len(names):
+                twice = sorted({name for name in names if names.count(name) > 1})
+                raise bad("a table", f"{', '.join(twice)} given twice")
+            value = {name.strip(): text.strip() for name, _, text in pairs}
         if not isinstance(value, dict):
             raise bad("a table")
-        return {str(k): v if isinstance(v, str) else _toml_scalar(v) for k, v in value.items()}
+        table = {str(k): _table_value(v) for k, v in value.items()}
+        nested = sorted(k for k, v in table.items() if v is None)
+        if nested:
+            raise bad("a table of strings, numbers or true/false", f"{', '.join(nested)} is a list or a table")
+        return table
     raise ConfigError(f"internal: no parser for {key} of type {tp!r}")  # pragma: no cover
 
 
@@ -997,9 +1024,11 @@ def _flatten(table: Mapping[str, Any], cls: type, prefix: str, source: str) -> d
     for name, value in table.items():
         key = f"{prefix}{name}"
         if name not in known:
-            suggestion = suggest_key(key, toml=True)
+            holds = tuple(value) if isinstance(value, Mapping) else None
+            suggestion = suggest_key(key, toml=True, holds=holds)
+            what = f"table {_table(key + '.')}" if holds is not None else f"key {key!r}"
             raise ConfigError(
-                f"{source}: unknown key {key!r}.",
+                f"{source}: unknown {what}.",
                 hint=(f"{suggestion} " if suggestion else "")
                 + f"Known keys in {_table(prefix)}: {', '.join(prefix + k for k in known)}.",
             )
@@ -1011,6 +1040,9 @@ def _flatten(table: Mapping[str, Any], cls: type, prefix: str, source: str) -> d
         else:
             flat[key] = _coerce(key, tp, value, source)
     return flat
+
+
+# --------------------------------------------------------------------------- suggestions
 
 
 @functools.cache
@@ -1031,59 +1063,202 @@ def _all_keys(cls: type = Settings, prefix: str = "") -> tuple[tuple[str, bool],
     return tuple(out)
 
 
+@functools.cache
+def _tables() -> dict[str, tuple[str, ...]]:
+    """Every table (dotted; ``""`` is ``[tool.testlane]``) -> the names it holds, settings and tables. A table
+    setting (``env``, ``postgres.settings``) holds the project's own names: none known here."""
+    tables: dict[str, list[str]] = {"": []}
+    for full, table in _all_keys():
+        parent, _, name = full.rpartition(".")
+        tables[parent].append(name)
+        if table:
+            tables[full] = []
+    return {name: tuple(held) for name, held in tables.items()}
+
+
+@functools.cache
+def _service_tables() -> frozenset[str]:
+    """The tables of services (``postgres``, ``valkey``...: each has its own ``backend``): siblings, whose keys
+    have the same roles under different names (``postgres.bin_dir``, ``valkey.binary``)."""
+    return frozenset(name for name, held in _tables().items() if name and "backend" in held)
+
+
+def _parent(key: str) -> str:
+    return key.rpartition(".")[0]
+
+
+def _db_first(keys: list[str]) -> list[str]:
+    """``[tool.testlane.db]`` (the Postgres template's) first: a stray ``migrations`` is far likelier meant for it."""
+    return sorted(keys, key=lambda full: not full.startswith("db."))
+
+
+def _abbreviates(short: str, long: str) -> bool:
+    """``short`` is an abbreviation of ``long``: ``db`` of ``database``, ``pg`` of ``postgres``, ``env`` of
+    ``environment`` (the first letter, then the others in order)."""
+    if len(short) < 2 or len(short) >= len(long) or short[0] != long[0]:
+        return False
+    letters = iter(long)
+    return all(letter in letters for letter in short)
+
+
+def _closest_table(name: str, parent: str, holds: tuple[str, ...] = ()) -> str | None:
+    """The known table an unknown table ``name`` under ``parent`` was meant to be: another name of a service
+    (``redis`` is ``valkey``), a close or abbreviated name (``database``: ``db``; ``pg``: ``postgres``), or
+    the one table that holds what it ``holds`` (``migrations``: ``db``)."""
+    from testlane.core.service_names import ALIASES
+
+    tables = _tables()
+    candidates = [t for t in _db_first(list(tables)) if t and _parent(t) == parent]
+    alias = ALIASES.get(name.lower()) if not parent else None
+    if alias in candidates:
+        return alias
+    best: tuple[float, str] | None = None
+    for table in candidates:
+        own = table.rpartition(".")[2]
+        similar = difflib.SequenceMatcher(None, name.lower(), own).ratio()
+        if _abbreviates(own, name.lower()) or _abbreviates(name.lower(), own):
+            similar = max(similar, 0.8)
+        held = sum(1 for key in holds if key in tables[table]) / len(holds) if holds else 0.0
+        # What it holds alone decides only between two tables at most (`port` is every service's).
+        telling = held and sum(1 for t in candidates if set(holds) & set(tables[t])) <= 2
+        if similar < 0.6 and not telling:
+            continue
+        score = similar + held
+        if best is None or score > best[0]:
+            best = (score, table)
+    return best[1] if best else None
+
+
+def _close_name(name: str, names: tuple[str, ...] | list[str]) -> str | None:
+    """The name in ``names`` ``name`` is a misspelling of (difflib), or begins or abbreviates (``env`` for
+    ``environment``); None when none is close."""
+    close = difflib.get_close_matches(name, list(names), n=1)
+    if close:
+        return close[0]
+    begun = [k for k in names if len(k) >= 3 and (name.startswith(k) or k.startswith(name) or _abbreviates(k, name))]
+    return begun[0] if begun else None
+
+
+@dataclass(frozen=True)
+class _Suggestion:
+    """What an unknown key was probably meant to be: ``keys`` (dotted, best first), and how they relate to it:
+    ``same`` (the key, spelled right, in the table written), ``move`` (a key of that name in another table),
+    ``table`` (the table written, spelled right), ``near`` (a close name in another table)."""
+
+    how: Literal["same", "move", "table", "near"]
+    keys: tuple[str, ...]
+
+
+def _suggest(key: str, holds: tuple[str, ...] | None = None) -> _Suggestion | None:
+    """The suggestion for the unknown dotted ``key``; ``holds``: the names in it when it is a table."""
+    tables = _tables()
+    prefix, _, name = key.rpartition(".")
+    if prefix and prefix not in tables:
+        # `--set database.isolation=...`, a variable ..._PG_BACKEND: the table is misspelt; the key may be right.
+        above, _, written = prefix.rpartition(".")
+        table = _closest_table(written, above if above in tables else "", (name,))
+        if table is not None:
+            spelled = name if name in tables[table] else _close_name(name, tables[table])
+            if spelled is not None:
+                return _Suggestion("same", (f"{table}.{spelled}",))
+        prefix = ""  # then looked for by its name alone, everywhere
+    if holds is not None:
+        table = _closest_table(name, prefix, holds)
+        if table is not None:
+            return _Suggestion("table", (table,))
+    here = tables.get(prefix, ())
+    close = _close_name(name, here)
+    elsewhere = _db_first([f"{t}.{name}" if t else name for t in tables if t != prefix and name in tables[t]])
+    # A key another service spells this way is a role this service has under another name (postgres.bin_dir for
+    # valkey.binary): its own spelling first. A key of another kind of table is where the key belongs.
+    siblings = [k for k in elsewhere if prefix in _service_tables() and _parent(k) in _service_tables()]
+    if elsewhere and len(siblings) < len(elsewhere):
+        return _Suggestion("move", tuple(k for k in elsewhere if k not in siblings))
+    if close is not None:
+        return _Suggestion("same", (f"{prefix}.{close}" if prefix else close,))
+    if siblings:
+        return _Suggestion("move", tuple(siblings))
+    leaves: dict[str, list[str]] = {}
+    for full, _ in _all_keys():
+        if _parent(full) != prefix:
+            leaves.setdefault(full.rpartition(".")[2], []).append(full)
+    near = difflib.get_close_matches(name, list(leaves), n=1)
+    return _Suggestion("near", tuple(_db_first(leaves[near[0]]))) if near else None
+
+
 def _table(prefix: str) -> str:
     """``[tool.testlane.db]`` for the prefix ``db.``; ``[tool.testlane]`` for none."""
     return f"[tool.testlane.{prefix.rstrip('.')}]" if prefix else "[tool.testlane]"
 
 
-def suggest_key(key: str, *, toml: bool) -> str:
+def suggest_key(
+    key: str, *, toml: bool, holds: tuple[str, ...] | None = None, set_option: str = "--set", value: Any = "..."
+) -> str:
     """What an unknown ``key`` (dotted) was probably meant to be, as a sentence; "" when nothing is close.
 
-    In order: the closest key in the same table (difflib, or a known key the name begins with, such as
-    ``environment`` for ``env``); a key of that name in another table (``migrations`` at the top is
-    ``db.migrations``: move it there); the closest key of another table. ``toml``: say tables as
-    ``[tool.testlane.env]`` (a pyproject key) rather than ``env`` (``--set``)."""
-    prefix, _, name = key.rpartition(".")
-    prefix = f"{prefix}." if prefix else ""
-    entries = _all_keys()
+    The key is looked for by its name in every table, the table by its name: a key of that name in another
+    kind of table (``migrations`` under ``[tool.testlane.postgres]`` is ``db.migrations``: move it there),
+    else the closest key in the table written (difflib, or a known key the name begins with, such as ``env``
+    for ``environment``), else the name as another service spells it; a table written (``holds``: the names in
+    it) is matched against the known tables by name, alias and contents (``[tool.testlane.database]``:
+    ``[tool.testlane.db]``). ``toml``: said as pyproject.toml tables; otherwise as the ``set_option`` to type
+    (``--set db.checkpoints=3`` for ``--set checkpoints=3``, ``value`` being 3)."""
+    suggestion = _suggest(key, holds)
+    if suggestion is None:
+        return ""
+    keys = suggestion.keys
+    if not toml:
+        return "did you mean " + " or ".join(f"{set_option} {k}={value}" for k in keys) + "?"
+    tables = _tables()
 
-    def shown(full: str, table: bool) -> str:
-        return _table(f"{full}.") if toml and table else repr(full)
-
-    here = {
-        full.removeprefix(prefix): table
-        for full, table in entries
-        if full.rpartition(".")[0] + "." == prefix or (not prefix and "." not in full)
-    }
-    close = difflib.get_close_matches(name, list(here), n=1)
-    if not close:
-        close = [k for k in here if len(k) >= 3 and (name.startswith(k) or k.startswith(name))][:1]
-    if close:
-        return f"did you mean {shown(prefix + close[0], here[close[0]])}?"
-    elsewhere = [
-        (full, table)
-        for full, table in entries
-        if not (full.startswith(prefix) and full.count(".") == prefix.count("."))
-    ]
-
-    def where(full: str, table: bool) -> str:
-        section = full.rpartition(".")[0]
-        if toml and table:
+    def where(full: str) -> str:
+        if full in tables:
             return _table(f"{full}.")
+        section = _parent(full)
         return f"{_table(section + '.' if section else '')} ({full})"
 
-    # [tool.testlane.db] (the Postgres template's) first: a bare `migrations` is far likelier meant for it.
-    elsewhere.sort(key=lambda entry: not entry[0].startswith("db."))
-    same = [(full, table) for full, table in elsewhere if full.rpartition(".")[2] == name]
-    if same:
-        return f"{name!r} is not a key of {_table(prefix)}: move it to " + " or ".join(where(*e) for e in same) + "."
-    leaves: dict[str, list[tuple[str, bool]]] = {}
-    for full, table in elsewhere:
-        leaves.setdefault(full.rpartition(".")[2], []).append((full, table))
-    close = difflib.get_close_matches(name, list(leaves), n=1)
+    if suggestion.how == "move":
+        prefix = _parent(key)
+        moved = " or ".join(where(k) for k in keys)
+        here = _table(prefix + "." if prefix else "")
+        return f"{key.rpartition('.')[2]!r} is not a key of {here}: move it to {moved}."
+    if suggestion.how == "near":
+        return f"did you mean {keys[0].rpartition('.')[2]!r}, in " + " or ".join(where(k) for k in keys) + "?"
+    return "did you mean " + " or ".join(_table(f"{k}.") if k in tables else repr(k) for k in keys) + "?"
+
+
+def suggest_variable(name: str, known: set[str]) -> str | None:
+    """The variable an unknown ``TESTLANE_*`` variable ``name`` was probably meant to be: a close spelling of a
+    known one (``..._POSTGRES_BACKND``), else the variables of the settings its name means, read as
+    ``TESTLANE_<TABLE>_<KEY>`` in each way its underscores allow (``..._CHECKPOINTS`` is ``db.checkpoints``'s,
+    ``..._PG_BACKEND`` is ``postgres.backend``'s: the table is matched as :func:`suggest_key` matches it),
+    else the closest spelling at all; None when nothing is close. Returned as ``$A`` or ``$A or $B``."""
+    words = name.removeprefix(ENV_PREFIX)
+    names = sorted(k.removeprefix(ENV_PREFIX) for k in known)
+    close = difflib.get_close_matches(words, names, n=1, cutoff=0.85)
     if close:
-        return f"did you mean {close[0]!r}, in " + " or ".join(where(*e) for e in leaves[close[0]]) + "?"
-    return ""
+        return f"${ENV_PREFIX}{close[0]}"
+    variables = {o.key: o.env for o in iter_options()}
+    tables = _tables()
+    parts = words.lower().split("_")
+    splits = [("_".join(parts[:i]), "_".join(parts[i:])) for i in range(len(parts))]
+
+    def rank(split: tuple[str, str]) -> int:
+        # A known table first (..._POSTGRES_MIGRATIONS is postgres's `migrations`), then a misspelt one that is
+        # close to a known table (..._PG_BACKEND), then the whole name as a key of [tool.testlane].
+        table, key = split
+        if table in tables:
+            return 0 if table else 2
+        return 1 if _closest_table(table, "", (key,)) is not None else 3
+
+    splits.sort(key=rank)
+    for table, key in splits:
+        suggestion = _suggest(f"{table}.{key}" if table else key)
+        found = [variables[k] for k in suggestion.keys if k in variables] if suggestion is not None else []
+        if found and suggestion is not None and suggestion.how != "near":
+            return " or ".join(f"${v}" for v in found)
+    close = difflib.get_close_matches(words, names, n=1)
+    return f"${ENV_PREFIX}{close[0]}" if close else None
 
 
 def find_pyproject(start: Path) -> Path | None:
@@ -1097,13 +1272,20 @@ def find_pyproject(start: Path) -> Path | None:
 
 def testlane_table_file(start: Path, environ: Mapping[str, str] | None = None) -> Path | None:
     """The configuration file testlane would read (``TESTLANE_CONFIG``, else the nearest pyproject.toml at or
-    above ``start``) when it has a ``[tool.testlane]`` table; ``None`` otherwise, or when it cannot be read.
+    above ``start``) when it has a ``[tool.testlane]`` table; ``None`` otherwise.
 
-    Never raises: it only answers whether a project opted in, and a project that did not must not see
-    testlane's errors (:func:`load_settings` reports a broken file to a project that did).
+    It answers whether a project opted in, and a project that did not must not see testlane's errors: a nearest
+    pyproject.toml that cannot be read is no table (:func:`load_settings` reports it to a project that opted
+    in). A ``TESTLANE_CONFIG`` that names no file, or one that cannot be read, raises :class:`ConfigError`: the
+    variable is itself a way to opt in (it names the file whose table does), set by the user, and which
+    way it was meant cannot be told (as ``TESTLANE_IT=maybe`` cannot).
     """
     env = os.environ if environ is None else environ
-    path = Path(env[CONFIG_ENV]) if env.get(CONFIG_ENV) else find_pyproject(start.resolve())
+    if env.get(CONFIG_ENV):
+        named = _config_file(Path(env[CONFIG_ENV]), by_variable=True)
+        tool = _load_toml(named, by_variable=True)[1].get("tool")
+        return named if isinstance(tool, dict) and "testlane" in tool else None
+    path = find_pyproject(start.resolve())
     if path is None:
         return None
     try:
@@ -1114,11 +1296,48 @@ def testlane_table_file(start: Path, environ: Mapping[str, str] | None = None) -
     return path if isinstance(tool, dict) and "testlane" in tool else None
 
 
-def _read_pyproject(path: Path) -> dict[str, Any]:
+def _config_error(path: Path, by_variable: bool, problem: str, hint: str) -> ConfigError:
+    """``problem`` of the file ``TESTLANE_CONFIG`` (``by_variable``) or ``--config`` names, said with the name."""
+    if by_variable:
+        return ConfigError(f"${CONFIG_ENV} names {path}, which {problem}.", hint=hint)
+    return ConfigError(f"--config {path}: the file {problem}.", hint=hint)
+
+
+def _config_file(path: Path, *, by_variable: bool) -> Path:
+    """``path``, the file ``TESTLANE_CONFIG`` (``by_variable``) or ``--config`` names, when it is one; else a
+    ConfigError naming the variable or option and the path (never a quiet fall-back to the nearest pyproject)."""
+    fix = (
+        f"point {CONFIG_ENV} at the project's pyproject.toml, or unset it to read the nearest pyproject.toml"
+        if by_variable
+        else "give --config the project's pyproject.toml, or leave it out to read the nearest pyproject.toml"
+    )
+    if path.is_dir():
+        inside = path / "pyproject.toml"
+        raise _config_error(path, by_variable, "is a folder, not a file", f"name the file ({inside}?): {fix}.")
+    if not path.is_file():
+        raise _config_error(path, by_variable, "does not exist", f"{fix}.")
+    return path
+
+
+def _load_toml(path: Path, by_variable: bool | None = None) -> tuple[str, dict[str, Any]]:
+    """``path``'s text and what TOML reads in it; ``by_variable``: named by ``TESTLANE_CONFIG`` (True),
+    ``--config`` (False) or found (None), as its messages say."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        return text, tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}", hint="fix the file's syntax.") from None
+        problem, hint = f"is not valid TOML: {exc}", "fix the file's syntax."
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        problem, hint = f"cannot be read: {reason}", "make it a readable UTF-8 file."
+    if by_variable is None:
+        raise ConfigError(f"{path} {problem}", hint=hint)
+    raise _config_error(path, by_variable, problem.rstrip("."), hint)
+
+
+def _read_pyproject(path: Path, by_variable: bool | None = None) -> dict[str, Any]:
+    """``[tool.testlane]`` of ``path`` (named by ``TESTLANE_CONFIG``, ``--config``, or found: ``by_variable``)."""
+    _, data = _load_toml(path, by_variable)
     table = data.get("tool", {}).get("testlane", {})
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [tool.testlane] must be a table.")
@@ -1146,41 +1365,40 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
     config_file: Path | None = None,
+    set_option: str = "--set",
 ) -> Settings:
     """Resolve settings once: defaults < pyproject < TESTLANE_* env < ``overrides``.
 
     ``overrides`` are dotted keys from command-line options; string values are parsed
-    like environment values. ``config_file`` (or ``TESTLANE_CONFIG``) names the
-    pyproject.toml to read instead of searching upward from ``start``.
+    like environment values. ``config_file`` (``--config``; else ``TESTLANE_CONFIG``) names the
+    pyproject.toml to read instead of searching upward from ``start``: one that is not there is an
+    error naming the option or variable. ``set_option``: the option an unknown override key came
+    from, as its message suggests the key to type (pytest's ``--testlane-set``).
     """
     env = os.environ if environ is None else environ
     start = (start or Path.cwd()).resolve()
-    if config_file is None and env.get(CONFIG_ENV):
-        config_file = Path(env[CONFIG_ENV])
+    by_variable: bool | None = None  # how the file was named: TESTLANE_CONFIG, --config, or not (found)
     if config_file is not None:
-        if not config_file.is_file():
-            raise ConfigError(
-                f"configuration file {config_file} does not exist.",
-                hint="point TESTLANE_CONFIG (or --config) at a pyproject.toml.",
-            )
-        pyproject: Path | None = config_file.resolve()
+        by_variable = False
+    elif env.get(CONFIG_ENV):
+        config_file, by_variable = Path(env[CONFIG_ENV]), True
+    pyproject: Path | None = None
+    if config_file is not None:
+        pyproject = _config_file(config_file, by_variable=bool(by_variable)).resolve()
     else:
         pyproject = find_pyproject(start)
 
     options = {o.key: o for o in iter_options()}
     values: dict[str, Any] = {}
     if pyproject is not None:
-        values.update(_flatten(_read_pyproject(pyproject), Settings, "", f"{pyproject} [tool.testlane]"))
+        table = _read_pyproject(pyproject, by_variable)
+        values.update(_flatten(table, Settings, "", f"{pyproject} [tool.testlane]"))
     for option in options.values():
         if option.env in env:
             values[option.key] = _coerce(option.key, option.type, env[option.env], f"${option.env}")
     for key, value in (overrides or {}).items():
         if key not in options:
-            suggestion = suggest_key(key, toml=False)
-            raise ConfigError(
-                f"unknown setting {key!r}.",
-                hint=(f"{suggestion} " if suggestion else "") + "See docs/configuration.md.",
-            )
+            raise _unknown_setting(key, value, set_option)
         values[key] = _coerce(key, options[key].type, value, "command line")
     _check_variables(env, options, mapped=values.get("env") or {})
 
@@ -1197,6 +1415,15 @@ def load_settings(
     return dataclasses.replace(settings, project_root=root, config_file=pyproject, explicit=frozenset(values))
 
 
+def _unknown_setting(key: str, value: Any, set_option: str = "--set") -> ConfigError:
+    """The error for ``set_option KEY=VALUE`` with a key that is no setting: the ``--set`` to type instead."""
+    suggestion = suggest_key(key, toml=False, set_option=set_option, value=value)
+    return ConfigError(
+        f"command line: unknown setting {key!r}.",
+        hint=(f"{suggestion} " if suggestion else "") + "See docs/configuration.md.",
+    )
+
+
 def _check_variables(env: Mapping[str, str], options: Mapping[str, OptionInfo], mapped: Mapping[str, str]) -> None:
     """Every ``TESTLANE_*`` variable is a setting's, one testlane declares (:mod:`testlane.core.environment`)
     or one the project's ``[tool.testlane.env]`` maps: anything else is a misspelt setting, which would
@@ -1207,10 +1434,8 @@ def _check_variables(env: Mapping[str, str], options: Mapping[str, OptionInfo], 
     if unknown:
         lines = []
         for name in unknown:
-            close = difflib.get_close_matches(
-                name.removeprefix(ENV_PREFIX), [k.removeprefix(ENV_PREFIX) for k in sorted(known)], n=1
-            )
-            lines.append(f"${name}" + (f" (did you mean ${ENV_PREFIX}{close[0]}?)" if close else ""))
+            meant = suggest_variable(name, known)
+            lines.append(f"${name}" + (f" (did you mean {meant}?)" if meant else ""))
         what, it = ("is not a testlane variable", "it") if len(lines) == 1 else ("are not testlane variables", "them")
         raise ConfigError(
             f"{', '.join(lines)} {what}.",
@@ -1254,7 +1479,7 @@ def overrides_environment(overrides: Mapping[str, Any]) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in overrides.items():
         if key not in envs:
-            raise ConfigError(f"unknown setting {key!r}.", hint="see docs/configuration.md.")
+            raise _unknown_setting(key, value)
         if isinstance(value, list | tuple):
             value = ",".join(map(str, value))
         out[envs[key]] = _toml_scalar(value) if not isinstance(value, str) else value

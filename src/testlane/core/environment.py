@@ -83,7 +83,12 @@ VARIABLES: tuple[Variable, ...] = (
         "The integration lane is on: `1`, `true`, `yes`, `on` (like `pytest --it`); `0`, `false`, `no`, `off` or "
         "empty: off. Any other value is an error.",
     ),
-    Variable(CONFIG, "you, `testlane run`", "The pyproject.toml to read instead of searching upward (`--config`)."),
+    Variable(
+        CONFIG,
+        "you, `testlane run`",
+        "The pyproject.toml to read instead of searching upward (`--config`). One that names no file, or one that "
+        "is not TOML, is an error, opted in or not (see [lanes.md](lanes.md#what-opting-in-turns-on)).",
+    ),
     Variable(
         RUN_ID,
         _OWNED,

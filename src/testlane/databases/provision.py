@@ -12,17 +12,21 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypedDict, Unpack
 
+from testlane.core.config import Settings
+from testlane.core.errors import ConfigError, TestlaneError
 from testlane.databases.leftovers import Leftover, reap_leftovers, sweep_run
 from testlane.databases.snapshots import SnapshotCache
 from testlane.databases.template import TemplateSpec, require_extensions
-from testlane.services.backends import configured_backend
+from testlane.services.backends import choose_backend, configured_backend
 from testlane.services.base import Server
+from testlane.services.external import url_instance
 from testlane.services.postgres import PostgresEngine
 from testlane.services.stack import ServiceStack, service_cause
 
 __all__ = [
     "StartOptions",
     "begin_services",
+    "check_services",
     "reap_detached_leftovers",
     "reap_shared_leftovers",
     "start_services",
@@ -90,6 +94,34 @@ def sweep_shared_run(servers: Iterable[Server], run_id: str) -> list[Leftover]:
                 exc,
             )
     return dropped
+
+
+def check_services(settings: Settings, names: Iterable[str]) -> list[str]:
+    """Raise now the :class:`ConfigError` starting ``names`` would raise for the settings alone, without starting,
+    building or writing anything: a name that is no service, a backend its kind lacks, ``url`` without a URL
+    or with one that is not the kind's (or S3 without its keys), a ``db.migrations`` that is not there.
+
+    For a process that leaves the starting to others (pytest-xdist's controller: its workers start the
+    services), so that such a mistake is said once, before any test, as when the process starts them itself.
+    Whatever is not a configuration mistake (no binaries found) is left to the start that meets it. Returns
+    the canonical names."""
+    wanted = ServiceStack.validate(names)
+    for name in wanted:
+        try:
+            if choose_backend(name, settings).backend == "url":
+                url_instance(name, settings, run_id="check", name=name)
+        except ConfigError:
+            raise
+        except TestlaneError:
+            continue  # said by the start that meets it, as before
+    if "postgres" in wanted:
+        try:
+            TemplateSpec.from_settings(settings)  # db.migrations, db.seed: read, not applied
+        except ConfigError:
+            raise
+        except Exception as exc:  # the project's module failing to import: the tests that build the template say it
+            log.debug("checking the template's settings: %s", exc)
+    return wanted
 
 
 def begin_services(

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pytest
 
-from testlane.core.errors import TestlaneError
+from testlane.core.errors import ConfigError, TestlaneError
 from testlane.core.redact import redact_url
 from testlane.core.runenv import RunEnv
 from testlane.databases.testdb import IsolatedDatabase, Isolation, TestDatabase
@@ -137,7 +137,11 @@ class DatabaseManager:
         from testlane.databases.template import TemplateSpec
 
         if None not in self._specs:
-            self._specs[None] = TemplateSpec.from_settings(self.settings)
+            try:
+                self._specs[None] = TemplateSpec.from_settings(self.settings)
+            except ConfigError as exc:  # the run's settings (db.migrations...), not a test's marker: stop the run
+                self.plugin.stop_for_configuration(exc)
+                raise
         return self._specs[None]
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -201,6 +205,8 @@ class DatabaseManager:
             except TestlaneError as exc:
                 what = f"template {spec.describe()}" if engine == "postgres" else f"template ({engine})"
                 self._template_errors[key] = exc.blame(what)
+                if isinstance(exc, ConfigError) and (engine != "postgres" or spec is self._specs.get(None)):
+                    self.plugin.stop_for_configuration(exc)  # the settings' template, not a marker's
                 raise
         return self._templates[key]
 

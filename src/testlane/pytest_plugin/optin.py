@@ -3,7 +3,9 @@
 A pytest process is **opted in** when any of these holds (decided once, kept in ``config.stash``):
 
 * the configuration file testlane reads (``TESTLANE_CONFIG``, else the nearest pyproject.toml at or above
-  pytest's rootdir) has a ``[tool.testlane]`` table — ``testlane init`` writes one;
+  pytest's rootdir) has a ``[tool.testlane]`` table — ``testlane init`` writes one (a ``TESTLANE_CONFIG`` that
+  names no file, or one that cannot be read, stops pytest, opted in or not: it was set to opt in or to
+  configure, and cannot be followed);
 * ``TESTLANE_IT`` is true — ``testlane run`` sets it for the pytest it starts — or ``TESTLANE_SERVICES_FILE``
   is set (``testlane run``, and ``eval "$(testlane services env)"`` for detached services);
 * one of testlane's own pytest options is given (on the command line, in ``PYTEST_ADDOPTS`` or in
@@ -80,7 +82,10 @@ def _option_given(config: pytest.Config) -> str | None:
 
 
 def _decide(config: pytest.Config) -> OptIn:
-    table = testlane_table_file(Path(str(config.rootpath)))
+    try:
+        table = testlane_table_file(Path(str(config.rootpath)))
+    except ConfigError as exc:  # TESTLANE_CONFIG names no file: like TESTLANE_IT=maybe, said whether opted in or not
+        raise pytest.UsageError(f"testlane: {exc}") from None
     if table is not None:
         return OptIn(f"[tool.testlane] in {table}")
     env = RunEnv.current()

@@ -42,6 +42,14 @@ if TYPE_CHECKING:
 __all__ = ["FEATURES", "TestlanePlugin", "plugin_of", "settings_for"]
 
 PLUGIN_NAME = "testlane-session"
+# Why the run stopped early (pytest's ``session.shouldfail``), after the first test a configuration error failed.
+STOPPED_FOR_CONFIGURATION = (
+    "testlane: configuration error (above): the run stops here, as every test that needs it would fail the same "
+    "way; fix it and run again"
+)
+# The attribute of an xdist worker's report of a test that a configuration error failed (its message): reports
+# cross to the controller with their attributes, and the controller shows the error in full once.
+CONFIGURATION_ERROR_ATTR = "testlane_configuration_error"
 
 
 # Feature modules, registered only for a project that opted in: each owns its hooks, fixtures and markers.
@@ -99,6 +107,9 @@ class TestlanePlugin:
         self._databases: DatabaseManager | None = None
         self._env_saved: dict[str, str | None] = {}
         self.session_failed = False
+        self.session: pytest.Session | None = None
+        # The first configuration error met while providing for a test (this process's, or an xdist worker's).
+        self.configuration_error: str | None = None
         self._env_set: list[str] = []
         if not _is_xdist_worker(config):
             from testlane.core.runtime import new_run_id
@@ -157,12 +168,37 @@ class TestlanePlugin:
 
     def server(self, name: str) -> Server:
         """The server for ``name`` (typed by the name: ``server("postgres")`` is a ``PostgresServer``); a
-        testlane error becomes a clean test error."""
+        testlane error becomes a clean test error (a configuration error also stops the run: see
+        :meth:`stop_for_configuration`)."""
         __tracebackhide__ = True
         try:
             return self.provider.get(name)
         except TestlaneError as exc:
+            if isinstance(exc, ConfigError):
+                self.stop_for_configuration(exc)
             fail_test(exc, f"testlane could not provide {name}: ")
+
+    def stop_for_configuration(self, error: ConfigError) -> None:
+        """A configuration error of the run's (a service's or the template's settings, not a test's marker) met
+        while providing for a test: that test fails with it, and the run stops after it (pytest's
+        ``shouldfail``, as ``-x`` does) and exits 4 like any configuration error, instead of failing every
+        other test that needs the same thing with the same message. Under xdist the worker stops and tells
+        the controller, which stops the others; tests that other workers were running meanwhile and that failed
+        the same way say where the error is (:class:`OneConfigurationError`)."""
+        if self.configuration_error is not None:
+            return
+        message = self.configuration_error = str(error)
+        if self.session is not None and not self.session.shouldfail:
+            self.session.shouldfail = STOPPED_FOR_CONFIGURATION
+        if _is_xdist_worker(self.config):
+            from testlane.pytest_plugin.report_hooks import on_makereport
+
+            def tag(item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport) -> None:
+                # the report of the phase this error failed (fail_test keeps it as the failure's context)
+                if call.excinfo is not None and call.excinfo.value.__context__ is error:
+                    setattr(report, CONFIGURATION_ERROR_ATTR, message)
+
+            on_makereport(self.config, tag)
 
     def set_env(self, values: dict[str, str]) -> None:
         """Set variables for the session, restored when it ends."""
@@ -267,7 +303,7 @@ def _load(config: pytest.Config, namespace: Any) -> Settings:
     try:
         overrides: dict[str, Any] = parse_set_options(list(getattr(namespace, "testlane_set", None) or []))
         overrides.update(command_line_overrides(namespace))
-        return load_settings(start=config.rootpath, overrides=overrides)
+        return load_settings(start=config.rootpath, overrides=overrides, set_option="--testlane-set")
     except ConfigError as exc:
         raise pytest.UsageError(f"testlane: {exc}") from None
 
@@ -370,9 +406,12 @@ def _register_features(config: pytest.Config) -> None:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """In the integration lane, spawn the configured services now: they boot while pytest collects."""
+    """In the integration lane, spawn the configured services now: they boot while pytest collects. A
+    configuration error of theirs stops pytest here, once (a usage error, exit 4), as ``testlane run`` stops."""
     config = session.config
     plugin = config.pluginmanager.get_plugin(PLUGIN_NAME)
+    if isinstance(plugin, TestlanePlugin):
+        plugin.session = session
     if not isinstance(plugin, TestlanePlugin) or _is_xdist_worker(config):
         return
     if config.getoption("collectonly", False):
@@ -390,10 +429,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         # workers inherit the choice (TESTLANE_CHOSEN_DATA_ROOT) instead of making it while a test runs.
         default_data_root()
     if config.pluginmanager.hasplugin("dsession"):
-        return  # under xdist the first worker that needs a service starts it
+        # Under xdist the first worker that needs a service starts it: checked here, before the workers start.
+        _check_services(plugin)
+        config.pluginmanager.register(OneConfigurationError(plugin), "testlane-one-configuration-error")
+        return
     if plugin.settings.services:
         services = list(plugin.settings.services)
         plugin.provider.prestart(services)
+        if isinstance(plugin.provider.prestart_error, ConfigError):
+            raise pytest.UsageError(f"testlane: {plugin.provider.prestart_error}")
         # While pytest collects: Postgres's first databases (and its driver's import), and the other services'
         # readiness (and their clients' imports): the first test then finds them ready.
         from testlane.core.service_names import canonical_services
@@ -406,6 +450,21 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         if "postgres" in services:
             plugin.databases.prepare_ahead()
         plugin.provider.ready_ahead([name for name in services if name != "postgres"])
+
+
+def _check_services(plugin: TestlanePlugin) -> None:
+    """The configured services' settings checked without starting them (:func:`check_services`), in a process
+    that leaves the starting to its xdist workers: a configuration error is one usage error, not one error
+    per test on every worker. Those ``testlane run`` (or detached services) provide were checked when started."""
+    from testlane.databases.provision import check_services
+
+    names = [name for name in plugin.settings.services if not plugin.provider.provided_by_run(name)]
+    if not names:
+        return
+    try:
+        check_services(plugin.settings, names)
+    except ConfigError as exc:
+        raise pytest.UsageError(f"testlane: {exc}") from None
 
 
 def _import_clients(services: list[str]) -> None:
@@ -445,10 +504,33 @@ def _notice_shared_servers(plugin: TestlanePlugin) -> None:
             reporter.write_line(f"testlane: {notice}", yellow=True)
 
 
+class OneConfigurationError:
+    """pytest-xdist's controller, in the integration lane: a configuration error its workers met (reports tagged by
+    :meth:`TestlanePlugin.stop_for_configuration`). The run stops, exiting 4; the first report shows the error,
+    and a test another worker was running meanwhile, failed by the same error, says where it is shown."""
+
+    def __init__(self, plugin: TestlanePlugin) -> None:
+        self.plugin = plugin
+        self.first: str | None = None
+
+    @pytest.hookimpl(tryfirst=True)  # before the terminal and testlane's reports read it
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        message = getattr(report, CONFIGURATION_ERROR_ATTR, None)
+        if not message:
+            return
+        if self.first is None:
+            self.first = report.nodeid
+            self.plugin.configuration_error = str(message)
+        elif report.nodeid != self.first:
+            report.longrepr = f"testlane: the configuration error shown at {self.first} (the run stops)."
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     plugin = session.config.pluginmanager.get_plugin(PLUGIN_NAME)
     if isinstance(plugin, TestlanePlugin):
         plugin.session_failed = exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED)
+        if plugin.configuration_error is not None and not _is_xdist_worker(session.config):
+            session.exitstatus = pytest.ExitCode.USAGE_ERROR  # a configuration error, as when it stops the start
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -83,6 +83,11 @@ class ServiceProvider:
         known.update(self._handles)
         return known
 
+    @property
+    def prestart_error(self) -> Exception | None:
+        """What :meth:`prestart` failed with (``get`` raises it for the tests that need a service), if it did."""
+        return self._prestart_error
+
     def provided_by_run(self, name: str) -> bool:
         """True when ``testlane run`` (or detached services) already provide ``name``."""
         return name in self._from_file

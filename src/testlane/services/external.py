@@ -25,7 +25,7 @@ from testlane.services.instance import Instance
 from testlane.services.process import ProcessRef
 from testlane.services.registry import Registry
 
-__all__ = ["KindEngine", "KindLaunch", "UrlEngine", "instance_from_url"]
+__all__ = ["KindEngine", "KindLaunch", "UrlEngine", "configured_url", "instance_from_url", "url_instance"]
 
 
 def instance_from_url(engine: str, url: str, *, run_id: str, name: str) -> Instance:
@@ -54,6 +54,25 @@ def instance_from_url(engine: str, url: str, *, run_id: str, name: str) -> Insta
         database=parsed.database or kind.default_database,
         extra={"url": redact_url(url)},
     )
+
+
+def configured_url(engine: str, settings: Settings) -> str:
+    """``{engine}.url``, the existing server of the ``url`` backend; ConfigError when it is empty."""
+    url = str(kinds.get(engine).section(settings).url)
+    if not url:
+        raise ConfigError(
+            f'{engine}.backend is "url" but {engine}.url is empty.',
+            hint=f"set {engine}.url (TESTLANE_{engine.upper()}_SERVER_URL) to the existing server's URL.",
+        )
+    return url
+
+
+def url_instance(engine: str, settings: Settings, *, run_id: str, name: str) -> Instance:
+    """The record of ``engine``'s configured existing server, completed from the kind's settings: ConfigError
+    when its URL is missing or not one of the kind's, or a key the kind needs is (S3's credentials)."""
+    instance = instance_from_url(engine, configured_url(engine, settings), run_id=run_id, name=name)
+    kinds.get(engine).adopt_url(instance, settings)
+    return instance
 
 
 def server_class(engine: str) -> type[Server]:
@@ -165,17 +184,11 @@ class UrlEngine(KindEngine):
 
     def __init__(self, engine: str, settings: Settings, context: RunContext, registry: Registry) -> None:
         super().__init__(engine, settings, context, registry)
-        self.url = str(kinds.get(engine).section(settings).url)
-        if not self.url:
-            raise ConfigError(
-                f'{engine}.backend is "url" but {engine}.url is empty.',
-                hint=f"set {engine}.url (TESTLANE_{engine.upper()}_SERVER_URL) to the existing server's URL.",
-            )
+        self.url = configured_url(engine, settings)
 
     def _launch(self, name: str, owner_pid: int | None, owner_create_time: float | None) -> UrlLaunch:
-        instance = instance_from_url(self.engine_name, self.url, run_id=self.context.run_id, name=name)
+        instance = url_instance(self.engine_name, self.settings, run_id=self.context.run_id, name=name)
         instance.owner_pid, instance.owner_create_time = owner_pid, owner_create_time
-        kinds.get(self.engine_name).adopt_url(instance, self.settings)
         return UrlLaunch(
             context=self.context,
             registry=self.registry,
