@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -254,3 +255,21 @@ def owner_decoys(suffix: str) -> tuple[dict[str, str], dict[str, str], dict[str,
     far = run()
     other_host = {f"tl_{far}_main_{suffix}": record(far, on="elsewhere.example")}
     return reaped, decoys, other_host
+
+
+def settings_project(tmp_path: Path, body: str = "") -> Path:
+    """``tmp_path`` as a project whose pyproject.toml has ``[tool.testlane]`` followed by ``body``."""
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\nversion = "0"\n[tool.testlane]\n' + body)
+    return tmp_path
+
+
+def settings_error(
+    tmp_path: Path, *, env: dict[str, str] | None = None, overrides: dict[str, Any] | None = None
+) -> str:
+    """The ConfigError's text that reading the settings of the project at ``tmp_path`` raises."""
+    from testlane.core.config import load_settings
+    from testlane.core.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        load_settings(start=tmp_path, environ=env or {}, overrides=overrides)
+    return str(info.value)

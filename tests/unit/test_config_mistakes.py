@@ -13,18 +13,8 @@ import pytest
 from testlane.core import config
 from testlane.core.config import iter_options, load_settings
 from testlane.core.errors import ConfigError
-
-
-def _project(tmp_path: Path, body: str = "") -> Path:
-    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\nversion = "0"\n[tool.testlane]\n' + body)
-    return tmp_path
-
-
-def _error(tmp_path: Path, *, env: dict[str, str] | None = None, overrides: dict[str, Any] | None = None) -> str:
-    with pytest.raises(ConfigError) as info:
-        load_settings(start=tmp_path, environ=env or {}, overrides=overrides)
-    return str(info.value)
-
+from tests.helpers import settings_error as _error
+from tests.helpers import settings_project as _project
 
 # --------------------------------------------------------------------------- suggestions
 
