@@ -273,3 +273,34 @@ def test_well_configured_services_pass_the_check_by_their_canonical_names(tmp_pa
 
     settings = load_settings(start=_project(tmp_path), environ={}, overrides={"postgres.url": "postgresql://a@h/d"})
     assert check_services(settings, ["postgresql", "redis"]) == ["postgres", "valkey"]
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+@pytest.mark.parametrize(
+    ("source", "key"),
+    [
+        ("set", "s3.secret"),  # unknown: the suggestion is the secret's key
+        ("set", "s3.secretkey"),
+        ("set", "s3_secret_key"),
+        ("set", "s3.secret_key"),  # known, refused: not a string
+        ("toml", "s3.secret_key"),
+        ("env", "s3.secret_ke"),
+    ],
+)
+def test_a_secret_typed_wrongly_is_never_echoed(tmp_path: Path, source: str, key: str) -> None:
+    """Found by a fresh user: ``--set s3.secret=SECRETPW11`` hinted ``did you mean --set s3.secret_key=SECRETPW11?``
+    and ``secret_key = 12345678`` (a TOML number) was quoted back in its error."""
+    secret = "12345678"  # bare in TOML: a number, refused for a string setting
+    if source == "toml":
+        _project(tmp_path, f"[tool.testlane.s3]\nsecret_key = {secret}\n")
+        message = _error(tmp_path)
+    elif source == "env":  # a misspelt variable holding the secret
+        _project(tmp_path)
+        message = _error(tmp_path, env={"TESTLANE_S3_SERVER_SECRET_KE": secret})
+    else:
+        _project(tmp_path)
+        message = _error(tmp_path, overrides={key: 12345678 if key == "s3.secret_key" else secret})
+    assert secret not in message, message
+    assert "***" in message or "secret_key" in message.lower(), message

@@ -73,6 +73,7 @@ def opt(
     fold_case: bool = False,
     cli_command: str = "run",
     cli_metavar: str | None = None,
+    secret: bool = False,
 ) -> Any:
     """Declare a setting: its default, its help text and optional CLI flag / env name.
 
@@ -84,6 +85,7 @@ def opt(
     a pytest option (plain pytest and the pytest ``testlane run`` starts) and an option of ``testlane
     run``; for ``"gate"`` an option of ``testlane gate``. ``cli_metavar="PATH"``: a relative path given
     on the command line is relative to the current directory (in configuration, to the project root).
+    ``secret``: the value is never shown (messages say ``***``; URLs' passwords are masked anyway).
     """
     meta = {
         "help": help,
@@ -96,6 +98,7 @@ def opt(
         "fold_case": fold_case,
         "cli_command": cli_command,
         "cli_metavar": cli_metavar,
+        "secret": secret,
     }
     if isinstance(default, list | dict):
         factory = (lambda d=default: type(d)(d)) if default else type(default)
@@ -304,6 +307,7 @@ class S3Settings:
         "",
         "Secret access key for the `url` backend (never printed; prefer the variable to a committed file).",
         env="TESTLANE_S3_SERVER_SECRET_KEY",
+        secret=True,
     )
     region: str = opt("us-east-1", "The region clients sign for.", env="TESTLANE_S3_SERVER_REGION")
     pool_size: int = opt(2, "Buckets created ahead of demand, per pytest process (`s3_bucket`).", min=0, max=POOL_MAX)
@@ -756,6 +760,7 @@ class OptionInfo:
     fold_case: bool = False
     cli_command: str = "run"  # the command whose option ``cli`` is: "run" (pytest and `testlane run`), "gate"
     cli_metavar: str | None = None
+    secret: bool = False  # never shown: messages say *** (see opt)
 
     @property
     def allowed(self) -> str:
@@ -794,6 +799,23 @@ class OptionInfo:
     def negative(self) -> str | None:
         """``--no-flag`` for a true/false setting's ``--flag``."""
         return f"--no-{self.cli[2:]}" if self.cli and self.is_flag else None
+
+
+class _Masked(str):
+    """A secret setting's value as messages show it: ``***``, unquoted."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def _is_secret(key: str) -> bool:
+    option = _options_by_key().get(key)
+    return option is not None and option.secret
+
+
+def _shown(key: str, value: Any) -> Any:
+    """``value`` as a message about ``key`` quotes it: ``***`` for a secret setting."""
+    return _Masked("***") if _is_secret(key) else value
 
 
 def _number(value: float) -> str:
@@ -845,6 +867,7 @@ def _iter_options(cls: type, prefix: str) -> Iterator[OptionInfo]:
             bool(meta.get("fold_case")),
             meta.get("cli_command", "run"),
             meta.get("cli_metavar"),
+            bool(meta.get("secret")),
         )
 
 
@@ -925,7 +948,7 @@ def _coerce(key: str, tp: Any, value: Any, source: str) -> Any:
     takes a TOML string only: TOML keeps a number's value, not its text (``version = 15.10`` is 15.1).
     """
     origin = get_origin(tp)
-    shown = value  # messages quote what was written
+    shown = _shown(key, value)  # messages quote what was written (a secret's as ***)
     if tp in (int, float, bool):
         value = _as_text(value)
     from_string = isinstance(value, str)
@@ -1208,6 +1231,8 @@ def suggest_key(
         return ""
     keys = suggestion.keys
     if not toml:
+        if any(_is_secret(k) for k in keys):  # what was typed is probably that secret: never echoed
+            value = "***"
         return "did you mean " + " or ".join(f"{set_option} {k}={value}" for k in keys) + "?"
     tables = _tables()
 
