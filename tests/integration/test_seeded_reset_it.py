@@ -6,6 +6,7 @@ scan order with their ``ctid``, every sequence's ``last_value``/``is_called``, a
 
 from __future__ import annotations
 
+import os
 import textwrap
 from collections.abc import Iterator
 from dataclasses import replace
@@ -73,9 +74,15 @@ def pool(postgres, tmp_path: Path) -> Iterator[ClonePool[psycopg.Connection, psy
     folder.mkdir()
     (folder / "001.sql").write_text(textwrap.dedent(SCHEMA))
     template = ensure_template(postgres, TemplateSpec((SqlFolder(folder),)))
+    # The worker name carries the pid: xdist's workers share the run's server, and names must not collide there.
     # size 0: every database not reset is a clone made by acquire() (on_demand), so which one comes is known.
     pool = ClonePool(
-        PostgresDatabaseEngine(postgres), template, run_id="5eeded00", worker="seed", size=0, drop_at_close=True
+        PostgresDatabaseEngine(postgres),
+        template,
+        run_id="5eeded00",
+        worker=f"seed{os.getpid()}",
+        size=0,
+        drop_at_close=True,
     )
     pool.start()
     yield pool
