@@ -16,7 +16,8 @@ load on a shared machine falls on all alike. Medians in milliseconds:
 * ``after_ms``: testlane now (``SavepointConnection.end_test``): the same round trip also reads the
   outer transaction's commit status, the database's session counter and the sequences' state by a
   query prepared once per database, and releases prepared statements;
-* ``after_moved_ms``: testlane now when the test moved a sequence: a second round trip ``setval``\\s it.
+* ``after_moved_ms``: testlane now when the test moved a sequence: ``setval`` in the same round trip
+  (a second round trip before issue 19's ``pt19`` change).
 * ``union_ms``: the check done by a query exact on every version, one ``SELECT last_value, is_called
   FROM seq`` per sequence joined by ``UNION ALL``, in the before round trip (planned on every test).
 

@@ -165,3 +165,11 @@ def test_every_a_b_script_prints_through_the_one_helper(script: str) -> None:
     assert ("statistics.median(results[" in text) == (script == "ab.py")
     out = subprocess.run([sys.executable, str(BENCH / script), "--help"], capture_output=True, text=True, check=True)
     assert "--json" in out.stdout
+
+
+def test_per_test_cost_documents_its_variants() -> None:
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "per_test_cost.py"), "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for word in ("--before", "database_reset_between", "--runs"):
+        assert word in out

@@ -549,20 +549,80 @@ def plan_reset(facts: TemplateFacts, before: Counters, after: Counters) -> Reset
 
 def reset(conn: psycopg.Connection, plan: ResetPlan, before: Counters) -> Counters:
     """Carry out ``plan`` and return the counters afterwards (the next test's baseline); ``before``: the
-    counters read just before, of which only what the plan touched is read again.
+    counters read just before, of which only what the plan touched changes.
 
     The plan's statements change the counters of the relations they name (``plan.oids``), the
-    database's and the sequences' sums and, with a TRUNCATE, the catalog sum: those are read again, the
-    rest is taken from ``before``. Were anything else to move, it would only show as a change at the next
-    reset (a counter only grows): a needless reset or clone then, never a missed one.
+    database's and the sequences' sums and, with a TRUNCATE, the catalog sum. A plan of one statement
+    without TRUNCATE counts its own changes in the same round trip (:func:`_run_and_count`); otherwise those
+    counters are read again once its statistics are flushed (:func:`read_touched`), the rest taken from
+    ``before``. Were anything else to move, it would only show as a change at the next reset (a counter only
+    grows): a needless reset or clone then, never a missed one.
     """
     if not plan:
         return before
-    # Our own changes are flushed when the backend goes idle, so they are part of the counters read next
-    # (the new baseline).
-    plan.run(conn)
-    touched = read_touched(conn, before, plan.oids, catalog=bool(plan.truncate))
+    if plan.truncate or any(page > 0 for _, page, _ in plan.ranged):
+        # Our own changes are flushed when the backend goes idle, so they are part of the counters read next
+        # (the new baseline). (A TRUNCATE changes catalogs too; a ranged delete takes several round trips.)
+        plan.run(conn)
+        touched = read_touched(conn, before, plan.oids, catalog=bool(plan.truncate))
+    else:
+        touched = _run_and_count(conn, plan, before)
     return replace(touched, restored=tuple(sorted(plan.empty + plan.delete)))
+
+
+# What the reset's own statements changed, read in their transaction (the pg_stat_get_xact_* functions: the
+# backend's counts not flushed yet, which the forced flush before the counters were read left empty), with
+# each relation's kind and heap size: one row per relation of the plan.
+_OWN_CHANGES = """
+SELECT c.oid::bigint AS testlane_own, c.relkind::text,
+       pg_stat_get_xact_tuples_inserted(c.oid), pg_stat_get_xact_tuples_updated(c.oid),
+       pg_stat_get_xact_tuples_deleted(c.oid), pg_stat_get_xact_blocks_fetched(c.oid),
+       pg_relation_size(c.oid) / current_setting('block_size')::bigint
+FROM pg_class c WHERE c.oid IN ({oids})
+"""
+
+
+def _run_and_count(conn: psycopg.Connection, plan: ResetPlan, before: Counters) -> Counters:
+    """Carry out a one-statement plan and return the counters afterwards, in the same round trip.
+
+    The new baseline is ``before`` plus what the plan's statements counted in their own transaction: the
+    same numbers the counters show once the backend has flushed them (when it goes idle after this round
+    trip), so no second read is needed. The plan changes only the relations it names (``DELETE`` as a
+    replica fires nothing; ``setval`` fetches the sequence's block): the catalog sum stays ``before``'s.
+    A relation whose delete also removed TOAST rows makes the database's sum read lower than it is: the next
+    reset then reads every counter again (a counter only grows), never less.
+    """
+    listed = ", ".join(str(int(oid)) for oid in plan.oids) or "0"
+    cur = conn.execute(f"{plan.statement()}; {_OWN_CHANGES.format(oids=listed)}; {_FLUSH}")
+    rows: list[tuple[int, str, int, int, int, int, int]] = []
+    while True:
+        if cur.description is not None and cur.description[0].name == "testlane_own":
+            rows = cur.fetchall()
+        if not cur.nextset():
+            break
+    tables = dict(before.tables)
+    sequences = dict(before.sequences)
+    database = before.database
+    sequence_sum = before.sequence_sum
+    for oid, kind, inserted, updated, deleted, fetched, pages in rows:
+        if kind == "S":
+            if not fetched:
+                continue
+            sequences[oid] = sequences.get(oid, 0) + int(fetched)
+            sequence_sum = None if sequence_sum is None else sequence_sum + int(fetched)
+            continue
+        was = tables.get(oid, UNSEEN)
+        changed = int(inserted) + int(updated) + int(deleted)
+        if not changed and oid not in tables:
+            continue  # (a full read lists only the tables whose counters are not 0)
+        tables[oid] = was._replace(
+            changes=was.changes + changed,
+            rewritten=was.rewritten + int(updated) + int(deleted),
+            live=max(was.live + int(inserted) - int(deleted), 0),
+            pages=int(pages),
+        )
+        database = None if database is None else database + changed
+    return replace(before, tables=tables, sequences=sequences, database=database, sequence_sum=sequence_sum)
 
 
 SANITIZE = (

@@ -18,8 +18,8 @@ test's connection/session (see docs/isolation.md).
 What a rollback cannot undo is checked after each test, in the same round trip as the rollback:
 
 * **sequences**: ``nextval`` is never rolled back. The template's sequence values are read once per
-  database (:func:`read_sequences`); after each test the same values are read again and the sequences
-  that moved are put back with ``setval`` (a second round trip only then);
+  database (:func:`read_sequences`); after each test the server compares them with the sequences' state
+  and puts back those that moved with ``setval``, in the same round trip;
 * **a commit that escaped**: the outer transaction has a transaction id; after the rollback,
   ``txid_status`` of that id says ``committed`` when something (a raw ``COMMIT``, ``END``) committed it.
   Writes made through *another* connection are seen through the database's session counter (a new
@@ -32,7 +32,7 @@ What a rollback cannot undo is checked after each test, in the same round trip a
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,35 +59,25 @@ class EscapedCommit(Exception):
 
 @dataclass(frozen=True)
 class Sequences:
-    """The template's sequences: their state, and the cheap query that tells which ones moved since."""
+    """The template's sequences: their names and state, and the statement that puts back those that moved."""
 
     names: tuple[str, ...] = ()  # quoted qualified names
     values: tuple[tuple[int, bool], ...] = ()  # (last_value, is_called), as in the template
-    query: str = ""  # one row per sequence, in order: what `expected` holds for the template's state
-    expected: tuple[tuple[Any, ...], ...] = ()
+    # One statement: ``setval`` of each sequence whose state differs from the template's (one row: how many).
+    restore: str = ""
     oids: tuple[int, ...] = ()
-
-    def moved(self, rows: list[tuple[Any, ...]]) -> list[str]:
-        """``setval`` calls putting back the sequences whose state differs from the template's."""
-        now = {row[0]: tuple(row[1:]) for row in rows}
-        return [
-            f"setval('{name.replace(chr(39), chr(39) * 2)}', {value}, {str(called).lower()})"
-            for name, oid, (value, called), expected in zip(
-                self.names, self.oids, self.values, self.expected, strict=True
-            )
-            if now.get(oid) != expected
-        ]
 
 
 def read_sequences(conn: psycopg.Connection[Any]) -> Sequences:
     """Every sequence of the database and its state (run on a database in the template's state).
 
     The exact state is one ``SELECT last_value, is_called FROM seq`` per sequence, read once. After each
-    test a function per sequence over an array of their oids reads it again: no plan to build (a
-    UNION of one sub-select per sequence costs about 1 ms to plan for 100 sequences, every time).
-    ``pg_get_sequence_data`` (PostgreSQL 18) returns both fields; before, ``pg_sequence_last_value``
-    is NULL when ``is_called`` is false, so a ``setval(seq, n, false)`` on a sequence never used in the
-    template goes unseen there.
+    test :attr:`Sequences.restore` compares each one's state with the template's and puts back those that
+    moved, on the server, in the round trip that rolls the test back: a function per sequence over arrays
+    of their oids and states (no plan to build: a UNION of one sub-select per sequence costs about 1 ms to
+    plan for 100 sequences, every time). ``pg_get_sequence_data`` (PostgreSQL 18) returns both fields;
+    before, ``pg_sequence_last_value`` is NULL when ``is_called`` is false, so a ``setval(seq, n, false)`` on
+    a sequence never used in the template goes unseen there.
     """
     rows = conn.execute(
         "SELECT c.oid, quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c"
@@ -99,16 +89,38 @@ def read_sequences(conn: psycopg.Connection[Any]) -> Sequences:
     names = tuple(name for _, name in rows)
     exact = " UNION ALL ".join(f"(SELECT last_value, is_called FROM {name})" for name in names)
     values = tuple((int(v), bool(c)) for v, c in conn.execute(exact).fetchall())
-    oids = "'{" + ",".join(str(oid) for oid, _ in rows) + "}'::oid[]"
-    # Rows come back keyed by oid: no ORDER BY to plan.
+    oids = tuple(oid for oid, _ in rows)
+    arrays = f"{_array(oids)}::oid[], {_array(v for v, _ in values)}::bigint[], {_array(c for _, c in values)}::bool[]"
     if conn.info.server_version >= 180000:
-        query = f"SELECT s.oid, d.last_value, d.is_called FROM unnest({oids}) s(oid), pg_get_sequence_data(s.oid) d"
+        # Each sequence's state as pg_get_sequence_data reads it in the template: what `values` holds.
+        restore = (
+            f"SELECT count(setval(x.oid, x.v, x.c)) FROM unnest({arrays}) x(oid, v, c), pg_get_sequence_data(x.oid) d"
+            " WHERE (d.last_value, d.is_called) IS DISTINCT FROM (x.v, x.c)"
+        )
     else:
-        query = f"SELECT s.oid, pg_sequence_last_value(s.oid) FROM unnest({oids}) s(oid)"
-    state = {row[0]: tuple(row[1:]) for row in conn.execute(query).fetchall()}
-    expected = tuple(state[oid] for oid, _ in rows)
-    oid_order = tuple(oid for oid, _ in rows)
-    return Sequences(names, values, query, expected, oid_order)
+        # pg_sequence_last_value in the template's state (NULL where not called), read once, is what it must read.
+        seen = dict(
+            conn.execute(f"SELECT s.oid, pg_sequence_last_value(s.oid) FROM unnest({_array(oids)}::oid[]) s(oid)")
+        )
+        last = _array(seen[oid] for oid in oids)
+        restore = (
+            f"SELECT count(setval(x.oid, x.v, x.c)) FROM unnest({arrays}, {last}::bigint[]) x(oid, v, c, seen)"
+            " WHERE pg_sequence_last_value(x.oid) IS DISTINCT FROM x.seen"
+        )
+    return Sequences(names, values, restore, oids)
+
+
+def _array(items: Iterable[int | bool | None]) -> str:
+    """A Postgres array literal of integers, booleans and NULLs, quoted (the caller casts it to its type)."""
+
+    def element(item: int | bool | None) -> str:
+        if item is None:
+            return "NULL"
+        if isinstance(item, bool):
+            return "t" if item else "f"
+        return str(int(item))
+
+    return "'{" + ",".join(element(item) for item in items) + "}'"
 
 
 @dataclass
@@ -259,35 +271,27 @@ class SavepointConnection(psycopg.Connection[Any]):
             return None
         xid = self.outer_xid
         status = f"txid_status({xid})" if xid is not None else "NULL"
-        seq_query = f"; {self.sequences.query}" if self.sequences.query else ""
+        # Moved sequences are put back here, whatever the checks find (setval is not transactional: it stays
+        # whatever happens to the transaction around it); a database a commit escaped from is rebuilt anyway.
+        restore = f"; {self.sequences.restore}" if self.sequences.restore else ""
         # Advisory locks and prepared statements are session-level: a rollback does not undo them.
         # (psycopg forgets its own prepared statements on the ROLLBACK and on DEALLOCATE ALL.)
         cur = psycopg.Connection.execute(
             self,
             f"ROLLBACK; DEALLOCATE ALL; SELECT {status}, {self._sessions_expr}, pg_advisory_unlock_all()"
-            f"{seq_query}; {self._open}",
+            f"{restore}; {self._open}",
         )
-        # Results: ROLLBACK, DEALLOCATE, the checks, the sequences (if any), BEGIN, SAVEPOINT, the new id.
+        # Results: ROLLBACK, DEALLOCATE, the checks, the restore (if any), BEGIN, SAVEPOINT, the new id.
         cur.nextset()
         cur.nextset()
         committed, sessions, _ = cur.fetchone() or (None, -1, None)
-        current: list[tuple[Any, ...]] = []
-        if seq_query:
-            cur.nextset()
-            current = cur.fetchall()
         began = self.sessions
         self._record_open(cur)
-        escape: Escape | None = None
         if committed == "committed":
-            escape = Escape("pg_conn", self.escaped_by)
-        elif self._check_others and sessions != began:
-            escape = self._other_connections(settle)
-        if escape is None and current:
-            restore = self.sequences.moved(current)
-            if restore:
-                # setval is not transactional: it stays whatever happens to the transaction around it.
-                self._between_tests(f"SELECT {', '.join(restore)}")
-        return escape
+            return Escape("pg_conn", self.escaped_by)
+        if self._check_others and sessions != began:
+            return self._other_connections(settle)
+        return None
 
     def _between_tests(self, query: str) -> list[Any]:
         """Run ``query`` between the rolled-back transaction and a new one (one round trip); its rows."""

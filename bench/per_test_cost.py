@@ -1,0 +1,230 @@
+"""Where a test's milliseconds go under pytest, 1 table: `database` and `transaction` isolation, A/B.
+
+Usage: python bench/per_test_cost.py [--tests 200] [--runs 5] [--before SRC] [--json]
+
+The suite of ``bench/isolation.py`` (each test inserts a row with ``pg_conn``, selects it back, commits), as
+its own pytest process per variant, all interleaved, ``--runs`` times (medians):
+
+* ``nodb`` (the anchor: a fake connection) and ``shared`` (one warm connection for the session: the test's own
+  statements);
+* ``database`` and ``transaction``: testlane's isolation modes; with ``--before SRC`` (the ``src`` directory
+  of another checkout, e.g. ``git worktree add --detach /tmp/before main``) each runs a second time with that
+  code first on ``PYTHONPATH``;
+* ``database_reset_between``, a diagnostic: ``database`` mode with each released database reset on pytest's
+  thread *after* the test's ``pytest_runtest_protocol`` instead of by the pool's worker while the next test
+  runs. Its in-test time is what a test costs with nothing running beside it; the difference to ``database``
+  is what the background reset costs the test by running on the same two cores (and taking the GIL).
+
+Each process records, per test, the wall time from set-up to tear-down (``pytest_runtest_protocol``, the
+first and last tests left out) and the CPU time of pytest's thread in that span (``time.thread_time``), and,
+from testlane's pool (``database`` variants): how many tests waited for a database, and the median wall time
+of a background reset. Figures are per test, medians over runs of each process's median, minus the anchor's
+(``in-test``); the CPU column likewise. The bytecode cache is on (``PYTHONDONTWRITEBYTECODE`` removed).
+
+JSON keys (``--json``): ``tests``, ``runs``; per variant ``<v>_in_test_ms``, ``<v>_cpu_ms`` (pytest's thread,
+minus the anchor's), ``<v>_waited`` and ``<v>_reset_ms`` (database variants), for ``shared``, ``database``,
+``transaction``, ``database_reset_between`` and, with ``--before``, ``database_before`` and
+``transaction_before``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: isolation's helpers
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests.helpers
+from isolation import MIGRATION, SHARED_HEADER, TEST, kill_leftovers, stop_pytest
+from tests.helpers import inner_pyproject
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+CONFTEST = """
+import json, os, statistics, threading, time
+import pytest
+
+class FakeConnection:  # the anchor's stand-in for a connection: the same test code, no database
+
+    def __init__(self):
+        self.rows = []
+
+    def execute(self, sql, params=None):
+        if sql.startswith("INSERT"):
+            self.rows.append(params)
+        return self
+
+    def fetchall(self):
+        return list(self.rows)
+
+    def commit(self):
+        pass
+
+@pytest.fixture
+def fake_conn():
+    return FakeConnection()
+
+_walls, _cpus, _resets, _pools = [], [], [], []
+_pending = []
+
+def _instrument():
+    try:
+        from testlane.databases import pool, postgres_engine
+    except ImportError:
+        return
+    reset = postgres_engine.PostgresDatabaseEngine.reset
+
+    def timed_reset(self, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return reset(self, *args, **kwargs)
+        finally:
+            _resets.append(time.perf_counter() - started)
+
+    postgres_engine.PostgresDatabaseEngine.reset = timed_reset
+    init = pool.ClonePool.__init__
+
+    def kept_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        _pools.append(self)
+
+    pool.ClonePool.__init__ = kept_init
+    if os.environ.get("BENCH_RESET_BETWEEN"):
+        def release_later(self, lease, *, keep=False):
+            with self._cond:
+                self._resetting += 1  # on its way: the workers do not clone in its place
+            lease.released_at = time.monotonic()
+            _pending.append((self, lease))
+
+        pool.ClonePool.release = release_later
+
+_instrument()
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):
+    started, cpu = time.perf_counter(), time.thread_time()
+    yield
+    _cpus.append(time.thread_time() - cpu)
+    _walls.append(time.perf_counter() - started)
+    while _pending:  # BENCH_RESET_BETWEEN: the pool's reset, here, between two tests
+        owner, lease = _pending.pop()
+        owner._recycle(lease)
+
+def pytest_sessionfinish(session):
+    def median(values):
+        values = sorted(values[1:-1])  # the first and last tests pay session set-up/tear-down
+        return values[len(values) // 2] if values else None
+
+    waited = sum(p.stats.waited for p in _pools)
+    out = {"wall": median(_walls), "cpu": median(_cpus), "waited": waited,
+           "reset": statistics.median(_resets) if _resets else None}
+    with open(os.environ["BENCH_OUT"], "w") as fh:
+        json.dump(out, fh)
+"""
+
+
+def write_project(root: Path, name: str, conn: str, n: int, isolation: str = "database") -> Path:
+    project = root / name
+    shutil.rmtree(project, ignore_errors=True)
+    (project / "migrations").mkdir(parents=True)
+    (project / "migrations" / "001.sql").write_text(MIGRATION)
+    (project / "conftest.py").write_text(CONFTEST)
+    (project / "pyproject.toml").write_text(inner_pyproject(name="bench", db=f'isolation = "{isolation}"'))
+    header = SHARED_HEADER if conn == "shared_conn" else ""
+    filename = "test_suite.py" if conn == "fake_conn" else "test_suite_it.py"
+    (project / filename).write_text(header + "".join(TEST.format(i=i, conn=conn) for i in range(n)))
+    return project
+
+
+def run(project: Path, src: Path, env_extra: dict[str, str]) -> dict[str, float | None]:
+    """One pytest process on ``project`` with testlane from ``src``; the conftest's figures."""
+    out = project / f"timing-{time.monotonic_ns()}.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TESTLANE_", "PYTEST_"))}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # the bytecode cache, as a user has it
+    env.update({"BENCH_OUT": str(out), "PYTHONPATH": str(src), **env_extra})
+    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    log = project / f"pytest-{time.monotonic_ns()}.log"
+    with open(log, "w") as output:
+        proc = subprocess.Popen(argv, cwd=project, env=env, stdout=output, stderr=subprocess.STDOUT)
+        try:
+            code = proc.wait()
+        except BaseException:
+            stop_pytest(proc)  # type: ignore[arg-type]
+            raise
+    if code != 0:
+        raise SystemExit(f"benchmark suite failed in {project}:\n{log.read_text()[-6000:]}")
+    return json.loads(out.read_text())  # type: ignore[no-any-return]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tests", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--before", help="src directory of the code to compare against")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="testlane-bench-ptc-", dir="/dev/shm"))
+    it = {"TESTLANE_IT": "1"}
+    before = Path(args.before).resolve() if args.before else None
+    try:
+        projects = {
+            "nodb": write_project(root, "nodb", "fake_conn", args.tests),
+            "shared": write_project(root, "shared", "shared_conn", args.tests),
+            "database": write_project(root, "database", "pg_conn", args.tests),
+            "transaction": write_project(root, "transaction", "pg_conn", args.tests, "transaction"),
+        }
+        cases: list[tuple[str, Path, Path, dict[str, str]]] = [
+            ("nodb", projects["nodb"], SRC, {}),
+            ("shared", projects["shared"], SRC, it),
+            ("database", projects["database"], SRC, it),
+            ("transaction", projects["transaction"], SRC, it),
+            ("database_reset_between", projects["database"], SRC, {**it, "BENCH_RESET_BETWEEN": "1"}),
+        ]
+        if before is not None:
+            cases.insert(3, ("database_before", projects["database"], before, it))
+            cases.append(("transaction_before", projects["transaction"], before, it))
+        for _, project, src, env in cases[2:4]:
+            run(project, src, env)  # the template and its snapshot, once
+        results: dict[str, list[dict[str, float | None]]] = {key: [] for key, *_ in cases}
+        for index in range(args.runs):
+            shift = index % len(cases)
+            for key, project, src, env in cases[shift:] + cases[:shift]:  # the order rotates from run to run
+                results[key].append(run(project, src, env))
+    finally:
+        kill_leftovers(root)
+        shutil.rmtree(root, ignore_errors=True)
+
+    def med(key: str, field: str) -> float:
+        values = [float(r[field]) for r in results[key] if r[field] is not None]  # type: ignore[arg-type]
+        return statistics.median(values) if values else float("nan")
+
+    summary: dict[str, object] = {"tests": args.tests, "runs": args.runs}
+    for key, *_ in cases[1:]:
+        summary[f"{key}_in_test_ms"] = round((med(key, "wall") - med("nodb", "wall")) * 1000, 3)
+        summary[f"{key}_cpu_ms"] = round((med(key, "cpu") - med("nodb", "cpu")) * 1000, 3)
+        if key.startswith("database"):
+            summary[f"{key}_waited"] = med(key, "waited")
+            summary[f"{key}_reset_ms"] = round(med(key, "reset") * 1000, 3)
+    summary["nodb_wall_ms"] = round(med("nodb", "wall") * 1000, 3)
+    if args.json:
+        print(json.dumps(summary))
+        return
+    print(f"{args.tests} tests, 1 table, medians of {args.runs} runs; anchor {summary['nodb_wall_ms']} ms a test")
+    print("| variant | in-test | CPU of pytest's thread | tests that waited | background reset |")
+    print("|---|---|---|---|---|")
+    for key, *_ in cases[1:]:
+        waited = f"{summary[f'{key}_waited']:.0f}" if f"{key}_waited" in summary else "-"
+        reset = f"{summary[f'{key}_reset_ms']:.2f} ms" if f"{key}_reset_ms" in summary else "-"
+        in_test, cpu = summary[f"{key}_in_test_ms"], summary[f"{key}_cpu_ms"]
+        print(f"| {key} | {in_test:.2f} ms | {cpu:.2f} ms | {waited} | {reset} |")
+
+
+if __name__ == "__main__":
+    main()
