@@ -10,6 +10,7 @@ import pytest
 from testlane.core.config import load_settings
 from testlane.core.envmap import validate_mapping
 from testlane.core.errors import ConfigError
+from testlane.core.service_names import canonical_services
 from testlane.services.stack import ServiceStack
 
 
@@ -41,3 +42,30 @@ def test_the_stack_and_the_env_mapping_use_the_same_table() -> None:
         ServiceStack.validate(["mongo"])
     [reference] = validate_mapping({"REDIS_URL": "{redis.url}"})["REDIS_URL"]
     assert reference.service == "valkey"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("written", "says"),
+    [
+        ("postgress", "did you mean postgres for 'postgress'?"),
+        ("rediss", "did you mean valkey (redis) for 'rediss'?"),
+        ("mariadbb", "did you mean mariadb for 'mariadbb'?"),
+    ],
+)
+def test_a_misspelt_service_gets_the_service_it_probably_means(written: str, says: str) -> None:
+    """Found by a fresh user: ``services = ["postgress"]`` and ``testlane services start postgress`` listed the
+    names but said none was close."""
+    from testlane.services import kinds
+
+    with pytest.raises(ConfigError) as setting:
+        canonical_services([written])
+    with pytest.raises(ConfigError) as command:
+        kinds.get(written)
+    for error in (setting.value, command.value):
+        assert says in str(error) and "services can be: postgres" in str(error), error
+
+
+def test_a_name_close_to_none_gets_only_the_list() -> None:
+    with pytest.raises(ConfigError) as info:
+        canonical_services(["xyz"])
+    assert "did you mean" not in str(info.value)

@@ -13,7 +13,17 @@ from collections.abc import Iterable
 
 from testlane.core.errors import ConfigError
 
-__all__ = ["ALIASES", "BUILT_IN", "SERVICES", "canonical", "canonical_services", "declare", "forget", "known"]
+__all__ = [
+    "ALIASES",
+    "BUILT_IN",
+    "SERVICES",
+    "canonical",
+    "canonical_services",
+    "declare",
+    "forget",
+    "known",
+    "unknown_hint",
+]
 
 # The built-in kinds' names, here and not in their modules (testlane.services.kinds) because settings are
 # validated when they load and core imports nothing above it; a kind registered later adds its own
@@ -55,6 +65,21 @@ def known() -> str:
     return f"{', '.join(SERVICES)} (aliases: {aliases})"
 
 
+def unknown_hint(names: Iterable[str]) -> str:
+    """The hint for unknown service ``names``: the service each probably means (difflib), then every name."""
+    import difflib
+
+    written = [*SERVICES, *ALIASES]
+    meant = []
+    for name in names:
+        close = difflib.get_close_matches(name.strip().lower(), written, n=1, cutoff=0.6)
+        if close:
+            service = canonical(close[0])
+            meant.append(f"{service}" + (f" ({close[0]})" if close[0] != service else "") + f" for {name.strip()!r}")
+    said = f"did you mean {', '.join(meant)}? " if meant else ""
+    return f"{said}services can be: {known()}."
+
+
 def canonical_services(names: Iterable[str], where: str = "setting `services`") -> list[str]:
     """``names`` as canonical services, in order, without duplicates (blank entries dropped).
 
@@ -72,6 +97,6 @@ def canonical_services(names: Iterable[str], where: str = "setting `services`") 
     if unknown:
         raise ConfigError(
             f"unknown service(s) in {where}: {', '.join(unknown)}.",
-            hint=f"services can be: {known()}.",
+            hint=unknown_hint(unknown),
         )
     return out

@@ -69,7 +69,7 @@ def get(name: str) -> ServiceKind:
     """The kind named ``name``; raises :class:`ConfigError` naming the known ones."""
     kind = find(name)
     if kind is None:
-        raise ConfigError(f"unknown service {name!r}.", hint=f"services can be: {service_names.known()}.")
+        raise ConfigError(f"unknown service {name!r}.", hint=service_names.unknown_hint([name]))
     return kind
 
 
