@@ -304,3 +304,25 @@ def test_a_secret_typed_wrongly_is_never_echoed(tmp_path: Path, source: str, key
         message = _error(tmp_path, overrides={key: 12345678 if key == "s3.secret_key" else secret})
     assert secret not in message, message
     assert "***" in message or "secret_key" in message.lower(), message
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ("[tools.testlane]\nservices = []\n", "[tools.testlane]"),
+        ("[tool.testlane_db]\nisolation = 'transaction'\n", "[tool.testlane_db]"),
+        ("[tool.test-lane]\nservices = []\n", "[tool.test-lane]"),
+        ("[tool.testlanes]\nservices = []\n", "[tool.testlanes]"),
+    ],
+)
+def test_a_misspelt_root_table_is_named_not_ignored(tmp_path: Path, body: str, named: str) -> None:
+    """Found by a fresh user: ``[tools.testlane]`` was silently ignored (`testlane run` ran with the defaults)."""
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\nversion = "0"\n' + body)
+    message = _error(tmp_path)
+    assert f"has {named}: testlane reads [tool.testlane] only" in message, message
+    assert f"rename {named} to [tool.testlane]" in message, message
+
+
+def test_other_tools_tables_are_no_testlane_table(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[tool.ruff]\nline-length = 1\n[tool.pytest.ini_options]\naddopts = ""\n')
+    load_settings(start=tmp_path, environ={})  # no [tool.testlane], nothing close: the defaults, no error

@@ -1363,10 +1363,35 @@ def _load_toml(path: Path, by_variable: bool | None = None) -> tuple[str, dict[s
 def _read_pyproject(path: Path, by_variable: bool | None = None) -> dict[str, Any]:
     """``[tool.testlane]`` of ``path`` (named by ``TESTLANE_CONFIG``, ``--config``, or found: ``by_variable``)."""
     _, data = _load_toml(path, by_variable)
-    table = data.get("tool", {}).get("testlane", {})
+    tool = data.get("tool", {})
+    if isinstance(tool, dict) and "testlane" not in tool:
+        near = _near_testlane_table(data)
+        if near is not None:
+            raise ConfigError(
+                f"{path} has no [tool.testlane] table but has {near}: testlane reads [tool.testlane] only.",
+                hint=f"rename {near} to [tool.testlane] (and its sub-tables to [tool.testlane.db], ...).",
+            )
+    table = tool.get("testlane", {}) if isinstance(tool, dict) else {}
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [tool.testlane] must be a table.")
     return table
+
+
+def _near_testlane_table(data: Mapping[str, Any]) -> str | None:
+    """A table that was probably meant to be ``[tool.testlane]``: ``[tools.testlane]``, ``[tool.testlane_db]``,
+    ``[tool.test-lane]``; None when there is none (a project with no such table simply has no configuration)."""
+    import difflib
+
+    for top, value in data.items():
+        close = difflib.SequenceMatcher(None, top.lower(), "tool").ratio() >= 0.75
+        if top != "tool" and close and isinstance(value, dict) and "testlane" in value:
+            return f"[{top}.testlane]"
+    tool = data.get("tool", {})
+    for name in tool if isinstance(tool, dict) else ():
+        plain = name.lower().replace("-", "").replace("_", "")
+        if plain.startswith("testlane") or difflib.SequenceMatcher(None, plain, "testlane").ratio() >= 0.85:
+            return f"[tool.{name}]"
+    return None
 
 
 def _build(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
