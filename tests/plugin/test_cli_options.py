@@ -79,3 +79,13 @@ def test_set_after_any_command_is_read_and_checked(project: Path, tmp_path: Path
     assert result.returncode == 4 and "unknown setting 'no_such_key'" in result.stderr
     help_text = run_cli(["run", "--help"], cwd=project, env=clean_env()).stdout
     assert "--set KEY=VALUE" in help_text and "--config" in help_text and "--verbose" in help_text
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_an_empty_config_is_refused_not_a_quiet_fall_back(project: Path, where: str) -> None:
+    """Found by a fresh user: ``testlane --config "" run`` read the nearest pyproject.toml without a word."""
+    args = ["--config", "", "doctor"] if where == "before" else ["doctor", "--config", ""]
+    result = run_cli(args, cwd=project, env=clean_env())
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert "'--config': is empty: name a pyproject.toml" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -69,6 +69,8 @@ def _state(ctx: click.Context) -> CliState:
 
 
 def _config(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None and not value.strip():  # never a quiet fall-back to searching upward
+        raise click.BadParameter("is empty: name a pyproject.toml, or leave --config out to use the nearest one.")
     if value:
         _state(ctx).config_file = Path(value)
 
