@@ -38,3 +38,20 @@ def test_another_pipe_in_the_place_of_a_pipe_is_seen() -> None:
     finally:
         for fd in (*first, *second):
             os.close(fd)
+
+
+def test_the_standard_streams_swapped_by_capture_do_not_defeat_the_fast_path(tmp_path: Path) -> None:
+    """pytest's capture puts a file on descriptors 1 and 2 while a test runs: a snapshot on the other side of that
+    (a class-scoped fixture set up inside a test, as pytest-django's) listed every descriptor after every test."""
+    saved = os.dup(1)
+    terminal = os.pipe()  # what descriptor 1 is outside capture: a pipe (or a terminal), never seekable
+    captured = os.open(tmp_path / "captured", os.O_RDWR | os.O_CREAT)
+    try:
+        os.dup2(terminal[1], 1)
+        before = Descriptors.take()
+        os.dup2(captured, 1)
+        assert Descriptors.take(before) is before
+    finally:
+        os.dup2(saved, 1)
+        for fd in (saved, captured, *terminal):
+            os.close(fd)

@@ -828,7 +828,9 @@ class Descriptors:
         ``since``'s count and each of ``since``'s descriptors is still open, the process holds the same
         descriptor numbers, and a socket opened since would have taken the place of one closed meanwhile. Each
         place is checked: one that could be seeked still can (``lseek`` to where it is: a socket cannot be
-        seeked), any other still has its device and inode (``fstat``, which costs three times as much in Python).
+        seeked), any other still has its device and inode (``fstat``, which costs three times as much in Python);
+        descriptors 0-2 are not checked: pytest's capture puts a file there while a test runs and takes it away
+        after, so a snapshot taken on either side (a class-scoped fixture set up inside a test) would never match.
         Anything else (a count that differs or is unknown, an older kernel: size 0) lists them again."""
         if since is not None and since.count > 0:
             try:
@@ -839,6 +841,8 @@ class Descriptors:
                 fstat, lseek = os.fstat, os.lseek
                 try:
                     for fd, dev, ino, seekable in since.ids:
+                        if fd <= 2:  # the standard streams: pytest's capture swaps what they are between the
+                            continue  # snapshots (a file while a test runs), never for a socket of the test's
                         if seekable:
                             lseek(fd, 0, os.SEEK_CUR)
                             continue
