@@ -1,6 +1,7 @@
 """Issue 16: a failure of testlane's own set-up (a broken migration, a failing set-up command, a service
 that cannot start) is ONE root cause in the digest, at the file and line to fix, whatever the number of
-tests that needed it and the number of xdist workers that hit it. The suites are bench/digest.py's."""
+tests that needed it and the number of xdist workers that hit it. A service that cannot start also stops
+the run at the first test that needs it (exit 3, as `testlane run`). The suites are bench/digest.py's."""
 
 from __future__ import annotations
 
@@ -108,27 +109,49 @@ def test_a_failing_setup_command_is_one_cause(pytester: pytest.Pytester, workers
         assert_rerun_reruns_them(pytester, text)
 
 
+def assert_stopped_at_the_service(result: pytest.RunResult, head: str, workers: list[str]) -> str:
+    """A service that cannot start (once21): one root cause, said once, at the first test that needed it; the
+    run stops there and exits 3, as `testlane run` does for it (a test another xdist worker was running
+    meanwhile points at it: the same cause)."""
+    text = result.stdout.str()
+    assert result.ret == 3, text
+    assert text.startswith(f"[1] ERROR — {head}"), text
+    assert "\n[2]" not in text and text.count(head.strip()) == 1, text
+    if not workers:
+        assert "1 test errored because of it: tests/test_" in text, text
+        assert "stopped early (testlane: a service could not be started (above): the run stops here" in text, text
+    summary = text.rstrip().splitlines()[-1]
+    assert summary.startswith("testlane: FAILED — a service could not be started — "), text
+    assert summary.endswith("; 1 root cause (exit 3)"), text
+    assert "Traceback" not in text
+    return text
+
+
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
-def test_a_service_on_a_taken_port_is_one_cause(
+def test_a_service_on_a_taken_port_stops_the_run_once(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, taken_port: int, workers: list[str]
 ) -> None:
     bench.write_suite("migration", pytester.path)
     monkeypatch.setenv("TESTLANE_POSTGRES_SERVER_PORT", str(taken_port))
-    text = assert_one_cause(
-        run(pytester, *workers), f"PortUnavailableError: port {taken_port} on 127.0.0.1 is already in use.\n"
+    text = assert_stopped_at_the_service(
+        run(pytester, *workers), f"PortUnavailableError: port {taken_port} on 127.0.0.1 is already in use.\n", workers
     )
-    assert "hint: stop what listens there, or set the port to 0" in text
+    # the key to change, where the project sets it
+    assert (
+        "hint: stop what listens there, or set postgres.port to 0 (port = 0 in [tool.testlane.postgres], or "
+        "TESTLANE_POSTGRES_SERVER_PORT=0) so testlane picks a free one." in text
+    ), text
 
 
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
-def test_postgres_binaries_that_are_not_there_are_one_cause(
+def test_postgres_binaries_that_are_not_there_stop_the_run_once(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, workers: list[str]
 ) -> None:
     bench.write_suite("migration", pytester.path)
     monkeypatch.setenv("TESTLANE_POSTGRES_BACKEND", "local")
     monkeypatch.setenv("TESTLANE_POSTGRES_BIN_DIR", str(pytester.path / "no-such-bin"))
-    text = assert_one_cause(
-        run(pytester, *workers), "BinaryNotFoundError: no local PostgreSQL installation found. Looked in:\n"
+    text = assert_stopped_at_the_service(
+        run(pytester, *workers), "BinaryNotFoundError: no local PostgreSQL installation found. Looked in:\n", workers
     )
     assert "no-such-bin (postgres.bin_dir)" in text
     assert "hint: install PostgreSQL" in text

@@ -238,3 +238,95 @@ def test_pytest_s_set_option_suggests_itself(pytester: pytest.Pytester) -> None:
     result = run_inner(pytester, "--testlane-set", "checkpoints=3")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     _once(result.stderr.str(), "did you mean --testlane-set db.checkpoints=3?")
+
+
+# ------------------------------------------------------------------ once21: a service that cannot start, said once
+
+SIX_TESTS = {
+    "test_a_it": "".join(f"def test_{n}(postgres):\n    pass\n\n\n" for n in ("one", "two", "three", "four")),
+    "test_b_it": "def test_five(postgres):\n    pass\n\n\ndef test_six(postgres):\n    pass\n",
+}
+UNREACHABLE = (
+    'start_timeout = 1\n[tool.testlane.postgres]\nbackend = "url"\nurl = "postgresql://someone:s3cretpw@127.0.0.1:1/x"'
+)
+DID_NOT_ANSWER = "the existing postgres server at postgresql://someone:***@127.0.0.1:1/x did not answer"
+
+
+@pytest.mark.usefixtures("plain_env")
+@pytest.mark.parametrize("services", ['["postgres"]', "[]"], ids=["configured", "on demand"])
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["plain", "xdist"])
+def test_a_service_that_cannot_start_stops_pytest_it_once(
+    pytester: pytest.Pytester, workers: list[str], services: str
+) -> None:
+    """`pytest --it` with an existing server that does not answer: the first test that needs it says so, the run
+    stops there and exits 3, as `testlane run` does when it cannot start a service: not the same error (and its
+    wait) at every test that uses Postgres. The password stays masked."""
+    pytester.makefile(".toml", pyproject=inner_pyproject(services=services, testlane=UNREACHABLE))
+    pytester.makepyfile(**SIX_TESTS)
+    result = run_inner(pytester, "--it", "-rA", *workers)
+    output = result.stdout.str() + result.stderr.str()
+    assert result.ret == 3, output
+    _once(output, DID_NOT_ANSWER)
+    assert "s3cretpw" not in output, output
+    assert "testlane: a service could not be started (above): the run stops here" in output, output
+    assert "pytest crashed" not in output and "INTERNALERROR" not in output, output
+    if not workers:
+        assert "test_two" not in output and "test_six" not in output, output
+
+
+@pytest.mark.usefixtures("plain_env")
+def test_the_digest_says_a_service_could_not_be_started(pytester: pytest.Pytester) -> None:
+    """Exit 3 is testlane's, as under `testlane run`: the verdict says a service could not be started, not that
+    pytest crashed."""
+    pytester.makefile(".toml", pyproject=inner_pyproject(testlane=UNREACHABLE))
+    pytester.makepyfile(**SIX_TESTS)
+    result = run_inner(pytester, "--it", "--digest")
+    output = result.stdout.str() + result.stderr.str()
+    assert result.ret == 3, output
+    assert "testlane: FAILED — a service could not be started — 1 error" in output, output
+    assert output.rstrip().endswith("(exit 3)"), output
+    assert "s3cretpw" not in output and "crashed" not in output, output
+
+
+@pytest.mark.usefixtures("plain_env")
+@pytest.mark.parametrize(
+    ("args", "variables"),
+    [
+        (["--testlane-set", "db.checkpoints=0x4"], {}),
+        ([], {"TESTLANE_DB_CHECKPOINTS": "0x4"}),
+    ],
+    ids=["--testlane-set", "variable"],
+)
+def test_pytest_s_hints_name_pytest_s_option(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, args: list[str], variables: dict[str, str]
+) -> None:
+    """Inside pytest, a hint that names the command-line option names pytest's (`--testlane-set`): pytest
+    knows no `--set`."""
+    for key, value in variables.items():
+        monkeypatch.setenv(key, value)
+    pytester.makefile(".toml", pyproject=inner_pyproject(services="[]"))
+    pytester.makepyfile(test_ok=TEST)
+    result = run_inner(pytester, *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    _once(result.stderr.str(), "(TESTLANE_DB_CHECKPOINTS, or --testlane-set db.checkpoints=...)")
+    assert " --set " not in result.stderr.str(), result.stderr.str()
+
+
+@pytest.mark.usefixtures("plain_env")
+def test_pytest_s_set_option_that_is_not_key_value_shows_pytest_s_spelling(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".toml", pyproject=inner_pyproject(services="[]"))
+    pytester.makepyfile(test_ok=TEST)
+    result = run_inner(pytester, "--testlane-set", "nonsense")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    _once(result.stderr.str(), "--testlane-set 'nonsense' is not KEY=VALUE.")
+    _once(result.stderr.str(), "write e.g. --testlane-set postgres.backend=local")
+
+
+def test_the_testlane_command_s_hints_name_set(tmp_path: Path) -> None:
+    root = _project(tmp_path / "project")
+    result = run_cli(["--set", "db.checkpoints=0x4", "run", "--", "-q"], cwd=root, env=clean_env())
+    assert result.returncode == 4, result.stdout + result.stderr
+    _once(result.stderr, "(TESTLANE_DB_CHECKPOINTS, or --set db.checkpoints=...)")
+    result = run_cli(["--set", "nonsense", "run", "--", "-q"], cwd=root, env=clean_env())
+    assert result.returncode == 4, result.stdout + result.stderr
+    _once(result.stderr, "write e.g. --set postgres.backend=local")

@@ -244,6 +244,10 @@ def test_the_summary_never_says_passed_unless_something_passed_and_pytest_exited
     going_on = RunResult(exit_code=1, groups=group_failures([collection]))  # --continue-on-collection-errors
     assert (going_on.outcome, going_on.verdict.exit_code) == ("failed", 1)
     assert summary_line(RunResult(exit_code=3)).startswith("testlane: FAILED — pytest crashed (INTERNALERROR)")
+    # testlane's own 3: the run stopped at a service that could not start (as `testlane run` exits 3 for it)
+    service = RunResult(exit_code=3, service_error=True)
+    assert (service.outcome, service.verdict.exit_code) == ("service_error", 3)
+    assert summary_line(service).startswith("testlane: FAILED — a service could not be started")
     assert RunResult(exit_code=None).outcome == "crashed"
     assert RunResult(exit_code=-9).outcome == "crashed"
     # exit 0 with a failure recorded (a plugin swallowed it) is still a failure

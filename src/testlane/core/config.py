@@ -54,6 +54,9 @@ __all__ = [
     "iter_options",
     "load_settings",
     "options_table_markdown",
+    "parse_set_options",
+    "set_in_project",
+    "set_usage",
     "testlane_table_file",
 ]
 
@@ -876,7 +879,31 @@ def _options_by_key() -> dict[str, OptionInfo]:
     return {o.key: o for o in iter_options()}
 
 
-def _checked(key: str, number: float, value: Any, source: str) -> Any:
+def set_usage(key: str, value: Any = "...", set_option: str = "--set") -> str:
+    """How to set ``key`` to ``value`` on the command line the user ran: ``--set KEY=VALUE`` for the testlane
+    command, ``--testlane-set KEY=VALUE`` for pytest (``set_option``: :func:`load_settings` is told which). Every
+    message that names the option spells it here, so a hint inside pytest never says ``--set``, which pytest
+    does not know."""
+    return f"{set_option} {key}={value}"
+
+
+def set_in_project(key: str, value: str) -> str:
+    """``port = 0 in [tool.testlane.postgres], or TESTLANE_POSTGRES_SERVER_PORT=0``: where the project sets ``key``
+    to ``value``, for a message said where the command's option is not known (a service's start)."""
+    option = _options_by_key().get(key)  # a kind registered by a project may have no variable
+    section = _parent(key)
+    place = f"{key.rpartition('.')[2]} = {value} in {_table(section + '.' if section else '')}"
+    return f"{place}, or {option.env}={value}" if option else place
+
+
+def _where_to_set(key: str, set_option: str) -> str:
+    """`` (TESTLANE_DB_CHECKPOINTS, or --set db.checkpoints=...)`` for ``db.checkpoints``: the variable and the
+    option that set ``key``; empty for no setting."""
+    option = _options_by_key().get(key)
+    return f" ({option.env}, or {set_usage(key, set_option=set_option)})" if option else ""
+
+
+def _checked(key: str, number: float, value: Any, source: str, set_option: str = "--set") -> Any:
     """``number`` when it is in ``key``'s declared range; else a ConfigError naming source, key and range."""
     option = _options_by_key().get(key)
     if option is None or not option.allowed:
@@ -886,8 +913,7 @@ def _checked(key: str, number: float, value: Any, source: str) -> Any:
     if too_low or too_high:
         raise ConfigError(
             f"{source}: {key} = {value!r} is out of range: it must be {option.allowed}.",
-            hint=f"set {key} ({option.env}, or --set {key}=...) to a value {option.allowed} (see "
-            "docs/configuration.md).",
+            hint=f"set {key}{_where_to_set(key, set_option)} to a value {option.allowed} (see docs/configuration.md).",
         )
     return number
 
@@ -938,7 +964,7 @@ def _table_value(value: Any) -> str | None:
     return None
 
 
-def _coerce(key: str, tp: Any, value: Any, source: str) -> Any:
+def _coerce(key: str, tp: Any, value: Any, source: str, set_option: str = "--set") -> Any:
     """Convert ``value`` to ``tp``, or raise ConfigError naming ``source``, ``key`` and what is accepted.
 
     One reading whatever the source: a number or true/false is parsed from the text it is written as, the
@@ -946,6 +972,7 @@ def _coerce(key: str, tp: Any, value: Any, source: str) -> Any:
     into that text, so ``checkpoints = 2.0`` in pyproject.toml is refused as ``--set db.checkpoints=2.0`` is
     (it was quietly 2), and ``checkpoints = "4"`` is 4 as ``--set db.checkpoints=4`` is. A string setting
     takes a TOML string only: TOML keeps a number's value, not its text (``version = 15.10`` is 15.1).
+    ``set_option``: the option the hint names (:func:`set_usage`).
     """
     origin = get_origin(tp)
     shown = _shown(key, value)  # messages quote what was written (a secret's as ***)
@@ -953,7 +980,7 @@ def _coerce(key: str, tp: Any, value: Any, source: str) -> Any:
         value = _as_text(value)
     from_string = isinstance(value, str)
     option = _options_by_key().get(key)
-    where = f" ({option.env}, or --set {key}=...)" if option else ""
+    where = _where_to_set(key, set_option)
 
     def bad(expected: str, detail: str = "") -> ConfigError:
         accepted = f"{expected} {option.allowed}" if option and option.allowed else expected
@@ -977,7 +1004,7 @@ def _coerce(key: str, tp: Any, value: Any, source: str) -> Any:
         args = [a for a in get_args(tp) if a is not type(None)]
         if value in (None, "") and type(None) in get_args(tp):
             return None
-        return _coerce(key, args[0], value, source)
+        return _coerce(key, args[0], value, source, set_option)
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -989,7 +1016,7 @@ def _coerce(key: str, tp: Any, value: Any, source: str) -> Any:
     if tp is int:
         if not _INTEGER.fullmatch(text):  # "5.5" and "2.0" are refused, never truncated; "1_0" is no integer
             raise bad("an integer", "decimal digits only, e.g. 10 or 1_000")
-        return _checked(key, int(text), shown, source)
+        return _checked(key, int(text), shown, source, set_option)
     if tp is float:
         if not _REAL.fullmatch(text):
             if text.lower().lstrip("+-") in _NOT_FINITE:
@@ -998,7 +1025,7 @@ def _coerce(key: str, tp: Any, value: Any, source: str) -> Any:
         real = float(text)
         if not math.isfinite(real):  # 1e999; nan compares false with every bound; inf means "never" nowhere here
             raise bad("a finite number")
-        return _checked(key, real, shown, source)
+        return _checked(key, real, shown, source, set_option)
     if tp is str:
         if not isinstance(value, str):
             raise bad("a string (quoted, in pyproject.toml)")
@@ -1039,7 +1066,9 @@ def _toml_scalar(value: Any) -> str:
     return str(value)
 
 
-def _flatten(table: Mapping[str, Any], cls: type, prefix: str, source: str) -> dict[str, Any]:
+def _flatten(
+    table: Mapping[str, Any], cls: type, prefix: str, source: str, set_option: str = "--set"
+) -> dict[str, Any]:
     """Flatten a [tool.testlane] table into dotted keys, rejecting unknown keys."""
     hints = _type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
@@ -1059,9 +1088,9 @@ def _flatten(table: Mapping[str, Any], cls: type, prefix: str, source: str) -> d
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{source}: {key} must be a table ([tool.testlane.{key}]).")
-            flat.update(_flatten(value, tp, f"{key}.", source))  # type: ignore[arg-type]
+            flat.update(_flatten(value, tp, f"{key}.", source, set_option))  # type: ignore[arg-type]
         else:
-            flat[key] = _coerce(key, tp, value, source)
+            flat[key] = _coerce(key, tp, value, source, set_option)
     return flat
 
 
@@ -1233,7 +1262,7 @@ def suggest_key(
     if not toml:
         if any(_is_secret(k) for k in keys):  # what was typed is probably that secret: never echoed
             value = "***"
-        return "did you mean " + " or ".join(f"{set_option} {k}={value}" for k in keys) + "?"
+        return "did you mean " + " or ".join(set_usage(k, value, set_option) for k in keys) + "?"
     tables = _tables()
 
     def where(full: str) -> str:
@@ -1422,8 +1451,8 @@ def load_settings(
     ``overrides`` are dotted keys from command-line options; string values are parsed
     like environment values. ``config_file`` (``--config``; else ``TESTLANE_CONFIG``) names the
     pyproject.toml to read instead of searching upward from ``start``: one that is not there is an
-    error naming the option or variable. ``set_option``: the option an unknown override key came
-    from, as its message suggests the key to type (pytest's ``--testlane-set``).
+    error naming the option or variable. ``set_option``: the command's option to set a setting (the testlane
+    command's ``--set``, pytest's ``--testlane-set``), as every hint names it (:func:`set_usage`).
     """
     env = os.environ if environ is None else environ
     start = (start or Path.cwd()).resolve()
@@ -1442,14 +1471,14 @@ def load_settings(
     values: dict[str, Any] = {}
     if pyproject is not None:
         table = _read_pyproject(pyproject, by_variable)
-        values.update(_flatten(table, Settings, "", f"{pyproject} [tool.testlane]"))
+        values.update(_flatten(table, Settings, "", f"{pyproject} [tool.testlane]", set_option))
     for option in options.values():
         if option.env in env:
-            values[option.key] = _coerce(option.key, option.type, env[option.env], f"${option.env}")
+            values[option.key] = _coerce(option.key, option.type, env[option.env], f"${option.env}", set_option)
     for key, value in (overrides or {}).items():
         if key not in options:
             raise _unknown_setting(key, value, set_option)
-        values[key] = _coerce(key, options[key].type, value, "command line")
+        values[key] = _coerce(key, options[key].type, value, "command line", set_option)
     _check_variables(env, options, mapped=values.get("env") or {})
 
     settings: Settings = _build(Settings, values)
@@ -1509,13 +1538,16 @@ def _services_for(settings: Settings) -> list[str]:
     return [name for name in SERVICES if name in wanted]
 
 
-def parse_set_options(items: list[str]) -> dict[str, str]:
-    """Parse ``--set key=value`` items into an overrides mapping."""
+def parse_set_options(items: list[str], set_option: str = "--set") -> dict[str, str]:
+    """Parse ``--set key=value`` items (``set_option``'s: pytest's ``--testlane-set``) into an overrides mapping."""
     out: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r} is not KEY=VALUE.", hint="write e.g. --set postgres.backend=local")
+            raise ConfigError(
+                f"{set_option} {item!r} is not KEY=VALUE.",
+                hint=f"write e.g. {set_usage('postgres.backend', 'local', set_option)}",
+            )
         out[key.strip()] = value
     return out
 

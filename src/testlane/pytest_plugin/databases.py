@@ -140,7 +140,7 @@ class DatabaseManager:
             try:
                 self._specs[None] = TemplateSpec.from_settings(self.settings)
             except ConfigError as exc:  # the run's settings (db.migrations...), not a test's marker: stop the run
-                self.plugin.stop_for_configuration(exc)
+                self.plugin.stop_run(exc)
                 raise
         return self._specs[None]
 
@@ -206,7 +206,7 @@ class DatabaseManager:
                 what = f"template {spec.describe()}" if engine == "postgres" else f"template ({engine})"
                 self._template_errors[key] = exc.blame(what)
                 if isinstance(exc, ConfigError) and (engine != "postgres" or spec is self._specs.get(None)):
-                    self.plugin.stop_for_configuration(exc)  # the settings' template, not a marker's
+                    self.plugin.stop_run(exc)  # the settings' template, not a marker's
                 raise
         return self._templates[key]
 

@@ -17,12 +17,13 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, overload
 
 import pytest
 
-from testlane.core.config import Settings, load_settings, parse_set_options
-from testlane.core.errors import ConfigError, TestlaneError
+from testlane.core.config import Settings, load_settings, parse_set_options, set_usage
+from testlane.core.errors import ConfigError, ServiceError, TestlaneError
 from testlane.core.runenv import RunEnv, restore
 from testlane.pytest_plugin.boundary import fail_test
 from testlane.pytest_plugin.optin import NotOptedIn, it_env_on, opted_in, record_options
@@ -42,14 +43,20 @@ if TYPE_CHECKING:
 __all__ = ["FEATURES", "TestlanePlugin", "plugin_of", "settings_for"]
 
 PLUGIN_NAME = "testlane-session"
-# Why the run stopped early (pytest's ``session.shouldfail``), after the first test a configuration error failed.
-STOPPED_FOR_CONFIGURATION = (
-    "testlane: configuration error (above): the run stops here, as every test that needs it would fail the same "
-    "way; fix it and run again"
-)
-# The attribute of an xdist worker's report of a test that a configuration error failed (its message): reports
-# cross to the controller with their attributes, and the controller shows the error in full once.
-CONFIGURATION_ERROR_ATTR = "testlane_configuration_error"
+# pytest's option to override a setting (the testlane command's --set): the settings' hints name it.
+SET_OPTION = "--testlane-set"
+# Why the run stopped early (pytest's ``session.shouldfail``), after the first test a configuration error, or a
+# service that could not start, failed: what it was, and the exit code (``testlane run``'s for the same error).
+STOPPED_FOR = {
+    "configuration": "testlane: configuration error (above): the run stops here, as every test that needs it would "
+    "fail the same way; fix it and run again",
+    "service": "testlane: a service could not be started (above): the run stops here, as every test that needs it "
+    "would fail the same way; fix it and run again",
+}
+STOP_EXIT = {"configuration": int(pytest.ExitCode.USAGE_ERROR), "service": 3}  # as `testlane run` (cli.main)
+# The attribute of an xdist worker's report of a test that such an error failed ("configuration" or "service",
+# and the message): reports cross to the controller with their attributes, and the controller shows it once.
+STOP_ERROR_ATTR = "testlane_stop_error"
 
 
 # Feature modules, registered only for a project that opted in: each owns its hooks, fixtures and markers.
@@ -79,11 +86,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
     group = parser.getgroup("testlane", "testlane: real services for the integration lane")
     group.addoption(
-        "--testlane-set",
+        SET_OPTION,
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a [tool.testlane] setting for this run, e.g. --testlane-set postgres.backend=local",
+        help="override a [tool.testlane] setting for this run, e.g. "
+        + set_usage("postgres.backend", "local", SET_OPTION),
     )
     add_setting_options(group, parser)  # --isolation, --format, --digest-budget...: from the settings table
     lanes.add_options(group)
@@ -108,8 +116,9 @@ class TestlanePlugin:
         self._env_saved: dict[str, str | None] = {}
         self.session_failed = False
         self.session: pytest.Session | None = None
-        # The first configuration error met while providing for a test (this process's, or an xdist worker's).
-        self.configuration_error: str | None = None
+        # The first configuration error, or service that could not start, met while providing for a test (this
+        # process's, or an xdist worker's): "configuration" or "service", and its message.
+        self.stopped_by: tuple[str, str] | None = None
         self._env_set: list[str] = []
         if not _is_xdist_worker(config):
             from testlane.core.runtime import new_run_id
@@ -168,35 +177,41 @@ class TestlanePlugin:
 
     def server(self, name: str) -> Server:
         """The server for ``name`` (typed by the name: ``server("postgres")`` is a ``PostgresServer``); a
-        testlane error becomes a clean test error (a configuration error also stops the run: see
-        :meth:`stop_for_configuration`)."""
+        testlane error becomes a clean test error (a configuration error, or a service that cannot start, also
+        stops the run: see :meth:`stop_run`)."""
         __tracebackhide__ = True
         try:
             return self.provider.get(name)
         except TestlaneError as exc:
-            if isinstance(exc, ConfigError):
-                self.stop_for_configuration(exc)
+            if isinstance(exc, ConfigError | ServiceError):
+                self.stop_run(exc)
             fail_test(exc, f"testlane could not provide {name}: ")
 
-    def stop_for_configuration(self, error: ConfigError) -> None:
-        """A configuration error of the run's (a service's or the template's settings, not a test's marker) met
-        while providing for a test: that test fails with it, and the run stops after it (pytest's
-        ``shouldfail``, as ``-x`` does) and exits 4 like any configuration error, instead of failing every
-        other test that needs the same thing with the same message. Under xdist the worker stops and tells
-        the controller, which stops the others; tests that other workers were running meanwhile and that failed
-        the same way say where the error is (:class:`OneConfigurationError`)."""
-        if self.configuration_error is not None:
+    def stop_run(self, error: ConfigError | ServiceError) -> None:
+        """A configuration error of the run's (a service's or the template's settings, not a test's marker), or a
+        service that cannot start (an existing server that does not answer, a configured port taken, binaries
+        not found), met while providing for a test: that test fails with it, and the run stops after it
+        (pytest's ``shouldfail``, as ``-x`` does) and exits as ``testlane run`` does for the same error (4 for
+        configuration, 3 for a service), instead of failing every other test that needs the same thing with the
+        same message. Under xdist the worker stops and tells the controller, which stops the others; tests that
+        other workers were running meanwhile and that failed the same way say where the error is
+        (:class:`OneStopError`)."""
+        if self.stopped_by is not None or threading.current_thread() is not threading.main_thread():
+            # Met while readying services ahead, in a thread (collection is running): the first test that asks
+            # meets the same error (the provider keeps it) and stops the run then, showing it.
             return
-        message = self.configuration_error = str(error)
+        kind = "configuration" if isinstance(error, ConfigError) else "service"
+        message = str(error)  # masked: TestlaneError redacts its message and hint
+        self.stopped_by = (kind, message)
         if self.session is not None and not self.session.shouldfail:
-            self.session.shouldfail = STOPPED_FOR_CONFIGURATION
+            self.session.shouldfail = STOPPED_FOR[kind]
         if _is_xdist_worker(self.config):
             from testlane.pytest_plugin.report_hooks import on_makereport
 
             def tag(item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport) -> None:
                 # the report of the phase this error failed (fail_test keeps it as the failure's context)
                 if call.excinfo is not None and call.excinfo.value.__context__ is error:
-                    setattr(report, CONFIGURATION_ERROR_ATTR, message)
+                    setattr(report, STOP_ERROR_ATTR, [kind, message])
 
             on_makereport(self.config, tag)
 
@@ -301,9 +316,9 @@ def _load(config: pytest.Config, namespace: Any) -> Settings:
     from testlane.pytest_plugin.options import command_line_overrides
 
     try:
-        overrides: dict[str, Any] = parse_set_options(list(getattr(namespace, "testlane_set", None) or []))
+        overrides: dict[str, Any] = parse_set_options(list(getattr(namespace, "testlane_set", None) or []), SET_OPTION)
         overrides.update(command_line_overrides(namespace))
-        return load_settings(start=config.rootpath, overrides=overrides, set_option="--testlane-set")
+        return load_settings(start=config.rootpath, overrides=overrides, set_option=SET_OPTION)
     except ConfigError as exc:
         raise pytest.UsageError(f"testlane: {exc}") from None
 
@@ -431,7 +446,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if config.pluginmanager.hasplugin("dsession"):
         # Under xdist the first worker that needs a service starts it: checked here, before the workers start.
         _check_services(plugin)
-        config.pluginmanager.register(OneConfigurationError(plugin), "testlane-one-configuration-error")
+        config.pluginmanager.register(OneStopError(plugin), "testlane-one-stop-error")
         return
     if plugin.settings.services:
         services = list(plugin.settings.services)
@@ -504,10 +519,11 @@ def _notice_shared_servers(plugin: TestlanePlugin) -> None:
             reporter.write_line(f"testlane: {notice}", yellow=True)
 
 
-class OneConfigurationError:
-    """pytest-xdist's controller, in the integration lane: a configuration error its workers met (reports tagged by
-    :meth:`TestlanePlugin.stop_for_configuration`). The run stops, exiting 4; the first report shows the error,
-    and a test another worker was running meanwhile, failed by the same error, says where it is shown."""
+class OneStopError:
+    """pytest-xdist's controller, in the integration lane: a configuration error, or a service that could not
+    start, that its workers met (reports tagged by :meth:`TestlanePlugin.stop_run`). The run stops, exiting as
+    ``testlane run`` would (4 or 3); the first report shows the error, and a test another worker was running
+    meanwhile, failed by the same error, says where it is shown."""
 
     def __init__(self, plugin: TestlanePlugin) -> None:
         self.plugin = plugin
@@ -515,22 +531,25 @@ class OneConfigurationError:
 
     @pytest.hookimpl(tryfirst=True)  # before the terminal and testlane's reports read it
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        message = getattr(report, CONFIGURATION_ERROR_ATTR, None)
-        if not message:
+        tagged = getattr(report, STOP_ERROR_ATTR, None)
+        if not tagged:
             return
+        kind, message = str(tagged[0]), str(tagged[1])
         if self.first is None:
             self.first = report.nodeid
-            self.plugin.configuration_error = str(message)
+            self.plugin.stopped_by = (kind, message)
         elif report.nodeid != self.first:
-            report.longrepr = f"testlane: the configuration error shown at {self.first} (the run stops)."
+            what = "configuration error" if kind == "configuration" else "error of a service that could not start"
+            report.longrepr = f"testlane: the {what} shown at {self.first} (the run stops)."
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     plugin = session.config.pluginmanager.get_plugin(PLUGIN_NAME)
     if isinstance(plugin, TestlanePlugin):
         plugin.session_failed = exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED)
-        if plugin.configuration_error is not None and not _is_xdist_worker(session.config):
-            session.exitstatus = pytest.ExitCode.USAGE_ERROR  # a configuration error, as when it stops the start
+        if plugin.stopped_by is not None and not _is_xdist_worker(session.config):
+            # as when the error stops `testlane run` before pytest: 4 (configuration), 3 (a service)
+            session.exitstatus = pytest.ExitCode(STOP_EXIT[plugin.stopped_by[0]])
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

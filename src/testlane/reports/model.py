@@ -114,6 +114,8 @@ class RunResult:
     listing: bool = False  # --collect-only, --setup-plan...: a run that never meant to run tests
     # under `testlane run`: the signal that interrupted the run; the process exits 128+N, as the shell's convention
     signal_exit: int | None = None
+    # the run stopped because a service could not be started (its exit code 3 is not a crash)
+    service_error: bool = False
 
     def count(self, outcome: str) -> int:
         return sum(1 for t in self.tests if t.outcome == outcome)
@@ -139,6 +141,7 @@ class RunResult:
             all_skipped=self.all_skipped,
             listing=self.listing,
             signal_exit=self.signal_exit,
+            service_error=self.service_error,
         )
 
     @property

@@ -448,6 +448,7 @@ class ReportCollector:
             all_skipped=self.all_skipped,
             listing=_listing(self.config),
             signal_exit=_signal_exit(),
+            service_error=self._stopped_by() == "service",
         )
         verdict = result.verdict
         if verdict.nothing_tested and verdict.outcome in ("no_tests", "passed"):
@@ -464,6 +465,13 @@ class ReportCollector:
         if not result.success and not result.groups and self.sink is not None and exit_code in (1, 3):
             result.output_tail = self.sink.tail(12)
         return result
+
+    def _stopped_by(self) -> str | None:
+        """What stopped the run at a test ("configuration", "service": TestlanePlugin.stop_run), if anything."""
+        from testlane.pytest_plugin.plugin import PLUGIN_NAME
+
+        stopped = getattr(self.config.pluginmanager.get_plugin(PLUGIN_NAME), "stopped_by", None)
+        return stopped[0] if stopped else None
 
     def _selection(self) -> Any:
         from testlane.pytest_plugin.lanes import selection_key

@@ -13,6 +13,8 @@ disagree. Each outcome has one exit code:
                              code instead, 130 (SIGINT) or 143 (SIGTERM): what ``testlane run`` exits with
 ``collection_error``   2     pytest stopped on errors during collection (its "Interrupted: N errors")
 ``internal_error``     3     pytest or a plugin crashed (INTERNALERROR)
+``service_error``      3     a service could not be started (the run stopped at the first test that needed
+                             it; ``testlane run`` exits 3 for it too, before pytest)
 ``usage_error``        4     pytest's command line was wrong
 ``no_tests``           5     nothing was tested: nothing collected, all deselected, or every test an
                              integration test skipped because the lane is off (``lanes.all_skipped``)
@@ -35,7 +37,15 @@ from typing import Literal
 __all__ = ["EXIT_CODES", "Outcome", "Verdict", "decide"]
 
 Outcome = Literal[
-    "passed", "failed", "no_tests", "interrupted", "collection_error", "internal_error", "usage_error", "crashed"
+    "passed",
+    "failed",
+    "no_tests",
+    "interrupted",
+    "collection_error",
+    "internal_error",
+    "service_error",
+    "usage_error",
+    "crashed",
 ]
 
 EXIT_CODES: dict[Outcome, int] = {
@@ -44,6 +54,7 @@ EXIT_CODES: dict[Outcome, int] = {
     "interrupted": 2,
     "collection_error": 2,  # pytest's code for it: an interruption of the run
     "internal_error": 3,
+    "service_error": 3,  # testlane run's code when a service cannot be started (cli.main)
     "usage_error": 4,
     "no_tests": 5,
 }
@@ -64,6 +75,7 @@ _LABELS: dict[Outcome, str] = {
     "interrupted": "INTERRUPTED (not a success)",
     "collection_error": "ERROR — collection failed",
     "internal_error": "FAILED — pytest crashed (INTERNALERROR)",
+    "service_error": "FAILED — a service could not be started",
     "usage_error": "FAILED — usage error (see pytest's error message)",
     "crashed": "FAILED — the run crashed",
 }
@@ -100,13 +112,15 @@ def decide(
     all_skipped: str = "fail",
     listing: bool = False,
     signal_exit: int | None = None,
+    service_error: bool = False,
 ) -> Verdict:
     """The verdict of a run from pytest's exit code, the tests' final outcomes (``counts``, as in
     :attr:`RunResult.counts`), the number of recorded failures, whether every test was an integration
     test skipped because the lane is off (``lane_off``: ``LaneSelection.all_skipped``) and the
     ``lanes.all_skipped`` setting. ``listing``: the run was never meant to run tests (``--collect-only``,
     ``--setup-plan``): pytest's code stands. ``signal_exit``: the signal that interrupted the run when the
-    process exits by the shell's convention for it (128+N, under ``testlane run``)."""
+    process exits by the shell's convention for it (128+N, under ``testlane run``). ``service_error``: the run
+    stopped because a service could not be started (pytest's 3 then says that, not a crash)."""
     code = pytest_exit_code
     tested = sum(counts.get(name, 0) for name in ("passed", "failed", "error", "xfailed", "xpassed"))
     if code is None:
@@ -119,6 +133,8 @@ def decide(
         return Verdict(outcome, code, code, nothing_tested=not tested)
     if outcome == "passed" and failed:
         outcome = "failed"  # a plugin swallowed the failure: the exit code says it again
+    elif outcome == "internal_error" and service_error:
+        outcome = "service_error"  # testlane's 3 (as `testlane run`'s), not pytest's INTERNALERROR
     elif outcome == "interrupted" and collection_errors:
         outcome = "collection_error"  # pytest's 2 ("Interrupted: N errors during collection"), said as what it is
     elif outcome == "passed" and not tested and lane_off and counts.get("skipped", 0):

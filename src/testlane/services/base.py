@@ -323,7 +323,9 @@ class Launch(ABC):
 
     def spawn(self) -> None:
         self._attempt += 1
-        self._reservation = reserve_port(self.context.ports_dir, fixed=self.fixed_port)
+        self._reservation = reserve_port(
+            self.context.ports_dir, fixed=self.fixed_port, setting=f"{self.instance.engine}.port"
+        )
         self.instance.port = self._reservation.port
         argv = self.argv(self.instance.port)
         log.debug("starting %s: %s", self.instance.name, " ".join(argv))

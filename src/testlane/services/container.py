@@ -171,7 +171,9 @@ class ContainerLaunch(KindLaunch):
         return self.runtime.command(*args, *self.runtime.run_args, self.image, *self.command_args)
 
     def spawn(self) -> None:
-        self._reservation = reserve_port(self.context.ports_dir, fixed=self.fixed_port)
+        self._reservation = reserve_port(
+            self.context.ports_dir, fixed=self.fixed_port, setting=f"{self.instance.engine}.port"
+        )
         self.instance.port = self._reservation.port
         extra = [reserve_port(self.context.ports_dir) for _ in self.spec.extra_ports]
         for inner, reservation in zip(self.spec.extra_ports, extra, strict=True):

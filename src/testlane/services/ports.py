@@ -28,6 +28,7 @@ import socket
 from pathlib import Path
 
 from testlane.core.closing import Closing
+from testlane.core.config import set_in_project
 from testlane.core.errors import PortUnavailableError
 
 __all__ = ["PortReservation", "port_in_use", "reserve_port", "sweep_port_locks"]
@@ -123,16 +124,20 @@ def sweep_port_locks(ports_dir: Path) -> int:
     return removed
 
 
-def reserve_port(ports_dir: Path, *, host: str = "127.0.0.1", fixed: int = 0, attempts: int = 50) -> PortReservation:
-    """Reserve a free port (or check and reserve ``fixed`` when non-zero)."""
+def reserve_port(
+    ports_dir: Path, *, host: str = "127.0.0.1", fixed: int = 0, setting: str = "", attempts: int = 50
+) -> PortReservation:
+    """Reserve a free port (or check and reserve ``fixed`` when non-zero: the value of ``setting``, the key the
+    error's hint names, e.g. ``postgres.port``)."""
     if fixed:
         fd = _lock(ports_dir, fixed)
         if fd is None or port_in_use(fixed, host):
             if fd is not None:
                 PortReservation(fixed, fd, ports_dir / f"{fixed}.lock").release()
+            where = f"{setting} to 0 ({set_in_project(setting, '0')})" if setting else "the port to 0"
             raise PortUnavailableError(
                 f"port {fixed} on {host} is already in use.",
-                hint="stop what listens there, or set the port to 0 so testlane picks a free one.",
+                hint=f"stop what listens there, or set {where} so testlane picks a free one.",
             )
         return PortReservation(fixed, fd, ports_dir / f"{fixed}.lock")
     for _ in range(attempts):

@@ -371,7 +371,11 @@ class RabbitMqLaunch(Launch):
         for reservation in self._extra_ports:
             reservation.release()
         self._extra_ports = [
-            reserve_port(self.context.ports_dir, fixed=self.management_port if self._attempt == 0 else 0),
+            reserve_port(
+                self.context.ports_dir,
+                fixed=self.management_port if self._attempt == 0 else 0,
+                setting="rabbitmq.management_port",
+            ),
             reserve_port(self.context.ports_dir),
             reserve_port(self.context.ports_dir),
             reserve_port(self.context.ports_dir),
