@@ -5,6 +5,7 @@ is read as TOML writes a decimal number, from every source (Python's ``int()`` t
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -218,6 +219,13 @@ def test_testlane_config_naming_no_file_is_an_error_that_names_it(tmp_path: Path
     assert "hint:" in message and "TESTLANE_CONFIG" in message.split("hint:")[1]
     with pytest.raises(ConfigError, match=r"\$TESTLANE_CONFIG names .*, which does not exist"):
         config.testlane_table_file(tmp_path, {"TESTLANE_CONFIG": str(missing)})
+
+
+def test_testlane_config_naming_a_device_says_it_is_no_regular_file(tmp_path: Path) -> None:
+    """Found by a fresh user: ``TESTLANE_CONFIG=/dev/null`` was said not to exist."""
+    _project(tmp_path)
+    message = _error(tmp_path, env={"TESTLANE_CONFIG": os.devnull})
+    assert message.startswith(f"$TESTLANE_CONFIG names {os.devnull}, which is not a regular file."), message
 
 
 def test_testlane_config_naming_a_folder_says_which_file_to_name(tmp_path: Path) -> None:

@@ -1369,7 +1369,8 @@ def _config_file(path: Path, *, by_variable: bool) -> Path:
         inside = path / "pyproject.toml"
         raise _config_error(path, by_variable, "is a folder, not a file", f"name the file ({inside}?): {fix}.")
     if not path.is_file():
-        raise _config_error(path, by_variable, "does not exist", f"{fix}.")
+        problem = "is not a regular file" if path.exists() else "does not exist"  # /dev/null, a socket...
+        raise _config_error(path, by_variable, problem, f"{fix}.")
     return path
 
 
