@@ -334,3 +334,9 @@ def test_a_misspelt_root_table_is_named_not_ignored(tmp_path: Path, body: str, n
 def test_other_tools_tables_are_no_testlane_table(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text('[tool.ruff]\nline-length = 1\n[tool.pytest.ini_options]\naddopts = ""\n')
     load_settings(start=tmp_path, environ={})  # no [tool.testlane], nothing close: the defaults, no error
+
+
+def test_an_unknown_key_in_a_sub_table_names_the_table_it_is_written_in(tmp_path: Path) -> None:
+    """Found by a fresh user: ``[tool.testlane.db] checkpoint`` was reported in ``[tool.testlane]`` only."""
+    _project(tmp_path, "[tool.testlane.db]\ncheckpoint = 3\n")
+    assert "unknown key 'db.checkpoint' (`checkpoint` in [tool.testlane.db])." in _error(tmp_path)

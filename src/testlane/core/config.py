@@ -1079,6 +1079,8 @@ def _flatten(
             holds = tuple(value) if isinstance(value, Mapping) else None
             suggestion = suggest_key(key, toml=True, holds=holds)
             what = f"table {_table(key + '.')}" if holds is not None else f"key {key!r}"
+            if holds is None and prefix:  # the table it was written in, as the user sees the file
+                what += f" (`{name}` in {_table(prefix)})"
             raise ConfigError(
                 f"{source}: unknown {what}.",
                 hint=(f"{suggestion} " if suggestion else "")
