@@ -75,12 +75,9 @@ from tests.helpers import inner_pyproject
 
 MIGRATION = "CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL, created timestamptz DEFAULT now());\n"
 
-TIMING_CONFTEST = textwrap.dedent(
+# The anchor's conftest part: the same test code on a stand-in for a connection (bench/per_test_cost.py uses it too).
+FAKE_CONNECTION = textwrap.dedent(
     """
-    import json, os, time
-    import pytest
-    _first = []
-
     class FakeConnection:  # the anchor's stand-in for a connection: the same test code, no database
 
         def __init__(self):
@@ -100,6 +97,15 @@ TIMING_CONFTEST = textwrap.dedent(
     @pytest.fixture
     def fake_conn():
         return FakeConnection()
+    """
+)
+
+TIMING_CONFTEST = (
+    textwrap.dedent(
+        """
+    import json, os, time
+    import pytest
+    _first = []
 
     _durations = []
 
@@ -119,6 +125,8 @@ TIMING_CONFTEST = textwrap.dedent(
         with open(os.environ["BENCH_OUT"], "w") as fh:
             json.dump({"first": _first[0] if _first else None, "end": time.time(), "per_test": median}, fh)
     """
+    )
+    + FAKE_CONNECTION
 )
 
 # One test body for every variant; only the fixture that provides the connection differs.

@@ -42,7 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: isolation's helpers
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests.helpers
-from isolation import MIGRATION, SHARED_HEADER, TEST, kill_leftovers, stop_pytest
+from isolation import FAKE_CONNECTION, MIGRATION, SHARED_HEADER, TEST, kill_leftovers, stop_pytest
 from tests.helpers import inner_pyproject
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -51,26 +51,7 @@ CONFTEST = """
 import json, os, statistics, threading, time
 import pytest
 
-class FakeConnection:  # the anchor's stand-in for a connection: the same test code, no database
-
-    def __init__(self):
-        self.rows = []
-
-    def execute(self, sql, params=None):
-        if sql.startswith("INSERT"):
-            self.rows.append(params)
-        return self
-
-    def fetchall(self):
-        return list(self.rows)
-
-    def commit(self):
-        pass
-
-@pytest.fixture
-def fake_conn():
-    return FakeConnection()
-
+{fake_connection}
 _walls, _cpus, _resets, _pools = [], [], [], []
 _pending = []
 
@@ -127,7 +108,7 @@ def pytest_sessionfinish(session):
            "reset": statistics.median(_resets) if _resets else None}
     with open(os.environ["BENCH_OUT"], "w") as fh:
         json.dump(out, fh)
-"""
+""".replace("{fake_connection}", FAKE_CONNECTION)
 
 
 def write_project(root: Path, name: str, conn: str, n: int, isolation: str = "database") -> Path:

@@ -1028,7 +1028,7 @@ def _coerce(key: str, tp: Any, value: Any, source: str, set_option: str = "--set
         return _checked(key, real, shown, source, set_option)
     if tp is str:
         if not isinstance(value, str):
-            raise bad("a string (quoted, in pyproject.toml)")
+            raise bad("a string", "quoted, in pyproject.toml")
         return value
     if tp is Path:
         if not isinstance(value, str):
