@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import shutil
+import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -111,3 +112,12 @@ AGENT_ENV = (*ReportSettings().agent_variables, FORMAT_ENV, RERUN_ENV)
 def _no_agent_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in AGENT_ENV:
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port something else listens on (127.0.0.1)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import shlex
-import socket
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,15 +26,6 @@ def inner_env(inner_env: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """tests/conftest.py's, without TESTLANE_IT: these runs ask for the integration lane themselves (``--it``)."""
     monkeypatch.delenv("TESTLANE_IT")
     return inner_env
-
-
-@pytest.fixture
-def taken_port() -> Iterator[int]:
-    """A port something else listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        yield sock.getsockname()[1]
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:

@@ -17,18 +17,7 @@ import psycopg
 import pytest
 
 from testlane.databases.transaction import SavepointConnection, read_sequences
-
-# Sequences in every state a template can leave them (as in test_transaction_isolation_it): never used,
-# used by the seed, set explicitly and not called.
-MIGRATION = """
-CREATE TABLE items (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text NOT NULL);
-CREATE TABLE notes (id serial PRIMARY KEY, body text NOT NULL);
-CREATE TABLE countries (id bigserial PRIMARY KEY, code text UNIQUE NOT NULL);
-INSERT INTO countries (code) VALUES ('fr'), ('de');
-CREATE SEQUENCE tickets;
-CREATE SEQUENCE invoices;
-SELECT setval('invoices', 100, false);
-"""
+from tests.integration.test_transaction_isolation_it import MIGRATION  # sequences in every state
 
 
 @contextlib.contextmanager

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,14 +11,6 @@ from testlane.core.errors import PortUnavailableError
 from testlane.services.ports import reserve_port
 
 PORT_KEYS = sorted(o.key for o in iter_options() if o.key.endswith("port") and "." in o.key)
-
-
-@pytest.fixture
-def taken_port() -> Iterator[int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        yield sock.getsockname()[1]
 
 
 def test_every_service_s_port_setting_is_known() -> None:
