@@ -355,16 +355,29 @@ def test_a_flag_s_value_is_read_as_set_reads_it(
 ) -> None:
     """A dedicated flag's value is read as ``--set``'s and the variable's are: ``--digest-budget 2.0`` was
     argparse's and click's "invalid int value" (neither the key nor what it takes), and 2000000 (no upper
-    bound then) was taken."""
+    bound then) was taken. The error names the flag the user typed and how to give it (it said "command
+    line" and suggested ``--set``, an option the user had not used), in pytest and in ``testlane run``;
+    the same value given by ``--set`` is still reported as the command line's, with the ``--set`` fix."""
     pytester.makefile(".toml", pyproject=pyproject({}))
     pytester.makepyfile(test_probe=PROBE)
-    said = f"command line: reports.digest_budget = '{value}' is "
-    # each command's own option to set it (pytest knows no --set)
-    accepted = "reports.digest_budget (TESTLANE_REPORTS_DIGEST_BUDGET, or --set reports.digest_budget=...) to "
-    in_pytest = accepted.replace("--set", "--testlane-set")
+    said = f"--digest-budget: reports.digest_budget = '{value}' is "
+    fix = "give --digest-budget "
     result = run_inner(pytester, "-q", "-p", "no:cacheprovider", "--digest-budget", value, timeout=120)
     out = result.stdout.str() + result.stderr.str()
-    assert result.ret == 4 and said in out and in_pytest in out and "0 to 1000000" in out, out
+    assert result.ret == 4 and said in out and fix in out and "0 to 1000000" in out, out
+    assert "--testlane-set" not in out and "command line" not in out, out
     args = ["run", "--digest-budget", value, "--", "-q", "-p", "no:cacheprovider"]
     cli = run_cli(args, cwd=pytester.path, env=no_testlane_env)
+    both = cli.stderr + cli.stdout
+    assert cli.returncode == 4 and said in both and fix in both and "--set" not in both, cli
+    # by --set: the command line's, with each command's own option to set it (pytest knows no --set)
+    said = f"command line: reports.digest_budget = '{value}' is "
+    accepted = "reports.digest_budget (TESTLANE_REPORTS_DIGEST_BUDGET, or --set reports.digest_budget=...) to "
+    in_pytest = accepted.replace("--set", "--testlane-set")
+    result = run_inner(pytester, "-q", "-p", "no:cacheprovider", f"--testlane-set=reports.digest_budget={value}")
+    out = result.stdout.str() + result.stderr.str()
+    assert result.ret == 4 and said in out and in_pytest in out, out
+    cli = run_cli(
+        ["run", "--set", f"reports.digest_budget={value}", "--", "-q"], cwd=pytester.path, env=no_testlane_env
+    )
     assert cli.returncode == 4 and said in cli.stderr + cli.stdout and accepted in cli.stderr + cli.stdout, cli

@@ -47,6 +47,7 @@ class CliState:
 
     config_file: Path | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    flags: dict[str, str] = field(default_factory=dict)  # overrides given by a setting's own option: key -> option
     verbose: int = 0
     quiet: bool = False
     _settings: Settings | None = None
@@ -54,7 +55,7 @@ class CliState:
     def settings(self, **extra_overrides: Any) -> Settings:
         if self._settings is None or extra_overrides:
             overrides = {**self.overrides, **{k: v for k, v in extra_overrides.items() if v is not None}}
-            self._settings = load_settings(config_file=self.config_file, overrides=overrides)
+            self._settings = load_settings(config_file=self.config_file, overrides=overrides, flags=self.flags)
             # log_level is resolved like every setting (--set beats TESTLANE_LOG_LEVEL beats pyproject); -v wins.
             setup_logging("debug" if self.verbose else self._settings.log_level)
         return self._settings
@@ -77,7 +78,10 @@ def _config(ctx: click.Context, param: click.Parameter, value: str | None) -> No
 
 def _set(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> None:
     if value:
-        _state(ctx).overrides.update(parse_set_options(list(value)))
+        given = parse_set_options(list(value))
+        _state(ctx).overrides.update(given)
+        for key in given:  # the value now comes from --set, not from the setting's own option
+            _state(ctx).flags.pop(key, None)
 
 
 def _verbose(ctx: click.Context, param: click.Parameter, value: int) -> None:
@@ -141,6 +145,7 @@ def _setting_option(info: OptionInfo) -> click.Option:
             # Relative to where the command runs (as for pytest's own option), not to the project root.
             value = os.path.abspath(os.path.expanduser(value))
         _state(ctx).overrides[key] = value
+        _state(ctx).flags[key] = info.cli or key
 
     assert info.cli is not None
     text = f"{info.help.replace('`', '')} (setting {key})"

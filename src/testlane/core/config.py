@@ -903,7 +903,17 @@ def _where_to_set(key: str, set_option: str) -> str:
     return f" ({option.env}, or {set_usage(key, set_option=set_option)})" if option else ""
 
 
-def _checked(key: str, number: float, value: Any, source: str, set_option: str = "--set") -> Any:
+def _how_to_set(key: str, accepted: str, set_option: str, flag: str | None) -> str:
+    """The hint's fix: ``give --digest-budget an integer ...`` when the value came from the setting's own flag,
+    else ``set reports.digest_budget (TESTLANE_..., or --set ...) to an integer ...``."""
+    if flag:
+        return f"give {flag} {accepted} (setting {key}; see docs/configuration.md)."
+    return f"set {key}{_where_to_set(key, set_option)} to {accepted} (see docs/configuration.md)."
+
+
+def _checked(
+    key: str, number: float, value: Any, source: str, set_option: str = "--set", flag: str | None = None
+) -> Any:
     """``number`` when it is in ``key``'s declared range; else a ConfigError naming source, key and range."""
     option = _options_by_key().get(key)
     if option is None or not option.allowed:
@@ -913,7 +923,7 @@ def _checked(key: str, number: float, value: Any, source: str, set_option: str =
     if too_low or too_high:
         raise ConfigError(
             f"{source}: {key} = {value!r} is out of range: it must be {option.allowed}.",
-            hint=f"set {key}{_where_to_set(key, set_option)} to a value {option.allowed} (see docs/configuration.md).",
+            hint=_how_to_set(key, f"a value {option.allowed}", set_option, flag),
         )
     return number
 
@@ -964,7 +974,7 @@ def _table_value(value: Any) -> str | None:
     return None
 
 
-def _coerce(key: str, tp: Any, value: Any, source: str, set_option: str = "--set") -> Any:
+def _coerce(key: str, tp: Any, value: Any, source: str, set_option: str = "--set", flag: str | None = None) -> Any:
     """Convert ``value`` to ``tp``, or raise ConfigError naming ``source``, ``key`` and what is accepted.
 
     One reading whatever the source: a number or true/false is parsed from the text it is written as, the
@@ -972,7 +982,8 @@ def _coerce(key: str, tp: Any, value: Any, source: str, set_option: str = "--set
     into that text, so ``checkpoints = 2.0`` in pyproject.toml is refused as ``--set db.checkpoints=2.0`` is
     (it was quietly 2), and ``checkpoints = "4"`` is 4 as ``--set db.checkpoints=4`` is. A string setting
     takes a TOML string only: TOML keeps a number's value, not its text (``version = 15.10`` is 15.1).
-    ``set_option``: the option the hint names (:func:`set_usage`).
+    ``set_option``: the option the hint names (:func:`set_usage`); ``flag``: the setting's own option when the
+    value came from it (``--digest-budget``), which the hint names instead.
     """
     origin = get_origin(tp)
     shown = _shown(key, value)  # messages quote what was written (a secret's as ***)
@@ -980,13 +991,12 @@ def _coerce(key: str, tp: Any, value: Any, source: str, set_option: str = "--set
         value = _as_text(value)
     from_string = isinstance(value, str)
     option = _options_by_key().get(key)
-    where = _where_to_set(key, set_option)
 
     def bad(expected: str, detail: str = "") -> ConfigError:
         accepted = f"{expected} {option.allowed}" if option and option.allowed else expected
         return ConfigError(
             f"{source}: {key} = {shown!r} is not {expected}" + (f" ({detail})." if detail else "."),
-            hint=f"set {key}{where} to {accepted} (see docs/configuration.md).",
+            hint=_how_to_set(key, accepted, set_option, flag),
         )
 
     if origin is Literal:
@@ -997,26 +1007,26 @@ def _coerce(key: str, tp: Any, value: Any, source: str, set_option: str = "--set
             listed = ", ".join('"" (inherit)' if c == "" else str(c) for c in choices)
             raise ConfigError(
                 f"{source}: {key} = {shown!r} is not one of: {listed}.",
-                hint=f"set {key}{where} to one of {listed}.",
+                hint=_how_to_set(key, f"one of {listed}", set_option, flag),
             )
         return value
     if origin in (types.UnionType, typing.Union):
         args = [a for a in get_args(tp) if a is not type(None)]
         if value in (None, "") and type(None) in get_args(tp):
             return None
-        return _coerce(key, args[0], value, source, set_option)
+        return _coerce(key, args[0], value, source, set_option, flag)
     if tp is bool:
         if isinstance(value, bool):
             return value
-        flag = parse_flag(value) if from_string else None
-        if flag is None:
+        truth = parse_flag(value) if from_string else None
+        if truth is None:
             raise bad("true or false")
-        return flag
+        return truth
     text = value.strip() if from_string else ""  # surrounding blanks are no part of a number (nor of a flag)
     if tp is int:
         if not _INTEGER.fullmatch(text):  # "5.5" and "2.0" are refused, never truncated; "1_0" is no integer
             raise bad("an integer", "decimal digits only, e.g. 10 or 1_000")
-        return _checked(key, int(text), shown, source, set_option)
+        return _checked(key, int(text), shown, source, set_option, flag)
     if tp is float:
         if not _REAL.fullmatch(text):
             if text.lower().lstrip("+-") in _NOT_FINITE:
@@ -1025,7 +1035,7 @@ def _coerce(key: str, tp: Any, value: Any, source: str, set_option: str = "--set
         real = float(text)
         if not math.isfinite(real):  # 1e999; nan compares false with every bound; inf means "never" nowhere here
             raise bad("a finite number")
-        return _checked(key, real, shown, source, set_option)
+        return _checked(key, real, shown, source, set_option, flag)
     if tp is str:
         if not isinstance(value, str):
             raise bad("a string", "quoted, in pyproject.toml")
@@ -1448,6 +1458,7 @@ def load_settings(
     overrides: Mapping[str, Any] | None = None,
     config_file: Path | None = None,
     set_option: str = "--set",
+    flags: Mapping[str, str] | None = None,
 ) -> Settings:
     """Resolve settings once: defaults < pyproject < TESTLANE_* env < ``overrides``.
 
@@ -1455,7 +1466,8 @@ def load_settings(
     like environment values. ``config_file`` (``--config``; else ``TESTLANE_CONFIG``) names the
     pyproject.toml to read instead of searching upward from ``start``: one that is not there is an
     error naming the option or variable. ``set_option``: the command's option to set a setting (the testlane
-    command's ``--set``, pytest's ``--testlane-set``), as every hint names it (:func:`set_usage`).
+    command's ``--set``, pytest's ``--testlane-set``), as every hint names it (:func:`set_usage`). ``flags``:
+    the overrides given by a setting's own option (key -> ``--digest-budget``): an error in one names that option.
     """
     env = os.environ if environ is None else environ
     start = (start or Path.cwd()).resolve()
@@ -1481,7 +1493,8 @@ def load_settings(
     for key, value in (overrides or {}).items():
         if key not in options:
             raise _unknown_setting(key, value, set_option)
-        values[key] = _coerce(key, options[key].type, value, "command line", set_option)
+        flag = (flags or {}).get(key)
+        values[key] = _coerce(key, options[key].type, value, flag or "command line", set_option, flag)
     _check_variables(env, options, mapped=values.get("env") or {})
 
     settings: Settings = _build(Settings, values)

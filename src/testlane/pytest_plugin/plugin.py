@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn, overload
 
 import pytest
 
-from testlane.core.config import Settings, load_settings, parse_set_options, set_usage
+from testlane.core.config import Settings, command_options, load_settings, parse_set_options, set_usage
 from testlane.core.errors import ConfigError, ServiceError, TestlaneError
 from testlane.core.runenv import RunEnv, restore
 from testlane.pytest_plugin.boundary import fail_test
@@ -317,8 +317,10 @@ def _load(config: pytest.Config, namespace: Any) -> Settings:
 
     try:
         overrides: dict[str, Any] = parse_set_options(list(getattr(namespace, "testlane_set", None) or []), SET_OPTION)
-        overrides.update(command_line_overrides(namespace))
-        return load_settings(start=config.rootpath, overrides=overrides, set_option=SET_OPTION)
+        given = command_line_overrides(namespace)
+        overrides.update(given)
+        flags = {info.key: info.cli for info in command_options("run") if info.key in given and info.cli}
+        return load_settings(start=config.rootpath, overrides=overrides, set_option=SET_OPTION, flags=flags)
     except ConfigError as exc:
         raise pytest.UsageError(f"testlane: {exc}") from None
 
