@@ -26,12 +26,14 @@ T = TypeVar("T")
 class WaitTimeout(TimeoutError):
     """Raised by :func:`wait_until` when the deadline passes.
 
-    ``last_error`` is the exception the last attempt raised, if any.
+    ``last_error`` is the exception the last attempt raised, if any; ``reason`` what ``abort`` returned
+    when it ended the wait (None for a deadline).
     """
 
-    def __init__(self, message: str, last_error: BaseException | None = None) -> None:
+    def __init__(self, message: str, last_error: BaseException | None = None, reason: str | None = None) -> None:
         super().__init__(message)
         self.last_error = last_error
+        self.reason = reason
 
 
 @dataclass
@@ -87,7 +89,7 @@ def wait_until(
         if abort is not None:
             reason = abort()
             if reason:
-                raise WaitTimeout(f"stopped waiting for {what}: {reason}", last_error)
+                raise WaitTimeout(f"stopped waiting for {what}: {reason}", last_error, reason)
         if deadline.expired:
             seen = f"; last attempt: {last_error}" if last_error is not None else ""
             raise WaitTimeout(f"timed out after {timeout:g}s waiting for {what}{seen}", last_error)

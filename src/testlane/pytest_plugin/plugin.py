@@ -544,6 +544,20 @@ class OneStopError:
             what = "configuration error" if kind == "configuration" else "error of a service that could not start"
             report.longrepr = f"testlane: the {what} shown at {self.first} (the run stops)."
 
+    @pytest.hookimpl(trylast=True)  # after the terminal reporter kept the interruption to show it
+    def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        """xdist stops the run by raising its own ``Interrupted``, which the terminal's last line shows with the
+        class's module path (``! xdist.dsession.Interrupted: testlane: ... !``); when testlane stopped it, the line
+        says only why, as without xdist. The reporter keeps that line in an attribute pytest has no API for: left
+        alone when it is not there."""
+        if self.plugin.stopped_by is None:
+            return
+        reporter = self.plugin.config.pluginmanager.get_plugin("terminalreporter")
+        memo = getattr(reporter, "_keyboardinterrupt_memo", None)
+        crash = getattr(memo, "reprcrash", None)
+        if crash is not None and hasattr(crash, "message"):
+            crash.message = STOPPED_FOR[self.plugin.stopped_by[0]]
+
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     plugin = session.config.pluginmanager.get_plugin(PLUGIN_NAME)

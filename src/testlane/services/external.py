@@ -9,8 +9,11 @@ leftovers are found there.
 
 from __future__ import annotations
 
+import socket
 import subprocess
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 
 from testlane.core.config import Settings
@@ -92,7 +95,14 @@ class KindLaunch(Launch):
         return server_class(self.instance.engine)(self.instance, registry=self.registry, owned=True)
 
     def await_query(
-        self, server: Server, *, timeout: float, what: str, ping_timeout: float, max_interval: float
+        self,
+        server: Server,
+        *,
+        timeout: float,
+        what: str,
+        ping_timeout: float,
+        max_interval: float,
+        abort: Callable[[], str | None] | None = None,
     ) -> None:
         """Wait until ``server`` answers a real query (``ping_timeout`` seconds each), then record its version.
 
@@ -106,8 +116,47 @@ class KindLaunch(Launch):
             interval=0.05,
             max_interval=max_interval,
             transient=(Exception,),
+            abort=abort,
         )
         self.instance.version = server_version(server)
+
+
+# How long an existing server's port may refuse connections before testlane stops waiting for it (s). A server
+# that is starting already listens (PostgreSQL answers "starting up"; a container's published port accepts and
+# then resets), so a refusal that lasts means nothing listens there: a wrong port or a stopped server, which
+# waiting the whole start timeout (10 s; 25 s under xdist) would only delay. A restart's gap fits in it.
+REFUSED_GRACE = 1.5
+
+
+def refused_for(host: str, port: int, grace: float = REFUSED_GRACE) -> Callable[[], str | None]:
+    """An ``abort`` check for :func:`~testlane.core.waiting.wait_until`: the reason to stop once a TCP connection
+    to ``host:port`` has been refused for ``grace`` seconds in a row (None until then, and always for a Unix
+    socket or no port: only the driver can tell those)."""
+    from testlane.services.egress import EgressRefusedError
+
+    first: float | None = None
+
+    def check() -> str | None:
+        nonlocal first
+        if not port or "/" in host:
+            return None
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                pass
+        except EgressRefusedError:
+            return None  # the network guard's refusal says nothing about the server
+        except ConnectionRefusedError:
+            now = time.monotonic()
+            first = now if first is None else first
+            if now - first >= grace:
+                return f"nothing listens on {host}:{port} (connection refused for {grace:g} s)"
+            return None
+        except OSError:
+            pass  # unreachable, timed out: the driver's own attempts tell
+        first = None
+        return None
+
+    return check
 
 
 class UrlLaunch(KindLaunch):
@@ -131,17 +180,23 @@ class UrlLaunch(KindLaunch):
                 what=f"the existing {self.instance.engine} server at {self.instance.extra.get('url')}",
                 ping_timeout=2.0,
                 max_interval=0.5,
+                abort=refused_for(self.instance.host, self.instance.port),
             )
-        except (WaitTimeout, Exception) as exc:
-            cause = exc.last_error if isinstance(exc, WaitTimeout) and exc.last_error else exc
-            raise UnreachableError(
-                f"the existing {self.instance.engine} server at {self.instance.extra.get('url')} did not answer: "
-                f"{str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__}",
-                hint=f"check that it runs and that {self.instance.engine}.url (user, password, port) is right; or "
-                "use another backend.",
-            ) from None
+        except WaitTimeout as exc:
+            raise self._unreachable(exc.reason or exc.last_error or exc) from None
+        except Exception as exc:
+            raise self._unreachable(exc) from None
         self.registry.save(self.instance)
         return server
+
+    def _unreachable(self, cause: BaseException | str) -> UnreachableError:
+        text = str(cause).strip()
+        return UnreachableError(
+            f"the existing {self.instance.engine} server at {self.instance.extra.get('url')} did not answer: "
+            f"{text.splitlines()[0] if text else type(cause).__name__}",
+            hint=f"check that it runs and that {self.instance.engine}.url (user, password, port) is right; or "
+            "use another backend.",
+        )
 
     def abort(self) -> None:
         self.registry.remove(self.instance)
