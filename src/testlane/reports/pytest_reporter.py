@@ -175,6 +175,14 @@ def pytest_configure(config: pytest.Config) -> None:
         config.add_cleanup(collector.unmute)
 
 
+def _is_xdist_stop(error: BaseException) -> bool:
+    """pytest-xdist's controller stops the run for a worker's ``shouldstop``/``shouldfail`` (``-x``, ``--maxfail``,
+    testlane's stop) by raising its ``Interrupted``: told apart from a Ctrl-C by its class (xdist is optional, so
+    not imported to check)."""
+    kind = type(error)
+    return kind.__name__ == "Interrupted" and kind.__module__.startswith("xdist.")
+
+
 def _rerun_prefix(config: pytest.Config, digest_from_cli: bool) -> tuple[str, bool]:
     """How to re-run tests the way this run ran them, and whether integration tests need ``--it``: the
     command (``testlane run --`` under ``testlane run``), then the user's own options that change how tests
@@ -273,6 +281,7 @@ class ReportCollector:
         self.deselected = 0
         self.first_skip = ""  # the first skipped test's reason: names who skipped it (a plugin, a mark)
         self.notes: list[str] = []
+        self.stop_reason: str | None = None  # why xdist's controller stopped the run (a worker asked it to)
         self.findings: list[dict[str, str]] = []  # discipline findings (leaks, environment changes, ...)
         self.locations: dict[str, str] = {}  # nodeid -> path:line, for findings that come as warnings
         self.done = False
@@ -402,6 +411,8 @@ class ReportCollector:
         message = getattr(excinfo.value, "msg", None) or str(excinfo.value) or excinfo.typename
         if "during collection" in message:  # pytest's way to stop on collection errors: a failure, not a Ctrl-C
             self.notes.append(f"{message}: pytest ran no test")
+        elif _is_xdist_stop(excinfo.value):
+            self.stop_reason = message  # a worker's shouldstop/shouldfail (-x, --maxfail, testlane's stop): no Ctrl-C
         else:
             self.notes.append(f"interrupted: {message}")
 
@@ -426,9 +437,12 @@ class ReportCollector:
         notes = list(self.notes)
         ran = len(self.tests)
         left = self.collected - ran
-        if session is not None and (session.shouldstop or session.shouldfail) and left > 0:
-            # Stopped after the last test (-x and the last one failed) left nothing out: nothing to say.
+        # Stopped after the last test (-x and the last one failed) left nothing out: nothing to say.
+        if session is not None and (session.shouldstop or session.shouldfail):
             reason = session.shouldstop or session.shouldfail
+        else:
+            reason = self.stop_reason  # under xdist the controller learns it as an interruption
+        if reason and left > 0:
             notes.append(f"stopped early ({reason}): {left} of {self.collected} tests did not run")
         # How to rerun a group of failures: worked out only when there are failures to group (the argument parser's
         # actions, reports.rerun), not on every run.
