@@ -438,6 +438,7 @@ class ReportCollector:
         ran = len(self.tests)
         left = self.collected - ran
         # Stopped after the last test (-x and the last one failed) left nothing out: nothing to say.
+        reason: str | bool | None
         if session is not None and (session.shouldstop or session.shouldfail):
             reason = session.shouldstop or session.shouldfail
         else:
