@@ -6,6 +6,7 @@ Inner runs get a fixed run id, so what they leave on the existing server can be 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from testlane.core.runtime import new_run_id
+from testlane.databases.mariadb.template import drop_database
 from tests.helpers import clean_env, inner_pyproject, leftovers, run_cli, run_inner, server_processes
 from tests.mariadb_helpers import (
     backend_config,
@@ -387,3 +389,43 @@ def test_a_failed_tests_database_is_kept_like_postgres(
     assert reaped.returncode == 0, reaped.stderr
     assert server_processes(inner_env) == []
     assert leftovers(inner_env) == []
+
+
+def test_a_failed_tests_kept_database_survives_the_end_of_run_sweep_on_an_existing_server(
+    pytester: pytest.Pytester, make_project: Project, inner_env: Path, run_id: str
+) -> None:
+    """On a server that outlives the run (the `url` backend) the run's sweep drops what carries its owner record:
+    a failed test's database kept for inspection (db.keep_failed) is marked kept in that record, as on
+    PostgreSQL, so it stays (the sweep dropped it: only Postgres databases were marked)."""
+    make_project("url", "\n[tool.testlane.db]\nkeep_failed = true\nkeep_failed_ttl = 3600\npool_size = 1\n")
+    pytester.makepyfile(
+        test_x_it="""
+        def test_fails(mysql_conn):
+            with mysql_conn.cursor() as cur:
+                cur.execute("INSERT INTO countries VALUES ('it')")
+            mysql_conn.commit()
+            assert False, "boom"
+
+        def test_passes(mysql_conn):
+            pass
+        """
+    )
+    try:
+        result = run(pytester)
+        result.assert_outcomes(passed=1, failed=1)
+        left = existing_databases(f"tl\\_{run_id}\\_%")
+        assert len(left) == 1, left  # the failed test's, kept for inspection; nothing else
+        assert left[0] in result.stdout.str()
+        server = existing_server()
+        assert server is not None
+        with contextlib.closing(server.connect()) as conn, conn.cursor() as cur:
+            cur.execute(f"SELECT group_concat(code ORDER BY code) FROM `{left[0]}`.countries")
+            assert cur.fetchone() == ("de,fr,it",)
+            cur.execute("SELECT SCHEMA_COMMENT FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (left[0],))
+            assert " kept=" in cur.fetchone()[0]
+    finally:
+        server = existing_server()
+        assert server is not None
+        with contextlib.closing(server.connect()) as conn:
+            for name in existing_databases(f"tl\\_{run_id}\\_%"):
+                drop_database(conn, name)

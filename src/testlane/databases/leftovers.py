@@ -70,8 +70,19 @@ def mark_owner(admin: psycopg.Connection, name: str, server: Any) -> None:
 
 def mark_kept(server: Any, name: str, until: float) -> None:
     """On a server that outlives the run, mark database ``name`` (a failed test's, ``db.keep_failed``) as kept
-    until ``until`` (Unix s): the reaper and the next sessions leave it until then. PostgreSQL only (MariaDB's
-    comment is written at creation)."""
+    until ``until`` (Unix s) in its owner record: the run's sweep, the reaper and the next sessions leave it
+    until then. PostgreSQL and MariaDB (its database comment, as the record is written at creation); a database
+    without testlane's record (MySQL has no database comments) is left as it is."""
+    if server.engine == "mariadb":
+        with contextlib.closing(server.connect()) as conn, conn.cursor() as cur:
+            cur.execute("SELECT SCHEMA_COMMENT FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (name,))
+            row = cur.fetchone()
+            record = OwnerRecord.parse(row[0] if row else None)
+            if record is not None:
+                from testlane.databases.mariadb.template import quote
+
+                cur.execute(f"ALTER DATABASE {quote(name)} COMMENT = %s", (replace(record, kept=int(until)).render(),))
+        return
     from psycopg import sql
 
     with server.connect() as admin:

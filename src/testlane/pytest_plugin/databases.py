@@ -420,7 +420,7 @@ class DatabaseManager:
             tdb.kept = True
             ttl = self.settings.db.keep_failed_ttl
             tdb.server.request_keep(ttl, f"{item.nodeid}: {redact_url(tdb.url)}")
-            if tdb.server.instance.outlives_run and tdb.server.engine == "postgres":
+            if tdb.server.instance.outlives_run:
                 # Not stopped with the run: its owner record says until when the reaper leaves it.
                 from testlane.databases.leftovers import mark_kept
 
