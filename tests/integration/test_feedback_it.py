@@ -114,3 +114,27 @@ def test_init_twice_then_the_generated_tests_and_the_gate_pass(tmp_path: Path, d
     assert gate.returncode == 0, gate.stdout + gate.stderr
     assert gate.stdout.rstrip().splitlines()[-1] == "gate: PASSED — lint, unit, integration passed; types skipped"
     assert leftovers(data_dir) == []
+
+
+def test_the_gate_passes_a_suite_without_lanes_that_testlane_run_passes(tmp_path: Path, data_dir: Path) -> None:
+    """A project adopted with only `[tool.testlane.env]` (no lanes: its tests talk to the database from
+    tests/test_*.py) passes `testlane run`, and so the gate: its unit check has nothing to test (it ran the
+    database test without its variable and failed the gate), the integration check runs every test."""
+    root = tmp_path / "adopted"
+    (root / "tests").mkdir(parents=True)
+    (root / "pyproject.toml").write_text(
+        '[project]\nname = "adopted"\nversion = "0"\n[tool.testlane.env]\nDATABASE_URL = "{postgres.url}"\n'
+    )
+    (root / "tests" / "test_db.py").write_text(
+        "import os\n\nimport psycopg\n\n\ndef test_db():\n"
+        '    with psycopg.connect(os.environ["DATABASE_URL"]) as conn:\n'
+        '        assert conn.execute("SELECT 1").fetchone() == (1,)\n\n\n'
+        "def test_pure():\n    assert 1 + 1 == 2\n"
+    )
+    env = clean_env({"TESTLANE_DATA_DIR": str(data_dir)})
+    gate = run_cli(["gate"], cwd=root, env=env, timeout=300)
+    lines = gate.stdout.rstrip().splitlines()
+    assert gate.returncode == 0, gate.stdout + gate.stderr
+    assert "gate: unit: nothing to test (--lane unit: the suite declares no lanes" in gate.stdout, lines
+    assert lines[-1] == "gate: PASSED — lint, integration passed; types skipped; unit had nothing to test", lines
+    assert leftovers(data_dir) == []

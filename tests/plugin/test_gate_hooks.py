@@ -74,6 +74,21 @@ def test_the_gates_exit_code_survives_a_pipe_after_it(tmp_path: Path) -> None:
     assert piped.stdout.rstrip().endswith("gate: FAILED — broken failed")
 
 
+def test_a_test_check_whose_lane_is_empty_has_nothing_to_test_and_the_gate_fails_when_nothing_was_tested(
+    tmp_path: Path,
+) -> None:
+    """The built-in unit check (`pytest --lane unit`) on a suite without lanes tests nothing (its tests are all
+    integration tests): not a failure while another check tested something, but a gate in which no check tested
+    anything has passed nothing."""
+    gated_project(tmp_path, ["lint", "unit"], {"lint": "true"})
+    (tmp_path / "test_orders.py").write_text("def test_one():\n    pass\n")
+    result = run_cli(["gate"], cwd=tmp_path, env=clean_env())
+    lines = result.stdout.splitlines()
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert lines[1].startswith("gate: unit: nothing to test (--lane unit: the suite declares no lanes"), lines
+    assert lines[-1] == "gate: FAILED — lint passed; unit had nothing to test; no test ran: nothing was tested"
+
+
 def test_fail_fast_skips_the_rest_and_says_so(tmp_path: Path) -> None:
     gated_project(tmp_path, ["first", "second"], {"first": "false", "second": "true"})
     result = run_cli(["gate", "--fail-fast"], cwd=tmp_path, env=clean_env())

@@ -56,6 +56,31 @@ def test_lane_selects_one_lane(pytester: pytest.Pytester) -> None:
     marked.assert_outcomes(passed=3, deselected=1)
 
 
+NO_LANES = {"tests/test_orders.py": "def test_one():\n    pass\n\ndef test_two():\n    pass\n"}
+
+
+def test_a_suite_without_lanes_has_no_unit_lane_by_name(pytester: pytest.Pytester) -> None:
+    """A suite that declares no lanes is all integration tests when a lane is asked for by name: `--lane it` runs
+    every test, `--lane unit` none, saying why and how to have a unit lane (it ran them all in the unit lane,
+    without their services: the gate's unit check failed on a suite `testlane run` passes). Plain `pytest`
+    runs them as it always did."""
+    plain_project(pytester)
+    for path, body in NO_LANES.items():
+        (pytester.path / path).parent.mkdir(parents=True, exist_ok=True)
+        (pytester.path / path).write_text(body)
+    run_inner(pytester, "--lane", "it").assert_outcomes(passed=2)
+    run_inner(pytester).assert_outcomes(passed=2)
+    unit = run_inner(pytester, "--lane", "unit")
+    unit.assert_outcomes(deselected=2)
+    assert unit.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    unit.stdout.fnmatch_lines(
+        ["testlane: --lane unit: 2 integration-lane test(s) deselected (the suite declares no lanes, so every test is*"]
+    )
+    digest = run_inner(pytester, "--lane", "unit", "--digest")
+    assert digest.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    digest.stdout.fnmatch_lines(["no tests ran: --lane unit: the suite declares no lanes*integration_patterns"])
+
+
 def test_integration_patterns_come_from_config(pytester: pytest.Pytester) -> None:
     make_lane_suite(pytester, '[tool.testlane.lanes]\nintegration_patterns = ["tests/unit/*"]')
     result = run_inner(pytester)

@@ -57,6 +57,7 @@ class Check:
     name: str
     command: str
     skip_reason: str | None = None
+    built_in: bool = False  # testlane's own command for a test check: pytest's exit 5 means its lane is empty
 
 
 @dataclass
@@ -71,11 +72,23 @@ class CheckResult:
     problem: str | None = None  # could not start, timed out
 
     @property
+    def empty(self) -> str | None:
+        """Why a built-in test check tested nothing (pytest's exit 5: its lane has no test), else None. Not a
+        failure of the gate by itself (a suite without lanes has no unit lane: its tests run in `integration`);
+        the gate fails when no test check tested anything."""
+        if not (self.check.built_in and self.check.name in TEST_CHECKS and self.exit_code == 5 and not self.problem):
+            return None
+        said = [line.strip() for line in self.stdout.splitlines() if line.strip().startswith("no tests ran: ")]
+        return said[-1].removeprefix("no tests ran: ") if said else "pytest ran no test"
+
+    @property
     def passed(self) -> bool:
         return self.exit_code == 0 and self.problem is None
 
     @property
     def failed(self) -> bool:
+        if self.empty is not None:
+            return False
         return self.problem is not None or (self.exit_code is not None and self.exit_code != 0)
 
 
@@ -125,8 +138,8 @@ def _built_in(name: str, settings: Settings) -> Check:
             return Check(name, "", skip_reason="no type checker configured: [tool.mypy] or [tool.pyright]")
         return Check(name, command)
     if name == "unit":
-        return Check(name, f"pytest --lane unit --digest --digest-budget {budget}")
-    return Check(name, f"testlane run -- --lane it --digest --digest-budget {budget}")
+        return Check(name, f"pytest --lane unit --digest --digest-budget {budget}", built_in=True)
+    return Check(name, f"testlane run -- --lane it --digest --digest-budget {budget}", built_in=True)
 
 
 def plan_checks(settings: Settings, *, fast: bool = False) -> list[Check]:
@@ -233,13 +246,21 @@ class GateReport:
     budget: int
 
     @property
+    def nothing_tested(self) -> bool:
+        """Test checks ran and none of them tested anything (every one's lane was empty)."""
+        tests = [r for r in self.results if r.check.name in TEST_CHECKS and r.exit_code is not None]
+        return bool(tests) and all(r.empty is not None for r in tests)
+
+    @property
     def passed(self) -> bool:
         ran = [r for r in self.results if r.exit_code is not None or r.problem]
-        return bool(ran) and not any(r.failed for r in self.results)
+        return bool(ran) and not any(r.failed for r in self.results) and not self.nothing_tested
 
     def status(self, result: CheckResult) -> str:
         if result.check.skip_reason:
             return f"skipped ({result.check.skip_reason})"
+        if result.empty is not None:
+            return f"nothing to test ({result.empty}; {result.duration:.1f}s)"
         if result.exit_code is None and result.problem is None:
             return "not run (--fail-fast)"
         if result.problem:
@@ -266,6 +287,7 @@ class GateReport:
         failed = [r.check.name for r in self.results if r.failed]
         passed = [r.check.name for r in self.results if r.passed]
         skipped = [f"{r.check.name} skipped" for r in self.results if r.check.skip_reason]
+        skipped += [f"{r.check.name} had nothing to test" for r in self.results if r.empty is not None]
         not_run = [
             r.check.name for r in self.results if r.exit_code is None and not r.problem and not r.check.skip_reason
         ]
@@ -278,6 +300,8 @@ class GateReport:
         if not_run:
             parts.append(f"{', '.join(not_run)} not run")
         verdict = "PASSED" if self.passed else "FAILED"
+        if self.nothing_tested:
+            parts.append("no test ran: nothing was tested")
         return f"gate: {verdict} — {'; '.join(parts) or 'no checks'}"
 
     def render(self) -> str:

@@ -85,6 +85,7 @@ class LaneSelection:
     deselected: int = 0
     tests_run: int = 0  # tests whose setup was reported (on the xdist controller too)
     lane_skipped: int = 0  # of those, skipped because the integration lane is off
+    no_lanes: bool = False  # the suite declares no lanes (declares_lanes): under --lane, all of it is integration
 
     @property
     def all_skipped(self) -> bool:
@@ -103,6 +104,10 @@ class LaneSelection:
 
 
 SKIP_REASON = "integration lane is off (run `testlane run` or `pytest --it`)"
+NO_UNIT_LANE = (
+    "the suite declares no lanes, so every test is an integration test (`--lane it`, `testlane run`); "
+    "to have a unit lane, set [tool.testlane.lanes] integration_patterns"
+)
 
 
 def declares_lanes(settings: Settings, items: Sequence[pytest.Item], rootdir: Path) -> bool:
@@ -115,8 +120,10 @@ def declares_lanes(settings: Settings, items: Sequence[pytest.Item], rootdir: Pa
 
 def integration_patterns(settings: Settings, selection: LaneSelection, declared: bool) -> list[str]:
     """The patterns in force: the project's; a project without lanes that asked for services (``testlane run``,
-    ``--it``, ``--lane it|all``) has every test in the integration lane."""
-    if not declared and selection.it_enabled and selection.explicit != "unit":
+    ``--it``, ``--lane it|all``) has every test in the integration lane, and so has one asked for a lane by name
+    (``--lane unit``): it has no unit lane, so the gate's unit check (``pytest --lane unit``) has nothing to test
+    instead of running integration tests without their services. Plain ``pytest`` runs it as it always did."""
+    if not declared and (selection.it_enabled or selection.explicit is not None):
         return ["*"]
     return list(settings.lanes.integration_patterns)
 
@@ -176,7 +183,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     settings = plugin_of(config).settings
     selection = config.stash[selection_key]
     rootdir = Path(str(config.rootpath))
-    patterns = integration_patterns(settings, selection, declares_lanes(settings, items, rootdir))
+    declared = declares_lanes(settings, items, rootdir)
+    selection.no_lanes = not declared and bool(items)
+    patterns = integration_patterns(settings, selection, declared)
     keep: list[pytest.Item] = []
     dropped: list[pytest.Item] = []
     for item in items:
@@ -329,5 +338,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     if selection.deselected:
         other = "integration" if selection.explicit == "unit" else "unit"
         terminalreporter.write_line(
-            f"testlane: --lane {selection.explicit}: {selection.deselected} {other}-lane test(s) deselected."
+            f"testlane: --lane {selection.explicit}: {selection.deselected} {other}-lane test(s) deselected"
+            + (f" ({NO_UNIT_LANE})." if selection.no_lanes and selection.explicit == "unit" else ".")
         )

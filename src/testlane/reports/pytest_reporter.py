@@ -513,6 +513,10 @@ class ReportCollector:
             which = f"all {skipped} selected tests were" if skipped != 1 else "the one selected test was"
             return f"{which} skipped ({why})", False
         if self.deselected:
+            if selection is not None and selection.no_lanes and selection.explicit == "unit":
+                from testlane.pytest_plugin.lanes import NO_UNIT_LANE
+
+                return f"--lane unit: {NO_UNIT_LANE}", False
             return f"all {self.deselected} collected tests were deselected (-k, -m or --lane)", False
         return "nothing was collected (check the paths, -k, -m and --lane)", False
 
