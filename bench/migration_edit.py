@@ -21,9 +21,10 @@ is set, as an installed package has it), warmed once (the snapshot built). Per r
   scratch, which with checkpoints also stores them (one sample, not interleaved).
 
 Each figure is the time from starting the pytest process to the test's body running (wall clock,
-``time.time()`` written by the test), median over the rounds. ``the edited migration alone``: that
-revision's own cost, ``alembic upgrade`` of it alone in this process on a private server (median of 5):
-the floor the target adds to ``unchanged``.
+``time.time()`` written by the test), median over the rounds; ``total``: until the process exited (a run that
+builds the template on its own server stores the snapshot after its tests: that part shows here only).
+``the edited migration alone``: that revision's own cost, ``alembic upgrade`` of it alone in this process on a
+private server (median of 5): the floor the target adds to ``unchanged``.
 """
 
 from __future__ import annotations
@@ -149,7 +150,14 @@ class Side:
             path.chmod(0o755)
         self.edits = 0
         self.first: list[float] = []
-        self.times: dict[str, list[float]] = {"unchanged": [], "edited": [], "build": [], "first_build": []}
+        self.times: dict[str, list[float]] = {
+            "unchanged": [],
+            "edited": [],
+            "unchanged_total": [],
+            "edited_total": [],
+            "build": [],
+            "first_build": [],
+        }
 
     def python_env(self) -> dict[str, str]:
         """The children's environment: this side's sources first, bytecode cached (per side, outside the source
@@ -163,7 +171,8 @@ class Side:
         column = f'op.add_column("t{self.migrations}", sa.Column("edit{self.edits}", sa.Integer))'
         write_revision(self.project / "alembic" / "versions", self.migrations, column)
 
-    def run(self) -> float:
+    def run(self, label: str | None = None) -> float:
+        """One pytest process; the time to its test's body (and, with ``label``, both figures recorded)."""
         marker = self.root / "first-test"
         marker.unlink(missing_ok=True)
         env = {
@@ -175,9 +184,14 @@ class Side:
         argv = [sys.executable, "-m", "pytest", "--it", "-q", "-p", "no:cacheprovider", "test_first.py"]
         started = time.time()
         proc = subprocess.run(argv, cwd=self.project, env=env, capture_output=True, text=True, check=False)
+        total = time.time() - started
         if proc.returncode != 0 or not marker.exists():
             raise SystemExit(f"{self.label}: pytest failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-        return float(marker.read_text()) - started
+        first = float(marker.read_text()) - started
+        if label is not None:
+            self.times[label].append(first)
+            self.times[f"{label}_total"].append(total)
+        return first
 
     def build(self) -> float:
         """The snapshot build alone, in a fresh process (imports excluded): less noise than a whole run."""
@@ -247,10 +261,10 @@ def main() -> None:
         for round_ in range(args.runs):
             order = sides if round_ % 2 == 0 else sides[::-1]
             for side in order:
-                side.times["unchanged"].append(side.run())
+                side.run("unchanged")
             for side in order:
                 side.edit_last()
-                side.times["edited"].append(side.run())
+                side.run("edited")
         for round_ in range(args.runs):
             for side in sides if round_ % 2 == 0 else sides[::-1]:
                 side.edit_last()
@@ -270,12 +284,15 @@ def main() -> None:
     print(f"the edited migration alone: {one:.0f} ms")
     print(
         f"{'side':<6}{'checkout':<34}{'unchanged s':>12}{'edited s':>10}{'edited - unchanged':>20}{'first build s':>15}"
+        f"{'total: unchanged':>18}{'edited':>8}"
     )
     for side in sides:
-        unchanged, edited = (statistics.median(side.times[k]) for k in ("unchanged", "edited"))
+        unchanged, edited, unchanged_total, edited_total = (
+            statistics.median(side.times[k]) for k in ("unchanged", "edited", "unchanged_total", "edited_total")
+        )
         print(
             f"{side.label:<6}{side.checkout!s:<34}{unchanged:>12.2f}{edited:>10.2f}{edited - unchanged:>20.2f}"
-            f"{side.first[0]:>15.2f}"
+            f"{side.first[0]:>15.2f}{unchanged_total:>18.2f}{edited_total:>8.2f}"
         )
     a, b = sides
     ratio = statistics.median(b.times["edited"]) / statistics.median(a.times["edited"])

@@ -225,3 +225,69 @@ def test_under_testlane_run_the_digest_states_the_code_the_process_exits_with(
     document = json.loads(report.read_text())
     assert document["exit_code"] == 128 + signum and document["pytest_exit_code"] == 2
     assert_clean(data_dir, tmp_path)
+
+
+# After two SQL files; with BLOCK_IN=store its second execution blocks: the first is the template's build on the
+# run's own server (after an edit), the second the snapshot's builder, once the tests are done.
+SETUP_COUNTED = """
+import os, pathlib, time
+count = pathlib.Path(os.environ["MARKER"] + ".count")
+done = int(count.read_text()) if count.exists() else 0
+count.write_text(str(done + 1))
+if os.environ.get("BLOCK_IN") == "store" and done == 1:
+    pathlib.Path(os.environ["MARKER"]).write_text("storing")
+    time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("runner", ["testlane-run", "pytest"])
+def test_interrupted_while_the_snapshot_is_stored_after_the_tests(
+    data_dir: Path, cache_dir: Path, tmp_path: Path, started: list[subprocess.Popen[str]], runner: str
+) -> None:
+    """Nothing half stored: the next run builds the template again and stores the snapshot."""
+    project = tmp_path / "project"
+    (project / "migrations").mkdir(parents=True)
+    (project / "pyproject.toml").write_text(
+        '[tool.testlane]\nservices = ["postgres"]\nsetup = ["python setup_db.py"]\n\n'
+        '[tool.testlane.db]\nmigrations = "migrations"\n\n'
+        '[tool.pytest.ini_options]\nasyncio_default_fixture_loop_scope = "function"\n'
+    )
+    for n in (1, 2):
+        (project / "migrations" / f"{n}.sql").write_text(f"CREATE TABLE t{n} (id int);\n")
+    (project / "setup_db.py").write_text(SETUP_COUNTED)
+    (project / "tests").mkdir()
+    (project / "tests" / "test_block_it.py").write_text(TEST)
+    argv = {
+        "testlane-run": [TESTLANE, "run", "--", "-q", "-p", "no:cacheprovider"],
+        "pytest": [sys.executable, "-m", "pytest", "--it", "-q", "-p", "no:cacheprovider"],
+    }[runner]
+    env = environment(data_dir, tmp_path, "", TESTLANE_CACHE_DIR=str(cache_dir))
+    snapshots = cache_dir / "snapshots"
+
+    def stored() -> list[str]:
+        return sorted(p.name for p in snapshots.iterdir() if p.is_dir())
+
+    first = subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True, timeout=180)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert len(stored()) == 1
+
+    (project / "setup_db.py").write_text(SETUP_COUNTED + "# edited\n")  # the last step: replayed on the run's server
+    (tmp_path / "marker.count").unlink()
+    env["BLOCK_IN"] = "store"
+    proc = start(started, argv, project, env)
+    wait_for_file(tmp_path / "marker", timeout=180)
+    lines = interrupt_group(proc)
+    text = "\n".join(lines)
+    assert "on this run's server" in text and "1 passed" in text, text
+    assert proc.returncode == (130 if runner == "testlane-run" else 0), text  # plain pytest: its tests' verdict
+    assert "Traceback" not in text
+    assert lines[-1] == interrupted("building the migrated template"), text
+    assert_clean(data_dir, tmp_path)
+    assert len(stored()) == 1, "no snapshot stored, not even a staging directory"
+
+    env["BLOCK_IN"] = ""
+    again = subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True, timeout=180)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "on this run's server" in again.stdout + again.stderr
+    assert len(stored()) == 2
+    assert_clean(data_dir, tmp_path)

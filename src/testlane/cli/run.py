@@ -233,7 +233,8 @@ def run_pytest_under_services(
         wanted = list(dict.fromkeys([*chosen, *wanted_by_env]))
         try:
             with phase("starting the services"):
-                start_services(stack, wanted, progress=progress_printer(state.quiet))
+                # store_later: a snapshot the start leaves for after the tests is stored below, once pytest is done
+                start_services(stack, wanted, progress=progress_printer(state.quiet), store_later=True)
                 stack.write_services_file()
         except KeyboardInterrupt:
             interrupted = last_interruption() or Interruption(signal.SIGINT, "starting the services", 0.0)
@@ -274,6 +275,15 @@ def run_pytest_under_services(
         if supervisor.signal is not None:
             interrupted = Interruption(supervisor.signal, "pytest was running", 0.0)
             return 128 + supervisor.signal
+        if stack.deferred:
+            # Interruptible as the start is: the store cleans up after itself (see the snapshots module).
+            signal.signal(signal.SIGTERM, early_signal)
+            signal.signal(signal.SIGINT, early_signal)
+            try:
+                stack.run_deferred()
+            except KeyboardInterrupt:
+                interrupted = last_interruption() or Interruption(signal.SIGINT, "storing the snapshot", 0.0)
+                return 128 + interrupted.signum
         # Exit code 1 with no report: the process was ended from inside (other codes before reporting
         # are pytest's own start-up errors, which it printed).
         silent_failure = code == 1 and fmt != "terminal" and not reported.exists()

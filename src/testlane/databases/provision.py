@@ -3,24 +3,32 @@
 When ``[tool.testlane.db]`` declares migrations (or extensions or seed steps), Postgres starts from
 the migrated snapshot (built first if missing, see :mod:`testlane.databases.snapshots`), so the
 template already exists in the new server and no migration runs on a warm start.
+
+A caller that says it stores the snapshot after its tests (``store_later``: ``testlane run``, the pytest
+plugin) gets, after an edit whose replay is known to be short, its Postgres started from the nearest
+checkpoint and the template built on it before the start returns; the snapshot's build is left to
+``stack.run_deferred()``, which that caller runs once its tests are done (see the snapshots module's
+"After an edit").
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypedDict, Unpack
 
 from testlane.core.config import Settings
-from testlane.core.errors import ConfigError, TestlaneError
+from testlane.core.errors import ConfigError, ServiceStartError, TestlaneError
+from testlane.core.interrupts import last_interruption, phase
 from testlane.databases.leftovers import Leftover, reap_leftovers, sweep_run
-from testlane.databases.snapshots import SnapshotCache
-from testlane.databases.template import TemplateSpec, require_extensions
+from testlane.databases.snapshots import RunBuild, SnapshotCache
+from testlane.databases.template import TemplateSpec, ensure_template, require_extensions
 from testlane.services.backends import choose_backend, configured_backend
 from testlane.services.base import Server
 from testlane.services.external import url_instance
-from testlane.services.postgres import PostgresEngine
+from testlane.services.postgres import PostgresEngine, PostgresServer
 from testlane.services.stack import ServiceStack, service_cause
 
 __all__ = [
@@ -38,11 +46,14 @@ log = logging.getLogger("testlane")
 
 class StartOptions(TypedDict, total=False):
     """How services start: ``progress`` gets one line per step; ``spec`` is Postgres's template (default:
-    from the settings); ``reap_first`` (default true) reaps dead runs' leftovers before starting."""
+    from the settings); ``reap_first`` (default true) reaps dead runs' leftovers before starting;
+    ``store_later`` (default false): the caller runs ``stack.run_deferred()`` after its tests, so a template
+    missing from the snapshots may be built on the run's own server and its snapshot stored then."""
 
     progress: Callable[[str], None] | None
     spec: TemplateSpec | None
     reap_first: bool
+    store_later: bool
 
 
 def start_services(
@@ -129,9 +140,11 @@ def begin_services(
 ) -> list[str]:
     """Spawn the services (Postgres from the snapshot) without waiting; ``stack.finish()`` waits."""
     spec, progress = options.get("spec"), options.get("progress")
+    reap_first = options.get("reap_first", True)
     wanted = stack.validate(stack.settings.services if names is None else names)
     stack.context.ensure_dirs()
     sources: dict[str, Path] = {}
+    build: tuple[SnapshotCache, TemplateSpec, RunBuild] | None = None
     if "postgres" in wanted and "postgres" not in stack.servers and "postgres" not in stack.pending:
         engine = stack.engine("postgres")
         spec = spec if spec is not None else TemplateSpec.from_settings(stack.settings)
@@ -148,5 +161,76 @@ def begin_services(
                     backend=engine.backend,
                     configured=configured_backend(stack.settings, "postgres"),
                 )
-                sources["postgres"] = SnapshotCache(engine, progress=progress).ensure(spec)
-    return stack.begin(wanted, reap_first=options.get("reap_first", True), data_sources=sources)
+                cache = SnapshotCache(engine, progress=progress)
+                start = cache.start_for_run(spec) if options.get("store_later") else cache.ensure(spec)
+                if isinstance(start, RunBuild):
+                    build = (cache, spec, start)
+                    if start.data is not None:  # else the base cluster, as without a source
+                        sources["postgres"] = start.data
+                else:
+                    sources["postgres"] = start
+    importing = _prepared_meanwhile(build[1]) if build is not None else None
+    try:
+        begun = stack.begin(wanted, reap_first=reap_first, data_sources=sources)
+    except ServiceStartError:
+        if build is None or build[2].data is None or build[2].data.exists():
+            raise
+        # The checkpoint's snapshot was pruned while being copied (another project's build, `testlane cache
+        # prune`): build the snapshot first, as without store_later.
+        cache, spec, _ = build
+        build = None
+        with service_cause("postgres"):
+            sources["postgres"] = cache.ensure(spec)
+        begun = stack.begin(wanted, reap_first=False, data_sources=sources)
+    if importing is not None:
+        importing.join()
+    if build is not None:
+        _build_on_run_server(stack, *build, progress or (lambda message: None))
+    return begun
+
+
+def _prepared_meanwhile(spec: TemplateSpec) -> threading.Thread:
+    """Import what applying ``spec``'s migrations needs (:meth:`MigrationSource.prepare`: Alembic and SQLAlchemy,
+    0.3-0.7 s) in a thread, while this one copies the data directory in and the server starts; joined before
+    the build, and so before anything else of the run runs (an import in a thread must not race pytest's own
+    use of the loggers it creates: see the plugin's ``_import_clients``)."""
+
+    def prepare() -> None:
+        for source in (*spec.migrations, *spec.seed):
+            source.prepare()
+
+    thread = threading.Thread(target=prepare, name="testlane-prepare-migrations", daemon=True)
+    thread.start()
+    return thread
+
+
+def _build_on_run_server(
+    stack: ServiceStack, cache: SnapshotCache, spec: TemplateSpec, build: RunBuild, progress: Callable[[str], None]
+) -> None:
+    """Wait for the run's Postgres (started from ``build.data``) and build ``spec``'s template on it, resuming from
+    the checkpoint; leave the snapshot's build to ``stack.run_deferred()``. A failing migration raises here, with
+    the message a builder's build gives, and defers nothing (the run's server is stopped with the stack)."""
+    start, steps = build.checkpoints.start, build.steps
+    where = f"from a checkpoint ({start} of {steps} steps unchanged)" if start else "from its first step"
+    progress(
+        f"building the migrated template ({spec.describe()}) on this run's server, {where}; its snapshot is "
+        "stored for later runs after the tests"
+    )
+    with service_cause("postgres"):
+        stack.finish("postgres")
+        server = stack.servers["postgres"]
+        assert isinstance(server, PostgresServer)
+        ensure_template(server, spec, build.checkpoints)
+    stack.defer(lambda: _store_after_run(cache, spec))
+
+
+def _store_after_run(cache: SnapshotCache, spec: TemplateSpec) -> None:
+    """Store the snapshot of a template a run built on its own server. A failure is the next run's to repeat (it
+    builds the template again), not this run's result: logged, not raised; an interruption propagates."""
+    try:
+        with phase("storing the migrated template for later runs"):
+            cache.store_after_run(spec)
+    except Exception as exc:
+        if last_interruption() is not None:
+            raise  # pytest.exit() from pytest's SIGTERM handler: an interruption, not a failure
+        log.warning("could not store the migrated template for later runs (the next run builds it again): %s", exc)

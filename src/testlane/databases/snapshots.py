@@ -34,6 +34,26 @@ replays everything.
 Concurrent runs share one build: the build holds a file lock on the snapshot's key, and a run
 that waited for it finds the snapshot ready.
 
+**After an edit, on the run's own server** (:meth:`SnapshotCache.start_for_run`, for callers that store the
+snapshot after their tests: ``testlane run`` and the pytest plugin). A builder server costs about 0.5 s
+whatever it replays (copy in, start, stop, store: docs/benchmarks.md), and a run after an edit paid it before
+its first test. When earlier builds of this history measured the steps left to apply (from the nearest
+checkpoint, or from an empty database when none is kept) under :data:`RUN_SERVER_REPLAY_S`, the run's own
+Postgres starts from the stored cluster holding that checkpoint (the base cluster when none) and the template
+is built there, on the template database itself
+(:func:`~testlane.databases.template.ensure_template` resuming from the checkpoint); the first test starts
+then. The snapshot for later runs is built and stored *after the tests* (:meth:`SnapshotCache.store_after_run`:
+:meth:`ensure`, a builder replaying the same steps from the same checkpoint) and not from the run's server: by
+then the tests have used that cluster (roles, the ``postgres`` database, settings), and the server has no
+clean moment to be copied at (``wal_level = minimal``: no online backup). The price: the replayed steps run
+twice per edit, once off the tests' path, which is why it is taken only when they are known to be short; a
+first build, or one after ``env.py``, the extensions or the environment mapping changed (nothing of the
+history measured), uses the builder first, as before. Isolation is the same either way: the template is
+built under the same advisory lock and marked ``IS_TEMPLATE`` only once complete, a failing migration fails
+the run's start with the same message and stores nothing, and the snapshot is stored under the same file
+lock, staged and renamed into place (a run whose tests end while another process holds that lock leaves
+the snapshot to it; an interrupted store leaves only a staging directory, removed by the next start).
+
 As root, a stored snapshot is sealed against the service user (:mod:`testlane.services.cache`):
 what a server running as that user does cannot change what later runs start from. The copy is
 staged in ``.<name>.<pid>.tmp``; one left by a killed build is removed by the next start or reap.
@@ -49,7 +69,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
+
+from filelock import Timeout
 
 from testlane.core.errors import ServiceStartError
 from testlane.core.runtime import is_root
@@ -78,7 +100,7 @@ from testlane.services.postgres import PostgresEngine, PostgresServer
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["SnapshotCache"]
+__all__ = ["RUN_SERVER_REPLAY_S", "RunBuild", "SnapshotCache"]
 
 log = logging.getLogger("testlane")
 
@@ -109,6 +131,25 @@ class Origin:
     steps: int
 
 
+# Seconds of migrations (as earlier builds measured the steps left to apply) below which an edit is replayed
+# on the run's own server (module doc): the first test no longer waits for a builder server (0.5 s measured,
+# docs/benchmarks.md "Editing a migration"), and the run as a whole pays the replay once more after its tests.
+RUN_SERVER_REPLAY_S = 1.0
+
+
+@dataclass(frozen=True)
+class RunBuild:
+    """The template built on the run's own server (module doc): that server starts from ``data`` (a stored
+    cluster holding ``checkpoints.origin``; None: the base cluster), and
+    :func:`~testlane.databases.template.ensure_template` resumes there as ``checkpoints`` says. ``steps``: of
+    the spec; ``seconds``: what the steps to apply took when last built."""
+
+    data: Path | None
+    checkpoints: Checkpoints
+    steps: int
+    seconds: float
+
+
 def project_key(project_root: Path) -> str:
     """12 hex characters naming a project directory in a snapshot's ``used-by`` records."""
     return hashlib.sha256(str(project_root.resolve()).encode()).hexdigest()[:12]
@@ -134,6 +175,29 @@ class SnapshotCache:
 
     def ensure(self, spec: TemplateSpec) -> Path:
         """The snapshot for ``spec``, built now (under a lock) if missing."""
+        cluster = self._ensure(spec, wait=True, announce="later runs start from a snapshot")
+        assert cluster is not None  # waited for the lock
+        return cluster
+
+    def start_for_run(self, spec: TemplateSpec) -> Path | RunBuild:
+        """What a run's Postgres starts from, for a run that calls :meth:`store_after_run` after its tests: the
+        stored snapshot (claimed, as :meth:`ensure` does); after an edit whose steps left to apply earlier builds
+        measured under :data:`RUN_SERVER_REPLAY_S`, a :class:`RunBuild` (module doc); else the snapshot, built
+        now by :meth:`ensure`."""
+        cluster = self.lookup(spec)
+        if cluster is not None:
+            claim(cluster.parent, self.project_key, self.project)
+            return cluster
+        plan = self._run_build(spec)
+        return plan if plan is not None else self.ensure(spec)
+
+    def store_after_run(self, spec: TemplateSpec) -> Path | None:
+        """After a run that built ``spec``'s template on its own server (:meth:`start_for_run`): the snapshot
+        built and stored for later runs, as :meth:`ensure` builds it. None when another process holds its lock
+        (that process is building it: not waited for, the run is over)."""
+        return self._ensure(spec, wait=False, announce="stored for later runs, after the tests")
+
+    def _ensure(self, spec: TemplateSpec, *, wait: bool, announce: str) -> Path | None:
         target = self._dir(spec)
         cluster = target / "cluster"
         if self.lookup(spec) is not None:
@@ -142,16 +206,74 @@ class SnapshotCache:
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o755 if is_root() else 0o700)
         sweep_staging(self.engine.context.cache_dir)
-        with building(target, timeout=1800):
-            if self.lookup(spec) is not None:
-                claim(target, self.project_key, self.project)
-                return cluster
-            started = time.perf_counter()
-            self.progress(f"building the migrated template ({spec.describe()}); later runs start from a snapshot")
-            self._build(spec, target)
-            log.debug("snapshot %s built in %.2fs", target.name, time.perf_counter() - started)
+        try:
+            with building(target, timeout=1800 if wait else 0):
+                if self.lookup(spec) is not None:
+                    claim(target, self.project_key, self.project)
+                    return cluster
+                started = time.perf_counter()
+                self.progress(f"building the migrated template ({spec.describe()}); {announce}")
+                self._build(spec, target)
+                log.debug("snapshot %s built in %.2fs", target.name, time.perf_counter() - started)
+        except Timeout:
+            if wait:
+                raise
+            log.debug("snapshot %s: another process is building it", target.name)
+            return None
         self.prune()
         return cluster
+
+    def _run_build(self, spec: TemplateSpec) -> RunBuild | None:
+        """The :class:`RunBuild` for ``spec`` when its replay is known to be short (see :meth:`start_for_run`)."""
+        if not self.engine.settings.db.checkpoints:
+            return None  # checkpoints off: every change is a build from scratch, by a builder, as before
+        steps = spec.steps()
+        if not steps:
+            return None
+        target = self._dir(spec)
+        origin = self._origin(spec, target)
+        start = origin.steps if origin is not None else 0
+        seconds = self._replay_seconds(steps, start, target)
+        if seconds is None or seconds >= RUN_SERVER_REPLAY_S:
+            return None
+        plan = Checkpoints(start=start, origin=origin.database if origin is not None else None)
+        return RunBuild(origin.data if origin is not None else None, plan, len(steps), seconds)
+
+    def _records(self, target: Path) -> list[dict[str, Any]]:
+        """The ``checkpoints.json`` of every other snapshot of this cluster key (unreadable ones left out)."""
+        found = []
+        for entry in self.root.glob(f"{self.engine.cluster_key(self.engine.binaries())}-*"):
+            if entry == target or not entry.is_dir():
+                continue
+            try:
+                record = json.loads((entry / CHECKPOINTS).read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(record, dict):
+                found.append(record)
+        return found
+
+    def _replay_seconds(self, steps: list[Step], start: int, target: Path) -> float | None:
+        """How long applying ``steps[start:]`` took when this history was last built: the whole of the earlier
+        history sharing the longest prefix with ``steps`` (its slowest record: the time up to its last step), less
+        the time up to ``start``. The steps past that prefix (the edited ones) count as they took before the edit.
+        None when no step of ``steps`` was ever measured (a first build; ``env.py``, the extensions or the
+        environment mapping changed)."""
+        index = {step.key: number for number, step in enumerate(steps, 1)}
+        known: dict[int, float] = {}
+        longest, total = 0, 0.0
+        for record in self._records(target):
+            seconds = record.get("seconds")
+            if not isinstance(seconds, dict):
+                continue
+            values = {key: float(v) for key, v in seconds.items() if isinstance(v, int | float)}
+            mine = {index[key]: value for key, value in values.items() if key in index}
+            known.update(mine)
+            if mine and (max(mine), max(values.values())) > (longest, total):
+                longest, total = max(mine), max(values.values())
+        if not longest:
+            return None
+        return max(total - known.get(start, 0.0), 0.0)
 
     def _origin(self, spec: TemplateSpec, target: Path) -> Origin | None:
         """The stored checkpoint (or template) holding the longest prefix of ``spec``'s steps, if any."""
@@ -161,14 +283,11 @@ class SnapshotCache:
         if not steps:
             return None
         index = {step.key: number for number, step in enumerate(steps, 1)}
-        prefix = f"{self.engine.cluster_key(self.engine.binaries())}-"
         best: Origin | None = None
-        for entry in self.root.glob(prefix + "*"):
-            if entry == target or not entry.is_dir():
-                continue
+        for found in self._records(target):
             try:
-                databases = dict(json.loads((entry / CHECKPOINTS).read_text())["databases"])
-            except (OSError, ValueError, KeyError, TypeError):
+                databases = dict(found["databases"])
+            except (KeyError, TypeError, ValueError):
                 continue
             for key, record in databases.items():
                 number = index.get(key, 0)
@@ -187,12 +306,10 @@ class SnapshotCache:
         holds for any spec whose steps share that prefix)."""
         index = {step.key: number for number, step in enumerate(steps, 1)}
         known: dict[int, float] = {}
-        for entry in self.root.glob(f"{self.engine.cluster_key(self.engine.binaries())}-*"):
-            if entry == target or not entry.is_dir():
-                continue
+        for record in self._records(target):
             try:
-                seconds = dict(json.loads((entry / CHECKPOINTS).read_text()).get("seconds", {}))
-            except (OSError, ValueError, TypeError, AttributeError):
+                seconds = dict(record.get("seconds", {}))
+            except (TypeError, ValueError):
                 continue
             for key, value in seconds.items():
                 number = index.get(key)

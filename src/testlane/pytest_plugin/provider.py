@@ -25,7 +25,7 @@ from filelock import FileLock
 
 from testlane.core.config import Settings
 from testlane.core.errors import TestlaneError
-from testlane.core.interrupts import phase
+from testlane.core.interrupts import last_interruption, phase
 from testlane.core.runenv import RunEnv
 from testlane.core.runtime import RunContext
 from testlane.databases.provision import (
@@ -104,7 +104,8 @@ class ServiceProvider:
         try:
             stack = self._own_stack()
             with phase("starting the services"):
-                begin_services(stack, wanted, progress=self.progress)
+                # store_later: close() stores a snapshot the start left for after the tests
+                begin_services(stack, wanted, progress=self.progress, store_later=True)
         except Exception as exc:  # reported by the tests that need the service, not as an INTERNALERROR
             self._prestart_error = exc
 
@@ -165,7 +166,8 @@ class ServiceProvider:
     def _get(self, name: str) -> Server:
         stack = self._stack
         with phase("starting the services"):
-            if stack is not None and name in stack.pending:
+            if stack is not None and (name in stack.pending or name in stack.servers):
+                # (Postgres is waited for by the start itself when the template is built on it)
                 stack.finish(name)
                 reap_shared_leftovers(stack)
                 self._handles[name] = stack.servers[name]
@@ -189,7 +191,7 @@ class ServiceProvider:
             if inst is not None and inst.pid is not None and pid_alive(inst.pid, inst.pid_create_time):
                 return attach(inst)
             stack = self._own_stack()
-            start_services(stack, [name], progress=self.progress, reap_first=self.owns_run)
+            start_services(stack, [name], progress=self.progress, reap_first=self.owns_run, store_later=True)
             return stack.servers[name]
 
     def close(self, *, keep_databases: bool = False) -> None:
@@ -202,6 +204,7 @@ class ServiceProvider:
             thread.join()  # bounded by the servers' start timeouts; it must not outlive their stop
         self._ahead.clear()
         self._handles.clear()
+        self._store_deferred()
         if self.owns_run:
             if not keep_databases:
                 shared = [attach(inst) for inst in self.registry.instances(self.context.run_id) if inst.outlives_run]
@@ -212,3 +215,15 @@ class ServiceProvider:
             stack.stop()
         elif self._stack is not None:
             self._stack.servers.clear()  # owned by the run owner, which stops it
+
+    def _store_deferred(self) -> None:
+        """What this process's start left for after the tests (a snapshot to store), unless the session was
+        interrupted: then the next run does it. An interruption of the store itself ends it there (nothing half
+        stored: see the snapshots module) and the clean-up goes on; the line saying so is printed at the end."""
+        if self._stack is None or not self._stack.deferred or last_interruption() is not None:
+            return
+        try:
+            self._stack.run_deferred()
+        except BaseException:  # KeyboardInterrupt, or pytest.exit() from the SIGTERM handler
+            if last_interruption() is None:
+                raise

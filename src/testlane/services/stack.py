@@ -129,6 +129,7 @@ class ServiceStack(Closing):
         self.servers: dict[str, Server] = {}
         self._pending: dict[str, Launch] = {}
         self._engines: dict[str, Engine] = {}
+        self._deferred: list[Callable[[], None]] = []
 
     # -- engines ---------------------------------------------------------------------------
     def engine(self, service: str) -> Engine:
@@ -234,6 +235,23 @@ class ServiceStack(Closing):
     def pending(self) -> list[str]:
         return list(self._pending)
 
+    def defer(self, step: Callable[[], None]) -> None:
+        """Leave ``step`` for after the run's tests (:meth:`run_deferred`): work a start left out of the tests'
+        way (the databases layer: storing the snapshot of a template built on the run's own server)."""
+        self._deferred.append(step)
+
+    @property
+    def deferred(self) -> int:
+        """How many steps :meth:`defer` left that have not run."""
+        return len(self._deferred)
+
+    def run_deferred(self) -> None:
+        """Run, in order, what :meth:`defer` left: by the process that started the services, once its tests are
+        done and before :meth:`stop` (which forgets what was not run: an interrupted run leaves it to the next).
+        Each step handles its own errors; an interruption stops here."""
+        while self._deferred:
+            self._deferred.pop(0)()
+
     @staticmethod
     def _run_parallel(steps: list[Callable[[], None]]) -> None:
         if len(steps) <= 1:
@@ -253,6 +271,7 @@ class ServiceStack(Closing):
         A server asked to stay up (``request_keep``: databases of failed tests kept for inspection)
         is detached instead: it keeps running without an owner until its time is up.
         """
+        self._deferred.clear()
         for pending in list(self._pending):
             self._pending.pop(pending).abort()
         servers, self.servers = list(self.servers.values()), {}
