@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -149,6 +150,7 @@ class Side:
             path.mkdir(mode=0o755)
             path.chmod(0o755)
         self.edits = 0
+        self.paths: dict[str, int] = {}  # how the edited runs built their template (the line testlane printed)
         self.first: list[float] = []
         self.times: dict[str, list[float]] = {
             "unchanged": [],
@@ -191,6 +193,10 @@ class Side:
         if label is not None:
             self.times[label].append(first)
             self.times[f"{label}_total"].append(total)
+        if label == "edited":
+            found = re.search(r"on this run's server, (from a checkpoint \((\d+) of|from its first step)", proc.stdout)
+            path = "builder first" if found is None else f"run's server, {found.group(2) or 0} steps unchanged"
+            self.paths[path] = self.paths.get(path, 0) + 1
         return first
 
     def build(self) -> float:
@@ -302,6 +308,8 @@ def main() -> None:
         f"the snapshot build alone after the edit (in-process, imports excluded): A {builds[0]:.2f} s, "
         f"B {builds[1]:.2f} s, B / A {builds[1] / builds[0]:.2f}"
     )
+    for side in sides:
+        print(f"{side.label} edited runs: " + ", ".join(f"{n} x {path}" for path, n in side.paths.items()))
     for side in sides:
         print(f"{side.label} raw: " + ", ".join(f"{k}={[round(t, 2) for t in v]}" for k, v in side.times.items()))
 

@@ -211,6 +211,7 @@ def _build_on_run_server(
     the checkpoint; leave the snapshot's build to ``stack.run_deferred()``. A failing migration raises here, with
     the message a builder's build gives, and defers nothing (the run's server is stopped with the stack)."""
     start, steps = build.checkpoints.start, build.steps
+    log.debug("replaying steps %d-%d on the run's server (%.2fs when last built)", start + 1, steps, build.seconds)
     where = f"from a checkpoint ({start} of {steps} steps unchanged)" if start else "from its first step"
     progress(
         f"building the migrated template ({spec.describe()}) on this run's server, {where}; its snapshot is "
