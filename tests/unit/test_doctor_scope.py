@@ -34,3 +34,21 @@ def test_a_service_the_env_mapping_refers_to_is_needed() -> None:
     statuses = {c.topic.split()[0]: c.status for c in _kinds(settings)}
     assert statuses["rabbitmq"] == statuses["s3"] == "warn"
     assert statuses["nats"] == "info"
+
+
+@pytest.mark.parametrize(("services", "status"), [("postgres", "info"), ("mqtt", "fail")])
+def test_a_missing_mqtt_client_is_information_with_its_fix_unless_the_project_uses_mqtt(
+    monkeypatch: pytest.MonkeyPatch, services: str, status: str
+) -> None:
+    """paho-mqtt not installed in a project without MQTT was an `ok` line saying "is not installed"."""
+    from testlane.core.errors import ServiceError
+    from testlane.services.kinds import mqtt
+
+    def missing() -> None:
+        raise ServiceError("paho-mqtt is not installed")
+
+    monkeypatch.setattr(mqtt, "require_paho", missing)
+    settings = load_settings(environ={}, overrides={"services": services})
+    check = next(c for c in _kinds(settings) if c.topic == "mqtt (client)")
+    assert check.status == status, check
+    assert "pip install" in (check.detail if status == "info" else check.fix), check

@@ -186,6 +186,16 @@ def test_a_timeouts_message_is_its_limit() -> None:
     assert "pytest-timeout" not in text
 
 
+def test_a_timeout_of_testlane_s_keeps_its_setting_as_a_sentence_of_its_own() -> None:
+    """The headline read `Timeout >1.0s It is testlane's ...`: the limit's sentence lost its full stop."""
+    said = "Timeout (>1.0s) from pytest-timeout. It is testlane's unit-lane timeout, discipline.timeout_unit: ..."
+    timeout = Failure(
+        "tests/test_slow.py::test_w", "call", "timeout", "Failed", said, [], "tests/test_slow.py", 8, "test_w", "x"
+    )
+    text = render_digest(result_of([timeout]))
+    assert text.startswith("[1] TIMEOUT — Timeout >1.0s. It is testlane's unit-lane timeout, "), text
+
+
 def test_budget_folds_later_groups_but_keeps_the_first_failure() -> None:
     failures = [
         assertion(f"tests/test_{i}.py::test_case", i + 1, f"assert {i} == -1", [f"diff line {n}" for n in range(30)])

@@ -364,7 +364,11 @@ def _message(failure: Failure) -> str:
     """``Type: message``; a timeout's ``Failed:`` and pytest-timeout's wording say nothing the label
     does not: only its limit (``Timeout >1.0s``) stays."""
     if failure.kind == "timeout":
-        message = TIMEOUT_MESSAGE.sub(lambda m: f"Timeout >{m.group(1)}", failure.message)
+        text = failure.message
+        # the limit, then what follows (testlane's "It is the unit-lane timeout, ...") as its own sentence
+        message = TIMEOUT_MESSAGE.sub(
+            lambda m: f"Timeout >{m.group(1)}" + ("." if text[m.end() :].strip() else ""), text
+        )
         return message if failure.exc_type in ("", "Failed") else f"{failure.exc_type}: {message}"
     if not failure.exc_type:
         return failure.message

@@ -124,7 +124,8 @@ def _client_checks(settings: Settings) -> list[DoctorCheck]:
         require_paho()
     except TestlaneError:
         wanted = "mqtt" in settings.services or bool(settings.mqtt.backend or settings.mqtt.url)
-        return [DoctorCheck("fail" if wanted else "ok", "mqtt (client)", PAHO_MISSING, PAHO_HINT if wanted else "")]
+        # a warning with its fix: the doctor shows it as information when the project does not use MQTT
+        return [DoctorCheck("fail" if wanted else "warn", "mqtt (client)", PAHO_MISSING, PAHO_HINT)]
     from importlib.metadata import version
 
     return [DoctorCheck("ok", "mqtt (client)", f"paho-mqtt {version('paho-mqtt')}")]
