@@ -53,7 +53,7 @@ def test_testlanes_messages_are_whole_at_any_budget(pytester: pytest.Pytester, b
     if budget == "4000":
         blocked = text.split("NetworkBlockedError: ", 1)[1].split("\n", 1)[0]
         assert blocked.startswith("tests/test_a.py::test_connects tried to connect to 127.0.0.1:9 from the unit lane")
-        assert blocked.endswith('[tool.testlane.lanes] unit_allow_hosts = ["127.0.0.1"].')
+        assert blocked.endswith('[tool.testlane.lanes] unit_allow_hosts = ["127.0.0.1:9"] (that port only).')
     if budget != "300":
         assert GUARD_MESSAGE in text and GUARD_HINT in text
         assert len(text) <= int(budget)

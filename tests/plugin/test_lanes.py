@@ -227,6 +227,20 @@ def test_allowed_hosts_are_allowed_in_the_unit_lane(pytester: pytest.Pytester, l
     run_inner(pytester).assert_outcomes(passed=1)
 
 
+def test_an_allowed_host_and_port_allows_that_port_only(pytester: pytest.Pytester, listener: socket.socket) -> None:
+    """`unit_allow_hosts = ["127.0.0.1:8080"]` was taken for a host named so and matched nothing; the guard's hint
+    offered the whole host, which opens every server on it (databases too) to the unit lane."""
+    port = listener.getsockname()[1]
+    plain_project(pytester, f'[tool.testlane.lanes]\nunit_allow_hosts = ["127.0.0.1:{port}"]')
+    pytester.makepyfile(
+        test_ok=f"import socket\n\ndef test_that_port():\n    socket.create_connection(('127.0.0.1', {port})).close()\n"
+        "\ndef test_another_port():\n    socket.create_connection(('127.0.0.1', 9)).close()\n"
+    )
+    result = run_inner(pytester)
+    result.assert_outcomes(passed=1, failed=1)
+    assert 'unit_allow_hosts = ["127.0.0.1:9"] (that port only).' in result.stdout.str()
+
+
 def test_network_guard_can_be_switched_off(pytester: pytest.Pytester, listener: socket.socket) -> None:
     plain_project(pytester, "[tool.testlane.lanes]\nblock_network = false")
     port = listener.getsockname()[1]

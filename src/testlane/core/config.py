@@ -500,7 +500,11 @@ class LaneSettings:
     block_network: bool = opt(
         True, "Unit-lane tests may not open network connections (only Unix sockets and `unit_allow_hosts`)."
     )
-    unit_allow_hosts: list[str] = opt([], 'Hosts unit-lane tests may still connect to, e.g. `["127.0.0.1"]`.')
+    unit_allow_hosts: list[str] = opt(
+        [],
+        'Hosts unit-lane tests may still connect to: `"127.0.0.1:8080"` (that port only; `"[::1]:8080"` for IPv6) '
+        'or `"127.0.0.1"` (every port on it).',
+    )
     all_skipped: Literal["fail", "pass"] = opt(
         "fail",
         "Plain `pytest` where every selected test is an integration test, all skipped because the lane is off: "

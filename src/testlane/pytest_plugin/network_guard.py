@@ -57,13 +57,15 @@ RUN_THE_LANE = "run the integration lane: `pytest --it` (or `TESTLANE_IT=1 pytes
 
 
 def _message(nodeid: str, target: str, detached: str | None = None) -> str:
-    port = target.split(" ", 1)[0].rsplit(":", 1)[-1]
+    endpoint = target.split(" ", 1)[0]
+    port = endpoint.rsplit(":", 1)[-1]
     service = detached or "PostgreSQL" in target or "Unix socket" in target or port in _SERVICE_PORTS
+    # That endpoint only: a whole host ("127.0.0.1") would open every server on it to the unit lane, databases too.
     allow = (
         ""
         if service
         else " A local non-database service the unit lane may reach: "
-        '[tool.testlane.lanes] unit_allow_hosts = ["127.0.0.1"].'
+        f'[tool.testlane.lanes] unit_allow_hosts = ["{endpoint}"] (that port only).'
     )
     if detached:
         # Detached services (`eval "$(testlane services env)"`) and plain `pytest`: the unit lane only.
@@ -95,7 +97,7 @@ class _SessionGuard:
     def __init__(self, allow: list[str]) -> None:
         self.item: pytest.Item | None = None
         self.allow = allow
-        self.allowlist = Allowlist(hosts=tuple(allow))
+        self.allowlist = Allowlist.of(allow)
         self._stack: contextlib.ExitStack | None = None
 
     def dispatch(self, host: str, port: int | None, via: str) -> None:

@@ -134,6 +134,22 @@ class Allowlist:
         return json.dumps(asdict(self))
 
     @classmethod
+    def of(cls, entries: Sequence[str]) -> Allowlist:
+        """An allowlist from ``lanes.unit_allow_hosts``-style entries: ``host`` (every port), ``host:port`` or
+        ``[v6 address]:port`` (that port only); a bare IPv6 address is a host."""
+        hosts: list[str] = []
+        endpoints: list[tuple[str, int]] = []
+        for entry in entries:
+            host, _, port = entry.rpartition(":")
+            if entry.startswith("[") and host.endswith("]") and port.isdigit():
+                endpoints.append((host[1:-1], int(port)))
+            elif host and ":" not in host and port.isdigit():
+                endpoints.append((host, int(port)))
+            else:
+                hosts.append(entry)
+        return cls(endpoints=tuple(endpoints), hosts=tuple(hosts))
+
+    @classmethod
     def from_json(cls, text: str) -> Allowlist:
         data = json.loads(text)
         return cls(
