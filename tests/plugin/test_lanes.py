@@ -241,6 +241,20 @@ def test_an_allowed_host_and_port_allows_that_port_only(pytester: pytest.Pyteste
     assert 'unit_allow_hosts = ["127.0.0.1:9"] (that port only).' in result.stdout.str()
 
 
+def test_a_refused_connection_s_traceback_shows_no_frame_of_the_guard(pytester: pytest.Pytester) -> None:
+    """The refusal's traceback showed ~15 lines of testlane's own frames (egress.connect, the guard's dispatch)
+    between the test's call and the message."""
+    plain_project(pytester)
+    pytester.makepyfile(
+        test_x="import socket\n\ndef test_connects():\n    socket.create_connection(('127.0.0.1', 9))\n"
+    )
+    result = run_inner(pytester, "--tb=long")
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "NetworkBlockedError" in out and "socket.create_connection(('127.0.0.1', 9))" in out, out
+    assert "egress.py" not in out and "network_guard.py" not in out, out
+
+
 def test_network_guard_can_be_switched_off(pytester: pytest.Pytester, listener: socket.socket) -> None:
     plain_project(pytester, "[tool.testlane.lanes]\nblock_network = false")
     port = listener.getsockname()[1]

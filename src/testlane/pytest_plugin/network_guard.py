@@ -101,6 +101,7 @@ class _SessionGuard:
         self._stack: contextlib.ExitStack | None = None
 
     def dispatch(self, host: str, port: int | None, via: str) -> None:
+        __tracebackhide__ = True  # pytest shows the caller and the refusal, not the guard's frames
         item = self.item
         if item is None:
             return

@@ -206,6 +206,7 @@ def _socket_patches(check: Check) -> list[tuple[Any, str, Any]]:
     original_connect_ex = socket.socket.connect_ex
 
     def inspect(sock: socket.socket, address: Any) -> None:
+        __tracebackhide__ = True  # pytest shows the caller and the refusal, not the guard's frames
         if _exempt():
             return
         if sock.family in (socket.AF_INET, socket.AF_INET6) and isinstance(address, tuple):
@@ -216,10 +217,12 @@ def _socket_patches(check: Check) -> list[tuple[Any, str, Any]]:
                 check(path, None, "unix")
 
     def connect(self: socket.socket, address: Any) -> None:
+        __tracebackhide__ = True  # pytest shows the caller and the refusal, not the guard's frames
         inspect(self, address)
         return original_connect(self, address)
 
     def connect_ex(self: socket.socket, address: Any) -> int:
+        __tracebackhide__ = True  # pytest shows the caller and the refusal, not the guard's frames
         inspect(self, address)
         return original_connect_ex(self, address)
 
@@ -329,6 +332,7 @@ def _psycopg_patches(psycopg: Any, check: Check) -> list[tuple[Any, str, Any]]:
         return []
 
     def guard(conninfo: str, kwargs: dict[str, Any]) -> None:
+        __tracebackhide__ = True  # pytest shows the caller and the refusal, not the guard's frames
         if _exempt():
             return
         for host, port in libpq_targets(conninfo, kwargs):
@@ -338,16 +342,19 @@ def _psycopg_patches(psycopg: Any, check: Check) -> list[tuple[Any, str, Any]]:
     async_connect = psycopg.AsyncConnection.__dict__["connect"].__func__
 
     def connect(cls: Any, /, conninfo: str = "", **kwargs: Any) -> Any:
+        __tracebackhide__ = True  # pytest shows the caller and the refusal, not the guard's frames
         guard(conninfo, kwargs)
         return sync_connect(cls, conninfo, **kwargs)
 
     async def aconnect(cls: Any, /, conninfo: str = "", **kwargs: Any) -> Any:
+        __tracebackhide__ = True  # pytest shows the caller and the refusal, not the guard's frames
         guard(conninfo, kwargs)
         return await async_connect(cls, conninfo, **kwargs)
 
     bound: Any = psycopg.__dict__.get("connect")  # `psycopg.connect` is `Connection.connect`, bound at import
 
     def module_connect(conninfo: str = "", **kwargs: Any) -> Any:
+        __tracebackhide__ = True  # pytest shows the caller and the refusal, not the guard's frames
         guard(conninfo, kwargs)
         return bound(conninfo, **kwargs)
 
@@ -368,6 +375,7 @@ def _psycopg2_patches(psycopg2: Any, check: Check) -> list[tuple[Any, str, Any]]
     def connect(
         dsn: str | None = None, connection_factory: Any = None, cursor_factory: Any = None, **kwargs: Any
     ) -> Any:
+        __tracebackhide__ = True  # pytest shows the caller and the refusal, not the guard's frames
         if not _exempt():
             params = {k: v for k, v in kwargs.items() if k not in ("async", "async_")}
             for host, port in libpq_targets(dsn or "", params):
