@@ -98,7 +98,9 @@ def test_lane_unit_does_not_import_the_files_the_integration_patterns_select(
     """Integration modules that need their variables at import time (encode/databases asserts
     TEST_DATABASE_URLS) broke `--lane unit` with collection errors, though every test in them is deselected.
     Plain `pytest` still collects them, skipping their tests."""
-    patterns = '[tool.testlane.lanes]\nintegration_patterns = ["*_it.py", "tests/integration/*", "tests/test_databases.py"]'
+    patterns = (
+        '[tool.testlane.lanes]\nintegration_patterns = ["*_it.py", "tests/integration/*", "tests/test_databases.py"]'
+    )
     plain_project(pytester, patterns)
     for path, body in IMPORT_TIME.items():
         (pytester.path / path).parent.mkdir(parents=True, exist_ok=True)

@@ -124,8 +124,8 @@ def declares_lanes(settings: Settings, items: Sequence[pytest.Item], rootdir: Pa
 def integration_patterns(settings: Settings, selection: LaneSelection, declared: bool) -> list[str]:
     """The patterns in force: the project's; a project without lanes that asked for services (``testlane run``,
     ``--it``, ``--lane it|all``) has every test in the integration lane, and so has one asked for a lane by name
-    (``--lane unit``): it has no unit lane, so the gate's unit check (``pytest --lane unit``) has nothing to test
-    instead of running integration tests without their services. Plain ``pytest`` runs it as it always did."""
+    (``--lane unit``): it has no unit lane, so the gate's unit check (``python -m pytest --lane unit``) has nothing
+    to test instead of running integration tests without their services. Plain ``pytest`` runs it as it always did."""
     if not declared and (selection.it_enabled or selection.explicit is not None):
         return ["*"]
     return list(settings.lanes.integration_patterns)
