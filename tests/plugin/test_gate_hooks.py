@@ -281,7 +281,11 @@ def test_types_leaves_virtualenvs_and_build_folders_out_of_mypy_dot_unless_the_p
     (tmp_path / "other-env" / "pyvenv.cfg").write_text("home = /usr/bin\n")  # a virtualenv by another name
     result = run_cli(["gate"], cwd=tmp_path, env=clean_env(), timeout=150)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "gate: types: mypy . --exclude '(^|/)(" in result.stderr and "other\\-env" in result.stderr
+    assert (
+        "gate: types: mypy . --exclude '(^|/)(" in result.stderr
+        and "other\\-env" in result.stderr
+        and "^(build|dist|" in result.stderr
+    )
     # The project's own exclude stands: the gate adds none (mypy's --exclude would replace it).
     (tmp_path / "setup.cfg").write_text("[mypy]\nexclude = (^|/)build/\n")
     own = run_cli(["gate"], cwd=tmp_path, env=clean_env(), timeout=150)

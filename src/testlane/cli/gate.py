@@ -138,20 +138,21 @@ def _type_checker(root: Path) -> str | None:
     return None
 
 
-NOT_SOURCES = (r"\.?venv[^/]*", r"\.tox", r"\.nox", "build", "dist", "node_modules", "site-packages")
+NOT_SOURCES = (r"\.?venv[^/]*", r"\.tox", r"\.nox", "node_modules", "site-packages")  # at any depth
+TOP_LEVEL_NOT_SOURCES = ("build", "dist")  # only at the top: a package may have a `build` module of its own
 
 
 def _not_sources(root: Path) -> str:
-    """mypy's ``--exclude`` for ``mypy .``: virtualenvs and build folders at any depth, and every top-level
-    folder holding a ``pyvenv.cfg`` (a virtualenv by any name). mypy searches each discovered path, relative
+    """mypy's ``--exclude`` for ``mypy .``: virtualenvs at any depth, ``build`` and ``dist`` at the top, and every
+    top-level folder holding a ``pyvenv.cfg`` (a virtualenv by any name). mypy searches each discovered path, relative
     and with ``/`` after a folder's name, for the regex."""
-    names = list(NOT_SOURCES)
+    top = list(TOP_LEVEL_NOT_SOURCES)
     try:
         venvs = sorted(p.name for p in root.iterdir() if (p / "pyvenv.cfg").is_file())
     except OSError:
         venvs = []
-    names += [re.escape(name) for name in venvs if not any(re.fullmatch(n, name) for n in NOT_SOURCES)]
-    return f"(^|/)({'|'.join(names)})/"
+    top += [re.escape(name) for name in venvs if not any(re.fullmatch(n, name) for n in (*NOT_SOURCES, *top))]
+    return f"(^|/)({'|'.join(NOT_SOURCES)})/|^({'|'.join(top)})/"
 
 
 def _python(exec_prefix: str) -> str:
