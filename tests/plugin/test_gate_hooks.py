@@ -241,3 +241,67 @@ def test_a_written_hook_whose_interpreter_is_gone_blocks_with_the_reason(tmp_pat
         assert "pip install testlane" in reason and "testlane init" in reason
     edit = run_written_hook(tmp_path, "PostToolUse", {"tool_input": {"file_path": "x.py"}}, str(empty))
     assert edit.returncode == 2 and "the post-edit hook could not lint the edited file" in edit.stderr
+
+
+# --------------------------------------------------------------------------- the built-in checks on a project
+
+
+def test_the_unit_check_runs_pytest_as_testlane_run_does_and_a_passing_test_check_counts_its_tests(
+    tmp_path: Path,
+) -> None:
+    """`from tests.helper import ...` with no tests/__init__.py works under `python -m pytest` (`testlane run`,
+    the integration check) and failed under the `pytest` script (the unit check: No module named 'tests')."""
+    gated_project(tmp_path, ["unit", "integration"], {})
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    (tests / "helper.py").write_text("VALUE = 1\n")
+    (tests / "test_unit.py").write_text("from tests.helper import VALUE\n\ndef test_value():\n    assert VALUE == 1\n")
+    (tests / "test_db_it.py").write_text("from tests.helper import VALUE\n\ndef test_db():\n    assert VALUE\n")
+    result = run_cli(["gate"], cwd=tmp_path, env=clean_env(), timeout=150)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"gate: unit: {Path(sys.executable).name} -m pytest --lane unit --digest" in result.stderr  # progress
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("gate: unit: passed (1 passed, "), lines
+    assert lines[1].startswith("gate: integration: passed (1 passed, 1 deselected, "), lines
+
+
+def test_types_leaves_virtualenvs_and_build_folders_out_of_mypy_dot_unless_the_project_excludes(
+    tmp_path: Path,
+) -> None:
+    """With `[mypy]` naming no `files` the gate runs `mypy .`, which walked the project's .venv (minutes, then an
+    INTERNAL ERROR in site-packages)."""
+    gated_project(tmp_path, ["types"], {})
+    (tmp_path / "setup.cfg").write_text("[mypy]\nignore_missing_imports = True\n")
+    (tmp_path / "app.py").write_text("VALUE: int = 1\n")
+    bad = 'WRONG: int = "not an int"\n'
+    # mypy itself skips .venv (a dot folder) and site-packages, not venv, build or a virtualenv by another name.
+    for folder in ("venv/lib/pkg", "build/lib", "other-env/lib"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "bad.py").write_text(bad)
+    (tmp_path / "other-env" / "pyvenv.cfg").write_text("home = /usr/bin\n")  # a virtualenv by another name
+    result = run_cli(["gate"], cwd=tmp_path, env=clean_env(), timeout=150)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (
+        "gate: types: mypy . --exclude '(^|/)(" in result.stderr
+        and "other\\-env" in result.stderr
+        and "^(build|dist|" in result.stderr
+    )
+    # The project's own exclude stands: the gate adds none (mypy's --exclude would replace it).
+    (tmp_path / "setup.cfg").write_text("[mypy]\nexclude = (^|/)build/\n")
+    own = run_cli(["gate"], cwd=tmp_path, env=clean_env(), timeout=150)
+    assert "gate: types: mypy .\n" in own.stderr, own.stderr
+    assert own.returncode == 1 and "other-env/lib/bad.py" in own.stdout and "build/" not in own.stdout
+
+
+def test_a_built_in_check_whose_tool_is_missing_says_how_to_fix_it(tmp_path: Path) -> None:
+    gated_project(tmp_path, ["lint", "types"], {}, extra='exec_prefix = "env PATH=/usr/bin:/bin"')
+    (tmp_path / "setup.cfg").write_text("[mypy]\n")
+    result = run_cli(["gate"], cwd=tmp_path, env=clean_env())
+    assert result.returncode == 1
+    lint, types = result.stdout.splitlines()[:2]
+    assert lint.startswith("gate: lint: FAILED: command not found: ") and "ruff" in lint, lint
+    assert lint.endswith(
+        "Install it (`pip install ruff`, where the checks run), or give the check a command of your own: "
+        '[tool.testlane.gate] commands = { lint = "..." }'
+    )
+    assert "mypy: command not found" in types and "`pip install mypy`" in types and "{ types = " in types, types

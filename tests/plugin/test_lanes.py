@@ -51,7 +51,7 @@ def test_lane_selects_one_lane(pytester: pytest.Pytester) -> None:
     only_it = run_inner(pytester, "--lane", "it")
     only_it.assert_outcomes(passed=3, deselected=1)
     only_unit = run_inner(pytester, "--lane", "unit", "-m", "not integration")
-    only_unit.assert_outcomes(passed=1, deselected=3)
+    only_unit.assert_outcomes(passed=1, deselected=1)  # the files the patterns select are not even collected
     marked = run_inner(pytester, "--it", "-m", "integration")  # lane membership is a marker too
     marked.assert_outcomes(passed=3, deselected=1)
 
@@ -79,6 +79,57 @@ def test_a_suite_without_lanes_has_no_unit_lane_by_name(pytester: pytest.Pyteste
     digest = run_inner(pytester, "--lane", "unit", "--digest")
     assert digest.ret == pytest.ExitCode.NO_TESTS_COLLECTED
     digest.stdout.fnmatch_lines(["no tests ran: --lane unit: the suite declares no lanes*integration_patterns"])
+
+
+NEEDS_URL = "import os\n\nassert os.environ.get('TEST_DATABASE_URLS'), 'set TEST_DATABASE_URLS'\n"
+IMPORT_TIME = {
+    "tests/unit/test_fast.py": "def test_unit():\n    pass\n",
+    "tests/integration/conftest.py": NEEDS_URL,
+    "tests/integration/test_db.py": NEEDS_URL + "\ndef test_in_folder():\n    pass\n",
+    "tests/test_orders_it.py": NEEDS_URL + "\ndef test_by_name():\n    pass\n",
+    "tests/test_databases.py": NEEDS_URL + "\ndef test_named():\n    pass\n",
+    "tests/test_marked.py": "import pytest\n\n@pytest.mark.integration\ndef test_marked():\n    pass\n",
+}
+
+
+def test_lane_unit_does_not_import_the_files_the_integration_patterns_select(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Integration modules that need their variables at import time (encode/databases asserts
+    TEST_DATABASE_URLS) broke `--lane unit` with collection errors, though every test in them is deselected.
+    Plain `pytest` still collects them, skipping their tests."""
+    patterns = (
+        '[tool.testlane.lanes]\nintegration_patterns = ["*_it.py", "tests/integration/*", "tests/test_databases.py"]'
+    )
+    plain_project(pytester, patterns)
+    for path, body in IMPORT_TIME.items():
+        (pytester.path / path).parent.mkdir(parents=True, exist_ok=True)
+        (pytester.path / path).write_text(body)
+    monkeypatch.delenv("TEST_DATABASE_URLS", raising=False)
+    unit = run_inner(pytester, "--lane", "unit")
+    unit.assert_outcomes(passed=1, deselected=1)
+    assert unit.ret == pytest.ExitCode.OK, unit.stdout.str()
+    unit.stdout.fnmatch_lines(
+        [
+            "testlane: --lane unit: 1 integration-lane test(s) deselected.",
+            "testlane: --lane unit: 3 integration-lane file(s) not collected (lanes.integration_patterns)*",
+        ]
+    )
+    assert "TEST_DATABASE_URLS" not in unit.stdout.str()
+    plain = run_inner(pytester)
+    assert plain.ret == pytest.ExitCode.INTERRUPTED and "set TEST_DATABASE_URLS" in plain.stdout.str()
+    monkeypatch.setenv("TEST_DATABASE_URLS", "sqlite://")
+    run_inner(pytester).assert_outcomes(passed=1, skipped=4)
+    # The default patterns too: the files they select declare the lanes, so the unit test still runs.
+    plain_project(pytester)
+    (pytester.path / "tests" / "test_databases.py").unlink()
+    monkeypatch.delenv("TEST_DATABASE_URLS")
+    run_inner(pytester, "--lane", "unit").assert_outcomes(passed=1, deselected=1)
+    (pytester.path / "tests" / "unit" / "test_fast.py").unlink()
+    (pytester.path / "tests" / "test_marked.py").unlink()
+    nothing = run_inner(pytester, "--lane", "unit", "--digest")
+    assert nothing.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    nothing.stdout.fnmatch_lines(["no tests ran: --lane unit: all 2 test file(s) are in the integration lane*"])
 
 
 def test_integration_patterns_come_from_config(pytester: pytest.Pytester) -> None:

@@ -50,11 +50,12 @@ def test_default_checks_and_the_type_checker_only_when_configured(tmp_path: Path
     assert [c.name for c in checks] == ["lint", "types", "unit", "integration"]
     assert checks[0].command.startswith("ruff check")
     assert checks[1].skip_reason is not None
-    assert checks[2].command.startswith("pytest --lane unit --digest")
+    assert checks[2].command.startswith(f"{Path(sys.executable).name} -m pytest --lane unit --digest")
+    assert plan_checks(settings, exec_prefix="podman exec app")[2].command.startswith("python3 -m pytest --lane unit")
     assert checks[3].command.startswith("testlane run -- --lane it --digest")
     assert [c.name for c in plan_checks(settings, fast=True)] == ["lint", "unit"]
     typed = load_settings(start=project(tmp_path, '[tool.mypy]\nfiles = ["src"]\n'), environ={})
-    assert plan_checks(typed)[1] == Check("types", "mypy")
+    assert plan_checks(typed)[1] == Check("types", "mypy", built_in=True, tool="mypy")
 
 
 def test_a_command_replaces_a_built_in_check_and_an_unknown_check_is_an_error(tmp_path: Path) -> None:

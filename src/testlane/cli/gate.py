@@ -1,8 +1,9 @@
 """``testlane gate``: the project's checks in order, one combined digest, one exit code.
 
 The checks come from ``[tool.testlane.gate]`` (docs/agents.md): by default ``lint`` (ruff), ``types``
-(mypy or pyright, when the project configures one), ``unit`` (the unit lane) and ``integration`` (the
-integration lane under ``testlane run``); ``--fast`` runs ``gate.fast`` (lint and the unit lane).
+(mypy or pyright, when the project configures one), ``unit`` (the unit lane, under ``python -m pytest`` as
+``testlane run`` starts pytest) and ``integration`` (the integration lane under ``testlane run``); ``--fast``
+runs ``gate.fast`` (lint and the unit lane).
 
 Each check is a subprocess in the project root, in its own process group (a check that outlives
 ``gate.timeout`` is stopped, with whatever it started, and fails). A command is split into words and
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -57,7 +59,8 @@ class Check:
     name: str
     command: str
     skip_reason: str | None = None
-    built_in: bool = False  # testlane's own command for a test check: pytest's exit 5 means its lane is empty
+    built_in: bool = False  # testlane's own command (not gate.commands): for a test check, exit 5 is an empty lane
+    tool: str | None = None  # a built-in check's tool: named, with the fix, when it cannot be started
 
 
 @dataclass
@@ -106,9 +109,11 @@ def _type_checker(root: Path) -> str | None:
     tool = pyproject.get("tool", {})
     tool = tool if isinstance(tool, dict) else {}
     mypy_files: object = None
+    mypy_exclude: object = None
     has_mypy = "mypy" in tool
     if has_mypy and isinstance(tool["mypy"], dict):
         mypy_files = tool["mypy"].get("files")
+        mypy_exclude = tool["mypy"].get("exclude")
     for name in ("mypy.ini", ".mypy.ini", "setup.cfg"):
         path = root / name
         if not path.is_file():
@@ -121,29 +126,62 @@ def _type_checker(root: Path) -> str | None:
         if parser.has_section("mypy"):
             has_mypy = True
             mypy_files = mypy_files or parser.get("mypy", "files", fallback=None)
+            mypy_exclude = mypy_exclude or parser.get("mypy", "exclude", fallback=None)
     if has_mypy:
-        return "mypy" if mypy_files else "mypy ."
+        if mypy_files:
+            return "mypy"
+        # `mypy .` walks every folder: a project's .venv took minutes, then crashed mypy in site-packages. The
+        # project's own `exclude` is left alone (a command-line --exclude would replace it).
+        return "mypy ." if mypy_exclude else f"mypy . --exclude {shlex.quote(_not_sources(root))}"
     if "pyright" in tool or (root / "pyrightconfig.json").is_file():
         return "pyright"
     return None
 
 
-def _built_in(name: str, settings: Settings) -> Check:
+NOT_SOURCES = (r"\.?venv[^/]*", r"\.tox", r"\.nox", "node_modules", "site-packages")  # at any depth
+TOP_LEVEL_NOT_SOURCES = ("build", "dist")  # only at the top: a package may have a `build` module of its own
+
+
+def _not_sources(root: Path) -> str:
+    """mypy's ``--exclude`` for ``mypy .``: virtualenvs at any depth, ``build`` and ``dist`` at the top, and every
+    top-level folder holding a ``pyvenv.cfg`` (a virtualenv by any name). mypy searches each discovered path, relative
+    and with ``/`` after a folder's name, for the regex."""
+    top = list(TOP_LEVEL_NOT_SOURCES)
+    try:
+        venvs = sorted(p.name for p in root.iterdir() if (p / "pyvenv.cfg").is_file())
+    except OSError:
+        venvs = []
+    top += [re.escape(name) for name in venvs if not any(re.fullmatch(n, name) for n in (*NOT_SOURCES, *top))]
+    return f"(^|/)({'|'.join(NOT_SOURCES)})/|^({'|'.join(top)})/"
+
+
+def _python(exec_prefix: str) -> str:
+    """The Python that runs pytest for the unit check, as ``testlane run`` does (``python -m pytest``: the
+    project's root on ``sys.path``, so ``from tests.helpers import ...`` works in both). Without an exec prefix,
+    testlane's own (its ``bin`` is first on the checks' ``PATH``: :func:`check_env`); in a container, its
+    ``python3``."""
+    return "python3" if exec_prefix else Path(sys.executable).name
+
+
+def _built_in(name: str, settings: Settings, exec_prefix: str) -> Check:
     budget = max(settings.gate.budget // 2, 1000)
     if name == "lint":
-        return Check(name, "ruff check --output-format concise .")
+        return Check(name, "ruff check --output-format concise .", built_in=True, tool="ruff")
     if name == "types":
         command = _type_checker(settings.project_root)
         if command is None:
             return Check(name, "", skip_reason="no type checker configured: [tool.mypy] or [tool.pyright]")
-        return Check(name, command)
+        return Check(name, command, built_in=True, tool=command.split()[0])
     if name == "unit":
-        return Check(name, f"pytest --lane unit --digest --digest-budget {budget}", built_in=True)
-    return Check(name, f"testlane run -- --lane it --digest --digest-budget {budget}", built_in=True)
+        command = f"{_python(exec_prefix)} -m pytest --lane unit --digest --digest-budget {budget}"
+        return Check(name, command, built_in=True, tool="pytest")
+    command = f"testlane run -- --lane it --digest --digest-budget {budget}"
+    return Check(name, command, built_in=True, tool="testlane")
 
 
-def plan_checks(settings: Settings, *, fast: bool = False) -> list[Check]:
+def plan_checks(settings: Settings, *, fast: bool = False, exec_prefix: str | None = None) -> list[Check]:
     """The checks to run, in order, each with its command (``gate.commands`` over the built-in one)."""
+    prefix = settings.gate.exec_prefix if exec_prefix is None else exec_prefix
     names = settings.gate.fast if fast else settings.gate.checks
     checks = []
     for name in names:
@@ -151,7 +189,7 @@ def plan_checks(settings: Settings, *, fast: bool = False) -> list[Check]:
         if command is not None:
             checks.append(Check(name, command))
         elif name in BUILT_IN:
-            checks.append(_built_in(name, settings))
+            checks.append(_built_in(name, settings, prefix))
         else:
             raise ConfigError(
                 f"gate check {name!r} has no command.",
@@ -215,7 +253,8 @@ def run_check(check: Check, *, cwd: Path, exec_prefix: str, timeout: float) -> C
             start_new_session=True,
         )
     except OSError as exc:
-        return CheckResult(check, 127, problem=f"could not start `{argv[0]}`: {exc.strerror or exc}")
+        problem = f"could not start `{argv[0]}`: {exc.strerror or exc}"
+        return CheckResult(check, 127, problem=problem + _missing_tool_fix(check))
     try:
         stdout, stderr = proc.communicate(timeout=timeout if timeout > 0 else None)
     except subprocess.TimeoutExpired:
@@ -228,11 +267,32 @@ def run_check(check: Check, *, cwd: Path, exec_prefix: str, timeout: float) -> C
         terminate(proc, grace=STOP_GRACE, group=True, first_to_group=True)
         raise
     result = CheckResult(check, proc.returncode, time.monotonic() - started, stdout, stderr)
-    if proc.returncode == 127 and "not found" in stderr:
-        result.problem = f"command not found: {stderr.strip().splitlines()[-1]}"
+    # 127: the shell's (or `podman exec`'s, `env`'s) code for a command it could not find.
+    if proc.returncode == 127 and ("not found" in stderr or "No such file or directory" in stderr):
+        result.problem = f"command not found: {stderr.strip().splitlines()[-1]}" + _missing_tool_fix(check)
     elif proc.returncode < 0:
         result.problem = f"killed by {signal.Signals(-proc.returncode).name}"
     return result
+
+
+def _missing_tool_fix(check: Check) -> str:
+    """For a built-in check whose tool is not installed: the two ways out."""
+    if not check.built_in or check.tool is None:
+        return ""
+    return (
+        f". Install it (`pip install {check.tool}`, where the checks run), or give the check a command of your own: "
+        f'[tool.testlane.gate] commands = {{ {check.name} = "..." }}'
+    )
+
+
+def _tally(result: CheckResult) -> str | None:
+    """A test check's counts from its digest's last line (``testlane: PASSED — 512 passed, 3 skipped``)."""
+    if result.check.name not in TEST_CHECKS:
+        return None
+    lines = [line.strip() for line in result.stdout.splitlines() if line.strip()]
+    if not lines or not lines[-1].startswith("testlane: PASSED — "):
+        return None
+    return lines[-1].rsplit(" — ", 1)[1]
 
 
 # --------------------------------------------------------------------------- the combined digest
@@ -267,7 +327,8 @@ class GateReport:
             return f"FAILED: {result.problem}"
         if result.failed:
             return f"FAILED (exit {result.exit_code}, {result.duration:.1f}s)"
-        return f"passed ({result.duration:.1f}s)"
+        tally = _tally(result)
+        return f"passed ({tally}, {result.duration:.1f}s)" if tally else f"passed ({result.duration:.1f}s)"
 
     def _body(self, result: CheckResult) -> list[str]:
         """What a failed check said: the test digest, or the tool's output (stderr added when useful).
@@ -355,7 +416,7 @@ def run_gate(
     stop_early = settings.gate.fail_fast if fail_fast is None else fail_fast
     results: list[CheckResult] = []
     failed = False
-    for check in plan_checks(settings, fast=fast):
+    for check in plan_checks(settings, fast=fast, exec_prefix=prefix):
         if check.skip_reason or (failed and stop_early):
             results.append(CheckResult(check, None))
             continue

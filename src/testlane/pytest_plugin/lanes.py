@@ -11,7 +11,9 @@ integration lane by the default patterns or the mark has declared no lanes: when
                                   line saying how to run them; when *every* selected test was
                                   skipped so, the run exits 5 (``lanes.all_skipped``)
 ``--it`` or ``TESTLANE_IT=1``      both lanes (``testlane run`` sets ``TESTLANE_IT=1``)
-``--lane unit|it|all``            exactly that; the other lane's tests are *deselected*
+``--lane unit|it|all``            exactly that; the other lane's tests are *deselected* (under
+                                  ``--lane unit``, files the patterns select are not even
+                                  collected: :func:`pytest_ignore_collect`)
 ================================  ==========================================================
 
 In the unit lane, testlane's service fixtures are an error naming the test and the fix (a fixture
@@ -83,6 +85,7 @@ class LaneSelection:
     explicit: str | None  # --lane value, if given
     skipped: list[str] = field(default_factory=list)
     deselected: int = 0
+    not_collected: int = 0  # test files under explicit --lane unit that the patterns put in the integration lane
     tests_run: int = 0  # tests whose setup was reported (on the xdist controller too)
     lane_skipped: int = 0  # of those, skipped because the integration lane is off
     no_lanes: bool = False  # the suite declares no lanes (declares_lanes): under --lane, all of it is integration
@@ -121,8 +124,8 @@ def declares_lanes(settings: Settings, items: Sequence[pytest.Item], rootdir: Pa
 def integration_patterns(settings: Settings, selection: LaneSelection, declared: bool) -> list[str]:
     """The patterns in force: the project's; a project without lanes that asked for services (``testlane run``,
     ``--it``, ``--lane it|all``) has every test in the integration lane, and so has one asked for a lane by name
-    (``--lane unit``): it has no unit lane, so the gate's unit check (``pytest --lane unit``) has nothing to test
-    instead of running integration tests without their services. Plain ``pytest`` runs it as it always did."""
+    (``--lane unit``): it has no unit lane, so the gate's unit check (``python -m pytest --lane unit``) has nothing
+    to test instead of running integration tests without their services. Plain ``pytest`` runs it as it always did."""
     if not declared and (selection.it_enabled or selection.explicit is not None):
         return ["*"]
     return list(settings.lanes.integration_patterns)
@@ -171,6 +174,43 @@ def _path_matches(item_path: str, patterns: tuple[str, ...], rootdir: str) -> bo
     return any(fnmatch.fnmatch(rel, pattern) or fnmatch.fnmatch(path.name, pattern) for pattern in patterns)
 
 
+def _dir_matches(dir_path: str, patterns: tuple[str, ...], rootdir: str) -> bool:
+    """Whether every file under a directory is in the integration lane by ``patterns``: a pattern ``D/*`` whose
+    ``D`` matches it (fnmatch's ``*`` matches ``/`` too, so ``D/*`` matches everything below ``D``)."""
+    path = Path(dir_path)
+    try:
+        rel = path.relative_to(rootdir).as_posix()
+    except ValueError:
+        rel = path.as_posix()
+    return any(pattern.endswith("/*") and fnmatch.fnmatch(rel, pattern[:-2]) for pattern in patterns)
+
+
+def _is_test_file(path: Path, config: pytest.Config) -> bool:
+    return path.suffix == ".py" and any(fnmatch.fnmatch(path.name, glob) for glob in config.getini("python_files"))
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Under an explicit ``--lane unit``, files (and directories) the integration patterns select are not
+    collected: every test in them would be deselected, and importing them can fail without the integration
+    lane's variables (a module asserting its database URL at import time). Plain ``pytest`` still collects
+    them (it skips their tests and says how to run them); the mark alone is only known after import, so a
+    marked test in another file is still collected, then deselected."""
+    selection = config.stash.get(selection_key, None)
+    if selection is None or selection.explicit != "unit":
+        return None
+    patterns = tuple(_lane_settings(config).integration_patterns)
+    rootdir = str(config.rootpath)
+    if collection_path.is_dir():
+        if not _dir_matches(str(collection_path), patterns, rootdir):
+            return None
+        selection.not_collected += sum(1 for path in collection_path.rglob("*.py") if _is_test_file(path, config))
+        return True
+    if not _path_matches(str(collection_path), patterns, rootdir):
+        return None
+    selection.not_collected += _is_test_file(collection_path, config)
+    return True
+
+
 def lane_of(item: pytest.Item) -> str:
     """``"it"`` or ``"unit"`` (after collection)."""
     return item.stash.get(lane_key, "unit")
@@ -183,7 +223,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     settings = plugin_of(config).settings
     selection = config.stash[selection_key]
     rootdir = Path(str(config.rootpath))
-    declared = declares_lanes(settings, items, rootdir)
+    # A test file left uncollected (pytest_ignore_collect) matched the patterns: the project has lanes.
+    declared = bool(selection.not_collected) or declares_lanes(settings, items, rootdir)
     selection.no_lanes = not declared and bool(items)
     patterns = integration_patterns(settings, selection, declared)
     keep: list[pytest.Item] = []
@@ -340,4 +381,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         terminalreporter.write_line(
             f"testlane: --lane {selection.explicit}: {selection.deselected} {other}-lane test(s) deselected"
             + (f" ({NO_UNIT_LANE})." if selection.no_lanes and selection.explicit == "unit" else ".")
+        )
+    if selection.not_collected:
+        terminalreporter.write_line(
+            f"testlane: --lane unit: {selection.not_collected} integration-lane file(s) not collected "
+            "(lanes.integration_patterns); run them with `testlane run` or `pytest --lane it`."
         )

@@ -518,6 +518,12 @@ class ReportCollector:
 
                 return f"--lane unit: {NO_UNIT_LANE}", False
             return f"all {self.deselected} collected tests were deselected (-k, -m or --lane)", False
+        if selection is not None and selection.not_collected:
+            return (
+                f"--lane unit: all {selection.not_collected} test file(s) are in the integration lane "
+                "(lanes.integration_patterns), not collected",
+                False,
+            )
         return "nothing was collected (check the paths, -k, -m and --lane)", False
 
     def _lane_note(self) -> list[str]:
