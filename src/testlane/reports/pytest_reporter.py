@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from testlane.core.environment import WORKER_ADDOPTS
 from testlane.core.redact import redact_data, redact_nodeid
 from testlane.core.runenv import RunEnv
 
@@ -181,7 +182,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 # In a worker's environment: its PYTEST_ADDOPTS as the controller had it (JSON: a string, or null when unset),
 # before pytest_xdist_setupnodes added the controller's rootdir to it; restored as the worker configures.
-_WORKER_ADDOPTS = "TESTLANE_WORKER_ADDOPTS"
+_WORKER_ADDOPTS = WORKER_ADDOPTS
 
 
 @pytest.hookimpl(optionalhook=True)
