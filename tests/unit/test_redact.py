@@ -15,10 +15,11 @@ import pytest
 
 from testlane.core.errors import ConfigError, ServiceStartError
 from testlane.core.private import ensure_private_dir, write_private_file
-from testlane.core.redact import redact, redact_data, redact_url
+from testlane.core.redact import redact, redact_data, redact_nodeid, redact_url
 from testlane.reports.digest import render_digest
 from testlane.reports.jsonreport import document
 from testlane.reports.model import Failure, RunResult
+from testlane.reports.rerun import rerun_target
 from testlane.services.instance import Instance
 
 
@@ -146,3 +147,26 @@ def test_a_run_directory_prepared_by_another_user_is_refused(tmp_path: Path) -> 
     os.chown(theirs, 65534, 65534)
     with pytest.raises(ConfigError, match="not a directory owned by the current user"):
         ensure_private_dir(theirs)
+
+
+@pytest.mark.parametrize(
+    ("nodeid", "masked", "target"),
+    [
+        (
+            "tests/t.py::test_q[postgresql://postgres:pw@127.0.0.1:44271/tl_b5f57a4b_run_app-CancelledError]",
+            "tests/t.py::test_q[postgresql://postgres:***@127.0.0.1:44271/tl_b5f57a4b_run_app-CancelledError]",
+            "tests/t.py::test_q",
+        ),
+        # a URL without a password is this run's too (its port, its database): named by its function
+        ("t.py::C::test_q[redis://127.0.0.1:6379/3]", "t.py::C::test_q[redis://127.0.0.1:6379/3]", "t.py::C::test_q"),
+        # the closing bracket is not part of the password
+        ("t.py::test_d[host=h port=1 password=pw]", "t.py::test_d[host=h port=1 password=***]", "t.py::test_d"),
+        ("t.py::test_d[plain-1]", "t.py::test_d[plain-1]", "t.py::test_d[plain-1]"),
+        ("t.py::test_plain", "t.py::test_plain", "t.py::test_plain"),
+    ],
+)
+def test_a_node_id_is_masked_and_rerun_by_its_function_when_it_holds_the_runs_url(
+    nodeid: str, masked: str, target: str
+) -> None:
+    assert redact_nodeid(nodeid) == masked
+    assert rerun_target(redact_nodeid(nodeid)) == target

@@ -71,6 +71,7 @@ RERUN_PREFIX = "TESTLANE_RERUN_PREFIX"
 REPORTED_FILE = "TESTLANE_REPORTED_FILE"
 EGRESS_ALLOW = "TESTLANE_EGRESS_ALLOW"
 EGRESS_REPORT = "TESTLANE_EGRESS_REPORT"
+WORKER_ADDOPTS = "TESTLANE_WORKER_ADDOPTS"
 
 _RUN = "`testlane run`"
 _COORD = "`testlane run`, the plugin, `testlane services env`"
@@ -212,6 +213,12 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable(EGRESS_ALLOW, "the template build", "Where set-up commands may connect (their network guard)."),
     Variable(EGRESS_REPORT, "the template build", "Where set-up commands record the connections they were refused."),
+    Variable(
+        WORKER_ADDOPTS,
+        "the plugin, for pytest-xdist's workers",
+        "A worker's `PYTEST_ADDOPTS` as the controller had it, before the controller added its rootdir and "
+        "configuration file to it (`--rootdir`, `--config-file`); restored and removed as the worker starts.",
+    ),
     Variable(
         "TESTLANE_CI_CONTAINERS",
         "testlane's own CI (`.ci/run`)",

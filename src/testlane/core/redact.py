@@ -27,7 +27,7 @@ import re
 from typing import TypeVar
 from urllib.parse import SplitResult, unquote, urlsplit
 
-__all__ = ["MASK", "RedactingFilter", "redact", "redact_data", "redact_url"]
+__all__ = ["MASK", "RedactingFilter", "redact", "redact_data", "redact_nodeid", "redact_url"]
 
 MASK = "***"
 
@@ -132,6 +132,16 @@ def redact(text: str) -> str:
     if "password=" in text:
         text = _CONNINFO_RUN.sub(_redact_conninfo, text)
     return text
+
+
+def redact_nodeid(nodeid: str) -> str:
+    """A pytest node id with every credential in it masked: :func:`redact` of its path and test name, and of
+    its parameter set's id on its own (``test_q[host=h password=***]``: the closing bracket is not taken for
+    the end of a password)."""
+    base, bracket, params = nodeid.partition("[")
+    if bracket and params.endswith("]"):
+        return f"{redact(base)}[{redact(params[:-1])}]"
+    return redact(nodeid)
 
 
 def redact_data(value: T) -> T:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import pytest
 
 from testlane.core.errors import ConfigError, TestlaneError
-from testlane.core.redact import redact_url
+from testlane.core.redact import redact_nodeid, redact_url
 from testlane.core.runenv import RunEnv
 from testlane.databases.testdb import IsolatedDatabase, Isolation, TestDatabase
 from testlane.pytest_plugin.boundary import around_test, warn_at_test
@@ -657,7 +657,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     if kept:
         terminalreporter.section("testlane: databases kept for inspection")
         for nodeid, info in kept.items():
-            terminalreporter.write_line(f"{nodeid}\n    {info['command']}")
+            terminalreporter.write_line(f"{redact_nodeid(nodeid)}\n    {info['command']}")
         for where in sorted({info["password_in"] for info in kept.values() if info.get("password_in")}):
             terminalreporter.write_line(f"The password is not printed: it is in {where} (readable only by you).")
         hours = plugin_of(config).settings.db.keep_failed_ttl / 3600
@@ -670,7 +670,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             '`--isolation database --keep-failed-db`, or @pytest.mark.isolation("database") on that test.'
         )
         for nodeid in not_kept:
-            terminalreporter.write_line(f"    {nodeid}")
+            terminalreporter.write_line(f"    {redact_nodeid(nodeid)}")
 
 
 # --------------------------------------------------------------------------- fixtures

@@ -43,6 +43,7 @@ from typing import Any, TypeVar
 import pytest
 
 from testlane.core.environment import bookkeeping_names
+from testlane.core.redact import redact, redact_nodeid
 
 __all__ = ["FINDINGS_ATTR", "Finding", "finding_from_warning", "test_location"]
 
@@ -60,7 +61,8 @@ class Finding:
     location: str
 
     def line(self) -> str:
-        return f"{self.nodeid} {self.message}"
+        """The finding as testlane prints it: credentials masked, in its test's node id too."""
+        return f"{redact_nodeid(self.nodeid)} {redact(self.message)}"
 
 
 @dataclass

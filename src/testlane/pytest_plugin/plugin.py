@@ -24,6 +24,7 @@ import pytest
 
 from testlane.core.config import Settings, command_options, load_settings, parse_set_options, set_usage
 from testlane.core.errors import ConfigError, ServiceError, TestlaneError
+from testlane.core.redact import redact_nodeid
 from testlane.core.runenv import RunEnv, restore
 from testlane.pytest_plugin.boundary import fail_test
 from testlane.pytest_plugin.optin import NotOptedIn, it_env_on, opted_in, record_options
@@ -542,7 +543,7 @@ class OneStopError:
             self.plugin.stopped_by = (kind, message)
         elif report.nodeid != self.first:
             what = "configuration error" if kind == "configuration" else "error of a service that could not start"
-            report.longrepr = f"testlane: the {what} shown at {self.first} (the run stops)."
+            report.longrepr = f"testlane: the {what} shown at {redact_nodeid(self.first)} (the run stops)."
 
     @pytest.hookimpl(trylast=True)  # after the terminal reporter kept the interruption to show it
     def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from testlane.core.redact import redact, redact_data
 from testlane.reports.failures import TIMEOUT_MESSAGE
 from testlane.reports.model import Failure, Group, RunResult
+from testlane.reports.rerun import rerun_target, widened
 
 __all__ = ["render_cause", "render_digest", "rerun_command", "summary_line"]
 
@@ -91,6 +92,9 @@ def rerun_command(result: RunResult, group: Group, files_exact: bool) -> tuple[s
         prefix += " --it"
     failing = len(set(nodeids))  # before parameter sets merge into their function's id
     nodeids = _whole_functions(result, nodeids)
+    # A parameter set named by this run's URL or a secret is re-run by its function (reports.rerun.rerun_target).
+    wider = [n for n in nodeids if widened(n)]
+    nodeids = list(dict.fromkeys(rerun_target(n) for n in nodeids))
     note = ""
     if group.first.cause and not files_exact and len(nodeids) > 1:
         # One cause of testlane's (a migration, a service): after the fix every one of these tests must
@@ -105,6 +109,10 @@ def rerun_command(result: RunResult, group: Group, files_exact: bool) -> tuple[s
         note = f"first {_RERUN_IDS} of {len(nodeids)}"
     else:
         targets = nodeids
+    if wider and not files_exact:
+        # said, not hidden: the command runs every parameter set of those functions, not only the failing ones
+        whole = "all its parameters" if len(targets) == 1 else "all parameters of the tests named by function"
+        note = f"{whole}; {note}" if note else whole
     return f"{prefix} {' '.join(_quote(t) for t in targets)}", note
 
 
@@ -339,6 +347,7 @@ def _hidden_line(result: RunResult, hidden: list[_GroupView]) -> str:
     prefix = result.rerun_prefix
     if result.it_flag and any(f.lane == "it" for v in hidden for f in v.group.failures):
         prefix += " --it"
+    ids = list(dict.fromkeys(rerun_target(n) for n in ids))
     command = f"{prefix} {' '.join(_quote(n) for n in ids[:_RERUN_IDS])}"
     first = f" (the first {_RERUN_IDS})" if len(ids) > _RERUN_IDS else ""
     return f"… {what} not shown: rerun them with `{command}`{first}; `--format json` lists them all"

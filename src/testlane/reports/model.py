@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from testlane.core.redact import redact, redact_data
+from testlane.core.redact import redact, redact_data, redact_nodeid
 from testlane.reports.verdict import Outcome, Verdict, decide
 
 __all__ = ["SCHEMA", "Failure", "Group", "Outcome", "RunResult", "TestOutcome"]
@@ -45,7 +45,9 @@ class Failure:
 
     def __post_init__(self) -> None:
         # Every rendering (digest, JSON, JSON Lines) starts from here: mask credentials once, before
-        # anything clips a line (a clipped URL would no longer be recognized as one).
+        # anything clips a line (a clipped URL would no longer be recognized as one). The node id too: a
+        # test parametrized by the run's database URL has its password in its id (encode/databases does).
+        self.nodeid = redact_nodeid(self.nodeid)
         self.message = redact(self.message)
         self.detail = redact_data(self.detail)
         self.source = redact(self.source) if self.source else self.source
@@ -91,6 +93,10 @@ class TestOutcome:
     outcome: str  # passed | failed | error | skipped | xfailed | xpassed | incomplete (never finished its call)
     duration: float = 0.0
     lane: str | None = None
+
+    def __post_init__(self) -> None:
+        # Masked as Failure.nodeid is (the two are matched by node id): every rendering starts masked.
+        self.nodeid = redact_nodeid(self.nodeid)
 
 
 @dataclass

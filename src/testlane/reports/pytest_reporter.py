@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import io
+import os
 import shlex
 import sys
 import time
@@ -30,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from testlane.core.environment import WORKER_ADDOPTS
+from testlane.core.redact import redact_data, redact_nodeid
 from testlane.core.runenv import RunEnv
 
 if TYPE_CHECKING:
@@ -130,6 +133,8 @@ def pytest_configure(config: pytest.Config) -> None:
     from testlane.pytest_plugin.options import command_line_overrides
     from testlane.pytest_plugin.plugin import settings_for
 
+    if hasattr(config, "workerinput"):
+        _restore_worker_addopts()  # before anything else of this worker: it has what it was for
     if not opted_in(config):
         return  # installed is not opted in: pytest's output stays pytest's
     from testlane.pytest_plugin.report_hooks import on_logreport, on_makereport
@@ -173,6 +178,53 @@ def pytest_configure(config: pytest.Config) -> None:
     if sink is not None:
         sys.stdout = sink
         config.add_cleanup(collector.unmute)
+
+
+# In a worker's environment: its PYTEST_ADDOPTS as the controller had it (JSON: a string, or null when unset),
+# before pytest_xdist_setupnodes added the controller's rootdir to it; restored as the worker configures.
+_WORKER_ADDOPTS = WORKER_ADDOPTS
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_setupnodes(config: pytest.Config, specs: list[Any]) -> None:
+    """Each pytest-xdist worker finds its rootdir and configuration file as the controller did.
+
+    A worker parses the controller's command line again, and pytest looks for the rootdir before it knows
+    any plugin's options: the value of ``--report-jsonl /elsewhere/r.jsonl`` is taken for a path to test as
+    soon as that file exists, and it does once the controller has opened it. The workers' rootdir then
+    became the common ancestor of the project and that directory (node ids and failure locations relative
+    to it, the project's configuration file not found). ``--rootdir`` and ``--config-file`` in the workers'
+    PYTEST_ADDOPTS (execnet sets a popen worker's environment before pytest starts in it) make them use the
+    controller's."""
+    from testlane.pytest_plugin.optin import opted_in
+
+    if not opted_in(config):
+        return
+    import json
+
+    pinned = [f"--rootdir={config.rootpath}"]
+    if config.inipath is not None:
+        pinned.append(f"--config-file={config.inipath}")
+    for spec in specs:
+        env = getattr(spec, "env", None)
+        if getattr(spec, "popen", False) and isinstance(env, dict):
+            before = env.get("PYTEST_ADDOPTS", os.environ.get("PYTEST_ADDOPTS"))
+            env[_WORKER_ADDOPTS] = json.dumps(before)
+            env["PYTEST_ADDOPTS"] = f"{before or ''} {shlex.join(pinned)}".lstrip()
+
+
+def _restore_worker_addopts() -> None:
+    """In a worker: PYTEST_ADDOPTS as the controller had it, for its tests and any pytest they run."""
+    saved = os.environ.pop(_WORKER_ADDOPTS, None)
+    if saved is None:
+        return
+    import json
+
+    before = json.loads(saved)
+    if before is None:
+        os.environ.pop("PYTEST_ADDOPTS", None)
+    else:
+        os.environ["PYTEST_ADDOPTS"] = before
 
 
 def _is_xdist_stop(error: BaseException) -> bool:
@@ -234,6 +286,12 @@ def _skip_reason(report: pytest.TestReport) -> str:
     longrepr = report.longrepr
     reason = str(longrepr[2]) if isinstance(longrepr, tuple) and len(longrepr) == 3 else ""
     return reason.removeprefix("Skipped: ").strip()
+
+
+def _masked(finding: dict[str, str]) -> dict[str, str]:
+    """A discipline finding with its credentials masked, its node id as the tests' are (``model.TestOutcome``):
+    the two are matched by node id."""
+    return {**redact_data(finding), "nodeid": redact_nodeid(finding.get("nodeid", ""))}
 
 
 class ReportCollector:
@@ -334,7 +392,7 @@ class ReportCollector:
         attrs = vars(report)
         findings = attrs.get(self.findings_attr)
         if findings:
-            self.findings += findings
+            self.findings += [_masked(f) for f in findings]
         nodeid = report.nodeid
         test = self.tests.get(nodeid)
         if test is None:  # the test's first report: once per test
@@ -400,7 +458,7 @@ class ReportCollector:
 
         finding = finding_from_warning(self.config, warning_message, nodeid, self.locations.get(nodeid))
         if finding is not None:
-            self.findings.append(asdict(finding))
+            self.findings.append(_masked(asdict(finding)))
 
     def pytest_internalerror(self, excrepr: Any, excinfo: Any) -> None:
         from testlane.reports.failures import internal_failure

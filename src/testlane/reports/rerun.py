@@ -16,6 +16,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from testlane.core.redact import MASK
+
 # Destinations (argparse ``dest``) of the options a re-run drops: pytest's, pytest-xdist's, pytest-split's
 # and testlane's own that select tests or shape the output. Everything else is kept.
 SELECTION = frozenset(
@@ -165,3 +167,23 @@ def parser_actions(config: Any) -> dict[str, argparse.Action]:
     optparser = getattr(getattr(config, "_parser", None), "optparser", None)
     actions = getattr(optparser, "_option_string_actions", None)
     return dict(actions) if isinstance(actions, dict) else {}
+
+
+def rerun_target(nodeid: str) -> str:
+    """What a re-run names to select ``nodeid`` (a node id as the reports hold it: masked, ``model.Failure``).
+
+    A parameter set whose id holds a URL (``test_q[postgresql://u:***@127.0.0.1:44271/tl_b5f57a4b_run]``) or a
+    masked secret names something of this run only: the next run has another password, port and database
+    name, and a masked id matches nothing. Such a test is named by its function (``file::test_q``,
+    ``file::Class::test_q``), which pytest accepts and which selects all its parameter sets; the rerun line
+    says so (:func:`widened`). Any other node id is named as it is."""
+    head, sep, last = nodeid.rpartition("::")
+    name, bracket, params = last.partition("[")
+    if bracket and ("://" in params or MASK in params):
+        return f"{head}{sep}{name}"
+    return nodeid
+
+
+def widened(nodeid: str) -> bool:
+    """Whether :func:`rerun_target` names more than ``nodeid`` (its function, all its parameter sets)."""
+    return rerun_target(nodeid) != nodeid
