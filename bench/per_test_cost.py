@@ -46,6 +46,7 @@ from isolation import FAKE_CONNECTION, MIGRATION, SHARED_HEADER, TEST, kill_left
 from tests.helpers import inner_pyproject
 
 SRC = Path(__file__).resolve().parents[1] / "src"
+BENCH = Path(__file__).resolve().parent
 
 CONFTEST = """
 import json, os, statistics, threading, time
@@ -54,12 +55,40 @@ import pytest
 {fake_connection}
 _walls, _cpus, _resets, _pools = [], [], [], []
 _pending = []
+_tree = []  # CPU seconds of this process and every process under it, at the second and the last test
+_TICK = os.sysconf("SC_CLK_TCK")
+_WARM = 20
+
+def _tree_cpu():
+    # User + system CPU of this process (all threads, reaped children included) and of every live process
+    # under it (the server and its backends, reset processes), each with its own reaped children.
+    times = os.times()
+    total = times.user + times.system + times.children_user + times.children_system
+    pending = [str(os.getpid())]
+    while pending:
+        pid = pending.pop()
+        try:
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children") as fh:
+                    for child in fh.read().split():
+                        with open(f"/proc/{child}/stat") as st:
+                            fields = st.read().rsplit(")", 1)[1].split()
+                        total += sum(int(n) for n in fields[11:15]) / _TICK  # utime stime cutime cstime
+                        pending.append(child)
+        except OSError:
+            continue  # (a process that just exited: its time is in its parent's cutime)
+    return total
 
 def _instrument():
     try:
         from testlane.databases import pool, postgres_engine
     except ImportError:
         return
+    if os.environ.get("BENCH_RESET_PROCESS"):
+        import sys
+        sys.path.insert(0, os.environ["BENCH_RESET_PROCESS"])
+        import reset_process
+        reset_process.install()
     reset = postgres_engine.PostgresDatabaseEngine.reset
 
     def timed_reset(self, *args, **kwargs):
@@ -85,11 +114,48 @@ def _instrument():
             _pending.append((self, lease))
 
         pool.ClonePool.release = release_later
+    if os.environ.get("BENCH_RESET_NONE"):
+        def recycle_none(self, lease):  # the lease back as it is: no work at all beside the next test
+            with self._cond:
+                self._resetting -= 1
+                self._ready.append(lease)
+                self._cond.notify_all()
+
+        pool.ClonePool._recycle = recycle_none
+    if os.environ.get("BENCH_RESET_SQL_ONLY"):
+        from psycopg import generators
+        from testlane.databases import reset as tl_reset
+
+        # What a reset of this suite's test (one row, one sequence value) sends, as one simple-query string
+        # each, on the released connection, by libpq calls: the server's work of a reset, almost no Python.
+        restore = (
+            "SET LOCAL session_replication_role = replica; SET LOCAL row_security = off; "
+            "DELETE FROM ONLY public.items; SELECT setval('public.items_id_seq', 1, false); DISCARD SEQUENCES; "
+            + tl_reset._OWN_CHANGES.format(oids="'public.items'::regclass, 'public.items_id_seq'::regclass")
+            + "; " + tl_reset._FLUSH
+        ).encode()
+        sanitize = tl_reset.SANITIZE.encode()
+
+        def recycle_sql(self, lease):
+            started = time.perf_counter()
+            conn = lease.conn
+            for query in (sanitize, tl_reset.counters_query(lease.baseline).encode(), restore):
+                conn.pgconn.send_query(query)
+                conn.wait(generators.execute(conn.pgconn))
+            _resets.append(time.perf_counter() - started)
+            with self._cond:
+                self._resetting -= 1
+                self._ready.append(lease)
+                self._cond.notify_all()
+
+        pool.ClonePool._recycle = recycle_sql
 
 _instrument()
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_protocol(item, nextitem):
+    if len(_walls) == _WARM or nextitem is None:  # past the first tests: a process started then is warm
+        _tree.append((len(_walls), _tree_cpu()))
     started, cpu = time.perf_counter(), time.thread_time()
     yield
     _cpus.append(time.thread_time() - cpu)
@@ -104,8 +170,10 @@ def pytest_sessionfinish(session):
         return values[len(values) // 2] if values else None
 
     waited = sum(p.stats.waited for p in _pools)
+    (first, cpu_first), (last, cpu_last) = _tree
     out = {"wall": median(_walls), "cpu": median(_cpus), "waited": waited,
-           "reset": statistics.median(_resets) if _resets else None}
+           "reset": statistics.median(_resets) if _resets else None,
+           "tree_cpu": (cpu_last - cpu_first) / (last - first)}
     with open(os.environ["BENCH_OUT"], "w") as fh:
         json.dump(out, fh)
 """.replace("{fake_connection}", FAKE_CONNECTION)
@@ -149,6 +217,7 @@ def main() -> None:
     parser.add_argument("--tests", type=int, default=200)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--before", help="src directory of the code to compare against")
+    parser.add_argument("--only", help="comma-separated variants to run (the anchor always runs)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="testlane-bench-ptc-", dir="/dev/shm"))
@@ -167,12 +236,18 @@ def main() -> None:
             ("database", projects["database"], SRC, it),
             ("transaction", projects["transaction"], SRC, it),
             ("database_reset_between", projects["database"], SRC, {**it, "BENCH_RESET_BETWEEN": "1"}),
+            ("database_reset_process", projects["database"], SRC, {**it, "BENCH_RESET_PROCESS": str(BENCH)}),
+            ("database_reset_sql_only", projects["database"], SRC, {**it, "BENCH_RESET_SQL_ONLY": "1"}),
+            ("database_no_reset", projects["database"], SRC, {**it, "BENCH_RESET_NONE": "1"}),
         ]
         if before is not None:
             cases.insert(3, ("database_before", projects["database"], before, it))
             cases.append(("transaction_before", projects["transaction"], before, it))
-        for _, project, src, env in cases[2:4]:
-            run(project, src, env)  # the template and its snapshot, once
+        if args.only:
+            wanted = {"nodb", *args.only.split(",")}
+            cases = [case for case in cases if case[0] in wanted]
+        for project in {case[1] for case in cases[1:] if case[1] != projects["shared"]}:
+            run(project, SRC, it)  # the template and its snapshot, once
         results: dict[str, list[dict[str, float | None]]] = {key: [] for key, *_ in cases}
         for index in range(args.runs):
             shift = index % len(cases)
@@ -190,21 +265,24 @@ def main() -> None:
     for key, *_ in cases[1:]:
         summary[f"{key}_in_test_ms"] = round((med(key, "wall") - med("nodb", "wall")) * 1000, 3)
         summary[f"{key}_cpu_ms"] = round((med(key, "cpu") - med("nodb", "cpu")) * 1000, 3)
+        summary[f"{key}_all_cpu_ms"] = round((med(key, "tree_cpu") - med("nodb", "tree_cpu")) * 1000, 3)
         if key.startswith("database"):
             summary[f"{key}_waited"] = med(key, "waited")
             summary[f"{key}_reset_ms"] = round(med(key, "reset") * 1000, 3)
     summary["nodb_wall_ms"] = round(med("nodb", "wall") * 1000, 3)
+    for key, *_ in cases:  # each run's in-test median (not minus the anchor), in run order: for paired readings
+        summary[f"{key}_runs_ms"] = [round(float(r["wall"] or "nan") * 1000, 3) for r in results[key]]
     if args.json:
         print(json.dumps(summary))
         return
     print(f"{args.tests} tests, 1 table, medians of {args.runs} runs; anchor {summary['nodb_wall_ms']} ms a test")
-    print("| variant | in-test | CPU of pytest's thread | tests that waited | background reset |")
-    print("|---|---|---|---|---|")
+    print("| variant | in-test | CPU of pytest's thread | CPU, all processes | tests that waited | background reset |")
+    print("|---|---|---|---|---|---|")
     for key, *_ in cases[1:]:
         waited = f"{summary[f'{key}_waited']:.0f}" if f"{key}_waited" in summary else "-"
         reset = f"{summary[f'{key}_reset_ms']:.2f} ms" if f"{key}_reset_ms" in summary else "-"
-        in_test, cpu = summary[f"{key}_in_test_ms"], summary[f"{key}_cpu_ms"]
-        print(f"| {key} | {in_test:.2f} ms | {cpu:.2f} ms | {waited} | {reset} |")
+        in_test, cpu, tree = summary[f"{key}_in_test_ms"], summary[f"{key}_cpu_ms"], summary[f"{key}_all_cpu_ms"]
+        print(f"| {key} | {in_test:.2f} ms | {cpu:.2f} ms | {tree:.2f} ms | {waited} | {reset} |")
 
 
 if __name__ == "__main__":
