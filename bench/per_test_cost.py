@@ -1,6 +1,6 @@
 """Where a test's milliseconds go under pytest, 1 table: `database` and `transaction` isolation, A/B.
 
-Usage: python bench/per_test_cost.py [--tests 200] [--runs 5] [--before SRC] [--json]
+Usage: python bench/per_test_cost.py [--tests 200] [--runs 5] [--before SRC] [--only V1,V2] [--json]
 
 The suite of ``bench/isolation.py`` (each test inserts a row with ``pg_conn``, selects it back, commits), as
 its own pytest process per variant, all interleaved, ``--runs`` times (medians):
@@ -13,18 +13,30 @@ its own pytest process per variant, all interleaved, ``--runs`` times (medians):
 * ``database_reset_between``, a diagnostic: ``database`` mode with each released database reset on pytest's
   thread *after* the test's ``pytest_runtest_protocol`` instead of by the pool's worker while the next test
   runs. Its in-test time is what a test costs with nothing running beside it; the difference to ``database``
-  is what the background reset costs the test by running on the same two cores (and taking the GIL).
+  is what the background reset costs the test by running on the same two cores (and taking the GIL);
+* three more diagnostics of ``database`` mode, each replacing the pool's reset: ``database_reset_process``,
+  the reset done by a child process per pool (``bench/reset_process.py``: the same code, no interpreter lock
+  shared with the test; the test's session sanitized by the pool's worker); ``database_reset_sql_only``, the
+  statements a reset of this suite's test sends, replayed by libpq calls on the pool's worker (the server's
+  work of a reset, almost none of its Python: no process scan, no parsing, no planning); and
+  ``database_no_reset``, the released database handed out again as it is (no work beside the next test: a
+  floor, not an isolation).
 
 Each process records, per test, the wall time from set-up to tear-down (``pytest_runtest_protocol``, the
-first and last tests left out) and the CPU time of pytest's thread in that span (``time.thread_time``), and,
-from testlane's pool (``database`` variants): how many tests waited for a database, and the median wall time
-of a background reset. Figures are per test, medians over runs of each process's median, minus the anchor's
-(``in-test``); the CPU column likewise. The bytecode cache is on (``PYTHONDONTWRITEBYTECODE`` removed).
+first and last tests left out) and the CPU time of pytest's thread in that span (``time.thread_time``);
+the CPU of every process of the run per test — pytest's, the server's and its backends', a reset process's
+(user + system, from ``os.times`` and ``/proc/<pid>/stat``, between the 21st and the last test, divided by
+the tests in between); and, from testlane's pool (``database`` variants): how many tests waited for a
+database, and the median wall time of a background reset. Figures are per test, medians over runs of each
+process's median, minus the anchor's (``in-test``); the CPU columns likewise. The bytecode cache is on
+(``PYTHONDONTWRITEBYTECODE`` removed). ``--only`` runs those variants (and the anchor).
 
-JSON keys (``--json``): ``tests``, ``runs``; per variant ``<v>_in_test_ms``, ``<v>_cpu_ms`` (pytest's thread,
-minus the anchor's), ``<v>_waited`` and ``<v>_reset_ms`` (database variants), for ``shared``, ``database``,
-``transaction``, ``database_reset_between`` and, with ``--before``, ``database_before`` and
-``transaction_before``.
+JSON keys (``--json``): ``tests``, ``runs``, ``nodb_wall_ms``; per variant ``<v>_in_test_ms``, ``<v>_cpu_ms``
+(pytest's thread, minus the anchor's), ``<v>_all_cpu_ms`` (every process, minus the anchor's),
+``<v>_waited`` and ``<v>_reset_ms`` (database variants), for ``shared``, ``database``, ``transaction``,
+``database_reset_between``, ``database_reset_process``, ``database_reset_sql_only``, ``database_no_reset``
+and, with ``--before``, ``database_before`` and ``transaction_before``; and ``<v>_runs_ms``, each run's
+in-test median in run order (not minus the anchor; ``nodb`` included), for paired readings.
 """
 
 from __future__ import annotations
