@@ -27,13 +27,16 @@ first and last tests left out) and the CPU time of pytest's thread in that span 
 the CPU of every process of the run per test — pytest's, the server's and its backends', a reset process's
 (user + system, from ``os.times`` and ``/proc/<pid>/stat``, between the 21st and the last test, divided by
 the tests in between); and, from testlane's pool (``database`` variants): how many tests waited for a
-database, and the median wall time of a background reset. Figures are per test, medians over runs of each
-process's median, minus the anchor's (``in-test``); the CPU columns likewise. The bytecode cache is on
+database, and the median wall time of a background reset; the set-up, call and tear-down phases
+(``pytest_runtest_setup``/``call``/``teardown``) and, in ``transaction`` mode, ``SavepointConnection.end_test``
+(the end-of-test round trip, inside the tear-down). Figures are per test, medians over runs of each
+process's median, minus the anchor's (``in-test``, the phases); the CPU columns likewise. The bytecode cache is on
 (``PYTHONDONTWRITEBYTECODE`` removed). ``--only`` runs those variants (and the anchor).
 
 JSON keys (``--json``): ``tests``, ``runs``, ``nodb_wall_ms``; per variant ``<v>_in_test_ms``, ``<v>_cpu_ms``
 (pytest's thread, minus the anchor's), ``<v>_all_cpu_ms`` (every process, minus the anchor's),
-``<v>_waited`` and ``<v>_reset_ms`` (database variants), for ``shared``, ``database``, ``transaction``,
+``<v>_setup_ms``, ``<v>_call_ms``, ``<v>_teardown_ms`` (minus the anchor's), ``<v>_end_ms`` (transaction
+variants), ``<v>_waited`` and ``<v>_reset_ms`` (database variants), for ``shared``, ``database``, ``transaction``,
 ``database_reset_between``, ``database_reset_process``, ``database_reset_sql_only``, ``database_no_reset``
 and, with ``--before``, ``database_before`` and ``transaction_before``; and ``<v>_runs_ms``, each run's
 in-test median in run order (not minus the anchor; ``nodb`` included), for paired readings.
@@ -66,6 +69,7 @@ import pytest
 
 {fake_connection}
 _walls, _cpus, _resets, _pools = [], [], [], []
+_phases = {"setup": [], "call": [], "teardown": [], "end": []}  # per test; "end": SavepointConnection.end_test
 _pending = []
 _tree = []  # CPU seconds of this process and every process under it, at the second and the last test
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -111,6 +115,17 @@ def _instrument():
             _resets.append(time.perf_counter() - started)
 
     postgres_engine.PostgresDatabaseEngine.reset = timed_reset
+    from testlane.databases import transaction
+    end_test = transaction.SavepointConnection.end_test
+
+    def timed_end(self, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return end_test(self, *args, **kwargs)
+        finally:
+            _phases["end"].append(time.perf_counter() - started)
+
+    transaction.SavepointConnection.end_test = timed_end
     init = pool.ClonePool.__init__
 
     def kept_init(self, *args, **kwargs):
@@ -176,6 +191,17 @@ def pytest_runtest_protocol(item, nextitem):
         owner, lease = _pending.pop()
         owner._recycle(lease)
 
+def _phase(name):
+    @pytest.hookimpl(hookwrapper=True, tryfirst=True)
+    def timed(item):
+        started = time.perf_counter()
+        yield
+        _phases[name].append(time.perf_counter() - started)
+
+    return timed
+
+pytest_runtest_setup, pytest_runtest_call, pytest_runtest_teardown = map(_phase, ("setup", "call", "teardown"))
+
 def pytest_sessionfinish(session):
     def median(values):
         values = sorted(values[1:-1])  # the first and last tests pay session set-up/tear-down
@@ -185,7 +211,8 @@ def pytest_sessionfinish(session):
     (first, cpu_first), (last, cpu_last) = _tree
     out = {"wall": median(_walls), "cpu": median(_cpus), "waited": waited,
            "reset": statistics.median(_resets) if _resets else None,
-           "tree_cpu": (cpu_last - cpu_first) / (last - first)}
+           "tree_cpu": (cpu_last - cpu_first) / (last - first),
+           **{name: median(values) for name, values in _phases.items()}}
     with open(os.environ["BENCH_OUT"], "w") as fh:
         json.dump(out, fh)
 """.replace("{fake_connection}", FAKE_CONNECTION)
@@ -278,6 +305,10 @@ def main() -> None:
         summary[f"{key}_in_test_ms"] = round((med(key, "wall") - med("nodb", "wall")) * 1000, 3)
         summary[f"{key}_cpu_ms"] = round((med(key, "cpu") - med("nodb", "cpu")) * 1000, 3)
         summary[f"{key}_all_cpu_ms"] = round((med(key, "tree_cpu") - med("nodb", "tree_cpu")) * 1000, 3)
+        for phase in ("setup", "call", "teardown"):
+            summary[f"{key}_{phase}_ms"] = round((med(key, phase) - med("nodb", phase)) * 1000, 3)
+        if key.startswith("transaction"):
+            summary[f"{key}_end_ms"] = round(med(key, "end") * 1000, 3)
         if key.startswith("database"):
             summary[f"{key}_waited"] = med(key, "waited")
             summary[f"{key}_reset_ms"] = round(med(key, "reset") * 1000, 3)
@@ -295,6 +326,13 @@ def main() -> None:
         reset = f"{summary[f'{key}_reset_ms']:.2f} ms" if f"{key}_reset_ms" in summary else "-"
         in_test, cpu, tree = summary[f"{key}_in_test_ms"], summary[f"{key}_cpu_ms"], summary[f"{key}_all_cpu_ms"]
         print(f"| {key} | {in_test:.2f} ms | {cpu:.2f} ms | {tree:.2f} ms | {waited} | {reset} |")
+    print()
+    print("| variant | set-up | call | tear-down | of which end_test |")
+    print("|---|---|---|---|---|")
+    for key, *_ in cases[1:]:
+        phases = [f"{summary[f'{key}_{phase}_ms']:.2f} ms" for phase in ("setup", "call", "teardown")]
+        end = f"{summary[f'{key}_end_ms']:.2f} ms" if f"{key}_end_ms" in summary else "-"
+        print(f"| {key} | {' | '.join(phases)} | {end} |")
 
 
 if __name__ == "__main__":
