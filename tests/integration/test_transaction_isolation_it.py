@@ -145,8 +145,10 @@ def test_a_commit_that_escapes_fails_its_test_and_the_next_test_starts_clean(pyt
 # looked for by the next (the tests run in file order, on one worker).
 SESSION_STATE = """
 import psycopg
+import pytest
 
 def test_1_leaves_session_state(pg_conn):
+    pg_conn.execute("SELECT nextval('tickets')")  # currval('tickets') and lastval() defined in this session
     pg_conn.execute("SET statement_timeout = '123s'")
     pg_conn.execute("CREATE TEMP TABLE tmp_left (i int)")
     pg_conn.execute("LISTEN left_channel")
@@ -167,6 +169,9 @@ def test_2_finds_none_of_it(pg_conn):
     assert pg_conn.execute("SELECT name FROM pg_prepared_statements WHERE name = 'left_statement'").fetchall() == []
     assert pg_conn.execute("SELECT count(*) FROM items").fetchone() == (0,)
     assert pg_conn.execute("SELECT to_regclass('left_table')").fetchone() == (None,)
+    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):  # as in a new session: no nextval yet
+        pg_conn.execute("SELECT lastval()")
+    pg_conn.rollback()
     assert pg_conn.execute("INSERT INTO items (name) VALUES ('a') RETURNING id").fetchone() == (1,)
 """
 

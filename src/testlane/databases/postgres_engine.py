@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, TypeAlias
@@ -27,16 +26,15 @@ from testlane.core.waiting import sleep
 from testlane.databases.naming import clone_name
 from testlane.databases.pool import ClonePool, Lease
 from testlane.databases.reset import (
+    SETTLE_TIMEOUT,
     Counters,
     TemplateFacts,
     analyze,
-    backends_serving,
     can_scan_processes,
     first_clone_xid,
-    plan_reset,
-    read_counters,
-    reset,
+    restore,
     sanitize,
+    settle,
 )
 
 if TYPE_CHECKING:
@@ -70,8 +68,6 @@ BEGIN
 END
 $warm$
 """
-
-SETTLE_TIMEOUT = 2.0  # a released database whose connections stay open longer is dropped, not reset
 
 PostgresLease: TypeAlias = "Lease[psycopg.Connection]"
 
@@ -166,7 +162,16 @@ class PostgresDatabaseEngine:
     def reset(
         self, lease: Lease[psycopg.Connection], *, stopping: Callable[[], bool]
     ) -> Lease[psycopg.Connection] | None:
-        if not self._settled(lease, stopping):
+        conn = lease.conn
+        own = {conn.info.backend_pid} if conn is not None and not conn.closed else set()
+
+        def pause(seconds: float) -> bool:
+            if stopping():
+                return False
+            sleep(seconds)
+            return True
+
+        if not settle(self.server.pid or 0, lease.name, own, released_at=lease.released_at, pause=pause):
             return None
         conn, lease.conn = lease.conn, None
         try:
@@ -177,12 +182,11 @@ class PostgresDatabaseEngine:
                 conn = self._connect(lease.name, autocommit=True)
                 conn.execute("SET stats_fetch_consistency = none")
             assert isinstance(lease.baseline, Counters), lease.baseline
-            after = read_counters(conn, lease.baseline)
-            plan = plan_reset(facts, lease.baseline, after)
-            if plan is None:
+            done = restore(conn, facts, lease.baseline)
+            if done is None:
                 _close(conn)
                 return None
-            baseline = reset(conn, plan, after)
+            baseline, plan = done
             if plan.truncate:
                 _warm_caches(conn, list(plan.truncate))  # a TRUNCATE invalidated their cache entries
             conn.autocommit = False
@@ -192,17 +196,6 @@ class PostgresDatabaseEngine:
             return None
         # `truncated`: tables were emptied or restored (which, is in the baseline: Counters.restored).
         return Lease(lease.name, lease.url, lease.template, conn, baseline, reused=True, truncated=bool(plan))
-
-    def _settled(self, lease: Lease[psycopg.Connection], stopping: Callable[[], bool]) -> bool:
-        """Wait until no server process but our own connection's serves the database."""
-        own = {lease.conn.info.backend_pid} if lease.conn is not None and not lease.conn.closed else set()
-        delay = 0.0005
-        while backends_serving(self.server.pid or 0, {lease.name}, exclude=own):
-            if stopping() or time.monotonic() - lease.released_at > SETTLE_TIMEOUT:
-                return False
-            sleep(delay)  # polling a process's exit: there is nothing to wait on
-            delay = min(delay * 2, 0.02)
-        return True
 
     def _template_facts(self, lease: Lease[psycopg.Connection]) -> TemplateFacts:
         """What may be truncated or restored in ``lease``'s template, learned once on a throwaway clone named

@@ -274,14 +274,16 @@ class SavepointConnection(psycopg.Connection[Any]):
         # Moved sequences are put back here, whatever the checks find (setval is not transactional: it stays
         # whatever happens to the transaction around it); a database a commit escaped from is rebuilt anyway.
         restore = f"; {self.sequences.restore}" if self.sequences.restore else ""
-        # Advisory locks and prepared statements are session-level: a rollback does not undo them.
-        # (psycopg forgets its own prepared statements on the ROLLBACK and on DEALLOCATE ALL.)
+        # Advisory locks, prepared statements and the sequences' currval/lastval (which nextval and setval
+        # set) are session-level: a rollback does not undo them. DISCARD SEQUENCES, after the restore's setval,
+        # leaves the next test none, as in a new session. (psycopg forgets its own prepared statements on the
+        # ROLLBACK and on DEALLOCATE ALL.)
         cur = psycopg.Connection.execute(
             self,
             f"ROLLBACK; DEALLOCATE ALL; SELECT {status}, {self._sessions_expr}, pg_advisory_unlock_all()"
-            f"{restore}; {self._open}",
+            f"{restore}; DISCARD SEQUENCES; {self._open}",
         )
-        # Results: ROLLBACK, DEALLOCATE, the checks, the restore (if any), BEGIN, SAVEPOINT, the new id.
+        # Results: ROLLBACK, DEALLOCATE, the checks, the restore (if any), DISCARD, BEGIN, SAVEPOINT, the new id.
         cur.nextset()
         cur.nextset()
         committed, sessions, _ = cur.fetchone() or (None, -1, None)
