@@ -561,9 +561,12 @@ def attach_findings(item: pytest.Item, call: pytest.CallInfo[None], report: pyte
 def after_test(item: pytest.Item) -> None:
     """After the test's teardown (however it ended): what it left behind, reported or failed."""
     __tracebackhide__ = True
-    watch = item.stash.get(watch_key, None)
-    if watch is None:
+    if watch_key not in item.stash:
         return
+    watch = item.stash[watch_key]
+    # Not kept on the test once it is over: pytest keeps every item to the end of the run, and with it the copy of
+    # the environment and the snapshots, for its garbage collection to walk at exit (and every collection before).
+    del item.stash[watch_key]
     d = watch.settings
     problems: list[tuple[str, str]] = []  # (reaction, message)
     if watch.handler is not None:

@@ -49,21 +49,25 @@ def _log_sizes(servers: dict[str, Any]) -> dict[str, tuple[str, int]]:
 
 
 def record_offsets(item: pytest.Item) -> None:
-    """As the test's set-up starts: each running server's log size."""
+    """As the test's set-up starts: each running server's log size (nothing on the test when the session has
+    no server: pytest keeps every test to the end of the run, and with it what is stored on it)."""
     if _no_servers(item.config):
-        item.stash[offsets_key] = {}
         return
     servers = active_servers(item.config)
-    item.stash[offsets_key] = _log_sizes(servers) if servers else {}
+    if servers:
+        item.stash[offsets_key] = _log_sizes(servers)
 
 
 def catch_up(item: pytest.Item) -> None:
     """As the test's call starts: a server first used by its set-up (started, or attached) is measured now: its
     boot and the template's build are set-up's, not the call's."""
-    if offsets_key not in item.stash or _no_servers(item.config):
+    if _no_servers(item.config):
         return
-    offsets = item.stash[offsets_key]
     servers = active_servers(item.config)
-    if servers and servers.keys() - offsets.keys():
+    if not servers:
+        return
+    offsets = item.stash[offsets_key] if offsets_key in item.stash else {}
+    if servers.keys() - offsets.keys():
         for name, known in _log_sizes(servers).items():
             offsets.setdefault(name, known)
+        item.stash[offsets_key] = offsets
