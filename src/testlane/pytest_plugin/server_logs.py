@@ -66,7 +66,7 @@ def catch_up(item: pytest.Item) -> None:
     servers = active_servers(item.config)
     if not servers:
         return
-    offsets = item.stash[offsets_key] if offsets_key in item.stash else {}
+    offsets = item.stash.get(offsets_key, {})
     if servers.keys() - offsets.keys():
         for name, known in _log_sizes(servers).items():
             offsets.setdefault(name, known)
