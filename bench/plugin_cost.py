@@ -26,7 +26,9 @@ process while pytest's and the other plugins' come from the bytecode their insta
 *In-test*: each process also records the median time of one test from the start to the end of its run
 protocol (a conftest hook wrapping every plugin's per-test work; first and last tests left out), at the larger
 size; the figure is the median over the runs, and ``+in-test`` the variant's minus the anchor's: steadier than
-the slope on a busy machine, and what each test pays once the session is up.
+the slope on a busy machine, and what each test pays once the session is up. *cpu* is the same for the CPU time
+of pytest's thread (``time.thread_time``): what the test costs, not counting the time other work on the machine
+took the core. ``--one-test`` also gives each process's CPU time (user + system, from ``getrusage``).
 
 Per test = the slope between the two sizes; per run = the intercept (the total at N = 0); each variant's
 overhead is its figure minus the anchor's. Plugins of testlane's development environment that such a project
@@ -47,6 +49,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -81,20 +84,22 @@ import json, os, time
 import pytest
 
 _durations = []
+_cpu = []
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_protocol(item, nextitem):
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.thread_time()
     yield
+    _cpu.append(time.thread_time() - cpu)
     _durations.append(time.perf_counter() - started)
 
 
 def pytest_sessionfinish(session):
-    steady = sorted(_durations[1:-1])
+    steady, cpu = sorted(_durations[1:-1]), sorted(_cpu[1:-1])
     if steady and os.environ.get("BENCH_OUT"):
         with open(os.environ["BENCH_OUT"], "w") as fh:
-            json.dump(steady[len(steady) // 2], fh)
+            json.dump([steady[len(steady) // 2], cpu[len(cpu) // 2]], fh)
 """
 
 PYPROJECT = '[project]\nname = "bench"\nversion = "0"\n{table}\n[tool.pytest.ini_options]\n' + (
@@ -138,17 +143,25 @@ def command(variant: str, python: str, extra: tuple[str, ...] = ()) -> list[str]
 
 
 IN_TEST: dict[str, list[float]] = {}  # variant -> the median time of one test in each run (of the larger size)
+IN_TEST_CPU: dict[str, list[float]] = {}  # the same, CPU time of pytest's thread (time.thread_time)
+PROCESS_CPU: dict[str, list[float]] = {}  # variant:project -> CPU time (user + system) of each whole process
 
 
 def run_once(variant: str, root: Path, python: str) -> float:
     out = root / "in_test.json"
     out.unlink(missing_ok=True)
     env = {**environment(variant), "BENCH_OUT": str(out)}
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # the children waited for so far: the delta is this one
     started = time.perf_counter()
     proc = subprocess.run(command(variant, python), cwd=root, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime
+    PROCESS_CPU.setdefault(f"{variant}:{root.name}", []).append(cpu)
     if out.exists():
-        IN_TEST.setdefault(f"{variant}:{root.name}", []).append(json.loads(out.read_text()))
+        wall, thread_cpu = json.loads(out.read_text())
+        IN_TEST.setdefault(f"{variant}:{root.name}", []).append(wall)
+        IN_TEST_CPU.setdefault(f"{variant}:{root.name}", []).append(thread_cpu)
     if proc.returncode != 0:
         raise SystemExit(f"{variant} in {root} exited {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     return elapsed
@@ -185,10 +198,15 @@ def one_test(python: str, rounds: int) -> None:
             for variant in VARIANTS[shift:] + VARIANTS[:shift]:
                 times[variant].append(run_once(variant, roots[variant], python))
     anchor = statistics.median(times["anchor"])
-    print(f"one test, {rounds} rounds, interleaved: median wall time, and beyond the anchor's")
+    anchor_cpu = statistics.median(PROCESS_CPU["anchor:anchor"])
+    print(
+        f"one test, {rounds} rounds, interleaved: median wall time, and beyond the anchor's; median CPU time of the "
+        "process (user + system: steadier while other work runs), and beyond the anchor's"
+    )
     for variant in VARIANTS:
         median = statistics.median(times[variant])
-        print(f"{variant:<16} {median:.3f}s {median - anchor:+.3f}s")
+        cpu = statistics.median(PROCESS_CPU[f"{variant}:{variant}"])
+        print(f"{variant:<16} {median:.3f}s {median - anchor:+.3f}s   cpu {cpu:.3f}s {cpu - anchor_cpu:+.3f}s")
 
 
 def main() -> None:
@@ -225,6 +243,8 @@ def main() -> None:
         for key, root in roots.items():  # warm-up: bytecode and assertion-rewritten test files cached
             run_once(key[0], root, python)
         IN_TEST.clear()
+        IN_TEST_CPU.clear()
+        PROCESS_CPU.clear()
         times: dict[tuple[str, int], list[float]] = {key: [] for key in roots}
         keys = list(roots)
         for round_ in range(args.runs):
@@ -247,10 +267,19 @@ def main() -> None:
         out[f"{variant}_per_test_ms"] = round(slope * 1000, 4)
         out[f"{variant}_per_run_s"] = round(fit[variant][1], 3)
         out[f"{variant}_in_test_ms"] = round(statistics.median(IN_TEST[f"{variant}:{variant}-{large}"]) * 1000, 4)
+        out[f"{variant}_in_test_cpu_ms"] = round(
+            statistics.median(IN_TEST_CPU[f"{variant}:{variant}-{large}"]) * 1000, 4
+        )
+        process_cpu = PROCESS_CPU[f"{variant}:{variant}-{large}"]
+        out[f"{variant}_process_cpu_{large}_s"] = round(statistics.median(process_cpu), 3)
     for variant in VARIANTS[1:]:
         out[f"{variant}_overhead_per_test_ms"] = round((fit[variant][0] - fit["anchor"][0]) * 1000, 4)
         out[f"{variant}_overhead_per_run_s"] = round(fit[variant][1] - fit["anchor"][1], 3)
         out[f"{variant}_in_test_overhead_ms"] = round(out[f"{variant}_in_test_ms"] - out["anchor_in_test_ms"], 4)  # type: ignore[operator]
+        out[f"{variant}_in_test_cpu_overhead_ms"] = round(
+            out[f"{variant}_in_test_cpu_ms"] - out["anchor_in_test_cpu_ms"],  # type: ignore[operator]
+            4,
+        )
         out[f"{variant}_ratio_{large}"] = round(
             statistics.median(times[(variant, large)]) / statistics.median(times[("anchor", large)]), 3
         )
@@ -273,6 +302,7 @@ def main() -> None:
     print(
         f"{'variant':<16} {f'{small} tests':>10} {f'{large} tests':>11} {'per test':>10} {'per run':>9}"
         f" {'+per test':>10} {'+per run':>9} {f'ratio@{large}':>10} {'in-test':>9} {'+in-test':>9}"
+        f" {'cpu':>9} {'+cpu':>9}"
     )
     for variant in VARIANTS:
         extra = (
@@ -282,8 +312,10 @@ def main() -> None:
             else " " * 31
         )
         extra += f" {out[f'{variant}_in_test_ms']:>7.3f}ms"
+        extra += f" {out[f'{variant}_in_test_overhead_ms']:>7.3f}ms" if variant != "anchor" else " " * 10
+        extra += f" {out[f'{variant}_in_test_cpu_ms']:>7.3f}ms"
         if variant != "anchor":
-            extra += f" {out[f'{variant}_in_test_overhead_ms']:>7.3f}ms"
+            extra += f" {out[f'{variant}_in_test_cpu_overhead_ms']:>7.3f}ms"
         print(
             f"{variant:<16} {out[f'{variant}_total_{small}_s']:>9.3f}s {out[f'{variant}_total_{large}_s']:>10.3f}s"
             f" {out[f'{variant}_per_test_ms']:>8.3f}ms {out[f'{variant}_per_run_s']:>8.3f}s{extra}"

@@ -140,6 +140,25 @@ def test_each_test_s_timeout_counts_from_its_own_start_with_one_watchdog_for_the
     assert result.duration < 15, result.duration
 
 
+def test_the_watchdog_is_no_thread_the_project_s_tests_count(pytester: pytest.Pytester) -> None:
+    """The timeouts' watchdog runs from the first test on, but is not a ``threading.Thread``: a project's own test
+    that counts the threads alive (its own leak check) sees only its own, as without testlane."""
+    plain_project(pytester, "[tool.testlane.discipline]\ntimeout_unit = 30")
+    pytester.makepyfile(
+        test_t="""
+        import threading
+
+        def test_first():
+            pass
+
+        def test_counts_the_threads():
+            assert [t.name for t in threading.enumerate()] == ["MainThread"]
+            assert threading.active_count() == 1
+        """
+    )
+    run_inner(pytester).assert_outcomes(passed=2)
+
+
 def test_a_timeout_of_the_user_s_own_keeps_the_markers(pytester: pytest.Pytester) -> None:
     """A ``--timeout-method`` of the user's own: testlane sets no default; each test gets its lane's timeout as
     before (a marker, with the signal method: the run carries on)."""

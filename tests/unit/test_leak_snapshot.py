@@ -28,16 +28,70 @@ def test_a_socket_in_the_place_of_a_closed_file_is_seen(tmp_path: Path) -> None:
         os.close(number)
 
 
-def test_another_pipe_in_the_place_of_a_pipe_is_seen() -> None:
+def test_a_socket_in_the_place_of_a_pipe_is_seen() -> None:
+    first = os.pipe()
+    try:
+        before = Descriptors.take()
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            sock.listen()
+            os.dup2(sock.fileno(), first[1])  # same count; a pipe cannot be seeked, so what tells is asked of a pipe
+        after = Descriptors.take(before)
+        assert after is not before
+        assert os.fstat(first[1]).st_ino in after.sockets - before.sockets
+    finally:
+        for fd in first:
+            os.close(fd)
+
+
+def test_another_pipe_in_the_place_of_a_pipe_is_no_socket() -> None:
     first = os.pipe()
     second = os.pipe()
     try:
         before = Descriptors.take()
-        os.dup2(second[0], first[1])  # same count; a pipe cannot be seeked, so its inode is what tells
-        assert Descriptors.take(before) is not before
+        os.dup2(second[0], first[1])  # same count, another pipe: no socket opened
+        assert Descriptors.take(before).sockets == before.sockets
     finally:
         for fd in (*first, *second):
             os.close(fd)
+
+
+def test_a_listening_socket_in_the_place_of_a_file_is_seen(tmp_path: Path) -> None:
+    """Files are checked all at once (one ``poll``: a file is always ready to read and write, a listening socket
+    never ready to write)."""
+    numbers = [os.open(tmp_path / f"file{i}", os.O_RDWR | os.O_CREAT) for i in range(3)]
+    try:
+        before = Descriptors.take()
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            sock.listen()
+            os.dup2(sock.fileno(), numbers[1])
+        after = Descriptors.take(before)
+        assert after is not before
+        assert os.fstat(numbers[1]).st_ino in after.sockets - before.sockets
+    finally:
+        for fd in numbers:
+            os.close(fd)
+
+
+def test_a_socket_in_the_place_of_the_directory_it_counts_with_is_seen() -> None:
+    """The number of descriptors is read from /proc/self/fd held open: a test that closes it (and a socket that
+    takes its number) neither defeats the count nor hides the socket."""
+    before = Descriptors.take()
+    own = f"/proc/{os.getpid()}/fd"
+    directory = next(int(n) for n in os.listdir(own) if os.path.realpath(f"{own}/{n}") == own)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        os.dup2(sock.fileno(), directory)  # the held directory closed, a listening socket in its place
+        try:
+            after = Descriptors.take(before)
+            assert after is not before
+            assert os.fstat(directory).st_ino in after.sockets - before.sockets
+        finally:
+            os.close(directory)
+    again = Descriptors.take()  # the directory opened again, and the snapshot's fast path back
+    assert Descriptors.take(again) is again
 
 
 def test_the_standard_streams_swapped_by_capture_do_not_defeat_the_fast_path(tmp_path: Path) -> None:

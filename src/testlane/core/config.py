@@ -1502,12 +1502,14 @@ def load_settings(
     _check_variables(env, options, mapped=values.get("env") or {})
 
     settings: Settings = _build(Settings, values)
-    from testlane.core.envmap import validate_mapping
     from testlane.core.service_names import canonical_services
 
-    validate_mapping(settings.env)  # an unknown service or part is a configuration error now, not mid-run
-    if "services" not in values and settings.env:
-        settings = dataclasses.replace(settings, services=_services_for(settings))
+    if settings.env:  # the templates' module (its expressions compiled at import) only for a project that maps
+        from testlane.core.envmap import validate_mapping
+
+        validate_mapping(settings.env)  # an unknown service or part is a configuration error now, not mid-run
+        if "services" not in values:
+            settings = dataclasses.replace(settings, services=_services_for(settings))
     # `services = ["redis"]` is Valkey: every later use (and message) sees the canonical names.
     settings = dataclasses.replace(settings, services=canonical_services(settings.services))
     root = pyproject.parent if pyproject is not None else start

@@ -58,6 +58,7 @@ __all__ = ["DatabaseManager", "TestDatabase"]
 
 log = logging.getLogger("testlane")
 
+# On a test: the reports of its phases that failed ("setup", "call", "teardown"), kept as each is made.
 outcome_key = pytest.StashKey[dict[str, pytest.TestReport]]()
 active_key = pytest.StashKey["IsolatedDatabase[Any, Any, Any]"]()
 DbT = TypeVar("DbT", bound="IsolatedDatabase[Any, Any, Any]")
@@ -600,12 +601,13 @@ NOT_KEPT_ATTR = "testlane_not_kept_transaction"
 
 
 def record_report(item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport) -> None:
-    """Each phase's report of a test, kept on it; a kept (or not kept) database said on the report (as each
-    report is made: :func:`testlane.pytest_plugin.report_hooks.on_makereport`)."""
-    item.stash.setdefault(outcome_key, {})[str(report.when)] = report
-    tdb = item.stash.get(active_key, None)
-    if tdb is None:
+    """Each phase's report of a test, kept on it when it failed; a kept (or not kept) database said on the report
+    (as each report is made: :func:`testlane.pytest_plugin.report_hooks.on_makereport`)."""
+    if report.failed:  # what is read of them: whether one failed (`_failed`, the network guard, http_mock)
+        item.stash.setdefault(outcome_key, {})[str(report.when)] = report
+    if active_key not in item.stash:  # a test without a database; `in`: a missing key's get raises inside
         return
+    tdb = item.stash[active_key]
     from testlane.pytest_plugin.plugin import plugin_of
 
     keep_failed = plugin_of(item.config).settings.db.keep_failed

@@ -113,12 +113,18 @@ NO_UNIT_LANE = (
 )
 
 
-def declares_lanes(settings: Settings, items: Sequence[pytest.Item], rootdir: Path) -> bool:
+def declares_lanes(
+    settings: Settings, items: Sequence[pytest.Item], rootdir: Path, marked: Sequence[bool] | None = None
+) -> bool:
     """Whether the project has lanes: it set ``lanes.integration_patterns``, or one of ``items`` is in the
-    integration lane by the default patterns or the ``integration`` mark."""
+    integration lane by the default patterns or the ``integration`` mark (``marked``: whether each item has the
+    mark, when already known)."""
     if "lanes.integration_patterns" in settings.explicit:
         return True
-    return any(_is_integration(item, settings.lanes.integration_patterns, rootdir) for item in items)
+    patterns = settings.lanes.integration_patterns
+    if marked is None:
+        return any(_is_integration(item, patterns, rootdir) for item in items)
+    return any(_is_integration(item, patterns, rootdir, mark) for item, mark in zip(items, marked, strict=True))
 
 
 def integration_patterns(settings: Settings, selection: LaneSelection, declared: bool) -> list[str]:
@@ -157,8 +163,10 @@ def pytest_configure(config: pytest.Config) -> None:
     on_logreport(config, _Counter(selection).count)
 
 
-def _is_integration(item: pytest.Item, patterns: Sequence[str], rootdir: Path) -> bool:
-    if item.get_closest_marker("integration") is not None:
+def _is_integration(item: pytest.Item, patterns: Sequence[str], rootdir: Path, marked: bool | None = None) -> bool:
+    if marked is None:
+        marked = item.get_closest_marker("integration") is not None
+    if marked:
         return True
     return _path_matches(str(item.path), tuple(patterns), str(rootdir))
 
@@ -223,16 +231,18 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     settings = plugin_of(config).settings
     selection = config.stash[selection_key]
     rootdir = Path(str(config.rootpath))
+    # Each item's mark looked up once (pytest walks the item's parents for it), for both passes.
+    marked = [item.get_closest_marker("integration") is not None for item in items]
     # A test file left uncollected (pytest_ignore_collect) matched the patterns: the project has lanes.
-    declared = bool(selection.not_collected) or declares_lanes(settings, items, rootdir)
+    declared = bool(selection.not_collected) or declares_lanes(settings, items, rootdir, marked)
     selection.no_lanes = not declared and bool(items)
     patterns = integration_patterns(settings, selection, declared)
     keep: list[pytest.Item] = []
     dropped: list[pytest.Item] = []
-    for item in items:
-        lane = "it" if _is_integration(item, patterns, rootdir) else "unit"
+    for item, mark in zip(items, marked, strict=True):
+        lane = "it" if _is_integration(item, patterns, rootdir, mark) else "unit"
         item.stash[lane_key] = lane
-        if lane == "it" and item.get_closest_marker("integration") is None:
+        if lane == "it" and not mark:
             item.add_marker(pytest.mark.integration)
         if (selection.explicit == "unit" and lane == "it") or (selection.explicit == "it" and lane == "unit"):
             dropped.append(item)

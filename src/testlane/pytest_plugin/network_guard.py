@@ -152,9 +152,9 @@ def block_network(item: pytest.Item, allow: list[str]) -> _SessionGuard:
 def check_swallowed(item: pytest.Item) -> None:
     """After a test's teardown: a blocked connection that a library swallowed still fails the test (called by
     :mod:`testlane.pytest_plugin.runtest`)."""
-    attempts = item.stash.get(attempts_key, None)
-    if not attempts:
+    if attempts_key not in item.stash:  # the common case; `in`: a missing key's get raises and catches inside
         return
+    attempts = item.stash[attempts_key]
     from testlane.pytest_plugin.databases import outcome_key
 
     if not any(report.failed for report in item.stash.get(outcome_key, {}).values()):

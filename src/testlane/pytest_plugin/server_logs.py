@@ -29,6 +29,12 @@ def active_servers(config: pytest.Config) -> dict[str, Any]:
     return dict(active()) if active is not None else {}
 
 
+def _no_servers(config: pytest.Config) -> bool:
+    """Whether the session has asked for no service yet (no provider): twice per test, so without a call of
+    :func:`active_servers`."""
+    return getattr(config.pluginmanager.get_plugin(PLUGIN_NAME), "_provider", None) is None
+
+
 def _log_sizes(servers: dict[str, Any]) -> dict[str, tuple[str, int]]:
     sizes: dict[str, tuple[str, int]] = {}
     for name, server in servers.items():
@@ -43,18 +49,25 @@ def _log_sizes(servers: dict[str, Any]) -> dict[str, tuple[str, int]]:
 
 
 def record_offsets(item: pytest.Item) -> None:
-    """As the test's set-up starts: each running server's log size."""
+    """As the test's set-up starts: each running server's log size (nothing on the test when the session has
+    no server: pytest keeps every test to the end of the run, and with it what is stored on it)."""
+    if _no_servers(item.config):
+        return
     servers = active_servers(item.config)
-    item.stash[offsets_key] = _log_sizes(servers) if servers else {}
+    if servers:
+        item.stash[offsets_key] = _log_sizes(servers)
 
 
 def catch_up(item: pytest.Item) -> None:
     """As the test's call starts: a server first used by its set-up (started, or attached) is measured now: its
     boot and the template's build are set-up's, not the call's."""
-    offsets = item.stash.get(offsets_key, None)
-    if offsets is None:
+    if _no_servers(item.config):
         return
     servers = active_servers(item.config)
-    if servers and servers.keys() - offsets.keys():
+    if not servers:
+        return
+    offsets = item.stash.get(offsets_key, {})
+    if servers.keys() - offsets.keys():
         for name, known in _log_sizes(servers).items():
             offsets.setdefault(name, known)
+        item.stash[offsets_key] = offsets

@@ -24,6 +24,7 @@ share a server, so lines from tests running at the same time on other workers ca
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import Any
@@ -59,22 +60,26 @@ def read_log_since(path: Path, offset: int, lines: int) -> list[str]:
     return [line.rstrip() for line in text.splitlines() if line.strip()][-lines:]
 
 
-# A server reporting a problem: Postgres severities, MariaDB's [ERROR]/[Warning], Valkey's "#" (warning),
-# RabbitMQ's "[error] <0.806.0>" (and warning, critical...).
-_PROBLEM = re.compile(
-    r"\b(?:ERROR|FATAL|PANIC|WARNING):\s|\[(?:ERROR|Warning)\]|^\d+:[CMSX] .*? # "
-    r"|\[(?:warning|error|critical|alert|emergency)\] <\d+\.\d+\.\d+>"
-)
-# What Postgres adds to a problem, each on its own line (same prefix): kept with the problem.
-_CONTEXT = re.compile(r"\b(?:DETAIL|HINT|CONTEXT|STATEMENT|QUERY|LOCATION):\s")
-# testlane's housekeeping, not the test's doing: a server starting, listening, becoming ready, stopping.
-_HOUSEKEEPING = re.compile(
-    r"LOG:\s+(?:starting PostgreSQL|listening on|database system (?:was|is)|redirecting log output|"
-    r"received \w+ shutdown request|aborting any active transactions|background worker|shutting down|checkpoint)"
-    r"|Valkey is starting|Valkey version=|Configuration loaded|monotonic clock|Running mode=|Server initialized|"
-    r"Ready to accept connections|Increased maximum number of open files|Memory overcommit must be enabled"
-    r"|\] <[\d.]+> (?:Feature flags:|Logging: switching|Application syslog exited|Message store .*: rebuilding)"
-)
+@functools.cache  # compiled for the first failure's excerpt, not at start-up (0.7 ms of every run)
+def _patterns() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
+    """The log lines that report a problem, that add to one, and testlane's own housekeeping."""
+    # A server reporting a problem: Postgres severities, MariaDB's [ERROR]/[Warning], Valkey's "#" (warning),
+    # RabbitMQ's "[error] <0.806.0>" (and warning, critical...).
+    problem = re.compile(
+        r"\b(?:ERROR|FATAL|PANIC|WARNING):\s|\[(?:ERROR|Warning)\]|^\d+:[CMSX] .*? # "
+        r"|\[(?:warning|error|critical|alert|emergency)\] <\d+\.\d+\.\d+>"
+    )
+    # What Postgres adds to a problem, each on its own line (same prefix): kept with the problem.
+    context = re.compile(r"\b(?:DETAIL|HINT|CONTEXT|STATEMENT|QUERY|LOCATION):\s")
+    # testlane's housekeeping, not the test's doing: a server starting, listening, becoming ready, stopping.
+    housekeeping = re.compile(
+        r"LOG:\s+(?:starting PostgreSQL|listening on|database system (?:was|is)|redirecting log output|"
+        r"received \w+ shutdown request|aborting any active transactions|background worker|shutting down|checkpoint)"
+        r"|Valkey is starting|Valkey version=|Configuration loaded|monotonic clock|Running mode=|Server initialized|"
+        r"Ready to accept connections|Increased maximum number of open files|Memory overcommit must be enabled"
+        r"|\] <[\d.]+> (?:Feature flags:|Logging: switching|Application syslog exited|Message store .*: rebuilding)"
+    )
+    return problem, context, housekeeping
 
 
 def excerpt(lines: list[str], limit: int) -> list[str]:
@@ -86,14 +91,15 @@ def excerpt(lines: list[str], limit: int) -> list[str]:
             entries[-1].append(line)
         else:
             entries.append([line])
-    entries = [entry for entry in entries if not _HOUSEKEEPING.search(entry[0])]
+    problem, context, housekeeping = _patterns()
+    entries = [entry for entry in entries if not housekeeping.search(entry[0])]
     problems: list[list[str]] = []
     attached = False
     for entry in entries:
-        if _PROBLEM.search(entry[0]):
+        if problem.search(entry[0]):
             problems.append(entry)
             attached = True
-        elif attached and _CONTEXT.search(entry[0]):
+        elif attached and context.search(entry[0]):
             problems.append(entry)
         else:
             attached = False

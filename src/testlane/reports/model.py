@@ -83,7 +83,7 @@ class Group:
         return len(self.nodeids)
 
 
-@dataclass
+@dataclass(slots=True)  # one per test, kept to the end of the run: no __dict__ each
 class TestOutcome:
     """A test's final outcome (the worst of its phases) and its duration."""
 

@@ -310,10 +310,10 @@ class ReportCollector:
         digest_from_cli: bool,
         all_skipped: str = "fail",
     ) -> None:
-        from testlane.pytest_plugin.discipline import FINDINGS_ATTR, test_location  # opted in: imported already
+        from testlane.pytest_plugin.discipline import FINDINGS_ATTR, location_text  # opted in: imported already
         from testlane.reports.model import TestOutcome  # the verdict needs the model at the end of every run anyway
 
-        self.findings_attr, self.test_location, self.outcome_type = FINDINGS_ATTR, test_location, TestOutcome
+        self.findings_attr, self.location_text, self.outcome_type = FINDINGS_ATTR, location_text, TestOutcome
         self.config = config
         self.fmt = fmt
         self.out = out
@@ -341,7 +341,8 @@ class ReportCollector:
         self.notes: list[str] = []
         self.stop_reason: str | None = None  # why xdist's controller stopped the run (a worker asked it to)
         self.findings: list[dict[str, str]] = []  # discipline findings (leaks, environment changes, ...)
-        self.locations: dict[str, str] = {}  # nodeid -> path:line, for findings that come as warnings
+        # nodeid -> the test's report.location, for findings that come as warnings (written out only for one)
+        self.locations: dict[str, tuple[str, int | None, str]] = {}
         self.done = False
         self.terminal_line: tuple[str, bool] | None = None  # the verdict for pytest's output (line, success)
 
@@ -396,7 +397,7 @@ class ReportCollector:
         nodeid = report.nodeid
         test = self.tests.get(nodeid)
         if test is None:  # the test's first report: once per test
-            self.locations[nodeid] = self.test_location(report)
+            self.locations[nodeid] = report.location
             test = self.tests[nodeid] = self.outcome_type(nodeid, "incomplete")
         test.duration += report.duration
         facts = attrs.get("testlane_failure")
@@ -404,20 +405,21 @@ class ReportCollector:
             test.lane = facts["lane"]
         xfail = "wasxfail" in attrs
         when = report.when
+        outcome = report.outcome  # once: report.failed and report.skipped are properties that read it
         if when == "call":
             if xfail:
-                test.outcome = "xfailed" if report.skipped else "xpassed"
+                test.outcome = "xfailed" if outcome == "skipped" else "xpassed"
             else:
-                test.outcome = report.outcome
+                test.outcome = outcome
         elif when not in ("setup", "teardown"):  # a report xdist made up for a crashed worker
-            test.outcome = report.outcome
-        elif report.failed and test.outcome != "failed":
+            test.outcome = outcome
+        elif outcome == "failed" and test.outcome != "failed":
             test.outcome = "error"
-        elif report.skipped and when == "setup":
+        elif outcome == "skipped" and when == "setup":
             test.outcome = "xfailed" if xfail else "skipped"
-        if report.skipped and not xfail and not self.first_skip:
+        if outcome == "skipped" and not xfail and not self.first_skip:
             self.first_skip = _skip_reason(report)
-        if report.failed:
+        if outcome == "failed":
             from testlane.reports.failures import failure_from_report
 
             failure = failure_from_report(report, rootdir=self.rootdir)
@@ -456,7 +458,9 @@ class ReportCollector:
 
         from testlane.pytest_plugin.discipline import finding_from_warning
 
-        finding = finding_from_warning(self.config, warning_message, nodeid, self.locations.get(nodeid))
+        location = self.locations.get(nodeid)
+        where = self.location_text(location) if location is not None else None
+        finding = finding_from_warning(self.config, warning_message, nodeid, where)
         if finding is not None:
             self.findings.append(_masked(asdict(finding)))
 
