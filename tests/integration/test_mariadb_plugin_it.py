@@ -338,6 +338,19 @@ def test_schema_isolation_is_refused_for_mariadb(pytester: pytest.Pytester, make
     result.stdout.fnmatch_lines(["*isolation 'schema' is not available for MariaDB/MySQL*"])
 
 
+# A failed test that wrote a row (kept with db.keep_failed), and a passing one.
+KEPT_SUITE = """
+def test_fails(mysql_conn):
+    with mysql_conn.cursor() as cur:
+        cur.execute("INSERT INTO countries VALUES ('it')")
+    mysql_conn.commit()
+    assert False, "boom"
+
+def test_passes(mysql_conn):
+    pass
+"""
+
+
 def test_a_failed_tests_database_is_kept_like_postgres(
     pytester: pytest.Pytester, make_project: Project, inner_env: Path
 ) -> None:
@@ -346,18 +359,7 @@ def test_a_failed_tests_database_is_kept_like_postgres(
     if not has_local_mariadb():
         pytest.skip("no local mariadbd")
     make_project("local", "\n[tool.testlane.db]\nkeep_failed = true\nkeep_failed_ttl = 3600\n")
-    pytester.makepyfile(
-        test_x_it="""
-        def test_fails(mysql_conn):
-            with mysql_conn.cursor() as cur:
-                cur.execute("INSERT INTO countries VALUES ('it')")
-            mysql_conn.commit()
-            assert False, "boom"
-
-        def test_passes(mysql_conn):
-            pass
-        """
-    )
+    pytester.makepyfile(test_x_it=KEPT_SUITE)
     result = run(pytester)
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*database kept for inspection (database mode): mysql://*"])
@@ -398,18 +400,7 @@ def test_a_failed_tests_kept_database_survives_the_end_of_run_sweep_on_an_existi
     a failed test's database kept for inspection (db.keep_failed) is marked kept in that record, as on
     PostgreSQL, so it stays (the sweep dropped it: only Postgres databases were marked)."""
     make_project("url", "\n[tool.testlane.db]\nkeep_failed = true\nkeep_failed_ttl = 3600\npool_size = 1\n")
-    pytester.makepyfile(
-        test_x_it="""
-        def test_fails(mysql_conn):
-            with mysql_conn.cursor() as cur:
-                cur.execute("INSERT INTO countries VALUES ('it')")
-            mysql_conn.commit()
-            assert False, "boom"
-
-        def test_passes(mysql_conn):
-            pass
-        """
-    )
+    pytester.makepyfile(test_x_it=KEPT_SUITE)
     try:
         result = run(pytester)
         result.assert_outcomes(passed=1, failed=1)
