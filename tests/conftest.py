@@ -26,12 +26,22 @@ collect_ignore_glob = ["fixtures/*"]
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def data_dir() -> Iterator[Path]:
-    """A private data root (on tmpfs) so a test's reaping never sees other runs."""
+def _private_data_dir() -> Iterator[Path]:
     path = default_data_root().parent / f"testlane-test-{uuid.uuid4().hex[:8]}"
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A private data root (on tmpfs) so a test's reaping never sees other runs."""
+    yield from _private_data_dir()
+
+
+@pytest.fixture(scope="module")
+def module_data_dir() -> Iterator[Path]:
+    """``data_dir`` for a module's shared services (a module-scoped fixture's)."""
+    yield from _private_data_dir()
 
 
 def _reachable_dir(kind: str) -> Iterator[Path]:
@@ -82,14 +92,19 @@ def hostile_user() -> Iterator[str]:
         subprocess.run(["userdel", name], check=False, capture_output=True)
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """An empty project directory with a pyproject.toml."""
-    (tmp_path / "pyproject.toml").write_text(
+def empty_project(path: Path) -> Path:
+    """``path`` as an empty project: a pyproject.toml (and nothing else)."""
+    (path / "pyproject.toml").write_text(
         '[project]\nname = "demo"\nversion = "0"\n\n'
         '[tool.pytest.ini_options]\nasyncio_default_fixture_loop_scope = "function"\n'
     )
-    return tmp_path
+    return path
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """An empty project directory with a pyproject.toml."""
+    return empty_project(tmp_path)
 
 
 @pytest.fixture
