@@ -6,6 +6,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from testlane.cli.run import FORMAT_ENV
 from testlane.core.config import ReportSettings, Settings, load_settings
 from testlane.core.runtime import default_data_root
 from testlane.reports import RERUN_ENV
-from tests.helpers import OUTER_RUN_ENV
+from tests.helpers import OUTER_RUN_ENV, warm_bytecode
 
 pytest_plugins = ["pytester"]
 
@@ -24,6 +25,12 @@ pytest_plugins = ["pytester"]
 collect_ignore_glob = ["fixtures/*"]
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):  # once: in xdist's controller (before its workers start), or the run
+        with tempfile.TemporaryDirectory(dir=default_data_root().parent, prefix="testlane-test-bytecode-") as tmp:
+            warm_bytecode(Path(tmp))
 
 
 def _private_data_dir() -> Iterator[Path]:
