@@ -6,6 +6,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from testlane.cli.run import FORMAT_ENV
 from testlane.core.config import ReportSettings, Settings, load_settings
 from testlane.core.runtime import default_data_root
 from testlane.reports import RERUN_ENV
-from tests.helpers import OUTER_RUN_ENV
+from tests.helpers import OUTER_RUN_ENV, warm_bytecode
 
 pytest_plugins = ["pytester"]
 
@@ -26,12 +27,28 @@ collect_ignore_glob = ["fixtures/*"]
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def data_dir() -> Iterator[Path]:
-    """A private data root (on tmpfs) so a test's reaping never sees other runs."""
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):  # once: in xdist's controller (before its workers start), or the run
+        with tempfile.TemporaryDirectory(dir=default_data_root().parent, prefix="testlane-test-bytecode-") as tmp:
+            warm_bytecode(Path(tmp))
+
+
+def _private_data_dir() -> Iterator[Path]:
     path = default_data_root().parent / f"testlane-test-{uuid.uuid4().hex[:8]}"
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A private data root (on tmpfs) so a test's reaping never sees other runs."""
+    yield from _private_data_dir()
+
+
+@pytest.fixture(scope="module")
+def module_data_dir() -> Iterator[Path]:
+    """``data_dir`` for a module's shared services (a module-scoped fixture's)."""
+    yield from _private_data_dir()
 
 
 def _reachable_dir(kind: str) -> Iterator[Path]:
@@ -82,14 +99,19 @@ def hostile_user() -> Iterator[str]:
         subprocess.run(["userdel", name], check=False, capture_output=True)
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """An empty project directory with a pyproject.toml."""
-    (tmp_path / "pyproject.toml").write_text(
+def empty_project(path: Path) -> Path:
+    """``path`` as an empty project: a pyproject.toml (and nothing else)."""
+    (path / "pyproject.toml").write_text(
         '[project]\nname = "demo"\nversion = "0"\n\n'
         '[tool.pytest.ini_options]\nasyncio_default_fixture_loop_scope = "function"\n'
     )
-    return tmp_path
+    return path
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """An empty project directory with a pyproject.toml."""
+    return empty_project(tmp_path)
 
 
 @pytest.fixture

@@ -41,12 +41,14 @@ def test_existing_app_passes_on_system_binaries_and_by_automatic_fallback(
     app_project: Path, data_dir: Path, fresh_cache: Path
 ) -> None:
     env = env_for(data_dir, fresh_cache)
-    for args in (["-v", "run"], ["run", "--postgres-backend", "local"]):
-        result = run_cli([*args, "--", "-q", "-p", "no:cacheprovider"], cwd=app_project, env=env)
+    auto, local = (
+        run_cli([*args, "--", "-q", "-p", "no:cacheprovider"], cwd=app_project, env=env)
+        for args in (["-v", "run"], ["run", "--postgres-backend", "local"])
+    )
+    for result in (auto, local):
         assert result.returncode == 0, result.stdout + result.stderr
         assert "4 passed" in result.stdout
         assert "initial data created" not in result.stdout + result.stderr  # set-up output only on failure
-    auto = run_cli(["-v", "run", "--", "-q"], cwd=app_project, env=env)
     assert "the embedded binaries lack uuid-ossp, declared in `extensions`; local PostgreSQL" in auto.stderr
     assert "mapped for the application: POSTGRES_DB, POSTGRES_PASSWORD, POSTGRES_PORT, POSTGRES_SERVER" in auto.stderr
     assert leftovers(data_dir) == []

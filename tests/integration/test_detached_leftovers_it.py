@@ -2,6 +2,7 @@
 
 The detached server outlives every session: a session drops its clones when it ends (normally, or on
 Ctrl-C), and `testlane reap` (or the next session) drops what a killed session left — only that.
+The Postgres tests share one detached server (the ``detached`` fixture), as a user's sessions do.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import psycopg
 import pytest
 from psycopg import sql
 
+from tests.conftest import empty_project
 from tests.helpers import clean_env, leftovers, run_cli, server_processes, wait_for_file
 
 HOLD_TEST = textwrap.dedent(
@@ -41,14 +44,22 @@ HOLD_TEST = textwrap.dedent(
 )
 
 
-@pytest.fixture
-def detached(project: Path, data_dir: Path) -> Iterator[tuple[dict[str, str], str]]:
-    """A detached Postgres, and the environment `eval "$(testlane services env)"` gives a shell."""
+class Detached(NamedTuple):
+    env: dict[str, str]  # the environment `eval "$(testlane services env)"` gives a shell
+    url: str
+    project: Path  # the project that started it (tests/test_hold.py: HOLD_TEST)
+
+
+@pytest.fixture(scope="module")
+def detached(tmp_path_factory: pytest.TempPathFactory, module_data_dir: Path) -> Iterator[Detached]:
+    """One detached Postgres for the module's Postgres tests, as a server outlives sessions: each test compares
+    the server's databases before and after its own sessions, and names the foreign ones it adds."""
+    project = empty_project(tmp_path_factory.mktemp("detached"))
     with (project / "pyproject.toml").open("a") as f:
         f.write('\n[tool.testlane]\nservices = ["postgres"]\n')
     (project / "tests").mkdir()
     (project / "tests" / "test_hold.py").write_text(HOLD_TEST)
-    env = clean_env({"TESTLANE_DATA_DIR": str(data_dir)})
+    env = clean_env({"TESTLANE_DATA_DIR": str(module_data_dir)})
     started = run_cli(["services", "start", "postgres"], cwd=project, env=env)
     assert started.returncode == 0, started.stderr
     try:
@@ -61,12 +72,12 @@ def detached(project: Path, data_dir: Path) -> Iterator[tuple[dict[str, str], st
         )
         # the values are shell-quoted only when they need it; the services file path and URL do not
         env.update({key: value.strip("'") for key, value in exports.items()})
-        yield env, env["TESTLANE_POSTGRES_URL"]
+        yield Detached(env, env["TESTLANE_POSTGRES_URL"], project)
     finally:
         stopped = run_cli(["services", "stop"], cwd=project, env=env)
         assert stopped.returncode == 0, stopped.stderr
-    assert server_processes(data_dir) == []
-    assert leftovers(data_dir) == []
+    assert server_processes(module_data_dir) == []
+    assert leftovers(module_data_dir) == []
 
 
 def _tl_databases(url: str) -> set[str]:
@@ -101,10 +112,8 @@ def _run_id(database: str) -> str:
 
 
 @pytest.mark.parametrize("fail", [False, True], ids=["passing", "failing"])
-def test_a_session_leaves_no_database_on_the_detached_server(
-    detached: tuple[dict[str, str], str], project: Path, tmp_path: Path, fail: bool
-) -> None:
-    env, url = detached
+def test_a_session_leaves_no_database_on_the_detached_server(detached: Detached, tmp_path: Path, fail: bool) -> None:
+    env, url, project = detached
     before = _tl_databases(url)
     proc = _session(project, env, tmp_path / "used", fail=fail)
     stdout, stderr = proc.communicate(timeout=300)
@@ -114,10 +123,8 @@ def test_a_session_leaves_no_database_on_the_detached_server(
     assert _tl_databases(url) == before  # the clone the test used, and those made for it, are dropped
 
 
-def test_a_session_interrupted_with_sigint_leaves_no_database(
-    detached: tuple[dict[str, str], str], project: Path, tmp_path: Path
-) -> None:
-    env, url = detached
+def test_a_session_interrupted_with_sigint_leaves_no_database(detached: Detached, tmp_path: Path) -> None:
+    env, url, project = detached
     before = _tl_databases(url)
     proc = _session(project, env, tmp_path / "used", hold=tmp_path / "never")
     try:
@@ -132,10 +139,8 @@ def test_a_session_interrupted_with_sigint_leaves_no_database(
     assert _tl_databases(url) == before
 
 
-def test_reap_and_the_next_session_drop_only_what_a_killed_session_left(
-    detached: tuple[dict[str, str], str], project: Path, tmp_path: Path
-) -> None:
-    env, url = detached
+def test_reap_and_the_next_session_drop_only_what_a_killed_session_left(detached: Detached, tmp_path: Path) -> None:
+    env, url, project = detached
     # Not testlane's: a tl_ name without its owner record, and the user's own database. Neither is touched.
     foreign = ["tl_0badc0de_main_1", f"userdb_{os.getpid()}"]
     with psycopg.connect(url, autocommit=True) as conn:
@@ -437,13 +442,11 @@ def test_mariadb_a_session_leaves_nothing_and_reap_drops_a_killed_sessions_datab
     assert leftovers(data_dir) == []
 
 
-def test_a_failed_tests_kept_database_survives_the_next_session_and_reap(
-    detached: tuple[dict[str, str], str], project: Path, tmp_path: Path
-) -> None:
+def test_a_failed_tests_kept_database_survives_the_next_session_and_reap(detached: Detached, tmp_path: Path) -> None:
     """Found by a fresh user: `pytest --it --keep-failed-db` on a detached server printed "database kept", and
     the next session (or `testlane reap`) dropped it at once as a dead session's leftover. Its owner record now
     says until when it is kept (db.keep_failed_ttl); what the session made for nothing is still dropped."""
-    env, url = detached
+    env, url, project = detached
     before = _tl_databases(url)
     proc = subprocess.Popen(
         [sys.executable, "-m", "pytest", "--it", "--keep-failed-db", "-p", "no:cacheprovider", "-q", "tests/"],

@@ -462,7 +462,57 @@ def test_a_port_taken_before_the_node_binds_it_is_retried_on_new_ports(
         assert handed[0] == taken and server.port not in (taken, 0)
         with server.connect():
             pass
+        # The failed node exited without writing a crash dump first (seconds, in the retried node's directory).
+        assert not (Path(server.instance.instance_dir or "") / "log" / "erl_crash.dump").exists()
     finally:
         stack.stop()
         squatter.close()
     assert server_processes(data_dir) == []
+
+
+def test_a_ping_of_a_port_that_accepts_but_never_speaks_amqp_ends_within_its_timeout() -> None:
+    """Seen in the suite: a node's AMQP port taken before it bound it (by something that accepts connections and
+    says nothing) held each readiness check for pika's default stack timeout, 15 s, on top of its own."""
+    import http.server
+    import socket
+    import threading
+
+    from pika.adapters.utils.connection_workflow import AMQPConnectorStackTimeout
+
+    from testlane.services.instance import Instance
+
+    class Overview(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # the management API answers: the ping goes on to the AMQP port
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    api = http.server.HTTPServer(("127.0.0.1", 0), Overview)
+    threading.Thread(target=api.serve_forever, daemon=True).start()
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # the kernel completes the handshake; nothing ever reads or writes
+        instance = Instance(
+            run_id="abcd1234",
+            name="rabbitmq",
+            engine="rabbitmq",
+            backend="local",
+            host="127.0.0.1",
+            port=silent.getsockname()[1],
+            user="tl_u",
+            password="p",
+            database="/",
+            extra={"management_port": api.server_address[1]},
+        )
+        start = time.monotonic()
+        try:
+            with pytest.raises(AMQPConnectorStackTimeout):
+                RabbitMqServer(instance, owned=False).ping(timeout=1.0)
+        finally:
+            api.shutdown()
+            api.server_close()
+    assert time.monotonic() - start < 8  # ~1 s; pika's default stack timeout is 15 s

@@ -267,3 +267,50 @@ def test_a_traceback_entry_without_a_line_fails_its_test_and_the_run_goes_on(
     assert "INTERNALERROR" not in output, output
     result.assert_outcomes(failed=1, passed=1)
     assert "RuntimeError: interrupted" in output
+
+
+# In conftest.py, where most fixtures live: pytest cuts a setup error's traceback at the test's own module, so
+# frames before a fixture of the test module are dropped anyway; before one of a conftest.py they are not.
+BROKEN_FIXTURES = """
+import pytest
+
+@pytest.fixture
+def broken_setup():
+    raise RuntimeError("setup went wrong")
+
+@pytest.fixture(scope="module")
+def broken_module_setup():
+    raise RuntimeError("module setup went wrong")
+
+@pytest.fixture
+def broken_teardown():
+    yield
+    raise RuntimeError("teardown went wrong")
+"""
+
+USES_BROKEN_FIXTURES = """
+def test_setup(broken_setup):
+    pass
+
+def test_module_setup(broken_module_setup):
+    pass
+
+def test_teardown(broken_teardown):
+    pass
+"""
+
+
+def test_a_fixture_error_s_traceback_shows_no_frame_of_testlane_s_hooks(pytester: pytest.Pytester) -> None:
+    """Found timing the suite: every error of a conftest.py fixture showed testlane's hook wrappers (runtest.py,
+    discipline.py) in pytest's own traceback: noise to the reader, and each a file pytest parses to show it
+    (a fixture error's report took twice as long)."""
+    plain_project(pytester)
+    pytester.makeconftest(BROKEN_FIXTURES)
+    pytester.makepyfile(test_fixtures=USES_BROKEN_FIXTURES)
+    result = run_inner(pytester, "-q")
+    out = result.stdout.str()
+    assert result.ret == 1
+    for what in ("setup went wrong", "module setup went wrong", "teardown went wrong"):
+        assert f"RuntimeError: {what}" in out
+    assert "3 errors" in out
+    assert "testlane/pytest_plugin" not in out, out

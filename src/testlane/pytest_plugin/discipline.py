@@ -511,6 +511,8 @@ def after_call(item: pytest.Item) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> Iterator[None]:
+    # In every fixture error's traceback: not the user's code, so pytest does not show it (runtest.py's too).
+    __tracebackhide__ = True
     node = getattr(request, "_pyfuncitem", None)
     watch = node.stash.get(watch_key, None) if node is not None else None
     if watch is None or fixturedef.scope == "function":

@@ -53,6 +53,8 @@ class _SetupChecks:
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
     """Outermost: the discipline's baselines before anything of the set-up runs (other wrappers included)."""
+    # This wrapper's frame is in every set-up error's traceback: not the user's code, so pytest does not show it.
+    __tracebackhide__ = True
     watch = discipline.before_setup(item)
     try:
         server_logs.record_offsets(item)
@@ -63,6 +65,7 @@ def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    __tracebackhide__ = True  # as in pytest_runtest_setup
     server_logs.catch_up(item)
     try:
         result = yield
@@ -78,6 +81,7 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 @pytest.hookimpl(wrapper=True, trylast=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     """Innermost: after the fixtures' teardown, before other plugins' wrappers see its outcome."""
+    __tracebackhide__ = True  # as in pytest_runtest_setup
     try:
         result = yield
         network_guard.check_swallowed(item)

@@ -282,7 +282,14 @@ class RabbitMqServer(Server):
         with self.management(timeout=timeout) as api:
             api.get("/api/overview").raise_for_status()
         socket.create_connection((self.host, self.port), timeout=timeout).close()
-        conn = self.connect(socket_timeout=timeout, blocked_connection_timeout=timeout, connection_attempts=1)
+        # stack_timeout too: pika's default (15 s) bounds the AMQP handshake, and a port held by something that
+        # accepts but never speaks AMQP (a node's port taken before it bound it) held each readiness check 15 s.
+        conn = self.connect(
+            socket_timeout=timeout,
+            stack_timeout=timeout,
+            blocked_connection_timeout=timeout,
+            connection_attempts=1,
+        )
         conn.close()
 
     def env(self) -> dict[str, str]:
@@ -406,6 +413,9 @@ class RabbitMqLaunch(Launch):
             "RABBITMQ_CTL_ERL_ARGS": erl_args,
             "RABBITMQ_CTL_DIST_PORT_MIN": str(ctl),
             "RABBITMQ_CTL_DIST_PORT_MAX": str(ctl),
+            # A node that fails to boot (e.g. its port taken: a retry follows) exits at once instead of writing
+            # an erl_crash.dump for seconds first; the instance directory holding it is removed anyway.
+            "ERL_CRASH_DUMP_SECONDS": "0",
         }
         super().spawn()
 
