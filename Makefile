@@ -26,9 +26,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# Two xdist workers on this 2-core machine: 832 tests in 5.7 min (2026-11-30, with the inner runs' foreign pytest
-# plugins off: tests/helpers.py FOREIGN_PLUGINS_OFF); 785 tests took 9.4 min before. tests/plugin (150) takes
-# 1.9 min instead of 7.2 min, measured side by side (same machine and load, 2026-11-30).
+# Two xdist workers on this 2-core machine: 1342 tests in 5.7-5.9 min (2026-12-01, one after the other with 06414f7's
+# 1340 tests, which took 9.5-10.5 min: worksteal scheduling (pyproject addopts) and the suite's bytecode warm-up
+# (tests/conftest.py, tests/helpers.py warm_bytecode); CPU 605-620 -> 435-455 s). Earlier: 832 tests in 5.7 min
+# with the inner runs' foreign pytest plugins off (tests/helpers.py FOREIGN_PLUGINS_OFF), 9.4 min before.
 suite: $(STAMP)
 	$(BIN)/testlane run -- tests -p no:cacheprovider -n 2
 
