@@ -180,11 +180,6 @@ def pytest_configure(config: pytest.Config) -> None:
         config.add_cleanup(collector.unmute)
 
 
-# In a worker's environment: its PYTEST_ADDOPTS as the controller had it (JSON: a string, or null when unset),
-# before pytest_xdist_setupnodes added the controller's rootdir to it; restored as the worker configures.
-_WORKER_ADDOPTS = WORKER_ADDOPTS
-
-
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_setupnodes(config: pytest.Config, specs: list[Any]) -> None:
     """Each pytest-xdist worker finds its rootdir and configuration file as the controller did.
@@ -209,13 +204,13 @@ def pytest_xdist_setupnodes(config: pytest.Config, specs: list[Any]) -> None:
         env = getattr(spec, "env", None)
         if getattr(spec, "popen", False) and isinstance(env, dict):
             before = env.get("PYTEST_ADDOPTS", os.environ.get("PYTEST_ADDOPTS"))
-            env[_WORKER_ADDOPTS] = json.dumps(before)
+            env[WORKER_ADDOPTS] = json.dumps(before)
             env["PYTEST_ADDOPTS"] = f"{before or ''} {shlex.join(pinned)}".lstrip()
 
 
 def _restore_worker_addopts() -> None:
     """In a worker: PYTEST_ADDOPTS as the controller had it, for its tests and any pytest they run."""
-    saved = os.environ.pop(_WORKER_ADDOPTS, None)
+    saved = os.environ.pop(WORKER_ADDOPTS, None)
     if saved is None:
         return
     import json
