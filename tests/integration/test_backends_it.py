@@ -95,52 +95,44 @@ def test_existing_servers_by_url_are_attached_and_left_running(data_dir: Path) -
     assert leftovers(data_dir) == []
 
 
-def test_an_unreachable_url_is_one_clear_error(data_dir: Path) -> None:
-    with socket.socket() as sock:  # a port nothing listens on
+def _free_port() -> int:
+    """A port nothing listens on (bound and closed)."""
+    with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+        return int(sock.getsockname()[1])
+
+
+def _attach_error(data_dir: Path, port: int, **extra: str) -> str:
+    """The UnreachableError of attaching to ``postgresql://...@127.0.0.1:<port>`` (url backend); nothing recorded."""
     s = settings(
-        data_dir,
-        **{
-            "postgres.backend": "url",
-            "postgres.url": f"postgresql://postgres@127.0.0.1:{port}/x",
-            "start_timeout": "1",
-        },
+        data_dir, **{"postgres.backend": "url", "postgres.url": f"postgresql://postgres@127.0.0.1:{port}/x", **extra}
     )
     with pytest.raises(UnreachableError) as info, ServiceStack(s, RunContext.from_settings(s, owner=os.getpid())) as st:
         st.start(["postgres"])
-    assert f"127.0.0.1:{port}" in str(info.value)
-    assert "check that it runs" in str(info.value)
     assert Registry(RunContext.from_settings(s)).instances() == []
+    return str(info.value)
+
+
+def test_an_unreachable_url_is_one_clear_error(data_dir: Path) -> None:
+    port = _free_port()
+    error = _attach_error(data_dir, port, start_timeout="1")
+    assert f"127.0.0.1:{port}" in error
+    assert "check that it runs" in error
 
 
 def test_a_url_nothing_listens_on_fails_without_waiting_the_start_timeout(data_dir: Path) -> None:
     """A refused connection that lasts means nothing listens there (a wrong port, a stopped server): the error
     says so after REFUSED_GRACE, not after the whole wait (it took 10 s, 25 s under xdist)."""
-    with socket.socket() as sock:  # a port nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    s = settings(data_dir, **{"postgres.backend": "url", "postgres.url": f"postgresql://postgres@127.0.0.1:{port}/x"})
-    with pytest.raises(UnreachableError) as info, ServiceStack(s, RunContext.from_settings(s, owner=os.getpid())) as st:
-        st.start(["postgres"])
-    assert f"nothing listens on 127.0.0.1:{port} (connection refused for {REFUSED_GRACE:g} s)" in str(info.value)
-    assert Registry(RunContext.from_settings(s)).instances() == []
+    port = _free_port()
+    error = _attach_error(data_dir, port)
+    assert f"nothing listens on 127.0.0.1:{port} (connection refused for {REFUSED_GRACE:g} s)" in error
 
 
 def test_a_url_whose_port_accepts_but_never_answers_is_waited_for(data_dir: Path, taken_port: int) -> None:
     """Something listens (a server starting up, a container's published port): testlane waits for an answer up
     to the start timeout, and the error is the driver's, not "nothing listens"."""
-    s = settings(
-        data_dir,
-        **{
-            "postgres.backend": "url",
-            "postgres.url": f"postgresql://postgres@127.0.0.1:{taken_port}/x",
-            "start_timeout": "2",
-        },
-    )
-    with pytest.raises(UnreachableError) as info, ServiceStack(s, RunContext.from_settings(s, owner=os.getpid())) as st:
-        st.start(["postgres"])
-    assert "did not answer" in str(info.value) and "nothing listens" not in str(info.value)
+    error = _attach_error(data_dir, taken_port, start_timeout="2")
+    assert "did not answer" in error and "nothing listens" not in error
 
 
 def test_an_unreachable_url_fails_testlane_run_with_exit_3(project: Path, data_dir: Path) -> None:
