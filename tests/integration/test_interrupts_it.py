@@ -9,6 +9,7 @@ testlane prints when it starts initializing a cluster (a fresh cache makes that 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from testlane.core.waiting import wait_until
 from tests.helpers import TESTLANE, clean_env, leftovers, server_processes, wait_for_file, wait_gone
 
 pytestmark = pytest.mark.timeout(240)
@@ -291,3 +293,62 @@ def test_interrupted_while_the_snapshot_is_stored_after_the_tests(
     assert "on this run's server" in again.stdout + again.stderr
     assert len(stored()) == 2
     assert_clean(data_dir, tmp_path)
+
+
+# -- initdb's own backends ---------------------------------------------------------------------------------------
+
+# What a backend maps for dynamic shared memory: /dev/shm/PostgreSQL.<n> (posix, the default initdb picks) or
+# <data dir>/pg_dynshmem/mmap.<n> (mmap, which goes with the directory).
+DSM_MAPPINGS = ("/dev/shm/PostgreSQL.", "/pg_dynshmem/mmap.")
+
+
+def initdb_backends(cache_dir: Path) -> list[psutil.Process]:
+    """initdb's bootstrap and single-user backends initializing a cluster under ``cache_dir``."""
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmdline = proc.info.get("cmdline") or []
+        if proc.info.get("name") != "postgres" or not {"--boot", "--single"} & set(cmdline):
+            continue
+        with contextlib.suppress(psutil.Error):
+            if proc.cwd().startswith(str(cache_dir)):  # a backend works in the data directory it initializes
+                found.append(proc)
+    return found
+
+
+def initdb_dsm_mappings(cache_dir: Path) -> set[str]:
+    """The dynamic shared memory that initdb's backends on ``cache_dir`` have mapped now."""
+    found: set[str] = set()
+    for proc in initdb_backends(cache_dir):
+        with contextlib.suppress(psutil.Error):
+            found |= {m.path for m in proc.memory_maps() if any(mark in m.path for mark in DSM_MAPPINGS)}
+    return found
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "sigkill"])
+def test_testlane_run_interrupted_during_initdb_leaves_no_shared_memory(
+    interruptible: Path,
+    data_dir: Path,
+    cache_dir: Path,
+    tmp_path: Path,
+    started: list[subprocess.Popen[str]],
+    signum: signal.Signals,
+) -> None:
+    # initdb's --boot and --single backends, killed (a SIGKILL to the group; subprocess.run SIGKILLs an interrupted
+    # initdb), cannot remove POSIX segments: /dev/shm/PostgreSQL.<n> stays, the service user's, until a reboot.
+    # Mapped in the data directory instead (mmap), they go with the staging directory.
+    env = environment(data_dir, tmp_path, "", TESTLANE_CACHE_DIR=str(cache_dir))
+    proc = start(started, [TESTLANE, "run", "--", "-q", "-p", "no:cacheprovider"], interruptible, env)
+    mapped = wait_until(
+        lambda: initdb_dsm_mappings(cache_dir) or None,
+        timeout=120,
+        what="initdb's backend and its shared memory",
+        interval=0.002,
+        max_interval=0.002,
+    )
+    os.killpg(proc.pid, signum)
+    proc.communicate(timeout=120)
+    assert wait_gone(ours(tmp_path) + initdb_backends(cache_dir)) == []
+    assert [path for path in mapped if path.startswith(DSM_MAPPINGS[0]) and os.path.exists(path)] == []
+    if signum == signal.SIGINT:  # testlane cleans up: the staging directory and the segments in it are gone
+        assert [path for path in mapped if os.path.exists(path)] == []
+        assert_clean(data_dir, tmp_path)

@@ -289,6 +289,12 @@ class PostgresEngine(ProcessEngine[PostgresServer]):
         ]
         if bins.major >= 11:
             base_args.append("--wal-segsize=1")  # 1 MB of WAL to copy per instance instead of 16
+        if bins.major >= 16:
+            # initdb's own --boot and --single backends: with initdb's default (posix) each maps segments in
+            # /dev/shm that a killed initdb (an interrupted cold start) leaves there, the service user's, until
+            # a reboot. In the data directory, they go with the staging directory. (`-c` is PostgreSQL 16's;
+            # it also lands in postgresql.conf, which every start overrides anyway: not part of the cache key.)
+            base_args += ["-c", f"dynamic_shared_memory_type={EPHEMERAL_SETTINGS['dynamic_shared_memory_type']}"]
         args = list(self.pg.initdb_args)
         proc = self.run_as_user(base_args + args, self._initdb_env())
         if proc.returncode != 0 and "locale" in proc.stdout.lower() and any(a.startswith("--locale") for a in args):
