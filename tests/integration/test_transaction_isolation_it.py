@@ -183,6 +183,53 @@ def test_each_mode_restores_session_state_rows_and_sequences(pytester: pytest.Py
     run(pytester, "-p", "no:randomly").assert_outcomes(passed=2)
 
 
+# The same through db_session: in transaction mode its connection comes from the worker's pool and serves the
+# next test's db_session too (test 2 checks it is the same server process: what a leak would need).
+SESSION_STATE_ORM = """
+import sqlalchemy as sa
+import pytest
+
+PIDS = []
+
+def run(session, sql):
+    return session.connection().exec_driver_sql(sql)
+
+def test_1_leaves_session_state(db_session):
+    PIDS.append(run(db_session, "SELECT pg_backend_pid()").scalar())
+    run(db_session, "SELECT nextval('tickets')")  # currval('tickets') and lastval() defined in this session
+    run(db_session, "SET search_path = pg_catalog")
+    run(db_session, "SET application_name = 'left_by_test_1'")
+    run(db_session, "SET statement_timeout = '123s'")
+    run(db_session, "CREATE TEMP TABLE tmp_left (i int)")
+    run(db_session, "LISTEN left_channel")
+    run(db_session, "SELECT pg_advisory_lock(4242)")
+    run(db_session, "PREPARE left_statement AS SELECT 1")
+    run(db_session, "INSERT INTO public.items (name) VALUES ('left')")
+    db_session.commit()
+
+def test_2_finds_none_of_it(db_session):
+    assert run(db_session, "SELECT pg_backend_pid()").scalar() == PIDS[0]
+    assert run(db_session, "SHOW search_path").scalar() == '"$user", public'
+    assert run(db_session, "SHOW application_name").scalar() != "left_by_test_1"
+    assert run(db_session, "SHOW statement_timeout").scalar() == "0"
+    assert run(db_session, "SELECT to_regclass('pg_temp.tmp_left')").scalar() is None
+    assert run(db_session, "SELECT count(*) FROM pg_listening_channels()").scalar() == 0
+    held = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+    assert run(db_session, held).scalar() == 0
+    prepared = "SELECT name FROM pg_prepared_statements WHERE name = 'left_statement'"
+    assert run(db_session, prepared).fetchall() == []
+    assert run(db_session, "SELECT count(*) FROM items").scalar() == 0
+    with pytest.raises(sa.exc.OperationalError, match="lastval is not yet defined"):  # as in a new session
+        run(db_session, "SELECT lastval()")
+"""
+
+
+def test_db_session_in_transaction_mode_leaves_no_session_state_to_the_next_test(pytester: pytest.Pytester) -> None:
+    make_project(pytester, "transaction")
+    pytester.makepyfile(test_state_it=SESSION_STATE_ORM)
+    run(pytester, "-p", "no:randomly").assert_outcomes(passed=2)
+
+
 def test_schema_mode_restores_its_schema_only(pytester: pytest.Pytester) -> None:
     """Schema isolation: a connection of the test's own writes into the schema, which goes; the table's
     "no" is what lives outside it."""

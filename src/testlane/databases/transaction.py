@@ -50,6 +50,13 @@ __all__ = [
 ]
 
 SAVEPOINT = "testlane_app"
+
+# Session-level state a rollback does not undo, on a connection the next test gets again (pg_conn's, and
+# db_session's from the worker's pool): a test's prepared statements, advisory locks, and the sequences'
+# currval/lastval. A SET, a temporary table or a LISTEN inside the test's transaction goes with its rollback.
+# (SavepointConnection.end_test sends the same three, in the round trip that rolls back; async_db_session's
+# engine pools nothing: each test's connection is a new session.)
+SESSION_RESET = ("DEALLOCATE ALL", "SELECT pg_advisory_unlock_all()", "DISCARD SEQUENCES")
 FIX = 'use @pytest.mark.isolation("database") on this test, or db.isolation = "database"'
 
 
@@ -274,10 +281,10 @@ class SavepointConnection(psycopg.Connection[Any]):
         # Moved sequences are put back here, whatever the checks find (setval is not transactional: it stays
         # whatever happens to the transaction around it); a database a commit escaped from is rebuilt anyway.
         restore = f"; {self.sequences.restore}" if self.sequences.restore else ""
-        # Advisory locks, prepared statements and the sequences' currval/lastval (which nextval and setval
-        # set) are session-level: a rollback does not undo them. DISCARD SEQUENCES, after the restore's setval,
-        # leaves the next test none, as in a new session. (psycopg forgets its own prepared statements on the
-        # ROLLBACK and on DEALLOCATE ALL.)
+        # SESSION_RESET: advisory locks, prepared statements and the sequences' currval/lastval (which nextval
+        # and setval set) are session-level: a rollback does not undo them. DISCARD SEQUENCES, after the
+        # restore's setval, leaves the next test none, as in a new session. (psycopg forgets its own prepared
+        # statements on the ROLLBACK and on DEALLOCATE ALL.)
         cur = psycopg.Connection.execute(
             self,
             f"ROLLBACK; DEALLOCATE ALL; SELECT {status}, {self._sessions_expr}, pg_advisory_unlock_all()"
@@ -394,6 +401,12 @@ def joined_session(engine: Any, **session_kwargs: Any) -> Iterator[Any]:
                 if transaction.is_active:
                     transaction.rollback()
         finally:
+            try:
+                for statement in SESSION_RESET:
+                    connection.exec_driver_sql(statement)
+                connection.rollback()
+            except Exception:
+                connection.invalidate()  # one that cannot be reset is not handed to the next test
             connection.close()
 
 
