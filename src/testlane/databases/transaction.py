@@ -402,8 +402,8 @@ def joined_session(engine: Any, **session_kwargs: Any) -> Iterator[Any]:
                     transaction.rollback()
         finally:
             try:
-                for statement in SESSION_RESET:
-                    connection.exec_driver_sql(statement)
+                # One round trip: without parameters the driver sends it as one simple query.
+                connection.exec_driver_sql("; ".join(SESSION_RESET))
                 connection.rollback()
             except Exception:
                 connection.invalidate()  # one that cannot be reset is not handed to the next test
