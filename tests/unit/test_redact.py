@@ -60,6 +60,25 @@ def test_a_libpq_connection_string_is_masked_but_ordinary_text_is_not() -> None:
         assert redact(text) == text
 
 
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("conninfo [host=h password=secret] failed", "conninfo [host=h password=***] failed"),
+        ("[host=h port=5432 password=secret]", "[host=h port=5432 password=***]"),
+        ("{host=h password=secret}: refused", "{host=h password=***}: refused"),
+        ("[[host=h password=secret]]", "[[host=h password=***]]"),
+        ("host=h password=secret]", "host=h password=***]"),  # a closing bracket the pairs never opened
+        ("host=h password=a[b] user=x", "host=h password=*** user=x"),  # brackets inside a password are its
+        ("[host=h password=a[b]]", "[host=h password=***]"),
+        ("[host=h password='s]cret']", "[host=h password=***]"),
+    ],
+)  # fmt: skip
+def test_a_connection_string_in_brackets_keeps_its_closing_bracket(text: str, masked: str) -> None:
+    # The password's value is a run of characters without blanks: a closing bracket right after it was taken
+    # for part of it, and masked with it (`[host=h password=***`).
+    assert redact(text) == masked
+
+
 def test_an_instance_url_with_any_password_is_masked() -> None:
     inst = Instance(run_id="r", name="postgres", engine="postgres", backend="url", user="u", password="p@ss/w:rd")
     assert "p%40ss" in inst.url

@@ -9,7 +9,8 @@ credential, and what is only text that looks like one:
 * the value of a password-like query parameter in a URL (``?password=SECRET``, ``&pwd=``,
   ``sslpassword=``, ``token=``, ...);
 * ``password=SECRET`` inside a libpq connection string (``host=h port=5432 password=SECRET``):
-  a run of at least two ``keyword=value`` pairs, separated by blanks, that libpq (``psycopg``) accepts.
+  a run of at least two ``keyword=value`` pairs, separated by blanks, that libpq (``psycopg``) accepts;
+  closing brackets it ends with but never opened are the text around it (``[host=h password=***]``).
 
 Everything else is left alone: ``assert password == expected``, ``login(user=u, password=p)`` in
 an excerpt of a test, or a URL without a password. The mask is ``***``; the user name, host, port,
@@ -113,11 +114,34 @@ def _is_conninfo(text: str) -> bool:
         return False
 
 
+# A closing bracket and the one that opens it.
+_OPENERS = {"]": "[", "}": "{"}
+
+
+def _without_closers(text: str) -> tuple[str, str]:
+    """``text`` split before the closing brackets that end it without being opened in it: the text around a
+    connection string (``[host=h password=pw]``), not the end of its last value. A bracket a password opens
+    stays its (``password=a[b]``); one it only closes is shown — the price of not masking the text after it."""
+    end = len(text.rstrip(".,;:!?"))  # `[host=h password=pw]:` - punctuation after such a bracket is the text's too
+    closed = end
+    while end and text[end - 1] in _OPENERS:
+        closer = text[end - 1]
+        if text.count(_OPENERS[closer], 0, end) >= text.count(closer, 0, end):
+            break
+        end -= 1
+    if end == closed:
+        return text, ""
+    return text[:end], text[end:]
+
+
 def _redact_conninfo(match: re.Match[str]) -> str:
     text = match.group(0)
-    if "password=" not in text or not _is_conninfo(text):
+    if "password=" not in text:
         return text
-    return _PASSWORD_PAIR.sub(lambda m: m.group(1) + MASK, text)
+    body, closers = _without_closers(text)
+    if not _is_conninfo(body):
+        return text
+    return _PASSWORD_PAIR.sub(lambda m: m.group(1) + MASK, body) + closers
 
 
 def redact(text: str) -> str:
