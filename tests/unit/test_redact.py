@@ -71,6 +71,11 @@ def test_a_libpq_connection_string_is_masked_but_ordinary_text_is_not() -> None:
         ("host=h password=a[b] user=x", "host=h password=*** user=x"),  # brackets inside a password are its
         ("[host=h password=a[b]]", "[host=h password=***]"),
         ("[host=h password='s]cret']", "[host=h password=***]"),
+        # The name the text gives it, glued on: its first "pair" is no libpq keyword.
+        ("dsn={host=h password=secret}", "dsn={host=h password=***}"),
+        ("conninfo=[host=h port=5 password=secret]:", "conninfo=[host=h port=5 password=***]:"),
+        ("dsn=host=h password=secret", "dsn=host=h password=***"),
+        ("x=password=secret", "x=password=secret"),  # one pair is still no connection string
     ],
 )  # fmt: skip
 def test_a_connection_string_in_brackets_keeps_its_closing_bracket(text: str, masked: str) -> None:

@@ -10,7 +10,8 @@ credential, and what is only text that looks like one:
   ``sslpassword=``, ``token=``, ...);
 * ``password=SECRET`` inside a libpq connection string (``host=h port=5432 password=SECRET``):
   a run of at least two ``keyword=value`` pairs, separated by blanks, that libpq (``psycopg``) accepts;
-  closing brackets it ends with but never opened are the text around it (``[host=h password=***]``).
+  closing brackets it ends with but never opened are the text around it (``[host=h password=***]``), and so
+  is a name glued to its front (``dsn=host=h password=***``, ``conninfo={host=h password=***}``).
 
 Everything else is left alone: ``assert password == expected``, ``login(user=u, password=p)`` in
 an excerpt of a test, or a URL without a password. The mask is ``***``; the user name, host, port,
@@ -138,10 +139,14 @@ def _redact_conninfo(match: re.Match[str]) -> str:
     text = match.group(0)
     if "password=" not in text:
         return text
-    body, closers = _without_closers(text)
-    if not _is_conninfo(body):
-        return text
-    return _PASSWORD_PAIR.sub(lambda m: m.group(1) + MASK, body) + closers
+    # The run may start with the name it is given in the text, glued to it: `dsn=host=h password=pw`,
+    # `conninfo={host=h password=pw}` (the first "pair" is no libpq keyword, so the whole run is no conninfo).
+    inner = text.partition("=")[2].lstrip("[{")
+    for lead, candidate in (("", text), (text[: len(text) - len(inner)], inner)):
+        body, closers = _without_closers(candidate)
+        if (not lead or _CONNINFO_RUN.fullmatch(body)) and _is_conninfo(body):
+            return lead + _PASSWORD_PAIR.sub(lambda m: m.group(1) + MASK, body) + closers
+    return text
 
 
 def redact(text: str) -> str:
