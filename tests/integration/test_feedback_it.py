@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,38 @@ def test_the_gate_passes_a_suite_without_lanes_that_testlane_run_passes(tmp_path
     assert "gate: unit: nothing to test (--lane unit: the suite declares no lanes" in gate.stdout, lines
     assert lines[-1] == "gate: PASSED — lint, integration passed; types skipped; unit had nothing to test", lines
     assert leftovers(data_dir) == []
+
+
+ROOTED = """
+[project]
+name = "rooted"
+version = "0"
+[tool.testlane]
+services = []
+[tool.pytest.ini_options]
+testpaths = ["tests"]
+asyncio_default_fixture_loop_scope = "function"
+"""
+
+
+@pytest.mark.parametrize("spelling", ["two-words", "equals"])
+def test_testlane_run_with_a_report_path_outside_the_project_keeps_the_rootdir(
+    tmp_path: Path, data_dir: Path, spelling: str
+) -> None:
+    # As tests/plugin/test_digest.py checks for plain pytest: an existing report path outside the project, given
+    # as two words, is not a path to test when pytest chooses its rootdir (the project's, its testpaths read).
+    project = tmp_path / "project"
+    for name, test in (("tests/test_one.py", "test_one"), ("other/test_two.py", "test_two")):
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text(f"def {test}():\n    pass\n")
+    (project / "pyproject.toml").write_text(ROOTED)
+    report = tmp_path / "elsewhere" / "r.json"
+    report.parent.mkdir()
+    report.write_text("{}")  # an earlier run's
+    option = [f"--report-json={report}"] if spelling == "equals" else ["--report-json", str(report)]
+    env = clean_env({"TESTLANE_DATA_DIR": str(data_dir), "TESTLANE_REPORTS_FORMAT": "terminal"})
+    result = run_cli(["run", "--", "-p", "no:cacheprovider", *option], cwd=project, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"rootdir: {project}" in result.stdout.splitlines(), result.stdout
+    assert "1 passed" in result.stdout
+    assert [t["nodeid"] for t in json.loads(report.read_text())["tests"]] == ["tests/test_one.py::test_one"]

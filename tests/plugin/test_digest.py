@@ -369,3 +369,68 @@ def test_under_testlane_run_the_rerun_repeats_the_pytest_options_given_after_the
         "    rerun: testlane --set db.isolation=database run -- -p no:cacheprovider -o xfail_strict=true "
         "test_x.py::test_xpasses\n" in result.stdout.str()
     )
+
+
+ROOTED = """
+[project]
+name = "rooted"
+version = "0"
+[tool.testlane]
+services = []
+[tool.pytest.ini_options]
+testpaths = ["tests"]
+asyncio_default_fixture_loop_scope = "function"
+"""
+
+
+def _rooted_project(pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    pytester.makefile(".toml", pyproject=ROOTED)
+    pytester.makepyfile(
+        **{"tests/test_one": "def test_one():\n    pass\n", "other/test_two": "def test_two():\n    pass\n"}
+    )
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    report, events = elsewhere / "r.json", elsewhere / "r.jsonl"
+    report.write_text("{}")  # left by an earlier run
+    events.write_text("")
+    return report, events
+
+
+def test_a_report_path_outside_the_project_as_one_word_leaves_the_rootdir_alone(
+    pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    report, events = _rooted_project(pytester, tmp_path_factory)
+    result = run_inner(pytester, f"--report-json={report}", f"--report-jsonl={events}")
+    assert f"rootdir: {pytester.path}" in result.stdout.lines, result.stdout.str()
+    result.assert_outcomes(passed=1)
+    assert [t["nodeid"] for t in json.loads(report.read_text())["tests"]] == ["tests/test_one.py::test_one"]
+
+
+def test_a_report_path_outside_the_project_as_two_words_stops_with_the_one_word_form(
+    pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # pytest chooses the rootdir before it loads plugins: `--report-json /elsewhere/r.json` then looks like an
+    # unknown flag and a path to test, and a path that exists (last run's report) moved the rootdir to a common
+    # ancestor: the project's configuration (testpaths) not read, other/test_two.py run too. pytest's choice is
+    # not redone (its configuration was read from it): the run stops before any test and says how to write it.
+    report, events = _rooted_project(pytester, tmp_path_factory)
+    result = run_inner(pytester, "--report-json", str(report), "--report-jsonl", str(events))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str() + result.stderr.str()
+    err = result.stderr.str()
+    assert f"write --report-json={report} as one word" in err, err
+    assert f"(not {pytester.path})" in err, err
+    assert "Traceback" not in err + result.stdout.str()
+    assert report.read_text() == "{}"  # nothing ran, nothing written
+
+
+def test_a_report_path_inside_the_project_as_two_words_runs(pytester: pytest.Pytester) -> None:
+    # The rootdir did not move (the path is under it): nothing to say, the run goes on.
+    pytester.makefile(".toml", pyproject=ROOTED)
+    pytester.makepyfile(**{"tests/test_one": "def test_one():\n    pass\n"})
+    (pytester.path / "out").mkdir()
+    (pytester.path / "out" / "r.json").write_text("{}")
+    result = run_inner(pytester, "--report-json", "out/r.json")
+    result.assert_outcomes(passed=1)
+    assert (
+        json.loads((pytester.path / "out" / "r.json").read_text())["tests"][0]["nodeid"]
+        == "tests/test_one.py::test_one"
+    )

@@ -190,3 +190,25 @@ def test_services_default_to_what_the_mapping_refers_to(tmp_path: Path) -> None:
         assert load_settings(start=tmp_path, environ={}).services == services, body
     write_pyproject(tmp_path, '[tool.testlane.env]\nR = "{valkey.url}"\n')
     assert load_settings(start=tmp_path, environ={}, overrides={"services": "mariadb"}).services == ["mariadb"]
+
+
+def test_join_option_values_writes_each_settings_flag_and_its_value_as_one_word() -> None:
+    from testlane.core.config import join_option_values, value_flags
+
+    assert {"--report-json", "--report-jsonl", "--digest-budget", "--isolation"} <= value_flags()
+    assert "--keep-failed-db" not in value_flags()  # a flag: its next word is not its value
+    args = ["-q", "--report-json", "/x/r.json", "--keep-failed-db", "tests", "--digest-budget", "900"]
+    assert join_option_values(args) == [
+        "-q",
+        "--report-json=/x/r.json",
+        "--keep-failed-db",
+        "tests",
+        "--digest-budget=900",
+    ]
+    assert join_option_values(["--report-json=/x", "--", "--report-json", "y"]) == [
+        "--report-json=/x",
+        "--",
+        "--report-json",
+        "y",
+    ]
+    assert join_option_values(["--report-jsonl"]) == ["--report-jsonl"]  # pytest says what is missing

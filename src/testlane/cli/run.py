@@ -39,7 +39,7 @@ from rich.markup import escape
 
 from testlane.cli.common import CliState, console, progress_printer
 from testlane.core import environment
-from testlane.core.config import Settings, overrides_environment
+from testlane.core.config import Settings, join_option_values, overrides_environment
 from testlane.core.envmap import referenced_services
 from testlane.core.interrupts import Interruption, interrupted_line, last_interruption, phase, record
 from testlane.core.redact import redact_url
@@ -208,6 +208,7 @@ def run_pytest_under_services(
     extra_env: dict[str, str] | None = None,
 ) -> int:
     """Start services, run pytest with the integration lane on, stop services; return the exit code."""
+    pytest_args = join_option_values(pytest_args)  # --report-json PATH: never a path to test for pytest
     settings = state.settings()
     # Always a new run, owned by this process, even when started from inside another run.
     context = RunContext.from_settings(settings, run_id=new_run_id(), owner=os.getpid())

@@ -52,12 +52,14 @@ __all__ = [
     "ValkeySettings",
     "command_options",
     "iter_options",
+    "join_option_values",
     "load_settings",
     "options_table_markdown",
     "parse_set_options",
     "set_in_project",
     "set_usage",
     "testlane_table_file",
+    "value_flags",
 ]
 
 ENV_PREFIX = "TESTLANE_"
@@ -935,6 +937,35 @@ def _checked(
 def command_options(command: str = "run") -> list[OptionInfo]:
     """The settings with a dedicated option of ``command`` (``"run"``: pytest's and ``testlane run``'s)."""
     return [o for o in iter_options() if o.cli and o.cli_command == command]
+
+
+def value_flags() -> frozenset[str]:
+    """The settings' flags that take a value (``--report-json PATH``, ``--digest-budget N``...)."""
+    return frozenset(info.cli for info in command_options("run") if info.cli and not info.is_flag)
+
+
+def join_option_values(args: list[str]) -> list[str]:
+    """``args`` with each settings flag and its value written as one word (``--report-json=PATH``).
+
+    pytest chooses its rootdir before it loads plugins, so the value of an option it does not know yet is a
+    path to test when that file exists (pytest-html's ``--html PATH`` has the same trouble): the rootdir becomes
+    the common ancestor of the project and the report's directory. One word is never taken for a path. Words
+    after a bare ``--`` are left alone.
+    """
+    flags = value_flags()
+    out: list[str] = []
+    words = iter(args)
+    for word in words:
+        if word == "--":
+            out.append(word)
+            out.extend(words)
+            break
+        if word in flags:
+            value = next(words, None)
+            out.append(word if value is None else f"{word}={value}")
+        else:
+            out.append(word)
+    return out
 
 
 def _render_default(value: Any) -> str:

@@ -13,13 +13,20 @@ import (the plugin module imports it to register options in every pytest process
 from __future__ import annotations
 
 import argparse
+import itertools
+import os
 from typing import Any
 
 import pytest
 
-from testlane.core.config import OptionInfo, command_options
+from testlane.core.config import OptionInfo, command_options, value_flags
 
-__all__ = ["NOT_GIVEN", "add_setting_options", "command_line_overrides"]
+__all__ = [
+    "NOT_GIVEN",
+    "add_setting_options",
+    "check_rootdir",
+    "command_line_overrides",
+]
 
 
 # None, because argparse never produces it for these options (typed values, choices, store_const True/False),
@@ -80,3 +87,44 @@ def command_line_overrides(namespace: Any) -> dict[str, Any]:
         if value is not NOT_GIVEN:
             out[info.key] = value
     return out
+
+
+# -- an option's value taken for a path to test --------------------------------------------------------------------
+
+
+def check_rootdir(config: pytest.Config, args: list[str]) -> None:
+    """Stop with the fix when a settings flag's value, an existing path, moved pytest's rootdir.
+
+    Raises :class:`pytest.UsageError` naming the one-word form. Looks only when such a value is on the command
+    line (nothing is computed otherwise); then runs pytest's own rootdir look-up again (``determine_setup``, the
+    function ``Config`` calls) with the options known, and compares. pytest's choice is not replaced: its
+    configuration (``addopts``, ``pythonpath``, plugins) was already read from it.
+    """
+    flags = value_flags()
+    taken = [
+        (word, value)
+        for word, value in itertools.pairwise(args)
+        if word in flags and not value.startswith("-") and os.path.exists(value.split("::")[0])
+    ]
+    if not taken:
+        return
+    from _pytest.config.findpaths import determine_setup  # pytest's rootdir look-up: no public API
+
+    known = config.known_args_namespace
+    try:
+        rootpath = determine_setup(
+            inifile=known.inifilename,
+            override_ini=known.override_ini,
+            args=known.file_or_dir,
+            rootdir_cmd_arg=known.rootdir or None,
+            invocation_dir=config.invocation_params.dir,
+        )[0]
+    except (TypeError, pytest.UsageError):  # another pytest's signature, or its own error: pytest says it later
+        return
+    if rootpath == config.rootpath:
+        return
+    flag, value = taken[0]
+    raise pytest.UsageError(
+        f"testlane: pytest took {flag}'s value {value!r} for a path to test and chose {config.rootpath} for its "
+        f"rootdir (not {rootpath}); write {flag}={value} as one word (`testlane run` does it for you)"
+    )

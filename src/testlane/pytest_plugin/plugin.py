@@ -334,6 +334,9 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
     process that owns the run (xdist workers inherit the environment), and not under ``testlane run``,
     which already did it.
     """
+    from testlane.pytest_plugin.options import check_rootdir
+
+    check_rootdir(early_config, args)  # first: whether the project opted in is read from its rootdir
     env = RunEnv.current()
     if env.xdist_worker or env.services_file:
         return
