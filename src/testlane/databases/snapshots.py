@@ -18,7 +18,9 @@ revisions; other sources are one step each, see :meth:`~testlane.databases.templ
 one segment at a time and keeps a copy of the database after ``n-1``, ``n-2``, ``n-4``, ``n-8``
 of its ``n`` steps (``db.checkpoints``: how many), named by the hash of the steps it holds. New ones are
 stored beside the snapshot in a second cluster, ``checkpoints/`` (runs start from ``cluster/``, which
-holds only the template, so a warm start copies no more than before); ``checkpoints.json`` maps each
+holds only the template, so a warm start copies no more than before), and the one after all steps but the
+last also in a third, ``last/`` (the template and that copy alone: what an edit of the last migration resumes
+from, copied instead of every checkpoint); ``checkpoints.json`` maps each
 step key to the stored cluster and database holding it (and, under ``seconds``, how long the steps up to
 that key took from an empty database: a later build applies steps known to take less than
 :data:`~testlane.databases.template.CHECKPOINT_WORTH_S` in one call); a build that made no new checkpoint (the last
@@ -367,7 +369,7 @@ class SnapshotCache:
                 store(data, target / "checkpoints", user, leave_out=leave_out)
                 # The last checkpoint (an edit of the last migration, the most frequent, resumes there) also in a
                 # cluster of its own, ``last/``: a run's server after such an edit copies the base cluster, the
-                # template and that one checkpoint, not every checkpoint (36-44 MB instead of 80 MB for 60
+                # template and that one checkpoint, not every checkpoint (46 MB instead of 80 MB for 60
                 # revisions: docs/benchmarks.md "Editing a migration"). One more start of the builder, on a first
                 # build only.
                 alone = len(steps) - 1 if len(steps) - 1 in plan.made and len(plan.made) > 1 else None
