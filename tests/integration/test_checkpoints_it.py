@@ -228,6 +228,63 @@ def test_sql_folder_edits_replay_from_the_nearest_checkpoint_and_equal_a_full_bu
     _equal_to_a_full_build(spec, cluster, engine, full, "removed")
 
 
+def _databases(engine: PostgresEngine, cluster: Path) -> list[str]:
+    """The checkpoints and templates a stored cluster holds."""
+    server = engine.start("postgres-list", data_source=cluster)
+    try:
+        with server.connect() as admin:
+            rows = admin.execute("SELECT datname FROM pg_database WHERE datname LIKE 'tl%' ORDER BY 1").fetchall()
+        return [name for (name,) in rows]
+    finally:
+        server.stop()
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def test_the_last_checkpoint_has_a_cluster_of_its_own_which_a_run_after_an_edit_of_the_last_step_starts_from(
+    tmp_path: Path, data_dir: Path, cache_dir: Path, caplog: pytest.LogCaptureFixture, launched: list[str]
+) -> None:
+    engine = _engine(data_dir, cache_dir, tmp_path / "app")
+    full = _full_builds(tmp_path, data_dir, engine)
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    files = _sql_files(9)  # checkpoints after 8, 7, 5 and 1 steps
+    _write(folder, files)
+    first, _ = _build(engine, TemplateSpec((SqlFolder(folder),)), caplog)
+    steps = TemplateSpec((SqlFolder(folder),)).steps()
+    names = {n: template.checkpoint_name(steps[n - 1].key) for n in (1, 5, 7, 8)}
+    last, every = first.parent / "last", first.parent / "checkpoints"
+    held = _databases(engine, last)
+    assert names[8] in held and not {names[1], names[5], names[7]} & set(held), held
+    assert {names[1], names[5], names[7]} <= set(_databases(engine, every))
+    assert not any(name.startswith("tl_ck_") for name in _databases(engine, first)), "runs start without them"
+    assert _size(last) < _size(every)
+
+    files["009_t9.sql"] += "ALTER TABLE t9 ADD COLUMN edited int;\n"
+    _write(folder, files)
+    spec = TemplateSpec((SqlFolder(folder),))
+    start = SnapshotCache(engine).start_for_run(spec)
+    assert isinstance(start, RunBuild) and start.data == last and start.checkpoints.start == 8
+    launched.clear()
+    stack = _run_stack(engine, data_dir / "run")
+    try:
+        start_services(stack, ["postgres"], spec=spec, store_later=True)
+        assert launched == ["postgres"] and stack.servers["postgres"].instance.extra["data_source"] == str(last)
+        stack.run_deferred()
+    finally:
+        stack.stop()
+    stored = SnapshotCache(engine).lookup(spec)
+    assert stored is not None
+    _equal_to_a_full_build(spec, stored, engine, full, "last edited, from its own cluster")
+
+    # Its build resumed from last/ (only the checkpoint after 8 steps there): the others are recorded as before.
+    records = json.loads((stored.parent / "checkpoints.json").read_text())["databases"]
+    assert records[steps[4].key] == [f"{first.parent.name}/checkpoints", names[5]]
+    assert records[steps[7].key] == [f"{first.parent.name}/last", names[8]]
+
+
 def _alembic_project(root: Path, count: int, *, last: str = "") -> Path:
     versions = root / "alembic" / "versions"
     versions.mkdir(parents=True, exist_ok=True)
@@ -553,7 +610,7 @@ def test_a_checkpoint_pruned_while_the_run_starts_from_it_makes_the_run_build_th
 
     def pruned_meanwhile(self: SnapshotCache, spec: TemplateSpec) -> Path | RunBuild:
         start = start_for_run(self, spec)
-        assert isinstance(start, RunBuild) and start.data == old.parent / "checkpoints"
+        assert isinstance(start, RunBuild) and start.data == old.parent / "last"
         assert remove_entry(old.parent) is not None  # as `testlane cache prune` or another project's retention
         return start
 

@@ -18,7 +18,9 @@ revisions; other sources are one step each, see :meth:`~testlane.databases.templ
 one segment at a time and keeps a copy of the database after ``n-1``, ``n-2``, ``n-4``, ``n-8``
 of its ``n`` steps (``db.checkpoints``: how many), named by the hash of the steps it holds. New ones are
 stored beside the snapshot in a second cluster, ``checkpoints/`` (runs start from ``cluster/``, which
-holds only the template, so a warm start copies no more than before); ``checkpoints.json`` maps each
+holds only the template, so a warm start copies no more than before), and the one after all steps but the
+last also in a third, ``last/`` (the template and that copy alone: what an edit of the last migration resumes
+from, copied instead of every checkpoint); ``checkpoints.json`` maps each
 step key to the stored cluster and database holding it (and, under ``seconds``, how long the steps up to
 that key took from an empty database: a later build applies steps known to take less than
 :data:`~testlane.databases.template.CHECKPOINT_WORTH_S` in one call); a build that made no new checkpoint (the last
@@ -365,25 +367,42 @@ class SnapshotCache:
             if fresh:
                 # The checkpoints go beside the snapshot; runs start from a cluster without them.
                 store(data, target / "checkpoints", user, leave_out=leave_out)
+                # The last checkpoint (an edit of the last migration, the most frequent, resumes there) also in a
+                # cluster of its own, ``last/``: a run's server after such an edit copies the base cluster, the
+                # template and that one checkpoint, not every checkpoint (46 MB instead of 80 MB for 60
+                # revisions: docs/benchmarks.md "Editing a migration"). One more start of the builder, on a first
+                # build only.
+                alone = len(steps) - 1 if len(steps) - 1 in plan.made and len(plan.made) > 1 else None
                 for number, db in plan.made.items():
-                    records[steps[number - 1].key] = (f"{target.name}/checkpoints", db)
-                try:  # the builder again, on the same data directory, to drop them
-                    launch.spawn()
-                    second = cast(PostgresServer, launch.wait())
-                except BaseException:
-                    launch.abort()
-                    raise
-                with second.connect() as admin:
-                    _lean_wal(admin)
-                    for db in plan.made.values():
-                        drop_database(admin, db)
-                    _reset_wal(admin)
-                second.halt(clean=True)
+                    where = "last" if number == alone else "checkpoints"
+                    records[steps[number - 1].key] = (f"{target.name}/{where}", db)
+                stages = [[db for number, db in plan.made.items() if number != alone]] if alone is not None else []
+                stages.append(list(plan.made.values()) if alone is None else [plan.made[alone]])
+                for stage, drops in enumerate(stages):
+                    try:  # the builder again, on the same data directory, to drop them
+                        launch.spawn()
+                        second = cast(PostgresServer, launch.wait())
+                    except BaseException:
+                        launch.abort()
+                        raise
+                    with second.connect() as admin:
+                        _lean_wal(admin)
+                        for db in drops:
+                            drop_database(admin, db)
+                        _reset_wal(admin)
+                    second.halt(clean=True)
+                    if stage < len(stages) - 1:
+                        store(data, target / "last", user, leave_out=leave_out)
             elif origin is not None:
                 where = str(origin.data.relative_to(self.root))
                 for number, db in plan.made.items():
                     adopted = number == origin.steps and origin.database.startswith("tl_tpl_")
                     records[steps[number - 1].key] = (where, origin.database if adopted else db)
+                # Resumed from a cluster holding only the last checkpoint (``last/``): the origin's other
+                # checkpoints this build would keep are still stored beside it, recorded as they were.
+                for key, record in _stored_records(origin.data.parent).items():
+                    if key in {steps[number - 1].key for number in plan.keep}:
+                        records.setdefault(key, record)
                 claim(origin.data.parent, self.project_key, self.project)  # kept while its checkpoints serve
             store(data, target / "cluster", user, leave_out=leave_out)
             if steps:
@@ -416,6 +435,17 @@ class SnapshotCache:
                 log.debug("removed snapshot %s (retention: %d per project, %g days unused)", entry.key, keep, max_days)
                 removed.append(entry.path)
         return removed
+
+
+def _stored_records(entry: Path) -> dict[str, tuple[str, str]]:
+    """The step keys ``entry``'s ``checkpoints.json`` maps to a stored cluster and database (none if unreadable)."""
+    try:
+        databases = json.loads((entry / CHECKPOINTS).read_text())["databases"]
+        return {
+            str(k): (str(v[0]), str(v[1])) for k, v in dict(databases).items() if isinstance(v, list) and len(v) == 2
+        }
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def _lean_wal(admin: psycopg.Connection) -> None:
