@@ -394,8 +394,8 @@ _CATALOG_SCAN = """FROM pg_class c WHERE c.relkind IN ('r', 'p', 'm') AND NOT c.
 _USER_TABLES = """c.relkind IN ('r', 'p', 'm') AND NOT c.relisshared
       AND c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace,
                                  'pg_toast'::regnamespace)"""
-# A table's row from a source of (oid, n): n its changes.
 _CATALOG_ROW = "SELECT 0::bigint, 'c', total, NULL, NULL, NULL, NULL, NULL FROM ({}) cat"
+# A table's row from a source of (oid, n): n its changes.
 _PER_TABLE = """
 SELECT oid::bigint, 'r', n, pg_stat_get_tuples_updated(oid) + pg_stat_get_tuples_deleted(oid),
        pg_stat_get_vacuum_count(oid) + pg_stat_get_autovacuum_count(oid)
