@@ -261,7 +261,11 @@ def measure_floors(schemas: Sequence[Schema], samples: int) -> dict[str, dict[st
             with server.connect(f"{template}_facts", autocommit=True) as conn:  # type: ignore[attr-defined]
                 facts = analyze(conn)  # as the pool learns them, once per template
             admin.execute(f"DROP DATABASE {template}_facts")
+            by_name = {name: oid for oid, name in facts.names.items()}
             times: dict[str, list[float]] = {}
+
+            def ids(tables: list[str], by_name: dict[str, int] = by_name) -> list[int]:
+                return [by_name[f"public.{table}"] for table in tables]
 
             def record(name: str, seconds: float, times: dict[str, list[float]] = times) -> None:
                 times.setdefault(name, []).append(seconds * 1000)
@@ -283,9 +287,9 @@ def measure_floors(schemas: Sequence[Schema], samples: int) -> dict[str, dict[st
                             conn.execute("SET stats_fetch_consistency = none; SELECT pg_stat_force_next_flush()")
                             conn.execute("SELECT 1")
                             started = time.perf_counter()
-                            after = read_counters(conn, baseline)
+                            after = read_counters(conn, baseline, facts=facts, written=ids(tables))
                             truncate = ResetPlan(truncate=tuple(f"public.{t}" for t in tables))
-                            baseline = reset(conn, truncate, after)
+                            baseline = reset(conn, truncate, after, facts)
                             record(f"truncate_w{count}_ms", time.perf_counter() - started)
                         finally:
                             conn.close()
@@ -305,10 +309,11 @@ def measure_floors(schemas: Sequence[Schema], samples: int) -> dict[str, dict[st
                         conn.execute("SET stats_fetch_consistency = none; SELECT pg_stat_force_next_flush()")
                         conn.execute("SELECT 1")  # the flush happens when the backend goes idle
                         started = time.perf_counter()
-                        after = read_counters(conn, baseline)
+                        # (as the pool reads: by oid, the tables tests wrote first)
+                        after = read_counters(conn, baseline, facts=facts, written=ids(tables))
                         plan = plan_reset(facts, baseline, after)
                         assert plan is not None, "a test that wrote empty tables could not be reset"
-                        baseline = reset(conn, plan, after)
+                        baseline = reset(conn, plan, after, facts)
                         record(f"reset_w{count}_ms", time.perf_counter() - started)
                     finally:
                         conn.close()

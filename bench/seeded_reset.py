@@ -38,8 +38,11 @@ as many sequences), 5 of them written once, the statistics read after a test, in
 ``anchor_ms`` (``SELECT 1``), ``before_ms`` (every relation's counters, the query before this change),
 ``after_unchanged_ms`` (the sums only: nothing moved) and ``after_changed_ms`` (a table and a sequence
 moved: the sums, then every table's and sequence's counters, returning only those not 0) and
-``after_targeted_ms`` (after the reset's statements: the sums and the one table and sequence they
-changed); ``reset_before_ms``/``reset_after_ms``: what one reset of a seeded write reads (before: the
+``after_changed_by_oid_ms`` (the same with the template's facts: relations named by oid, no scan of
+``pg_class``), ``after_written_first_ms`` (with the facts, after the 5 tables were written, which earlier
+tests wrote too: their counters and the catalog's first, which account for the database's move, so no other
+table's is read), ``after_targeted_ms`` (after the reset's statements: the sums and the one table and
+sequence they changed); ``reset_before_ms``/``reset_after_ms``: what one reset of a seeded write reads (before: the
 full read twice, to plan and for the new baseline; after: ``after_changed`` + ``after_targeted``).
 
 **Costs** (``--costs``): what the reset planner weighs against a new clone, on the fan-in template plus a
@@ -214,7 +217,7 @@ def bookkeeping(tables: int, samples: int) -> dict[str, float]:
     import psycopg
     from psycopg import sql
 
-    from testlane.databases.reset import read_counters, read_touched
+    from testlane.databases.reset import analyze, read_counters, read_touched
 
     with _stack() as stack:
         server = stack.start(["postgres"])["postgres"]
@@ -226,14 +229,21 @@ def bookkeeping(tables: int, samples: int) -> dict[str, float]:
             setup.execute("".join(ddl.format(i) for i in range(tables)))
         conn: psycopg.Connection = server.connect(name, autocommit=True)
         conn.execute("SET stats_fetch_consistency = none")
+        facts = analyze(conn)  # (reads rows, writes none)
+        early = read_counters(conn, facts=facts)  # before the test below
         conn.execute("".join(f"INSERT INTO t{i} (v) VALUES ('x');" for i in range(5)))  # tests wrote 5 tables
         conn.execute("SELECT pg_stat_force_next_flush()")
         baseline = read_counters(conn)
+        five = {oid for oid, name in facts.names.items() if name in {f"public.t{i}" for i in range(5)}}
         variants = {
             "anchor": lambda: conn.execute("SELECT 1").fetchall(),
             "before": lambda: conn.execute(OLD_COUNTERS_QUERY).fetchall(),
             "after_unchanged": lambda: read_counters(conn, baseline),
             "after_changed": lambda: read_counters(conn, changed),
+            # the same by oid (the template's facts): every table's counters, no scan of pg_class
+            "after_changed_by_oid": lambda: read_counters(conn, changed, facts=facts),
+            # after a test that wrote 5 tables earlier tests wrote too: those first, and they account for it
+            "after_written_first": lambda: read_counters(conn, early, facts=facts, written=five),
             # after the reset's statements: only what they changed (here one table and its sequence)
             "after_targeted": lambda: read_touched(conn, baseline, oids, catalog=False),
         }
@@ -250,8 +260,9 @@ def bookkeeping(tables: int, samples: int) -> dict[str, float]:
                 times[key].append(time.perf_counter() - t0)
         conn.close()
     result = {f"{key}_ms": round(statistics.median(values) * 1000, 4) for key, values in times.items()}
-    for key in ("before", "after_unchanged", "after_changed", "after_targeted"):
+    for key in ("before", "after_unchanged", "after_changed", "after_changed_by_oid", "after_written_first"):
         result[f"{key}_per_anchor"] = round(result[f"{key}_ms"] / result["anchor_ms"], 1)
+    result["after_targeted_per_anchor"] = round(result["after_targeted_ms"] / result["anchor_ms"], 1)
     # What one reset of a seeded write reads: before, the full read twice (to plan, and the new baseline).
     result["reset_before_ms"] = round(2 * result["before_ms"], 4)
     result["reset_after_ms"] = round(result["after_changed_ms"] + result["after_targeted_ms"], 4)

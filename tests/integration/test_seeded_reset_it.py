@@ -18,7 +18,7 @@ import pytest
 from testlane.databases.migrations import SqlFolder
 from testlane.databases.pool import ClonePool, Lease
 from testlane.databases.postgres_engine import PostgresDatabaseEngine
-from testlane.databases.reset import DELETE_PAGES, Counters, plan_reset, read_counters
+from testlane.databases.reset import DELETE_PAGES, Counters, analyze, plan_reset, read_counters
 from testlane.databases.template import TemplateSpec, ensure_template
 
 SCHEMA = """
@@ -414,4 +414,113 @@ def test_a_table_reused_100_times_is_truncated_once_it_outgrows_the_delete_limit
             assert_exact(lease, clones[-1])
     assert truncations >= 5, heaps
     for held in (lease, fresh, *clones):
+        pool.release(held)
+
+
+def oid_of(conn: psycopg.Connection, table: str) -> int:
+    row = conn.execute("SELECT %s::regclass::oid::bigint", (table,)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_read_takes_the_other_tables_from_the_baseline_only_when_the_written_ones_account_for_the_change(
+    pool,
+) -> None:
+    # reset.read_counters reads the tables tests wrote (``written``, and those already counted in the baseline)
+    # and the catalog first, and every other table only when the database's sum moved by more than they did.
+    lease = pool.acquire(wait=5.0)
+    with lease.connection(lambda: pytest.fail("no connection")) as conn:
+        conn.autocommit = True
+        conn.execute("SET stats_fetch_consistency = none")
+        facts = analyze(conn)
+        groups, notes = oid_of(conn, "groups"), oid_of(conn, "used_before")
+        baseline = read_counters(conn, facts=facts)
+        assert groups not in baseline.tables and notes not in baseline.tables
+        conn.execute("INSERT INTO groups (name) VALUES ('g'); INSERT INTO used_before (v) VALUES ('x')")
+        conn.execute("SELECT pg_stat_force_next_flush()")
+        conn.execute("SELECT 1")  # (the flush happens once the backend is idle)
+        # Only groups is known as written: its move and the catalog's do not account for the database's,
+        # so every table is read and the other write is seen.
+        seen = read_counters(conn, baseline, facts=facts, written={groups})
+        assert seen.tables[groups].changes == 1 and seen.tables[notes].changes == 1
+        assert seen.tables == read_counters(conn).tables
+        # Proof that the other tables are not read when the sums agree: a baseline whose database sum already
+        # had the write to used_before (as if that move were from before) takes used_before from the baseline.
+        assert baseline.database is not None
+        shifted = replace(baseline, database=baseline.database + 1)
+        skipped = read_counters(conn, shifted, facts=facts, written={groups})
+        assert skipped.tables[groups].changes == 1 and notes not in skipped.tables
+        conn.autocommit = False
+    pool.release(lease)
+
+
+@pytest.mark.parametrize(
+    ("statements", "expected"),
+    [
+        pytest.param(
+            "INSERT INTO used_before (v) VALUES ('a')", ("public.used_before",), id="a-table-not-written-before"
+        ),
+        pytest.param(
+            "INSERT INTO groups (name) VALUES ('g'); INSERT INTO used_before (v) VALUES ('a')",
+            ("public.groups", "public.used_before"),
+            id="both",
+        ),
+        pytest.param(
+            "INSERT INTO used_before (v) VALUES ('a'); DELETE FROM used_before",
+            ("public.used_before",),
+            id="insert-then-delete",
+        ),
+        pytest.param(
+            "INSERT INTO countries (name) VALUES ('c')", ("public.countries",), id="a-seeded-table-not-written-before"
+        ),
+        pytest.param("SELECT nextval('loose'), nextval('groups_id_seq')", (), id="sequences-without-rows"),
+        pytest.param("TRUNCATE used_before", None, id="truncate"),
+        pytest.param("UPDATE countries SET name = name || '!' WHERE id = 1", None, id="update-of-a-seeded-table"),
+    ],
+)
+def test_once_tests_wrote_a_table_a_change_anywhere_else_is_still_restored(
+    pool, statements: str, expected: tuple[str, ...] | None
+) -> None:
+    # The first tests write groups: later resets read its counters first (the tables tests wrote).
+    lease, fresh = next_lease(pool, "INSERT INTO groups (name) VALUES ('first')")
+    assert restored(lease) == ("public.groups",)
+    run_test(lease, "INSERT INTO groups (name) VALUES ('second')")  # the baseline now has groups' counters
+    pool.release(lease)
+    lease = pool.acquire(wait=10.0)
+    assert lease.reused and restored(lease) == ("public.groups",)
+    with lease.connection(lambda: pytest.fail("no connection")) as conn:
+        groups = oid_of(conn, "groups")
+        conn.rollback()
+    assert pool.engine._written[pool.template] == {groups}  # what the next reset reads first
+    name = lease.name
+    run_test(lease, statements)
+    pool.release(lease)
+    after = pool.acquire(wait=10.0)
+    if expected is None:  # a new clone
+        assert not after.reused or after.name != name, pool.stats
+    else:
+        assert after.reused and after.name == name and restored(after) == expected, pool.stats
+    assert_exact(after, fresh, probe=False)
+    for held in (after, fresh):
+        pool.release(held)
+
+
+def test_after_a_reset_that_deleted_toasted_rows_the_next_test_is_still_read_whole(pool) -> None:
+    # Deleting a row also deletes its TOAST rows, which the reset does not count: the baseline's database
+    # sum stays below the real one, so the next read cannot take another table's move for the written ones'.
+    toasted = "INSERT INTO groups (name) SELECT string_agg(md5(g::text), '') FROM generate_series(1, 400) g"
+    both = ("public.groups", "public.used_before")
+    lease, fresh = next_lease(pool, "INSERT INTO groups (name) VALUES ('first')")
+    for statements, expected in [
+        (toasted, ("public.groups",)),
+        ("INSERT INTO groups (name) VALUES ('g'); INSERT INTO used_before (v) VALUES ('a')", both),
+        (toasted + "; INSERT INTO used_before (v) VALUES ('b')", both),
+        ("INSERT INTO used_before (v) VALUES ('c')", ("public.used_before",)),
+    ]:
+        run_test(lease, statements)
+        pool.release(lease)
+        lease = pool.acquire(wait=10.0)
+        assert lease.reused and restored(lease) == expected, (statements, pool.stats)
+        assert_exact(lease, fresh, probe=False, baseline=False)  # (the TOAST rows' deletes are not counted)
+    for held in (lease, fresh):
         pool.release(held)

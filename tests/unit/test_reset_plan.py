@@ -15,6 +15,7 @@ from testlane.databases.reset import (
     TableCounters,
     TemplateFacts,
     counters_query,
+    hot_tables,
     plan_reset,
 )
 
@@ -240,3 +241,23 @@ def test_a_full_read_and_a_targeted_read_come_from_one_builder() -> None:
     targeted = counters_query(only=(ORDERS, ORDERS_SEQ), catalog=False)
     assert "c.oid IN (100, 200)" in targeted and "seq_sum" not in targeted and "'c'" not in targeted
     assert "'c'" in counters_query(only=(ORDERS,), catalog=True)
+
+
+def test_with_the_templates_facts_a_read_names_relations_by_oid_and_reads_the_written_tables_first() -> None:
+    facts = replace(FACTS, catalog=(1259, 2608))
+    baseline = Counters({ORDERS: TableCounters(4), CATALOG: TableCounters(50)}, database=90, sequence_sum=7)
+    # The tables tests wrote and those the baseline counted: read first while they are fewer than half.
+    hot = hot_tables(baseline, facts, written=(LINES,))
+    assert hot == {ORDERS, LINES}
+    query = counters_query(baseline, facts=facts, hot=hot)
+    assert "pg_class" not in query  # no scan that grows with the schema
+    assert "unnest('{100,101}'::oid[])" in query and "unnest('{102,103,104}'::oid[])" in query
+    assert "unnest('{1259,2608}'::oid[])" in query and "unnest('{200,201}'::oid[])" in query
+    # The others are read when the database's move is not the written tables' (4 counted) and the catalog's.
+    assert "(SELECT total FROM db) - 90 <> coalesce((SELECT sum(n) FROM hot), 0) - 4" in query
+    assert "- 50" in query
+    # Every table at once: without facts, a new clone's baseline, or when the hot tables are half of them.
+    assert hot_tables(baseline, None) is None
+    assert hot_tables(Counters(), facts) is None
+    assert hot_tables(baseline, facts, written=(LINES, USERS)) is None
+    assert "pg_class" not in counters_query(Counters(), facts=facts)

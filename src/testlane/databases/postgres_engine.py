@@ -28,6 +28,7 @@ from testlane.databases.pool import ClonePool, Lease
 from testlane.databases.reset import (
     SETTLE_TIMEOUT,
     Counters,
+    ResetPlan,
     TemplateFacts,
     analyze,
     can_scan_processes,
@@ -96,6 +97,10 @@ class PostgresDatabaseEngine:
         self._strategy_clause = f" STRATEGY {strategy.upper()}" if major >= 15 else ""
         self._facts: dict[str, TemplateFacts] = {}
         self._facts_lock = threading.Lock()
+        # Per template, the tables tests have written so far: a reset reads their counters first and the
+        # others' only when those do not account for what changed (reset.read_counters). Replaced, not mutated
+        # (the pool's workers read it without the lock).
+        self._written: dict[str, frozenset[int]] = {}
 
     def ensure_template(self, spec: TemplateSpec) -> str:
         from testlane.databases.template import ensure_template
@@ -182,11 +187,12 @@ class PostgresDatabaseEngine:
                 conn = self._connect(lease.name, autocommit=True)
                 conn.execute("SET stats_fetch_consistency = none")
             assert isinstance(lease.baseline, Counters), lease.baseline
-            done = restore(conn, facts, lease.baseline)
+            done = restore(conn, facts, lease.baseline, self._written.get(lease.template, frozenset()))
             if done is None:
                 _close(conn)
                 return None
             baseline, plan = done
+            self._note_written(lease.template, facts, plan)
             if plan.truncate:
                 _warm_caches(conn, list(plan.truncate))  # a TRUNCATE invalidated their cache entries
             conn.autocommit = False
@@ -196,6 +202,13 @@ class PostgresDatabaseEngine:
             return None
         # `truncated`: tables were emptied or restored (which, is in the baseline: Counters.restored).
         return Lease(lease.name, lease.url, lease.template, conn, baseline, reused=True, truncated=bool(plan))
+
+    def _note_written(self, template: str, facts: TemplateFacts, plan: ResetPlan) -> None:
+        new = set(plan.oids) & facts.names.keys()
+        with self._facts_lock:
+            known = self._written.get(template, frozenset())
+            if not new <= known:
+                self._written[template] = known | new
 
     def _template_facts(self, lease: Lease[psycopg.Connection]) -> TemplateFacts:
         """What may be truncated or restored in ``lease``'s template, learned once on a throwaway clone named
