@@ -2,6 +2,6 @@
 
 import sys
 
-from testlane.cli.main import main
+from testlane.cli.launch import main
 
 main(sys.argv[1:])

@@ -54,10 +54,36 @@ def test_a_libpq_connection_string_is_masked_but_ordinary_text_is_not() -> None:
         "assert password == expected",
         "E   assert 'typed' == 'stored'  (password=expected)",
         "login(user=u, password=p)",
-        "password=p",  # one pair is not a connection string
-        "set name=alice password=hunter2 in the form",  # "name" is no libpq keyword
+        "f(password=x)",
+        'password = "x"',  # an assignment in an excerpt of a test
+        "password = get_password()",
     ):
         assert redact(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        # libpq allows blanks around "=" and any white space between pairs (psycopg reads them as a password).
+        ("conn failed: host=h password = hunter2 dbname=d", "conn failed: host=h password = *** dbname=d"),
+        ("dsn:\nhost=h\npassword=hunter2", "dsn:\nhost=h\npassword=***"),
+        # A password on its own, not in a keyword argument's shape, is still a password.
+        ("failed: password=hunter2", "failed: password=***"),
+        ("see password=abc.def, then", "see password=***, then"),
+        ("set name=alice password=hunter2 in the form", "set name=alice password=*** in the form"),
+        ("x=password=secret", "x=password=***"),
+        # The text after the bracket that closes the one opened before the string stays.
+        ("[host=h password=hunter2]trailing", "[host=h password=***]trailing"),
+        ("{host=h password=hunter2}x", "{host=h password=***}x"),
+        ("[password=x]y", "[password=***]y"),
+        ("[host=h password='s\\'e]t' user=u]z", "[host=h password=*** user=u]z"),
+    ],
+)  # fmt: skip
+def test_every_form_libpq_reads_as_a_password_is_masked(text: str, masked: str) -> None:
+    # Each leaked or lost text before (a fresh user's digest, 2026-12-01): blanks around "=", pairs on lines of
+    # their own, a lone password, and the text glued after a closing bracket (dropped with the mask).
+    assert redact(text) == masked
+    assert "hunter2" not in redact(text) and "secret" not in redact(text)
 
 
 @pytest.mark.parametrize(
@@ -75,7 +101,6 @@ def test_a_libpq_connection_string_is_masked_but_ordinary_text_is_not() -> None:
         ("dsn={host=h password=secret}", "dsn={host=h password=***}"),
         ("conninfo=[host=h port=5 password=secret]:", "conninfo=[host=h port=5 password=***]:"),
         ("dsn=host=h password=secret", "dsn=host=h password=***"),
-        ("x=password=secret", "x=password=secret"),  # one pair is still no connection string
     ],
 )  # fmt: skip
 def test_a_connection_string_in_brackets_keeps_its_closing_bracket(text: str, masked: str) -> None:

@@ -9,12 +9,16 @@ credential, and what is only text that looks like one:
 * the value of a password-like query parameter in a URL (``?password=SECRET``, ``&pwd=``,
   ``sslpassword=``, ``token=``, ...);
 * ``password=SECRET`` inside a libpq connection string (``host=h port=5432 password=SECRET``):
-  a run of at least two ``keyword=value`` pairs, separated by blanks, that libpq (``psycopg``) accepts;
-  closing brackets it ends with but never opened are the text around it (``[host=h password=***]``), and so
-  is a name glued to its front (``dsn=host=h password=***``, ``conninfo={host=h password=***}``).
+  a run of ``keyword=value`` pairs separated by blanks or line breaks, a blank allowed around ``=``
+  (``password = SECRET``), that libpq (``psycopg``) accepts; the closing bracket of a bracket opened just
+  before the run is the text around it (``[host=h password=***]tail``), and so are closing brackets it ends
+  with but never opened, and a name glued to its front (``dsn=host=h password=***``,
+  ``conninfo={host=h password=***}``);
+* ``password=SECRET`` on its own (``failed: password=***``), unless it has the shape of a keyword argument
+  in code: after ``(`` or ``,`` (``login(user=u, password=p)``).
 
-Everything else is left alone: ``assert password == expected``, ``login(user=u, password=p)`` in
-an excerpt of a test, or a URL without a password. The mask is ``***``; the user name, host, port,
+Everything else is left alone: ``assert password == expected``, ``password = "x"`` in an excerpt of a
+test, or a URL without a password. The mask is ``***``; the user name, host, port,
 database and the other parameters stay, so a message still says where testlane connected.
 
 URLs are taken apart with :mod:`urllib.parse` (the same split the drivers use), conninfo strings are
@@ -55,11 +59,16 @@ SECRET_PARAMS = frozenset(
 # punctuation (a full stop, a comma, a closing parenthesis) is not part of it.
 _URL = re.compile(r"""\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s'"<>`]*[^\s'"<>`.,;:!?)\]}]""")
 
-# libpq conninfo: keyword=value pairs separated by blanks; a value is 'quoted' or has no blank,
-# quote, comma or parenthesis (so Python keyword arguments, ``f(user=u, password=p)``, never form a run).
-_PAIR = r"""[A-Za-z_]+=(?:'(?:[^'\\]|\\.)*'|[^\s'",()]+)"""
-_CONNINFO_RUN = re.compile(rf"(?<![\w=]){_PAIR}(?:[ \t]+{_PAIR})+")
-_PASSWORD_PAIR = re.compile(r"""(?<![\w])(password=)('(?:[^'\\]|\\.)*'|[^\s'",()]+)""")
+# libpq conninfo: keyword=value pairs separated by blanks or line breaks (libpq skips any white space, around
+# "=" too); a value is 'quoted' or has no blank, quote, comma or parenthesis (so Python keyword arguments,
+# ``f(user=u, password=p)``, never form a run).
+_VALUE = r"""(?:'(?:[^'\\]|\\.)*'|[^\s'",()]++)"""
+_PAIR = rf"[A-Za-z_]+[ \t]*=[ \t]*{_VALUE}"
+_CONNINFO_RUN = re.compile(rf"(?<![\w=]){_PAIR}(?:\s+{_PAIR})+")
+_PASSWORD_PAIR = re.compile(rf"(?<![\w])(password[ \t]*=[ \t]*){_VALUE}")
+# ``password=...`` on its own, not as a keyword argument (after "(" or ","), not masked already.
+_LONE_PASSWORD = re.compile(rf"(?<![\w.(,])(?<!,[ \t])password=(?!\*\*\*(?:[^\w]|$)){_VALUE}")
+_MAY_HOLD_PASSWORD = re.compile(r"password[ \t]*=")
 
 T = TypeVar("T")
 
@@ -117,12 +126,29 @@ def _is_conninfo(text: str) -> bool:
 
 # A closing bracket and the one that opens it.
 _OPENERS = {"]": "[", "}": "{"}
+_CLOSERS = {"[": "]", "{": "}"}
 
 
-def _without_closers(text: str) -> tuple[str, str]:
-    """``text`` split before the closing brackets that end it without being opened in it: the text around a
-    connection string (``[host=h password=pw]``), not the end of its last value. A bracket a password opens
-    stays its (``password=a[b]``); one it only closes is shown — the price of not masking the text after it."""
+def _without_closers(text: str, opened: str = "") -> tuple[str, str]:
+    """``text`` split before the text around a connection string that its last value swallowed.
+
+    ``opened``: the bracket just before the string (``[host=h password=pw]tail``): its first closer not opened
+    in ``text`` ends the string. Otherwise the closing brackets ``text`` ends with but never opened
+    (``host=h password=pw]``). A bracket a password opens stays its (``password=a[b]``); one it only closes
+    is shown — the price of not masking the text after it."""
+    if opened:
+        closer, depth, quoted, escaped = _CLOSERS[opened], 0, False, False
+        for i, char in enumerate(text):
+            if quoted:  # inside a 'quoted value' (a backslash escapes the next character)
+                escaped, quoted = (False, True) if escaped else (char == "\\", char != "'")
+            elif char == "'":
+                quoted = True
+            elif char == opened:
+                depth += 1
+            elif char == closer:
+                if depth == 0:
+                    return text[:i], text[i:]
+                depth -= 1
     end = len(text.rstrip(".,;:!?"))  # `[host=h password=pw]:` - punctuation after such a bracket is the text's too
     closed = end
     while end and text[end - 1] in _OPENERS:
@@ -135,18 +161,31 @@ def _without_closers(text: str) -> tuple[str, str]:
     return text[:end], text[end:]
 
 
+def _mask_passwords(text: str) -> str:
+    return _PASSWORD_PAIR.sub(lambda m: m.group(1) + MASK, text)
+
+
 def _redact_conninfo(match: re.Match[str]) -> str:
     text = match.group(0)
-    if "password=" not in text:
+    if not _MAY_HOLD_PASSWORD.search(text):
         return text
+    before = match.string[match.start() - 1] if match.start() else ""
     # The run may start with the name it is given in the text, glued to it: `dsn=host=h password=pw`,
     # `conninfo={host=h password=pw}` (the first "pair" is no libpq keyword, so the whole run is no conninfo).
-    inner = text.partition("=")[2].lstrip("[{")
-    for lead, candidate in (("", text), (text[: len(text) - len(inner)], inner)):
-        body, closers = _without_closers(candidate)
-        if (not lead or _CONNINFO_RUN.fullmatch(body)) and _is_conninfo(body):
-            return lead + _PASSWORD_PAIR.sub(lambda m: m.group(1) + MASK, body) + closers
+    rest = text.partition("=")[2]
+    inner = rest.lstrip(" \t").lstrip("[{")
+    lead = text[: len(text) - len(inner)]
+    for head, candidate, opened in (("", text, before), (lead, inner, lead[-1:])):
+        body, tail = _without_closers(candidate, opened if opened in _CLOSERS else "")
+        if (not head or _CONNINFO_RUN.fullmatch(body)) and _is_conninfo(body):
+            return head + _mask_passwords(body) + tail
     return text
+
+
+def _redact_lone(match: re.Match[str]) -> str:
+    before = match.string[match.start() - 1] if match.start() else ""
+    body, tail = _without_closers(match.group(0), before if before in _CLOSERS else "")
+    return _mask_passwords(body) + tail
 
 
 def redact(text: str) -> str:
@@ -158,8 +197,10 @@ def redact(text: str) -> str:
         return text
     if "://" in text:
         text = _URL.sub(lambda m: redact_url(m.group(0)), text)
-    if "password=" in text:
+    if "password" in text and _MAY_HOLD_PASSWORD.search(text):
         text = _CONNINFO_RUN.sub(_redact_conninfo, text)
+        if "password=" in text:
+            text = _LONE_PASSWORD.sub(_redact_lone, text)
     return text
 
 
