@@ -150,6 +150,41 @@ def test_testlane_run_interrupted_while_the_tests_run(
     assert_clean(data_dir, tmp_path)
 
 
+# A test that leaves a non-daemon thread behind: pytest reports, then Python waits for the thread at exit
+# (tortoise-orm's suite does this with aiosqlite's connection threads; plain pytest hangs there too).
+HANGS_AT_EXIT = """
+import os, pathlib, threading
+
+def test_leaves_a_thread(pg_conn):
+    threading.Thread(target=threading.Event().wait, daemon=False).start()
+    pathlib.Path(os.environ["MARKER"]).write_text("testing")
+"""
+
+
+@pytest.mark.timeout(60)  # bounds the wait for the notice (before the fix it never came)
+def test_testlane_run_says_when_pytest_reported_but_does_not_exit(
+    interruptible: Path, data_dir: Path, tmp_path: Path, started: list[subprocess.Popen[str]]
+) -> None:
+    # Before: no word while the servers kept running, and the interruption said "while pytest was running".
+    (interruptible / "tests" / "test_block_it.py").write_text(HANGS_AT_EXIT)
+    env = environment(data_dir, tmp_path, "none")
+    proc = start(started, [TESTLANE, "run", "--", "-q", "-p", "no:cacheprovider"], interruptible, env)
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:  # the test's timeout bounds this loop
+        seen.append(line.rstrip("\n"))
+        if "has not exited" in line:
+            break
+    assert "pytest reported 5s ago but has not exited: something the tests started is still running" in seen[-1]
+    lines = seen + interrupt_group(proc)
+    text = "\n".join(lines)
+    assert proc.returncode == 130, text
+    assert "Traceback" not in text and "threading" not in text  # the wait for the thread ended quietly
+    assert "1 passed" in text
+    assert lines[-1] == interrupted("pytest had reported but not exited"), text
+    assert_clean(data_dir, tmp_path)
+
+
 @pytest.mark.parametrize("to_group", [True, False], ids=["to-the-group", "to-testlane-alone"])
 def test_testlane_run_interrupted_while_the_template_is_built(
     interruptible: Path, data_dir: Path, tmp_path: Path, started: list[subprocess.Popen[str]], to_group: bool

@@ -37,9 +37,32 @@ def main() -> int:
     try:
         import pytest
 
-        return int(pytest.main())
+        code = int(pytest.main())
     except KeyboardInterrupt:
         return INTERRUPTED
+    _join_threads_quietly()
+    return code
+
+
+def _join_threads_quietly() -> None:
+    """Wait for the threads a test left running, as Python does at exit, but end quietly when interrupted.
+
+    Python joins every non-daemon thread before a process ends (``threading._shutdown``), and a Ctrl-C in
+    that wait prints a traceback of it. Joined here first, the interrupt ends the wait: the exit handlers
+    run (coverage's data, for one) and the process exits at once, the leftover threads with it.
+    """
+    import atexit
+    import threading
+
+    try:
+        for thread in threading.enumerate():
+            if thread is not threading.main_thread() and not thread.daemon:
+                thread.join()
+    except KeyboardInterrupt:
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(INTERRUPTED)
 
 
 if __name__ == "__main__":

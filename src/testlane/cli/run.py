@@ -59,6 +59,9 @@ IT_ENV = environment.IT
 FORMAT_ENV = "TESTLANE_REPORTS_FORMAT"
 POLL_SECONDS = 0.25
 KILL_AFTER = 5.0  # seconds a pytest that was terminated after the grace period has before it is killed
+# A pytest that reported and is still alive this long after is kept alive by something its tests started
+# (a non-daemon thread: Python waits for them at exit; plain pytest hangs there too), never by pytest itself.
+EXIT_AFTER_REPORT = 5.0
 PYTEST_EXIT_CODES = range(6)
 PYTEST_CHILD = str(Path(__file__).with_name("pytest_child.py"))
 
@@ -141,11 +144,35 @@ def _report_crash(fmt: str, code: int, budget: int) -> None:
 class _Supervisor:
     """Waits for the pytest child; turns our signals into an orderly stop of it."""
 
-    def __init__(self, child: subprocess.Popen[bytes], grace: float) -> None:
+    def __init__(self, child: subprocess.Popen[bytes], grace: float, reported: Path | None = None) -> None:
         self.child = child
         self.grace = grace
+        self.reported = reported  # the file pytest's reporter creates once it has reported
         self.signal: int | None = None
         self._deadline: Deadline | None = None
+        self._reported_at: float | None = None  # when this process first saw that file
+        self._said_hung = False
+        # Whether pytest had reported before our first signal (an interrupted pytest reports too, after it).
+        self.reported_before_signal = False
+
+    def has_reported(self) -> bool:
+        return self.reported is not None and self.reported.exists()
+
+    def _check_exit_after_report(self) -> None:
+        """Says once that pytest reported but does not exit: otherwise the run waits without a word while
+        the servers keep running, and an interruption would look like one in the middle of the tests."""
+        if self._said_hung or not self.has_reported():
+            return
+        now = time.monotonic()
+        if self._reported_at is None:
+            self._reported_at = now
+        elif now - self._reported_at >= EXIT_AFTER_REPORT:
+            self._said_hung = True
+            console.print(
+                f"[yellow]testlane:[/yellow] pytest reported {EXIT_AFTER_REPORT:g}s ago but has not exited: something"
+                " the tests started is still running (a non-daemon thread or a child process; testlane's findings"
+                " above name what a test left running). Ctrl-C ends it; the run's servers are cleaned up then."
+            )
 
     def _terminal_sent_it(self) -> bool:
         try:
@@ -155,6 +182,8 @@ class _Supervisor:
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
         first = self.signal is None
+        if first:
+            self.reported_before_signal = self.has_reported()
         self.signal = self.signal or signum
         if signum == signal.SIGINT and first and self._terminal_sent_it():
             pass  # the terminal delivered Ctrl-C to pytest too
@@ -176,7 +205,10 @@ class _Supervisor:
             try:
                 return self.child.wait(timeout=POLL_SECONDS if deadline is None else deadline.remaining)
             except subprocess.TimeoutExpired:
-                if deadline is None or not deadline.expired:
+                if deadline is None:
+                    self._check_exit_after_report()
+                    continue
+                if not deadline.expired:
                     continue
             console.print(
                 f"[yellow]testlane:[/yellow] pytest did not stop within {self.grace:g}s of the signal; terminating it"
@@ -268,13 +300,14 @@ def run_pytest_under_services(
         # pytest_child, not `-m pytest`: it ignores a repeated delivery from its first instruction on
         # (an interrupt while pytest is still importing would print an import traceback).
         child = subprocess.Popen([sys.executable, PYTEST_CHILD, *pytest_args], env=env, preexec_fn=preexec)
-        supervisor = _Supervisor(child, grace=settings.stop_grace)
+        supervisor = _Supervisor(child, grace=settings.stop_grace, reported=reported)
         signal.signal(signal.SIGTERM, supervisor.handle)
         signal.signal(signal.SIGINT, supervisor.handle)
         code = supervisor.wait()
         keep_databases = settings.db.keep_failed and code not in (0, 5)
         if supervisor.signal is not None:
-            interrupted = Interruption(supervisor.signal, "pytest was running", 0.0)
+            during = "pytest had reported but not exited" if supervisor.reported_before_signal else "pytest was running"
+            interrupted = Interruption(supervisor.signal, during, 0.0)
             return 128 + supervisor.signal
         if stack.deferred:
             # Interruptible as the start is: the store cleans up after itself (see the snapshots module).
