@@ -12,7 +12,7 @@ from types import ModuleType
 
 import pytest
 
-from tests.helpers import run_inner
+from tests.helpers import clean_env, plain_project, run_cli, run_inner
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("plain_env")]
 
@@ -434,3 +434,15 @@ def test_a_report_path_inside_the_project_as_two_words_runs(pytester: pytest.Pyt
         json.loads((pytester.path / "out" / "r.json").read_text())["tests"][0]["nodeid"]
         == "tests/test_one.py::test_one"
     )
+
+
+def test_testlane_run_takes_digest_before_the_dashes_as_pytest_does_after_them(pytester: pytest.Pytester) -> None:
+    # `testlane run --digest` said "No such option: --digest" (only `--format digest` was an option of run's).
+    plain_project(pytester)
+    pytester.makepyfile(test_x="def test_fails():\n    assert 1 == 2\n")
+    env = clean_env({"TESTLANE_REPORTS_FORMAT": "terminal"})  # the digest comes from the flag alone
+    for args in (["run", "--digest", "--"], ["run", "--", "--digest"]):
+        result = run_cli([*args, "-p", "no:cacheprovider"], cwd=pytester.path, env=env)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "testlane: FAILED — 1 failed" in result.stdout.splitlines()[-1], result.stdout
+        assert "short test summary" not in result.stdout  # pytest's own output muted: the digest owns stdout

@@ -109,6 +109,15 @@ def test_a_connection_string_in_brackets_keeps_its_closing_bracket(text: str, ma
     assert redact(text) == masked
 
 
+def test_a_placeholder_in_a_url_template_is_shown() -> None:
+    # An env mapping's error said `'asyncpg://{postgres.user}:***@...': postgres has no part 'pasword'`, hiding
+    # the placeholder it was about. Braces are not allowed unencoded in a URL's userinfo: never a real password.
+    template = "asyncpg://{postgres.user}:{postgres.pasword}@{postgres.host}/db"
+    assert redact(f"{template!r}: postgres has no part 'pasword'") == f"{template!r}: postgres has no part 'pasword'"
+    assert redact("mysql://u:{a}b@h/db") == "mysql://u:***@h/db"  # not a placeholder alone: masked
+    assert redact("mysql://u:%7Bsecret%7D@h/db") == "mysql://u:***@h/db"
+
+
 def test_an_instance_url_with_any_password_is_masked() -> None:
     inst = Instance(run_id="r", name="postgres", engine="postgres", backend="url", user="u", password="p@ss/w:rd")
     assert "p%40ss" in inst.url

@@ -165,6 +165,26 @@ def add_setting_options(command: click.Command, name: str) -> None:
     """Give ``command`` an option for every setting whose ``cli=`` flag belongs to ``name`` (the settings
     table in core.config declares them; ``"run"``: ``testlane run``'s, the same flags pytest has)."""
     command.params.extend(_setting_option(info) for info in command_options(name))
+    if name == "run":
+        command.params.append(_digest_option())
+
+
+def _digest_option() -> click.Option:
+    """``--digest``: pytest's shortcut for ``--format digest`` (testlane.reports.pytest_reporter), here too."""
+
+    def store(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+        if value:
+            _state(ctx).overrides["reports.format"] = "digest"
+            _state(ctx).flags["reports.format"] = "--digest"
+
+    return click.Option(
+        ["--digest"],
+        is_flag=True,
+        default=False,
+        expose_value=False,
+        callback=store,
+        help="print only a digest of the failures and one summary line (same as --format digest)",
+    )
 
 
 def progress_printer(quiet: bool) -> Any:

@@ -73,9 +73,15 @@ _MAY_HOLD_PASSWORD = re.compile(r"password[ \t]*=")
 T = TypeVar("T")
 
 
+# A placeholder in a URL template (``[tool.testlane.env]``'s ``{postgres.password}``): braces are not allowed
+# unencoded in a URL's userinfo (RFC 3986), so no real password has this shape; it is shown, or an error about
+# that very placeholder could not say which one it means.
+_PLACEHOLDER = re.compile(r"\{[^{}]*\}")
+
+
 def _redact_netloc(netloc: str) -> str:
     userinfo, at, hostport = netloc.rpartition("@")
-    if not at or ":" not in userinfo:
+    if not at or ":" not in userinfo or _PLACEHOLDER.fullmatch(userinfo.partition(":")[2]):
         return netloc
     user = userinfo.partition(":")[0]
     return f"{user}:{MASK}@{hostport}"
