@@ -334,3 +334,16 @@ def settings_error(
     with pytest.raises(ConfigError) as info:
         load_settings(start=tmp_path, environ=env or {}, overrides=overrides)
     return str(info.value)
+
+
+# A project with testpaths = ["tests"]: where a moved rootdir shows (its testpaths not read, other dirs collected).
+ROOTED_PYPROJECT = """
+[project]
+name = "rooted"
+version = "0"
+[tool.testlane]
+services = []
+[tool.pytest.ini_options]
+testpaths = ["tests"]
+asyncio_default_fixture_loop_scope = "function"
+"""

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import TESTLANE, clean_env, inner_pyproject, leftovers, run_cli, server_processes
+from tests.helpers import (
+    ROOTED_PYPROJECT,
+    TESTLANE,
+    clean_env,
+    inner_pyproject,
+    leftovers,
+    run_cli,
+    server_processes,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -141,18 +149,6 @@ def test_the_gate_passes_a_suite_without_lanes_that_testlane_run_passes(tmp_path
     assert leftovers(data_dir) == []
 
 
-ROOTED = """
-[project]
-name = "rooted"
-version = "0"
-[tool.testlane]
-services = []
-[tool.pytest.ini_options]
-testpaths = ["tests"]
-asyncio_default_fixture_loop_scope = "function"
-"""
-
-
 @pytest.mark.parametrize("spelling", ["two-words", "equals"])
 def test_testlane_run_with_a_report_path_outside_the_project_keeps_the_rootdir(
     tmp_path: Path, data_dir: Path, spelling: str
@@ -163,7 +159,7 @@ def test_testlane_run_with_a_report_path_outside_the_project_keeps_the_rootdir(
     for name, test in (("tests/test_one.py", "test_one"), ("other/test_two.py", "test_two")):
         (project / name).parent.mkdir(parents=True, exist_ok=True)
         (project / name).write_text(f"def {test}():\n    pass\n")
-    (project / "pyproject.toml").write_text(ROOTED)
+    (project / "pyproject.toml").write_text(ROOTED_PYPROJECT)
     report = tmp_path / "elsewhere" / "r.json"
     report.parent.mkdir()
     report.write_text("{}")  # an earlier run's

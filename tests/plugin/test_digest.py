@@ -12,7 +12,7 @@ from types import ModuleType
 
 import pytest
 
-from tests.helpers import clean_env, plain_project, run_cli, run_inner
+from tests.helpers import ROOTED_PYPROJECT, clean_env, plain_project, run_cli, run_inner
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("plain_env")]
 
@@ -371,20 +371,8 @@ def test_under_testlane_run_the_rerun_repeats_the_pytest_options_given_after_the
     )
 
 
-ROOTED = """
-[project]
-name = "rooted"
-version = "0"
-[tool.testlane]
-services = []
-[tool.pytest.ini_options]
-testpaths = ["tests"]
-asyncio_default_fixture_loop_scope = "function"
-"""
-
-
 def _rooted_project(pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    pytester.makefile(".toml", pyproject=ROOTED)
+    pytester.makefile(".toml", pyproject=ROOTED_PYPROJECT)
     pytester.makepyfile(
         **{"tests/test_one": "def test_one():\n    pass\n", "other/test_two": "def test_two():\n    pass\n"}
     )
@@ -424,7 +412,7 @@ def test_a_report_path_outside_the_project_as_two_words_stops_with_the_one_word_
 
 def test_a_report_path_inside_the_project_as_two_words_runs(pytester: pytest.Pytester) -> None:
     # The rootdir did not move (the path is under it): nothing to say, the run goes on.
-    pytester.makefile(".toml", pyproject=ROOTED)
+    pytester.makefile(".toml", pyproject=ROOTED_PYPROJECT)
     pytester.makepyfile(**{"tests/test_one": "def test_one():\n    pass\n"})
     (pytester.path / "out").mkdir()
     (pytester.path / "out" / "r.json").write_text("{}")
