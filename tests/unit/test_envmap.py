@@ -64,6 +64,10 @@ def test_templates_parse_into_text_and_references() -> None:
         ("{postgres.host:asyncpg}", "only url takes a driver"),
         ("{postgres.url:jdbc}", "unknown postgres driver 'jdbc'"),
         ("{postgres}", "is not a reference of the form"),
+        # A reference left open reached the application as written (a fresh user, 2026-12-01).
+        ("postgresql://{postgres.user}:{postgres.password@{postgres.host}/app", "a lone '{' in ':{postgres.password@'"),
+        ("{postgres.url}}", "a lone '}'"),
+        ("x{", "a lone '{'"),
     ],
 )
 def test_bad_references_are_configuration_errors(template: str, message: str) -> None:

@@ -122,15 +122,27 @@ def parse_template(variable: str, template: str) -> list[str | Reference]:
     out: list[str | Reference] = []
     pos = 0
     for match in _TOKEN.finditer(template):
-        out.append(template[pos : match.start()])
+        out.append(_literal(variable, template, template[pos : match.start()]))
         pos = match.end()
         token = match.group(0)
         if token in ("{{", "}}"):
             out.append(token[0])
             continue
         out.append(_reference(variable, template, match.group(1).strip()))
-    out.append(template[pos:])
+    out.append(_literal(variable, template, template[pos:]))
     return [part for part in out if part != ""]
+
+
+def _literal(variable: str, template: str, text: str) -> str:
+    """Text between references; a lone brace in it is a reference left open (``{postgres.password@...``), which
+    would reach the application as written."""
+    brace = next((char for char in text if char in "{}"), None)
+    if brace is not None:
+        raise ConfigError(
+            f"[tool.testlane.env] {variable} = {template!r}: a lone {brace!r} in {text!r}.",
+            hint="close the reference ({postgres.password}), or write {{ and }} for literal braces.",
+        )
+    return text
 
 
 def _reference(variable: str, template: str, text: str) -> Reference:
