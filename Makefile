@@ -26,6 +26,8 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# 2026-12-01 (later): 1428 tests in 9.7-10.9 min, the machine running ~2x slower than the day before by the benchmarks'
+# anchors (pytest alone 0.45 against 0.23 ms a test). Before that:
 # Two xdist workers on this 2-core machine: 1342 tests in 5.7-5.9 min (2026-12-01, one after the other with 06414f7's
 # 1340 tests, which took 9.5-10.5 min: worksteal scheduling (pyproject addopts) and the suite's bytecode warm-up
 # (tests/conftest.py, tests/helpers.py warm_bytecode); CPU 605-620 -> 435-455 s). Earlier: 832 tests in 5.7 min
