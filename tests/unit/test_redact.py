@@ -115,6 +115,7 @@ def test_a_placeholder_in_a_url_template_is_shown() -> None:
     template = "asyncpg://{postgres.user}:{postgres.pasword}@{postgres.host}/db"
     assert redact(f"{template!r}: postgres has no part 'pasword'") == f"{template!r}: postgres has no part 'pasword'"
     assert redact("mysql://u:{a}b@h/db") == "mysql://u:***@h/db"  # not a placeholder alone: masked
+    assert redact("mysql://u:{s3cret}@h/db") == "mysql://u:***@h/db"  # braces, but no {service.part}: masked
     assert redact("mysql://u:%7Bsecret%7D@h/db") == "mysql://u:***@h/db"
 
 

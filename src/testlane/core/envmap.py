@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from testlane.core import service_names
 from testlane.core.errors import ConfigError
+from testlane.core.redact import REFERENCE
 from testlane.core.service_names import canonical, known
 
 __all__ = [
@@ -105,7 +106,7 @@ def parts_table_markdown() -> str:
 
 
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
-_REFERENCE = re.compile(r"^(?P<service>[a-z][a-z0-9]*)\.(?P<part>[a-z_]+)(?::(?P<driver>[a-z0-9_+]+))?$")
+_REFERENCE = re.compile(rf"^{REFERENCE}$")  # one shape: the redaction shows a password given as a reference
 
 
 @dataclass(frozen=True)

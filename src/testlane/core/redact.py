@@ -33,7 +33,7 @@ import re
 from typing import TypeVar
 from urllib.parse import SplitResult, unquote, urlsplit
 
-__all__ = ["MASK", "RedactingFilter", "redact", "redact_data", "redact_nodeid", "redact_url"]
+__all__ = ["MASK", "REFERENCE", "RedactingFilter", "redact", "redact_data", "redact_nodeid", "redact_url"]
 
 MASK = "***"
 
@@ -73,10 +73,12 @@ _MAY_HOLD_PASSWORD = re.compile(r"password[ \t]*=")
 T = TypeVar("T")
 
 
-# A placeholder in a URL template (``[tool.testlane.env]``'s ``{postgres.password}``): braces are not allowed
-# unencoded in a URL's userinfo (RFC 3986), so no real password has this shape; it is shown, or an error about
-# that very placeholder could not say which one it means.
-_PLACEHOLDER = re.compile(r"\{[^{}]*\}")
+# A reference in a ``[tool.testlane.env]`` template standing for the password (``{postgres.password}``, a
+# misspelt ``{postgres.pasword}``): shown, or an error about that very reference could not say which one it
+# means. Only that shape (``{service.part[:driver]}``, which testlane.core.envmap parses with it; braces are
+# not even allowed unencoded in a URL's userinfo, RFC 3986): ``{s3cret}`` is masked like any password.
+REFERENCE = r"(?P<service>[a-z][a-z0-9]*)\.(?P<part>[a-z_]+)(?::(?P<driver>[a-z0-9_+]+))?"
+_PLACEHOLDER = re.compile(rf"\{{{REFERENCE}\}}")
 
 
 def _redact_netloc(netloc: str) -> str:
