@@ -11,7 +11,15 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from testlane.core.config import OptionInfo, Settings, command_options, load_settings, parse_set_options
+from testlane.core.config import (
+    DIGEST_FLAG,
+    DIGEST_FLAG_HELP,
+    OptionInfo,
+    Settings,
+    command_options,
+    load_settings,
+    parse_set_options,
+)
 from testlane.core.logs import setup_logging
 from testlane.core.redact import redact
 
@@ -175,15 +183,15 @@ def _digest_option() -> click.Option:
     def store(ctx: click.Context, param: click.Parameter, value: bool) -> None:
         if value:
             _state(ctx).overrides["reports.format"] = "digest"
-            _state(ctx).flags["reports.format"] = "--digest"
+            _state(ctx).flags["reports.format"] = DIGEST_FLAG
 
     return click.Option(
-        ["--digest"],
+        [DIGEST_FLAG],
         is_flag=True,
         default=False,
         expose_value=False,
         callback=store,
-        help="print only a digest of the failures and one summary line (same as --format digest)",
+        help=DIGEST_FLAG_HELP,
     )
 
 

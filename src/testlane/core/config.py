@@ -35,6 +35,8 @@ from testlane.core.environment import declared_names, integration_lane_from_env,
 from testlane.core.errors import ConfigError
 
 __all__ = [
+    "DIGEST_FLAG",
+    "DIGEST_FLAG_HELP",
     "ContainerSettings",
     "DbSettings",
     "DisciplineSettings",
@@ -932,6 +934,11 @@ def _checked(
             hint=_how_to_set(key, f"a value {option.allowed}", set_option, flag),
         )
     return number
+
+
+# ``--digest``, pytest's and `testlane run`'s: short for ``--format digest`` (reports.format), not a setting's own flag.
+DIGEST_FLAG = "--digest"
+DIGEST_FLAG_HELP = "print only a digest of the failures and one summary line (same as --format digest)"
 
 
 def command_options(command: str = "run") -> list[OptionInfo]:

@@ -48,19 +48,19 @@ COLLECTOR_NAME = "testlane-reports"
 def pytest_addoption(parser: pytest.Parser) -> None:
     """``--digest``, short for ``--format digest``. ``--format``, ``--digest-budget``, ``--report-json`` and
     ``--report-jsonl`` are settings: the plugin generates them from the settings table."""
-    from testlane.core.config import iter_options
+    from testlane.core.config import DIGEST_FLAG, DIGEST_FLAG_HELP, iter_options
     from testlane.pytest_plugin.optin import record_options
     from testlane.pytest_plugin.options import NOT_GIVEN
 
     fmt = next(o for o in iter_options() if o.key == "reports.format")
     group = parser.getgroup("testlane-reports", "testlane: reports for people, coding agents and CI")
     group.addoption(
-        "--digest",
+        DIGEST_FLAG,
         dest=fmt.dest,  # the same destination as --format: the last one given wins
         action="store_const",
         const="digest",
         default=NOT_GIVEN,
-        help="print only a digest of the failures and one summary line (same as --format digest)",
+        help=DIGEST_FLAG_HELP,
     )
     record_options(group)  # using one opts the project in
 
