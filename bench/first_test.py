@@ -1,7 +1,7 @@
 """Time to first test, Postgres + Valkey, whole pytest process: two checkouts side by side, one anchor.
 
 Usage: python bench/first_test.py [--a /work/main] [--b <this checkout>] [--runs 7] [--tests 50] [--cold]
-[--dont-write-bytecode] [--json]
+[--dont-write-bytecode] [--runner pytest|testlane] [--json]
 
 The project: ``services = ["postgres", "valkey"]``, one migration (one table), ``--tests`` tests each using
 ``pg_conn`` (``database`` isolation) and ``redis_client``. Each side is a source tree put first on
@@ -23,7 +23,9 @@ module is compiled on every run, and pytest rewrites testlane's modules, a pytes
 tests on a no-service project (``-p no:testlane``), time to its first test's call. ``past_anchor_s`` =
 ``first_s`` - the anchor's (the issue's "services past pytest's own start"), ``past_anchor_cpu_s`` the same
 for ``first_cpu_s``. ``--cold`` removes the side's cache before each run (``initdb`` and the template's
-snapshot are rebuilt). Figures are medians; ratios are B / A.
+snapshot are rebuilt). ``--runner testlane``: the sides' runs are ``testlane run`` processes (it starts the
+services and pytest in a child; the clock starts when ``testlane run`` is spawned, ``first_cpu_s`` is the child's
+pytest thread's), the anchor stays a plain pytest. Figures are medians; ratios are B / A.
 """
 
 from __future__ import annotations
@@ -106,13 +108,13 @@ def write_project(root: Path, n: int, *, services: bool) -> Path:
     return root
 
 
-def run(project: Path, env_extra: dict[str, str], extra: list[str]) -> dict[str, float]:
+def run(project: Path, env_extra: dict[str, str], extra: list[str], runner: str = "pytest") -> dict[str, float]:
     out = project / f"timing-{time.monotonic_ns()}.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TESTLANE_", "PYTEST_"))}
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # the caches described above; --dont-write-bytecode sets it again
     env.update({"BENCH_OUT": str(out), **env_extra})
-    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:django"]
-    argv += [*FOREIGN_PLUGINS_OFF, *extra]
+    argv = [sys.executable, "-m", "pytest"] if runner == "pytest" else [sys.executable, "-m", "testlane", "run", "--"]
+    argv += ["-q", "-p", "no:cacheprovider", "-p", "no:django", *FOREIGN_PLUGINS_OFF, *extra]
     started = time.time()
     proc = subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True, check=False)
     ended = time.time()
@@ -137,6 +139,7 @@ def main() -> None:
     parser.add_argument("--tests", type=int, default=50)
     parser.add_argument("--cold", action="store_true", help="remove the side's cache before each run")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--runner", choices=("pytest", "testlane"), default="pytest", help="the sides' runs")
     parser.add_argument(
         "--dont-write-bytecode", action="store_true", help="PYTHONDONTWRITEBYTECODE=1 in the runs: no bytecode cache"
     )
@@ -171,7 +174,7 @@ def main() -> None:
                 **no_cache,
             }
             projects[side] = write_project(root / side / "project", args.tests, services=True)
-            run(projects[side], envs[side], [])  # warm this side's caches
+            run(projects[side], envs[side], [], args.runner)  # warm this side's caches
         for round_ in range(args.runs):
             anchor_run = run(anchor, anchor_env, ["-p", "no:testlane"])
             anchors.append(anchor_run["first_s"])
@@ -182,7 +185,7 @@ def main() -> None:
                     shutil.rmtree(cache)
                     cache.mkdir()
                     os.chmod(cache, 0o755)
-                figures_run = run(projects[side], envs[side], [])
+                figures_run = run(projects[side], envs[side], [], args.runner)
                 figures_run["past_anchor_s"] = figures_run["first_s"] - anchors[-1]
                 figures_run["past_anchor_cpu_s"] = figures_run["first_cpu_s"] - anchors_cpu[-1]
                 for figure in figures:
@@ -194,6 +197,7 @@ def main() -> None:
         "runs": args.runs,
         "tests": args.tests,
         "cold": args.cold,
+        "runner": args.runner,
         "bytecode_cache": not args.dont_write_bytecode,
         "a": str(sides["a"].parent),
         "b": str(sides["b"].parent),

@@ -1,13 +1,14 @@
 """Time to first test after editing the last of 60 Alembic migrations (issue 19), two checkouts A/B.
 
 Usage: python bench/migration_edit.py [--a /tmp/before-ckpt] [--b <this checkout>] [--runs 5] [--migrations 60]
-       [--sleep-ms 0]
+       [--sleep-ms 0] [--runner pytest|testlane]
 
 Each side is a source tree (``<path>/src`` first on ``PYTHONPATH``) with its own copy of a generated
 Alembic project (``--migrations`` revisions, each creating a table with an index and a row), its own
 cache and data directories on tmpfs, its own bytecode cache (written even where ``PYTHONDONTWRITEBYTECODE``
 is set, as an installed package has it), warmed once (the snapshot built). Per round and side, interleaved
-(A then B, B then A on odd rounds), a ``pytest --it`` process runs one test that asks for ``pg_conn``:
+(A then B, B then A on odd rounds), a ``pytest --it`` process (``--runner testlane``: a ``testlane run``
+process, which starts the services and runs pytest in a child) runs one test that asks for ``pg_conn``:
 
 * ``unchanged``: nothing edited (the snapshot is there);
 * ``edited``: the last revision edited first (one more column, new each round): before checkpoints the
@@ -107,6 +108,7 @@ def test_first(pg_conn):
 
 
 SLEEP_S = 0.0  # --sleep-ms: what each revision costs on top of its DDL (a data migration, a slow index)
+RUNNER = "pytest"  # --runner: how each run is started, `pytest --it` or `testlane run`
 
 
 def write_revision(versions: Path, n: int, extra: str = "pass") -> None:
@@ -183,7 +185,11 @@ class Side:
             "TESTLANE_DATA_DIR": str(self.data),
             "BENCH_FIRST_TEST": str(marker),
         }
-        argv = [sys.executable, "-m", "pytest", "--it", "-q", "-p", "no:cacheprovider", "test_first.py"]
+        pytest_args = ["-q", "-p", "no:cacheprovider", "test_first.py"]
+        if RUNNER == "testlane":
+            argv = [sys.executable, "-m", "testlane", "run", "--", *pytest_args]
+        else:
+            argv = [sys.executable, "-m", "pytest", "--it", *pytest_args]
         started = time.time()
         proc = subprocess.run(argv, cwd=self.project, env=env, capture_output=True, text=True, check=False)
         total = time.time() - started
@@ -194,7 +200,8 @@ class Side:
             self.times[label].append(first)
             self.times[f"{label}_total"].append(total)
         if label == "edited":
-            found = re.search(r"on this run's server, (from a checkpoint \((\d+) of|from its first step)", proc.stdout)
+            said = " ".join((proc.stdout + proc.stderr).split())  # `testlane run` wraps its lines at 80 columns
+            found = re.search(r"on this run's server, (from a checkpoint \((\d+) of|from its first step)", said)
             path = "builder first" if found is None else f"run's server, {found.group(2) or 0} steps unchanged"
             self.paths[path] = self.paths.get(path, 0) + 1
         return first
@@ -255,9 +262,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--migrations", type=int, default=60)
     parser.add_argument("--sleep-ms", type=float, default=0.0, help="pg_sleep in every revision (default 0)")
+    parser.add_argument("--runner", choices=("pytest", "testlane"), default="pytest", help="how runs start")
     args = parser.parse_args()
-    global SLEEP_S
+    global SLEEP_S, RUNNER
     SLEEP_S = args.sleep_ms / 1000
+    RUNNER = args.runner
     sides = [Side("A", args.a, args.migrations), Side("B", args.b, args.migrations)]
     try:
         for side in sides:
@@ -285,7 +294,7 @@ def main() -> None:
             side.close()
     print(
         f"{args.migrations} Alembic migrations (+{args.sleep_ms:g} ms each), last one edited; "
-        f"time to first test, medians of {args.runs}"
+        f"time to first test under {'testlane run' if RUNNER == 'testlane' else 'pytest --it'}, medians of {args.runs}"
     )
     print(f"the edited migration alone: {one:.0f} ms")
     print(

@@ -24,6 +24,7 @@ code pytest never uses, ``os._exit`` from a test) is reported here, in the same 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shlex
 import shutil
@@ -31,7 +32,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -57,6 +58,7 @@ __all__ = ["agent_detected", "report_format", "run_pytest_under_services"]
 
 IT_ENV = environment.IT
 FORMAT_ENV = "TESTLANE_REPORTS_FORMAT"
+START_FD_ENV = environment.START_FD
 POLL_SECONDS = 0.25
 KILL_AFTER = 5.0  # seconds a pytest that was terminated after the grace period has before it is killed
 # A pytest that reported and is still alive this long after is kept alive by something its tests started
@@ -259,20 +261,38 @@ def run_pytest_under_services(
     stack = ServiceStack(
         settings, context, progress=progress_printer(state.quiet), die_with_parent=not settings.db.keep_failed
     )
+    child: subprocess.Popen[bytes] | None = None
+    release: int | None = None  # the start pipe's write end, until the services' variables are sent
     try:
         started = time.perf_counter()
         chosen = settings.services if services is None else services  # [] is a choice: no services
         wanted_by_env = referenced_services(settings.env)
         wanted = list(dict.fromkeys([*chosen, *wanted_by_env]))
+        fmt = report_format(settings, os.environ, pytest_args)
+        # In the run's private directory, not the shared temp dir: a name another local user could
+        # guess (the run id shows in `ps`) must not be a symlink planted for us to touch.
+        reported = context.ensure_run_dir() / f".reported.{os.getpid()}"
+        reported.unlink(missing_ok=True)
+        own = {  # set after the services' variables: they win over them, as they did when all were set at once
+            **RunEnv(it="1", rerun_prefix=rerun_prefix(state), reported_file=str(reported)).to_environ(),
+            FORMAT_ENV: fmt,
+            **(extra_env or {}),
+        }
+        env = {**_clean_env(os.environ), **_settings_environment(state), **own}
         try:
             with phase("starting the services"):
+                # pytest starts now, beside the services: it imports itself and its plugins on the other core while
+                # they start (and a migrated template is built), then waits for their variables (pytest_child.py).
+                with _sigint_held():
+                    child, release = _spawn_pytest(pytest_args, env)
                 # store_later: a snapshot the start leaves for after the tests is stored below, once pytest is done
                 start_services(stack, wanted, progress=progress_printer(state.quiet), store_later=True)
                 stack.write_services_file()
         except KeyboardInterrupt:
             interrupted = last_interruption() or Interruption(signal.SIGINT, "starting the services", 0.0)
             return 128 + interrupted.signum
-        if not state.quiet and stack.servers:
+        # A pytest that already ended (its own start-up error, printed) is not told about: it ran nothing.
+        if not state.quiet and stack.servers and child.poll() is None:
             elapsed = time.perf_counter() - started
             described = escape(_describe(stack.servers, wanted_by_env))
             ready = f"[dim](ready in {elapsed:.2f}s)[/dim]"
@@ -280,27 +300,14 @@ def run_pytest_under_services(
         for notice in shared_server_notices(stack.servers.values()):
             console.print(f"[yellow]testlane:[/yellow] {escape(notice)}")
         mapped = mapped_environment(settings, stack.servers, context.run_id)
-        if mapped and not state.quiet:
+        if mapped and not state.quiet and child.poll() is None:
             console.print(f"[dim]testlane:[/dim] mapped for the application: {escape(', '.join(sorted(mapped)))}")
-        fmt = report_format(settings, os.environ, pytest_args)
-        # In the run's private directory, not the shared temp dir: a name another local user could
-        # guess (the run id shows in `ps`) must not be a symlink planted for us to touch.
-        reported = context.ensure_run_dir() / f".reported.{os.getpid()}"
-        reported.unlink(missing_ok=True)
-        env = {
-            **_clean_env(os.environ),
-            **_settings_environment(state),  # --config and --set reach pytest's own settings
-            **stack.env(),
-            **mapped,
-            **RunEnv(it="1", rerun_prefix=rerun_prefix(state), reported_file=str(reported)).to_environ(),
-            FORMAT_ENV: fmt,
-            **(extra_env or {}),
-        }
-        preexec = child_preexec(signal.SIGTERM)
-        # pytest_child, not `-m pytest`: it ignores a repeated delivery from its first instruction on
-        # (an interrupt while pytest is still importing would print an import traceback).
-        child = subprocess.Popen([sys.executable, PYTEST_CHILD, *pytest_args], env=env, preexec_fn=preexec)
+        sys.stdout.flush()  # before pytest, which goes on once it has the variables, writes to the same terminal
+        late = {key: value for key, value in {**stack.env(), **mapped}.items() if key not in own}
+        _send_variables(release, late)
+        release = None
         supervisor = _Supervisor(child, grace=settings.stop_grace, reported=reported)
+        child = None  # the supervisor's from here: waited for below
         signal.signal(signal.SIGTERM, supervisor.handle)
         signal.signal(signal.SIGINT, supervisor.handle)
         code = supervisor.wait()
@@ -335,6 +342,8 @@ def run_pytest_under_services(
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
+            if child is not None:  # the services did not start: pytest, still waiting for them, goes first
+                _abandon_pytest(child, release)
             drop_app_databases(stack.servers, context.run_id)
             if not keep_databases:
                 sweep_shared_run(stack.servers.values(), context.run_id)
@@ -344,6 +353,58 @@ def run_pytest_under_services(
             signal.signal(signal.SIGINT, previous_int)
         if interrupted is not None:  # said once everything above is done, so "cleaned up" is true
             console.print(escape(interrupted_line(interrupted)), style="yellow")
+
+
+def _spawn_pytest(pytest_args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
+    """Start pytest (``pytest_child``) to wait for the services' variables on a pipe; returns it and the pipe's
+    write end, for :func:`_send_variables` (or :func:`_abandon_pytest`)."""
+    read_end, write_end = os.pipe()
+    try:
+        # pytest_child, not `-m pytest`: it ignores a repeated delivery from its first instruction on
+        # (an interrupt while pytest is still importing would print an import traceback).
+        child = subprocess.Popen(
+            [sys.executable, PYTEST_CHILD, *pytest_args],
+            env={**env, START_FD_ENV: str(read_end)},
+            pass_fds=(read_end,),
+            preexec_fn=child_preexec(signal.SIGTERM),
+        )
+    except BaseException:
+        os.close(write_end)
+        raise
+    finally:
+        os.close(read_end)
+    return child, write_end
+
+
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[None]:
+    """SIGINT blocked in the block, for the pytest it starts (the mask is inherited): a Ctrl-C in that pytest's
+    first milliseconds, before pytest_child has installed its handler, waits for it instead of printing a
+    traceback of Python's start. Here it stays pending until the block's end, once the child is ours to
+    clean up, and is then handled as any other."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def _send_variables(write_end: int, variables: dict[str, str]) -> None:
+    """Hand the started services' variables to pytest, which goes on. A pytest that already ended (an unknown
+    plugin given to ``-p``, say) has nothing to read them: its exit code says what happened."""
+    try:
+        with os.fdopen(write_end, "wb") as pipe:
+            pipe.write(json.dumps(variables).encode())
+    except BrokenPipeError:
+        pass
+
+
+def _abandon_pytest(child: subprocess.Popen[bytes], write_end: int | None) -> None:
+    """End a pytest whose services did not start: the pipe closed empty ends it quietly once it reads it, and
+    SIGTERM ends it sooner if it is still importing (it prints nothing either way)."""
+    if write_end is not None:
+        os.close(write_end)
+    terminate(child, grace=KILL_AFTER)
 
 
 # Variables that describe *a* run; a nested run must not inherit the outer run's.

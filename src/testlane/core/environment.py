@@ -30,6 +30,7 @@ __all__ = [
     "RERUN_PREFIX",
     "RUN_ID",
     "SERVICES_FILE",
+    "START_FD",
     "TRUE_WORDS",
     "VARIABLES",
     "Variable",
@@ -69,6 +70,7 @@ SERVICES_FILE = "TESTLANE_SERVICES_FILE"
 CHOSEN_DATA_ROOT = "TESTLANE_CHOSEN_DATA_ROOT"
 RERUN_PREFIX = "TESTLANE_RERUN_PREFIX"
 REPORTED_FILE = "TESTLANE_REPORTED_FILE"
+START_FD = "TESTLANE_START_FD"
 EGRESS_ALLOW = "TESTLANE_EGRESS_ALLOW"
 EGRESS_REPORT = "TESTLANE_EGRESS_REPORT"
 WORKER_ADDOPTS = "TESTLANE_WORKER_ADDOPTS"
@@ -209,6 +211,12 @@ VARIABLES: tuple[Variable, ...] = (
         REPORTED_FILE,
         _RUN,
         "A file pytest's reporter creates once it reported (absent: pytest died first).",
+        run_scoped=True,
+    ),
+    Variable(
+        START_FD,
+        _RUN,
+        "The pipe on which pytest, started beside the services, receives their variables (cli/pytest_child.py).",
         run_scoped=True,
     ),
     Variable(EGRESS_ALLOW, "the template build", "Where set-up commands may connect (their network guard)."),
