@@ -150,6 +150,40 @@ def test_testlane_run_interrupted_while_the_tests_run(
     assert_clean(data_dir, tmp_path)
 
 
+STUBBORN = """
+import os, pathlib, signal, time
+
+def test_stubborn(pg_conn):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a test (or a library) that swallows both
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    pathlib.Path(os.environ["MARKER"]).write_text("testing")
+    time.sleep(600)
+"""
+
+
+@pytest.mark.timeout(90)
+def test_testlane_run_asked_again_terminates_pytest_at_once(
+    interruptible: Path, data_dir: Path, tmp_path: Path, started: list[subprocess.Popen[str]]
+) -> None:
+    # Before: the second signal, seconds after the first, waited out all of stop_grace as the first did.
+    (interruptible / "tests" / "test_block_it.py").write_text(STUBBORN)
+    env = environment(data_dir, tmp_path, "none")
+    argv = [TESTLANE, "run", "--set", "stop_grace=60", "--", "-q", "-p", "no:cacheprovider"]
+    proc = start(started, argv, interruptible, env)
+    wait_for_file(tmp_path / "marker", timeout=180)
+    proc.send_signal(signal.SIGINT)
+    with pytest.raises(subprocess.TimeoutExpired):  # the first: pytest is given its grace period
+        proc.wait(timeout=1.5)
+    proc.send_signal(signal.SIGINT)  # past the 1 s within which a second delivery is the same one
+    output, _ = proc.communicate(timeout=30)  # terminated at once; SIGKILL 5 s later (it ignores SIGTERM)
+    lines = output.splitlines()
+    assert proc.returncode == 130, output
+    assert "testlane: asked again; terminating it" in lines, output
+    assert "Traceback" not in output
+    assert lines[-1] == interrupted("pytest was running"), output
+    assert_clean(data_dir, tmp_path)
+
+
 # A test that leaves a non-daemon thread behind: pytest reports, then Python waits for the thread at exit
 # (tortoise-orm's suite does this with aiosqlite's connection threads; plain pytest hangs there too).
 HANGS_AT_EXIT = """

@@ -144,3 +144,34 @@ def test_a_start_that_fails_ends_the_waiting_pytest_without_a_word_from_it(
         assert "no_such_plugin_here" in output
     assert wait_gone(ours(tmp_path)) == []
     assert server_processes(data_dir) == [] and leftovers(data_dir) == []
+
+
+def test_testlane_run_from_a_parent_directory_stops_when_pytest_would_read_another_projects_settings(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    # Before: the services of the outer directory's settings (no mapping) started, pytest's plugin read sub/'s, and
+    # the test ran without APP_PG_PORT: a project's mapping silently not applied (its code fell back to defaults).
+    outer = tmp_path / "outer"
+    (outer / "sub" / "tests").mkdir(parents=True)
+    (outer / "pyproject.toml").write_text('[project]\nname = "outer"\nversion = "0"\n')
+    (outer / "sub" / "pyproject.toml").write_text(
+        '[tool.testlane]\nservices = ["postgres"]\n\n[tool.testlane.env]\nAPP_PG_PORT = "{postgres.port}"\n\n'
+        '[tool.pytest.ini_options]\nasyncio_default_fixture_loop_scope = "function"\n'
+    )
+    (outer / "sub" / "tests" / "test_mapped.py").write_text(
+        'import os\n\ndef test_mapped():\n    assert os.environ["APP_PG_PORT"].isdigit()\n'
+    )
+    env = clean_env({"TESTLANE_DATA_DIR": str(data_dir), "TESTLANE_REPORTS_FORMAT": "terminal"})
+    result = run_cli(["run", "--", "-q", "-p", "no:cacheprovider", "sub/tests"], cwd=outer, env=env)
+    output = result.stdout + result.stderr
+    assert result.returncode == 4, output
+    sub = (outer / "sub").resolve()
+    assert f"whose {sub / 'pyproject.toml'} has its own [tool.testlane]" in output, output
+    assert f"run `testlane run` from {sub}, or name the file: `testlane run --config {sub / 'pyproject.toml'}" in output
+    assert "Traceback" not in output
+    # The fix it names works, and from the project's own directory too.
+    named = ["run", "--config", "sub/pyproject.toml", "--", "-q", "-p", "no:cacheprovider", "sub/tests"]
+    for args, cwd in ((named, outer), (["run", "--", "-q", "-p", "no:cacheprovider", "tests"], outer / "sub")):
+        result = run_cli(args, cwd=cwd, env=env)
+        assert result.returncode == 0 and "1 passed" in result.stdout, result.stdout + result.stderr
+    assert server_processes(data_dir) == [] and leftovers(data_dir) == []

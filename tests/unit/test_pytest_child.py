@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -40,3 +44,23 @@ def test_a_pipe_closed_empty_means_the_start_was_abandoned() -> None:
     os.close(write_end)
     with pytest.raises(pytest_child.StartAbandoned):
         pytest_child.wait_for_services(read_end)
+
+
+def _interrupt_before_exec() -> None:
+    """In the child before it runs pytest_child: SIGINT blocked, as testlane run starts it, and one pending."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_a_ctrl_c_in_its_first_milliseconds_ends_it_quietly(tmp_path: Path) -> None:
+    # The SIGINT waited, blocked, for the handler; delivered at the unblocking, it printed a traceback from there.
+    proc = subprocess.run(
+        [sys.executable, pytest_child.__file__, "--version"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        preexec_fn=_interrupt_before_exec,
+        timeout=60,
+        check=False,
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (pytest_child.INTERRUPTED, "", "")

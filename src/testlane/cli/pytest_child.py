@@ -82,10 +82,10 @@ def main() -> int:
     sys.modules[spec.name] = interrupts  # dataclasses look their module up
     spec.loader.exec_module(interrupts)
     interrupts.install_interrupt_handler("pytest was starting")
-    # testlane run starts this process with SIGINT blocked (see cli/run.py): one sent meanwhile arrives now
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     start_fd = os.environ.pop(START_FD_ENV, None)
     try:
+        # testlane run starts this process with SIGINT blocked (see cli/run.py): one sent meanwhile arrives here
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         import pytest
 
         plugins = [] if start_fd is None else [start_waiter(int(start_fd))]

@@ -42,7 +42,14 @@ from testlane.cli.common import CliState, console, progress_printer
 from testlane.core import environment
 from testlane.core.config import Settings, join_option_values, overrides_environment
 from testlane.core.envmap import referenced_services
-from testlane.core.interrupts import Interruption, interrupted_line, last_interruption, phase, record
+from testlane.core.interrupts import (
+    DUPLICATE_WINDOW,
+    Interruption,
+    interrupted_line,
+    last_interruption,
+    phase,
+    record,
+)
 from testlane.core.redact import redact_url
 from testlane.core.runenv import RunEnv
 from testlane.core.runtime import RunContext, new_run_id
@@ -154,6 +161,8 @@ class _Supervisor:
         self._deadline: Deadline | None = None
         self._reported_at: float | None = None  # when this process first saw that file
         self._said_hung = False
+        self._first_at = 0.0  # when the first signal came (time.monotonic())
+        self._asked_again = False
         # Whether pytest had reported before our first signal (an interrupted pytest reports too, after it).
         self.reported_before_signal = False
 
@@ -184,8 +193,12 @@ class _Supervisor:
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
         first = self.signal is None
+        now = time.monotonic()
         if first:
             self.reported_before_signal = self.has_reported()
+            self._first_at = now
+        elif now - self._first_at < DUPLICATE_WINDOW:
+            return  # the same interruption delivered again (to the group, then forwarded): already handled
         self.signal = self.signal or signum
         if signum == signal.SIGINT and first and self._terminal_sent_it():
             pass  # the terminal delivered Ctrl-C to pytest too
@@ -193,6 +206,9 @@ class _Supervisor:
             self._send(signum)
         if self._deadline is None:
             self._deadline = Deadline.after(self.grace)
+        elif not first:  # asked again: the grace period ends now (pytest is terminated, then killed)
+            self._deadline = Deadline.after(0)
+            self._asked_again = True
 
     def _send(self, signum: int) -> None:
         if self.child.poll() is None:
@@ -205,16 +221,18 @@ class _Supervisor:
         while True:
             deadline = self._deadline
             try:
-                return self.child.wait(timeout=POLL_SECONDS if deadline is None else deadline.remaining)
+                # In steps: a signal handled meanwhile may move the deadline (asked again: now).
+                return self.child.wait(
+                    timeout=POLL_SECONDS if deadline is None else min(POLL_SECONDS, deadline.remaining)
+                )
             except subprocess.TimeoutExpired:
                 if deadline is None:
                     self._check_exit_after_report()
                     continue
                 if not deadline.expired:
                     continue
-            console.print(
-                f"[yellow]testlane:[/yellow] pytest did not stop within {self.grace:g}s of the signal; terminating it"
-            )
+            why = "asked again" if self._asked_again else f"pytest did not stop within {self.grace:g}s of the signal"
+            console.print(f"[yellow]testlane:[/yellow] {why}; terminating it")
             code = terminate(self.child, grace=KILL_AFTER)
             return self.child.wait() if code is None else code
 
@@ -274,7 +292,13 @@ def run_pytest_under_services(
         reported = context.ensure_run_dir() / f".reported.{os.getpid()}"
         reported.unlink(missing_ok=True)
         own = {  # set after the services' variables: they win over them, as they did when all were set at once
-            **RunEnv(it="1", rerun_prefix=rerun_prefix(state), reported_file=str(reported)).to_environ(),
+            **RunEnv(
+                it="1",
+                rerun_prefix=rerun_prefix(state),
+                reported_file=str(reported),
+                # pytest's plugin stops when its rootdir has another [tool.testlane] than the one read here
+                run_settings=str(settings.config_file) if settings.config_file is not None else "none",
+            ).to_environ(),
             FORMAT_ENV: fmt,
             **(extra_env or {}),
         }
@@ -288,28 +312,38 @@ def run_pytest_under_services(
                 # store_later: a snapshot the start leaves for after the tests is stored below, once pytest is done
                 start_services(stack, wanted, progress=progress_printer(state.quiet), store_later=True)
                 stack.write_services_file()
+                # A pytest that already ended (its own start-up error, printed) is not told about: it ran nothing.
+                if not state.quiet and stack.servers and child.poll() is None:
+                    elapsed = time.perf_counter() - started
+                    described = escape(_describe(stack.servers, wanted_by_env))
+                    ready = f"[dim](ready in {elapsed:.2f}s)[/dim]"
+                    console.print(f"[dim]testlane:[/dim] run {context.run_id}: {described} {ready}")
+                for notice in shared_server_notices(stack.servers.values()):
+                    console.print(f"[yellow]testlane:[/yellow] {escape(notice)}")
+                mapped = mapped_environment(settings, stack.servers, context.run_id)  # may clone app databases
+                if mapped and not state.quiet and child.poll() is None:
+                    names = escape(", ".join(sorted(mapped)))
+                    console.print(f"[dim]testlane:[/dim] mapped for the application: {names}")
+                sys.stdout.flush()  # before pytest, which goes on once it has the variables, writes to the terminal
+                # From here our signals are pytest's to handle (forwarded): installed before it is let go, and
+                # inside this block, so that no signal finds neither handler (it would end in click's "Aborted").
+                supervisor = _Supervisor(child, grace=settings.stop_grace, reported=reported)
+                signal.signal(signal.SIGTERM, supervisor.handle)
+                signal.signal(signal.SIGINT, supervisor.handle)
         except KeyboardInterrupt:
             interrupted = last_interruption() or Interruption(signal.SIGINT, "starting the services", 0.0)
             return 128 + interrupted.signum
-        # A pytest that already ended (its own start-up error, printed) is not told about: it ran nothing.
-        if not state.quiet and stack.servers and child.poll() is None:
-            elapsed = time.perf_counter() - started
-            described = escape(_describe(stack.servers, wanted_by_env))
-            ready = f"[dim](ready in {elapsed:.2f}s)[/dim]"
-            console.print(f"[dim]testlane:[/dim] run {context.run_id}: {described} {ready}")
-        for notice in shared_server_notices(stack.servers.values()):
-            console.print(f"[yellow]testlane:[/yellow] {escape(notice)}")
-        mapped = mapped_environment(settings, stack.servers, context.run_id)
-        if mapped and not state.quiet and child.poll() is None:
-            console.print(f"[dim]testlane:[/dim] mapped for the application: {escape(', '.join(sorted(mapped)))}")
-        sys.stdout.flush()  # before pytest, which goes on once it has the variables, writes to the same terminal
+        interrupted = last_interruption()
+        if interrupted is not None:
+            # Recorded, but its KeyboardInterrupt was raised where Python ignores exceptions (a fork's callbacks,
+            # logging's and filelock's, run in this process after every subprocess start): the start went on.
+            _abandon_pytest(child, release)
+            child = release = None
+            return 128 + interrupted.signum
         late = {key: value for key, value in {**stack.env(), **mapped}.items() if key not in own}
         _send_variables(release, late)
         release = None
-        supervisor = _Supervisor(child, grace=settings.stop_grace, reported=reported)
         child = None  # the supervisor's from here: waited for below
-        signal.signal(signal.SIGTERM, supervisor.handle)
-        signal.signal(signal.SIGINT, supervisor.handle)
         code = supervisor.wait()
         keep_databases = settings.db.keep_failed and code not in (0, 5)
         if supervisor.signal is not None:

@@ -29,6 +29,7 @@ __all__ = [
     "REPORTED_FILE",
     "RERUN_PREFIX",
     "RUN_ID",
+    "RUN_SETTINGS",
     "SERVICES_FILE",
     "START_FD",
     "TRUE_WORDS",
@@ -71,6 +72,7 @@ CHOSEN_DATA_ROOT = "TESTLANE_CHOSEN_DATA_ROOT"
 RERUN_PREFIX = "TESTLANE_RERUN_PREFIX"
 REPORTED_FILE = "TESTLANE_REPORTED_FILE"
 START_FD = "TESTLANE_START_FD"
+RUN_SETTINGS = "TESTLANE_RUN_SETTINGS"
 EGRESS_ALLOW = "TESTLANE_EGRESS_ALLOW"
 EGRESS_REPORT = "TESTLANE_EGRESS_REPORT"
 WORKER_ADDOPTS = "TESTLANE_WORKER_ADDOPTS"
@@ -217,6 +219,13 @@ VARIABLES: tuple[Variable, ...] = (
         START_FD,
         _RUN,
         "The pipe on which pytest, started beside the services, receives their variables (cli/pytest_child.py).",
+        run_scoped=True,
+    ),
+    Variable(
+        RUN_SETTINGS,
+        _RUN,
+        "The pyproject.toml `testlane run` read its settings from (`none`: none found): pytest's plugin stops when "
+        "pytest's rootdir would have it read another one that has a [tool.testlane] table.",
         run_scoped=True,
     ),
     Variable(EGRESS_ALLOW, "the template build", "Where set-up commands may connect (their network guard)."),

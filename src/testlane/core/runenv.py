@@ -37,6 +37,7 @@ _WRITTEN = {
     "chosen_data_root": environment.CHOSEN_DATA_ROOT,
     "rerun_prefix": environment.RERUN_PREFIX,
     "reported_file": environment.REPORTED_FILE,
+    "run_settings": environment.RUN_SETTINGS,
     "egress_allow": environment.EGRESS_ALLOW,
     "egress_report": environment.EGRESS_REPORT,
 }
@@ -73,6 +74,7 @@ class RunEnv:
     chosen_data_root: str | None = None  # TESTLANE_CHOSEN_DATA_ROOT
     rerun_prefix: str | None = None  # TESTLANE_RERUN_PREFIX
     reported_file: str | None = None  # TESTLANE_REPORTED_FILE
+    run_settings: str | None = None  # TESTLANE_RUN_SETTINGS
     egress_allow: str | None = None  # TESTLANE_EGRESS_ALLOW
     egress_report: str | None = None  # TESTLANE_EGRESS_REPORT
     xdist_worker: str | None = None  # PYTEST_XDIST_WORKER (gw0, gw1...)
@@ -92,6 +94,7 @@ class RunEnv:
             chosen_data_root=_text(environ, environment.CHOSEN_DATA_ROOT),
             rerun_prefix=_text(environ, environment.RERUN_PREFIX),
             reported_file=_text(environ, environment.REPORTED_FILE),
+            run_settings=_text(environ, environment.RUN_SETTINGS),
             egress_allow=_text(environ, environment.EGRESS_ALLOW),
             egress_report=_text(environ, environment.EGRESS_REPORT),
             xdist_worker=_text(environ, XDIST_WORKER),

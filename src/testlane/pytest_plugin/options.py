@@ -128,3 +128,39 @@ def check_rootdir(config: pytest.Config, args: list[str]) -> None:
         f"testlane: pytest took {flag}'s value {value!r} for a path to test and chose {config.rootpath} for its "
         f"rootdir (not {rootpath}); write {flag}={value} as one word (`testlane run` does it for you)"
     )
+
+
+# -- the settings `testlane run` read against those pytest's rootdir gives ----------------------------------------
+
+
+def check_run_settings(config: pytest.Config) -> None:
+    """Under ``testlane run``: stop when pytest's rootdir would have this process read another ``[tool.testlane]``
+    table than the pyproject.toml the run's services were started from.
+
+    ``testlane run`` finds its settings upward from the current directory (or ``--config``); pytest's plugin from
+    pytest's rootdir, which the paths given to pytest decide (``testlane run -- sub/tests`` from a parent
+    directory). Two tables would mean services started for one project and tests run with another's settings
+    and mapping: said with the fix instead. Raises :class:`pytest.UsageError`; returns at once outside a run.
+    """
+    from pathlib import Path
+
+    from testlane.core.config import testlane_table_file
+    from testlane.core.errors import ConfigError
+    from testlane.core.runenv import RunEnv
+
+    env = RunEnv.current()
+    if env.run_settings is None or env.config_file or env.xdist_worker:
+        return  # not under testlane run, or one file named for both (--config), or a worker (its controller checked)
+    used = None if env.run_settings == "none" else Path(env.run_settings).resolve()
+    try:
+        here = testlane_table_file(Path(str(config.rootpath)))
+    except ConfigError:
+        return  # said by the opt-in check, with its own message
+    if here is None or here.resolve() == used:
+        return
+    read = f"{used}" if used is not None else "no pyproject.toml (its defaults)"
+    raise pytest.UsageError(
+        f"testlane: `testlane run` started the services with the settings of {read}, found from the current "
+        f"directory, but pytest's rootdir is {config.rootpath}, whose {here} has its own [tool.testlane]: run "
+        f"`testlane run` from {here.parent}, or name the file: `testlane run --config {here} -- ...`"
+    )

@@ -334,9 +334,10 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
     process that owns the run (xdist workers inherit the environment), and not under ``testlane run``,
     which already did it.
     """
-    from testlane.pytest_plugin.options import check_rootdir
+    from testlane.pytest_plugin.options import check_rootdir, check_run_settings
 
     check_rootdir(early_config, args)  # first: whether the project opted in is read from its rootdir
+    check_run_settings(early_config)
     env = RunEnv.current()
     if env.xdist_worker or env.services_file:
         return
