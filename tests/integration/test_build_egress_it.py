@@ -273,6 +273,8 @@ def test_testlane_run_refuses_and_then_runs_with_the_mapping(data_dir: Path, dec
         assert refused.returncode != 0, output
         assert "tried to connect to 127.0.0.1:5432" in output and "DATABASE_URL" in output, output
         assert "Traceback" not in output
+        # The verdict names the template (it said "a service could not be started": the server had started).
+        assert "FAILED — the migrated template could not be built; no tests ran (exit 3)" in output, output
         assert_untouched(decoy, before)
         before = decoy.sessions()
 

@@ -165,7 +165,8 @@ class BuildScope:
             '("{postgres.url:psycopg}" for a SQLAlchemy URL, or {postgres.host}, {postgres.port}, ... for '
             "separate variables); migrations and set-up commands get that mapping. See docs/isolation.md."
         )
-        return UnsafeDatabaseError(message, hint=hint)
+        # The template's root cause (the server started; its build was stopped): reports and verdicts say so.
+        return UnsafeDatabaseError(message, hint=hint, cause=f"template {what}")
 
     @contextlib.contextmanager
     def child_environment(self) -> Iterator[tuple[dict[str, str], Path]]:
