@@ -133,6 +133,13 @@ def make_project(root: Path, migrations: int) -> Path:
     return root
 
 
+def runner_argv(runner: str, pytest_args: list[str]) -> list[str]:
+    """The command of one run: ``pytest --it ARGS`` or (``testlane``) ``testlane run -- ARGS``."""
+    if runner == "testlane":
+        return [sys.executable, "-m", "testlane", "run", "--", *pytest_args]
+    return [sys.executable, "-m", "pytest", "--it", *pytest_args]
+
+
 def reachable_dir(prefix: str) -> Path:
     path = Path(tempfile.mkdtemp(prefix=prefix, dir="/dev/shm"))
     path.chmod(0o755)
@@ -185,11 +192,7 @@ class Side:
             "TESTLANE_DATA_DIR": str(self.data),
             "BENCH_FIRST_TEST": str(marker),
         }
-        pytest_args = ["-q", "-p", "no:cacheprovider", "test_first.py"]
-        if RUNNER == "testlane":
-            argv = [sys.executable, "-m", "testlane", "run", "--", *pytest_args]
-        else:
-            argv = [sys.executable, "-m", "pytest", "--it", *pytest_args]
+        argv = runner_argv(RUNNER, ["-q", "-p", "no:cacheprovider", "test_first.py"])
         started = time.time()
         proc = subprocess.run(argv, cwd=self.project, env=env, capture_output=True, text=True, check=False)
         total = time.time() - started

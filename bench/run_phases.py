@@ -79,11 +79,7 @@ def run(side: migration_edit.Side, runner: str) -> dict[str, float]:
         "BENCH_FIRST_TEST": str(side.root / "first-test"),
         "PROBE_OUT": str(out),
     }
-    pytest_args = ["-q", "-p", "no:cacheprovider", "-p", "probe", "test_first.py"]
-    if runner == "testlane":
-        argv = [sys.executable, "-m", "testlane", "run", "--", *pytest_args]
-    else:
-        argv = [sys.executable, "-m", "pytest", "--it", *pytest_args]
+    argv = migration_edit.runner_argv(runner, ["-q", "-p", "no:cacheprovider", "-p", "probe", "test_first.py"])
     started = time.time()
     proc = subprocess.run(argv, cwd=side.project, env=env, capture_output=True, text=True, check=False)
     ended = time.time()
