@@ -28,6 +28,48 @@ def test_a_hanging_test_times_out_with_every_thread_s_stack_and_the_run_continue
     result.stdout.fnmatch_lines(["*Timeout (>1.0s)*", "*Stack of helper-thread*"])
 
 
+def test_a_timeout_that_falls_in_the_reporting_of_a_phase_fails_the_test_not_the_run(
+    pytester: pytest.Pytester,
+) -> None:
+    # Seen in CI under load: the alarm came while pytest-xdist sent the call's report, and pytest.fail() raised
+    # there was an INTERNALERROR that ended the whole run. A reporting hook slower than the timeout stands in.
+    plain_project(pytester, "[tool.testlane.discipline]\ntimeout_unit = 1")
+    pytester.makeconftest(
+        """
+        import time
+        import pytest
+
+        @pytest.hookimpl(tryfirst=True)
+        def pytest_runtest_logreport(report):
+            if report.when == "call" and report.nodeid.endswith(("test_slow_report", "test_slow_teardown")):
+                time.sleep(1.5)  # the test's 1 s runs out here, between its call and its teardown
+
+        @pytest.fixture
+        def slow_down():
+            yield
+            time.sleep(5)
+        """
+    )
+    pytester.makepyfile(
+        """
+        def test_slow_report():
+            pass
+
+        def test_slow_teardown(slow_down):
+            pass
+
+        def test_after():
+            pass
+        """
+    )
+    result = run_inner(pytester)
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    # Raised again 50 ms later, in the next phase still running: test_slow_report's teardown had ended (its own
+    # code never ran out of time: it passed), test_slow_teardown's had not (it fails there); the run went on.
+    result.assert_outcomes(passed=3, errors=1)
+    result.stdout.fnmatch_lines(["*ERROR at teardown of test_slow_teardown*", "*Timeout (>1.0s) from pytest-timeout*"])
+
+
 def test_an_explicit_timeout_marker_wins(pytester: pytest.Pytester) -> None:
     plain_project(pytester, "[tool.testlane.discipline]\ntimeout_unit = 1")
     pytester.makepyfile(

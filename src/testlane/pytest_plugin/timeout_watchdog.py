@@ -43,6 +43,22 @@ __all__ = ["TimeoutWatchdog", "timeout_sigalrm"]
 _getsignal: Callable[[int], Any] = getattr(signal, "_signal", signal).getsignal
 
 
+REFIRE_S = 0.05  # seconds: a timeout that fell between two phases of the test is raised again after this
+
+
+def _reporting(frame: Any) -> bool:
+    """Whether the main thread, interrupted in ``frame``, is in pytest's handling of a phase's report (its
+    ``call_and_report`` after the phase's code returned) rather than in the phase (``CallInfo.from_call``)."""
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "from_call":
+            return False
+        if code.co_name == "call_and_report":
+            return True
+        frame = frame.f_back
+    return False
+
+
 # The idents of the watchdogs' threads running (one per session; a pytester session inside a test has its own).
 _watchdog_threads: set[int] = set()
 
@@ -132,6 +148,13 @@ class TimeoutWatchdog:
         if fired is None or fired is not self.current:
             return  # not the watchdog's, or for a test that has ended meanwhile
         item, settings, _ = fired
+        if _reporting(frame):
+            # Between two phases, in pytest's reporting of the last one (pytest-xdist sending it to the controller,
+            # a reporter writing it): a failure raised there is pytest's INTERNALERROR, which ends the whole run.
+            # The test fails in its next phase instead (its teardown at the latest): asked again in REFIRE_S.
+            self.current = (item, settings, time.monotonic() + REFIRE_S)
+            self.wake.set()
+            return
         self.timed_out(item, settings)
 
     def _run(self) -> None:
