@@ -59,8 +59,9 @@ def wait_for_services(fd: int) -> None:
 
 def start_waiter(fd: int) -> Any:
     """A plugin object for ``pytest.main(plugins=...)`` whose hook waits for the services (see the module
-    docstring). A wrapper, first of all: it runs before any plugin's ``pytest_load_initial_conftests`` (which
-    may read the application's settings, as pytest-django's does) and before pytest loads the conftests."""
+    docstring). A ``tryfirst`` wrapper: it runs before every plain ``pytest_load_initial_conftests`` (which may
+    read the application's settings, as pytest-django's does) and before pytest loads the conftests; another
+    plugin's ``tryfirst`` wrapper, registered after this object, runs its part before ``yield`` earlier."""
     import pytest
 
     class StartWaiter:
