@@ -26,3 +26,23 @@ def test_an_interrupt_while_the_command_imports_itself_ends_with_one_line_and_13
     assert result.returncode == 130, result.stderr
     assert result.stderr == "testlane: interrupted (SIGINT) while starting; nothing was started\n"
     assert result.stdout == ""
+
+
+def test_an_interrupt_inside_a_class_definition_while_importing_is_said_the_same_way(tmp_path: Path) -> None:
+    # Seen by a fresh user (1 in 20 Ctrl-Cs 1.2 s in, loaded machine): the SIGINT landed while a dataclass field
+    # was set up, Python wrapped it in "RuntimeError: Error calling __set_name__", and the traceback was printed.
+    (tmp_path / "click").mkdir()
+    (tmp_path / "click" / "__init__.py").write_text(
+        "import os, signal, time\n\n"
+        "class Field:\n"
+        "    def __set_name__(self, owner, name):\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        time.sleep(5)\n\n"
+        "class Checkpoints:\n"
+        "    made = Field()\n"
+    )
+    script = Path(sys.executable).with_name("testlane")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run([str(script), "run"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 130, result.stderr
+    assert result.stderr == "testlane: interrupted (SIGINT) while starting; nothing was started\n"

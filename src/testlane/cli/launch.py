@@ -18,7 +18,21 @@ def main(argv: list[str] | None = None) -> None:
     """Import and run the command (:func:`testlane.cli.main.main`); exits 130 when interrupted while importing."""
     try:
         from testlane.cli.main import main as command
-    except KeyboardInterrupt:
+    except BaseException as exc:
+        if not _interrupted(exc):
+            raise
         sys.stderr.write("testlane: interrupted (SIGINT) while starting; nothing was started\n")
         raise SystemExit(128 + signal.SIGINT) from None
     command(argv)
+
+
+def _interrupted(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is a KeyboardInterrupt or was caused by one: Python wraps one raised in a class body's
+    ``__set_name__`` (a dataclass field being defined) in a RuntimeError."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
