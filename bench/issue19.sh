@@ -1,7 +1,7 @@
 #!/bin/sh
 # Every row of issue 19's table, measured in one sitting (docs/benchmarks.md, "Issue 19: every target").
 #
-# Usage: sh bench/issue19.sh [OUTDIR]      (about 40 min on 2 quiet cores; run nothing else beside it)
+# Usage: sh bench/issue19.sh [OUTDIR]      (about 50 min on 2 quiet cores; run nothing else beside it)
 #
 # Each script prints its own table; this one runs them back to back from this checkout, logs the load
 # average before each (the figures are only comparable to each other when it stays low) and keeps each
@@ -11,8 +11,10 @@
 #   per_test_cost.py   1 table: where a test's milliseconds go (shared, database, transaction, diagnostics)
 #   seeded_reset.py    the pool alone at 300 tables / 200k rows, 1 and 5 empty tables written
 #   plugin_cost.py     the plugin alone: per test and per run
-#   first_test.py      time to first test, Postgres + Valkey, warm and cold
-#   migration_edit.py  60 Alembic migrations, the last one edited (cheap, and 20 ms each)
+#   first_test.py      time to first test, Postgres + Valkey, warm and cold (`pytest --it`; `testlane run` too)
+#   migration_edit.py  60 Alembic migrations, the last one edited (cheap, and 20 ms each), `pytest --it` and
+#                      `testlane run`
+#   run_phases.py      the same, split by pytest hook: where the edit's cost lands under each runner
 # Scripts that compare two checkouts are given this one on both sides (A = B): the figure is B's, the
 # A/B spread is the run's noise.
 set -eu
@@ -39,4 +41,8 @@ step first_test bench/first_test.py --a "$HERE" --b "$HERE" --runs 7
 step first_test_cold bench/first_test.py --a "$HERE" --b "$HERE" --runs 5 --cold
 step migration_edit bench/migration_edit.py --a "$HERE" --b "$HERE" --runs 5
 step migration_edit_20ms bench/migration_edit.py --a "$HERE" --b "$HERE" --runs 5 --sleep-ms 20
+step first_test_run bench/first_test.py --a "$HERE" --b "$HERE" --runs 7 --runner testlane
+step migration_edit_run bench/migration_edit.py --a "$HERE" --b "$HERE" --runs 5 --runner testlane
+step migration_edit_20ms_run bench/migration_edit.py --a "$HERE" --b "$HERE" --runs 5 --sleep-ms 20 --runner testlane
+step run_phases bench/run_phases.py --runs 5
 printf '== %s  done  load:%s  outputs in %s\n' "$(date -u +%H:%M:%S)" "$(cut -d' ' -f1-3 /proc/loadavg)" "$OUT" | tee -a "$OUT/log"
