@@ -42,14 +42,7 @@ from testlane.cli.common import CliState, console, progress_printer
 from testlane.core import environment
 from testlane.core.config import Settings, join_option_values, overrides_environment
 from testlane.core.envmap import referenced_services
-from testlane.core.interrupts import (
-    DUPLICATE_WINDOW,
-    Interruption,
-    interrupted_line,
-    last_interruption,
-    phase,
-    record,
-)
+from testlane.core.interrupts import Interruption, interrupted_line, last_interruption, phase, record
 from testlane.core.redact import redact_url
 from testlane.core.runenv import RunEnv
 from testlane.core.runtime import RunContext, new_run_id
@@ -161,7 +154,6 @@ class _Supervisor:
         self._deadline: Deadline | None = None
         self._reported_at: float | None = None  # when this process first saw that file
         self._said_hung = False
-        self._first_at = 0.0  # when the first signal came (time.monotonic())
         self._asked_again = False
         # Whether pytest had reported before our first signal (an interrupted pytest reports too, after it).
         self.reported_before_signal = False
@@ -193,12 +185,10 @@ class _Supervisor:
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
         first = self.signal is None
-        now = time.monotonic()
+        if record(signum, "pytest was running") is None and not first:
+            return  # the same interruption delivered again (to the group, then forwarded): already handled
         if first:
             self.reported_before_signal = self.has_reported()
-            self._first_at = now
-        elif now - self._first_at < DUPLICATE_WINDOW:
-            return  # the same interruption delivered again (to the group, then forwarded): already handled
         self.signal = self.signal or signum
         if signum == signal.SIGINT and first and self._terminal_sent_it():
             pass  # the terminal delivered Ctrl-C to pytest too

@@ -15,11 +15,14 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from testlane.core.config import OptionInfo, command_options, value_flags
+from testlane.core.config import OptionInfo, command_options, testlane_table_file, value_flags
+from testlane.core.errors import ConfigError
+from testlane.core.runenv import RunEnv
 
 __all__ = [
     "NOT_GIVEN",
@@ -133,7 +136,7 @@ def check_rootdir(config: pytest.Config, args: list[str]) -> None:
 # -- the settings `testlane run` read against those pytest's rootdir gives ----------------------------------------
 
 
-def check_run_settings(config: pytest.Config) -> None:
+def check_run_settings(config: pytest.Config, env: RunEnv) -> None:
     """Under ``testlane run``: stop when pytest's rootdir would have this process read another ``[tool.testlane]``
     table than the pyproject.toml the run's services were started from.
 
@@ -142,13 +145,6 @@ def check_run_settings(config: pytest.Config) -> None:
     directory). Two tables would mean services started for one project and tests run with another's settings
     and mapping: said with the fix instead. Raises :class:`pytest.UsageError`; returns at once outside a run.
     """
-    from pathlib import Path
-
-    from testlane.core.config import testlane_table_file
-    from testlane.core.errors import ConfigError
-    from testlane.core.runenv import RunEnv
-
-    env = RunEnv.current()
     if env.run_settings is None or env.config_file or env.xdist_worker:
         return  # not under testlane run, or one file named for both (--config), or a worker (its controller checked)
     used = None if env.run_settings == "none" else Path(env.run_settings).resolve()

@@ -337,8 +337,8 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
     from testlane.pytest_plugin.options import check_rootdir, check_run_settings
 
     check_rootdir(early_config, args)  # first: whether the project opted in is read from its rootdir
-    check_run_settings(early_config)
     env = RunEnv.current()
+    check_run_settings(early_config, env)
     if env.xdist_worker or env.services_file:
         return
     if not opted_in(early_config):
